@@ -1,0 +1,77 @@
+// swift-tools-version:5.9
+//
+// libperformer: exact softmax attention, linear attention and FAVOR+ behind one C ABI.
+//
+// Module map (see docs/ARCHITECTURE.md):
+//   CPerformerSupport        tiny C: CPU feature detection, atomics, thread-local error text
+//   PerformerKernelInterface the kernel table type and the task descriptors the kernels read
+//   PerformerKernels         all dense compute (micro-kernels, exp, attention blocks), portable build
+//   PerformerKernelsAVX2     the same sources (a symlink), built for x86-64-v3 (AVX2 + FMA)
+//   PerformerKernelsAVX512   the same sources (a symlink), built for x86-64-v4 (AVX-512)
+//   PerformerCore            public Swift API: tensors, validation, threads, orchestration
+//   Performer                the C ABI (@_cdecl only) -> libperformer.so, Swift runtime linked in
+//
+// Swift fixes the vector ISA per module, not per function, so run-time dispatch means
+// compiling the kernel sources once per ISA and choosing a table at first use.
+import PackageDescription
+
+let packageRoot = Context.packageDirectory
+
+/// Release-only optimization for the kernel copies; debug builds keep plain flags
+/// (whole-module flags in debug break `swift test`).
+func kernelSettings(march: String?, define: String?) -> [SwiftSetting] {
+    var settings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+    if let march { settings.append(.unsafeFlags(["-Xcc", "-march=\(march)"])) }
+    if let define { settings.append(.define(define)) }
+    return settings
+}
+
+let package = Package(
+    name: "libperformer",
+    products: [
+        .library(name: "performer", type: .dynamic, targets: ["Performer"]),
+        .library(name: "PerformerCore", targets: ["PerformerCore"]),
+    ],
+    targets: [
+        .target(name: "CPerformerSupport"),
+        .target(name: "PerformerKernelInterface"),
+        .target(
+            name: "PerformerKernels",
+            dependencies: ["PerformerKernelInterface"],
+            swiftSettings: kernelSettings(march: nil, define: "PERFORMER_ISA_PORTABLE")),
+        .target(
+            name: "PerformerKernelsAVX2",
+            dependencies: ["PerformerKernelInterface"],
+            swiftSettings: kernelSettings(march: "x86-64-v3", define: "PERFORMER_ISA_AVX2")),
+        .target(
+            name: "PerformerKernelsAVX512",
+            dependencies: ["PerformerKernelInterface"],
+            swiftSettings: kernelSettings(march: "x86-64-v4", define: "PERFORMER_ISA_AVX512")),
+        .target(
+            name: "PerformerCore",
+            dependencies: [
+                "CPerformerSupport", "PerformerKernelInterface",
+                "PerformerKernels", "PerformerKernelsAVX2", "PerformerKernelsAVX512",
+            ]),
+        .target(
+            name: "Performer",
+            dependencies: ["PerformerCore"],
+            linkerSettings: [
+                .unsafeFlags([
+                    // Swift runtime linked in: the .so loads where no toolchain is installed.
+                    "-static-stdlib",
+                    // Export performer_* only.
+                    "-Xlinker", "--version-script=\(packageRoot)/Sources/Performer/exports.map",
+                    // A missing symbol is a link error, not a dlopen failure.
+                    "-Xlinker", "-z", "-Xlinker", "defs",
+                ]),
+            ]),
+        .executableTarget(
+            name: "SwiftExample",
+            dependencies: ["PerformerCore"],
+            path: "examples/swift"),
+        .testTarget(
+            name: "PerformerCoreTests",
+            dependencies: ["PerformerCore"]),
+    ]
+)

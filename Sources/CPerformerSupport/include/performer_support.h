@@ -1,0 +1,32 @@
+// Small C helpers for PerformerCore: things Swift without Foundation cannot reach portably.
+// Nothing here is exported from libperformer.so (the version script keeps performer_* only).
+#ifndef PERFORMER_SUPPORT_H
+#define PERFORMER_SUPPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 1 when the CPU and OS support AVX2 and FMA (x86-64-v3), else 0.
+int psupport_cpu_has_avx2_fma(void);
+/// 1 when the CPU and OS support AVX-512 F/CD/BW/DQ/VL (x86-64-v4), else 0.
+int psupport_cpu_has_avx512(void);
+/// CPUs this process may run on (sched_getaffinity), at least 1.
+int psupport_available_cpus(void);
+
+/// Atomic fetch-and-add on a shared counter (sequentially consistent).
+int64_t psupport_atomic_fetch_add(int64_t *counter, int64_t value);
+int64_t psupport_atomic_load(const int64_t *counter);
+void psupport_atomic_store(int64_t *counter, int64_t value);
+
+/// Thread-local last-error text (copied, truncated to 511 bytes).
+void psupport_set_last_error(const char *message);
+const char *psupport_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

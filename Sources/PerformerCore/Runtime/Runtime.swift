@@ -1,0 +1,88 @@
+import CPerformerSupport
+import Glibc
+import PerformerKernelInterface
+import PerformerKernels
+import PerformerKernelsAVX2
+import PerformerKernelsAVX512
+
+/// Process-wide settings: which kernel build runs, and how many threads the library uses.
+public enum Runtime {
+    /// Every kernel build in the library, indexed by `KernelISA` order (portable, avx2, avx512).
+    private static let kernelTables: [KernelSet] = [
+        PerformerKernels.makeKernelSet(),
+        PerformerKernelsAVX2.makeKernelSet(),
+        PerformerKernelsAVX512.makeKernelSet(),
+    ]
+
+    /// The instruction sets this CPU runs, slowest first.
+    public static let supportedISAs: [KernelISA] = {
+        var isas: [KernelISA] = [.portable]
+        if psupport_cpu_has_avx2_fma() != 0 { isas.append(.avx2) }
+        if psupport_cpu_has_avx512() != 0 { isas.append(.avx512) }
+        return isas
+    }()
+
+    /// The CPUs this process may run on when the library first asked.
+    public static let availableCPUs = Int(psupport_available_cpus())
+
+    private static let state: UnsafeMutablePointer<Int64> = {
+        // state[0]: index of the selected kernel table; state[1]: thread count.
+        let state = UnsafeMutablePointer<Int64>.allocate(capacity: 2)
+        state[0] = Int64(KernelISA.allCases.firstIndex(of: defaultISA)!)
+        state[1] = Int64(defaultThreadCount)
+        return state
+    }()
+
+    /// The fastest supported ISA, or `PERFORMER_ISA` (portable, avx2, avx512) when it names a
+    /// supported one.
+    private static var defaultISA: KernelISA {
+        if let name = getenv("PERFORMER_ISA"), let isa = KernelISA(rawValue: String(cString: name)),
+           supportedISAs.contains(isa) {
+            return isa
+        }
+        return supportedISAs.last!
+    }
+
+    /// `PERFORMER_NUM_THREADS` when it is a positive integer, else the available CPUs.
+    private static var defaultThreadCount: Int {
+        if let text = getenv("PERFORMER_NUM_THREADS"), let n = Int(String(cString: text)), n > 0 {
+            return min(n, maxThreads)
+        }
+        return availableCPUs
+    }
+
+    /// The largest thread count `setNumThreads` accepts.
+    public static let maxThreads = 1024
+
+    /// The kernel build every call uses now.
+    public static var kernelISA: KernelISA { KernelISA.allCases[Int(psupport_atomic_load(state))] }
+
+    static var kernels: KernelSet { kernelTables[Int(psupport_atomic_load(state))] }
+
+    /// Makes every later call use the kernels built for `isa`. Throws `.unsupportedCPU` when
+    /// this CPU lacks it. Meant for tests and benchmarks; calls already running finish on the
+    /// kernels they started with.
+    public static func selectKernels(_ isa: KernelISA) throws(PerformerError) {
+        guard supportedISAs.contains(isa) else {
+            throw PerformerError(.unsupportedCPU, "isa = \(isa.rawValue) is not supported by this CPU (supported: \(supportedISAs.map(\.rawValue).joined(separator: ", ")))")
+        }
+        psupport_atomic_store(state, Int64(KernelISA.allCases.firstIndex(of: isa)!))
+    }
+
+    /// Threads the library's calls use (the caller's thread included).
+    public static var numThreads: Int { Int(psupport_atomic_load(state + 1)) }
+
+    /// Bounds the threads later calls use to `n` (1 ... `maxThreads`); 0 restores the default
+    /// (PERFORMER_NUM_THREADS, else the available CPUs).
+    public static func setNumThreads(_ n: Int) throws(PerformerError) {
+        guard n >= 0, n <= maxThreads else {
+            throw PerformerError(.invalidArgument, "num_threads = \(n) is not in 0...\(maxThreads)")
+        }
+        psupport_atomic_store(state + 1, Int64(n == 0 ? defaultThreadCount : n))
+    }
+
+    /// Runs `body(item, worker)` for items `0..<count` on the library's threads.
+    static func parallelFor(count: Int, threads: Int = numThreads, _ body: (Int, Int) -> Void) {
+        ThreadPool.shared.parallelFor(count: count, threads: threads, body)
+    }
+}

@@ -1,0 +1,131 @@
+import CPerformerSupport
+import Glibc
+
+/// The library's own worker threads: `parallelFor` runs `count` items across the calling
+/// thread and up to `threads − 1` workers, handing items out one at a time from a shared
+/// counter (so uneven items, like causal blocks, balance themselves).
+///
+/// One job runs at a time. A call made while the pool is busy (another caller thread, or a
+/// nested call from inside a job) runs its items inline on its own thread: slower, never a
+/// deadlock, never a wrong result. Workers are created on first need and live for the process
+/// (the library is linked with `-z nodelete`, so dlclose cannot unmap code they wait in).
+final class ThreadPool: @unchecked Sendable {
+    static let shared = ThreadPool()
+
+    private let submitLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let stateLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let jobPosted = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let jobFinished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let nextItem = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
+
+    // Guarded by stateLock.
+    private var workerCount = 0
+    private var generation = 0
+    private var participants = 0      // workers (excluding the caller) taking part in the job
+    private var unfinished = 0        // participants not yet done with the job
+    private var job: ((Int, Int) -> Void)?
+    private var jobCount = 0
+
+    private init() {
+        pthread_mutex_init(submitLock, nil)
+        pthread_mutex_init(stateLock, nil)
+        pthread_cond_init(jobPosted, nil)
+        pthread_cond_init(jobFinished, nil)
+        nextItem.initialize(to: 0)
+    }
+
+    /// Runs `body(item, worker)` for every item in `0..<count`, on at most `threads` threads.
+    /// `worker` is in `0..<min(threads, count)` and no two concurrent calls of `body` share it,
+    /// so it can index per-thread scratch.
+    func parallelFor(count: Int, threads: Int, _ body: (_ item: Int, _ worker: Int) -> Void) {
+        let helpers = min(threads, count) - 1
+        if helpers <= 0 || pthread_mutex_trylock(submitLock) != 0 {
+            for item in 0..<count { body(item, 0) }
+            return
+        }
+        defer { pthread_mutex_unlock(submitLock) }
+        let started = ensureWorkers(helpers)
+        if started == 0 {
+            for item in 0..<count { body(item, 0) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            psupport_atomic_store(nextItem, 0)
+            pthread_mutex_lock(stateLock)
+            job = body
+            jobCount = count
+            participants = started
+            unfinished = started
+            generation += 1
+            pthread_cond_broadcast(jobPosted)
+            pthread_mutex_unlock(stateLock)
+
+            drain(body, count: count, worker: 0)
+
+            pthread_mutex_lock(stateLock)
+            while unfinished > 0 { pthread_cond_wait(jobFinished, stateLock) }
+            job = nil
+            pthread_mutex_unlock(stateLock)
+        }
+    }
+
+    private func drain(_ body: (Int, Int) -> Void, count: Int, worker: Int) {
+        while true {
+            let item = Int(psupport_atomic_fetch_add(nextItem, 1))
+            if item >= count { return }
+            body(item, worker)
+        }
+    }
+
+    /// Starts workers until `wanted` exist (or thread creation fails); returns how many exist,
+    /// capped at `wanted`.
+    private func ensureWorkers(_ wanted: Int) -> Int {
+        pthread_mutex_lock(stateLock)
+        defer { pthread_mutex_unlock(stateLock) }
+        while workerCount < wanted {
+            let context = Unmanaged.passRetained(WorkerContext(pool: self, index: workerCount + 1, generation: generation))
+            var thread = pthread_t()
+            let status = pthread_create(&thread, nil, { raw in
+                let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
+                context.pool.workerLoop(index: context.index, seenGeneration: context.generation)
+                return nil
+            }, context.toOpaque())
+            if status != 0 {
+                context.release()
+                break
+            }
+            pthread_detach(thread)
+            workerCount += 1
+        }
+        return min(workerCount, wanted)
+    }
+
+    /// `seenGeneration` is the generation when the worker was created (under stateLock), so a
+    /// job posted before the thread first runs is not missed.
+    private func workerLoop(index: Int, seenGeneration initial: Int) {
+        var seenGeneration = initial
+        pthread_mutex_lock(stateLock)
+        while true {
+            while generation == seenGeneration { pthread_cond_wait(jobPosted, stateLock) }
+            seenGeneration = generation
+            guard index <= participants, let body = job else { continue }
+            let count = jobCount
+            pthread_mutex_unlock(stateLock)
+            drain(body, count: count, worker: index)
+            pthread_mutex_lock(stateLock)
+            unfinished -= 1
+            if unfinished == 0 { pthread_cond_signal(jobFinished) }
+        }
+    }
+}
+
+private final class WorkerContext {
+    let pool: ThreadPool
+    let index: Int
+    let generation: Int
+    init(pool: ThreadPool, index: Int, generation: Int) {
+        self.pool = pool
+        self.index = index
+        self.generation = generation
+    }
+}

@@ -1,0 +1,125 @@
+import PerformerKernelInterface
+
+/// Exact softmax attention, O = softmax(s · Q Kᵀ + mask) V, forward and backward
+/// (ALGORITHMS.md §1), tiled so that no N × L matrix is ever stored.
+///
+/// Shapes: q B×H×N×D, k B×Hk×L×D, v B×Hk×L×M, out B×H×N×M, lse B×H×N×1; Hk divides H and
+/// query head h reads key head h / (H/Hk). Views may have any strides. Every argument is
+/// checked before any output is written; on error nothing is written.
+public enum SoftmaxAttention {
+    /// Writes the attention output into `output` and, when given, the row log-sum-exp of the
+    /// scaled scores into `logSumExp` (−inf for a row that sees no key; its output row is 0).
+    public static func forward<T: AttentionScalar>(
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
+        output: MutableTensorView<T>, logSumExp: MutableTensorView<T>? = nil,
+        options: SoftmaxAttentionOptions = SoftmaxAttentionOptions()
+    ) throws(PerformerError) {
+        let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
+        try SoftmaxProblem.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
+        var footprints = [
+            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
+            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
+        ]
+        if let logSumExp {
+            try SoftmaxProblem.expectShape(logSumExp.readOnly, problem.logSumExpShape, name: "lse", meaning: "B×H×N×1")
+            footprints.append(try TensorFootprint(logSumExp, name: "lse"))
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
+
+        let kernels = Runtime.kernels.softmax
+        let shape = problem.shape
+        let rowBlock = kernels.forwardRowBlock
+        let blocksPerHead = (shape.queryCount + rowBlock - 1) / rowBlock
+        let taskCount = problem.batch * problem.heads * blocksPerHead
+        guard taskCount > 0, shape.valueDim > 0 || logSumExp != nil else { return }
+        let threads = min(Runtime.numThreads, taskCount)
+        let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.forwardScratchBytes(shape, MemoryLayout<T>.stride))
+        let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
+        let group = problem.heads / problem.keyHeads
+
+        Runtime.parallelFor(count: taskCount, threads: threads) { item, worker in
+            // Last blocks first: under a causal mask they see the most keys.
+            let block = blocksPerHead - 1 - item % blocksPerHead
+            let head = item / blocksPerHead
+            let (b, h) = (head / problem.heads, head % problem.heads)
+            let rowStart = block * rowBlock
+            var task = SoftmaxForwardTask(
+                shape: shape, masking: problem.masking(batch: b), scale: problem.scale,
+                rowStart: rowStart, rowCount: min(rowBlock, shape.queryCount - rowStart),
+                query: query.matrix(b, h), key: key.matrix(b, h / group), value: value.matrix(b, h / group),
+                output: output.matrix(b, h),
+                logSumExp: logSumExp.map { UnsafeMutableRawPointer($0.base + b * $0.strides[0] + h * $0.strides[1]) },
+                logSumExpStride: logSumExp?.strides[2] ?? 0, scratch: scratch.slot(worker))
+            entry(&task)
+        }
+    }
+
+    /// Writes the gradients of the loss with respect to q, k and v, given the forward's
+    /// `output` and `logSumExp` and the gradient `outputGradient` of the loss with respect to
+    /// the output. Recomputes P from `logSumExp`; stores no N × L matrix.
+    public static func backward<T: AttentionScalar>(
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
+        output: TensorView<T>, logSumExp: TensorView<T>, outputGradient: TensorView<T>,
+        queryGradient: MutableTensorView<T>, keyGradient: MutableTensorView<T>, valueGradient: MutableTensorView<T>,
+        options: SoftmaxAttentionOptions = SoftmaxAttentionOptions()
+    ) throws(PerformerError) {
+        let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
+        try SoftmaxProblem.expectShape(output, problem.outputShape, name: "out", meaning: "B×H×N×M")
+        try SoftmaxProblem.expectShape(logSumExp, problem.logSumExpShape, name: "lse", meaning: "B×H×N×1")
+        try SoftmaxProblem.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
+        try SoftmaxProblem.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
+        try SoftmaxProblem.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
+        try SoftmaxProblem.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
+        try TensorFootprint.checkOutputsDisjoint([
+            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
+            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
+            try TensorFootprint(logSumExp, name: "lse"), try TensorFootprint(outputGradient, name: "dout"),
+            try TensorFootprint(queryGradient, name: "dq"), try TensorFootprint(keyGradient, name: "dk"),
+            try TensorFootprint(valueGradient, name: "dv"),
+        ])
+
+        let kernels = Runtime.kernels.softmaxBackward
+        let shape = problem.shape
+        let group = problem.heads / problem.keyHeads
+        let queryBlocks = (shape.queryCount + kernels.queryRowBlock - 1) / kernels.queryRowBlock
+        let keyBlocks = (shape.keyCount + kernels.keyRowBlock - 1) / kernels.keyRowBlock
+        let queryTasks = problem.batch * problem.heads * queryBlocks
+        let keyTasks = problem.batch * problem.keyHeads * keyBlocks
+        guard queryTasks + keyTasks > 0 else { return }
+        let threads = min(Runtime.numThreads, queryTasks + keyTasks)
+        let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.scratchBytes(shape, MemoryLayout<T>.stride))
+        let isFloat = T.dtype == .float32
+        let queryEntry = isFloat ? kernels.queryFloat : kernels.queryDouble
+        let keyEntry = isFloat ? kernels.keyFloat : kernels.keyDouble
+
+        // Key-pass tasks first (each sums over a whole head group), then query-pass tasks.
+        Runtime.parallelFor(count: queryTasks + keyTasks, threads: threads) { item, worker in
+            let isKeyTask = item < keyTasks
+            let blocks = isKeyTask ? keyBlocks : queryBlocks
+            let rowBlock = isKeyTask ? kernels.keyRowBlock : kernels.queryRowBlock
+            let local = isKeyTask ? item : item - keyTasks
+            let block = blocks - 1 - local % blocks
+            let headIndex = local / blocks
+            let headsPerBatch = isKeyTask ? problem.keyHeads : problem.heads
+            let b = headIndex / headsPerBatch
+            // The first query head of the task: its own head (query pass) or the group's first.
+            let h = isKeyTask ? (headIndex % headsPerBatch) * group : headIndex % headsPerBatch
+            let hk = h / group
+            let rowStart = block * rowBlock
+            let rows = isKeyTask ? shape.keyCount : shape.queryCount
+            var task = SoftmaxBackwardTask(
+                shape: shape, masking: problem.masking(batch: b), scale: problem.scale,
+                rowStart: rowStart, rowCount: min(rowBlock, rows - rowStart),
+                query: query.matrix(b, h), key: key.matrix(b, hk), value: value.matrix(b, hk),
+                output: output.matrix(b, h), outputGradient: outputGradient.matrix(b, h),
+                logSumExp: UnsafeMutableRawPointer(mutating: logSumExp.base + b * logSumExp.strides[0] + h * logSumExp.strides[1]),
+                logSumExpStride: logSumExp.strides[2],
+                queryGradient: queryGradient.matrix(b, h), keyGradient: keyGradient.matrix(b, hk),
+                valueGradient: valueGradient.matrix(b, hk),
+                groupSize: isKeyTask ? group : 1, queryHeadStep: query.strides[1], outputHeadStep: output.strides[1],
+                outputGradientHeadStep: outputGradient.strides[1], logSumExpHeadStep: logSumExp.strides[1],
+                scratch: scratch.slot(worker))
+            (isKeyTask ? keyEntry : queryEntry)(&task)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+/// Shape and stride arithmetic with every overflow checked: the one place that decides whether
+/// a (base, shape, strides) triple describes memory a kernel may touch.
+public enum TensorLayout {
+    /// "[2, 8, 128, 64]"
+    public static func describe(_ v: SIMD4<Int>) -> String { "[\(v[0]), \(v[1]), \(v[2]), \(v[3])]" }
+
+    /// The number of elements in `shape`; throws when a size is negative or the product overflows.
+    public static func elementCount(_ shape: SIMD4<Int>, name: String) throws(PerformerError) -> Int {
+        var count = 1
+        for axis in 0..<4 {
+            guard shape[axis] >= 0 else {
+                throw PerformerError(.sizeOverflow, "\(name).shape[\(axis)] = \(shape[axis]) is negative")
+            }
+            let (product, overflow) = count.multipliedReportingOverflow(by: shape[axis])
+            guard !overflow else {
+                throw PerformerError(.sizeOverflow, "\(name).shape \(describe(shape)) has more elements than fit in 64 bits")
+            }
+            count = product
+        }
+        return count
+    }
+
+    /// The lowest and highest element offsets the view reaches, or nil when it is empty.
+    /// Throws when the byte range cannot be represented.
+    public static func offsetRange(shape: SIMD4<Int>, strides: SIMD4<Int>, elementSize: Int, name: String)
+        throws(PerformerError) -> ClosedRange<Int>? {
+        let count = try elementCount(shape, name: name)
+        if count == 0 { return nil }
+        var low = 0, high = 0
+        for axis in 0..<4 where shape[axis] > 1 {
+            let (reach, overflow) = (shape[axis] - 1).multipliedReportingOverflow(by: strides[axis])
+            guard !overflow else {
+                throw PerformerError(.sizeOverflow, "\(name).strides[\(axis)] = \(strides[axis]) overflows with shape[\(axis)] = \(shape[axis])")
+            }
+            let (sum, sumOverflow) = reach < 0 ? low.addingReportingOverflow(reach) : high.addingReportingOverflow(reach)
+            guard !sumOverflow else {
+                throw PerformerError(.sizeOverflow, "\(name) spans more memory than fits in 64 bits")
+            }
+            if reach < 0 { low = sum } else { high = sum }
+        }
+        let (_, lowBytesOverflow) = low.multipliedReportingOverflow(by: elementSize)
+        let (_, highBytesOverflow) = (high + 1).multipliedReportingOverflow(by: elementSize)
+        guard !lowBytesOverflow, !highBytesOverflow else {
+            throw PerformerError(.sizeOverflow, "\(name) spans more bytes than fit in 64 bits")
+        }
+        return low...high
+    }
+
+    /// The byte range `[first, last]` a view touches, as addresses, or nil when empty.
+    static func byteRange(base: UnsafeRawPointer, shape: SIMD4<Int>, strides: SIMD4<Int>, elementSize: Int, name: String)
+        throws(PerformerError) -> ClosedRange<UInt>? {
+        guard let offsets = try offsetRange(shape: shape, strides: strides, elementSize: elementSize, name: name) else {
+            return nil
+        }
+        let address = UInt(bitPattern: Int(bitPattern: base))
+        let first = Int(bitPattern: address).addingReportingOverflow(offsets.lowerBound * elementSize)
+        let last = Int(bitPattern: address).addingReportingOverflow((offsets.upperBound + 1) * elementSize - 1)
+        guard !first.overflow, !last.overflow, first.partialValue != 0 || offsets.lowerBound == 0 else {
+            throw PerformerError(.sizeOverflow, "\(name) reaches outside the address space")
+        }
+        return UInt(bitPattern: first.partialValue)...UInt(bitPattern: last.partialValue)
+    }
+
+    /// Throws unless distinct indices of a writable view map to distinct elements. Conservative:
+    /// axes sorted by |stride| must each step past everything the smaller axes reach.
+    public static func checkNoSelfOverlap(shape: SIMD4<Int>, strides: SIMD4<Int>, name: String) throws(PerformerError) {
+        var axes = (0..<4).filter { shape[$0] > 1 }
+        axes.sort { strides[$0].magnitude < strides[$1].magnitude }
+        var reach: UInt = 0
+        for axis in axes {
+            let step = strides[axis].magnitude
+            guard step > reach else {
+                throw PerformerError(.aliasing, "\(name).strides \(describe(strides)) make distinct elements of shape \(describe(shape)) overlap")
+            }
+            reach += step * UInt(shape[axis] - 1)
+        }
+    }
+}
+
+/// A tensor argument reduced to what validation needs: its name, memory span, and writability.
+struct TensorFootprint {
+    var name: String
+    var bytes: ClosedRange<UInt>?
+    var writable: Bool
+
+    init<T>(_ view: TensorView<T>, name: String) throws(PerformerError) {
+        self.name = name
+        self.bytes = try TensorLayout.byteRange(base: UnsafeRawPointer(view.base), shape: view.shape, strides: view.strides, elementSize: MemoryLayout<T>.stride, name: name)
+        self.writable = false
+    }
+
+    init<T>(_ view: MutableTensorView<T>, name: String) throws(PerformerError) {
+        self.name = name
+        self.bytes = try TensorLayout.byteRange(base: UnsafeRawPointer(view.base), shape: view.shape, strides: view.strides, elementSize: MemoryLayout<T>.stride, name: name)
+        self.writable = true
+        try TensorLayout.checkNoSelfOverlap(shape: view.shape, strides: view.strides, name: name)
+    }
+
+    /// Throws when any writable footprint's span overlaps any other footprint's span.
+    static func checkOutputsDisjoint(_ footprints: [TensorFootprint]) throws(PerformerError) {
+        for (i, output) in footprints.enumerated() where output.writable {
+            guard let span = output.bytes else { continue }
+            for (j, other) in footprints.enumerated() where j != i {
+                guard let otherSpan = other.bytes, span.overlaps(otherSpan) else { continue }
+                if other.writable && j < i { continue }  // already reported from the other side
+                throw PerformerError(.aliasing, "output \(output.name) overlaps \(other.writable ? "output" : "input") \(other.name)")
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+/// A read-only rank-4 strided view of memory the caller owns: `base[Σ index[i] · strides[i]]`.
+/// Strides are in elements and may be negative or zero; a B × N × H × D buffer is seen as
+/// B × H × N × D by permuting its strides, without a copy.
+public struct TensorView<Element: AttentionScalar>: @unchecked Sendable {
+    public var base: UnsafePointer<Element>
+    public var shape: SIMD4<Int>
+    public var strides: SIMD4<Int>
+
+    /// A view; `strides` defaults to the contiguous row-major strides of `shape`.
+    public init(base: UnsafePointer<Element>, shape: SIMD4<Int>, strides: SIMD4<Int>? = nil) {
+        self.base = base
+        self.shape = shape
+        self.strides = strides ?? contiguousStrides(shape)
+    }
+}
+
+/// A writable rank-4 strided view (outputs). Its elements must not overlap each other.
+public struct MutableTensorView<Element: AttentionScalar>: @unchecked Sendable {
+    public var base: UnsafeMutablePointer<Element>
+    public var shape: SIMD4<Int>
+    public var strides: SIMD4<Int>
+
+    public init(base: UnsafeMutablePointer<Element>, shape: SIMD4<Int>, strides: SIMD4<Int>? = nil) {
+        self.base = base
+        self.shape = shape
+        self.strides = strides ?? contiguousStrides(shape)
+    }
+
+    /// The same memory, read-only.
+    public var readOnly: TensorView<Element> {
+        TensorView(base: UnsafePointer(base), shape: shape, strides: strides)
+    }
+}
+
+/// Row-major strides of `shape` (last dimension contiguous). Wraps on overflow; the
+/// validation in `TensorLayout` rejects such shapes before anything reads memory.
+public func contiguousStrides(_ shape: SIMD4<Int>) -> SIMD4<Int> {
+    SIMD4(shape[1] &* shape[2] &* shape[3], shape[2] &* shape[3], shape[3], 1)
+}
