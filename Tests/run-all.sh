@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every test of libperformer, on a fresh machine: installs what it needs, builds, then runs
+# the Swift tests, the C/C++ tests (header, exported symbols, examples, loading without a
+# Swift toolchain, bad input, threads) and the Python tests (pip-installed package).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== installing test dependencies"
+bash Tests/install-deps.sh
+
+echo "== swift build -c release"
+swift build -c release
+
+echo "== swift test"
+swift test -c release
+
+echo "== C and C++ tests"
+bash Tests/c/run.sh
+
+echo "== Python tests"
+bash bindings/python/tests/run.sh
