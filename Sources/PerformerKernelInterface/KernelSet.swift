@@ -17,10 +17,13 @@ public struct KernelSet: Sendable {
     public var isa: KernelISA
     public var softmax: SoftmaxKernels
     public var softmaxBackward: SoftmaxBackwardKernels
+    public var randomFeatures: RandomFeatureKernels
 
-    public init(isa: KernelISA, softmax: SoftmaxKernels, softmaxBackward: SoftmaxBackwardKernels) {
+    public init(isa: KernelISA, softmax: SoftmaxKernels, softmaxBackward: SoftmaxBackwardKernels,
+                randomFeatures: RandomFeatureKernels) {
         self.isa = isa
         self.softmax = softmax
         self.softmaxBackward = softmaxBackward
+        self.randomFeatures = randomFeatures
     }
 }
