@@ -95,6 +95,8 @@ public enum FavorFeatures {
         let sigma = try validate(input: input, projection: projection, options: options)
         try SoftmaxProblem.expectShape(output.readOnly, SIMD4(input.shape[0], input.shape[1], input.shape[2], count),
                                        name: "features", meaning: "B×H×N×C")
+        // Nothing to write (and TensorLayout's overlap check misreads empty views).
+        if input.shape[0] * input.shape[1] * input.shape[2] == 0 { return }
         try TensorFootprint.checkOutputsDisjoint([
             try TensorFootprint(input, name: "x"), try TensorFootprint(output, name: "features"),
         ])
@@ -113,6 +115,7 @@ public enum FavorFeatures {
         try SoftmaxProblem.expectShape(featureGradient, SIMD4(input.shape[0], input.shape[1], input.shape[2], count),
                                        name: "dfeatures", meaning: "B×H×N×C")
         try SoftmaxProblem.expectShape(inputGradient.readOnly, input.shape, name: "dx", meaning: "x.shape")
+        if input.shape[0] * input.shape[1] * input.shape[2] * input.shape[3] == 0 { return }
         try TensorFootprint.checkOutputsDisjoint([
             try TensorFootprint(input, name: "x"), try TensorFootprint(featureGradient, name: "dfeatures"),
             try TensorFootprint(inputGradient, name: "dx"),

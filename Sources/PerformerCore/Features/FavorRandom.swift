@@ -10,7 +10,7 @@ import Glibc
 /// every platform) followed by float64 operations in a fixed order.
 public struct FavorRandom: Sendable, Equatable {
     /// The golden-ratio increment of splitmix64.
-    static let gamma: UInt64 = 0x9E37_79B9_7F4A_7C15
+    public static let gamma: UInt64 = 0x9E37_79B9_7F4A_7C15
     /// Odd constants that separate the `draw` and `purpose` parts of the key.
     static let drawMultiplier: UInt64 = 0xD1B5_4A32_D192_ED03
     static let purposeMultiplier: UInt64 = 0xABC9_8388_FB8F_AC03
