@@ -90,3 +90,79 @@ public struct RandomFeatureKernels: Sendable {
         self.backwardDouble = backwardDouble
     }
 }
+
+/// One recurrent FAVOR+ step for one head (docs/FAVOR.md §4, "Decoder step"): folds key k and
+/// value v into the scaled state (S̃, z̃, c), then reads it with query q into `output`.
+/// Vectors are base pointers with an element stride; the state is contiguous, of the task's
+/// element type: S̃ C × M row-major, z̃ C, c C (−inf = no key yet).
+public struct FavorStepTask: @unchecked Sendable {
+    public var map: RandomFeatureMap
+    public var dim: Int
+    public var numFeatures: Int
+    public var valueDim: Int
+    public var inputScale: Double
+    public var reluOffset: Double
+    /// ε in the units of the mathematical features (≥ 0).
+    public var epsilon: Double
+    public var projection: UnsafeRawPointer
+    public var query: UnsafeRawPointer
+    public var queryStride: Int
+    public var key: UnsafeRawPointer
+    public var keyStride: Int
+    public var value: UnsafeRawPointer
+    public var valueStride: Int
+    public var output: UnsafeMutableRawPointer
+    public var outputStride: Int
+    public var stateS: UnsafeMutableRawPointer
+    public var stateZ: UnsafeMutableRawPointer
+    public var stateC: UnsafeMutableRawPointer
+    /// `FavorStepKernels.scratchBytes` bytes, 64-byte aligned.
+    public var scratch: UnsafeMutableRawPointer
+
+    public init(
+        map: RandomFeatureMap, dim: Int, numFeatures: Int, valueDim: Int, inputScale: Double, reluOffset: Double,
+        epsilon: Double, projection: UnsafeRawPointer, query: UnsafeRawPointer, queryStride: Int,
+        key: UnsafeRawPointer, keyStride: Int, value: UnsafeRawPointer, valueStride: Int,
+        output: UnsafeMutableRawPointer, outputStride: Int, stateS: UnsafeMutableRawPointer,
+        stateZ: UnsafeMutableRawPointer, stateC: UnsafeMutableRawPointer, scratch: UnsafeMutableRawPointer
+    ) {
+        self.map = map
+        self.dim = dim
+        self.numFeatures = numFeatures
+        self.valueDim = valueDim
+        self.inputScale = inputScale
+        self.reluOffset = reluOffset
+        self.epsilon = epsilon
+        self.projection = projection
+        self.query = query
+        self.queryStride = queryStride
+        self.key = key
+        self.keyStride = keyStride
+        self.value = value
+        self.valueStride = valueStride
+        self.output = output
+        self.outputStride = outputStride
+        self.stateS = stateS
+        self.stateZ = stateZ
+        self.stateC = stateC
+        self.scratch = scratch
+    }
+}
+
+/// Entry points of one kernel module for the FAVOR+ recurrent step.
+public struct FavorStepKernels: Sendable {
+    /// Scratch bytes one task needs, for (D, m, element size in bytes).
+    public var scratchBytes: @Sendable (Int, Int, Int) -> Int
+    public var stepFloat: @Sendable (UnsafePointer<FavorStepTask>) -> Void
+    public var stepDouble: @Sendable (UnsafePointer<FavorStepTask>) -> Void
+
+    public init(
+        scratchBytes: @escaping @Sendable (Int, Int, Int) -> Int,
+        stepFloat: @escaping @Sendable (UnsafePointer<FavorStepTask>) -> Void,
+        stepDouble: @escaping @Sendable (UnsafePointer<FavorStepTask>) -> Void
+    ) {
+        self.scratchBytes = scratchBytes
+        self.stepFloat = stepFloat
+        self.stepDouble = stepDouble
+    }
+}
