@@ -106,6 +106,7 @@ class BuildExtWithLibperformer(build_ext):
         shutil.copyfile(library, linked)
         for ext in self.extensions:
             ext.include_dirs.append(os.path.join(root, "include"))
+            ext.depends.append(os.path.join(root, "include", "performer.h"))
             ext.library_dirs.insert(0, link_dir)
         super().run()
         for ext in self.extensions:

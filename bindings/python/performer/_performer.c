@@ -403,6 +403,9 @@ set_num_threads(PyObject *module, PyObject *arg)
 {
     long long n = PyLong_AsLongLong(arg);
     if (n == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_SetString(PyExc_ValueError, "number of threads is out of range (0 or 1..1024)");
+        }
         return NULL;
     }
     if (n < INT32_MIN || n > INT32_MAX) {
