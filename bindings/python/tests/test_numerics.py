@@ -39,11 +39,10 @@ def rel_err(x, ref):
     # -inf lse entries (fully masked rows) must match exactly.
     assert np.array_equal(np.isfinite(x), finite), "non-finite entries differ"
     assert np.all(x[~finite] == ref[~finite])
-    denom = np.linalg.norm(ref[finite])
-    num = np.linalg.norm(x[finite] - ref[finite])
-    if denom == 0:
-        return num
-    return num / denom
+    # Relative to the reference's norm, absolute below norm 1: gradients that vanish
+    # mathematically (e.g. dq with a single key) are rounding noise in the reference.
+    denom = max(np.linalg.norm(ref[finite]), 1.0)
+    return np.linalg.norm(x[finite] - ref[finite]) / denom
 
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
