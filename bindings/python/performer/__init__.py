@@ -78,19 +78,22 @@ def _tensor(name, obj, ndim, dtype=None, reference="q"):
     return found, tuple(shape)
 
 
-def _check_dim(name, shape, axis, other_name, other_shape, other_axis):
+def _check_dim(name, shape, axis, other_name, other_shape, other_axis, meaning):
     if shape[axis] != other_shape[other_axis]:
-        raise ValueError("%s.shape[%d] = %d but %s.shape[%d] = %d"
-                         % (name, axis, shape[axis], other_name, other_axis, other_shape[other_axis]))
+        raise ValueError("%s.shape[%d] = %d but %s.shape[%d] = %d (%s)"
+                         % (name, axis, shape[axis], other_name, other_axis, other_shape[other_axis], meaning))
 
 
 def _check_qkv(q, k, v):
-    _check_dim("k", k, 0, "q", q, 0)
-    _check_dim("k", k, 3, "q", q, 3)
-    _check_dim("v", v, 0, "q", q, 0)
-    _check_dim("v", v, 1, "k", k, 1)
-    _check_dim("v", v, 2, "k", k, 2)
-    if k[1] == 0 or q[1] % k[1] != 0:
+    # The same checks and messages as the C library's, made before allocating results.
+    _check_dim("k", k, 0, "q", q, 0, "batch")
+    _check_dim("k", k, 3, "q", q, 3, "head dim")
+    _check_dim("v", v, 0, "q", q, 0, "batch")
+    _check_dim("v", v, 1, "k", k, 1, "key heads")
+    _check_dim("v", v, 2, "k", k, 2, "keys")
+    if k[1] == 0:
+        raise ValueError("k.shape[1] = 0: need at least one key head")
+    if q[1] % k[1] != 0:
         raise ValueError("q.shape[1] = %d heads is not a multiple of k.shape[1] = %d key heads"
                          % (q[1], k[1]))
 
@@ -117,8 +120,7 @@ def _options(causal, scale, kv_lengths, batch):
         if lengths.dtype.kind not in "iu":
             raise TypeError("kv_lengths must hold ints, not %s" % lengths.dtype)
         if lengths.shape[0] != batch:
-            raise ValueError("kv_lengths has %d entries but the batch size q.shape[0] is %d"
-                             % (lengths.shape[0], batch))
+            raise ValueError("kv_lengths has %d entries but batch = %d" % (lengths.shape[0], batch))
         if lengths.dtype.kind == "u" and lengths.size and int(lengths.max()) > _np.iinfo(_np.int64).max:
             raise ValueError("kv_lengths holds a value beyond int64")
         kv_lengths = _np.ascontiguousarray(lengths, dtype=_np.int64)

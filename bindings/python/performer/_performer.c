@@ -249,7 +249,7 @@ get_softmax_options(softmax_options *o, int causal, PyObject *scale, PyObject *k
         }
         Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
         if ((int64_t)count != batch) {
-            PyErr_Format(PyExc_ValueError, "kv_lengths has %zd entries but the batch size q.shape[0] is %lld",
+            PyErr_Format(PyExc_ValueError, "kv_lengths has %zd entries but batch = %lld",
                          count, (long long)batch);
             Py_DECREF(sequence);
             return -1;

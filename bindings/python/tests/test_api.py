@@ -186,6 +186,30 @@ def test_mismatched_shapes(change, name):
         performer.softmax_attention(*change(*qkv()))
 
 
+def test_zero_key_heads():
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match="k.shape\\[1\\] = 0"):
+        performer.softmax_attention(q, k[:, :0], v[:, :0])
+
+
+@pytest.mark.parametrize("change", [
+    lambda q, k, v: (q, k[:1], v),
+    lambda q, k, v: (q, k[..., :3], v),
+    lambda q, k, v: (q, k, v[:, :1]),
+    lambda q, k, v: (q, k, v[:, :, :3]),
+    lambda q, k, v: (q[:, :3], k, v),
+])
+def test_shape_messages_match_the_c_library(change):
+    """The Python layer checks shapes before allocating results, with the C library's words."""
+    q, k, v = change(*qkv(np.float64))
+    with pytest.raises(ValueError) as python_error:
+        performer.softmax_attention(q, k, v)
+    out = np.empty(q.shape[:3] + v.shape[3:])
+    with pytest.raises(ValueError) as c_error:
+        _performer.softmax_forward(q, k, v, out, None, False, None, None)
+    assert str(python_error.value) == str(c_error.value)
+
+
 def test_backward_mismatched_shapes():
     args = backward_args()
     for i, name in [(3, "out"), (4, "lse"), (5, "dout")]:
