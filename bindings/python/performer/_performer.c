@@ -107,9 +107,14 @@ parse_format(const char *format, Py_ssize_t itemsize)
 static void
 prefix_pending_error(const char *name)
 {
-    PyObject *type, *value, *traceback;
+    PyObject *type, *value, *traceback = NULL;
+#if PY_VERSION_HEX >= 0x030C0000
+    value = PyErr_GetRaisedException();
+    type = value != NULL ? Py_NewRef((PyObject *)Py_TYPE(value)) : NULL;
+#else
     PyErr_Fetch(&type, &value, &traceback);
     PyErr_NormalizeException(&type, &value, &traceback);
+#endif
     if (type == NULL) {
         PyErr_Format(PyExc_TypeError, "%s: cannot get its buffer", name);
         return;
@@ -202,6 +207,16 @@ get_tensor(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_
     if (ndim == 3) {
         t->shape[3] = 1;
         t->strides[3] = 1;
+    }
+    if (view->len == 0) {
+        /* No elements: the strides address nothing, and exporters fill them loosely (NumPy
+         * gives zero strides), which a check for overlapping outputs would reject. Pass
+         * row-major strides instead. */
+        int64_t step = 1;
+        for (int i = 3; i >= 0; i--) {
+            t->strides[i] = step;
+            step *= t->shape[i] > 0 ? t->shape[i] : 1;
+        }
     }
     return 0;
 }

@@ -33,7 +33,7 @@ def forward(q, k, v, causal=False, scale=None, kv_lengths=None):
     """Returns (out, lse, P) in float64."""
     q, kk, vv, s, mask, _ = _setup(q, k, v, causal, scale, kv_lengths)
     scores = np.where(mask, s * np.einsum("bhnd,bhld->bhnl", q, kk), -np.inf)
-    row_max = scores.max(axis=-1, keepdims=True)
+    row_max = scores.max(axis=-1, keepdims=True, initial=-np.inf)
     row_max = np.where(np.isfinite(row_max), row_max, 0.0)
     p = np.exp(scores - row_max)
     total = p.sum(axis=-1, keepdims=True)

@@ -280,3 +280,21 @@ def test_concurrent_calls_from_python_threads():
     assert not errors
     for got, want in zip(results, expected):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("B, N, L, M", [(0, 3, 4, 5), (1, 0, 4, 5), (1, 3, 0, 5), (1, 3, 4, 0)])
+def test_empty_sizes(B, N, L, M):
+    rng = np.random.default_rng(5)
+    q = rng.standard_normal((B, 2, N, 4))
+    k = rng.standard_normal((B, 2, L, 4))
+    v = rng.standard_normal((B, 2, L, M))
+    out, lse = performer.softmax_attention(q, k, v, return_lse=True, causal=True)
+    assert out.shape == (B, 2, N, M) and lse.shape == (B, 2, N)
+    ref_out, ref_lse, _ = reference.forward(q, k, v, True)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(np.isneginf(lse), np.isneginf(ref_lse))   # L = 0: no keys
+    dq, dk, dv = performer.softmax_attention_backward(q, k, v, out, lse, np.ones_like(out), causal=True)
+    assert dq.shape == q.shape and dk.shape == k.shape and dv.shape == v.shape
+    ref = reference.backward(q, k, v, np.ones_like(out), True)
+    for got, want in zip((dq, dk, dv), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
