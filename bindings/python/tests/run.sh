@@ -20,6 +20,9 @@ if ! "$py" -c "import numpy, pytest" 2>/dev/null; then
 fi
 
 echo "== pip install $repo/bindings/python"
+# pip builds in place: drop setuptools' cached objects so the extension is always rebuilt
+# against the current header.
+rm -rf "$repo/bindings/python/build"
 # --force-reinstall: rebuild even when the version is unchanged; --no-deps: numpy is there.
 "$py" -m pip install -q --force-reinstall --no-deps "$repo/bindings/python"
 
