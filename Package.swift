@@ -63,6 +63,10 @@ let package = Package(
                 .unsafeFlags([
                     // Swift runtime linked in: the .so loads where no toolchain is installed.
                     "-static-stdlib",
+                    // lld, not the default gold: gold copies the Swift metadata symbols that the
+                    // Performer module reaches through the GOT into .dynsym (as LOCAL entries,
+                    // R_X86_64_GLOB_DAT) even though the version script hides them; lld resolves
+                    // them locally, so .dynsym holds performer_* only (Tests/c/run.sh checks).
                     "-use-ld=lld",
                     // Export performer_* only.
                     "-Xlinker", "--version-script=\(packageRoot)/Sources/Performer/exports.map",

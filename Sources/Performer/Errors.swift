@@ -3,26 +3,21 @@ import CPerformerABI
 import CPerformerSupport
 import PerformerCore
 
-/// performer_status_string's texts: one per PerformerStatus, indexed by raw value, and one for
-/// values that are no status.
-private let statusTexts: [StaticCString] = {
-    var texts = [StaticCString]()
-    for status in PerformerStatus.allCases.sorted(by: { $0.rawValue < $1.rawValue }) {
-        // Raw values are 0, 1, 2, ... without gaps (PerformerError.swift); the test of every code checks it.
-        texts.append(StaticCString(status.description))
-    }
+/// performer_status_string's texts, by raw value, and the text for values that are no status.
+private let statusTexts: [Int32: StaticCString] = {
+    var texts = [Int32: StaticCString]()
+    for status in PerformerStatus.allCases { texts[status.rawValue] = StaticCString(status.description) }
     return texts
 }()
 private let unknownStatusText = StaticCString("unknown status code")
 
 @_cdecl("performer_status_string")
 public func performer_status_string(_ status: performer_status) -> UnsafePointer<CChar> {
-    let raw = Int(status.rawValue)
-    guard raw >= 0, raw < statusTexts.count,
-          PerformerStatus(rawValue: Int32(truncatingIfNeeded: raw)) != nil else {
+    // An out-of-range value is not a status; Int32(exactly:) rejects it without trapping.
+    guard let raw = Int32(exactly: status.rawValue), let text = statusTexts[raw] else {
         return unknownStatusText.pointer
     }
-    return statusTexts[raw].pointer
+    return text.pointer
 }
 
 @_cdecl("performer_last_error")
