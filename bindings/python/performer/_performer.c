@@ -208,16 +208,6 @@ get_tensor(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_
         t->shape[3] = 1;
         t->strides[3] = 1;
     }
-    if (view->len == 0) {
-        /* No elements: the strides address nothing, and exporters fill them loosely (NumPy
-         * gives zero strides), which a check for overlapping outputs would reject. Pass
-         * row-major strides instead. */
-        int64_t step = 1;
-        for (int i = 3; i >= 0; i--) {
-            t->strides[i] = step;
-            step *= t->shape[i] > 0 ? t->shape[i] : 1;
-        }
-    }
     return 0;
 }
 
