@@ -135,3 +135,18 @@ final class SoftmaxMaskedRowTests: XCTestCase {
         }
     }
 }
+
+extension SoftmaxMaskedRowTests {
+    func testEmptyBatchOrZeroQueryHeadsSucceedAndZeroKeyGradients() throws {
+        for spec in [SoftmaxCase(batch: 0, heads: 2, keyHeads: 1, queries: 5, keys: 7, headDim: 4, valueDim: 3, causal: true),
+                     SoftmaxCase(batch: 2, heads: 0, keyHeads: 1, queries: 5, keys: 7, headDim: 4, valueDim: 3)] {
+            try forEachSupportedISA { isa in
+                let (_, outputs) = try SoftmaxHarness.run(spec, SoftmaxInputs.random(spec, seed: 413), as: Float.self)
+                XCTAssertTrue(outputs.wroteOnlyInsideViews, "\(spec) isa=\(isa)")
+                // With no query heads nothing depends on k or v: their gradients are written as zeros.
+                XCTAssertTrue(outputs.dk!.values.allSatisfy { $0 == 0 }, "dk \(spec) isa=\(isa)")
+                XCTAssertTrue(outputs.dv!.values.allSatisfy { $0 == 0 }, "dv \(spec) isa=\(isa)")
+            }
+        }
+    }
+}
