@@ -17,10 +17,12 @@ public struct KernelSet: Sendable {
     public var isa: KernelISA
     public var softmax: SoftmaxKernels
     public var softmaxBackward: SoftmaxBackwardKernels
+    public var linear: LinearKernels
 
-    public init(isa: KernelISA, softmax: SoftmaxKernels, softmaxBackward: SoftmaxBackwardKernels) {
+    public init(isa: KernelISA, softmax: SoftmaxKernels, softmaxBackward: SoftmaxBackwardKernels, linear: LinearKernels) {
         self.isa = isa
         self.softmax = softmax
         self.softmaxBackward = softmaxBackward
+        self.linear = linear
     }
 }

@@ -1,0 +1,175 @@
+import PerformerKernelInterface
+
+// Backward of one query head, in O(N + chunk · max(C, M) + C · M) memory: no per-position state
+// is stored; every state is rebuilt by recomputation (the paper's eqs. 13–15, chunked).
+//
+// With g_i = dO_i, den_i = φ(q_i)ᵀz_i + ε, o_i = num_i / den_i:
+//   ∂L/∂num_i = g_i / den_i,   ∂L/∂den_i = −(g_i · o_i) / den_i
+//   ∂L/∂φ(q_i) = S_i ∂L/∂num_i + z_i ∂L/∂den_i                      (forward sweep, S_i rebuilt)
+//   G_j = dS_N + Σ_{i ≥ j} φ(q_i) ∂L/∂num_iᵀ,  g_j = dz_N + Σ_{i ≥ j} φ(q_i) ∂L/∂den_i  (reverse sweep)
+//   ∂L/∂φ(k_j) = G_j v_j + g_j,   ∂L/∂v_j = G_jᵀ φ(k_j)
+//   ∂L/∂S_0 = G_0,  ∂L/∂z_0 = g_0
+// Within a chunk the sums over i ≥ j (or j ≤ i) are the triangular score products; across
+// chunks they are the carried S, z (forward) and G, g (reverse). The forward sweep keeps only
+// den_i and ∂L/∂den_i per position, from which the reverse sweep rebuilds ∂L/∂num_i = g_i / den_i.
+
+func linearBackward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearAttentionTask>, _: T.Type) {
+    let task = taskPointer.pointee
+    var bytes = 0
+    let s = LinearScratch<T>(base: task.scratch, shape: task.shape, causal: task.causal, backward: true, bytes: &bytes)
+    if task.causal {
+        causalBackward(task, s)
+    } else {
+        nonCausalBackward(task, s)
+    }
+}
+
+/// Writes dq (or adds dk) rows from the T × C feature gradient in scratch.
+@inline(__always)
+private func storeFeatureGradients<T: BinaryFloatingPoint>(
+    _ s: LinearScratch<T>, _ t: Int, _ r0: Int, input: StridedMatrix, gradient: StridedMatrix,
+    _ task: LinearAttentionTask, accumulate: Bool
+) {
+    let c = task.shape.featureDim
+    for i in 0..<t {
+        storeInputGradient(s.featureGradient + i * c, input: input, row: r0 + i, count: task.shape.headDim,
+                           map: task.featureMap, into: gradient, accumulate: accumulate)
+    }
+}
+
+/// Key-side gradients of one chunk given the carried G, g (and, when causal, the chunk's scores
+/// and score gradient): ∂L/∂φ(K_c) = V_c Gᵀ + 1 gᵀ [+ scoreGradientᵀ φ(Q_c)],
+/// ∂L/∂V_c = φ(K_c) G [+ scoresᵀ ∂L/∂num]. Padded keys get zero gradients.
+@inline(__always)
+private func keyChunkGradients<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
+    let c = task.shape.featureDim, m = task.shape.valueDim, tt = linearChunkRows
+    chunkProductNT(t, c, m, s.values, m, s.stateGradient, m, s.featureGradient, c, accumulate: false)
+    chunkProductNN(t, m, c, s.keyFeatures, c, s.stateGradient, m, s.valueGradient, m, accumulate: false)
+    if task.causal {
+        chunkProductTN(t, c, t, s.scoreGradient, tt, s.queryFeatures, c, s.featureGradient, c, accumulate: true)
+        chunkProductTN(t, m, t, s.scores, tt, s.rowsM, m, s.valueGradient, m, accumulate: true)
+    }
+    for i in 0..<t {
+        let row = s.featureGradient + i * c
+        if r0 + i < task.keyLimit {
+            for f in 0..<c { row[f] += s.normalizerGradient[f] }
+        } else {
+            for f in 0..<c { row[f] = 0 }
+        }
+    }
+    let accumulate = task.accumulateKeyGradients
+    storeFeatureGradients(s, t, r0, input: task.key, gradient: task.keyGradient!, task, accumulate: accumulate)
+    for i in 0..<t {
+        storeRow(s.valueGradient + i * m, count: m, into: task.valueGradient!, row: r0 + i, accumulate: accumulate)
+    }
+}
+
+/// G += φ(Q_c)ᵀ ∂L/∂num, g += φ(Q_c)ᵀ ∂L/∂den.
+@inline(__always)
+private func advanceStateGradient<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
+    chunkProductTN(c, m, t, s.queryFeatures, c, s.rowsM, m, s.stateGradient, m, accumulate: true)
+    chunkProductTN(c, 1, t, s.queryFeatures, c, s.denominatorGradient, 1, s.normalizerGradient, 1, accumulate: true)
+}
+
+private func causalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
+    let n = task.shape.queryCount, c = task.shape.featureDim, m = task.shape.valueDim
+    let epsilon = T(task.epsilon)
+    let perPosition = s.perPosition
+
+    // Forward sweep: S_i, z_i rebuilt chunk by chunk; ∂L/∂φ(Q) and dq.
+    loadState(task.initialState, rows: c, columns: m, into: s.state)
+    loadState(task.initialNormalizer, rows: c, columns: 1, into: s.normalizer)
+    var r0 = 0
+    while r0 < n {
+        let t = min(linearChunkRows, n - r0)
+        packQueryChunk(task, s, r0, t)
+        packKeyChunk(task, s, r0, t)
+        packOutputGradientChunk(task, s, r0, t)
+        chunkNumerator(s, t, c, m, causal: true, epsilon: epsilon)
+        for i in 0..<t {
+            s.denominatorGradient[i] = rowGradients(s, row: i, m)
+            perPosition[2 * (r0 + i)] = s.denominator[i]
+            perPosition[2 * (r0 + i) + 1] = s.denominatorGradient[i]
+        }
+        chunkScoreGradient(s, t, m)
+        // ∂L/∂φ(Q_c) = ∂L/∂num Sᵀ + ∂L/∂den zᵀ + scoreGradient φ(K_c)
+        chunkProductNT(t, c, m, s.rowsM, m, s.state, m, s.featureGradient, c, accumulate: false)
+        for i in 0..<t {
+            let dden = s.denominatorGradient[i], row = s.featureGradient + i * c
+            for f in 0..<c { row[f] += dden * s.normalizer[f] }
+        }
+        chunkProductNN(t, c, t, s.scoreGradient, linearChunkRows, s.keyFeatures, c, s.featureGradient, c, accumulate: true)
+        storeFeatureGradients(s, t, r0, input: task.query, gradient: task.queryGradient!, task, accumulate: false)
+        advanceState(s, t, c, m)
+        r0 += t
+    }
+
+    // Reverse sweep: G, g carried from the end; ∂L/∂φ(K), dk, dv.
+    loadState(task.finalStateGradient, rows: c, columns: m, into: s.stateGradient)
+    loadState(task.finalNormalizerGradient, rows: c, columns: 1, into: s.normalizerGradient)
+    let chunks = (n + linearChunkRows - 1) / linearChunkRows
+    for chunk in stride(from: chunks - 1, through: 0, by: -1) {
+        let r0 = chunk * linearChunkRows
+        let t = min(linearChunkRows, n - r0)
+        packQueryChunk(task, s, r0, t)
+        packKeyChunk(task, s, r0, t)
+        packOutputGradientChunk(task, s, r0, t)
+        for i in 0..<t {
+            let den = perPosition[2 * (r0 + i)]
+            let inverse: T = den != 0 ? 1 / den : 0
+            s.denominatorGradient[i] = perPosition[2 * (r0 + i) + 1]
+            let row = s.rowsM + i * m, dO = s.outputGradient + i * m
+            for j in 0..<m { row[j] = dO[j] * inverse }
+        }
+        let tt = linearChunkRows
+        chunkProductNT(t, t, c, s.queryFeatures, c, s.keyFeatures, c, s.scores, tt, accumulate: false)
+        keepLowerTriangle(s.scores, t, tt)
+        chunkScoreGradient(s, t, m)
+        keyChunkGradients(task, s, r0, t)
+        advanceStateGradient(s, t, c, m)
+    }
+    storeState(s.stateGradient, rows: c, columns: m, into: task.initialStateGradient)
+    storeState(s.normalizerGradient, rows: c, columns: 1, into: task.initialNormalizerGradient)
+}
+
+private func nonCausalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
+    let n = task.shape.queryCount, l = task.shape.keyCount
+    let c = task.shape.featureDim, m = task.shape.valueDim
+    let epsilon = T(task.epsilon)
+    loadState(nil, rows: c, columns: m, into: s.state)
+    loadState(nil, rows: c, columns: 1, into: s.normalizer)
+    loadState(nil, rows: c, columns: m, into: s.stateGradient)
+    loadState(nil, rows: c, columns: 1, into: s.normalizerGradient)
+    var r0 = 0
+    while r0 < l {
+        let t = min(linearChunkRows, l - r0)
+        packKeyChunk(task, s, r0, t)
+        advanceState(s, t, c, m)
+        r0 += t
+    }
+    // Queries: ∂L/∂φ(q_i) = S ∂L/∂num_i + z ∂L/∂den_i; G, g sum over every query.
+    r0 = 0
+    while r0 < n {
+        let t = min(linearChunkRows, n - r0)
+        packQueryChunk(task, s, r0, t)
+        packOutputGradientChunk(task, s, r0, t)
+        chunkNumerator(s, t, c, m, causal: false, epsilon: epsilon)
+        for i in 0..<t { s.denominatorGradient[i] = rowGradients(s, row: i, m) }
+        chunkProductNT(t, c, m, s.rowsM, m, s.state, m, s.featureGradient, c, accumulate: false)
+        for i in 0..<t {
+            let dden = s.denominatorGradient[i], row = s.featureGradient + i * c
+            for f in 0..<c { row[f] += dden * s.normalizer[f] }
+        }
+        storeFeatureGradients(s, t, r0, input: task.query, gradient: task.queryGradient!, task, accumulate: false)
+        advanceStateGradient(s, t, c, m)
+        r0 += t
+    }
+    // Keys: every key sees the same G, g.
+    r0 = 0
+    while r0 < l {
+        let t = min(linearChunkRows, l - r0)
+        packKeyChunk(task, s, r0, t)
+        keyChunkGradients(task, s, r0, t)
+        r0 += t
+    }
+}
