@@ -152,8 +152,8 @@ public struct LinearKernels: Sendable {
     public var forwardDouble: @Sendable (UnsafePointer<LinearAttentionTask>) -> Void
     public var backwardFloat: @Sendable (UnsafePointer<LinearAttentionTask>) -> Void
     public var backwardDouble: @Sendable (UnsafePointer<LinearAttentionTask>) -> Void
-    /// Scratch bytes of one step task: (feature dim C, element size).
-    public var stepScratchBytes: @Sendable (Int, Int) -> Int
+    /// Scratch bytes of one step task: (feature dim C, value dim M, element size).
+    public var stepScratchBytes: @Sendable (Int, Int, Int) -> Int
     public var stepFloat: @Sendable (UnsafePointer<LinearStepTask>) -> Void
     public var stepDouble: @Sendable (UnsafePointer<LinearStepTask>) -> Void
 
@@ -163,7 +163,7 @@ public struct LinearKernels: Sendable {
         forwardDouble: @escaping @Sendable (UnsafePointer<LinearAttentionTask>) -> Void,
         backwardFloat: @escaping @Sendable (UnsafePointer<LinearAttentionTask>) -> Void,
         backwardDouble: @escaping @Sendable (UnsafePointer<LinearAttentionTask>) -> Void,
-        stepScratchBytes: @escaping @Sendable (Int, Int) -> Int,
+        stepScratchBytes: @escaping @Sendable (Int, Int, Int) -> Int,
         stepFloat: @escaping @Sendable (UnsafePointer<LinearStepTask>) -> Void,
         stepDouble: @escaping @Sendable (UnsafePointer<LinearStepTask>) -> Void
     ) {

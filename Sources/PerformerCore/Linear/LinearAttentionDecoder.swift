@@ -53,7 +53,7 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
         }
         let stateCount = try TensorLayout.elementCount(SIMD4(batch, heads, headDim, valueDim), name: "state")
         let normalizerCount = try TensorLayout.elementCount(SIMD4(batch, heads, headDim, 1), name: "state")
-        let scratchBytes = Runtime.kernels.linear.stepScratchBytes(headDim, MemoryLayout<Element>.stride)
+        let scratchBytes = Runtime.kernels.linear.stepScratchBytes(headDim, valueDim, MemoryLayout<Element>.stride)
         var memory: UnsafeMutableRawPointer?
         let (stateBytes, overflow) = (stateCount + normalizerCount).multipliedReportingOverflow(by: MemoryLayout<Element>.stride)
         guard !overflow, posix_memalign(&memory, 64, max(stateBytes, 1) + 64 + scratchBytes) == 0, let memory else {

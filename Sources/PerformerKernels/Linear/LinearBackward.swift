@@ -24,15 +24,14 @@ func linearBackward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearA
     }
 }
 
-/// Writes dq (or adds dk) rows from the T × C feature gradient in scratch.
+/// Writes dq (or adds dk) rows from the t × C feature gradient in scratch.
 @inline(__always)
 private func storeFeatureGradients<T: BinaryFloatingPoint>(
     _ s: LinearScratch<T>, _ t: Int, _ r0: Int, input: StridedMatrix, gradient: StridedMatrix,
     _ task: LinearAttentionTask, accumulate: Bool
 ) {
-    let c = task.shape.featureDim
     for i in 0..<t {
-        storeInputGradient(s.featureGradient + i * c, input: input, row: r0 + i, count: task.shape.headDim,
+        storeInputGradient(s.featureGradient + i * s.cp, input: input, row: r0 + i, count: task.shape.headDim,
                            map: task.featureMap, into: gradient, accumulate: accumulate)
     }
 }
@@ -42,15 +41,20 @@ private func storeFeatureGradients<T: BinaryFloatingPoint>(
 /// ∂L/∂V_c = φ(K_c) G [+ scoresᵀ ∂L/∂num]. Padded keys get zero gradients.
 @inline(__always)
 private func keyChunkGradients<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
-    let c = task.shape.featureDim, m = task.shape.valueDim, tt = linearChunkRows
-    chunkProductNT(t, c, m, s.values, m, s.stateGradient, m, s.featureGradient, c, accumulate: false)
-    chunkProductNN(t, m, c, s.keyFeatures, c, s.stateGradient, m, s.valueGradient, m, accumulate: false)
+    let c = task.shape.featureDim, m = task.shape.valueDim
+    transposeBlock(rows: c, columns: m, s.stateGradient, s.mp, s.stateGradientT, s.cp)
+    chunkProduct(rows: t, columns: c, depth: m, a: s.values, aRowStride: s.mp, aDepthStride: 1,
+                 b: s.stateGradientT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
+    chunkProduct(rows: t, columns: m, depth: c, a: s.keyFeatures, aRowStride: s.cp, aDepthStride: 1,
+                 b: s.stateGradient, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: false)
     if task.causal {
-        chunkProductTN(t, c, t, s.scoreGradient, tt, s.queryFeatures, c, s.featureGradient, c, accumulate: true)
-        chunkProductTN(t, m, t, s.scores, tt, s.rowsM, m, s.valueGradient, m, accumulate: true)
+        chunkProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: 1, aDepthStride: s.tp,
+                     b: s.queryFeatures, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: true)
+        chunkProduct(rows: t, columns: m, depth: t, a: s.scores, aRowStride: 1, aDepthStride: s.tp,
+                     b: s.rowsM, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: true)
     }
     for i in 0..<t {
-        let row = s.featureGradient + i * c
+        let row = s.featureGradient + i * s.cp
         if r0 + i < task.keyLimit {
             for f in 0..<c { row[f] += s.normalizerGradient[f] }
         } else {
@@ -60,15 +64,37 @@ private func keyChunkGradients<T: BinaryFloatingPoint>(_ task: LinearAttentionTa
     let accumulate = task.accumulateKeyGradients
     storeFeatureGradients(s, t, r0, input: task.key, gradient: task.keyGradient!, task, accumulate: accumulate)
     for i in 0..<t {
-        storeRow(s.valueGradient + i * m, count: m, into: task.valueGradient!, row: r0 + i, accumulate: accumulate)
+        storeRow(s.valueGradient + i * s.mp, count: m, into: task.valueGradient!, row: r0 + i, accumulate: accumulate)
     }
 }
 
 /// G += φ(Q_c)ᵀ ∂L/∂num, g += φ(Q_c)ᵀ ∂L/∂den.
 @inline(__always)
 private func advanceStateGradient<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
-    chunkProductTN(c, m, t, s.queryFeatures, c, s.rowsM, m, s.stateGradient, m, accumulate: true)
-    chunkProductTN(c, 1, t, s.queryFeatures, c, s.denominatorGradient, 1, s.normalizerGradient, 1, accumulate: true)
+    chunkProduct(rows: c, columns: m, depth: t, a: s.queryFeatures, aRowStride: 1, aDepthStride: s.cp,
+                 b: s.rowsM, bRowStride: s.mp, c: s.stateGradient, cRowStride: s.mp, accumulate: true)
+    for i in 0..<t {
+        let dden = s.denominatorGradient[i], row = s.queryFeatures + i * s.cp
+        for f in 0..<c { s.normalizerGradient[f] += row[f] * dden }
+    }
+}
+
+/// ∂L/∂φ(Q_c) = ∂L/∂num Sᵀ + ∂L/∂den zᵀ [+ scoreGradient φ(K_c)], then dq.
+@inline(__always)
+private func queryChunkGradients<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
+    let c = task.shape.featureDim, m = task.shape.valueDim
+    transposeBlock(rows: c, columns: m, s.state, s.mp, s.stateT, s.cp)
+    chunkProduct(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
+                 b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
+    for i in 0..<t {
+        let dden = s.denominatorGradient[i], row = s.featureGradient + i * s.cp
+        for f in 0..<c { row[f] += dden * s.normalizer[f] }
+    }
+    if task.causal {
+        chunkProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: s.tp, aDepthStride: 1,
+                     b: s.keyFeatures, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: true)
+    }
+    storeFeatureGradients(s, t, r0, input: task.query, gradient: task.queryGradient!, task, accumulate: false)
 }
 
 private func causalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
@@ -77,13 +103,13 @@ private func causalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask,
     let perPosition = s.perPosition
 
     // Forward sweep: S_i, z_i rebuilt chunk by chunk; ∂L/∂φ(Q) and dq.
-    loadState(task.initialState, rows: c, columns: m, into: s.state)
-    loadState(task.initialNormalizer, rows: c, columns: 1, into: s.normalizer)
+    loadState(task.initialState, rows: c, columns: m, into: s.state, ld: s.mp)
+    loadState(task.initialNormalizer, rows: c, columns: 1, into: s.normalizer, ld: 1)
     var r0 = 0
     while r0 < n {
         let t = min(linearChunkRows, n - r0)
         packQueryChunk(task, s, r0, t)
-        packKeyChunk(task, s, r0, t)
+        packKeyChunk(task, s, r0, t, transposedValues: true)
         packOutputGradientChunk(task, s, r0, t)
         chunkNumerator(s, t, c, m, causal: true, epsilon: epsilon)
         for i in 0..<t {
@@ -92,58 +118,46 @@ private func causalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask,
             perPosition[2 * (r0 + i) + 1] = s.denominatorGradient[i]
         }
         chunkScoreGradient(s, t, m)
-        // ∂L/∂φ(Q_c) = ∂L/∂num Sᵀ + ∂L/∂den zᵀ + scoreGradient φ(K_c)
-        chunkProductNT(t, c, m, s.rowsM, m, s.state, m, s.featureGradient, c, accumulate: false)
-        for i in 0..<t {
-            let dden = s.denominatorGradient[i], row = s.featureGradient + i * c
-            for f in 0..<c { row[f] += dden * s.normalizer[f] }
-        }
-        chunkProductNN(t, c, t, s.scoreGradient, linearChunkRows, s.keyFeatures, c, s.featureGradient, c, accumulate: true)
-        storeFeatureGradients(s, t, r0, input: task.query, gradient: task.queryGradient!, task, accumulate: false)
+        queryChunkGradients(task, s, r0, t)
         advanceState(s, t, c, m)
         r0 += t
     }
 
     // Reverse sweep: G, g carried from the end; ∂L/∂φ(K), dk, dv.
-    loadState(task.finalStateGradient, rows: c, columns: m, into: s.stateGradient)
-    loadState(task.finalNormalizerGradient, rows: c, columns: 1, into: s.normalizerGradient)
+    loadState(task.finalStateGradient, rows: c, columns: m, into: s.stateGradient, ld: s.mp)
+    loadState(task.finalNormalizerGradient, rows: c, columns: 1, into: s.normalizerGradient, ld: 1)
     let chunks = (n + linearChunkRows - 1) / linearChunkRows
     for chunk in stride(from: chunks - 1, through: 0, by: -1) {
         let r0 = chunk * linearChunkRows
         let t = min(linearChunkRows, n - r0)
         packQueryChunk(task, s, r0, t)
-        packKeyChunk(task, s, r0, t)
+        packKeyChunk(task, s, r0, t, transposedValues: true)
         packOutputGradientChunk(task, s, r0, t)
         for i in 0..<t {
             let den = perPosition[2 * (r0 + i)]
             let inverse: T = den != 0 ? 1 / den : 0
             s.denominatorGradient[i] = perPosition[2 * (r0 + i) + 1]
-            let row = s.rowsM + i * m, dO = s.outputGradient + i * m
+            let row = s.rowsM + i * s.mp, dO = s.outputGradient + i * s.mp
             for j in 0..<m { row[j] = dO[j] * inverse }
         }
-        let tt = linearChunkRows
-        chunkProductNT(t, t, c, s.queryFeatures, c, s.keyFeatures, c, s.scores, tt, accumulate: false)
-        keepLowerTriangle(s.scores, t, tt)
+        chunkScores(s, t, c)
         chunkScoreGradient(s, t, m)
         keyChunkGradients(task, s, r0, t)
         advanceStateGradient(s, t, c, m)
     }
-    storeState(s.stateGradient, rows: c, columns: m, into: task.initialStateGradient)
-    storeState(s.normalizerGradient, rows: c, columns: 1, into: task.initialNormalizerGradient)
+    storeState(s.stateGradient, rows: c, columns: m, ld: s.mp, into: task.initialStateGradient)
+    storeState(s.normalizerGradient, rows: c, columns: 1, ld: 1, into: task.initialNormalizerGradient)
 }
 
 private func nonCausalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
     let n = task.shape.queryCount, l = task.shape.keyCount
     let c = task.shape.featureDim, m = task.shape.valueDim
     let epsilon = T(task.epsilon)
-    loadState(nil, rows: c, columns: m, into: s.state)
-    loadState(nil, rows: c, columns: 1, into: s.normalizer)
-    loadState(nil, rows: c, columns: m, into: s.stateGradient)
-    loadState(nil, rows: c, columns: 1, into: s.normalizerGradient)
+    // The carve zeroed S, z, G and g.
     var r0 = 0
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
-        packKeyChunk(task, s, r0, t)
+        packKeyChunk(task, s, r0, t, transposedValues: false)
         advanceState(s, t, c, m)
         r0 += t
     }
@@ -155,12 +169,7 @@ private func nonCausalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTa
         packOutputGradientChunk(task, s, r0, t)
         chunkNumerator(s, t, c, m, causal: false, epsilon: epsilon)
         for i in 0..<t { s.denominatorGradient[i] = rowGradients(s, row: i, m) }
-        chunkProductNT(t, c, m, s.rowsM, m, s.state, m, s.featureGradient, c, accumulate: false)
-        for i in 0..<t {
-            let dden = s.denominatorGradient[i], row = s.featureGradient + i * c
-            for f in 0..<c { row[f] += dden * s.normalizer[f] }
-        }
-        storeFeatureGradients(s, t, r0, input: task.query, gradient: task.queryGradient!, task, accumulate: false)
+        queryChunkGradients(task, s, r0, t)
         advanceStateGradient(s, t, c, m)
         r0 += t
     }
@@ -168,7 +177,7 @@ private func nonCausalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTa
     r0 = 0
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
-        packKeyChunk(task, s, r0, t)
+        packKeyChunk(task, s, r0, t, transposedValues: false)
         keyChunkGradients(task, s, r0, t)
         r0 += t
     }

@@ -1,62 +1,52 @@
-// Dense products over contiguous row-major chunk scratch: every matrix product of the chunked
-// linear attention goes through these three shapes, so that switching them onto the shared
-// register-blocked micro-kernel is one change here. `ld*` are row strides in elements.
-// For now they are plain loops ordered so the innermost loop runs over contiguous memory.
+// The one dense product every matrix product of the chunked linear attention goes through,
+// with the operand contract of the shared register-blocked micro-kernel (Kernels/MicroKernel.swift
+// on the `kernels` branch), so that switching onto it changes this function's body only:
+//
+//   C[r][c] (= or +=) Σ_{k < depth} A(r, k) · B[k][c],   A(r, k) = a[r·aRowStride + k·aDepthStride]
+//
+// A is read by scalar from any strides (so Aᵀ is the same buffer with the strides swapped), B is
+// a panel of `depth` rows of contiguous columns `bRowStride` apart, C rows are `cRowStride` apart.
+// Products of the form A·Bᵀ are therefore done on a transposed copy of B that the chunk packs
+// (φ(K)ᵀ, Vᵀ) or transposes once per chunk (Sᵀ, Gᵀ).
+//
+// Callers size every panel with `linearPanelWidth`-padded rows whose padding is zero, so a
+// kernel that computes whole vector tiles (columns rounded up) reads only zeros there.
 
-/// C[m × n] (+)= A[m × k] · B[k × n].
+/// Panel row lengths are multiples of this (two AVX-512 float vectors).
+let linearPanelWidth = 32
+
 @inline(__always)
-func chunkProductNN<T: BinaryFloatingPoint>(
-    _ m: Int, _ n: Int, _ k: Int,
-    _ a: UnsafePointer<T>, _ lda: Int, _ b: UnsafePointer<T>, _ ldb: Int,
-    _ c: UnsafeMutablePointer<T>, _ ldc: Int, accumulate: Bool
+func linearPadded(_ n: Int) -> Int { (max(n, 1) + linearPanelWidth - 1) / linearPanelWidth * linearPanelWidth }
+
+/// C (= or +=) A·B with the contract above. Plain loops for now, ordered so the innermost runs
+/// over contiguous B and C columns.
+@inline(__always)
+func chunkProduct<T: BinaryFloatingPoint>(
+    rows: Int, columns: Int, depth: Int,
+    a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
+    b: UnsafePointer<T>, bRowStride: Int,
+    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool
 ) {
-    for i in 0..<m {
-        let row = c + i * ldc
-        if !accumulate { for j in 0..<n { row[j] = 0 } }
-        for p in 0..<k {
-            let scale = a[i * lda + p]
-            let bRow = b + p * ldb
-            for j in 0..<n { row[j] += scale * bRow[j] }
+    for r in 0..<rows {
+        let row = c + r * cRowStride
+        if !accumulate { for j in 0..<columns { row[j] = 0 } }
+        let aRow = a + r * aRowStride
+        for k in 0..<depth {
+            let scale = aRow[k * aDepthStride]
+            let bRow = b + k * bRowStride
+            for j in 0..<columns { row[j] += scale * bRow[j] }
         }
     }
 }
 
-/// C[m × n] (+)= A[m × k] · B[n × k]ᵀ.
+/// target[c][r] = source[r][c] for an r × c block (row strides given).
 @inline(__always)
-func chunkProductNT<T: BinaryFloatingPoint>(
-    _ m: Int, _ n: Int, _ k: Int,
-    _ a: UnsafePointer<T>, _ lda: Int, _ b: UnsafePointer<T>, _ ldb: Int,
-    _ c: UnsafeMutablePointer<T>, _ ldc: Int, accumulate: Bool
+func transposeBlock<T: BinaryFloatingPoint>(
+    rows: Int, columns: Int, _ source: UnsafePointer<T>, _ sourceRowStride: Int,
+    _ target: UnsafeMutablePointer<T>, _ targetRowStride: Int
 ) {
-    for i in 0..<m {
-        let aRow = a + i * lda
-        for j in 0..<n {
-            let bRow = b + j * ldb
-            var sum: T = 0
-            for p in 0..<k { sum += aRow[p] * bRow[p] }
-            if accumulate { c[i * ldc + j] += sum } else { c[i * ldc + j] = sum }
-        }
-    }
-}
-
-/// C[m × n] (+)= A[k × m]ᵀ · B[k × n].
-@inline(__always)
-func chunkProductTN<T: BinaryFloatingPoint>(
-    _ m: Int, _ n: Int, _ k: Int,
-    _ a: UnsafePointer<T>, _ lda: Int, _ b: UnsafePointer<T>, _ ldb: Int,
-    _ c: UnsafeMutablePointer<T>, _ ldc: Int, accumulate: Bool
-) {
-    if !accumulate {
-        for i in 0..<m { for j in 0..<n { c[i * ldc + j] = 0 } }
-    }
-    for p in 0..<k {
-        let aRow = a + p * lda
-        let bRow = b + p * ldb
-        for i in 0..<m {
-            let scale = aRow[i]
-            let row = c + i * ldc
-            for j in 0..<n { row[j] += scale * bRow[j] }
-        }
+    for r in 0..<rows {
+        for c in 0..<columns { target[c * targetRowStride + r] = source[r * sourceRowStride + c] }
     }
 }
 

@@ -10,14 +10,14 @@ func linearForward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearAt
     let epsilon = T(task.epsilon)
     var bytes = 0
     let s = LinearScratch<T>(base: task.scratch, shape: task.shape, causal: task.causal, backward: false, bytes: &bytes)
-    loadState(task.causal ? task.initialState : nil, rows: c, columns: m, into: s.state)
-    loadState(task.causal ? task.initialNormalizer : nil, rows: c, columns: 1, into: s.normalizer)
+    loadState(task.causal ? task.initialState : nil, rows: c, columns: m, into: s.state, ld: s.mp)
+    loadState(task.causal ? task.initialNormalizer : nil, rows: c, columns: 1, into: s.normalizer, ld: 1)
 
     if !task.causal {
         var r0 = 0
         while r0 < l {
             let t = min(linearChunkRows, l - r0)
-            packKeyChunk(task, s, r0, t)
+            packKeyChunk(task, s, r0, t, transposedValues: false)
             advanceState(s, t, c, m)
             r0 += t
         }
@@ -26,12 +26,12 @@ func linearForward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearAt
     while r0 < n {
         let t = min(linearChunkRows, n - r0)
         packQueryChunk(task, s, r0, t)
-        if task.causal { packKeyChunk(task, s, r0, t) }
+        if task.causal { packKeyChunk(task, s, r0, t, transposedValues: false) }
         chunkNumerator(s, t, c, m, causal: task.causal, epsilon: epsilon)
         for i in 0..<t {
             let den = s.denominator[i]
             let inverse: T = den != 0 ? 1 / den : 0
-            let row = s.rowsM + i * m
+            let row = s.rowsM + i * s.mp
             for j in 0..<m { row[j] *= inverse }
             storeRow(row, count: m, into: task.output!, row: r0 + i, accumulate: false)
         }
@@ -39,7 +39,7 @@ func linearForward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearAt
         r0 += t
     }
     if task.causal {
-        storeState(s.state, rows: c, columns: m, into: task.finalState)
-        storeState(s.normalizer, rows: c, columns: 1, into: task.finalNormalizer)
+        storeState(s.state, rows: c, columns: m, ld: s.mp, into: task.finalState)
+        storeState(s.normalizer, rows: c, columns: 1, ld: 1, into: task.finalNormalizer)
     }
 }

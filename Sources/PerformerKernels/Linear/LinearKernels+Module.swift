@@ -12,7 +12,9 @@ func makeLinearKernels() -> LinearKernels {
         forwardDouble: { linearForward($0, Double.self) },
         backwardFloat: { linearBackward($0, Float.self) },
         backwardDouble: { linearBackward($0, Double.self) },
-        stepScratchBytes: { featureDim, elementSize in 2 * max(featureDim, 1) * elementSize },
+        stepScratchBytes: { featureDim, valueDim, elementSize in
+            linearStepScratchCount(featureDim: featureDim, valueDim: valueDim) * elementSize
+        },
         stepFloat: { linearStep($0, Float.self) },
         stepDouble: { linearStep($0, Double.self) })
 }

@@ -7,8 +7,10 @@ func linearStep<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearStepT
     let task = taskPointer.pointee
     let d = task.headDim, c = task.featureDim, m = task.valueDim
     let epsilon = T(task.epsilon)
-    let queryFeatures = task.scratch.bindMemory(to: T.self, capacity: 2 * max(c, 1))
+    let queryFeatures = task.scratch.bindMemory(to: T.self, capacity: linearStepScratchCount(featureDim: c, valueDim: m))
     let keyFeatures = queryFeatures + max(c, 1)
+    let values = keyFeatures + max(c, 1)
+    let numerator = values + max(m, 1)
     let states = task.state.assumingMemoryBound(to: T.self)
     let normalizers = task.normalizer.assumingMemoryBound(to: T.self)
     for b in 0..<task.batch {
@@ -22,29 +24,28 @@ func linearStep<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearStepT
             let normalizer = normalizers + (b * task.heads + h) * c
             packFeatures(row(task.key, task.keyStrides, hk), row: 0, count: d, map: task.featureMap, into: keyFeatures)
             packFeatures(row(task.query, task.queryStrides, h), row: 0, count: d, map: task.featureMap, into: queryFeatures)
-            let value = row(task.value, task.valueStrides, hk)
-            let valueBase = value.base.assumingMemoryBound(to: T.self)
-            let output = row(task.output, task.outputStrides, h)
-            let outputBase = output.base.assumingMemoryBound(to: T.self)
-            // S ← S + φ(k) vᵀ, z ← z + φ(k); then φ(q)ᵀ S accumulates into the output row.
+            packRow(row(task.value, task.valueStrides, hk), row: 0, count: m, into: values)
+            // Row f of S: S[f] += φ(k)_f v, then num += φ(q)_f S[f]; one pass over S, contiguous rows.
             var den: T = 0
+            for j in 0..<m { numerator[j] = 0 }
             for f in 0..<c {
                 let kf = keyFeatures[f], qf = queryFeatures[f]
                 normalizer[f] += kf
                 den += qf * normalizer[f]
+                let stateRow = state + f * m
+                for j in 0..<m {
+                    let updated = stateRow[j] + kf * values[j]
+                    stateRow[j] = updated
+                    numerator[j] += qf * updated
+                }
             }
             den += epsilon
             let inverse: T = den != 0 ? 1 / den : 0
-            for j in 0..<m {
-                let vj = valueBase[j * value.columnStride]
-                var sum: T = 0
-                for f in 0..<c {
-                    let updated = state[f * m + j] + keyFeatures[f] * vj
-                    state[f * m + j] = updated
-                    sum += queryFeatures[f] * updated
-                }
-                outputBase[j * output.columnStride] = sum * inverse
-            }
+            for j in 0..<m { numerator[j] *= inverse }
+            storeRow(numerator, count: m, into: row(task.output, task.outputStrides, h), row: 0, accumulate: false)
         }
     }
 }
+
+/// Elements of step scratch: φ(q), φ(k) (C each), v and the numerator (M each).
+func linearStepScratchCount(featureDim c: Int, valueDim m: Int) -> Int { 2 * max(c, 1) + 2 * max(m, 1) }
