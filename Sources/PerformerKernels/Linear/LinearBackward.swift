@@ -24,15 +24,16 @@ func linearBackward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearA
     }
 }
 
-/// Writes dq (or adds dk) rows from the t × C feature gradient in scratch.
+/// Writes dq (or adds dk) rows from the t × C feature gradient in scratch, given the chunk's
+/// features of the same rows (φ' is derived from them).
 @inline(__always)
 private func storeFeatureGradients<T: BinaryFloatingPoint>(
-    _ s: LinearScratch<T>, _ t: Int, _ r0: Int, input: StridedMatrix, gradient: StridedMatrix,
+    _ s: LinearScratch<T>, _ t: Int, _ r0: Int, features: UnsafePointer<T>, gradient: StridedMatrix,
     _ task: LinearAttentionTask, accumulate: Bool
 ) {
     for i in 0..<t {
-        storeInputGradient(s.featureGradient + i * s.cp, input: input, row: r0 + i, count: task.shape.headDim,
-                           map: task.featureMap, into: gradient, accumulate: accumulate)
+        storeInputGradient(s.featureGradient + i * s.cp, features: features + i * s.cp, count: task.shape.headDim,
+                           map: task.featureMap, into: gradient, row: r0 + i, accumulate: accumulate)
     }
 }
 
@@ -62,7 +63,7 @@ private func keyChunkGradients<T: BinaryFloatingPoint>(_ task: LinearAttentionTa
         }
     }
     let accumulate = task.accumulateKeyGradients
-    storeFeatureGradients(s, t, r0, input: task.key, gradient: task.keyGradient!, task, accumulate: accumulate)
+    storeFeatureGradients(s, t, r0, features: s.keyFeatures, gradient: task.keyGradient!, task, accumulate: accumulate)
     for i in 0..<t {
         storeRow(s.valueGradient + i * s.mp, count: m, into: task.valueGradient!, row: r0 + i, accumulate: accumulate)
     }
@@ -94,7 +95,7 @@ private func queryChunkGradients<T: BinaryFloatingPoint>(_ task: LinearAttention
         chunkProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: s.tp, aDepthStride: 1,
                      b: s.keyFeatures, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: true)
     }
-    storeFeatureGradients(s, t, r0, input: task.query, gradient: task.queryGradient!, task, accumulate: false)
+    storeFeatureGradients(s, t, r0, features: s.queryFeatures, gradient: task.queryGradient!, task, accumulate: false)
 }
 
 private func causalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {

@@ -32,24 +32,25 @@ func packFeatures<T: BinaryFloatingPoint>(
     }
 }
 
-/// Turns the gradient with respect to φ(row) into the gradient with respect to the row
-/// (multiplies by φ'(x) elementwise) and stores it, or adds it when `accumulate`.
+/// Turns the gradient with respect to φ(x) into the gradient with respect to x (multiplies by
+/// φ'(x) elementwise) and stores it into row `row` of `gradient`, or adds it when `accumulate`.
+/// φ' is read off the features themselves, so no exponential is evaluated again:
+/// elu+1: φ' = 1 where φ > 1 (x > 0), else φ' = eˣ = φ;  relu: φ' = 1 where φ > 0;  identity: 1.
 @inline(__always)
 func storeInputGradient<T: BinaryFloatingPoint>(
-    _ featureGradient: UnsafePointer<T>, input: StridedMatrix, row: Int, count: Int, map: LinearFeatureKind,
-    into gradient: StridedMatrix, accumulate: Bool
+    _ featureGradient: UnsafePointer<T>, features: UnsafePointer<T>, count: Int, map: LinearFeatureKind,
+    into gradient: StridedMatrix, row: Int, accumulate: Bool
 ) {
-    let x = input.base.assumingMemoryBound(to: T.self) + row * input.rowStride
     let out = gradient.base.assumingMemoryBound(to: T.self) + row * gradient.rowStride
-    let xs = input.columnStride, os = gradient.columnStride
+    let os = gradient.columnStride
     for c in 0..<count {
         let value: T
         switch map {
         case .eluPlusOne:
-            let xc = x[c * xs]
-            value = xc > 0 ? featureGradient[c] : featureGradient[c] * linearExp(xc)
+            let phi = features[c]
+            value = phi > 1 ? featureGradient[c] : featureGradient[c] * phi
         case .relu:
-            value = x[c * xs] > 0 ? featureGradient[c] : 0
+            value = features[c] > 0 ? featureGradient[c] : 0
         case .identity:
             value = featureGradient[c]
         }
