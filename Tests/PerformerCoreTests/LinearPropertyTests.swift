@@ -86,7 +86,7 @@ final class LinearPropertyTests: XCTestCase {
                     z.v = Array(x.v[(80 * 3)..<(80 * 3 + 37 * 3)])
                     let truncated = try forward(t, z)
                     let full = try forward(c, x)
-                    XCTAssertLessThan(relativeError(truncated.map(Double.init), Array(full[(2 * 80 * 3)...]).map(Double.init)), 1e-6)
+                    XCTAssertLessThan(linearRelativeError(truncated.map(Double.init), Array(full[(2 * 80 * 3)...]).map(Double.init)), 1e-6)
                 }
             }
         }
@@ -101,14 +101,14 @@ final class LinearPropertyTests: XCTestCase {
         var x = LinearInputs(padded, seed: 41).rounded(to: Float.self)
         for n in 8..<20 { for j in 0..<3 { x.v[n * 3 + j] = 0 } }
         let a = try forward(padded, x), b = try forward(zeroed, x)
-        XCTAssertGreaterThan(relativeError(b.map(Double.init), a.map(Double.init)), 0.1)
+        XCTAssertGreaterThan(linearRelativeError(b.map(Double.init), a.map(Double.init)), 0.1)
         // And the padded result is the one over the first 8 keys only (direct reference).
         var truncated = padded
         truncated.l = 8
         truncated.keyLengths = nil
         var t = x
         t.k = Array(x.k[0..<32]); t.v = Array(x.v[0..<24])
-        XCTAssertLessThan(relativeError(a.map(Double.init), linearReference(truncated, t).out), 1e-6)
+        XCTAssertLessThan(linearRelativeError(a.map(Double.init), linearReference(truncated, t).out), 1e-6)
     }
 
     /// Every bad argument gives the right status and writes nothing.

@@ -35,9 +35,9 @@ final class LinearStateTests: XCTestCase {
                 finalState: MutableLinearStateView(s: next.0.mutableView, z: next.1.mutableView), options: c.options)
             states.append(next)
         }
-        XCTAssertLessThan(relativeError(out.values, whole.out), 1e-5)
-        XCTAssertLessThan(relativeError(states.last!.0.values, whole.sN), 1e-5)
-        XCTAssertLessThan(relativeError(states.last!.1.values, whole.zN), 1e-5)
+        XCTAssertLessThan(linearRelativeError(out.values, whole.out), 1e-5)
+        XCTAssertLessThan(linearRelativeError(states.last!.0.values, whole.sN), 1e-5)
+        XCTAssertLessThan(linearRelativeError(states.last!.1.values, whole.zN), 1e-5)
 
         // Backward from the last piece to the first: each piece's dS0 is the previous piece's dS_N.
         let dq = LinearTestTensor<Float>(shape: c.qShape), dk = LinearTestTensor<Float>(shape: c.kShape)
@@ -56,11 +56,11 @@ final class LinearStateTests: XCTestCase {
                 options: c.options)
             carried = previous
         }
-        XCTAssertLessThan(relativeError(dq.values, whole.dq), 1e-5)
-        XCTAssertLessThan(relativeError(dk.values, whole.dk), 1e-5)
-        XCTAssertLessThan(relativeError(dv.values, whole.dv), 1e-5)
-        XCTAssertLessThan(relativeError(carried.0.values, whole.ds0), 1e-5)
-        XCTAssertLessThan(relativeError(carried.1.values, whole.dz0), 1e-5)
+        XCTAssertLessThan(linearRelativeError(dq.values, whole.dq), 1e-5)
+        XCTAssertLessThan(linearRelativeError(dk.values, whole.dk), 1e-5)
+        XCTAssertLessThan(linearRelativeError(dv.values, whole.dv), 1e-5)
+        XCTAssertLessThan(linearRelativeError(carried.0.values, whole.ds0), 1e-5)
+        XCTAssertLessThan(linearRelativeError(carried.1.values, whole.dz0), 1e-5)
     }
 
     func testDecoderStepsEqualCausalForward() throws {
@@ -80,11 +80,11 @@ final class LinearStateTests: XCTestCase {
             for t in 0..<c.n {
                 try decoder.step(query: q.token(t), key: k.token(t), value: v.token(t), output: out.mutableToken(t))
             }
-            XCTAssertLessThan(relativeError(out.values, whole.out), 1e-5, "\(map)")
+            XCTAssertLessThan(linearRelativeError(out.values, whole.out), 1e-5, "\(map)")
             let s = LinearTestTensor<Float>(shape: c.sShape), z = LinearTestTensor<Float>(shape: c.zShape)
             try decoder.storeState(into: MutableLinearStateView(s: s.mutableView, z: z.mutableView))
-            XCTAssertLessThan(relativeError(s.values, whole.sN), 1e-5, "\(map)")
-            XCTAssertLessThan(relativeError(z.values, whole.zN), 1e-5, "\(map)")
+            XCTAssertLessThan(linearRelativeError(s.values, whole.sN), 1e-5, "\(map)")
+            XCTAssertLessThan(linearRelativeError(z.values, whole.zN), 1e-5, "\(map)")
         }
     }
 
@@ -106,7 +106,7 @@ final class LinearStateTests: XCTestCase {
             for t in prompt..<c.n {
                 try decoder.step(query: q.token(t), key: k.token(t), value: v.token(t), output: out.mutableToken(t))
             }
-            XCTAssertLessThan(relativeError(out.values, whole.out), 1e-5)
+            XCTAssertLessThan(linearRelativeError(out.values, whole.out), 1e-5)
             decoder.reset()
         }
         // A forward's final state primes a decoder.
@@ -121,6 +121,6 @@ final class LinearStateTests: XCTestCase {
             try decoder.step(query: q.token(t), key: k.token(t), value: v.token(t), output: out.mutableToken(t))
         }
         let tail = (0..<c.b * c.h).flatMap { bh in (100 * c.m..<c.n * c.m).map { bh * c.n * c.m + $0 } }
-        XCTAssertLessThan(relativeError(tail.map { out.values[$0] }, tail.map { whole.out[$0] }), 1e-5)
+        XCTAssertLessThan(linearRelativeError(tail.map { out.values[$0] }, tail.map { whole.out[$0] }), 1e-5)
     }
 }

@@ -311,7 +311,7 @@ func runLinear<T: AttentionScalar>(_ c: LinearCase, _ x: LinearInputs, as _: T.T
 }
 
 /// ‖a − b‖ / ‖b‖ (absolute error when ‖b‖ = 0).
-func relativeError(_ a: [Double], _ b: [Double]) -> Double {
+func linearRelativeError(_ a: [Double], _ b: [Double]) -> Double {
     precondition(a.count == b.count)
     var diff = 0.0, norm = 0.0
     for i in 0..<a.count {
@@ -330,7 +330,7 @@ func assertClose(_ got: LinearResults, _ want: LinearResults, tolerance: Double,
         ("dS0", got.ds0, want.ds0), ("dz0", got.dz0, want.dz0),
     ]
     for (name, a, b) in pairs {
-        let error = relativeError(a, b)
+        let error = linearRelativeError(a, b)
         XCTAssert(error <= tolerance, "\(name): relative error \(error) > \(tolerance) for \(context)", file: file, line: line)
     }
 }
