@@ -160,7 +160,12 @@ class SoftmaxAttention(_torch.nn.Module):
     def __init__(self, causal=False, scale=None):
         super().__init__()
         self.causal = bool(causal)
-        self.scale = None if scale is None else float(scale)
+        if scale is not None:
+            try:
+                scale = float(scale)
+            except (TypeError, ValueError):
+                raise TypeError("scale must be None or a real number, not %s" % type(scale).__name__) from None
+        self.scale = scale
 
     def forward(self, q, k, v, kv_lengths=None):
         return softmax_attention(q, k, v, causal=self.causal, scale=self.scale, kv_lengths=kv_lengths)
