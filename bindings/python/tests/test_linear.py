@@ -616,3 +616,11 @@ def test_linear_example_runs():
                             cwd=tempfile.gettempdir(), timeout=120)
     assert result.returncode == 0, result.stdout.decode()
     assert b"ok" in result.stdout
+
+
+def test_docs_example_runs():
+    import re
+
+    with open(os.path.join(REPO, "docs", "LINEAR.md")) as f:
+        example = re.findall(r"```python\n(.*?)```", f.read(), re.S)[0]
+    exec(compile(example, "docs/LINEAR.md", "exec"), {})
