@@ -42,10 +42,3 @@ func softmaxForwardRows<T: BinaryFloatingPoint>(_ task: UnsafePointer<SoftmaxFor
     }
 }
 
-func makeSoftmaxKernels() -> SoftmaxKernels {
-    SoftmaxKernels(
-        forwardRowBlock: 64,
-        forwardScratchBytes: { shape, elementSize in max(1, shape.valueDim) * elementSize },
-        forwardFloat: { softmaxForwardRows($0, Float.self) },
-        forwardDouble: { softmaxForwardRows($0, Double.self) })
-}

@@ -1,0 +1,32 @@
+import PerformerKernelInterface
+
+// Block sizes of the tiled softmax kernels and the masking helpers they share.
+
+/// Query rows per task (forward and backward query pass): a multiple of every micro-kernel
+/// tile width (2·lanes ≤ 32), so query lanes fill whole tiles.
+let softmaxQueryBlock = 64
+/// Keys per inner block: a multiple of the micro-kernel height (6).
+let softmaxKeyBlock = 96
+
+@inline(__always)
+func roundUp(_ x: Int, _ multiple: Int) -> Int { (x + multiple - 1) / multiple * multiple }
+
+extension SoftmaxMasking {
+    /// Keys visible to query row `i`, clamped to `0 ... keyCount`.
+    @inline(__always)
+    func visibleKeys(row i: Int, keyCount: Int) -> Int { Swift.min(visibleKeyCount(row: i), keyCount) }
+}
+
+/// Sets Sᵀ[j][i] = −inf where key `keyStart + j` is not visible to query lane i
+/// (`visible[i]` keys are), for j < `keyRows`, i < `lanes`; Sᵀ rows are `stride` apart.
+@inline(__always)
+func maskScoresTransposed<T: KernelScalar>(
+    _ scores: UnsafeMutablePointer<T>, stride: Int, keyStart: Int, keyRows: Int,
+    visible: UnsafePointer<Int>, lanes: Int
+) {
+    for i in 0..<lanes {
+        let firstMasked = Swift.max(0, visible[i] - keyStart)
+        if firstMasked >= keyRows { continue }
+        for j in firstMasked..<keyRows { scores[j * stride + i] = -T.infinity }
+    }
+}
