@@ -69,13 +69,19 @@ final class SoftmaxKernelISATests: XCTestCase {
     ]
 
     func testEveryISAMatchesFloat64Reference() throws {
-        for isa in Runtime.supportedISAs {
-            try Runtime.selectKernels(isa)
-            for c in Self.cases {
-                try check(c, Float.self, tolerance: 1e-5, label: "\(isa) float32 \(c)")
-                try check(c, Double.self, tolerance: 1e-12, label: "\(isa) float64 \(c)")
+        // 1 thread: the fused backward (one task per key head); 3 threads: mostly the split
+        // key pass + query pass.
+        for threads in [1, 3] {
+            try Runtime.setNumThreads(threads)
+            for isa in Runtime.supportedISAs {
+                try Runtime.selectKernels(isa)
+                for c in Self.cases {
+                    try check(c, Float.self, tolerance: 1e-5, label: "\(isa) threads=\(threads) float32 \(c)")
+                    try check(c, Double.self, tolerance: 1e-12, label: "\(isa) threads=\(threads) float64 \(c)")
+                }
             }
         }
+        try Runtime.setNumThreads(0)
         try Runtime.selectKernels(Runtime.supportedISAs.last!)
     }
 

@@ -130,5 +130,6 @@ func makeSoftmaxKernels() -> SoftmaxKernels {
             softmaxForwardScratchElements(shape) * elementSize + softmaxQueryBlock * MemoryLayout<Int>.stride
         },
         forwardFloat: { softmaxForwardTiled($0, Float.self) },
-        forwardDouble: { softmaxForwardTiled($0, Double.self) })
+        forwardDouble: { softmaxForwardTiled($0, Double.self) },
+        productFloat: { matrixProductFloat($0) })
 }

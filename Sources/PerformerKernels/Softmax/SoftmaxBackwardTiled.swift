@@ -1,0 +1,271 @@
+import PerformerKernelInterface
+
+// Tiled recomputing backward (FlashAttention-2 order) built on the micro-kernel.
+//
+// The unit of work is a (query block of ≤ 96 rows) × (key block of ≤ 64 keys) pair; keys are
+// the vector lanes, queries the micro-kernel rows. With Kᵀ (pre-scaled by s·log2 e), K and
+// Vᵀ of the key block packed, and Q, dO read through their strides:
+//   S  = Q·Kᵀ,  P = 2^(S − lse_i·log2 e) (0 where masked),  dP = dO·Vᵀ,
+//   dS = s · P ∘ (dP − δ_i)
+//   key gradients:   dVᵀ += dOᵀ·P,  dKᵀ += Qᵀ·dS        (A = dO, Q read transposed)
+//   query gradient:  dQ  += dS·K
+// The key pass runs every pair of its key blocks (summing over the group's query heads); when
+// fused (one task per key head, covering every key) it also accumulates dQ of each query head
+// in an N × D scratch: five products per pair. Otherwise a query pass recomputes S, P, dP for
+// its query block (three products) so that no two tasks write the same dQ.
+
+/// Keys per backward key block (vector lanes; a multiple of every tile width ≤ 32).
+let backwardKeyBlock = 64
+/// Query rows per backward block (micro-kernel rows; a multiple of 6).
+let backwardQueryBlock = 96
+
+/// Scratch elements of a backward task: packs, pair buffers, dK/dV accumulators for
+/// `keyRows` keys, and a dQ accumulator (N rows when fused, one query block otherwise).
+@inline(__always)
+func softmaxBackwardScratchElements(_ shape: SoftmaxHeadShape, keyRows: Int, fused: Bool) -> Int {
+    let d = shape.headDim, m = shape.valueDim
+    let paddedD = roundUp(d, 32)
+    let blocks = (keyRows + backwardKeyBlock - 1) / backwardKeyBlock
+    let packs = (d + m) * backwardKeyBlock + backwardKeyBlock * paddedD
+    let pair = 2 * backwardQueryBlock * backwardKeyBlock
+    let accumulators = blocks * (d + m) * backwardKeyBlock
+    let queryAccumulator = (fused ? Swift.max(shape.queryCount, backwardQueryBlock) : backwardQueryBlock) * paddedD
+    return packs + pair + accumulators + queryAccumulator
+}
+
+/// The scratch of one backward task, carved from `SoftmaxBackwardTask.scratch`.
+struct BackwardBuffers<T: KernelScalar> {
+    var kT: UnsafeMutablePointer<T>       // D × 64, scaled by s·log2 e
+    var vT: UnsafeMutablePointer<T>       // M × 64
+    var kRows: UnsafeMutablePointer<T>    // 64 × paddedD
+    var p: UnsafeMutablePointer<T>        // 96 × 64: S, then P
+    var dS: UnsafeMutablePointer<T>       // 96 × 64: dP, then dS
+    var dK: UnsafeMutablePointer<T>       // blocks × D × 64
+    var dV: UnsafeMutablePointer<T>       // blocks × M × 64
+    var dQ: UnsafeMutablePointer<T>       // rows × paddedD
+    var paddedD: Int
+
+    init(_ scratch: UnsafeMutableRawPointer, shape: SoftmaxHeadShape, keyRows: Int) {
+        let d = shape.headDim, m = shape.valueDim
+        paddedD = roundUp(d, microKernelColumns(T.self))
+        let blocks = (keyRows + backwardKeyBlock - 1) / backwardKeyBlock
+        kT = scratch.assumingMemoryBound(to: T.self)
+        vT = kT + d * backwardKeyBlock
+        kRows = vT + m * backwardKeyBlock
+        p = kRows + backwardKeyBlock * roundUp(d, 32)
+        dS = p + backwardQueryBlock * backwardKeyBlock
+        dK = dS + backwardQueryBlock * backwardKeyBlock
+        dV = dK + blocks * d * backwardKeyBlock
+        dQ = dV + blocks * m * backwardKeyBlock
+    }
+}
+
+/// One query head's operands (head g of the task's group).
+struct BackwardHead<T: KernelScalar> {
+    var q: UnsafePointer<T>, qRow: Int, qColumn: Int
+    var dO: UnsafePointer<T>, dORow: Int, dOColumn: Int
+    var lse: UnsafePointer<T>, lseStride: Int
+    var delta: UnsafePointer<T>
+    var dQ: UnsafeMutablePointer<T>, dQRow: Int, dQColumn: Int
+
+    init(_ t: SoftmaxBackwardTask, group g: Int) {
+        q = UnsafePointer(t.query.base.assumingMemoryBound(to: T.self)) + g * t.queryHeadStep
+        (qRow, qColumn) = (t.query.rowStride, t.query.columnStride)
+        dO = UnsafePointer(t.outputGradient.base.assumingMemoryBound(to: T.self)) + g * t.outputGradientHeadStep
+        (dORow, dOColumn) = (t.outputGradient.rowStride, t.outputGradient.columnStride)
+        lse = UnsafePointer(t.logSumExp.assumingMemoryBound(to: T.self)) + g * t.logSumExpHeadStep
+        lseStride = t.logSumExpStride
+        delta = UnsafePointer(t.delta.assumingMemoryBound(to: T.self)) + g * t.deltaHeadStep
+        dQ = t.queryGradient.base.assumingMemoryBound(to: T.self) + g * t.queryGradientHeadStep
+        (dQRow, dQColumn) = (t.queryGradient.rowStride, t.queryGradient.columnStride)
+    }
+}
+
+/// Packs keys `keyStart ..< keyStart + keys` into Kᵀ (scaled), Vᵀ and (when `rows`) K, with
+/// padded lanes zero.
+@inline(__always)
+func packKeyBlock<T: KernelScalar>(
+    _ t: SoftmaxBackwardTask, _ buffers: BackwardBuffers<T>, keyStart: Int, keys: Int, rows: Bool
+) {
+    let d = t.shape.headDim, m = t.shape.valueDim
+    let k = t.key.base.assumingMemoryBound(to: T.self) + keyStart * t.key.rowStride
+    let v = t.value.base.assumingMemoryBound(to: T.self) + keyStart * t.value.rowStride
+    let scoreScale = T(t.scale) * T.log2e
+    for x in 0..<d {
+        let row = buffers.kT + x * backwardKeyBlock
+        let column = k + x * t.key.columnStride
+        for j in 0..<keys { row[j] = column[j * t.key.rowStride] * scoreScale }
+        for j in keys..<backwardKeyBlock { row[j] = 0 }
+    }
+    for y in 0..<m {
+        let row = buffers.vT + y * backwardKeyBlock
+        let column = v + y * t.value.columnStride
+        for j in 0..<keys { row[j] = column[j * t.value.rowStride] }
+        for j in keys..<backwardKeyBlock { row[j] = 0 }
+    }
+    if rows {
+        for j in 0..<keys {
+            let row = buffers.kRows + j * buffers.paddedD
+            let source = k + j * t.key.rowStride
+            for x in 0..<d { row[x] = source[x * t.key.columnStride] }
+            for x in d..<buffers.paddedD { row[x] = 0 }
+        }
+    }
+}
+
+/// One (query block) × (key block) pair of head `head`; see the file comment.
+/// `dK`, `dV`: this key block's accumulators (nil in the query pass); `dQ`: the accumulator
+/// row of query `queryStart` (nil when dQ is not wanted).
+@inline(__always)
+func backwardPair<T: KernelScalar>(
+    _ t: SoftmaxBackwardTask, _ head: BackwardHead<T>, _ buffers: BackwardBuffers<T>,
+    queryStart: Int, queries: Int, keyStart: Int, keys: Int,
+    dK: UnsafeMutablePointer<T>?, dV: UnsafeMutablePointer<T>?, dQ: UnsafeMutablePointer<T>?,
+    laneIndex: T.Vector
+) {
+    let d = t.shape.headDim, m = t.shape.valueDim
+    let w = T.lanes
+    let lanes = roundUp(keys, microKernelColumns(T.self))
+    let stride = backwardKeyBlock
+    let q = head.q + queryStart * head.qRow
+    let dO = head.dO + queryStart * head.dORow
+    blockProduct(rows: queries, columns: lanes, depth: d, a: q, aRowStride: head.qRow, aDepthStride: head.qColumn,
+                 b: UnsafePointer(buffers.kT), bRowStride: stride, c: buffers.p, cRowStride: stride, accumulate: false)
+    blockProduct(rows: queries, columns: lanes, depth: m, a: dO, aRowStride: head.dORow, aDepthStride: head.dOColumn,
+                 b: UnsafePointer(buffers.vT), bRowStride: stride, c: buffers.dS, cRowStride: stride, accumulate: false)
+    let scale = T.splat(T(t.scale))
+    let zero = T.splat(0)
+    for i in 0..<queries {
+        let row = queryStart + i
+        let lse2 = head.lse[row * head.lseStride] * T.log2e
+        let visible = t.masking.visibleKeys(row: row, keyCount: t.shape.keyCount)
+        let valid = lse2.isFinite ? Swift.min(Swift.max(visible - keyStart, 0), keys) : 0
+        let shift = T.splat(lse2.isFinite ? lse2 : 0)
+        let delta = T.splat(head.delta[row])
+        let pRow = buffers.p + i * stride, dSRow = buffers.dS + i * stride
+        var lane = 0
+        while lane < lanes {
+            var p = T.exp2(T.sub(T.load(pRow + lane), shift))
+            if lane + w > valid {
+                p = T.selectLess(laneIndex, T.splat(T(valid - lane)), p, zero)
+            }
+            T.store(p, pRow + lane)
+            T.store(T.mul(T.mul(p, T.sub(T.load(dSRow + lane), delta)), scale), dSRow + lane)
+            lane += w
+        }
+    }
+    if let dV, let dK {
+        blockProduct(rows: m, columns: lanes, depth: queries, a: dO, aRowStride: head.dOColumn, aDepthStride: head.dORow,
+                     b: UnsafePointer(buffers.p), bRowStride: stride, c: dV, cRowStride: stride, accumulate: true)
+        blockProduct(rows: d, columns: lanes, depth: queries, a: q, aRowStride: head.qColumn, aDepthStride: head.qRow,
+                     b: UnsafePointer(buffers.dS), bRowStride: stride, c: dK, cRowStride: stride, accumulate: true)
+    }
+    if let dQ {
+        blockProduct(rows: queries, columns: buffers.paddedD, depth: keys,
+                     a: UnsafePointer(buffers.dS), aRowStride: stride, aDepthStride: 1,
+                     b: UnsafePointer(buffers.kRows), bRowStride: buffers.paddedD,
+                     c: dQ, cRowStride: buffers.paddedD, accumulate: true)
+    }
+}
+
+@inline(__always)
+func laneIndexVector<T: KernelScalar>(_: T.Type) -> T.Vector {
+    var index = T.splat(0)
+    for x in 0..<T.lanes { index[x] = T(x) }
+    return index
+}
+
+/// Writes `rows` rows of a rows × paddedD accumulator to dQ rows `rowStart ...` of `head`.
+@inline(__always)
+func storeQueryGradient<T: KernelScalar>(
+    _ head: BackwardHead<T>, _ accumulator: UnsafeMutablePointer<T>, rowStart: Int, rows: Int, d: Int, paddedD: Int
+) {
+    for i in 0..<rows {
+        let target = head.dQ + (rowStart + i) * head.dQRow
+        let source = accumulator + i * paddedD
+        for x in 0..<d { target[x * head.dQColumn] = source[x] }
+    }
+}
+
+/// Key pass: dK, dV for keys `rowStart ..< rowStart + rowCount` (and dQ when fused).
+func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardTask>, _: T.Type) {
+    let t = task.pointee
+    let d = t.shape.headDim, m = t.shape.valueDim, n = t.shape.queryCount
+    let buffers = BackwardBuffers<T>(t.scratch, shape: t.shape, keyRows: t.rowCount)
+    let blocks = (t.rowCount + backwardKeyBlock - 1) / backwardKeyBlock
+    for x in 0..<(blocks * (d + m) * backwardKeyBlock) { buffers.dK[x] = 0 }
+    let laneIndex = laneIndexVector(T.self)
+    let fused = t.fusedQueryGradient
+    for g in 0..<t.groupSize {
+        let head = BackwardHead<T>(t, group: g)
+        if fused { for x in 0..<(n * buffers.paddedD) { buffers.dQ[x] = 0 } }
+        for block in 0..<blocks {
+            let keyStart = t.rowStart + block * backwardKeyBlock
+            let keys = Swift.min(backwardKeyBlock, t.rowStart + t.rowCount - keyStart)
+            // The first query that sees key `keyStart` (visibility is monotone in the row).
+            guard keyStart < t.masking.keyLimit else { continue }
+            let firstQuery = t.masking.causal ? Swift.max(0, keyStart - t.masking.causalOffset) : 0
+            guard firstQuery < n else { continue }
+            packKeyBlock(t, buffers, keyStart: keyStart, keys: keys, rows: fused)
+            let dK = buffers.dK + block * d * backwardKeyBlock
+            let dV = buffers.dV + block * m * backwardKeyBlock
+            var queryStart = firstQuery
+            while queryStart < n {
+                let queries = Swift.min(backwardQueryBlock, n - queryStart)
+                backwardPair(t, head, buffers, queryStart: queryStart, queries: queries, keyStart: keyStart, keys: keys,
+                             dK: dK, dV: dV, dQ: fused ? buffers.dQ + queryStart * buffers.paddedD : nil,
+                             laneIndex: laneIndex)
+                queryStart += queries
+            }
+        }
+        if fused { storeQueryGradient(head, buffers.dQ, rowStart: 0, rows: n, d: d, paddedD: buffers.paddedD) }
+    }
+    let dKOut = t.keyGradient.base.assumingMemoryBound(to: T.self)
+    let dVOut = t.valueGradient.base.assumingMemoryBound(to: T.self)
+    for j in 0..<t.rowCount {
+        let (block, lane) = (j / backwardKeyBlock, j % backwardKeyBlock)
+        let key = t.rowStart + j
+        let dK = buffers.dK + block * d * backwardKeyBlock + lane
+        let dV = buffers.dV + block * m * backwardKeyBlock + lane
+        for x in 0..<d { dKOut[key * t.keyGradient.rowStride + x * t.keyGradient.columnStride] = dK[x * backwardKeyBlock] }
+        for y in 0..<m { dVOut[key * t.valueGradient.rowStride + y * t.valueGradient.columnStride] = dV[y * backwardKeyBlock] }
+    }
+}
+
+/// Query pass: dQ for query rows `rowStart ..< rowStart + rowCount` (≤ 96) of one head.
+func softmaxBackwardQueries<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardTask>, _: T.Type) {
+    let t = task.pointee
+    let d = t.shape.headDim
+    let buffers = BackwardBuffers<T>(t.scratch, shape: t.shape, keyRows: 0)
+    let head = BackwardHead<T>(t, group: 0)
+    let laneIndex = laneIndexVector(T.self)
+    var rowStart = t.rowStart
+    let rowEnd = t.rowStart + t.rowCount
+    while rowStart < rowEnd {
+        let queries = Swift.min(backwardQueryBlock, rowEnd - rowStart)
+        for x in 0..<(queries * buffers.paddedD) { buffers.dQ[x] = 0 }
+        let keyEnd = t.masking.visibleKeys(row: rowStart + queries - 1, keyCount: t.shape.keyCount)
+        var keyStart = 0
+        while keyStart < keyEnd {
+            let keys = Swift.min(backwardKeyBlock, keyEnd - keyStart)
+            packKeyBlock(t, buffers, keyStart: keyStart, keys: keys, rows: true)
+            backwardPair(t, head, buffers, queryStart: rowStart, queries: queries, keyStart: keyStart, keys: keys,
+                         dK: nil, dV: nil, dQ: buffers.dQ, laneIndex: laneIndex)
+            keyStart += keys
+        }
+        storeQueryGradient(head, buffers.dQ, rowStart: rowStart, rows: queries, d: d, paddedD: buffers.paddedD)
+        rowStart += queries
+    }
+}
+
+func makeSoftmaxBackwardKernels() -> SoftmaxBackwardKernels {
+    SoftmaxBackwardKernels(
+        queryRowBlock: backwardQueryBlock, keyRowBlock: 2 * backwardKeyBlock,
+        scratchBytes: { shape, elementSize, keyRows, fused in
+            softmaxBackwardScratchElements(shape, keyRows: keyRows, fused: fused) * elementSize
+        },
+        queryFloat: { softmaxBackwardQueries($0, Float.self) },
+        queryDouble: { softmaxBackwardQueries($0, Double.self) },
+        keyFloat: { softmaxBackwardKeys($0, Float.self) },
+        keyDouble: { softmaxBackwardKeys($0, Double.self) })
+}
