@@ -28,7 +28,7 @@ extension Double: KernelScalar {
     ) -> DoubleVector {
         b.replacing(with: a, where: x .< y)
     }
-    @inline(__always) @usableFromInline static func exp2(_ x: DoubleVector) -> DoubleVector { vectorExp2(x) }
+    @_transparent @usableFromInline static func exp2(_ x: DoubleVector) -> DoubleVector { vectorExp2(x) }
     @inline(__always) @usableFromInline static func maxAcross(_ v: DoubleVector) -> Double { v.max() }
     @inline(__always) @usableFromInline static func sumAcross(_ v: DoubleVector) -> Double { v.sum() }
     @inline(__always) @usableFromInline static var log2e: Double { 1.4426950408889634 }

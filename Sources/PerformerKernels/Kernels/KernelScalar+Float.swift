@@ -28,7 +28,7 @@ extension Float: KernelScalar {
     ) -> FloatVector {
         b.replacing(with: a, where: x .< y)
     }
-    @inline(__always) @usableFromInline static func exp2(_ x: FloatVector) -> FloatVector { vectorExp2(x) }
+    @_transparent @usableFromInline static func exp2(_ x: FloatVector) -> FloatVector { vectorExp2(x) }
     @inline(__always) @usableFromInline static func maxAcross(_ v: FloatVector) -> Float { v.max() }
     @inline(__always) @usableFromInline static func sumAcross(_ v: FloatVector) -> Float { v.sum() }
     @inline(__always) @usableFromInline static var log2e: Float { 1.442695040888963 }

@@ -8,7 +8,7 @@
 // x ≥ bias + 1/2; no NaN for non-NaN input. Use exp(y) = exp2(y · log2 e).
 
 /// 2^x for each lane of a Float vector (see the contract above).
-@inline(__always) @usableFromInline
+@_transparent @usableFromInline
 func vectorExp2(_ input: FloatVector) -> FloatVector {
     var x = input.replacing(with: -127, where: input .< -127)
     x = x.replacing(with: 128, where: x .> 128)
@@ -28,7 +28,7 @@ func vectorExp2(_ input: FloatVector) -> FloatVector {
 }
 
 /// 2^x for each lane of a Double vector (see the contract above).
-@inline(__always) @usableFromInline
+@_transparent @usableFromInline
 func vectorExp2(_ input: DoubleVector) -> DoubleVector {
     var x = input.replacing(with: -1023, where: input .< -1023)
     x = x.replacing(with: 1024, where: x .> 1024)
