@@ -17,6 +17,14 @@ func now() -> Double {
     return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
 }
 
+/// CPU seconds this process has used (all threads): a rate per CPU-second is not diluted by
+/// time other processes take the cores.
+func cpuNow() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+}
+
 func median(_ xs: [Double]) -> Double {
     let s = xs.sorted()
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
@@ -24,17 +32,22 @@ func median(_ xs: [Double]) -> Double {
 
 /// Median seconds of `runs` calls of `body` after one warm-up, and the median ratio of the
 /// attention rate to the micro-kernel peak measured right after each run (`flops` per call).
-func timeAgainstPeak(runs: Int, flops: Double, _ body: () throws -> Void) rethrows -> (seconds: Double, fraction: Double) {
+/// Also the median ratio of CPU-time rates (flops per CPU-second of attention over the same
+/// for the peak product), which time stolen by other processes does not distort.
+func timeAgainstPeak(runs: Int, flops: Double, _ body: () throws -> Void) rethrows
+    -> (seconds: Double, fraction: Double, cpuFraction: Double) {
     try body()
-    var samples: [Double] = [], fractions: [Double] = []
+    var samples: [Double] = [], fractions: [Double] = [], cpuFractions: [Double] = []
     for _ in 0..<runs {
-        let start = now()
+        let (start, cpuStart) = (now(), cpuNow())
         try body()
-        let seconds = now() - start
+        let (seconds, cpuSeconds) = (now() - start, cpuNow() - cpuStart)
         samples.append(seconds)
-        fractions.append(flops / seconds / 1e9 / measurePeak(runs: 1, repeats: 200))
+        let peak = measurePeak(runs: 1, repeats: 200)
+        fractions.append(flops / seconds / 1e9 / peak.wall)
+        cpuFractions.append(flops / cpuSeconds / 1e9 / peak.perCPU)
     }
-    return (median(samples), median(fractions))
+    return (median(samples), median(fractions), median(cpuFractions))
 }
 
 /// Median seconds of `runs` calls of `body` after one warm-up.
@@ -56,7 +69,8 @@ let lengths = sizes.isEmpty ? [256, 1024, 4096] : sizes
 let (heads, d, m) = (8, 64, 64)
 
 /// GFLOP/s of the micro-kernel as a plain product on every thread (median of `runs`).
-func measurePeak(runs: Int = 7, repeats: Int = 400) -> Double {
+/// Also GFLOP per CPU-second (median).
+func measurePeak(runs: Int = 7, repeats: Int = 400) -> (wall: Double, perCPU: Double) {
     let (rows, columns, depth) = (96, 64, 64)
     let tasks = 4 * threads
     let a = UnsafeMutablePointer<Float>.allocate(capacity: rows * depth * tasks)
@@ -65,7 +79,10 @@ func measurePeak(runs: Int = 7, repeats: Int = 400) -> Double {
     defer { a.deallocate(); b.deallocate(); c.deallocate() }
     for i in 0..<(rows * depth * tasks) { a[i] = Float(i % 7) * 0.1 }
     for i in 0..<(depth * columns * tasks) { b[i] = Float(i % 5) * 0.1 }
-    let seconds = time(runs: runs) {
+    var wall: [Double] = [], cpu: [Double] = []
+    let flops = 2.0 * Double(rows * columns * depth * repeats * tasks)
+    for _ in 0..<runs {
+        let (start, cpuStart) = (now(), cpuNow())
         KernelBenchmark.parallelFor(count: tasks) { item, _ in
             for _ in 0..<repeats {
                 KernelBenchmark.product(
@@ -75,15 +92,18 @@ func measurePeak(runs: Int = 7, repeats: Int = 400) -> Double {
                     c: c + item * rows * columns, cRowStride: columns)
             }
         }
+        wall.append(flops / (now() - start) / 1e9)
+        cpu.append(flops / (cpuNow() - cpuStart) / 1e9)
     }
-    return 2.0 * Double(rows * columns * depth * repeats * tasks) / seconds / 1e9
+    return (median(wall), median(cpu))
 }
 
 print("kernels: \(Runtime.kernelISA.rawValue), threads: \(Runtime.numThreads), B=1 H=\(heads) D=M=\(d), float32")
-var peak = measurePeak()
-print("micro-kernel plain product peak: \(String(format1(peak))) GFLOP/s")
-print("| N | causal | fwd ms | fwd GFLOP/s | fwd %peak | fwd+bwd ms | fwd+bwd GFLOP/s | fwd+bwd %peak |")
-print("|---|---|---|---|---|---|---|---|")
+var peak = measurePeak().wall
+print("micro-kernel plain product peak: \(format1(peak)) GFLOP/s (wall clock, all threads)")
+print("%peak: median of (attention rate / peak rate measured right after it); cpu%: the same with rates per CPU-second")
+print("| N | causal | fwd ms | fwd GFLOP/s | fwd %peak | fwd cpu% | fwd+bwd ms | fwd+bwd GFLOP/s | fwd+bwd %peak | fwd+bwd cpu% |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 
 func format1(_ x: Double) -> String {
     let r = (x * 10).rounded() / 10
@@ -131,11 +151,11 @@ for n in lengths {
         }
         let forwardFlops = 4.0 * Double(heads) * Double(n) * Double(n) * Double(d) * (causal ? 0.5 : 1)
         let bothFlops = 3.5 * forwardFlops
-        let (forwardSeconds, forwardFraction) = try timeAgainstPeak(runs: runs, flops: forwardFlops, forward)
-        let (bothSeconds, bothFraction) = try timeAgainstPeak(runs: runs, flops: bothFlops, both)
-        peak = max(peak, measurePeak())
+        let (forwardSeconds, forwardFraction, forwardCPU) = try timeAgainstPeak(runs: runs, flops: forwardFlops, forward)
+        let (bothSeconds, bothFraction, bothCPU) = try timeAgainstPeak(runs: runs, flops: bothFlops, both)
+        peak = max(peak, measurePeak().wall)
         let fg = forwardFlops / forwardSeconds / 1e9, bg = bothFlops / bothSeconds / 1e9
-        print("| \(n) | \(causal) | \(format1(forwardSeconds * 1e3)) | \(format1(fg)) | \(format1(100 * forwardFraction))% | \(format1(bothSeconds * 1e3)) | \(format1(bg)) | \(format1(100 * bothFraction))% |")
+        print("| \(n) | \(causal) | \(format1(forwardSeconds * 1e3)) | \(format1(fg)) | \(format1(100 * forwardFraction))% | \(format1(100 * forwardCPU))% | \(format1(bothSeconds * 1e3)) | \(format1(bg)) | \(format1(100 * bothFraction))% | \(format1(100 * bothCPU))% |")
     }
     for p in [q, k, v, dO, out, dq, dk, dv, lse] { p.deallocate() }
 }
