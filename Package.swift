@@ -34,6 +34,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "CPerformerSupport"),
+        // include/performer.h as a Clang module, so the C ABI is written against the header's types.
+        .target(name: "CPerformerABI"),
         .target(name: "PerformerKernelInterface"),
         .target(
             name: "PerformerKernels",
@@ -55,15 +57,23 @@ let package = Package(
             ]),
         .target(
             name: "Performer",
-            dependencies: ["PerformerCore"],
+            dependencies: ["PerformerCore", "CPerformerSupport", "CPerformerABI"],
+            exclude: ["exports.map"],
             linkerSettings: [
                 .unsafeFlags([
                     // Swift runtime linked in: the .so loads where no toolchain is installed.
                     "-static-stdlib",
+                    // lld, not the default gold: gold copies the Swift metadata symbols that the
+                    // Performer module reaches through the GOT into .dynsym (as LOCAL entries,
+                    // R_X86_64_GLOB_DAT) even though the version script hides them; lld resolves
+                    // them locally, so .dynsym holds performer_* only (Tests/c/run.sh checks).
+                    "-use-ld=lld",
                     // Export performer_* only.
                     "-Xlinker", "--version-script=\(packageRoot)/Sources/Performer/exports.map",
                     // A missing symbol is a link error, not a dlopen failure.
                     "-Xlinker", "-z", "-Xlinker", "defs",
+                    // The thread pool's workers live for the process: dlclose must not unmap their code.
+                    "-Xlinker", "-z", "-Xlinker", "nodelete",
                 ]),
             ]),
         .executableTarget(

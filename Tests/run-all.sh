@@ -14,6 +14,9 @@ swift build -c release
 echo "== swift test"
 swift test -c release
 
+echo "== Swift example (checks its own result)"
+.build/release/SwiftExample
+
 echo "== C and C++ tests"
 bash Tests/c/run.sh
 

@@ -6,15 +6,40 @@
  * in float32 and float64, on strided rank-4 tensors, with its own worker threads.
  * The exact functions are specified in docs/ALGORITHMS.md.
  *
- * Conventions
- *   - Every function that can fail returns a performer_status. On failure, no output has
- *     been written, and performer_last_error() says which argument was wrong and why.
+ * Contents
+ *   1. Versions          compile-time macros and the library's own numbers
+ *   2. Errors            status codes, their names, the last error message of a thread
+ *   3. Tensors           performer_tensor_t, the strided view every function takes
+ *   4. Runtime           worker threads, which kernel build (instruction set) runs
+ *   5. Softmax attention options, forward, backward
+ *
+ * Conventions (they hold for every function below unless its comment says otherwise)
+ *   - Errors. Every function that can fail returns a performer_status. On failure no output
+ *     has been written (output buffers keep their previous contents), and
+ *     performer_last_error() returns a message naming the argument and what was wrong,
+ *     e.g. "k.shape[3] = 48 but q.shape[3] = 64 (head dim)". No input, however bad, aborts
+ *     the process; arguments are checked before any memory they describe is touched. (Memory
+ *     a valid-looking descriptor describes must exist: the library cannot check that.)
  *   - Tensors are passed as performer_tensor_t descriptors: a data pointer, a dtype, and
  *     rank-4 shape and strides counted in elements (not bytes). Any strides work, so a
  *     B x N x H x D buffer can be passed as B x H x N x D without a copy.
  *   - Options are structs whose first field is their size; fill them with the matching
- *     *_options_init() function, then change the fields you need.
- *   - Every function may be called from many threads at once.
+ *     *_options_init() function, then change the fields you need. A size this version of the
+ *     library does not know is rejected with PERFORMER_ERROR_UNSUPPORTED_VERSION.
+ *   - Ownership. The caller owns every buffer and descriptor it passes; the library reads
+ *     and writes them only during the call and keeps no pointer to them afterwards. Strings
+ *     the library returns are owned by the library: never free them.
+ *   - Threads. Every function may be called from many threads at once, on the same or on
+ *     different tensors (outputs of concurrent calls must not overlap each other, just as they
+ *     must not overlap the inputs of one call). A call blocks until its result is complete.
+ *   - Environment. PERFORMER_NUM_THREADS (a positive integer) sets the default thread count;
+ *     PERFORMER_ISA (portable, avx2 or avx512) forces a kernel build the CPU supports. Both
+ *     are read once, at the library's first use.
+ *
+ * Causal masking is bottom-right aligned: query i (of N) sees key j (of L) iff
+ * j <= i + (L - N), as in FlashAttention >= 2.1, so that with a cache of L keys and N new
+ * queries the last query sees every key. PyTorch's scaled_dot_product_attention(is_causal=True)
+ * is top-left aligned (j <= i); the two agree when N = L and differ otherwise.
  */
 #ifndef PERFORMER_H
 #define PERFORMER_H
@@ -27,7 +52,7 @@ extern "C" {
 #endif
 
 /* ======================================================================================
- * Versions
+ * 1. Versions
  * ====================================================================================== */
 
 #define PERFORMER_VERSION_MAJOR 0
@@ -40,18 +65,19 @@ extern "C" {
 #define PERFORMER_ABI_VERSION 1
 
 /** The library's version as MAJOR * 10000 + MINOR * 100 + PATCH (compare with
- *  PERFORMER_VERSION_NUMBER to detect a header/library mismatch). */
+ *  PERFORMER_VERSION_NUMBER to detect a header/library mismatch). Cannot fail. */
 int performer_version(void);
 
-/** The library's version as "MAJOR.MINOR.PATCH"; a static string. */
+/** The library's version as "MAJOR.MINOR.PATCH". A static string: never NULL, never free it. */
 const char *performer_version_string(void);
 
 /** The library's ABI version. A caller that loads the library with dlopen should check that
- *  it equals the PERFORMER_ABI_VERSION it was compiled with before calling anything else. */
+ *  it equals the PERFORMER_ABI_VERSION it was compiled with before calling anything else:
+ *  this function and performer_version*() keep their signatures in every ABI version. */
 int performer_abi_version(void);
 
 /* ======================================================================================
- * Errors
+ * 2. Errors
  * ====================================================================================== */
 
 /** Status codes. Values are stable; new codes are only appended. */
@@ -68,15 +94,19 @@ typedef enum performer_status {
     PERFORMER_ERROR_UNSUPPORTED_CPU = 9      /* the CPU lacks a requested instruction set */
 } performer_status;
 
-/** A short fixed description of a status code ("shape mismatch"); never NULL. */
+/** A short fixed description of a status code ("shape mismatch"), or "unknown status code"
+ *  for a value that is no performer_status. A static string: never NULL, never free it. */
 const char *performer_status_string(performer_status status);
 
-/** The message of the last failed call on this thread ("k.shape[3] = 48 but q.shape[3] = 64"),
- *  or "" when none failed yet. Valid until the next call on this thread. */
+/** The message of the last failed call on the calling thread ("k.shape[3] = 48 but
+ *  q.shape[3] = 64 (head dim)"), or "" when no call on this thread has failed. Successful
+ *  calls leave it unchanged, so read it right after the call that failed. Never NULL; the
+ *  text belongs to the thread and stays valid until that thread's next failing call or its
+ *  exit. Messages are at most 511 bytes (longer ones are truncated). */
 const char *performer_last_error(void);
 
 /* ======================================================================================
- * Tensors
+ * 3. Tensors
  * ====================================================================================== */
 
 typedef enum performer_dtype {
@@ -86,8 +116,14 @@ typedef enum performer_dtype {
 
 /** A rank-4 strided view of caller-owned memory. Element (i0, i1, i2, i3) is at
  *  ((T *)data)[i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3]],
- *  where T is float (PERFORMER_FLOAT32) or double (PERFORMER_FLOAT64). Strides may be
- *  negative or zero for inputs; outputs must not map two indices to one element. */
+ *  where T is float (PERFORMER_FLOAT32) or double (PERFORMER_FLOAT64).
+ *
+ *  - data must be aligned to sizeof(T); it may be NULL only when some shape[i] is 0.
+ *  - shape[i] >= 0. Strides may be negative or zero for inputs (a zero stride broadcasts);
+ *    outputs must not map two indices to one element. The byte span of every tensor must be
+ *    representable in 64 bits (else PERFORMER_ERROR_SIZE_OVERFLOW).
+ *  - reserved must be 0 (it may get a meaning in a later version).
+ *  All tensors of one call must have the same dtype. */
 typedef struct performer_tensor_t {
     void *data;
     int32_t dtype;        /* a performer_dtype */
@@ -97,43 +133,76 @@ typedef struct performer_tensor_t {
 } performer_tensor_t;
 
 /* ======================================================================================
- * Threads
+ * 4. Runtime: threads and kernels
  * ====================================================================================== */
 
 /** Bounds the worker threads later calls use (the calling thread included) to n, 1..1024;
  *  0 restores the default: PERFORMER_NUM_THREADS from the environment, else the CPUs this
- *  process may run on. */
+ *  process may run on. Process-wide; calls already running keep their thread count.
+ *  Returns PERFORMER_ERROR_INVALID_ARGUMENT (and changes nothing) for n < 0 or n > 1024.
+ *  Worker threads are created on demand and live until the process exits; the library is
+ *  marked not unloadable (dlclose leaves it mapped) so that they never outlive their code. */
 performer_status performer_set_num_threads(int n);
 
-/** The number of threads calls use now. */
+/** The number of threads calls use now (at least 1). */
 int performer_get_num_threads(void);
 
+/** The kernel build every call uses: "portable" (baseline x86-64, any CPU), "avx2"
+ *  (x86-64-v3: AVX2 + FMA) or "avx512" (x86-64-v4). Chosen at first use as the fastest one
+ *  the CPU supports, or the one PERFORMER_ISA names if the CPU supports it; a build the CPU
+ *  lacks is never run. Worth quoting in bug reports. A static string: never NULL. */
+const char *performer_kernel_isa(void);
+
 /* ======================================================================================
- * Exact softmax attention
+ * 5. Exact softmax attention
  *
  *   out = softmax(scale * q k^T + mask) v
  *   q: B x H x N x D, k: B x Hk x L x D, v: B x Hk x L x M, out: B x H x N x M,
  *   lse: B x H x N x 1 (the row log-sum-exp of the scaled, masked scores).
  *   Hk must divide H; query head h reads key head h / (H / Hk) (grouped-query attention).
+ *   D >= 1 and Hk >= 1; B, H, N, L, M may be 0 (then there is nothing to compute).
+ *
+ *   Masks: causal (bottom-right aligned, see the top of this file: query i sees key j iff
+ *   j <= i + (L - N)) and per-batch key lengths. A query row that sees no key gets output 0,
+ *   lse -infinity, and zero gradients (never NaN).
+ *   Memory: O((N + L) * D) scratch per thread beyond the arguments, at any N and L.
  * ====================================================================================== */
 
 typedef struct performer_softmax_options_t {
     size_t size;                /* sizeof(performer_softmax_options_t) */
     int causal;                 /* nonzero: query i sees key j iff j <= i + (L - N) */
     int has_scale;              /* nonzero: use `scale`; zero: 1 / sqrt(D) */
-    double scale;               /* must be finite when has_scale is set */
+    double scale;               /* must be finite when has_scale is set; ignored otherwise */
     const int64_t *kv_lengths;  /* NULL, or B key lengths in 0..L: keys j >= kv_lengths[b] are masked */
 } performer_softmax_options_t;
 
-/** Fills *options with the defaults: not causal, scale 1/sqrt(D), no key lengths. */
+/** Fills *options with the defaults: size = sizeof(performer_softmax_options_t), not causal,
+ *  scale 1/sqrt(D), no key lengths. Does nothing when options is NULL. */
 void performer_softmax_options_init(performer_softmax_options_t *options);
 
-/** Forward. `lse` may be NULL; `options` may be NULL (defaults). */
+/** Forward: writes out (B x H x N x M) and, when lse is not NULL, lse (B x H x N x 1).
+ *  `options` may be NULL (the defaults).
+ *
+ *  Errors (nothing written in every case):
+ *    PERFORMER_ERROR_NULL_POINTER        q, k, v or out is NULL, or a non-empty tensor's data is NULL
+ *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, or differs from q's
+ *    PERFORMER_ERROR_SIZE_OVERFLOW       a negative shape, or a tensor's extent overflows 64 bits
+ *    PERFORMER_ERROR_SHAPE_MISMATCH      shapes disagree (see above), Hk does not divide H, D = 0
+ *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, non-finite scale,
+ *                                        kv_lengths[b] outside 0..L
+ *    PERFORMER_ERROR_ALIASING            out or lse overlaps q, k, v, each other, or itself
+ *    PERFORMER_ERROR_UNSUPPORTED_VERSION options->size is not a size this library knows
+ *    PERFORMER_ERROR_OUT_OF_MEMORY       scratch memory could not be allocated */
 performer_status performer_softmax_forward(
     const performer_tensor_t *q, const performer_tensor_t *k, const performer_tensor_t *v,
     performer_tensor_t *out, performer_tensor_t *lse, const performer_softmax_options_t *options);
 
-/** Backward: given the forward's out and lse and dout = dLoss/dout, writes dq, dk, dv. */
+/** Backward: given the forward's out and lse (both required) and dout = dLoss/dout
+ *  (B x H x N x M), writes dq (q's shape), dk (k's shape) and dv (v's shape). Pass the same
+ *  options as to the forward. P is recomputed from lse; no N x L matrix is stored. With
+ *  grouped-query attention, dk and dv sum over the query heads sharing a key head.
+ *  Errors: as performer_softmax_forward (every pointer is required; dq, dk and dv must not
+ *  overlap any argument or each other); nothing is written on error. */
 performer_status performer_softmax_backward(
     const performer_tensor_t *q, const performer_tensor_t *k, const performer_tensor_t *v,
     const performer_tensor_t *out, const performer_tensor_t *lse, const performer_tensor_t *dout,

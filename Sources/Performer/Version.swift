@@ -1,30 +1,20 @@
-// Library and ABI versions (performer.h: "Versions").
-
-/// Must equal PERFORMER_VERSION_MAJOR/MINOR/PATCH in performer.h.
-let versionMajor: Int32 = 0
-let versionMinor: Int32 = 1
-let versionPatch: Int32 = 0
-/// Must equal PERFORMER_ABI_VERSION in performer.h; bumped on any incompatible ABI change.
-let abiVersion: Int32 = 1
+// Library and ABI versions (performer.h: "Versions"). The numbers come from the header's
+// macros, so the functions cannot disagree with PERFORMER_VERSION_* / PERFORMER_ABI_VERSION.
+import CPerformerABI
 
 @_cdecl("performer_version")
 public func performer_version() -> Int32 {
-    versionMajor * 10000 + versionMinor * 100 + versionPatch
+    Int32(PERFORMER_VERSION_MAJOR) * 10000 + Int32(PERFORMER_VERSION_MINOR) * 100 + Int32(PERFORMER_VERSION_PATCH)
 }
 
-private let versionText: UnsafeMutablePointer<CChar> = {
-    let text = "\(versionMajor).\(versionMinor).\(versionPatch)"
-    let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: text.utf8.count + 1)
-    text.withCString { buffer.initialize(from: $0, count: text.utf8.count + 1) }
-    return buffer
-}()
+private let versionText = StaticCString("\(PERFORMER_VERSION_MAJOR).\(PERFORMER_VERSION_MINOR).\(PERFORMER_VERSION_PATCH)")
 
 @_cdecl("performer_version_string")
 public func performer_version_string() -> UnsafePointer<CChar> {
-    UnsafePointer(versionText)
+    versionText.pointer
 }
 
 @_cdecl("performer_abi_version")
 public func performer_abi_version() -> Int32 {
-    abiVersion
+    Int32(PERFORMER_ABI_VERSION)
 }

@@ -63,7 +63,10 @@ public enum TensorLayout {
 
     /// Throws unless distinct indices of a writable view map to distinct elements. Conservative:
     /// axes sorted by |stride| must each step past everything the smaller axes reach.
+    /// An empty view has no elements to overlap, whatever its strides (NumPy gives empty
+    /// arrays zero strides).
     public static func checkNoSelfOverlap(shape: SIMD4<Int>, strides: SIMD4<Int>, name: String) throws(PerformerError) {
+        if (0..<4).contains(where: { shape[$0] == 0 }) { return }
         var axes = (0..<4).filter { shape[$0] > 1 }
         axes.sort { strides[$0].magnitude < strides[$1].magnitude }
         var reach: UInt = 0

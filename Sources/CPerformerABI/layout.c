@@ -1,0 +1,17 @@
+/* CPerformerABI: makes include/performer.h importable by Sources/Performer, so the @_cdecl
+ * functions there are written against the header's own types. This file only pins the
+ * layout of the public structs: a change here is an ABI change (bump PERFORMER_ABI_VERSION). */
+#include "performer.h"
+
+#include <stddef.h>
+
+#if defined(__x86_64__) || defined(__aarch64__)
+_Static_assert(sizeof(performer_tensor_t) == 80, "performer_tensor_t is 80 bytes on LP64");
+_Static_assert(offsetof(performer_tensor_t, dtype) == 8, "dtype follows data");
+_Static_assert(offsetof(performer_tensor_t, shape) == 16, "shape follows dtype and reserved");
+_Static_assert(offsetof(performer_tensor_t, strides) == 48, "strides follow shape");
+_Static_assert(sizeof(performer_softmax_options_t) == 32, "performer_softmax_options_t is 32 bytes on LP64");
+_Static_assert(offsetof(performer_softmax_options_t, scale) == 16, "scale after causal, has_scale");
+_Static_assert(offsetof(performer_softmax_options_t, kv_lengths) == 24, "kv_lengths last");
+#endif
+_Static_assert(sizeof(performer_status) == sizeof(int), "performer_status is int-sized");

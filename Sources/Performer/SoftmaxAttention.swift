@@ -1,0 +1,96 @@
+// Exact softmax attention (performer.h: "Exact softmax attention"): descriptors and options
+// in, PerformerCore's SoftmaxAttention does the rest.
+import CPerformerABI
+import PerformerCore
+
+/// The options sizes this library understands: today only ABI 1's struct.
+private let knownSoftmaxOptionsSizes = [MemoryLayout<performer_softmax_options_t>.size]
+
+@_cdecl("performer_softmax_options_init")
+public func performer_softmax_options_init(_ options: UnsafeMutablePointer<performer_softmax_options_t>?) {
+    guard let options else { return }
+    options.pointee = performer_softmax_options_t(
+        size: MemoryLayout<performer_softmax_options_t>.size, causal: 0, has_scale: 0, scale: 0, kv_lengths: nil)
+}
+
+/// Reads `*options` (NULL means the defaults). `batch` is q.shape[0], already checked to be
+/// non-negative: the number of kv_lengths entries.
+private func softmaxOptions(_ options: UnsafePointer<performer_softmax_options_t>?, batch: Int)
+    throws(PerformerError) -> SoftmaxAttentionOptions {
+    guard let options else { return SoftmaxAttentionOptions() }
+    // Read the size field alone first: a caller built against another version may have
+    // passed a struct of another length.
+    let size = UnsafeRawPointer(options).load(as: Int.self)
+    guard knownSoftmaxOptionsSizes.contains(size) else {
+        throw PerformerError(.unsupportedVersion, "options->size = \(UInt(bitPattern: size)) is not a performer_softmax_options_t size this library knows (\(knownSoftmaxOptionsSizes.map(String.init).joined(separator: ", "))); fill it with performer_softmax_options_init()")
+    }
+    let fields = options.pointee
+    var result = SoftmaxAttentionOptions(causal: fields.causal != 0, scale: fields.has_scale != 0 ? fields.scale : nil)
+    if let lengths = fields.kv_lengths {
+        result.keyLengths = UnsafeBufferPointer(start: lengths, count: batch).map { Int($0) }
+    }
+    return result
+}
+
+@_cdecl("performer_softmax_forward")
+public func performer_softmax_forward(
+    _ q: UnsafePointer<performer_tensor_t>?, _ k: UnsafePointer<performer_tensor_t>?,
+    _ v: UnsafePointer<performer_tensor_t>?, _ out: UnsafeMutablePointer<performer_tensor_t>?,
+    _ lse: UnsafeMutablePointer<performer_tensor_t>?, _ options: UnsafePointer<performer_softmax_options_t>?
+) -> performer_status {
+    withStatus { () throws(PerformerError) in
+        let q = try TensorArgument(q, name: "q"), k = try TensorArgument(k, name: "k")
+        let v = try TensorArgument(v, name: "v"), out = try TensorArgument(out, name: "out")
+        var lseArgument: TensorArgument?
+        if lse != nil { lseArgument = try TensorArgument(lse, name: "lse") }
+        try TensorArgument.expectSameDType([k, v, out] + (lseArgument.map { [$0] } ?? []), as: q)
+        let options = try softmaxOptions(options, batch: q.shape[0])
+        switch q.dtype {
+        case .float32: try forward(Float.self, q, k, v, out, lseArgument, options)
+        case .float64: try forward(Double.self, q, k, v, out, lseArgument, options)
+        }
+    }
+}
+
+private func forward<T: AttentionScalar>(
+    _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
+    _ lse: TensorArgument?, _ options: SoftmaxAttentionOptions
+) throws(PerformerError) {
+    try SoftmaxAttention.forward(
+        query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), output: out.mutableView(T.self),
+        logSumExp: lse?.mutableView(T.self), options: options)
+}
+
+@_cdecl("performer_softmax_backward")
+public func performer_softmax_backward(
+    _ q: UnsafePointer<performer_tensor_t>?, _ k: UnsafePointer<performer_tensor_t>?,
+    _ v: UnsafePointer<performer_tensor_t>?, _ out: UnsafePointer<performer_tensor_t>?,
+    _ lse: UnsafePointer<performer_tensor_t>?, _ dout: UnsafePointer<performer_tensor_t>?,
+    _ dq: UnsafeMutablePointer<performer_tensor_t>?, _ dk: UnsafeMutablePointer<performer_tensor_t>?,
+    _ dv: UnsafeMutablePointer<performer_tensor_t>?, _ options: UnsafePointer<performer_softmax_options_t>?
+) -> performer_status {
+    withStatus { () throws(PerformerError) in
+        let q = try TensorArgument(q, name: "q"), k = try TensorArgument(k, name: "k")
+        let v = try TensorArgument(v, name: "v"), out = try TensorArgument(out, name: "out")
+        let lse = try TensorArgument(lse, name: "lse"), dout = try TensorArgument(dout, name: "dout")
+        let dq = try TensorArgument(dq, name: "dq"), dk = try TensorArgument(dk, name: "dk")
+        let dv = try TensorArgument(dv, name: "dv")
+        try TensorArgument.expectSameDType([k, v, out, lse, dout, dq, dk, dv], as: q)
+        let options = try softmaxOptions(options, batch: q.shape[0])
+        switch q.dtype {
+        case .float32: try backward(Float.self, q, k, v, out, lse, dout, dq, dk, dv, options)
+        case .float64: try backward(Double.self, q, k, v, out, lse, dout, dq, dk, dv, options)
+        }
+    }
+}
+
+private func backward<T: AttentionScalar>(
+    _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
+    _ lse: TensorArgument, _ dout: TensorArgument, _ dq: TensorArgument, _ dk: TensorArgument,
+    _ dv: TensorArgument, _ options: SoftmaxAttentionOptions
+) throws(PerformerError) {
+    try SoftmaxAttention.backward(
+        query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), output: out.view(T.self),
+        logSumExp: lse.view(T.self), outputGradient: dout.view(T.self), queryGradient: dq.mutableView(T.self),
+        keyGradient: dk.mutableView(T.self), valueGradient: dv.mutableView(T.self), options: options)
+}

@@ -1,0 +1,67 @@
+// performer_tensor_t -> TensorView: the checks only the C side needs (NULL descriptors and
+// data, dtype codes, the reserved field, alignment). Shapes, strides, overflow and aliasing
+// are PerformerCore's job.
+import CPerformerABI
+import PerformerCore
+
+/// A checked tensor descriptor, not yet typed by its dtype.
+struct TensorArgument {
+    let name: String
+    let dtype: DType
+    let data: UnsafeMutableRawPointer
+    let shape: SIMD4<Int>
+    let strides: SIMD4<Int>
+
+    /// Where an empty tensor passed with data == NULL points: views need a non-null base,
+    /// and no element of an empty view is ever read or written.
+    private static let emptyBase = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+
+    /// Reads `*descriptor`, named `name` in messages ("q", "dk", ...).
+    init(_ descriptor: UnsafePointer<performer_tensor_t>?, name: String) throws(PerformerError) {
+        guard let descriptor else { throw PerformerError(.nullPointer, "\(name) is NULL") }
+        let tensor = descriptor.pointee
+        guard tensor.reserved == 0 else {
+            throw PerformerError(.invalidArgument, "\(name).reserved = \(tensor.reserved) but must be 0")
+        }
+        guard let dtype = DType(rawValue: tensor.dtype) else {
+            throw PerformerError(.dtypeMismatch, "\(name).dtype = \(tensor.dtype) is not a performer_dtype (0 = float32, 1 = float64)")
+        }
+        let shape = SIMD4(Int(tensor.shape.0), Int(tensor.shape.1), Int(tensor.shape.2), Int(tensor.shape.3))
+        let count = try TensorLayout.elementCount(shape, name: name)
+        if let data = tensor.data {
+            let address = UInt(bitPattern: Int(bitPattern: data))
+            guard address % UInt(dtype.size) == 0 else {
+                throw PerformerError(.invalidArgument, "\(name).data = 0x\(String(address, radix: 16)) is not aligned to \(dtype.size) bytes (\(dtype.name))")
+            }
+            self.data = data
+        } else if count == 0 {
+            self.data = Self.emptyBase
+        } else {
+            throw PerformerError(.nullPointer, "\(name).data is NULL")
+        }
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.strides = SIMD4(Int(tensor.strides.0), Int(tensor.strides.1), Int(tensor.strides.2), Int(tensor.strides.3))
+    }
+
+    /// Same as init, for an output descriptor (the descriptor itself is only read).
+    init(_ descriptor: UnsafeMutablePointer<performer_tensor_t>?, name: String) throws(PerformerError) {
+        try self.init(UnsafePointer(descriptor), name: name)
+    }
+
+    /// Throws unless every tensor in `others` has `first`'s dtype.
+    static func expectSameDType(_ others: [TensorArgument], as first: TensorArgument) throws(PerformerError) {
+        for other in others where other.dtype != first.dtype {
+            throw PerformerError(.dtypeMismatch, "\(other.name).dtype = \(other.dtype.name) but \(first.name).dtype = \(first.dtype.name)")
+        }
+    }
+
+    func view<T: AttentionScalar>(_: T.Type) -> TensorView<T> {
+        TensorView(base: UnsafePointer(data.assumingMemoryBound(to: T.self)), shape: shape, strides: strides)
+    }
+
+    func mutableView<T: AttentionScalar>(_: T.Type) -> MutableTensorView<T> {
+        MutableTensorView(base: data.assumingMemoryBound(to: T.self), shape: shape, strides: strides)
+    }
+}

@@ -1,0 +1,311 @@
+#!/usr/bin/env python3
+"""libperformer benchmark: our kernels against the machine's matrix-multiply peak and the peers
+that are installed, measured in one process.
+
+    python benchmarks/bench.py                      # every suite, default sizes
+    python benchmarks/bench.py --suite softmax --sizes 256,1024,4096
+    python benchmarks/bench.py --quick              # small sizes, for a smoke run
+
+For each case it prints the median time over repeated runs, the achieved GFLOP/s, that as a
+fraction of numpy's float32 GEMM measured in the same run (the practical peak), the extra peak
+memory of one call (measured in a fresh subprocess), and the same figures for every installed
+peer (PyTorch's scaled_dot_product_attention today). It writes the table as Markdown to
+benchmarks/results/<suite>.md and, when matplotlib is installed, a PNG plot beside it.
+
+Not a test: the numbers depend on the machine and its load. Ratios in one run are what count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ----------------------------------------------------------------------------------------
+# Timing and memory
+
+
+def median_time(fn: Callable[[], object], *, min_runs: int = 5, budget_s: float = 8.0) -> float:
+    """Median wall time of fn() in seconds, after one warm-up call; at least min_runs runs
+    (at least 3 when a single run exceeds the budget)."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 3 and time.perf_counter() - start > budget_s:
+            break
+    return statistics.median(times)
+
+
+def sgemm_peak(threads: int) -> float:
+    """numpy float32 GEMM GFLOP/s on square 2048 matrices (the machine's practical peak)."""
+    n = 2048
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    seconds = median_time(lambda: a @ b, min_runs=7)
+    return 2 * n**3 / seconds / 1e9
+
+
+def peak_memory_mb(suite: str, case: str, impl: str, n: int, threads: int) -> float | None:
+    """Extra peak RSS of one call, in MiB, measured in a fresh interpreter (inputs excluded)."""
+    cmd = [sys.executable, __file__, "--memory-probe", json.dumps([suite, case, impl, n, threads])]
+    env = dict(os.environ)
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def max_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ----------------------------------------------------------------------------------------
+# Cases
+
+
+@dataclass
+class Impl:
+    """One implementation of a case: prepare(n) builds inputs and returns the call to time."""
+
+    name: str
+    prepare: Callable[[int], Callable[[], object]]
+
+
+@dataclass
+class Case:
+    name: str
+    flops: Callable[[int], float]
+    impls: list[Impl] = field(default_factory=list)
+
+
+def softmax_cases(threads: int) -> list[Case]:
+    """Exact softmax attention, B=1, H=8, D=M=64, N=L, float32."""
+    import performer
+
+    B, H, D = 1, 8, 64
+
+    def inputs(n: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        q, k, v, dout = (rng.standard_normal((B, H, n, D), dtype=np.float32) for _ in range(4))
+        return q, k, v, dout
+
+    def ours_forward(causal: bool):
+        def prepare(n: int):
+            q, k, v, _ = inputs(n)
+            return lambda: performer.softmax_attention(q, k, v, causal=causal)
+
+        return Impl("libperformer", prepare)
+
+    def ours_training(causal: bool):
+        def prepare(n: int):
+            q, k, v, dout = inputs(n)
+
+            def step():
+                out, lse = performer.softmax_attention(q, k, v, causal=causal, return_lse=True)
+                return performer.softmax_attention_backward(q, k, v, out, lse, dout, causal=causal)
+
+            return step
+
+        return Impl("libperformer", prepare)
+
+    peers: list[Callable[[bool, bool], Impl]] = []
+    try:
+        import torch
+        import torch.nn.functional as F
+
+        torch.set_num_threads(threads)
+
+        def torch_impl(causal: bool, training: bool) -> Impl:
+            def prepare(n: int):
+                q, k, v, dout = (torch.from_numpy(x) for x in inputs(n))
+                if not training:
+                    def forward():
+                        with torch.no_grad():
+                            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+                    return forward
+                qg, kg, vg = (x.clone().requires_grad_(True) for x in (q, k, v))
+
+                def step():
+                    out = F.scaled_dot_product_attention(qg, kg, vg, is_causal=causal)
+                    out.backward(dout)
+                    return qg.grad
+
+                return step
+
+            return Impl(f"torch {torch.__version__} SDPA", prepare)
+
+        peers.append(torch_impl)
+    except ImportError:
+        pass
+
+    def forward_flops(causal: bool):
+        # Two N×L×D products; a causal mask halves the work (N = L).
+        return lambda n: B * H * 4.0 * n * n * D * (0.5 if causal else 1.0)
+
+    cases = []
+    for causal in (False, True):
+        label = "causal" if causal else "full"
+        fwd = forward_flops(causal)
+        cases.append(Case(f"softmax fwd {label}", fwd, [ours_forward(causal)] + [p(causal, False) for p in peers]))
+        # Backward = 5 products (2.5× forward), the FlashAttention convention.
+        cases.append(Case(f"softmax fwd+bwd {label}", lambda n, f=fwd: 3.5 * f(n),
+                          [ours_training(causal)] + [p(causal, True) for p in peers]))
+    return cases
+
+
+SUITES: dict[str, Callable[[int], list[Case]]] = {
+    "softmax": softmax_cases,
+}
+DEFAULT_SIZES = {
+    "softmax": [256, 1024, 4096, 16384],
+}
+
+
+def find_impl(suite: str, case_name: str, impl_name: str, threads: int) -> Impl:
+    for case in SUITES[suite](threads):
+        if case.name == case_name:
+            for impl in case.impls:
+                if impl.name == impl_name:
+                    return impl
+    raise KeyError(f"{suite}/{case_name}/{impl_name}")
+
+
+def memory_probe(spec: str) -> None:
+    suite, case_name, impl_name, n, threads = json.loads(spec)
+    set_threads(threads)
+    call = find_impl(suite, case_name, impl_name, threads).prepare(n)
+    before = max_rss_mb()
+    call()
+    print(max(0.0, max_rss_mb() - before))
+
+
+def set_threads(threads: int) -> None:
+    import performer
+
+    performer.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------------------
+# Report
+
+
+def run_suite(suite: str, sizes: list[int], threads: int, peak: float, measure_memory: bool) -> list[dict]:
+    rows = []
+    for case in SUITES[suite](threads):
+        for n in sizes:
+            for impl in case.impls:
+                call = impl.prepare(n)
+                seconds = median_time(call)
+                del call
+                gflops = case.flops(n) / seconds / 1e9
+                memory = peak_memory_mb(suite, case.name, impl.name, n, threads) if measure_memory else None
+                row = dict(case=case.name, n=n, impl=impl.name, ms=seconds * 1e3, gflops=gflops,
+                           peak_fraction=gflops / peak, memory_mb=memory)
+                rows.append(row)
+                mem = "-" if memory is None else f"{memory:.1f}"
+                print(f"{case.name:28s} N={n:<6d} {impl.name:24s} {seconds * 1e3:10.2f} ms "
+                      f"{gflops:8.1f} GFLOP/s {gflops / peak:6.1%} of peak  +{mem} MiB", flush=True)
+    return rows
+
+
+def write_markdown(suite: str, rows: list[dict], peak: float, threads: int) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{suite}.md"
+    lines = [
+        f"# {suite} benchmark",
+        "",
+        f"{threads} threads; numpy float32 GEMM peak measured in the same run: {peak:.1f} GFLOP/s. "
+        "Times are medians of repeated runs; memory is the extra peak RSS of one call.",
+        "",
+        "| case | N | implementation | ms | GFLOP/s | of peak | extra memory (MiB) | time vs ours |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    ours = {(r["case"], r["n"]): r["ms"] for r in rows if r["impl"] == "libperformer"}
+    for r in rows:
+        mem = "-" if r["memory_mb"] is None else f"{r['memory_mb']:.1f}"
+        ratio = r["ms"] / ours[(r["case"], r["n"])] if (r["case"], r["n"]) in ours else float("nan")
+        lines.append(f"| {r['case']} | {r['n']} | {r['impl']} | {r['ms']:.2f} | {r['gflops']:.1f} | "
+                     f"{r['peak_fraction']:.0%} | {mem} | {ratio:.2f}× |")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_plot(suite: str, rows: list[dict], peak: float) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    cases = sorted({r["case"] for r in rows}, key=[r["case"] for r in rows].index)
+    fig, axes = plt.subplots(1, len(cases), figsize=(4.5 * len(cases), 4), squeeze=False)
+    for ax, case in zip(axes[0], cases):
+        for impl in sorted({r["impl"] for r in rows if r["case"] == case}):
+            pts = [(r["n"], r["gflops"]) for r in rows if r["case"] == case and r["impl"] == impl]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl)
+        ax.axhline(peak, color="gray", linestyle="--", label="numpy sgemm")
+        ax.set_xscale("log", base=2)
+        ax.set_title(case)
+        ax.set_xlabel("N")
+        ax.set_ylabel("GFLOP/s")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = RESULTS / f"{suite}.png"
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", action="append", choices=sorted(SUITES), help="suite(s) to run; default all")
+    parser.add_argument("--sizes", help="comma-separated N values (default per suite)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="small sizes only")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        memory_probe(args.memory_probe)
+        return
+
+    import performer
+
+    set_threads(args.threads)
+    peak = sgemm_peak(args.threads)
+    isa = performer.kernel_isa() if hasattr(performer, "kernel_isa") else "?"
+    print(f"libperformer {performer.__version__} ({isa} kernels), {args.threads} threads; "
+          f"numpy sgemm peak {peak:.1f} GFLOP/s")
+    for suite in args.suite or sorted(SUITES):
+        sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else DEFAULT_SIZES[suite]
+        if args.quick:
+            sizes = [s for s in sizes if s <= 1024] or sizes[:1]
+        rows = run_suite(suite, sizes, args.threads, peak, not args.no_memory)
+        print(f"wrote {write_markdown(suite, rows, peak, args.threads)}")
+        plot = write_plot(suite, rows, peak)
+        if plot:
+            print(f"wrote {plot}")
+
+
+if __name__ == "__main__":
+    main()

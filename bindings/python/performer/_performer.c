@@ -1,0 +1,503 @@
+/*
+ * performer._performer: the CPython extension over libperformer's C ABI (include/performer.h).
+ *
+ * Inputs and outputs are any objects with the buffer protocol (NumPy arrays, memoryviews):
+ * float32 ('f') or float64 ('d'), rank 4 (rank 3 for lse, seen by the C library as
+ * B x H x N x 1), any strides that are whole multiples of the item size, negative included.
+ * The extension does not allocate results: the Python layer (performer/__init__.py) passes
+ * output buffers it allocated, which are requested writable.
+ *
+ * The C call runs without the GIL. Every Py_buffer taken is released on every path.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+#include "performer.h"
+
+/* Added to the C ABI after its first release: referenced weakly, so this extension still
+ * loads with a libperformer.so that lacks it (the function is then absent from the module). */
+const char *performer_kernel_isa(void);
+#pragma weak performer_kernel_isa
+
+/* ------------------------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------------------------ */
+
+/* Raises the Python exception for a failed libperformer call; returns NULL. Must run on the
+ * thread that made the call (performer_last_error is thread-local). */
+static PyObject *
+raise_status(performer_status status)
+{
+    PyObject *type;
+    switch (status) {
+    case PERFORMER_ERROR_INVALID_ARGUMENT:
+    case PERFORMER_ERROR_SHAPE_MISMATCH:
+    case PERFORMER_ERROR_SIZE_OVERFLOW:
+    case PERFORMER_ERROR_ALIASING:
+        type = PyExc_ValueError;
+        break;
+    case PERFORMER_ERROR_DTYPE_MISMATCH:
+        type = PyExc_TypeError;
+        break;
+    case PERFORMER_ERROR_OUT_OF_MEMORY:
+        type = PyExc_MemoryError;
+        break;
+    default:
+        type = PyExc_RuntimeError;
+        break;
+    }
+    const char *message = performer_last_error();
+    const char *kind = performer_status_string(status);
+    if (message == NULL || message[0] == '\0') {
+        PyErr_Format(type, "libperformer: %s (status %d)", kind ? kind : "error", (int)status);
+    } else {
+        PyErr_SetString(type, message);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Tensor arguments
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *name;    /* the argument's name in messages */
+    Py_buffer view;
+    int held;            /* view must be released */
+    performer_tensor_t tensor;
+} tensor_arg;
+
+static const char *
+dtype_name(int32_t dtype)
+{
+    return dtype == PERFORMER_FLOAT32 ? "float32" : "float64";
+}
+
+/* Maps a struct-module format string to a performer dtype; -1 when unsupported. Native or
+ * explicitly little-endian 'f'/'d' only (big-endian data would be misread). */
+static int
+parse_format(const char *format, Py_ssize_t itemsize)
+{
+    if (format == NULL) {
+        format = "B";  /* the buffer protocol's meaning of a missing format */
+    }
+    if (format[0] == '@' || format[0] == '=' ||
+#if PY_LITTLE_ENDIAN
+        format[0] == '<'
+#else
+        format[0] == '>' || format[0] == '!'
+#endif
+    ) {
+        format++;
+    }
+    if (strcmp(format, "f") == 0 && itemsize == 4) {
+        return PERFORMER_FLOAT32;
+    }
+    if (strcmp(format, "d") == 0 && itemsize == 8) {
+        return PERFORMER_FLOAT64;
+    }
+    return -1;
+}
+
+/* Replaces the pending exception (from PyObject_GetBuffer) by one of the same type whose
+ * message starts with the argument's name. */
+static void
+prefix_pending_error(const char *name)
+{
+    PyObject *type, *value, *traceback = NULL;
+#if PY_VERSION_HEX >= 0x030C0000
+    value = PyErr_GetRaisedException();
+    type = value != NULL ? Py_NewRef((PyObject *)Py_TYPE(value)) : NULL;
+#else
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+#endif
+    if (type == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s: cannot get its buffer", name);
+        return;
+    }
+    if (PyErr_GivenExceptionMatches(type, PyExc_BufferError)) {
+        /* e.g. a read-only array passed as an output */
+        Py_DECREF(type);
+        type = PyExc_ValueError;
+        Py_INCREF(type);
+    }
+    if (value != NULL) {
+        PyErr_Format(type, "%s: %S", name, value);
+    } else {
+        PyErr_Format(type, "%s: cannot get its buffer", name);
+    }
+    Py_DECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+}
+
+/*
+ * Takes obj's buffer into arg and fills arg->tensor. ndim is 4, or 3 for lse (extended to
+ * B x H x N x 1). When reference is not NULL, the dtype must equal reference->tensor.dtype.
+ * Returns 0, or -1 with an exception set (the buffer, if taken, stays held: the caller
+ * releases all arguments together).
+ */
+static int
+get_tensor(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference)
+{
+    if (!PyObject_CheckBuffer(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be a float32 or float64 array with the buffer protocol "
+                     "(a NumPy array or memoryview), not %.200s",
+                     arg->name, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    int flags = PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &arg->view, flags) != 0) {
+        prefix_pending_error(arg->name);
+        return -1;
+    }
+    arg->held = 1;
+    Py_buffer *view = &arg->view;
+
+    int dtype = parse_format(view->format, view->itemsize);
+    if (dtype < 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s has unsupported element format '%s' (item size %zd): expected "
+                     "float32 ('f') or float64 ('d') in native byte order",
+                     arg->name, view->format ? view->format : "B", view->itemsize);
+        return -1;
+    }
+    if (view->ndim != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s must have %d dimensions (%s), not %d", arg->name, ndim,
+                     ndim == 4 ? "batch x heads x positions x features" : "batch x heads x positions",
+                     view->ndim);
+        return -1;
+    }
+    if (reference != NULL && dtype != reference->tensor.dtype) {
+        PyErr_Format(PyExc_TypeError, "%s has dtype %s but %s has %s", arg->name, dtype_name(dtype),
+                     reference->name, dtype_name(reference->tensor.dtype));
+        return -1;
+    }
+    if (((uintptr_t)view->buf) % (uintptr_t)view->itemsize != 0) {
+        PyErr_Format(PyExc_ValueError, "%s's data is not aligned to its %zd-byte elements (copy it first)",
+                     arg->name, view->itemsize);
+        return -1;
+    }
+
+    performer_tensor_t *t = &arg->tensor;
+    memset(t, 0, sizeof *t);
+    t->data = view->buf;
+    t->dtype = dtype;
+    t->reserved = 0;
+    Py_ssize_t contiguous = view->itemsize;
+    for (int i = ndim - 1; i >= 0; i--) {
+        Py_ssize_t extent = view->shape[i];
+        /* Exporters must give strides when PyBUF_STRIDES is requested; C order if not. */
+        Py_ssize_t stride = view->strides != NULL ? view->strides[i] : contiguous;
+        contiguous *= extent;
+        if (stride % view->itemsize != 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s.strides[%d] = %zd bytes is not a multiple of its item size %zd",
+                         arg->name, i, stride, view->itemsize);
+            return -1;
+        }
+        t->shape[i] = (int64_t)extent;
+        t->strides[i] = (int64_t)(stride / view->itemsize);
+    }
+    if (ndim == 3) {
+        t->shape[3] = 1;
+        t->strides[3] = 1;
+    }
+    return 0;
+}
+
+static void
+release_all(tensor_arg *args, int count)
+{
+    for (int i = 0; i < count; i++) {
+        if (args[i].held) {
+            PyBuffer_Release(&args[i].view);
+            args[i].held = 0;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Options
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    performer_softmax_options_t options;
+    int64_t *kv_lengths;  /* owned (PyMem), or NULL */
+} softmax_options;
+
+/* Fills *o from the Python values. batch is q.shape[0]. Returns 0 or -1 with an exception. */
+static int
+get_softmax_options(softmax_options *o, int causal, PyObject *scale, PyObject *kv_lengths,
+                    int64_t batch)
+{
+    performer_softmax_options_init(&o->options);
+    o->kv_lengths = NULL;
+    o->options.causal = causal ? 1 : 0;
+    if (scale != Py_None) {
+        double value = PyFloat_AsDouble(scale);
+        if (value == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        o->options.has_scale = 1;
+        o->options.scale = value;
+    }
+    if (kv_lengths != Py_None) {
+        PyObject *sequence = PySequence_Fast(kv_lengths, "kv_lengths must be None or a sequence of ints");
+        if (sequence == NULL) {
+            return -1;
+        }
+        Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
+        if ((int64_t)count != batch) {
+            PyErr_Format(PyExc_ValueError, "kv_lengths has %zd entries but batch = %lld",
+                         count, (long long)batch);
+            Py_DECREF(sequence);
+            return -1;
+        }
+        o->kv_lengths = PyMem_Malloc(sizeof(int64_t) * (size_t)(count > 0 ? count : 1));
+        if (o->kv_lengths == NULL) {
+            Py_DECREF(sequence);
+            PyErr_NoMemory();
+            return -1;
+        }
+        PyObject **items = PySequence_Fast_ITEMS(sequence);
+        for (Py_ssize_t i = 0; i < count; i++) {
+            PyObject *index = PyNumber_Index(items[i]);
+            if (index == NULL) {
+                PyErr_Format(PyExc_TypeError, "kv_lengths[%zd] must be an int, not %.200s", i,
+                             Py_TYPE(items[i])->tp_name);
+                Py_DECREF(sequence);
+                return -1;
+            }
+            long long value = PyLong_AsLongLong(index);
+            Py_DECREF(index);
+            if (value == -1 && PyErr_Occurred()) {
+                PyErr_Format(PyExc_ValueError, "kv_lengths[%zd] does not fit in 64 bits", i);
+                Py_DECREF(sequence);
+                return -1;
+            }
+            o->kv_lengths[i] = (int64_t)value;
+        }
+        Py_DECREF(sequence);
+        o->options.kv_lengths = o->kv_lengths;
+    }
+    return 0;
+}
+
+static void
+free_softmax_options(softmax_options *o)
+{
+    PyMem_Free(o->kv_lengths);
+    o->kv_lengths = NULL;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths)
+ * ------------------------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(softmax_forward_doc,
+"softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths) -> None\n\n"
+"Low-level forward: writes softmax(scale q k^T + mask) v into out (B x H x N x M) and, when\n"
+"lse is not None, the row log-sum-exp into lse (B x H x N). Use performer.softmax_attention.");
+
+static PyObject *
+softmax_forward(PyObject *module, PyObject *args)
+{
+    PyObject *q_obj, *k_obj, *v_obj, *out_obj, *lse_obj, *scale, *kv_lengths;
+    int causal;
+    if (!PyArg_ParseTuple(args, "OOOOOpOO:softmax_forward", &q_obj, &k_obj, &v_obj, &out_obj,
+                          &lse_obj, &causal, &scale, &kv_lengths)) {
+        return NULL;
+    }
+    tensor_arg t[5] = {{"q"}, {"k"}, {"v"}, {"out"}, {"lse"}};
+    softmax_options o = {0};
+    PyObject *result = NULL;
+
+    if (get_tensor(q_obj, &t[0], 4, 0, NULL) < 0 ||
+        get_tensor(k_obj, &t[1], 4, 0, &t[0]) < 0 ||
+        get_tensor(v_obj, &t[2], 4, 0, &t[0]) < 0 ||
+        get_tensor(out_obj, &t[3], 4, 1, &t[0]) < 0 ||
+        (lse_obj != Py_None && get_tensor(lse_obj, &t[4], 3, 1, &t[0]) < 0)) {
+        goto done;
+    }
+    if (get_softmax_options(&o, causal, scale, kv_lengths, t[0].tensor.shape[0]) < 0) {
+        goto done;
+    }
+    performer_status status;
+    performer_tensor_t *lse = lse_obj != Py_None ? &t[4].tensor : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_softmax_forward(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor, lse,
+                                       &o.options);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    free_softmax_options(&o);
+    release_all(t, 5);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths)
+ * ------------------------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(softmax_backward_doc,
+"softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths) -> None\n\n"
+"Low-level backward: writes the gradients of the loss into dq, dk, dv given the forward's\n"
+"out and lse (B x H x N) and dout. Use performer.softmax_attention_backward.");
+
+static PyObject *
+softmax_backward(PyObject *module, PyObject *args)
+{
+    PyObject *obj[9], *scale, *kv_lengths;
+    int causal;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOpOO:softmax_backward", &obj[0], &obj[1], &obj[2], &obj[3],
+                          &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &causal, &scale, &kv_lengths)) {
+        return NULL;
+    }
+    tensor_arg t[9] = {{"q"}, {"k"}, {"v"}, {"out"}, {"lse"}, {"dout"}, {"dq"}, {"dk"}, {"dv"}};
+    softmax_options o = {0};
+    PyObject *result = NULL;
+
+    for (int i = 0; i < 9; i++) {
+        int ndim = i == 4 ? 3 : 4;
+        int writable = i >= 6;
+        if (get_tensor(obj[i], &t[i], ndim, writable, i == 0 ? NULL : &t[0]) < 0) {
+            goto done;
+        }
+    }
+    if (get_softmax_options(&o, causal, scale, kv_lengths, t[0].tensor.shape[0]) < 0) {
+        goto done;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_softmax_backward(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor,
+                                        &t[4].tensor, &t[5].tensor, &t[6].tensor, &t[7].tensor,
+                                        &t[8].tensor, &o.options);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    free_softmax_options(&o);
+    release_all(t, 9);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Threads, versions, ISA
+ * ------------------------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(set_num_threads_doc,
+"set_num_threads(n) -> None\n\nBounds the library's threads to n (1..1024); 0 restores the default.");
+
+static PyObject *
+set_num_threads(PyObject *module, PyObject *arg)
+{
+    long long n = PyLong_AsLongLong(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_SetString(PyExc_ValueError, "number of threads is out of range (0 or 1..1024)");
+        }
+        return NULL;
+    }
+    if (n < INT32_MIN || n > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "number of threads %lld is out of range (0 or 1..1024)", n);
+        return NULL;
+    }
+    performer_status status = performer_set_num_threads((int)n);
+    if (status != PERFORMER_OK) {
+        return raise_status(status);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+get_num_threads(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromLong(performer_get_num_threads());
+}
+
+static PyObject *
+version_string(PyObject *module, PyObject *unused)
+{
+    return PyUnicode_FromString(performer_version_string());
+}
+
+static PyObject *
+version(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromLong(performer_version());
+}
+
+static PyObject *
+abi_version(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromLong(performer_abi_version());
+}
+
+static PyObject *
+kernel_isa(PyObject *module, PyObject *unused)
+{
+    const char *isa = performer_kernel_isa();
+    return PyUnicode_FromString(isa != NULL ? isa : "");
+}
+
+static PyMethodDef module_methods[] = {
+    {"softmax_forward", softmax_forward, METH_VARARGS, softmax_forward_doc},
+    {"softmax_backward", softmax_backward, METH_VARARGS, softmax_backward_doc},
+    {"set_num_threads", set_num_threads, METH_O, set_num_threads_doc},
+    {"get_num_threads", get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
+    {"version_string", version_string, METH_NOARGS, "version_string() -> str: performer_version_string()"},
+    {"version", version, METH_NOARGS, "version() -> int: performer_version()"},
+    {"abi_version", abi_version, METH_NOARGS, "abi_version() -> int: performer_abi_version()"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef isa_methods[] = {
+    {"kernel_isa", kernel_isa, METH_NOARGS, "kernel_isa() -> str: performer_kernel_isa()"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "performer._performer",
+    "C extension over libperformer's C ABI; use the `performer` package.",
+    -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__performer(void)
+{
+    if (performer_abi_version() != PERFORMER_ABI_VERSION) {
+        PyErr_Format(PyExc_ImportError,
+                     "performer: libperformer.so has ABI version %d but this extension was built "
+                     "for %d (reinstall the package)",
+                     performer_abi_version(), PERFORMER_ABI_VERSION);
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    if ((performer_kernel_isa != NULL && PyModule_AddFunctions(module, isa_methods) < 0) ||
+        PyModule_AddIntConstant(module, "ABI_VERSION", PERFORMER_ABI_VERSION) < 0 ||
+        PyModule_AddIntConstant(module, "HEADER_VERSION", PERFORMER_VERSION_NUMBER) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

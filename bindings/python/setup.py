@@ -1,0 +1,135 @@
+"""Build script of the `performer` Python package.
+
+`pip install ./bindings/python` (from the repository root) does three things:
+  1. builds libperformer.so with `swift build -c release` in the repository root, which is
+     found from this file's own location (two directories up), so it works with pip's build
+     isolation as long as pip builds in place (pip >= 21.3 does);
+  2. compiles the C extension `performer._performer` against include/performer.h and links
+     it to libperformer.so with the run-time search path $ORIGIN;
+  3. copies libperformer.so next to the extension, so the installed package is self-contained.
+
+Environment variables:
+  PERFORMER_REPO_ROOT  the libperformer repository (default: ../.. from this file);
+                       needed when building from an sdist or a copied directory.
+  PERFORMER_SWIFT      the swift executable (default: `swift` on PATH).
+  PERFORMER_LIBRARY    a libperformer.so built already; skips the Swift build (the header
+                       is still taken from the repository's include/).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class PerformerBuildError(RuntimeError):
+    pass
+
+
+def repo_root():
+    root = os.environ.get("PERFORMER_REPO_ROOT") or os.path.join(HERE, os.pardir, os.pardir)
+    root = os.path.abspath(root)
+    header = os.path.join(root, "include", "performer.h")
+    if not os.path.isfile(header):
+        raise PerformerBuildError(
+            "libperformer: cannot find the repository (looked for %s). Build from a checkout "
+            "(`pip install ./bindings/python` in the repository root), or set "
+            "PERFORMER_REPO_ROOT to the repository." % header
+        )
+    return root
+
+
+def header_version(root):
+    with open(os.path.join(root, "include", "performer.h"), encoding="utf-8") as f:
+        text = f.read()
+    parts = []
+    for name in ("MAJOR", "MINOR", "PATCH"):
+        m = re.search(r"^#define\s+PERFORMER_VERSION_%s\s+(\d+)\s*$" % name, text, re.M)
+        if m is None:
+            raise PerformerBuildError("libperformer: PERFORMER_VERSION_%s not found in performer.h" % name)
+        parts.append(m.group(1))
+    return ".".join(parts)
+
+
+def build_libperformer(root, log):
+    """Returns the path of libperformer.so, building it with SwiftPM unless
+    PERFORMER_LIBRARY names one."""
+    prebuilt = os.environ.get("PERFORMER_LIBRARY")
+    if prebuilt:
+        prebuilt = os.path.abspath(prebuilt)
+        if not os.path.isfile(prebuilt):
+            raise PerformerBuildError("libperformer: PERFORMER_LIBRARY=%s is not a file" % prebuilt)
+        return prebuilt
+
+    swift = os.environ.get("PERFORMER_SWIFT") or shutil.which("swift")
+    if not swift or not (os.path.isfile(swift) or shutil.which(swift)):
+        raise PerformerBuildError(
+            "libperformer: the Swift toolchain was not found (no `swift` on PATH). Install Swift "
+            "5.9 or later and make sure `swift` is on PATH, set PERFORMER_SWIFT to the swift "
+            "executable, or set PERFORMER_LIBRARY to a libperformer.so built already."
+        )
+    command = [swift, "build", "-c", "release", "--product", "performer"]
+    log("libperformer: running %s in %s" % (" ".join(command), root))
+    result = subprocess.run(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = result.stdout.decode("utf-8", "replace")
+    if result.returncode != 0:
+        raise PerformerBuildError(
+            "libperformer: `%s` failed with exit status %d in %s:\n%s"
+            % (" ".join(command), result.returncode, root, output[-8000:])
+        )
+    bin_path = subprocess.run(
+        [swift, "build", "-c", "release", "--show-bin-path"],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True,
+    ).stdout.decode().strip()
+    library = os.path.join(bin_path, "libperformer.so")
+    if not os.path.isfile(library):
+        raise PerformerBuildError("libperformer: swift build succeeded but %s does not exist" % library)
+    return library
+
+
+class BuildExtWithLibperformer(build_ext):
+    """build_ext that first builds libperformer.so and then ships it beside the extension."""
+
+    def run(self):
+        root = repo_root()
+        library = build_libperformer(root, self.announce_info)
+        link_dir = os.path.join(os.path.abspath(self.build_temp), "libperformer")
+        os.makedirs(link_dir, exist_ok=True)
+        # Link against a private copy named exactly libperformer.so, so `-lperformer` cannot
+        # pick up another installed copy and PERFORMER_LIBRARY may have any file name.
+        linked = os.path.join(link_dir, "libperformer.so")
+        shutil.copyfile(library, linked)
+        for ext in self.extensions:
+            ext.include_dirs.append(os.path.join(root, "include"))
+            ext.depends.append(os.path.join(root, "include", "performer.h"))
+            ext.library_dirs.insert(0, link_dir)
+        super().run()
+        for ext in self.extensions:
+            destination = os.path.dirname(self.get_ext_fullpath(ext.name))
+            os.makedirs(destination, exist_ok=True)
+            self.copy_file(linked, os.path.join(destination, "libperformer.so"))
+
+    def announce_info(self, message):
+        self.announce(message, level=2)
+
+
+extension = Extension(
+    "performer._performer",
+    sources=["performer/_performer.c"],
+    libraries=["performer"],
+    extra_compile_args=["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
+                        "-Wno-unused-parameter"],
+    # The installed extension finds libperformer.so in its own directory.
+    extra_link_args=["-Wl,-rpath,$ORIGIN"],
+)
+
+setup(
+    version=header_version(repo_root()),
+    ext_modules=[extension],
+    cmdclass={"build_ext": BuildExtWithLibperformer},
+)
