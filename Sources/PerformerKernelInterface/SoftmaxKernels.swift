@@ -211,6 +211,10 @@ public struct SoftmaxBackwardKernels: Sendable {
     public var queryDouble: @Sendable (UnsafePointer<SoftmaxBackwardTask>) -> Void
     public var keyFloat: @Sendable (UnsafePointer<SoftmaxBackwardTask>) -> Void
     public var keyDouble: @Sendable (UnsafePointer<SoftmaxBackwardTask>) -> Void
+    /// δ_i = Σ_m dO_im O_im for `rows` rows of `columns` (M) entries: (output, outputGradient,
+    /// rows, columns, delta) with delta contiguous. Runs before the passes.
+    public var deltaFloat: @Sendable (StridedMatrix, StridedMatrix, Int, Int, UnsafeMutableRawPointer) -> Void
+    public var deltaDouble: @Sendable (StridedMatrix, StridedMatrix, Int, Int, UnsafeMutableRawPointer) -> Void
 
     public init(
         queryRowBlock: Int, keyRowBlock: Int,
@@ -218,8 +222,12 @@ public struct SoftmaxBackwardKernels: Sendable {
         queryFloat: @escaping @Sendable (UnsafePointer<SoftmaxBackwardTask>) -> Void,
         queryDouble: @escaping @Sendable (UnsafePointer<SoftmaxBackwardTask>) -> Void,
         keyFloat: @escaping @Sendable (UnsafePointer<SoftmaxBackwardTask>) -> Void,
-        keyDouble: @escaping @Sendable (UnsafePointer<SoftmaxBackwardTask>) -> Void
+        keyDouble: @escaping @Sendable (UnsafePointer<SoftmaxBackwardTask>) -> Void,
+        deltaFloat: @escaping @Sendable (StridedMatrix, StridedMatrix, Int, Int, UnsafeMutableRawPointer) -> Void,
+        deltaDouble: @escaping @Sendable (StridedMatrix, StridedMatrix, Int, Int, UnsafeMutableRawPointer) -> Void
     ) {
+        self.deltaFloat = deltaFloat
+        self.deltaDouble = deltaDouble
         self.queryRowBlock = queryRowBlock
         self.keyRowBlock = keyRowBlock
         self.scratchBytes = scratchBytes

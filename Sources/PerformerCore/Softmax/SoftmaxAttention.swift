@@ -101,18 +101,11 @@ public enum SoftmaxAttention {
         // δ_i = Σ_m dO_im O_im for every query row (O(N) per head), before the passes.
         let deltas = try ScratchBuffer(slots: 1, slotBytes: problem.batch * problem.heads * n * elementSize)
         let delta = deltas.base.assumingMemoryBound(to: T.self)
+        let deltaEntry = T.dtype == .float32 ? kernels.deltaFloat : kernels.deltaDouble
         Runtime.parallelFor(count: problem.batch * problem.heads, threads: min(threadsWanted, problem.batch * problem.heads)) { head, _ in
             let (b, h) = (head / problem.heads, head % problem.heads)
-            let o = output.base + b * output.strides[0] + h * output.strides[1]
-            let g = outputGradient.base + b * outputGradient.strides[0] + h * outputGradient.strides[1]
-            for i in 0..<n {
-                var sum: T = 0
-                for c in 0..<shape.valueDim {
-                    sum += o[i * output.strides[2] + c * output.strides[3]]
-                        * g[i * outputGradient.strides[2] + c * outputGradient.strides[3]]
-                }
-                delta[head * n + i] = sum
-            }
+            deltaEntry(output.matrix(b, h), outputGradient.matrix(b, h), n, shape.valueDim,
+                       UnsafeMutableRawPointer(delta + head * n))
         }
         let isFloat = T.dtype == .float32
         let queryEntry = isFloat ? kernels.queryFloat : kernels.queryDouble

@@ -258,6 +258,36 @@ func softmaxBackwardQueries<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwa
     }
 }
 
+/// delta[i] = Σ_c a[i][c] · b[i][c] for i < rows (δ = rowsum(dO ∘ O)); vectorized when both
+/// rows are contiguous.
+func softmaxRowDots<T: KernelScalar>(
+    _ a: StridedMatrix, _ b: StridedMatrix, rows: Int, columns: Int, into delta: UnsafeMutableRawPointer, _: T.Type
+) {
+    let x = UnsafePointer(a.base.assumingMemoryBound(to: T.self))
+    let y = UnsafePointer(b.base.assumingMemoryBound(to: T.self))
+    let out = delta.assumingMemoryBound(to: T.self)
+    let w = T.lanes
+    let contiguous = a.columnStride == 1 && b.columnStride == 1
+    for i in 0..<rows {
+        let xr = x + i * a.rowStride, yr = y + i * b.rowStride
+        var c = 0
+        var sum: T = 0
+        if contiguous {
+            var acc = T.splat(0)
+            while c + w <= columns {
+                acc = T.fma(T.load(xr + c), T.load(yr + c), acc)
+                c += w
+            }
+            sum = T.sumAcross(acc)
+        }
+        while c < columns {
+            sum += xr[c * a.columnStride] * yr[c * b.columnStride]
+            c += 1
+        }
+        out[i] = sum
+    }
+}
+
 func makeSoftmaxBackwardKernels() -> SoftmaxBackwardKernels {
     SoftmaxBackwardKernels(
         queryRowBlock: backwardQueryBlock, keyRowBlock: 2 * backwardKeyBlock,
@@ -267,5 +297,7 @@ func makeSoftmaxBackwardKernels() -> SoftmaxBackwardKernels {
         queryFloat: { softmaxBackwardQueries($0, Float.self) },
         queryDouble: { softmaxBackwardQueries($0, Double.self) },
         keyFloat: { softmaxBackwardKeys($0, Float.self) },
-        keyDouble: { softmaxBackwardKeys($0, Double.self) })
+        keyDouble: { softmaxBackwardKeys($0, Double.self) },
+        deltaFloat: { softmaxRowDots($0, $1, rows: $2, columns: $3, into: $4, Float.self) },
+        deltaDouble: { softmaxRowDots($0, $1, rows: $2, columns: $3, into: $4, Double.self) })
 }
