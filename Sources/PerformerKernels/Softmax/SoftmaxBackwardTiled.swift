@@ -16,7 +16,7 @@ import PerformerKernelInterface
 
 /// Keys per backward key block (vector lanes; a multiple of every tile width ≤ 32).
 let backwardKeyBlock = 64
-/// Query rows per backward block (micro-kernel rows; a multiple of 6).
+/// Query rows per backward block (micro-kernel rows; a multiple of 24).
 let backwardQueryBlock = 96
 
 /// Scratch elements of a backward task: packs, pair buffers, dK/dV accumulators for

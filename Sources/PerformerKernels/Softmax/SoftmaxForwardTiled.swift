@@ -6,12 +6,12 @@ import PerformerKernelInterface
 // One task = one block of ≤ 64 query rows of one head. Scores are computed transposed,
 // Sᵀ = K·Qᵀ (keys × queries), so each query is a vector lane and the running max, sum and
 // rescale are vertical vector operations. Scores are kept in log2 units (Q is pre-scaled by
-// scale · log2 e) so probabilities are exp2. Per key block of 96 keys:
+// scale · log2 e) so probabilities are exp2. Per key block of 144 keys:
 //   Sᵀ = K·Qᵀ                (A = K read through its strides, B = packed Qᵀ)
 //   m' = max(m, colmax Sᵀ), α = 2^(m − m'), Pᵀ = 2^(Sᵀ − m'), l = α·l + colsum Pᵀ
 //   Oᵀ = α ∘ Oᵀ + Vᵀ·Pᵀ      (A(m, j) = V[j][m] through V's strides, B = Pᵀ)
 // Key blocks no query of the task sees are skipped; only blocks cut by the causal diagonal
-// or the key limit are masked. Scratch per task: (D + 96 + M + 3) × 64 elements + 64 Ints.
+// or the key limit are masked. Scratch per task: (D + 144 + M + 3) × 64 elements + 64 Ints.
 
 @inline(__always)
 func softmaxForwardScratchElements(_ shape: SoftmaxHeadShape) -> Int {
@@ -25,7 +25,7 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     let w = T.lanes
     let br = roundUp(rowCount, microKernelColumns(T.self))   // padded query lanes
 
-    // Scratch layout (elements of T): Qᵀ D×br | Sᵀ 96×br | Oᵀ M×br | m | l | α, then visible counts.
+    // Scratch layout (elements of T): Qᵀ D×br | Sᵀ 144×br | Oᵀ M×br | m | l | α, then visible counts.
     let base = t.scratch.assumingMemoryBound(to: T.self)
     let qT = base
     let sT = qT + d * softmaxQueryBlock

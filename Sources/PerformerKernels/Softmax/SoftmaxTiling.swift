@@ -5,8 +5,8 @@ import PerformerKernelInterface
 /// Query rows per task (forward and backward query pass): a multiple of every micro-kernel
 /// tile width (2·lanes ≤ 32), so query lanes fill whole tiles.
 let softmaxQueryBlock = 64
-/// Keys per inner block: a multiple of the micro-kernel height (6).
-let softmaxKeyBlock = 96
+/// Keys per inner block: a multiple of 24 (every micro-kernel height divides it).
+let softmaxKeyBlock = 144
 
 @inline(__always)
 func roundUp(_ x: Int, _ multiple: Int) -> Int { (x + multiple - 1) / multiple * multiple }
