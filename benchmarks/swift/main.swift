@@ -71,6 +71,8 @@ let (heads, d, m) = (8, 64, 64)
 /// GFLOP/s of the micro-kernel as a plain product on every thread (median of `runs`).
 /// Also GFLOP per CPU-second (median).
 func measurePeak(runs: Int = 7, repeats: Int = 400) -> (wall: Double, perCPU: Double) {
+    // PERFORMER_BENCH_NO_PEAK=1 skips it (for profiling attention alone; fractions are then void).
+    if getenv("PERFORMER_BENCH_NO_PEAK") != nil { return (1, 1) }
     let (rows, columns, depth) = (96, 64, 64)
     let tasks = 4 * threads
     let a = UnsafeMutablePointer<Float>.allocate(capacity: rows * depth * tasks)
