@@ -17,10 +17,15 @@ public struct KernelSet: Sendable {
     public var isa: KernelISA
     public var softmax: SoftmaxKernels
     public var softmaxBackward: SoftmaxBackwardKernels
+    public var randomFeatures: RandomFeatureKernels
+    public var favorStep: FavorStepKernels
 
-    public init(isa: KernelISA, softmax: SoftmaxKernels, softmaxBackward: SoftmaxBackwardKernels) {
+    public init(isa: KernelISA, softmax: SoftmaxKernels, softmaxBackward: SoftmaxBackwardKernels,
+                randomFeatures: RandomFeatureKernels, favorStep: FavorStepKernels) {
         self.isa = isa
         self.softmax = softmax
         self.softmaxBackward = softmaxBackward
+        self.randomFeatures = randomFeatures
+        self.favorStep = favorStep
     }
 }

@@ -5,6 +5,10 @@ import PerformerKernels
 import PerformerKernelsAVX2
 import PerformerKernelsAVX512
 
+/// The instruction set a kernel build targets (portable, avx2, avx512), nameable by users of
+/// PerformerCore without importing the kernel modules.
+public typealias KernelISA = PerformerKernelInterface.KernelISA
+
 /// Process-wide settings: which kernel build runs, and how many threads the library uses.
 public enum Runtime {
     /// Every kernel build in the library, indexed by `KernelISA` order (portable, avx2, avx512).

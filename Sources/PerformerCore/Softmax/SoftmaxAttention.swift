@@ -124,7 +124,9 @@ public enum SoftmaxAttention {
             let b = headIndex / headsPerBatch
             // The first query head of the task: its own head (query pass) or the group's first.
             let h = isKeyTask ? (headIndex % headsPerBatch) * group : headIndex % headsPerBatch
-            let hk = h / group
+            // Not h / group: with zero query heads (H = 0) group is 0, and the key pass must still
+            // write zero dk, dv (groupSize 0) instead of dividing by zero.
+            let hk = isKeyTask ? headIndex % headsPerBatch : h / group
             let rowStart = block * rowBlock
             let rows = isKeyTask ? l : n
             var task = SoftmaxBackwardTask(

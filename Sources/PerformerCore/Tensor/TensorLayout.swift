@@ -38,9 +38,12 @@ public enum TensorLayout {
             }
             if reach < 0 { low = sum } else { high = sum }
         }
+        // high + 1: the byte just past the last element must be representable too (and
+        // high == Int.max must not trap).
         let (_, lowBytesOverflow) = low.multipliedReportingOverflow(by: elementSize)
-        let (_, highBytesOverflow) = (high + 1).multipliedReportingOverflow(by: elementSize)
-        guard !lowBytesOverflow, !highBytesOverflow else {
+        let (end, endOverflow) = high.addingReportingOverflow(1)
+        let (_, highBytesOverflow) = end.multipliedReportingOverflow(by: elementSize)
+        guard !lowBytesOverflow, !endOverflow, !highBytesOverflow else {
             throw PerformerError(.sizeOverflow, "\(name) spans more bytes than fit in 64 bits")
         }
         return low...high
@@ -52,13 +55,16 @@ public enum TensorLayout {
         guard let offsets = try offsetRange(shape: shape, strides: strides, elementSize: elementSize, name: name) else {
             return nil
         }
-        let address = UInt(bitPattern: Int(bitPattern: base))
-        let first = Int(bitPattern: address).addingReportingOverflow(offsets.lowerBound * elementSize)
-        let last = Int(bitPattern: address).addingReportingOverflow((offsets.upperBound + 1) * elementSize - 1)
-        guard !first.overflow, !last.overflow, first.partialValue != 0 || offsets.lowerBound == 0 else {
+        // Unsigned address arithmetic: a view reaching below address 0 (negative strides) or past
+        // the top of the address space must be rejected, not wrapped into a reversed range.
+        // offsetRange guarantees lowerBound ≤ 0 ≤ upperBound and that both byte offsets fit.
+        let address = UInt(bitPattern: base)
+        let first = address.subtractingReportingOverflow(offsets.lowerBound.magnitude * UInt(elementSize))
+        let last = address.addingReportingOverflow(UInt((offsets.upperBound + 1) * elementSize - 1))
+        guard !first.overflow, !last.overflow, first.partialValue != 0 else {
             throw PerformerError(.sizeOverflow, "\(name) reaches outside the address space")
         }
-        return UInt(bitPattern: first.partialValue)...UInt(bitPattern: last.partialValue)
+        return first.partialValue...last.partialValue
     }
 
     /// Throws unless distinct indices of a writable view map to distinct elements. Conservative:

@@ -1,0 +1,145 @@
+import PerformerKernelInterface
+
+/// Token-by-token causal FAVOR+ attention (docs/FAVOR.md §4, "Decoder step"): holds the scaled
+/// state (S̃, z̃, c) of B × H heads and, per call, folds in one key/value and reads it with one
+/// query. O(C·M) per head and token, whatever the position; no allocation per step beyond
+/// the thread-pool scratch.
+///
+/// State layout (contiguous, row-major): S̃ B×H×C×M, z̃ B×H×C, c B×H×C; the mathematical state
+/// is S = diag(e^c)·S̃, z = e^c ∘ z̃. c_f = −inf means no key yet. For relu features c is 0;
+/// for trigonometric features every c_f of a head holds the same scalar shift.
+public final class FavorDecoder<T: AttentionScalar> {
+    public let projection: FavorProjection
+    public let batch: Int
+    public let heads: Int
+    public let valueDim: Int
+    public let options: FavorFeatureOptions
+    /// ε in the units of the mathematical features (default 0).
+    public let epsilon: Double
+    /// C.
+    public let featureCount: Int
+    public private(set) var stateS: [T]
+    public private(set) var stateZ: [T]
+    public private(set) var stateC: [T]
+    private let inputScale: Double
+    private let weights: [T]
+
+    public init(projection: FavorProjection, batch: Int, heads: Int, valueDim: Int,
+                options: FavorFeatureOptions = FavorFeatureOptions(), epsilon: Double = 0) throws(PerformerError) {
+        guard batch >= 0 else { throw PerformerError(.invalidArgument, "batch = \(batch) is negative") }
+        guard heads >= 0 else { throw PerformerError(.invalidArgument, "heads = \(heads) is negative") }
+        guard valueDim >= 0 else { throw PerformerError(.invalidArgument, "value_dim = \(valueDim) is negative") }
+        guard epsilon.isFinite, epsilon >= 0 else {
+            throw PerformerError(.invalidArgument, "eps = \(epsilon): must be finite and ≥ 0")
+        }
+        inputScale = try options.inputScale(dim: projection.dim)
+        let c = options.kind.featureCount(numFeatures: projection.numFeatures)
+        let sizes = try TensorLayout.elementCount(SIMD4(batch, heads, c, valueDim), name: "state S")
+        _ = try TensorLayout.elementCount(SIMD4(batch, heads, c, 1), name: "state z")
+        self.projection = projection
+        self.batch = batch
+        self.heads = heads
+        self.valueDim = valueDim
+        self.options = options
+        self.epsilon = epsilon
+        self.featureCount = c
+        self.weights = projection.matrix(as: T.self)
+        stateS = [T](repeating: 0, count: sizes)
+        stateZ = [T](repeating: 0, count: batch * heads * c)
+        stateC = []
+        reset()
+    }
+
+    /// Forgets every key: S̃ = 0, z̃ = 0, c = −inf (0 for relu).
+    public func reset() {
+        for i in stateS.indices { stateS[i] = 0 }
+        stateZ = [T](repeating: 0, count: batch * heads * featureCount)
+        stateC = [T](repeating: options.kind == .relu ? 0 : -.infinity, count: batch * heads * featureCount)
+    }
+
+    /// Replaces the state by a caller's scaled triple (layouts as above). S̃, z̃ must be finite,
+    /// c finite or −inf (then that feature's S̃ row and z̃ entry must be 0); relu needs c = 0,
+    /// trigonometric one c per head.
+    public func setState(s: [T], z: [T], c: [T]) throws(PerformerError) {
+        let rows = batch * heads * featureCount
+        guard s.count == stateS.count else {
+            throw PerformerError(.shapeMismatch, "state S has \(s.count) entries but B×H×C×M = \(stateS.count)")
+        }
+        guard z.count == rows else { throw PerformerError(.shapeMismatch, "state z has \(z.count) entries but B×H×C = \(rows)") }
+        guard c.count == rows else { throw PerformerError(.shapeMismatch, "state c has \(c.count) entries but B×H×C = \(rows)") }
+        if let bad = s.firstIndex(where: { !$0.isFinite }) { throw PerformerError(.invalidArgument, "state S[\(bad)] = \(s[bad]) is not finite") }
+        if let bad = z.firstIndex(where: { !$0.isFinite }) { throw PerformerError(.invalidArgument, "state z[\(bad)] = \(z[bad]) is not finite") }
+        for row in 0..<rows {
+            let value = c[row]
+            if value.isNaN || value == .infinity {
+                throw PerformerError(.invalidArgument, "state c[\(row)] = \(value): must be finite or -inf")
+            }
+            if value == -.infinity, z[row] != 0 || s[(row * valueDim)..<((row + 1) * valueDim)].contains(where: { $0 != 0 }) {
+                throw PerformerError(.invalidArgument, "state c[\(row)] = -inf but its S row or z entry is not 0")
+            }
+            if options.kind == .relu, value != 0 {
+                throw PerformerError(.invalidArgument, "state c[\(row)] = \(value): relu features need c = 0")
+            }
+            if options.kind == .trigonometric, c[row] != c[row - row % featureCount] {
+                throw PerformerError(.invalidArgument, "state c[\(row)] = \(value): trigonometric features need one c per head")
+            }
+        }
+        stateS = s
+        stateZ = z
+        stateC = c
+    }
+
+    /// One token: q, k B×H×1×D, v B×H×1×M; writes o (B×H×1×M). Checks everything first; on
+    /// error neither the state nor the output changes.
+    public func step(query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, output: MutableTensorView<T>)
+        throws(PerformerError) {
+        let d = projection.dim
+        try SoftmaxProblem.expectShape(query, SIMD4(batch, heads, 1, d), name: "q", meaning: "B×H×1×D")
+        try SoftmaxProblem.expectShape(key, SIMD4(batch, heads, 1, d), name: "k", meaning: "B×H×1×D")
+        try SoftmaxProblem.expectShape(value, SIMD4(batch, heads, 1, valueDim), name: "v", meaning: "B×H×1×M")
+        try SoftmaxProblem.expectShape(output.readOnly, SIMD4(batch, heads, 1, valueDim), name: "out", meaning: "B×H×1×M")
+        let taskCount = batch * heads
+        guard taskCount > 0 else { return }
+        try TensorFootprint.checkOutputsDisjoint([
+            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
+            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
+        ])
+        let kernels = Runtime.kernels.favorStep
+        // Small per-token work: threads only when a head's state is large.
+        let work = featureCount * max(valueDim, 1)
+        let threads = work * taskCount >= 1 << 16 ? min(Runtime.numThreads, taskCount) : 1
+        let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.scratchBytes(d, projection.numFeatures, MemoryLayout<T>.stride))
+        let entry = T.dtype == .float32 ? kernels.stepFloat : kernels.stepDouble
+        let (c, mv, map) = (featureCount, valueDim, options.kind.kernelMap)
+        let (scale, kappa, eps, m) = (inputScale, options.reluOffset, epsilon, projection.numFeatures)
+        let stride = MemoryLayout<T>.stride
+        weights.withUnsafeBytes { w in
+            stateS.withUnsafeMutableBytes { s in
+                stateZ.withUnsafeMutableBytes { z in
+                    stateC.withUnsafeMutableBytes { shifts in
+                        // S̃ is empty when M = 0; it is then never dereferenced.
+                        let (zBase, cBase) = (z.baseAddress!, shifts.baseAddress!)
+                        let sBase = s.baseAddress ?? zBase
+                        Runtime.parallelFor(count: taskCount, threads: threads) { item, worker in
+                            let (b, h) = (item / heads, item % heads)
+                            func at<V>(_ view: V, _ base: UnsafeRawPointer, _ strides: SIMD4<Int>) -> UnsafeRawPointer {
+                                base + (b * strides[0] + h * strides[1]) * stride
+                            }
+                            var task = FavorStepTask(
+                                map: map, dim: d, numFeatures: m, valueDim: mv, inputScale: scale, reluOffset: kappa,
+                                epsilon: eps, projection: w.baseAddress!,
+                                query: at(query, query.base, query.strides), queryStride: query.strides[3],
+                                key: at(key, key.base, key.strides), keyStride: key.strides[3],
+                                value: at(value, value.base, value.strides), valueStride: value.strides[3],
+                                output: UnsafeMutableRawPointer(mutating: at(output, output.base, output.strides)),
+                                outputStride: output.strides[3],
+                                stateS: sBase + item * c * mv * stride, stateZ: zBase + item * c * stride,
+                                stateC: cBase + item * c * stride, scratch: scratch.slot(worker))
+                            entry(&task)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
