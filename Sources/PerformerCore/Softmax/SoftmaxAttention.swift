@@ -83,7 +83,9 @@ public enum SoftmaxAttention {
         let group = problem.heads / problem.keyHeads
         let (n, l) = (shape.queryCount, shape.keyCount)
         let keyHeadCount = problem.batch * problem.keyHeads
-        guard problem.batch * problem.heads * (n + l) > 0 else { return }
+        // With no query head (H = 0) or no query (N = 0) the key tasks still run: they write
+        // zero dK, dV.
+        guard problem.batch * (problem.heads * n + problem.keyHeads * l) > 0 else { return }
         // Fused (one task per key head writes its dK, dV and the group's dQ: five products per
         // block pair) when the key heads spread evenly over the threads; otherwise a key pass
         // and a query pass (seven products, finer tasks).

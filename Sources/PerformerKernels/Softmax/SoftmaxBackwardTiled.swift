@@ -3,9 +3,12 @@ import PerformerKernelInterface
 // Tiled recomputing backward (FlashAttention-2 order) built on the micro-kernel.
 //
 // The unit of work is a (query block of ≤ 96 rows) × (key block of ≤ 64 keys) pair; keys are
-// the vector lanes, queries the micro-kernel rows. With Kᵀ (pre-scaled by s·log2 e), K and
-// Vᵀ of the key block packed, and Q, dO read through their strides:
-//   S  = Q·Kᵀ,  P = 2^(S − lse_i·log2 e) (0 where masked),  dP = dO·Vᵀ,
+// the vector lanes, queries the micro-kernel rows. With Kᵀ, K and Vᵀ of the key block packed,
+// Q̂ = Q·(s·log2 e) packed once per head (rounded exactly as the forward rounds it, so S is
+// bit-identical to the forward's scores: P then matches the forward's P up to a per-row
+// factor, which keeps Σ_j dS_ij = 0 to rounding even when scores are large), and Q, dO read
+// through their strides:
+//   S  = Q̂·Kᵀ,  P = 2^(S − lse_i·log2 e) (0 where masked),  dP = dO·Vᵀ,
 //   dS = s · P ∘ (dP − δ_i)
 //   key gradients:   dVᵀ += dOᵀ·P,  dKᵀ += Qᵀ·dS        (A = dO, Q read transposed)
 //   query gradient:  dQ  += dS·K
@@ -20,7 +23,8 @@ let backwardKeyBlock = 64
 let backwardQueryBlock = 96
 
 /// Scratch elements of a backward task: packs, pair buffers, dK/dV accumulators for
-/// `keyRows` keys, and a dQ accumulator (N rows when fused, one query block otherwise).
+/// `keyRows` keys, a dQ accumulator (N rows when fused, one query block otherwise) and the
+/// scaled Q̂ of one head (N × D).
 @inline(__always)
 func softmaxBackwardScratchElements(_ shape: SoftmaxHeadShape, keyRows: Int, fused: Bool) -> Int {
     let d = shape.headDim, m = shape.valueDim
@@ -30,12 +34,12 @@ func softmaxBackwardScratchElements(_ shape: SoftmaxHeadShape, keyRows: Int, fus
     let pair = 2 * backwardQueryBlock * backwardKeyBlock
     let accumulators = blocks * (d + m) * backwardKeyBlock
     let queryAccumulator = (fused ? Swift.max(shape.queryCount, backwardQueryBlock) : backwardQueryBlock) * paddedD
-    return packs + pair + accumulators + queryAccumulator
+    return packs + pair + accumulators + queryAccumulator + Swift.max(shape.queryCount, 1) * d
 }
 
 /// The scratch of one backward task, carved from `SoftmaxBackwardTask.scratch`.
 struct BackwardBuffers<T: KernelScalar> {
-    var kT: UnsafeMutablePointer<T>       // D × 64, scaled by s·log2 e
+    var kT: UnsafeMutablePointer<T>       // D × 64
     var vT: UnsafeMutablePointer<T>       // M × 64
     var kRows: UnsafeMutablePointer<T>    // 64 × paddedD
     var p: UnsafeMutablePointer<T>        // 96 × 64: S, then P
@@ -43,9 +47,11 @@ struct BackwardBuffers<T: KernelScalar> {
     var dK: UnsafeMutablePointer<T>       // blocks × D × 64
     var dV: UnsafeMutablePointer<T>       // blocks × M × 64
     var dQ: UnsafeMutablePointer<T>       // rows × paddedD
+    var qScaled: UnsafeMutablePointer<T>  // N × D: Q̂ = Q · s·log2 e, rows contiguous
     var paddedD: Int
 
-    init(_ scratch: UnsafeMutableRawPointer, shape: SoftmaxHeadShape, keyRows: Int) {
+    /// The layout `softmaxBackwardScratchElements(shape, keyRows:, fused:)` sized.
+    init(_ scratch: UnsafeMutableRawPointer, shape: SoftmaxHeadShape, keyRows: Int, fused: Bool) {
         let d = shape.headDim, m = shape.valueDim
         paddedD = roundUp(d, microKernelColumns(T.self))
         let blocks = (keyRows + backwardKeyBlock - 1) / backwardKeyBlock
@@ -57,6 +63,7 @@ struct BackwardBuffers<T: KernelScalar> {
         dK = dS + backwardQueryBlock * backwardKeyBlock
         dV = dK + blocks * d * backwardKeyBlock
         dQ = dV + blocks * m * backwardKeyBlock
+        qScaled = dQ + (fused ? Swift.max(shape.queryCount, backwardQueryBlock) : backwardQueryBlock) * roundUp(d, 32)
     }
 }
 
@@ -81,8 +88,23 @@ struct BackwardHead<T: KernelScalar> {
     }
 }
 
-/// Packs keys `keyStart ..< keyStart + keys` into Kᵀ (scaled), Vᵀ and (when `rows`) K, with
-/// padded lanes zero.
+/// Q̂ rows `rowStart ..< rowStart + rows` of `head` into `buffers.qScaled` (same rows), scaled by
+/// s·log2 e exactly as the forward scales its Qᵀ.
+@inline(__always)
+func packScaledQuery<T: KernelScalar>(
+    _ t: SoftmaxBackwardTask, _ head: BackwardHead<T>, _ buffers: BackwardBuffers<T>, rowStart: Int, rows: Int
+) {
+    let d = t.shape.headDim
+    let scoreScale = T(t.scale) * T.log2e
+    for i in rowStart..<(rowStart + rows) {
+        let source = head.q + i * head.qRow
+        let target = buffers.qScaled + i * d
+        for x in 0..<d { target[x] = source[x * head.qColumn] * scoreScale }
+    }
+}
+
+/// Packs keys `keyStart ..< keyStart + keys` into Kᵀ, Vᵀ and (when `rows`) K, with padded
+/// lanes zero.
 @inline(__always)
 func packKeyBlock<T: KernelScalar>(
     _ t: SoftmaxBackwardTask, _ buffers: BackwardBuffers<T>, keyStart: Int, keys: Int, rows: Bool
@@ -90,11 +112,10 @@ func packKeyBlock<T: KernelScalar>(
     let d = t.shape.headDim, m = t.shape.valueDim
     let k = t.key.base.assumingMemoryBound(to: T.self) + keyStart * t.key.rowStride
     let v = t.value.base.assumingMemoryBound(to: T.self) + keyStart * t.value.rowStride
-    let scoreScale = T(t.scale) * T.log2e
     for x in 0..<d {
         let row = buffers.kT + x * backwardKeyBlock
         let column = k + x * t.key.columnStride
-        for j in 0..<keys { row[j] = column[j * t.key.rowStride] * scoreScale }
+        for j in 0..<keys { row[j] = column[j * t.key.rowStride] }
         for j in keys..<backwardKeyBlock { row[j] = 0 }
     }
     for y in 0..<m {
@@ -129,7 +150,8 @@ func backwardPair<T: KernelScalar>(
     let stride = backwardKeyBlock
     let q = head.q + queryStart * head.qRow
     let dO = head.dO + queryStart * head.dORow
-    blockProduct(rows: queries, columns: lanes, depth: d, a: q, aRowStride: head.qRow, aDepthStride: head.qColumn,
+    blockProduct(rows: queries, columns: lanes, depth: d,
+                 a: UnsafePointer(buffers.qScaled + queryStart * d), aRowStride: d, aDepthStride: 1,
                  b: UnsafePointer(buffers.kT), bRowStride: stride, c: buffers.p, cRowStride: stride, accumulate: false)
     blockProduct(rows: queries, columns: lanes, depth: m, a: dO, aRowStride: head.dORow, aDepthStride: head.dOColumn,
                  b: UnsafePointer(buffers.vT), bRowStride: stride, c: buffers.dS, cRowStride: stride, accumulate: false)
@@ -191,7 +213,7 @@ func storeQueryGradient<T: KernelScalar>(
 func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardTask>, _: T.Type) {
     let t = task.pointee
     let d = t.shape.headDim, m = t.shape.valueDim, n = t.shape.queryCount
-    let buffers = BackwardBuffers<T>(t.scratch, shape: t.shape, keyRows: t.rowCount)
+    let buffers = BackwardBuffers<T>(t.scratch, shape: t.shape, keyRows: t.rowCount, fused: t.fusedQueryGradient)
     let blocks = (t.rowCount + backwardKeyBlock - 1) / backwardKeyBlock
     for x in 0..<(blocks * (d + m) * backwardKeyBlock) { buffers.dK[x] = 0 }
     let laneIndex = laneIndexVector(T.self)
@@ -199,6 +221,7 @@ func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardT
     for g in 0..<t.groupSize {
         let head = BackwardHead<T>(t, group: g)
         if fused { for x in 0..<(n * buffers.paddedD) { buffers.dQ[x] = 0 } }
+        packScaledQuery(t, head, buffers, rowStart: 0, rows: n)
         for block in 0..<blocks {
             let keyStart = t.rowStart + block * backwardKeyBlock
             let keys = Swift.min(backwardKeyBlock, t.rowStart + t.rowCount - keyStart)
@@ -236,7 +259,7 @@ func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardT
 func softmaxBackwardQueries<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardTask>, _: T.Type) {
     let t = task.pointee
     let d = t.shape.headDim
-    let buffers = BackwardBuffers<T>(t.scratch, shape: t.shape, keyRows: 0)
+    let buffers = BackwardBuffers<T>(t.scratch, shape: t.shape, keyRows: 0, fused: false)
     let head = BackwardHead<T>(t, group: 0)
     let laneIndex = laneIndexVector(T.self)
     var rowStart = t.rowStart
@@ -244,6 +267,7 @@ func softmaxBackwardQueries<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwa
     while rowStart < rowEnd {
         let queries = Swift.min(backwardQueryBlock, rowEnd - rowStart)
         for x in 0..<(queries * buffers.paddedD) { buffers.dQ[x] = 0 }
+        packScaledQuery(t, head, buffers, rowStart: rowStart, rows: queries)
         let keyEnd = t.masking.visibleKeys(row: rowStart + queries - 1, keyCount: t.shape.keyCount)
         var keyStart = 0
         while keyStart < keyEnd {
@@ -258,8 +282,10 @@ func softmaxBackwardQueries<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwa
     }
 }
 
-/// delta[i] = Σ_c a[i][c] · b[i][c] for i < rows (δ = rowsum(dO ∘ O)); vectorized when both
-/// rows are contiguous.
+/// delta[i] = Σ_c a[i][c] · b[i][c] for i < rows (δ = rowsum(dO ∘ O)), each row summed in
+/// column order with `T.fma` from 0 — exactly the micro-kernel's operation sequence for
+/// dP = dO·Vᵀ. So where O_i = V_j bit for bit (a row that sees a single key) δ_i = dP_ij
+/// exactly and dS_ij = 0, as in exact arithmetic. Rows go `lanes` at a time in vector lanes.
 func softmaxRowDots<T: KernelScalar>(
     _ a: StridedMatrix, _ b: StridedMatrix, rows: Int, columns: Int, into delta: UnsafeMutableRawPointer, _: T.Type
 ) {
@@ -267,24 +293,20 @@ func softmaxRowDots<T: KernelScalar>(
     let y = UnsafePointer(b.base.assumingMemoryBound(to: T.self))
     let out = delta.assumingMemoryBound(to: T.self)
     let w = T.lanes
-    let contiguous = a.columnStride == 1 && b.columnStride == 1
-    for i in 0..<rows {
-        let xr = x + i * a.rowStride, yr = y + i * b.rowStride
-        var c = 0
-        var sum: T = 0
-        if contiguous {
-            var acc = T.splat(0)
-            while c + w <= columns {
-                acc = T.fma(T.load(xr + c), T.load(yr + c), acc)
-                c += w
+    var first = 0
+    while first < rows {
+        let count = Swift.min(w, rows - first)
+        var sum = T.splat(0)
+        for c in 0..<columns {
+            var xs = T.splat(0), ys = T.splat(0)
+            for r in 0..<count {
+                xs[r] = x[(first + r) * a.rowStride + c * a.columnStride]
+                ys[r] = y[(first + r) * b.rowStride + c * b.columnStride]
             }
-            sum = T.sumAcross(acc)
+            sum = T.fma(xs, ys, sum)
         }
-        while c < columns {
-            sum += xr[c * a.columnStride] * yr[c * b.columnStride]
-            c += 1
-        }
-        out[i] = sum
+        for r in 0..<count { out[first + r] = sum[r] }
+        first += w
     }
 }
 
