@@ -11,11 +11,11 @@ import PerformerKernelInterface
 //   m' = max(m, colmax Sᵀ), α = 2^(m − m'), Pᵀ = 2^(Sᵀ − m'), l = α·l + colsum Pᵀ
 //   Oᵀ = α ∘ Oᵀ + Vᵀ·Pᵀ      (A(m, j) = V[j][m] through V's strides, B = Pᵀ)
 // Key blocks no query of the task sees are skipped; only blocks cut by the causal diagonal
-// or the key limit are masked. Scratch per task: (D + 144 + M + 3) × 64 elements + 64 Ints.
+// or the key limit are masked. Scratch per task: (D + 144 + M + 4) × 64 elements + 64 Ints.
 
 @inline(__always)
 func softmaxForwardScratchElements(_ shape: SoftmaxHeadShape) -> Int {
-    (shape.headDim + softmaxKeyBlock + shape.valueDim + 3) * softmaxQueryBlock
+    (shape.headDim + softmaxKeyBlock + shape.valueDim + 4) * softmaxQueryBlock
 }
 
 func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTask>, _: T.Type) {
@@ -25,7 +25,8 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     let w = T.lanes
     let br = roundUp(rowCount, microKernelColumns(T.self))   // padded query lanes
 
-    // Scratch layout (elements of T): Qᵀ D×br | Sᵀ 144×br | Oᵀ M×br | m | l | α, then visible counts.
+    // Scratch layout (elements of T): Qᵀ D×br | Sᵀ 144×br | Oᵀ M×br | m | l | α | visible counts
+    // as T, then as Int.
     let base = t.scratch.assumingMemoryBound(to: T.self)
     let qT = base
     let sT = qT + d * softmaxQueryBlock
@@ -33,13 +34,15 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     let rowMax = oT + mDim * softmaxQueryBlock
     let rowSum = rowMax + softmaxQueryBlock
     let alpha = rowSum + softmaxQueryBlock
-    let visible = UnsafeMutableRawPointer(alpha + softmaxQueryBlock).assumingMemoryBound(to: Int.self)
+    let visibleAsScalar = alpha + softmaxQueryBlock
+    let visible = UnsafeMutableRawPointer(visibleAsScalar + softmaxQueryBlock).assumingMemoryBound(to: Int.self)
 
     // Visible keys per query lane; padded lanes see none (their Qᵀ is 0, results unused).
     var minVisible = Int.max, maxVisible = 0
     for i in 0..<br {
         let v = i < rowCount ? t.masking.visibleKeys(row: rowStart + i, keyCount: keyCount) : 0
         visible[i] = v
+        visibleAsScalar[i] = T(v)
         if i < rowCount { minVisible = Swift.min(minVisible, v); maxVisible = Swift.max(maxVisible, v) }
     }
 
@@ -58,6 +61,8 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     let k = UnsafePointer(t.key.base.assumingMemoryBound(to: T.self))
     let v = UnsafePointer(t.value.base.assumingMemoryBound(to: T.self))
     let negativeLargest = T.splat(-T.greatestFiniteMagnitude)
+    // Key indices are exact in T (Float: below 2^24): masks may compare them as T vectors.
+    let exactKeyIndices = keyCount < (1 << (T.significandBitCount + 1))
     var keyStart = 0
     while keyStart < maxVisible {
         let bc = Swift.min(softmaxKeyBlock, maxVisible - keyStart)
@@ -66,7 +71,12 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
             a: k + keyStart * t.key.rowStride, aRowStride: t.key.rowStride, aDepthStride: t.key.columnStride,
             b: qT, bRowStride: br, c: sT, cRowStride: br, accumulate: false)
         if keyStart + bc > minVisible {
-            maskScoresTransposed(sT, stride: br, keyStart: keyStart, keyRows: bc, visible: visible, lanes: rowCount)
+            if exactKeyIndices {
+                maskScoresTransposedVector(sT, stride: br, keyStart: keyStart, keyRows: bc,
+                                           visible: UnsafePointer(visibleAsScalar), lanes: br)
+            } else {
+                maskScoresTransposed(sT, stride: br, keyStart: keyStart, keyRows: bc, visible: visible, lanes: rowCount)
+            }
         }
         // Online softmax, one vector of query lanes at a time.
         var lane = 0

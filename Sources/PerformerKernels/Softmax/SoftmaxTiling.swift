@@ -30,3 +30,23 @@ func maskScoresTransposed<T: KernelScalar>(
         for j in firstMasked..<keyRows { scores[j * stride + i] = -T.infinity }
     }
 }
+
+/// The same mask with vector compares: `visible` holds the visible-key counts as T (exact
+/// integers: callers use it only while keyCount < 2^(significand bits + 1)), `lanes` a
+/// multiple of T.lanes; lanes with count 0 become all −inf.
+@inline(__always)
+func maskScoresTransposedVector<T: KernelScalar>(
+    _ scores: UnsafeMutablePointer<T>, stride: Int, keyStart: Int, keyRows: Int,
+    visible: UnsafePointer<T>, lanes: Int
+) {
+    let negativeInfinity = T.splat(-T.infinity)
+    for j in 0..<keyRows {
+        let key = T.splat(T(keyStart + j))
+        let row = scores + j * stride
+        var lane = 0
+        while lane < lanes {
+            T.store(T.selectLess(key, T.load(visible + lane), T.load(row + lane), negativeInfinity), row + lane)
+            lane += T.lanes
+        }
+    }
+}
