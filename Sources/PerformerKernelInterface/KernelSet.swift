@@ -19,13 +19,15 @@ public struct KernelSet: Sendable {
     public var softmaxBackward: SoftmaxBackwardKernels
     public var randomFeatures: RandomFeatureKernels
     public var favorStep: FavorStepKernels
+    public var linear: LinearKernels
 
     public init(isa: KernelISA, softmax: SoftmaxKernels, softmaxBackward: SoftmaxBackwardKernels,
-                randomFeatures: RandomFeatureKernels, favorStep: FavorStepKernels) {
+                randomFeatures: RandomFeatureKernels, favorStep: FavorStepKernels, linear: LinearKernels) {
         self.isa = isa
         self.softmax = softmax
         self.softmaxBackward = softmaxBackward
         self.randomFeatures = randomFeatures
         self.favorStep = favorStep
+        self.linear = linear
     }
 }

@@ -12,5 +12,6 @@ let moduleISA = KernelISA.portable
 /// is safe only where `isa` is supported (PerformerCore checks before choosing it).
 public func makeKernelSet() -> KernelSet {
     KernelSet(isa: moduleISA, softmax: makeSoftmaxKernels(), softmaxBackward: makeSoftmaxBackwardKernels(),
-              randomFeatures: makeRandomFeatureKernels(), favorStep: makeFavorStepKernels())
+              randomFeatures: makeRandomFeatureKernels(), favorStep: makeFavorStepKernels(),
+              linear: makeLinearKernels())
 }

@@ -1,0 +1,143 @@
+import PerformerKernelInterface
+
+/// Linear attention ("Transformers are RNNs", ALGORITHMS.md §2), forward and backward, causal
+/// or not, in O(N) time and memory.
+///
+/// Shapes: q B×H×N×D, k B×Hk×L×D, v B×Hk×L×M, out B×H×N×M; Hk divides H and query head h reads
+/// key head h / (H/Hk). Causal needs N = L. The feature dimension C equals D for every built-in
+/// feature map. States are per query head: S B×H×C×M, z B×H×C×1 (see `LinearStateView` for what
+/// that means under grouped-query attention). Views may have any strides. Every argument is
+/// checked before any output is written; on error nothing is written.
+public enum LinearAttention {
+    /// Writes o_i = φ(q_i)ᵀS_i / (φ(q_i)ᵀz_i + ε) into `output`.
+    ///
+    /// Causal only: `initialState` (S_0, z_0) is added to every S_i, z_i (nil means zeros), and
+    /// `finalState` receives (S_N, z_N), so a sequence processed in pieces, each starting from the
+    /// previous piece's final state, gives the same outputs as one call.
+    public static func forward<T: AttentionScalar>(
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, output: MutableTensorView<T>,
+        initialState: LinearStateView<T>? = nil, finalState: MutableLinearStateView<T>? = nil,
+        options: LinearAttentionOptions = LinearAttentionOptions()
+    ) throws(PerformerError) {
+        let problem = try LinearProblem(query: query, key: key, value: value, options: options)
+        try LinearProblem.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
+        var footprints = [
+            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
+            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
+        ]
+        if let initialState {
+            try problem.checkState(initialState.s, initialState.z, names: ("S0", "z0"))
+            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0")]
+        }
+        if let finalState {
+            try problem.checkState(finalState.s.readOnly, finalState.z.readOnly, names: ("S_N", "z_N"))
+            footprints += [try TensorFootprint(finalState.s, name: "S_N"), try TensorFootprint(finalState.z, name: "z_N")]
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
+        try run(problem, query: query, key: key, value: value, output: output,
+                initialState: initialState, finalState: finalState)
+    }
+
+    /// The forward of a validated problem. The initial and final state may be the same memory
+    /// (a decoder's prefill): each head reads its S_0, z_0 before it writes anything and no head
+    /// touches another head's state.
+    static func run<T: AttentionScalar>(
+        _ problem: LinearProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
+        output: MutableTensorView<T>, initialState: LinearStateView<T>?, finalState: MutableLinearStateView<T>?
+    ) throws(PerformerError) {
+        let taskCount = problem.batch * problem.heads
+        guard taskCount > 0 else { return }
+        let kernels = Runtime.kernels.linear
+        let threads = min(Runtime.numThreads, taskCount)
+        let scratch = try ScratchBuffer(
+            slots: threads,
+            slotBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, problem.options.causal, false))
+        let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
+        Runtime.parallelFor(count: taskCount, threads: threads) { item, worker in
+            let (b, h) = (item / problem.heads, item % problem.heads)
+            var task = problem.task(b: b, h: h, query: query, key: key, value: value, scratch: scratch.slot(worker))
+            task.output = output.matrix(b, h)
+            task.initialState = initialState?.s.matrix(b, h)
+            task.initialNormalizer = initialState?.z.matrix(b, h)
+            task.finalState = finalState?.s.matrix(b, h)
+            task.finalNormalizer = finalState?.z.matrix(b, h)
+            entry(&task)
+        }
+    }
+
+    /// Writes the gradients of the loss with respect to q, k and v (with `.identity`, with respect
+    /// to the features the caller passed), given `outputGradient` = ∂L/∂out. Gradients flow
+    /// through the denominator and through φ. Nothing from the forward is needed: the backward
+    /// recomputes it, in O(N · max(C, M)) memory, without storing a state per position.
+    ///
+    /// Causal only: `initialState` is the forward's (S_0, z_0) (nil: zeros); `finalStateGradient`
+    /// is ∂L/∂(S_N, z_N) when the loss also depends on the final state (nil: zeros);
+    /// `initialStateGradient` receives ∂L/∂(S_0, z_0) (with no initial state given, the gradient
+    /// at S_0 = 0, z_0 = 0). With grouped-query attention, dk and dv sum over the query heads
+    /// that share a key head.
+    public static func backward<T: AttentionScalar>(
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, outputGradient: TensorView<T>,
+        queryGradient: MutableTensorView<T>, keyGradient: MutableTensorView<T>, valueGradient: MutableTensorView<T>,
+        initialState: LinearStateView<T>? = nil, finalStateGradient: LinearStateView<T>? = nil,
+        initialStateGradient: MutableLinearStateView<T>? = nil,
+        options: LinearAttentionOptions = LinearAttentionOptions()
+    ) throws(PerformerError) {
+        let problem = try LinearProblem(query: query, key: key, value: value, options: options)
+        try LinearProblem.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
+        try LinearProblem.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
+        try LinearProblem.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
+        try LinearProblem.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
+        var footprints = [
+            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
+            try TensorFootprint(value, name: "v"), try TensorFootprint(outputGradient, name: "dout"),
+            try TensorFootprint(queryGradient, name: "dq"), try TensorFootprint(keyGradient, name: "dk"),
+            try TensorFootprint(valueGradient, name: "dv"),
+        ]
+        if let initialState {
+            try problem.checkState(initialState.s, initialState.z, names: ("S0", "z0"))
+            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0")]
+        }
+        if let finalStateGradient {
+            try problem.checkState(finalStateGradient.s, finalStateGradient.z, names: ("dS_N", "dz_N"))
+            footprints += [try TensorFootprint(finalStateGradient.s, name: "dS_N"),
+                           try TensorFootprint(finalStateGradient.z, name: "dz_N")]
+        }
+        if let initialStateGradient {
+            try problem.checkState(initialStateGradient.s.readOnly, initialStateGradient.z.readOnly, names: ("dS0", "dz0"))
+            footprints += [try TensorFootprint(initialStateGradient.s, name: "dS0"),
+                           try TensorFootprint(initialStateGradient.z, name: "dz0")]
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
+
+        // One item per key head: its query heads run in order, the first writing dk, dv and the
+        // rest adding to them, so no two threads write the same rows.
+        let taskCount = problem.batch * problem.keyHeads
+        guard taskCount > 0 else { return }
+        let kernels = Runtime.kernels.linear
+        let threads = min(Runtime.numThreads, taskCount)
+        let scratch = try ScratchBuffer(
+            slots: threads,
+            slotBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, problem.options.causal, true))
+        let entry = T.dtype == .float32 ? kernels.backwardFloat : kernels.backwardDouble
+        let group = problem.group
+        Runtime.parallelFor(count: taskCount, threads: threads) { item, worker in
+            let (b, hk) = (item / problem.keyHeads, item % problem.keyHeads)
+            for g in 0..<group {
+                let h = hk * group + g
+                var task = problem.task(b: b, h: h, query: query, key: key, value: value, scratch: scratch.slot(worker))
+                task.outputGradient = outputGradient.matrix(b, h)
+                task.queryGradient = queryGradient.matrix(b, h)
+                task.keyGradient = keyGradient.matrix(b, hk)
+                task.valueGradient = valueGradient.matrix(b, hk)
+                task.accumulateKeyGradients = g > 0
+                task.initialState = initialState?.s.matrix(b, h)
+                task.initialNormalizer = initialState?.z.matrix(b, h)
+                task.finalStateGradient = finalStateGradient?.s.matrix(b, h)
+                task.finalNormalizerGradient = finalStateGradient?.z.matrix(b, h)
+                task.initialStateGradient = initialStateGradient?.s.matrix(b, h)
+                task.initialNormalizerGradient = initialStateGradient?.z.matrix(b, h)
+                entry(&task)
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+import Glibc
+import PerformerKernelInterface
+
+/// Causal linear attention as an RNN (ALGORITHMS.md §2 "Recurrent step"): holds the state
+/// S (B×H×C×M) and z (B×H×C) of B × H query heads and takes one token per `step`:
+/// S ← S + φ(k) vᵀ, z ← z + φ(k), o = φ(q)ᵀS / (φ(q)ᵀz + ε).
+///
+/// A step costs O(C · M) per head whatever the position, and allocates nothing: its scratch is
+/// allocated with the decoder. Tokens are rank-4 views with the token axis of length 1, as one
+/// position of the forward's tensors: q B×H×1×D, k B×Hk×1×D, v B×Hk×1×M, out B×H×1×M (Hk divides
+/// H; query head h reads key head h / (H/Hk) and keeps its own state, as in the forward).
+///
+/// "Prefill, then decode": `prefill` runs the causal forward over a prompt starting from the
+/// current state and keeps its final state, or `loadState` takes a forward's final state.
+///
+/// Not thread-safe: one thread at a time may use a decoder (different decoders are independent).
+public final class LinearAttentionDecoder<Element: AttentionScalar> {
+    public let batch: Int
+    public let heads: Int
+    public let keyHeads: Int
+    public let headDim: Int
+    public let valueDim: Int
+    /// C (= headDim for every built-in feature map).
+    public let featureDim: Int
+    public let featureMap: LinearAttentionOptions.FeatureMap
+    public let epsilon: Double
+
+    private let state: UnsafeMutablePointer<Element>       // B×H×C×M
+    private let normalizer: UnsafeMutablePointer<Element>  // B×H×C
+    private let scratch: UnsafeMutableRawPointer
+    private let stateCount: Int
+    private let normalizerCount: Int
+
+    /// The shape of S: B×H×C×M.
+    public var stateShape: SIMD4<Int> { SIMD4(batch, heads, featureDim, valueDim) }
+    /// The shape of z: B×H×C×1.
+    public var normalizerShape: SIMD4<Int> { SIMD4(batch, heads, featureDim, 1) }
+
+    /// A decoder with a zero state. `keyHeads` (default `heads`) must divide `heads`; `epsilon`
+    /// must be finite and ≥ 0.
+    public init(batch: Int, heads: Int, keyHeads: Int? = nil, headDim: Int, valueDim: Int,
+                featureMap: LinearAttentionOptions.FeatureMap = .eluPlusOne, epsilon: Double = 1e-6) throws(PerformerError) {
+        let keyHeads = keyHeads ?? heads
+        guard batch >= 0, heads >= 0, valueDim >= 0 else {
+            throw PerformerError(.invalidArgument, "batch = \(batch), heads = \(heads), value_dim = \(valueDim) must be >= 0")
+        }
+        guard headDim >= 1 else { throw PerformerError(.invalidArgument, "dim = \(headDim): head dim must be at least 1") }
+        guard keyHeads >= 1, heads % keyHeads == 0 else {
+            throw PerformerError(.invalidArgument, "heads = \(heads) is not a multiple of key_heads = \(keyHeads)")
+        }
+        guard epsilon.isFinite, epsilon >= 0 else {
+            throw PerformerError(.invalidArgument, "eps = \(epsilon) must be finite and >= 0")
+        }
+        let stateCount = try TensorLayout.elementCount(SIMD4(batch, heads, headDim, valueDim), name: "state")
+        let normalizerCount = try TensorLayout.elementCount(SIMD4(batch, heads, headDim, 1), name: "state")
+        let scratchBytes = Runtime.kernels.linear.stepScratchBytes(headDim, valueDim, MemoryLayout<Element>.stride)
+        var memory: UnsafeMutableRawPointer?
+        let (stateBytes, overflow) = (stateCount + normalizerCount).multipliedReportingOverflow(by: MemoryLayout<Element>.stride)
+        guard !overflow, posix_memalign(&memory, 64, max(stateBytes, 1) + 64 + scratchBytes) == 0, let memory else {
+            throw PerformerError(.outOfMemory, "could not allocate the decoder state (\(stateCount + normalizerCount) elements)")
+        }
+        self.batch = batch
+        self.heads = heads
+        self.keyHeads = keyHeads
+        self.headDim = headDim
+        self.valueDim = valueDim
+        self.featureDim = headDim
+        self.featureMap = featureMap
+        self.epsilon = epsilon
+        self.stateCount = stateCount
+        self.normalizerCount = normalizerCount
+        self.state = memory.bindMemory(to: Element.self, capacity: stateCount + normalizerCount)
+        self.normalizer = state + stateCount
+        self.scratch = memory + (max(stateBytes, 1) + 63) / 64 * 64
+        reset()
+    }
+
+    deinit { free(UnsafeMutableRawPointer(state)) }
+
+    /// Sets S and z to zero (a new sequence).
+    public func reset() {
+        state.update(repeating: 0, count: stateCount + normalizerCount)
+    }
+
+    /// Takes one token per head and writes its output (shapes in the type's description).
+    /// On error nothing is written and the state is unchanged.
+    public func step(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
+                     output: MutableTensorView<Element>) throws(PerformerError) {
+        try Self.expectToken(query, SIMD4(batch, heads, 1, headDim), name: "q", meaning: "B×H×1×D")
+        try Self.expectToken(key, SIMD4(batch, keyHeads, 1, headDim), name: "k", meaning: "B×Hk×1×D")
+        try Self.expectToken(value, SIMD4(batch, keyHeads, 1, valueDim), name: "v", meaning: "B×Hk×1×M")
+        try Self.expectToken(output.readOnly, SIMD4(batch, heads, 1, valueDim), name: "out", meaning: "B×H×1×M")
+        try checkStepMemory(query: query, key: key, value: value, output: output)
+        guard batch * heads > 0 else { return }
+        let kernels = Runtime.kernels.linear
+        var task = LinearStepTask(
+            batch: batch, heads: heads, group: heads / keyHeads, headDim: headDim, valueDim: valueDim,
+            featureDim: featureDim, featureMap: LinearFeatureKind(rawValue: featureMap.rawValue)!, epsilon: epsilon,
+            query: UnsafeRawPointer(query.base), queryStrides: query.strides,
+            key: UnsafeRawPointer(key.base), keyStrides: key.strides,
+            value: UnsafeRawPointer(value.base), valueStrides: value.strides,
+            output: UnsafeMutableRawPointer(output.base), outputStrides: output.strides,
+            state: UnsafeMutableRawPointer(state), normalizer: UnsafeMutableRawPointer(normalizer), scratch: scratch)
+        (Element.dtype == .float32 ? kernels.stepFloat : kernels.stepDouble)(&task)
+    }
+
+    /// Runs causal linear attention over a prompt (q B×H×N×D, k B×Hk×N×D, v B×Hk×N×M → out
+    /// B×H×N×M) from the current state, and keeps the final state: the same as N steps.
+    public func prefill(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
+                        output: MutableTensorView<Element>) throws(PerformerError) {
+        let options = LinearAttentionOptions(causal: true, featureMap: featureMap, epsilon: epsilon)
+        let problem = try LinearProblem(query: query, key: key, value: value, options: options)
+        try LinearProblem.expect(problem.batch == batch && problem.heads == heads && problem.keyHeads == keyHeads
+            && problem.shape.headDim == headDim && problem.shape.valueDim == valueDim,
+            "q \(TensorLayout.describe(query.shape)), v \(TensorLayout.describe(value.shape)) do not match the decoder (B = \(batch), H = \(heads), Hk = \(keyHeads), D = \(headDim), M = \(valueDim))")
+        try LinearProblem.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
+        try TensorFootprint.checkOutputsDisjoint([
+            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
+            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
+        ])
+        let own = ownState
+        try LinearAttention.run(problem, query: query, key: key, value: value, output: output,
+                                initialState: own.readOnly, finalState: own)
+    }
+
+    /// Replaces the state with a caller's (S: B×H×C×M, z: B×H×C×1), e.g. a causal forward's final
+    /// state. On error the state is unchanged.
+    public func loadState(_ source: LinearStateView<Element>) throws(PerformerError) {
+        try LinearProblem.expectShape(source.s, stateShape, name: "S", meaning: "B×H×C×M")
+        try LinearProblem.expectShape(source.z, normalizerShape, name: "z", meaning: "B×H×C×1")
+        _ = try TensorFootprint(source.s, name: "S")
+        _ = try TensorFootprint(source.z, name: "z")
+        copy(from: source.s, to: ownState.s)
+        copy(from: source.z, to: ownState.z)
+    }
+
+    /// Copies the state into caller views (S: B×H×C×M, z: B×H×C×1).
+    public func storeState(into target: MutableLinearStateView<Element>) throws(PerformerError) {
+        try LinearProblem.expectShape(target.s.readOnly, stateShape, name: "S", meaning: "B×H×C×M")
+        try LinearProblem.expectShape(target.z.readOnly, normalizerShape, name: "z", meaning: "B×H×C×1")
+        try TensorFootprint.checkOutputsDisjoint([try TensorFootprint(target.s, name: "S"), try TensorFootprint(target.z, name: "z")])
+        copy(from: ownState.s.readOnly, to: target.s)
+        copy(from: ownState.z.readOnly, to: target.z)
+    }
+
+    /// The decoder's own state as contiguous views (valid while the decoder lives).
+    private var ownState: MutableLinearStateView<Element> {
+        MutableLinearStateView(s: MutableTensorView(base: state, shape: stateShape),
+                               z: MutableTensorView(base: normalizer, shape: normalizerShape))
+    }
+
+    private func copy(from source: TensorView<Element>, to target: MutableTensorView<Element>) {
+        let shape = source.shape
+        for i0 in 0..<shape[0] { for i1 in 0..<shape[1] { for i2 in 0..<shape[2] { for i3 in 0..<shape[3] {
+            let s = source.strides, t = target.strides
+            target.base[i0 * t[0] + i1 * t[1] + i2 * t[2] + i3 * t[3]] = source.base[i0 * s[0] + i1 * s[1] + i2 * s[2] + i3 * s[3]]
+        } } } }
+    }
+
+    private static func expectToken(_ view: TensorView<Element>, _ expected: SIMD4<Int>, name: StaticString, meaning: StaticString)
+        throws(PerformerError) {
+        if view.shape != expected {
+            try LinearProblem.expectShape(view, expected, name: "\(name)", meaning: "\(meaning)")
+        }
+    }
+
+    /// The step's memory checks without allocating: every extent representable, and the output
+    /// neither overlapping itself nor any input.
+    private func checkStepMemory(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
+                                 output: MutableTensorView<Element>) throws(PerformerError) {
+        let size = MemoryLayout<Element>.stride
+        let q = try TensorLayout.byteRange(base: query.base, shape: query.shape, strides: query.strides, elementSize: size, name: "q")
+        let k = try TensorLayout.byteRange(base: key.base, shape: key.shape, strides: key.strides, elementSize: size, name: "k")
+        let v = try TensorLayout.byteRange(base: value.base, shape: value.shape, strides: value.strides, elementSize: size, name: "v")
+        let o = try TensorLayout.byteRange(base: output.base, shape: output.shape, strides: output.strides, elementSize: size, name: "out")
+        guard let o else { return }
+        if let q, q.overlaps(o) { throw PerformerError(.aliasing, "output out overlaps input q") }
+        if let k, k.overlaps(o) { throw PerformerError(.aliasing, "output out overlaps input k") }
+        if let v, v.overlaps(o) { throw PerformerError(.aliasing, "output out overlaps input v") }
+        // out is B×H×1×M: axes 0, 1, 3 sorted by |stride| must each step past what the smaller reach.
+        var axes = SIMD3(0, 1, 3)
+        for i in 1..<3 {
+            var j = i
+            while j > 0, output.strides[axes[j]].magnitude < output.strides[axes[j - 1]].magnitude {
+                (axes[j], axes[j - 1]) = (axes[j - 1], axes[j])
+                j -= 1
+            }
+        }
+        var reach: UInt = 0
+        for i in 0..<3 where output.shape[axes[i]] > 1 {
+            let step = output.strides[axes[i]].magnitude
+            guard step > reach else {
+                throw PerformerError(.aliasing, "out.strides \(TensorLayout.describe(output.strides)) make distinct elements of shape \(TensorLayout.describe(output.shape)) overlap")
+            }
+            reach += step * UInt(output.shape[axes[i]] - 1)
+        }
+    }
+}

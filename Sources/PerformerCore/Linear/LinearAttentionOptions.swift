@@ -1,0 +1,34 @@
+/// Options of linear attention (ALGORITHMS.md §2).
+public struct LinearAttentionOptions: Sendable, Equatable {
+    /// The feature map φ applied row-wise to queries and keys. Every built-in map keeps the width:
+    /// the feature dimension C equals the head dimension D.
+    public enum FeatureMap: Int32, Sendable, CaseIterable {
+        /// φ(x) = elu(x) + 1: x + 1 for x > 0, eˣ otherwise. Positive, so the denominator is too;
+        /// the paper's default.
+        case eluPlusOne = 0
+        /// φ(x) = max(x, 0).
+        case relu = 1
+        /// φ(x) = x: q and k already hold features the caller computed; gradients are then with
+        /// respect to those features.
+        case identity = 2
+    }
+
+    /// Query i sees keys j ≤ i only (needs N = L). Only causal attention has a state to start
+    /// from or to return.
+    public var causal: Bool
+    public var featureMap: FeatureMap
+    /// ε in o_i = φ(q_i)ᵀS / (φ(q_i)ᵀz + ε): finite and ≥ 0; 0 is allowed. A row whose denominator
+    /// is exactly 0 outputs zeros and gets zero gradients.
+    public var epsilon: Double
+    /// Per-batch key lengths (B of them, each in 0 ... L). Keys j ≥ keyLengths[b] are removed by
+    /// zeroing φ(k_j), never v_j: elu+1 maps 0 to 1, so zeroing v would leave the key in the
+    /// denominator.
+    public var keyLengths: [Int]?
+
+    public init(causal: Bool = false, featureMap: FeatureMap = .eluPlusOne, epsilon: Double = 1e-6, keyLengths: [Int]? = nil) {
+        self.causal = causal
+        self.featureMap = featureMap
+        self.epsilon = epsilon
+        self.keyLengths = keyLengths
+    }
+}

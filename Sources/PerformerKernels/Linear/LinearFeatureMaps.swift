@@ -1,0 +1,79 @@
+import Glibc
+import PerformerKernelInterface
+
+// The feature maps φ and their derivatives, applied row by row while packing a strided input row
+// into contiguous chunk scratch (so the chunk products read dense memory whatever the caller's
+// strides were).
+
+/// eˣ in the precision of T (expf for Float, exp for Double).
+@inline(__always)
+func linearExp<T: BinaryFloatingPoint>(_ x: T) -> T {
+    if T.self == Float.self { return T(expf(Float(x))) }
+    return T(Glibc.exp(Double(x)))
+}
+
+/// Writes φ(row) (D values, C = D) into `features`.
+@inline(__always)
+func packFeatures<T: BinaryFloatingPoint>(
+    _ source: StridedMatrix, row: Int, count: Int, map: LinearFeatureKind, into features: UnsafeMutablePointer<T>
+) {
+    let base = source.base.assumingMemoryBound(to: T.self) + row * source.rowStride
+    let step = source.columnStride
+    switch map {
+    case .eluPlusOne:
+        for c in 0..<count {
+            let x = base[c * step]
+            features[c] = x > 0 ? x + 1 : linearExp(x)
+        }
+    case .relu:
+        for c in 0..<count { features[c] = max(base[c * step], 0) }
+    case .identity:
+        for c in 0..<count { features[c] = base[c * step] }
+    }
+}
+
+/// Turns the gradient with respect to φ(x) into the gradient with respect to x (multiplies by
+/// φ'(x) elementwise) and stores it into row `row` of `gradient`, or adds it when `accumulate`.
+/// φ' is read off the features themselves, so no exponential is evaluated again:
+/// elu+1: φ' = 1 where φ > 1 (x > 0), else φ' = eˣ = φ;  relu: φ' = 1 where φ > 0;  identity: 1.
+@inline(__always)
+func storeInputGradient<T: BinaryFloatingPoint>(
+    _ featureGradient: UnsafePointer<T>, features: UnsafePointer<T>, count: Int, map: LinearFeatureKind,
+    into gradient: StridedMatrix, row: Int, accumulate: Bool
+) {
+    let out = gradient.base.assumingMemoryBound(to: T.self) + row * gradient.rowStride
+    let os = gradient.columnStride
+    for c in 0..<count {
+        let value: T
+        switch map {
+        case .eluPlusOne:
+            let phi = features[c]
+            value = phi > 1 ? featureGradient[c] : featureGradient[c] * phi
+        case .relu:
+            value = features[c] > 0 ? featureGradient[c] : 0
+        case .identity:
+            value = featureGradient[c]
+        }
+        if accumulate { out[c * os] += value } else { out[c * os] = value }
+    }
+}
+
+/// Copies a strided row of `count` values into contiguous memory.
+@inline(__always)
+func packRow<T: BinaryFloatingPoint>(_ source: StridedMatrix, row: Int, count: Int, into target: UnsafeMutablePointer<T>) {
+    let base = source.base.assumingMemoryBound(to: T.self) + row * source.rowStride
+    for c in 0..<count { target[c] = base[c * source.columnStride] }
+}
+
+/// Stores a contiguous row into a strided matrix row (or adds it when `accumulate`).
+@inline(__always)
+func storeRow<T: BinaryFloatingPoint>(
+    _ values: UnsafePointer<T>, count: Int, into target: StridedMatrix, row: Int, accumulate: Bool
+) {
+    let base = target.base.assumingMemoryBound(to: T.self) + row * target.rowStride
+    if accumulate {
+        for c in 0..<count { base[c * target.columnStride] += values[c] }
+    } else {
+        for c in 0..<count { base[c * target.columnStride] = values[c] }
+    }
+}

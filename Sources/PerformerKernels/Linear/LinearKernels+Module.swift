@@ -1,0 +1,20 @@
+import PerformerKernelInterface
+
+/// This module's linear-attention entries (ALGORITHMS.md §2), one generic body per element type.
+func makeLinearKernels() -> LinearKernels {
+    LinearKernels(
+        scratchBytes: { shape, elementSize, causal, backward in
+            elementSize == 4
+                ? LinearScratch<Float>.bytes(shape: shape, causal: causal, backward: backward)
+                : LinearScratch<Double>.bytes(shape: shape, causal: causal, backward: backward)
+        },
+        forwardFloat: { linearForward($0, Float.self) },
+        forwardDouble: { linearForward($0, Double.self) },
+        backwardFloat: { linearBackward($0, Float.self) },
+        backwardDouble: { linearBackward($0, Double.self) },
+        stepScratchBytes: { featureDim, valueDim, elementSize in
+            linearStepScratchCount(featureDim: featureDim, valueDim: valueDim) * elementSize
+        },
+        stepFloat: { linearStep($0, Float.self) },
+        stepDouble: { linearStep($0, Double.self) })
+}

@@ -1,0 +1,103 @@
+import PerformerKernelInterface
+
+/// Rows per chunk of the chunked form (ALGORITHMS.md §2 "Fast form"). 64 keeps the T × T score
+/// block and the chunk's φ(Q), φ(K), V (64 × 64 each at D = M = 64, float32: 16 KiB apiece) in L1/L2
+/// while making the intra-chunk products large enough to be matrix products.
+let linearChunkRows = 64
+
+/// The per-task scratch of every linear-attention kernel, carved from one 64-byte-aligned block.
+/// Sizing and carving share this code, so `bytes` can never disagree with what a kernel uses.
+/// Panels are row-major with rows padded to `linearPanelWidth` (leading dimensions `cp`, `mp`,
+/// `tp`); the carve zeroes everything, so padding columns read as zeros.
+/// Everything is O(chunk · max(C, M) + C · M) except `perPosition`, the causal backward's two
+/// scalars per position (denominator and its gradient) that let the reverse sweep rebuild
+/// ∂L/∂numerator from dO without storing any state S_i.
+struct LinearScratch<T: BinaryFloatingPoint> {
+    /// Leading dimensions: padded C, padded M, chunk rows.
+    var cp: Int, mp: Int, tp: Int
+    var queryFeatures: UnsafeMutablePointer<T>     // T × cp  φ(Q_c)
+    var keyFeatures: UnsafeMutablePointer<T>       // T × cp  φ(K_c), zero rows for padded keys
+    var keyFeaturesT: UnsafeMutablePointer<T>      // C × tp  φ(K_c)ᵀ
+    var values: UnsafeMutablePointer<T>            // T × mp  V_c
+    var valuesT: UnsafeMutablePointer<T>           // M × tp  V_cᵀ
+    var rowsM: UnsafeMutablePointer<T>             // T × mp  numerator, then ∂L/∂numerator
+    var outputGradient: UnsafeMutablePointer<T>    // T × mp  dO_c
+    var scores: UnsafeMutablePointer<T>            // T × tp  tril(φ(Q_c) φ(K_c)ᵀ)
+    var scoreGradient: UnsafeMutablePointer<T>     // T × tp  tril(∂L/∂num Vᵀ + ∂L/∂den 1ᵀ)
+    var denominator: UnsafeMutablePointer<T>       // T
+    var denominatorGradient: UnsafeMutablePointer<T>  // T
+    var featureGradient: UnsafeMutablePointer<T>   // T × cp  ∂L/∂φ(Q_c) or ∂L/∂φ(K_c)
+    var valueGradient: UnsafeMutablePointer<T>     // T × mp
+    var state: UnsafeMutablePointer<T>             // C × mp  S
+    var stateT: UnsafeMutablePointer<T>            // M × cp  Sᵀ (backward)
+    var normalizer: UnsafeMutablePointer<T>        // C       z
+    var stateGradient: UnsafeMutablePointer<T>     // C × mp  G = ∂L/∂S carried backwards
+    var stateGradientT: UnsafeMutablePointer<T>    // M × cp  Gᵀ
+    var normalizerGradient: UnsafeMutablePointer<T>  // C
+    var perPosition: UnsafeMutablePointer<T>       // 2N (causal backward only)
+
+    /// Carves (and zeroes) the layout from `base`, or only measures it when `base` is nil.
+    init(base: UnsafeMutableRawPointer?, shape: LinearHeadShape, causal: Bool, backward: Bool, bytes: inout Int) {
+        let t = linearChunkRows, c = max(shape.featureDim, 1), m = max(shape.valueDim, 1)
+        cp = linearPadded(c)
+        mp = linearPadded(m)
+        tp = linearPadded(t)
+        var offset = 0
+        func take(_ count: Int) -> UnsafeMutablePointer<T> {
+            let size = (max(count, 1) * MemoryLayout<T>.stride + 63) / 64 * 64
+            defer { offset += size }
+            guard let base else { return UnsafeMutablePointer(bitPattern: 64)! }  // measuring only
+            return (base + offset).bindMemory(to: T.self, capacity: max(count, 1))
+        }
+        queryFeatures = take(t * cp)
+        keyFeatures = take(t * cp)
+        keyFeaturesT = take(c * tp)
+        values = take(t * mp)
+        valuesT = take(backward ? m * tp : 1)
+        rowsM = take(t * mp)
+        outputGradient = take(backward ? t * mp : 1)
+        scores = take(t * tp)
+        scoreGradient = take(backward ? t * tp : 1)
+        denominator = take(t)
+        denominatorGradient = take(t)
+        featureGradient = take(backward ? t * cp : 1)
+        valueGradient = take(backward ? t * mp : 1)
+        state = take(c * mp)
+        stateT = take(backward ? m * cp : 1)
+        normalizer = take(c)
+        stateGradient = take(backward ? c * mp : 1)
+        stateGradientT = take(backward ? m * cp : 1)
+        normalizerGradient = take(backward ? c : 1)
+        let chunkBytes = offset
+        perPosition = take(backward && causal ? 2 * max(shape.queryCount, 1) : 1)
+        bytes = offset
+        // Zero the panels (not the per-position scalars, which are written before being read).
+        if let base { base.initializeMemory(as: UInt8.self, repeating: 0, count: chunkBytes) }
+    }
+
+    static func bytes(shape: LinearHeadShape, causal: Bool, backward: Bool) -> Int {
+        var bytes = 0
+        _ = LinearScratch(base: nil, shape: shape, causal: causal, backward: backward, bytes: &bytes)
+        return bytes
+    }
+}
+
+/// Copies a strided rows × columns state (C × M, or C × 1 for a normalizer) into a panel with
+/// row stride `ld`, or zeroes it when absent.
+@inline(__always)
+func loadState<T: BinaryFloatingPoint>(_ source: StridedMatrix?, rows: Int, columns: Int, into target: UnsafeMutablePointer<T>, ld: Int) {
+    for r in 0..<rows {
+        if let source {
+            packRow(source, row: r, count: columns, into: target + r * ld)
+        } else {
+            for j in 0..<columns { target[r * ld + j] = 0 }
+        }
+    }
+}
+
+/// Writes a state panel (row stride `ld`) into a strided one.
+@inline(__always)
+func storeState<T: BinaryFloatingPoint>(_ values: UnsafePointer<T>, rows: Int, columns: Int, ld: Int, into target: StridedMatrix?) {
+    guard let target else { return }
+    for r in 0..<rows { storeRow(values + r * ld, count: columns, into: target, row: r, accumulate: false) }
+}
