@@ -21,6 +21,11 @@ import PerformerKernelInterface
 let backwardKeyBlock = 64
 /// Query rows per backward block (micro-kernel rows; a multiple of 24).
 let backwardQueryBlock = 96
+/// Key blocks the key pass keeps packed while it sweeps the queries once: each query block's
+/// Q̂, Q, dO and dQ rows are then reused by this many key blocks from cache instead of being
+/// streamed once per key block. Key-pass tasks that do not cover all keys cover a multiple of
+/// this many blocks (`keyRowBlock`), so every thread count gives the same sweeps, bit for bit.
+let backwardKeySweep = 4
 
 /// Scratch elements of a backward task: packs, pair buffers, dK/dV accumulators for
 /// `keyRows` keys, a dQ accumulator (N rows when fused, one query block otherwise) and the
@@ -30,7 +35,7 @@ func softmaxBackwardScratchElements(_ shape: SoftmaxHeadShape, keyRows: Int, fus
     let d = shape.headDim, m = shape.valueDim
     let paddedD = roundUp(d, 32)
     let blocks = (keyRows + backwardKeyBlock - 1) / backwardKeyBlock
-    let packs = (d + m) * backwardKeyBlock + backwardKeyBlock * paddedD
+    let packs = backwardKeySweep * ((d + m) * backwardKeyBlock + backwardKeyBlock * paddedD)
     let pair = 2 * backwardQueryBlock * backwardKeyBlock
     let accumulators = blocks * (d + m) * backwardKeyBlock
     let queryAccumulator = (fused ? Swift.max(shape.queryCount, backwardQueryBlock) : backwardQueryBlock) * paddedD
@@ -39,9 +44,10 @@ func softmaxBackwardScratchElements(_ shape: SoftmaxHeadShape, keyRows: Int, fus
 
 /// The scratch of one backward task, carved from `SoftmaxBackwardTask.scratch`.
 struct BackwardBuffers<T: KernelScalar> {
-    var kT: UnsafeMutablePointer<T>       // D × 64
-    var vT: UnsafeMutablePointer<T>       // M × 64
-    var kRows: UnsafeMutablePointer<T>    // 64 × paddedD
+    var kT: UnsafeMutablePointer<T>       // D × 64        } one key block: slot 0 of
+    var vT: UnsafeMutablePointer<T>       // M × 64        } `backwardKeySweep` slots,
+    var kRows: UnsafeMutablePointer<T>    // 64 × paddedD  } `packStride` apart
+    var packStride: Int
     var p: UnsafeMutablePointer<T>        // 96 × 64: S, then P
     var dS: UnsafeMutablePointer<T>       // 96 × 64: dP, then dS
     var dK: UnsafeMutablePointer<T>       // blocks × D × 64
@@ -55,15 +61,25 @@ struct BackwardBuffers<T: KernelScalar> {
         let d = shape.headDim, m = shape.valueDim
         paddedD = roundUp(d, microKernelColumns(T.self))
         let blocks = (keyRows + backwardKeyBlock - 1) / backwardKeyBlock
+        packStride = (d + m) * backwardKeyBlock + backwardKeyBlock * roundUp(d, 32)
         kT = scratch.assumingMemoryBound(to: T.self)
         vT = kT + d * backwardKeyBlock
         kRows = vT + m * backwardKeyBlock
-        p = kRows + backwardKeyBlock * roundUp(d, 32)
+        p = kT + backwardKeySweep * packStride
         dS = p + backwardQueryBlock * backwardKeyBlock
         dK = dS + backwardQueryBlock * backwardKeyBlock
         dV = dK + blocks * d * backwardKeyBlock
         dQ = dV + blocks * m * backwardKeyBlock
         qScaled = dQ + (fused ? Swift.max(shape.queryCount, backwardQueryBlock) : backwardQueryBlock) * roundUp(d, 32)
+    }
+
+    /// The same buffers with the key-block packs of slot `s` (< backwardKeySweep).
+    func slot(_ s: Int) -> BackwardBuffers {
+        var moved = self
+        moved.kT += s * packStride
+        moved.vT += s * packStride
+        moved.kRows += s * packStride
+        return moved
     }
 }
 
@@ -209,6 +225,12 @@ func storeQueryGradient<T: KernelScalar>(
     }
 }
 
+/// The first query row that sees key `key` (0 without a causal mask).
+@inline(__always)
+func firstVisibleQuery(_ t: SoftmaxBackwardTask, key: Int) -> Int {
+    t.masking.causal ? Swift.max(0, key - t.masking.causalOffset) : 0
+}
+
 /// Key pass: dK, dV for keys `rowStart ..< rowStart + rowCount` (and dQ when fused).
 func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardTask>, _: T.Type) {
     let t = task.pointee
@@ -222,24 +244,38 @@ func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardT
         let head = BackwardHead<T>(t, group: g)
         if fused { for x in 0..<(n * buffers.paddedD) { buffers.dQ[x] = 0 } }
         packScaledQuery(t, head, buffers, rowStart: 0, rows: n)
-        for block in 0..<blocks {
-            let keyStart = t.rowStart + block * backwardKeyBlock
-            let keys = Swift.min(backwardKeyBlock, t.rowStart + t.rowCount - keyStart)
-            // The first query that sees key `keyStart` (visibility is monotone in the row).
-            guard keyStart < t.masking.keyLimit else { continue }
-            let firstQuery = t.masking.causal ? Swift.max(0, keyStart - t.masking.causalOffset) : 0
-            guard firstQuery < n else { continue }
-            packKeyBlock(t, buffers, keyStart: keyStart, keys: keys, rows: fused)
-            let dK = buffers.dK + block * d * backwardKeyBlock
-            let dV = buffers.dV + block * m * backwardKeyBlock
-            var queryStart = firstQuery
-            while queryStart < n {
-                let queries = Swift.min(backwardQueryBlock, n - queryStart)
-                backwardPair(t, head, buffers, queryStart: queryStart, queries: queries, keyStart: keyStart, keys: keys,
-                             dK: dK, dV: dV, dQ: fused ? buffers.dQ + queryStart * buffers.paddedD : nil,
-                             laneIndex: laneIndex)
-                queryStart += queries
+        var sweepStart = 0
+        while sweepStart < blocks {
+            // Pack the sweep's key blocks that some query sees. Visibility is monotone in the row
+            // and in the key, so those blocks are a prefix of the sweep: slot s holds block
+            // sweepStart + s, and the sweep's queries begin at its first block's first query.
+            var used = 0
+            while used < backwardKeySweep && sweepStart + used < blocks {
+                let keyStart = t.rowStart + (sweepStart + used) * backwardKeyBlock
+                guard keyStart < t.masking.keyLimit, firstVisibleQuery(t, key: keyStart) < n else { break }
+                let keys = Swift.min(backwardKeyBlock, t.rowStart + t.rowCount - keyStart)
+                packKeyBlock(t, buffers.slot(used), keyStart: keyStart, keys: keys, rows: fused)
+                used += 1
             }
+            guard used > 0 else { break }
+            var queryStart = firstVisibleQuery(t, key: t.rowStart + sweepStart * backwardKeyBlock)
+            while queryStart < n {
+                let queryEnd = Swift.min(queryStart + backwardQueryBlock, n)
+                for slot in 0..<used {
+                    let block = sweepStart + slot
+                    let keyStart = t.rowStart + block * backwardKeyBlock
+                    let keys = Swift.min(backwardKeyBlock, t.rowStart + t.rowCount - keyStart)
+                    // Rows before the block's first visible query see none of its keys: clip them.
+                    let pairStart = Swift.max(queryStart, firstVisibleQuery(t, key: keyStart))
+                    guard pairStart < queryEnd else { continue }
+                    backwardPair(t, head, buffers.slot(slot), queryStart: pairStart, queries: queryEnd - pairStart,
+                                 keyStart: keyStart, keys: keys,
+                                 dK: buffers.dK + block * d * backwardKeyBlock, dV: buffers.dV + block * m * backwardKeyBlock,
+                                 dQ: fused ? buffers.dQ + pairStart * buffers.paddedD : nil, laneIndex: laneIndex)
+                }
+                queryStart = queryEnd
+            }
+            sweepStart += backwardKeySweep
         }
         if fused { storeQueryGradient(head, buffers.dQ, rowStart: 0, rows: n, d: d, paddedD: buffers.paddedD) }
     }
@@ -312,7 +348,7 @@ func softmaxRowDots<T: KernelScalar>(
 
 func makeSoftmaxBackwardKernels() -> SoftmaxBackwardKernels {
     SoftmaxBackwardKernels(
-        queryRowBlock: backwardQueryBlock, keyRowBlock: 2 * backwardKeyBlock,
+        queryRowBlock: backwardQueryBlock, keyRowBlock: backwardKeySweep * backwardKeyBlock,
         scratchBytes: { shape, elementSize, keyRows, fused in
             softmaxBackwardScratchElements(shape, keyRows: keyRows, fused: fused) * elementSize
         },
