@@ -51,13 +51,12 @@ def median_time(fn: Callable[[], object], *, min_runs: int = 5, budget_s: float 
     return statistics.median(times)
 
 
-def sgemm_peak(threads: int) -> float:
-    """numpy float32 GEMM GFLOP/s on square 2048 matrices (the machine's practical peak)."""
-    n = 2048
+def sgemm_peak(n: int = 2048, runs: int = 7) -> float:
+    """numpy float32 GEMM GFLOP/s on square n×n matrices (the machine's practical peak)."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
-    seconds = median_time(lambda: a @ b, min_runs=7)
+    seconds = median_time(lambda: a @ b, min_runs=runs)
     return 2 * n**3 / seconds / 1e9
 
 
@@ -92,9 +91,22 @@ class Impl:
 
 @dataclass
 class Case:
+    """flops(n) is the work of one call; a call that is too short to time alone is repeated
+    `repeat` times inside the timed function (its impls loop), and times are per call."""
+
     name: str
     flops: Callable[[int], float]
     impls: list[Impl] = field(default_factory=list)
+    repeat: int = 1
+    unit: str = "ms"
+
+
+def repeated(fn: Callable[[], object], times: int) -> Callable[[], None]:
+    def loop() -> None:
+        for _ in range(times):
+            fn()
+
+    return loop
 
 
 def softmax_cases(threads: int) -> list[Case]:
@@ -173,11 +185,124 @@ def softmax_cases(threads: int) -> list[Case]:
     return cases
 
 
+def linear_cases(threads: int) -> list[Case]:
+    """Linear attention (elu+1), B=1, H=8, D=M=64, N=L, float32.
+
+    FLOPs: the recurrent form's 4·N·C·M per head (a rank-1 state update and a read-out per
+    token, C = D), forward; fwd+bwd counts 3× that (the backward is two such sweeps)."""
+    import performer
+
+    B, H, D = 1, 8, 64
+
+    def inputs(n: int, seed: int = 1):
+        rng = np.random.default_rng(seed)
+        return tuple(rng.standard_normal((B, H, n, D), dtype=np.float32) for _ in range(4))
+
+    def ours(causal: bool, training: bool) -> Impl:
+        def prepare(n: int):
+            q, k, v, dout = inputs(n)
+            if not training:
+                return lambda: performer.linear_attention(q, k, v, causal=causal)
+
+            def step():
+                performer.linear_attention(q, k, v, causal=causal)
+                return performer.linear_attention_backward(q, k, v, dout, causal=causal)
+
+            return step
+
+        return Impl("libperformer", prepare)
+
+    def flops(n: int) -> float:
+        return B * H * 4.0 * n * D * D
+
+    cases = []
+    for causal in (False, True):
+        label = "causal" if causal else "full"
+        cases.append(Case(f"linear fwd {label}", flops, [ours(causal, False)]))
+        cases.append(Case(f"linear fwd+bwd {label}", lambda n: 3 * flops(n), [ours(causal, True)]))
+    return cases
+
+
+DECODE_STEPS = 200
+
+
+def decode_cases(threads: int) -> list[Case]:
+    """One generated token at position n (B=1, H=8, D=M=64, float32), through Python: the
+    linear-attention decoder (constant cost) beside softmax attention over a KV cache of n
+    keys (cost grows with n). FLOPs per token: 4·C·M per head (decoder), 4·n·D (softmax)."""
+    import performer
+
+    B, H, D = 1, 8, 64
+    rng = np.random.default_rng(2)
+
+    def token():
+        return tuple(rng.standard_normal((B, H, D), dtype=np.float32) for _ in range(3))
+
+    def linear_decoder(n: int):
+        decoder = performer.LinearDecoder(B, H, D, D)
+        prefix = rng.standard_normal((B, H, n, D), dtype=np.float32)
+        decoder.prefill(prefix, prefix, prefix)
+        q, k, v = token()
+        out = np.empty((B, H, D), dtype=np.float32)
+        # A step costs the same at every position; the timed loop advances a few hundred.
+        return repeated(lambda: decoder.step(q, k, v, out=out), DECODE_STEPS)
+
+    def softmax_cache(n: int):
+        k, v = (rng.standard_normal((B, H, n, D), dtype=np.float32) for _ in range(2))
+        q = rng.standard_normal((B, H, 1, D), dtype=np.float32)
+        return repeated(lambda: performer.softmax_attention(q, k, v, causal=True), DECODE_STEPS)
+
+    linear = Case("decode: linear decoder step", lambda n: B * H * 4.0 * D * D,
+                  [Impl("libperformer", linear_decoder)], repeat=DECODE_STEPS, unit="µs")
+    softmax = Case("decode: softmax over KV cache", lambda n: B * H * 4.0 * n * D,
+                   [Impl("libperformer", softmax_cache)], repeat=DECODE_STEPS, unit="µs")
+    try:
+        import torch
+        import torch.nn.functional as F
+
+        torch.set_num_threads(threads)
+
+        def torch_recurrent(n: int):
+            s = torch.randn(B, H, D, D)
+            z = torch.randn(B, H, D).abs()
+            q, k, v = (torch.from_numpy(x) for x in token())
+
+            def step():
+                with torch.no_grad():
+                    fq, fk = F.elu(q) + 1, F.elu(k) + 1
+                    s.add_(fk.unsqueeze(-1) * v.unsqueeze(-2))
+                    z.add_(fk)
+                    num = torch.einsum("bhc,bhcm->bhm", fq, s)
+                    return num / (torch.einsum("bhc,bhc->bh", fq, z).unsqueeze(-1) + 1e-6)
+
+            return repeated(step, DECODE_STEPS)
+
+        def torch_cache(n: int):
+            k, v = (torch.randn(B, H, n, D) for _ in range(2))
+            q = torch.randn(B, H, 1, D)
+
+            def step():
+                with torch.no_grad():
+                    return F.scaled_dot_product_attention(q, k, v)
+
+            return repeated(step, DECODE_STEPS)
+
+        linear.impls.append(Impl(f"torch {torch.__version__} recurrent step", torch_recurrent))
+        softmax.impls.append(Impl(f"torch {torch.__version__} SDPA", torch_cache))
+    except ImportError:
+        pass
+    return [linear, softmax]
+
+
 SUITES: dict[str, Callable[[int], list[Case]]] = {
     "softmax": softmax_cases,
+    "linear": linear_cases,
+    "decode": decode_cases,
 }
 DEFAULT_SIZES = {
     "softmax": [256, 1024, 4096, 16384],
+    "linear": [256, 1024, 4096, 16384, 65536],
+    "decode": [1024, 4096, 16384],
 }
 
 
@@ -215,16 +340,20 @@ def run_suite(suite: str, sizes: list[int], threads: int, peak: float, measure_m
         for n in sizes:
             for impl in case.impls:
                 call = impl.prepare(n)
-                seconds = median_time(call)
+                seconds = median_time(call) / case.repeat
                 del call
+                # The machine is shared: a GEMM timed right after each case is the peak that
+                # case is compared with, so load that comes and goes cancels in the ratio.
+                local_peak = sgemm_peak(1024, runs=5)
                 gflops = case.flops(n) / seconds / 1e9
                 memory = peak_memory_mb(suite, case.name, impl.name, n, threads) if measure_memory else None
-                row = dict(case=case.name, n=n, impl=impl.name, ms=seconds * 1e3, gflops=gflops,
-                           peak_fraction=gflops / peak, memory_mb=memory)
+                row = dict(case=case.name, n=n, impl=impl.name, ms=seconds * 1e3, unit=case.unit, gflops=gflops,
+                           peak_fraction=gflops / local_peak, memory_mb=memory)
                 rows.append(row)
                 mem = "-" if memory is None else f"{memory:.1f}"
-                print(f"{case.name:28s} N={n:<6d} {impl.name:24s} {seconds * 1e3:10.2f} ms "
-                      f"{gflops:8.1f} GFLOP/s {gflops / peak:6.1%} of peak  +{mem} MiB", flush=True)
+                shown = seconds * (1e6 if case.unit == "µs" else 1e3)
+                print(f"{case.name:30s} N={n:<6d} {impl.name:30s} {shown:10.2f} {case.unit} "
+                      f"{gflops:8.1f} GFLOP/s {gflops / local_peak:6.1%} of peak  +{mem} MiB", flush=True)
     return rows
 
 
@@ -234,17 +363,20 @@ def write_markdown(suite: str, rows: list[dict], peak: float, threads: int) -> P
     lines = [
         f"# {suite} benchmark",
         "",
-        f"{threads} threads; numpy float32 GEMM peak measured in the same run: {peak:.1f} GFLOP/s. "
-        "Times are medians of repeated runs; memory is the extra peak RSS of one call.",
+        f"{threads} threads; numpy float32 GEMM peak measured at the start of the run: {peak:.1f} GFLOP/s. "
+        "Times are medians of repeated runs. \"of peak\" divides a case's rate by a 1024³ numpy GEMM "
+        "timed right after it (the machine is shared, so the peak is paired with each case). "
+        "Memory is the extra peak RSS of one call, measured in a fresh process.",
         "",
-        "| case | N | implementation | ms | GFLOP/s | of peak | extra memory (MiB) | time vs ours |",
+        "| case | N | implementation | time | GFLOP/s | of peak | extra memory (MiB) | time vs ours |",
         "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     ours = {(r["case"], r["n"]): r["ms"] for r in rows if r["impl"] == "libperformer"}
     for r in rows:
         mem = "-" if r["memory_mb"] is None else f"{r['memory_mb']:.1f}"
         ratio = r["ms"] / ours[(r["case"], r["n"])] if (r["case"], r["n"]) in ours else float("nan")
-        lines.append(f"| {r['case']} | {r['n']} | {r['impl']} | {r['ms']:.2f} | {r['gflops']:.1f} | "
+        shown = f"{r['ms'] * 1e3:.1f} µs" if r["unit"] == "µs" else f"{r['ms']:.2f} ms"
+        lines.append(f"| {r['case']} | {r['n']} | {r['impl']} | {shown} | {r['gflops']:.1f} | "
                      f"{r['peak_fraction']:.0%} | {mem} | {ratio:.2f}× |")
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -292,7 +424,7 @@ def main() -> None:
     import performer
 
     set_threads(args.threads)
-    peak = sgemm_peak(args.threads)
+    peak = sgemm_peak()
     isa = performer.kernel_isa() if hasattr(performer, "kernel_isa") else "?"
     print(f"libperformer {performer.__version__} ({isa} kernels), {args.threads} threads; "
           f"numpy sgemm peak {peak:.1f} GFLOP/s")
