@@ -463,3 +463,12 @@ def test_example_runs():
                             timeout=120)
     assert result.returncode == 0, result.stdout.decode()
     assert b"max |out - reference|" in result.stdout
+
+
+def test_readme_python_examples_run():
+    """Every ```python block of the top-level README runs as written (its asserts included)."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+    assert blocks, "the README has no Python example"
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
