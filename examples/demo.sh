@@ -20,6 +20,11 @@ c++ -std=c++17 -O2 -Iinclude examples/cpp/softmax.cpp -L"$(dirname "$lib")" -lpe
     -Wl,-rpath,"$(dirname "$lib")" -o "$bin/softmax_cpp"
 "$bin/softmax_cpp"
 
+echo; echo "== C (linked), linear attention as an RNN: examples/c/linear_decode.c"
+cc -std=c99 -O2 -Iinclude examples/c/linear_decode.c -L"$(dirname "$lib")" -lperformer \
+    -Wl,-rpath,"$(dirname "$lib")" -lm -o "$bin/linear_decode"
+"$bin/linear_decode"
+
 echo; echo "== Swift: examples/swift/main.swift"
 .build/release/SwiftExample
 

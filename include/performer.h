@@ -3,6 +3,8 @@
  *
  * libperformer computes attention on the CPU, forward and backward:
  *   - exact softmax attention (tiled online softmax; no N x L buffer),
+ *   - linear attention ("Transformers are RNNs": causal or not, with a carried state, and a
+ *     token-by-token recurrent decoder),
  * in float32 and float64, on strided rank-4 tensors, with its own worker threads.
  * The exact functions are specified in docs/ALGORITHMS.md.
  *
@@ -12,6 +14,7 @@
  *   3. Tensors           performer_tensor_t, the strided view every function takes
  *   4. Runtime           worker threads, which kernel build (instruction set) runs
  *   5. Softmax attention options, forward, backward
+ *   6. Linear attention  options, forward, backward (with states), the recurrent decoder
  *
  * Conventions (they hold for every function below unless its comment says otherwise)
  *   - Errors. Every function that can fail returns a performer_status. On failure no output
@@ -208,6 +211,174 @@ performer_status performer_softmax_backward(
     const performer_tensor_t *out, const performer_tensor_t *lse, const performer_tensor_t *dout,
     performer_tensor_t *dq, performer_tensor_t *dk, performer_tensor_t *dv,
     const performer_softmax_options_t *options);
+
+/* ======================================================================================
+ * 6. Linear attention ("Transformers are RNNs", docs/ALGORITHMS.md section 2)
+ *
+ *   phi is the feature map, applied to each row of q and k; C = D for every built-in map.
+ *   Non-causal: S = sum_j phi(k_j) v_j^T (C x M), z = sum_j phi(k_j) (C),
+ *               out_i = phi(q_i)^T S / (phi(q_i)^T z + eps).
+ *   Causal:     the same with S_i, z_i summed over j <= i only (N must equal L), starting
+ *               from an initial state (S_0, z_0) when one is given (else zeros).
+ *
+ *   q: B x H x N x D, k: B x Hk x L x D, v: B x Hk x L x M, out: B x H x N x M.
+ *   Hk must divide H; query head h reads key head h / (H / Hk) (grouped-query attention).
+ *   D >= 1 and Hk >= 1; B, H, N, L, M may be 0 (then there is nothing to compute).
+ *
+ *   State (causal only): S is B x H x C x M and z is B x H x C x 1, one pair per QUERY head.
+ *   With Hk < H every query head of a group keeps its own state: the heads add the same keys
+ *   and values, but may start from different S_0, z_0. Processing a sequence in pieces, each
+ *   starting from the previous piece's final state, gives the outputs and gradients of one call.
+ *   Error messages call the states S0, z0 (initial), S_N, z_N (final), dS_N, dz_N (gradient of
+ *   the final state) and dS0, dz0 (gradient of the initial state).
+ *
+ *   Key lengths: keys j >= kv_lengths[b] are removed by zeroing phi(k_j), never v_j (elu+1
+ *   maps 0 to 1, so a zeroed v would leave the key in the denominator). A row whose
+ *   denominator is exactly 0 (eps = 0 and no visible key) gets output 0 and zero gradients.
+ *   Memory: O(N * max(C, M)) scratch per thread; the backward recomputes the states chunk by
+ *   chunk and stores none per position.
+ * ====================================================================================== */
+
+/** The feature map phi. */
+typedef enum performer_feature_map {
+    PERFORMER_FEATURE_ELU_PLUS_ONE = 0, /* phi(x) = elu(x) + 1: x + 1 for x > 0, e^x otherwise (default) */
+    PERFORMER_FEATURE_RELU = 1,         /* phi(x) = max(x, 0) */
+    PERFORMER_FEATURE_IDENTITY = 2      /* phi(x) = x: q and k already hold features the caller
+                                           computed; gradients are then w.r.t. those features */
+} performer_feature_map;
+
+typedef struct performer_linear_options_t {
+    size_t size;                /* sizeof(performer_linear_options_t) */
+    int causal;                 /* nonzero: query i sees keys j <= i (needs N = L) */
+    int feature_map;            /* a performer_feature_map */
+    double eps;                 /* added to every denominator: finite and >= 0 (0 is allowed) */
+    const int64_t *kv_lengths;  /* NULL, or B key lengths in 0..L: phi(k_j) = 0 for j >= kv_lengths[b] */
+} performer_linear_options_t;
+
+/** Fills *options with the defaults: size = sizeof(performer_linear_options_t), not causal,
+ *  PERFORMER_FEATURE_ELU_PLUS_ONE, eps = 1e-6, no key lengths. Does nothing when options is NULL. */
+void performer_linear_options_init(performer_linear_options_t *options);
+
+/** Forward: writes out (B x H x N x M). `options` may be NULL (the defaults).
+ *  The state arguments come in pairs, each pair both NULL or both given, and need
+ *  options->causal: initial_state_s / initial_state_z (S_0: B x H x C x M, z_0: B x H x C x 1;
+ *  NULL: zeros) are read, final_state_s / final_state_z receive (S_N, z_N). No output may
+ *  overlap an input or another output, so the final state cannot be written over the initial
+ *  one (use the decoder's prefill to update a state in place).
+ *
+ *  Errors (nothing written in every case):
+ *    PERFORMER_ERROR_NULL_POINTER        q, k, v or out is NULL, one tensor of a state pair is NULL
+ *                                        and the other is not, or a non-empty tensor's data is NULL
+ *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, or differs from q's
+ *    PERFORMER_ERROR_SIZE_OVERFLOW       a negative shape, or a tensor's extent overflows 64 bits
+ *    PERFORMER_ERROR_SHAPE_MISMATCH      shapes disagree (see above), a state's shape is not
+ *                                        B x H x C x M / B x H x C x 1, Hk does not divide H,
+ *                                        D = 0, causal with N != L
+ *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, eps negative or not
+ *                                        finite, feature_map not a performer_feature_map,
+ *                                        kv_lengths[b] outside 0..L, a state without causal
+ *    PERFORMER_ERROR_ALIASING            an output overlaps an input, another output or itself
+ *    PERFORMER_ERROR_UNSUPPORTED_VERSION options->size is not a size this library knows
+ *    PERFORMER_ERROR_OUT_OF_MEMORY       scratch memory could not be allocated */
+performer_status performer_linear_forward(
+    const performer_tensor_t *q, const performer_tensor_t *k, const performer_tensor_t *v,
+    performer_tensor_t *out,
+    const performer_tensor_t *initial_state_s, const performer_tensor_t *initial_state_z,
+    performer_tensor_t *final_state_s, performer_tensor_t *final_state_z,
+    const performer_linear_options_t *options);
+
+/** Backward: given dout = dLoss/dout (B x H x N x M), writes dq (q's shape), dk (k's shape) and
+ *  dv (v's shape); with PERFORMER_FEATURE_IDENTITY, dq and dk are w.r.t. the features passed.
+ *  Pass the same options (and initial state) as to the forward; nothing from the forward is
+ *  needed, it is recomputed. With grouped-query attention dk and dv sum over the query heads
+ *  sharing a key head. Gradients flow through the denominator and through phi.
+ *  Optional state pairs (each both NULL or both given; all need options->causal):
+ *    initial_state_s/_z     the forward's S_0, z_0 (NULL: zeros);
+ *    dfinal_state_s/_z      dLoss/dS_N, dLoss/dz_N when the loss also depends on the final
+ *                           state (NULL: zeros), B x H x C x M and B x H x C x 1;
+ *    dinitial_state_s/_z    receive dLoss/dS_0, dLoss/dz_0 (B x H x C x M, B x H x C x 1).
+ *  Errors: as performer_linear_forward (q, k, v, dout, dq, dk, dv are required; no output may
+ *  overlap any argument or another output); nothing is written on error. */
+performer_status performer_linear_backward(
+    const performer_tensor_t *q, const performer_tensor_t *k, const performer_tensor_t *v,
+    const performer_tensor_t *dout,
+    performer_tensor_t *dq, performer_tensor_t *dk, performer_tensor_t *dv,
+    const performer_tensor_t *initial_state_s, const performer_tensor_t *initial_state_z,
+    const performer_tensor_t *dfinal_state_s, const performer_tensor_t *dfinal_state_z,
+    performer_tensor_t *dinitial_state_s, performer_tensor_t *dinitial_state_z,
+    const performer_linear_options_t *options);
+
+/* --------------------------------------------------------------------------------------
+ * 6b. The recurrent decoder: causal linear attention one token at a time.
+ *
+ *   A decoder holds the state (S: B x H x C x M, z: B x H x C x 1) of B x H query heads and
+ *   takes one token per step:  S <- S + phi(k) v^T,  z <- z + phi(k),
+ *   out = phi(q)^T S / (phi(q)^T z + eps).  A step costs O(C * M) per head at any position
+ *   and allocates nothing. Tokens are rank-4 tensors whose axis 2 (positions) has length 1:
+ *   q B x H x 1 x D, k B x Hk x 1 x D, v B x Hk x 1 x M, out B x H x 1 x M.
+ *   "Prefill, then decode": performer_linear_decoder_prefill runs a prompt (the causal
+ *   forward from the current state) and keeps its final state; or set_state loads the final
+ *   state of a performer_linear_forward call.
+ *
+ *   Threads: one decoder may be used by one thread at a time (calls on the same handle must
+ *   not overlap); distinct decoders may be used from different threads at once.
+ *   Errors: as everywhere, a failed call writes no output and leaves the state unchanged; a
+ *   NULL decoder gives PERFORMER_ERROR_NULL_POINTER. A destroyed handle must not be used.
+ * -------------------------------------------------------------------------------------- */
+
+/** An opaque decoder handle: create with performer_linear_decoder_create, free with
+ *  performer_linear_decoder_destroy. */
+typedef struct performer_linear_decoder_s *performer_linear_decoder_t;
+
+/** Creates a decoder with a zero state and stores its handle in *decoder (left unchanged on
+ *  error). dtype: the dtype of every tensor passed to it. key_heads (Hk) must be >= 1 and
+ *  divide heads (pass heads for no grouping); head_dim (D) >= 1; batch, heads, value_dim (M)
+ *  >= 0; feature_map a performer_feature_map; eps finite and >= 0 (1e-6 is the usual choice).
+ *  Errors: PERFORMER_ERROR_NULL_POINTER (decoder is NULL), PERFORMER_ERROR_DTYPE_MISMATCH
+ *  (unknown dtype), PERFORMER_ERROR_INVALID_ARGUMENT (a size, feature_map or eps out of its
+ *  domain), PERFORMER_ERROR_SIZE_OVERFLOW (the state's size overflows),
+ *  PERFORMER_ERROR_OUT_OF_MEMORY. */
+performer_status performer_linear_decoder_create(
+    performer_linear_decoder_t *decoder, performer_dtype dtype, int64_t batch, int64_t heads,
+    int64_t key_heads, int64_t head_dim, int64_t value_dim, performer_feature_map feature_map,
+    double eps);
+
+/** Frees the decoder and its state. NULL is allowed (nothing happens). Cannot fail. */
+void performer_linear_decoder_destroy(performer_linear_decoder_t decoder);
+
+/** Sets S and z to zero (a new sequence). Errors: PERFORMER_ERROR_NULL_POINTER. */
+performer_status performer_linear_decoder_reset(performer_linear_decoder_t decoder);
+
+/** Takes one token per head (shapes above; any strides) and writes out (B x H x 1 x M).
+ *  Errors (nothing written, state unchanged): PERFORMER_ERROR_NULL_POINTER (decoder or a
+ *  tensor is NULL), PERFORMER_ERROR_DTYPE_MISMATCH (not the decoder's dtype),
+ *  PERFORMER_ERROR_SHAPE_MISMATCH (a shape differs from the decoder's),
+ *  PERFORMER_ERROR_INVALID_ARGUMENT (reserved != 0, misaligned data),
+ *  PERFORMER_ERROR_SIZE_OVERFLOW, PERFORMER_ERROR_ALIASING (out overlaps an input or itself). */
+performer_status performer_linear_decoder_step(
+    performer_linear_decoder_t decoder, const performer_tensor_t *q, const performer_tensor_t *k,
+    const performer_tensor_t *v, performer_tensor_t *out);
+
+/** Runs a prompt of N tokens (q B x H x N x D, k B x Hk x N x D, v B x Hk x N x M) from the
+ *  current state, writes its outputs into out (B x H x N x M) and keeps the final state: the
+ *  same as N steps, at the speed of the chunked causal forward (which may use the library's
+ *  worker threads). Errors: as performer_linear_decoder_step, plus
+ *  PERFORMER_ERROR_OUT_OF_MEMORY; nothing written and the state unchanged on error. */
+performer_status performer_linear_decoder_prefill(
+    performer_linear_decoder_t decoder, const performer_tensor_t *q, const performer_tensor_t *k,
+    const performer_tensor_t *v, performer_tensor_t *out);
+
+/** Copies the state into s (B x H x C x M) and z (B x H x C x 1), any strides.
+ *  Errors: PERFORMER_ERROR_NULL_POINTER, _DTYPE_MISMATCH, _SHAPE_MISMATCH, _INVALID_ARGUMENT,
+ *  _SIZE_OVERFLOW, _ALIASING (s and z overlap, or one overlaps itself); nothing written. */
+performer_status performer_linear_decoder_get_state(
+    performer_linear_decoder_t decoder, performer_tensor_t *s, performer_tensor_t *z);
+
+/** Replaces the state with s (B x H x C x M) and z (B x H x C x 1), e.g. the final state of a
+ *  causal performer_linear_forward. Errors: as get_state (no aliasing rule: s and z are only
+ *  read); the state is unchanged on error. */
+performer_status performer_linear_decoder_set_state(
+    performer_linear_decoder_t decoder, const performer_tensor_t *s, const performer_tensor_t *z);
 
 #ifdef __cplusplus
 }

@@ -13,5 +13,11 @@ _Static_assert(offsetof(performer_tensor_t, strides) == 48, "strides follow shap
 _Static_assert(sizeof(performer_softmax_options_t) == 32, "performer_softmax_options_t is 32 bytes on LP64");
 _Static_assert(offsetof(performer_softmax_options_t, scale) == 16, "scale after causal, has_scale");
 _Static_assert(offsetof(performer_softmax_options_t, kv_lengths) == 24, "kv_lengths last");
+_Static_assert(sizeof(performer_linear_options_t) == 32, "performer_linear_options_t is 32 bytes on LP64");
+_Static_assert(offsetof(performer_linear_options_t, feature_map) == 12, "feature_map after causal");
+_Static_assert(offsetof(performer_linear_options_t, eps) == 16, "eps after causal, feature_map");
+_Static_assert(offsetof(performer_linear_options_t, kv_lengths) == 24, "kv_lengths last");
 #endif
 _Static_assert(sizeof(performer_status) == sizeof(int), "performer_status is int-sized");
+_Static_assert(sizeof(performer_dtype) == sizeof(int), "performer_dtype is int-sized");
+_Static_assert(sizeof(performer_feature_map) == sizeof(int), "performer_feature_map is int-sized");

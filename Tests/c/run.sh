@@ -2,7 +2,8 @@
 # C and C++ tests of libperformer.so: the header compiles cleanly as C and C++, the exported
 # symbols are exactly the header's functions with the header's signatures, the library needs no
 # Swift toolchain, the examples build and check their own results, the ABI survives bad input
-# (Tests/c/test_abi.c, under every kernel build), threads, and dlopen/dlclose/dlopen.
+# (Tests/c/test_abi.c and, for linear attention, Tests/c/test_linear.c, under every kernel build),
+# threads, and dlopen/dlclose/dlopen.
 # Self-contained: builds the library if needed. The last line is "N passed, M failed";
 # the exit status is nonzero on any failure.
 set -uo pipefail
@@ -57,8 +58,11 @@ cat > "$work/header.c" <<'SRC'
 #include "performer.h"
 int main(void) {
     performer_softmax_options_t options;
+    performer_linear_options_t linear_options;
+    performer_linear_decoder_t decoder = 0;
+    performer_feature_map map = PERFORMER_FEATURE_IDENTITY;
     performer_tensor_t t = {0, PERFORMER_FLOAT32, 0, {1, 1, 1, 1}, {1, 1, 1, 1}};
-    (void)options; (void)t;
+    (void)options; (void)linear_options; (void)decoder; (void)map; (void)t;
     return PERFORMER_VERSION_NUMBER == 0 && PERFORMER_ABI_VERSION == 0;
 }
 SRC
@@ -131,6 +135,11 @@ step "build examples/cpp/softmax.cpp (g++ -std=c++17 ${warn[*]})" \
     -Wl,-rpath,"$(dirname "$lib")" -o "$work/softmax_cpp"
 step "run softmax_cpp" "$work/softmax_cpp"
 
+step "build examples/c/linear_decode.c (gcc -std=c99 ${warn[*]})" \
+    gcc -std=c99 "${warn[@]}" -I"$root/include" "$root/examples/c/linear_decode.c" -L"$(dirname "$lib")" -lperformer \
+    -Wl,-rpath,"$(dirname "$lib")" -lm -o "$work/linear_decode"
+step "run linear_decode" "$work/linear_decode"
+
 # ---- 6. The ABI under attack, under each kernel build (portable: what a CPU without AVX runs).
 step "build Tests/c/test_abi.c" gcc -std=c11 -O1 -g "${warn[@]}" -I"$root/include" "$root/Tests/c/test_abi.c" \
     -L"$(dirname "$lib")" -lperformer -lpthread -lm -o "$work/test_abi"
@@ -138,6 +147,12 @@ run_abi() { LD_LIBRARY_PATH="$(dirname "$lib")" "$@"; }
 counted "test_abi (default kernels)" run_abi "$work/test_abi"
 for isa in portable avx2 avx512; do
     counted "test_abi PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3" run_abi env PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3 "$work/test_abi"
+done
+step "build Tests/c/test_linear.c" gcc -std=c11 -O1 -g "${warn[@]}" -I"$root/include" "$root/Tests/c/test_linear.c" \
+    -L"$(dirname "$lib")" -lperformer -lpthread -lm -o "$work/test_linear"
+counted "test_linear (default kernels)" run_abi "$work/test_linear"
+for isa in portable avx2 avx512; do
+    counted "test_linear PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3" run_abi env PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3 "$work/test_linear"
 done
 portable_check() {
     local out; out=$(run_abi env PERFORMER_ISA=portable "$work/test_abi" 2>&1)
@@ -154,8 +169,9 @@ counted "dlopen/dlclose/dlopen cycle" "$work/test_dlopen_cycle" "$lib"
 # clean environment, and then the toolchain prefix hidden under an empty tmpfs.
 bare=$work/bare
 mkdir -p "$bare"
-cp "$lib" "$work/test_abi" "$work/softmax_dlopen" "$bare/"
+cp "$lib" "$work/test_abi" "$work/test_linear" "$work/softmax_dlopen" "$bare/"
 counted "env -i, only the .so on LD_LIBRARY_PATH: test_abi" env -i LD_LIBRARY_PATH="$bare" "$bare/test_abi"
+counted "env -i, only the .so on LD_LIBRARY_PATH: test_linear" env -i LD_LIBRARY_PATH="$bare" "$bare/test_linear"
 step "env -i: softmax_dlopen" env -i "$bare/softmax_dlopen" "$bare/libperformer.so"
 prefix=""
 if command -v swift >/dev/null 2>&1; then prefix=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")"); fi

@@ -53,11 +53,24 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
         }
         let stateCount = try TensorLayout.elementCount(SIMD4(batch, heads, headDim, valueDim), name: "state")
         let normalizerCount = try TensorLayout.elementCount(SIMD4(batch, heads, headDim, 1), name: "state")
+        // Every size below is checked before it is added or multiplied: a trap would abort the
+        // caller's process. (The step's scratch is a few rows of C and M elements; with B·H = 0
+        // the state is empty whatever D and M are, so they are bounded on their own.)
+        let dimLimit = Int.max / 64
+        guard headDim <= dimLimit, valueDim <= dimLimit else {
+            throw PerformerError(.sizeOverflow, "dim = \(headDim), value_dim = \(valueDim): the decoder's buffers would not fit in 64 bits")
+        }
         let scratchBytes = Runtime.kernels.linear.stepScratchBytes(headDim, valueDim, MemoryLayout<Element>.stride)
+        let (elements, countOverflow) = stateCount.addingReportingOverflow(normalizerCount)
+        let (stateBytes, bytesOverflow) = elements.multipliedReportingOverflow(by: MemoryLayout<Element>.stride)
+        let (padded, paddedOverflow) = max(stateBytes, 1).addingReportingOverflow(64)
+        let (totalBytes, totalOverflow) = padded.addingReportingOverflow(scratchBytes)
+        guard !countOverflow, !bytesOverflow, !paddedOverflow, !totalOverflow else {
+            throw PerformerError(.sizeOverflow, "the decoder state (\(stateCount) + \(normalizerCount) elements) and its scratch do not fit in 64 bits")
+        }
         var memory: UnsafeMutableRawPointer?
-        let (stateBytes, overflow) = (stateCount + normalizerCount).multipliedReportingOverflow(by: MemoryLayout<Element>.stride)
-        guard !overflow, posix_memalign(&memory, 64, max(stateBytes, 1) + 64 + scratchBytes) == 0, let memory else {
-            throw PerformerError(.outOfMemory, "could not allocate the decoder state (\(stateCount + normalizerCount) elements)")
+        guard posix_memalign(&memory, 64, totalBytes) == 0, let memory else {
+            throw PerformerError(.outOfMemory, "could not allocate the decoder state (\(elements) elements)")
         }
         self.batch = batch
         self.heads = heads

@@ -1,4 +1,5 @@
-"""performer: exact softmax attention on the CPU (libperformer), forward and backward.
+"""performer: exact softmax attention and linear attention on the CPU (libperformer), forward
+and backward, plus a recurrent (RNN) decoder for causal linear attention.
 
 Tensors are any objects with the buffer protocol -- NumPy arrays, memoryviews, PyTorch CPU
 tensors through ``tensor.detach().numpy()`` -- of dtype float32 or float64, with any strides
@@ -18,6 +19,9 @@ cache of L keys and N new queries the last query sees every key. PyTorch's
 ``scaled_dot_product_attention(is_causal=True)`` is top-left aligned (j <= i); the two agree
 only when N == L.
 
+Linear attention (``linear_attention``, ``linear_attention_backward``, ``LinearDecoder``) uses
+the same q, k, v, out shapes; its state is S (B x H x C x M) and z (B x H x C), C = D.
+
 The computation runs without the GIL on the library's own threads (see set_num_threads).
 """
 
@@ -30,6 +34,9 @@ from . import _performer as _ext
 __all__ = [
     "softmax_attention",
     "softmax_attention_backward",
+    "linear_attention",
+    "linear_attention_backward",
+    "LinearDecoder",
     "set_num_threads",
     "get_num_threads",
     "__version__",
@@ -197,6 +204,263 @@ def softmax_attention_backward(q, k, v, out, lse, dout, *, causal=False, scale=N
     dv = _np.empty(vs, dtype=dtype)
     _ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths)
     return dq, dk, dv
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear attention
+# ---------------------------------------------------------------------------------------------
+
+#: Feature-map names and their performer_feature_map codes.
+_FEATURE_MAPS = {"elu+1": 0, "relu": 1, "identity": 2}
+
+
+def _feature_map(feature_map):
+    if not isinstance(feature_map, str):
+        raise TypeError("feature_map must be a str ('elu+1', 'relu' or 'identity'), not %s"
+                        % type(feature_map).__name__)
+    try:
+        return _FEATURE_MAPS[feature_map]
+    except KeyError:
+        raise ValueError("feature_map must be 'elu+1', 'relu' or 'identity', not %r" % feature_map) from None
+
+
+def _eps(eps):
+    if isinstance(eps, (str, bytes)) or eps is None:
+        raise TypeError("eps must be a real number, not %s" % type(eps).__name__)
+    try:
+        return float(eps)
+    except (TypeError, ValueError):
+        raise TypeError("eps must be a real number, not %s" % type(eps).__name__) from None
+
+
+def _state_pair(name, pair, dtype, s_shape):
+    """Checks a (S, z) pair argument; returns (S, z)."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise TypeError("%s must be a pair (S, z) of arrays, not %s" % (name, type(pair).__name__))
+    s, z = pair
+    _, ss = _tensor("%s[0] (S)" % name, s, 4, dtype)
+    _check_exact("%s[0] (S)" % name, ss, s_shape, "(B, H, C, M)")
+    _, zs = _tensor("%s[1] (z)" % name, z, 3, dtype)
+    _check_exact("%s[1] (z)" % name, zs, s_shape[:3], "(B, H, C)")
+    return s, z
+
+
+def _linear_setup(q, k, v, causal, feature_map, eps, kv_lengths):
+    dtype, qs = _tensor("q", q, 4)
+    _, ks = _tensor("k", k, 4, dtype)
+    _, vs = _tensor("v", v, 4, dtype)
+    _check_qkv(qs, ks, vs)
+    causal, _, kv_lengths = _options(causal, None, kv_lengths, qs[0])
+    return dtype, qs, ks, vs, causal, _feature_map(feature_map), _eps(eps), kv_lengths
+
+
+def _needs_causal(name, causal):
+    if not causal:
+        raise ValueError("%s needs causal=True: only causal linear attention has a state" % name)
+
+
+def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv_lengths=None,
+                     initial_state=None, return_state=False):
+    """Linear attention ("Transformers are RNNs"):
+    ``out_i = phi(q_i)^T S / (phi(q_i)^T z + eps)`` with ``S = sum_j phi(k_j) v_j^T`` and
+    ``z = sum_j phi(k_j)`` over all keys, or over keys ``j <= i`` when causal.
+
+    Parameters
+    ----------
+    q : buffer, B x H x N x D, float32 or float64
+    k : buffer, B x Hk x L x D, same dtype; Hk must divide H (query head h reads key head
+        h // (H // Hk))
+    v : buffer, B x Hk x L x M, same dtype
+    causal : bool
+        Query i sees keys j <= i only; needs N == L.
+    feature_map : "elu+1" (default, elu(x) + 1), "relu" (max(x, 0)) or "identity" (q and k
+        already hold features; gradients are then w.r.t. them). C = D for all three.
+    eps : float, finite and >= 0 (0 allowed); added to every denominator.
+    kv_lengths : sequence of B ints in 0..L, or None
+        Key padding: keys j >= kv_lengths[b] are removed by zeroing phi(k_j) (not v_j, which
+        would leave them in the denominator).
+    initial_state : (S0, z0) or None (causal only)
+        S0: B x H x C x M, z0: B x H x C, one state per query head; None means zeros.
+    return_state : bool (causal only)
+        Also return the final state (S_N, z_N), e.g. to continue with the next piece of a
+        sequence (``initial_state=``) or to prime a :class:`LinearDecoder`.
+
+    Returns
+    -------
+    out : numpy.ndarray, B x H x N x M, or ``(out, (S_N, z_N))`` when return_state.
+
+    Raises TypeError for unsupported or mixed dtypes and wrong argument types, ValueError for
+    wrong ranks, shapes or option values; the message names the argument.
+    """
+    dtype, qs, ks, vs, causal, fmap, eps, kv_lengths = _linear_setup(q, k, v, causal, feature_map, eps,
+                                                                     kv_lengths)
+    B, H, N, D = qs
+    M = vs[3]
+    s_shape = (B, H, D, M)
+    s0 = z0 = sn = zn = None
+    if initial_state is not None:
+        _needs_causal("initial_state", causal)
+        s0, z0 = _state_pair("initial_state", initial_state, dtype, s_shape)
+    if return_state:
+        _needs_causal("return_state=True", causal)
+        sn = _np.empty(s_shape, dtype=dtype)
+        zn = _np.empty(s_shape[:3], dtype=dtype)
+    out = _np.empty((B, H, N, M), dtype=dtype)
+    _ext.linear_forward(q, k, v, out, s0, z0, sn, zn, causal, fmap, eps, kv_lengths)
+    return (out, (sn, zn)) if return_state else out
+
+
+def linear_attention_backward(q, k, v, dout, *, causal=False, feature_map="elu+1", eps=1e-6,
+                              kv_lengths=None, initial_state=None, dstate=None):
+    """Gradients of :func:`linear_attention` (pass the forward's arguments).
+
+    ``dout`` = dLoss/dout (B x H x N x M). ``dstate`` = (dS_N, dz_N), the gradient of the loss
+    w.r.t. the final state (B x H x C x M, B x H x C) when the loss also depends on it (causal
+    only; None: zeros). Nothing from the forward is needed: it is recomputed in O(N) memory.
+
+    Returns ``(dq, dk, dv)``, or ``(dq, dk, dv, (dS0, dz0))`` when an initial_state was given
+    (the gradient w.r.t. it). With grouped-query attention dk and dv sum over the query heads
+    that share a key head. Raises TypeError/ValueError naming the argument.
+    """
+    dtype, qs, ks, vs, causal, fmap, eps, kv_lengths = _linear_setup(q, k, v, causal, feature_map, eps,
+                                                                     kv_lengths)
+    B, H, N, D = qs
+    M = vs[3]
+    s_shape = (B, H, D, M)
+    _, ds = _tensor("dout", dout, 4, dtype)
+    _check_exact("dout", ds, (B, H, N, M), "(B, H, N, M)")
+    s0 = z0 = gs = gz = ds0 = dz0 = None
+    if initial_state is not None:
+        _needs_causal("initial_state", causal)
+        s0, z0 = _state_pair("initial_state", initial_state, dtype, s_shape)
+        ds0 = _np.empty(s_shape, dtype=dtype)
+        dz0 = _np.empty(s_shape[:3], dtype=dtype)
+    if dstate is not None:
+        _needs_causal("dstate", causal)
+        gs, gz = _state_pair("dstate", dstate, dtype, s_shape)
+    dq = _np.empty(qs, dtype=dtype)
+    dk = _np.empty(ks, dtype=dtype)
+    dv = _np.empty(vs, dtype=dtype)
+    _ext.linear_backward(q, k, v, dout, dq, dk, dv, s0, z0, gs, gz, ds0, dz0, causal, fmap, eps, kv_lengths)
+    if initial_state is not None:
+        return dq, dk, dv, (ds0, dz0)
+    return dq, dk, dv
+
+
+def _size(name, value):
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError("%s must be an int, not %s" % (name, type(value).__name__))
+    return value.__index__()
+
+
+class LinearDecoder(_ext.LinearDecoder):
+    """Causal linear attention as an RNN: holds the state S (B x H x C x M) and z (B x H x C)
+    of ``batch`` x ``heads`` query heads and takes one token per :meth:`step`::
+
+        S <- S + phi(k) v^T;  z <- z + phi(k);  o = phi(q)^T S / (phi(q)^T z + eps)
+
+    at O(C * M) per head whatever the position, without allocating in the library.
+
+    Parameters
+    ----------
+    batch, heads, dim, value_dim : int
+        B, H, D (the head dim of q and k; C = D) and M (of v and the output).
+    feature_map : "elu+1" (default), "relu" or "identity"
+    eps : float, finite and >= 0
+    key_heads : int or None
+        Hk for grouped-query attention (must divide heads); None means heads. Each query
+        head keeps its own state, built from the keys and values of key head h // (H // Hk).
+    dtype : "float32" (default) or "float64": the dtype of every array passed and returned.
+
+    Prefill, then decode: :meth:`prefill` runs a prompt (B x H x N x D, ...) through the
+    causal chunked kernel and keeps its final state; or assign the final state of
+    ``linear_attention(..., causal=True, return_state=True)`` to :attr:`state`.
+
+    One decoder may be used by one thread at a time (a concurrent call raises RuntimeError);
+    distinct decoders may run in parallel (steps release the GIL).
+    """
+
+    def __init__(self, batch, heads, dim, value_dim, *, feature_map="elu+1", eps=1e-6, key_heads=None,
+                 dtype="float32"):
+        batch = _size("batch", batch)
+        heads = _size("heads", heads)
+        dim = _size("dim", dim)
+        value_dim = _size("value_dim", value_dim)
+        key_heads = heads if key_heads is None else _size("key_heads", key_heads)
+        try:
+            np_dtype = _np.dtype(dtype)
+        except TypeError:
+            raise TypeError("dtype must be 'float32' or 'float64', not %r" % (dtype,)) from None
+        if np_dtype not in (_np.dtype(_np.float32), _np.dtype(_np.float64)):
+            raise TypeError("dtype must be 'float32' or 'float64', not %s" % np_dtype)
+        fmap = _feature_map(feature_map)
+        eps = _eps(eps)
+        code = 0 if np_dtype == _np.float32 else 1
+        for name, value in (("batch", batch), ("heads", heads), ("key_heads", key_heads), ("dim", dim),
+                            ("value_dim", value_dim)):
+            if not -(1 << 63) <= value < (1 << 63):
+                raise ValueError("%s = %d does not fit in 64 bits" % (name, value))
+        super().__init__(code, batch, heads, key_heads, dim, value_dim, fmap, eps)
+        self._batch, self._heads, self._key_heads = batch, heads, key_heads
+        self._dim, self._value_dim = dim, value_dim
+        self._feature_map, self._eps, self._dtype = feature_map, eps, np_dtype
+        self._out_shape = (batch, heads, value_dim)
+        self._s_shape = (batch, heads, dim, value_dim)
+
+    batch = property(lambda self: self._batch, doc="B")
+    heads = property(lambda self: self._heads, doc="H, the query heads")
+    key_heads = property(lambda self: self._key_heads, doc="Hk, the key/value heads")
+    dim = property(lambda self: self._dim, doc="D, the head dim of q and k (= C)")
+    value_dim = property(lambda self: self._value_dim, doc="M, the head dim of v and the output")
+    feature_map = property(lambda self: self._feature_map, doc="the feature map's name")
+    eps = property(lambda self: self._eps, doc="eps")
+    dtype = property(lambda self: self._dtype, doc="numpy dtype of every array")
+
+    def step(self, q, k, v, out=None):
+        """One token: q (B x H x D), k (B x Hk x D), v (B x Hk x M) -> out (B x H x M), a new
+        array, or ``out`` (a writable B x H x M array of the decoder's dtype) when given.
+        Any strides. On error (TypeError/ValueError naming the argument) nothing changes."""
+        return self._step(q, k, v, _empty(self._out_shape, self._dtype) if out is None else out)
+
+    def prefill(self, q, k, v):
+        """Runs a prompt -- q B x H x N x D, k B x Hk x N x D, v B x Hk x N x M -- from the
+        current state (the causal forward, at its speed) and keeps its final state.
+        Returns its outputs, B x H x N x M. The same as N calls of :meth:`step`."""
+        dtype, qs = _tensor("q", q, 4, self._dtype, "the decoder")
+        return self._prefill(q, k, v, _empty((qs[0], qs[1], qs[2], self._value_dim), dtype))
+
+    def reset(self):
+        """Sets the state to zero (a new sequence)."""
+        self._reset()
+
+    @property
+    def state(self):
+        """(S, z): copies of the state, S B x H x C x M and z B x H x C. Assign a pair to
+        replace it (see :meth:`set_state`)."""
+        s = _empty(self._s_shape, self._dtype)
+        z = _empty(self._s_shape[:3], self._dtype)
+        self._get_state(s, z)
+        return s, z
+
+    @state.setter
+    def state(self, pair):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError("state must be a pair (S, z) of arrays, not %s" % type(pair).__name__)
+        self.set_state(*pair)
+
+    def set_state(self, S, z):
+        """Replaces the state with S (B x H x C x M) and z (B x H x C), e.g. the final state of
+        ``linear_attention(..., causal=True, return_state=True)``. The arrays are copied."""
+        self._set_state(S, z)
+
+    def __repr__(self):
+        return ("LinearDecoder(batch=%d, heads=%d, dim=%d, value_dim=%d, feature_map=%r, eps=%r, "
+                "key_heads=%d, dtype=%r)" % (self._batch, self._heads, self._dim, self._value_dim,
+                                             self._feature_map, self._eps, self._key_heads,
+                                             str(self._dtype)))
+
+
+_empty = _np.empty
 
 
 def set_num_threads(n):

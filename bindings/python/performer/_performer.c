@@ -141,8 +141,19 @@ prefix_pending_error(const char *name)
  * Returns 0, or -1 with an exception set (the buffer, if taken, stays held: the caller
  * releases all arguments together).
  */
+static int get_tensor_mode(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference,
+                           int token);
+
 static int
 get_tensor(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference)
+{
+    return get_tensor_mode(obj, arg, ndim, writable, reference, 0);
+}
+
+/* As get_tensor; with token != 0, obj is a rank-3 B x H x features array (one position of
+ * the decoder) and is passed as B x H x 1 x features. */
+static int
+get_tensor_mode(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
 {
     if (!PyObject_CheckBuffer(obj)) {
         PyErr_Format(PyExc_TypeError,
@@ -169,7 +180,8 @@ get_tensor(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_
     }
     if (view->ndim != ndim) {
         PyErr_Format(PyExc_ValueError, "%s must have %d dimensions (%s), not %d", arg->name, ndim,
-                     ndim == 4 ? "batch x heads x positions x features" : "batch x heads x positions",
+                     ndim == 4 ? "batch x heads x positions x features"
+                               : token ? "batch x heads x features" : "batch x heads x positions",
                      view->ndim);
         return -1;
     }
@@ -204,7 +216,12 @@ get_tensor(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_
         t->shape[i] = (int64_t)extent;
         t->strides[i] = (int64_t)(stride / view->itemsize);
     }
-    if (ndim == 3) {
+    if (ndim == 3 && token) {
+        t->shape[3] = t->shape[2];
+        t->strides[3] = t->strides[2];
+        t->shape[2] = 1;
+        t->strides[2] = t->shape[3] * t->strides[3];
+    } else if (ndim == 3) {
         t->shape[3] = 1;
         t->strides[3] = 1;
     }
@@ -225,6 +242,57 @@ release_all(tensor_arg *args, int count)
 /* ------------------------------------------------------------------------------------------
  * Options
  * ------------------------------------------------------------------------------------------ */
+
+/* Converts kv_lengths (None or a sequence of batch ints) into a PyMem array in *lengths (NULL
+ * for None). Returns 0, or -1 with an exception set (and *lengths NULL). */
+static int
+get_kv_lengths(PyObject *kv_lengths, int64_t batch, int64_t **lengths)
+{
+    *lengths = NULL;
+    if (kv_lengths == Py_None) {
+        return 0;
+    }
+    PyObject *sequence = PySequence_Fast(kv_lengths, "kv_lengths must be None or a sequence of ints");
+    if (sequence == NULL) {
+        return -1;
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
+    if ((int64_t)count != batch) {
+        PyErr_Format(PyExc_ValueError, "kv_lengths has %zd entries but batch = %lld",
+                     count, (long long)batch);
+        Py_DECREF(sequence);
+        return -1;
+    }
+    int64_t *result = PyMem_Malloc(sizeof(int64_t) * (size_t)(count > 0 ? count : 1));
+    if (result == NULL) {
+        Py_DECREF(sequence);
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(sequence);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *index = PyNumber_Index(items[i]);
+        if (index == NULL) {
+            PyErr_Format(PyExc_TypeError, "kv_lengths[%zd] must be an int, not %.200s", i,
+                         Py_TYPE(items[i])->tp_name);
+            Py_DECREF(sequence);
+            PyMem_Free(result);
+            return -1;
+        }
+        long long value = PyLong_AsLongLong(index);
+        Py_DECREF(index);
+        if (value == -1 && PyErr_Occurred()) {
+            PyErr_Format(PyExc_ValueError, "kv_lengths[%zd] does not fit in 64 bits", i);
+            Py_DECREF(sequence);
+            PyMem_Free(result);
+            return -1;
+        }
+        result[i] = (int64_t)value;
+    }
+    Py_DECREF(sequence);
+    *lengths = result;
+    return 0;
+}
 
 typedef struct {
     performer_softmax_options_t options;
@@ -247,45 +315,10 @@ get_softmax_options(softmax_options *o, int causal, PyObject *scale, PyObject *k
         o->options.has_scale = 1;
         o->options.scale = value;
     }
-    if (kv_lengths != Py_None) {
-        PyObject *sequence = PySequence_Fast(kv_lengths, "kv_lengths must be None or a sequence of ints");
-        if (sequence == NULL) {
-            return -1;
-        }
-        Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
-        if ((int64_t)count != batch) {
-            PyErr_Format(PyExc_ValueError, "kv_lengths has %zd entries but batch = %lld",
-                         count, (long long)batch);
-            Py_DECREF(sequence);
-            return -1;
-        }
-        o->kv_lengths = PyMem_Malloc(sizeof(int64_t) * (size_t)(count > 0 ? count : 1));
-        if (o->kv_lengths == NULL) {
-            Py_DECREF(sequence);
-            PyErr_NoMemory();
-            return -1;
-        }
-        PyObject **items = PySequence_Fast_ITEMS(sequence);
-        for (Py_ssize_t i = 0; i < count; i++) {
-            PyObject *index = PyNumber_Index(items[i]);
-            if (index == NULL) {
-                PyErr_Format(PyExc_TypeError, "kv_lengths[%zd] must be an int, not %.200s", i,
-                             Py_TYPE(items[i])->tp_name);
-                Py_DECREF(sequence);
-                return -1;
-            }
-            long long value = PyLong_AsLongLong(index);
-            Py_DECREF(index);
-            if (value == -1 && PyErr_Occurred()) {
-                PyErr_Format(PyExc_ValueError, "kv_lengths[%zd] does not fit in 64 bits", i);
-                Py_DECREF(sequence);
-                return -1;
-            }
-            o->kv_lengths[i] = (int64_t)value;
-        }
-        Py_DECREF(sequence);
-        o->options.kv_lengths = o->kv_lengths;
+    if (get_kv_lengths(kv_lengths, batch, &o->kv_lengths) < 0) {
+        return -1;
     }
+    o->options.kv_lengths = o->kv_lengths;
     return 0;
 }
 
@@ -397,6 +430,407 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------------
+ * Linear attention
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    performer_linear_options_t options;
+    int64_t *kv_lengths;  /* owned (PyMem), or NULL */
+} linear_options;
+
+/* Fills *o. feature_map is the C enum value (the Python layer maps names to it). */
+static int
+get_linear_options(linear_options *o, int causal, int feature_map, double eps, PyObject *kv_lengths,
+                   int64_t batch)
+{
+    performer_linear_options_init(&o->options);
+    o->options.causal = causal ? 1 : 0;
+    o->options.feature_map = feature_map;
+    o->options.eps = eps;
+    if (get_kv_lengths(kv_lengths, batch, &o->kv_lengths) < 0) {
+        return -1;
+    }
+    o->options.kv_lengths = o->kv_lengths;
+    return 0;
+}
+
+/* Takes an optional state pair (S rank 4, z rank 3 seen as B x H x C x 1) into t[0], t[1]:
+ * both None, or both arrays. Returns 0 or -1 with an exception. */
+static int
+get_state_pair(PyObject *s_obj, PyObject *z_obj, tensor_arg *t, int writable, const tensor_arg *reference)
+{
+    if (s_obj == Py_None && z_obj == Py_None) {
+        return 0;
+    }
+    if (s_obj == Py_None || z_obj == Py_None) {
+        PyErr_Format(PyExc_ValueError, "%s and %s must both be given or both be None", t[0].name, t[1].name);
+        return -1;
+    }
+    if (get_tensor(s_obj, &t[0], 4, writable, reference) < 0 ||
+        get_tensor(z_obj, &t[1], 3, writable, reference) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(linear_forward_doc,
+"linear_forward(q, k, v, out, S0, z0, S_N, z_N, causal, feature_map, eps, kv_lengths) -> None\n\n"
+"Low-level forward: writes linear attention into out (B x H x N x M); S0/z0 (or None) is the\n"
+"initial state, S_N/z_N (or None) receive the final one (z as B x H x C). Use\n"
+"performer.linear_attention.");
+
+static PyObject *
+linear_forward(PyObject *module, PyObject *args)
+{
+    PyObject *obj[8], *kv_lengths;
+    int causal, feature_map;
+    double eps;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOpidO:linear_forward", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4],
+                          &obj[5], &obj[6], &obj[7], &causal, &feature_map, &eps, &kv_lengths)) {
+        return NULL;
+    }
+    tensor_arg t[8] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S0"}, {"z0"}, {"S_N"}, {"z_N"}};
+    linear_options o = {0};
+    PyObject *result = NULL;
+    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 ||
+        get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
+        get_tensor(obj[2], &t[2], 4, 0, &t[0]) < 0 ||
+        get_tensor(obj[3], &t[3], 4, 1, &t[0]) < 0 ||
+        get_state_pair(obj[4], obj[5], &t[4], 0, &t[0]) < 0 ||
+        get_state_pair(obj[6], obj[7], &t[6], 1, &t[0]) < 0) {
+        goto done;
+    }
+    if (get_linear_options(&o, causal, feature_map, eps, kv_lengths, t[0].tensor.shape[0]) < 0) {
+        goto done;
+    }
+    performer_status status;
+    const performer_tensor_t *s0 = t[4].held ? &t[4].tensor : NULL, *z0 = t[5].held ? &t[5].tensor : NULL;
+    performer_tensor_t *sn = t[6].held ? &t[6].tensor : NULL, *zn = t[7].held ? &t[7].tensor : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_linear_forward(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor, s0, z0, sn, zn,
+                                      &o.options);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyMem_Free(o.kv_lengths);
+    release_all(t, 8);
+    return result;
+}
+
+PyDoc_STRVAR(linear_backward_doc,
+"linear_backward(q, k, v, dout, dq, dk, dv, S0, z0, dS_N, dz_N, dS0, dz0, causal, feature_map, eps,\n"
+"                kv_lengths) -> None\n\n"
+"Low-level backward: writes dq, dk, dv and, when dS0/dz0 are not None, the gradient of the\n"
+"initial state. Use performer.linear_attention_backward.");
+
+static PyObject *
+linear_backward(PyObject *module, PyObject *args)
+{
+    PyObject *obj[13], *kv_lengths;
+    int causal, feature_map;
+    double eps;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOpidO:linear_backward", &obj[0], &obj[1], &obj[2], &obj[3],
+                          &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &obj[10], &obj[11], &obj[12],
+                          &causal, &feature_map, &eps, &kv_lengths)) {
+        return NULL;
+    }
+    tensor_arg t[13] = {{"q"}, {"k"}, {"v"}, {"dout"}, {"dq"}, {"dk"}, {"dv"},
+                        {"S0"}, {"z0"}, {"dS_N"}, {"dz_N"}, {"dS0"}, {"dz0"}};
+    linear_options o = {0};
+    PyObject *result = NULL;
+    for (int i = 0; i < 7; i++) {
+        if (get_tensor(obj[i], &t[i], 4, i >= 4, i == 0 ? NULL : &t[0]) < 0) {
+            goto done;
+        }
+    }
+    if (get_state_pair(obj[7], obj[8], &t[7], 0, &t[0]) < 0 ||
+        get_state_pair(obj[9], obj[10], &t[9], 0, &t[0]) < 0 ||
+        get_state_pair(obj[11], obj[12], &t[11], 1, &t[0]) < 0) {
+        goto done;
+    }
+    if (get_linear_options(&o, causal, feature_map, eps, kv_lengths, t[0].tensor.shape[0]) < 0) {
+        goto done;
+    }
+    performer_status status;
+    const performer_tensor_t *state[6];
+    for (int i = 0; i < 6; i++) {
+        state[i] = t[7 + i].held ? &t[7 + i].tensor : NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_linear_backward(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor, &t[4].tensor,
+                                       &t[5].tensor, &t[6].tensor, state[0], state[1], state[2], state[3],
+                                       (performer_tensor_t *)state[4], (performer_tensor_t *)state[5],
+                                       &o.options);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyMem_Free(o.kv_lengths);
+    release_all(t, 13);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * LinearDecoder: a performer_linear_decoder_t owned by a Python object
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    performer_linear_decoder_t handle;  /* NULL until __init__ succeeds */
+    int busy;                           /* a call is running (without the GIL) on this decoder */
+    int dtype;
+} DecoderObject;
+
+static PyObject *
+decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    DecoderObject *self = (DecoderObject *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->handle = NULL;
+        self->busy = 0;
+        self->dtype = PERFORMER_FLOAT32;
+    }
+    return (PyObject *)self;
+}
+
+/* _performer.LinearDecoder(dtype, batch, heads, key_heads, dim, value_dim, feature_map, eps), the
+ * dtype and feature map as C enum values (the Python layer maps names to them). */
+static int
+decoder_init(DecoderObject *self, PyObject *args, PyObject *kwargs)
+{
+    int dtype, feature_map;
+    long long batch, heads, key_heads, dim, value_dim;
+    double eps;
+    if (!PyArg_ParseTuple(args, "iLLLLLid:LinearDecoder", &dtype, &batch, &heads, &key_heads, &dim, &value_dim,
+                          &feature_map, &eps)) {
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "LinearDecoder is in use by another thread");
+        return -1;
+    }
+    performer_linear_decoder_t handle = NULL;
+    performer_status status = performer_linear_decoder_create(
+        &handle, (performer_dtype)dtype, batch, heads, key_heads, dim, value_dim, (performer_feature_map)feature_map,
+        eps);
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        return -1;
+    }
+    performer_linear_decoder_destroy(self->handle);  /* __init__ called again */
+    self->handle = handle;
+    self->dtype = dtype;
+    return 0;
+}
+
+static void
+decoder_dealloc(DecoderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    performer_linear_decoder_destroy(self->handle);
+    self->handle = NULL;
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The object holds no Python references (a static type: subclasses visit their own type). */
+static int
+decoder_traverse(DecoderObject *self, visitproc visit, void *arg)
+{
+    return 0;
+}
+
+/* Claims the decoder for one call; -1 with an exception when it is not initialized or busy. */
+static int
+decoder_claim(DecoderObject *self)
+{
+    if (self->handle == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "LinearDecoder was not initialized");
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "LinearDecoder is in use by another thread (one decoder: one thread at a time)");
+        return -1;
+    }
+    self->busy = 1;
+    return 0;
+}
+
+/* A reference for the dtype checks of the extension: a tensor_arg carrying the decoder's dtype. */
+static void
+decoder_reference(DecoderObject *self, tensor_arg *reference)
+{
+    memset(reference, 0, sizeof *reference);
+    reference->name = "the decoder";
+    reference->tensor.dtype = self->dtype;
+}
+
+/* _step(q, k, v, out) -> out: q B x H x D, k B x Hk x D, v B x Hk x M, out B x H x M (written). */
+static PyObject *
+decoder_step(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "_step expects 4 arguments (q, k, v, out), got %zd", nargs);
+        return NULL;
+    }
+    if (decoder_claim(self) < 0) {
+        return NULL;
+    }
+    tensor_arg reference, t[4] = {{"q"}, {"k"}, {"v"}, {"out"}};
+    decoder_reference(self, &reference);
+    PyObject *result = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (get_tensor_mode(args[i], &t[i], 3, i == 3, &reference, 1) < 0) {
+            goto done;
+        }
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_linear_decoder_step(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(args[3]);
+    result = args[3];
+done:
+    release_all(t, 4);
+    self->busy = 0;
+    return result;
+}
+
+/* _prefill(q, k, v, out) -> out: rank-4 prompt tensors. */
+static PyObject *
+decoder_prefill(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "_prefill expects 4 arguments (q, k, v, out), got %zd", nargs);
+        return NULL;
+    }
+    if (decoder_claim(self) < 0) {
+        return NULL;
+    }
+    tensor_arg reference, t[4] = {{"q"}, {"k"}, {"v"}, {"out"}};
+    decoder_reference(self, &reference);
+    PyObject *result = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (get_tensor(args[i], &t[i], 4, i == 3, &reference) < 0) {
+            goto done;
+        }
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_linear_decoder_prefill(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(args[3]);
+    result = args[3];
+done:
+    release_all(t, 4);
+    self->busy = 0;
+    return result;
+}
+
+/* _get_state(S, z) / _set_state(S, z): S B x H x C x M, z B x H x C. */
+static PyObject *
+decoder_state_call(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs, int write)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "expected 2 arguments (S, z), got %zd", nargs);
+        return NULL;
+    }
+    if (decoder_claim(self) < 0) {
+        return NULL;
+    }
+    tensor_arg reference, t[2] = {{"S"}, {"z"}};
+    decoder_reference(self, &reference);
+    PyObject *result = NULL;
+    if (get_tensor(args[0], &t[0], 4, write, &reference) < 0 || get_tensor(args[1], &t[1], 3, write, &reference) < 0) {
+        goto done;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = write ? performer_linear_decoder_get_state(self->handle, &t[0].tensor, &t[1].tensor)
+                   : performer_linear_decoder_set_state(self->handle, &t[0].tensor, &t[1].tensor);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release_all(t, 2);
+    self->busy = 0;
+    return result;
+}
+
+static PyObject *
+decoder_get_state(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return decoder_state_call(self, args, nargs, 1);
+}
+
+static PyObject *
+decoder_set_state(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return decoder_state_call(self, args, nargs, 0);
+}
+
+static PyObject *
+decoder_reset(DecoderObject *self, PyObject *unused)
+{
+    if (decoder_claim(self) < 0) {
+        return NULL;
+    }
+    performer_status status = performer_linear_decoder_reset(self->handle);
+    self->busy = 0;
+    if (status != PERFORMER_OK) {
+        return raise_status(status);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef decoder_methods[] = {
+    {"_step", (PyCFunction)(void (*)(void))decoder_step, METH_FASTCALL,
+     "_step(q, k, v, out) -> out: one token (q B x H x D, k B x Hk x D, v B x Hk x M; out B x H x M)."},
+    {"_prefill", (PyCFunction)(void (*)(void))decoder_prefill, METH_FASTCALL,
+     "_prefill(q, k, v, out) -> out: a prompt (rank 4, B x heads x N x features)."},
+    {"_get_state", (PyCFunction)(void (*)(void))decoder_get_state, METH_FASTCALL,
+     "_get_state(S, z) -> None: copies the state into S (B x H x C x M) and z (B x H x C)."},
+    {"_set_state", (PyCFunction)(void (*)(void))decoder_set_state, METH_FASTCALL,
+     "_set_state(S, z) -> None: replaces the state."},
+    {"_reset", (PyCFunction)decoder_reset, METH_NOARGS, "_reset() -> None: a zero state."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject DecoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "performer._performer.LinearDecoder",
+    .tp_basicsize = sizeof(DecoderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Low-level owner of a performer_linear_decoder_t; use performer.LinearDecoder.",
+    .tp_new = decoder_new,
+    .tp_init = (initproc)decoder_init,
+    .tp_dealloc = (destructor)decoder_dealloc,
+    .tp_traverse = (traverseproc)decoder_traverse,
+    .tp_methods = decoder_methods,
+};
+
+/* ------------------------------------------------------------------------------------------
  * Threads, versions, ISA
  * ------------------------------------------------------------------------------------------ */
 
@@ -458,6 +892,8 @@ kernel_isa(PyObject *module, PyObject *unused)
 static PyMethodDef module_methods[] = {
     {"softmax_forward", softmax_forward, METH_VARARGS, softmax_forward_doc},
     {"softmax_backward", softmax_backward, METH_VARARGS, softmax_backward_doc},
+    {"linear_forward", linear_forward, METH_VARARGS, linear_forward_doc},
+    {"linear_backward", linear_backward, METH_VARARGS, linear_backward_doc},
     {"set_num_threads", set_num_threads, METH_O, set_num_threads_doc},
     {"get_num_threads", get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
     {"version_string", version_string, METH_NOARGS, "version_string() -> str: performer_version_string()"},
@@ -489,8 +925,17 @@ PyInit__performer(void)
                      performer_abi_version(), PERFORMER_ABI_VERSION);
         return NULL;
     }
+    if (PyType_Ready(&DecoderType) < 0) {
+        return NULL;
+    }
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&DecoderType);
+    if (PyModule_AddObject(module, "LinearDecoder", (PyObject *)&DecoderType) < 0) {
+        Py_DECREF(&DecoderType);
+        Py_DECREF(module);
         return NULL;
     }
     if ((performer_kernel_isa != NULL && PyModule_AddFunctions(module, isa_methods) < 0) ||

@@ -1,0 +1,138 @@
+// Linear attention (performer.h: "Linear attention"): descriptors and options in,
+// PerformerCore's LinearAttention does the rest.
+import CPerformerABI
+import PerformerCore
+
+/// The options sizes this library understands: today only ABI 1's struct.
+private let knownLinearOptionsSizes = [MemoryLayout<performer_linear_options_t>.size]
+
+@_cdecl("performer_linear_options_init")
+public func performer_linear_options_init(_ options: UnsafeMutablePointer<performer_linear_options_t>?) {
+    guard let options else { return }
+    options.pointee = performer_linear_options_t(
+        size: MemoryLayout<performer_linear_options_t>.size, causal: 0,
+        feature_map: Int32(PERFORMER_FEATURE_ELU_PLUS_ONE.rawValue), eps: 1e-6, kv_lengths: nil)
+}
+
+/// A C feature-map code as the Swift enum, or an invalid-argument error naming `name`.
+func linearFeatureMap(_ code: Int64, name: String) throws(PerformerError) -> LinearAttentionOptions.FeatureMap {
+    guard let raw = Int32(exactly: code), let map = LinearAttentionOptions.FeatureMap(rawValue: raw) else {
+        throw PerformerError(.invalidArgument, "\(name) = \(code) is not a performer_feature_map (0 = elu+1, 1 = relu, 2 = identity)")
+    }
+    return map
+}
+
+/// Reads `*options` (NULL means the defaults). `batch` is q.shape[0], already checked to be
+/// non-negative: the number of kv_lengths entries.
+private func linearOptions(_ options: UnsafePointer<performer_linear_options_t>?, batch: Int)
+    throws(PerformerError) -> LinearAttentionOptions {
+    guard let options else { return LinearAttentionOptions() }
+    // The size field alone first: a caller built against another version may have passed a
+    // struct of another length.
+    let size = UnsafeRawPointer(options).load(as: Int.self)
+    guard knownLinearOptionsSizes.contains(size) else {
+        throw PerformerError(.unsupportedVersion, "options->size = \(UInt(bitPattern: size)) is not a performer_linear_options_t size this library knows (\(knownLinearOptionsSizes.map(String.init).joined(separator: ", "))); fill it with performer_linear_options_init()")
+    }
+    let fields = options.pointee
+    var result = LinearAttentionOptions(
+        causal: fields.causal != 0,
+        featureMap: try linearFeatureMap(Int64(fields.feature_map), name: "options->feature_map"),
+        epsilon: fields.eps)
+    if let lengths = fields.kv_lengths {
+        result.keyLengths = UnsafeBufferPointer(start: lengths, count: batch).map { Int($0) }
+    }
+    return result
+}
+
+/// A state pair of descriptors: both NULL (nil) or both given.
+func statePair(_ s: UnsafePointer<performer_tensor_t>?, _ z: UnsafePointer<performer_tensor_t>?,
+               names: (String, String)) throws(PerformerError) -> (s: TensorArgument, z: TensorArgument)? {
+    if s == nil && z == nil { return nil }
+    if s == nil { throw PerformerError(.nullPointer, "\(names.0) is NULL but \(names.1) is not: pass both or neither") }
+    if z == nil { throw PerformerError(.nullPointer, "\(names.1) is NULL but \(names.0) is not: pass both or neither") }
+    return (try TensorArgument(s, name: names.0), try TensorArgument(z, name: names.1))
+}
+
+private func flatten(_ pairs: (s: TensorArgument, z: TensorArgument)?...) -> [TensorArgument] {
+    pairs.flatMap { pair in pair.map { [$0.s, $0.z] } ?? [] }
+}
+
+@_cdecl("performer_linear_forward")
+public func performer_linear_forward(
+    _ q: UnsafePointer<performer_tensor_t>?, _ k: UnsafePointer<performer_tensor_t>?,
+    _ v: UnsafePointer<performer_tensor_t>?, _ out: UnsafeMutablePointer<performer_tensor_t>?,
+    _ initial_state_s: UnsafePointer<performer_tensor_t>?, _ initial_state_z: UnsafePointer<performer_tensor_t>?,
+    _ final_state_s: UnsafeMutablePointer<performer_tensor_t>?, _ final_state_z: UnsafeMutablePointer<performer_tensor_t>?,
+    _ options: UnsafePointer<performer_linear_options_t>?
+) -> performer_status {
+    withStatus { () throws(PerformerError) in
+        let q = try TensorArgument(q, name: "q"), k = try TensorArgument(k, name: "k")
+        let v = try TensorArgument(v, name: "v"), out = try TensorArgument(out, name: "out")
+        let initial = try statePair(initial_state_s, initial_state_z, names: ("S0", "z0"))
+        let final = try statePair(UnsafePointer(final_state_s), UnsafePointer(final_state_z),
+                                  names: ("S_N", "z_N"))
+        try TensorArgument.expectSameDType([k, v, out] + flatten(initial, final), as: q)
+        let options = try linearOptions(options, batch: q.shape[0])
+        switch q.dtype {
+        case .float32: try forward(Float.self, q, k, v, out, initial, final, options)
+        case .float64: try forward(Double.self, q, k, v, out, initial, final, options)
+        }
+    }
+}
+
+private func forward<T: AttentionScalar>(
+    _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
+    _ initial: (s: TensorArgument, z: TensorArgument)?, _ final: (s: TensorArgument, z: TensorArgument)?,
+    _ options: LinearAttentionOptions
+) throws(PerformerError) {
+    try LinearAttention.forward(
+        query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), output: out.mutableView(T.self),
+        initialState: initial.map { LinearStateView(s: $0.s.view(T.self), z: $0.z.view(T.self)) },
+        finalState: final.map { MutableLinearStateView(s: $0.s.mutableView(T.self), z: $0.z.mutableView(T.self)) },
+        options: options)
+}
+
+@_cdecl("performer_linear_backward")
+public func performer_linear_backward(
+    _ q: UnsafePointer<performer_tensor_t>?, _ k: UnsafePointer<performer_tensor_t>?,
+    _ v: UnsafePointer<performer_tensor_t>?, _ dout: UnsafePointer<performer_tensor_t>?,
+    _ dq: UnsafeMutablePointer<performer_tensor_t>?, _ dk: UnsafeMutablePointer<performer_tensor_t>?,
+    _ dv: UnsafeMutablePointer<performer_tensor_t>?,
+    _ initial_state_s: UnsafePointer<performer_tensor_t>?, _ initial_state_z: UnsafePointer<performer_tensor_t>?,
+    _ dfinal_state_s: UnsafePointer<performer_tensor_t>?, _ dfinal_state_z: UnsafePointer<performer_tensor_t>?,
+    _ dinitial_state_s: UnsafeMutablePointer<performer_tensor_t>?,
+    _ dinitial_state_z: UnsafeMutablePointer<performer_tensor_t>?,
+    _ options: UnsafePointer<performer_linear_options_t>?
+) -> performer_status {
+    withStatus { () throws(PerformerError) in
+        let q = try TensorArgument(q, name: "q"), k = try TensorArgument(k, name: "k")
+        let v = try TensorArgument(v, name: "v"), dout = try TensorArgument(dout, name: "dout")
+        let dq = try TensorArgument(dq, name: "dq"), dk = try TensorArgument(dk, name: "dk")
+        let dv = try TensorArgument(dv, name: "dv")
+        let initial = try statePair(initial_state_s, initial_state_z, names: ("S0", "z0"))
+        let dfinal = try statePair(dfinal_state_s, dfinal_state_z, names: ("dS_N", "dz_N"))
+        let dinitial = try statePair(UnsafePointer(dinitial_state_s), UnsafePointer(dinitial_state_z),
+                                     names: ("dS0", "dz0"))
+        try TensorArgument.expectSameDType([k, v, dout, dq, dk, dv] + flatten(initial, dfinal, dinitial), as: q)
+        let options = try linearOptions(options, batch: q.shape[0])
+        switch q.dtype {
+        case .float32: try backward(Float.self, q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)
+        case .float64: try backward(Double.self, q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)
+        }
+    }
+}
+
+private func backward<T: AttentionScalar>(
+    _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ dout: TensorArgument,
+    _ dq: TensorArgument, _ dk: TensorArgument, _ dv: TensorArgument,
+    _ initial: (s: TensorArgument, z: TensorArgument)?, _ dfinal: (s: TensorArgument, z: TensorArgument)?,
+    _ dinitial: (s: TensorArgument, z: TensorArgument)?, _ options: LinearAttentionOptions
+) throws(PerformerError) {
+    try LinearAttention.backward(
+        query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), outputGradient: dout.view(T.self),
+        queryGradient: dq.mutableView(T.self), keyGradient: dk.mutableView(T.self), valueGradient: dv.mutableView(T.self),
+        initialState: initial.map { LinearStateView(s: $0.s.view(T.self), z: $0.z.view(T.self)) },
+        finalStateGradient: dfinal.map { LinearStateView(s: $0.s.view(T.self), z: $0.z.view(T.self)) },
+        initialStateGradient: dinitial.map { MutableLinearStateView(s: $0.s.mutableView(T.self), z: $0.z.mutableView(T.self)) },
+        options: options)
+}

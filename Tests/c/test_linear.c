@@ -1,0 +1,913 @@
+/* test_linear.c: libperformer's linear-attention C ABI (performer.h section 6).
+ *   - forward against a float64 reference built from explicit N x L masked similarity
+ *     matrices, every feature map, causal or not, key lengths, GQA, initial/final state;
+ *   - backward against central finite differences of that reference, including the gradient
+ *     w.r.t. the initial state and through a gradient of the final state;
+ *   - strided views; one call = two pieces with carried state;
+ *   - bad input: NULLs, half state pairs, state shapes, eps, feature map, options size, ...;
+ *     outputs and decoder state untouched on error;
+ *   - the decoder: create/step/prefill/get/set/reset/destroy, errors, prefill + steps = one
+ *     causal call, distinct decoders on concurrent threads;
+ *   - prints the decoder's microseconds per token (B = 1, H = 8, D = M = 64, float32).
+ * Prints "N passed, M failed" last and exits nonzero on any failure. */
+#define _GNU_SOURCE
+#include "performer.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                                     \
+    do {                                                                     \
+        if (cond) {                                                          \
+            passed++;                                                        \
+        } else {                                                             \
+            failed++;                                                        \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fputc('\n', stderr);                                             \
+        }                                                                    \
+    } while (0)
+
+/* ---------------------------------------------------------------- tensors */
+
+#define SENTINEL 12345.5
+
+static size_t elem_size(int dtype) { return dtype == PERFORMER_FLOAT32 ? sizeof(float) : sizeof(double); }
+
+static performer_tensor_t tensor_new(int dtype, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
+    performer_tensor_t t;
+    memset(&t, 0, sizeof t);
+    size_t bytes = elem_size(dtype) * (size_t)(s0 * s1 * s2 * s3);
+    t.data = calloc(1, bytes < 64 ? 64 : bytes);
+    t.dtype = dtype;
+    t.shape[0] = s0; t.shape[1] = s1; t.shape[2] = s2; t.shape[3] = s3;
+    t.strides[3] = 1; t.strides[2] = s3; t.strides[1] = s2 * s3; t.strides[0] = s1 * s2 * s3;
+    return t;
+}
+
+static int64_t count_of(const performer_tensor_t *t) { return t->shape[0] * t->shape[1] * t->shape[2] * t->shape[3]; }
+
+static int64_t offset(const performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d) {
+    return a * t->strides[0] + b * t->strides[1] + c * t->strides[2] + d * t->strides[3];
+}
+
+static double at(const performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d) {
+    int64_t o = offset(t, a, b, c, d);
+    return t->dtype == PERFORMER_FLOAT32 ? ((const float *)t->data)[o] : ((const double *)t->data)[o];
+}
+
+static void set_at(performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d, double x) {
+    int64_t o = offset(t, a, b, c, d);
+    if (t->dtype == PERFORMER_FLOAT32) ((float *)t->data)[o] = (float)x;
+    else ((double *)t->data)[o] = x;
+}
+
+#define FOR4(t) \
+    for (int64_t i0 = 0; i0 < (t)->shape[0]; i0++) for (int64_t i1 = 0; i1 < (t)->shape[1]; i1++) \
+    for (int64_t i2 = 0; i2 < (t)->shape[2]; i2++) for (int64_t i3 = 0; i3 < (t)->shape[3]; i3++)
+
+/* Deterministic values in [-1, 1). */
+static double value_at(uint64_t seed, int64_t i) {
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + (uint64_t)i * 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 31; x *= 0x94D049BB133111EBull; x ^= x >> 29;
+    return (double)(x >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
+}
+
+/* positive != 0: values in [0.1, 1.1) (features for the identity map, whose denominators must
+ * stay away from 0). */
+static void fill(performer_tensor_t *t, uint64_t seed, int positive) {
+    int64_t i = 0;
+    FOR4(t) {
+        double x = value_at(seed, i++);
+        set_at(t, i0, i1, i2, i3, positive ? 0.1 + fabs(x) : x);
+    }
+}
+
+static void fill_value(performer_tensor_t *t, double x) { FOR4(t) set_at(t, i0, i1, i2, i3, x); }
+
+static int is_value(const performer_tensor_t *t, double x) {
+    FOR4(t) if (at(t, i0, i1, i2, i3) != x) return 0;
+    return 1;
+}
+
+/* A contiguous double copy of t. */
+static double *doubles_of(const performer_tensor_t *t) {
+    double *r = malloc(sizeof(double) * (size_t)(count_of(t) > 0 ? count_of(t) : 1));
+    int64_t i = 0;
+    FOR4(t) r[i++] = at(t, i0, i1, i2, i3);
+    return r;
+}
+
+/* max |t - ref| / max(max |ref|, 1e-30). */
+static double rel_error(const performer_tensor_t *t, const double *ref) {
+    double worst = 0, scale = 1e-30;
+    int64_t i = 0;
+    FOR4(t) {
+        double e = fabs(at(t, i0, i1, i2, i3) - ref[i]);
+        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+        if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
+        i++;
+    }
+    return worst / scale;
+}
+
+/* A view of position `i` of a rank-4 tensor (axis 2 of length 1). */
+static performer_tensor_t position(const performer_tensor_t *t, int64_t i) {
+    performer_tensor_t x = *t;
+    x.shape[2] = 1;
+    x.data = (char *)t->data + (size_t)(i * t->strides[2]) * elem_size(t->dtype);
+    return x;
+}
+
+/* Positions [from, to) of a rank-4 tensor. */
+static performer_tensor_t positions(const performer_tensor_t *t, int64_t from, int64_t to) {
+    performer_tensor_t x = position(t, from);
+    x.shape[2] = to - from;
+    return x;
+}
+
+/* ---------------------------------------------------------------- the float64 reference */
+
+enum { B = 2, H = 4, HK = 2, NMAX = 9, D = 4, M = 3 }; /* C = D */
+
+typedef struct {
+    int causal, fmap;
+    double eps;
+    const int64_t *lengths; /* B entries or NULL */
+    int64_t n, l;
+} config;
+
+static double phi(int fmap, double x) {
+    if (fmap == PERFORMER_FEATURE_ELU_PLUS_ONE) return x > 0 ? x + 1 : exp(x);
+    if (fmap == PERFORMER_FEATURE_RELU) return x > 0 ? x : 0;
+    return x;
+}
+
+/* Contiguous float64 arrays: q B*H*n*D, k B*HK*l*D, v B*HK*l*M, s0 B*H*D*M and z0 B*H*D (or
+ * NULL: zeros) -> out B*H*n*M and, when sn is not NULL, sn/zn. The attention matrix A of each
+ * head is built in full, with its mask (causal: j <= i; keys j >= length removed). */
+static void reference(const config *c, const double *q, const double *k, const double *v, const double *s0,
+                      const double *z0, double *out, double *sn, double *zn) {
+    int64_t n = c->n, l = c->l;
+    double a[NMAX][NMAX], fq[NMAX][D], fk[NMAX][D];
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            int64_t hk = h / (H / HK), limit = c->lengths ? c->lengths[b] : l;
+            const double *qh = q + (b * H + h) * n * D, *kh = k + (b * HK + hk) * l * D, *vh = v + (b * HK + hk) * l * M;
+            const double *sh = s0 ? s0 + (b * H + h) * D * M : NULL, *zh = z0 ? z0 + (b * H + h) * D : NULL;
+            for (int64_t i = 0; i < n; i++) for (int64_t d = 0; d < D; d++) fq[i][d] = phi(c->fmap, qh[i * D + d]);
+            for (int64_t j = 0; j < l; j++) for (int64_t d = 0; d < D; d++) fk[j][d] = phi(c->fmap, kh[j * D + d]);
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < l; j++) {
+                    a[i][j] = 0;
+                    if (j >= limit || (c->causal && j > i)) continue;
+                    for (int64_t d = 0; d < D; d++) a[i][j] += fq[i][d] * fk[j][d];
+                }
+            for (int64_t i = 0; i < n; i++) {
+                double den = c->eps;
+                for (int64_t j = 0; j < l; j++) den += a[i][j];
+                if (zh) for (int64_t d = 0; d < D; d++) den += fq[i][d] * zh[d];
+                for (int64_t m = 0; m < M; m++) {
+                    double num = 0;
+                    for (int64_t j = 0; j < l; j++) num += a[i][j] * vh[j * M + m];
+                    if (sh) for (int64_t d = 0; d < D; d++) num += fq[i][d] * sh[d * M + m];
+                    out[((b * H + h) * n + i) * M + m] = den == 0 ? 0 : num / den;
+                }
+            }
+            if (!sn) continue;
+            for (int64_t d = 0; d < D; d++) {
+                double z = zh ? zh[d] : 0;
+                for (int64_t j = 0; j < limit; j++) z += fk[j][d];
+                zn[(b * H + h) * D + d] = z;
+                for (int64_t m = 0; m < M; m++) {
+                    double s = sh ? sh[d * M + m] : 0;
+                    for (int64_t j = 0; j < limit; j++) s += fk[j][d] * vh[j * M + m];
+                    sn[((b * H + h) * D + d) * M + m] = s;
+                }
+            }
+        }
+}
+
+/* The scalar loss sum(dout * out) + sum(gs * S_N) + sum(gz * z_N) (gs, gz NULL: not in the loss). */
+typedef struct {
+    const config *c;
+    double *q, *k, *v, *s0, *z0;          /* the inputs, perturbed in place by the difference quotient */
+    const double *dout, *gs, *gz;
+} loss_inputs;
+
+static double loss(const loss_inputs *in) {
+    int64_t n = in->c->n;
+    double *out = malloc(sizeof(double) * B * H * n * M), sn[B * H * D * M], zn[B * H * D];
+    reference(in->c, in->q, in->k, in->v, in->s0, in->z0, out, sn, zn);
+    double total = 0;
+    for (int64_t i = 0; i < B * H * n * M; i++) total += in->dout[i] * out[i];
+    if (in->gs) for (int64_t i = 0; i < B * H * D * M; i++) total += in->gs[i] * sn[i];
+    if (in->gz) for (int64_t i = 0; i < B * H * D; i++) total += in->gz[i] * zn[i];
+    free(out);
+    return total;
+}
+
+/* Central differences of loss() w.r.t. every element of x (count elements) into grad. */
+static void numeric_gradient(const loss_inputs *in, double *x, int64_t count, double *grad) {
+    const double step = 1e-6;
+    for (int64_t i = 0; i < count; i++) {
+        double saved = x[i];
+        x[i] = saved + step;
+        double up = loss(in);
+        x[i] = saved - step;
+        double down = loss(in);
+        x[i] = saved;
+        grad[i] = (up - down) / (2 * step);
+    }
+}
+
+/* ---------------------------------------------------------------- results against the reference */
+
+static void results(int dtype, int fmap, int causal, int with_lengths, int with_state) {
+    config c = {causal, fmap, fmap == PERFORMER_FEATURE_IDENTITY ? 0.0 : 1e-6, NULL, 6, causal ? 6 : 9};
+    int64_t lengths[B] = {causal ? 4 : 7, c.l};
+    if (with_lengths) { c.lengths = lengths; if (fmap != PERFORMER_FEATURE_IDENTITY) lengths[1] = 0; }
+    int stated = causal && with_state;
+    int positive = fmap == PERFORMER_FEATURE_IDENTITY;
+    char what[128];
+    snprintf(what, sizeof what, "%s fmap=%d causal=%d lengths=%d state=%d", dtype ? "float64" : "float32", fmap, causal,
+             with_lengths, stated);
+
+    performer_tensor_t q = tensor_new(dtype, B, H, c.n, D), k = tensor_new(dtype, B, HK, c.l, D);
+    performer_tensor_t v = tensor_new(dtype, B, HK, c.l, M), out = tensor_new(dtype, B, H, c.n, M);
+    performer_tensor_t dout = tensor_new(dtype, B, H, c.n, M);
+    performer_tensor_t s0 = tensor_new(dtype, B, H, D, M), z0 = tensor_new(dtype, B, H, D, 1);
+    performer_tensor_t sn = tensor_new(dtype, B, H, D, M), zn = tensor_new(dtype, B, H, D, 1);
+    performer_tensor_t gs = tensor_new(dtype, B, H, D, M), gz = tensor_new(dtype, B, H, D, 1);
+    performer_tensor_t ds0 = tensor_new(dtype, B, H, D, M), dz0 = tensor_new(dtype, B, H, D, 1);
+    performer_tensor_t dq = tensor_new(dtype, B, H, c.n, D), dk = tensor_new(dtype, B, HK, c.l, D);
+    performer_tensor_t dv = tensor_new(dtype, B, HK, c.l, M);
+    fill(&q, 1, positive); fill(&k, 2, positive); fill(&v, 3, 0); fill(&dout, 4, 0);
+    fill(&s0, 5, 0); fill(&z0, 6, 1); fill(&gs, 7, 0); fill(&gz, 8, 0);
+    /* S_0 = sum of phi(k) v^T over some earlier keys keeps z_0 >= 0; any values are valid math. */
+
+    performer_linear_options_t o;
+    performer_linear_options_init(&o);
+    o.causal = causal; o.feature_map = fmap; o.eps = c.eps; o.kv_lengths = c.lengths;
+
+    double *qd = doubles_of(&q), *kd = doubles_of(&k), *vd = doubles_of(&v), *doutd = doubles_of(&dout);
+    double *s0d = doubles_of(&s0), *z0d = doubles_of(&z0), *gsd = doubles_of(&gs), *gzd = doubles_of(&gz);
+    double *ref_out = malloc(sizeof(double) * B * H * c.n * M), ref_sn[B * H * D * M], ref_zn[B * H * D];
+    reference(&c, qd, kd, vd, stated ? s0d : NULL, stated ? z0d : NULL, ref_out, ref_sn, ref_zn);
+
+    double tol = dtype == PERFORMER_FLOAT32 ? 1e-5 : 1e-12;
+    performer_status s = performer_linear_forward(&q, &k, &v, &out, stated ? &s0 : NULL, stated ? &z0 : NULL,
+                                                  causal ? &sn : NULL, causal ? &zn : NULL, &o);
+    CHECK(s == PERFORMER_OK, "%s forward: %s", what, performer_last_error());
+    double e = rel_error(&out, ref_out);
+    CHECK(e <= tol, "%s forward: out relative error %g", what, e);
+    if (causal) {
+        double es = rel_error(&sn, ref_sn), ez = rel_error(&zn, ref_zn);
+        CHECK(es <= tol && ez <= tol, "%s forward: final state errors %g %g", what, es, ez);
+    }
+
+    /* Backward against finite differences of the reference (float64 throughout). */
+    loss_inputs in = {&c, qd, kd, vd, stated ? s0d : NULL, stated ? z0d : NULL, doutd,
+                      causal ? gsd : NULL, causal ? gzd : NULL};
+    double *nq = malloc(sizeof(double) * B * H * c.n * D), *nk = malloc(sizeof(double) * B * HK * c.l * D);
+    double *nv = malloc(sizeof(double) * B * HK * c.l * M), ns0[B * H * D * M], nz0[B * H * D];
+    numeric_gradient(&in, qd, B * H * c.n * D, nq);
+    numeric_gradient(&in, kd, B * HK * c.l * D, nk);
+    numeric_gradient(&in, vd, B * HK * c.l * M, nv);
+    if (stated) {
+        numeric_gradient(&in, s0d, B * H * D * M, ns0);
+        numeric_gradient(&in, z0d, B * H * D, nz0);
+    }
+    s = performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, stated ? &s0 : NULL, stated ? &z0 : NULL,
+                                  causal ? &gs : NULL, causal ? &gz : NULL, stated ? &ds0 : NULL, stated ? &dz0 : NULL,
+                                  &o);
+    CHECK(s == PERFORMER_OK, "%s backward: %s", what, performer_last_error());
+    double gtol = dtype == PERFORMER_FLOAT32 ? 1e-4 : 1e-6;
+    double e1 = rel_error(&dq, nq), e2 = rel_error(&dk, nk), e3 = rel_error(&dv, nv);
+    CHECK(e1 <= gtol && e2 <= gtol && e3 <= gtol, "%s backward vs finite differences: dq %g dk %g dv %g", what, e1, e2, e3);
+    if (stated) {
+        double e4 = rel_error(&ds0, ns0), e5 = rel_error(&dz0, nz0);
+        CHECK(e4 <= gtol && e5 <= gtol, "%s backward: dS0 %g dz0 %g", what, e4, e5);
+    }
+
+    /* Strided views: q and out as B x N x H x features buffers; S_0 and S_N transposed (M x C). */
+    performer_tensor_t qs = tensor_new(dtype, B, c.n, H, D), os = tensor_new(dtype, B, c.n, H, M);
+    performer_tensor_t s0t = tensor_new(dtype, B, H, M, D), snt = tensor_new(dtype, B, H, M, D);
+    int64_t t;
+    t = qs.strides[1]; qs.strides[1] = qs.strides[2]; qs.strides[2] = t; qs.shape[1] = H; qs.shape[2] = c.n;
+    t = os.strides[1]; os.strides[1] = os.strides[2]; os.strides[2] = t; os.shape[1] = H; os.shape[2] = c.n;
+    t = s0t.strides[2]; s0t.strides[2] = s0t.strides[3]; s0t.strides[3] = t; s0t.shape[2] = D; s0t.shape[3] = M;
+    t = snt.strides[2]; snt.strides[2] = snt.strides[3]; snt.strides[3] = t; snt.shape[2] = D; snt.shape[3] = M;
+    FOR4(&q) set_at(&qs, i0, i1, i2, i3, at(&q, i0, i1, i2, i3));
+    FOR4(&s0) set_at(&s0t, i0, i1, i2, i3, at(&s0, i0, i1, i2, i3));
+    s = performer_linear_forward(&qs, &k, &v, &os, stated ? &s0t : NULL, stated ? &z0 : NULL, causal ? &snt : NULL,
+                                 causal ? &zn : NULL, &o);
+    CHECK(s == PERFORMER_OK, "%s strided forward: %s", what, performer_last_error());
+    e = rel_error(&os, ref_out);
+    CHECK(e <= tol, "%s strided forward: error %g", what, e);
+    if (causal) CHECK(rel_error(&snt, ref_sn) <= tol, "%s strided final state", what);
+
+    /* Pieces: positions [0, 2) then [2, n) carrying the state = one call. */
+    if (causal && !with_lengths) {
+        performer_tensor_t mid_s = tensor_new(dtype, B, H, D, M), mid_z = tensor_new(dtype, B, H, D, 1);
+        performer_tensor_t piece_out = tensor_new(dtype, B, H, c.n, M);
+        performer_tensor_t q1 = positions(&q, 0, 2), k1 = positions(&k, 0, 2), v1 = positions(&v, 0, 2);
+        performer_tensor_t o1 = positions(&piece_out, 0, 2);
+        performer_tensor_t q2 = positions(&q, 2, c.n), k2 = positions(&k, 2, c.n), v2 = positions(&v, 2, c.n);
+        performer_tensor_t o2 = positions(&piece_out, 2, c.n);
+        s = performer_linear_forward(&q1, &k1, &v1, &o1, stated ? &s0 : NULL, stated ? &z0 : NULL, &mid_s, &mid_z, &o);
+        performer_status s2 = performer_linear_forward(&q2, &k2, &v2, &o2, &mid_s, &mid_z, &sn, &zn, &o);
+        CHECK(s == PERFORMER_OK && s2 == PERFORMER_OK, "%s pieces: %s", what, performer_last_error());
+        e = rel_error(&piece_out, ref_out);
+        CHECK(e <= tol, "%s pieces with carried state: error %g", what, e);
+        CHECK(rel_error(&sn, ref_sn) <= tol && rel_error(&zn, ref_zn) <= tol, "%s pieces: final state", what);
+        free(mid_s.data); free(mid_z.data); free(piece_out.data);
+    }
+
+    performer_tensor_t *all[] = {&q, &k, &v, &out, &dout, &s0, &z0, &sn, &zn, &gs, &gz, &ds0, &dz0, &dq, &dk, &dv,
+                                 &qs, &os, &s0t, &snt};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->data);
+    free(qd); free(kd); free(vd); free(doutd); free(s0d); free(z0d); free(gsd); free(gzd);
+    free(ref_out); free(nq); free(nk); free(nv);
+}
+
+/* Padded keys must not change any unpadded output, whatever their values. */
+static void padding_has_no_effect(void) {
+    enum { n = 7 };
+    performer_tensor_t q = tensor_new(PERFORMER_FLOAT64, B, H, n, D), k = tensor_new(PERFORMER_FLOAT64, B, HK, n, D);
+    performer_tensor_t v = tensor_new(PERFORMER_FLOAT64, B, HK, n, M);
+    performer_tensor_t o1 = tensor_new(PERFORMER_FLOAT64, B, H, n, M), o2 = tensor_new(PERFORMER_FLOAT64, B, H, n, M);
+    fill(&q, 21, 0);
+    const int64_t lengths[B] = {3, 5};
+    performer_linear_options_t o;
+    performer_linear_options_init(&o);
+    o.kv_lengths = lengths;
+    for (int causal = 0; causal < 2; causal++) {
+        o.causal = causal;
+        fill(&k, 22, 0); fill(&v, 23, 0);
+        CHECK(performer_linear_forward(&q, &k, &v, &o1, NULL, NULL, NULL, NULL, &o) == PERFORMER_OK, "padding 1");
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < HK; h++)
+                for (int64_t j = lengths[b]; j < n; j++) {
+                    for (int64_t d = 0; d < D; d++) set_at(&k, b, h, j, d, 100.0 * (double)(j + d));
+                    for (int64_t m = 0; m < M; m++) set_at(&v, b, h, j, m, -1e6);
+                }
+        CHECK(performer_linear_forward(&q, &k, &v, &o2, NULL, NULL, NULL, NULL, &o) == PERFORMER_OK, "padding 2");
+        CHECK(memcmp(o1.data, o2.data, sizeof(double) * B * H * n * M) == 0,
+              "causal=%d: padded keys changed an output", causal);
+    }
+    free(q.data); free(k.data); free(v.data); free(o1.data); free(o2.data);
+}
+
+/* ---------------------------------------------------------------- errors */
+
+/* The call failed with `want`, its message contains `needle`, and every tensor in `outputs`
+ * still holds SENTINEL. */
+static void expect_error(const char *what, performer_status got, performer_status want, const char *needle,
+                         performer_tensor_t *const *outputs, int count) {
+    const char *message = performer_last_error();
+    CHECK(got == want, "%s: status %d (%s), want %d (%s); message \"%s\"", what, (int)got,
+          performer_status_string(got), (int)want, performer_status_string(want), message);
+    CHECK(strstr(message, needle) != NULL, "%s: message \"%s\" does not contain \"%s\"", what, message, needle);
+    for (int i = 0; i < count; i++) CHECK(is_value(outputs[i], SENTINEL), "%s: output %d was written on error", what, i);
+}
+
+static void forward_errors(void) {
+    enum { n = 5 };
+    const int f = PERFORMER_FLOAT32;
+    performer_tensor_t q = tensor_new(f, B, H, n, D), k = tensor_new(f, B, HK, n, D), v = tensor_new(f, B, HK, n, M);
+    performer_tensor_t out = tensor_new(f, B, H, n, M), s0 = tensor_new(f, B, H, D, M), z0 = tensor_new(f, B, H, D, 1);
+    performer_tensor_t sn = tensor_new(f, B, H, D, M), zn = tensor_new(f, B, H, D, 1);
+    fill(&q, 1, 0); fill(&k, 2, 0); fill(&v, 3, 0); fill(&s0, 4, 0); fill(&z0, 5, 1);
+    fill_value(&out, SENTINEL); fill_value(&sn, SENTINEL); fill_value(&zn, SENTINEL);
+    /* Descriptors of the outputs as allocated (the tests below change the ones they pass). */
+    performer_tensor_t pristine[] = {out, sn, zn};
+    performer_tensor_t *outs[] = {&pristine[0], &pristine[1], &pristine[2]};
+    performer_linear_options_t o;
+    performer_linear_options_init(&o);
+    o.causal = 1;
+    performer_tensor_t saved;
+    char what[96];
+
+#define FWD(qq, kk, vv, oo, a, b, c2, d2, opt) performer_linear_forward(qq, kk, vv, oo, a, b, c2, d2, opt)
+    expect_error("q NULL", FWD(NULL, &k, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_NULL_POINTER, "q is NULL", outs, 3);
+    expect_error("k NULL", FWD(&q, NULL, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_NULL_POINTER, "k is NULL", outs, 3);
+    expect_error("v NULL", FWD(&q, &k, NULL, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_NULL_POINTER, "v is NULL", outs, 3);
+    expect_error("out NULL", FWD(&q, &k, &v, NULL, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_NULL_POINTER, "out is NULL", outs, 3);
+    expect_error("z0 without S0", FWD(&q, &k, &v, &out, NULL, &z0, &sn, &zn, &o), PERFORMER_ERROR_NULL_POINTER,
+                 "S0 is NULL but z0 is not", outs, 3);
+    expect_error("S0 without z0", FWD(&q, &k, &v, &out, &s0, NULL, &sn, &zn, &o), PERFORMER_ERROR_NULL_POINTER,
+                 "z0 is NULL but S0 is not", outs, 3);
+    expect_error("S_N without z_N", FWD(&q, &k, &v, &out, &s0, &z0, &sn, NULL, &o), PERFORMER_ERROR_NULL_POINTER,
+                 "z_N is NULL", outs, 3);
+    saved = s0; s0.data = NULL;
+    expect_error("S0.data NULL", FWD(&q, &k, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_NULL_POINTER,
+                 "S0.data is NULL", outs, 3);
+    s0 = saved;
+
+    /* State shapes that do not match B x H x C x M / B x H x C x 1. */
+    struct { performer_tensor_t *t; int axis; int64_t value; const char *needle; } shapes[] = {
+        {&s0, 2, D - 1, "S0.shape[2] = 3"}, {&s0, 3, M + 1, "S0.shape[3] = 4"}, {&s0, 1, HK, "S0.shape[1] = 2"},
+        {&z0, 3, 2, "z0.shape[3] = 2"},     {&z0, 0, 1, "z0.shape[0] = 1"},     {&sn, 3, M - 1, "S_N.shape[3] = 2"},
+        {&zn, 2, D + 1, "z_N.shape[2] = 5"},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        saved = *shapes[i].t;
+        shapes[i].t->shape[shapes[i].axis] = shapes[i].value;
+        expect_error(shapes[i].needle, FWD(&q, &k, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_SHAPE_MISMATCH,
+                     shapes[i].needle, outs, 3);
+        *shapes[i].t = saved;
+    }
+    saved = z0; z0.dtype = PERFORMER_FLOAT64;
+    expect_error("z0 float64", FWD(&q, &k, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_DTYPE_MISMATCH,
+                 "z0.dtype = float64 but q.dtype = float32", outs, 3);
+    z0 = saved;
+    saved = sn; sn.reserved = 3;
+    expect_error("S_N reserved", FWD(&q, &k, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+                 "S_N.reserved = 3", outs, 3);
+    sn = saved;
+
+    /* A state without causal. */
+    o.causal = 0;
+    expect_error("state, not causal", FWD(&q, &k, &v, &out, &s0, &z0, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+                 "causal = false", outs, 3);
+    expect_error("final state, not causal", FWD(&q, &k, &v, &out, NULL, NULL, &sn, &zn, &o),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "causal = false", outs, 3);
+    o.causal = 1;
+
+    /* Causal needs N = L. */
+    performer_tensor_t k4 = positions(&k, 0, n - 1), v4 = positions(&v, 0, n - 1);
+    expect_error("causal N != L", FWD(&q, &k4, &v4, &out, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_SHAPE_MISMATCH,
+                 "causal linear attention needs as many queries as keys", outs, 3);
+    performer_tensor_t k3 = k, v3 = v;
+    k3.shape[1] = 3; v3.shape[1] = 3;
+    expect_error("H % Hk", FWD(&q, &k3, &v3, &out, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_SHAPE_MISMATCH,
+                 "is not a multiple of k.shape[1] = 3", outs, 3);
+
+    /* eps, feature map, key lengths, options size. */
+    const double bad_eps[] = {-1e-6, -INFINITY, INFINITY, NAN};
+    for (int i = 0; i < 4; i++) {
+        o.eps = bad_eps[i];
+        snprintf(what, sizeof what, "eps %g", bad_eps[i]);
+        expect_error(what, FWD(&q, &k, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "eps = ",
+                     outs, 3);
+    }
+    performer_linear_options_init(&o);
+    o.causal = 1;
+    const int bad_maps[] = {3, -1, 1000};
+    for (int i = 0; i < 3; i++) {
+        o.feature_map = bad_maps[i];
+        snprintf(what, sizeof what, "feature_map %d", bad_maps[i]);
+        char needle[64];
+        snprintf(needle, sizeof needle, "options->feature_map = %d is not a performer_feature_map", bad_maps[i]);
+        expect_error(what, FWD(&q, &k, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_INVALID_ARGUMENT, needle,
+                     outs, 3);
+    }
+    o.feature_map = PERFORMER_FEATURE_RELU;
+    const int64_t bad_lengths[B] = {2, n + 1};
+    o.kv_lengths = bad_lengths;
+    expect_error("kv_lengths", FWD(&q, &k, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+                 "kv_lengths[1] = 6", outs, 3);
+    o.kv_lengths = NULL;
+    size_t bad_sizes[] = {0, 8, sizeof(performer_linear_options_t) - 8, sizeof(performer_linear_options_t) + 8,
+                          sizeof(performer_softmax_options_t) + 1};
+    for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
+        o.size = bad_sizes[i];
+        snprintf(what, sizeof what, "options.size %zu", bad_sizes[i]);
+        expect_error(what, FWD(&q, &k, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_UNSUPPORTED_VERSION,
+                     "performer_linear_options_t", outs, 3);
+    }
+    performer_linear_options_init(&o);
+    o.causal = 1;
+
+    /* Aliasing: the final state over the initial one, over out, or S_N over z_N. */
+    expect_error("S_N = S0", FWD(&q, &k, &v, &out, &s0, &z0, &s0, &zn, &o), PERFORMER_ERROR_ALIASING, "S_N overlaps input S0",
+                 outs, 3);
+    performer_tensor_t zn_in_sn = zn;
+    zn_in_sn.data = (float *)sn.data + 2;
+    fill_value(&zn_in_sn, SENTINEL);
+    expect_error("z_N in S_N", FWD(&q, &k, &v, &out, &s0, &z0, &sn, &zn_in_sn, &o), PERFORMER_ERROR_ALIASING, "overlaps output",
+                 outs, 3);
+    performer_tensor_t sn_over_out = sn;
+    sn_over_out.data = out.data;
+    expect_error("S_N over out", FWD(&q, &k, &v, &out, &s0, &z0, &sn_over_out, &zn, &o), PERFORMER_ERROR_ALIASING,
+                 "overlaps output", outs, 3);
+    performer_tensor_t self = zn;
+    self.strides[2] = 0;
+    expect_error("z_N zero stride", FWD(&q, &k, &v, &out, &s0, &z0, &sn, &self, &o), PERFORMER_ERROR_ALIASING, "z_N.strides",
+                 outs, 3);
+#undef FWD
+
+    /* The defaults with options NULL: non-causal elu+1, eps 1e-6. */
+    performer_status s = performer_linear_forward(&q, &k, &v, &out, NULL, NULL, NULL, NULL, NULL);
+    CHECK(s == PERFORMER_OK, "options NULL: %s", performer_last_error());
+    CHECK(!is_value(&out, SENTINEL), "options NULL wrote no output");
+
+    /* Backward: required arguments, half pairs, dS0 shape, dtype. */
+    performer_tensor_t dout = tensor_new(f, B, H, n, M), dq = tensor_new(f, B, H, n, D);
+    performer_tensor_t dk = tensor_new(f, B, HK, n, D), dv = tensor_new(f, B, HK, n, M);
+    performer_tensor_t ds0 = tensor_new(f, B, H, D, M), dz0 = tensor_new(f, B, H, D, 1);
+    fill(&dout, 9, 0);
+    fill_value(&dq, SENTINEL); fill_value(&dk, SENTINEL); fill_value(&dv, SENTINEL);
+    fill_value(&ds0, SENTINEL); fill_value(&dz0, SENTINEL);
+    performer_tensor_t bpristine[] = {dq, dk, dv, ds0, dz0};
+    performer_tensor_t *bouts[] = {&bpristine[0], &bpristine[1], &bpristine[2], &bpristine[3], &bpristine[4]};
+    performer_tensor_t *args[] = {&q, &k, &v, &dout, &dq, &dk, &dv};
+    const char *names[] = {"q", "k", "v", "dout", "dq", "dk", "dv"};
+    for (int i = 0; i < 7; i++) {
+        performer_tensor_t *a[7];
+        for (int j = 0; j < 7; j++) a[j] = j == i ? NULL : args[j];
+        char needle[32];
+        snprintf(what, sizeof what, "backward %s NULL", names[i]);
+        snprintf(needle, sizeof needle, "%s is NULL", names[i]);
+        expect_error(what, performer_linear_backward(a[0], a[1], a[2], a[3], a[4], a[5], a[6], &s0, &z0, &sn, &zn, &ds0, &dz0, &o),
+                     PERFORMER_ERROR_NULL_POINTER, needle, bouts, 5);
+    }
+    expect_error("backward dz0 without dS0",
+                 performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, &s0, &z0, NULL, NULL, NULL, &dz0, &o),
+                 PERFORMER_ERROR_NULL_POINTER, "dS0 is NULL but dz0 is not", bouts, 5);
+    expect_error("backward dS_N without dz_N",
+                 performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, &s0, &z0, &sn, NULL, &ds0, &dz0, &o),
+                 PERFORMER_ERROR_NULL_POINTER, "dz_N is NULL but dS_N is not", bouts, 5);
+    saved = ds0; ds0.shape[3] = M + 2;
+    expect_error("backward dS0 shape",
+                 performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, &s0, &z0, NULL, NULL, &ds0, &dz0, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "dS0.shape[3] = 5", bouts, 5);
+    ds0 = saved;
+    saved = dz0; dz0.shape[2] = 1;
+    expect_error("backward dz0 shape",
+                 performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, &s0, &z0, NULL, NULL, &ds0, &dz0, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "dz0.shape[2] = 1", bouts, 5);
+    dz0 = saved;
+    saved = sn; sn.shape[1] = 1;
+    expect_error("backward dS_N shape",
+                 performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, &s0, &z0, &sn, &zn, &ds0, &dz0, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "dS_N.shape[1] = 1", bouts, 5);
+    sn = saved;
+    saved = dv; dv.shape[3] = M - 1;
+    expect_error("backward dv shape",
+                 performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "dv.shape[3] = 2", bouts, 5);
+    dv = saved;
+    saved = dz0; dz0.dtype = PERFORMER_FLOAT64;
+    expect_error("backward dz0 float64",
+                 performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, &s0, &z0, NULL, NULL, &ds0, &dz0, &o),
+                 PERFORMER_ERROR_DTYPE_MISMATCH, "dz0.dtype = float64", bouts, 5);
+    dz0 = saved;
+    expect_error("backward dS0 over S0",
+                 performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, &s0, &z0, NULL, NULL, &s0, &dz0, &o),
+                 PERFORMER_ERROR_ALIASING, "dS0 overlaps input S0", bouts, 5);
+    o.causal = 0;
+    expect_error("backward state, not causal",
+                 performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, NULL, NULL, NULL, NULL, &ds0, &dz0, &o),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "causal = false", bouts, 5);
+    o.causal = 1; o.eps = -1;
+    expect_error("backward eps -1",
+                 performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "eps = -1", bouts, 5);
+    o.eps = 0; o.size = 4;
+    expect_error("backward options size 4",
+                 performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_UNSUPPORTED_VERSION, "options->size = 4", bouts, 5);
+
+    performer_tensor_t *all[] = {&q, &k, &v, &out, &s0, &z0, &sn, &zn, &dout, &dq, &dk, &dv, &ds0, &dz0};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->data);
+}
+
+static void options_init(void) {
+    performer_linear_options_t o;
+    memset(&o, 0xAB, sizeof o);
+    performer_linear_options_init(&o);
+    CHECK(o.size == sizeof o && o.causal == 0 && o.feature_map == PERFORMER_FEATURE_ELU_PLUS_ONE && o.eps == 1e-6 &&
+              o.kv_lengths == NULL,
+          "performer_linear_options_init defaults");
+    performer_linear_options_init(NULL);
+    CHECK(1, "performer_linear_options_init(NULL) returned");
+}
+
+/* ---------------------------------------------------------------- the decoder */
+
+/* S and z of the decoder as contiguous doubles (B*H*D*M then B*H*D). */
+static void decoder_state(performer_linear_decoder_t dec, int dtype, double *s, double *z) {
+    performer_tensor_t st = tensor_new(dtype, B, H, D, M), zt = tensor_new(dtype, B, H, D, 1);
+    performer_status status = performer_linear_decoder_get_state(dec, &st, &zt);
+    CHECK(status == PERFORMER_OK, "get_state: %s", performer_last_error());
+    double *a = doubles_of(&st), *b = doubles_of(&zt);
+    memcpy(s, a, sizeof(double) * B * H * D * M);
+    memcpy(z, b, sizeof(double) * B * H * D);
+    free(a); free(b); free(st.data); free(zt.data);
+}
+
+static void decoder_lifecycle(int dtype, int fmap) {
+    enum { n = 7, prompt = 3 };
+    char what[64];
+    snprintf(what, sizeof what, "decoder %s fmap=%d", dtype ? "float64" : "float32", fmap);
+    int positive = fmap == PERFORMER_FEATURE_IDENTITY;
+    double eps = 1e-6, tol = dtype == PERFORMER_FLOAT32 ? 1e-5 : 1e-12;
+    performer_tensor_t q = tensor_new(dtype, B, H, n, D), k = tensor_new(dtype, B, HK, n, D), v = tensor_new(dtype, B, HK, n, M);
+    performer_tensor_t s0 = tensor_new(dtype, B, H, D, M), z0 = tensor_new(dtype, B, H, D, 1);
+    performer_tensor_t sn = tensor_new(dtype, B, H, D, M), zn = tensor_new(dtype, B, H, D, 1);
+    performer_tensor_t ref = tensor_new(dtype, B, H, n, M), out = tensor_new(dtype, B, H, n, M);
+    fill(&q, 31, positive); fill(&k, 32, positive); fill(&v, 33, 0); fill(&s0, 34, 0); fill(&z0, 35, 1);
+
+    /* The one-call causal forward from (S_0, z_0): what every decoder path must equal. */
+    performer_linear_options_t o;
+    performer_linear_options_init(&o);
+    o.causal = 1; o.feature_map = fmap; o.eps = eps;
+    performer_status s = performer_linear_forward(&q, &k, &v, &ref, &s0, &z0, &sn, &zn, &o);
+    CHECK(s == PERFORMER_OK, "%s reference forward: %s", what, performer_last_error());
+    double *ref_out = doubles_of(&ref), *ref_s = doubles_of(&sn), *ref_z = doubles_of(&zn);
+
+    performer_linear_decoder_t dec = NULL;
+    s = performer_linear_decoder_create(&dec, (performer_dtype)dtype, B, H, HK, D, M, (performer_feature_map)fmap, eps);
+    CHECK(s == PERFORMER_OK && dec != NULL, "%s create: %s", what, performer_last_error());
+    if (dec == NULL) return;
+    double st[B * H * D * M], zt[B * H * D];
+    decoder_state(dec, dtype, st, zt);
+    int zero = 1;
+    for (int i = 0; i < B * H * D * M; i++) zero &= st[i] == 0;
+    for (int i = 0; i < B * H * D; i++) zero &= zt[i] == 0;
+    CHECK(zero, "%s: a new decoder's state is not zero", what);
+
+    /* set_state(S_0, z_0) then n steps = the forward. */
+    CHECK(performer_linear_decoder_set_state(dec, &s0, &z0) == PERFORMER_OK, "%s set_state: %s", what, performer_last_error());
+    for (int64_t t = 0; t < n; t++) {
+        performer_tensor_t qt = position(&q, t), kt = position(&k, t), vt = position(&v, t), ot = position(&out, t);
+        s = performer_linear_decoder_step(dec, &qt, &kt, &vt, &ot);
+        CHECK(s == PERFORMER_OK, "%s step %lld: %s", what, (long long)t, performer_last_error());
+    }
+    double e = rel_error(&out, ref_out);
+    CHECK(e <= tol, "%s: steps vs one causal call: error %g", what, e);
+    decoder_state(dec, dtype, st, zt);
+    performer_tensor_t st_view = tensor_new(PERFORMER_FLOAT64, B, H, D, M), zt_view = tensor_new(PERFORMER_FLOAT64, B, H, D, 1);
+    memcpy(st_view.data, st, sizeof st); memcpy(zt_view.data, zt, sizeof zt);
+    CHECK(rel_error(&st_view, ref_s) <= tol && rel_error(&zt_view, ref_z) <= tol, "%s: state after steps", what);
+
+    /* set_state(S_0, z_0), prefill the prompt, then step the rest = the forward. */
+    fill_value(&out, 0);
+    CHECK(performer_linear_decoder_set_state(dec, &s0, &z0) == PERFORMER_OK, "%s set_state", what);
+    performer_tensor_t qp = positions(&q, 0, prompt), kp = positions(&k, 0, prompt), vp = positions(&v, 0, prompt);
+    performer_tensor_t op = positions(&out, 0, prompt);
+    s = performer_linear_decoder_prefill(dec, &qp, &kp, &vp, &op);
+    CHECK(s == PERFORMER_OK, "%s prefill: %s", what, performer_last_error());
+    for (int64_t t = prompt; t < n; t++) {
+        performer_tensor_t qt = position(&q, t), kt = position(&k, t), vt = position(&v, t), ot = position(&out, t);
+        CHECK(performer_linear_decoder_step(dec, &qt, &kt, &vt, &ot) == PERFORMER_OK, "%s step after prefill", what);
+    }
+    e = rel_error(&out, ref_out);
+    CHECK(e <= tol, "%s: prefill + steps vs one causal call: error %g", what, e);
+
+    /* reset = a fresh decoder: from zeros, the forward without an initial state. */
+    CHECK(performer_linear_decoder_reset(dec) == PERFORMER_OK, "%s reset", what);
+    decoder_state(dec, dtype, st, zt);
+    zero = 1;
+    for (int i = 0; i < B * H * D * M; i++) zero &= st[i] == 0;
+    for (int i = 0; i < B * H * D; i++) zero &= zt[i] == 0;
+    CHECK(zero, "%s: reset left a nonzero state", what);
+    s = performer_linear_forward(&q, &k, &v, &ref, NULL, NULL, NULL, NULL, &o);
+    performer_tensor_t qa = positions(&q, 0, n);
+    s = s == PERFORMER_OK ? performer_linear_decoder_prefill(dec, &qa, &k, &v, &out) : s;
+    CHECK(s == PERFORMER_OK, "%s reset + prefill: %s", what, performer_last_error());
+    double *ref2 = doubles_of(&ref);
+    CHECK(rel_error(&out, ref2) <= tol, "%s: reset + prefill of everything = forward from zeros", what);
+    free(ref2);
+
+    /* Errors: the state and out stay as they were. */
+    double before_s[B * H * D * M], before_z[B * H * D], after_s[B * H * D * M], after_z[B * H * D];
+    decoder_state(dec, dtype, before_s, before_z);
+    performer_tensor_t o1 = position(&out, 0);
+    fill_value(&o1, SENTINEL);
+    performer_tensor_t *outs[] = {&o1};
+    performer_tensor_t q0 = position(&q, 0), k0 = position(&k, 0), v0 = position(&v, 0);
+    expect_error("step NULL decoder", performer_linear_decoder_step(NULL, &q0, &k0, &v0, &o1), PERFORMER_ERROR_NULL_POINTER,
+                 "decoder is NULL", outs, 1);
+    expect_error("step q NULL", performer_linear_decoder_step(dec, NULL, &k0, &v0, &o1), PERFORMER_ERROR_NULL_POINTER,
+                 "q is NULL", outs, 1);
+    expect_error("step out NULL", performer_linear_decoder_step(dec, &q0, &k0, &v0, NULL), PERFORMER_ERROR_NULL_POINTER,
+                 "out is NULL", outs, 1);
+    performer_tensor_t q2 = positions(&q, 0, 2);
+    expect_error("step two positions", performer_linear_decoder_step(dec, &q2, &k0, &v0, &o1), PERFORMER_ERROR_SHAPE_MISMATCH,
+                 "q.shape[2] = 2", outs, 1);
+    performer_tensor_t kfull = k0;
+    kfull.shape[1] = H;
+    expect_error("step k with H heads", performer_linear_decoder_step(dec, &q0, &kfull, &v0, &o1),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "k.shape[1] = 4", outs, 1);
+    performer_tensor_t vbad = v0;
+    vbad.dtype = 1 - dtype;
+    expect_error("step v dtype", performer_linear_decoder_step(dec, &q0, &k0, &vbad, &o1), PERFORMER_ERROR_DTYPE_MISMATCH,
+                 "v.dtype", outs, 1);
+    performer_tensor_t oq = q0;
+    oq.shape[3] = M;
+    expect_error("step out over q", performer_linear_decoder_step(dec, &q0, &k0, &v0, &oq), PERFORMER_ERROR_ALIASING,
+                 "overlaps input q", outs, 1);
+    expect_error("prefill NULL decoder", performer_linear_decoder_prefill(NULL, &q0, &k0, &v0, &o1),
+                 PERFORMER_ERROR_NULL_POINTER, "decoder is NULL", outs, 1);
+    performer_tensor_t k1 = positions(&k, 0, 2), v1 = positions(&v, 0, 2);
+    expect_error("prefill N != L", performer_linear_decoder_prefill(dec, &q0, &k1, &v1, &o1),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "as many queries as keys", outs, 1);
+    decoder_state(dec, dtype, after_s, after_z);
+    CHECK(memcmp(before_s, after_s, sizeof before_s) == 0 && memcmp(before_z, after_z, sizeof before_z) == 0,
+          "%s: a failed step or prefill changed the state", what);
+
+    performer_tensor_t sb = tensor_new(dtype, B, H, D, M), zb = tensor_new(dtype, B, H, D, 1);
+    fill_value(&sb, SENTINEL); fill_value(&zb, SENTINEL);
+    performer_tensor_t *souts[] = {&sb, &zb};
+    expect_error("get_state NULL decoder", performer_linear_decoder_get_state(NULL, &sb, &zb), PERFORMER_ERROR_NULL_POINTER,
+                 "decoder is NULL", souts, 2);
+    expect_error("get_state z NULL", performer_linear_decoder_get_state(dec, &sb, NULL), PERFORMER_ERROR_NULL_POINTER,
+                 "z is NULL", souts, 2);
+    performer_tensor_t zwrong = zb;
+    zwrong.shape[3] = 2;
+    expect_error("get_state z shape", performer_linear_decoder_get_state(dec, &sb, &zwrong), PERFORMER_ERROR_SHAPE_MISMATCH,
+                 "z.shape[3] = 2", souts, 2);
+    performer_tensor_t z_in_s = zb;
+    z_in_s.data = sb.data;
+    expect_error("get_state z over S", performer_linear_decoder_get_state(dec, &sb, &z_in_s), PERFORMER_ERROR_ALIASING,
+                 "overlaps", souts, 2);
+    performer_tensor_t swrong = s0;
+    swrong.shape[2] = D + 1;
+    expect_error("set_state S shape", performer_linear_decoder_set_state(dec, &swrong, &z0), PERFORMER_ERROR_SHAPE_MISMATCH,
+                 "S.shape[2] = 5", souts, 2);
+    performer_tensor_t sdtype = s0;
+    sdtype.dtype = 1 - dtype;
+    expect_error("set_state S dtype", performer_linear_decoder_set_state(dec, &sdtype, &z0), PERFORMER_ERROR_DTYPE_MISMATCH,
+                 "S.dtype", souts, 2);
+    expect_error("set_state NULL decoder", performer_linear_decoder_set_state(NULL, &s0, &z0), PERFORMER_ERROR_NULL_POINTER,
+                 "decoder is NULL", souts, 2);
+    expect_error("set_state S NULL", performer_linear_decoder_set_state(dec, NULL, &z0), PERFORMER_ERROR_NULL_POINTER,
+                 "S is NULL", souts, 2);
+    expect_error("reset NULL decoder", performer_linear_decoder_reset(NULL), PERFORMER_ERROR_NULL_POINTER, "decoder is NULL",
+                 souts, 2);
+    decoder_state(dec, dtype, after_s, after_z);
+    CHECK(memcmp(before_s, after_s, sizeof before_s) == 0 && memcmp(before_z, after_z, sizeof before_z) == 0,
+          "%s: a failed state call changed the state", what);
+
+    performer_linear_decoder_destroy(dec);
+    performer_tensor_t *all[] = {&q, &k, &v, &s0, &z0, &sn, &zn, &ref, &out, &st_view, &zt_view, &sb, &zb};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->data);
+    free(ref_out); free(ref_s); free(ref_z);
+}
+
+static void decoder_create_errors(void) {
+    performer_linear_decoder_t untouched = (performer_linear_decoder_t)(uintptr_t)0x1234;
+    performer_linear_decoder_t dec = untouched;
+    struct {
+        int dtype; int64_t b, h, hk, d, m; int fmap; double eps; performer_status want; const char *needle;
+    } cases[] = {
+        {2, 1, 4, 2, 8, 8, 0, 1e-6, PERFORMER_ERROR_DTYPE_MISMATCH, "dtype = 2"},
+        {-1, 1, 4, 2, 8, 8, 0, 1e-6, PERFORMER_ERROR_DTYPE_MISMATCH, "dtype = -1"},
+        {0, 1, 4, 2, 8, 8, 3, 1e-6, PERFORMER_ERROR_INVALID_ARGUMENT, "feature_map = 3"},
+        {0, 1, 4, 2, 8, 8, -1, 1e-6, PERFORMER_ERROR_INVALID_ARGUMENT, "feature_map = -1"},
+        {0, 1, 4, 2, 8, 8, 0, -1e-3, PERFORMER_ERROR_INVALID_ARGUMENT, "eps = -0.001"},
+        {0, 1, 4, 2, 8, 8, 0, NAN, PERFORMER_ERROR_INVALID_ARGUMENT, "eps = nan"},
+        {1, 1, 4, 3, 8, 8, 0, 1e-6, PERFORMER_ERROR_INVALID_ARGUMENT, "not a multiple of key_heads = 3"},
+        {1, 1, 4, 0, 8, 8, 0, 1e-6, PERFORMER_ERROR_INVALID_ARGUMENT, "key_heads = 0"},
+        {1, 1, 4, 2, 0, 8, 0, 1e-6, PERFORMER_ERROR_INVALID_ARGUMENT, "head dim must be at least 1"},
+        {1, -1, 4, 2, 8, 8, 0, 1e-6, PERFORMER_ERROR_INVALID_ARGUMENT, "batch = -1"},
+        {1, 1, 4, 2, 8, -5, 0, 1e-6, PERFORMER_ERROR_INVALID_ARGUMENT, "value_dim = -5"},
+        {1, 1, 1, 1, 1, INT64_MAX, 0, 1e-6, PERFORMER_ERROR_SIZE_OVERFLOW, "value_dim = 9223372036854775807"},
+        {1, 1, 1, 1, (int64_t)1 << 62, 1, 0, 1e-6, PERFORMER_ERROR_SIZE_OVERFLOW, "fit in 64 bits"},
+        {1, (int64_t)1 << 32, (int64_t)1 << 32, 1, 8, 8, 0, 1e-6, PERFORMER_ERROR_SIZE_OVERFLOW, "64 bits"},
+        {0, 7, 1, 1, (int64_t)1 << 56, ((int64_t)1 << 56) / 7 + 1, 0, 1e-6, PERFORMER_ERROR_SIZE_OVERFLOW, "64 bits"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        performer_status s = performer_linear_decoder_create(&dec, (performer_dtype)cases[i].dtype, cases[i].b, cases[i].h,
+                                                             cases[i].hk, cases[i].d, cases[i].m,
+                                                             (performer_feature_map)cases[i].fmap, cases[i].eps);
+        const char *message = performer_last_error();
+        CHECK(s == cases[i].want && strstr(message, cases[i].needle) != NULL, "create case %zu: %d \"%s\", want %d \"%s\"", i,
+              (int)s, message, (int)cases[i].want, cases[i].needle);
+        CHECK(dec == untouched, "create case %zu: *decoder was written on error", i);
+    }
+    performer_status s = performer_linear_decoder_create(NULL, PERFORMER_FLOAT32, 1, 1, 1, 4, 4, PERFORMER_FEATURE_RELU, 0);
+    CHECK(s == PERFORMER_ERROR_NULL_POINTER && strstr(performer_last_error(), "decoder is NULL"), "create(NULL): %d", (int)s);
+    performer_linear_decoder_destroy(NULL); /* must simply return */
+    CHECK(1, "destroy(NULL) returned");
+
+    /* Empty decoders are valid: B = 0, or H = 0, with empty tokens and NULL data. */
+    s = performer_linear_decoder_create(&dec, PERFORMER_FLOAT32, 0, 4, 2, 8, 8, PERFORMER_FEATURE_ELU_PLUS_ONE, 0);
+    CHECK(s == PERFORMER_OK, "create B = 0: %s", performer_last_error());
+    if (s == PERFORMER_OK) {
+        performer_tensor_t q = {NULL, PERFORMER_FLOAT32, 0, {0, 4, 1, 8}, {0, 0, 0, 1}};
+        performer_tensor_t k = {NULL, PERFORMER_FLOAT32, 0, {0, 2, 1, 8}, {0, 0, 0, 1}};
+        performer_tensor_t o = {NULL, PERFORMER_FLOAT32, 0, {0, 4, 1, 8}, {0, 0, 0, 1}};
+        s = performer_linear_decoder_step(dec, &q, &k, &k, &o);
+        CHECK(s == PERFORMER_OK, "step with B = 0: %s", performer_last_error());
+        performer_linear_decoder_destroy(dec);
+    }
+}
+
+/* ---------------------------------------------------------------- threads */
+
+enum { THREADS = 6, TB = 1, TH = 8, THK = 4, TD = 16, TM = 12, TN = 40 };
+
+typedef struct {
+    const performer_tensor_t *q, *k, *v;
+    float out[TB * TH * TN * TM];
+    float fwd[TB * TH * TN * TM];
+    performer_status status;
+    char message[512];
+} decode_job;
+
+static void *decode_main(void *arg) {
+    decode_job *job = arg;
+    performer_linear_decoder_t dec = NULL;
+    job->status = performer_linear_decoder_create(&dec, PERFORMER_FLOAT32, TB, TH, THK, TD, TM,
+                                                  PERFORMER_FEATURE_ELU_PLUS_ONE, 1e-6);
+    performer_tensor_t out = tensor_new(PERFORMER_FLOAT32, TB, TH, TN, TM);
+    for (int64_t t = 0; t < TN && job->status == PERFORMER_OK; t++) {
+        performer_tensor_t qt = position(job->q, t), kt = position(job->k, t), vt = position(job->v, t);
+        performer_tensor_t ot = position(&out, t);
+        job->status = performer_linear_decoder_step(dec, &qt, &kt, &vt, &ot);
+    }
+    if (job->status == PERFORMER_OK) memcpy(job->out, out.data, sizeof job->out);
+    performer_linear_options_t o;
+    performer_linear_options_init(&o);
+    o.causal = 1;
+    performer_tensor_t fwd = tensor_new(PERFORMER_FLOAT32, TB, TH, TN, TM);
+    if (job->status == PERFORMER_OK) job->status = performer_linear_forward(job->q, job->k, job->v, &fwd, NULL, NULL, NULL, NULL, &o);
+    if (job->status == PERFORMER_OK) memcpy(job->fwd, fwd.data, sizeof job->fwd);
+    snprintf(job->message, sizeof job->message, "%s", job->status ? performer_last_error() : "");
+    performer_linear_decoder_destroy(dec);
+    free(out.data); free(fwd.data);
+    return NULL;
+}
+
+static void concurrency(void) {
+    performer_tensor_t q = tensor_new(PERFORMER_FLOAT32, TB, TH, TN, TD), k = tensor_new(PERFORMER_FLOAT32, TB, THK, TN, TD);
+    performer_tensor_t v = tensor_new(PERFORMER_FLOAT32, TB, THK, TN, TM);
+    fill(&q, 41, 0); fill(&k, 42, 0); fill(&v, 43, 0);
+    static decode_job serial, jobs[THREADS];
+    serial.q = &q; serial.k = &k; serial.v = &v;
+    decode_main(&serial);
+    CHECK(serial.status == PERFORMER_OK, "serial decode: %s", serial.message);
+    pthread_t threads[THREADS];
+    for (int t = 0; t < THREADS; t++) {
+        jobs[t].q = &q; jobs[t].k = &k; jobs[t].v = &v;
+        CHECK(pthread_create(&threads[t], NULL, decode_main, &jobs[t]) == 0, "pthread_create");
+    }
+    for (int t = 0; t < THREADS; t++) pthread_join(threads[t], NULL);
+    for (int t = 0; t < THREADS; t++) {
+        CHECK(jobs[t].status == PERFORMER_OK, "thread %d: %s", t, jobs[t].message);
+        CHECK(memcmp(jobs[t].out, serial.out, sizeof serial.out) == 0, "thread %d: decoder outputs differ from serial", t);
+        CHECK(memcmp(jobs[t].fwd, serial.fwd, sizeof serial.fwd) == 0, "thread %d: forward differs from serial", t);
+    }
+    free(q.data); free(k.data); free(v.data);
+}
+
+/* ---------------------------------------------------------------- speed (printed, not asserted) */
+
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void step_speed(void) {
+    enum { SH = 8, SD = 64, SM = 64, STEPS = 4000 };
+    performer_linear_decoder_t dec = NULL;
+    performer_status s = performer_linear_decoder_create(&dec, PERFORMER_FLOAT32, 1, SH, SH, SD, SM,
+                                                         PERFORMER_FEATURE_ELU_PLUS_ONE, 1e-6);
+    CHECK(s == PERFORMER_OK, "speed decoder: %s", performer_last_error());
+    if (s != PERFORMER_OK) return;
+    performer_tensor_t q = tensor_new(PERFORMER_FLOAT32, 1, SH, 1, SD), k = tensor_new(PERFORMER_FLOAT32, 1, SH, 1, SD);
+    performer_tensor_t v = tensor_new(PERFORMER_FLOAT32, 1, SH, 1, SM), o = tensor_new(PERFORMER_FLOAT32, 1, SH, 1, SM);
+    fill(&q, 51, 0); fill(&k, 52, 0); fill(&v, 53, 0);
+    for (int i = 0; i < 200; i++) s |= performer_linear_decoder_step(dec, &q, &k, &v, &o);
+    double best = INFINITY;
+    for (int round = 0; round < 5; round++) {
+        double t0 = seconds();
+        for (int i = 0; i < STEPS; i++) s |= performer_linear_decoder_step(dec, &q, &k, &v, &o);
+        double us = (seconds() - t0) / STEPS * 1e6;
+        if (us < best) best = us;
+    }
+    CHECK(s == PERFORMER_OK, "speed steps: %s", performer_last_error());
+    printf("decoder step (float32, B=1, H=8, D=M=64, %s): %.2f us/token (best of 5 x %d)\n", performer_kernel_isa(), best,
+           STEPS);
+    performer_linear_decoder_destroy(dec);
+    free(q.data); free(k.data); free(v.data); free(o.data);
+}
+
+int main(void) {
+    options_init();
+    for (int dtype = 0; dtype < 2; dtype++)
+        for (int fmap = 0; fmap < 3; fmap++)
+            for (int causal = 0; causal < 2; causal++)
+                for (int lengths = 0; lengths < 2; lengths++)
+                    for (int state = 0; state <= causal; state++) results(dtype, fmap, causal, lengths, state);
+    padding_has_no_effect();
+    forward_errors();
+    for (int dtype = 0; dtype < 2; dtype++)
+        for (int fmap = 0; fmap < 3; fmap++) decoder_lifecycle(dtype, fmap);
+    decoder_create_errors();
+    concurrency();
+    step_speed();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,174 @@
+"""performer.torch: libperformer's attention kernels as PyTorch autograd Functions and Modules.
+
+Needs PyTorch (an optional dependency of the ``performer`` package); importing this module
+without it raises ImportError.
+
+Tensors must be on the CPU, with dtype float32 or float64 and any strides: the kernels read
+them in place through NumPy views (``tensor.detach().numpy()`` shares the tensor's memory), and
+the results are NumPy arrays wrapped as tensors with ``torch.from_numpy`` -- no copies either way.
+
+Shapes are the ``performer`` package's, which are also those of
+``torch.nn.functional.scaled_dot_product_attention``::
+
+    q    B x H  x N x D      (N query positions)
+    k    B x Hk x L x D      (L key positions; Hk divides H: grouped-query attention,
+    v    B x Hk x L x M       query head h reads key/value head h // (H // Hk))
+    out  B x H  x N x M
+
+Causal masking is bottom-right aligned: query i sees key j iff j <= i + (L - N). PyTorch's
+``scaled_dot_product_attention(is_causal=True)`` is top-left aligned (j <= i); the two agree
+only when N == L.
+
+Errors in the arguments raise the same TypeError/ValueError (and messages) as the
+``performer`` functions; a tensor that is not on the CPU, not strided, or of a dtype NumPy
+cannot hold raises TypeError naming the argument.
+"""
+
+try:
+    import torch as _torch
+except ImportError as _error:
+    raise ImportError(
+        "performer.torch needs PyTorch, which is not installed (%s). Install it (for example "
+        "`pip install torch`), or use the NumPy functions in `performer` directly." % _error
+    ) from _error
+
+from torch.autograd.function import once_differentiable as _once_differentiable
+
+import performer as _performer
+
+__all__ = [
+    "SoftmaxAttentionFunction",
+    "softmax_attention",
+    "SoftmaxAttention",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensor <-> NumPy, without copies. Shared by every Function of this module.
+# ---------------------------------------------------------------------------------------------
+
+def _to_numpy(name, tensor):
+    """A NumPy view of a CPU tensor's memory (same strides; no copy), detached from autograd.
+
+    Raises TypeError naming the argument for anything the kernels cannot read in place;
+    dtype and shape are left to the ``performer`` functions, so their errors are the same."""
+    if not isinstance(tensor, _torch.Tensor):
+        raise TypeError("%s must be a torch.Tensor, not %s" % (name, type(tensor).__name__))
+    if tensor.layout != _torch.strided:
+        raise TypeError("%s has layout %s; performer.torch needs a dense (strided) tensor"
+                        % (name, tensor.layout))
+    if tensor.device.type != "cpu":
+        raise TypeError("%s is on device %s; performer.torch computes on the CPU: move the "
+                        "tensors there first (tensor.cpu())" % (name, tensor.device))
+    tensor = tensor.detach()
+    if tensor.is_neg():
+        # A lazily negated view (torch._neg_view) has no memory holding its values.
+        tensor = tensor.resolve_neg()
+    try:
+        return tensor.numpy()
+    except (TypeError, RuntimeError) as error:
+        raise TypeError("%s has dtype %s; expected torch.float32 or torch.float64"
+                        % (name, tensor.dtype)) from error
+
+
+def _to_tensor(array):
+    """Wraps a NumPy result (owned by nobody else) as a tensor sharing its memory."""
+    return _torch.from_numpy(array)
+
+
+def _kv_lengths(kv_lengths):
+    """kv_lengths as something performer accepts: a tensor becomes a NumPy int array (B ints,
+    copied from any device -- it is tiny); anything else is passed on to be checked there."""
+    if isinstance(kv_lengths, _torch.Tensor):
+        return kv_lengths.detach().cpu().numpy()
+    return kv_lengths
+
+
+def _needs_grad(*tensors):
+    return _torch.is_grad_enabled() and any(
+        isinstance(t, _torch.Tensor) and t.requires_grad for t in tensors)
+
+
+def _input_grads(ctx, grads):
+    """The tensors of ``grads`` for the inputs whose gradients autograd asked for, else None."""
+    return tuple(_to_tensor(g) if g is not None and ctx.needs_input_grad[i] else None
+                 for i, g in enumerate(grads))
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact softmax attention (ALGORITHMS.md section 1)
+# ---------------------------------------------------------------------------------------------
+
+class SoftmaxAttentionFunction(_torch.autograd.Function):
+    """``out = softmax(scale * q @ k^T + mask) @ v`` with libperformer's kernels.
+
+    ``SoftmaxAttentionFunction.apply(q, k, v, causal=False, scale=None, kv_lengths=None)``;
+    the arguments are those of :func:`performer.softmax_attention`, with q, k, v CPU tensors.
+    The forward keeps q, k, v, out and the row log-sum-exp (B x H x N) for the backward, which
+    recomputes the attention probabilities from them (no N x L matrix is stored). Gradients
+    flow to q, k and v; causal, scale and kv_lengths get none. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal=False, scale=None, kv_lengths=None):
+        lengths = _kv_lengths(kv_lengths)
+        out, lse = _performer.softmax_attention(
+            _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v),
+            causal=causal, scale=scale, kv_lengths=lengths, return_lse=True)
+        out = _to_tensor(out)
+        ctx.save_for_backward(q, k, v, out, _to_tensor(lse))
+        ctx.options = dict(causal=causal, scale=scale, kv_lengths=lengths)
+        return out
+
+    @staticmethod
+    @_once_differentiable
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        grads = _performer.softmax_attention_backward(
+            _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v), _to_numpy("out", out),
+            _to_numpy("lse", lse), _to_numpy("dout", dout), **ctx.options)
+        return _input_grads(ctx, grads) + (None, None, None)
+
+
+def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None):
+    """Exact softmax attention of CPU tensors, differentiable with respect to q, k and v.
+
+    q: B x H x N x D, k: B x Hk x L x D, v: B x Hk x L x M (Hk divides H), float32 or
+    float64, any strides; returns out: B x H x N x M of the same dtype.
+
+    causal: bottom-right aligned (query i sees key j iff j <= i + L - N; PyTorch's
+    ``is_causal`` is top-left aligned and agrees only when N == L). scale: None means
+    1 / sqrt(D). kv_lengths: B ints (a sequence or an integer tensor); keys
+    j >= kv_lengths[b] are masked. A query row with no visible key is zero, with zero gradients.
+
+    When no input requires a gradient (or under ``torch.no_grad()``), the forward alone runs,
+    without keeping the log-sum-exp.
+    """
+    if _needs_grad(q, k, v):
+        return SoftmaxAttentionFunction.apply(q, k, v, causal, scale, kv_lengths)
+    out = _performer.softmax_attention(
+        _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v),
+        causal=causal, scale=scale, kv_lengths=_kv_lengths(kv_lengths))
+    return _to_tensor(out)
+
+
+class SoftmaxAttention(_torch.nn.Module):
+    """Exact softmax attention as a module without parameters: ``forward(q, k, v,
+    kv_lengths=None)`` is :func:`softmax_attention` with this module's ``causal`` and
+    ``scale`` (see there for shapes, masking and the causal alignment)."""
+
+    def __init__(self, causal=False, scale=None):
+        super().__init__()
+        self.causal = bool(causal)
+        if scale is not None:
+            try:
+                scale = float(scale)
+            except (TypeError, ValueError):
+                raise TypeError("scale must be None or a real number, not %s" % type(scale).__name__) from None
+        self.scale = scale
+
+    def forward(self, q, k, v, kv_lengths=None):
+        return softmax_attention(q, k, v, causal=self.causal, scale=self.scale, kv_lengths=kv_lengths)
+
+    def extra_repr(self):
+        return "causal=%s, scale=%s" % (self.causal, self.scale)
