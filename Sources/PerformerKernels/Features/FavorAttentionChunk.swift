@@ -103,7 +103,9 @@ struct FavorHead<T: BinaryFloatingPoint> {
                     }
                 }
                 shift[i] = rho
-                for f in 0..<c { x[f] = favorExp(a[f] - rho) }
+                // Bidirectional attention reads exponential features only through the state
+                // (Q̃, K̄ from a directly): X̂ is needed by the causal chunk alone.
+                if task.causal { for f in 0..<c { x[f] = favorExp(a[f] - rho) } }
             case .trigonometric:
                 shift[i] = h
                 for f in 0..<m {
