@@ -80,6 +80,10 @@ let package = Package(
             name: "SwiftExample",
             dependencies: ["PerformerCore"],
             path: "examples/swift"),
+        .executableTarget(
+            name: "PerformerBench",
+            dependencies: ["PerformerCore"],
+            path: "benchmarks/swift"),
         .testTarget(
             name: "PerformerCoreTests",
             dependencies: ["PerformerCore"]),

@@ -81,24 +81,46 @@ public enum SoftmaxAttention {
         let kernels = Runtime.kernels.softmaxBackward
         let shape = problem.shape
         let group = problem.heads / problem.keyHeads
-        let queryBlocks = (shape.queryCount + kernels.queryRowBlock - 1) / kernels.queryRowBlock
-        let keyBlocks = (shape.keyCount + kernels.keyRowBlock - 1) / kernels.keyRowBlock
+        let (n, l) = (shape.queryCount, shape.keyCount)
+        let keyHeadCount = problem.batch * problem.keyHeads
+        // With no query head (H = 0) or no query (N = 0) the key tasks still run: they write
+        // zero dK, dV.
+        guard problem.batch * (problem.heads * n + problem.keyHeads * l) > 0 else { return }
+        // Fused (one task per key head writes its dK, dV and the group's dQ: five products per
+        // block pair) when the key heads spread evenly over the threads; otherwise a key pass
+        // and a query pass (seven products, finer tasks).
+        let threadsWanted = Runtime.numThreads
+        let fused = keyHeadCount % threadsWanted == 0 || keyHeadCount >= 4 * threadsWanted
+        let keyRowBlock = fused ? max(l, 1) : kernels.keyRowBlock
+        let keyBlocks = l == 0 ? 0 : (l + keyRowBlock - 1) / keyRowBlock
+        let queryBlocks = fused ? 0 : (n + kernels.queryRowBlock - 1) / kernels.queryRowBlock
+        let keyTasks = keyHeadCount * keyBlocks
         let queryTasks = problem.batch * problem.heads * queryBlocks
-        let keyTasks = problem.batch * problem.keyHeads * keyBlocks
-        guard queryTasks + keyTasks > 0 else { return }
-        let threads = min(Runtime.numThreads, queryTasks + keyTasks)
-        let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.scratchBytes(shape, MemoryLayout<T>.stride))
+        let elementSize = MemoryLayout<T>.stride
+        let threads = max(1, min(threadsWanted, queryTasks + keyTasks))
+        let scratch = try ScratchBuffer(
+            slots: threads, slotBytes: kernels.scratchBytes(shape, elementSize, min(keyRowBlock, l), fused))
+        // δ_i = Σ_m dO_im O_im for every query row (O(N) per head), before the passes.
+        let deltas = try ScratchBuffer(slots: 1, slotBytes: problem.batch * problem.heads * n * elementSize)
+        let delta = deltas.base.assumingMemoryBound(to: T.self)
+        let deltaEntry = T.dtype == .float32 ? kernels.deltaFloat : kernels.deltaDouble
+        Runtime.parallelFor(count: problem.batch * problem.heads, threads: min(threadsWanted, problem.batch * problem.heads)) { head, _ in
+            let (b, h) = (head / problem.heads, head % problem.heads)
+            deltaEntry(output.matrix(b, h), outputGradient.matrix(b, h), n, shape.valueDim,
+                       UnsafeMutableRawPointer(delta + head * n))
+        }
         let isFloat = T.dtype == .float32
         let queryEntry = isFloat ? kernels.queryFloat : kernels.queryDouble
         let keyEntry = isFloat ? kernels.keyFloat : kernels.keyDouble
 
-        // Key-pass tasks first (each sums over a whole head group), then query-pass tasks.
+        // Key-pass tasks first (each sums over a whole head group), then query-pass tasks;
+        // the last blocks of each head first (under a causal mask they do the most work).
         Runtime.parallelFor(count: queryTasks + keyTasks, threads: threads) { item, worker in
             let isKeyTask = item < keyTasks
             let blocks = isKeyTask ? keyBlocks : queryBlocks
-            let rowBlock = isKeyTask ? kernels.keyRowBlock : kernels.queryRowBlock
+            let rowBlock = isKeyTask ? keyRowBlock : kernels.queryRowBlock
             let local = isKeyTask ? item : item - keyTasks
-            let block = blocks - 1 - local % blocks
+            let block = isKeyTask ? local % blocks : blocks - 1 - local % blocks
             let headIndex = local / blocks
             let headsPerBatch = isKeyTask ? problem.keyHeads : problem.heads
             let b = headIndex / headsPerBatch
@@ -108,20 +130,31 @@ public enum SoftmaxAttention {
             // write zero dk, dv (groupSize 0) instead of dividing by zero.
             let hk = isKeyTask ? headIndex % headsPerBatch : h / group
             let rowStart = block * rowBlock
-            let rows = isKeyTask ? shape.keyCount : shape.queryCount
+            let rows = isKeyTask ? l : n
             var task = SoftmaxBackwardTask(
                 shape: shape, masking: problem.masking(batch: b), scale: problem.scale,
                 rowStart: rowStart, rowCount: min(rowBlock, rows - rowStart),
                 query: query.matrix(b, h), key: key.matrix(b, hk), value: value.matrix(b, hk),
-                output: output.matrix(b, h), outputGradient: outputGradient.matrix(b, h),
+                outputGradient: outputGradient.matrix(b, h),
                 logSumExp: UnsafeMutableRawPointer(mutating: logSumExp.base + b * logSumExp.strides[0] + h * logSumExp.strides[1]),
                 logSumExpStride: logSumExp.strides[2],
+                delta: UnsafeMutableRawPointer(delta + (b * problem.heads + h) * n),
                 queryGradient: queryGradient.matrix(b, h), keyGradient: keyGradient.matrix(b, hk),
                 valueGradient: valueGradient.matrix(b, hk),
-                groupSize: isKeyTask ? group : 1, queryHeadStep: query.strides[1], outputHeadStep: output.strides[1],
+                groupSize: isKeyTask ? group : 1, queryHeadStep: query.strides[1],
                 outputGradientHeadStep: outputGradient.strides[1], logSumExpHeadStep: logSumExp.strides[1],
-                scratch: scratch.slot(worker))
+                deltaHeadStep: n, queryGradientHeadStep: queryGradient.strides[1],
+                fusedQueryGradient: isKeyTask && fused, scratch: scratch.slot(worker))
             (isKeyTask ? keyEntry : queryEntry)(&task)
+        }
+        // Without keys no task wrote dQ: it is zero (every row is fully masked).
+        if l == 0 {
+            for b in 0..<problem.batch {
+                for h in 0..<problem.heads {
+                    let base = queryGradient.base + b * queryGradient.strides[0] + h * queryGradient.strides[1]
+                    for i in 0..<n { for c in 0..<shape.headDim { base[i * queryGradient.strides[2] + c * queryGradient.strides[3]] = 0 } }
+                }
+            }
         }
     }
 }

@@ -1,0 +1,36 @@
+// Float's vector operations for this module's ISA (FloatVector, see VectorTypes.swift).
+
+extension Float: KernelScalar {
+    @usableFromInline typealias Vector = FloatVector
+    @inline(__always) @usableFromInline static var lanes: Int { FloatVector.scalarCount }
+    @inline(__always) @usableFromInline static func load(_ p: UnsafePointer<Float>) -> FloatVector {
+        UnsafeRawPointer(p).loadUnaligned(as: FloatVector.self)
+    }
+    @inline(__always) @usableFromInline static func store(_ v: FloatVector, _ p: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: FloatVector.self)
+    }
+    @inline(__always) @usableFromInline static func splat(_ x: Float) -> FloatVector { FloatVector(repeating: x) }
+    @inline(__always) @usableFromInline static func fma(_ a: FloatVector, _ b: FloatVector, _ c: FloatVector) -> FloatVector {
+        #if PERFORMER_ISA_AVX512 || PERFORMER_ISA_AVX2
+        c.addingProduct(a, b)
+        #else
+        a * b + c
+        #endif
+    }
+    @inline(__always) @usableFromInline static func add(_ a: FloatVector, _ b: FloatVector) -> FloatVector { a + b }
+    @inline(__always) @usableFromInline static func sub(_ a: FloatVector, _ b: FloatVector) -> FloatVector { a - b }
+    @inline(__always) @usableFromInline static func mul(_ a: FloatVector, _ b: FloatVector) -> FloatVector { a * b }
+    @inline(__always) @usableFromInline static func max(_ a: FloatVector, _ b: FloatVector) -> FloatVector {
+        a.replacing(with: b, where: a .< b)
+    }
+    @inline(__always) @usableFromInline static func selectLess(
+        _ x: FloatVector, _ y: FloatVector, _ a: FloatVector, _ b: FloatVector
+    ) -> FloatVector {
+        b.replacing(with: a, where: x .< y)
+    }
+    @_transparent @usableFromInline static func exp2(_ x: FloatVector) -> FloatVector { vectorExp2(x) }
+    @inline(__always) @usableFromInline static func maxAcross(_ v: FloatVector) -> Float { v.max() }
+    @inline(__always) @usableFromInline static func sumAcross(_ v: FloatVector) -> Float { v.sum() }
+    @inline(__always) @usableFromInline static var log2e: Float { 1.442695040888963 }
+    @inline(__always) @usableFromInline static var ln2: Float { 0.6931471805599453 }
+}
