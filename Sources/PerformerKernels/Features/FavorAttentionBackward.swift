@@ -50,7 +50,7 @@ extension FavorHead {
 
     /// scoreGradient_ij = (∂L/∂num_i·v_j + ∂L/∂den_i)·weights_ij (j ≤ i).
     func chunkScoreGradient(_ t: Int) {
-        chunkProduct(rows: t, columns: t, depth: mv, a: s.rowsM, aRowStride: s.vp, aDepthStride: 1,
+        favorProduct(rows: t, columns: t, depth: mv, a: s.rowsM, aRowStride: s.vp, aDepthStride: 1,
                      b: s.valuesT, bRowStride: s.tp, c: s.scoreGradient, cRowStride: s.tp, accumulate: false)
         let dden = s.row(.denominatorGradient)
         for i in 0..<t {
@@ -96,7 +96,7 @@ extension FavorHead {
             }
             gn[i] = sum
         }
-        chunkProduct(rows: t, columns: d, depth: m, a: s.projectionGradient, aRowStride: s.mp, aDepthStride: 1,
+        favorProduct(rows: t, columns: d, depth: m, a: s.projectionGradient, aRowStride: s.mp, aDepthStride: 1,
                      b: s.projection, bRowStride: s.dp, c: s.inputGradient, cRowStride: s.dp, accumulate: false)
         for i in 0..<t {
             let dx = s.inputGradient + i * s.dp, x = input + i * s.dp
@@ -113,10 +113,10 @@ extension FavorHead {
     /// dq for the prepared query chunk: needs Q̂, Q̃, rowFactor, ∂L/∂num (rowsM), ∂L/∂den,
     /// S̃ᵀ (stateT), z̃, and when causal the score gradient and K̂.
     func queryGradients(_ r0: Int, _ t: Int, causal: Bool) {
-        chunkProduct(rows: t, columns: c, depth: mv, a: s.rowsM, aRowStride: s.vp, aDepthStride: 1,
+        favorProduct(rows: t, columns: c, depth: mv, a: s.rowsM, aRowStride: s.vp, aDepthStride: 1,
                      b: s.stateT, bRowStride: s.cp, c: s.gradient2, cRowStride: s.cp, accumulate: false)
         if causal {
-            chunkProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: s.tp, aDepthStride: 1,
+            favorProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: s.tp, aDepthStride: 1,
                          b: s.keyHat, bRowStride: s.cp, c: s.gradient1, cRowStride: s.cp, accumulate: false)
         }
         let dden = s.row(.denominatorGradient), factor = s.row(.rowFactor)
@@ -144,7 +144,7 @@ extension FavorHead {
     /// dk, dv for the prepared key chunk: needs K̂, a(k), κ, V_c, G̃ᵀ (stateGradientT), G̃, g̃,
     /// e, and when causal the scores, score gradient, Q̂ and ∂L/∂num.
     func keyGradients(_ r0: Int, _ t: Int, causal: Bool) {
-        chunkProduct(rows: t, columns: c, depth: mv, a: s.values, aRowStride: s.vp, aDepthStride: 1,
+        favorProduct(rows: t, columns: c, depth: mv, a: s.values, aRowStride: s.vp, aDepthStride: 1,
                      b: s.stateGradientT, bRowStride: s.cp, c: s.gradient2, cRowStride: s.cp, accumulate: false)
         let kappa = s.row(.keyShift), factor = s.row(.rowFactor), e = s.gradientShift
         // K̄′_jf = ν·exp(a_jf + e_f) (exponential) or ν·exp(κ_j + e)·K̂_jf: the key's weight
@@ -164,12 +164,12 @@ extension FavorHead {
                 for f in 0..<c { b[f] = w * hat[f] }
             }
         }
-        chunkProduct(rows: t, columns: mv, depth: c, a: s.bar, aRowStride: s.cp, aDepthStride: 1,
+        favorProduct(rows: t, columns: mv, depth: c, a: s.bar, aRowStride: s.cp, aDepthStride: 1,
                      b: s.stateGradient, bRowStride: s.vp, c: s.valueGradient, cRowStride: s.vp, accumulate: false)
         if causal {
-            chunkProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: 1, aDepthStride: s.tp,
+            favorProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: 1, aDepthStride: s.tp,
                          b: s.queryHat, bRowStride: s.cp, c: s.gradient1, cRowStride: s.cp, accumulate: false)
-            chunkProduct(rows: t, columns: mv, depth: t, a: s.scores, aRowStride: 1, aDepthStride: s.tp,
+            favorProduct(rows: t, columns: mv, depth: t, a: s.scores, aRowStride: 1, aDepthStride: s.tp,
                          b: s.rowsM, bRowStride: s.vp, c: s.valueGradient, cRowStride: s.vp, accumulate: true)
         }
         for j in 0..<t {
@@ -246,7 +246,7 @@ extension FavorHead {
     }
 }
 
-func favorBackward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<FavorAttentionTask>, _: T.Type) {
+func favorBackward<T: KernelScalar>(_ taskPointer: UnsafePointer<FavorAttentionTask>, _: T.Type) {
     let task = taskPointer.pointee
     let head = FavorHead<T>(task, backward: true)
     head.loadInitialState()
@@ -257,7 +257,7 @@ func favorBackward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<FavorAtt
     }
 }
 
-private func favorCausalBackward<T: BinaryFloatingPoint>(_ head: FavorHead<T>) {
+private func favorCausalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
     let task = head.task, s = head.s
     let n = task.shape.queryCount, c = head.c, mv = head.mv
     let perPosition = s.perPosition
@@ -306,7 +306,7 @@ private func favorCausalBackward<T: BinaryFloatingPoint>(_ head: FavorHead<T>) {
     head.storeInitialStateGradient()
 }
 
-private func favorBidirectionalBackward<T: BinaryFloatingPoint>(_ head: FavorHead<T>) {
+private func favorBidirectionalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
     let task = head.task, s = head.s
     let n = task.shape.queryCount, l = task.shape.keyCount, c = head.c, mv = head.mv
     let keyEnd = min(l, task.keyLimit)

@@ -3,9 +3,9 @@ import PerformerKernelInterface
 
 // The steps one chunk of FAVOR+ attention goes through, in the stabilized form of
 // docs/FAVOR.md §4, shared by the bidirectional and causal kernels, forward and backward.
-// Every O(t·m·D), O(t·C·M) or O(t²·C) step is a `chunkProduct` over contiguous padded scratch
-// (the linear kernels' product, and with it the shared micro-kernel); the rest is O(t·C)
-// elementwise work on whole rows.
+// Every O(t·m·D), O(t·C·M) or O(t²·C) step is a `favorProduct` (the shared micro-kernel, with
+// the operand contract of the linear kernels' `chunkProduct`) over contiguous padded scratch;
+// the rest is O(t·C) elementwise work on whole rows (vector exp2 from Kernels/).
 //
 // Notation (per row x): x̂ = x·s^(1/2), n = ‖x̂‖², u = W x̂.
 // - exponential kinds (positive, hyperbolic): exponents a_f (u − n/2, and −u − n/2), row shift
@@ -18,9 +18,31 @@ import PerformerKernelInterface
 
 /// eˣ in the element type (exactly 0 at −inf).
 @inline(__always)
-func favorExp<T: BinaryFloatingPoint>(_ x: T) -> T { linearExp(x) }
+func favorExp<T: KernelScalar>(_ x: T) -> T { linearExp(x) }
 
-struct FavorHead<T: BinaryFloatingPoint> {
+/// eˣ per lane through the shared vector exp2 (0 at −inf and below the normal range). Every
+/// argument here is a difference against a running max (≤ 0 up to rounding), so the terms that
+/// matter have small |x| and full accuracy.
+@inline(__always)
+func favorExpVector<T: KernelScalar>(_: T.Type, _ x: T.Vector) -> T.Vector { T.exp2(T.mul(x, T.splat(T.log2e))) }
+
+/// Runs `vector(f)` on f = 0, lanes, 2·lanes, … while a whole vector fits in n, then
+/// `scalar(f)` on the rest: whole-row elementwise work that never touches padding.
+@inline(__always)
+func favorRow<T: KernelScalar>(_: T.Type, _ n: Int, vector: (Int) -> Void, scalar: (Int) -> Void) {
+    let w = T.lanes
+    var f = 0
+    while f + w <= n {
+        vector(f)
+        f += w
+    }
+    while f < n {
+        scalar(f)
+        f += 1
+    }
+}
+
+struct FavorHead<T: KernelScalar> {
     let task: FavorAttentionTask
     let s: FavorScratch<T>
     let d: Int, m: Int, c: Int, mv: Int
@@ -72,7 +94,7 @@ struct FavorHead<T: BinaryFloatingPoint> {
             }
             half[i] = n / 2
         }
-        chunkProduct(rows: t, columns: m, depth: d, a: input, aRowStride: s.dp, aDepthStride: 1,
+        favorProduct(rows: t, columns: m, depth: d, a: input, aRowStride: s.dp, aDepthStride: 1,
                      b: s.projectionT, bRowStride: s.mp, c: u, cRowStride: s.mp, accumulate: false)
     }
 
@@ -91,21 +113,37 @@ struct FavorHead<T: BinaryFloatingPoint> {
             let h = half[i]
             switch task.map {
             case .positive, .hyperbolic:
+                let hyperbolic = task.map == .hyperbolic
                 var rho = -T.infinity
-                for f in 0..<m {
+                var rhoV = T.splat(-T.infinity)
+                let hv = T.splat(h), zero = T.splat(0)
+                favorRow(T.self, m, vector: { f in
+                    let uv = T.load(ui + f)
+                    let plus = T.sub(uv, hv)
+                    T.store(plus, a + f)
+                    rhoV = T.max(rhoV, plus)
+                    if hyperbolic {
+                        let minus = T.sub(T.sub(zero, uv), hv)
+                        T.store(minus, a + m + f)
+                        rhoV = T.max(rhoV, minus)
+                    }
+                }, scalar: { f in
                     a[f] = ui[f] - h
                     rho = max(rho, a[f])
-                }
-                if task.map == .hyperbolic {
-                    for f in 0..<m {
+                    if hyperbolic {
                         a[m + f] = -ui[f] - h
                         rho = max(rho, a[m + f])
                     }
-                }
+                })
+                rho = max(rho, T.maxAcross(rhoV))
                 shift[i] = rho
                 // Bidirectional attention reads exponential features only through the state
                 // (Q̃, K̄ from a directly): X̂ is needed by the causal chunk alone.
-                if task.causal { for f in 0..<c { x[f] = favorExp(a[f] - rho) } }
+                if task.causal {
+                    let rv = T.splat(rho)
+                    favorRow(T.self, c, vector: { f in T.store(favorExpVector(T.self, T.sub(T.load(a + f), rv)), x + f) },
+                             scalar: { f in x[f] = favorExp(a[f] - rho) })
+                }
             case .trigonometric:
                 shift[i] = h
                 for f in 0..<m {
@@ -161,7 +199,10 @@ struct FavorHead<T: BinaryFloatingPoint> {
             var gamma: T
             if exponential {
                 gamma = -.infinity
-                for f in 0..<c { gamma = max(gamma, a[f] + s.shift[f]) }
+                var gv = T.splat(-T.infinity)
+                favorRow(T.self, c, vector: { f in gv = T.max(gv, T.add(T.load(a + f), T.load(s.shift + f))) },
+                         scalar: { f in gamma = max(gamma, a[f] + s.shift[f]) })
+                gamma = max(gamma, T.maxAcross(gv))
             } else {
                 gamma = rho[i] + s.shift[0]
             }
@@ -177,7 +218,10 @@ struct FavorHead<T: BinaryFloatingPoint> {
                 continue
             }
             if exponential {
-                for f in 0..<c { q[f] = nu * favorExp(a[f] + s.shift[f] - u) }
+                let uv = T.splat(u), nuv = T.splat(nu)
+                favorRow(T.self, c, vector: { f in
+                    T.store(T.mul(nuv, favorExpVector(T.self, T.sub(T.add(T.load(a + f), T.load(s.shift + f)), uv))), q + f)
+                }, scalar: { f in q[f] = nu * favorExp(a[f] + s.shift[f] - u) })
             } else {
                 let weight = nu * favorExp(gamma - u)
                 factor[i] = weight
@@ -189,16 +233,26 @@ struct FavorHead<T: BinaryFloatingPoint> {
     /// weights_ij = ν²·exp(ρ_i + κ_j − U_i) for j ≤ i (0 for padded keys, rows that see
     /// nothing, and j > i), and scores P = (Q̂ K̂ᵀ) ∘ weights. Needs U (readState or stored).
     func chunkScores(_ t: Int) {
-        chunkProduct(rows: t, columns: t, depth: c, a: s.queryHat, aRowStride: s.cp, aDepthStride: 1,
+        favorProduct(rows: t, columns: t, depth: c, a: s.queryHat, aRowStride: s.cp, aDepthStride: 1,
                      b: s.keyHatT, bRowStride: s.tp, c: s.scores, cRowStride: s.tp, accumulate: false)
         let rho = s.row(.queryShift), kappa = s.row(.keyShift), unit = s.row(.unit)
         for i in 0..<t {
             let w = s.weights + i * s.tp, p = s.scores + i * s.tp
             let u = unit[i], r = rho[i]
-            for j in 0...i {
-                let weight: T = (u == -.infinity || kappa[j] == -.infinity) ? 0 : nu2 * favorExp(r + kappa[j] - u)
-                w[j] = weight
-                p[j] *= weight
+            if u == -.infinity {
+                for j in 0...i { w[j] = 0; p[j] = 0 }
+            } else {
+                // κ_j = −inf (padded key) gives exp(−inf) = 0.
+                let offset = T.splat(r - u), nuv = T.splat(nu2)
+                favorRow(T.self, i + 1, vector: { j in
+                    let weight = T.mul(nuv, favorExpVector(T.self, T.add(T.load(kappa + j), offset)))
+                    T.store(weight, w + j)
+                    T.store(T.mul(T.load(p + j), weight), p + j)
+                }, scalar: { j in
+                    let weight: T = kappa[j] == -.infinity ? 0 : nu2 * favorExp(r + kappa[j] - u)
+                    w[j] = weight
+                    p[j] *= weight
+                })
             }
             for j in (i + 1)..<max(t, i + 1) {
                 w[j] = 0
@@ -209,18 +263,13 @@ struct FavorHead<T: BinaryFloatingPoint> {
 
     /// rowsM = Q̃ S̃ [+ P V_c], den_i = Q̃_i z̃ [+ Σ_j P_ij] + ε·e^{−U_i}.
     func numerator(_ t: Int, causal: Bool) {
-        chunkProduct(rows: t, columns: mv, depth: c, a: s.queryTilde, aRowStride: s.cp, aDepthStride: 1,
+        favorProduct(rows: t, columns: mv, depth: c, a: s.queryTilde, aRowStride: s.cp, aDepthStride: 1,
                      b: s.state, bRowStride: s.vp, c: s.rowsM, cRowStride: s.vp, accumulate: false)
         let den = s.row(.denominator), unit = s.row(.unit)
-        for i in 0..<t {
-            let q = s.queryTilde + i * s.cp
-            var sum: T = 0
-            for f in 0..<c { sum += q[f] * s.normalizer[f] }
-            den[i] = sum
-        }
+        for i in 0..<t { den[i] = favorDot(s.queryTilde + i * s.cp, s.normalizer, c) }
         if causal {
             chunkScores(t)
-            chunkProduct(rows: t, columns: mv, depth: t, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
+            favorProduct(rows: t, columns: mv, depth: t, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
                          b: s.values, bRowStride: s.vp, c: s.rowsM, cRowStride: s.vp, accumulate: true)
             for i in 0..<t {
                 let p = s.scores + i * s.tp
@@ -270,8 +319,9 @@ struct FavorHead<T: BinaryFloatingPoint> {
         for i in 0..<t where logScale[i] != -.infinity {
             let l = logScale[i]
             if exponential {
-                let a = exponents + i * s.cp
-                for f in 0..<c { next[f] = max(next[f], a[f] + l) }
+                let a = exponents + i * s.cp, lv = T.splat(l)
+                favorRow(T.self, c, vector: { f in T.store(T.max(T.load(next + f), T.add(T.load(a + f), lv)), next + f) },
+                         scalar: { f in next[f] = max(next[f], a[f] + l) })
             } else {
                 for f in 0..<c { next[f] = max(next[f], l) }
             }
@@ -288,20 +338,20 @@ struct FavorHead<T: BinaryFloatingPoint> {
             if l == -.infinity {
                 for f in 0..<c { b[f] = 0 }
             } else if exponential {
-                let a = exponents + i * s.cp
-                for f in 0..<c { b[f] = nu * favorExp(a[f] + l - shift[f]) }
+                let a = exponents + i * s.cp, lv = T.splat(l), nuv = T.splat(nu)
+                favorRow(T.self, c, vector: { f in
+                    T.store(T.mul(nuv, favorExpVector(T.self, T.sub(T.add(T.load(a + f), lv), T.load(shift + f)))), b + f)
+                }, scalar: { f in b[f] = nu * favorExp(a[f] + l - shift[f]) })
             } else {
                 let h = hat + i * s.cp
                 let weight = nu * favorExp(l - shift[0])
                 for f in 0..<c { b[f] = weight * h[f] }
             }
         }
-        chunkProduct(rows: c, columns: mv, depth: t, a: s.bar, aRowStride: 1, aDepthStride: s.cp,
+        favorProduct(rows: c, columns: mv, depth: t, a: s.bar, aRowStride: 1, aDepthStride: s.cp,
                      b: x, bRowStride: s.vp, c: state, cRowStride: s.vp, accumulate: true)
-        for i in 0..<t {
-            let b = s.bar + i * s.cp
-            let y = rowWeights?[i] ?? 1
-            for f in 0..<c { normalizer[f] += b[f] * y }
+        for i in 0..<t where logScale[i] != -.infinity {
+            favorAddScaled(s.bar + i * s.cp, rowWeights?[i] ?? 1, into: normalizer, c)
         }
     }
 
@@ -330,4 +380,21 @@ struct FavorHead<T: BinaryFloatingPoint> {
         storeState(s.normalizer, rows: c, columns: 1, ld: 1, into: task.finalZ)
         storeState(s.shift, rows: c, columns: 1, ld: 1, into: task.finalC)
     }
+}
+
+/// Σ_f x_f y_f over n contiguous entries.
+@inline(__always)
+func favorDot<T: KernelScalar>(_ x: UnsafePointer<T>, _ y: UnsafePointer<T>, _ n: Int) -> T {
+    var sum: T = 0
+    var sv = T.splat(0)
+    favorRow(T.self, n, vector: { f in sv = T.fma(T.load(x + f), T.load(y + f), sv) }, scalar: { f in sum += x[f] * y[f] })
+    return sum + T.sumAcross(sv)
+}
+
+/// target_f += α·x_f over n contiguous entries.
+@inline(__always)
+func favorAddScaled<T: KernelScalar>(_ x: UnsafePointer<T>, _ alpha: T, into target: UnsafeMutablePointer<T>, _ n: Int) {
+    let av = T.splat(alpha)
+    favorRow(T.self, n, vector: { f in T.store(T.fma(av, T.load(x + f), T.load(target + f)), target + f) },
+             scalar: { f in target[f] += alpha * x[f] })
 }

@@ -6,7 +6,7 @@ import PerformerKernelInterface
 // the state. Causal: chunk by chunk, queries read the state before the chunk plus the chunk's
 // own keys j ≤ i through the T × T weights, then the chunk's keys join the state.
 
-func favorForward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<FavorAttentionTask>, _: T.Type) {
+func favorForward<T: KernelScalar>(_ taskPointer: UnsafePointer<FavorAttentionTask>, _: T.Type) {
     let task = taskPointer.pointee
     let head = FavorHead<T>(task, backward: false)
     let n = task.shape.queryCount, l = task.shape.keyCount

@@ -9,7 +9,7 @@ import PerformerKernelInterface
 /// Rows per chunk of the causal form, and rows per block of the bidirectional sweeps.
 let favorChunkRows = linearChunkRows
 
-struct FavorScratch<T: BinaryFloatingPoint> {
+struct FavorScratch<T: KernelScalar> {
     /// Leading dimensions: padded D, m, C, M, chunk rows.
     var dp: Int, mp: Int, cp: Int, vp: Int, tp: Int
     var projectionT: UnsafeMutablePointer<T>   // D × mp   Wᵀ (the B panel of U = X̂ Wᵀ)
@@ -127,4 +127,21 @@ struct FavorScratch<T: BinaryFloatingPoint> {
         _ = FavorScratch(base: nil, shape: shape, causal: causal, backward: backward, bytes: &bytes)
         return bytes
     }
+}
+
+/// C (= or +=) A·B with `chunkProduct`'s operand contract (LinearChunkProducts.swift), on the
+/// shared micro-kernel: columns are rounded up to whole tiles (2·lanes ≤ `linearPanelWidth`),
+/// which the padded panels allow; their zero padding keeps the extra columns zero.
+@inline(__always)
+func favorProduct<T: KernelScalar>(
+    rows: Int, columns: Int, depth: Int,
+    a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
+    b: UnsafePointer<T>, bRowStride: Int,
+    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool
+) {
+    guard rows > 0, columns > 0 else { return }
+    let tile = microKernelColumns(T.self)
+    blockProduct(rows: rows, columns: (columns + tile - 1) / tile * tile, depth: depth,
+                 a: a, aRowStride: aRowStride, aDepthStride: aDepthStride, b: b, bRowStride: bRowStride,
+                 c: c, cRowStride: cRowStride, accumulate: accumulate)
 }
