@@ -166,3 +166,117 @@ public struct FavorStepKernels: Sendable {
         self.stepDouble = stepDouble
     }
 }
+
+/// The sizes of one FAVOR+ attention head.
+public struct FavorHeadShape: Sendable, Equatable {
+    /// N.
+    public var queryCount: Int
+    /// L (= N when causal).
+    public var keyCount: Int
+    /// D.
+    public var dim: Int
+    /// m, the rows of W.
+    public var numFeatures: Int
+    /// M.
+    public var valueDim: Int
+    /// C: m, or 2m for hyperbolic and trigonometric features.
+    public var featureCount: Int
+
+    public init(queryCount: Int, keyCount: Int, dim: Int, numFeatures: Int, valueDim: Int, featureCount: Int) {
+        self.queryCount = queryCount
+        self.keyCount = keyCount
+        self.dim = dim
+        self.numFeatures = numFeatures
+        self.valueDim = valueDim
+        self.featureCount = featureCount
+    }
+}
+
+/// Forward or backward of one FAVOR+ query head in the stabilized form of docs/FAVOR.md §4.
+/// Which fields a kernel reads depends on the entry:
+/// - forward reads query, key, value and (causal) the initial state; writes output and, when
+///   given, the final state (S̃, z̃, c);
+/// - backward reads query, key, value, outputGradient, the initial state and the final state
+///   gradient (dS̃, dz̃) (causal); writes queryGradient, keyGradient, valueGradient (adding to
+///   the latter two when `accumulateKeyGradients`) and, when given, the initial state gradient.
+/// States are C × M (S̃) and C × 1 (z̃, c) strided matrices. A nil initial state means the empty
+/// one (S̃ = 0, z̃ = 0, c = −inf; c = 0 for relu); a nil final-state gradient means zeros.
+public struct FavorAttentionTask: @unchecked Sendable {
+    public var shape: FavorHeadShape
+    public var map: RandomFeatureMap
+    public var causal: Bool
+    /// s^(1/2): x̂ = x · inputScale.
+    public var inputScale: Double
+    /// κ of the relu map.
+    public var reluOffset: Double
+    /// ε in the units of the mathematical features (finite, ≥ 0).
+    public var epsilon: Double
+    /// kv_len[b]: keys at or past it take no part (their features are zero).
+    public var keyLimit: Int
+    /// W, row-major m × D, contiguous, of the task's element type.
+    public var projection: UnsafeRawPointer
+    public var query: StridedMatrix                  // N × D
+    public var key: StridedMatrix                    // L × D
+    public var value: StridedMatrix                  // L × M
+    public var output: StridedMatrix?                // N × M (forward)
+    public var outputGradient: StridedMatrix?        // N × M (backward)
+    public var queryGradient: StridedMatrix?         // N × D (backward)
+    public var keyGradient: StridedMatrix?           // L × D (backward)
+    public var valueGradient: StridedMatrix?         // L × M (backward)
+    public var accumulateKeyGradients: Bool
+    public var initialS: StridedMatrix?              // C × M
+    public var initialZ: StridedMatrix?              // C × 1
+    public var initialC: StridedMatrix?              // C × 1
+    public var finalS: StridedMatrix?                // C × M (forward output)
+    public var finalZ: StridedMatrix?
+    public var finalC: StridedMatrix?
+    public var finalSGradient: StridedMatrix?        // C × M (backward input)
+    public var finalZGradient: StridedMatrix?
+    public var initialSGradient: StridedMatrix?      // C × M (backward output)
+    public var initialZGradient: StridedMatrix?
+    /// `FavorAttentionKernels.scratchBytes` bytes, 64-byte aligned, owned by this task.
+    public var scratch: UnsafeMutableRawPointer
+
+    public init(shape: FavorHeadShape, map: RandomFeatureMap, causal: Bool, inputScale: Double, reluOffset: Double,
+                epsilon: Double, keyLimit: Int, projection: UnsafeRawPointer,
+                query: StridedMatrix, key: StridedMatrix, value: StridedMatrix, scratch: UnsafeMutableRawPointer) {
+        self.shape = shape
+        self.map = map
+        self.causal = causal
+        self.inputScale = inputScale
+        self.reluOffset = reluOffset
+        self.epsilon = epsilon
+        self.keyLimit = keyLimit
+        self.projection = projection
+        self.query = query
+        self.key = key
+        self.value = value
+        self.accumulateKeyGradients = false
+        self.scratch = scratch
+    }
+}
+
+/// Entry points of one kernel module for FAVOR+ attention.
+public struct FavorAttentionKernels: Sendable {
+    /// Scratch bytes one task needs: (shape, element size, causal, backward). The causal backward
+    /// keeps three scalars per position; everything else is O(chunk · max(C, M, D) + C · M).
+    public var scratchBytes: @Sendable (FavorHeadShape, Int, Bool, Bool) -> Int
+    public var forwardFloat: @Sendable (UnsafePointer<FavorAttentionTask>) -> Void
+    public var forwardDouble: @Sendable (UnsafePointer<FavorAttentionTask>) -> Void
+    public var backwardFloat: @Sendable (UnsafePointer<FavorAttentionTask>) -> Void
+    public var backwardDouble: @Sendable (UnsafePointer<FavorAttentionTask>) -> Void
+
+    public init(
+        scratchBytes: @escaping @Sendable (FavorHeadShape, Int, Bool, Bool) -> Int,
+        forwardFloat: @escaping @Sendable (UnsafePointer<FavorAttentionTask>) -> Void,
+        forwardDouble: @escaping @Sendable (UnsafePointer<FavorAttentionTask>) -> Void,
+        backwardFloat: @escaping @Sendable (UnsafePointer<FavorAttentionTask>) -> Void,
+        backwardDouble: @escaping @Sendable (UnsafePointer<FavorAttentionTask>) -> Void
+    ) {
+        self.scratchBytes = scratchBytes
+        self.forwardFloat = forwardFloat
+        self.forwardDouble = forwardDouble
+        self.backwardFloat = backwardFloat
+        self.backwardDouble = backwardDouble
+    }
+}

@@ -20,14 +20,17 @@ public struct KernelSet: Sendable {
     public var randomFeatures: RandomFeatureKernels
     public var favorStep: FavorStepKernels
     public var linear: LinearKernels
+    public var favorAttention: FavorAttentionKernels
 
     public init(isa: KernelISA, softmax: SoftmaxKernels, softmaxBackward: SoftmaxBackwardKernels,
-                randomFeatures: RandomFeatureKernels, favorStep: FavorStepKernels, linear: LinearKernels) {
+                randomFeatures: RandomFeatureKernels, favorStep: FavorStepKernels, linear: LinearKernels,
+                favorAttention: FavorAttentionKernels) {
         self.isa = isa
         self.softmax = softmax
         self.softmaxBackward = softmaxBackward
         self.randomFeatures = randomFeatures
         self.favorStep = favorStep
         self.linear = linear
+        self.favorAttention = favorAttention
     }
 }

@@ -13,5 +13,6 @@ let moduleISA = KernelISA.portable
 public func makeKernelSet() -> KernelSet {
     KernelSet(isa: moduleISA, softmax: makeSoftmaxKernels(), softmaxBackward: makeSoftmaxBackwardKernels(),
               randomFeatures: makeRandomFeatureKernels(), favorStep: makeFavorStepKernels(),
-              linear: makeLinearKernels())
+              linear: makeLinearKernels(),
+              favorAttention: makeFavorAttentionKernels())
 }

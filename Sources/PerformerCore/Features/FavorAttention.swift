@@ -1,0 +1,278 @@
+import PerformerKernelInterface
+
+/// FAVOR+ (Performer) attention: linear attention with the random features of a
+/// `FavorProjection` (ALGORITHMS.md §3), evaluated in the stabilized form of docs/FAVOR.md §4
+/// so that the output equals the mathematical function, to rounding, even where the features
+/// themselves under- or overflow (inputs with norms up to 30 and beyond).
+///
+/// Shapes: q B×H×N×D, k B×Hk×L×D, v B×Hk×L×M, out B×H×N×M; D = projection.dim; Hk divides H
+/// and query head h reads key head h / (H/Hk). Causal needs N = L. C = m (positive, relu) or
+/// 2m (hyperbolic, trigonometric). The causal state is the scaled triple of
+/// `FavorStateView` per query head. Views may have any strides. Every argument is checked
+/// before any output is written; on error nothing is written.
+public enum FavorAttention {
+    /// C for this projection and options.
+    public static func featureCount(_ projection: FavorProjection, options: FavorAttentionOptions = FavorAttentionOptions()) -> Int {
+        options.features.kind.featureCount(numFeatures: projection.numFeatures)
+    }
+
+    /// Writes o_i = Σ_j φ(q_i)ᵀφ(k_j) v_j / (Σ_j φ(q_i)ᵀφ(k_j) + ε) over the keys row i sees.
+    ///
+    /// Causal only: `initialState` (nil: no keys before) is the state the sequence continues
+    /// from, and `finalState` receives the state after the last key, so a sequence processed in
+    /// pieces gives the same outputs (to rounding) as one call and as `FavorDecoder` steps.
+    /// The final state may be the initial state's memory.
+    public static func forward<T: AttentionScalar>(
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, projection: FavorProjection,
+        output: MutableTensorView<T>, initialState: FavorStateView<T>? = nil,
+        finalState: MutableFavorStateView<T>? = nil, options: FavorAttentionOptions = FavorAttentionOptions()
+    ) throws(PerformerError) {
+        let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
+        try LinearProblem.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
+        var footprints = [
+            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
+            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
+        ]
+        if let initialState {
+            try problem.checkState(initialState, names: ("S0", "z0", "c0"))
+            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
+                           try TensorFootprint(initialState.c, name: "c0")]
+        }
+        var outputs = footprints
+        if let finalState {
+            try problem.checkStateShapes(finalState.readOnly, names: ("S_N", "z_N", "c_N"))
+            outputs += [try TensorFootprint(finalState.s, name: "S_N"), try TensorFootprint(finalState.z, name: "z_N"),
+                        try TensorFootprint(finalState.c, name: "c_N")]
+            // A piece may write its final state over its initial state (each head reads its own
+            // initial state before writing anything): check the final state against the rest.
+            try TensorFootprint.checkOutputsDisjoint(Array(outputs.prefix(4)) + outputs.suffix(3))
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
+
+        let taskCount = problem.batch * problem.heads
+        guard taskCount > 0 else { return }
+        let kernels = Runtime.kernels.favorAttention
+        let threads = min(Runtime.numThreads, taskCount)
+        let scratch = try ScratchBuffer(
+            slots: threads, slotBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, false))
+        let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
+        let w = projection.matrix(as: T.self)
+        w.withUnsafeBytes { wBytes in
+            Runtime.parallelFor(count: taskCount, threads: threads) { item, worker in
+                let (b, h) = (item / problem.heads, item % problem.heads)
+                var task = problem.task(b: b, h: h, query: query, key: key, value: value,
+                                        projection: wBytes.baseAddress!, scratch: scratch.slot(worker))
+                task.output = output.matrix(b, h)
+                if options.causal {
+                    task.initialS = initialState?.s.matrix(b, h)
+                    task.initialZ = initialState?.z.matrix(b, h)
+                    task.initialC = initialState?.c.matrix(b, h)
+                    task.finalS = finalState?.s.matrix(b, h)
+                    task.finalZ = finalState?.z.matrix(b, h)
+                    task.finalC = finalState?.c.matrix(b, h)
+                }
+                entry(&task)
+            }
+        }
+    }
+
+    /// Writes the gradients of the loss with respect to q, k and v given `outputGradient`
+    /// = ∂L/∂out, through φ and the denominator (W gets none; the stabilizer shifts c carry
+    /// none). Recomputes the forward; stores no state per position.
+    ///
+    /// Causal only: `initialState` is the forward's (nil: none); `finalStateGradient` is
+    /// (∂L/∂S̃_N, ∂L/∂z̃_N) when the loss also depends on the final state (nil: zeros), taken
+    /// with c_N fixed; `initialStateGradient` receives (∂L/∂S̃₀, ∂L/∂z̃₀) with c₀ fixed (needs an
+    /// initial state). With grouped-query attention, dk and dv sum over the query heads of a
+    /// group.
+    public static func backward<T: AttentionScalar>(
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, projection: FavorProjection,
+        outputGradient: TensorView<T>,
+        queryGradient: MutableTensorView<T>, keyGradient: MutableTensorView<T>, valueGradient: MutableTensorView<T>,
+        initialState: FavorStateView<T>? = nil, finalStateGradient: LinearStateView<T>? = nil,
+        initialStateGradient: MutableLinearStateView<T>? = nil,
+        options: FavorAttentionOptions = FavorAttentionOptions()
+    ) throws(PerformerError) {
+        let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
+        try LinearProblem.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
+        try LinearProblem.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
+        try LinearProblem.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
+        try LinearProblem.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
+        var footprints = [
+            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
+            try TensorFootprint(value, name: "v"), try TensorFootprint(outputGradient, name: "dout"),
+            try TensorFootprint(queryGradient, name: "dq"), try TensorFootprint(keyGradient, name: "dk"),
+            try TensorFootprint(valueGradient, name: "dv"),
+        ]
+        if let initialState {
+            try problem.checkState(initialState, names: ("S0", "z0", "c0"))
+            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
+                           try TensorFootprint(initialState.c, name: "c0")]
+        }
+        if let finalStateGradient {
+            try problem.checkGradientShapes(finalStateGradient.s, finalStateGradient.z, names: ("dS_N", "dz_N"))
+            try FavorProblem.checkFinite(finalStateGradient.s, name: "dS_N")
+            try FavorProblem.checkFinite(finalStateGradient.z, name: "dz_N")
+            footprints += [try TensorFootprint(finalStateGradient.s, name: "dS_N"),
+                           try TensorFootprint(finalStateGradient.z, name: "dz_N")]
+        }
+        if let initialStateGradient {
+            try problem.checkGradientShapes(initialStateGradient.s.readOnly, initialStateGradient.z.readOnly,
+                                            names: ("dS0", "dz0"))
+            guard initialState != nil else {
+                throw PerformerError(.invalidArgument, "dS0/dz0 requested but no initial state (S0, z0, c0) was given")
+            }
+            footprints += [try TensorFootprint(initialStateGradient.s, name: "dS0"),
+                           try TensorFootprint(initialStateGradient.z, name: "dz0")]
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
+
+        // One item per key head: its query heads run in order, the first writing dk, dv and the
+        // rest adding to them, so no two threads write the same rows.
+        let taskCount = problem.batch * problem.keyHeads
+        guard taskCount > 0 else { return }
+        let kernels = Runtime.kernels.favorAttention
+        let threads = min(Runtime.numThreads, taskCount)
+        let scratch = try ScratchBuffer(
+            slots: threads, slotBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, true))
+        let entry = T.dtype == .float32 ? kernels.backwardFloat : kernels.backwardDouble
+        let group = problem.heads / problem.keyHeads
+        let w = projection.matrix(as: T.self)
+        w.withUnsafeBytes { wBytes in
+            Runtime.parallelFor(count: taskCount, threads: threads) { item, worker in
+                let (b, hk) = (item / problem.keyHeads, item % problem.keyHeads)
+                for g in 0..<group {
+                    let h = hk * group + g
+                    var task = problem.task(b: b, h: h, query: query, key: key, value: value,
+                                            projection: wBytes.baseAddress!, scratch: scratch.slot(worker))
+                    task.outputGradient = outputGradient.matrix(b, h)
+                    task.queryGradient = queryGradient.matrix(b, h)
+                    task.keyGradient = keyGradient.matrix(b, hk)
+                    task.valueGradient = valueGradient.matrix(b, hk)
+                    task.accumulateKeyGradients = g > 0
+                    if options.causal {
+                        task.initialS = initialState?.s.matrix(b, h)
+                        task.initialZ = initialState?.z.matrix(b, h)
+                        task.initialC = initialState?.c.matrix(b, h)
+                        task.finalSGradient = finalStateGradient?.s.matrix(b, h)
+                        task.finalZGradient = finalStateGradient?.z.matrix(b, h)
+                        task.initialSGradient = initialStateGradient?.s.matrix(b, h)
+                        task.initialZGradient = initialStateGradient?.z.matrix(b, h)
+                    }
+                    entry(&task)
+                }
+            }
+        }
+    }
+}
+
+/// A validated FAVOR+ attention problem.
+struct FavorProblem {
+    var batch: Int, heads: Int, keyHeads: Int
+    var shape: FavorHeadShape
+    var options: FavorAttentionOptions
+    var inputScale: Double
+
+    init<T>(query q: TensorView<T>, key k: TensorView<T>, value v: TensorView<T>, projection: FavorProjection,
+            options: FavorAttentionOptions) throws(PerformerError) {
+        // The shape checks of linear attention (batch, heads, D, L, M, causal N = L, ε, key lengths).
+        let linear = try LinearProblem(
+            query: q, key: k, value: v,
+            options: LinearAttentionOptions(causal: options.causal, featureMap: .identity, epsilon: options.epsilon,
+                                            keyLengths: options.keyLengths))
+        guard q.shape[3] == projection.dim else {
+            throw PerformerError(.shapeMismatch, "q.shape[3] = \(q.shape[3]) but projection.dim = \(projection.dim)")
+        }
+        inputScale = try options.features.inputScale(dim: projection.dim)
+        let m = projection.numFeatures
+        let c = options.features.kind.featureCount(numFeatures: m)
+        _ = try TensorLayout.elementCount(SIMD4(linear.batch, linear.heads, c, max(linear.shape.valueDim, 1)), name: "state S")
+        batch = linear.batch
+        heads = linear.heads
+        keyHeads = linear.keyHeads
+        shape = FavorHeadShape(queryCount: linear.shape.queryCount, keyCount: linear.shape.keyCount,
+                               dim: projection.dim, numFeatures: m, valueDim: linear.shape.valueDim, featureCount: c)
+        self.options = options
+    }
+
+    var outputShape: SIMD4<Int> { SIMD4(batch, heads, shape.queryCount, shape.valueDim) }
+    var stateShape: SIMD4<Int> { SIMD4(batch, heads, shape.featureCount, shape.valueDim) }
+    var vectorShape: SIMD4<Int> { SIMD4(batch, heads, shape.featureCount, 1) }
+
+    func requireCausal(_ names: String) throws(PerformerError) {
+        guard options.causal else {
+            throw PerformerError(.invalidArgument, "\(names) given but causal = false: only causal FAVOR+ attention has a state")
+        }
+    }
+
+    func checkStateShapes<T>(_ state: FavorStateView<T>, names: (String, String, String)) throws(PerformerError) {
+        try requireCausal("\(names.0)/\(names.1)/\(names.2)")
+        try LinearProblem.expectShape(state.s, stateShape, name: names.0, meaning: "B×H×C×M")
+        try LinearProblem.expectShape(state.z, vectorShape, name: names.1, meaning: "B×H×C×1")
+        try LinearProblem.expectShape(state.c, vectorShape, name: names.2, meaning: "B×H×C×1")
+    }
+
+    func checkGradientShapes<T>(_ s: TensorView<T>, _ z: TensorView<T>, names: (String, String)) throws(PerformerError) {
+        try requireCausal("\(names.0)/\(names.1)")
+        try LinearProblem.expectShape(s, stateShape, name: names.0, meaning: "B×H×C×M")
+        try LinearProblem.expectShape(z, vectorShape, name: names.1, meaning: "B×H×C×1")
+    }
+
+    /// Shapes and values of a caller's state: S̃, z̃ finite; c finite or −inf, with zero S̃ rows
+    /// and z̃ entries where it is −inf; relu needs c = 0, trigonometric one c per head.
+    func checkState<T>(_ state: FavorStateView<T>, names: (String, String, String)) throws(PerformerError) {
+        try checkStateShapes(state, names: names)
+        try Self.checkFinite(state.s, name: names.0)
+        try Self.checkFinite(state.z, name: names.1)
+        let kind = options.features.kind
+        for b in 0..<batch {
+            for h in 0..<heads {
+                let first = state.c.base[b * state.c.strides[0] + h * state.c.strides[1]]
+                for f in 0..<shape.featureCount {
+                    let value = state.c.base[b * state.c.strides[0] + h * state.c.strides[1] + f * state.c.strides[2]]
+                    let at = "\(names.2)[\(b), \(h), \(f)]"
+                    if value.isNaN || value == .infinity {
+                        throw PerformerError(.invalidArgument, "\(at) = \(value): must be finite or -inf")
+                    }
+                    if kind == .relu, value != 0 {
+                        throw PerformerError(.invalidArgument, "\(at) = \(value): relu features need c = 0")
+                    }
+                    if kind == .trigonometric, value != first {
+                        throw PerformerError(.invalidArgument, "\(at) = \(value): trigonometric features need one c per head (\(names.2)[\(b), \(h), 0] = \(first))")
+                    }
+                    if value == -.infinity {
+                        let zValue = state.z.base[b * state.z.strides[0] + h * state.z.strides[1] + f * state.z.strides[2]]
+                        var rowZero = zValue == 0
+                        for j in 0..<shape.valueDim where rowZero {
+                            rowZero = state.s.base[b * state.s.strides[0] + h * state.s.strides[1] + f * state.s.strides[2]
+                                                   + j * state.s.strides[3]] == 0
+                        }
+                        if !rowZero {
+                            throw PerformerError(.invalidArgument, "\(at) = -inf but its \(names.0) row or \(names.1) entry is not 0")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    static func checkFinite<T>(_ view: TensorView<T>, name: String) throws(PerformerError) {
+        for i0 in 0..<view.shape[0] { for i1 in 0..<view.shape[1] { for i2 in 0..<view.shape[2] { for i3 in 0..<view.shape[3] {
+            let value = view.base[i0 * view.strides[0] + i1 * view.strides[1] + i2 * view.strides[2] + i3 * view.strides[3]]
+            if !value.isFinite {
+                throw PerformerError(.invalidArgument, "\(name)[\(i0), \(i1), \(i2), \(i3)] = \(value) is not finite")
+            }
+        } } } }
+    }
+
+    /// The kernel task of query head (b, h).
+    func task<T>(b: Int, h: Int, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
+                 projection: UnsafeRawPointer, scratch: UnsafeMutableRawPointer) -> FavorAttentionTask {
+        let hk = h / (heads / keyHeads)
+        return FavorAttentionTask(
+            shape: shape, map: options.features.kind.kernelMap, causal: options.causal, inputScale: inputScale,
+            reluOffset: options.features.reluOffset, epsilon: options.epsilon,
+            keyLimit: options.keyLengths?[b] ?? shape.keyCount, projection: projection,
+            query: query.matrix(b, h), key: key.matrix(b, hk), value: value.matrix(b, hk), scratch: scratch)
+    }
+}

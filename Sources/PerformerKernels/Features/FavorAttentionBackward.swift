@@ -1,0 +1,342 @@
+import PerformerKernelInterface
+
+// Backward of one FAVOR+ query head. All shifts (c, ρ, κ, U, e) are constants for
+// differentiation (the output does not depend on them), so the gradient of the scaled
+// expressions with the shifts held fixed is the true gradient. In scaled units, with
+// num_i, den_i the row's numerator and denominator (both divided by e^{U_i}):
+//   ∂L/∂num_i = g_i / den_i,  ∂L/∂den_i = −(g_i·o_i) / den_i          (g = dO)
+//   G_ij = (∂L/∂num_i·v_j + ∂L/∂den_i)·ν²·exp(ρ_i + κ_j − U_i)           (j ≤ i, causal chunk)
+// Queries: exponential kinds get ∂L/∂a_f(q_i) = Q̂_if (G K̂)_if + Q̃_if (S̃ ∂L/∂num_i + z̃ ∂L/∂den_i)_f;
+// the others H_i = ν e^{ρ_i} ∂L/∂φ(q_i) = (G K̂)_i + ν e^{ρ_i + c − U_i} (S̃ ∂L/∂num_i + z̃ ∂L/∂den_i).
+// Keys see the later queries through the carried gradient state, kept scaled like the state:
+//   G̃_f = e^{−e_f}·Σ_i ν e^{a_f(q_i) − U_i} ∂L/∂num_i  (g̃ likewise with ∂L/∂den_i),
+// e_f the running max of a_f(q_i) − U_i over the queries folded in so far (ρ_i − U_i for the
+// other kinds), so that every key factor ν·exp(a_f(k_j) + e_f) is ≤ ν (a_f(k_j) + a_f(q_i) ≤
+// U_i whenever key j is visible to query i). Then ∂L/∂a_f(k_j) = K̂_jf (Gᵀ Q̂)_jf +
+// ν e^{a_jf + e_f}(G̃_f·v_j + g̃_f), ∂L/∂v_j = Pᵀ ∂L/∂num + K̄′ G̃. The final state's gradient
+// starts G̃ with e = −c_N; the initial state's is exp(c₀ + e)·G̃ at the end.
+// The causal backward stores three scalars per position (U_i, den_i, ∂L/∂den_i) from its
+// forward sweep; no state S̃_i is stored.
+
+extension FavorHead {
+    /// Turns rowsM (numerators) into ∂L/∂num, and fills ∂L/∂den, for rows whose denominator
+    /// is usable; zero rows otherwise. Reads dO_c from `outputGradient`.
+    func rowGradients(_ t: Int, numeratorsKnown: Bool) {
+        let den = s.row(.denominator), dden = s.row(.denominatorGradient)
+        for i in 0..<t {
+            let num = s.rowsM + i * s.vp, g = s.outputGradient + i * s.vp
+            guard usable(i) else {
+                for j in 0..<mv { num[j] = 0 }
+                dden[i] = 0
+                continue
+            }
+            let inverse = 1 / den[i]
+            if numeratorsKnown {
+                var dot: T = 0
+                for j in 0..<mv {
+                    dot += g[j] * num[j]
+                    num[j] = g[j] * inverse
+                }
+                dden[i] = -dot * inverse * inverse
+            } else {
+                for j in 0..<mv { num[j] = g[j] * inverse }
+            }
+        }
+    }
+
+    func packOutputGradients(_ r0: Int, _ t: Int) {
+        for i in 0..<t { packRow(task.outputGradient!, row: r0 + i, count: mv, into: s.outputGradient + i * s.vp) }
+    }
+
+    /// scoreGradient_ij = (∂L/∂num_i·v_j + ∂L/∂den_i)·weights_ij (j ≤ i).
+    func chunkScoreGradient(_ t: Int) {
+        favorProduct(rows: t, columns: t, depth: mv, a: s.rowsM, aRowStride: s.vp, aDepthStride: 1,
+                     b: s.valuesT, bRowStride: s.tp, c: s.scoreGradient, cRowStride: s.tp, accumulate: false)
+        let dden = s.row(.denominatorGradient)
+        for i in 0..<t {
+            let g = s.scoreGradient + i * s.tp, w = s.weights + i * s.tp
+            for j in 0...i { g[j] = (g[j] + dden[i]) * w[j] }
+            for j in (i + 1)..<max(t, i + 1) { g[j] = 0 }
+        }
+    }
+
+    /// dx from the feature gradient `gradient` (∂L/∂a for exponential kinds, H otherwise) of t
+    /// rows with features `hat`, projections `u` and inputs x̂ `input`: g_u, g_n by the map's
+    /// chain rule, dx = s^(1/2)·(g_u W + 2 g_n x̂), into rows r0 ..< r0 + t of `target` (rows at
+    /// or past `valid` get 0; added instead of stored when `accumulate`).
+    func storeInputGradients(_ t: Int, valid: Int, gradient: UnsafePointer<T>, hat: UnsafePointer<T>,
+                             u: UnsafePointer<T>, input: UnsafePointer<T>,
+                             into target: StridedMatrix, _ r0: Int, accumulate: Bool) {
+        let gn = s.row(.halfGradient)
+        for i in 0..<t {
+            let g = gradient + i * s.cp, x = hat + i * s.cp, ui = u + i * s.mp
+            let gu = s.projectionGradient + i * s.mp
+            var sum: T = 0
+            switch task.map {
+            case .positive:
+                for f in 0..<m {
+                    gu[f] = g[f]
+                    sum += g[f]
+                }
+                sum = -sum / 2
+            case .hyperbolic:
+                for f in 0..<m {
+                    gu[f] = g[f] - g[m + f]
+                    sum += g[f] + g[m + f]
+                }
+                sum = -sum / 2
+            case .trigonometric:
+                for f in 0..<m {
+                    gu[f] = g[f] * x[m + f] - g[m + f] * x[f]
+                    sum += g[f] * x[f] + g[m + f] * x[m + f]
+                }
+                sum = sum / 2
+            case .relu:
+                for f in 0..<m { gu[f] = ui[f] > 0 ? g[f] : 0 }
+            }
+            gn[i] = sum
+        }
+        favorProduct(rows: t, columns: d, depth: m, a: s.projectionGradient, aRowStride: s.mp, aDepthStride: 1,
+                     b: s.projection, bRowStride: s.dp, c: s.inputGradient, cRowStride: s.dp, accumulate: false)
+        for i in 0..<t {
+            let dx = s.inputGradient + i * s.dp, x = input + i * s.dp
+            if i < valid {
+                let twice = 2 * gn[i]
+                for col in 0..<d { dx[col] = sigma * (dx[col] + twice * x[col]) }
+            } else {
+                for col in 0..<d { dx[col] = 0 }
+            }
+            storeRow(dx, count: d, into: target, row: r0 + i, accumulate: accumulate)
+        }
+    }
+
+    /// dq for the prepared query chunk: needs Q̂, Q̃, rowFactor, ∂L/∂num (rowsM), ∂L/∂den,
+    /// S̃ᵀ (stateT), z̃, and when causal the score gradient and K̂.
+    func queryGradients(_ r0: Int, _ t: Int, causal: Bool) {
+        favorProduct(rows: t, columns: c, depth: mv, a: s.rowsM, aRowStride: s.vp, aDepthStride: 1,
+                     b: s.stateT, bRowStride: s.cp, c: s.gradient2, cRowStride: s.cp, accumulate: false)
+        if causal {
+            favorProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: s.tp, aDepthStride: 1,
+                         b: s.keyHat, bRowStride: s.cp, c: s.gradient1, cRowStride: s.cp, accumulate: false)
+        }
+        let dden = s.row(.denominatorGradient), factor = s.row(.rowFactor)
+        for i in 0..<t {
+            let g1 = s.gradient1 + i * s.cp, g2 = s.gradient2 + i * s.cp
+            let hat = s.queryHat + i * s.cp, tilde = s.queryTilde + i * s.cp
+            let y = dden[i]
+            if exponential {
+                for f in 0..<c {
+                    let state = tilde[f] * (g2[f] + y * s.normalizer[f])
+                    g1[f] = causal ? hat[f] * g1[f] + state : state
+                }
+            } else {
+                let w = factor[i]
+                for f in 0..<c {
+                    let state = w * (g2[f] + y * s.normalizer[f])
+                    g1[f] = causal ? g1[f] + state : state
+                }
+            }
+        }
+        storeInputGradients(t, valid: t, gradient: s.gradient1, hat: s.queryHat, u: s.queryU, input: s.queryInput,
+                            into: task.queryGradient!, r0, accumulate: false)
+    }
+
+    /// dk, dv for the prepared key chunk: needs K̂, a(k), κ, V_c, G̃ᵀ (stateGradientT), G̃, g̃,
+    /// e, and when causal the scores, score gradient, Q̂ and ∂L/∂num.
+    func keyGradients(_ r0: Int, _ t: Int, causal: Bool) {
+        favorProduct(rows: t, columns: c, depth: mv, a: s.values, aRowStride: s.vp, aDepthStride: 1,
+                     b: s.stateGradientT, bRowStride: s.cp, c: s.gradient2, cRowStride: s.cp, accumulate: false)
+        let kappa = s.row(.keyShift), factor = s.row(.rowFactor), e = s.gradientShift
+        // K̄′_jf = ν·exp(a_jf + e_f) (exponential) or ν·exp(κ_j + e)·K̂_jf: the key's weight
+        // against the carried gradient state.
+        for j in 0..<t {
+            let b = s.bar + j * s.cp
+            if kappa[j] == -.infinity {
+                factor[j] = 0
+                for f in 0..<c { b[f] = 0 }
+            } else if exponential {
+                let a = s.keyExponents + j * s.cp
+                for f in 0..<c { b[f] = nu * favorExp(a[f] + e[f]) }
+            } else {
+                let w = nu * favorExp(kappa[j] + e[0])
+                factor[j] = w
+                let hat = s.keyHat + j * s.cp
+                for f in 0..<c { b[f] = w * hat[f] }
+            }
+        }
+        favorProduct(rows: t, columns: mv, depth: c, a: s.bar, aRowStride: s.cp, aDepthStride: 1,
+                     b: s.stateGradient, bRowStride: s.vp, c: s.valueGradient, cRowStride: s.vp, accumulate: false)
+        if causal {
+            favorProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: 1, aDepthStride: s.tp,
+                         b: s.queryHat, bRowStride: s.cp, c: s.gradient1, cRowStride: s.cp, accumulate: false)
+            favorProduct(rows: t, columns: mv, depth: t, a: s.scores, aRowStride: 1, aDepthStride: s.tp,
+                         b: s.rowsM, bRowStride: s.vp, c: s.valueGradient, cRowStride: s.vp, accumulate: true)
+        }
+        for j in 0..<t {
+            let g1 = s.gradient1 + j * s.cp, g2 = s.gradient2 + j * s.cp
+            let hat = s.keyHat + j * s.cp, b = s.bar + j * s.cp
+            if exponential {
+                for f in 0..<c {
+                    let state = b[f] * (g2[f] + s.normalizerGradient[f])
+                    g1[f] = causal ? hat[f] * g1[f] + state : state
+                }
+            } else {
+                let w = factor[j]
+                for f in 0..<c {
+                    let state = w * (g2[f] + s.normalizerGradient[f])
+                    g1[f] = causal ? g1[f] + state : state
+                }
+            }
+        }
+        let accumulate = task.accumulateKeyGradients
+        storeInputGradients(t, valid: validKeys(r0, t), gradient: s.gradient1, hat: s.keyHat, u: s.keyU,
+                            input: s.keyInput, into: task.keyGradient!, r0, accumulate: accumulate)
+        for j in 0..<t {
+            storeRow(s.valueGradient + j * s.vp, count: mv, into: task.valueGradient!, row: r0 + j, accumulate: accumulate)
+        }
+    }
+
+    /// Folds the chunk's queries (usable rows) into (G̃, g̃, e): log-scale a_f(q_i) − U_i
+    /// (exponential) or ρ_i − U_i.
+    func accumulateQueries(_ t: Int) {
+        let rho = s.row(.queryShift), unit = s.row(.unit), log = s.row(.logScale)
+        for i in 0..<t { log[i] = usable(i) ? (exponential ? -unit[i] : rho[i] - unit[i]) : -.infinity }
+        accumulate(t, exponents: s.queryExponents, hat: s.queryHat, logScale: log, x: s.rowsM,
+                   rowWeights: s.row(.denominatorGradient),
+                   state: s.stateGradient, normalizer: s.normalizerGradient, shift: s.gradientShift)
+    }
+
+    /// (G̃, g̃, e) from the final-state gradient: e = −c_N (−inf and zeros where c_N = −inf).
+    func loadFinalStateGradient() {
+        let e = s.gradientShift
+        guard task.causal, let finalS = task.finalSGradient else {
+            for f in 0..<c { e[f] = -.infinity }
+            return
+        }
+        loadState(finalS, rows: c, columns: mv, into: s.stateGradient, ld: s.vp)
+        loadState(task.finalZGradient, rows: c, columns: 1, into: s.normalizerGradient, ld: 1)
+        for f in 0..<c {
+            if s.shift[f] == -.infinity {
+                e[f] = -.infinity
+                s.normalizerGradient[f] = 0
+                for j in 0..<mv { s.stateGradient[f * s.vp + j] = 0 }
+            } else {
+                e[f] = -s.shift[f]
+            }
+        }
+    }
+
+    /// dS̃₀ = exp(c₀ + e)·G̃, dz̃₀ likewise.
+    func storeInitialStateGradient() {
+        guard task.initialSGradient != nil || task.initialZGradient != nil else { return }
+        let c0 = s.newShift
+        if let initialC = task.initialC {
+            loadState(initialC, rows: c, columns: 1, into: c0, ld: 1)
+        } else {
+            for f in 0..<c { c0[f] = emptyShift }
+        }
+        for f in 0..<c {
+            let exponent = c0[f] + s.gradientShift[f]
+            let factor: T = (c0[f] == -.infinity || s.gradientShift[f] == -.infinity) ? 0 : favorExp(exponent)
+            s.normalizerGradient[f] *= factor
+            for j in 0..<mv { s.stateGradient[f * s.vp + j] *= factor }
+        }
+        storeState(s.stateGradient, rows: c, columns: mv, ld: s.vp, into: task.initialSGradient)
+        storeState(s.normalizerGradient, rows: c, columns: 1, ld: 1, into: task.initialZGradient)
+    }
+}
+
+func favorBackward<T: KernelScalar>(_ taskPointer: UnsafePointer<FavorAttentionTask>, _: T.Type) {
+    let task = taskPointer.pointee
+    let head = FavorHead<T>(task, backward: true)
+    head.loadInitialState()
+    if task.causal {
+        favorCausalBackward(head)
+    } else {
+        favorBidirectionalBackward(head)
+    }
+}
+
+private func favorCausalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
+    let task = head.task, s = head.s
+    let n = task.shape.queryCount, c = head.c, mv = head.mv
+    let perPosition = s.perPosition
+    // Forward sweep: the states S̃ before each chunk, rebuilt; dq; U, den, ∂L/∂den per position.
+    var r0 = 0
+    while r0 < n {
+        let t = min(favorChunkRows, n - r0)
+        head.prepareQueries(r0, t)
+        head.prepareKeys(r0, t, transposed: true, transposedValues: true)
+        head.readState(t, causal: true)
+        head.numerator(t, causal: true)
+        head.packOutputGradients(r0, t)
+        head.rowGradients(t, numeratorsKnown: true)
+        for i in 0..<t {
+            perPosition[3 * (r0 + i)] = s.row(.unit)[i]
+            perPosition[3 * (r0 + i) + 1] = s.row(.denominator)[i]
+            perPosition[3 * (r0 + i) + 2] = s.row(.denominatorGradient)[i]
+        }
+        head.chunkScoreGradient(t)
+        transposeBlock(rows: c, columns: mv, s.state, s.vp, s.stateT, s.cp)
+        head.queryGradients(r0, t, causal: true)
+        head.accumulateKeys(t)
+        r0 += t
+    }
+    // Reverse sweep: (G̃, g̃, e) carried from the end; dk, dv.
+    head.loadFinalStateGradient()
+    let chunks = (n + favorChunkRows - 1) / favorChunkRows
+    for chunk in stride(from: chunks - 1, through: 0, by: -1) {
+        let r0 = chunk * favorChunkRows
+        let t = min(favorChunkRows, n - r0)
+        head.prepareQueries(r0, t)
+        head.prepareKeys(r0, t, transposed: true, transposedValues: true)
+        for i in 0..<t {
+            s.row(.unit)[i] = perPosition[3 * (r0 + i)]
+            s.row(.denominator)[i] = perPosition[3 * (r0 + i) + 1]
+            s.row(.denominatorGradient)[i] = perPosition[3 * (r0 + i) + 2]
+        }
+        head.packOutputGradients(r0, t)
+        head.rowGradients(t, numeratorsKnown: false)
+        head.chunkScores(t)
+        head.chunkScoreGradient(t)
+        transposeBlock(rows: c, columns: mv, s.stateGradient, s.vp, s.stateGradientT, s.cp)
+        head.keyGradients(r0, t, causal: true)
+        head.accumulateQueries(t)
+    }
+    head.storeInitialStateGradient()
+}
+
+private func favorBidirectionalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
+    let task = head.task, s = head.s
+    let n = task.shape.queryCount, l = task.shape.keyCount, c = head.c, mv = head.mv
+    let keyEnd = min(l, task.keyLimit)
+    var r0 = 0
+    while r0 < keyEnd {
+        let t = min(favorChunkRows, l - r0)
+        head.prepareKeys(r0, t, transposed: false, transposedValues: false)
+        head.accumulateKeys(t)
+        r0 += t
+    }
+    transposeBlock(rows: c, columns: mv, s.state, s.vp, s.stateT, s.cp)
+    head.loadFinalStateGradient()
+    r0 = 0
+    while r0 < n {
+        let t = min(favorChunkRows, n - r0)
+        head.prepareQueries(r0, t)
+        head.readState(t, causal: false)
+        head.numerator(t, causal: false)
+        head.packOutputGradients(r0, t)
+        head.rowGradients(t, numeratorsKnown: true)
+        head.queryGradients(r0, t, causal: false)
+        head.accumulateQueries(t)
+        r0 += t
+    }
+    transposeBlock(rows: c, columns: mv, s.stateGradient, s.vp, s.stateGradientT, s.cp)
+    r0 = 0
+    while r0 < l {
+        let t = min(favorChunkRows, l - r0)
+        head.prepareKeys(r0, t, transposed: false, transposedValues: false)
+        head.keyGradients(r0, t, causal: false)
+        r0 += t
+    }
+}

@@ -1,0 +1,48 @@
+import PerformerKernelInterface
+
+// Forward of one FAVOR+ query head (docs/FAVOR.md §4). Bidirectional: the keys are folded into
+// (S̃, z̃, c) chunk by chunk (the per-feature shift grows as keys arrive, rescaling the state:
+// the same function as a two-pass column max, one pass over the keys), then every query reads
+// the state. Causal: chunk by chunk, queries read the state before the chunk plus the chunk's
+// own keys j ≤ i through the T × T weights, then the chunk's keys join the state.
+
+func favorForward<T: KernelScalar>(_ taskPointer: UnsafePointer<FavorAttentionTask>, _: T.Type) {
+    let task = taskPointer.pointee
+    let head = FavorHead<T>(task, backward: false)
+    let n = task.shape.queryCount, l = task.shape.keyCount
+    head.loadInitialState()
+    if !task.causal {
+        var r0 = 0
+        while r0 < min(l, task.keyLimit) {
+            let t = min(favorChunkRows, l - r0)
+            head.prepareKeys(r0, t, transposed: false, transposedValues: false)
+            head.accumulateKeys(t)
+            r0 += t
+        }
+    }
+    var r0 = 0
+    while r0 < n {
+        let t = min(favorChunkRows, n - r0)
+        head.prepareQueries(r0, t)
+        if task.causal { head.prepareKeys(r0, t, transposed: true, transposedValues: false) }
+        head.readState(t, causal: task.causal)
+        head.numerator(t, causal: task.causal)
+        head.storeOutputs(r0, t)
+        if task.causal { head.accumulateKeys(t) }
+        r0 += t
+    }
+    if task.causal { head.storeFinalState() }
+}
+
+func makeFavorAttentionKernels() -> FavorAttentionKernels {
+    FavorAttentionKernels(
+        scratchBytes: { shape, elementSize, causal, backward in
+            elementSize == 4
+                ? FavorScratch<Float>.bytes(shape: shape, causal: causal, backward: backward)
+                : FavorScratch<Double>.bytes(shape: shape, causal: causal, backward: backward)
+        },
+        forwardFloat: { favorForward($0, Float.self) },
+        forwardDouble: { favorForward($0, Double.self) },
+        backwardFloat: { favorBackward($0, Float.self) },
+        backwardDouble: { favorBackward($0, Double.self) })
+}
