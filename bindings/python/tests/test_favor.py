@@ -461,3 +461,17 @@ def test_no_leaks():
     churn()
     gc.collect()
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 20_000  # KiB
+
+
+def test_favor_example_runs():
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    repo = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, os.pardir))
+    example = os.path.join(repo, "examples", "python", "favor_decode.py")
+    result = subprocess.run([sys.executable, example], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=tempfile.gettempdir(), timeout=120)
+    assert result.returncode == 0, result.stdout.decode()
+    assert result.stdout.decode().splitlines()[-1] == "ok"
