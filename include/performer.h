@@ -5,6 +5,8 @@
  *   - exact softmax attention (tiled online softmax; no N x L buffer),
  *   - linear attention ("Transformers are RNNs": causal or not, with a carried state, and a
  *     token-by-token recurrent decoder),
+ *   - FAVOR+ (Performer) random features for the softmax kernel: seeded projections, the
+ *     feature maps and their gradients, a token-by-token decoder,
  * in float32 and float64, on strided rank-4 tensors, with its own worker threads.
  * The exact functions are specified in docs/ALGORITHMS.md.
  *
@@ -15,6 +17,7 @@
  *   4. Runtime           worker threads, which kernel build (instruction set) runs
  *   5. Softmax attention options, forward, backward
  *   6. Linear attention  options, forward, backward (with states), the recurrent decoder
+ *   7. FAVOR+            projections (handles), options, feature maps, the FAVOR+ decoder
  *
  * Conventions (they hold for every function below unless its comment says otherwise)
  *   - Errors. Every function that can fail returns a performer_status. On failure no output
@@ -379,6 +382,220 @@ performer_status performer_linear_decoder_get_state(
  *  read); the state is unchanged on error. */
 performer_status performer_linear_decoder_set_state(
     performer_linear_decoder_t decoder, const performer_tensor_t *s, const performer_tensor_t *z);
+
+/* ======================================================================================
+ * 7. FAVOR+ (Performer random features, docs/ALGORITHMS.md section 3; docs/FAVOR.md gives
+ *    the generator, the projections and the stabilized evaluation in full)
+ *
+ *   A projection W (m x D: num_features rows of dimension dim) maps each row x of q or k
+ *   (B x H x N x D) to features phi(x) (B x H x N x C). With x^ = x * scale^(1/2) (scale
+ *   1/sqrt(D) unless options->has_scale), u = W x^ (m values) and n = |x^|^2:
+ *     PERFORMER_FAVOR_POSITIVE       phi = exp(u - n/2) / sqrt(m)                     C = m
+ *     PERFORMER_FAVOR_HYPERBOLIC     phi = [exp(u - n/2), exp(-u - n/2)] / sqrt(2m)   C = 2m
+ *     PERFORMER_FAVOR_TRIGONOMETRIC  phi = exp(n/2) / sqrt(m) * [sin u, cos u]        C = 2m
+ *     PERFORMER_FAVOR_RELU           phi = max(u, 0) + relu_offset                    C = m
+ *   For the first three, phi(q)^T phi(k) is an unbiased estimate of exp(scale * q^T k), the
+ *   softmax kernel; FAVOR+ attention is linear attention on these features.
+ *
+ *   Projections are drawn from a counter-based generator that docs/FAVOR.md specifies to the
+ *   bit (splitmix64 words, Box-Muller normals, Householder QR in a fixed order), so a
+ *   (dim, num_features, kind, norms, seed, draw) tuple gives the same W on every build and
+ *   platform (up to the last bit of the C library's log/sin/cos). The first rows do not
+ *   depend on num_features: drawing more features extends W.
+ *
+ *   Feature values are the mathematical ones (no stabilizer): exponential features overflow
+ *   to +inf or underflow to 0 where their value is not representable (docs/FAVOR.md,
+ *   "Overflow"); the decoder uses the stabilized (scaled) form and stays finite.
+ *   Threads: a projection handle may be used from many threads at once, redraw included
+ *   (every call sees W either before or after a concurrent redraw, never a mixture).
+ * ====================================================================================== */
+
+/** How W is drawn. */
+typedef enum performer_favor_projection_kind {
+    PERFORMER_PROJECTION_ORTHOGONAL = 0, /* ceil(m/D) stacked Haar-orthogonal D x D blocks (default) */
+    PERFORMER_PROJECTION_IID = 1         /* independent standard Gaussian entries */
+} performer_favor_projection_kind;
+
+/** How the rows of W are scaled. */
+typedef enum performer_favor_norms {
+    PERFORMER_NORMS_CHI = 0,   /* each row has the norm of a D-dim standard Gaussian vector
+                                  (rows are then exactly N(0, I_D)); iid rows are left as drawn (default) */
+    PERFORMER_NORMS_FIXED = 1  /* every row has norm sqrt(D) */
+} performer_favor_norms;
+
+/** The feature map phi (formulas above). */
+typedef enum performer_favor_feature_kind {
+    PERFORMER_FAVOR_POSITIVE = 0,      /* FAVOR+ (default) */
+    PERFORMER_FAVOR_HYPERBOLIC = 1,    /* positive, lower variance, C = 2m */
+    PERFORMER_FAVOR_TRIGONOMETRIC = 2, /* sin/cos (the original FAVOR; features can be negative) */
+    PERFORMER_FAVOR_RELU = 3           /* generalized attention: relu(u) + relu_offset */
+} performer_favor_feature_kind;
+
+/** An opaque projection handle: create with performer_favor_projection_create or
+ *  performer_favor_projection_create_from_matrix, free with performer_favor_projection_destroy.
+ *  Functions that take a projection copy W at the start of the call; a decoder copies it
+ *  when it is created (a later redraw does not change an existing decoder). */
+typedef struct performer_favor_projection_s *performer_favor_projection_t;
+
+/** Draws W (num_features x dim) from `seed` as draw 0 and stores a new handle in *projection
+ *  (left unchanged on error). dim >= 1, num_features >= 1.
+ *  Errors: PERFORMER_ERROR_NULL_POINTER (projection is NULL), PERFORMER_ERROR_INVALID_ARGUMENT
+ *  (dim or num_features < 1, kind or norms not one of the enums), PERFORMER_ERROR_SIZE_OVERFLOW
+ *  (num_features * dim, or dim^2 * ceil(num_features / dim) for orthogonal, above 2^40). */
+performer_status performer_favor_projection_create(
+    performer_favor_projection_t *projection, int64_t dim, int64_t num_features,
+    performer_favor_projection_kind kind, performer_favor_norms norms, uint64_t seed);
+
+/** A projection with the caller's W: w is a 1 x 1 x m x D tensor (float32 or float64, any
+ *  strides), copied (float32 entries convert exactly to float64). Every entry must be finite.
+ *  Such a projection has no generator: redraw and the seed, kind and norms getters fail with
+ *  PERFORMER_ERROR_INVALID_ARGUMENT; its draw is 0.
+ *  Errors: PERFORMER_ERROR_NULL_POINTER (projection, w or w->data NULL),
+ *  PERFORMER_ERROR_DTYPE_MISMATCH, PERFORMER_ERROR_SHAPE_MISMATCH (w is not 1 x 1 x m x D),
+ *  PERFORMER_ERROR_INVALID_ARGUMENT (m or D = 0, an entry not finite, reserved != 0,
+ *  misaligned data), PERFORMER_ERROR_SIZE_OVERFLOW. */
+performer_status performer_favor_projection_create_from_matrix(
+    performer_favor_projection_t *projection, const performer_tensor_t *w);
+
+/** Frees the projection. NULL is allowed (nothing happens). Cannot fail. */
+void performer_favor_projection_destroy(performer_favor_projection_t projection);
+
+/** Replaces W by the generator's next draw (draw + 1). Never looks at data. Errors:
+ *  PERFORMER_ERROR_NULL_POINTER, PERFORMER_ERROR_INVALID_ARGUMENT (W came from the caller). */
+performer_status performer_favor_projection_redraw(performer_favor_projection_t projection);
+
+/** Copies W into out, a 1 x 1 x m x D tensor of dtype float32 (W rounded once, as float32
+ *  features use it) or float64 (exact), any strides. Errors: PERFORMER_ERROR_NULL_POINTER,
+ *  _DTYPE_MISMATCH, _SHAPE_MISMATCH, _INVALID_ARGUMENT, _SIZE_OVERFLOW, _ALIASING (out
+ *  overlaps itself); nothing written. */
+performer_status performer_favor_projection_get_matrix(
+    performer_favor_projection_t projection, performer_tensor_t *out);
+
+/** Getters: each writes one value into *value (left unchanged on error) and fails with
+ *  PERFORMER_ERROR_NULL_POINTER when the projection or value is NULL. get_seed, get_kind and
+ *  get_norms fail with PERFORMER_ERROR_INVALID_ARGUMENT for a caller's W (it has none).
+ *  get_draw: 0 after create, + 1 per redraw. */
+performer_status performer_favor_projection_get_dim(performer_favor_projection_t projection, int64_t *value);
+performer_status performer_favor_projection_get_num_features(performer_favor_projection_t projection,
+                                                             int64_t *value);
+performer_status performer_favor_projection_get_seed(performer_favor_projection_t projection, uint64_t *value);
+performer_status performer_favor_projection_get_draw(performer_favor_projection_t projection, uint64_t *value);
+performer_status performer_favor_projection_get_kind(performer_favor_projection_t projection,
+                                                     performer_favor_projection_kind *value);
+performer_status performer_favor_projection_get_norms(performer_favor_projection_t projection,
+                                                      performer_favor_norms *value);
+
+/** Options of the FAVOR+ functions. Each function's comment says which fields it reads. */
+typedef struct performer_favor_options_t {
+    size_t size;                /* sizeof(performer_favor_options_t) */
+    int causal;                 /* nonzero: query i sees keys j <= i (attention only) */
+    int features;               /* a performer_favor_feature_kind */
+    int has_scale;              /* nonzero: use `scale`; zero: 1 / sqrt(D) */
+    double scale;               /* when has_scale: finite and >= 0 (x^ = x * scale^(1/2)) */
+    double eps;                 /* added to the denominators, in the units of the mathematical
+                                   features: finite and >= 0 (default 0) */
+    double relu_offset;         /* kappa of PERFORMER_FAVOR_RELU: finite and >= 0 (default 1e-3) */
+    const int64_t *kv_lengths;  /* NULL, or B key lengths in 0..L (attention only) */
+} performer_favor_options_t;
+
+/** Fills *options with the defaults: size = sizeof(performer_favor_options_t), not causal,
+ *  PERFORMER_FAVOR_POSITIVE, scale 1/sqrt(D), eps = 0, relu_offset = 1e-3, no key lengths.
+ *  Does nothing when options is NULL. */
+void performer_favor_options_init(performer_favor_options_t *options);
+
+/** The number of features C of `features` for this projection (m, or 2m for hyperbolic and
+ *  trigonometric), written to *count. Errors: PERFORMER_ERROR_NULL_POINTER,
+ *  PERFORMER_ERROR_INVALID_ARGUMENT (features not a performer_favor_feature_kind). */
+performer_status performer_favor_feature_count(
+    performer_favor_projection_t projection, performer_favor_feature_kind features, int64_t *count);
+
+/** phi(x): x is B x H x N x D (D = the projection's dim), out B x H x N x C, same dtype, any
+ *  strides. Reads options->features, has_scale, scale and relu_offset (the other fields are
+ *  ignored); options may be NULL (the defaults). Queries and keys use the same map.
+ *  Each exponential is evaluated in float64 on the whole exponent and rounded once.
+ *  Errors (nothing written): PERFORMER_ERROR_NULL_POINTER (x, out, projection, or data),
+ *  PERFORMER_ERROR_DTYPE_MISMATCH, PERFORMER_ERROR_SIZE_OVERFLOW,
+ *  PERFORMER_ERROR_SHAPE_MISMATCH (x.shape[3] != dim, out's shape),
+ *  PERFORMER_ERROR_INVALID_ARGUMENT (features, scale or relu_offset out of its domain,
+ *  reserved != 0, misaligned data), PERFORMER_ERROR_ALIASING (out overlaps x or itself),
+ *  PERFORMER_ERROR_UNSUPPORTED_VERSION (options->size), PERFORMER_ERROR_OUT_OF_MEMORY. */
+performer_status performer_favor_features(
+    const performer_tensor_t *x, performer_favor_projection_t projection, performer_tensor_t *out,
+    const performer_favor_options_t *options);
+
+/** The gradient of phi: given x (B x H x N x D) and dfeatures = dLoss/dphi (B x H x N x C),
+ *  writes dx = dLoss/dx (B x H x N x D), recomputing phi (W gets no gradient; relu's
+ *  subgradient at u = 0 is 0). Same options and errors as performer_favor_features (dx must
+ *  not overlap x, dfeatures or itself). */
+performer_status performer_favor_features_backward(
+    const performer_tensor_t *x, performer_favor_projection_t projection, const performer_tensor_t *dfeatures,
+    performer_tensor_t *dx, const performer_favor_options_t *options);
+
+/* --------------------------------------------------------------------------------------
+ * 7b. The FAVOR+ decoder: causal FAVOR+ attention one token at a time.
+ *
+ *   Holds, for B x H heads, the state of causal FAVOR+ attention in its stabilized form
+ *   (docs/FAVOR.md section 4): S~ (B x H x C x M), z~ (B x H x C x 1) and the per-feature
+ *   shift c (B x H x C x 1), so that the mathematical state is S = diag(e^c) S~,
+ *   z = e^c * z~. c_f = -infinity means no key yet (its S~ row and z~ entry are 0); relu
+ *   features keep c = 0; trigonometric features keep one c per head (every c_f of a head equal).
+ *   A step takes q, k (B x H x 1 x D) and v (B x H x 1 x M), folds the key in first and then
+ *   reads the state with the query (key j <= i), and writes out (B x H x 1 x M):
+ *     out = phi(q)^T S / (phi(q)^T z + eps),
+ *   computed in the scaled form so it stays finite for large |q|, |k|. A row whose
+ *   denominator underflows (or is 0) outputs 0, never NaN or Inf. O(C * M) per head and token.
+ *
+ *   Threads: one decoder may be used by one thread at a time; distinct decoders may be used
+ *   from different threads at once. A failed call writes no output and leaves the state
+ *   unchanged; a NULL decoder gives PERFORMER_ERROR_NULL_POINTER.
+ * -------------------------------------------------------------------------------------- */
+
+/** An opaque FAVOR+ decoder handle. */
+typedef struct performer_favor_decoder_s *performer_favor_decoder_t;
+
+/** Creates a decoder with an empty state (S~ = 0, z~ = 0, c = -inf; c = 0 for relu) over a
+ *  copy of the projection's current W. dtype: of every tensor passed to it; batch, heads,
+ *  value_dim (M) >= 0. Reads options->features, has_scale, scale, eps and relu_offset
+ *  (options may be NULL: the defaults). Errors: PERFORMER_ERROR_NULL_POINTER (decoder or
+ *  projection NULL), PERFORMER_ERROR_DTYPE_MISMATCH (unknown dtype),
+ *  PERFORMER_ERROR_INVALID_ARGUMENT (a negative size, an option out of its domain),
+ *  PERFORMER_ERROR_SIZE_OVERFLOW, PERFORMER_ERROR_UNSUPPORTED_VERSION (options->size),
+ *  PERFORMER_ERROR_OUT_OF_MEMORY. */
+performer_status performer_favor_decoder_create(
+    performer_favor_decoder_t *decoder, performer_favor_projection_t projection, performer_dtype dtype,
+    int64_t batch, int64_t heads, int64_t value_dim, const performer_favor_options_t *options);
+
+/** Frees the decoder. NULL is allowed (nothing happens). Cannot fail. */
+void performer_favor_decoder_destroy(performer_favor_decoder_t decoder);
+
+/** Empties the state (a new sequence). Errors: PERFORMER_ERROR_NULL_POINTER. */
+performer_status performer_favor_decoder_reset(performer_favor_decoder_t decoder);
+
+/** One token (shapes above, any strides); writes out (B x H x 1 x M).
+ *  Errors (nothing written, state unchanged): PERFORMER_ERROR_NULL_POINTER,
+ *  PERFORMER_ERROR_DTYPE_MISMATCH (not the decoder's dtype), PERFORMER_ERROR_SHAPE_MISMATCH,
+ *  PERFORMER_ERROR_INVALID_ARGUMENT (reserved != 0, misaligned data),
+ *  PERFORMER_ERROR_SIZE_OVERFLOW, PERFORMER_ERROR_ALIASING (out overlaps an input or itself),
+ *  PERFORMER_ERROR_OUT_OF_MEMORY. */
+performer_status performer_favor_decoder_step(
+    performer_favor_decoder_t decoder, const performer_tensor_t *q, const performer_tensor_t *k,
+    const performer_tensor_t *v, performer_tensor_t *out);
+
+/** Copies the state into s (B x H x C x M), z (B x H x C x 1) and c (B x H x C x 1), any
+ *  strides. Errors: PERFORMER_ERROR_NULL_POINTER, _DTYPE_MISMATCH, _SHAPE_MISMATCH,
+ *  _INVALID_ARGUMENT, _SIZE_OVERFLOW, _ALIASING (two of s, z, c overlap, or one overlaps
+ *  itself); nothing written. */
+performer_status performer_favor_decoder_get_state(
+    performer_favor_decoder_t decoder, performer_tensor_t *s, performer_tensor_t *z, performer_tensor_t *c);
+
+/** Replaces the state by the triple (s, z, c) (shapes as get_state). s and z must be finite;
+ *  c finite or -infinity (then that feature's s row and z entry must be 0); relu needs c = 0,
+ *  trigonometric one c per head. (S, z, 0) is the mathematical state itself.
+ *  Errors: as get_state (no aliasing rule: the triple is only read), plus
+ *  PERFORMER_ERROR_INVALID_ARGUMENT for values outside these rules; state unchanged on error. */
+performer_status performer_favor_decoder_set_state(
+    performer_favor_decoder_t decoder, const performer_tensor_t *s, const performer_tensor_t *z,
+    const performer_tensor_t *c);
 
 #ifdef __cplusplus
 }

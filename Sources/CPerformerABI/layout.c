@@ -17,7 +17,17 @@ _Static_assert(sizeof(performer_linear_options_t) == 32, "performer_linear_optio
 _Static_assert(offsetof(performer_linear_options_t, feature_map) == 12, "feature_map after causal");
 _Static_assert(offsetof(performer_linear_options_t, eps) == 16, "eps after causal, feature_map");
 _Static_assert(offsetof(performer_linear_options_t, kv_lengths) == 24, "kv_lengths last");
+_Static_assert(sizeof(performer_favor_options_t) == 56, "performer_favor_options_t is 56 bytes on LP64");
+_Static_assert(offsetof(performer_favor_options_t, features) == 12, "features after causal");
+_Static_assert(offsetof(performer_favor_options_t, has_scale) == 16, "has_scale after features");
+_Static_assert(offsetof(performer_favor_options_t, scale) == 24, "scale after has_scale (padded)");
+_Static_assert(offsetof(performer_favor_options_t, eps) == 32, "eps after scale");
+_Static_assert(offsetof(performer_favor_options_t, relu_offset) == 40, "relu_offset after eps");
+_Static_assert(offsetof(performer_favor_options_t, kv_lengths) == 48, "kv_lengths last");
 #endif
 _Static_assert(sizeof(performer_status) == sizeof(int), "performer_status is int-sized");
 _Static_assert(sizeof(performer_dtype) == sizeof(int), "performer_dtype is int-sized");
 _Static_assert(sizeof(performer_feature_map) == sizeof(int), "performer_feature_map is int-sized");
+_Static_assert(sizeof(performer_favor_projection_kind) == sizeof(int), "performer_favor_projection_kind is int-sized");
+_Static_assert(sizeof(performer_favor_norms) == sizeof(int), "performer_favor_norms is int-sized");
+_Static_assert(sizeof(performer_favor_feature_kind) == sizeof(int), "performer_favor_feature_kind is int-sized");

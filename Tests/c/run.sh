@@ -2,7 +2,8 @@
 # C and C++ tests of libperformer.so: the header compiles cleanly as C and C++, the exported
 # symbols are exactly the header's functions with the header's signatures, the library needs no
 # Swift toolchain, the examples build and check their own results, the ABI survives bad input
-# (Tests/c/test_abi.c and, for linear attention, Tests/c/test_linear.c, under every kernel build),
+# (Tests/c/test_abi.c and, for linear attention and FAVOR+, Tests/c/test_linear.c and
+# Tests/c/test_favor.c, under every kernel build),
 # threads, and dlopen/dlclose/dlopen.
 # Self-contained: builds the library if needed. The last line is "N passed, M failed";
 # the exit status is nonzero on any failure.
@@ -62,7 +63,14 @@ int main(void) {
     performer_linear_decoder_t decoder = 0;
     performer_feature_map map = PERFORMER_FEATURE_IDENTITY;
     performer_tensor_t t = {0, PERFORMER_FLOAT32, 0, {1, 1, 1, 1}, {1, 1, 1, 1}};
+    performer_favor_options_t favor_options;
+    performer_favor_projection_t projection = 0;
+    performer_favor_decoder_t favor_decoder = 0;
+    performer_favor_feature_kind kind = PERFORMER_FAVOR_RELU;
+    performer_favor_projection_kind projection_kind = PERFORMER_PROJECTION_IID;
+    performer_favor_norms norms = PERFORMER_NORMS_FIXED;
     (void)options; (void)linear_options; (void)decoder; (void)map; (void)t;
+    (void)favor_options; (void)projection; (void)favor_decoder; (void)kind; (void)projection_kind; (void)norms;
     return PERFORMER_VERSION_NUMBER == 0 && PERFORMER_ABI_VERSION == 0;
 }
 SRC
@@ -154,6 +162,12 @@ counted "test_linear (default kernels)" run_abi "$work/test_linear"
 for isa in portable avx2 avx512; do
     counted "test_linear PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3" run_abi env PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3 "$work/test_linear"
 done
+step "build Tests/c/test_favor.c" gcc -std=c11 -O1 -g "${warn[@]}" -I"$root/include" "$root/Tests/c/test_favor.c" \
+    -L"$(dirname "$lib")" -lperformer -lpthread -lm -o "$work/test_favor"
+counted "test_favor (default kernels)" run_abi "$work/test_favor"
+for isa in portable avx2 avx512; do
+    counted "test_favor PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3" run_abi env PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3 "$work/test_favor"
+done
 portable_check() {
     local out; out=$(run_abi env PERFORMER_ISA=portable "$work/test_abi" 2>&1)
     printf '%s\n' "$out" | grep -qx 'kernel isa: portable, threads: [0-9]*' || { printf '%s\n' "$out" | head -5; return 1; }
@@ -169,9 +183,10 @@ counted "dlopen/dlclose/dlopen cycle" "$work/test_dlopen_cycle" "$lib"
 # clean environment, and then the toolchain prefix hidden under an empty tmpfs.
 bare=$work/bare
 mkdir -p "$bare"
-cp "$lib" "$work/test_abi" "$work/test_linear" "$work/softmax_dlopen" "$bare/"
+cp "$lib" "$work/test_abi" "$work/test_linear" "$work/test_favor" "$work/softmax_dlopen" "$bare/"
 counted "env -i, only the .so on LD_LIBRARY_PATH: test_abi" env -i LD_LIBRARY_PATH="$bare" "$bare/test_abi"
 counted "env -i, only the .so on LD_LIBRARY_PATH: test_linear" env -i LD_LIBRARY_PATH="$bare" "$bare/test_linear"
+counted "env -i, only the .so on LD_LIBRARY_PATH: test_favor" env -i LD_LIBRARY_PATH="$bare" "$bare/test_favor"
 step "env -i: softmax_dlopen" env -i "$bare/softmax_dlopen" "$bare/libperformer.so"
 prefix=""
 if command -v swift >/dev/null 2>&1; then prefix=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")"); fi

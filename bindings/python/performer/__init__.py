@@ -22,6 +22,10 @@ only when N == L.
 Linear attention (``linear_attention``, ``linear_attention_backward``, ``LinearDecoder``) uses
 the same q, k, v, out shapes; its state is S (B x H x C x M) and z (B x H x C), C = D.
 
+FAVOR+ (Performer): ``FavorProjection`` (seeded random projections W, m x D),
+``favor_features`` (the feature maps phi) and ``FavorDecoder`` (causal FAVOR+ attention token
+by token, with the stabilized state (S~, z~, c)). See docs/FAVOR.md.
+
 The computation runs without the GIL on the library's own threads (see set_num_threads).
 """
 
@@ -37,6 +41,9 @@ __all__ = [
     "linear_attention",
     "linear_attention_backward",
     "LinearDecoder",
+    "FavorProjection",
+    "favor_features",
+    "FavorDecoder",
     "set_num_threads",
     "get_num_threads",
     "__version__",
@@ -461,6 +468,291 @@ class LinearDecoder(_ext.LinearDecoder):
 
 
 _empty = _np.empty
+
+
+# ---------------------------------------------------------------------------------------------
+# FAVOR+ (Performer random features)
+# ---------------------------------------------------------------------------------------------
+
+#: Names and C codes (performer.h section 7).
+_PROJECTION_KINDS = {"orthogonal": 0, "iid": 1}
+_NORMS = {"chi": 0, "fixed": 1}
+_FAVOR_FEATURES = {"positive": 0, "hyperbolic": 1, "trigonometric": 2, "relu": 3}
+
+
+def _choice(name, value, table):
+    names = ", ".join(repr(key) for key in table)
+    if not isinstance(value, str):
+        raise TypeError("%s must be a str (%s), not %s" % (name, names, type(value).__name__))
+    try:
+        return table[value]
+    except KeyError:
+        raise ValueError("%s must be one of %s, not %r" % (name, names, value)) from None
+
+
+def _real(name, value):
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError("%s must be a real number, not %s" % (name, type(value).__name__))
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError("%s must be a real number, not %s" % (name, type(value).__name__)) from None
+
+
+def _scale(scale):
+    return None if scale is None else _real("scale", scale)
+
+
+def _favor_count(features_code, num_features):
+    return 2 * num_features if features_code in (1, 2) else num_features
+
+
+def _projection_arg(projection):
+    if not isinstance(projection, FavorProjection):
+        raise TypeError("projection must be a performer.FavorProjection, not %s" % type(projection).__name__)
+    return projection
+
+
+class FavorProjection(_ext.FavorProjection):
+    """The random projection W (``num_features`` x ``dim``, m x D) of FAVOR+ features.
+
+    Drawn from the seeded generator that docs/FAVOR.md specifies, so a given
+    ``(dim, num_features, kind, norms, seed)`` and draw number gives the same W on every build:
+
+    kind : "orthogonal" (default: ceil(m/D) stacked Haar-random orthogonal D x D blocks, the
+        first m rows) or "iid" (independent standard Gaussian entries)
+    norms : "chi" (default: every row distributed as a standard Gaussian vector; iid rows are
+        left as drawn) or "fixed" (every row has norm sqrt(D))
+    seed : int in 0 .. 2**64 - 1
+
+    :meth:`redraw` replaces W by the generator's next draw (``draw`` + 1); it never looks at
+    data. :meth:`from_matrix` wraps a W of your own (it cannot be redrawn). The first rows do
+    not depend on ``num_features``. Safe to share between threads (a redraw is atomic).
+    """
+
+    def __init__(self, dim, num_features, *, kind="orthogonal", norms="chi", seed=0):
+        dim = _size("dim", dim)
+        num_features = _size("num_features", num_features)
+        kind_code = _choice("kind", kind, _PROJECTION_KINDS)
+        norms_code = _choice("norms", norms, _NORMS)
+        seed = _size("seed", seed)
+        if not 0 <= seed < (1 << 64):
+            raise ValueError("seed = %d must be in 0 .. 2**64 - 1" % seed)
+        for name, value in (("dim", dim), ("num_features", num_features)):
+            if value < 1:
+                raise ValueError("%s = %d: must be at least 1" % (name, value))
+            if value >= (1 << 63):
+                raise ValueError("%s = %d does not fit in 64 bits" % (name, value))
+        self._create(dim, num_features, kind_code, norms_code, seed)
+
+    @classmethod
+    def from_matrix(cls, W):
+        """A projection whose W is ``W``: an m x D array (float32 or float64, finite; any
+        buffer, any strides), copied. It has no generator: ``seed``, ``kind`` and ``norms``
+        are None and :meth:`redraw` raises ValueError."""
+        if not _is_rank(W, 2):
+            with memoryview(W) as view:
+                found = tuple(view.shape)
+            raise ValueError("W must have 2 dimensions (num_features x dim), but it has %d (shape %s)"
+                             % (len(found), found))
+        _, shape = _tensor("W", W, 2)
+        if shape[0] < 1 or shape[1] < 1:
+            raise ValueError("W has shape %s: need at least one row (num_features) and one column (dim)"
+                             % (shape,))
+        self = cls.__new__(cls)
+        self._create_from_matrix(_np.asarray(W)[None, None])
+        return self
+
+    dim = property(lambda self: self._info()[0], doc="D, the input (head) dimension: columns of W")
+    num_features = property(lambda self: self._info()[1], doc="m, the number of random features: rows of W")
+    kind = property(lambda self: _name_of(_PROJECTION_KINDS, self._info()[2]),
+                    doc='"orthogonal" or "iid"; None for a caller\'s W')
+    norms = property(lambda self: _name_of(_NORMS, self._info()[3]), doc='"chi" or "fixed"; None for a caller\'s W')
+    seed = property(lambda self: self._info()[4], doc="the generator seed; None for a caller's W")
+    draw = property(lambda self: self._info()[5], doc="which draw W is: 0 at creation, + 1 per redraw")
+
+    @property
+    def matrix(self):
+        """W as a new m x D float64 NumPy array (a copy)."""
+        dim, num_features = self._info()[:2]
+        out = _np.empty((num_features, dim), dtype=_np.float64)
+        self._get_matrix(out[None, None])
+        return out
+
+    def redraw(self):
+        """Replaces W by the generator's next draw (``draw`` + 1). Raises ValueError for a
+        projection made by :meth:`from_matrix`. Decoders created before keep their W."""
+        self._redraw()
+
+    def __repr__(self):
+        dim, m, kind, norms, seed, draw = self._info()
+        if seed is None:
+            return "FavorProjection.from_matrix(<%d x %d>)" % (m, dim)
+        return ("FavorProjection(dim=%d, num_features=%d, kind=%r, norms=%r, seed=%d)%s"
+                % (dim, m, _name_of(_PROJECTION_KINDS, kind), _name_of(_NORMS, norms), seed,
+                   "" if draw == 0 else " [draw %d]" % draw))
+
+
+def _name_of(table, code):
+    if code is None:
+        return None
+    return next(name for name, value in table.items() if value == code)
+
+
+def _is_rank(obj, ndim):
+    try:
+        with memoryview(obj) as view:
+            return view.ndim == ndim
+    except (TypeError, ValueError, BufferError, NotImplementedError):
+        return True  # let _tensor raise its TypeError
+
+
+def favor_features(x, projection, *, features="positive", scale=None, is_query=True, relu_offset=1e-3):
+    """The FAVOR+ feature map phi(x) of every row of x (docs/ALGORITHMS.md section 3).
+
+    With x^ = x * scale**0.5 (scale 1/sqrt(D) unless given), u = W x^ and n = |x^|**2:
+
+    - "positive" (default): phi = exp(u - n/2) / sqrt(m), C = m
+    - "hyperbolic": phi = [exp(u - n/2), exp(-u - n/2)] / sqrt(2m), C = 2m
+    - "trigonometric": phi = exp(n/2) / sqrt(m) * [sin u, cos u], C = 2m
+    - "relu": phi = max(u, 0) + relu_offset, C = m
+
+    so that ``phi(q) @ phi(k)`` estimates exp(scale * q.k) for the first three.
+
+    Parameters
+    ----------
+    x : buffer, B x H x N x D, float32 or float64 (any strides); D = projection.dim
+    projection : FavorProjection
+    is_query : bool
+        Accepted for symmetry with attention code; it does not change the result. The map is
+        the same mathematical phi for queries and keys: the query/key difference of FAVOR+
+        implementations is only in the stabilizer (a per-row vs a running shift), which is
+        internal to attention and the decoder and cancels in their outputs. These are the
+        unshifted values: exponential features overflow to inf or underflow to 0 where their
+        value is not representable.
+    relu_offset : float, kappa of "relu" (finite, >= 0)
+
+    Returns phi(x), a new B x H x N x C array of x's dtype. Raises TypeError/ValueError
+    naming the argument.
+    """
+    dtype, shape = _tensor("x", x, 4)
+    projection = _projection_arg(projection)
+    code = _choice("features", features, _FAVOR_FEATURES)
+    if not isinstance(is_query, bool):
+        raise TypeError("is_query must be a bool, not %s" % type(is_query).__name__)
+    dim, num_features = projection._info()[:2]
+    if shape[3] != dim:
+        raise ValueError("x.shape[3] = %d but projection.dim = %d" % (shape[3], dim))
+    out = _np.empty(shape[:3] + (_favor_count(code, num_features),), dtype=dtype)
+    _ext.favor_features(x, projection, out, code, _scale(scale), _real("relu_offset", relu_offset))
+    return out
+
+
+class FavorDecoder(_ext.FavorDecoder):
+    """Causal FAVOR+ attention one token at a time: for ``batch`` x ``heads`` heads, each
+    :meth:`step` adds the token's key and value to the state and reads it with its query::
+
+        S <- S + phi(k) v^T;  z <- z + phi(k);  out = phi(q)^T S / (phi(q)^T z + eps)
+
+    (key j <= i), at O(C * M) per head and token. The state is kept in the stabilized form of
+    docs/FAVOR.md section 4 -- (S~, z~, c) with S = diag(exp(c)) S~ and z = exp(c) * z~ -- so
+    that steps stay finite and exact for large |q|, |k|; a row whose denominator underflows
+    outputs 0.
+
+    Parameters
+    ----------
+    projection : FavorProjection, copied at creation (a later redraw does not affect this
+        decoder)
+    batch, heads, value_dim : int, B, H and M
+    features : "positive" (default), "hyperbolic", "trigonometric" or "relu"
+    scale : float or None (1/sqrt(D))
+    eps : float, finite and >= 0, in the units of the mathematical features (default 0)
+    relu_offset : float, kappa of "relu"
+    dtype : "float32" (default) or "float64"
+
+    One decoder may be used by one thread at a time (a concurrent call raises RuntimeError).
+    """
+
+    def __init__(self, projection, batch, heads, value_dim, *, features="positive", scale=None, eps=0.0,
+                 relu_offset=1e-3, dtype="float32"):
+        projection = _projection_arg(projection)
+        batch = _size("batch", batch)
+        heads = _size("heads", heads)
+        value_dim = _size("value_dim", value_dim)
+        code = _choice("features", features, _FAVOR_FEATURES)
+        try:
+            np_dtype = _np.dtype(dtype)
+        except TypeError:
+            raise TypeError("dtype must be 'float32' or 'float64', not %r" % (dtype,)) from None
+        if np_dtype not in (_np.dtype(_np.float32), _np.dtype(_np.float64)):
+            raise TypeError("dtype must be 'float32' or 'float64', not %s" % np_dtype)
+        for name, value in (("batch", batch), ("heads", heads), ("value_dim", value_dim)):
+            if not -(1 << 63) <= value < (1 << 63):
+                raise ValueError("%s = %d does not fit in 64 bits" % (name, value))
+        eps = _real("eps", eps)
+        scale = _scale(scale)
+        relu_offset = _real("relu_offset", relu_offset)
+        super().__init__(projection, 0 if np_dtype == _np.float32 else 1, batch, heads, value_dim, code, scale, eps,
+                         relu_offset)
+        dim, num_features = projection._info()[:2]
+        count = _favor_count(code, num_features)
+        self._projection = projection
+        self._batch, self._heads, self._dim, self._value_dim = batch, heads, dim, value_dim
+        self._features, self._scale, self._eps, self._relu_offset = features, scale, eps, relu_offset
+        self._dtype, self._count = np_dtype, count
+        self._out_shape = (batch, heads, value_dim)
+        self._s_shape = (batch, heads, count, value_dim)
+
+    projection = property(lambda self: self._projection, doc="the FavorProjection it was created from")
+    batch = property(lambda self: self._batch, doc="B")
+    heads = property(lambda self: self._heads, doc="H")
+    dim = property(lambda self: self._dim, doc="D, the head dim of q and k")
+    value_dim = property(lambda self: self._value_dim, doc="M, the head dim of v and the output")
+    num_features = property(lambda self: self._count, doc="C, the features per head (m or 2m)")
+    features = property(lambda self: self._features, doc="the feature kind's name")
+    scale = property(lambda self: self._scale, doc="scale, or None for 1/sqrt(D)")
+    eps = property(lambda self: self._eps, doc="eps")
+    dtype = property(lambda self: self._dtype, doc="numpy dtype of every array")
+
+    def step(self, q, k, v, out=None):
+        """One token: q, k (B x H x D), v (B x H x M) -> out (B x H x M), a new array, or
+        ``out`` (a writable B x H x M array of the decoder's dtype) when given. Any strides.
+        On error (TypeError/ValueError naming the argument) nothing changes."""
+        return self._step(q, k, v, _empty(self._out_shape, self._dtype) if out is None else out)
+
+    def reset(self):
+        """Empties the state (a new sequence)."""
+        self._reset()
+
+    @property
+    def state(self):
+        """(S~, z~, c): copies of the scaled state, S~ B x H x C x M, z~ and c B x H x C, with
+        the mathematical state S = exp(c)[..., None] * S~, z = exp(c) * z~. c = -inf marks a
+        feature no key has reached yet (relu: c = 0; trigonometric: one c per head). Assign a
+        triple to replace it (see :meth:`set_state`)."""
+        s = _empty(self._s_shape, self._dtype)
+        z = _empty(self._s_shape[:3], self._dtype)
+        c = _empty(self._s_shape[:3], self._dtype)
+        self._get_state(s, z, c)
+        return s, z, c
+
+    @state.setter
+    def state(self, triple):
+        if not isinstance(triple, (tuple, list)) or len(triple) != 3:
+            raise TypeError("state must be a triple (S, z, c) of arrays, not %s" % type(triple).__name__)
+        self.set_state(*triple)
+
+    def set_state(self, S, z, c):
+        """Replaces the state with (S, z, c) (shapes as :attr:`state`; copied). S and z must be
+        finite, c finite or -inf (then that feature's S row and z entry must be 0); passing
+        c = 0 loads a mathematical state (S, z) as it is. Raises ValueError otherwise."""
+        self._set_state(S, z, c)
+
+    def __repr__(self):
+        return ("FavorDecoder(%r, batch=%d, heads=%d, value_dim=%d, features=%r, scale=%r, eps=%r, dtype=%r)"
+                % (self._projection, self._batch, self._heads, self._value_dim, self._features, self._scale,
+                   self._eps, str(self._dtype)))
+
 
 
 def set_num_threads(n):

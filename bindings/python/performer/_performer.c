@@ -831,6 +831,481 @@ static PyTypeObject DecoderType = {
 };
 
 /* ------------------------------------------------------------------------------------------
+ * FAVOR+: projections (a performer_favor_projection_t owned by a Python object), feature
+ * maps, and the FAVOR+ decoder
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    performer_favor_projection_t handle;  /* NULL until _create / _create_from_matrix succeeds */
+} ProjectionObject;
+
+static PyTypeObject ProjectionType;
+
+static PyObject *
+projection_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    ProjectionObject *self = (ProjectionObject *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->handle = NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void
+projection_dealloc(ProjectionObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    performer_favor_projection_destroy(self->handle);
+    self->handle = NULL;
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+projection_traverse(ProjectionObject *self, visitproc visit, void *arg)
+{
+    return 0;
+}
+
+/* The handle of a projection object; NULL with an exception when obj is none or not created. */
+static performer_favor_projection_t
+projection_handle(PyObject *obj, const char *name)
+{
+    if (!PyObject_TypeCheck(obj, &ProjectionType)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a performer.FavorProjection, not %.200s", name, Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    performer_favor_projection_t handle = ((ProjectionObject *)obj)->handle;
+    if (handle == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "%s: the FavorProjection was not initialized", name);
+    }
+    return handle;
+}
+
+/* A handle, once set, is never replaced: other threads may be using it without the GIL. */
+static int
+projection_check_unset(ProjectionObject *self)
+{
+    if (self->handle != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FavorProjection is already initialized");
+        return -1;
+    }
+    return 0;
+}
+
+/* _create(dim, num_features, kind, norms, seed): kind and norms as C enum values. */
+static PyObject *
+projection_create(ProjectionObject *self, PyObject *args)
+{
+    long long dim, num_features;
+    int kind, norms;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "LLiiK:_create", &dim, &num_features, &kind, &norms, &seed) ||
+        projection_check_unset(self) < 0) {
+        return NULL;
+    }
+    performer_favor_projection_t handle = NULL;
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_favor_projection_create(&handle, dim, num_features, (performer_favor_projection_kind)kind,
+                                               (performer_favor_norms)norms, seed);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        return raise_status(status);
+    }
+    self->handle = handle;
+    Py_RETURN_NONE;
+}
+
+/* _create_from_matrix(w): w a 1 x 1 x m x D buffer. */
+static PyObject *
+projection_create_from_matrix(ProjectionObject *self, PyObject *obj)
+{
+    if (projection_check_unset(self) < 0) {
+        return NULL;
+    }
+    tensor_arg t = {"W"};
+    PyObject *result = NULL;
+    if (get_tensor(obj, &t, 4, 0, NULL) < 0) {
+        goto done;
+    }
+    performer_favor_projection_t handle = NULL;
+    performer_status status = performer_favor_projection_create_from_matrix(&handle, &t.tensor);
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    self->handle = handle;
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release_all(&t, 1);
+    return result;
+}
+
+static PyObject *
+projection_redraw(ProjectionObject *self, PyObject *unused)
+{
+    performer_favor_projection_t handle = projection_handle((PyObject *)self, "projection");
+    if (handle == NULL) {
+        return NULL;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_favor_projection_redraw(handle);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        return raise_status(status);
+    }
+    Py_RETURN_NONE;
+}
+
+/* _get_matrix(out): out a writable 1 x 1 x m x D buffer. */
+static PyObject *
+projection_get_matrix(ProjectionObject *self, PyObject *obj)
+{
+    performer_favor_projection_t handle = projection_handle((PyObject *)self, "projection");
+    if (handle == NULL) {
+        return NULL;
+    }
+    tensor_arg t = {"out"};
+    PyObject *result = NULL;
+    if (get_tensor(obj, &t, 4, 1, NULL) < 0) {
+        goto done;
+    }
+    performer_status status = performer_favor_projection_get_matrix(handle, &t.tensor);
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release_all(&t, 1);
+    return result;
+}
+
+/* _info() -> (dim, num_features, kind, norms, seed, draw); kind, norms and seed are None for
+ * a caller's W. One consistent snapshot is not needed: only redraw changes anything (draw). */
+static PyObject *
+projection_info(ProjectionObject *self, PyObject *unused)
+{
+    performer_favor_projection_t handle = projection_handle((PyObject *)self, "projection");
+    if (handle == NULL) {
+        return NULL;
+    }
+    int64_t dim = 0, num_features = 0;
+    uint64_t seed = 0, draw = 0;
+    performer_favor_projection_kind kind = PERFORMER_PROJECTION_ORTHOGONAL;
+    performer_favor_norms norms = PERFORMER_NORMS_CHI;
+    performer_status status = performer_favor_projection_get_dim(handle, &dim);
+    if (status == PERFORMER_OK) status = performer_favor_projection_get_num_features(handle, &num_features);
+    if (status == PERFORMER_OK) status = performer_favor_projection_get_draw(handle, &draw);
+    if (status != PERFORMER_OK) {
+        return raise_status(status);
+    }
+    /* A caller's W has no seed, kind or norms: those getters then fail (not an error here). */
+    int generated = performer_favor_projection_get_seed(handle, &seed) == PERFORMER_OK &&
+                    performer_favor_projection_get_kind(handle, &kind) == PERFORMER_OK &&
+                    performer_favor_projection_get_norms(handle, &norms) == PERFORMER_OK;
+    if (!generated) {
+        return Py_BuildValue("LLOOOK", (long long)dim, (long long)num_features, Py_None, Py_None, Py_None,
+                             (unsigned long long)draw);
+    }
+    return Py_BuildValue("LLiiKK", (long long)dim, (long long)num_features, (int)kind, (int)norms,
+                         (unsigned long long)seed, (unsigned long long)draw);
+}
+
+static PyMethodDef projection_methods[] = {
+    {"_create", (PyCFunction)projection_create, METH_VARARGS,
+     "_create(dim, num_features, kind, norms, seed) -> None (C enum codes)."},
+    {"_create_from_matrix", (PyCFunction)projection_create_from_matrix, METH_O,
+     "_create_from_matrix(w) -> None: w a 1 x 1 x m x D buffer, copied."},
+    {"_redraw", (PyCFunction)projection_redraw, METH_NOARGS, "_redraw() -> None: the next draw."},
+    {"_get_matrix", (PyCFunction)projection_get_matrix, METH_O,
+     "_get_matrix(out) -> None: copies W into out (1 x 1 x m x D, float32 or float64)."},
+    {"_info", (PyCFunction)projection_info, METH_NOARGS,
+     "_info() -> (dim, num_features, kind, norms, seed, draw); None for what a caller's W lacks."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ProjectionType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "performer._performer.FavorProjection",
+    .tp_basicsize = sizeof(ProjectionObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Low-level owner of a performer_favor_projection_t; use performer.FavorProjection.",
+    .tp_new = projection_new,
+    .tp_dealloc = (destructor)projection_dealloc,
+    .tp_traverse = (traverseproc)projection_traverse,
+    .tp_methods = projection_methods,
+};
+
+/* Fills *o (features as the C enum value, scale None or a number). */
+static int
+get_favor_options(performer_favor_options_t *o, int features, PyObject *scale, double eps, double relu_offset)
+{
+    performer_favor_options_init(o);
+    o->features = features;
+    o->eps = eps;
+    o->relu_offset = relu_offset;
+    if (scale != Py_None) {
+        double value = PyFloat_AsDouble(scale);
+        if (value == -1.0 && PyErr_Occurred()) {
+            return -1;
+        }
+        o->has_scale = 1;
+        o->scale = value;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(favor_features_doc,
+"favor_features(x, projection, out, features, scale, relu_offset) -> None\n\n"
+"Low-level: writes phi(x) (B x H x N x C) into out. Use performer.favor_features.");
+
+static PyObject *
+favor_features(PyObject *module, PyObject *args)
+{
+    PyObject *x_obj, *projection, *out_obj, *scale;
+    int features;
+    double relu_offset;
+    if (!PyArg_ParseTuple(args, "OOOiOd:favor_features", &x_obj, &projection, &out_obj, &features, &scale,
+                          &relu_offset)) {
+        return NULL;
+    }
+    performer_favor_projection_t handle = projection_handle(projection, "projection");
+    if (handle == NULL) {
+        return NULL;
+    }
+    tensor_arg t[2] = {{"x"}, {"out"}};
+    performer_favor_options_t o;
+    PyObject *result = NULL;
+    if (get_tensor(x_obj, &t[0], 4, 0, NULL) < 0 || get_tensor(out_obj, &t[1], 4, 1, &t[0]) < 0 ||
+        get_favor_options(&o, features, scale, 0.0, relu_offset) < 0) {
+        goto done;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_favor_features(&t[0].tensor, handle, &t[1].tensor, &o);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release_all(t, 2);
+    return result;
+}
+
+typedef struct {
+    PyObject_HEAD
+    performer_favor_decoder_t handle;  /* NULL until __init__ succeeds */
+    int busy;                          /* a call is running (without the GIL) on this decoder */
+    int dtype;
+} FavorDecoderObject;
+
+static PyObject *
+favor_decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    FavorDecoderObject *self = (FavorDecoderObject *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->handle = NULL;
+        self->busy = 0;
+        self->dtype = PERFORMER_FLOAT32;
+    }
+    return (PyObject *)self;
+}
+
+/* _performer.FavorDecoder(projection, dtype, batch, heads, value_dim, features, scale, eps,
+ * relu_offset): dtype and features as C enum values, scale None or a number. */
+static int
+favor_decoder_init(FavorDecoderObject *self, PyObject *args, PyObject *kwargs)
+{
+    PyObject *projection, *scale;
+    int dtype, features;
+    long long batch, heads, value_dim;
+    double eps, relu_offset;
+    if (!PyArg_ParseTuple(args, "OiLLLiOdd:FavorDecoder", &projection, &dtype, &batch, &heads, &value_dim, &features,
+                          &scale, &eps, &relu_offset)) {
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "FavorDecoder is in use by another thread");
+        return -1;
+    }
+    performer_favor_projection_t projection_h = projection_handle(projection, "projection");
+    performer_favor_options_t o;
+    if (projection_h == NULL || get_favor_options(&o, features, scale, eps, relu_offset) < 0) {
+        return -1;
+    }
+    performer_favor_decoder_t handle = NULL;
+    performer_status status = performer_favor_decoder_create(&handle, projection_h, (performer_dtype)dtype, batch, heads,
+                                                             value_dim, &o);
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        return -1;
+    }
+    performer_favor_decoder_destroy(self->handle);  /* __init__ called again */
+    self->handle = handle;
+    self->dtype = dtype;
+    return 0;
+}
+
+static void
+favor_decoder_dealloc(FavorDecoderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    performer_favor_decoder_destroy(self->handle);
+    self->handle = NULL;
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+favor_decoder_traverse(FavorDecoderObject *self, visitproc visit, void *arg)
+{
+    return 0;
+}
+
+static int
+favor_decoder_claim(FavorDecoderObject *self)
+{
+    if (self->handle == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FavorDecoder was not initialized");
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "FavorDecoder is in use by another thread (one decoder: one thread at a time)");
+        return -1;
+    }
+    self->busy = 1;
+    return 0;
+}
+
+/* _step(q, k, v, out) -> out: q, k B x H x D, v B x H x M, out B x H x M (written). */
+static PyObject *
+favor_decoder_step(FavorDecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "_step expects 4 arguments (q, k, v, out), got %zd", nargs);
+        return NULL;
+    }
+    if (favor_decoder_claim(self) < 0) {
+        return NULL;
+    }
+    tensor_arg reference = {"the decoder"}, t[4] = {{"q"}, {"k"}, {"v"}, {"out"}};
+    reference.tensor.dtype = self->dtype;
+    PyObject *result = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (get_tensor_mode(args[i], &t[i], 3, i == 3, &reference, 1) < 0) {
+            goto done;
+        }
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_favor_decoder_step(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(args[3]);
+    result = args[3];
+done:
+    release_all(t, 4);
+    self->busy = 0;
+    return result;
+}
+
+/* _get_state(S, z, c) / _set_state(S, z, c): S B x H x C x M, z and c B x H x C. */
+static PyObject *
+favor_decoder_state_call(FavorDecoderObject *self, PyObject *const *args, Py_ssize_t nargs, int write)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "expected 3 arguments (S, z, c), got %zd", nargs);
+        return NULL;
+    }
+    if (favor_decoder_claim(self) < 0) {
+        return NULL;
+    }
+    tensor_arg reference = {"the decoder"}, t[3] = {{"S"}, {"z"}, {"c"}};
+    reference.tensor.dtype = self->dtype;
+    PyObject *result = NULL;
+    if (get_tensor(args[0], &t[0], 4, write, &reference) < 0 || get_tensor(args[1], &t[1], 3, write, &reference) < 0 ||
+        get_tensor(args[2], &t[2], 3, write, &reference) < 0) {
+        goto done;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = write ? performer_favor_decoder_get_state(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor)
+                   : performer_favor_decoder_set_state(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release_all(t, 3);
+    self->busy = 0;
+    return result;
+}
+
+static PyObject *
+favor_decoder_get_state(FavorDecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return favor_decoder_state_call(self, args, nargs, 1);
+}
+
+static PyObject *
+favor_decoder_set_state(FavorDecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return favor_decoder_state_call(self, args, nargs, 0);
+}
+
+static PyObject *
+favor_decoder_reset(FavorDecoderObject *self, PyObject *unused)
+{
+    if (favor_decoder_claim(self) < 0) {
+        return NULL;
+    }
+    performer_status status = performer_favor_decoder_reset(self->handle);
+    self->busy = 0;
+    if (status != PERFORMER_OK) {
+        return raise_status(status);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef favor_decoder_methods[] = {
+    {"_step", (PyCFunction)(void (*)(void))favor_decoder_step, METH_FASTCALL,
+     "_step(q, k, v, out) -> out: one token (q, k B x H x D, v B x H x M; out B x H x M)."},
+    {"_get_state", (PyCFunction)(void (*)(void))favor_decoder_get_state, METH_FASTCALL,
+     "_get_state(S, z, c) -> None: copies the scaled state into S (B x H x C x M), z and c (B x H x C)."},
+    {"_set_state", (PyCFunction)(void (*)(void))favor_decoder_set_state, METH_FASTCALL,
+     "_set_state(S, z, c) -> None: replaces the state."},
+    {"_reset", (PyCFunction)favor_decoder_reset, METH_NOARGS, "_reset() -> None: an empty state."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FavorDecoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "performer._performer.FavorDecoder",
+    .tp_basicsize = sizeof(FavorDecoderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Low-level owner of a performer_favor_decoder_t; use performer.FavorDecoder.",
+    .tp_new = favor_decoder_new,
+    .tp_init = (initproc)favor_decoder_init,
+    .tp_dealloc = (destructor)favor_decoder_dealloc,
+    .tp_traverse = (traverseproc)favor_decoder_traverse,
+    .tp_methods = favor_decoder_methods,
+};
+
+/* ------------------------------------------------------------------------------------------
  * Threads, versions, ISA
  * ------------------------------------------------------------------------------------------ */
 
@@ -894,6 +1369,7 @@ static PyMethodDef module_methods[] = {
     {"softmax_backward", softmax_backward, METH_VARARGS, softmax_backward_doc},
     {"linear_forward", linear_forward, METH_VARARGS, linear_forward_doc},
     {"linear_backward", linear_backward, METH_VARARGS, linear_backward_doc},
+    {"favor_features", favor_features, METH_VARARGS, favor_features_doc},
     {"set_num_threads", set_num_threads, METH_O, set_num_threads_doc},
     {"get_num_threads", get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
     {"version_string", version_string, METH_NOARGS, "version_string() -> str: performer_version_string()"},
@@ -925,7 +1401,7 @@ PyInit__performer(void)
                      performer_abi_version(), PERFORMER_ABI_VERSION);
         return NULL;
     }
-    if (PyType_Ready(&DecoderType) < 0) {
+    if (PyType_Ready(&DecoderType) < 0 || PyType_Ready(&ProjectionType) < 0 || PyType_Ready(&FavorDecoderType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&module_def);
@@ -937,6 +1413,16 @@ PyInit__performer(void)
         Py_DECREF(&DecoderType);
         Py_DECREF(module);
         return NULL;
+    }
+    PyTypeObject *favor_types[] = {&ProjectionType, &FavorDecoderType};
+    const char *favor_names[] = {"FavorProjection", "FavorDecoder"};
+    for (int i = 0; i < 2; i++) {
+        Py_INCREF(favor_types[i]);
+        if (PyModule_AddObject(module, favor_names[i], (PyObject *)favor_types[i]) < 0) {
+            Py_DECREF(favor_types[i]);
+            Py_DECREF(module);
+            return NULL;
+        }
     }
     if ((performer_kernel_isa != NULL && PyModule_AddFunctions(module, isa_methods) < 0) ||
         PyModule_AddIntConstant(module, "ABI_VERSION", PERFORMER_ABI_VERSION) < 0 ||

@@ -1,0 +1,900 @@
+/* test_favor.c: libperformer's FAVOR+ C ABI (performer.h section 7).
+ *   - projections: the same W for a seed across handles, iid W equal to an independent C
+ *     implementation of docs/FAVOR.md's generator, orthogonal rows within a block, fixed
+ *     norms, the first rows independent of m, redraw (changes W, advances draw, reproducible),
+ *     from-matrix round trips (float32/float64, strided), getters, concurrent redraw + reads;
+ *   - feature maps of every kind against a float64 reference written here (strided views,
+ *     custom scale and relu offset), and their backward against central finite differences;
+ *   - the decoder: steps against a float64 causal reference (phi(q_i).phi(k_j) summed over
+ *     j <= i), the scaled state against the mathematical one, get/set/reset, pieces, a redraw
+ *     after creation does not change it, norm-30 inputs stay finite and exact;
+ *   - bad input everywhere (m = 0, D mismatch, unknown kind/norms/features, NULL handles,
+ *     options size, bad states, aliasing); outputs and state untouched on error.
+ * Prints "N passed, M failed" last and exits nonzero on any failure. */
+#define _GNU_SOURCE
+#include "performer.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int passed, failed;
+
+#define CHECK(cond, ...)                                                     \
+    do {                                                                     \
+        if (cond) {                                                          \
+            passed++;                                                        \
+        } else {                                                             \
+            failed++;                                                        \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fputc('\n', stderr);                                             \
+        }                                                                    \
+    } while (0)
+
+#define OK(call, what) CHECK((call) == PERFORMER_OK, "%s: %s", what, performer_last_error())
+
+/* ---------------------------------------------------------------- tensors */
+
+#define SENTINEL 12345.5
+
+static size_t elem_size(int dtype) { return dtype == PERFORMER_FLOAT32 ? sizeof(float) : sizeof(double); }
+
+static performer_tensor_t tensor_new(int dtype, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
+    performer_tensor_t t;
+    memset(&t, 0, sizeof t);
+    size_t bytes = elem_size(dtype) * (size_t)(s0 * s1 * s2 * s3);
+    t.data = calloc(1, bytes < 64 ? 64 : bytes);
+    t.dtype = dtype;
+    t.shape[0] = s0; t.shape[1] = s1; t.shape[2] = s2; t.shape[3] = s3;
+    t.strides[3] = 1; t.strides[2] = s3; t.strides[1] = s2 * s3; t.strides[0] = s1 * s2 * s3;
+    return t;
+}
+
+/* A B x H x N x X view of a freshly allocated B x N x H x X buffer (heads and positions swapped). */
+static performer_tensor_t tensor_transposed(int dtype, int64_t b, int64_t h, int64_t n, int64_t x) {
+    performer_tensor_t t = tensor_new(dtype, b, n, h, x);
+    t.shape[1] = h; t.shape[2] = n;
+    t.strides[1] = x; t.strides[2] = h * x; t.strides[0] = n * h * x;
+    return t;
+}
+
+static int64_t count_of(const performer_tensor_t *t) { return t->shape[0] * t->shape[1] * t->shape[2] * t->shape[3]; }
+
+static int64_t offset(const performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d) {
+    return a * t->strides[0] + b * t->strides[1] + c * t->strides[2] + d * t->strides[3];
+}
+
+static double at(const performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d) {
+    int64_t o = offset(t, a, b, c, d);
+    return t->dtype == PERFORMER_FLOAT32 ? ((const float *)t->data)[o] : ((const double *)t->data)[o];
+}
+
+static void set_at(performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d, double x) {
+    int64_t o = offset(t, a, b, c, d);
+    if (t->dtype == PERFORMER_FLOAT32) ((float *)t->data)[o] = (float)x;
+    else ((double *)t->data)[o] = x;
+}
+
+#define FOR4(t) \
+    for (int64_t i0 = 0; i0 < (t)->shape[0]; i0++) for (int64_t i1 = 0; i1 < (t)->shape[1]; i1++) \
+    for (int64_t i2 = 0; i2 < (t)->shape[2]; i2++) for (int64_t i3 = 0; i3 < (t)->shape[3]; i3++)
+
+/* Deterministic values in [-1, 1). */
+static double value_at(uint64_t seed, int64_t i) {
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + (uint64_t)i * 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 31; x *= 0x94D049BB133111EBull; x ^= x >> 29;
+    return (double)(x >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
+}
+
+static void fill(performer_tensor_t *t, uint64_t seed, double amplitude) {
+    int64_t i = 0;
+    FOR4(t) set_at(t, i0, i1, i2, i3, amplitude * value_at(seed, i++));
+}
+
+static void fill_value(performer_tensor_t *t, double x) { FOR4(t) set_at(t, i0, i1, i2, i3, x); }
+
+static int is_value(const performer_tensor_t *t, double x) {
+    FOR4(t) if (at(t, i0, i1, i2, i3) != x) return 0;
+    return 1;
+}
+
+/* A contiguous double copy of t (row-major over its shape). */
+static double *doubles_of(const performer_tensor_t *t) {
+    double *r = malloc(sizeof(double) * (size_t)(count_of(t) > 0 ? count_of(t) : 1));
+    int64_t i = 0;
+    FOR4(t) r[i++] = at(t, i0, i1, i2, i3);
+    return r;
+}
+
+/* max |t - ref| / max(max |ref|, 1e-300); NaN or Inf in t gives INFINITY. */
+static double rel_error(const performer_tensor_t *t, const double *ref) {
+    double worst = 0, scale = 1e-300;
+    int64_t i = 0;
+    FOR4(t) {
+        double e = fabs(at(t, i0, i1, i2, i3) - ref[i]);
+        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+        if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
+        i++;
+    }
+    return worst / scale;
+}
+
+static void expect_error(const char *what, performer_status got, performer_status want, const char *needle) {
+    const char *message = performer_last_error();
+    CHECK(got == want, "%s: status %d (%s), want %d (%s); message \"%s\"", what, (int)got,
+          performer_status_string(got), (int)want, performer_status_string(want), message);
+    CHECK(strstr(message, needle) != NULL, "%s: message \"%s\" does not contain \"%s\"", what, message, needle);
+}
+
+/* ---------------------------------------------------------------- docs/FAVOR.md's generator, written again */
+
+static const uint64_t GAMMA = 0x9E3779B97F4A7C15ull;
+
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t stream_key(uint64_t seed, uint64_t draw, uint64_t purpose) {
+    return mix64(mix64(mix64(seed + GAMMA) ^ (draw * 0xD1B54A32D192ED03ull)) ^ (purpose * 0xABC98388FB8FAC03ull));
+}
+
+static double normal_at(uint64_t key, uint64_t i) {
+    uint64_t p = i / 2;
+    double u1 = (double)((mix64(key + (2 * p + 1) * GAMMA) >> 11) + 1) * 0x1p-53;
+    double u2 = (double)(mix64(key + (2 * p + 2) * GAMMA) >> 11) * 0x1p-53;
+    double r = sqrt(-2.0 * log(u1)), theta = (2.0 * M_PI) * u2;
+    return i % 2 == 0 ? r * cos(theta) : r * sin(theta);
+}
+
+/* ---------------------------------------------------------------- projections */
+
+/* W of a projection in float64, m x D row-major (caller frees). */
+static double *matrix_of(performer_favor_projection_t p, int64_t m, int64_t d) {
+    performer_tensor_t w = tensor_new(PERFORMER_FLOAT64, 1, 1, m, d);
+    OK(performer_favor_projection_get_matrix(p, &w), "get_matrix");
+    return (double *)w.data;
+}
+
+static performer_favor_projection_t make(int64_t d, int64_t m, int kind, int norms, uint64_t seed) {
+    performer_favor_projection_t p = NULL;
+    performer_status s = performer_favor_projection_create(&p, d, m, (performer_favor_projection_kind)kind,
+                                                           (performer_favor_norms)norms, seed);
+    CHECK(s == PERFORMER_OK && p != NULL, "create(d=%lld, m=%lld, kind=%d, norms=%d): %s", (long long)d, (long long)m,
+          kind, norms, performer_last_error());
+    return p;
+}
+
+static void projections(void) {
+    enum { d = 5, m = 12 };
+    for (int kind = 0; kind < 2; kind++) {
+        for (int norms = 0; norms < 2; norms++) {
+            performer_favor_projection_t a = make(d, m, kind, norms, 42), b = make(d, m, kind, norms, 42);
+            performer_favor_projection_t c = make(d, m, kind, norms, 43), wide = make(d, m + 7, kind, norms, 42);
+            if (!a || !b || !c || !wide) return;
+            double *wa = matrix_of(a, m, d), *wb = matrix_of(b, m, d), *wc = matrix_of(c, m, d);
+            double *ww = matrix_of(wide, m + 7, d);
+            CHECK(memcmp(wa, wb, sizeof(double) * m * d) == 0, "kind %d norms %d: same seed, different W", kind, norms);
+            CHECK(memcmp(wa, wc, sizeof(double) * m * d) != 0, "kind %d norms %d: seeds 42 and 43 give the same W", kind, norms);
+            CHECK(memcmp(wa, ww, sizeof(double) * m * d) == 0, "kind %d norms %d: the first rows depend on m", kind, norms);
+
+            int64_t gd = 0, gm = 0;
+            uint64_t seed = 0, draw = 9;
+            performer_favor_projection_kind gk = (performer_favor_projection_kind)7;
+            performer_favor_norms gn = (performer_favor_norms)7;
+            OK(performer_favor_projection_get_dim(a, &gd), "get_dim");
+            OK(performer_favor_projection_get_num_features(a, &gm), "get_num_features");
+            OK(performer_favor_projection_get_seed(a, &seed), "get_seed");
+            OK(performer_favor_projection_get_draw(a, &draw), "get_draw");
+            OK(performer_favor_projection_get_kind(a, &gk), "get_kind");
+            OK(performer_favor_projection_get_norms(a, &gn), "get_norms");
+            CHECK(gd == d && gm == m && seed == 42 && draw == 0 && (int)gk == kind && (int)gn == norms,
+                  "getters: dim %lld m %lld seed %llu draw %llu kind %d norms %d", (long long)gd, (long long)gm,
+                  (unsigned long long)seed, (unsigned long long)draw, (int)gk, (int)gn);
+
+            /* Row norms and orthogonality. */
+            for (int i = 0; i < m; i++) {
+                double norm = 0;
+                for (int j = 0; j < d; j++) norm += wa[i * d + j] * wa[i * d + j];
+                if (norms == PERFORMER_NORMS_FIXED)
+                    CHECK(fabs(sqrt(norm) - sqrt((double)d)) < 1e-12, "fixed norms: row %d has norm %g", i, sqrt(norm));
+                if (kind != PERFORMER_PROJECTION_ORTHOGONAL) continue;
+                for (int i2 = i + 1; i2 < m && i2 / d == i / d; i2++) {
+                    double dot = 0, norm2 = 0;
+                    for (int j = 0; j < d; j++) { dot += wa[i * d + j] * wa[i2 * d + j]; norm2 += wa[i2 * d + j] * wa[i2 * d + j]; }
+                    CHECK(fabs(dot) <= 1e-12 * sqrt(norm * norm2), "orthogonal: rows %d, %d have cosine %g", i, i2,
+                          dot / sqrt(norm * norm2));
+                }
+            }
+            /* iid: the entries are the generator's normals, row-major (fixed: rescaled rows). */
+            if (kind == PERFORMER_PROJECTION_IID) {
+                uint64_t key = stream_key(42, 0, 0);
+                double worst = 0;
+                for (int i = 0; i < m; i++) {
+                    double row[d], norm = 0;
+                    for (int j = 0; j < d; j++) { row[j] = normal_at(key, (uint64_t)(i * d + j)); norm += row[j] * row[j]; }
+                    double factor = norms == PERFORMER_NORMS_FIXED ? sqrt((double)d) / sqrt(norm) : 1.0;
+                    for (int j = 0; j < d; j++) {
+                        double e = fabs(wa[i * d + j] - row[j] * factor) / fabs(row[j] * factor);
+                        if (!(e <= worst)) worst = e;
+                    }
+                }
+                CHECK(worst < 1e-13, "iid norms %d: W differs from the generator by %g relative", norms, worst);
+            }
+
+            /* redraw: a new W, draw 1; the same on another handle; a fresh handle is still draw 0. */
+            OK(performer_favor_projection_redraw(a), "redraw");
+            OK(performer_favor_projection_get_draw(a, &draw), "get_draw");
+            CHECK(draw == 1, "draw after redraw = %llu", (unsigned long long)draw);
+            double *wr = matrix_of(a, m, d);
+            CHECK(memcmp(wa, wr, sizeof(double) * m * d) != 0, "redraw did not change W");
+            OK(performer_favor_projection_redraw(b), "redraw b");
+            double *wrb = matrix_of(b, m, d);
+            CHECK(memcmp(wr, wrb, sizeof(double) * m * d) == 0, "two handles redrawn once differ");
+            if (kind == PERFORMER_PROJECTION_IID && norms == PERFORMER_NORMS_CHI) {
+                uint64_t key = stream_key(42, 1, 0);
+                CHECK(fabs(wr[3] - normal_at(key, 3)) <= 1e-13 * fabs(wr[3]), "redrawn iid W is not draw 1 of the generator");
+            }
+            free(wa); free(wb); free(wc); free(ww); free(wr); free(wrb);
+            performer_favor_projection_destroy(a); performer_favor_projection_destroy(b);
+            performer_favor_projection_destroy(c); performer_favor_projection_destroy(wide);
+        }
+    }
+    /* The defaults are the zero codes. */
+    CHECK(PERFORMER_PROJECTION_ORTHOGONAL == 0 && PERFORMER_NORMS_CHI == 0 && PERFORMER_FAVOR_POSITIVE == 0,
+          "default enum codes are not 0");
+}
+
+static void from_matrix(void) {
+    enum { d = 3, m = 4 };
+    for (int dtype = 0; dtype < 2; dtype++) {
+        /* W given through a transposed (column-major) view. */
+        performer_tensor_t storage = tensor_new(dtype, 1, 1, d, m), w = storage;
+        w.shape[2] = m; w.shape[3] = d; w.strides[2] = 1; w.strides[3] = m;
+        fill(&w, 7, 2.0);
+        double *given = doubles_of(&w);
+        performer_favor_projection_t p = NULL;
+        OK(performer_favor_projection_create_from_matrix(&p, &w), "create_from_matrix");
+        if (p == NULL) return;
+        double *back = matrix_of(p, m, d);
+        CHECK(memcmp(given, back, sizeof(double) * m * d) == 0, "from_matrix (%s) round trip is not exact",
+              dtype ? "float64" : "float32");
+        /* float32 copy of W: rounded once. */
+        performer_tensor_t w32 = tensor_new(PERFORMER_FLOAT32, 1, 1, m, d);
+        OK(performer_favor_projection_get_matrix(p, &w32), "get_matrix float32");
+        int same = 1;
+        for (int i = 0; i < m * d; i++) same &= ((float *)w32.data)[i] == (float)given[i];
+        CHECK(same, "get_matrix float32 is not W rounded to float32");
+
+        int64_t gd = 0, gm = 0;
+        uint64_t draw = 5, seed = 77;
+        performer_favor_projection_kind kind = PERFORMER_PROJECTION_IID;
+        performer_favor_norms norms = PERFORMER_NORMS_FIXED;
+        OK(performer_favor_projection_get_dim(p, &gd), "get_dim");
+        OK(performer_favor_projection_get_num_features(p, &gm), "get_num_features");
+        OK(performer_favor_projection_get_draw(p, &draw), "get_draw");
+        CHECK(gd == d && gm == m && draw == 0, "caller W: dim %lld m %lld draw %llu", (long long)gd, (long long)gm,
+              (unsigned long long)draw);
+        expect_error("redraw of a caller W", performer_favor_projection_redraw(p), PERFORMER_ERROR_INVALID_ARGUMENT, "caller");
+        expect_error("seed of a caller W", performer_favor_projection_get_seed(p, &seed), PERFORMER_ERROR_INVALID_ARGUMENT, "seed");
+        expect_error("kind of a caller W", performer_favor_projection_get_kind(p, &kind), PERFORMER_ERROR_INVALID_ARGUMENT, "kind");
+        expect_error("norms of a caller W", performer_favor_projection_get_norms(p, &norms), PERFORMER_ERROR_INVALID_ARGUMENT, "norms");
+        CHECK(seed == 77 && kind == PERFORMER_PROJECTION_IID && norms == PERFORMER_NORMS_FIXED, "a failed getter wrote its value");
+        double *after = matrix_of(p, m, d);
+        CHECK(memcmp(given, after, sizeof(double) * m * d) == 0, "a failed redraw changed W");
+        free(given); free(back); free(after); free(w32.data); free(storage.data);
+        performer_favor_projection_destroy(p);
+    }
+}
+
+static void projection_errors(void) {
+    performer_favor_projection_t p = (performer_favor_projection_t)0x1;
+    expect_error("create NULL", performer_favor_projection_create(NULL, 4, 4, 0, 0, 0), PERFORMER_ERROR_NULL_POINTER, "projection");
+    expect_error("m = 0", performer_favor_projection_create(&p, 4, 0, 0, 0, 0), PERFORMER_ERROR_INVALID_ARGUMENT, "num_features");
+    expect_error("dim = 0", performer_favor_projection_create(&p, 0, 4, 0, 0, 0), PERFORMER_ERROR_INVALID_ARGUMENT, "dim");
+    expect_error("dim < 0", performer_favor_projection_create(&p, -3, 4, 1, 0, 0), PERFORMER_ERROR_INVALID_ARGUMENT, "dim");
+    expect_error("kind 2", performer_favor_projection_create(&p, 4, 4, (performer_favor_projection_kind)2, 0, 0),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "kind");
+    expect_error("kind -1", performer_favor_projection_create(&p, 4, 4, (performer_favor_projection_kind)-1, 0, 0),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "kind");
+    expect_error("norms 2", performer_favor_projection_create(&p, 4, 4, 0, (performer_favor_norms)2, 0),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "norms");
+    expect_error("huge m x D", performer_favor_projection_create(&p, 1 << 21, 1 << 21, 1, 0, 0),
+                 PERFORMER_ERROR_SIZE_OVERFLOW, "too large");
+    expect_error("huge orthogonal blocks", performer_favor_projection_create(&p, 1 << 21, 1, 0, 0, 0),
+                 PERFORMER_ERROR_SIZE_OVERFLOW, "too large");
+    CHECK(p == (performer_favor_projection_t)0x1, "a failed create wrote *projection");
+
+    performer_tensor_t w = tensor_new(PERFORMER_FLOAT64, 2, 1, 3, 4);
+    fill(&w, 3, 1.0);
+    expect_error("from_matrix NULL w", performer_favor_projection_create_from_matrix(&p, NULL), PERFORMER_ERROR_NULL_POINTER, "W");
+    expect_error("from_matrix NULL out", performer_favor_projection_create_from_matrix(NULL, &w), PERFORMER_ERROR_NULL_POINTER, "projection");
+    expect_error("from_matrix 2 x 1 x m x D", performer_favor_projection_create_from_matrix(&p, &w),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "W.shape[0]");
+    w.shape[0] = 1; w.shape[2] = 0;
+    expect_error("from_matrix m = 0", performer_favor_projection_create_from_matrix(&p, &w),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "num_features");
+    w.shape[2] = 3;
+    ((double *)w.data)[5] = NAN;
+    expect_error("from_matrix NaN", performer_favor_projection_create_from_matrix(&p, &w), PERFORMER_ERROR_INVALID_ARGUMENT,
+                 "W[1][1]");
+    ((double *)w.data)[5] = 0;
+    w.dtype = 5;
+    expect_error("from_matrix dtype", performer_favor_projection_create_from_matrix(&p, &w), PERFORMER_ERROR_DTYPE_MISMATCH, "dtype");
+    w.dtype = PERFORMER_FLOAT64;
+    CHECK(p == (performer_favor_projection_t)0x1, "a failed create_from_matrix wrote *projection");
+
+    performer_favor_projection_t q = make(4, 3, 0, 0, 1);
+    performer_tensor_t out = tensor_new(PERFORMER_FLOAT64, 1, 1, 3, 5);
+    fill_value(&out, SENTINEL);
+    expect_error("get_matrix D mismatch", performer_favor_projection_get_matrix(q, &out), PERFORMER_ERROR_SHAPE_MISMATCH, "dim");
+    out.shape[3] = 4; out.strides[2] = 0;
+    expect_error("get_matrix self-overlapping out", performer_favor_projection_get_matrix(q, &out), PERFORMER_ERROR_ALIASING, "out");
+    out.strides[2] = 4;
+    expect_error("get_matrix NULL projection", performer_favor_projection_get_matrix(NULL, &out), PERFORMER_ERROR_NULL_POINTER,
+                 "projection");
+    expect_error("get_matrix NULL out", performer_favor_projection_get_matrix(q, NULL), PERFORMER_ERROR_NULL_POINTER, "out");
+    CHECK(is_value(&out, SENTINEL), "a failed get_matrix wrote out");
+    int64_t value = 0;
+    expect_error("get_dim NULL", performer_favor_projection_get_dim(NULL, &value), PERFORMER_ERROR_NULL_POINTER, "projection");
+    expect_error("get_dim NULL value", performer_favor_projection_get_dim(q, NULL), PERFORMER_ERROR_NULL_POINTER, "value");
+    expect_error("redraw NULL", performer_favor_projection_redraw(NULL), PERFORMER_ERROR_NULL_POINTER, "projection");
+    int64_t count = 0;
+    OK(performer_favor_feature_count(q, PERFORMER_FAVOR_HYPERBOLIC, &count), "feature_count");
+    CHECK(count == 6, "feature_count hyperbolic, m = 3: %lld", (long long)count);
+    OK(performer_favor_feature_count(q, PERFORMER_FAVOR_RELU, &count), "feature_count");
+    CHECK(count == 3, "feature_count relu, m = 3: %lld", (long long)count);
+    expect_error("feature_count kind 4", performer_favor_feature_count(q, (performer_favor_feature_kind)4, &count),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "feature kind");
+    performer_favor_projection_destroy(NULL);
+    performer_favor_projection_destroy(q);
+    free(w.data); free(out.data);
+}
+
+/* Concurrent redraws and reads of one handle: every read W is one whole draw. */
+enum { CD = 4, CM = 6, DRAWS = 40 };
+static performer_favor_projection_t shared;
+static double draws[DRAWS + 1][CM * CD];
+static int torn;
+
+static void *reader_main(void *arg) {
+    (void)arg;
+    for (int round = 0; round < 400; round++) {
+        performer_tensor_t w = tensor_new(PERFORMER_FLOAT64, 1, 1, CM, CD);
+        if (performer_favor_projection_get_matrix(shared, &w) != PERFORMER_OK) torn = 1;
+        int found = 0;
+        for (int i = 0; i <= DRAWS && !found; i++) found = memcmp(draws[i], w.data, sizeof draws[i]) == 0;
+        if (!found) torn = 1;
+        free(w.data);
+    }
+    return NULL;
+}
+
+static void concurrency(void) {
+    performer_favor_projection_t p = make(CD, CM, 0, 0, 5);
+    if (!p) return;
+    for (int i = 0; i <= DRAWS; i++) {
+        double *w = matrix_of(p, CM, CD);
+        memcpy(draws[i], w, sizeof draws[i]);
+        free(w);
+        if (i < DRAWS) performer_favor_projection_redraw(p);
+    }
+    performer_favor_projection_destroy(p);
+    shared = make(CD, CM, 0, 0, 5);
+    pthread_t readers[2];
+    for (int i = 0; i < 2; i++) pthread_create(&readers[i], NULL, reader_main, NULL);
+    int ok = 1;
+    for (int i = 0; i < DRAWS; i++) ok &= performer_favor_projection_redraw(shared) == PERFORMER_OK;
+    for (int i = 0; i < 2; i++) pthread_join(readers[i], NULL);
+    CHECK(ok && !torn, "concurrent redraw + get_matrix: a read W was no whole draw (or a call failed)");
+    performer_favor_projection_destroy(shared);
+}
+
+/* ---------------------------------------------------------------- feature maps */
+
+/* phi(x) of one row in float64 (ALGORITHMS.md section 3): w is m x d, sigma = scale^(1/2). */
+static void reference_features(int kind, const double *w, int64_t m, int64_t d, const double *x, double sigma,
+                               double kappa, double *phi) {
+    double n = 0;
+    for (int64_t j = 0; j < d; j++) n += (x[j] * sigma) * (x[j] * sigma);
+    for (int64_t f = 0; f < m; f++) {
+        double u = 0;
+        for (int64_t j = 0; j < d; j++) u += w[f * d + j] * x[j] * sigma;
+        switch (kind) {
+        case PERFORMER_FAVOR_POSITIVE: phi[f] = exp(u - n / 2) / sqrt((double)m); break;
+        case PERFORMER_FAVOR_HYPERBOLIC:
+            phi[f] = exp(u - n / 2) / sqrt(2.0 * (double)m);
+            phi[m + f] = exp(-u - n / 2) / sqrt(2.0 * (double)m);
+            break;
+        case PERFORMER_FAVOR_TRIGONOMETRIC:
+            phi[f] = exp(n / 2) / sqrt((double)m) * sin(u);
+            phi[m + f] = exp(n / 2) / sqrt((double)m) * cos(u);
+            break;
+        default: phi[f] = (u > 0 ? u : 0) + kappa; break;
+        }
+    }
+}
+
+static int64_t count_for(int kind, int64_t m) {
+    return kind == PERFORMER_FAVOR_HYPERBOLIC || kind == PERFORMER_FAVOR_TRIGONOMETRIC ? 2 * m : m;
+}
+
+static void features(int dtype, int kind, int custom) {
+    enum { b = 2, h = 3, n = 5, d = 4, m = 6 };
+    char what[80];
+    snprintf(what, sizeof what, "features %s kind %d%s", dtype ? "float64" : "float32", kind, custom ? " custom" : "");
+    performer_favor_projection_t p = make(d, m, custom ? 1 : 0, 0, 11);
+    if (!p) return;
+    double *w = matrix_of(p, m, d);
+    int64_t c = count_for(kind, m);
+    performer_tensor_t x = tensor_transposed(dtype, b, h, n, d), out = tensor_transposed(dtype, b, h, n, c);
+    fill(&x, 21 + (uint64_t)kind, 1.5);
+    performer_favor_options_t o;
+    performer_favor_options_init(&o);
+    o.features = kind;
+    double scale = 1 / sqrt((double)d), kappa = 1e-3;
+    if (custom) { o.has_scale = 1; o.scale = scale = 0.7; o.relu_offset = kappa = 0.25; }
+    OK(performer_favor_features(&x, p, &out, &o), what);
+
+    double *xs = doubles_of(&x), *ref = malloc(sizeof(double) * b * h * n * c);
+    for (int64_t r = 0; r < b * h * n; r++) reference_features(kind, w, m, d, xs + r * d, sqrt(scale), kappa, ref + r * c);
+    double e = rel_error(&out, ref), tol = dtype == PERFORMER_FLOAT32 ? 1e-5 : 1e-13;
+    CHECK(e <= tol, "%s: relative error %g > %g", what, e, tol);
+
+    /* Backward (float64): central differences of L = sum g * phi(x). */
+    if (dtype == PERFORMER_FLOAT64) {
+        performer_tensor_t g = tensor_new(dtype, b, h, n, c), dx = tensor_new(dtype, b, h, n, d);
+        fill(&g, 31, 1.0);
+        OK(performer_favor_features_backward(&x, p, &g, &dx, &o), "features_backward");
+        double *gs = doubles_of(&g), *numeric = malloc(sizeof(double) * b * h * n * d), phi[2 * m];
+        for (int64_t r = 0; r < b * h * n; r++) {
+            for (int64_t j = 0; j < d; j++) {
+                double row[d], loss[2];
+                for (int sign = 0; sign < 2; sign++) {
+                    memcpy(row, xs + r * d, sizeof row);
+                    row[j] += sign ? -1e-6 : 1e-6;
+                    reference_features(kind, w, m, d, row, sqrt(scale), kappa, phi);
+                    loss[sign] = 0;
+                    for (int64_t f = 0; f < c; f++) loss[sign] += gs[r * c + f] * phi[f];
+                }
+                numeric[r * d + j] = (loss[0] - loss[1]) / 2e-6;
+            }
+        }
+        double ge = rel_error(&dx, numeric);
+        CHECK(ge <= 1e-7, "%s backward: relative error %g vs finite differences", what, ge);
+        free(gs); free(numeric); free(g.data); free(dx.data);
+    }
+    free(xs); free(ref); free(w); free(x.data); free(out.data);
+    performer_favor_projection_destroy(p);
+}
+
+static void feature_errors(void) {
+    enum { d = 4, m = 3 };
+    const int f = PERFORMER_FLOAT32;
+    performer_favor_projection_t p = make(d, m, 0, 0, 1);
+    performer_tensor_t x = tensor_new(f, 1, 2, 3, d), out = tensor_new(f, 1, 2, 3, m), x5 = tensor_new(f, 1, 2, 3, 5);
+    performer_tensor_t out64 = tensor_new(PERFORMER_FLOAT64, 1, 2, 3, m), out2m = tensor_new(f, 1, 2, 3, 2 * m);
+    fill(&x, 1, 1.0); fill(&x5, 2, 1.0);
+    fill_value(&out, SENTINEL); fill_value(&out2m, SENTINEL);
+    performer_favor_options_t o;
+    performer_favor_options_init(&o);
+    CHECK(o.size == sizeof o && o.causal == 0 && o.features == PERFORMER_FAVOR_POSITIVE && o.has_scale == 0 &&
+          o.eps == 0 && o.relu_offset == 1e-3 && o.kv_lengths == NULL, "favor options_init defaults");
+    performer_favor_options_init(NULL);
+
+    expect_error("x NULL", performer_favor_features(NULL, p, &out, &o), PERFORMER_ERROR_NULL_POINTER, "x is NULL");
+    expect_error("projection NULL", performer_favor_features(&x, NULL, &out, &o), PERFORMER_ERROR_NULL_POINTER, "projection");
+    expect_error("out NULL", performer_favor_features(&x, p, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "out is NULL");
+    expect_error("D mismatch", performer_favor_features(&x5, p, &out, &o), PERFORMER_ERROR_SHAPE_MISMATCH, "projection.dim");
+    expect_error("out C", performer_favor_features(&x, p, &out2m, &o), PERFORMER_ERROR_SHAPE_MISMATCH, "features");
+    expect_error("out dtype", performer_favor_features(&x, p, &out64, &o), PERFORMER_ERROR_DTYPE_MISMATCH, "out.dtype");
+    o.features = 4;
+    expect_error("features 4", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "options->features");
+    o.features = -1;
+    expect_error("features -1", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "options->features");
+    o.features = 0; o.has_scale = 1; o.scale = NAN;
+    expect_error("scale NaN", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "scale");
+    o.scale = -1;
+    expect_error("scale < 0", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "scale");
+    o.has_scale = 0; o.relu_offset = -1; o.features = PERFORMER_FAVOR_RELU;
+    expect_error("relu_offset < 0", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "relu_offset");
+    performer_favor_options_init(&o);
+    o.size = 8;
+    expect_error("options size", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_UNSUPPORTED_VERSION, "options->size");
+    performer_favor_options_init(&o);
+    /* out written over x: the 1 x 2 x 3 x 3 view of x's own memory. */
+    performer_tensor_t alias = out;
+    alias.data = x.data;
+    expect_error("out aliases x", performer_favor_features(&x, p, &alias, &o), PERFORMER_ERROR_ALIASING, "overlaps");
+    CHECK(is_value(&out, SENTINEL) && is_value(&out2m, SENTINEL), "a failed features call wrote its output");
+    performer_tensor_t dx = tensor_new(f, 1, 2, 3, d);
+    fill_value(&dx, SENTINEL);
+    expect_error("backward dfeatures C", performer_favor_features_backward(&x, p, &out2m, &dx, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "dfeatures");
+    expect_error("backward dx NULL", performer_favor_features_backward(&x, p, &out, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "dx");
+    CHECK(is_value(&dx, SENTINEL), "a failed features backward wrote dx");
+    /* NULL options: the defaults. */
+    OK(performer_favor_features(&x, p, &out, NULL), "features, NULL options");
+    free(x.data); free(out.data); free(x5.data); free(out64.data); free(out2m.data); free(dx.data);
+    performer_favor_projection_destroy(p);
+}
+
+/* ---------------------------------------------------------------- the decoder */
+
+enum { DB = 2, DH = 3, DD = 4, DM = 3, DMF = 5, T = 7 };
+
+/* The float64 causal reference: out[i] = sum_{j<=i} (phi(q_i).phi(k_j)) v_j / (sum ... + eps), per
+ * head, from the given W. q, k: DB x DH x T x DD, v DB x DH x T x DM (row-major doubles). */
+static void decoder_reference(int kind, const double *w, double scale, double kappa, double eps, const double *q,
+                              const double *k, const double *v, double *out, double *s_final, double *z_final) {
+    int64_t c = count_for(kind, DMF);
+    double pq[2 * DMF], pk[2 * DMF];
+    for (int head = 0; head < DB * DH; head++) {
+        double s[2 * DMF][DM], z[2 * DMF];
+        memset(s, 0, sizeof s); memset(z, 0, sizeof z);
+        for (int i = 0; i < T; i++) {
+            const int64_t row = head * T + i;
+            reference_features(kind, w, DMF, DD, k + row * DD, sqrt(scale), kappa, pk);
+            for (int f = 0; f < c; f++) {
+                z[f] += pk[f];
+                for (int a = 0; a < DM; a++) s[f][a] += pk[f] * v[row * DM + a];
+            }
+            reference_features(kind, w, DMF, DD, q + row * DD, sqrt(scale), kappa, pq);
+            double den = eps;
+            for (int f = 0; f < c; f++) den += pq[f] * z[f];
+            for (int a = 0; a < DM; a++) {
+                double num = 0;
+                for (int f = 0; f < c; f++) num += pq[f] * s[f][a];
+                out[row * DM + a] = den == 0 ? 0 : num / den;
+            }
+        }
+        for (int f = 0; f < c; f++) {
+            z_final[head * c + f] = z[f];
+            for (int a = 0; a < DM; a++) s_final[(head * c + f) * DM + a] = s[f][a];
+        }
+    }
+}
+
+static performer_tensor_t token(const performer_tensor_t *t, int64_t i) {
+    performer_tensor_t x = *t;
+    x.shape[2] = 1;
+    x.data = (char *)t->data + (size_t)(i * t->strides[2]) * elem_size(t->dtype);
+    return x;
+}
+
+/* Steps tokens [from, to) through dec, writing out's positions. */
+static int run_steps(performer_favor_decoder_t dec, const performer_tensor_t *q, const performer_tensor_t *k,
+                     const performer_tensor_t *v, performer_tensor_t *out, int from, int to) {
+    int ok = 1;
+    for (int i = from; i < to; i++) {
+        performer_tensor_t qi = token(q, i), ki = token(k, i), vi = token(v, i), oi = token(out, i);
+        ok &= performer_favor_decoder_step(dec, &qi, &ki, &vi, &oi) == PERFORMER_OK;
+    }
+    return ok;
+}
+
+static void decoder_lifecycle(int dtype, int kind) {
+    char what[64];
+    snprintf(what, sizeof what, "decoder %s kind %d", dtype ? "float64" : "float32", kind);
+    const int64_t c = count_for(kind, DMF);
+    const double eps = kind == PERFORMER_FAVOR_TRIGONOMETRIC ? 0.0 : 1e-3, tol = dtype ? 1e-11 : 2e-5;
+    performer_favor_projection_t p = make(DD, DMF, 0, 0, 99);
+    if (!p) return;
+    double *w = matrix_of(p, DMF, DD);
+    performer_favor_options_t o;
+    performer_favor_options_init(&o);
+    o.features = kind;
+    o.eps = eps;
+    performer_favor_decoder_t dec = NULL;
+    OK(performer_favor_decoder_create(&dec, p, (performer_dtype)dtype, DB, DH, DM, &o), what);
+    if (!dec) return;
+    /* Redrawing the projection afterwards does not change the decoder (it copied W). */
+    OK(performer_favor_projection_redraw(p), "redraw after decoder create");
+
+    performer_tensor_t q = tensor_transposed(dtype, DB, DH, T, DD), k = tensor_new(dtype, DB, DH, T, DD);
+    performer_tensor_t v = tensor_new(dtype, DB, DH, T, DM), out = tensor_new(dtype, DB, DH, T, DM);
+    performer_tensor_t out2 = tensor_new(dtype, DB, DH, T, DM);
+    fill(&q, 41, 0.8); fill(&k, 42, 0.8); fill(&v, 43, 1.0);
+    double *qs = doubles_of(&q), *ks = doubles_of(&k), *vs = doubles_of(&v);
+    double *ref = malloc(sizeof(double) * DB * DH * T * DM), *ref_s = malloc(sizeof(double) * DB * DH * c * DM);
+    double *ref_z = malloc(sizeof(double) * DB * DH * c);
+    decoder_reference(kind, w, 1 / sqrt((double)DD), 1e-3, eps, qs, ks, vs, ref, ref_s, ref_z);
+
+    /* A new state: S~ = 0, z~ = 0, c = -inf (0 for relu). */
+    performer_tensor_t st = tensor_new(dtype, DB, DH, c, DM), zt = tensor_new(dtype, DB, DH, c, 1);
+    performer_tensor_t ct = tensor_new(dtype, DB, DH, c, 1);
+    OK(performer_favor_decoder_get_state(dec, &st, &zt, &ct), "get_state");
+    CHECK(is_value(&st, 0) && is_value(&zt, 0) && is_value(&ct, kind == PERFORMER_FAVOR_RELU ? 0.0 : -INFINITY),
+          "%s: a new decoder's state is not empty", what);
+
+    CHECK(run_steps(dec, &q, &k, &v, &out, 0, T), "%s steps: %s", what, performer_last_error());
+    double e = rel_error(&out, ref);
+    CHECK(e <= tol, "%s: steps vs float64 causal reference: relative error %g", what, e);
+
+    /* The scaled state is the mathematical one: S = diag(e^c) S~, z = e^c z~. */
+    OK(performer_favor_decoder_get_state(dec, &st, &zt, &ct), "get_state");
+    performer_tensor_t sm = tensor_new(PERFORMER_FLOAT64, DB, DH, c, DM), zm = tensor_new(PERFORMER_FLOAT64, DB, DH, c, 1);
+    FOR4(&st) set_at(&sm, i0, i1, i2, i3, exp(at(&ct, i0, i1, i2, 0)) * at(&st, i0, i1, i2, i3));
+    FOR4(&zt) set_at(&zm, i0, i1, i2, i3, exp(at(&ct, i0, i1, i2, 0)) * at(&zt, i0, i1, i2, i3));
+    double es = rel_error(&sm, ref_s), ez = rel_error(&zm, ref_z);
+    CHECK(es <= tol && ez <= tol, "%s: state vs reference: S %g, z %g", what, es, ez);
+
+    /* Pieces: 3 steps, carry the scaled triple to another decoder, 4 more = one run. */
+    performer_favor_decoder_t first = NULL, second = NULL, math = NULL;
+    OK(performer_favor_decoder_create(&first, p, (performer_dtype)dtype, DB, DH, DM, &o), "create first");
+    OK(performer_favor_decoder_create(&second, p, (performer_dtype)dtype, DB, DH, DM, &o), "create second");
+    OK(performer_favor_decoder_create(&math, p, (performer_dtype)dtype, DB, DH, DM, &o), "create math");
+    /* Those use the redrawn W: give them the original through a caller-matrix projection. */
+    performer_favor_decoder_destroy(first); performer_favor_decoder_destroy(second); performer_favor_decoder_destroy(math);
+    performer_tensor_t wt = tensor_new(PERFORMER_FLOAT64, 1, 1, DMF, DD);
+    memcpy(wt.data, w, sizeof(double) * DMF * DD);
+    performer_favor_projection_t original = NULL;
+    OK(performer_favor_projection_create_from_matrix(&original, &wt), "from_matrix(original W)");
+    OK(performer_favor_decoder_create(&first, original, (performer_dtype)dtype, DB, DH, DM, &o), "create first");
+    OK(performer_favor_decoder_create(&second, original, (performer_dtype)dtype, DB, DH, DM, &o), "create second");
+    OK(performer_favor_decoder_create(&math, original, (performer_dtype)dtype, DB, DH, DM, &o), "create math");
+    CHECK(run_steps(first, &q, &k, &v, &out2, 0, 3), "first piece");
+    OK(performer_favor_decoder_get_state(first, &st, &zt, &ct), "get_state first");
+    OK(performer_favor_decoder_set_state(second, &st, &zt, &ct), "set_state second");
+    CHECK(run_steps(second, &q, &k, &v, &out2, 3, T), "second piece");
+    double *one = doubles_of(&out);
+    double ep = rel_error(&out2, one);
+    CHECK(ep <= tol, "%s: pieces with the carried state vs one run: %g", what, ep);
+    /* The mathematical state (S, z, 0) is a valid state too. */
+    if (kind != PERFORMER_FAVOR_TRIGONOMETRIC || dtype == PERFORMER_FLOAT64) {
+        FOR4(&st) set_at(&st, i0, i1, i2, i3, exp(at(&ct, i0, i1, i2, 0)) * at(&st, i0, i1, i2, i3));
+        FOR4(&zt) set_at(&zt, i0, i1, i2, i3, exp(at(&ct, i0, i1, i2, 0)) * at(&zt, i0, i1, i2, i3));
+        fill_value(&ct, 0);
+        OK(performer_favor_decoder_set_state(math, &st, &zt, &ct), "set_state (S, z, 0)");
+        fill_value(&out2, SENTINEL);
+        CHECK(run_steps(math, &q, &k, &v, &out2, 3, T), "math piece");
+        performer_tensor_t tail = out2, tail_one = out;
+        tail.shape[2] = tail_one.shape[2] = T - 3;
+        tail.data = (char *)out2.data + 3 * DM * elem_size(dtype);
+        tail_one.data = (char *)out.data + 3 * DM * elem_size(dtype);
+        double *tail_ref = doubles_of(&tail_one);
+        double em = rel_error(&tail, tail_ref);
+        CHECK(em <= tol, "%s: from the mathematical state (S, z, 0): %g", what, em);
+        free(tail_ref);
+    }
+
+    /* reset: the first output again. */
+    OK(performer_favor_decoder_reset(dec), "reset");
+    performer_tensor_t o0 = tensor_new(dtype, DB, DH, 1, DM);
+    CHECK(run_steps(dec, &q, &k, &v, &o0, 0, 1), "step after reset");
+    performer_tensor_t first_out = token(&out, 0);
+    double *fo = doubles_of(&first_out);
+    CHECK(rel_error(&o0, fo) == 0, "%s: step after reset differs from the first step", what);
+
+    free(fo); free(one); free(o0.data); free(wt.data);
+    performer_favor_decoder_destroy(first); performer_favor_decoder_destroy(second); performer_favor_decoder_destroy(math);
+    performer_favor_projection_destroy(original);
+    free(qs); free(ks); free(vs); free(ref); free(ref_s); free(ref_z); free(w);
+    free(q.data); free(k.data); free(v.data); free(out.data); free(out2.data); free(st.data); free(zt.data); free(ct.data);
+    free(sm.data); free(zm.data);
+    performer_favor_decoder_destroy(dec);
+    performer_favor_projection_destroy(p);
+}
+
+/* Inputs of norm 30: the decoder's outputs are finite and equal the mathematical function,
+ * evaluated here in float64 in log space (positive features, eps = 0: the 1/m factors cancel). */
+static void decoder_large_norms(int dtype, int kind) {
+    char what[64];
+    snprintf(what, sizeof what, "norm-30 decoder %s kind %d", dtype ? "float64" : "float32", kind);
+    performer_favor_projection_t p = make(DD, DMF, 0, 0, 3);
+    if (!p) return;
+    double *w = matrix_of(p, DMF, DD);
+    performer_favor_options_t o;
+    performer_favor_options_init(&o);
+    o.features = kind;
+    performer_favor_decoder_t dec = NULL;
+    OK(performer_favor_decoder_create(&dec, p, (performer_dtype)dtype, 1, 1, DM, &o), what);
+    if (!dec) return;
+    performer_tensor_t q = tensor_new(dtype, 1, 1, T, DD), k = tensor_new(dtype, 1, 1, T, DD);
+    performer_tensor_t v = tensor_new(dtype, 1, 1, T, DM), out = tensor_new(dtype, 1, 1, T, DM);
+    fill(&q, 61, 1.0); fill(&k, 62, 1.0); fill(&v, 63, 1.0);
+    for (int i = 0; i < T; i++) {
+        for (int which = 0; which < 2; which++) {
+            performer_tensor_t *t = which ? &k : &q;
+            double norm = 0;
+            for (int j = 0; j < DD; j++) norm += at(t, 0, 0, i, j) * at(t, 0, 0, i, j);
+            for (int j = 0; j < DD; j++) set_at(t, 0, 0, i, j, at(t, 0, 0, i, j) * 30 / sqrt(norm));
+        }
+    }
+    CHECK(run_steps(dec, &q, &k, &v, &out, 0, T), "%s steps: %s", what, performer_last_error());
+    double *qs = doubles_of(&q), *ks = doubles_of(&k), *vs = doubles_of(&v), ref[T * DM];
+    const double sigma = sqrt(1 / sqrt((double)DD));
+    const int64_t c = count_for(kind, DMF);
+    double aq[2 * DMF], ak[T][2 * DMF];
+    for (int i = 0; i < T; i++) {
+        for (int which = 0; which < 2; which++) {
+            const double *x = (which ? ks : qs) + i * DD;
+            double *a = which ? ak[i] : aq, n = 0;
+            for (int j = 0; j < DD; j++) n += (x[j] * sigma) * (x[j] * sigma);
+            for (int f = 0; f < DMF; f++) {
+                double u = 0;
+                for (int j = 0; j < DD; j++) u += w[f * DD + j] * x[j] * sigma;
+                a[f] = u - n / 2;
+                if (kind == PERFORMER_FAVOR_HYPERBOLIC) a[DMF + f] = -u - n / 2;
+            }
+        }
+        double top = -INFINITY;
+        for (int j = 0; j <= i; j++) for (int f = 0; f < c; f++) if (aq[f] + ak[j][f] > top) top = aq[f] + ak[j][f];
+        double den = 0, num[DM] = {0};
+        for (int j = 0; j <= i; j++) {
+            double weight = 0;
+            for (int f = 0; f < c; f++) weight += exp(aq[f] + ak[j][f] - top);
+            den += weight;
+            for (int a = 0; a < DM; a++) num[a] += weight * vs[j * DM + a];
+        }
+        for (int a = 0; a < DM; a++) ref[i * DM + a] = num[a] / den;
+    }
+    double e = rel_error(&out, ref), tol = dtype ? 1e-12 : 1e-5;
+    CHECK(e <= tol, "%s: relative error %g vs the float64 log-space evaluation", what, e);
+    free(qs); free(ks); free(vs); free(w); free(q.data); free(k.data); free(v.data); free(out.data);
+    performer_favor_decoder_destroy(dec);
+    performer_favor_projection_destroy(p);
+}
+
+static void decoder_errors(void) {
+    const int f = PERFORMER_FLOAT32;
+    performer_favor_projection_t p = make(DD, DMF, 0, 0, 8);
+    performer_favor_options_t o;
+    performer_favor_options_init(&o);
+    performer_favor_decoder_t dec = (performer_favor_decoder_t)0x1;
+    expect_error("create NULL decoder", performer_favor_decoder_create(NULL, p, f, 1, 1, 1, &o), PERFORMER_ERROR_NULL_POINTER, "decoder");
+    expect_error("create NULL projection", performer_favor_decoder_create(&dec, NULL, f, 1, 1, 1, &o), PERFORMER_ERROR_NULL_POINTER,
+                 "projection");
+    expect_error("create dtype", performer_favor_decoder_create(&dec, p, (performer_dtype)3, 1, 1, 1, &o),
+                 PERFORMER_ERROR_DTYPE_MISMATCH, "dtype");
+    expect_error("create batch < 0", performer_favor_decoder_create(&dec, p, f, -1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "batch");
+    expect_error("create value_dim < 0", performer_favor_decoder_create(&dec, p, f, 1, 1, -2, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+                 "value_dim");
+    o.eps = -1;
+    expect_error("create eps < 0", performer_favor_decoder_create(&dec, p, f, 1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "eps");
+    o.eps = NAN;
+    expect_error("create eps NaN", performer_favor_decoder_create(&dec, p, f, 1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "eps");
+    performer_favor_options_init(&o);
+    o.features = 9;
+    expect_error("create features 9", performer_favor_decoder_create(&dec, p, f, 1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+                 "options->features");
+    performer_favor_options_init(&o);
+    o.size = 0;
+    expect_error("create options size", performer_favor_decoder_create(&dec, p, f, 1, 1, 1, &o), PERFORMER_ERROR_UNSUPPORTED_VERSION,
+                 "options->size");
+    expect_error("create huge state", performer_favor_decoder_create(&dec, p, f, 1 << 30, 1 << 30, 1 << 30, NULL),
+                 PERFORMER_ERROR_SIZE_OVERFLOW, "state");
+    CHECK(dec == (performer_favor_decoder_t)0x1, "a failed create wrote *decoder");
+    dec = NULL;
+
+    OK(performer_favor_decoder_create(&dec, p, f, DB, DH, DM, NULL), "create (NULL options)");
+    if (!dec) return;
+    performer_tensor_t q = tensor_new(f, DB, DH, 1, DD), k = tensor_new(f, DB, DH, 1, DD), v = tensor_new(f, DB, DH, 1, DM);
+    performer_tensor_t out = tensor_new(f, DB, DH, 1, DM), q64 = tensor_new(PERFORMER_FLOAT64, DB, DH, 1, DD);
+    performer_tensor_t q5 = tensor_new(f, DB, DH, 1, DD + 1);
+    fill(&q, 1, 1.0); fill(&k, 2, 1.0); fill(&v, 3, 1.0);
+    OK(performer_favor_decoder_step(dec, &q, &k, &v, &out), "a first step");
+    performer_tensor_t st = tensor_new(f, DB, DH, DMF, DM), zt = tensor_new(f, DB, DH, DMF, 1), ct = tensor_new(f, DB, DH, DMF, 1);
+    OK(performer_favor_decoder_get_state(dec, &st, &zt, &ct), "get_state");
+    double *s_before = doubles_of(&st), *c_before = doubles_of(&ct);
+    fill_value(&out, SENTINEL);
+    expect_error("step NULL decoder", performer_favor_decoder_step(NULL, &q, &k, &v, &out), PERFORMER_ERROR_NULL_POINTER, "decoder");
+    expect_error("step NULL q", performer_favor_decoder_step(dec, NULL, &k, &v, &out), PERFORMER_ERROR_NULL_POINTER, "q is NULL");
+    expect_error("step q float64", performer_favor_decoder_step(dec, &q64, &k, &v, &out), PERFORMER_ERROR_DTYPE_MISMATCH, "q.dtype");
+    expect_error("step q D + 1", performer_favor_decoder_step(dec, &q5, &k, &v, &out), PERFORMER_ERROR_SHAPE_MISMATCH, "q.shape[3]");
+    expect_error("step v as k", performer_favor_decoder_step(dec, &q, &k, &k, &out), PERFORMER_ERROR_SHAPE_MISMATCH, "v.shape[3]");
+    performer_tensor_t alias = out;
+    alias.data = v.data;
+    expect_error("step out aliases v", performer_favor_decoder_step(dec, &q, &k, &v, &alias), PERFORMER_ERROR_ALIASING, "overlaps");
+    CHECK(is_value(&out, SENTINEL), "a failed step wrote out");
+
+    /* Bad states are refused; the state stays as it was. */
+    performer_tensor_t bad_s = tensor_new(f, DB, DH, DMF, DM), bad_z = tensor_new(f, DB, DH, DMF, 1), bad_c = tensor_new(f, DB, DH, DMF, 1);
+    fill(&bad_s, 4, 1.0); fill(&bad_z, 5, 1.0);
+    set_at(&bad_c, 1, 2, 3, 0, INFINITY);
+    expect_error("set_state c = +inf", performer_favor_decoder_set_state(dec, &bad_s, &bad_z, &bad_c), PERFORMER_ERROR_INVALID_ARGUMENT, "c[");
+    set_at(&bad_c, 1, 2, 3, 0, -INFINITY);
+    expect_error("set_state c = -inf with S != 0", performer_favor_decoder_set_state(dec, &bad_s, &bad_z, &bad_c),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "-inf");
+    set_at(&bad_c, 1, 2, 3, 0, 0);
+    set_at(&bad_s, 0, 1, 2, 1, NAN);
+    expect_error("set_state S NaN", performer_favor_decoder_set_state(dec, &bad_s, &bad_z, &bad_c), PERFORMER_ERROR_INVALID_ARGUMENT,
+                 "not finite");
+    expect_error("set_state z as c shape", performer_favor_decoder_set_state(dec, &bad_s, &bad_s, &bad_c),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "z.shape[3]");
+    expect_error("set_state NULL c", performer_favor_decoder_set_state(dec, &bad_s, &bad_z, NULL), PERFORMER_ERROR_NULL_POINTER, "c is NULL");
+    OK(performer_favor_decoder_get_state(dec, &st, &zt, &ct), "get_state after failed set_state");
+    CHECK(rel_error(&st, s_before) == 0 && rel_error(&ct, c_before) == 0, "a failed set_state changed the state");
+    /* get_state: z written over c's memory, S with a zero stride. */
+    fill_value(&st, SENTINEL);
+    performer_tensor_t z_on_c = zt;
+    z_on_c.data = ct.data;
+    expect_error("get_state z overlaps c", performer_favor_decoder_get_state(dec, &st, &z_on_c, &ct), PERFORMER_ERROR_ALIASING, "overlaps");
+    performer_tensor_t s_zero = st;
+    s_zero.strides[3] = 0;
+    expect_error("get_state S self-overlap", performer_favor_decoder_get_state(dec, &s_zero, &zt, &ct), PERFORMER_ERROR_ALIASING, "S");
+    expect_error("get_state NULL decoder", performer_favor_decoder_get_state(NULL, &st, &zt, &ct), PERFORMER_ERROR_NULL_POINTER, "decoder");
+    CHECK(is_value(&st, SENTINEL), "a failed get_state wrote S");
+    expect_error("reset NULL", performer_favor_decoder_reset(NULL), PERFORMER_ERROR_NULL_POINTER, "decoder");
+    performer_favor_decoder_destroy(dec);
+    performer_favor_decoder_destroy(NULL);
+
+    /* relu needs c = 0; trigonometric one c per head. */
+    for (int kind = PERFORMER_FAVOR_TRIGONOMETRIC; kind <= PERFORMER_FAVOR_RELU; kind++) {
+        performer_favor_options_init(&o);
+        o.features = kind;
+        int64_t c = count_for(kind, DMF);
+        performer_favor_decoder_t d2 = NULL;
+        OK(performer_favor_decoder_create(&d2, p, f, 1, 1, DM, &o), "create");
+        performer_tensor_t s2 = tensor_new(f, 1, 1, c, DM), z2 = tensor_new(f, 1, 1, c, 1), c2 = tensor_new(f, 1, 1, c, 1);
+        fill_value(&c2, 0);
+        set_at(&c2, 0, 0, 1, 0, 2.0);
+        expect_error(kind == PERFORMER_FAVOR_RELU ? "relu c != 0" : "trigonometric c not per head",
+                     performer_favor_decoder_set_state(d2, &s2, &z2, &c2), PERFORMER_ERROR_INVALID_ARGUMENT,
+                     kind == PERFORMER_FAVOR_RELU ? "relu" : "trigonometric");
+        free(s2.data); free(z2.data); free(c2.data);
+        performer_favor_decoder_destroy(d2);
+    }
+    free(q.data); free(k.data); free(v.data); free(out.data); free(q64.data); free(q5.data);
+    free(st.data); free(zt.data); free(ct.data); free(bad_s.data); free(bad_z.data); free(bad_c.data);
+    free(s_before); free(c_before);
+    performer_favor_projection_destroy(p);
+}
+
+/* ---------------------------------------------------------------- speed (printed, not asserted) */
+
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void step_speed(void) {
+    enum { SH = 8, SD = 64, SM = 64, SMF = 256, STEPS = 1000 };
+    performer_favor_projection_t p = make(SD, SMF, 0, 0, 1);
+    performer_favor_decoder_t dec = NULL;
+    performer_status s = performer_favor_decoder_create(&dec, p, PERFORMER_FLOAT32, 1, SH, SM, NULL);
+    CHECK(s == PERFORMER_OK, "speed decoder: %s", performer_last_error());
+    if (s != PERFORMER_OK) return;
+    performer_tensor_t q = tensor_new(PERFORMER_FLOAT32, 1, SH, 1, SD), k = tensor_new(PERFORMER_FLOAT32, 1, SH, 1, SD);
+    performer_tensor_t v = tensor_new(PERFORMER_FLOAT32, 1, SH, 1, SM), o = tensor_new(PERFORMER_FLOAT32, 1, SH, 1, SM);
+    fill(&q, 51, 1.0); fill(&k, 52, 1.0); fill(&v, 53, 1.0);
+    for (int i = 0; i < 50; i++) s |= performer_favor_decoder_step(dec, &q, &k, &v, &o);
+    double best = INFINITY;
+    for (int round = 0; round < 3; round++) {
+        double t0 = seconds();
+        for (int i = 0; i < STEPS; i++) s |= performer_favor_decoder_step(dec, &q, &k, &v, &o);
+        double us = (seconds() - t0) / STEPS * 1e6;
+        if (us < best) best = us;
+    }
+    CHECK(s == PERFORMER_OK, "speed steps: %s", performer_last_error());
+    printf("FAVOR+ decoder step (float32, B=1, H=8, D=M=64, m=256, %s): %.2f us/token (best of 3 x %d)\n",
+           performer_kernel_isa(), best, STEPS);
+    performer_favor_decoder_destroy(dec);
+    performer_favor_projection_destroy(p);
+    free(q.data); free(k.data); free(v.data); free(o.data);
+}
+
+int main(void) {
+    projections();
+    from_matrix();
+    projection_errors();
+    concurrency();
+    for (int dtype = 0; dtype < 2; dtype++)
+        for (int kind = 0; kind < 4; kind++)
+            for (int custom = 0; custom < 2; custom++) features(dtype, kind, custom);
+    feature_errors();
+    for (int dtype = 0; dtype < 2; dtype++)
+        for (int kind = 0; kind < 4; kind++) decoder_lifecycle(dtype, kind);
+    for (int dtype = 0; dtype < 2; dtype++)
+        for (int kind = 0; kind < 2; kind++) decoder_large_norms(dtype, kind);
+    decoder_errors();
+    step_speed();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
