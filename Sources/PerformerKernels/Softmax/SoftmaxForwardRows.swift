@@ -129,7 +129,7 @@ func rowDot<T: KernelScalar>(_ q: UnsafePointer<T>, _ k: UnsafePointer<T>, _ d: 
         a0 = T.fma(T.load(q + c), T.load(k + c), a0)
         c += w
     }
-    var total = T.sumAcross(T.add(a0, a1))
+    var total = T.sumHalving(T.add(a0, a1))
     while c < d {
         total += q[c] * k[c]
         c += 1
@@ -138,7 +138,8 @@ func rowDot<T: KernelScalar>(_ q: UnsafePointer<T>, _ k: UnsafePointer<T>, _ d: 
 }
 
 /// o = α·o + Σ_{j < count} weights[j] · rows[j] over `width` elements (o contiguous; row j at
-/// rows + j·rowStride, contiguous), four vectors per pass over the rows.
+/// rows + j·rowStride, contiguous), four vectors per pass over the rows, even and odd rows
+/// summed apart and added at the end.
 @inline(__always)
 func accumulateWeightedRows<T: KernelScalar>(
     _ o: UnsafeMutablePointer<T>, alpha: T, weights: UnsafePointer<T>, count: Int,
@@ -150,16 +151,33 @@ func accumulateWeightedRows<T: KernelScalar>(
     while c + 4 * w <= width {
         var x0 = T.mul(T.load(o + c), a), x1 = T.mul(T.load(o + c + w), a)
         var x2 = T.mul(T.load(o + c + 2 * w), a), x3 = T.mul(T.load(o + c + 3 * w), a)
+        // Even and odd keys in separate accumulators: eight independent FMA chains.
+        var y0 = T.splat(0), y1 = T.splat(0), y2 = T.splat(0), y3 = T.splat(0)
         var row = rows + c
-        for j in 0..<count {
+        var j = 0
+        while j + 2 <= count {
+            let p = T.splat(weights[j]), p1 = T.splat(weights[j + 1])
+            let next = row + rowStride
+            x0 = T.fma(p, T.load(row), x0)
+            x1 = T.fma(p, T.load(row + w), x1)
+            x2 = T.fma(p, T.load(row + 2 * w), x2)
+            x3 = T.fma(p, T.load(row + 3 * w), x3)
+            y0 = T.fma(p1, T.load(next), y0)
+            y1 = T.fma(p1, T.load(next + w), y1)
+            y2 = T.fma(p1, T.load(next + 2 * w), y2)
+            y3 = T.fma(p1, T.load(next + 3 * w), y3)
+            row += 2 * rowStride
+            j += 2
+        }
+        if j < count {
             let p = T.splat(weights[j])
             x0 = T.fma(p, T.load(row), x0)
             x1 = T.fma(p, T.load(row + w), x1)
             x2 = T.fma(p, T.load(row + 2 * w), x2)
             x3 = T.fma(p, T.load(row + 3 * w), x3)
-            row += rowStride
         }
-        T.store(x0, o + c); T.store(x1, o + c + w); T.store(x2, o + c + 2 * w); T.store(x3, o + c + 3 * w)
+        T.store(T.add(x0, y0), o + c); T.store(T.add(x1, y1), o + c + w)
+        T.store(T.add(x2, y2), o + c + 2 * w); T.store(T.add(x3, y3), o + c + 3 * w)
         c += 4 * w
     }
     while c + w <= width {
