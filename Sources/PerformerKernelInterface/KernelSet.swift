@@ -16,17 +16,19 @@ public enum KernelISA: String, CaseIterable, Sendable {
 public struct KernelSet: Sendable {
     public var isa: KernelISA
     public var softmax: SoftmaxKernels
+    public var softmaxRows: SoftmaxRowKernels
     public var softmaxBackward: SoftmaxBackwardKernels
     public var randomFeatures: RandomFeatureKernels
     public var favorStep: FavorStepKernels
     public var linear: LinearKernels
     public var favorAttention: FavorAttentionKernels
 
-    public init(isa: KernelISA, softmax: SoftmaxKernels, softmaxBackward: SoftmaxBackwardKernels,
-                randomFeatures: RandomFeatureKernels, favorStep: FavorStepKernels, linear: LinearKernels,
-                favorAttention: FavorAttentionKernels) {
+    public init(isa: KernelISA, softmax: SoftmaxKernels, softmaxRows: SoftmaxRowKernels,
+                softmaxBackward: SoftmaxBackwardKernels, randomFeatures: RandomFeatureKernels,
+                favorStep: FavorStepKernels, linear: LinearKernels, favorAttention: FavorAttentionKernels) {
         self.isa = isa
         self.softmax = softmax
+        self.softmaxRows = softmaxRows
         self.softmaxBackward = softmaxBackward
         self.randomFeatures = randomFeatures
         self.favorStep = favorStep

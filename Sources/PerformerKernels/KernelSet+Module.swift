@@ -11,7 +11,8 @@ let moduleISA = KernelISA.portable
 /// The table of this module's routines. Calling it is safe on any CPU; calling its entries
 /// is safe only where `isa` is supported (PerformerCore checks before choosing it).
 public func makeKernelSet() -> KernelSet {
-    KernelSet(isa: moduleISA, softmax: makeSoftmaxKernels(), softmaxBackward: makeSoftmaxBackwardKernels(),
+    KernelSet(isa: moduleISA, softmax: makeSoftmaxKernels(), softmaxRows: makeSoftmaxRowKernels(),
+              softmaxBackward: makeSoftmaxBackwardKernels(),
               randomFeatures: makeRandomFeatureKernels(), favorStep: makeFavorStepKernels(),
               linear: makeLinearKernels(),
               favorAttention: makeFavorAttentionKernels())

@@ -1,6 +1,7 @@
 // Softmax attention speed: ms, GFLOP/s and fraction of the micro-kernel's measured peak.
 //
 //   swift run -c release PerformerBench [N ...]        (default N = 256 1024 4096)
+//   swift run -c release PerformerBench decode [L ...] (default L = 1024 4096 16384 65536)
 //
 // B = 1, H = 8, D = M = 64, float32, 2 threads (PERFORMER_NUM_THREADS overrides), medians of
 // repeated runs. FLOP convention: forward 4·N·L·D (two products; half of it when causal),
@@ -64,9 +65,14 @@ func time(runs: Int, _ body: () throws -> Void) rethrows -> Double {
 
 let threads = Int(String(cString: getenv("PERFORMER_NUM_THREADS") ?? strdup("2"))) ?? 2
 try Runtime.setNumThreads(threads)
+let decodeMode = CommandLine.arguments.dropFirst().first == "decode"
 let sizes = CommandLine.arguments.dropFirst().compactMap { Int($0) }
 let lengths = sizes.isEmpty ? [256, 1024, 4096] : sizes
 let (heads, d, m) = (8, 64, 64)
+if decodeMode {
+    runDecodeBenchmark(lengths: sizes.isEmpty ? [1024, 4096, 16384, 65536] : sizes, threads: threads)
+    exit(0)
+}
 
 /// GFLOP/s of the micro-kernel as a plain product on every thread (median of `runs`).
 /// Also GFLOP per CPU-second (median).

@@ -32,6 +32,10 @@ public enum SoftmaxAttention {
         let blocksPerHead = (shape.queryCount + rowBlock - 1) / rowBlock
         let taskCount = problem.batch * problem.heads * blocksPerHead
         guard taskCount > 0, shape.valueDim > 0 || logSumExp != nil else { return }
+        if shape.queryCount <= rowPathMaxQueries {
+            try forwardRows(problem, query: query, key: key, value: value, output: output, logSumExp: logSumExp)
+            return
+        }
         let threads = min(Runtime.numThreads, taskCount)
         let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.forwardScratchBytes(shape, MemoryLayout<T>.stride))
         let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble

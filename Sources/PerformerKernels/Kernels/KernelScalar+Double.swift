@@ -31,6 +31,17 @@ extension Double: KernelScalar {
     @_transparent @usableFromInline static func exp2(_ x: DoubleVector) -> DoubleVector { vectorExp2(x) }
     @inline(__always) @usableFromInline static func maxAcross(_ v: DoubleVector) -> Double { v.max() }
     @inline(__always) @usableFromInline static func sumAcross(_ v: DoubleVector) -> Double { v.sum() }
+    @inline(__always) @usableFromInline static func sumHalving(_ v: DoubleVector) -> Double {
+        #if PERFORMER_ISA_AVX512
+        let four = v.lowHalf + v.highHalf
+        let two = four.lowHalf + four.highHalf
+        #elseif PERFORMER_ISA_AVX2
+        let two = v.lowHalf + v.highHalf
+        #else
+        let two = v
+        #endif
+        return two[0] + two[1]
+    }
     @inline(__always) @usableFromInline static var log2e: Double { 1.4426950408889634 }
     @inline(__always) @usableFromInline static var ln2: Double { 0.6931471805599453 }
 }

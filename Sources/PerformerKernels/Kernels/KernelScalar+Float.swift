@@ -31,6 +31,18 @@ extension Float: KernelScalar {
     @_transparent @usableFromInline static func exp2(_ x: FloatVector) -> FloatVector { vectorExp2(x) }
     @inline(__always) @usableFromInline static func maxAcross(_ v: FloatVector) -> Float { v.max() }
     @inline(__always) @usableFromInline static func sumAcross(_ v: FloatVector) -> Float { v.sum() }
+    @inline(__always) @usableFromInline static func sumHalving(_ v: FloatVector) -> Float {
+        #if PERFORMER_ISA_AVX512
+        let eight = v.lowHalf + v.highHalf
+        let four = eight.lowHalf + eight.highHalf
+        #elseif PERFORMER_ISA_AVX2
+        let four = v.lowHalf + v.highHalf
+        #else
+        let four = v
+        #endif
+        let two = four.lowHalf + four.highHalf
+        return two[0] + two[1]
+    }
     @inline(__always) @usableFromInline static var log2e: Float { 1.442695040888963 }
     @inline(__always) @usableFromInline static var ln2: Float { 0.6931471805599453 }
 }

@@ -33,6 +33,9 @@ protocol KernelScalar: BinaryFloatingPoint, SIMDScalar {
     static func maxAcross(_ v: Vector) -> Self
     /// Sum of the lanes.
     static func sumAcross(_ v: Vector) -> Self
+    /// Sum of the lanes by halving (high half added to the low half until one lane is left):
+    /// a few shuffles, where `sumAcross` adds the lanes one after another.
+    static func sumHalving(_ v: Vector) -> Self
     /// log2(e), ln 2 in this type.
     static var log2e: Self { get }
     static var ln2: Self { get }
