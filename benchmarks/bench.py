@@ -9,7 +9,7 @@ that are installed, measured in one process.
 For each case it prints the median time over repeated runs, the achieved GFLOP/s, that as a
 fraction of numpy's float32 GEMM measured in the same run (the practical peak), the extra peak
 memory of one call (measured in a fresh subprocess), and the same figures for every installed
-peer (PyTorch's scaled_dot_product_attention today). It writes the table as Markdown to
+peer (PyTorch's scaled_dot_product_attention, a PyTorch recurrent step, performer-pytorch's FastAttention). It writes the table as Markdown to
 benchmarks/results/<suite>.md and, when matplotlib is installed, a PNG plot beside it.
 
 Not a test: the numbers depend on the machine and its load. Ratios in one run are what count.
@@ -223,13 +223,120 @@ def linear_cases(threads: int) -> list[Case]:
     return cases
 
 
+def favor_cases(threads: int) -> list[Case]:
+    """FAVOR+ attention: positive features, m = 256 orthogonal chi-norm features, B=1, H=8,
+    D=M=64, N=L, float32.
+
+    FLOPs (per head, the mathematical work, the same for causal and bidirectional): the two
+    projections X̂Wᵀ of queries and keys, 2·2·N·m·D, plus the state build φ(K)ᵀV, φ(K)ᵀ1 and the
+    read-out φ(Q)S, φ(Q)z, 4·N·m·M (C = m); exponentials are not counted. fwd+bwd counts 3×
+    the forward (the linear-attention convention). The "features" case is the feature map
+    alone (favor_features of q: 2·N·m·D per head), to show the fraction of the GEMM peak the
+    projection reaches.
+
+    Peer, when importable: performer-pytorch's FastAttention(dim_heads=64, nb_features=256)
+    on the CPU (its own orthogonal projection, its softmax_kernel features). Bidirectional it
+    runs two einsums. Causal it uses fast-transformers' CausalDotProduct kernel when
+    `fast_transformers.causal_product.causal_product_cuda` imports, else -- the usual case on
+    a CPU-only install -- its pure-PyTorch fallback causal_linear_attention_noncuda (cumulative
+    sums over 128 pieces, materializing a C×M context per position); the row label says which.
+    """
+    import performer
+
+    B, H, D, m = 1, 8, 64, 256
+    projection = performer.FavorProjection(D, m, seed=0)
+
+    def inputs(n: int, seed: int = 3):
+        rng = np.random.default_rng(seed)
+        # Entries of sd 0.5: |x̂|² ≈ 2 at D = 64, where the estimate is usable.
+        q, k = ((0.5 * rng.standard_normal((B, H, n, D))).astype(np.float32) for _ in range(2))
+        v, dout = (rng.standard_normal((B, H, n, D), dtype=np.float32) for _ in range(2))
+        return q, k, v, dout
+
+    def ours(causal: bool, training: bool) -> Impl:
+        def prepare(n: int):
+            q, k, v, dout = inputs(n)
+            if not training:
+                return lambda: performer.favor_attention(q, k, v, projection, causal=causal)
+
+            def step():
+                performer.favor_attention(q, k, v, projection, causal=causal)
+                return performer.favor_attention_backward(q, k, v, dout, projection, causal=causal)
+
+            return step
+
+        return Impl("libperformer", prepare)
+
+    def features(n: int):
+        q = inputs(n)[0]
+        return lambda: performer.favor_features(q, projection)
+
+    def flops(n: int) -> float:
+        return B * H * (4.0 * n * m * D + 4.0 * n * m * D)
+
+    peers: list[Callable[[bool, bool], Impl]] = []
+    try:
+        import contextlib
+        import io
+        import torch
+        from performer_pytorch import FastAttention
+
+        torch.set_num_threads(threads)
+        try:
+            import fast_transformers.causal_product.causal_product_cuda  # noqa: F401
+            causal_kind = "fast-transformers CausalDotProduct"
+        except ImportError:
+            causal_kind = "causal_linear_attention_noncuda fallback"
+        try:
+            from importlib.metadata import version
+            peer_version = version("performer-pytorch")
+        except Exception:
+            peer_version = "?"
+
+        def peer(causal: bool, training: bool) -> Impl:
+            def prepare(n: int):
+                with contextlib.redirect_stdout(io.StringIO()):  # its notice about the fallback
+                    attention = FastAttention(dim_heads=D, nb_features=m, causal=causal)
+                q, k, v, dout = (torch.from_numpy(x) for x in inputs(n))
+                if not training:
+                    def forward():
+                        with torch.no_grad():
+                            return attention(q, k, v)
+
+                    return forward
+                qg, kg, vg = (x.clone().requires_grad_(True) for x in (q, k, v))
+
+                def step():
+                    attention(qg, kg, vg).backward(dout)
+                    return qg.grad
+
+                return step
+
+            label = f"performer-pytorch {peer_version} FastAttention"
+            return Impl(label + (f" ({causal_kind})" if causal else ""), prepare)
+
+        peers.append(peer)
+    except ImportError:
+        pass
+
+    cases = [Case("favor features (q)", lambda n: B * H * 2.0 * n * m * D, [Impl("libperformer", features)])]
+    for causal in (False, True):
+        label = "causal" if causal else "full"
+        cases.append(Case(f"favor fwd {label}", flops, [ours(causal, False)] + [p(causal, False) for p in peers]))
+        cases.append(Case(f"favor fwd+bwd {label}", lambda n: 3 * flops(n),
+                          [ours(causal, True)] + [p(causal, True) for p in peers]))
+    return cases
+
+
 DECODE_STEPS = 200
 
 
 def decode_cases(threads: int) -> list[Case]:
     """One generated token at position n (B=1, H=8, D=M=64, float32), through Python: the
-    linear-attention decoder (constant cost) beside softmax attention over a KV cache of n
-    keys (cost grows with n). FLOPs per token: 4·C·M per head (decoder), 4·n·D (softmax)."""
+    linear-attention and FAVOR+ (m = 256, positive; the state of an n-token prompt loaded
+    first) decoders (constant cost) beside softmax attention over a KV cache of n keys (cost
+    grows with n). FLOPs per token: 4·C·M per head (linear decoder), 4·m·D + 4·m·M (FAVOR+),
+    4·n·D (softmax)."""
     import performer
 
     B, H, D = 1, 8, 64
@@ -252,8 +359,23 @@ def decode_cases(threads: int) -> list[Case]:
         q = rng.standard_normal((B, H, 1, D), dtype=np.float32)
         return repeated(lambda: performer.softmax_attention(q, k, v, causal=True), DECODE_STEPS)
 
+    m = 256
+    projection = performer.FavorProjection(D, m, seed=0)
+
+    def favor_decoder(n: int):
+        decoder = performer.FavorDecoder(projection, B, H, D)
+        prefix = (0.5 * rng.standard_normal((B, H, n, D))).astype(np.float32)
+        _, state = performer.favor_attention(prefix, prefix, prefix, projection, causal=True, return_state=True)
+        decoder.state = state
+        q, k, v = token()
+        out = np.empty((B, H, D), dtype=np.float32)
+        return repeated(lambda: decoder.step(q, k, v, out=out), DECODE_STEPS)
+
     linear = Case("decode: linear decoder step", lambda n: B * H * 4.0 * D * D,
                   [Impl("libperformer", linear_decoder)], repeat=DECODE_STEPS, unit="µs")
+    # FAVOR+ step per head: project q and k (2·2·m·D), update and read the state (4·m·M).
+    favor = Case("decode: FAVOR+ decoder step (m=256)", lambda n: B * H * (4.0 * m * D + 4.0 * m * D),
+                 [Impl("libperformer", favor_decoder)], repeat=DECODE_STEPS, unit="µs")
     softmax = Case("decode: softmax over KV cache", lambda n: B * H * 4.0 * n * D,
                    [Impl("libperformer", softmax_cache)], repeat=DECODE_STEPS, unit="µs")
     try:
@@ -287,21 +409,45 @@ def decode_cases(threads: int) -> list[Case]:
 
             return repeated(step, DECODE_STEPS)
 
+        def torch_favor_recurrent(n: int):
+            w = torch.from_numpy(projection.matrix.astype(np.float32))
+            s = torch.zeros(B, H, m, D)
+            z = torch.zeros(B, H, m)
+            q, k, v = (torch.from_numpy(x) for x in token())
+            scale = D ** -0.25
+
+            def features(x):
+                xh = x * scale
+                return torch.exp(xh @ w.T - (xh * xh).sum(-1, keepdim=True) / 2) / m ** 0.5
+
+            def step():
+                with torch.no_grad():
+                    fq, fk = features(q), features(k)
+                    s.add_(fk.unsqueeze(-1) * v.unsqueeze(-2))
+                    z.add_(fk)
+                    num = torch.einsum("bhc,bhcm->bhm", fq, s)
+                    return num / torch.einsum("bhc,bhc->bh", fq, z).unsqueeze(-1)
+
+            return repeated(step, DECODE_STEPS)
+
         linear.impls.append(Impl(f"torch {torch.__version__} recurrent step", torch_recurrent))
+        favor.impls.append(Impl(f"torch {torch.__version__} recurrent step (unstabilized)", torch_favor_recurrent))
         softmax.impls.append(Impl(f"torch {torch.__version__} SDPA", torch_cache))
     except ImportError:
         pass
-    return [linear, softmax]
+    return [linear, favor, softmax]
 
 
 SUITES: dict[str, Callable[[int], list[Case]]] = {
     "softmax": softmax_cases,
     "linear": linear_cases,
+    "favor": favor_cases,
     "decode": decode_cases,
 }
 DEFAULT_SIZES = {
     "softmax": [256, 1024, 4096, 16384],
     "linear": [256, 1024, 4096, 16384, 65536],
+    "favor": [1024, 4096, 16384, 65536],
     "decode": [1024, 4096, 16384],
 }
 

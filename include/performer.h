@@ -6,7 +6,8 @@
  *   - linear attention ("Transformers are RNNs": causal or not, with a carried state, and a
  *     token-by-token recurrent decoder),
  *   - FAVOR+ (Performer) random features for the softmax kernel: seeded projections, the
- *     feature maps and their gradients, a token-by-token decoder,
+ *     feature maps and their gradients, FAVOR+ attention (bidirectional and causal, with
+ *     carried states, forward and backward), a token-by-token decoder,
  * in float32 and float64, on strided rank-4 tensors, with its own worker threads.
  * The exact functions are specified in docs/ALGORITHMS.md.
  *
@@ -17,7 +18,8 @@
  *   4. Runtime           worker threads, which kernel build (instruction set) runs
  *   5. Softmax attention options, forward, backward
  *   6. Linear attention  options, forward, backward (with states), the recurrent decoder
- *   7. FAVOR+            projections (handles), options, feature maps, the FAVOR+ decoder
+ *   7. FAVOR+            projections (handles), options, feature maps, FAVOR+ attention
+ *                        (forward, backward, with states), the FAVOR+ decoder
  *
  * Conventions (they hold for every function below unless its comment says otherwise)
  *   - Errors. Every function that can fail returns a performer_status. On failure no output
@@ -405,7 +407,8 @@ performer_status performer_linear_decoder_set_state(
  *
  *   Feature values are the mathematical ones (no stabilizer): exponential features overflow
  *   to +inf or underflow to 0 where their value is not representable (docs/FAVOR.md,
- *   "Overflow"); the decoder uses the stabilized (scaled) form and stays finite.
+ *   "Overflow"); attention (7b) and the decoder (7c) use the stabilized (scaled) form and
+ *   stay finite.
  *   Threads: a projection handle may be used from many threads at once, redraw included
  *   (every call sees W either before or after a concurrent redraw, never a mixture).
  * ====================================================================================== */
@@ -532,7 +535,95 @@ performer_status performer_favor_features_backward(
     performer_tensor_t *dx, const performer_favor_options_t *options);
 
 /* --------------------------------------------------------------------------------------
- * 7b. The FAVOR+ decoder: causal FAVOR+ attention one token at a time.
+ * 7b. FAVOR+ attention: linear attention (section 6) on the features above, bidirectional
+ *     or causal, forward and backward.
+ *
+ *   q: B x H x N x D (D = the projection's dim), k: B x Hk x L x D, v: B x Hk x L x M,
+ *   out: B x H x N x M; Hk must divide H (query head h reads key head h / (H / Hk)).
+ *   Non-causal: out_i = sum_j phi(q_i).phi(k_j) v_j / (sum_j phi(q_i).phi(k_j) + eps) over
+ *   every key j < kv_lengths[b] (all L without key lengths). Causal (N must equal L): over
+ *   j <= i only, continuing from an initial state when one is given.
+ *   eps is in the units of the mathematical features (default 0). A row whose denominator
+ *   underflows or is 0 (e.g. no visible key) outputs 0 and gets zero gradients, never NaN/Inf.
+ *
+ *   Evaluation is in the stabilized (scaled) form of docs/FAVOR.md section 4, so the output
+ *   is the mathematical function even where the features themselves under- or overflow
+ *   (inputs of norm 30 and more); one call, pieces with a carried state, and decoder steps
+ *   agree to rounding.
+ *
+ *   State (causal only): the scaled triple, one per QUERY head, as the decoder's (7c):
+ *   S~ (B x H x C x M), z~ (B x H x C x 1) and c (B x H x C x 1), the mathematical state being
+ *   S = diag(e^c) S~, z = e^c * z~. c_f = -infinity means "no key yet" (its S~ row and z~
+ *   entry must be 0); relu features need c = 0, trigonometric one c per head. (S, z, 0) is a
+ *   valid state too. Each triple is all NULL or all given. A final state may be written over
+ *   the initial state's memory (the next piece continues from it in place), but must not
+ *   overlap any other argument. State gradients (dLoss/dS~, dLoss/dz~ with c held fixed) are
+ *   pairs (c carries no gradient). Error messages call the states S0, z0, c0 (initial),
+ *   S_N, z_N, c_N (final), dS_N, dz_N and dS0, dz0 (gradients).
+ *   Memory: O(N + T * max(C, M, D) + C * M) scratch per thread (T the chunk length); the
+ *   backward stores no state per position.
+ * -------------------------------------------------------------------------------------- */
+
+/** Forward: writes out (B x H x N x M). Reads options->causal, features, has_scale, scale,
+ *  eps, relu_offset and kv_lengths; options may be NULL (the defaults: bidirectional,
+ *  positive features). W is the projection's at the start of the call.
+ *  initial_state_s/_z/_c (NULL: no keys before) are read; final_state_s/_z/_c receive the
+ *  state after the last key. Both need options->causal.
+ *
+ *  Errors (nothing written in every case):
+ *    PERFORMER_ERROR_NULL_POINTER        q, k, v, projection or out is NULL, a state triple is
+ *                                        partly NULL, or a non-empty tensor's data is NULL
+ *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, or differs from q's
+ *    PERFORMER_ERROR_SIZE_OVERFLOW       a negative shape, or a tensor's extent overflows 64 bits
+ *    PERFORMER_ERROR_SHAPE_MISMATCH      shapes disagree, q.shape[3] != the projection's dim,
+ *                                        a state's C is not the feature count (m or 2m) or its
+ *                                        shape is not B x H x C x M / B x H x C x 1, Hk does not
+ *                                        divide H, causal with N != L
+ *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, features not a
+ *                                        performer_favor_feature_kind, scale, eps or relu_offset
+ *                                        out of its domain, kv_lengths[b] outside 0..L, a state
+ *                                        without causal, a bad initial state (S~ or z~ not
+ *                                        finite, c NaN or +inf, c = -inf over a nonzero row,
+ *                                        relu c != 0, trigonometric c not constant per head)
+ *    PERFORMER_ERROR_ALIASING            an output overlaps an input, another output or itself
+ *                                        (except the final state over the initial state)
+ *    PERFORMER_ERROR_UNSUPPORTED_VERSION options->size is not a size this library knows
+ *    PERFORMER_ERROR_OUT_OF_MEMORY       scratch memory could not be allocated */
+performer_status performer_favor_forward(
+    const performer_tensor_t *q, const performer_tensor_t *k, const performer_tensor_t *v,
+    performer_favor_projection_t projection, performer_tensor_t *out,
+    const performer_tensor_t *initial_state_s, const performer_tensor_t *initial_state_z,
+    const performer_tensor_t *initial_state_c,
+    performer_tensor_t *final_state_s, performer_tensor_t *final_state_z, performer_tensor_t *final_state_c,
+    const performer_favor_options_t *options);
+
+/** Backward: given dout = dLoss/dout (B x H x N x M), writes dq (q's shape), dk (k's shape)
+ *  and dv (v's shape), through phi and the denominator (W gets no gradient, the stabilizer
+ *  none). Pass the forward's projection, options and initial state; the forward is
+ *  recomputed, nothing from it is needed. With grouped-query attention dk and dv sum over
+ *  the query heads sharing a key head. Optional, all need options->causal:
+ *    initial_state_s/_z/_c  the forward's initial state (a triple, all or none);
+ *    dfinal_state_s/_z      dLoss/dS~_N, dLoss/dz~_N (B x H x C x M, B x H x C x 1; finite)
+ *                           when the loss also depends on the final state (NULL: zeros),
+ *                           taken with the forward's c_N held fixed;
+ *    dinitial_state_s/_z    receive dLoss/dS~_0, dLoss/dz~_0 (c_0 held fixed); need the
+ *                           initial state.
+ *  Errors: as performer_favor_forward (q, k, v, dout, projection, dq, dk, dv are required; a
+ *  pair partly NULL is PERFORMER_ERROR_NULL_POINTER; no output may overlap any argument or
+ *  another output; dS0/dz0 without an initial state or a non-finite dS_N/dz_N is
+ *  PERFORMER_ERROR_INVALID_ARGUMENT); nothing is written on error. */
+performer_status performer_favor_backward(
+    const performer_tensor_t *q, const performer_tensor_t *k, const performer_tensor_t *v,
+    const performer_tensor_t *dout, performer_favor_projection_t projection,
+    performer_tensor_t *dq, performer_tensor_t *dk, performer_tensor_t *dv,
+    const performer_tensor_t *initial_state_s, const performer_tensor_t *initial_state_z,
+    const performer_tensor_t *initial_state_c,
+    const performer_tensor_t *dfinal_state_s, const performer_tensor_t *dfinal_state_z,
+    performer_tensor_t *dinitial_state_s, performer_tensor_t *dinitial_state_z,
+    const performer_favor_options_t *options);
+
+/* --------------------------------------------------------------------------------------
+ * 7c. The FAVOR+ decoder: causal FAVOR+ attention one token at a time.
  *
  *   Holds, for B x H heads, the state of causal FAVOR+ attention in its stabilized form
  *   (docs/FAVOR.md section 4): S~ (B x H x C x M), z~ (B x H x C x 1) and the per-feature

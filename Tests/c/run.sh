@@ -148,6 +148,11 @@ step "build examples/c/linear_decode.c (gcc -std=c99 ${warn[*]})" \
     -Wl,-rpath,"$(dirname "$lib")" -lm -o "$work/linear_decode"
 step "run linear_decode" "$work/linear_decode"
 
+step "build examples/c/favor_attention.c (gcc -std=c99 ${warn[*]})" \
+    gcc -std=c99 "${warn[@]}" -I"$root/include" "$root/examples/c/favor_attention.c" -L"$(dirname "$lib")" -lperformer \
+    -Wl,-rpath,"$(dirname "$lib")" -lm -o "$work/favor_attention"
+step "run favor_attention" "$work/favor_attention"
+
 # ---- 6. The ABI under attack, under each kernel build (portable: what a CPU without AVX runs).
 step "build Tests/c/test_abi.c" gcc -std=c11 -O1 -g "${warn[@]}" -I"$root/include" "$root/Tests/c/test_abi.c" \
     -L"$(dirname "$lib")" -lperformer -lpthread -lm -o "$work/test_abi"

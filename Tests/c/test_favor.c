@@ -8,6 +8,11 @@
  *   - the decoder: steps against a float64 causal reference (phi(q_i).phi(k_j) summed over
  *     j <= i), the scaled state against the mathematical one, get/set/reset, pieces, a redraw
  *     after creation does not change it, norm-30 inputs stay finite and exact;
+ *   - attention (performer_favor_forward / _backward): every kind, causal and not, key lengths,
+ *     GQA, strided views, against a float64 reference with materialized features; the
+ *     backward against central finite differences (float64) and the float64 call (float32);
+ *     causal pieces with the carried state (forward, final state in place, backward through
+ *     dS0 -> dS_N) = one call; the forward's state continued by decoder steps; norm-30 inputs;
  *   - bad input everywhere (m = 0, D mismatch, unknown kind/norms/features, NULL handles,
  *     options size, bad states, aliasing); outputs and state untouched on error.
  * Prints "N passed, M failed" last and exits nonzero on any failure. */
@@ -846,6 +851,474 @@ static void decoder_errors(void) {
     performer_favor_projection_destroy(p);
 }
 
+/* ---------------------------------------------------------------- attention (performer_favor_forward / _backward) */
+
+enum { AB = 2, AH = 4, AHK = 2, AD = 4, AM = 3, AMF = 5, AL = 9 };
+
+/* The float64 reference with materialized features: for each query head, phi(Q) (N x C) and
+ * phi(K) (L x C) of key head h / (H / Hk); out_i = sum_j A_ij v_j / (sum_j A_ij + eps) with
+ * A = phi(Q) phi(K)^T over the keys row i sees (j < lengths[b], and j <= i when causal),
+ * starting from the mathematical state (s0, z0) when given (causal). q: AB x AH x n x AD,
+ * k: AB x AHK x AL x AD, v: AB x AHK x AL x AM (row-major doubles); s_final / z_final (may be
+ * NULL) receive the mathematical final state. */
+static void attention_reference(int kind, const double *w, double eps, int causal, int64_t n, const int64_t *lengths,
+                                const double *q, const double *k, const double *v, const double *s0, const double *z0,
+                                double *out, double *s_final, double *z_final) {
+    const int64_t c = count_for(kind, AMF);
+    const double sigma = sqrt(1 / sqrt((double)AD));
+    double *pq = malloc(sizeof(double) * (size_t)(n * c)), *pk = malloc(sizeof(double) * AL * (size_t)c);
+    for (int b = 0; b < AB; b++) {
+        for (int h = 0; h < AH; h++) {
+            const int hk = h / (AH / AHK), head = b * AH + h, khead = b * AHK + hk;
+            const int64_t len = lengths ? lengths[b] : AL;
+            for (int64_t i = 0; i < n; i++) reference_features(kind, w, AMF, AD, q + (head * n + i) * AD, sigma, 1e-3, pq + i * c);
+            for (int64_t j = 0; j < AL; j++) {
+                reference_features(kind, w, AMF, AD, k + (khead * AL + j) * AD, sigma, 1e-3, pk + j * c);
+                if (j >= len) for (int64_t f = 0; f < c; f++) pk[j * c + f] = 0;
+            }
+            for (int64_t i = 0; i < n; i++) {
+                double den = eps, num[AM] = {0};
+                if (s0) {
+                    for (int64_t f = 0; f < c; f++) {
+                        den += pq[i * c + f] * z0[head * c + f];
+                        for (int a = 0; a < AM; a++) num[a] += pq[i * c + f] * s0[(head * c + f) * AM + a];
+                    }
+                }
+                for (int64_t j = 0; j < AL && (!causal || j <= i); j++) {
+                    double weight = 0;
+                    for (int64_t f = 0; f < c; f++) weight += pq[i * c + f] * pk[j * c + f];
+                    den += weight;
+                    for (int a = 0; a < AM; a++) num[a] += weight * v[(khead * AL + j) * AM + a];
+                }
+                for (int a = 0; a < AM; a++) out[(head * n + i) * AM + a] = den == 0 ? 0 : num[a] / den;
+            }
+            if (s_final) {
+                for (int64_t f = 0; f < c; f++) {
+                    z_final[head * c + f] = s0 ? z0[head * c + f] : 0;
+                    for (int a = 0; a < AM; a++) s_final[(head * c + f) * AM + a] = s0 ? s0[(head * c + f) * AM + a] : 0;
+                    for (int64_t j = 0; j < AL; j++) {
+                        z_final[head * c + f] += pk[j * c + f];
+                        for (int a = 0; a < AM; a++) s_final[(head * c + f) * AM + a] += pk[j * c + f] * v[(khead * AL + j) * AM + a];
+                    }
+                }
+            }
+        }
+    }
+    free(pq); free(pk);
+}
+
+/* sum of g * reference output (the loss whose gradient the backward computes). */
+static double reference_loss(int kind, const double *w, double eps, int causal, int64_t n, const int64_t *lengths,
+                             const double *q, const double *k, const double *v, const double *g) {
+    double *out = malloc(sizeof(double) * AB * AH * (size_t)n * AM), loss = 0;
+    attention_reference(kind, w, eps, causal, n, lengths, q, k, v, NULL, NULL, out, NULL, NULL);
+    for (int64_t i = 0; i < AB * AH * n * AM; i++) loss += g[i] * out[i];
+    free(out);
+    return loss;
+}
+
+/* Central differences of reference_loss with respect to every entry of x (one of q, k, v). */
+static double *numeric_gradient(int kind, const double *w, double eps, int causal, int64_t n, const int64_t *lengths,
+                                double *q, double *k, double *v, const double *g, double *x, int64_t count) {
+    double *grad = malloc(sizeof(double) * (size_t)count);
+    for (int64_t i = 0; i < count; i++) {
+        const double keep = x[i], h = 1e-6;
+        x[i] = keep + h;
+        double plus = reference_loss(kind, w, eps, causal, n, lengths, q, k, v, g);
+        x[i] = keep - h;
+        double minus = reference_loss(kind, w, eps, causal, n, lengths, q, k, v, g);
+        x[i] = keep;
+        grad[i] = (plus - minus) / (2 * h);
+    }
+    return grad;
+}
+
+/* The scaled state as the mathematical one: S = e^c S~, z = e^c z~ (row-major doubles). */
+static void math_state(const performer_tensor_t *st, const performer_tensor_t *zt, const performer_tensor_t *ct,
+                       double *s, double *z) {
+    int64_t i = 0;
+    FOR4(st) s[i++] = exp(at(ct, i0, i1, i2, 0)) * at(st, i0, i1, i2, i3);
+    i = 0;
+    FOR4(zt) z[i++] = exp(at(ct, i0, i1, i2, 0)) * at(zt, i0, i1, i2, i3);
+}
+
+static performer_tensor_t positions(const performer_tensor_t *t, int64_t from, int64_t count) {
+    performer_tensor_t x = *t;
+    x.shape[2] = count;
+    x.data = (char *)t->data + (size_t)(from * t->strides[2]) * elem_size(t->dtype);
+    return x;
+}
+
+static void attention(int dtype, int kind, int causal, int padded) {
+    char what[96];
+    snprintf(what, sizeof what, "attention %s kind %d %s%s", dtype ? "float64" : "float32", kind,
+             causal ? "causal" : "bidirectional", padded ? " kv_lengths" : "");
+    const int64_t n = causal ? AL : 6, c = count_for(kind, AMF);
+    const int64_t lengths[AB] = {AL, 5};
+    const double eps = kind == PERFORMER_FAVOR_TRIGONOMETRIC ? 0.0 : 1e-3;
+    const double tol = dtype ? 1e-11 : 1e-5;
+    performer_favor_projection_t p = make(AD, AMF, 0, 0, 17);
+    if (!p) return;
+    double *w = matrix_of(p, AMF, AD);
+    performer_favor_options_t o;
+    performer_favor_options_init(&o);
+    o.features = kind;
+    o.eps = eps;
+    o.causal = causal;
+    o.kv_lengths = padded ? lengths : NULL;
+
+    /* q through a transposed view; k, v contiguous. */
+    performer_tensor_t q = tensor_transposed(dtype, AB, AH, n, AD), k = tensor_new(dtype, AB, AHK, AL, AD);
+    performer_tensor_t v = tensor_new(dtype, AB, AHK, AL, AM), out = tensor_transposed(dtype, AB, AH, n, AM);
+    fill(&q, 71 + (uint64_t)kind, 0.8); fill(&k, 72, 0.8); fill(&v, 73, 1.0);
+    double *qs = doubles_of(&q), *ks = doubles_of(&k), *vs = doubles_of(&v);
+    double *ref = malloc(sizeof(double) * AB * AH * (size_t)n * AM);
+    attention_reference(kind, w, eps, causal, n, padded ? lengths : NULL, qs, ks, vs, NULL, NULL, ref, NULL, NULL);
+    OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), what);
+    double e = rel_error(&out, ref);
+    CHECK(e <= tol, "%s: forward vs float64 materialized reference: relative error %g > %g", what, e, tol);
+
+    /* Backward. float64: central differences of the reference; float32: against the float64 call. */
+    performer_tensor_t g = tensor_new(dtype, AB, AH, n, AM);
+    fill(&g, 74, 1.0);
+    performer_tensor_t dq = tensor_new(dtype, AB, AH, n, AD), dk = tensor_new(dtype, AB, AHK, AL, AD);
+    performer_tensor_t dv = tensor_new(dtype, AB, AHK, AL, AM);
+    OK(performer_favor_backward(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o), what);
+    double *gs = doubles_of(&g);
+    if (dtype == PERFORMER_FLOAT64) {
+        const int64_t *len = padded ? lengths : NULL;
+        double *nq = numeric_gradient(kind, w, eps, causal, n, len, qs, ks, vs, gs, qs, AB * AH * n * AD);
+        double *nk = numeric_gradient(kind, w, eps, causal, n, len, qs, ks, vs, gs, ks, AB * AHK * AL * AD);
+        double *nv = numeric_gradient(kind, w, eps, causal, n, len, qs, ks, vs, gs, vs, AB * AHK * AL * AM);
+        double eq = rel_error(&dq, nq), ek = rel_error(&dk, nk), ev = rel_error(&dv, nv);
+        CHECK(eq <= 1e-6 && ek <= 1e-6 && ev <= 1e-6, "%s backward vs finite differences: dq %g, dk %g, dv %g", what,
+              eq, ek, ev);
+        free(nq); free(nk); free(nv);
+    } else {
+        performer_tensor_t q64 = tensor_new(PERFORMER_FLOAT64, AB, AH, n, AD), k64 = tensor_new(PERFORMER_FLOAT64, AB, AHK, AL, AD);
+        performer_tensor_t v64 = tensor_new(PERFORMER_FLOAT64, AB, AHK, AL, AM), g64 = tensor_new(PERFORMER_FLOAT64, AB, AH, n, AM);
+        performer_tensor_t dq64 = tensor_new(PERFORMER_FLOAT64, AB, AH, n, AD), dk64 = tensor_new(PERFORMER_FLOAT64, AB, AHK, AL, AD);
+        performer_tensor_t dv64 = tensor_new(PERFORMER_FLOAT64, AB, AHK, AL, AM);
+        memcpy(q64.data, qs, sizeof(double) * (size_t)count_of(&q64)); memcpy(k64.data, ks, sizeof(double) * (size_t)count_of(&k64));
+        memcpy(v64.data, vs, sizeof(double) * (size_t)count_of(&v64)); memcpy(g64.data, gs, sizeof(double) * (size_t)count_of(&g64));
+        OK(performer_favor_backward(&q64, &k64, &v64, &g64, p, &dq64, &dk64, &dv64, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+           "float64 backward");
+        double eq = rel_error(&dq, dq64.data), ek = rel_error(&dk, dk64.data), ev = rel_error(&dv, dv64.data);
+        double gtol = kind == PERFORMER_FAVOR_TRIGONOMETRIC ? 1e-4 : 1e-5;
+        CHECK(eq <= gtol && ek <= gtol && ev <= gtol, "%s backward vs float64: dq %g, dk %g, dv %g", what, eq, ek, ev);
+        free(q64.data); free(k64.data); free(v64.data); free(g64.data); free(dq64.data); free(dk64.data); free(dv64.data);
+    }
+
+    if (causal) {
+        /* Pieces: positions [0, 4) then [4, N) with the carried scaled state = one call, for the
+         * outputs, the final state (= the reference's mathematical state) and the gradients
+         * (the second piece's dS0/dz0 is the first piece's dS_N/dz_N). */
+        const int64_t cut = 4, rest = n - cut;
+        performer_tensor_t s1 = tensor_new(dtype, AB, AH, c, AM), z1 = tensor_new(dtype, AB, AH, c, 1), c1 = tensor_new(dtype, AB, AH, c, 1);
+        performer_tensor_t s2 = tensor_new(dtype, AB, AH, c, AM), z2 = tensor_new(dtype, AB, AH, c, 1), c2 = tensor_new(dtype, AB, AH, c, 1);
+        performer_tensor_t pieces = tensor_new(dtype, AB, AH, n, AM);
+        performer_tensor_t q1 = positions(&q, 0, cut), k1 = positions(&k, 0, cut), v1 = positions(&v, 0, cut);
+        performer_tensor_t q2 = positions(&q, cut, rest), k2 = positions(&k, cut, rest), v2 = positions(&v, cut, rest);
+        performer_tensor_t o1 = positions(&pieces, 0, cut), o2 = positions(&pieces, cut, rest);
+        int64_t piece_lengths[2][AB];
+        for (int b = 0; b < AB; b++) {
+            int64_t len = padded ? lengths[b] : AL;
+            piece_lengths[0][b] = len < cut ? len : cut;
+            piece_lengths[1][b] = len - cut < 0 ? 0 : len - cut;
+        }
+        performer_favor_options_t o1opt = o, o2opt = o;
+        if (padded) { o1opt.kv_lengths = piece_lengths[0]; o2opt.kv_lengths = piece_lengths[1]; }
+        OK(performer_favor_forward(&q1, &k1, &v1, p, &o1, NULL, NULL, NULL, &s1, &z1, &c1, &o1opt), "first piece");
+        OK(performer_favor_forward(&q2, &k2, &v2, p, &o2, &s1, &z1, &c1, &s2, &z2, &c2, &o2opt), "second piece");
+        double *one = doubles_of(&out);
+        double ep = rel_error(&pieces, one);
+        CHECK(ep <= (dtype ? 1e-12 : 1e-5), "%s: two pieces with the carried state vs one call: %g", what, ep);
+        /* In place: the second piece's final state written over its initial state. */
+        performer_tensor_t again = tensor_new(dtype, AB, AH, rest, AM);
+        OK(performer_favor_forward(&q1, &k1, &v1, p, &o1, NULL, NULL, NULL, &s1, &z1, &c1, &o1opt), "first piece again");
+        OK(performer_favor_forward(&q2, &k2, &v2, p, &again, &s1, &z1, &c1, &s1, &z1, &c1, &o2opt), "second piece in place");
+        double *o2ref = doubles_of(&o2);
+        CHECK(rel_error(&again, o2ref) == 0, "%s: final state over the initial state changes the outputs", what);
+        double *sm = malloc(sizeof(double) * AB * AH * (size_t)(c * AM)), *zm = malloc(sizeof(double) * AB * AH * (size_t)c);
+        double *sr = malloc(sizeof(double) * AB * AH * (size_t)(c * AM)), *zr = malloc(sizeof(double) * AB * AH * (size_t)c);
+        double *sm2 = malloc(sizeof(double) * AB * AH * (size_t)(c * AM)), *zm2 = malloc(sizeof(double) * AB * AH * (size_t)c);
+        math_state(&s2, &z2, &c2, sm, zm);
+        math_state(&s1, &z1, &c1, sm2, zm2);
+        attention_reference(kind, w, eps, causal, n, padded ? lengths : NULL, qs, ks, vs, NULL, NULL, ref, sr, zr);
+        performer_tensor_t smt = tensor_new(PERFORMER_FLOAT64, AB, AH, c, AM), zmt = tensor_new(PERFORMER_FLOAT64, AB, AH, c, 1);
+        memcpy(smt.data, sm, sizeof(double) * (size_t)count_of(&smt)); memcpy(zmt.data, zm, sizeof(double) * (size_t)count_of(&zmt));
+        double es = rel_error(&smt, sr), ez = rel_error(&zmt, zr);
+        CHECK(es <= tol && ez <= tol, "%s: final state vs the reference's: S %g, z %g", what, es, ez);
+        memcpy(smt.data, sm2, sizeof(double) * (size_t)count_of(&smt)); memcpy(zmt.data, zm2, sizeof(double) * (size_t)count_of(&zmt));
+        CHECK(rel_error(&smt, sm) <= 1e-12 && rel_error(&zmt, zm) <= 1e-12, "%s: in-place final state differs", what);
+
+        /* Backward in pieces. Recompute the first piece's state into s1 (overwritten above). */
+        OK(performer_favor_forward(&q1, &k1, &v1, p, &o1, NULL, NULL, NULL, &s1, &z1, &c1, &o1opt), "first piece (3)");
+        performer_tensor_t g1 = positions(&g, 0, cut), g2 = positions(&g, cut, rest);
+        performer_tensor_t pdq = tensor_new(dtype, AB, AH, n, AD), pdk = tensor_new(dtype, AB, AHK, AL, AD), pdv = tensor_new(dtype, AB, AHK, AL, AM);
+        performer_tensor_t dq1 = positions(&pdq, 0, cut), dk1 = positions(&pdk, 0, cut), dv1 = positions(&pdv, 0, cut);
+        performer_tensor_t dq2 = positions(&pdq, cut, rest), dk2 = positions(&pdk, cut, rest), dv2 = positions(&pdv, cut, rest);
+        performer_tensor_t ds0 = tensor_new(dtype, AB, AH, c, AM), dz0 = tensor_new(dtype, AB, AH, c, 1);
+        OK(performer_favor_backward(&q2, &k2, &v2, &g2, p, &dq2, &dk2, &dv2, &s1, &z1, &c1, NULL, NULL, &ds0, &dz0, &o2opt),
+           "second piece backward");
+        OK(performer_favor_backward(&q1, &k1, &v1, &g1, p, &dq1, &dk1, &dv1, NULL, NULL, NULL, &ds0, &dz0, NULL, NULL, &o1opt),
+           "first piece backward");
+        double *rdq = doubles_of(&dq), *rdk = doubles_of(&dk), *rdv = doubles_of(&dv);
+        double bq = rel_error(&pdq, rdq), bk = rel_error(&pdk, rdk), bv = rel_error(&pdv, rdv);
+        double btol = dtype ? 1e-11 : (kind == PERFORMER_FAVOR_TRIGONOMETRIC ? 1e-4 : 1e-5);
+        CHECK(bq <= btol && bk <= btol && bv <= btol, "%s: backward in pieces vs one call: dq %g, dk %g, dv %g", what, bq, bk,
+              bv);
+        free(rdq); free(rdk); free(rdv); free(pdq.data); free(pdk.data); free(pdv.data); free(ds0.data); free(dz0.data);
+        free(one); free(o2ref); free(sm); free(zm); free(sr); free(zr); free(sm2); free(zm2); free(smt.data); free(zmt.data);
+        free(again.data); free(pieces.data);
+        free(s1.data); free(z1.data); free(c1.data); free(s2.data); free(z2.data); free(c2.data);
+    }
+    free(gs); free(g.data); free(dq.data); free(dk.data); free(dv.data);
+    free(qs); free(ks); free(vs); free(ref); free(w);
+    free(q.data); free(k.data); free(v.data); free(out.data);
+    performer_favor_projection_destroy(p);
+}
+
+/* The causal forward equals decoder steps, and its final state loads into a decoder. */
+static void attention_vs_decoder(int dtype) {
+    const int f = dtype;
+    performer_favor_projection_t p = make(AD, AMF, 0, 0, 23);
+    performer_favor_options_t o;
+    performer_favor_options_init(&o);
+    o.causal = 1;
+    performer_tensor_t q = tensor_new(f, 1, AH, AL, AD), k = tensor_new(f, 1, AH, AL, AD), v = tensor_new(f, 1, AH, AL, AM);
+    performer_tensor_t out = tensor_new(f, 1, AH, AL, AM), steps = tensor_new(f, 1, AH, AL, AM);
+    performer_tensor_t st = tensor_new(f, 1, AH, AMF, AM), zt = tensor_new(f, 1, AH, AMF, 1), ct = tensor_new(f, 1, AH, AMF, 1);
+    fill(&q, 81, 1.0); fill(&k, 82, 1.0); fill(&v, 83, 1.0);
+    const int64_t cut = 5;
+    performer_tensor_t q1 = positions(&q, 0, cut), k1 = positions(&k, 0, cut), v1 = positions(&v, 0, cut), o1 = positions(&out, 0, cut);
+    OK(performer_favor_forward(&q1, &k1, &v1, p, &o1, NULL, NULL, NULL, &st, &zt, &ct, &o), "prefix forward");
+    performer_favor_decoder_t dec = NULL;
+    OK(performer_favor_decoder_create(&dec, p, (performer_dtype)f, 1, AH, AM, &o), "decoder");
+    if (!dec) return;
+    OK(performer_favor_decoder_set_state(dec, &st, &zt, &ct), "decoder set_state from the forward's final state");
+    for (int64_t i = cut; i < AL; i++) {
+        performer_tensor_t qi = token(&q, i), ki = token(&k, i), vi = token(&v, i), oi = token(&steps, i);
+        OK(performer_favor_decoder_step(dec, &qi, &ki, &vi, &oi), "step");
+    }
+    OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), "one call");
+    performer_tensor_t tail = positions(&steps, cut, AL - cut), tail_one = positions(&out, cut, AL - cut);
+    double *ref = doubles_of(&tail_one);
+    double e = rel_error(&tail, ref);
+    CHECK(e <= (dtype ? 1e-12 : 1e-5), "%s: forward prefix + decoder steps vs one call: %g", dtype ? "float64" : "float32", e);
+    free(ref);
+    performer_favor_decoder_destroy(dec);
+    performer_favor_projection_destroy(p);
+    free(q.data); free(k.data); free(v.data); free(out.data); free(steps.data); free(st.data); free(zt.data); free(ct.data);
+}
+
+/* Norm-30 queries and keys: finite, and equal to the float64 log-space evaluation of the
+ * mathematical function (positive features, eps = 0, bidirectional and causal). */
+static void attention_large_norms(int dtype, int causal) {
+    enum { n = 12, d = 16, m = 32, mv = 4 };
+    char what[64];
+    snprintf(what, sizeof what, "norm-30 attention %s %s", dtype ? "float64" : "float32", causal ? "causal" : "bidirectional");
+    performer_favor_projection_t p = make(d, m, 0, 0, 5);
+    if (!p) return;
+    double *w = matrix_of(p, m, d);
+    performer_favor_options_t o;
+    performer_favor_options_init(&o);
+    o.causal = causal;
+    performer_tensor_t q = tensor_new(dtype, 1, 1, n, d), k = tensor_new(dtype, 1, 1, n, d);
+    performer_tensor_t v = tensor_new(dtype, 1, 1, n, mv), out = tensor_new(dtype, 1, 1, n, mv);
+    fill(&q, 91, 1.0); fill(&k, 92, 1.0); fill(&v, 93, 1.0);
+    for (int which = 0; which < 2; which++) {
+        performer_tensor_t *t = which ? &k : &q;
+        for (int i = 0; i < n; i++) {
+            double norm = 0;
+            for (int j = 0; j < d; j++) norm += at(t, 0, 0, i, j) * at(t, 0, 0, i, j);
+            for (int j = 0; j < d; j++) set_at(t, 0, 0, i, j, at(t, 0, 0, i, j) * 30 / sqrt(norm));
+        }
+    }
+    OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), what);
+    double *qs = doubles_of(&q), *ks = doubles_of(&k), *vs = doubles_of(&v), ref[n * mv];
+    double aq[n][m], ak[n][m];
+    const double sigma = sqrt(1 / sqrt((double)d));
+    for (int i = 0; i < n; i++) {
+        for (int which = 0; which < 2; which++) {
+            const double *x = (which ? ks : qs) + i * d;
+            double *a = which ? ak[i] : aq[i], nn = 0;
+            for (int j = 0; j < d; j++) nn += (x[j] * sigma) * (x[j] * sigma);
+            for (int f = 0; f < m; f++) {
+                double u = 0;
+                for (int j = 0; j < d; j++) u += w[f * d + j] * x[j] * sigma;
+                a[f] = u - nn / 2;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const int last = causal ? i : n - 1;
+        double top = -INFINITY, den = 0, num[mv] = {0};
+        for (int j = 0; j <= last; j++) for (int f = 0; f < m; f++) if (aq[i][f] + ak[j][f] > top) top = aq[i][f] + ak[j][f];
+        for (int j = 0; j <= last; j++) {
+            double weight = 0;
+            for (int f = 0; f < m; f++) weight += exp(aq[i][f] + ak[j][f] - top);
+            den += weight;
+            for (int a = 0; a < mv; a++) num[a] += weight * vs[j * mv + a];
+        }
+        for (int a = 0; a < mv; a++) ref[i * mv + a] = num[a] / den;
+    }
+    double e = rel_error(&out, ref);
+    CHECK(e <= (dtype ? 1e-12 : 1e-5), "%s: relative error %g vs the float64 log-space evaluation", what, e);
+    /* The plain features underflow here: the stabilized form is what keeps this exact. */
+    performer_tensor_t phi = tensor_new(PERFORMER_FLOAT64, 1, 1, n, m), q64 = tensor_new(PERFORMER_FLOAT64, 1, 1, n, d);
+    memcpy(q64.data, qs, sizeof(double) * n * d);
+    OK(performer_favor_features(&q64, p, &phi, NULL), "features");
+    performer_tensor_t dq = tensor_new(dtype, 1, 1, n, d), dk = tensor_new(dtype, 1, 1, n, d), dv = tensor_new(dtype, 1, 1, n, mv);
+    OK(performer_favor_backward(&q, &k, &v, &v, p, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o), "backward");
+    int finite = 1;
+    FOR4(&dq) finite &= isfinite(at(&dq, i0, i1, i2, i3));
+    FOR4(&dk) finite &= isfinite(at(&dk, i0, i1, i2, i3));
+    FOR4(&dv) finite &= isfinite(at(&dv, i0, i1, i2, i3));
+    CHECK(finite, "%s: backward is not finite", what);
+    free(qs); free(ks); free(vs); free(w); free(phi.data); free(q64.data); free(dq.data); free(dk.data); free(dv.data);
+    free(q.data); free(k.data); free(v.data); free(out.data);
+    performer_favor_projection_destroy(p);
+}
+
+static void attention_errors(void) {
+    const int f = PERFORMER_FLOAT32;
+    enum { n = 6, d = 4, m = 5, mv = 3 };
+    performer_favor_projection_t p = make(d, m, 0, 0, 3), p5 = make(d + 1, m, 0, 0, 3);
+    performer_tensor_t q = tensor_new(f, 2, 2, n, d), k = tensor_new(f, 2, 2, n, d), v = tensor_new(f, 2, 2, n, mv);
+    performer_tensor_t out = tensor_new(f, 2, 2, n, mv), k7 = tensor_new(f, 2, 2, n + 1, d), v7 = tensor_new(f, 2, 2, n + 1, mv);
+    performer_tensor_t s = tensor_new(f, 2, 2, m, mv), z = tensor_new(f, 2, 2, m, 1), c = tensor_new(f, 2, 2, m, 1);
+    performer_tensor_t s2m = tensor_new(f, 2, 2, 2 * m, mv), z2m = tensor_new(f, 2, 2, 2 * m, 1), c2m = tensor_new(f, 2, 2, 2 * m, 1);
+    performer_tensor_t sn = tensor_new(f, 2, 2, m, mv), zn = tensor_new(f, 2, 2, m, 1), cn = tensor_new(f, 2, 2, m, 1);
+    performer_tensor_t q64 = tensor_new(PERFORMER_FLOAT64, 2, 2, n, d);
+    fill(&q, 1, 1.0); fill(&k, 2, 1.0); fill(&v, 3, 1.0); fill(&k7, 4, 1.0); fill(&v7, 5, 1.0);
+    fill(&s, 6, 1.0); fill(&z, 7, 1.0); fill_value(&c, 0); fill_value(&c2m, 0);
+    fill_value(&out, SENTINEL); fill_value(&sn, SENTINEL); fill_value(&zn, SENTINEL); fill_value(&cn, SENTINEL);
+    performer_favor_options_t o;
+    performer_favor_options_init(&o);
+    o.causal = 1;
+#define FWD(...) performer_favor_forward(__VA_ARGS__)
+    expect_error("fwd NULL q", FWD(NULL, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "q is NULL");
+    expect_error("fwd NULL projection", FWD(&q, &k, &v, NULL, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_NULL_POINTER, "projection");
+    expect_error("fwd NULL out", FWD(&q, &k, &v, p, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "out is NULL");
+    expect_error("fwd projection D mismatch", FWD(&q, &k, &v, p5, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "projection.dim");
+    expect_error("fwd q float64", FWD(&q64, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_DTYPE_MISMATCH,
+                 "dtype");
+    expect_error("fwd causal N != L", FWD(&q, &k7, &v7, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "causal");
+    expect_error("fwd initial triple without c", FWD(&q, &k, &v, p, &out, &s, &z, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_NULL_POINTER, "c0");
+    expect_error("fwd final triple without S", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, &zn, &cn, &o),
+                 PERFORMER_ERROR_NULL_POINTER, "S_N");
+    /* A hyperbolic state has C = 2m: an m-row state is refused, and the other way round. */
+    o.features = PERFORMER_FAVOR_HYPERBOLIC;
+    expect_error("fwd state C = m for hyperbolic", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "S0");
+    o.features = PERFORMER_FAVOR_POSITIVE;
+    expect_error("fwd state C = 2m for positive", FWD(&q, &k, &v, p, &out, &s2m, &z2m, &c2m, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "S0");
+    expect_error("fwd final state C = 2m", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, &s2m, &z2m, &c2m, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "S_N");
+    set_at(&c, 1, 0, 2, 0, NAN);
+    expect_error("fwd c0 NaN", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "c0[");
+    set_at(&c, 1, 0, 2, 0, -INFINITY);
+    expect_error("fwd c0 = -inf over a nonzero row", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "-inf");
+    set_at(&c, 1, 0, 2, 0, 0);
+    set_at(&s, 0, 1, 1, 1, INFINITY);
+    expect_error("fwd S0 not finite", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+                 "not finite");
+    fill(&s, 6, 1.0);
+    o.features = PERFORMER_FAVOR_RELU;
+    set_at(&c, 0, 0, 0, 0, 1.5);
+    expect_error("fwd relu c0 != 0", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "relu");
+    set_at(&c, 0, 0, 0, 0, 0);
+    o.features = 7;
+    expect_error("fwd features 7", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+                 "options->features");
+    o.features = 0;
+    o.eps = -1;
+    expect_error("fwd eps < 0", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "eps");
+    o.eps = 0;
+    o.has_scale = 1; o.scale = -2;
+    expect_error("fwd scale < 0", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "scale");
+    o.has_scale = 0;
+    int64_t bad_lengths[2] = {3, n + 1};
+    o.kv_lengths = bad_lengths;
+    expect_error("fwd kv_lengths > L", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+                 "kv_lengths[1]");
+    o.kv_lengths = NULL;
+    o.causal = 0;
+    expect_error("fwd state without causal", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "causal");
+    o.causal = 1;
+    o.size = 4;
+    expect_error("fwd options size", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_UNSUPPORTED_VERSION, "options->size");
+    o.size = sizeof o;
+    performer_tensor_t alias = out;
+    alias.data = v.data;
+    expect_error("fwd out aliases v", FWD(&q, &k, &v, p, &alias, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_ALIASING,
+                 "overlaps");
+    performer_tensor_t zn_on_out = zn;
+    zn_on_out.data = out.data;
+    expect_error("fwd z_N overlaps out", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, &sn, &zn_on_out, &cn, &o),
+                 PERFORMER_ERROR_ALIASING, "overlaps");
+    CHECK(is_value(&out, SENTINEL) && is_value(&sn, SENTINEL) && is_value(&zn, SENTINEL) && is_value(&cn, SENTINEL),
+          "a failed favor_forward wrote an output");
+    OK(FWD(&q, &k, &v, p, &out, &s, &z, &c, &sn, &zn, &cn, &o), "the valid call");
+    CHECK(!is_value(&out, SENTINEL) && !is_value(&cn, SENTINEL), "the valid call wrote nothing");
+    OK(FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, NULL), "NULL options (bidirectional)");
+#undef FWD
+
+    /* Backward. */
+    performer_tensor_t g = tensor_new(f, 2, 2, n, mv), dq = tensor_new(f, 2, 2, n, d), dk = tensor_new(f, 2, 2, n, d);
+    performer_tensor_t dv = tensor_new(f, 2, 2, n, mv), ds = tensor_new(f, 2, 2, m, mv), dz = tensor_new(f, 2, 2, m, 1);
+    performer_tensor_t gs = tensor_new(f, 2, 2, m, mv), gz = tensor_new(f, 2, 2, m, 1);
+    fill(&g, 8, 1.0); fill(&gs, 9, 1.0); fill(&gz, 10, 1.0);
+    fill_value(&dq, SENTINEL); fill_value(&dk, SENTINEL); fill_value(&dv, SENTINEL); fill_value(&ds, SENTINEL); fill_value(&dz, SENTINEL);
+#define BWD(...) performer_favor_backward(__VA_ARGS__)
+    expect_error("bwd NULL dout", BWD(&q, &k, &v, NULL, p, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_NULL_POINTER, "dout");
+    expect_error("bwd NULL projection", BWD(&q, &k, &v, &g, NULL, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_NULL_POINTER, "projection");
+    expect_error("bwd projection D mismatch", BWD(&q, &k, &v, &g, p5, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "projection.dim");
+    expect_error("bwd dS0 without an initial state", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, &ds, &dz, &o),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "initial state");
+    expect_error("bwd dS_N pair half NULL", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, &gs, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_NULL_POINTER, "dz_N");
+    expect_error("bwd initial triple half NULL", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, &s, NULL, &c, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_NULL_POINTER, "z0");
+    set_at(&gs, 0, 0, 0, 0, NAN);
+    expect_error("bwd dS_N NaN", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, &gs, &gz, NULL, NULL, &o),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "dS_N");
+    set_at(&gs, 0, 0, 0, 0, 0);
+    o.features = PERFORMER_FAVOR_HYPERBOLIC;
+    expect_error("bwd dS_N C mismatch", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, &gs, &gz, NULL, NULL, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "dS_N");
+    o.features = PERFORMER_FAVOR_POSITIVE;
+    performer_tensor_t dk_on_dq = dk;
+    dk_on_dq.data = dq.data;
+    expect_error("bwd dk overlaps dq", BWD(&q, &k, &v, &g, p, &dq, &dk_on_dq, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                 PERFORMER_ERROR_ALIASING, "overlaps");
+    o.causal = 0;
+    expect_error("bwd state without causal", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, &s, &z, &c, NULL, NULL, &ds, &dz, &o),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "causal");
+    o.causal = 1;
+    CHECK(is_value(&dq, SENTINEL) && is_value(&dk, SENTINEL) && is_value(&dv, SENTINEL) && is_value(&ds, SENTINEL) &&
+              is_value(&dz, SENTINEL), "a failed favor_backward wrote an output");
+    OK(BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, &s, &z, &c, &gs, &gz, &ds, &dz, &o), "the valid backward");
+    CHECK(!is_value(&ds, SENTINEL) && !is_value(&dq, SENTINEL), "the valid backward wrote nothing");
+#undef BWD
+    performer_tensor_t all[] = {q, k, v, out, k7, v7, s, z, c, s2m, z2m, c2m, sn, zn, cn, q64, g, dq, dk, dv, ds, dz, gs, gz};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i].data);
+    performer_favor_projection_destroy(p);
+    performer_favor_projection_destroy(p5);
+}
+
 /* ---------------------------------------------------------------- speed (printed, not asserted) */
 
 static double seconds(void) {
@@ -894,6 +1367,15 @@ int main(void) {
     for (int dtype = 0; dtype < 2; dtype++)
         for (int kind = 0; kind < 2; kind++) decoder_large_norms(dtype, kind);
     decoder_errors();
+    for (int dtype = 0; dtype < 2; dtype++)
+        for (int kind = 0; kind < 4; kind++)
+            for (int causal = 0; causal < 2; causal++)
+                for (int padded = 0; padded < 2; padded++) attention(dtype, kind, causal, padded);
+    for (int dtype = 0; dtype < 2; dtype++) {
+        attention_vs_decoder(dtype);
+        for (int causal = 0; causal < 2; causal++) attention_large_norms(dtype, causal);
+    }
+    attention_errors();
     step_speed();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -23,8 +23,9 @@ Linear attention (``linear_attention``, ``linear_attention_backward``, ``LinearD
 the same q, k, v, out shapes; its state is S (B x H x C x M) and z (B x H x C), C = D.
 
 FAVOR+ (Performer): ``FavorProjection`` (seeded random projections W, m x D),
-``favor_features`` (the feature maps phi) and ``FavorDecoder`` (causal FAVOR+ attention token
-by token, with the stabilized state (S~, z~, c)). See docs/FAVOR.md.
+``favor_features`` (the feature maps phi), ``favor_attention`` / ``favor_attention_backward``
+(bidirectional or causal, with a carried state) and ``FavorDecoder`` (causal FAVOR+ attention
+token by token), the state being the stabilized triple (S~, z~, c). See docs/FAVOR.md.
 
 The computation runs without the GIL on the library's own threads (see set_num_threads).
 """
@@ -43,6 +44,8 @@ __all__ = [
     "LinearDecoder",
     "FavorProjection",
     "favor_features",
+    "favor_attention",
+    "favor_attention_backward",
     "FavorDecoder",
     "set_num_threads",
     "get_num_threads",
@@ -646,6 +649,142 @@ def favor_features(x, projection, *, features="positive", scale=None, is_query=T
     out = _np.empty(shape[:3] + (_favor_count(code, num_features),), dtype=dtype)
     _ext.favor_features(x, projection, out, code, _scale(scale), _real("relu_offset", relu_offset))
     return out
+
+
+def _state_triple(name, triple, dtype, s_shape):
+    """Checks an (S, z, c) scaled-state argument; returns (S, z, c)."""
+    if not isinstance(triple, (tuple, list)) or len(triple) != 3:
+        raise TypeError("%s must be a triple (S, z, c) of arrays, not %s" % (name, type(triple).__name__))
+    s, z, c = triple
+    _, ss = _tensor("%s[0] (S)" % name, s, 4, dtype)
+    _check_exact("%s[0] (S)" % name, ss, s_shape, "(B, H, C, M)")
+    for index, label, x in ((1, "z", z), (2, "c", c)):
+        _, xs = _tensor("%s[%d] (%s)" % (name, index, label), x, 3, dtype)
+        _check_exact("%s[%d] (%s)" % (name, index, label), xs, s_shape[:3], "(B, H, C)")
+    return s, z, c
+
+
+def _favor_needs_causal(name, causal):
+    if not causal:
+        raise ValueError("%s needs causal=True: only causal FAVOR+ attention has a state" % name)
+
+
+def _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset):
+    dtype, qs = _tensor("q", q, 4)
+    _, ks = _tensor("k", k, 4, dtype)
+    _, vs = _tensor("v", v, 4, dtype)
+    _check_qkv(qs, ks, vs)
+    projection = _projection_arg(projection)
+    dim, num_features = projection._info()[:2]
+    if qs[3] != dim:
+        raise ValueError("q.shape[3] = %d but projection.dim = %d (head dim)" % (qs[3], dim))
+    code = _choice("features", features, _FAVOR_FEATURES)
+    causal, _, kv_lengths = _options(causal, None, kv_lengths, qs[0])
+    s_shape = (qs[0], qs[1], _favor_count(code, num_features), vs[3])
+    return (dtype, qs, ks, vs, projection, causal, code, _scale(scale), _real("eps", eps), kv_lengths,
+            _real("relu_offset", relu_offset), s_shape)
+
+
+def favor_attention(q, k, v, projection, *, causal=False, features="positive", scale=None, eps=0.0,
+                    kv_lengths=None, initial_state=None, return_state=False, relu_offset=1e-3):
+    """FAVOR+ (Performer) attention: linear attention on the random features phi of
+    :func:`favor_features` (docs/ALGORITHMS.md section 3)::
+
+        out_i = sum_j phi(q_i).phi(k_j) v_j / (sum_j phi(q_i).phi(k_j) + eps)
+
+    over every key (j < kv_lengths[b]), or over keys j <= i when causal. With the positive
+    (default), hyperbolic or trigonometric features this estimates softmax attention with the
+    same scale. It is evaluated in the stabilized form of docs/FAVOR.md section 4, so it equals
+    this mathematical function to rounding even where the features under- or overflow (|q|,
+    |k| of 30 and more); one call, pieces with a carried state and :class:`FavorDecoder` steps
+    agree.
+
+    Parameters
+    ----------
+    q : buffer, B x H x N x D, float32 or float64 (any strides); D = projection.dim
+    k : buffer, B x Hk x L x D, same dtype; Hk must divide H (query head h reads key head
+        h // (H // Hk))
+    v : buffer, B x Hk x L x M, same dtype
+    projection : FavorProjection (its W at the time of the call)
+    causal : bool
+        Query i sees keys j <= i only; needs N == L.
+    features : "positive" (default), "hyperbolic", "trigonometric" or "relu"
+    scale : float or None (1/sqrt(D)); x^ = x * scale**0.5 for queries and keys
+    eps : float, finite and >= 0 (default 0), in the units of the mathematical features. A row
+        whose denominator underflows or is 0 outputs zeros (never NaN or Inf).
+    kv_lengths : sequence of B ints in 0..L, or None: keys j >= kv_lengths[b] are removed
+        (their features are zero).
+    initial_state : (S, z, c) or None (causal only)
+        The scaled state to continue from (e.g. the previous piece's ``return_state``, or a
+        :class:`FavorDecoder`'s ``state``): S~ B x H x C x M, z~ and c B x H x C, standing for
+        S = exp(c)[..., None] * S~, z = exp(c) * z~ (C = m, or 2m for hyperbolic and
+        trigonometric). c = -inf marks an empty feature; (S, z, zeros) is a valid state too.
+    return_state : bool (causal only)
+        Also return the final scaled state (S~, z~, c) in that form.
+    relu_offset : float, kappa of "relu" (finite, >= 0)
+
+    Returns
+    -------
+    out : numpy.ndarray, B x H x N x M, the inputs' dtype; ``(out, (S, z, c))`` when
+    return_state.
+
+    Raises TypeError for unsupported or mixed dtypes and wrong argument types, ValueError for
+    wrong ranks, shapes (e.g. a projection whose dim is not D, a state whose C is not the
+    feature count) or option values; the message names the argument.
+    """
+    (dtype, qs, ks, vs, projection, causal, code, scale, eps, kv_lengths, relu_offset,
+     s_shape) = _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset)
+    s0 = z0 = c0 = sn = zn = cn = None
+    if initial_state is not None:
+        _favor_needs_causal("initial_state", causal)
+        s0, z0, c0 = _state_triple("initial_state", initial_state, dtype, s_shape)
+    if return_state:
+        _favor_needs_causal("return_state=True", causal)
+        sn = _np.empty(s_shape, dtype=dtype)
+        zn = _np.empty(s_shape[:3], dtype=dtype)
+        cn = _np.empty(s_shape[:3], dtype=dtype)
+    out = _np.empty((qs[0], qs[1], qs[2], vs[3]), dtype=dtype)
+    _ext.favor_forward(q, k, v, projection, out, s0, z0, c0, sn, zn, cn, causal, code, scale, eps, relu_offset,
+                       kv_lengths)
+    return (out, (sn, zn, cn)) if return_state else out
+
+
+def favor_attention_backward(q, k, v, dout, projection, *, causal=False, features="positive", scale=None, eps=0.0,
+                             kv_lengths=None, initial_state=None, dstate=None, relu_offset=1e-3):
+    """Gradients of :func:`favor_attention` (pass the forward's arguments and options).
+
+    ``dout`` = dLoss/dout (B x H x N x M). ``dstate`` = (dS, dz), the gradient of the loss
+    w.r.t. the final scaled state (S~: B x H x C x M, z~: B x H x C, with its c held fixed)
+    when the loss also depends on it (causal only; None: zeros). Gradients flow to q, k and v
+    through phi and the denominator; W and the stabilizer c get none. The forward is
+    recomputed (no per-position state is stored).
+
+    Returns ``(dq, dk, dv)``, or ``(dq, dk, dv, (dS0, dz0))`` when an initial_state was given
+    (the gradient w.r.t. its S~ and z~, c held fixed). With grouped-query attention dk and dv
+    sum over the query heads that share a key head. Raises TypeError/ValueError naming the
+    argument.
+    """
+    (dtype, qs, ks, vs, projection, causal, code, scale, eps, kv_lengths, relu_offset,
+     s_shape) = _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset)
+    _, ds = _tensor("dout", dout, 4, dtype)
+    _check_exact("dout", ds, (qs[0], qs[1], qs[2], vs[3]), "(B, H, N, M)")
+    s0 = z0 = c0 = gs = gz = ds0 = dz0 = None
+    if initial_state is not None:
+        _favor_needs_causal("initial_state", causal)
+        s0, z0, c0 = _state_triple("initial_state", initial_state, dtype, s_shape)
+        ds0 = _np.empty(s_shape, dtype=dtype)
+        dz0 = _np.empty(s_shape[:3], dtype=dtype)
+    if dstate is not None:
+        _favor_needs_causal("dstate", causal)
+        gs, gz = _state_pair("dstate", dstate, dtype, s_shape)
+    dq = _np.empty(qs, dtype=dtype)
+    dk = _np.empty(ks, dtype=dtype)
+    dv = _np.empty(vs, dtype=dtype)
+    _ext.favor_backward(q, k, v, dout, projection, dq, dk, dv, s0, z0, c0, gs, gz, ds0, dz0, causal, code, scale,
+                        eps, relu_offset, kv_lengths)
+    if initial_state is not None:
+        return dq, dk, dv, (ds0, dz0)
+    return dq, dk, dv
 
 
 class FavorDecoder(_ext.FavorDecoder):

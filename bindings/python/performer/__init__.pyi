@@ -134,6 +134,42 @@ def favor_features(
     is_query: bool = ..., relu_offset: float = ...,
 ) -> NDArray[_Floating]: ...
 
+@overload
+def favor_attention(
+    q: _Buffer, k: _Buffer, v: _Buffer, projection: FavorProjection, *, causal: bool = ...,
+    features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
+    return_state: Literal[False] = ..., relu_offset: float = ...,
+) -> NDArray[_Floating]: ...
+@overload
+def favor_attention(
+    q: _Buffer, k: _Buffer, v: _Buffer, projection: FavorProjection, *, causal: bool = ...,
+    features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
+    return_state: Literal[True], relu_offset: float = ...,
+) -> Tuple[NDArray[_Floating], _FavorState]: ...
+@overload
+def favor_attention(
+    q: _Buffer, k: _Buffer, v: _Buffer, projection: FavorProjection, *, causal: bool = ...,
+    features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
+    return_state: bool = ..., relu_offset: float = ...,
+) -> Union[NDArray[_Floating], Tuple[NDArray[_Floating], _FavorState]]: ...
+@overload
+def favor_attention_backward(
+    q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, projection: FavorProjection, *, causal: bool = ...,
+    features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., initial_state: None = ...,
+    dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., relu_offset: float = ...,
+) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating]]: ...
+@overload
+def favor_attention_backward(
+    q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, projection: FavorProjection, *, causal: bool = ...,
+    features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., initial_state: Tuple[_Buffer, _Buffer, _Buffer],
+    dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., relu_offset: float = ...,
+) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating], _State]: ...
+
 class FavorDecoder:
     def __init__(
         self, projection: FavorProjection, batch: int, heads: int, value_dim: int, *,

@@ -1100,6 +1100,162 @@ done:
     return result;
 }
 
+/* Takes an optional state triple (S rank 4, z and c rank 3 seen as B x H x C x 1) into t[0..2]:
+ * all None, or all arrays. Returns 0 or -1 with an exception. */
+static int
+get_state_triple(PyObject *s_obj, PyObject *z_obj, PyObject *c_obj, tensor_arg *t, int writable,
+                 const tensor_arg *reference)
+{
+    int nones = (s_obj == Py_None) + (z_obj == Py_None) + (c_obj == Py_None);
+    if (nones == 3) {
+        return 0;
+    }
+    if (nones != 0) {
+        PyErr_Format(PyExc_ValueError, "%s, %s and %s must all be given or all be None", t[0].name, t[1].name,
+                     t[2].name);
+        return -1;
+    }
+    if (get_tensor(s_obj, &t[0], 4, writable, reference) < 0 || get_tensor(z_obj, &t[1], 3, writable, reference) < 0 ||
+        get_tensor(c_obj, &t[2], 3, writable, reference) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Fills *o (attention options) and *lengths (PyMem, or NULL). Returns 0 or -1 with an exception. */
+static int
+get_favor_attention_options(performer_favor_options_t *o, int64_t **lengths, int causal, int features,
+                            PyObject *scale, double eps, double relu_offset, PyObject *kv_lengths, int64_t batch)
+{
+    *lengths = NULL;
+    if (get_favor_options(o, features, scale, eps, relu_offset) < 0 ||
+        get_kv_lengths(kv_lengths, batch, lengths) < 0) {
+        return -1;
+    }
+    o->causal = causal ? 1 : 0;
+    o->kv_lengths = *lengths;
+    return 0;
+}
+
+PyDoc_STRVAR(favor_forward_doc,
+"favor_forward(q, k, v, projection, out, S0, z0, c0, S_N, z_N, c_N, causal, features, scale, eps,\n"
+"              relu_offset, kv_lengths) -> None\n\n"
+"Low-level: writes FAVOR+ attention into out (B x H x N x M); (S0, z0, c0) (or Nones) is the\n"
+"initial scaled state, (S_N, z_N, c_N) (or Nones) receive the final one (z, c as B x H x C).\n"
+"Use performer.favor_attention.");
+
+static PyObject *
+favor_forward(PyObject *module, PyObject *args)
+{
+    PyObject *obj[10], *projection, *scale, *kv_lengths;
+    int causal, features;
+    double eps, relu_offset;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOpiOddO:favor_forward", &obj[0], &obj[1], &obj[2], &projection, &obj[3],
+                          &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &causal, &features, &scale, &eps,
+                          &relu_offset, &kv_lengths)) {
+        return NULL;
+    }
+    performer_favor_projection_t handle = projection_handle(projection, "projection");
+    if (handle == NULL) {
+        return NULL;
+    }
+    tensor_arg t[10] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S0"}, {"z0"}, {"c0"}, {"S_N"}, {"z_N"}, {"c_N"}};
+    performer_favor_options_t o;
+    int64_t *lengths = NULL;
+    PyObject *result = NULL;
+    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
+        get_tensor(obj[2], &t[2], 4, 0, &t[0]) < 0 || get_tensor(obj[3], &t[3], 4, 1, &t[0]) < 0 ||
+        get_state_triple(obj[4], obj[5], obj[6], &t[4], 0, &t[0]) < 0 ||
+        get_state_triple(obj[7], obj[8], obj[9], &t[7], 1, &t[0]) < 0) {
+        goto done;
+    }
+    if (get_favor_attention_options(&o, &lengths, causal, features, scale, eps, relu_offset, kv_lengths,
+                                    t[0].tensor.shape[0]) < 0) {
+        goto done;
+    }
+    performer_tensor_t *state[6];
+    for (int i = 0; i < 6; i++) {
+        state[i] = t[4 + i].held ? &t[4 + i].tensor : NULL;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_favor_forward(&t[0].tensor, &t[1].tensor, &t[2].tensor, handle, &t[3].tensor, state[0],
+                                     state[1], state[2], state[3], state[4], state[5], &o);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyMem_Free(lengths);
+    release_all(t, 10);
+    return result;
+}
+
+PyDoc_STRVAR(favor_backward_doc,
+"favor_backward(q, k, v, dout, projection, dq, dk, dv, S0, z0, c0, dS_N, dz_N, dS0, dz0, causal, features,\n"
+"               scale, eps, relu_offset, kv_lengths) -> None\n\n"
+"Low-level: writes dq, dk, dv and, when dS0/dz0 are not None, the gradient of the initial\n"
+"scaled state (c held fixed). Use performer.favor_attention_backward.");
+
+static PyObject *
+favor_backward(PyObject *module, PyObject *args)
+{
+    PyObject *obj[14], *projection, *scale, *kv_lengths;
+    int causal, features;
+    double eps, relu_offset;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOpiOddO:favor_backward", &obj[0], &obj[1], &obj[2], &obj[3],
+                          &projection, &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &obj[10], &obj[11],
+                          &obj[12], &obj[13], &causal, &features, &scale, &eps, &relu_offset, &kv_lengths)) {
+        return NULL;
+    }
+    performer_favor_projection_t handle = projection_handle(projection, "projection");
+    if (handle == NULL) {
+        return NULL;
+    }
+    tensor_arg t[14] = {{"q"}, {"k"}, {"v"}, {"dout"}, {"dq"}, {"dk"}, {"dv"},
+                        {"S0"}, {"z0"}, {"c0"}, {"dS_N"}, {"dz_N"}, {"dS0"}, {"dz0"}};
+    performer_favor_options_t o;
+    int64_t *lengths = NULL;
+    PyObject *result = NULL;
+    for (int i = 0; i < 7; i++) {
+        if (get_tensor(obj[i], &t[i], 4, i >= 4, i == 0 ? NULL : &t[0]) < 0) {
+            goto done;
+        }
+    }
+    if (get_state_triple(obj[7], obj[8], obj[9], &t[7], 0, &t[0]) < 0 ||
+        get_state_pair(obj[10], obj[11], &t[10], 0, &t[0]) < 0 ||
+        get_state_pair(obj[12], obj[13], &t[12], 1, &t[0]) < 0) {
+        goto done;
+    }
+    if (get_favor_attention_options(&o, &lengths, causal, features, scale, eps, relu_offset, kv_lengths,
+                                    t[0].tensor.shape[0]) < 0) {
+        goto done;
+    }
+    performer_tensor_t *state[7];
+    for (int i = 0; i < 7; i++) {
+        state[i] = t[7 + i].held ? &t[7 + i].tensor : NULL;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_favor_backward(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor, handle, &t[4].tensor,
+                                      &t[5].tensor, &t[6].tensor, state[0], state[1], state[2], state[3], state[4],
+                                      state[5], state[6], &o);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyMem_Free(lengths);
+    release_all(t, 14);
+    return result;
+}
+
 typedef struct {
     PyObject_HEAD
     performer_favor_decoder_t handle;  /* NULL until __init__ succeeds */
@@ -1370,6 +1526,8 @@ static PyMethodDef module_methods[] = {
     {"linear_forward", linear_forward, METH_VARARGS, linear_forward_doc},
     {"linear_backward", linear_backward, METH_VARARGS, linear_backward_doc},
     {"favor_features", favor_features, METH_VARARGS, favor_features_doc},
+    {"favor_forward", favor_forward, METH_VARARGS, favor_forward_doc},
+    {"favor_backward", favor_backward, METH_VARARGS, favor_backward_doc},
     {"set_num_threads", set_num_threads, METH_O, set_num_threads_doc},
     {"get_num_threads", get_num_threads, METH_NOARGS, "get_num_threads() -> int"},
     {"version_string", version_string, METH_NOARGS, "version_string() -> str: performer_version_string()"},

@@ -40,6 +40,9 @@ __all__ = [
     "SoftmaxAttentionFunction",
     "softmax_attention",
     "SoftmaxAttention",
+    "FavorAttentionFunction",
+    "favor_attention",
+    "FavorAttention",
 ]
 
 
@@ -172,3 +175,94 @@ class SoftmaxAttention(_torch.nn.Module):
 
     def extra_repr(self):
         return "causal=%s, scale=%s" % (self.causal, self.scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# FAVOR+ (Performer) attention (ALGORITHMS.md section 3)
+# ---------------------------------------------------------------------------------------------
+
+class FavorAttentionFunction(_torch.autograd.Function):
+    """FAVOR+ attention with libperformer's kernels:
+    ``FavorAttentionFunction.apply(q, k, v, projection, causal=False, features="positive",
+    scale=None, eps=0.0, kv_lengths=None, relu_offset=1e-3)``, the arguments of
+    :func:`performer.favor_attention` (without a carried state) with q, k, v CPU tensors.
+    The forward keeps only q, k and v: the backward recomputes the rest in O(N) memory.
+    Gradients flow to q, k and v (through the features and the denominator); the projection W
+    and the options get none. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, projection, causal=False, features="positive", scale=None, eps=0.0, kv_lengths=None,
+                relu_offset=1e-3):
+        lengths = _kv_lengths(kv_lengths)
+        options = dict(causal=causal, features=features, scale=scale, eps=eps, kv_lengths=lengths,
+                       relu_offset=relu_offset)
+        # A copy of W now: a redraw between forward and backward must not change the W the
+        # gradient is taken with.
+        pinned = _performer.FavorProjection.from_matrix(projection.matrix)
+        out = _performer.favor_attention(_to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v), pinned, **options)
+        ctx.save_for_backward(q, k, v)
+        ctx.projection = pinned
+        ctx.options = options
+        return _to_tensor(out)
+
+    @staticmethod
+    @_once_differentiable
+    def backward(ctx, dout):
+        q, k, v = ctx.saved_tensors
+        grads = _performer.favor_attention_backward(
+            _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v), _to_numpy("dout", dout), ctx.projection,
+            **ctx.options)
+        return _input_grads(ctx, grads) + (None,) * 7
+
+
+def favor_attention(q, k, v, projection, *, causal=False, features="positive", scale=None, eps=0.0, kv_lengths=None,
+                    relu_offset=1e-3):
+    """FAVOR+ attention of CPU tensors, differentiable with respect to q, k and v.
+
+    q: B x H x N x D (D = projection.dim), k: B x Hk x L x D, v: B x Hk x L x M (Hk divides
+    H), float32 or float64, any strides; returns B x H x N x M. The options are those of
+    :func:`performer.favor_attention` (causal needs N == L; kv_lengths may be an integer
+    tensor). When no input requires a gradient the forward alone runs.
+    """
+    if _needs_grad(q, k, v):
+        return FavorAttentionFunction.apply(q, k, v, projection, causal, features, scale, eps, kv_lengths,
+                                            relu_offset)
+    out = _performer.favor_attention(
+        _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v), projection, causal=causal, features=features,
+        scale=scale, eps=eps, kv_lengths=_kv_lengths(kv_lengths), relu_offset=relu_offset)
+    return _to_tensor(out)
+
+
+class FavorAttention(_torch.nn.Module):
+    """FAVOR+ attention as a module without trainable parameters. It owns a
+    :class:`performer.FavorProjection` (``dim`` x ``num_features``: orthogonal rows with chi
+    norms unless ``kind``/``norms`` say otherwise, drawn from ``seed``); :meth:`redraw` draws
+    the next W (the paper's periodic feature redrawing -- call it, e.g., every few hundred
+    training steps; it never happens on its own). ``forward(q, k, v, kv_lengths=None)`` is
+    :func:`favor_attention` with this module's options.
+    """
+
+    def __init__(self, dim, num_features=256, *, causal=False, features="positive", scale=None, eps=0.0,
+                 relu_offset=1e-3, kind="orthogonal", norms="chi", seed=0):
+        super().__init__()
+        self.projection = _performer.FavorProjection(dim, num_features, kind=kind, norms=norms, seed=seed)
+        self.causal = bool(causal)
+        _performer._choice("features", features, _performer._FAVOR_FEATURES)
+        self.features = features
+        self.scale = None if scale is None else _performer._real("scale", scale)
+        self.eps = _performer._real("eps", eps)
+        self.relu_offset = _performer._real("relu_offset", relu_offset)
+
+    def redraw(self):
+        """Replaces W by the projection's next draw."""
+        self.projection.redraw()
+
+    def forward(self, q, k, v, kv_lengths=None):
+        return favor_attention(q, k, v, self.projection, causal=self.causal, features=self.features, scale=self.scale,
+                               eps=self.eps, kv_lengths=kv_lengths, relu_offset=self.relu_offset)
+
+    def extra_repr(self):
+        return "dim=%d, num_features=%d, causal=%s, features=%r, scale=%s, eps=%s, seed=%s, draw=%d" % (
+            self.projection.dim, self.projection.num_features, self.causal, self.features, self.scale, self.eps,
+            self.projection.seed, self.projection.draw)

@@ -4,6 +4,8 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from performer import FavorProjection
+
 __all__: list[str]
 
 _Lengths = Union[Sequence[int], Tensor, None]
@@ -31,4 +33,39 @@ class SoftmaxAttention(torch.nn.Module):
     causal: bool
     scale: Optional[float]
     def __init__(self, causal: bool = ..., scale: Optional[float] = ...) -> None: ...
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, kv_lengths: _Lengths = ...) -> Tensor: ...
+
+class FavorAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any, q: Tensor, k: Tensor, v: Tensor, projection: FavorProjection, causal: bool = ...,
+        features: str = ..., scale: Optional[float] = ..., eps: float = ..., kv_lengths: _Lengths = ...,
+        relu_offset: float = ...,
+    ) -> Tensor: ...
+    @staticmethod
+    def backward(ctx: Any, dout: Tensor) -> Tuple[Optional[Tensor], ...]: ...
+    @staticmethod
+    def apply(  # type: ignore[override]
+        q: Tensor, k: Tensor, v: Tensor, projection: FavorProjection, causal: bool = ..., features: str = ...,
+        scale: Optional[float] = ..., eps: float = ..., kv_lengths: _Lengths = ..., relu_offset: float = ...,
+    ) -> Tensor: ...
+
+def favor_attention(
+    q: Tensor, k: Tensor, v: Tensor, projection: FavorProjection, *, causal: bool = ..., features: str = ...,
+    scale: Optional[float] = ..., eps: float = ..., kv_lengths: _Lengths = ..., relu_offset: float = ...,
+) -> Tensor: ...
+
+class FavorAttention(torch.nn.Module):
+    projection: FavorProjection
+    causal: bool
+    features: str
+    scale: Optional[float]
+    eps: float
+    relu_offset: float
+    def __init__(
+        self, dim: int, num_features: int = ..., *, causal: bool = ..., features: str = ...,
+        scale: Optional[float] = ..., eps: float = ..., relu_offset: float = ..., kind: str = ..., norms: str = ...,
+        seed: int = ...,
+    ) -> None: ...
+    def redraw(self) -> None: ...
     def forward(self, q: Tensor, k: Tensor, v: Tensor, kv_lengths: _Lengths = ...) -> Tensor: ...

@@ -475,3 +475,316 @@ def test_favor_example_runs():
                             cwd=tempfile.gettempdir(), timeout=120)
     assert result.returncode == 0, result.stdout.decode()
     assert result.stdout.decode().splitlines()[-1] == "ok"
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention: favor_attention / favor_attention_backward
+# ---------------------------------------------------------------------------------------------
+
+def attention_reference(q, k, v, W, kind, causal=False, eps=0.0, kv_lengths=None, scale=None, relu_offset=1e-3,
+                        initial=None):
+    """Float64 FAVOR+ attention with the materialized matrix A = phi(Q) phi(K)^T per query head
+    (GQA: query head h reads key head h // (H // Hk)); keys j >= kv_lengths[b] are removed,
+    causal keeps j <= i; ``initial`` = the mathematical state (S0, z0) added to every row."""
+    q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    group = q.shape[1] // k.shape[1]
+    k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+    fq, fk = phi(q, W, kind, scale, relu_offset), phi(k, W, kind, scale, relu_offset)
+    if kv_lengths is not None:
+        keep = np.arange(k.shape[2])[None, :] < np.asarray(kv_lengths)[:, None]
+        fk = fk * keep[:, None, :, None]
+    a = np.einsum("bhnc,bhlc->bhnl", fq, fk)
+    if causal:
+        a = np.tril(a)
+    num = a @ v
+    den = a.sum(-1, keepdims=True) + eps
+    if initial is not None:
+        S0, z0 = initial
+        num = num + fq @ S0
+        den = den + (fq @ z0[..., None])
+    return np.where(den == 0, 0.0, num / np.where(den == 0, 1.0, den))
+
+
+def qkv(seed, B, H, Hk, N, L, D, M, dtype, amplitude=0.8):
+    g = rng(seed)
+    q = (g.standard_normal((B, H, N, D)) * amplitude).astype(dtype)
+    k = (g.standard_normal((B, Hk, L, D)) * amplitude).astype(dtype)
+    v = g.standard_normal((B, Hk, L, M)).astype(dtype)
+    return q, k, v
+
+
+def rel(x, ref):
+    return np.linalg.norm(np.asarray(x, dtype=np.float64) - ref) / np.linalg.norm(ref)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_matches_materialized_reference(kind, dtype, causal):
+    B, H, Hk, D, M, m = 2, 4, 2, 8, 5, 16
+    N, L = (11, 11) if causal else (7, 11)
+    p = performer.FavorProjection(D, m, seed=41)
+    eps = 0.0 if kind == "trigonometric" else 1e-3
+    q, k, v = qkv(42, B, H, Hk, N, L, D, M, dtype)
+    q = np.swapaxes(np.swapaxes(q, 1, 2).copy(), 1, 2)  # a strided (B x N x H x D) view
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for lengths in (None, [L, 6]):
+        out = performer.favor_attention(q, k, v, p, causal=causal, features=kind, eps=eps, kv_lengths=lengths)
+        assert out.dtype == dtype and out.shape == (B, H, N, M)
+        ref = attention_reference(q, k, v, p.matrix, kind, causal, eps, lengths)
+        assert rel(out, ref) <= tol, (lengths, rel(out, ref))
+
+
+def test_attention_custom_scale_and_relu_offset():
+    B, H, N, D, M = 1, 2, 6, 4, 3
+    p = performer.FavorProjection(D, 8, kind="iid", seed=43)
+    q, k, v = qkv(44, B, H, H, N, N, D, M, np.float64)
+    out = performer.favor_attention(q, k, v, p, features="relu", scale=0.3, relu_offset=0.2, eps=1e-2)
+    ref = attention_reference(q, k, v, p.matrix, "relu", eps=1e-2, scale=0.3, relu_offset=0.2)
+    assert rel(out, ref) <= 1e-12
+    out = performer.favor_attention(q, k, v, p, features="hyperbolic", scale=0.7, causal=True)
+    assert rel(out, attention_reference(q, k, v, p.matrix, "hyperbolic", True, scale=0.7)) <= 1e-12
+
+
+def numeric_gradients(f, arrays, h=1e-6):
+    grads = []
+    for x in arrays:
+        g = np.zeros_like(x)
+        for index in np.ndindex(*x.shape):
+            keep = x[index]
+            x[index] = keep + h
+            plus = f()
+            x[index] = keep - h
+            minus = f()
+            x[index] = keep
+            g[index] = (plus - minus) / (2 * h)
+        grads.append(g)
+    return grads
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_gradients_finite_differences(kind, causal):
+    B, H, Hk, N, D, M, m = 1, 2, 1, 5, 4, 3, 6
+    L = N if causal else 6
+    p = performer.FavorProjection(D, m, seed=45)
+    W = p.matrix
+    eps = 0.0 if kind == "trigonometric" else 1e-3
+    q, k, v = qkv(46, B, H, Hk, N, L, D, M, np.float64)
+    lengths = [L - 1]
+    g = rng(47).standard_normal((B, H, N, M))
+    dq, dk, dv = performer.favor_attention_backward(q, k, v, g, p, causal=causal, features=kind, eps=eps,
+                                                    kv_lengths=lengths)
+
+    def loss():
+        return (g * attention_reference(q, k, v, W, kind, causal, eps, lengths)).sum()
+
+    nq, nk, nv = numeric_gradients(loss, [q, k, v])
+    for got, want, name in ((dq, nq, "dq"), (dk, nk, "dk"), (dv, nv, "dv")):
+        assert rel(got, want) <= 1e-6, (name, rel(got, want))
+    # The key padded out gets no gradient.
+    assert not dk[:, :, L - 1].any() and not dv[:, :, L - 1].any()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_attention_float32_gradients(kind):
+    B, H, Hk, N, D, M, m = 2, 4, 2, 13, 8, 6, 16
+    p = performer.FavorProjection(D, m, seed=48)
+    eps = 0.0 if kind == "trigonometric" else 1e-3
+    q, k, v = qkv(49, B, H, Hk, N, N, D, M, np.float64)
+    g = rng(50).standard_normal((B, H, N, M))
+    for causal in (False, True):
+        want = performer.favor_attention_backward(q, k, v, g, p, causal=causal, features=kind, eps=eps)
+        got = performer.favor_attention_backward(*(x.astype(np.float32) for x in (q, k, v, g)), p, causal=causal,
+                                                 features=kind, eps=eps)
+        tol = 1e-4 if kind == "trigonometric" else 1e-5
+        for a, b in zip(got, want):
+            assert a.dtype == np.float32 and rel(a, b) <= tol, rel(a, b)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_attention_pieces_with_state_equal_one_call_and_decoder_steps(kind):
+    B, H, N, D, M, m = 2, 3, 12, 8, 5, 16
+    p = performer.FavorProjection(D, m, seed=51)
+    eps = 0.0 if kind == "trigonometric" else 1e-3
+    q, k, v = qkv(52, B, H, H, N, N, D, M, np.float64)
+    opts = dict(causal=True, features=kind, eps=eps)
+    one, (S, z, c) = performer.favor_attention(q, k, v, p, return_state=True, **opts)
+    C = 2 * m if kind in ("hyperbolic", "trigonometric") else m
+    assert S.shape == (B, H, C, M) and z.shape == c.shape == (B, H, C)
+    # The final state is the mathematical sum over all keys.
+    fk = phi(k, p.matrix, kind)
+    np.testing.assert_allclose(np.exp(c)[..., None] * S, np.einsum("bhnc,bhnm->bhcm", fk, v), rtol=1e-10,
+                               atol=1e-12 * np.abs(fk).max())
+    # Three pieces with the carried state.
+    cuts = [0, 4, 9, N]
+    state, outs = None, []
+    for a, b in zip(cuts, cuts[1:]):
+        o, state = performer.favor_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], p, initial_state=state,
+                                             return_state=True, **opts)
+        outs.append(o)
+    np.testing.assert_allclose(np.concatenate(outs, axis=2), one, rtol=1e-11, atol=1e-13)
+    for x, y in zip(state, (S, z, c)):
+        np.testing.assert_allclose(x, y, rtol=1e-11, atol=1e-13)
+    # A decoder continues from the state of the first 5 positions.
+    prefix, st = performer.favor_attention(q[:, :, :5], k[:, :, :5], v[:, :, :5], p, return_state=True, **opts)
+    dec = performer.FavorDecoder(p, B, H, M, features=kind, eps=eps, dtype="float64")
+    dec.state = st
+    np.testing.assert_allclose(run(dec, q, k, v, 5), one[:, :, 5:], rtol=1e-11, atol=1e-13)
+    # ... and a decoder's state continues into the forward.
+    dec.reset()
+    run(dec, q, k, v, 0, 7)
+    rest = performer.favor_attention(q[:, :, 7:], k[:, :, 7:], v[:, :, 7:], p, initial_state=dec.state, **opts)
+    np.testing.assert_allclose(rest, one[:, :, 7:], rtol=1e-11, atol=1e-13)
+    # Backward in pieces: the second piece's (dS0, dz0) is the first piece's dstate.
+    g = rng(53).standard_normal((B, H, N, M))
+    full = performer.favor_attention_backward(q, k, v, g, p, **opts)
+    _, st = performer.favor_attention(q[:, :, :5], k[:, :, :5], v[:, :, :5], p, return_state=True, **opts)
+    dq2, dk2, dv2, dstate = performer.favor_attention_backward(q[:, :, 5:], k[:, :, 5:], v[:, :, 5:], g[:, :, 5:], p,
+                                                               initial_state=st, **opts)
+    dq1, dk1, dv1 = performer.favor_attention_backward(q[:, :, :5], k[:, :, :5], v[:, :, :5], g[:, :, :5], p,
+                                                       dstate=dstate, **opts)
+    for piece, whole in zip((np.concatenate([dq1, dq2], 2), np.concatenate([dk1, dk2], 2),
+                             np.concatenate([dv1, dv2], 2)), full):
+        assert rel(piece, whole) <= 1e-11
+
+
+@pytest.mark.parametrize("kind", ["positive", "hyperbolic", "relu"])
+def test_attention_initial_state_gradient_finite_differences(kind):
+    B, H, N, D, M, m = 1, 2, 4, 4, 3, 5
+    p = performer.FavorProjection(D, m, seed=54)
+    W = p.matrix
+    C = 2 * m if kind == "hyperbolic" else m
+    q, k, v = qkv(55, B, H, H, N, N, D, M, np.float64)
+    g = rng(56)
+    S0 = np.abs(g.standard_normal((B, H, C, M)))
+    z0 = np.abs(g.standard_normal((B, H, C))) + 0.5
+    c0 = np.zeros((B, H, C))  # (S, z, 0): the mathematical state itself
+    dout = g.standard_normal((B, H, N, M))
+    dq, dk, dv, (dS0, dz0) = performer.favor_attention_backward(q, k, v, dout, p, causal=True, features=kind,
+                                                                eps=1e-3, initial_state=(S0, z0, c0))
+
+    def loss():
+        return (dout * attention_reference(q, k, v, W, kind, True, 1e-3, initial=(S0, z0))).sum()
+
+    nq, nk, nv, nS, nz = numeric_gradients(loss, [q, k, v, S0, z0])
+    for got, want in ((dq, nq), (dk, nk), (dv, nv), (dS0, nS), (dz0, nz)):
+        assert rel(got, want) <= 1e-6
+    # The forward from that state matches the reference too.
+    out = performer.favor_attention(q, k, v, p, causal=True, features=kind, eps=1e-3, initial_state=(S0, z0, c0))
+    assert rel(out, attention_reference(q, k, v, W, kind, True, 1e-3, initial=(S0, z0))) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_large_norms_finite_and_exact(dtype, causal):
+    """|q| = |k| = 30: the features underflow, the stabilized attention does not."""
+    B, H, N, D, M = 1, 2, 10, 16, 4
+    p = performer.FavorProjection(D, 32, seed=57)
+    q, k, v = qkv(58, B, H, H, N, N, D, M, np.float64)
+    q = (q / np.linalg.norm(q, axis=-1, keepdims=True) * 30).astype(dtype)
+    k = (k / np.linalg.norm(k, axis=-1, keepdims=True) * 30).astype(dtype)
+    v = v.astype(dtype)
+    assert (performer.favor_features(q.astype(np.float32), p) == 0).mean() > 0.5
+    out = performer.favor_attention(q, k, v, p, causal=causal)
+    assert np.isfinite(out).all()
+    W = p.matrix
+    s = math.sqrt(1 / math.sqrt(D))
+    qh, kh = q.astype(np.float64) * s, k.astype(np.float64) * s
+    aq = qh @ W.T - (qh * qh).sum(-1, keepdims=True) / 2
+    ak = kh @ W.T - (kh * kh).sum(-1, keepdims=True) / 2
+    logits = aq[:, :, :, None, :] + ak[:, :, None, :, :]
+    if causal:
+        logits = np.where(np.tril(np.ones((N, N), dtype=bool))[None, None, :, :, None], logits, -np.inf)
+    weights = np.exp(logits - logits.max(axis=(3, 4), keepdims=True)).sum(-1)
+    ref = weights @ v.astype(np.float64) / weights.sum(-1, keepdims=True)
+    assert rel(out, ref) <= (1e-5 if dtype == np.float32 else 1e-12)
+    grads = performer.favor_attention_backward(q, k, v, np.ones_like(out), p, causal=causal)
+    assert all(np.isfinite(x).all() for x in grads)
+
+
+def test_attention_errors_name_the_argument():
+    B, H, N, D, M, m = 1, 2, 5, 4, 3, 6
+    p = performer.FavorProjection(D, m)
+    q, k, v = qkv(59, B, H, H, N, N, D, M, np.float64)
+    S = np.zeros((B, H, m, M))
+    z = np.zeros((B, H, m))
+    c = np.full((B, H, m), -np.inf)
+    with pytest.raises(ValueError, match=r"projection.dim"):
+        performer.favor_attention(q, k, v, performer.FavorProjection(D + 1, m))
+    with pytest.raises(TypeError, match="projection"):
+        performer.favor_attention(q, k, v, p.matrix)
+    with pytest.raises(ValueError, match="features"):
+        performer.favor_attention(q, k, v, p, features="elu+1")
+    with pytest.raises(TypeError, match="k has dtype float32"):
+        performer.favor_attention(q, k.astype(np.float32), v, p)
+    with pytest.raises(ValueError, match=r"v.shape\[2\]"):
+        performer.favor_attention(q, k, v[:, :, :3], p)
+    with pytest.raises(ValueError, match="eps"):
+        performer.favor_attention(q, k, v, p, eps=-1.0)
+    with pytest.raises(ValueError, match="scale"):
+        performer.favor_attention(q, k, v, p, scale=-1.0)
+    with pytest.raises(ValueError, match="relu_offset"):
+        performer.favor_attention(q, k, v, p, features="relu", relu_offset=-1.0)
+    with pytest.raises(ValueError, match="kv_lengths"):
+        performer.favor_attention(q, k, v, p, kv_lengths=[1, 2])
+    with pytest.raises(ValueError, match=r"kv_lengths\[0\]"):
+        performer.favor_attention(q, k, v, p, kv_lengths=[N + 1])
+    with pytest.raises(ValueError, match="causal"):
+        performer.favor_attention(q, k[:, :, :4], v[:, :, :4], p, causal=True)
+    with pytest.raises(ValueError, match="initial_state needs causal=True"):
+        performer.favor_attention(q, k, v, p, initial_state=(S, z, c))
+    with pytest.raises(ValueError, match="return_state=True needs causal=True"):
+        performer.favor_attention(q, k, v, p, return_state=True)
+    with pytest.raises(TypeError, match="triple"):
+        performer.favor_attention(q, k, v, p, causal=True, initial_state=(S, z))
+    # A positive-feature state (C = m) given to hyperbolic attention (C = 2m).
+    with pytest.raises(ValueError, match=r"initial_state\[0\] \(S\)"):
+        performer.favor_attention(q, k, v, p, causal=True, features="hyperbolic", initial_state=(S, z, c))
+    with pytest.raises(ValueError, match=r"initial_state\[2\] \(c\)"):
+        performer.favor_attention(q, k, v, p, causal=True, initial_state=(S, z, c[:, :, :2]))
+    bad = c.copy()
+    bad[0, 1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"c0\["):
+        performer.favor_attention(q, k, v, p, causal=True, initial_state=(S, z, bad))
+    S1 = S.copy()
+    S1[0, 0, 0, 0] = 1.0
+    with pytest.raises(ValueError, match="-inf"):
+        performer.favor_attention(q, k, v, p, causal=True, initial_state=(S1, z, c))
+    g = np.ones((B, H, N, M))
+    with pytest.raises(ValueError, match="dout"):
+        performer.favor_attention_backward(q, k, v, g[:, :, :2], p)
+    with pytest.raises(ValueError, match="dstate needs causal=True"):
+        performer.favor_attention_backward(q, k, v, g, p, dstate=(S, z))
+    with pytest.raises(ValueError, match=r"dstate\[1\] \(z\)"):
+        performer.favor_attention_backward(q, k, v, g, p, causal=True, dstate=(S, z[:, :, :1]))
+    dS = S.copy()
+    dS[0, 0, 1, 1] = np.inf
+    with pytest.raises(ValueError, match="dS_N"):
+        performer.favor_attention_backward(q, k, v, g, p, causal=True, dstate=(dS, z))
+    with pytest.raises(ValueError, match=r"projection.dim"):
+        performer.favor_attention_backward(q, k, v, g, performer.FavorProjection(D + 2, m))
+
+
+def test_attention_empty_rows_and_no_keys_give_zeros():
+    B, H, N, D, M = 2, 1, 4, 4, 3
+    p = performer.FavorProjection(D, 8)
+    q, k, v = qkv(60, B, H, H, N, N, D, M, np.float64)
+    out = performer.favor_attention(q, k, v, p, kv_lengths=[0, N])
+    assert not out[0].any() and np.isfinite(out).all()
+    dq, dk, dv = performer.favor_attention_backward(q, k, v, np.ones_like(out), p, kv_lengths=[0, N])
+    assert not dq[0].any() and not dk[0].any() and not dv[0].any()
+
+
+def test_favor_attention_example_runs():
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    repo = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, os.pardir))
+    example = os.path.join(repo, "examples", "python", "favor_attention.py")
+    result = subprocess.run([sys.executable, example], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=tempfile.gettempdir(), timeout=120)
+    assert result.returncode == 0, result.stdout.decode()
+    assert result.stdout.decode().splitlines()[-1] == "ok"

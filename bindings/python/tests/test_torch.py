@@ -416,3 +416,72 @@ def test_errors_for_what_numpy_cannot_view():
 def test_module_rejects_a_bad_scale_at_construction():
     with pytest.raises(TypeError, match="^scale must be None or a real number, not str$"):
         pt.SoftmaxAttention(scale="x")
+
+
+# --- FAVOR+ ------------------------------------------------------------------------------------
+
+def torch_favor_reference(q, k, v, W, causal=False, kv_lengths=None):
+    """FAVOR+ (positive features) written in PyTorch with the materialized phi(Q) phi(K)^T:
+    its autograd gives reference gradients."""
+    D = q.shape[-1]
+    s = D ** -0.25
+    W = torch.as_tensor(W, dtype=q.dtype)
+    group = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+
+    def phi(x):
+        xh = x * s
+        return torch.exp(xh @ W.T - (xh * xh).sum(-1, keepdim=True) / 2) / W.shape[0] ** 0.5
+
+    fq, fk = phi(q), phi(k)
+    if kv_lengths is not None:
+        keep = torch.arange(k.shape[2])[None, :] < torch.as_tensor(kv_lengths)[:, None]
+        fk = fk * keep[:, None, :, None]
+    a = fq @ fk.transpose(-1, -2)
+    if causal:
+        a = torch.tril(a)
+    return (a @ v) / a.sum(-1, keepdim=True)
+
+
+@needs_torch
+@pytest.mark.parametrize("causal,H,Hk,kv_lengths", [(False, 4, 2, None), (True, 4, 2, None), (False, 2, 1, [7, 4]),
+                                                    (True, 2, 2, [5, 7])])
+def test_favor_gradcheck_and_reference(causal, H, Hk, kv_lengths):
+    q, k, v = make_qkv(H=H, Hk=Hk, N=7, L=7, D=4, M=3)
+    q, k = (0.5 * q).detach().requires_grad_(), (0.5 * k).detach().requires_grad_()
+    p = performer.FavorProjection(4, 8, seed=3)
+
+    def f(q, k, v):
+        return pt.favor_attention(q, k, v, p, causal=causal, kv_lengths=kv_lengths)
+
+    assert torch.autograd.gradcheck(f, (q, k, v), eps=1e-6, atol=1e-8, rtol=1e-6)
+    g = torch.randn(2, H, 7, 3, dtype=torch.float64)
+    ours = torch.autograd.grad((f(q, k, v) * g).sum(), (q, k, v))
+    ref_out = torch_favor_reference(q, k, v, p.matrix, causal, kv_lengths)
+    theirs = torch.autograd.grad((ref_out * g).sum(), (q, k, v))
+    assert rel_err(f(q, k, v), ref_out) < 1e-12
+    for a, b in zip(ours, theirs):
+        assert rel_err(a, b) < 1e-10
+
+
+@needs_torch
+def test_favor_module_redraw_and_no_grad():
+    torch.manual_seed(0)
+    module = pt.FavorAttention(8, 16, causal=True, seed=5)
+    assert "num_features=16" in repr(module) and "causal=True" in repr(module)
+    q, k, v = make_qkv(dtype=torch.float32, H=2, Hk=2, N=6, L=6, D=8, M=4)
+    out = module(q, k, v)
+    assert out.dtype == torch.float32 and out.requires_grad
+    W = module.projection.matrix
+    # A redraw after the forward does not change the W of its backward.
+    module.redraw()
+    out.sum().backward()
+    ref = torch_favor_reference(q, k, v, W, causal=True)
+    grads = torch.autograd.grad(ref.sum(), (q, k, v))
+    for a, b in zip((q.grad, k.grad, v.grad), grads):
+        assert rel_err(a, b) < 1e-4
+    with torch.no_grad():
+        redrawn = module(q, k, v)
+    assert not redrawn.requires_grad and rel_err(redrawn, out) > 1e-3  # the new W gives another estimate
+    with pytest.raises(ValueError, match="features"):
+        pt.FavorAttention(8, features="softmax")
