@@ -13,7 +13,7 @@ import PerformerKernelInterface
 // chunks they are the carried S, z (forward) and G, g (reverse). The forward sweep keeps only
 // den_i and ∂L/∂den_i per position, from which the reverse sweep rebuilds ∂L/∂num_i = g_i / den_i.
 
-func linearBackward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearAttentionTask>, _: T.Type) {
+func linearBackward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttentionTask>, _: T.Type) {
     let task = taskPointer.pointee
     var bytes = 0
     let s = LinearScratch<T>(base: task.scratch, shape: task.shape, causal: task.causal, backward: true, bytes: &bytes)
@@ -27,7 +27,7 @@ func linearBackward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearA
 /// Writes dq (or adds dk) rows from the t × C feature gradient in scratch, given the chunk's
 /// features of the same rows (φ' is derived from them).
 @inline(__always)
-private func storeFeatureGradients<T: BinaryFloatingPoint>(
+private func storeFeatureGradients<T: KernelScalar>(
     _ s: LinearScratch<T>, _ t: Int, _ r0: Int, features: UnsafePointer<T>, gradient: StridedMatrix,
     _ task: LinearAttentionTask, accumulate: Bool
 ) {
@@ -41,7 +41,7 @@ private func storeFeatureGradients<T: BinaryFloatingPoint>(
 /// and score gradient): ∂L/∂φ(K_c) = V_c Gᵀ + 1 gᵀ [+ scoreGradientᵀ φ(Q_c)],
 /// ∂L/∂V_c = φ(K_c) G [+ scoresᵀ ∂L/∂num]. Padded keys get zero gradients.
 @inline(__always)
-private func keyChunkGradients<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
+private func keyChunkGradients<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
     let c = task.shape.featureDim, m = task.shape.valueDim
     transposeBlock(rows: c, columns: m, s.stateGradient, s.mp, s.stateGradientT, s.cp)
     chunkProduct(rows: t, columns: c, depth: m, a: s.values, aRowStride: s.mp, aDepthStride: 1,
@@ -71,7 +71,7 @@ private func keyChunkGradients<T: BinaryFloatingPoint>(_ task: LinearAttentionTa
 
 /// G += φ(Q_c)ᵀ ∂L/∂num, g += φ(Q_c)ᵀ ∂L/∂den.
 @inline(__always)
-private func advanceStateGradient<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
+private func advanceStateGradient<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
     chunkProduct(rows: c, columns: m, depth: t, a: s.queryFeatures, aRowStride: 1, aDepthStride: s.cp,
                  b: s.rowsM, bRowStride: s.mp, c: s.stateGradient, cRowStride: s.mp, accumulate: true)
     for i in 0..<t {
@@ -82,7 +82,7 @@ private func advanceStateGradient<T: BinaryFloatingPoint>(_ s: LinearScratch<T>,
 
 /// ∂L/∂φ(Q_c) = ∂L/∂num Sᵀ + ∂L/∂den zᵀ [+ scoreGradient φ(K_c)], then dq.
 @inline(__always)
-private func queryChunkGradients<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
+private func queryChunkGradients<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
     let c = task.shape.featureDim, m = task.shape.valueDim
     transposeBlock(rows: c, columns: m, s.state, s.mp, s.stateT, s.cp)
     chunkProduct(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
@@ -98,7 +98,7 @@ private func queryChunkGradients<T: BinaryFloatingPoint>(_ task: LinearAttention
     storeFeatureGradients(s, t, r0, features: s.queryFeatures, gradient: task.queryGradient!, task, accumulate: false)
 }
 
-private func causalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
+private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
     let n = task.shape.queryCount, c = task.shape.featureDim, m = task.shape.valueDim
     let epsilon = T(task.epsilon)
     let perPosition = s.perPosition
@@ -150,7 +150,7 @@ private func causalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask,
     storeState(s.normalizerGradient, rows: c, columns: 1, ld: 1, into: task.initialNormalizerGradient)
 }
 
-private func nonCausalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
+private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
     let n = task.shape.queryCount, l = task.shape.keyCount
     let c = task.shape.featureDim, m = task.shape.valueDim
     let epsilon = T(task.epsilon)

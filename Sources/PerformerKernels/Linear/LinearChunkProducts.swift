@@ -18,30 +18,25 @@ let linearPanelWidth = 32
 @inline(__always)
 func linearPadded(_ n: Int) -> Int { (max(n, 1) + linearPanelWidth - 1) / linearPanelWidth * linearPanelWidth }
 
-/// C (= or +=) A·B with the contract above. Plain loops for now, ordered so the innermost runs
-/// over contiguous B and C columns.
+/// C (= or +=) A·B with the contract above, on the shared micro-kernel. Columns are rounded up
+/// to whole vector tiles (2·lanes ≤ `linearPanelWidth`), which the padded panels allow.
 @inline(__always)
-func chunkProduct<T: BinaryFloatingPoint>(
+func chunkProduct<T: KernelScalar>(
     rows: Int, columns: Int, depth: Int,
     a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
     b: UnsafePointer<T>, bRowStride: Int,
     c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool
 ) {
-    for r in 0..<rows {
-        let row = c + r * cRowStride
-        if !accumulate { for j in 0..<columns { row[j] = 0 } }
-        let aRow = a + r * aRowStride
-        for k in 0..<depth {
-            let scale = aRow[k * aDepthStride]
-            let bRow = b + k * bRowStride
-            for j in 0..<columns { row[j] += scale * bRow[j] }
-        }
-    }
+    guard rows > 0, columns > 0 else { return }
+    let tile = microKernelColumns(T.self)
+    blockProduct(rows: rows, columns: (columns + tile - 1) / tile * tile, depth: depth,
+                 a: a, aRowStride: aRowStride, aDepthStride: aDepthStride, b: b, bRowStride: bRowStride,
+                 c: c, cRowStride: cRowStride, accumulate: accumulate)
 }
 
 /// target[c][r] = source[r][c] for an r × c block (row strides given).
 @inline(__always)
-func transposeBlock<T: BinaryFloatingPoint>(
+func transposeBlock<T: KernelScalar>(
     rows: Int, columns: Int, _ source: UnsafePointer<T>, _ sourceRowStride: Int,
     _ target: UnsafeMutablePointer<T>, _ targetRowStride: Int
 ) {
@@ -53,7 +48,7 @@ func transposeBlock<T: BinaryFloatingPoint>(
 /// Zeroes the strictly upper triangle of a t × t block (keeps j ≤ i): the causal mask inside a
 /// chunk.
 @inline(__always)
-func keepLowerTriangle<T: BinaryFloatingPoint>(_ a: UnsafeMutablePointer<T>, _ t: Int, _ lda: Int) {
+func keepLowerTriangle<T: KernelScalar>(_ a: UnsafeMutablePointer<T>, _ t: Int, _ lda: Int) {
     for i in 0..<t {
         for j in (i + 1)..<max(t, i + 1) { a[i * lda + j] = 0 }
     }

@@ -6,7 +6,7 @@ import PerformerKernelInterface
 
 /// φ(Q_c) for query rows r0 ..< r0 + t.
 @inline(__always)
-func packQueryChunk<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
+func packQueryChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
     let d = task.shape.headDim
     for i in 0..<t {
         packFeatures(task.query, row: r0 + i, count: d, map: task.featureMap, into: s.queryFeatures + i * s.cp)
@@ -18,7 +18,7 @@ func packQueryChunk<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: Li
 /// elu+1's φ(0) = 1 in the denominator — so it adds nothing to S or z. In a partial chunk the
 /// transposed panels' columns t ..< T are zeroed, so whole-tile products read zeros there.
 @inline(__always)
-func packKeyChunk<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int,
+func packKeyChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int,
                                           transposedValues: Bool) {
     let d = task.shape.headDim, c = task.shape.featureDim, m = task.shape.valueDim
     for i in 0..<t {
@@ -40,14 +40,14 @@ func packKeyChunk<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: Line
 
 /// dO_c for rows r0 ..< r0 + t.
 @inline(__always)
-func packOutputGradientChunk<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
+func packOutputGradientChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
     let m = task.shape.valueDim
     for i in 0..<t { packRow(task.outputGradient!, row: r0 + i, count: m, into: s.outputGradient + i * s.mp) }
 }
 
 /// scores = tril(φ(Q_c) φ(K_c)ᵀ).
 @inline(__always)
-func chunkScores<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, _ t: Int, _ c: Int) {
+func chunkScores<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int) {
     chunkProduct(rows: t, columns: t, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
                  b: s.keyFeaturesT, bRowStride: s.tp, c: s.scores, cRowStride: s.tp, accumulate: false)
     keepLowerTriangle(s.scores, t, s.tp)
@@ -56,7 +56,7 @@ func chunkScores<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, _ t: Int, _ c: I
 /// rowsM = φ(Q_c) S [+ scores V_c]; denominator = φ(Q_c) z [+ rowsum(scores)] + ε. The bracketed
 /// intra-chunk terms are formed when `causal`; non-causal, the state already holds every key.
 @inline(__always)
-func chunkNumerator<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int, causal: Bool, epsilon: T) {
+func chunkNumerator<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int, causal: Bool, epsilon: T) {
     chunkProduct(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
                  b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false)
     for i in 0..<t {
@@ -80,7 +80,7 @@ func chunkNumerator<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, _ t: Int, _ c
 
 /// S += φ(K_c)ᵀ V_c, z += colsum φ(K_c).
 @inline(__always)
-func advanceState<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
+func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
     chunkProduct(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1, aDepthStride: s.cp,
                  b: s.values, bRowStride: s.mp, c: s.state, cRowStride: s.mp, accumulate: true)
     for i in 0..<t {
@@ -93,7 +93,7 @@ func advanceState<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, _ t: Int, _ c: 
 /// ∂L/∂num_i = dO_i / den_i and returns ∂L/∂den_i = −(dO_i · o_i) / den_i. A zero denominator
 /// (ε = 0 and no feature mass) gave a zero output row, so its gradients are zero too.
 @inline(__always)
-func rowGradients<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, row i: Int, _ m: Int) -> T {
+func rowGradients<T: KernelScalar>(_ s: LinearScratch<T>, row i: Int, _ m: Int) -> T {
     let den = s.denominator[i]
     let numerator = s.rowsM + i * s.mp, dO = s.outputGradient + i * s.mp
     guard den != 0 else {
@@ -112,7 +112,7 @@ func rowGradients<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, row i: Int, _ m
 /// scoreGradient = tril(∂L/∂num Vᵀ + ∂L/∂den 1ᵀ): the gradient of the loss with respect to the
 /// chunk's masked scores φ(q_i)ᵀφ(k_j), j ≤ i.
 @inline(__always)
-func chunkScoreGradient<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, _ t: Int, _ m: Int) {
+func chunkScoreGradient<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ m: Int) {
     chunkProduct(rows: t, columns: t, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
                  b: s.valuesT, bRowStride: s.tp, c: s.scoreGradient, cRowStride: s.tp, accumulate: false)
     for i in 0..<t {

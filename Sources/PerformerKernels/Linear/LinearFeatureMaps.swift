@@ -7,14 +7,14 @@ import PerformerKernelInterface
 
 /// eˣ in the precision of T (expf for Float, exp for Double).
 @inline(__always)
-func linearExp<T: BinaryFloatingPoint>(_ x: T) -> T {
+func linearExp<T: KernelScalar>(_ x: T) -> T {
     if T.self == Float.self { return T(expf(Float(x))) }
     return T(Glibc.exp(Double(x)))
 }
 
 /// Writes φ(row) (D values, C = D) into `features`.
 @inline(__always)
-func packFeatures<T: BinaryFloatingPoint>(
+func packFeatures<T: KernelScalar>(
     _ source: StridedMatrix, row: Int, count: Int, map: LinearFeatureKind, into features: UnsafeMutablePointer<T>
 ) {
     let base = source.base.assumingMemoryBound(to: T.self) + row * source.rowStride
@@ -37,7 +37,7 @@ func packFeatures<T: BinaryFloatingPoint>(
 /// φ' is read off the features themselves, so no exponential is evaluated again:
 /// elu+1: φ' = 1 where φ > 1 (x > 0), else φ' = eˣ = φ;  relu: φ' = 1 where φ > 0;  identity: 1.
 @inline(__always)
-func storeInputGradient<T: BinaryFloatingPoint>(
+func storeInputGradient<T: KernelScalar>(
     _ featureGradient: UnsafePointer<T>, features: UnsafePointer<T>, count: Int, map: LinearFeatureKind,
     into gradient: StridedMatrix, row: Int, accumulate: Bool
 ) {
@@ -60,14 +60,14 @@ func storeInputGradient<T: BinaryFloatingPoint>(
 
 /// Copies a strided row of `count` values into contiguous memory.
 @inline(__always)
-func packRow<T: BinaryFloatingPoint>(_ source: StridedMatrix, row: Int, count: Int, into target: UnsafeMutablePointer<T>) {
+func packRow<T: KernelScalar>(_ source: StridedMatrix, row: Int, count: Int, into target: UnsafeMutablePointer<T>) {
     let base = source.base.assumingMemoryBound(to: T.self) + row * source.rowStride
     for c in 0..<count { target[c] = base[c * source.columnStride] }
 }
 
 /// Stores a contiguous row into a strided matrix row (or adds it when `accumulate`).
 @inline(__always)
-func storeRow<T: BinaryFloatingPoint>(
+func storeRow<T: KernelScalar>(
     _ values: UnsafePointer<T>, count: Int, into target: StridedMatrix, row: Int, accumulate: Bool
 ) {
     let base = target.base.assumingMemoryBound(to: T.self) + row * target.rowStride

@@ -3,7 +3,7 @@ import PerformerKernelInterface
 // Forward of one query head, causal (chunked, state carried across chunks) or not
 // (state over all keys first, then every query against it).
 
-func linearForward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearAttentionTask>, _: T.Type) {
+func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttentionTask>, _: T.Type) {
     let task = taskPointer.pointee
     let n = task.shape.queryCount, l = task.shape.keyCount
     let c = task.shape.featureDim, m = task.shape.valueDim

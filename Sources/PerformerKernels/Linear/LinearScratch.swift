@@ -12,7 +12,7 @@ let linearChunkRows = 64
 /// Everything is O(chunk · max(C, M) + C · M) except `perPosition`, the causal backward's two
 /// scalars per position (denominator and its gradient) that let the reverse sweep rebuild
 /// ∂L/∂numerator from dO without storing any state S_i.
-struct LinearScratch<T: BinaryFloatingPoint> {
+struct LinearScratch<T: KernelScalar> {
     /// Leading dimensions: padded C, padded M, chunk rows.
     var cp: Int, mp: Int, tp: Int
     var queryFeatures: UnsafeMutablePointer<T>     // T × cp  φ(Q_c)
@@ -85,7 +85,7 @@ struct LinearScratch<T: BinaryFloatingPoint> {
 /// Copies a strided rows × columns state (C × M, or C × 1 for a normalizer) into a panel with
 /// row stride `ld`, or zeroes it when absent.
 @inline(__always)
-func loadState<T: BinaryFloatingPoint>(_ source: StridedMatrix?, rows: Int, columns: Int, into target: UnsafeMutablePointer<T>, ld: Int) {
+func loadState<T: KernelScalar>(_ source: StridedMatrix?, rows: Int, columns: Int, into target: UnsafeMutablePointer<T>, ld: Int) {
     for r in 0..<rows {
         if let source {
             packRow(source, row: r, count: columns, into: target + r * ld)
@@ -97,7 +97,7 @@ func loadState<T: BinaryFloatingPoint>(_ source: StridedMatrix?, rows: Int, colu
 
 /// Writes a state panel (row stride `ld`) into a strided one.
 @inline(__always)
-func storeState<T: BinaryFloatingPoint>(_ values: UnsafePointer<T>, rows: Int, columns: Int, ld: Int, into target: StridedMatrix?) {
+func storeState<T: KernelScalar>(_ values: UnsafePointer<T>, rows: Int, columns: Int, ld: Int, into target: StridedMatrix?) {
     guard let target else { return }
     for r in 0..<rows { storeRow(values + r * ld, count: columns, into: target, row: r, accumulate: false) }
 }

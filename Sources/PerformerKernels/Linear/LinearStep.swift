@@ -3,7 +3,7 @@ import PerformerKernelInterface
 // One recurrent step for every head of a decoder: O(C · M) per head whatever the position,
 // no allocation (φ(q) and φ(k) go to the task's scratch).
 
-func linearStep<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearStepTask>, _: T.Type) {
+func linearStep<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearStepTask>, _: T.Type) {
     let task = taskPointer.pointee
     let d = task.headDim, c = task.featureDim, m = task.valueDim
     let epsilon = T(task.epsilon)
