@@ -12,23 +12,43 @@ func linearExp<T: KernelScalar>(_ x: T) -> T {
     return T(Glibc.exp(Double(x)))
 }
 
-/// Writes φ(row) (D values, C = D) into `features`.
+/// Writes φ(row) (D values, C = D) into `features`: a strided copy, then φ in place on whole
+/// vectors (elu+1 through the shared vector exp2), the last D mod lanes values by scalar code.
 @inline(__always)
 func packFeatures<T: KernelScalar>(
     _ source: StridedMatrix, row: Int, count: Int, map: LinearFeatureKind, into features: UnsafeMutablePointer<T>
 ) {
     let base = source.base.assumingMemoryBound(to: T.self) + row * source.rowStride
     let step = source.columnStride
+    for c in 0..<count { features[c] = base[c * step] }
+    if map == .identity { return }
+    let w = T.lanes, zero = T.splat(0)
+    var c = 0
     switch map {
     case .eluPlusOne:
-        for c in 0..<count {
-            let x = base[c * step]
+        let one = T.splat(1), log2e = T.splat(T.log2e)
+        while c + w <= count {
+            let x = T.load(features + c)
+            let e = T.exp2(T.mul(x, log2e))
+            T.store(T.selectLess(zero, x, T.add(x, one), e), features + c)
+            c += w
+        }
+        while c < count {
+            let x = features[c]
             features[c] = x > 0 ? x + 1 : linearExp(x)
+            c += 1
         }
     case .relu:
-        for c in 0..<count { features[c] = max(base[c * step], 0) }
+        while c + w <= count {
+            T.store(T.max(T.load(features + c), zero), features + c)
+            c += w
+        }
+        while c < count {
+            features[c] = max(features[c], 0)
+            c += 1
+        }
     case .identity:
-        for c in 0..<count { features[c] = base[c * step] }
+        break
     }
 }
 
