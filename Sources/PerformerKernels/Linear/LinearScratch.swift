@@ -17,22 +17,21 @@ struct LinearScratch<T: KernelScalar> {
     var cp: Int, mp: Int, tp: Int
     var queryFeatures: UnsafeMutablePointer<T>     // T × cp  φ(Q_c)
     var keyFeatures: UnsafeMutablePointer<T>       // T × cp  φ(K_c), zero rows for padded keys
-    var keyFeaturesT: UnsafeMutablePointer<T>      // C × tp  φ(K_c)ᵀ
+    var keyFeaturesT: UnsafeMutablePointer<T>      // C × tp  φ(K_c)ᵀ (causal)
     var values: UnsafeMutablePointer<T>            // T × mp  V_c
-    var valuesT: UnsafeMutablePointer<T>           // M × tp  V_cᵀ
-    var rowsM: UnsafeMutablePointer<T>             // T × mp  numerator, then ∂L/∂numerator
-    var outputGradient: UnsafeMutablePointer<T>    // T × mp  dO_c
+    var valuesT: UnsafeMutablePointer<T>           // M × tp  V_cᵀ (causal backward)
+    var rowsM: UnsafeMutablePointer<T>             // T × mp  numerator, or ∂L/∂numerator = dO_i / den_i
     var scores: UnsafeMutablePointer<T>            // T × tp  tril(φ(Q_c) φ(K_c)ᵀ)
-    var scoreGradient: UnsafeMutablePointer<T>     // T × tp  tril(∂L/∂num Vᵀ + ∂L/∂den 1ᵀ)
+    var scoreGradient: UnsafeMutablePointer<T>     // T × tp  tril(∂L/∂num Vᵀ [+ ∂L/∂den 1ᵀ])
     var denominator: UnsafeMutablePointer<T>       // T
     var denominatorGradient: UnsafeMutablePointer<T>  // T
     var featureGradient: UnsafeMutablePointer<T>   // T × cp  ∂L/∂φ(Q_c) or ∂L/∂φ(K_c)
     var valueGradient: UnsafeMutablePointer<T>     // T × mp
-    var state: UnsafeMutablePointer<T>             // C × mp  S
+    var state: UnsafeMutablePointer<T>             // C × mp  S (forward)
     var stateT: UnsafeMutablePointer<T>            // M × cp  Sᵀ (backward)
     var normalizer: UnsafeMutablePointer<T>        // C       z
     var stateGradient: UnsafeMutablePointer<T>     // C × mp  G = ∂L/∂S carried backwards
-    var stateGradientT: UnsafeMutablePointer<T>    // M × cp  Gᵀ
+    var stateGradientT: UnsafeMutablePointer<T>    // M × cp  Gᵀ (non-causal: C × mp S first)
     var normalizerGradient: UnsafeMutablePointer<T>  // C
     var perPosition: UnsafeMutablePointer<T>       // 2N (causal backward only)
 
@@ -51,22 +50,21 @@ struct LinearScratch<T: KernelScalar> {
         }
         queryFeatures = take(t * cp)
         keyFeatures = take(t * cp)
-        keyFeaturesT = take(c * tp)
+        keyFeaturesT = take(causal ? c * tp : 1)
         values = take(t * mp)
-        valuesT = take(backward ? m * tp : 1)
+        valuesT = take(backward && causal ? m * tp : 1)
         rowsM = take(t * mp)
-        outputGradient = take(backward ? t * mp : 1)
-        scores = take(t * tp)
-        scoreGradient = take(backward ? t * tp : 1)
+        scores = take(causal ? t * tp : 1)
+        scoreGradient = take(backward && causal ? t * tp : 1)
         denominator = take(t)
         denominatorGradient = take(t)
         featureGradient = take(backward ? t * cp : 1)
         valueGradient = take(backward ? t * mp : 1)
-        state = take(c * mp)
+        state = take(backward ? 1 : c * mp)
         stateT = take(backward ? m * cp : 1)
         normalizer = take(c)
         stateGradient = take(backward ? c * mp : 1)
-        stateGradientT = take(backward ? m * cp : 1)
+        stateGradientT = take(backward ? max(m * cp, c * mp) : 1)
         normalizerGradient = take(backward ? c : 1)
         let chunkBytes = offset
         perPosition = take(backward && causal ? 2 * max(shape.queryCount, 1) : 1)
@@ -91,6 +89,18 @@ func loadState<T: KernelScalar>(_ source: StridedMatrix?, rows: Int, columns: In
             packRow(source, row: r, count: columns, into: target + r * ld)
         } else {
             for j in 0..<columns { target[r * ld + j] = 0 }
+        }
+    }
+}
+
+/// Copies a strided rows × columns state transposed into a panel (target[c][r], row stride
+/// `ld`), or zeroes it when absent.
+@inline(__always)
+func loadStateTransposed<T: KernelScalar>(_ source: StridedMatrix?, rows: Int, columns: Int, into target: UnsafeMutablePointer<T>, ld: Int) {
+    let base = source?.base.assumingMemoryBound(to: T.self)
+    for r in 0..<rows {
+        for c in 0..<columns {
+            target[c * ld + r] = source.map { base![r * $0.rowStride + c * $0.columnStride] } ?? 0
         }
     }
 }
