@@ -129,13 +129,15 @@ func upperDepthProduct<T: KernelScalar>(
     }
 }
 
-/// target[c][r] = source[r][c] for an r × c block (row strides given).
+/// target[c][r] = source[r][c] for an r × c block (row strides given). Loops over target rows so
+/// the stores are contiguous (the compiler turns the strided loads into vector gathers).
 @inline(__always)
 func transposeBlock<T: KernelScalar>(
     rows: Int, columns: Int, _ source: UnsafePointer<T>, _ sourceRowStride: Int,
     _ target: UnsafeMutablePointer<T>, _ targetRowStride: Int
 ) {
-    for r in 0..<rows {
-        for c in 0..<columns { target[c * targetRowStride + r] = source[r * sourceRowStride + c] }
+    for c in 0..<columns {
+        let row = target + c * targetRowStride, column = source + c
+        for r in 0..<rows { row[r] = column[r * sourceRowStride] }
     }
 }
