@@ -3,17 +3,20 @@ import PerformerKernelInterface
 // Backward of one query head, in O(N + chunk · max(C, M) + C · M) memory: no per-position state
 // is stored; every state is rebuilt by recomputation (the paper's eqs. 13–15, chunked).
 //
-// With g_i = dO_i, den_i = φ(q_i)ᵀz_i + ε, o_i = num_i / den_i:
-//   ∂L/∂num_i = g_i / den_i,   ∂L/∂den_i = −(g_i · o_i) / den_i
-//   ∂L/∂φ(q_i) = S_i ∂L/∂num_i + z_i ∂L/∂den_i                      (forward sweep, S_i rebuilt)
+// With g_i = dO_i, den_i = φ(q_i)ᵀz_i + ε, num_i = S_iᵀφ(q_i), o_i = num_i / den_i:
+//   ∂L/∂num_i = g_i / den_i,   ∂L/∂den_i = −(g_i · num_i) / den_i² = −φ(q_i)·u_i / den_i
+//   u_i = S_i ∂L/∂num_i,   ∂L/∂φ(q_i) = u_i + z_i ∂L/∂den_i                (forward sweep)
 //   G_j = dS_N + Σ_{i ≥ j} φ(q_i) ∂L/∂num_iᵀ,  g_j = dz_N + Σ_{i ≥ j} φ(q_i) ∂L/∂den_i  (reverse sweep)
 //   ∂L/∂φ(k_j) = G_j v_j + g_j,   ∂L/∂v_j = G_jᵀ φ(k_j)
 //   ∂L/∂S_0 = G_0,  ∂L/∂z_0 = g_0
-// Within a chunk the sums over i ≥ j (or j ≤ i) are the triangular score products; across
-// chunks they are the carried S, z (forward) and G, g (reverse). The forward sweep keeps only
-// den_i and ∂L/∂den_i per position, from which the reverse sweep rebuilds ∂L/∂num_i = g_i / den_i.
+// Writing g·num as φ(q)·u means the forward sweep never forms the numerator: per chunk it needs
+// den (from running z), u = ∂L/∂num Sᵀ + tril(∂L/∂num V_cᵀ) φ(K_c) and the state update, two
+// full and two triangular products. Within a chunk the sums over i ≥ j (or j ≤ i) are the
+// triangular products; across chunks they are the carried S, z (forward) and G, g (reverse).
+// The forward sweep keeps den_i and ∂L/∂den_i per position, from which the reverse sweep
+// rebuilds ∂L/∂num_i = g_i / den_i.
 
-func linearBackward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearAttentionTask>, _: T.Type) {
+func linearBackward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttentionTask>, _: T.Type) {
     let task = taskPointer.pointee
     var bytes = 0
     let s = LinearScratch<T>(base: task.scratch, shape: task.shape, causal: task.causal, backward: true, bytes: &bytes)
@@ -24,103 +27,100 @@ func linearBackward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearA
     }
 }
 
-/// Writes dq (or adds dk) rows from the t × C feature gradient in scratch, given the chunk's
-/// features of the same rows (φ' is derived from them).
+/// Turns rowsM (dO rows) into ∂L/∂num = dO_i / den_i given `denominator`; a zero denominator
+/// (ε = 0 and no feature mass) gave a zero output row, so its gradients are zero too.
 @inline(__always)
-private func storeFeatureGradients<T: BinaryFloatingPoint>(
-    _ s: LinearScratch<T>, _ t: Int, _ r0: Int, features: UnsafePointer<T>, gradient: StridedMatrix,
-    _ task: LinearAttentionTask, accumulate: Bool
-) {
+private func scaleOutputGradients<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ m: Int) {
     for i in 0..<t {
-        storeInputGradient(s.featureGradient + i * s.cp, features: features + i * s.cp, count: task.shape.headDim,
-                           map: task.featureMap, into: gradient, row: r0 + i, accumulate: accumulate)
+        let den = s.denominator[i]
+        let row = s.rowsM + i * s.mp
+        rowScale(den != 0 ? 1 / den : 0, row, row, m)
     }
 }
 
-/// Key-side gradients of one chunk given the carried G, g (and, when causal, the chunk's scores
-/// and score gradient): ∂L/∂φ(K_c) = V_c Gᵀ + 1 gᵀ [+ scoreGradientᵀ φ(Q_c)],
-/// ∂L/∂V_c = φ(K_c) G [+ scoresᵀ ∂L/∂num]. Padded keys get zero gradients.
+/// Given u (featureGradient), ∂L/∂den_i (`denominatorGradient`) and z_i per row (`runningZ`,
+/// advanced row by row from z before the chunk when causal; the fixed z otherwise):
+/// ∂L/∂φ(q_i) = u_i + z_i ∂L/∂den_i, stored as dq.
 @inline(__always)
-private func keyChunkGradients<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
-    let c = task.shape.featureDim, m = task.shape.valueDim
-    transposeBlock(rows: c, columns: m, s.stateGradient, s.mp, s.stateGradientT, s.cp)
-    chunkProduct(rows: t, columns: c, depth: m, a: s.values, aRowStride: s.mp, aDepthStride: 1,
-                 b: s.stateGradientT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
-    chunkProduct(rows: t, columns: m, depth: c, a: s.keyFeatures, aRowStride: s.cp, aDepthStride: 1,
-                 b: s.stateGradient, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: false)
-    if task.causal {
-        chunkProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: 1, aDepthStride: s.tp,
-                     b: s.queryFeatures, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: true)
-        chunkProduct(rows: t, columns: m, depth: t, a: s.scores, aRowStride: 1, aDepthStride: s.tp,
-                     b: s.rowsM, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: true)
-    }
+private func storeQueryGradients<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int,
+                                                  runningZ: UnsafeMutablePointer<T>, causal: Bool) {
+    let c = task.shape.featureDim
     for i in 0..<t {
-        let row = s.featureGradient + i * s.cp
-        if r0 + i < task.keyLimit {
-            for f in 0..<c { row[f] += s.normalizerGradient[f] }
-        } else {
-            for f in 0..<c { row[f] = 0 }
-        }
-    }
-    let accumulate = task.accumulateKeyGradients
-    storeFeatureGradients(s, t, r0, features: s.keyFeatures, gradient: task.keyGradient!, task, accumulate: accumulate)
-    for i in 0..<t {
-        storeRow(s.valueGradient + i * s.mp, count: m, into: task.valueGradient!, row: r0 + i, accumulate: accumulate)
+        if causal { rowAdd(s.keyFeatures + i * s.cp, runningZ, c) }
+        let u = s.featureGradient + i * s.cp
+        rowAxpy(s.denominatorGradient[i], runningZ, u, c)
+        storeInputGradient(u, features: s.queryFeatures + i * s.cp, count: task.shape.headDim, map: task.featureMap,
+                           into: task.queryGradient!, row: r0 + i, accumulate: false)
     }
 }
 
 /// G += φ(Q_c)ᵀ ∂L/∂num, g += φ(Q_c)ᵀ ∂L/∂den.
 @inline(__always)
-private func advanceStateGradient<T: BinaryFloatingPoint>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
+private func advanceStateGradient<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
     chunkProduct(rows: c, columns: m, depth: t, a: s.queryFeatures, aRowStride: 1, aDepthStride: s.cp,
                  b: s.rowsM, bRowStride: s.mp, c: s.stateGradient, cRowStride: s.mp, accumulate: true)
-    for i in 0..<t {
-        let dden = s.denominatorGradient[i], row = s.queryFeatures + i * s.cp
-        for f in 0..<c { s.normalizerGradient[f] += row[f] * dden }
-    }
+    for i in 0..<t { rowAxpy(s.denominatorGradient[i], s.queryFeatures + i * s.cp, s.normalizerGradient, c) }
 }
 
-/// ∂L/∂φ(Q_c) = ∂L/∂num Sᵀ + ∂L/∂den zᵀ [+ scoreGradient φ(K_c)], then dq.
+/// Adds g to ∂L/∂φ(K_c) rows (zeroing padded keys), then stores dk and dv.
 @inline(__always)
-private func queryChunkGradients<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
+private func storeKeyGradients<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
     let c = task.shape.featureDim, m = task.shape.valueDim
-    transposeBlock(rows: c, columns: m, s.state, s.mp, s.stateT, s.cp)
-    chunkProduct(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
-                 b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
+    let accumulate = task.accumulateKeyGradients
     for i in 0..<t {
-        let dden = s.denominatorGradient[i], row = s.featureGradient + i * s.cp
-        for f in 0..<c { row[f] += dden * s.normalizer[f] }
+        let row = s.featureGradient + i * s.cp
+        if r0 + i < task.keyLimit {
+            rowAdd(s.normalizerGradient, row, c)
+        } else {
+            rowZero(row, c)
+        }
+        storeInputGradient(row, features: s.keyFeatures + i * s.cp, count: task.shape.headDim, map: task.featureMap,
+                           into: task.keyGradient!, row: r0 + i, accumulate: accumulate)
+        storeRow(s.valueGradient + i * s.mp, count: m, into: task.valueGradient!, row: r0 + i, accumulate: accumulate)
     }
-    if task.causal {
-        chunkProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: s.tp, aDepthStride: 1,
-                     b: s.keyFeatures, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: true)
-    }
-    storeFeatureGradients(s, t, r0, features: s.queryFeatures, gradient: task.queryGradient!, task, accumulate: false)
 }
 
-private func causalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
+private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
     let n = task.shape.queryCount, c = task.shape.featureDim, m = task.shape.valueDim
     let epsilon = T(task.epsilon)
     let perPosition = s.perPosition
 
-    // Forward sweep: S_i, z_i rebuilt chunk by chunk; ∂L/∂φ(Q) and dq.
-    loadState(task.initialState, rows: c, columns: m, into: s.state, ld: s.mp)
+    // Forward sweep: Sᵀ, z rebuilt chunk by chunk; den, ∂L/∂den and dq per position.
+    loadStateTransposed(task.initialState, rows: c, columns: m, into: s.stateT, ld: s.cp)
     loadState(task.initialNormalizer, rows: c, columns: 1, into: s.normalizer, ld: 1)
     var r0 = 0
     while r0 < n {
         let t = min(linearChunkRows, n - r0)
         packQueryChunk(task, s, r0, t)
-        packKeyChunk(task, s, r0, t, transposedValues: true)
+        packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: true)
         packOutputGradientChunk(task, s, r0, t)
-        chunkNumerator(s, t, c, m, causal: true, epsilon: epsilon)
+        // den_i = φ(q_i)·z_i + ε with z_i = z + Σ_{j ≤ i} φ(k_j) (running sum in normalizerGradient).
+        s.normalizerGradient.update(from: s.normalizer, count: c)
         for i in 0..<t {
-            s.denominatorGradient[i] = rowGradients(s, row: i, m)
+            rowAdd(s.keyFeatures + i * s.cp, s.normalizerGradient, c)
+            s.denominator[i] = rowDot(s.queryFeatures + i * s.cp, s.normalizerGradient, c) + epsilon
+        }
+        scaleOutputGradients(s, t, m)
+        // u = ∂L/∂num Sᵀ + tril(∂L/∂num V_cᵀ) φ(K_c).
+        chunkProduct(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
+                     b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
+        lowerTriangleProduct(t: t, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
+                             b: s.valuesT, bRowStride: s.tp, c: s.scoreGradient, cRowStride: s.tp, rowAdd: nil)
+        lowerDepthProduct(t: t, columns: c, a: s.scoreGradient, aRowStride: s.tp, aDepthStride: 1,
+                          b: s.keyFeatures, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: true)
+        for i in 0..<t {
+            let den = s.denominator[i]
+            let u = s.featureGradient + i * s.cp
+            s.denominatorGradient[i] = den != 0 ? -rowDot(s.queryFeatures + i * s.cp, u, c) / den : 0
+        }
+        storeQueryGradients(task, s, r0, t, runningZ: s.normalizer, causal: true)
+        for i in 0..<t {
             perPosition[2 * (r0 + i)] = s.denominator[i]
             perPosition[2 * (r0 + i) + 1] = s.denominatorGradient[i]
         }
-        chunkScoreGradient(s, t, m)
-        queryChunkGradients(task, s, r0, t)
-        advanceState(s, t, c, m)
+        // Sᵀ += V_cᵀ φ(K_c); z was advanced row by row above.
+        chunkProduct(rows: m, columns: c, depth: t, a: s.values, aRowStride: 1, aDepthStride: s.mp,
+                     b: s.keyFeatures, bRowStride: s.cp, c: s.stateT, cRowStride: s.cp, accumulate: true)
         r0 += t
     }
 
@@ -132,54 +132,84 @@ private func causalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask,
         let r0 = chunk * linearChunkRows
         let t = min(linearChunkRows, n - r0)
         packQueryChunk(task, s, r0, t)
-        packKeyChunk(task, s, r0, t, transposedValues: true)
+        packKeyChunk(task, s, r0, t, transposedFeatures: true, transposedValues: true)
         packOutputGradientChunk(task, s, r0, t)
         for i in 0..<t {
-            let den = perPosition[2 * (r0 + i)]
-            let inverse: T = den != 0 ? 1 / den : 0
+            s.denominator[i] = perPosition[2 * (r0 + i)]
             s.denominatorGradient[i] = perPosition[2 * (r0 + i) + 1]
-            let row = s.rowsM + i * s.mp, dO = s.outputGradient + i * s.mp
-            for j in 0..<m { row[j] = dO[j] * inverse }
         }
-        chunkScores(s, t, c)
-        chunkScoreGradient(s, t, m)
-        keyChunkGradients(task, s, r0, t)
+        scaleOutputGradients(s, t, m)
+        transposeBlock(rows: c, columns: m, s.stateGradient, s.mp, s.stateGradientT, s.cp)
+        // scoreGradient = tril(∂L/∂num V_cᵀ + ∂L/∂den 1ᵀ), scores = tril(φ(Q_c) φ(K_c)ᵀ).
+        lowerTriangleProduct(t: t, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
+                             b: s.valuesT, bRowStride: s.tp, c: s.scoreGradient, cRowStride: s.tp,
+                             rowAdd: s.denominatorGradient)
+        lowerTriangleProduct(t: t, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
+                             b: s.keyFeaturesT, bRowStride: s.tp, c: s.scores, cRowStride: s.tp, rowAdd: nil)
+        // ∂L/∂φ(K_c) = V_c Gᵀ + scoreGradientᵀ φ(Q_c) (+ g below); ∂L/∂V_c = φ(K_c) G + scoresᵀ ∂L/∂num.
+        chunkProduct(rows: t, columns: c, depth: m, a: s.values, aRowStride: s.mp, aDepthStride: 1,
+                     b: s.stateGradientT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
+        upperDepthProduct(t: t, columns: c, a: s.scoreGradient, aRowStride: 1, aDepthStride: s.tp,
+                          b: s.queryFeatures, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: true)
+        chunkProduct(rows: t, columns: m, depth: c, a: s.keyFeatures, aRowStride: s.cp, aDepthStride: 1,
+                     b: s.stateGradient, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: false)
+        upperDepthProduct(t: t, columns: m, a: s.scores, aRowStride: 1, aDepthStride: s.tp,
+                          b: s.rowsM, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: true)
+        storeKeyGradients(task, s, r0, t)
         advanceStateGradient(s, t, c, m)
     }
     storeState(s.stateGradient, rows: c, columns: m, ld: s.mp, into: task.initialStateGradient)
     storeState(s.normalizerGradient, rows: c, columns: 1, ld: 1, into: task.initialNormalizerGradient)
 }
 
-private func nonCausalBackward<T: BinaryFloatingPoint>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
+private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
     let n = task.shape.queryCount, l = task.shape.keyCount
     let c = task.shape.featureDim, m = task.shape.valueDim
     let epsilon = T(task.epsilon)
-    // The carve zeroed S, z, G and g.
+    // The carve zeroed Sᵀ, z, G and g.
     var r0 = 0
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
-        packKeyChunk(task, s, r0, t, transposedValues: false)
-        advanceState(s, t, c, m)
+        packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
+        advanceStateTransposed(s, t, c, m)
         r0 += t
     }
-    // Queries: ∂L/∂φ(q_i) = S ∂L/∂num_i + z ∂L/∂den_i; G, g sum over every query.
+    // Queries: num = φ(Q_c) S, ∂L/∂den_i = −(dO_i·num_i) / den_i² (from the numerator itself: with
+    // few keys, G v + g below cancels heavily and needs ∂L/∂den this accurate), u = ∂L/∂num Sᵀ,
+    // ∂L/∂φ(q_i) = u_i + z ∂L/∂den_i; G, g sum over every query. S is Sᵀ transposed once.
+    transposeBlock(rows: m, columns: c, s.stateT, s.cp, s.stateGradientT, s.mp)
     r0 = 0
     while r0 < n {
         let t = min(linearChunkRows, n - r0)
         packQueryChunk(task, s, r0, t)
+        chunkProduct(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
+                     b: s.stateGradientT, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: false)
         packOutputGradientChunk(task, s, r0, t)
-        chunkNumerator(s, t, c, m, causal: false, epsilon: epsilon)
-        for i in 0..<t { s.denominatorGradient[i] = rowGradients(s, row: i, m) }
-        queryChunkGradients(task, s, r0, t)
+        for i in 0..<t {
+            let den = rowDot(s.queryFeatures + i * s.cp, s.normalizer, c) + epsilon
+            let inverse: T = den != 0 ? 1 / den : 0
+            s.denominator[i] = den
+            s.denominatorGradient[i] = -rowDot(s.rowsM + i * s.mp, s.valueGradient + i * s.mp, m) * inverse * inverse
+        }
+        scaleOutputGradients(s, t, m)
+        chunkProduct(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
+                     b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
+        storeQueryGradients(task, s, r0, t, runningZ: s.normalizer, causal: false)
         advanceStateGradient(s, t, c, m)
         r0 += t
     }
-    // Keys: every key sees the same G, g.
+    // Keys: every key sees the same G, g (stateGradientT held S until here: zero its padding).
+    rowZero(s.stateGradientT, c * s.mp)
+    transposeBlock(rows: c, columns: m, s.stateGradient, s.mp, s.stateGradientT, s.cp)
     r0 = 0
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
-        packKeyChunk(task, s, r0, t, transposedValues: false)
-        keyChunkGradients(task, s, r0, t)
+        packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
+        chunkProduct(rows: t, columns: c, depth: m, a: s.values, aRowStride: s.mp, aDepthStride: 1,
+                     b: s.stateGradientT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
+        chunkProduct(rows: t, columns: m, depth: c, a: s.keyFeatures, aRowStride: s.cp, aDepthStride: 1,
+                     b: s.stateGradient, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: false)
+        storeKeyGradients(task, s, r0, t)
         r0 += t
     }
 }

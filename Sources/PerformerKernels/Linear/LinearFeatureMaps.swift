@@ -7,73 +7,136 @@ import PerformerKernelInterface
 
 /// eˣ in the precision of T (expf for Float, exp for Double).
 @inline(__always)
-func linearExp<T: BinaryFloatingPoint>(_ x: T) -> T {
+func linearExp<T: KernelScalar>(_ x: T) -> T {
     if T.self == Float.self { return T(expf(Float(x))) }
     return T(Glibc.exp(Double(x)))
 }
 
-/// Writes φ(row) (D values, C = D) into `features`.
+/// Writes φ(row) (D values, C = D) into `features`: a strided copy, then φ in place on whole
+/// vectors (elu+1 through the shared vector exp2), the last D mod lanes values by scalar code.
 @inline(__always)
-func packFeatures<T: BinaryFloatingPoint>(
+func packFeatures<T: KernelScalar>(
     _ source: StridedMatrix, row: Int, count: Int, map: LinearFeatureKind, into features: UnsafeMutablePointer<T>
 ) {
-    let base = source.base.assumingMemoryBound(to: T.self) + row * source.rowStride
-    let step = source.columnStride
+    packRow(source, row: row, count: count, into: features)
+    if map == .identity { return }
+    let w = T.lanes, zero = T.splat(0)
+    var c = 0
     switch map {
     case .eluPlusOne:
-        for c in 0..<count {
-            let x = base[c * step]
+        let one = T.splat(1), log2e = T.splat(T.log2e)
+        while c + w <= count {
+            let x = T.load(features + c)
+            let e = T.exp2(T.mul(x, log2e))
+            T.store(T.selectLess(zero, x, T.add(x, one), e), features + c)
+            c += w
+        }
+        while c < count {
+            let x = features[c]
             features[c] = x > 0 ? x + 1 : linearExp(x)
+            c += 1
         }
     case .relu:
-        for c in 0..<count { features[c] = max(base[c * step], 0) }
+        while c + w <= count {
+            T.store(T.max(T.load(features + c), zero), features + c)
+            c += w
+        }
+        while c < count {
+            features[c] = max(features[c], 0)
+            c += 1
+        }
     case .identity:
-        for c in 0..<count { features[c] = base[c * step] }
+        break
     }
 }
 
 /// Turns the gradient with respect to φ(x) into the gradient with respect to x (multiplies by
-/// φ'(x) elementwise) and stores it into row `row` of `gradient`, or adds it when `accumulate`.
-/// φ' is read off the features themselves, so no exponential is evaluated again:
-/// elu+1: φ' = 1 where φ > 1 (x > 0), else φ' = eˣ = φ;  relu: φ' = 1 where φ > 0;  identity: 1.
+/// φ'(x) elementwise, in place in `featureGradient`) and stores it into row `row` of `gradient`,
+/// or adds it when `accumulate`. φ' is read off the features themselves, so no exponential is
+/// evaluated again: elu+1: φ' = 1 where φ > 1 (x > 0), else φ' = eˣ = φ;  relu: φ' = 1 where
+/// φ > 0;  identity: 1.
 @inline(__always)
-func storeInputGradient<T: BinaryFloatingPoint>(
-    _ featureGradient: UnsafePointer<T>, features: UnsafePointer<T>, count: Int, map: LinearFeatureKind,
+func storeInputGradient<T: KernelScalar>(
+    _ featureGradient: UnsafeMutablePointer<T>, features: UnsafePointer<T>, count: Int, map: LinearFeatureKind,
     into gradient: StridedMatrix, row: Int, accumulate: Bool
 ) {
-    let out = gradient.base.assumingMemoryBound(to: T.self) + row * gradient.rowStride
-    let os = gradient.columnStride
-    for c in 0..<count {
-        let value: T
-        switch map {
-        case .eluPlusOne:
-            let phi = features[c]
-            value = phi > 1 ? featureGradient[c] : featureGradient[c] * phi
-        case .relu:
-            value = features[c] > 0 ? featureGradient[c] : 0
-        case .identity:
-            value = featureGradient[c]
+    let w = T.lanes, one = T.splat(1), zero = T.splat(0)
+    var c = 0
+    switch map {
+    case .eluPlusOne:
+        while c + w <= count {
+            let phi = T.load(features + c), g = T.load(featureGradient + c)
+            T.store(T.selectLess(one, phi, g, T.mul(g, phi)), featureGradient + c)
+            c += w
         }
-        if accumulate { out[c * os] += value } else { out[c * os] = value }
+        while c < count {
+            let phi = features[c]
+            if !(phi > 1) { featureGradient[c] *= phi }
+            c += 1
+        }
+    case .relu:
+        while c + w <= count {
+            T.store(T.selectLess(zero, T.load(features + c), T.load(featureGradient + c), zero), featureGradient + c)
+            c += w
+        }
+        while c < count {
+            if !(features[c] > 0) { featureGradient[c] = 0 }
+            c += 1
+        }
+    case .identity:
+        break
+    }
+    storeRow(featureGradient, count: count, into: gradient, row: row, accumulate: accumulate)
+}
+
+/// Copies a strided row of `count` values into contiguous memory (whole vectors when the row is
+/// contiguous).
+@inline(__always)
+func packRow<T: KernelScalar>(_ source: StridedMatrix, row: Int, count: Int, into target: UnsafeMutablePointer<T>) {
+    let base = source.base.assumingMemoryBound(to: T.self) + row * source.rowStride
+    let step = source.columnStride
+    var c = 0
+    if step == 1 {
+        let w = T.lanes
+        while c + w <= count {
+            T.store(T.load(base + c), target + c)
+            c += w
+        }
+    }
+    while c < count {
+        target[c] = base[c * step]
+        c += 1
     }
 }
 
-/// Copies a strided row of `count` values into contiguous memory.
+/// Stores a contiguous row into a strided matrix row (or adds it when `accumulate`), on whole
+/// vectors when the target row is contiguous.
 @inline(__always)
-func packRow<T: BinaryFloatingPoint>(_ source: StridedMatrix, row: Int, count: Int, into target: UnsafeMutablePointer<T>) {
-    let base = source.base.assumingMemoryBound(to: T.self) + row * source.rowStride
-    for c in 0..<count { target[c] = base[c * source.columnStride] }
-}
-
-/// Stores a contiguous row into a strided matrix row (or adds it when `accumulate`).
-@inline(__always)
-func storeRow<T: BinaryFloatingPoint>(
+func storeRow<T: KernelScalar>(
     _ values: UnsafePointer<T>, count: Int, into target: StridedMatrix, row: Int, accumulate: Bool
 ) {
     let base = target.base.assumingMemoryBound(to: T.self) + row * target.rowStride
+    let step = target.columnStride
+    var c = 0
+    if step == 1 {
+        if accumulate {
+            rowAdd(values, base, count)
+        } else {
+            let w = T.lanes
+            while c + w <= count {
+                T.store(T.load(values + c), base + c)
+                c += w
+            }
+            while c < count {
+                base[c] = values[c]
+                c += 1
+            }
+        }
+        return
+    }
     if accumulate {
-        for c in 0..<count { base[c * target.columnStride] += values[c] }
+        for c in 0..<count { base[c * step] += values[c] }
     } else {
-        for c in 0..<count { base[c * target.columnStride] = values[c] }
+        for c in 0..<count { base[c * step] = values[c] }
     }
 }

@@ -1,44 +1,58 @@
 import PerformerKernelInterface
 
 // Forward of one query head, causal (chunked, state carried across chunks) or not
-// (state over all keys first, then every query against it).
+// (state over all keys first, then every query against it). Per causal chunk:
+//   num = φ(Q_c) S + tril(φ(Q_c) φ(K_c)ᵀ) V_c,  den_i = φ(q_i)·z + rowsum_i(tril(...)) + ε,
+// then S += φ(K_c)ᵀ V_c, z += colsum φ(K_c); the triangle is computed tile by tile (about half).
 
-func linearForward<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearAttentionTask>, _: T.Type) {
+func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttentionTask>, _: T.Type) {
     let task = taskPointer.pointee
     let n = task.shape.queryCount, l = task.shape.keyCount
     let c = task.shape.featureDim, m = task.shape.valueDim
+    let causal = task.causal
     let epsilon = T(task.epsilon)
     var bytes = 0
-    let s = LinearScratch<T>(base: task.scratch, shape: task.shape, causal: task.causal, backward: false, bytes: &bytes)
-    loadState(task.causal ? task.initialState : nil, rows: c, columns: m, into: s.state, ld: s.mp)
-    loadState(task.causal ? task.initialNormalizer : nil, rows: c, columns: 1, into: s.normalizer, ld: 1)
+    let s = LinearScratch<T>(base: task.scratch, shape: task.shape, causal: causal, backward: false, bytes: &bytes)
+    loadState(causal ? task.initialState : nil, rows: c, columns: m, into: s.state, ld: s.mp)
+    loadState(causal ? task.initialNormalizer : nil, rows: c, columns: 1, into: s.normalizer, ld: 1)
 
-    if !task.causal {
+    if !causal {
         var r0 = 0
         while r0 < l {
             let t = min(linearChunkRows, l - r0)
-            packKeyChunk(task, s, r0, t, transposedValues: false)
+            packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
             advanceState(s, t, c, m)
             r0 += t
         }
     }
+    let w = T.lanes
     var r0 = 0
     while r0 < n {
         let t = min(linearChunkRows, n - r0)
         packQueryChunk(task, s, r0, t)
-        if task.causal { packKeyChunk(task, s, r0, t, transposedValues: false) }
-        chunkNumerator(s, t, c, m, causal: task.causal, epsilon: epsilon)
+        chunkProduct(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
+                     b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false)
+        if causal {
+            packKeyChunk(task, s, r0, t, transposedFeatures: true, transposedValues: false)
+            lowerTriangleProduct(t: t, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
+                                 b: s.keyFeaturesT, bRowStride: s.tp, c: s.scores, cRowStride: s.tp, rowAdd: nil)
+            lowerDepthProduct(t: t, columns: m, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
+                              b: s.values, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: true)
+        }
         for i in 0..<t {
-            let den = s.denominator[i]
+            var den = rowDot(s.queryFeatures + i * s.cp, s.normalizer, c)
+            // Row i of the masked scores is written up to the vector holding column i.
+            if causal { den += rowSum(s.scores + i * s.tp, (i / w + 1) * w) }
+            den += epsilon
             let inverse: T = den != 0 ? 1 / den : 0
             let row = s.rowsM + i * s.mp
-            for j in 0..<m { row[j] *= inverse }
+            rowScale(inverse, row, row, m)
             storeRow(row, count: m, into: task.output!, row: r0 + i, accumulate: false)
         }
-        if task.causal { advanceState(s, t, c, m) }
+        if causal { advanceState(s, t, c, m) }
         r0 += t
     }
-    if task.causal {
+    if causal {
         storeState(s.state, rows: c, columns: m, ld: s.mp, into: task.finalState)
         storeState(s.normalizer, rows: c, columns: 1, ld: 1, into: task.finalNormalizer)
     }

@@ -3,7 +3,7 @@ import PerformerKernelInterface
 // One recurrent step for every head of a decoder: O(C · M) per head whatever the position,
 // no allocation (φ(q) and φ(k) go to the task's scratch).
 
-func linearStep<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearStepTask>, _: T.Type) {
+func linearStep<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearStepTask>, _: T.Type) {
     let task = taskPointer.pointee
     let d = task.headDim, c = task.featureDim, m = task.valueDim
     let epsilon = T(task.epsilon)
@@ -25,25 +25,64 @@ func linearStep<T: BinaryFloatingPoint>(_ taskPointer: UnsafePointer<LinearStepT
             packFeatures(row(task.key, task.keyStrides, hk), row: 0, count: d, map: task.featureMap, into: keyFeatures)
             packFeatures(row(task.query, task.queryStrides, h), row: 0, count: d, map: task.featureMap, into: queryFeatures)
             packRow(row(task.value, task.valueStrides, hk), row: 0, count: m, into: values)
-            // Row f of S: S[f] += φ(k)_f v, then num += φ(q)_f S[f]; one pass over S, contiguous rows.
-            var den: T = 0
-            for j in 0..<m { numerator[j] = 0 }
-            for f in 0..<c {
-                let kf = keyFeatures[f], qf = queryFeatures[f]
-                normalizer[f] += kf
-                den += qf * normalizer[f]
-                let stateRow = state + f * m
-                for j in 0..<m {
-                    let updated = stateRow[j] + kf * values[j]
-                    stateRow[j] = updated
-                    numerator[j] += qf * updated
-                }
-            }
-            den += epsilon
-            let inverse: T = den != 0 ? 1 / den : 0
-            for j in 0..<m { numerator[j] *= inverse }
+            // z += φ(k); den = φ(q)·z + ε.
+            rowAdd(keyFeatures, normalizer, c)
+            let den = rowDot(queryFeatures, normalizer, c) + epsilon
+            stepStateColumns(state, c, m, keyFeatures, queryFeatures, values, numerator)
+            rowScale(den != 0 ? 1 / den : 0, numerator, numerator, m)
             storeRow(numerator, count: m, into: row(task.output, task.outputStrides, h), row: 0, accumulate: false)
         }
+    }
+}
+
+/// S += φ(k) vᵀ fused with num = Sᵀ φ(q) (the updated S), in one pass over S (C × M, row
+/// stride M): each block of up to four vectors of columns keeps v and the numerator in registers
+/// while it walks the C rows, so S is loaded and stored once and nothing else touches memory.
+@inline(__always)
+private func stepStateColumns<T: KernelScalar>(
+    _ state: UnsafeMutablePointer<T>, _ c: Int, _ m: Int, _ k: UnsafePointer<T>, _ q: UnsafePointer<T>,
+    _ v: UnsafePointer<T>, _ numerator: UnsafeMutablePointer<T>
+) {
+    let w = T.lanes
+    var j = 0
+    while j + 4 * w <= m {
+        let v0 = T.load(v + j), v1 = T.load(v + j + w), v2 = T.load(v + j + 2 * w), v3 = T.load(v + j + 3 * w)
+        var n0 = T.splat(0), n1 = n0, n2 = n0, n3 = n0
+        var row = state + j
+        for f in 0..<c {
+            let kf = T.splat(k[f]), qf = T.splat(q[f])
+            let s0 = T.fma(kf, v0, T.load(row)), s1 = T.fma(kf, v1, T.load(row + w))
+            let s2 = T.fma(kf, v2, T.load(row + 2 * w)), s3 = T.fma(kf, v3, T.load(row + 3 * w))
+            T.store(s0, row); T.store(s1, row + w); T.store(s2, row + 2 * w); T.store(s3, row + 3 * w)
+            n0 = T.fma(qf, s0, n0); n1 = T.fma(qf, s1, n1); n2 = T.fma(qf, s2, n2); n3 = T.fma(qf, s3, n3)
+            row += m
+        }
+        T.store(n0, numerator + j); T.store(n1, numerator + j + w)
+        T.store(n2, numerator + j + 2 * w); T.store(n3, numerator + j + 3 * w)
+        j += 4 * w
+    }
+    while j + w <= m {
+        let v0 = T.load(v + j)
+        var n0 = T.splat(0)
+        var row = state + j
+        for f in 0..<c {
+            let s0 = T.fma(T.splat(k[f]), v0, T.load(row))
+            T.store(s0, row)
+            n0 = T.fma(T.splat(q[f]), s0, n0)
+            row += m
+        }
+        T.store(n0, numerator + j)
+        j += w
+    }
+    while j < m {
+        var n: T = 0
+        for f in 0..<c {
+            let updated = state[f * m + j] + k[f] * v[j]
+            state[f * m + j] = updated
+            n += q[f] * updated
+        }
+        numerator[j] = n
+        j += 1
     }
 }
 

@@ -114,29 +114,6 @@ func softmaxForwardRows<T: KernelScalar>(_ task: UnsafePointer<SoftmaxRowsTask>,
     }
 }
 
-/// q · k over `d` contiguous elements of each.
-@inline(__always)
-func rowDot<T: KernelScalar>(_ q: UnsafePointer<T>, _ k: UnsafePointer<T>, _ d: Int) -> T {
-    let w = T.lanes
-    var a0 = T.splat(0), a1 = T.splat(0)
-    var c = 0
-    while c + 2 * w <= d {
-        a0 = T.fma(T.load(q + c), T.load(k + c), a0)
-        a1 = T.fma(T.load(q + c + w), T.load(k + c + w), a1)
-        c += 2 * w
-    }
-    if c + w <= d {
-        a0 = T.fma(T.load(q + c), T.load(k + c), a0)
-        c += w
-    }
-    var total = T.sumHalving(T.add(a0, a1))
-    while c < d {
-        total += q[c] * k[c]
-        c += 1
-    }
-    return total
-}
-
 /// o = α·o + Σ_{j < count} weights[j] · rows[j] over `width` elements (o contiguous; row j at
 /// rows + j·rowStride, contiguous), four vectors per pass over the rows, even and odd rows
 /// summed apart and added at the end.

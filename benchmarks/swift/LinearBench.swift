@@ -1,0 +1,66 @@
+// Linear attention ("Transformers are RNNs"): ms, GFLOP/s and fraction of the micro-kernel peak.
+//
+// FLOP convention (the RNN's own work, independent of the chunk size): per head and token the
+// forward does two C × M products (S += φ(k)vᵀ, φ(q)ᵀS), 4·N·C·M in all, causal or not; the
+// backward does four (∇φ(Q), G, ∇φ(K), ∇V) plus rebuilding S, counted as 8·N·C·M, so
+// fwd+bwd = 3× the forward. The causal chunked form also computes the intra-chunk triangle
+// (≈ N·T·(C + M) with chunk T); that work is not counted, so %peak understates the kernels'
+// efficiency there. z / denominator terms (O(N·C)) are not counted either.
+import PerformerCore
+
+struct LinearRun {
+    let forward: () throws -> Void
+    let both: () throws -> Void
+    let release: () -> Void
+
+    init(n: Int, heads: Int, d: Int, m: Int, causal: Bool) {
+        let shape = SIMD4(1, heads, n, d), valueShape = SIMD4(1, heads, n, m)
+        let q = randomFloats(heads * n * d, seed: 1), k = randomFloats(heads * n * d, seed: 2)
+        let v = randomFloats(heads * n * m, seed: 3), dO = randomFloats(heads * n * m, seed: 4)
+        let out = UnsafeMutablePointer<Float>.allocate(capacity: heads * n * m)
+        let dq = UnsafeMutablePointer<Float>.allocate(capacity: heads * n * d)
+        let dk = UnsafeMutablePointer<Float>.allocate(capacity: heads * n * d)
+        let dv = UnsafeMutablePointer<Float>.allocate(capacity: heads * n * m)
+        let options = LinearAttentionOptions(causal: causal)
+        let qv = TensorView(base: UnsafePointer(q), shape: shape)
+        let kv = TensorView(base: UnsafePointer(k), shape: shape)
+        let vv = TensorView(base: UnsafePointer(v), shape: valueShape)
+        let forward = { () throws in
+            try LinearAttention.forward(query: qv, key: kv, value: vv,
+                                        output: MutableTensorView(base: out, shape: valueShape), options: options)
+        }
+        self.forward = forward
+        both = { () throws in
+            try forward()
+            try LinearAttention.backward(
+                query: qv, key: kv, value: vv, outputGradient: TensorView(base: UnsafePointer(dO), shape: valueShape),
+                queryGradient: MutableTensorView(base: dq, shape: shape),
+                keyGradient: MutableTensorView(base: dk, shape: shape),
+                valueGradient: MutableTensorView(base: dv, shape: valueShape), options: options)
+        }
+        release = { for p in [q, k, v, dO, out, dq, dk, dv] { p.deallocate() } }
+    }
+}
+
+func runLinearBench(lengths: [Int], heads: Int, d: Int, m: Int) throws {
+    var peak = measurePeak().wall
+    print("linear attention, elu+1. FLOP convention: fwd 4·N·C·M per head, fwd+bwd 3× fwd (intra-chunk triangle not counted)")
+    print("micro-kernel plain product peak: \(format1(peak)) GFLOP/s (wall clock, all threads)")
+    print("| N | causal | fwd ms | fwd GFLOP/s | fwd %peak | fwd cpu% | fwd+bwd ms | fwd+bwd GFLOP/s | fwd+bwd %peak | fwd+bwd cpu% |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n in lengths {
+        let runs = n >= 16384 ? 7 : 11
+        for causal in [false, true] {
+            let run = LinearRun(n: n, heads: heads, d: d, m: m, causal: causal)
+            defer { run.release() }
+            let forwardFlops = 4.0 * Double(heads) * Double(n) * Double(d) * Double(m)
+            let bothFlops = 3 * forwardFlops
+            let (forwardSeconds, forwardFraction, forwardCPU) = try timeAgainstPeak(runs: runs, flops: forwardFlops, run.forward)
+            let (bothSeconds, bothFraction, bothCPU) = try timeAgainstPeak(runs: runs, flops: bothFlops, run.both)
+            peak = max(peak, measurePeak().wall)
+            let fg = forwardFlops / forwardSeconds / 1e9, bg = bothFlops / bothSeconds / 1e9
+            print("| \(n) | \(causal) | \(format2(forwardSeconds * 1e3)) | \(format1(fg)) | \(format1(100 * forwardFraction))% | \(format1(100 * forwardCPU))% | \(format2(bothSeconds * 1e3)) | \(format1(bg)) | \(format1(100 * bothFraction))% | \(format1(100 * bothCPU))% |")
+        }
+    }
+    print("micro-kernel peak (best in-process measurement): \(format1(peak)) GFLOP/s")
+}

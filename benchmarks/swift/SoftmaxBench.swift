@@ -1,0 +1,68 @@
+// Softmax attention: ms, GFLOP/s and fraction of the micro-kernel peak over sequence lengths.
+// FLOP convention: forward 4·N·L·D (two products; half of it when causal), backward 2.5× the
+// forward (five products), so fwd+bwd = 3.5× forward.
+import PerformerCore
+
+/// Median seconds of softmax fwd and fwd+bwd at B = 1, H = `heads`, D = M = `d`.
+struct SoftmaxRun {
+    let forward: () throws -> Void
+    let both: () throws -> Void
+    let release: () -> Void
+
+    init(n: Int, heads: Int, d: Int, causal: Bool) {
+        let shape = SIMD4(1, heads, n, d)
+        let count = heads * n * d
+        let q = randomFloats(count, seed: 1), k = randomFloats(count, seed: 2)
+        let v = randomFloats(count, seed: 3), dO = randomFloats(count, seed: 4)
+        let out = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        let dq = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        let dk = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        let dv = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        let lse = UnsafeMutablePointer<Float>.allocate(capacity: heads * n)
+        let options = SoftmaxAttentionOptions(causal: causal)
+        let qv = TensorView(base: UnsafePointer(q), shape: shape)
+        let kv = TensorView(base: UnsafePointer(k), shape: shape)
+        let vv = TensorView(base: UnsafePointer(v), shape: shape)
+        let forward = { () throws in
+            try SoftmaxAttention.forward(
+                query: qv, key: kv, value: vv, output: MutableTensorView(base: out, shape: shape),
+                logSumExp: MutableTensorView(base: lse, shape: SIMD4(1, heads, n, 1)), options: options)
+        }
+        self.forward = forward
+        both = { () throws in
+            try forward()
+            try SoftmaxAttention.backward(
+                query: qv, key: kv, value: vv, output: TensorView(base: UnsafePointer(out), shape: shape),
+                logSumExp: TensorView(base: UnsafePointer(lse), shape: SIMD4(1, heads, n, 1)),
+                outputGradient: TensorView(base: UnsafePointer(dO), shape: shape),
+                queryGradient: MutableTensorView(base: dq, shape: shape),
+                keyGradient: MutableTensorView(base: dk, shape: shape),
+                valueGradient: MutableTensorView(base: dv, shape: shape), options: options)
+        }
+        release = { for p in [q, k, v, dO, out, dq, dk, dv, lse] { p.deallocate() } }
+    }
+}
+
+func runSoftmaxBench(lengths: [Int], heads: Int, d: Int) throws {
+    var peak = measurePeak().wall
+    print("softmax attention. FLOP convention: fwd 4·N·L·D per head (half when causal), fwd+bwd 3.5× fwd")
+    print("micro-kernel plain product peak: \(format1(peak)) GFLOP/s (wall clock, all threads)")
+    print("%peak: median of (attention rate / peak rate measured right after it); cpu%: the same with rates per CPU-second")
+    print("| N | causal | fwd ms | fwd GFLOP/s | fwd %peak | fwd cpu% | fwd+bwd ms | fwd+bwd GFLOP/s | fwd+bwd %peak | fwd+bwd cpu% |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n in lengths {
+        let runs = n >= 4096 ? 5 : 9
+        for causal in [false, true] {
+            let run = SoftmaxRun(n: n, heads: heads, d: d, causal: causal)
+            defer { run.release() }
+            let forwardFlops = 4.0 * Double(heads) * Double(n) * Double(n) * Double(d) * (causal ? 0.5 : 1)
+            let bothFlops = 3.5 * forwardFlops
+            let (forwardSeconds, forwardFraction, forwardCPU) = try timeAgainstPeak(runs: runs, flops: forwardFlops, run.forward)
+            let (bothSeconds, bothFraction, bothCPU) = try timeAgainstPeak(runs: runs, flops: bothFlops, run.both)
+            peak = max(peak, measurePeak().wall)
+            let fg = forwardFlops / forwardSeconds / 1e9, bg = bothFlops / bothSeconds / 1e9
+            print("| \(n) | \(causal) | \(format1(forwardSeconds * 1e3)) | \(format1(fg)) | \(format1(100 * forwardFraction))% | \(format1(100 * forwardCPU))% | \(format1(bothSeconds * 1e3)) | \(format1(bg)) | \(format1(100 * bothFraction))% | \(format1(100 * bothCPU))% |")
+        }
+    }
+    print("micro-kernel peak (best in-process measurement): \(format1(peak)) GFLOP/s")
+}
