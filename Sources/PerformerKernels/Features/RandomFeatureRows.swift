@@ -6,8 +6,9 @@ import PerformerKernelInterface
 // padded Wᵀ panel, then the map on whole rows. The backward recomputes U, forms g_u row by row
 // and dX̂ = G_u·W as a second product.
 // Exponentials take the exponent u − n/2 whole, so a feature is finite whenever its value is:
-// float32 with the vector exp2 (ν·2^{a·log2 e}), float64 with the C library's exp, so the
-// float64 path keeps its full accuracy; sin and cos are always float64.
+// float32 with the vector exp2 (ν·2^{a·log2 e}), float64 with the range-reduced vector exp
+// (Kernels/VectorNaturalExp.swift), which keeps full float64 accuracy; sin and cos are always
+// float64.
 
 /// Columns of every padded panel: a multiple of the micro-kernel tile on any ISA.
 @inline(__always)
@@ -101,8 +102,25 @@ private func exponentialFeatures<T: KernelScalar>(
             f += 1
         }
     } else {
+        // float64: the range-reduced vector exp (full accuracy), the C library's exp for a
+        // vector with an exponent outside its range and for the tail.
+        let scale = T.splat(T(nu)), hv = T.splat(h), signV = T.splat(sign), zero = T.splat(0)
+        let low = T(vectorNaturalExpRange.lowerBound), high = T(vectorNaturalExpRange.upperBound)
         let hd = Double(h), sd = Double(sign)
-        for f in 0..<count { phi[f] = T(exp(sd * Double(u[f]) - hd) * nu) }
+        var f = 0
+        while f + T.lanes <= count {
+            let a = T.sub(T.mul(signV, T.load(u + f)), hv)
+            if T.maxAcross(a) <= high && -T.maxAcross(T.sub(zero, a)) >= low {
+                T.store(T.mul(scale, vectorNaturalExp(T.self, a)), phi + f)
+            } else {
+                for l in 0..<T.lanes { phi[f + l] = T(exp(sd * Double(u[f + l]) - hd) * nu) }
+            }
+            f += T.lanes
+        }
+        while f < count {
+            phi[f] = T(exp(sd * Double(u[f]) - hd) * nu)
+            f += 1
+        }
     }
 }
 
