@@ -515,7 +515,8 @@ performer_status performer_favor_feature_count(
 /** phi(x): x is B x H x N x D (D = the projection's dim), out B x H x N x C, same dtype, any
  *  strides. Reads options->features, has_scale, scale and relu_offset (the other fields are
  *  ignored); options may be NULL (the defaults). Queries and keys use the same map.
- *  Each exponential is evaluated in float64 on the whole exponent and rounded once.
+ *  Each exponential is evaluated on the whole exponent: in float64 (rounded once) for float64,
+ *  with a float32 vector exp for float32 (relative error about |exponent| x float32 rounding).
  *  Errors (nothing written): PERFORMER_ERROR_NULL_POINTER (x, out, projection, or data),
  *  PERFORMER_ERROR_DTYPE_MISMATCH, PERFORMER_ERROR_SIZE_OVERFLOW,
  *  PERFORMER_ERROR_SHAPE_MISMATCH (x.shape[3] != dim, out's shape),

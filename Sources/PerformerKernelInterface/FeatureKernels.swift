@@ -104,6 +104,7 @@ public struct FavorStepTask: @unchecked Sendable {
     public var reluOffset: Double
     /// ε in the units of the mathematical features (≥ 0).
     public var epsilon: Double
+    /// Wᵀ, row-major D × m (row c holds column c of W), contiguous, of the task's element type.
     public var projection: UnsafeRawPointer
     public var query: UnsafeRawPointer
     public var queryStride: Int
@@ -116,7 +117,7 @@ public struct FavorStepTask: @unchecked Sendable {
     public var stateS: UnsafeMutableRawPointer
     public var stateZ: UnsafeMutableRawPointer
     public var stateC: UnsafeMutableRawPointer
-    /// `FavorStepKernels.scratchBytes` bytes, 64-byte aligned.
+    /// `FavorStepKernels.scratchBytes` bytes, 64-byte aligned (read from the group's first task).
     public var scratch: UnsafeMutableRawPointer
 
     public init(
@@ -149,18 +150,24 @@ public struct FavorStepTask: @unchecked Sendable {
     }
 }
 
-/// Entry points of one kernel module for the FAVOR+ recurrent step.
+/// Entry points of one kernel module for the FAVOR+ recurrent step. A call steps a group of
+/// heads (`tasks[0 ..< count]`, one per head, sharing map, sizes and projection, so W is read
+/// once for the group); the group's scratch is `tasks[0].scratch`.
 public struct FavorStepKernels: Sendable {
-    /// Scratch bytes one task needs, for (D, m, element size in bytes).
-    public var scratchBytes: @Sendable (Int, Int, Int) -> Int
-    public var stepFloat: @Sendable (UnsafePointer<FavorStepTask>) -> Void
-    public var stepDouble: @Sendable (UnsafePointer<FavorStepTask>) -> Void
+    /// Most heads one call takes.
+    public var maxGroup: Int
+    /// Scratch bytes one group call needs, for (D, m, element size in bytes, heads in the group).
+    public var scratchBytes: @Sendable (Int, Int, Int, Int) -> Int
+    public var stepFloat: @Sendable (UnsafePointer<FavorStepTask>, Int) -> Void
+    public var stepDouble: @Sendable (UnsafePointer<FavorStepTask>, Int) -> Void
 
     public init(
-        scratchBytes: @escaping @Sendable (Int, Int, Int) -> Int,
-        stepFloat: @escaping @Sendable (UnsafePointer<FavorStepTask>) -> Void,
-        stepDouble: @escaping @Sendable (UnsafePointer<FavorStepTask>) -> Void
+        maxGroup: Int,
+        scratchBytes: @escaping @Sendable (Int, Int, Int, Int) -> Int,
+        stepFloat: @escaping @Sendable (UnsafePointer<FavorStepTask>, Int) -> Void,
+        stepDouble: @escaping @Sendable (UnsafePointer<FavorStepTask>, Int) -> Void
     ) {
+        self.maxGroup = maxGroup
         self.scratchBytes = scratchBytes
         self.stepFloat = stepFloat
         self.stepDouble = stepDouble

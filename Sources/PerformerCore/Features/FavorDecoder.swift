@@ -1,3 +1,4 @@
+import Glibc
 import PerformerKernelInterface
 
 /// Token-by-token causal FAVOR+ attention (docs/FAVOR.md §4, "Decoder step"): holds the scaled
@@ -22,7 +23,13 @@ public final class FavorDecoder<T: AttentionScalar> {
     public private(set) var stateZ: [T]
     public private(set) var stateC: [T]
     private let inputScale: Double
-    private let weights: [T]
+    /// Wᵀ (D × m, row-major) in T, packed once: the step kernel's matrix-vector operand.
+    private let weightsTransposed: [T]
+    /// Step scratch kept across steps (no allocation per token): `scratchSlots` slots of
+    /// `scratchSlotBytes`, 64-byte aligned; grown when more threads ask for slots.
+    private var scratch: UnsafeMutableRawPointer?
+    private var scratchSlots = 0
+    private var scratchSlotBytes = 0
 
     public init(projection: FavorProjection, batch: Int, heads: Int, valueDim: Int,
                 options: FavorFeatureOptions = FavorFeatureOptions(), epsilon: Double = 0) throws(PerformerError) {
@@ -43,11 +50,34 @@ public final class FavorDecoder<T: AttentionScalar> {
         self.options = options
         self.epsilon = epsilon
         self.featureCount = c
-        self.weights = projection.matrix(as: T.self)
+        let (m, d) = (projection.numFeatures, projection.dim)
+        let w = projection.matrix(as: T.self)
+        var wt = [T](repeating: 0, count: m * d)
+        for f in 0..<m { for col in 0..<d { wt[col * m + f] = w[f * d + col] } }
+        self.weightsTransposed = wt
         stateS = [T](repeating: 0, count: sizes)
         stateZ = [T](repeating: 0, count: batch * heads * c)
         stateC = []
         reset()
+    }
+
+    deinit { free(scratch) }
+
+    /// Slot `worker` of the kept scratch, sized for `slots` slots of `bytes` each.
+    private func scratchBase(slots: Int, bytes: Int) throws(PerformerError) -> UnsafeMutableRawPointer {
+        let rounded = (max(bytes, 1) + 63) / 64 * 64
+        if slots > scratchSlots || rounded > scratchSlotBytes {
+            free(scratch)
+            scratch = nil
+            scratchSlots = 0
+            let (total, overflow) = rounded.multipliedReportingOverflow(by: max(slots, 1))
+            var pointer: UnsafeMutableRawPointer?
+            guard !overflow, posix_memalign(&pointer, 64, total) == 0, let pointer else {
+                throw PerformerError(.outOfMemory, "could not allocate \(max(slots, 1)) × \(rounded) bytes of scratch")
+            }
+            (scratch, scratchSlots, scratchSlotBytes) = (pointer, max(slots, 1), rounded)
+        }
+        return scratch!
     }
 
     /// Forgets every key: S̃ = 0, z̃ = 0, c = −inf (0 for relu).
@@ -105,37 +135,50 @@ public final class FavorDecoder<T: AttentionScalar> {
             try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
         ])
         let kernels = Runtime.kernels.favorStep
-        // Small per-token work: threads only when a head's state is large.
+        // Small per-token work (a head of C = 256, M = 64 takes about a microsecond on SIMD):
+        // threads only when the state is large enough to amortize waking them. Heads go to the
+        // kernel in groups, which share one pass over W.
         let work = featureCount * max(valueDim, 1)
-        let threads = work * taskCount >= 1 << 16 ? min(Runtime.numThreads, taskCount) : 1
-        let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.scratchBytes(d, projection.numFeatures, MemoryLayout<T>.stride))
+        let groupSize = max(1, min(kernels.maxGroup, taskCount))
+        let groups = (taskCount + groupSize - 1) / groupSize
+        let threads = work * taskCount >= 1 << 20 ? min(Runtime.numThreads, groups) : 1
+        let slotBytes = (kernels.scratchBytes(d, projection.numFeatures, MemoryLayout<T>.stride, groupSize) + 63) / 64 * 64
+        let scratchBase = try scratchBase(slots: threads, bytes: slotBytes)
         let entry = T.dtype == .float32 ? kernels.stepFloat : kernels.stepDouble
         let (c, mv, map) = (featureCount, valueDim, options.kind.kernelMap)
         let (scale, kappa, eps, m) = (inputScale, options.reluOffset, epsilon, projection.numFeatures)
         let stride = MemoryLayout<T>.stride
-        weights.withUnsafeBytes { w in
+        weightsTransposed.withUnsafeBytes { w in
             stateS.withUnsafeMutableBytes { s in
                 stateZ.withUnsafeMutableBytes { z in
                     stateC.withUnsafeMutableBytes { shifts in
                         // S̃ is empty when M = 0; it is then never dereferenced.
                         let (zBase, cBase) = (z.baseAddress!, shifts.baseAddress!)
                         let sBase = s.baseAddress ?? zBase
-                        Runtime.parallelFor(count: taskCount, threads: threads) { item, worker in
-                            let (b, h) = (item / heads, item % heads)
-                            func at<V>(_ view: V, _ base: UnsafeRawPointer, _ strides: SIMD4<Int>) -> UnsafeRawPointer {
-                                base + (b * strides[0] + h * strides[1]) * stride
+                        Runtime.parallelFor(count: groups, threads: threads) { group, worker in
+                            let first = group * groupSize
+                            let members = min(groupSize, taskCount - first)
+                            withUnsafeTemporaryAllocation(of: FavorStepTask.self, capacity: members) { tasks in
+                                for index in 0..<members {
+                                    let item = first + index
+                                    let (b, h) = (item / heads, item % heads)
+                                    func at(_ base: UnsafeRawPointer, _ strides: SIMD4<Int>) -> UnsafeRawPointer {
+                                        base + (b * strides[0] + h * strides[1]) * stride
+                                    }
+                                    tasks.initializeElement(at: index, to: FavorStepTask(
+                                        map: map, dim: d, numFeatures: m, valueDim: mv, inputScale: scale, reluOffset: kappa,
+                                        epsilon: eps, projection: w.baseAddress!,
+                                        query: at(query.base, query.strides), queryStride: query.strides[3],
+                                        key: at(key.base, key.strides), keyStride: key.strides[3],
+                                        value: at(value.base, value.strides), valueStride: value.strides[3],
+                                        output: UnsafeMutableRawPointer(mutating: at(output.base, output.strides)),
+                                        outputStride: output.strides[3],
+                                        stateS: sBase + item * c * mv * stride, stateZ: zBase + item * c * stride,
+                                        stateC: cBase + item * c * stride, scratch: scratchBase + worker * slotBytes))
+                                }
+                                entry(UnsafePointer(tasks.baseAddress!), members)
+                                tasks.baseAddress!.deinitialize(count: members)
                             }
-                            var task = FavorStepTask(
-                                map: map, dim: d, numFeatures: m, valueDim: mv, inputScale: scale, reluOffset: kappa,
-                                epsilon: eps, projection: w.baseAddress!,
-                                query: at(query, query.base, query.strides), queryStride: query.strides[3],
-                                key: at(key, key.base, key.strides), keyStride: key.strides[3],
-                                value: at(value, value.base, value.strides), valueStride: value.strides[3],
-                                output: UnsafeMutableRawPointer(mutating: at(output, output.base, output.strides)),
-                                outputStride: output.strides[3],
-                                stateS: sBase + item * c * mv * stride, stateZ: zBase + item * c * stride,
-                                stateC: cBase + item * c * stride, scratch: scratch.slot(worker))
-                            entry(&task)
                         }
                     }
                 }

@@ -156,7 +156,10 @@ extension FavorHead {
                 for f in 0..<c { b[f] = 0 }
             } else if exponential {
                 let a = s.keyExponents + j * s.cp
-                for f in 0..<c { b[f] = nu * favorExp(a[f] + e[f]) }
+                let nuV = T.splat(nu)
+                favorRow(T.self, c, vector: { f in
+                    T.store(T.mul(nuV, favorExpVector(T.self, T.add(T.load(a + f), T.load(e + f)))), b + f)
+                }, scalar: { f in b[f] = nu * favorExp(a[f] + e[f]) })
             } else {
                 let w = nu * favorExp(kappa[j] + e[0])
                 factor[j] = w

@@ -1,140 +1,241 @@
 import Glibc
 import PerformerKernelInterface
 
-// Row-at-a-time FAVOR+ features and their backward (docs/FAVOR.md, "Feature maps").
-// Per row: x̂ = x·s^(1/2), n = ‖x̂‖², u = W x̂, then the map. Exponentials and trigonometric
-// functions are evaluated in float64 and rounded once to the element type; the exponential
-// maps take the exponent u − n/2 whole, so a feature is finite whenever its value is.
-// Correct for every shape; a GEMM-based kernel can replace the u = W x̂ loop for speed.
+// FAVOR+ features and their backward for a block of rows (docs/FAVOR.md, "Feature maps").
+// Per block: x̂ = x·s^(1/2) and n = ‖x̂‖² per row, then U = X̂·Wᵀ as one `blockProduct` over a
+// padded Wᵀ panel, then the map on whole rows. The backward recomputes U, forms g_u row by row
+// and dX̂ = G_u·W as a second product.
+// Exponentials take the exponent u − n/2 whole, so a feature is finite whenever its value is:
+// float32 with the vector exp2 (ν·2^{a·log2 e}), float64 with the range-reduced vector exp
+// (Kernels/VectorNaturalExp.swift), which keeps full float64 accuracy; sin and cos are always
+// float64.
 
+/// Columns of every padded panel: a multiple of the micro-kernel tile on any ISA.
 @inline(__always)
-private func load<T: BinaryFloatingPoint>(_ m: StridedMatrix, _ row: Int, _ column: Int, as _: T.Type) -> T {
-    m.base.assumingMemoryBound(to: T.self)[row * m.rowStride + column * m.columnStride]
+private func panelColumns(_ n: Int, elementSize: Int) -> Int {
+    let tile = 128 / elementSize
+    return (max(n, 1) + tile - 1) / tile * tile
 }
 
-@inline(__always)
-private func store<T: BinaryFloatingPoint>(_ m: StridedMatrix, _ row: Int, _ column: Int, _ value: T) {
-    m.base.assumingMemoryBound(to: T.self)[row * m.rowStride + column * m.columnStride] = value
-}
+/// Scratch of one task (rowBlock rows), in elements of T.
+private struct FeatureScratch<T: KernelScalar> {
+    /// Padded widths: D and m (and C = 2m) rounded up to whole tiles.
+    let dp: Int, mp: Int, cp: Int
+    /// Wᵀ (D × mp) and W (m × dp), zero-padded.
+    let wt, w: UnsafeMutablePointer<T>
+    /// X̂ (rows × dp), U (rows × mp), G_u (rows × mp), dX̂ (rows × dp), one feature row (cp), n/2 (rows).
+    let xHat, u, gu, dxHat, phi, half: UnsafeMutablePointer<T>
 
-/// Fills `xHat` (D) and `u` (m) for row `i`; returns n = ‖x̂‖².
-@inline(__always)
-private func project<T: BinaryFloatingPoint>(
-    _ t: RandomFeatureTask, row i: Int, xHat: UnsafeMutablePointer<T>, u: UnsafeMutablePointer<T>
-) -> T {
-    let d = t.dim, m = t.numFeatures
-    let sigma = T(t.inputScale)
-    var n: T = 0
-    for c in 0..<d {
-        let value = load(t.input, i, c, as: T.self) * sigma
-        xHat[c] = value
-        n += value * value
+    static func elements(dim d: Int, numFeatures m: Int, rows: Int, elementSize: Int) -> Int {
+        let dp = panelColumns(d, elementSize: elementSize), mp = panelColumns(m, elementSize: elementSize)
+        let cp = panelColumns(2 * m, elementSize: elementSize)
+        return d * mp + m * dp + 2 * rows * dp + 2 * rows * mp + cp + panelColumns(rows, elementSize: elementSize)
     }
+
+    init(_ base: UnsafeMutableRawPointer, dim d: Int, numFeatures m: Int, rows: Int) {
+        let size = MemoryLayout<T>.stride
+        dp = panelColumns(d, elementSize: size)
+        mp = panelColumns(m, elementSize: size)
+        cp = panelColumns(2 * m, elementSize: size)
+        let p = base.bindMemory(to: T.self, capacity: Self.elements(dim: d, numFeatures: m, rows: rows, elementSize: size))
+        wt = p
+        w = wt + d * mp
+        xHat = w + m * dp
+        u = xHat + rows * dp
+        gu = u + rows * mp
+        dxHat = gu + rows * mp
+        phi = dxHat + rows * dp
+        half = phi + cp
+    }
+}
+
+/// Packs the padded Wᵀ panel (and, for the backward, W), x̂ and n/2 of the task's rows, and
+/// computes U = X̂·Wᵀ.
+@inline(__always)
+private func projectRows<T: KernelScalar>(_ t: RandomFeatureTask, _ s: FeatureScratch<T>, backward: Bool) {
+    let d = t.dim, m = t.numFeatures, rows = t.rowCount
     let w = t.projection.assumingMemoryBound(to: T.self)
-    for f in 0..<m {
-        var sum: T = 0
-        let row = w + f * d
-        for c in 0..<d { sum += row[c] * xHat[c] }
-        u[f] = sum
+    for col in 0..<d {
+        let target = s.wt + col * s.mp
+        for f in 0..<m { target[f] = w[f * d + col] }
+        for f in m..<s.mp { target[f] = 0 }
     }
-    return n
+    if backward {
+        for f in 0..<m {
+            let target = s.w + f * s.dp
+            for col in 0..<d { target[col] = w[f * d + col] }
+            for col in d..<s.dp { target[col] = 0 }
+        }
+    }
+    let sigma = T(t.inputScale)
+    let x = t.input.base.assumingMemoryBound(to: T.self)
+    for i in 0..<rows {
+        let source = x + i * t.input.rowStride, target = s.xHat + i * s.dp
+        var n: T = 0
+        for col in 0..<d {
+            let value = source[col * t.input.columnStride] * sigma
+            target[col] = value
+            n += value * value
+        }
+        s.half[i] = n / 2
+    }
+    blockProduct(rows: rows, columns: s.mp, depth: d, a: s.xHat, aRowStride: s.dp, aDepthStride: 1,
+                 b: s.wt, bRowStride: s.mp, c: s.u, cRowStride: s.mp, accumulate: false)
 }
 
-func randomFeatureForwardRows<T: BinaryFloatingPoint>(_ task: UnsafePointer<RandomFeatureTask>, _: T.Type) {
-    let t = task.pointee
-    let d = t.dim, m = t.numFeatures
-    let xHat = t.scratch.bindMemory(to: T.self, capacity: d + m)
-    let u = xHat + d
-    let inverseRootM = 1 / Double(m).squareRoot()
-    let inverseRoot2M = 1 / Double(2 * m).squareRoot()
-    for i in 0..<t.rowCount {
-        let half = Double(project(t, row: i, xHat: xHat, u: u)) / 2
-        switch t.map {
-        case .positive:
-            for f in 0..<m { store(t.output, i, f, T(exp(Double(u[f]) - half) * inverseRootM)) }
-        case .hyperbolic:
-            for f in 0..<m {
-                let uf = Double(u[f])
-                store(t.output, i, f, T(exp(uf - half) * inverseRoot2M))
-                store(t.output, i, m + f, T(exp(-uf - half) * inverseRoot2M))
+/// φ_f = ν·exp(±u_f − h) for f < count (sign −1: the hyperbolic map's second half), into `phi`:
+/// float32 on the vector exp2, float64 with the C library's exp.
+@inline(__always)
+private func exponentialFeatures<T: KernelScalar>(
+    _ u: UnsafePointer<T>, count: Int, sign: T, half h: T, nu: Double, into phi: UnsafeMutablePointer<T>
+) {
+    if T.self == Float.self {
+        let scale = T.splat(T(nu)), log2e = T.splat(T.log2e), hv = T.splat(h), signV = T.splat(sign)
+        var f = 0
+        while f + T.lanes <= count {
+            let a = T.sub(T.mul(signV, T.load(u + f)), hv)
+            T.store(T.mul(scale, T.exp2(T.mul(a, log2e))), phi + f)
+            f += T.lanes
+        }
+        while f < count {
+            phi[f] = T(exp(Double(sign * u[f] - h)) * nu)
+            f += 1
+        }
+    } else {
+        // float64: the range-reduced vector exp (full accuracy), the C library's exp for a
+        // vector with an exponent outside its range and for the tail.
+        let scale = T.splat(T(nu)), hv = T.splat(h), signV = T.splat(sign), zero = T.splat(0)
+        let low = T(vectorNaturalExpRange.lowerBound), high = T(vectorNaturalExpRange.upperBound)
+        let hd = Double(h), sd = Double(sign)
+        var f = 0
+        while f + T.lanes <= count {
+            let a = T.sub(T.mul(signV, T.load(u + f)), hv)
+            if T.maxAcross(a) <= high && -T.maxAcross(T.sub(zero, a)) >= low {
+                T.store(T.mul(scale, vectorNaturalExp(T.self, a)), phi + f)
+            } else {
+                for l in 0..<T.lanes { phi[f + l] = T(exp(sd * Double(u[f + l]) - hd) * nu) }
             }
-        case .trigonometric:
-            // exp(n/2) overflows (to +inf) exactly when the mathematical feature scale does.
-            let factor = exp(half) * inverseRootM
-            for f in 0..<m {
-                let uf = Double(u[f])
-                store(t.output, i, f, T(factor * sin(uf)))
-                store(t.output, i, m + f, T(factor * cos(uf)))
-            }
-        case .relu:
-            let kappa = T(t.reluOffset)
-            for f in 0..<m { store(t.output, i, f, max(u[f], 0) + kappa) }
+            f += T.lanes
+        }
+        while f < count {
+            phi[f] = T(exp(sd * Double(u[f]) - hd) * nu)
+            f += 1
         }
     }
 }
 
-/// dx from dφ: with g_u = ∂L/∂u and g_n = ∂L/∂n, dx̂ = Wᵀ g_u + 2 g_n x̂ and dx = s^(1/2) dx̂.
-func randomFeatureBackwardRows<T: BinaryFloatingPoint>(_ task: UnsafePointer<RandomFeatureTask>, _: T.Type) {
+@inline(__always)
+private func storeRow<T: KernelScalar>(_ m: StridedMatrix, _ row: Int, _ values: UnsafePointer<T>, count: Int) {
+    let target = m.base.assumingMemoryBound(to: T.self) + row * m.rowStride
+    if m.columnStride == 1 {
+        target.update(from: values, count: count)
+    } else {
+        for f in 0..<count { target[f * m.columnStride] = values[f] }
+    }
+}
+
+func randomFeatureForwardRows<T: KernelScalar>(_ task: UnsafePointer<RandomFeatureTask>, _: T.Type) {
     let t = task.pointee
-    let d = t.dim, m = t.numFeatures
-    let xHat = t.scratch.bindMemory(to: T.self, capacity: d + 2 * m)
-    let u = xHat + d
-    let gu = u + m
+    let m = t.numFeatures
+    let s = FeatureScratch<T>(t.scratch, dim: t.dim, numFeatures: m, rows: t.rowCount)
+    projectRows(t, s, backward: false)
     let inverseRootM = 1 / Double(m).squareRoot()
     let inverseRoot2M = 1 / Double(2 * m).squareRoot()
-    let w = t.projection.assumingMemoryBound(to: T.self)
-    let sigma = T(t.inputScale)
+    let count = t.map.featureCount(numFeatures: m)
     for i in 0..<t.rowCount {
-        let half = Double(project(t, row: i, xHat: xHat, u: u)) / 2
+        let u = s.u + i * s.mp, h = s.half[i]
+        switch t.map {
+        case .positive:
+            exponentialFeatures(u, count: m, sign: 1, half: h, nu: inverseRootM, into: s.phi)
+        case .hyperbolic:
+            exponentialFeatures(u, count: m, sign: 1, half: h, nu: inverseRoot2M, into: s.phi)
+            exponentialFeatures(u, count: m, sign: -1, half: h, nu: inverseRoot2M, into: s.phi + m)
+        case .trigonometric:
+            // exp(n/2) overflows (to +inf) exactly when the mathematical feature scale does.
+            let factor = exp(Double(h)) * inverseRootM
+            for f in 0..<m {
+                let uf = Double(u[f])
+                s.phi[f] = T(factor * sin(uf))
+                s.phi[m + f] = T(factor * cos(uf))
+            }
+        case .relu:
+            let kappa = T(t.reluOffset)
+            for f in 0..<m { s.phi[f] = max(u[f], 0) + kappa }
+        }
+        storeRow(t.output, i, s.phi, count: count)
+    }
+}
+
+/// dx from dφ: with g_u = ∂L/∂u and g_n = ∂L/∂n, dx̂ = Wᵀ g_u + 2 g_n x̂ and dx = s^(1/2) dx̂;
+/// G_u·W for the whole block is one product.
+func randomFeatureBackwardRows<T: KernelScalar>(_ task: UnsafePointer<RandomFeatureTask>, _: T.Type) {
+    let t = task.pointee
+    let d = t.dim, m = t.numFeatures, rows = t.rowCount
+    let s = FeatureScratch<T>(t.scratch, dim: d, numFeatures: m, rows: rows)
+    projectRows(t, s, backward: true)
+    let inverseRootM = 1 / Double(m).squareRoot()
+    let inverseRoot2M = 1 / Double(2 * m).squareRoot()
+    let gradientBase = t.featureGradient.base.assumingMemoryBound(to: T.self)
+    @inline(__always) func dphi(_ i: Int, _ f: Int) -> T {
+        gradientBase[i * t.featureGradient.rowStride + f * t.featureGradient.columnStride]
+    }
+    for i in 0..<rows {
+        let u = s.u + i * s.mp, gu = s.gu + i * s.mp, h = s.half[i]
         var gn = 0.0
         switch t.map {
         case .positive:
             // φ_f = exp(u_f − n/2)/√m: ∂φ_f/∂u_f = φ_f, ∂φ_f/∂n = −φ_f/2.
+            exponentialFeatures(u, count: m, sign: 1, half: h, nu: inverseRootM, into: s.phi)
             for f in 0..<m {
-                let phi = exp(Double(u[f]) - half) * inverseRootM
-                let g = Double(load(t.featureGradient, i, f, as: T.self)) * phi
-                gu[f] = T(g)
-                gn -= g / 2
+                let g = dphi(i, f) * s.phi[f]
+                gu[f] = g
+                gn -= Double(g) / 2
             }
         case .hyperbolic:
+            exponentialFeatures(u, count: m, sign: 1, half: h, nu: inverseRoot2M, into: s.phi)
+            exponentialFeatures(u, count: m, sign: -1, half: h, nu: inverseRoot2M, into: s.phi + m)
             for f in 0..<m {
-                let uf = Double(u[f])
-                let plus = Double(load(t.featureGradient, i, f, as: T.self)) * (exp(uf - half) * inverseRoot2M)
-                let minus = Double(load(t.featureGradient, i, m + f, as: T.self)) * (exp(-uf - half) * inverseRoot2M)
+                let plus = Double(dphi(i, f)) * Double(s.phi[f])
+                let minus = Double(dphi(i, m + f)) * Double(s.phi[m + f])
                 gu[f] = T(plus - minus)
                 gn -= (plus + minus) / 2
             }
         case .trigonometric:
             // φ_s = e^{n/2} sin(u)/√m, φ_c = e^{n/2} cos(u)/√m: ∂φ_s/∂u = φ_c, ∂φ_c/∂u = −φ_s,
             // ∂φ/∂n = φ/2.
-            let factor = exp(half) * inverseRootM
+            let factor = exp(Double(h)) * inverseRootM
             for f in 0..<m {
                 let uf = Double(u[f])
-                let s = factor * sin(uf), c = factor * cos(uf)
-                let gs = Double(load(t.featureGradient, i, f, as: T.self))
-                let gc = Double(load(t.featureGradient, i, m + f, as: T.self))
-                gu[f] = T(gs * c - gc * s)
-                gn += (gs * s + gc * c) / 2
+                let sv = factor * sin(uf), cv = factor * cos(uf)
+                let gs = Double(dphi(i, f)), gc = Double(dphi(i, m + f))
+                gu[f] = T(gs * cv - gc * sv)
+                gn += (gs * sv + gc * cv) / 2
             }
         case .relu:
             // Subgradient 0 at u = 0.
-            for f in 0..<m {
-                gu[f] = u[f] > 0 ? load(t.featureGradient, i, f, as: T.self) : 0
-            }
+            for f in 0..<m { gu[f] = u[f] > 0 ? dphi(i, f) : 0 }
         }
-        let twoGn = T(2 * gn)
-        for c in 0..<d {
-            var sum: T = 0
-            for f in 0..<m { sum += w[f * d + c] * gu[f] }
-            store(t.output, i, c, (sum + twoGn * xHat[c]) * sigma)
-        }
+        // n/2 is no longer needed: its slot keeps the row's 2·g_n for after the product.
+        s.half[i] = T(2 * gn)
+    }
+    blockProduct(rows: rows, columns: s.dp, depth: m, a: s.gu, aRowStride: s.mp, aDepthStride: 1,
+                 b: s.w, bRowStride: s.dp, c: s.dxHat, cRowStride: s.dp, accumulate: false)
+    let sigma = T(t.inputScale)
+    let out = t.output.base.assumingMemoryBound(to: T.self)
+    for i in 0..<rows {
+        let twoGn = s.half[i], x = s.xHat + i * s.dp, g = s.dxHat + i * s.dp
+        let target = out + i * t.output.rowStride
+        for col in 0..<d { target[col * t.output.columnStride] = (g[col] + twoGn * x[col]) * sigma }
     }
 }
 
 func makeRandomFeatureKernels() -> RandomFeatureKernels {
-    RandomFeatureKernels(
-        rowBlock: 64,
-        scratchBytes: { d, m, elementSize in (d + 2 * m) * elementSize },
+    let rowBlock = 64
+    return RandomFeatureKernels(
+        rowBlock: rowBlock,
+        scratchBytes: { d, m, elementSize in
+            FeatureScratch<Float>.elements(dim: d, numFeatures: m, rows: rowBlock, elementSize: elementSize) * elementSize
+        },
         forwardFloat: { randomFeatureForwardRows($0, Float.self) },
         forwardDouble: { randomFeatureForwardRows($0, Double.self) },
         backwardFloat: { randomFeatureBackwardRows($0, Float.self) },
