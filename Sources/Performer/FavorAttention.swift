@@ -3,21 +3,6 @@
 import CPerformerABI
 import PerformerCore
 
-/// A state triple of descriptors (S~, z~, c): all three NULL (nil) or all three given.
-private func stateTriple(
-    _ s: UnsafePointer<performer_tensor_t>?, _ z: UnsafePointer<performer_tensor_t>?,
-    _ c: UnsafePointer<performer_tensor_t>?, names: (String, String, String)
-) throws(PerformerError) -> (s: TensorArgument, z: TensorArgument, c: TensorArgument)? {
-    if s == nil && z == nil && c == nil { return nil }
-    let given = [(s, names.0), (z, names.1), (c, names.2)]
-    if let missing = given.first(where: { $0.0 == nil }) {
-        let present = given.filter { $0.0 != nil }.map { $0.1 }.joined(separator: ", ")
-        throw PerformerError(.nullPointer, "\(missing.1) is NULL but \(present) is not: pass all of \(names.0), \(names.1), \(names.2) or none")
-    }
-    return (try TensorArgument(s, name: names.0), try TensorArgument(z, name: names.1),
-            try TensorArgument(c, name: names.2))
-}
-
 /// performer_favor_options_t -> FavorAttentionOptions (key lengths: `batch` = q.shape[0] entries).
 private func favorAttentionOptions(_ options: UnsafePointer<performer_favor_options_t>?, batch: Int)
     throws(PerformerError) -> FavorAttentionOptions {
@@ -28,12 +13,6 @@ private func favorAttentionOptions(_ options: UnsafePointer<performer_favor_opti
     }
     return result
 }
-
-private typealias Triple = (s: TensorArgument, z: TensorArgument, c: TensorArgument)
-private typealias Pair = (s: TensorArgument, z: TensorArgument)
-
-private func tensors(_ triple: Triple?) -> [TensorArgument] { triple.map { [$0.s, $0.z, $0.c] } ?? [] }
-private func tensors(_ pair: Pair?) -> [TensorArgument] { pair.map { [$0.s, $0.z] } ?? [] }
 
 @_cdecl("performer_favor_forward")
 public func performer_favor_forward(
@@ -65,7 +44,7 @@ public func performer_favor_forward(
 
 private func forward<T: AttentionScalar>(
     _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ p: FavorProjection,
-    _ out: TensorArgument, _ initial: Triple?, _ final: Triple?, _ options: FavorAttentionOptions
+    _ out: TensorArgument, _ initial: StateTriple?, _ final: StateTriple?, _ options: FavorAttentionOptions
 ) throws(PerformerError) {
     try FavorAttention.forward(
         query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), projection: p,
@@ -102,7 +81,7 @@ public func performer_favor_backward(
         let dinitial = try statePair(UnsafePointer(dinitial_state_s), UnsafePointer(dinitial_state_z),
                                      names: ("dS0", "dz0"))
         try TensorArgument.expectSameDType(
-            [k, v, dout, dq, dk, dv] + tensors(initial) + tensors(dfinal) + tensors(dinitial), as: q)
+            [k, v, dout, dq, dk, dv] + tensors(initial) + tensors(dfinal, dinitial), as: q)
         let options = try favorAttentionOptions(options, batch: q.shape[0])
         switch q.dtype {
         case .float32: try backward(Float.self, q, k, v, dout, p, dq, dk, dv, initial, dfinal, dinitial, options)
@@ -114,7 +93,7 @@ public func performer_favor_backward(
 private func backward<T: AttentionScalar>(
     _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ dout: TensorArgument,
     _ p: FavorProjection, _ dq: TensorArgument, _ dk: TensorArgument, _ dv: TensorArgument,
-    _ initial: Triple?, _ dfinal: Pair?, _ dinitial: Pair?, _ options: FavorAttentionOptions
+    _ initial: StateTriple?, _ dfinal: StatePair?, _ dinitial: StatePair?, _ options: FavorAttentionOptions
 ) throws(PerformerError) {
     try FavorAttention.backward(
         query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), projection: p,

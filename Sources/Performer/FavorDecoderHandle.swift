@@ -4,7 +4,7 @@ import CPerformerABI
 import PerformerCore
 
 /// What a performer_favor_decoder_t points to: a retained instance of this class.
-final class FavorDecoderHandle {
+final class FavorDecoderHandle: DecoderHandle {
     enum Decoder {
         case float32(FavorDecoder<Float>)
         case float64(FavorDecoder<Double>)
@@ -26,20 +26,9 @@ final class FavorDecoderHandle {
         }
     }
 
-    static func from(_ handle: performer_favor_decoder_t?) throws(PerformerError) -> FavorDecoderHandle {
-        guard let handle else { throw PerformerError(.nullPointer, "decoder is NULL") }
-        return Unmanaged<FavorDecoderHandle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
-    }
-
-    func expectDType(_ tensors: [TensorArgument]) throws(PerformerError) {
-        for tensor in tensors where tensor.dtype != dtype {
-            throw PerformerError(.dtypeMismatch, "\(tensor.name).dtype = \(tensor.dtype.name) but the decoder's dtype is \(dtype.name)")
-        }
-    }
-
     /// Checks s, z, c against the state's shapes and that their strides stay in 64-bit range.
     func expectStateShapes(_ s: TensorArgument, _ z: TensorArgument, _ c: TensorArgument) throws(PerformerError) {
-        try expectDType([s, z, c])
+        try expectDType(s, z, c)
         let rows = SIMD4(batch, heads, featureCount, 1)
         for (t, want, meaning) in [(s, SIMD4(batch, heads, featureCount, valueDim), "B×H×C×M"),
                                    (z, rows, "B×H×C×1"), (c, rows, "B×H×C×1")] {
@@ -60,9 +49,7 @@ public func performer_favor_decoder_create(
     withStatus { () throws(PerformerError) in
         guard let decoder else { throw PerformerError(.nullPointer, "decoder is NULL") }
         let p = try FavorProjectionHandle.from(projection).snapshot
-        guard let type = Int32(exactly: dtype.rawValue).flatMap(DType.init(rawValue:)) else {
-            throw PerformerError(.dtypeMismatch, "dtype = \(Int32(truncatingIfNeeded: dtype.rawValue)) is not a performer_dtype (0 = float32, 1 = float64)")
-        }
+        let type = try decoderDType(dtype)
         let options = try FavorCallOptions(options)
         let (b, h, m) = (Int(truncatingIfNeeded: batch), Int(truncatingIfNeeded: heads), Int(truncatingIfNeeded: value_dim))
         let made: FavorDecoderHandle.Decoder
@@ -76,14 +63,13 @@ public func performer_favor_decoder_create(
         }
         let c = options.features.kind.featureCount(numFeatures: p.numFeatures)
         let handle = FavorDecoderHandle(made, batch: b, heads: h, featureCount: c, valueDim: m)
-        decoder.pointee = OpaquePointer(Unmanaged.passRetained(handle).toOpaque())
+        decoder.pointee = FavorDecoderHandle.retainedHandle(handle)
     }
 }
 
 @_cdecl("performer_favor_decoder_destroy")
 public func performer_favor_decoder_destroy(_ decoder: performer_favor_decoder_t?) {
-    guard let decoder else { return }
-    Unmanaged<FavorDecoderHandle>.fromOpaque(UnsafeRawPointer(decoder)).release()
+    FavorDecoderHandle.release(decoder)
 }
 
 @_cdecl("performer_favor_decoder_reset")
@@ -104,9 +90,7 @@ public func performer_favor_decoder_step(
 ) -> performer_status {
     withStatus { () throws(PerformerError) in
         let handle = try FavorDecoderHandle.from(decoder)
-        let q = try TensorArgument(q, name: "q"), k = try TensorArgument(k, name: "k")
-        let v = try TensorArgument(v, name: "v"), out = try TensorArgument(out, name: "out")
-        try handle.expectDType([q, k, v, out])
+        let (q, k, v, out) = try handle.tokens(q, k, v, out)
         switch handle.decoder {
         case .float32(let d):
             try d.step(query: q.view(Float.self), key: k.view(Float.self), value: v.view(Float.self),

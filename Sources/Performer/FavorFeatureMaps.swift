@@ -27,12 +27,7 @@ struct FavorCallOptions {
     /// the numbers are checked where they are used.
     init(_ options: UnsafePointer<performer_favor_options_t>?) throws(PerformerError) {
         guard let options else { return }
-        // The size field alone first: a caller built against another version may have passed a
-        // struct of another length.
-        let size = UnsafeRawPointer(options).load(as: Int.self)
-        guard knownFavorOptionsSizes.contains(size) else {
-            throw PerformerError(.unsupportedVersion, "options->size = \(UInt(bitPattern: size)) is not a performer_favor_options_t size this library knows (\(knownFavorOptionsSizes.map(String.init).joined(separator: ", "))); fill it with performer_favor_options_init()")
-        }
+        try checkOptionsSize(options, knownSizes: knownFavorOptionsSizes, type: "performer_favor_options_t", initializer: "performer_favor_options_init")
         let fields = options.pointee
         causal = fields.causal != 0
         features = FavorFeatureOptions(

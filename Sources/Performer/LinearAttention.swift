@@ -27,12 +27,7 @@ func linearFeatureMap(_ code: Int64, name: String) throws(PerformerError) -> Lin
 private func linearOptions(_ options: UnsafePointer<performer_linear_options_t>?, batch: Int)
     throws(PerformerError) -> LinearAttentionOptions {
     guard let options else { return LinearAttentionOptions() }
-    // The size field alone first: a caller built against another version may have passed a
-    // struct of another length.
-    let size = UnsafeRawPointer(options).load(as: Int.self)
-    guard knownLinearOptionsSizes.contains(size) else {
-        throw PerformerError(.unsupportedVersion, "options->size = \(UInt(bitPattern: size)) is not a performer_linear_options_t size this library knows (\(knownLinearOptionsSizes.map(String.init).joined(separator: ", "))); fill it with performer_linear_options_init()")
-    }
+    try checkOptionsSize(options, knownSizes: knownLinearOptionsSizes, type: "performer_linear_options_t", initializer: "performer_linear_options_init")
     let fields = options.pointee
     var result = LinearAttentionOptions(
         causal: fields.causal != 0,
@@ -42,19 +37,6 @@ private func linearOptions(_ options: UnsafePointer<performer_linear_options_t>?
         result.keyLengths = UnsafeBufferPointer(start: lengths, count: batch).map { Int($0) }
     }
     return result
-}
-
-/// A state pair of descriptors: both NULL (nil) or both given.
-func statePair(_ s: UnsafePointer<performer_tensor_t>?, _ z: UnsafePointer<performer_tensor_t>?,
-               names: (String, String)) throws(PerformerError) -> (s: TensorArgument, z: TensorArgument)? {
-    if s == nil && z == nil { return nil }
-    if s == nil { throw PerformerError(.nullPointer, "\(names.0) is NULL but \(names.1) is not: pass both or neither") }
-    if z == nil { throw PerformerError(.nullPointer, "\(names.1) is NULL but \(names.0) is not: pass both or neither") }
-    return (try TensorArgument(s, name: names.0), try TensorArgument(z, name: names.1))
-}
-
-private func flatten(_ pairs: (s: TensorArgument, z: TensorArgument)?...) -> [TensorArgument] {
-    pairs.flatMap { pair in pair.map { [$0.s, $0.z] } ?? [] }
 }
 
 @_cdecl("performer_linear_forward")
@@ -71,7 +53,7 @@ public func performer_linear_forward(
         let initial = try statePair(initial_state_s, initial_state_z, names: ("S0", "z0"))
         let final = try statePair(UnsafePointer(final_state_s), UnsafePointer(final_state_z),
                                   names: ("S_N", "z_N"))
-        try TensorArgument.expectSameDType([k, v, out] + flatten(initial, final), as: q)
+        try TensorArgument.expectSameDType([k, v, out] + tensors(initial, final), as: q)
         let options = try linearOptions(options, batch: q.shape[0])
         switch q.dtype {
         case .float32: try forward(Float.self, q, k, v, out, initial, final, options)
@@ -113,7 +95,7 @@ public func performer_linear_backward(
         let dfinal = try statePair(dfinal_state_s, dfinal_state_z, names: ("dS_N", "dz_N"))
         let dinitial = try statePair(UnsafePointer(dinitial_state_s), UnsafePointer(dinitial_state_z),
                                      names: ("dS0", "dz0"))
-        try TensorArgument.expectSameDType([k, v, dout, dq, dk, dv] + flatten(initial, dfinal, dinitial), as: q)
+        try TensorArgument.expectSameDType([k, v, dout, dq, dk, dv] + tensors(initial, dfinal, dinitial), as: q)
         let options = try linearOptions(options, batch: q.shape[0])
         switch q.dtype {
         case .float32: try backward(Float.self, q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)

@@ -4,7 +4,7 @@ import CPerformerABI
 import PerformerCore
 
 /// What a performer_linear_decoder_t points to: a retained instance of this class.
-final class LinearDecoderHandle {
+final class LinearDecoderHandle: DecoderHandle {
     enum Decoder {
         case float32(LinearAttentionDecoder<Float>)
         case float64(LinearAttentionDecoder<Double>)
@@ -20,19 +20,6 @@ final class LinearDecoderHandle {
         case .float64: return .float64
         }
     }
-
-    /// The handle's object, or a null-pointer error. Does not retain it beyond the call.
-    static func from(_ handle: performer_linear_decoder_t?) throws(PerformerError) -> LinearDecoderHandle {
-        guard let handle else { throw PerformerError(.nullPointer, "decoder is NULL") }
-        return Unmanaged<LinearDecoderHandle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
-    }
-
-    /// Throws unless every tensor has the decoder's dtype.
-    func expectDType(_ tensors: TensorArgument...) throws(PerformerError) {
-        for tensor in tensors where tensor.dtype != dtype {
-            throw PerformerError(.dtypeMismatch, "\(tensor.name).dtype = \(tensor.dtype.name) but the decoder's dtype is \(dtype.name)")
-        }
-    }
 }
 
 @_cdecl("performer_linear_decoder_create")
@@ -43,9 +30,7 @@ public func performer_linear_decoder_create(
 ) -> performer_status {
     withStatus { () throws(PerformerError) in
         guard let decoder else { throw PerformerError(.nullPointer, "decoder is NULL") }
-        guard let type = Int32(exactly: dtype.rawValue).flatMap(DType.init(rawValue:)) else {
-            throw PerformerError(.dtypeMismatch, "dtype = \(Int32(truncatingIfNeeded: dtype.rawValue)) is not a performer_dtype (0 = float32, 1 = float64)")
-        }
+        let type = try decoderDType(dtype)
         let map = try linearFeatureMap(Int64(Int32(truncatingIfNeeded: feature_map.rawValue)), name: "feature_map")
         let (b, h, hk, d, m) = (Int(batch), Int(heads), Int(key_heads), Int(head_dim), Int(value_dim))
         let made: LinearDecoderHandle.Decoder
@@ -57,14 +42,13 @@ public func performer_linear_decoder_create(
             made = .float64(try LinearAttentionDecoder<Double>(
                 batch: b, heads: h, keyHeads: hk, headDim: d, valueDim: m, featureMap: map, epsilon: eps))
         }
-        decoder.pointee = OpaquePointer(Unmanaged.passRetained(LinearDecoderHandle(made)).toOpaque())
+        decoder.pointee = LinearDecoderHandle.retainedHandle(LinearDecoderHandle(made))
     }
 }
 
 @_cdecl("performer_linear_decoder_destroy")
 public func performer_linear_decoder_destroy(_ decoder: performer_linear_decoder_t?) {
-    guard let decoder else { return }
-    Unmanaged<LinearDecoderHandle>.fromOpaque(UnsafeRawPointer(decoder)).release()
+    LinearDecoderHandle.release(decoder)
 }
 
 @_cdecl("performer_linear_decoder_reset")
@@ -77,17 +61,6 @@ public func performer_linear_decoder_reset(_ decoder: performer_linear_decoder_t
     }
 }
 
-/// The four token tensors of a step or a prefill, checked and of the decoder's dtype.
-private func tokens(
-    _ handle: LinearDecoderHandle, _ q: UnsafePointer<performer_tensor_t>?, _ k: UnsafePointer<performer_tensor_t>?,
-    _ v: UnsafePointer<performer_tensor_t>?, _ out: UnsafeMutablePointer<performer_tensor_t>?
-) throws(PerformerError) -> (TensorArgument, TensorArgument, TensorArgument, TensorArgument) {
-    let q = try TensorArgument(q, name: "q"), k = try TensorArgument(k, name: "k")
-    let v = try TensorArgument(v, name: "v"), out = try TensorArgument(out, name: "out")
-    try handle.expectDType(q, k, v, out)
-    return (q, k, v, out)
-}
-
 @_cdecl("performer_linear_decoder_step")
 public func performer_linear_decoder_step(
     _ decoder: performer_linear_decoder_t?, _ q: UnsafePointer<performer_tensor_t>?,
@@ -96,7 +69,7 @@ public func performer_linear_decoder_step(
 ) -> performer_status {
     withStatus { () throws(PerformerError) in
         let handle = try LinearDecoderHandle.from(decoder)
-        let (q, k, v, out) = try tokens(handle, q, k, v, out)
+        let (q, k, v, out) = try handle.tokens(q, k, v, out)
         switch handle.decoder {
         case .float32(let d):
             try d.step(query: q.view(Float.self), key: k.view(Float.self), value: v.view(Float.self),
@@ -116,7 +89,7 @@ public func performer_linear_decoder_prefill(
 ) -> performer_status {
     withStatus { () throws(PerformerError) in
         let handle = try LinearDecoderHandle.from(decoder)
-        let (q, k, v, out) = try tokens(handle, q, k, v, out)
+        let (q, k, v, out) = try handle.tokens(q, k, v, out)
         switch handle.decoder {
         case .float32(let d):
             try d.prefill(query: q.view(Float.self), key: k.view(Float.self), value: v.view(Float.self),

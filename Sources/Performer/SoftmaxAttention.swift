@@ -18,12 +18,7 @@ public func performer_softmax_options_init(_ options: UnsafeMutablePointer<perfo
 private func softmaxOptions(_ options: UnsafePointer<performer_softmax_options_t>?, batch: Int)
     throws(PerformerError) -> SoftmaxAttentionOptions {
     guard let options else { return SoftmaxAttentionOptions() }
-    // Read the size field alone first: a caller built against another version may have
-    // passed a struct of another length.
-    let size = UnsafeRawPointer(options).load(as: Int.self)
-    guard knownSoftmaxOptionsSizes.contains(size) else {
-        throw PerformerError(.unsupportedVersion, "options->size = \(UInt(bitPattern: size)) is not a performer_softmax_options_t size this library knows (\(knownSoftmaxOptionsSizes.map(String.init).joined(separator: ", "))); fill it with performer_softmax_options_init()")
-    }
+    try checkOptionsSize(options, knownSizes: knownSoftmaxOptionsSizes, type: "performer_softmax_options_t", initializer: "performer_softmax_options_init")
     let fields = options.pointee
     var result = SoftmaxAttentionOptions(causal: fields.causal != 0, scale: fields.has_scale != 0 ? fields.scale : nil)
     if let lengths = fields.kv_lengths {

@@ -143,35 +143,24 @@ step "build examples/cpp/softmax.cpp (g++ -std=c++17 ${warn[*]})" \
     -Wl,-rpath,"$(dirname "$lib")" -o "$work/softmax_cpp"
 step "run softmax_cpp" "$work/softmax_cpp"
 
-step "build examples/c/linear_decode.c (gcc -std=c99 ${warn[*]})" \
-    gcc -std=c99 "${warn[@]}" -I"$root/include" "$root/examples/c/linear_decode.c" -L"$(dirname "$lib")" -lperformer \
-    -Wl,-rpath,"$(dirname "$lib")" -lm -o "$work/linear_decode"
-step "run linear_decode" "$work/linear_decode"
-
-step "build examples/c/favor_attention.c (gcc -std=c99 ${warn[*]})" \
-    gcc -std=c99 "${warn[@]}" -I"$root/include" "$root/examples/c/favor_attention.c" -L"$(dirname "$lib")" -lperformer \
-    -Wl,-rpath,"$(dirname "$lib")" -lm -o "$work/favor_attention"
-step "run favor_attention" "$work/favor_attention"
+for example in linear_decode favor_attention; do
+    step "build examples/c/$example.c (gcc -std=c99 ${warn[*]})" \
+        gcc -std=c99 "${warn[@]}" -I"$root/include" "$root/examples/c/$example.c" -L"$(dirname "$lib")" -lperformer \
+        -Wl,-rpath,"$(dirname "$lib")" -lm -o "$work/$example"
+    step "run $example" "$work/$example"
+done
 
 # ---- 6. The ABI under attack, under each kernel build (portable: what a CPU without AVX runs).
-step "build Tests/c/test_abi.c" gcc -std=c11 -O1 -g "${warn[@]}" -I"$root/include" "$root/Tests/c/test_abi.c" \
-    -L"$(dirname "$lib")" -lperformer -lpthread -lm -o "$work/test_abi"
+# Each test includes Tests/c/test_support.h (its CHECK, tensors and error checks).
+abi_tests=(test_abi test_linear test_favor)
 run_abi() { LD_LIBRARY_PATH="$(dirname "$lib")" "$@"; }
-counted "test_abi (default kernels)" run_abi "$work/test_abi"
-for isa in portable avx2 avx512; do
-    counted "test_abi PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3" run_abi env PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3 "$work/test_abi"
-done
-step "build Tests/c/test_linear.c" gcc -std=c11 -O1 -g "${warn[@]}" -I"$root/include" "$root/Tests/c/test_linear.c" \
-    -L"$(dirname "$lib")" -lperformer -lpthread -lm -o "$work/test_linear"
-counted "test_linear (default kernels)" run_abi "$work/test_linear"
-for isa in portable avx2 avx512; do
-    counted "test_linear PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3" run_abi env PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3 "$work/test_linear"
-done
-step "build Tests/c/test_favor.c" gcc -std=c11 -O1 -g "${warn[@]}" -I"$root/include" "$root/Tests/c/test_favor.c" \
-    -L"$(dirname "$lib")" -lperformer -lpthread -lm -o "$work/test_favor"
-counted "test_favor (default kernels)" run_abi "$work/test_favor"
-for isa in portable avx2 avx512; do
-    counted "test_favor PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3" run_abi env PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3 "$work/test_favor"
+for test in "${abi_tests[@]}"; do
+    step "build Tests/c/$test.c" gcc -std=c11 -O1 -g "${warn[@]}" -I"$root/include" -I"$root/Tests/c" \
+        "$root/Tests/c/$test.c" -L"$(dirname "$lib")" -lperformer -lpthread -lm -o "$work/$test"
+    counted "$test (default kernels)" run_abi "$work/$test"
+    for isa in portable avx2 avx512; do
+        counted "$test PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3" run_abi env PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3 "$work/$test"
+    done
 done
 portable_check() {
     local out; out=$(run_abi env PERFORMER_ISA=portable "$work/test_abi" 2>&1)
@@ -188,10 +177,11 @@ counted "dlopen/dlclose/dlopen cycle" "$work/test_dlopen_cycle" "$lib"
 # clean environment, and then the toolchain prefix hidden under an empty tmpfs.
 bare=$work/bare
 mkdir -p "$bare"
-cp "$lib" "$work/test_abi" "$work/test_linear" "$work/test_favor" "$work/softmax_dlopen" "$bare/"
-counted "env -i, only the .so on LD_LIBRARY_PATH: test_abi" env -i LD_LIBRARY_PATH="$bare" "$bare/test_abi"
-counted "env -i, only the .so on LD_LIBRARY_PATH: test_linear" env -i LD_LIBRARY_PATH="$bare" "$bare/test_linear"
-counted "env -i, only the .so on LD_LIBRARY_PATH: test_favor" env -i LD_LIBRARY_PATH="$bare" "$bare/test_favor"
+cp "$lib" "$work/softmax_dlopen" "$bare/"
+for test in "${abi_tests[@]}"; do
+    cp "$work/$test" "$bare/"
+    counted "env -i, only the .so on LD_LIBRARY_PATH: $test" env -i LD_LIBRARY_PATH="$bare" "$bare/$test"
+done
 step "env -i: softmax_dlopen" env -i "$bare/softmax_dlopen" "$bare/libperformer.so"
 prefix=""
 if command -v swift >/dev/null 2>&1; then prefix=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")"); fi

@@ -3,31 +3,11 @@
  * the float64 reference's result; concurrent calls must equal serial ones bit for bit.
  * Prints "N passed, M failed" last and exits nonzero on any failure. */
 #define _GNU_SOURCE
-#include "performer.h"
+#include "test_support.h"
 
-#include <math.h>
 #include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        if (cond) {                                                          \
-            passed++;                                                        \
-        } else {                                                             \
-            failed++;                                                        \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fputc('\n', stderr);                                             \
-        }                                                                    \
-    } while (0)
 
 /* ---------------------------------------------------------------- tensors and buffers */
-
-#define SENTINEL 12345.5
 
 static performer_tensor_t contiguous(void *data, int dtype, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
     performer_tensor_t t;
@@ -40,17 +20,6 @@ static performer_tensor_t contiguous(void *data, int dtype, int64_t s0, int64_t 
     t.strides[1] = s2 * s3;
     t.strides[0] = s1 * s2 * s3;
     return t;
-}
-
-static int64_t count_of(const performer_tensor_t *t) {
-    return t->shape[0] * t->shape[1] * t->shape[2] * t->shape[3];
-}
-
-/* Deterministic values in [-1, 1). */
-static double value_at(uint64_t seed, int64_t i) {
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + (uint64_t)i * 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 31; x *= 0x94D049BB133111EBull; x ^= x >> 29;
-    return (double)(x >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
 }
 
 static void fill(performer_tensor_t *t, uint64_t seed) {
@@ -79,12 +48,6 @@ static int is_sentinel(const performer_tensor_t *t) {
 }
 
 /* ---------------------------------------------------------------- a float64 reference */
-
-/* Element (a, b, c, d) of t as double. */
-static double at(const performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d) {
-    int64_t o = a * t->strides[0] + b * t->strides[1] + c * t->strides[2] + d * t->strides[3];
-    return t->dtype == PERFORMER_FLOAT32 ? ((const float *)t->data)[o] : ((const double *)t->data)[o];
-}
 
 /* Forward and backward of ALGORITHMS.md §1, directly: P for one (b, h) is built in full. Results
  * are contiguous double arrays in the shapes of out, lse, dq, dk, dv (dq/dk/dv may be NULL). */
@@ -224,10 +187,7 @@ static int outputs_untouched(problem *p) {
 /* The call failed with `want`, the message contains `needle`, and no output was written. */
 static void expect_error(const char *what, performer_status got, performer_status want, const char *needle,
                          problem *p) {
-    const char *message = performer_last_error();
-    CHECK(got == want, "%s: status %d (%s), want %d (%s); message \"%s\"", what, (int)got,
-          performer_status_string(got), (int)want, performer_status_string(want), message);
-    CHECK(strstr(message, needle) != NULL, "%s: message \"%s\" does not contain \"%s\"", what, message, needle);
+    expect_status(what, got, want, needle);
     CHECK(outputs_untouched(p), "%s: an output was written on error", what);
 }
 

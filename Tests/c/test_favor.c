@@ -17,47 +17,13 @@
  *     options size, bad states, aliasing); outputs and state untouched on error.
  * Prints "N passed, M failed" last and exits nonzero on any failure. */
 #define _GNU_SOURCE
-#include "performer.h"
+#include "test_support.h"
 
-#include <math.h>
 #include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        if (cond) {                                                          \
-            passed++;                                                        \
-        } else {                                                             \
-            failed++;                                                        \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fputc('\n', stderr);                                             \
-        }                                                                    \
-    } while (0)
 
 #define OK(call, what) CHECK((call) == PERFORMER_OK, "%s: %s", what, performer_last_error())
 
 /* ---------------------------------------------------------------- tensors */
-
-#define SENTINEL 12345.5
-
-static size_t elem_size(int dtype) { return dtype == PERFORMER_FLOAT32 ? sizeof(float) : sizeof(double); }
-
-static performer_tensor_t tensor_new(int dtype, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
-    performer_tensor_t t;
-    memset(&t, 0, sizeof t);
-    size_t bytes = elem_size(dtype) * (size_t)(s0 * s1 * s2 * s3);
-    t.data = calloc(1, bytes < 64 ? 64 : bytes);
-    t.dtype = dtype;
-    t.shape[0] = s0; t.shape[1] = s1; t.shape[2] = s2; t.shape[3] = s3;
-    t.strides[3] = 1; t.strides[2] = s3; t.strides[1] = s2 * s3; t.strides[0] = s1 * s2 * s3;
-    return t;
-}
 
 /* A B x H x N x X view of a freshly allocated B x N x H x X buffer (heads and positions swapped). */
 static performer_tensor_t tensor_transposed(int dtype, int64_t b, int64_t h, int64_t n, int64_t x) {
@@ -67,73 +33,13 @@ static performer_tensor_t tensor_transposed(int dtype, int64_t b, int64_t h, int
     return t;
 }
 
-static int64_t count_of(const performer_tensor_t *t) { return t->shape[0] * t->shape[1] * t->shape[2] * t->shape[3]; }
-
-static int64_t offset(const performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d) {
-    return a * t->strides[0] + b * t->strides[1] + c * t->strides[2] + d * t->strides[3];
-}
-
-static double at(const performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d) {
-    int64_t o = offset(t, a, b, c, d);
-    return t->dtype == PERFORMER_FLOAT32 ? ((const float *)t->data)[o] : ((const double *)t->data)[o];
-}
-
-static void set_at(performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d, double x) {
-    int64_t o = offset(t, a, b, c, d);
-    if (t->dtype == PERFORMER_FLOAT32) ((float *)t->data)[o] = (float)x;
-    else ((double *)t->data)[o] = x;
-}
-
-#define FOR4(t) \
-    for (int64_t i0 = 0; i0 < (t)->shape[0]; i0++) for (int64_t i1 = 0; i1 < (t)->shape[1]; i1++) \
-    for (int64_t i2 = 0; i2 < (t)->shape[2]; i2++) for (int64_t i3 = 0; i3 < (t)->shape[3]; i3++)
-
-/* Deterministic values in [-1, 1). */
-static double value_at(uint64_t seed, int64_t i) {
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + (uint64_t)i * 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 31; x *= 0x94D049BB133111EBull; x ^= x >> 29;
-    return (double)(x >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
-}
-
 static void fill(performer_tensor_t *t, uint64_t seed, double amplitude) {
     int64_t i = 0;
     FOR4(t) set_at(t, i0, i1, i2, i3, amplitude * value_at(seed, i++));
 }
 
-static void fill_value(performer_tensor_t *t, double x) { FOR4(t) set_at(t, i0, i1, i2, i3, x); }
-
-static int is_value(const performer_tensor_t *t, double x) {
-    FOR4(t) if (at(t, i0, i1, i2, i3) != x) return 0;
-    return 1;
-}
-
-/* A contiguous double copy of t (row-major over its shape). */
-static double *doubles_of(const performer_tensor_t *t) {
-    double *r = malloc(sizeof(double) * (size_t)(count_of(t) > 0 ? count_of(t) : 1));
-    int64_t i = 0;
-    FOR4(t) r[i++] = at(t, i0, i1, i2, i3);
-    return r;
-}
-
 /* max |t - ref| / max(max |ref|, 1e-300); NaN or Inf in t gives INFINITY. */
-static double rel_error(const performer_tensor_t *t, const double *ref) {
-    double worst = 0, scale = 1e-300;
-    int64_t i = 0;
-    FOR4(t) {
-        double e = fabs(at(t, i0, i1, i2, i3) - ref[i]);
-        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
-        if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
-        i++;
-    }
-    return worst / scale;
-}
-
-static void expect_error(const char *what, performer_status got, performer_status want, const char *needle) {
-    const char *message = performer_last_error();
-    CHECK(got == want, "%s: status %d (%s), want %d (%s); message \"%s\"", what, (int)got,
-          performer_status_string(got), (int)want, performer_status_string(want), message);
-    CHECK(strstr(message, needle) != NULL, "%s: message \"%s\" does not contain \"%s\"", what, message, needle);
-}
+static double rel_error(const performer_tensor_t *t, const double *ref) { return max_relative_error(t, ref, 1e-300); }
 
 /* ---------------------------------------------------------------- docs/FAVOR.md's generator, written again */
 
@@ -285,10 +191,10 @@ static void from_matrix(void) {
         OK(performer_favor_projection_get_draw(p, &draw), "get_draw");
         CHECK(gd == d && gm == m && draw == 0, "caller W: dim %lld m %lld draw %llu", (long long)gd, (long long)gm,
               (unsigned long long)draw);
-        expect_error("redraw of a caller W", performer_favor_projection_redraw(p), PERFORMER_ERROR_INVALID_ARGUMENT, "caller");
-        expect_error("seed of a caller W", performer_favor_projection_get_seed(p, &seed), PERFORMER_ERROR_INVALID_ARGUMENT, "seed");
-        expect_error("kind of a caller W", performer_favor_projection_get_kind(p, &kind), PERFORMER_ERROR_INVALID_ARGUMENT, "kind");
-        expect_error("norms of a caller W", performer_favor_projection_get_norms(p, &norms), PERFORMER_ERROR_INVALID_ARGUMENT, "norms");
+        expect_status("redraw of a caller W", performer_favor_projection_redraw(p), PERFORMER_ERROR_INVALID_ARGUMENT, "caller");
+        expect_status("seed of a caller W", performer_favor_projection_get_seed(p, &seed), PERFORMER_ERROR_INVALID_ARGUMENT, "seed");
+        expect_status("kind of a caller W", performer_favor_projection_get_kind(p, &kind), PERFORMER_ERROR_INVALID_ARGUMENT, "kind");
+        expect_status("norms of a caller W", performer_favor_projection_get_norms(p, &norms), PERFORMER_ERROR_INVALID_ARGUMENT, "norms");
         CHECK(seed == 77 && kind == PERFORMER_PROJECTION_IID && norms == PERFORMER_NORMS_FIXED, "a failed getter wrote its value");
         double *after = matrix_of(p, m, d);
         CHECK(memcmp(given, after, sizeof(double) * m * d) == 0, "a failed redraw changed W");
@@ -299,62 +205,62 @@ static void from_matrix(void) {
 
 static void projection_errors(void) {
     performer_favor_projection_t p = (performer_favor_projection_t)0x1;
-    expect_error("create NULL", performer_favor_projection_create(NULL, 4, 4, 0, 0, 0), PERFORMER_ERROR_NULL_POINTER, "projection");
-    expect_error("m = 0", performer_favor_projection_create(&p, 4, 0, 0, 0, 0), PERFORMER_ERROR_INVALID_ARGUMENT, "num_features");
-    expect_error("dim = 0", performer_favor_projection_create(&p, 0, 4, 0, 0, 0), PERFORMER_ERROR_INVALID_ARGUMENT, "dim");
-    expect_error("dim < 0", performer_favor_projection_create(&p, -3, 4, 1, 0, 0), PERFORMER_ERROR_INVALID_ARGUMENT, "dim");
-    expect_error("kind 2", performer_favor_projection_create(&p, 4, 4, (performer_favor_projection_kind)2, 0, 0),
+    expect_status("create NULL", performer_favor_projection_create(NULL, 4, 4, 0, 0, 0), PERFORMER_ERROR_NULL_POINTER, "projection");
+    expect_status("m = 0", performer_favor_projection_create(&p, 4, 0, 0, 0, 0), PERFORMER_ERROR_INVALID_ARGUMENT, "num_features");
+    expect_status("dim = 0", performer_favor_projection_create(&p, 0, 4, 0, 0, 0), PERFORMER_ERROR_INVALID_ARGUMENT, "dim");
+    expect_status("dim < 0", performer_favor_projection_create(&p, -3, 4, 1, 0, 0), PERFORMER_ERROR_INVALID_ARGUMENT, "dim");
+    expect_status("kind 2", performer_favor_projection_create(&p, 4, 4, (performer_favor_projection_kind)2, 0, 0),
                  PERFORMER_ERROR_INVALID_ARGUMENT, "kind");
-    expect_error("kind -1", performer_favor_projection_create(&p, 4, 4, (performer_favor_projection_kind)-1, 0, 0),
+    expect_status("kind -1", performer_favor_projection_create(&p, 4, 4, (performer_favor_projection_kind)-1, 0, 0),
                  PERFORMER_ERROR_INVALID_ARGUMENT, "kind");
-    expect_error("norms 2", performer_favor_projection_create(&p, 4, 4, 0, (performer_favor_norms)2, 0),
+    expect_status("norms 2", performer_favor_projection_create(&p, 4, 4, 0, (performer_favor_norms)2, 0),
                  PERFORMER_ERROR_INVALID_ARGUMENT, "norms");
-    expect_error("huge m x D", performer_favor_projection_create(&p, 1 << 21, 1 << 21, 1, 0, 0),
+    expect_status("huge m x D", performer_favor_projection_create(&p, 1 << 21, 1 << 21, 1, 0, 0),
                  PERFORMER_ERROR_SIZE_OVERFLOW, "too large");
-    expect_error("huge orthogonal blocks", performer_favor_projection_create(&p, 1 << 21, 1, 0, 0, 0),
+    expect_status("huge orthogonal blocks", performer_favor_projection_create(&p, 1 << 21, 1, 0, 0, 0),
                  PERFORMER_ERROR_SIZE_OVERFLOW, "too large");
     CHECK(p == (performer_favor_projection_t)0x1, "a failed create wrote *projection");
 
     performer_tensor_t w = tensor_new(PERFORMER_FLOAT64, 2, 1, 3, 4);
     fill(&w, 3, 1.0);
-    expect_error("from_matrix NULL w", performer_favor_projection_create_from_matrix(&p, NULL), PERFORMER_ERROR_NULL_POINTER, "W");
-    expect_error("from_matrix NULL out", performer_favor_projection_create_from_matrix(NULL, &w), PERFORMER_ERROR_NULL_POINTER, "projection");
-    expect_error("from_matrix 2 x 1 x m x D", performer_favor_projection_create_from_matrix(&p, &w),
+    expect_status("from_matrix NULL w", performer_favor_projection_create_from_matrix(&p, NULL), PERFORMER_ERROR_NULL_POINTER, "W");
+    expect_status("from_matrix NULL out", performer_favor_projection_create_from_matrix(NULL, &w), PERFORMER_ERROR_NULL_POINTER, "projection");
+    expect_status("from_matrix 2 x 1 x m x D", performer_favor_projection_create_from_matrix(&p, &w),
                  PERFORMER_ERROR_SHAPE_MISMATCH, "W.shape[0]");
     w.shape[0] = 1; w.shape[2] = 0;
-    expect_error("from_matrix m = 0", performer_favor_projection_create_from_matrix(&p, &w),
+    expect_status("from_matrix m = 0", performer_favor_projection_create_from_matrix(&p, &w),
                  PERFORMER_ERROR_INVALID_ARGUMENT, "num_features");
     w.shape[2] = 3;
     ((double *)w.data)[5] = NAN;
-    expect_error("from_matrix NaN", performer_favor_projection_create_from_matrix(&p, &w), PERFORMER_ERROR_INVALID_ARGUMENT,
+    expect_status("from_matrix NaN", performer_favor_projection_create_from_matrix(&p, &w), PERFORMER_ERROR_INVALID_ARGUMENT,
                  "W[1][1]");
     ((double *)w.data)[5] = 0;
     w.dtype = 5;
-    expect_error("from_matrix dtype", performer_favor_projection_create_from_matrix(&p, &w), PERFORMER_ERROR_DTYPE_MISMATCH, "dtype");
+    expect_status("from_matrix dtype", performer_favor_projection_create_from_matrix(&p, &w), PERFORMER_ERROR_DTYPE_MISMATCH, "dtype");
     w.dtype = PERFORMER_FLOAT64;
     CHECK(p == (performer_favor_projection_t)0x1, "a failed create_from_matrix wrote *projection");
 
     performer_favor_projection_t q = make(4, 3, 0, 0, 1);
     performer_tensor_t out = tensor_new(PERFORMER_FLOAT64, 1, 1, 3, 5);
     fill_value(&out, SENTINEL);
-    expect_error("get_matrix D mismatch", performer_favor_projection_get_matrix(q, &out), PERFORMER_ERROR_SHAPE_MISMATCH, "dim");
+    expect_status("get_matrix D mismatch", performer_favor_projection_get_matrix(q, &out), PERFORMER_ERROR_SHAPE_MISMATCH, "dim");
     out.shape[3] = 4; out.strides[2] = 0;
-    expect_error("get_matrix self-overlapping out", performer_favor_projection_get_matrix(q, &out), PERFORMER_ERROR_ALIASING, "out");
+    expect_status("get_matrix self-overlapping out", performer_favor_projection_get_matrix(q, &out), PERFORMER_ERROR_ALIASING, "out");
     out.strides[2] = 4;
-    expect_error("get_matrix NULL projection", performer_favor_projection_get_matrix(NULL, &out), PERFORMER_ERROR_NULL_POINTER,
+    expect_status("get_matrix NULL projection", performer_favor_projection_get_matrix(NULL, &out), PERFORMER_ERROR_NULL_POINTER,
                  "projection");
-    expect_error("get_matrix NULL out", performer_favor_projection_get_matrix(q, NULL), PERFORMER_ERROR_NULL_POINTER, "out");
+    expect_status("get_matrix NULL out", performer_favor_projection_get_matrix(q, NULL), PERFORMER_ERROR_NULL_POINTER, "out");
     CHECK(is_value(&out, SENTINEL), "a failed get_matrix wrote out");
     int64_t value = 0;
-    expect_error("get_dim NULL", performer_favor_projection_get_dim(NULL, &value), PERFORMER_ERROR_NULL_POINTER, "projection");
-    expect_error("get_dim NULL value", performer_favor_projection_get_dim(q, NULL), PERFORMER_ERROR_NULL_POINTER, "value");
-    expect_error("redraw NULL", performer_favor_projection_redraw(NULL), PERFORMER_ERROR_NULL_POINTER, "projection");
+    expect_status("get_dim NULL", performer_favor_projection_get_dim(NULL, &value), PERFORMER_ERROR_NULL_POINTER, "projection");
+    expect_status("get_dim NULL value", performer_favor_projection_get_dim(q, NULL), PERFORMER_ERROR_NULL_POINTER, "value");
+    expect_status("redraw NULL", performer_favor_projection_redraw(NULL), PERFORMER_ERROR_NULL_POINTER, "projection");
     int64_t count = 0;
     OK(performer_favor_feature_count(q, PERFORMER_FAVOR_HYPERBOLIC, &count), "feature_count");
     CHECK(count == 6, "feature_count hyperbolic, m = 3: %lld", (long long)count);
     OK(performer_favor_feature_count(q, PERFORMER_FAVOR_RELU, &count), "feature_count");
     CHECK(count == 3, "feature_count relu, m = 3: %lld", (long long)count);
-    expect_error("feature_count kind 4", performer_favor_feature_count(q, (performer_favor_feature_kind)4, &count),
+    expect_status("feature_count kind 4", performer_favor_feature_count(q, (performer_favor_feature_kind)4, &count),
                  PERFORMER_ERROR_INVALID_ARGUMENT, "feature kind");
     performer_favor_projection_destroy(NULL);
     performer_favor_projection_destroy(q);
@@ -492,36 +398,36 @@ static void feature_errors(void) {
           o.eps == 0 && o.relu_offset == 1e-3 && o.kv_lengths == NULL, "favor options_init defaults");
     performer_favor_options_init(NULL);
 
-    expect_error("x NULL", performer_favor_features(NULL, p, &out, &o), PERFORMER_ERROR_NULL_POINTER, "x is NULL");
-    expect_error("projection NULL", performer_favor_features(&x, NULL, &out, &o), PERFORMER_ERROR_NULL_POINTER, "projection");
-    expect_error("out NULL", performer_favor_features(&x, p, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "out is NULL");
-    expect_error("D mismatch", performer_favor_features(&x5, p, &out, &o), PERFORMER_ERROR_SHAPE_MISMATCH, "projection.dim");
-    expect_error("out C", performer_favor_features(&x, p, &out2m, &o), PERFORMER_ERROR_SHAPE_MISMATCH, "features");
-    expect_error("out dtype", performer_favor_features(&x, p, &out64, &o), PERFORMER_ERROR_DTYPE_MISMATCH, "out.dtype");
+    expect_status("x NULL", performer_favor_features(NULL, p, &out, &o), PERFORMER_ERROR_NULL_POINTER, "x is NULL");
+    expect_status("projection NULL", performer_favor_features(&x, NULL, &out, &o), PERFORMER_ERROR_NULL_POINTER, "projection");
+    expect_status("out NULL", performer_favor_features(&x, p, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "out is NULL");
+    expect_status("D mismatch", performer_favor_features(&x5, p, &out, &o), PERFORMER_ERROR_SHAPE_MISMATCH, "projection.dim");
+    expect_status("out C", performer_favor_features(&x, p, &out2m, &o), PERFORMER_ERROR_SHAPE_MISMATCH, "features");
+    expect_status("out dtype", performer_favor_features(&x, p, &out64, &o), PERFORMER_ERROR_DTYPE_MISMATCH, "out.dtype");
     o.features = 4;
-    expect_error("features 4", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "options->features");
+    expect_status("features 4", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "options->features");
     o.features = -1;
-    expect_error("features -1", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "options->features");
+    expect_status("features -1", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "options->features");
     o.features = 0; o.has_scale = 1; o.scale = NAN;
-    expect_error("scale NaN", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "scale");
+    expect_status("scale NaN", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "scale");
     o.scale = -1;
-    expect_error("scale < 0", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "scale");
+    expect_status("scale < 0", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "scale");
     o.has_scale = 0; o.relu_offset = -1; o.features = PERFORMER_FAVOR_RELU;
-    expect_error("relu_offset < 0", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "relu_offset");
+    expect_status("relu_offset < 0", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "relu_offset");
     performer_favor_options_init(&o);
     o.size = 8;
-    expect_error("options size", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_UNSUPPORTED_VERSION, "options->size");
+    expect_status("options size", performer_favor_features(&x, p, &out, &o), PERFORMER_ERROR_UNSUPPORTED_VERSION, "options->size");
     performer_favor_options_init(&o);
     /* out written over x: the 1 x 2 x 3 x 3 view of x's own memory. */
     performer_tensor_t alias = out;
     alias.data = x.data;
-    expect_error("out aliases x", performer_favor_features(&x, p, &alias, &o), PERFORMER_ERROR_ALIASING, "overlaps");
+    expect_status("out aliases x", performer_favor_features(&x, p, &alias, &o), PERFORMER_ERROR_ALIASING, "overlaps");
     CHECK(is_value(&out, SENTINEL) && is_value(&out2m, SENTINEL), "a failed features call wrote its output");
     performer_tensor_t dx = tensor_new(f, 1, 2, 3, d);
     fill_value(&dx, SENTINEL);
-    expect_error("backward dfeatures C", performer_favor_features_backward(&x, p, &out2m, &dx, &o),
+    expect_status("backward dfeatures C", performer_favor_features_backward(&x, p, &out2m, &dx, &o),
                  PERFORMER_ERROR_SHAPE_MISMATCH, "dfeatures");
-    expect_error("backward dx NULL", performer_favor_features_backward(&x, p, &out, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "dx");
+    expect_status("backward dx NULL", performer_favor_features_backward(&x, p, &out, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "dx");
     CHECK(is_value(&dx, SENTINEL), "a failed features backward wrote dx");
     /* NULL options: the defaults. */
     OK(performer_favor_features(&x, p, &out, NULL), "features, NULL options");
@@ -565,19 +471,12 @@ static void decoder_reference(int kind, const double *w, double scale, double ka
     }
 }
 
-static performer_tensor_t token(const performer_tensor_t *t, int64_t i) {
-    performer_tensor_t x = *t;
-    x.shape[2] = 1;
-    x.data = (char *)t->data + (size_t)(i * t->strides[2]) * elem_size(t->dtype);
-    return x;
-}
-
 /* Steps tokens [from, to) through dec, writing out's positions. */
 static int run_steps(performer_favor_decoder_t dec, const performer_tensor_t *q, const performer_tensor_t *k,
                      const performer_tensor_t *v, performer_tensor_t *out, int from, int to) {
     int ok = 1;
     for (int i = from; i < to; i++) {
-        performer_tensor_t qi = token(q, i), ki = token(k, i), vi = token(v, i), oi = token(out, i);
+        performer_tensor_t qi = position(q, i), ki = position(k, i), vi = position(v, i), oi = position(out, i);
         ok &= performer_favor_decoder_step(dec, &qi, &ki, &vi, &oi) == PERFORMER_OK;
     }
     return ok;
@@ -672,7 +571,7 @@ static void decoder_lifecycle(int dtype, int kind) {
     OK(performer_favor_decoder_reset(dec), "reset");
     performer_tensor_t o0 = tensor_new(dtype, DB, DH, 1, DM);
     CHECK(run_steps(dec, &q, &k, &v, &o0, 0, 1), "step after reset");
-    performer_tensor_t first_out = token(&out, 0);
+    performer_tensor_t first_out = position(&out, 0);
     double *fo = doubles_of(&first_out);
     CHECK(rel_error(&o0, fo) == 0, "%s: step after reset differs from the first step", what);
 
@@ -752,27 +651,27 @@ static void decoder_errors(void) {
     performer_favor_options_t o;
     performer_favor_options_init(&o);
     performer_favor_decoder_t dec = (performer_favor_decoder_t)0x1;
-    expect_error("create NULL decoder", performer_favor_decoder_create(NULL, p, f, 1, 1, 1, &o), PERFORMER_ERROR_NULL_POINTER, "decoder");
-    expect_error("create NULL projection", performer_favor_decoder_create(&dec, NULL, f, 1, 1, 1, &o), PERFORMER_ERROR_NULL_POINTER,
+    expect_status("create NULL decoder", performer_favor_decoder_create(NULL, p, f, 1, 1, 1, &o), PERFORMER_ERROR_NULL_POINTER, "decoder");
+    expect_status("create NULL projection", performer_favor_decoder_create(&dec, NULL, f, 1, 1, 1, &o), PERFORMER_ERROR_NULL_POINTER,
                  "projection");
-    expect_error("create dtype", performer_favor_decoder_create(&dec, p, (performer_dtype)3, 1, 1, 1, &o),
+    expect_status("create dtype", performer_favor_decoder_create(&dec, p, (performer_dtype)3, 1, 1, 1, &o),
                  PERFORMER_ERROR_DTYPE_MISMATCH, "dtype");
-    expect_error("create batch < 0", performer_favor_decoder_create(&dec, p, f, -1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "batch");
-    expect_error("create value_dim < 0", performer_favor_decoder_create(&dec, p, f, 1, 1, -2, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+    expect_status("create batch < 0", performer_favor_decoder_create(&dec, p, f, -1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "batch");
+    expect_status("create value_dim < 0", performer_favor_decoder_create(&dec, p, f, 1, 1, -2, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
                  "value_dim");
     o.eps = -1;
-    expect_error("create eps < 0", performer_favor_decoder_create(&dec, p, f, 1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "eps");
+    expect_status("create eps < 0", performer_favor_decoder_create(&dec, p, f, 1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "eps");
     o.eps = NAN;
-    expect_error("create eps NaN", performer_favor_decoder_create(&dec, p, f, 1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "eps");
+    expect_status("create eps NaN", performer_favor_decoder_create(&dec, p, f, 1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "eps");
     performer_favor_options_init(&o);
     o.features = 9;
-    expect_error("create features 9", performer_favor_decoder_create(&dec, p, f, 1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+    expect_status("create features 9", performer_favor_decoder_create(&dec, p, f, 1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
                  "options->features");
     performer_favor_options_init(&o);
     o.size = 0;
-    expect_error("create options size", performer_favor_decoder_create(&dec, p, f, 1, 1, 1, &o), PERFORMER_ERROR_UNSUPPORTED_VERSION,
+    expect_status("create options size", performer_favor_decoder_create(&dec, p, f, 1, 1, 1, &o), PERFORMER_ERROR_UNSUPPORTED_VERSION,
                  "options->size");
-    expect_error("create huge state", performer_favor_decoder_create(&dec, p, f, 1 << 30, 1 << 30, 1 << 30, NULL),
+    expect_status("create huge state", performer_favor_decoder_create(&dec, p, f, 1 << 30, 1 << 30, 1 << 30, NULL),
                  PERFORMER_ERROR_SIZE_OVERFLOW, "state");
     CHECK(dec == (performer_favor_decoder_t)0x1, "a failed create wrote *decoder");
     dec = NULL;
@@ -788,44 +687,44 @@ static void decoder_errors(void) {
     OK(performer_favor_decoder_get_state(dec, &st, &zt, &ct), "get_state");
     double *s_before = doubles_of(&st), *c_before = doubles_of(&ct);
     fill_value(&out, SENTINEL);
-    expect_error("step NULL decoder", performer_favor_decoder_step(NULL, &q, &k, &v, &out), PERFORMER_ERROR_NULL_POINTER, "decoder");
-    expect_error("step NULL q", performer_favor_decoder_step(dec, NULL, &k, &v, &out), PERFORMER_ERROR_NULL_POINTER, "q is NULL");
-    expect_error("step q float64", performer_favor_decoder_step(dec, &q64, &k, &v, &out), PERFORMER_ERROR_DTYPE_MISMATCH, "q.dtype");
-    expect_error("step q D + 1", performer_favor_decoder_step(dec, &q5, &k, &v, &out), PERFORMER_ERROR_SHAPE_MISMATCH, "q.shape[3]");
-    expect_error("step v as k", performer_favor_decoder_step(dec, &q, &k, &k, &out), PERFORMER_ERROR_SHAPE_MISMATCH, "v.shape[3]");
+    expect_status("step NULL decoder", performer_favor_decoder_step(NULL, &q, &k, &v, &out), PERFORMER_ERROR_NULL_POINTER, "decoder");
+    expect_status("step NULL q", performer_favor_decoder_step(dec, NULL, &k, &v, &out), PERFORMER_ERROR_NULL_POINTER, "q is NULL");
+    expect_status("step q float64", performer_favor_decoder_step(dec, &q64, &k, &v, &out), PERFORMER_ERROR_DTYPE_MISMATCH, "q.dtype");
+    expect_status("step q D + 1", performer_favor_decoder_step(dec, &q5, &k, &v, &out), PERFORMER_ERROR_SHAPE_MISMATCH, "q.shape[3]");
+    expect_status("step v as k", performer_favor_decoder_step(dec, &q, &k, &k, &out), PERFORMER_ERROR_SHAPE_MISMATCH, "v.shape[3]");
     performer_tensor_t alias = out;
     alias.data = v.data;
-    expect_error("step out aliases v", performer_favor_decoder_step(dec, &q, &k, &v, &alias), PERFORMER_ERROR_ALIASING, "overlaps");
+    expect_status("step out aliases v", performer_favor_decoder_step(dec, &q, &k, &v, &alias), PERFORMER_ERROR_ALIASING, "overlaps");
     CHECK(is_value(&out, SENTINEL), "a failed step wrote out");
 
     /* Bad states are refused; the state stays as it was. */
     performer_tensor_t bad_s = tensor_new(f, DB, DH, DMF, DM), bad_z = tensor_new(f, DB, DH, DMF, 1), bad_c = tensor_new(f, DB, DH, DMF, 1);
     fill(&bad_s, 4, 1.0); fill(&bad_z, 5, 1.0);
     set_at(&bad_c, 1, 2, 3, 0, INFINITY);
-    expect_error("set_state c = +inf", performer_favor_decoder_set_state(dec, &bad_s, &bad_z, &bad_c), PERFORMER_ERROR_INVALID_ARGUMENT, "c[");
+    expect_status("set_state c = +inf", performer_favor_decoder_set_state(dec, &bad_s, &bad_z, &bad_c), PERFORMER_ERROR_INVALID_ARGUMENT, "c[");
     set_at(&bad_c, 1, 2, 3, 0, -INFINITY);
-    expect_error("set_state c = -inf with S != 0", performer_favor_decoder_set_state(dec, &bad_s, &bad_z, &bad_c),
+    expect_status("set_state c = -inf with S != 0", performer_favor_decoder_set_state(dec, &bad_s, &bad_z, &bad_c),
                  PERFORMER_ERROR_INVALID_ARGUMENT, "-inf");
     set_at(&bad_c, 1, 2, 3, 0, 0);
     set_at(&bad_s, 0, 1, 2, 1, NAN);
-    expect_error("set_state S NaN", performer_favor_decoder_set_state(dec, &bad_s, &bad_z, &bad_c), PERFORMER_ERROR_INVALID_ARGUMENT,
+    expect_status("set_state S NaN", performer_favor_decoder_set_state(dec, &bad_s, &bad_z, &bad_c), PERFORMER_ERROR_INVALID_ARGUMENT,
                  "not finite");
-    expect_error("set_state z as c shape", performer_favor_decoder_set_state(dec, &bad_s, &bad_s, &bad_c),
+    expect_status("set_state z as c shape", performer_favor_decoder_set_state(dec, &bad_s, &bad_s, &bad_c),
                  PERFORMER_ERROR_SHAPE_MISMATCH, "z.shape[3]");
-    expect_error("set_state NULL c", performer_favor_decoder_set_state(dec, &bad_s, &bad_z, NULL), PERFORMER_ERROR_NULL_POINTER, "c is NULL");
+    expect_status("set_state NULL c", performer_favor_decoder_set_state(dec, &bad_s, &bad_z, NULL), PERFORMER_ERROR_NULL_POINTER, "c is NULL");
     OK(performer_favor_decoder_get_state(dec, &st, &zt, &ct), "get_state after failed set_state");
     CHECK(rel_error(&st, s_before) == 0 && rel_error(&ct, c_before) == 0, "a failed set_state changed the state");
     /* get_state: z written over c's memory, S with a zero stride. */
     fill_value(&st, SENTINEL);
     performer_tensor_t z_on_c = zt;
     z_on_c.data = ct.data;
-    expect_error("get_state z overlaps c", performer_favor_decoder_get_state(dec, &st, &z_on_c, &ct), PERFORMER_ERROR_ALIASING, "overlaps");
+    expect_status("get_state z overlaps c", performer_favor_decoder_get_state(dec, &st, &z_on_c, &ct), PERFORMER_ERROR_ALIASING, "overlaps");
     performer_tensor_t s_zero = st;
     s_zero.strides[3] = 0;
-    expect_error("get_state S self-overlap", performer_favor_decoder_get_state(dec, &s_zero, &zt, &ct), PERFORMER_ERROR_ALIASING, "S");
-    expect_error("get_state NULL decoder", performer_favor_decoder_get_state(NULL, &st, &zt, &ct), PERFORMER_ERROR_NULL_POINTER, "decoder");
+    expect_status("get_state S self-overlap", performer_favor_decoder_get_state(dec, &s_zero, &zt, &ct), PERFORMER_ERROR_ALIASING, "S");
+    expect_status("get_state NULL decoder", performer_favor_decoder_get_state(NULL, &st, &zt, &ct), PERFORMER_ERROR_NULL_POINTER, "decoder");
     CHECK(is_value(&st, SENTINEL), "a failed get_state wrote S");
-    expect_error("reset NULL", performer_favor_decoder_reset(NULL), PERFORMER_ERROR_NULL_POINTER, "decoder");
+    expect_status("reset NULL", performer_favor_decoder_reset(NULL), PERFORMER_ERROR_NULL_POINTER, "decoder");
     performer_favor_decoder_destroy(dec);
     performer_favor_decoder_destroy(NULL);
 
@@ -839,7 +738,7 @@ static void decoder_errors(void) {
         performer_tensor_t s2 = tensor_new(f, 1, 1, c, DM), z2 = tensor_new(f, 1, 1, c, 1), c2 = tensor_new(f, 1, 1, c, 1);
         fill_value(&c2, 0);
         set_at(&c2, 0, 0, 1, 0, 2.0);
-        expect_error(kind == PERFORMER_FAVOR_RELU ? "relu c != 0" : "trigonometric c not per head",
+        expect_status(kind == PERFORMER_FAVOR_RELU ? "relu c != 0" : "trigonometric c not per head",
                      performer_favor_decoder_set_state(d2, &s2, &z2, &c2), PERFORMER_ERROR_INVALID_ARGUMENT,
                      kind == PERFORMER_FAVOR_RELU ? "relu" : "trigonometric");
         free(s2.data); free(z2.data); free(c2.data);
@@ -1098,7 +997,7 @@ static void attention_vs_decoder(int dtype) {
     if (!dec) return;
     OK(performer_favor_decoder_set_state(dec, &st, &zt, &ct), "decoder set_state from the forward's final state");
     for (int64_t i = cut; i < AL; i++) {
-        performer_tensor_t qi = token(&q, i), ki = token(&k, i), vi = token(&v, i), oi = token(&steps, i);
+        performer_tensor_t qi = position(&q, i), ki = position(&k, i), vi = position(&v, i), oi = position(&steps, i);
         OK(performer_favor_decoder_step(dec, &qi, &ki, &vi, &oi), "step");
     }
     OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), "one call");
@@ -1198,73 +1097,73 @@ static void attention_errors(void) {
     performer_favor_options_init(&o);
     o.causal = 1;
 #define FWD(...) performer_favor_forward(__VA_ARGS__)
-    expect_error("fwd NULL q", FWD(NULL, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "q is NULL");
-    expect_error("fwd NULL projection", FWD(&q, &k, &v, NULL, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+    expect_status("fwd NULL q", FWD(NULL, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "q is NULL");
+    expect_status("fwd NULL projection", FWD(&q, &k, &v, NULL, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_NULL_POINTER, "projection");
-    expect_error("fwd NULL out", FWD(&q, &k, &v, p, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "out is NULL");
-    expect_error("fwd projection D mismatch", FWD(&q, &k, &v, p5, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+    expect_status("fwd NULL out", FWD(&q, &k, &v, p, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "out is NULL");
+    expect_status("fwd projection D mismatch", FWD(&q, &k, &v, p5, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_SHAPE_MISMATCH, "projection.dim");
-    expect_error("fwd q float64", FWD(&q64, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_DTYPE_MISMATCH,
+    expect_status("fwd q float64", FWD(&q64, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_DTYPE_MISMATCH,
                  "dtype");
-    expect_error("fwd causal N != L", FWD(&q, &k7, &v7, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+    expect_status("fwd causal N != L", FWD(&q, &k7, &v7, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_SHAPE_MISMATCH, "causal");
-    expect_error("fwd initial triple without c", FWD(&q, &k, &v, p, &out, &s, &z, NULL, NULL, NULL, NULL, &o),
+    expect_status("fwd initial triple without c", FWD(&q, &k, &v, p, &out, &s, &z, NULL, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_NULL_POINTER, "c0");
-    expect_error("fwd final triple without S", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, &zn, &cn, &o),
+    expect_status("fwd final triple without S", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, &zn, &cn, &o),
                  PERFORMER_ERROR_NULL_POINTER, "S_N");
     /* A hyperbolic state has C = 2m: an m-row state is refused, and the other way round. */
     o.features = PERFORMER_FAVOR_HYPERBOLIC;
-    expect_error("fwd state C = m for hyperbolic", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o),
+    expect_status("fwd state C = m for hyperbolic", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_SHAPE_MISMATCH, "S0");
     o.features = PERFORMER_FAVOR_POSITIVE;
-    expect_error("fwd state C = 2m for positive", FWD(&q, &k, &v, p, &out, &s2m, &z2m, &c2m, NULL, NULL, NULL, &o),
+    expect_status("fwd state C = 2m for positive", FWD(&q, &k, &v, p, &out, &s2m, &z2m, &c2m, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_SHAPE_MISMATCH, "S0");
-    expect_error("fwd final state C = 2m", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, &s2m, &z2m, &c2m, &o),
+    expect_status("fwd final state C = 2m", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, &s2m, &z2m, &c2m, &o),
                  PERFORMER_ERROR_SHAPE_MISMATCH, "S_N");
     set_at(&c, 1, 0, 2, 0, NAN);
-    expect_error("fwd c0 NaN", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "c0[");
+    expect_status("fwd c0 NaN", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "c0[");
     set_at(&c, 1, 0, 2, 0, -INFINITY);
-    expect_error("fwd c0 = -inf over a nonzero row", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o),
+    expect_status("fwd c0 = -inf over a nonzero row", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_INVALID_ARGUMENT, "-inf");
     set_at(&c, 1, 0, 2, 0, 0);
     set_at(&s, 0, 1, 1, 1, INFINITY);
-    expect_error("fwd S0 not finite", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+    expect_status("fwd S0 not finite", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
                  "not finite");
     fill(&s, 6, 1.0);
     o.features = PERFORMER_FAVOR_RELU;
     set_at(&c, 0, 0, 0, 0, 1.5);
-    expect_error("fwd relu c0 != 0", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "relu");
+    expect_status("fwd relu c0 != 0", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "relu");
     set_at(&c, 0, 0, 0, 0, 0);
     o.features = 7;
-    expect_error("fwd features 7", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+    expect_status("fwd features 7", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
                  "options->features");
     o.features = 0;
     o.eps = -1;
-    expect_error("fwd eps < 0", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "eps");
+    expect_status("fwd eps < 0", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "eps");
     o.eps = 0;
     o.has_scale = 1; o.scale = -2;
-    expect_error("fwd scale < 0", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "scale");
+    expect_status("fwd scale < 0", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "scale");
     o.has_scale = 0;
     int64_t bad_lengths[2] = {3, n + 1};
     o.kv_lengths = bad_lengths;
-    expect_error("fwd kv_lengths > L", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+    expect_status("fwd kv_lengths > L", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
                  "kv_lengths[1]");
     o.kv_lengths = NULL;
     o.causal = 0;
-    expect_error("fwd state without causal", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o),
+    expect_status("fwd state without causal", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_INVALID_ARGUMENT, "causal");
     o.causal = 1;
     o.size = 4;
-    expect_error("fwd options size", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+    expect_status("fwd options size", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_UNSUPPORTED_VERSION, "options->size");
     o.size = sizeof o;
     performer_tensor_t alias = out;
     alias.data = v.data;
-    expect_error("fwd out aliases v", FWD(&q, &k, &v, p, &alias, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_ALIASING,
+    expect_status("fwd out aliases v", FWD(&q, &k, &v, p, &alias, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_ALIASING,
                  "overlaps");
     performer_tensor_t zn_on_out = zn;
     zn_on_out.data = out.data;
-    expect_error("fwd z_N overlaps out", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, &sn, &zn_on_out, &cn, &o),
+    expect_status("fwd z_N overlaps out", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, &sn, &zn_on_out, &cn, &o),
                  PERFORMER_ERROR_ALIASING, "overlaps");
     CHECK(is_value(&out, SENTINEL) && is_value(&sn, SENTINEL) && is_value(&zn, SENTINEL) && is_value(&cn, SENTINEL),
           "a failed favor_forward wrote an output");
@@ -1280,32 +1179,32 @@ static void attention_errors(void) {
     fill(&g, 8, 1.0); fill(&gs, 9, 1.0); fill(&gz, 10, 1.0);
     fill_value(&dq, SENTINEL); fill_value(&dk, SENTINEL); fill_value(&dv, SENTINEL); fill_value(&ds, SENTINEL); fill_value(&dz, SENTINEL);
 #define BWD(...) performer_favor_backward(__VA_ARGS__)
-    expect_error("bwd NULL dout", BWD(&q, &k, &v, NULL, p, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+    expect_status("bwd NULL dout", BWD(&q, &k, &v, NULL, p, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_NULL_POINTER, "dout");
-    expect_error("bwd NULL projection", BWD(&q, &k, &v, &g, NULL, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+    expect_status("bwd NULL projection", BWD(&q, &k, &v, &g, NULL, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_NULL_POINTER, "projection");
-    expect_error("bwd projection D mismatch", BWD(&q, &k, &v, &g, p5, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+    expect_status("bwd projection D mismatch", BWD(&q, &k, &v, &g, p5, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_SHAPE_MISMATCH, "projection.dim");
-    expect_error("bwd dS0 without an initial state", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, &ds, &dz, &o),
+    expect_status("bwd dS0 without an initial state", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, &ds, &dz, &o),
                  PERFORMER_ERROR_INVALID_ARGUMENT, "initial state");
-    expect_error("bwd dS_N pair half NULL", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, &gs, NULL, NULL, NULL, &o),
+    expect_status("bwd dS_N pair half NULL", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, &gs, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_NULL_POINTER, "dz_N");
-    expect_error("bwd initial triple half NULL", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, &s, NULL, &c, NULL, NULL, NULL, NULL, &o),
+    expect_status("bwd initial triple half NULL", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, &s, NULL, &c, NULL, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_NULL_POINTER, "z0");
     set_at(&gs, 0, 0, 0, 0, NAN);
-    expect_error("bwd dS_N NaN", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, &gs, &gz, NULL, NULL, &o),
+    expect_status("bwd dS_N NaN", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, &gs, &gz, NULL, NULL, &o),
                  PERFORMER_ERROR_INVALID_ARGUMENT, "dS_N");
     set_at(&gs, 0, 0, 0, 0, 0);
     o.features = PERFORMER_FAVOR_HYPERBOLIC;
-    expect_error("bwd dS_N C mismatch", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, &gs, &gz, NULL, NULL, &o),
+    expect_status("bwd dS_N C mismatch", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, &gs, &gz, NULL, NULL, &o),
                  PERFORMER_ERROR_SHAPE_MISMATCH, "dS_N");
     o.features = PERFORMER_FAVOR_POSITIVE;
     performer_tensor_t dk_on_dq = dk;
     dk_on_dq.data = dq.data;
-    expect_error("bwd dk overlaps dq", BWD(&q, &k, &v, &g, p, &dq, &dk_on_dq, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+    expect_status("bwd dk overlaps dq", BWD(&q, &k, &v, &g, p, &dq, &dk_on_dq, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_ALIASING, "overlaps");
     o.causal = 0;
-    expect_error("bwd state without causal", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, &s, &z, &c, NULL, NULL, &ds, &dz, &o),
+    expect_status("bwd state without causal", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, &s, &z, &c, NULL, NULL, &ds, &dz, &o),
                  PERFORMER_ERROR_INVALID_ARGUMENT, "causal");
     o.causal = 1;
     CHECK(is_value(&dq, SENTINEL) && is_value(&dk, SENTINEL) && is_value(&dv, SENTINEL) && is_value(&ds, SENTINEL) &&
@@ -1320,12 +1219,6 @@ static void attention_errors(void) {
 }
 
 /* ---------------------------------------------------------------- speed (printed, not asserted) */
-
-static double seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void step_speed(void) {
     enum { SH = 8, SD = 64, SM = 64, SMF = 256, STEPS = 1000 };

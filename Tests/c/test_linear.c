@@ -11,73 +11,11 @@
  *   - prints the decoder's microseconds per token (B = 1, H = 8, D = M = 64, float32).
  * Prints "N passed, M failed" last and exits nonzero on any failure. */
 #define _GNU_SOURCE
-#include "performer.h"
+#include "test_support.h"
 
-#include <math.h>
 #include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-static int passed, failed;
-
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        if (cond) {                                                          \
-            passed++;                                                        \
-        } else {                                                             \
-            failed++;                                                        \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);             \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fputc('\n', stderr);                                             \
-        }                                                                    \
-    } while (0)
 
 /* ---------------------------------------------------------------- tensors */
-
-#define SENTINEL 12345.5
-
-static size_t elem_size(int dtype) { return dtype == PERFORMER_FLOAT32 ? sizeof(float) : sizeof(double); }
-
-static performer_tensor_t tensor_new(int dtype, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
-    performer_tensor_t t;
-    memset(&t, 0, sizeof t);
-    size_t bytes = elem_size(dtype) * (size_t)(s0 * s1 * s2 * s3);
-    t.data = calloc(1, bytes < 64 ? 64 : bytes);
-    t.dtype = dtype;
-    t.shape[0] = s0; t.shape[1] = s1; t.shape[2] = s2; t.shape[3] = s3;
-    t.strides[3] = 1; t.strides[2] = s3; t.strides[1] = s2 * s3; t.strides[0] = s1 * s2 * s3;
-    return t;
-}
-
-static int64_t count_of(const performer_tensor_t *t) { return t->shape[0] * t->shape[1] * t->shape[2] * t->shape[3]; }
-
-static int64_t offset(const performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d) {
-    return a * t->strides[0] + b * t->strides[1] + c * t->strides[2] + d * t->strides[3];
-}
-
-static double at(const performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d) {
-    int64_t o = offset(t, a, b, c, d);
-    return t->dtype == PERFORMER_FLOAT32 ? ((const float *)t->data)[o] : ((const double *)t->data)[o];
-}
-
-static void set_at(performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d, double x) {
-    int64_t o = offset(t, a, b, c, d);
-    if (t->dtype == PERFORMER_FLOAT32) ((float *)t->data)[o] = (float)x;
-    else ((double *)t->data)[o] = x;
-}
-
-#define FOR4(t) \
-    for (int64_t i0 = 0; i0 < (t)->shape[0]; i0++) for (int64_t i1 = 0; i1 < (t)->shape[1]; i1++) \
-    for (int64_t i2 = 0; i2 < (t)->shape[2]; i2++) for (int64_t i3 = 0; i3 < (t)->shape[3]; i3++)
-
-/* Deterministic values in [-1, 1). */
-static double value_at(uint64_t seed, int64_t i) {
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull + (uint64_t)i * 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 31; x *= 0x94D049BB133111EBull; x ^= x >> 29;
-    return (double)(x >> 11) / (double)(1ull << 53) * 2.0 - 1.0;
-}
 
 /* positive != 0: values in [0.1, 1.1) (features for the identity map, whose denominators must
  * stay away from 0). */
@@ -89,41 +27,8 @@ static void fill(performer_tensor_t *t, uint64_t seed, int positive) {
     }
 }
 
-static void fill_value(performer_tensor_t *t, double x) { FOR4(t) set_at(t, i0, i1, i2, i3, x); }
-
-static int is_value(const performer_tensor_t *t, double x) {
-    FOR4(t) if (at(t, i0, i1, i2, i3) != x) return 0;
-    return 1;
-}
-
-/* A contiguous double copy of t. */
-static double *doubles_of(const performer_tensor_t *t) {
-    double *r = malloc(sizeof(double) * (size_t)(count_of(t) > 0 ? count_of(t) : 1));
-    int64_t i = 0;
-    FOR4(t) r[i++] = at(t, i0, i1, i2, i3);
-    return r;
-}
-
 /* max |t - ref| / max(max |ref|, 1e-30). */
-static double rel_error(const performer_tensor_t *t, const double *ref) {
-    double worst = 0, scale = 1e-30;
-    int64_t i = 0;
-    FOR4(t) {
-        double e = fabs(at(t, i0, i1, i2, i3) - ref[i]);
-        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
-        if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
-        i++;
-    }
-    return worst / scale;
-}
-
-/* A view of position `i` of a rank-4 tensor (axis 2 of length 1). */
-static performer_tensor_t position(const performer_tensor_t *t, int64_t i) {
-    performer_tensor_t x = *t;
-    x.shape[2] = 1;
-    x.data = (char *)t->data + (size_t)(i * t->strides[2]) * elem_size(t->dtype);
-    return x;
-}
+static double rel_error(const performer_tensor_t *t, const double *ref) { return max_relative_error(t, ref, 1e-30); }
 
 /* Positions [from, to) of a rank-4 tensor. */
 static performer_tensor_t positions(const performer_tensor_t *t, int64_t from, int64_t to) {
@@ -371,10 +276,7 @@ static void padding_has_no_effect(void) {
  * still holds SENTINEL. */
 static void expect_error(const char *what, performer_status got, performer_status want, const char *needle,
                          performer_tensor_t *const *outputs, int count) {
-    const char *message = performer_last_error();
-    CHECK(got == want, "%s: status %d (%s), want %d (%s); message \"%s\"", what, (int)got,
-          performer_status_string(got), (int)want, performer_status_string(want), message);
-    CHECK(strstr(message, needle) != NULL, "%s: message \"%s\" does not contain \"%s\"", what, message, needle);
+    expect_status(what, got, want, needle);
     for (int i = 0; i < count; i++) CHECK(is_value(outputs[i], SENTINEL), "%s: output %d was written on error", what, i);
 }
 
@@ -862,12 +764,6 @@ static void concurrency(void) {
 }
 
 /* ---------------------------------------------------------------- speed (printed, not asserted) */
-
-static double seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void step_speed(void) {
     enum { SH = 8, SD = 64, SM = 64, STEPS = 4000 };

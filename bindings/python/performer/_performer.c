@@ -59,6 +59,16 @@ raise_status(performer_status status)
     return NULL;
 }
 
+/* None when status is PERFORMER_OK; otherwise raises as raise_status and returns NULL. */
+static PyObject *
+none_or_raise(performer_status status)
+{
+    if (status != PERFORMER_OK) {
+        return raise_status(status);
+    }
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Tensor arguments
  * ------------------------------------------------------------------------------------------ */
@@ -228,6 +238,26 @@ get_tensor_mode(PyObject *obj, tensor_arg *arg, int ndim, int writable, const te
     return 0;
 }
 
+/* Takes objs[0 .. count-1] (rank 4) into t[0 .. count-1]: read-only before first_output, written
+ * from it on; every dtype must equal the first's. Returns 0, or -1 with an exception (as get_tensor). */
+static int
+get_tensors(PyObject *const *objs, tensor_arg *t, int count, int first_output)
+{
+    for (int i = 0; i < count; i++) {
+        if (get_tensor(objs[i], &t[i], 4, i >= first_output, i == 0 ? NULL : &t[0]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The tensor of an optional argument: NULL when it was None (not taken). */
+static performer_tensor_t *
+optional_tensor(tensor_arg *arg)
+{
+    return arg->held ? &arg->tensor : NULL;
+}
+
 static void
 release_all(tensor_arg *args, int count)
 {
@@ -341,9 +371,9 @@ PyDoc_STRVAR(softmax_forward_doc,
 static PyObject *
 softmax_forward(PyObject *module, PyObject *args)
 {
-    PyObject *q_obj, *k_obj, *v_obj, *out_obj, *lse_obj, *scale, *kv_lengths;
+    PyObject *obj[4], *lse_obj, *scale, *kv_lengths;
     int causal;
-    if (!PyArg_ParseTuple(args, "OOOOOpOO:softmax_forward", &q_obj, &k_obj, &v_obj, &out_obj,
+    if (!PyArg_ParseTuple(args, "OOOOOpOO:softmax_forward", &obj[0], &obj[1], &obj[2], &obj[3],
                           &lse_obj, &causal, &scale, &kv_lengths)) {
         return NULL;
     }
@@ -351,10 +381,7 @@ softmax_forward(PyObject *module, PyObject *args)
     softmax_options o = {0};
     PyObject *result = NULL;
 
-    if (get_tensor(q_obj, &t[0], 4, 0, NULL) < 0 ||
-        get_tensor(k_obj, &t[1], 4, 0, &t[0]) < 0 ||
-        get_tensor(v_obj, &t[2], 4, 0, &t[0]) < 0 ||
-        get_tensor(out_obj, &t[3], 4, 1, &t[0]) < 0 ||
+    if (get_tensors(obj, t, 4, 3) < 0 ||
         (lse_obj != Py_None && get_tensor(lse_obj, &t[4], 3, 1, &t[0]) < 0)) {
         goto done;
     }
@@ -362,17 +389,11 @@ softmax_forward(PyObject *module, PyObject *args)
         goto done;
     }
     performer_status status;
-    performer_tensor_t *lse = lse_obj != Py_None ? &t[4].tensor : NULL;
     Py_BEGIN_ALLOW_THREADS
-    status = performer_softmax_forward(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor, lse,
-                                       &o.options);
+    status = performer_softmax_forward(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor,
+                                       optional_tensor(&t[4]), &o.options);
     Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
+    result = none_or_raise(status);
 done:
     free_softmax_options(&o);
     release_all(t, 5);
@@ -417,12 +438,7 @@ softmax_backward(PyObject *module, PyObject *args)
                                         &t[4].tensor, &t[5].tensor, &t[6].tensor, &t[7].tensor,
                                         &t[8].tensor, &o.options);
     Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
+    result = none_or_raise(status);
 done:
     free_softmax_options(&o);
     release_all(t, 9);
@@ -492,10 +508,7 @@ linear_forward(PyObject *module, PyObject *args)
     tensor_arg t[8] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S0"}, {"z0"}, {"S_N"}, {"z_N"}};
     linear_options o = {0};
     PyObject *result = NULL;
-    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 ||
-        get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_tensor(obj[2], &t[2], 4, 0, &t[0]) < 0 ||
-        get_tensor(obj[3], &t[3], 4, 1, &t[0]) < 0 ||
+    if (get_tensors(obj, t, 4, 3) < 0 ||
         get_state_pair(obj[4], obj[5], &t[4], 0, &t[0]) < 0 ||
         get_state_pair(obj[6], obj[7], &t[6], 1, &t[0]) < 0) {
         goto done;
@@ -504,18 +517,12 @@ linear_forward(PyObject *module, PyObject *args)
         goto done;
     }
     performer_status status;
-    const performer_tensor_t *s0 = t[4].held ? &t[4].tensor : NULL, *z0 = t[5].held ? &t[5].tensor : NULL;
-    performer_tensor_t *sn = t[6].held ? &t[6].tensor : NULL, *zn = t[7].held ? &t[7].tensor : NULL;
     Py_BEGIN_ALLOW_THREADS
-    status = performer_linear_forward(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor, s0, z0, sn, zn,
-                                      &o.options);
+    status = performer_linear_forward(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor,
+                                      optional_tensor(&t[4]), optional_tensor(&t[5]), optional_tensor(&t[6]),
+                                      optional_tensor(&t[7]), &o.options);
     Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
+    result = none_or_raise(status);
 done:
     PyMem_Free(o.kv_lengths);
     release_all(t, 8);
@@ -543,10 +550,8 @@ linear_backward(PyObject *module, PyObject *args)
                         {"S0"}, {"z0"}, {"dS_N"}, {"dz_N"}, {"dS0"}, {"dz0"}};
     linear_options o = {0};
     PyObject *result = NULL;
-    for (int i = 0; i < 7; i++) {
-        if (get_tensor(obj[i], &t[i], 4, i >= 4, i == 0 ? NULL : &t[0]) < 0) {
-            goto done;
-        }
+    if (get_tensors(obj, t, 7, 4) < 0) {
+        goto done;
     }
     if (get_state_pair(obj[7], obj[8], &t[7], 0, &t[0]) < 0 ||
         get_state_pair(obj[9], obj[10], &t[9], 0, &t[0]) < 0 ||
@@ -557,22 +562,16 @@ linear_backward(PyObject *module, PyObject *args)
         goto done;
     }
     performer_status status;
-    const performer_tensor_t *state[6];
+    performer_tensor_t *state[6];
     for (int i = 0; i < 6; i++) {
-        state[i] = t[7 + i].held ? &t[7 + i].tensor : NULL;
+        state[i] = optional_tensor(&t[7 + i]);
     }
     Py_BEGIN_ALLOW_THREADS
     status = performer_linear_backward(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor, &t[4].tensor,
                                        &t[5].tensor, &t[6].tensor, state[0], state[1], state[2], state[3],
-                                       (performer_tensor_t *)state[4], (performer_tensor_t *)state[5],
-                                       &o.options);
+                                       state[4], state[5], &o.options);
     Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
+    result = none_or_raise(status);
 done:
     PyMem_Free(o.kv_lengths);
     release_all(t, 13);
@@ -580,21 +579,40 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------------
- * LinearDecoder: a performer_linear_decoder_t owned by a Python object
+ * Decoders: a performer_linear_decoder_t or performer_favor_decoder_t owned by a Python object.
+ * One object layout and one set of methods serve both kinds; a decoder_ops table holds what
+ * differs (the type's name, the state's parts and the C functions that take them).
  * ------------------------------------------------------------------------------------------ */
+
+#define DECODER_MAX_STATE 3
+
+typedef struct {
+    const char *type_name;                    /* in messages: "LinearDecoder", "FavorDecoder" */
+    int state_count;                          /* 2: (S, z); 3: (S, z, c) */
+    const char *state_names[DECODER_MAX_STATE];
+    const char *state_arguments;              /* "(S, z)" or "(S, z, c)", for argument-count errors */
+    void (*destroy)(void *handle);
+    performer_status (*reset)(void *handle);
+    performer_status (*step)(void *handle, const performer_tensor_t *q, const performer_tensor_t *k,
+                             const performer_tensor_t *v, performer_tensor_t *out);
+    performer_status (*get_state)(void *handle, performer_tensor_t *const *state);
+    performer_status (*set_state)(void *handle, const performer_tensor_t *const *state);
+} decoder_ops;
 
 typedef struct {
     PyObject_HEAD
-    performer_linear_decoder_t handle;  /* NULL until __init__ succeeds */
-    int busy;                           /* a call is running (without the GIL) on this decoder */
+    const decoder_ops *ops;
+    void *handle;  /* the kind's decoder handle; NULL until __init__ succeeds */
+    int busy;      /* a call is running (without the GIL) on this decoder */
     int dtype;
 } DecoderObject;
 
 static PyObject *
-decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+decoder_new(PyTypeObject *type, const decoder_ops *ops)
 {
     DecoderObject *self = (DecoderObject *)type->tp_alloc(type, 0);
     if (self != NULL) {
+        self->ops = ops;
         self->handle = NULL;
         self->busy = 0;
         self->dtype = PERFORMER_FLOAT32;
@@ -602,41 +620,31 @@ decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     return (PyObject *)self;
 }
 
-/* _performer.LinearDecoder(dtype, batch, heads, key_heads, dim, value_dim, feature_map, eps), the
- * dtype and feature map as C enum values (the Python layer maps names to them). */
+/* -1 with an exception when __init__ runs while another thread uses the decoder. */
 static int
-decoder_init(DecoderObject *self, PyObject *args, PyObject *kwargs)
+decoder_check_idle(DecoderObject *self)
 {
-    int dtype, feature_map;
-    long long batch, heads, key_heads, dim, value_dim;
-    double eps;
-    if (!PyArg_ParseTuple(args, "iLLLLLid:LinearDecoder", &dtype, &batch, &heads, &key_heads, &dim, &value_dim,
-                          &feature_map, &eps)) {
-        return -1;
-    }
     if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "LinearDecoder is in use by another thread");
+        PyErr_Format(PyExc_RuntimeError, "%s is in use by another thread", self->ops->type_name);
         return -1;
     }
-    performer_linear_decoder_t handle = NULL;
-    performer_status status = performer_linear_decoder_create(
-        &handle, (performer_dtype)dtype, batch, heads, key_heads, dim, value_dim, (performer_feature_map)feature_map,
-        eps);
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        return -1;
-    }
-    performer_linear_decoder_destroy(self->handle);  /* __init__ called again */
+    return 0;
+}
+
+/* The end of a successful __init__: the new handle replaces the old one (__init__ called again). */
+static void
+decoder_adopt(DecoderObject *self, void *handle, int dtype)
+{
+    self->ops->destroy(self->handle);
     self->handle = handle;
     self->dtype = dtype;
-    return 0;
 }
 
 static void
 decoder_dealloc(DecoderObject *self)
 {
     PyObject_GC_UnTrack(self);
-    performer_linear_decoder_destroy(self->handle);
+    self->ops->destroy(self->handle);
     self->handle = NULL;
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -653,12 +661,12 @@ static int
 decoder_claim(DecoderObject *self)
 {
     if (self->handle == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "LinearDecoder was not initialized");
+        PyErr_Format(PyExc_RuntimeError, "%s was not initialized", self->ops->type_name);
         return -1;
     }
     if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "LinearDecoder is in use by another thread (one decoder: one thread at a time)");
+        PyErr_Format(PyExc_RuntimeError, "%s is in use by another thread (one decoder: one thread at a time)",
+                     self->ops->type_name);
         return -1;
     }
     self->busy = 1;
@@ -674,106 +682,86 @@ decoder_reference(DecoderObject *self, tensor_arg *reference)
     reference->tensor.dtype = self->dtype;
 }
 
-/* _step(q, k, v, out) -> out: q B x H x D, k B x Hk x D, v B x Hk x M, out B x H x M (written). */
+typedef performer_status (*decoder_tokens_fn)(void *handle, const performer_tensor_t *q,
+                                              const performer_tensor_t *k, const performer_tensor_t *v,
+                                              performer_tensor_t *out);
+
+/* _step / _prefill(q, k, v, out) -> out. token: rank-3 B x heads x features tensors (one
+ * position), else rank-4 B x heads x N x features. */
+static PyObject *
+decoder_tokens_call(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs, const char *method, int token,
+                    decoder_tokens_fn call)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "%s expects 4 arguments (q, k, v, out), got %zd", method, nargs);
+        return NULL;
+    }
+    if (decoder_claim(self) < 0) {
+        return NULL;
+    }
+    tensor_arg reference, t[4] = {{"q"}, {"k"}, {"v"}, {"out"}};
+    decoder_reference(self, &reference);
+    PyObject *result = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (get_tensor_mode(args[i], &t[i], token ? 3 : 4, i == 3, &reference, token) < 0) {
+            goto done;
+        }
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = call(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(args[3]);
+    result = args[3];
+done:
+    release_all(t, 4);
+    self->busy = 0;
+    return result;
+}
+
 static PyObject *
 decoder_step(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "_step expects 4 arguments (q, k, v, out), got %zd", nargs);
-        return NULL;
-    }
-    if (decoder_claim(self) < 0) {
-        return NULL;
-    }
-    tensor_arg reference, t[4] = {{"q"}, {"k"}, {"v"}, {"out"}};
-    decoder_reference(self, &reference);
-    PyObject *result = NULL;
-    for (int i = 0; i < 4; i++) {
-        if (get_tensor_mode(args[i], &t[i], 3, i == 3, &reference, 1) < 0) {
-            goto done;
-        }
-    }
-    performer_status status;
-    Py_BEGIN_ALLOW_THREADS
-    status = performer_linear_decoder_step(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor);
-    Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(args[3]);
-    result = args[3];
-done:
-    release_all(t, 4);
-    self->busy = 0;
-    return result;
+    return decoder_tokens_call(self, args, nargs, "_step", 1, self->ops->step);
 }
 
-/* _prefill(q, k, v, out) -> out: rank-4 prompt tensors. */
-static PyObject *
-decoder_prefill(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "_prefill expects 4 arguments (q, k, v, out), got %zd", nargs);
-        return NULL;
-    }
-    if (decoder_claim(self) < 0) {
-        return NULL;
-    }
-    tensor_arg reference, t[4] = {{"q"}, {"k"}, {"v"}, {"out"}};
-    decoder_reference(self, &reference);
-    PyObject *result = NULL;
-    for (int i = 0; i < 4; i++) {
-        if (get_tensor(args[i], &t[i], 4, i == 3, &reference) < 0) {
-            goto done;
-        }
-    }
-    performer_status status;
-    Py_BEGIN_ALLOW_THREADS
-    status = performer_linear_decoder_prefill(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor);
-    Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(args[3]);
-    result = args[3];
-done:
-    release_all(t, 4);
-    self->busy = 0;
-    return result;
-}
-
-/* _get_state(S, z) / _set_state(S, z): S B x H x C x M, z B x H x C. */
+/* _get_state(S, z[, c]) / _set_state(S, z[, c]): S B x H x C x M, z (and c) B x H x C. */
 static PyObject *
 decoder_state_call(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs, int write)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "expected 2 arguments (S, z), got %zd", nargs);
+    const decoder_ops *ops = self->ops;
+    if (nargs != ops->state_count) {
+        PyErr_Format(PyExc_TypeError, "expected %d arguments %s, got %zd", ops->state_count, ops->state_arguments,
+                     nargs);
         return NULL;
     }
     if (decoder_claim(self) < 0) {
         return NULL;
     }
-    tensor_arg reference, t[2] = {{"S"}, {"z"}};
+    tensor_arg reference, t[DECODER_MAX_STATE];
+    performer_tensor_t *state[DECODER_MAX_STATE];
+    memset(t, 0, sizeof t);
     decoder_reference(self, &reference);
     PyObject *result = NULL;
-    if (get_tensor(args[0], &t[0], 4, write, &reference) < 0 || get_tensor(args[1], &t[1], 3, write, &reference) < 0) {
-        goto done;
+    for (int i = 0; i < ops->state_count; i++) {
+        t[i].name = ops->state_names[i];
+        state[i] = &t[i].tensor;
+        if (get_tensor(args[i], &t[i], i == 0 ? 4 : 3, write, &reference) < 0) {
+            goto done;
+        }
     }
     performer_status status;
     Py_BEGIN_ALLOW_THREADS
-    status = write ? performer_linear_decoder_get_state(self->handle, &t[0].tensor, &t[1].tensor)
-                   : performer_linear_decoder_set_state(self->handle, &t[0].tensor, &t[1].tensor);
+    status = write ? ops->get_state(self->handle, state)
+                   : ops->set_state(self->handle, (const performer_tensor_t *const *)state);
     Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
+    result = none_or_raise(status);
 done:
-    release_all(t, 2);
+    release_all(t, ops->state_count);
     self->busy = 0;
     return result;
 }
@@ -796,18 +784,107 @@ decoder_reset(DecoderObject *self, PyObject *unused)
     if (decoder_claim(self) < 0) {
         return NULL;
     }
-    performer_status status = performer_linear_decoder_reset(self->handle);
+    performer_status status = self->ops->reset(self->handle);
     self->busy = 0;
-    if (status != PERFORMER_OK) {
-        return raise_status(status);
-    }
-    Py_RETURN_NONE;
+    return none_or_raise(status);
 }
 
-static PyMethodDef decoder_methods[] = {
+/* LinearDecoder */
+
+static void
+linear_decoder_destroy(void *handle)
+{
+    performer_linear_decoder_destroy(handle);
+}
+
+static performer_status
+linear_decoder_reset(void *handle)
+{
+    return performer_linear_decoder_reset(handle);
+}
+
+static performer_status
+linear_decoder_step(void *handle, const performer_tensor_t *q, const performer_tensor_t *k, const performer_tensor_t *v,
+                    performer_tensor_t *out)
+{
+    return performer_linear_decoder_step(handle, q, k, v, out);
+}
+
+static performer_status
+linear_decoder_prefill(void *handle, const performer_tensor_t *q, const performer_tensor_t *k,
+                       const performer_tensor_t *v, performer_tensor_t *out)
+{
+    return performer_linear_decoder_prefill(handle, q, k, v, out);
+}
+
+static performer_status
+linear_decoder_get_state(void *handle, performer_tensor_t *const *state)
+{
+    return performer_linear_decoder_get_state(handle, state[0], state[1]);
+}
+
+static performer_status
+linear_decoder_set_state(void *handle, const performer_tensor_t *const *state)
+{
+    return performer_linear_decoder_set_state(handle, state[0], state[1]);
+}
+
+static const decoder_ops linear_decoder_ops = {
+    .type_name = "LinearDecoder",
+    .state_count = 2,
+    .state_names = {"S", "z"},
+    .state_arguments = "(S, z)",
+    .destroy = linear_decoder_destroy,
+    .reset = linear_decoder_reset,
+    .step = linear_decoder_step,
+    .get_state = linear_decoder_get_state,
+    .set_state = linear_decoder_set_state,
+};
+
+static PyObject *
+linear_decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    return decoder_new(type, &linear_decoder_ops);
+}
+
+/* _performer.LinearDecoder(dtype, batch, heads, key_heads, dim, value_dim, feature_map, eps), the
+ * dtype and feature map as C enum values (the Python layer maps names to them). */
+static int
+linear_decoder_init(DecoderObject *self, PyObject *args, PyObject *kwargs)
+{
+    int dtype, feature_map;
+    long long batch, heads, key_heads, dim, value_dim;
+    double eps;
+    if (!PyArg_ParseTuple(args, "iLLLLLid:LinearDecoder", &dtype, &batch, &heads, &key_heads, &dim, &value_dim,
+                          &feature_map, &eps)) {
+        return -1;
+    }
+    if (decoder_check_idle(self) < 0) {
+        return -1;
+    }
+    performer_linear_decoder_t handle = NULL;
+    performer_status status = performer_linear_decoder_create(
+        &handle, (performer_dtype)dtype, batch, heads, key_heads, dim, value_dim, (performer_feature_map)feature_map,
+        eps);
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        return -1;
+    }
+    decoder_adopt(self, handle, dtype);
+    return 0;
+}
+
+/* _prefill(q, k, v, out) -> out: rank-4 prompt tensors. */
+static PyObject *
+linear_decoder_prefill_method(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    return decoder_tokens_call(self, args, nargs, "_prefill", 0, linear_decoder_prefill);
+}
+
+static PyMethodDef linear_decoder_methods[] = {
     {"_step", (PyCFunction)(void (*)(void))decoder_step, METH_FASTCALL,
      "_step(q, k, v, out) -> out: one token (q B x H x D, k B x Hk x D, v B x Hk x M; out B x H x M)."},
-    {"_prefill", (PyCFunction)(void (*)(void))decoder_prefill, METH_FASTCALL,
+    {"_prefill", (PyCFunction)(void (*)(void))linear_decoder_prefill_method, METH_FASTCALL,
      "_prefill(q, k, v, out) -> out: a prompt (rank 4, B x heads x N x features)."},
     {"_get_state", (PyCFunction)(void (*)(void))decoder_get_state, METH_FASTCALL,
      "_get_state(S, z) -> None: copies the state into S (B x H x C x M) and z (B x H x C)."},
@@ -817,17 +894,17 @@ static PyMethodDef decoder_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject DecoderType = {
+static PyTypeObject LinearDecoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "performer._performer.LinearDecoder",
     .tp_basicsize = sizeof(DecoderObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Low-level owner of a performer_linear_decoder_t; use performer.LinearDecoder.",
-    .tp_new = decoder_new,
-    .tp_init = (initproc)decoder_init,
+    .tp_new = linear_decoder_new,
+    .tp_init = (initproc)linear_decoder_init,
     .tp_dealloc = (destructor)decoder_dealloc,
     .tp_traverse = (traverseproc)decoder_traverse,
-    .tp_methods = decoder_methods,
+    .tp_methods = linear_decoder_methods,
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -954,10 +1031,7 @@ projection_redraw(ProjectionObject *self, PyObject *unused)
     Py_BEGIN_ALLOW_THREADS
     status = performer_favor_projection_redraw(handle);
     Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        return raise_status(status);
-    }
-    Py_RETURN_NONE;
+    return none_or_raise(status);
 }
 
 /* _get_matrix(out): out a writable 1 x 1 x m x D buffer. */
@@ -974,12 +1048,7 @@ projection_get_matrix(ProjectionObject *self, PyObject *obj)
         goto done;
     }
     performer_status status = performer_favor_projection_get_matrix(handle, &t.tensor);
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
+    result = none_or_raise(status);
 done:
     release_all(&t, 1);
     return result;
@@ -1067,10 +1136,10 @@ PyDoc_STRVAR(favor_features_doc,
 static PyObject *
 favor_features(PyObject *module, PyObject *args)
 {
-    PyObject *x_obj, *projection, *out_obj, *scale;
+    PyObject *obj[2], *projection, *scale;
     int features;
     double relu_offset;
-    if (!PyArg_ParseTuple(args, "OOOiOd:favor_features", &x_obj, &projection, &out_obj, &features, &scale,
+    if (!PyArg_ParseTuple(args, "OOOiOd:favor_features", &obj[0], &projection, &obj[1], &features, &scale,
                           &relu_offset)) {
         return NULL;
     }
@@ -1081,7 +1150,7 @@ favor_features(PyObject *module, PyObject *args)
     tensor_arg t[2] = {{"x"}, {"out"}};
     performer_favor_options_t o;
     PyObject *result = NULL;
-    if (get_tensor(x_obj, &t[0], 4, 0, NULL) < 0 || get_tensor(out_obj, &t[1], 4, 1, &t[0]) < 0 ||
+    if (get_tensors(obj, t, 2, 1) < 0 ||
         get_favor_options(&o, features, scale, 0.0, relu_offset) < 0) {
         goto done;
     }
@@ -1089,12 +1158,7 @@ favor_features(PyObject *module, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     status = performer_favor_features(&t[0].tensor, handle, &t[1].tensor, &o);
     Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
+    result = none_or_raise(status);
 done:
     release_all(t, 2);
     return result;
@@ -1163,8 +1227,7 @@ favor_forward(PyObject *module, PyObject *args)
     performer_favor_options_t o;
     int64_t *lengths = NULL;
     PyObject *result = NULL;
-    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_tensor(obj[2], &t[2], 4, 0, &t[0]) < 0 || get_tensor(obj[3], &t[3], 4, 1, &t[0]) < 0 ||
+    if (get_tensors(obj, t, 4, 3) < 0 ||
         get_state_triple(obj[4], obj[5], obj[6], &t[4], 0, &t[0]) < 0 ||
         get_state_triple(obj[7], obj[8], obj[9], &t[7], 1, &t[0]) < 0) {
         goto done;
@@ -1175,19 +1238,14 @@ favor_forward(PyObject *module, PyObject *args)
     }
     performer_tensor_t *state[6];
     for (int i = 0; i < 6; i++) {
-        state[i] = t[4 + i].held ? &t[4 + i].tensor : NULL;
+        state[i] = optional_tensor(&t[4 + i]);
     }
     performer_status status;
     Py_BEGIN_ALLOW_THREADS
     status = performer_favor_forward(&t[0].tensor, &t[1].tensor, &t[2].tensor, handle, &t[3].tensor, state[0],
                                      state[1], state[2], state[3], state[4], state[5], &o);
     Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
+    result = none_or_raise(status);
 done:
     PyMem_Free(lengths);
     release_all(t, 10);
@@ -1220,10 +1278,8 @@ favor_backward(PyObject *module, PyObject *args)
     performer_favor_options_t o;
     int64_t *lengths = NULL;
     PyObject *result = NULL;
-    for (int i = 0; i < 7; i++) {
-        if (get_tensor(obj[i], &t[i], 4, i >= 4, i == 0 ? NULL : &t[0]) < 0) {
-            goto done;
-        }
+    if (get_tensors(obj, t, 7, 4) < 0) {
+        goto done;
     }
     if (get_state_triple(obj[7], obj[8], obj[9], &t[7], 0, &t[0]) < 0 ||
         get_state_pair(obj[10], obj[11], &t[10], 0, &t[0]) < 0 ||
@@ -1236,7 +1292,7 @@ favor_backward(PyObject *module, PyObject *args)
     }
     performer_tensor_t *state[7];
     for (int i = 0; i < 7; i++) {
-        state[i] = t[7 + i].held ? &t[7 + i].tensor : NULL;
+        state[i] = optional_tensor(&t[7 + i]);
     }
     performer_status status;
     Py_BEGIN_ALLOW_THREADS
@@ -1244,41 +1300,68 @@ favor_backward(PyObject *module, PyObject *args)
                                       &t[5].tensor, &t[6].tensor, state[0], state[1], state[2], state[3], state[4],
                                       state[5], state[6], &o);
     Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
+    result = none_or_raise(status);
 done:
     PyMem_Free(lengths);
     release_all(t, 14);
     return result;
 }
 
-typedef struct {
-    PyObject_HEAD
-    performer_favor_decoder_t handle;  /* NULL until __init__ succeeds */
-    int busy;                          /* a call is running (without the GIL) on this decoder */
-    int dtype;
-} FavorDecoderObject;
+/* FavorDecoder */
+
+static void
+favor_decoder_destroy(void *handle)
+{
+    performer_favor_decoder_destroy(handle);
+}
+
+static performer_status
+favor_decoder_reset(void *handle)
+{
+    return performer_favor_decoder_reset(handle);
+}
+
+static performer_status
+favor_decoder_step(void *handle, const performer_tensor_t *q, const performer_tensor_t *k, const performer_tensor_t *v,
+                   performer_tensor_t *out)
+{
+    return performer_favor_decoder_step(handle, q, k, v, out);
+}
+
+static performer_status
+favor_decoder_get_state(void *handle, performer_tensor_t *const *state)
+{
+    return performer_favor_decoder_get_state(handle, state[0], state[1], state[2]);
+}
+
+static performer_status
+favor_decoder_set_state(void *handle, const performer_tensor_t *const *state)
+{
+    return performer_favor_decoder_set_state(handle, state[0], state[1], state[2]);
+}
+
+static const decoder_ops favor_decoder_ops = {
+    .type_name = "FavorDecoder",
+    .state_count = 3,
+    .state_names = {"S", "z", "c"},
+    .state_arguments = "(S, z, c)",
+    .destroy = favor_decoder_destroy,
+    .reset = favor_decoder_reset,
+    .step = favor_decoder_step,
+    .get_state = favor_decoder_get_state,
+    .set_state = favor_decoder_set_state,
+};
 
 static PyObject *
 favor_decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    FavorDecoderObject *self = (FavorDecoderObject *)type->tp_alloc(type, 0);
-    if (self != NULL) {
-        self->handle = NULL;
-        self->busy = 0;
-        self->dtype = PERFORMER_FLOAT32;
-    }
-    return (PyObject *)self;
+    return decoder_new(type, &favor_decoder_ops);
 }
 
 /* _performer.FavorDecoder(projection, dtype, batch, heads, value_dim, features, scale, eps,
  * relu_offset): dtype and features as C enum values, scale None or a number. */
 static int
-favor_decoder_init(FavorDecoderObject *self, PyObject *args, PyObject *kwargs)
+favor_decoder_init(DecoderObject *self, PyObject *args, PyObject *kwargs)
 {
     PyObject *projection, *scale;
     int dtype, features;
@@ -1288,8 +1371,7 @@ favor_decoder_init(FavorDecoderObject *self, PyObject *args, PyObject *kwargs)
                           &scale, &eps, &relu_offset)) {
         return -1;
     }
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "FavorDecoder is in use by another thread");
+    if (decoder_check_idle(self) < 0) {
         return -1;
     }
     performer_favor_projection_t projection_h = projection_handle(projection, "projection");
@@ -1304,160 +1386,31 @@ favor_decoder_init(FavorDecoderObject *self, PyObject *args, PyObject *kwargs)
         raise_status(status);
         return -1;
     }
-    performer_favor_decoder_destroy(self->handle);  /* __init__ called again */
-    self->handle = handle;
-    self->dtype = dtype;
+    decoder_adopt(self, handle, dtype);
     return 0;
-}
-
-static void
-favor_decoder_dealloc(FavorDecoderObject *self)
-{
-    PyObject_GC_UnTrack(self);
-    performer_favor_decoder_destroy(self->handle);
-    self->handle = NULL;
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static int
-favor_decoder_traverse(FavorDecoderObject *self, visitproc visit, void *arg)
-{
-    return 0;
-}
-
-static int
-favor_decoder_claim(FavorDecoderObject *self)
-{
-    if (self->handle == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "FavorDecoder was not initialized");
-        return -1;
-    }
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "FavorDecoder is in use by another thread (one decoder: one thread at a time)");
-        return -1;
-    }
-    self->busy = 1;
-    return 0;
-}
-
-/* _step(q, k, v, out) -> out: q, k B x H x D, v B x H x M, out B x H x M (written). */
-static PyObject *
-favor_decoder_step(FavorDecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "_step expects 4 arguments (q, k, v, out), got %zd", nargs);
-        return NULL;
-    }
-    if (favor_decoder_claim(self) < 0) {
-        return NULL;
-    }
-    tensor_arg reference = {"the decoder"}, t[4] = {{"q"}, {"k"}, {"v"}, {"out"}};
-    reference.tensor.dtype = self->dtype;
-    PyObject *result = NULL;
-    for (int i = 0; i < 4; i++) {
-        if (get_tensor_mode(args[i], &t[i], 3, i == 3, &reference, 1) < 0) {
-            goto done;
-        }
-    }
-    performer_status status;
-    Py_BEGIN_ALLOW_THREADS
-    status = performer_favor_decoder_step(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor);
-    Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(args[3]);
-    result = args[3];
-done:
-    release_all(t, 4);
-    self->busy = 0;
-    return result;
-}
-
-/* _get_state(S, z, c) / _set_state(S, z, c): S B x H x C x M, z and c B x H x C. */
-static PyObject *
-favor_decoder_state_call(FavorDecoderObject *self, PyObject *const *args, Py_ssize_t nargs, int write)
-{
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "expected 3 arguments (S, z, c), got %zd", nargs);
-        return NULL;
-    }
-    if (favor_decoder_claim(self) < 0) {
-        return NULL;
-    }
-    tensor_arg reference = {"the decoder"}, t[3] = {{"S"}, {"z"}, {"c"}};
-    reference.tensor.dtype = self->dtype;
-    PyObject *result = NULL;
-    if (get_tensor(args[0], &t[0], 4, write, &reference) < 0 || get_tensor(args[1], &t[1], 3, write, &reference) < 0 ||
-        get_tensor(args[2], &t[2], 3, write, &reference) < 0) {
-        goto done;
-    }
-    performer_status status;
-    Py_BEGIN_ALLOW_THREADS
-    status = write ? performer_favor_decoder_get_state(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor)
-                   : performer_favor_decoder_set_state(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor);
-    Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(Py_None);
-    result = Py_None;
-done:
-    release_all(t, 3);
-    self->busy = 0;
-    return result;
-}
-
-static PyObject *
-favor_decoder_get_state(FavorDecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return favor_decoder_state_call(self, args, nargs, 1);
-}
-
-static PyObject *
-favor_decoder_set_state(FavorDecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    return favor_decoder_state_call(self, args, nargs, 0);
-}
-
-static PyObject *
-favor_decoder_reset(FavorDecoderObject *self, PyObject *unused)
-{
-    if (favor_decoder_claim(self) < 0) {
-        return NULL;
-    }
-    performer_status status = performer_favor_decoder_reset(self->handle);
-    self->busy = 0;
-    if (status != PERFORMER_OK) {
-        return raise_status(status);
-    }
-    Py_RETURN_NONE;
 }
 
 static PyMethodDef favor_decoder_methods[] = {
-    {"_step", (PyCFunction)(void (*)(void))favor_decoder_step, METH_FASTCALL,
+    {"_step", (PyCFunction)(void (*)(void))decoder_step, METH_FASTCALL,
      "_step(q, k, v, out) -> out: one token (q, k B x H x D, v B x H x M; out B x H x M)."},
-    {"_get_state", (PyCFunction)(void (*)(void))favor_decoder_get_state, METH_FASTCALL,
+    {"_get_state", (PyCFunction)(void (*)(void))decoder_get_state, METH_FASTCALL,
      "_get_state(S, z, c) -> None: copies the scaled state into S (B x H x C x M), z and c (B x H x C)."},
-    {"_set_state", (PyCFunction)(void (*)(void))favor_decoder_set_state, METH_FASTCALL,
+    {"_set_state", (PyCFunction)(void (*)(void))decoder_set_state, METH_FASTCALL,
      "_set_state(S, z, c) -> None: replaces the state."},
-    {"_reset", (PyCFunction)favor_decoder_reset, METH_NOARGS, "_reset() -> None: an empty state."},
+    {"_reset", (PyCFunction)decoder_reset, METH_NOARGS, "_reset() -> None: an empty state."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject FavorDecoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "performer._performer.FavorDecoder",
-    .tp_basicsize = sizeof(FavorDecoderObject),
+    .tp_basicsize = sizeof(DecoderObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Low-level owner of a performer_favor_decoder_t; use performer.FavorDecoder.",
     .tp_new = favor_decoder_new,
     .tp_init = (initproc)favor_decoder_init,
-    .tp_dealloc = (destructor)favor_decoder_dealloc,
-    .tp_traverse = (traverseproc)favor_decoder_traverse,
+    .tp_dealloc = (destructor)decoder_dealloc,
+    .tp_traverse = (traverseproc)decoder_traverse,
     .tp_methods = favor_decoder_methods,
 };
 
@@ -1483,10 +1436,7 @@ set_num_threads(PyObject *module, PyObject *arg)
         return NULL;
     }
     performer_status status = performer_set_num_threads((int)n);
-    if (status != PERFORMER_OK) {
-        return raise_status(status);
-    }
-    Py_RETURN_NONE;
+    return none_or_raise(status);
 }
 
 static PyObject *
@@ -1559,25 +1509,20 @@ PyInit__performer(void)
                      performer_abi_version(), PERFORMER_ABI_VERSION);
         return NULL;
     }
-    if (PyType_Ready(&DecoderType) < 0 || PyType_Ready(&ProjectionType) < 0 || PyType_Ready(&FavorDecoderType) < 0) {
+    if (PyType_Ready(&LinearDecoderType) < 0 || PyType_Ready(&ProjectionType) < 0 ||
+        PyType_Ready(&FavorDecoderType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) {
         return NULL;
     }
-    Py_INCREF(&DecoderType);
-    if (PyModule_AddObject(module, "LinearDecoder", (PyObject *)&DecoderType) < 0) {
-        Py_DECREF(&DecoderType);
-        Py_DECREF(module);
-        return NULL;
-    }
-    PyTypeObject *favor_types[] = {&ProjectionType, &FavorDecoderType};
-    const char *favor_names[] = {"FavorProjection", "FavorDecoder"};
-    for (int i = 0; i < 2; i++) {
-        Py_INCREF(favor_types[i]);
-        if (PyModule_AddObject(module, favor_names[i], (PyObject *)favor_types[i]) < 0) {
-            Py_DECREF(favor_types[i]);
+    PyTypeObject *types[] = {&LinearDecoderType, &ProjectionType, &FavorDecoderType};
+    const char *names[] = {"LinearDecoder", "FavorProjection", "FavorDecoder"};
+    for (int i = 0; i < 3; i++) {
+        Py_INCREF(types[i]);
+        if (PyModule_AddObject(module, names[i], (PyObject *)types[i]) < 0) {
+            Py_DECREF(types[i]);
             Py_DECREF(module);
             return NULL;
         }

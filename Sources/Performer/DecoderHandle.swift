@@ -1,0 +1,56 @@
+// What the two decoder handles of the C ABI share (LinearDecoderHandle in LinearDecoder.swift,
+// FavorDecoderHandle in FavorDecoderHandle.swift): the opaque handle <-> retained object
+// conversion, the dtype argument of create, and the dtype checks of the tensors passed in.
+import CPerformerABI
+import PerformerCore
+
+/// A class whose retained instances are what a decoder's opaque C handle points to.
+protocol DecoderHandle: AnyObject {
+    /// The dtype chosen at creation: every tensor passed to the decoder must have it.
+    var dtype: DType { get }
+}
+
+extension DecoderHandle {
+    /// A new C handle for `object`, holding one reference (released by `release`).
+    static func retainedHandle(_ object: Self) -> OpaquePointer {
+        OpaquePointer(Unmanaged.passRetained(object).toOpaque())
+    }
+
+    /// The handle's object, or a null-pointer error. Does not retain it beyond the call.
+    static func from(_ handle: OpaquePointer?) throws(PerformerError) -> Self {
+        guard let handle else { throw PerformerError(.nullPointer, "decoder is NULL") }
+        return Unmanaged<Self>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
+    }
+
+    /// Drops the handle's reference (the destroy function); NULL is allowed.
+    static func release(_ handle: OpaquePointer?) {
+        guard let handle else { return }
+        Unmanaged<Self>.fromOpaque(UnsafeRawPointer(handle)).release()
+    }
+
+    /// Throws unless every tensor has the decoder's dtype.
+    func expectDType(_ tensors: TensorArgument...) throws(PerformerError) {
+        for tensor in tensors where tensor.dtype != dtype {
+            throw PerformerError(.dtypeMismatch, "\(tensor.name).dtype = \(tensor.dtype.name) but the decoder's dtype is \(dtype.name)")
+        }
+    }
+
+    /// The four token tensors of a step or a prefill, checked and of the decoder's dtype.
+    func tokens(
+        _ q: UnsafePointer<performer_tensor_t>?, _ k: UnsafePointer<performer_tensor_t>?,
+        _ v: UnsafePointer<performer_tensor_t>?, _ out: UnsafeMutablePointer<performer_tensor_t>?
+    ) throws(PerformerError) -> (TensorArgument, TensorArgument, TensorArgument, TensorArgument) {
+        let q = try TensorArgument(q, name: "q"), k = try TensorArgument(k, name: "k")
+        let v = try TensorArgument(v, name: "v"), out = try TensorArgument(out, name: "out")
+        try expectDType(q, k, v, out)
+        return (q, k, v, out)
+    }
+}
+
+/// The dtype argument of a decoder's create function.
+func decoderDType(_ dtype: performer_dtype) throws(PerformerError) -> DType {
+    guard let type = Int32(exactly: dtype.rawValue).flatMap(DType.init(rawValue:)) else {
+        throw PerformerError(.dtypeMismatch, "dtype = \(Int32(truncatingIfNeeded: dtype.rawValue)) is not a performer_dtype (0 = float32, 1 = float64)")
+    }
+    return type
+}
