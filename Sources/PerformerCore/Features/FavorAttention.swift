@@ -28,7 +28,7 @@ public enum FavorAttention {
         finalState: MutableFavorStateView<T>? = nil, options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
         let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
-        try LinearProblem.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
+        try ShapeCheck.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
         var footprints = [
             try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
             try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
@@ -94,10 +94,10 @@ public enum FavorAttention {
         options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
         let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
-        try LinearProblem.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
-        try LinearProblem.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
-        try LinearProblem.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
-        try LinearProblem.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
+        try ShapeCheck.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
+        try ShapeCheck.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
+        try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
+        try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
         var footprints = [
             try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
             try TensorFootprint(value, name: "v"), try TensorFootprint(outputGradient, name: "dout"),
@@ -207,15 +207,15 @@ struct FavorProblem {
 
     func checkStateShapes<T>(_ state: FavorStateView<T>, names: (String, String, String)) throws(PerformerError) {
         try requireCausal("\(names.0)/\(names.1)/\(names.2)")
-        try LinearProblem.expectShape(state.s, stateShape, name: names.0, meaning: "B×H×C×M")
-        try LinearProblem.expectShape(state.z, vectorShape, name: names.1, meaning: "B×H×C×1")
-        try LinearProblem.expectShape(state.c, vectorShape, name: names.2, meaning: "B×H×C×1")
+        try ShapeCheck.expectShape(state.s, stateShape, name: names.0, meaning: "B×H×C×M")
+        try ShapeCheck.expectShape(state.z, vectorShape, name: names.1, meaning: "B×H×C×1")
+        try ShapeCheck.expectShape(state.c, vectorShape, name: names.2, meaning: "B×H×C×1")
     }
 
     func checkGradientShapes<T>(_ s: TensorView<T>, _ z: TensorView<T>, names: (String, String)) throws(PerformerError) {
         try requireCausal("\(names.0)/\(names.1)")
-        try LinearProblem.expectShape(s, stateShape, name: names.0, meaning: "B×H×C×M")
-        try LinearProblem.expectShape(z, vectorShape, name: names.1, meaning: "B×H×C×1")
+        try ShapeCheck.expectShape(s, stateShape, name: names.0, meaning: "B×H×C×M")
+        try ShapeCheck.expectShape(z, vectorShape, name: names.1, meaning: "B×H×C×1")
     }
 
     /// Shapes and values of a caller's state: S̃, z̃ finite; c finite or −inf, with zero S̃ rows

@@ -124,10 +124,10 @@ public final class FavorDecoder<T: AttentionScalar> {
     public func step(query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, output: MutableTensorView<T>)
         throws(PerformerError) {
         let d = projection.dim
-        try SoftmaxProblem.expectShape(query, SIMD4(batch, heads, 1, d), name: "q", meaning: "B×H×1×D")
-        try SoftmaxProblem.expectShape(key, SIMD4(batch, heads, 1, d), name: "k", meaning: "B×H×1×D")
-        try SoftmaxProblem.expectShape(value, SIMD4(batch, heads, 1, valueDim), name: "v", meaning: "B×H×1×M")
-        try SoftmaxProblem.expectShape(output.readOnly, SIMD4(batch, heads, 1, valueDim), name: "out", meaning: "B×H×1×M")
+        try ShapeCheck.expectShape(query, SIMD4(batch, heads, 1, d), name: "q", meaning: "B×H×1×D")
+        try ShapeCheck.expectShape(key, SIMD4(batch, heads, 1, d), name: "k", meaning: "B×H×1×D")
+        try ShapeCheck.expectShape(value, SIMD4(batch, heads, 1, valueDim), name: "v", meaning: "B×H×1×M")
+        try ShapeCheck.expectShape(output.readOnly, SIMD4(batch, heads, 1, valueDim), name: "out", meaning: "B×H×1×M")
         let taskCount = batch * heads
         guard taskCount > 0 else { return }
         try TensorFootprint.checkOutputsDisjoint([

@@ -93,7 +93,7 @@ public enum FavorFeatures {
     ) throws(PerformerError) {
         let count = featureCount(projection, options: options)
         let sigma = try validate(input: input, projection: projection, options: options)
-        try SoftmaxProblem.expectShape(output.readOnly, SIMD4(input.shape[0], input.shape[1], input.shape[2], count),
+        try ShapeCheck.expectShape(output.readOnly, SIMD4(input.shape[0], input.shape[1], input.shape[2], count),
                                        name: "features", meaning: "B×H×N×C")
         // Nothing to write (and TensorLayout's overlap check misreads empty views).
         if input.shape[0] * input.shape[1] * input.shape[2] == 0 { return }
@@ -112,9 +112,9 @@ public enum FavorFeatures {
     ) throws(PerformerError) {
         let count = featureCount(projection, options: options)
         let sigma = try validate(input: input, projection: projection, options: options)
-        try SoftmaxProblem.expectShape(featureGradient, SIMD4(input.shape[0], input.shape[1], input.shape[2], count),
+        try ShapeCheck.expectShape(featureGradient, SIMD4(input.shape[0], input.shape[1], input.shape[2], count),
                                        name: "dfeatures", meaning: "B×H×N×C")
-        try SoftmaxProblem.expectShape(inputGradient.readOnly, input.shape, name: "dx", meaning: "x.shape")
+        try ShapeCheck.expectShape(inputGradient.readOnly, input.shape, name: "dx", meaning: "x.shape")
         if input.shape[0] * input.shape[1] * input.shape[2] * input.shape[3] == 0 { return }
         try TensorFootprint.checkOutputsDisjoint([
             try TensorFootprint(input, name: "x"), try TensorFootprint(featureGradient, name: "dfeatures"),

@@ -20,7 +20,7 @@ public enum LinearAttention {
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
         let problem = try LinearProblem(query: query, key: key, value: value, options: options)
-        try LinearProblem.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
+        try ShapeCheck.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
         var footprints = [
             try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
             try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
@@ -83,10 +83,10 @@ public enum LinearAttention {
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
         let problem = try LinearProblem(query: query, key: key, value: value, options: options)
-        try LinearProblem.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
-        try LinearProblem.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
-        try LinearProblem.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
-        try LinearProblem.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
+        try ShapeCheck.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
+        try ShapeCheck.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
+        try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
+        try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
         var footprints = [
             try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
             try TensorFootprint(value, name: "v"), try TensorFootprint(outputGradient, name: "dout"),

@@ -123,10 +123,10 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
                         output: MutableTensorView<Element>) throws(PerformerError) {
         let options = LinearAttentionOptions(causal: true, featureMap: featureMap, epsilon: epsilon)
         let problem = try LinearProblem(query: query, key: key, value: value, options: options)
-        try LinearProblem.expect(problem.batch == batch && problem.heads == heads && problem.keyHeads == keyHeads
+        try ShapeCheck.expect(problem.batch == batch && problem.heads == heads && problem.keyHeads == keyHeads
             && problem.shape.headDim == headDim && problem.shape.valueDim == valueDim,
             "q \(TensorLayout.describe(query.shape)), v \(TensorLayout.describe(value.shape)) do not match the decoder (B = \(batch), H = \(heads), Hk = \(keyHeads), D = \(headDim), M = \(valueDim))")
-        try LinearProblem.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
+        try ShapeCheck.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
         try TensorFootprint.checkOutputsDisjoint([
             try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
             try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
@@ -139,8 +139,8 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
     /// Replaces the state with a caller's (S: B×H×C×M, z: B×H×C×1), e.g. a causal forward's final
     /// state. On error the state is unchanged.
     public func loadState(_ source: LinearStateView<Element>) throws(PerformerError) {
-        try LinearProblem.expectShape(source.s, stateShape, name: "S", meaning: "B×H×C×M")
-        try LinearProblem.expectShape(source.z, normalizerShape, name: "z", meaning: "B×H×C×1")
+        try ShapeCheck.expectShape(source.s, stateShape, name: "S", meaning: "B×H×C×M")
+        try ShapeCheck.expectShape(source.z, normalizerShape, name: "z", meaning: "B×H×C×1")
         _ = try TensorFootprint(source.s, name: "S")
         _ = try TensorFootprint(source.z, name: "z")
         copy(from: source.s, to: ownState.s)
@@ -149,8 +149,8 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
 
     /// Copies the state into caller views (S: B×H×C×M, z: B×H×C×1).
     public func storeState(into target: MutableLinearStateView<Element>) throws(PerformerError) {
-        try LinearProblem.expectShape(target.s.readOnly, stateShape, name: "S", meaning: "B×H×C×M")
-        try LinearProblem.expectShape(target.z.readOnly, normalizerShape, name: "z", meaning: "B×H×C×1")
+        try ShapeCheck.expectShape(target.s.readOnly, stateShape, name: "S", meaning: "B×H×C×M")
+        try ShapeCheck.expectShape(target.z.readOnly, normalizerShape, name: "z", meaning: "B×H×C×1")
         try TensorFootprint.checkOutputsDisjoint([try TensorFootprint(target.s, name: "S"), try TensorFootprint(target.z, name: "z")])
         copy(from: ownState.s.readOnly, to: target.s)
         copy(from: ownState.z.readOnly, to: target.z)
@@ -173,7 +173,7 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
     private static func expectToken(_ view: TensorView<Element>, _ expected: SIMD4<Int>, name: StaticString, meaning: StaticString)
         throws(PerformerError) {
         if view.shape != expected {
-            try LinearProblem.expectShape(view, expected, name: "\(name)", meaning: "\(meaning)")
+            try ShapeCheck.expectShape(view, expected, name: "\(name)", meaning: "\(meaning)")
         }
     }
 

@@ -15,13 +15,13 @@ public enum SoftmaxAttention {
         options: SoftmaxAttentionOptions = SoftmaxAttentionOptions()
     ) throws(PerformerError) {
         let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
-        try SoftmaxProblem.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
+        try ShapeCheck.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
         var footprints = [
             try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
             try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
         ]
         if let logSumExp {
-            try SoftmaxProblem.expectShape(logSumExp.readOnly, problem.logSumExpShape, name: "lse", meaning: "B×H×N×1")
+            try ShapeCheck.expectShape(logSumExp.readOnly, problem.logSumExpShape, name: "lse", meaning: "B×H×N×1")
             footprints.append(try TensorFootprint(logSumExp, name: "lse"))
         }
         try TensorFootprint.checkOutputsDisjoint(footprints)
@@ -68,12 +68,12 @@ public enum SoftmaxAttention {
         options: SoftmaxAttentionOptions = SoftmaxAttentionOptions()
     ) throws(PerformerError) {
         let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
-        try SoftmaxProblem.expectShape(output, problem.outputShape, name: "out", meaning: "B×H×N×M")
-        try SoftmaxProblem.expectShape(logSumExp, problem.logSumExpShape, name: "lse", meaning: "B×H×N×1")
-        try SoftmaxProblem.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
-        try SoftmaxProblem.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
-        try SoftmaxProblem.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
-        try SoftmaxProblem.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
+        try ShapeCheck.expectShape(output, problem.outputShape, name: "out", meaning: "B×H×N×M")
+        try ShapeCheck.expectShape(logSumExp, problem.logSumExpShape, name: "lse", meaning: "B×H×N×1")
+        try ShapeCheck.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
+        try ShapeCheck.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
+        try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
+        try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
         try TensorFootprint.checkOutputsDisjoint([
             try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
             try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
