@@ -19,7 +19,7 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
     if !causal {
         var r0 = 0
         while r0 < l {
-            let t = min(linearChunkRows, l - r0)
+            let t = min(s.rows, l - r0)
             packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
             advanceState(s, t, c, m)
             r0 += t
@@ -28,7 +28,7 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
     let w = T.lanes
     var r0 = 0
     while r0 < n {
-        let t = min(linearChunkRows, n - r0)
+        let t = min(s.rows, n - r0)
         packQueryChunk(task, s, r0, t)
         chunkProduct(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
                      b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false)

@@ -6,6 +6,11 @@ import PerformerKernelInterface
 /// N = 16384, D = M = 64, 1 thread: causal fwd 39 -> 44% of peak, fwd+bwd 31 -> 33% going 64 -> 32.
 let linearChunkRows = 32
 
+/// Rows per chunk of the non-causal forward, which has no intra-chunk triangle: its chunks only
+/// set the depth of S += φ(K_c)ᵀ V_c (each chunk reloads and stores S's tiles) and the rows of
+/// φ(Q_c) S, so they are larger (128 and 256 measured alike, 128 keeps the panels in L2).
+let linearNonCausalChunkRows = 128
+
 /// The per-task scratch of every linear-attention kernel, carved from one 64-byte-aligned block.
 /// Sizing and carving share this code, so `bytes` can never disagree with what a kernel uses.
 /// Panels are row-major with rows padded to `linearPanelWidth` (leading dimensions `cp`, `mp`,
@@ -14,6 +19,9 @@ let linearChunkRows = 32
 /// scalars per position (denominator and its gradient) that let the reverse sweep rebuild
 /// ∂L/∂numerator from dO without storing any state S_i.
 struct LinearScratch<T: KernelScalar> {
+    /// Rows per chunk of the kernel this scratch is for (`linearChunkRows`, or
+    /// `linearNonCausalChunkRows` for the non-causal forward).
+    var rows: Int
     /// Leading dimensions: padded C, padded M, chunk rows.
     var cp: Int, mp: Int, tp: Int
     var queryFeatures: UnsafeMutablePointer<T>     // T × cp  φ(Q_c)
@@ -38,7 +46,9 @@ struct LinearScratch<T: KernelScalar> {
 
     /// Carves (and zeroes) the layout from `base`, or only measures it when `base` is nil.
     init(base: UnsafeMutableRawPointer?, shape: LinearHeadShape, causal: Bool, backward: Bool, bytes: inout Int) {
-        let t = linearChunkRows, c = max(shape.featureDim, 1), m = max(shape.valueDim, 1)
+        let t = causal || backward ? linearChunkRows : linearNonCausalChunkRows
+        let c = max(shape.featureDim, 1), m = max(shape.valueDim, 1)
+        rows = t
         cp = linearPadded(c)
         mp = linearPadded(m)
         tp = linearPadded(t)
