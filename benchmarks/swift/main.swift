@@ -2,6 +2,7 @@
 //
 //   swift run -c release PerformerBench [softmax] [N ...]   softmax attention (default N = 256 1024 4096)
 //   swift run -c release PerformerBench linear [N ...]      linear attention (default N = 256 … 65536)
+//   swift run -c release PerformerBench favor [N ...]       FAVOR+, m = 256 (default N = 1024 4096 16384)
 //   swift run -c release PerformerBench decode [pos ...]    µs/token: RNN step vs softmax + KV cache (1k 4k 16k)
 //   swift run -c release PerformerBench crossover [N ...]   causal linear vs causal softmax (default 256 … 8192)
 //   swift run -c release PerformerBench kvcache [L ...]    softmax N = 1 over a KV cache: µs/token, GB/s vs bandwidth
@@ -24,6 +25,8 @@ case "softmax":
     try runSoftmaxBench(lengths: sizes.isEmpty ? [256, 1024, 4096] : sizes, heads: heads, d: d)
 case "linear":
     try runLinearBench(lengths: sizes.isEmpty ? [256, 1024, 4096, 16384, 65536] : sizes, heads: heads, d: d, m: m)
+case "favor":
+    try runFavorBench(lengths: sizes.isEmpty ? [1024, 4096, 16384] : sizes, heads: heads, d: d)
 case "decode":
     try runDecodeBench(positions: sizes.isEmpty ? [1024, 4096, 16384] : sizes, heads: heads, d: d, m: m)
 case "kvcache":
@@ -31,5 +34,5 @@ case "kvcache":
 case "crossover":
     try runCrossoverBench(lengths: sizes.isEmpty ? [256, 512, 1024, 2048, 4096, 8192] : sizes, heads: heads, d: d)
 default:
-    print("unknown mode \(mode): softmax, linear, decode, kvcache or crossover")
+    print("unknown mode \(mode): softmax, linear, favor, decode, kvcache or crossover")
 }
