@@ -19,45 +19,57 @@ import PerformerKernelInterface
 // forward sweep; no state S̃_i is stored.
 
 extension FavorHead {
-    /// Turns rowsM (numerators) into ∂L/∂num, and fills ∂L/∂den, for rows whose denominator
-    /// is usable; zero rows otherwise. Reads dO_c from `outputGradient`.
-    func rowGradients(_ t: Int, numeratorsKnown: Bool) {
-        let den = s.row(.denominator), dden = s.row(.denominatorGradient)
+    /// ∂L/∂num (rowsM) from dO_c (`outputGradient`) and the stored denominators, for rows
+    /// whose denominator is usable; zero rows otherwise (the reverse sweep).
+    func rowGradients(_ t: Int) {
+        let den = s.row(.denominator)
         for i in 0..<t {
             let num = s.rowsM + i * s.vp, g = s.outputGradient + i * s.vp
+            let inverse: T = usable(i) ? 1 / den[i] : 0
+            for j in 0..<mv { num[j] = g[j] * inverse }
+        }
+    }
+
+    /// The query side's row gradients straight from dO_c, without forming the numerator:
+    /// gradient2 = dO S̃ᵀ (and, causal, scoreGradient = dO V_cᵀ) are products the gradients need
+    /// anyway, and dO_i·num_i = Q̃_i·gradient2_i [+ Σ_j P_ij (dO V_cᵀ)_ij]. Fills ∂L/∂den_i =
+    /// −(dO_i·num_i)/den_i², 1/den_i, rowsM = ∂L/∂num and (causal) the score gradient
+    /// (scoreGradient/den_i + ∂L/∂den_i)∘weights; zeros for rows without output. gradient2 stays
+    /// unscaled (queryGradients applies 1/den_i).
+    func outputGradientRows(_ t: Int, causal: Bool) {
+        favorProduct(rows: t, columns: c, depth: mv, a: s.outputGradient, aRowStride: s.vp, aDepthStride: 1,
+                     b: s.stateT, bRowStride: s.cp, c: s.gradient2, cRowStride: s.cp, accumulate: false)
+        if causal {
+            favorProduct(rows: t, columns: t, depth: mv, a: s.outputGradient, aRowStride: s.vp, aDepthStride: 1,
+                         b: s.valuesT, bRowStride: s.tp, c: s.scoreGradient, cRowStride: s.tp, accumulate: false)
+        }
+        let den = s.row(.denominator), dden = s.row(.denominatorGradient), inverse = s.row(.inverseDenominator)
+        for i in 0..<t {
+            let num = s.rowsM + i * s.vp, g = s.outputGradient + i * s.vp
+            let sg = s.scoreGradient + i * s.tp, p = s.scores + i * s.tp, w = s.weights + i * s.tp
             guard usable(i) else {
                 for j in 0..<mv { num[j] = 0 }
                 dden[i] = 0
+                inverse[i] = 0
+                if causal { for j in 0..<t { sg[j] = 0 } }
                 continue
             }
-            let inverse = 1 / den[i]
-            if numeratorsKnown {
-                var dot: T = 0
-                for j in 0..<mv {
-                    dot += g[j] * num[j]
-                    num[j] = g[j] * inverse
-                }
-                dden[i] = -dot * inverse * inverse
-            } else {
-                for j in 0..<mv { num[j] = g[j] * inverse }
+            let r = 1 / den[i]
+            var dot = favorDot(s.queryTilde + i * s.cp, s.gradient2 + i * s.cp, c)
+            if causal { for j in 0...i { dot += p[j] * sg[j] } }
+            let y = -dot * r * r
+            dden[i] = y
+            inverse[i] = r
+            for j in 0..<mv { num[j] = g[j] * r }
+            if causal {
+                for j in 0...i { sg[j] = (sg[j] * r + y) * w[j] }
+                for j in (i + 1)..<max(t, i + 1) { sg[j] = 0 }
             }
         }
     }
 
     func packOutputGradients(_ r0: Int, _ t: Int) {
         for i in 0..<t { packRow(task.outputGradient!, row: r0 + i, count: mv, into: s.outputGradient + i * s.vp) }
-    }
-
-    /// scoreGradient_ij = (∂L/∂num_i·v_j + ∂L/∂den_i)·weights_ij (j ≤ i).
-    func chunkScoreGradient(_ t: Int) {
-        favorProduct(rows: t, columns: t, depth: mv, a: s.rowsM, aRowStride: s.vp, aDepthStride: 1,
-                     b: s.valuesT, bRowStride: s.tp, c: s.scoreGradient, cRowStride: s.tp, accumulate: false)
-        let dden = s.row(.denominatorGradient)
-        for i in 0..<t {
-            let g = s.scoreGradient + i * s.tp, w = s.weights + i * s.tp
-            for j in 0...i { g[j] = (g[j] + dden[i]) * w[j] }
-            for j in (i + 1)..<max(t, i + 1) { g[j] = 0 }
-        }
     }
 
     /// dx from the feature gradient `gradient` (∂L/∂a for exponential kinds, H otherwise) of t
@@ -110,29 +122,27 @@ extension FavorHead {
         }
     }
 
-    /// dq for the prepared query chunk: needs Q̂, Q̃, rowFactor, ∂L/∂num (rowsM), ∂L/∂den,
-    /// S̃ᵀ (stateT), z̃, and when causal the score gradient and K̂.
+    /// dq for the prepared query chunk: needs Q̂, Q̃, rowFactor, gradient2 = dO S̃ᵀ and 1/den,
+    /// ∂L/∂den, z̃ (outputGradientRows), and when causal the score gradient and K̂.
     func queryGradients(_ r0: Int, _ t: Int, causal: Bool) {
-        favorProduct(rows: t, columns: c, depth: mv, a: s.rowsM, aRowStride: s.vp, aDepthStride: 1,
-                     b: s.stateT, bRowStride: s.cp, c: s.gradient2, cRowStride: s.cp, accumulate: false)
         if causal {
             favorProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: s.tp, aDepthStride: 1,
                          b: s.keyHat, bRowStride: s.cp, c: s.gradient1, cRowStride: s.cp, accumulate: false)
         }
-        let dden = s.row(.denominatorGradient), factor = s.row(.rowFactor)
+        let dden = s.row(.denominatorGradient), factor = s.row(.rowFactor), inverse = s.row(.inverseDenominator)
         for i in 0..<t {
             let g1 = s.gradient1 + i * s.cp, g2 = s.gradient2 + i * s.cp
             let hat = s.queryHat + i * s.cp, tilde = s.queryTilde + i * s.cp
-            let y = dden[i]
+            let y = dden[i], r = inverse[i]
             if exponential {
                 for f in 0..<c {
-                    let state = tilde[f] * (g2[f] + y * s.normalizer[f])
+                    let state = tilde[f] * (g2[f] * r + y * s.normalizer[f])
                     g1[f] = causal ? hat[f] * g1[f] + state : state
                 }
             } else {
                 let w = factor[i]
                 for f in 0..<c {
-                    let state = w * (g2[f] + y * s.normalizer[f])
+                    let state = w * (g2[f] * r + y * s.normalizer[f])
                     g1[f] = causal ? g1[f] + state : state
                 }
             }
@@ -142,8 +152,9 @@ extension FavorHead {
     }
 
     /// dk, dv for the prepared key chunk: needs K̂, a(k), κ, V_c, G̃ᵀ (stateGradientT), G̃, g̃,
-    /// e, and when causal the scores, score gradient, Q̂ and ∂L/∂num.
-    func keyGradients(_ r0: Int, _ t: Int, causal: Bool) {
+    /// e, and when causal the chunk's scores and score gradient (stored by the forward sweep),
+    /// Q̂ and ∂L/∂num.
+    func keyGradients(_ r0: Int, _ t: Int, causal: Bool, scores: UnsafePointer<T>, scoreGradient: UnsafePointer<T>) {
         favorProduct(rows: t, columns: c, depth: mv, a: s.values, aRowStride: s.vp, aDepthStride: 1,
                      b: s.stateGradientT, bRowStride: s.cp, c: s.gradient2, cRowStride: s.cp, accumulate: false)
         let kappa = s.row(.keyShift), factor = s.row(.rowFactor), e = s.gradientShift
@@ -170,9 +181,9 @@ extension FavorHead {
         favorProduct(rows: t, columns: mv, depth: c, a: s.bar, aRowStride: s.cp, aDepthStride: 1,
                      b: s.stateGradient, bRowStride: s.vp, c: s.valueGradient, cRowStride: s.vp, accumulate: false)
         if causal {
-            favorProduct(rows: t, columns: c, depth: t, a: s.scoreGradient, aRowStride: 1, aDepthStride: s.tp,
+            favorProduct(rows: t, columns: c, depth: t, a: scoreGradient, aRowStride: 1, aDepthStride: s.tp,
                          b: s.queryHat, bRowStride: s.cp, c: s.gradient1, cRowStride: s.cp, accumulate: false)
-            favorProduct(rows: t, columns: mv, depth: t, a: s.scores, aRowStride: 1, aDepthStride: s.tp,
+            favorProduct(rows: t, columns: mv, depth: t, a: scores, aRowStride: 1, aDepthStride: s.tp,
                          b: s.rowsM, bRowStride: s.vp, c: s.valueGradient, cRowStride: s.vp, accumulate: true)
         }
         for j in 0..<t {
@@ -264,25 +275,28 @@ private func favorCausalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
     let task = head.task, s = head.s
     let n = task.shape.queryCount, c = head.c, mv = head.mv
     let perPosition = s.perPosition
-    // Forward sweep: the states S̃ before each chunk, rebuilt; dq; U, den, ∂L/∂den per position.
+    // Forward sweep: the states S̃ before each chunk, rebuilt (as S̃ᵀ, the only form it reads);
+    // dq; U, den, ∂L/∂den per position and each chunk's P and score gradient.
+    transposeBlock(rows: c, columns: mv, s.state, s.vp, s.stateT, s.cp)
     var r0 = 0
     while r0 < n {
         let t = min(favorChunkRows, n - r0)
         head.prepareQueries(r0, t)
         head.prepareKeys(r0, t, transposed: true, transposedValues: true)
         head.readState(t, causal: true)
-        head.numerator(t, causal: true)
+        head.denominator(t, causal: true)
         head.packOutputGradients(r0, t)
-        head.rowGradients(t, numeratorsKnown: true)
+        head.outputGradientRows(t, causal: true)
         for i in 0..<t {
             perPosition[3 * (r0 + i)] = s.row(.unit)[i]
             perPosition[3 * (r0 + i) + 1] = s.row(.denominator)[i]
             perPosition[3 * (r0 + i) + 2] = s.row(.denominatorGradient)[i]
         }
-        head.chunkScoreGradient(t)
-        transposeBlock(rows: c, columns: mv, s.state, s.vp, s.stateT, s.cp)
+        let stored = s.perChunk + 2 * (r0 / favorChunkRows) * favorChunkRows * s.tp
+        stored.update(from: s.scores, count: t * s.tp)
+        (stored + favorChunkRows * s.tp).update(from: s.scoreGradient, count: t * s.tp)
         head.queryGradients(r0, t, causal: true)
-        head.accumulateKeys(t)
+        head.accumulateKeys(t, transposed: true)
         r0 += t
     }
     // Reverse sweep: (G̃, g̃, e) carried from the end; dk, dv.
@@ -292,18 +306,17 @@ private func favorCausalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
         let r0 = chunk * favorChunkRows
         let t = min(favorChunkRows, n - r0)
         head.prepareQueries(r0, t)
-        head.prepareKeys(r0, t, transposed: true, transposedValues: true)
+        head.prepareKeys(r0, t, transposed: false, transposedValues: false)
         for i in 0..<t {
             s.row(.unit)[i] = perPosition[3 * (r0 + i)]
             s.row(.denominator)[i] = perPosition[3 * (r0 + i) + 1]
             s.row(.denominatorGradient)[i] = perPosition[3 * (r0 + i) + 2]
         }
         head.packOutputGradients(r0, t)
-        head.rowGradients(t, numeratorsKnown: false)
-        head.chunkScores(t)
-        head.chunkScoreGradient(t)
+        head.rowGradients(t)
         transposeBlock(rows: c, columns: mv, s.stateGradient, s.vp, s.stateGradientT, s.cp)
-        head.keyGradients(r0, t, causal: true)
+        let stored = s.perChunk + 2 * chunk * favorChunkRows * s.tp
+        head.keyGradients(r0, t, causal: true, scores: stored, scoreGradient: stored + favorChunkRows * s.tp)
         head.accumulateQueries(t)
     }
     head.storeInitialStateGradient()
@@ -327,9 +340,9 @@ private func favorBidirectionalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
         let t = min(favorChunkRows, n - r0)
         head.prepareQueries(r0, t)
         head.readState(t, causal: false)
-        head.numerator(t, causal: false)
+        head.denominator(t, causal: false)
         head.packOutputGradients(r0, t)
-        head.rowGradients(t, numeratorsKnown: true)
+        head.outputGradientRows(t, causal: false)
         head.queryGradients(r0, t, causal: false)
         head.accumulateQueries(t)
         r0 += t
@@ -339,7 +352,7 @@ private func favorBidirectionalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
     while r0 < l {
         let t = min(favorChunkRows, l - r0)
         head.prepareKeys(r0, t, transposed: false, transposedValues: false)
-        head.keyGradients(r0, t, causal: false)
+        head.keyGradients(r0, t, causal: false, scores: s.scores, scoreGradient: s.scoreGradient)
         r0 += t
     }
 }

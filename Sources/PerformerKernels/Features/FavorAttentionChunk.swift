@@ -83,14 +83,29 @@ struct FavorHead<T: KernelScalar> {
     /// x̂ (t × D), n/2 and u = x̂ Wᵀ (t × m) for rows r0 ..< r0 + t of `source`.
     func project(_ source: StridedMatrix, _ r0: Int, _ t: Int,
                  input: UnsafeMutablePointer<T>, u: UnsafeMutablePointer<T>, half: UnsafeMutablePointer<T>) {
+        let step = source.columnStride, sv = T.splat(sigma)
         for i in 0..<t {
             let row = source.base.assumingMemoryBound(to: T.self) + (r0 + i) * source.rowStride
             let target = input + i * s.dp
             var n: T = 0
-            for col in 0..<d {
-                let x = row[col * source.columnStride] * sigma
-                target[col] = x
-                n += x * x
+            if step == 1 {
+                var nv = T.splat(0)
+                favorRow(T.self, d, vector: { col in
+                    let x = T.mul(T.load(row + col), sv)
+                    T.store(x, target + col)
+                    nv = T.fma(x, x, nv)
+                }, scalar: { col in
+                    let x = row[col] * sigma
+                    target[col] = x
+                    n += x * x
+                })
+                n += T.sumAcross(nv)
+            } else {
+                for col in 0..<d {
+                    let x = row[col * step] * sigma
+                    target[col] = x
+                    n += x * x
+                }
             }
             half[i] = n / 2
         }
@@ -261,16 +276,23 @@ struct FavorHead<T: KernelScalar> {
         }
     }
 
-    /// rowsM = Q̃ S̃ [+ P V_c], den_i = Q̃_i z̃ [+ Σ_j P_ij] + ε·e^{−U_i}.
+    /// rowsM = Q̃ S̃ [+ P V_c], and the denominators (`denominator`).
     func numerator(_ t: Int, causal: Bool) {
         favorProduct(rows: t, columns: mv, depth: c, a: s.queryTilde, aRowStride: s.cp, aDepthStride: 1,
                      b: s.state, bRowStride: s.vp, c: s.rowsM, cRowStride: s.vp, accumulate: false)
+        denominator(t, causal: causal)
+        if causal {
+            favorProduct(rows: t, columns: mv, depth: t, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
+                         b: s.values, bRowStride: s.vp, c: s.rowsM, cRowStride: s.vp, accumulate: true)
+        }
+    }
+
+    /// den_i = Q̃_i z̃ [+ Σ_j P_ij] + ε·e^{−U_i}; causal, the chunk scores P first.
+    func denominator(_ t: Int, causal: Bool) {
         let den = s.row(.denominator), unit = s.row(.unit)
         for i in 0..<t { den[i] = favorDot(s.queryTilde + i * s.cp, s.normalizer, c) }
         if causal {
             chunkScores(t)
-            favorProduct(rows: t, columns: mv, depth: t, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
-                         b: s.values, bRowStride: s.vp, c: s.rowsM, cRowStride: s.vp, accumulate: true)
             for i in 0..<t {
                 let p = s.scores + i * s.tp
                 var sum: T = 0
@@ -311,8 +333,9 @@ struct FavorHead<T: KernelScalar> {
     /// is rescaled by exp(c − c′), then S += B̄ᵀ X, z += B̄ᵀ y with B̄_if = ν·exp(L_if − c′_f)
     /// (times hat_if for the other kinds) and y = `rowWeights` (nil: ones). Keys build
     /// (S̃, z̃, c) this way from V; queries build (G̃, g̃, e) from ∂L/∂num and ∂L/∂den.
+    /// `transposed`: the state is kept as Sᵀ (M × cp), for a sweep that reads only Sᵀ.
     func accumulate(_ t: Int, exponents: UnsafePointer<T>, hat: UnsafePointer<T>, logScale: UnsafePointer<T>,
-                    x: UnsafePointer<T>, rowWeights: UnsafePointer<T>?,
+                    x: UnsafePointer<T>, rowWeights: UnsafePointer<T>?, transposed: Bool = false,
                     state: UnsafeMutablePointer<T>, normalizer: UnsafeMutablePointer<T>, shift: UnsafeMutablePointer<T>) {
         let next = s.newShift
         for f in 0..<c { next[f] = shift[f] }
@@ -326,12 +349,28 @@ struct FavorHead<T: KernelScalar> {
                 for f in 0..<c { next[f] = max(next[f], l) }
             }
         }
-        for f in 0..<c where next[f] > shift[f] {
+        var rescaled = false
+        for f in 0..<c {
+            guard next[f] > shift[f] else {
+                next[f] = 1
+                continue
+            }
             let factor: T = shift[f] == -.infinity ? 0 : favorExp(shift[f] - next[f])
             normalizer[f] *= factor
-            let row = state + f * s.vp
-            for j in 0..<mv { row[j] *= factor }
+            if !transposed {
+                let row = state + f * s.vp
+                for j in 0..<mv { row[j] *= factor }
+            }
             shift[f] = next[f]
+            next[f] = factor
+            rescaled = true
+        }
+        if transposed && rescaled {  // next now holds each feature's factor (1 where c did not grow)
+            for j in 0..<mv {
+                let row = state + j * s.cp
+                favorRow(T.self, c, vector: { f in T.store(T.mul(T.load(row + f), T.load(next + f)), row + f) },
+                         scalar: { f in row[f] *= next[f] })
+            }
         }
         for i in 0..<t {
             let b = s.bar + i * s.cp, l = logScale[i]
@@ -348,19 +387,24 @@ struct FavorHead<T: KernelScalar> {
                 for f in 0..<c { b[f] = weight * h[f] }
             }
         }
-        favorProduct(rows: c, columns: mv, depth: t, a: s.bar, aRowStride: 1, aDepthStride: s.cp,
-                     b: x, bRowStride: s.vp, c: state, cRowStride: s.vp, accumulate: true)
+        if transposed {
+            favorProduct(rows: mv, columns: c, depth: t, a: x, aRowStride: 1, aDepthStride: s.vp,
+                         b: s.bar, bRowStride: s.cp, c: state, cRowStride: s.cp, accumulate: true)
+        } else {
+            favorProduct(rows: c, columns: mv, depth: t, a: s.bar, aRowStride: 1, aDepthStride: s.cp,
+                         b: x, bRowStride: s.vp, c: state, cRowStride: s.vp, accumulate: true)
+        }
         for i in 0..<t where logScale[i] != -.infinity {
             favorAddScaled(s.bar + i * s.cp, rowWeights?[i] ?? 1, into: normalizer, c)
         }
     }
 
-    /// Folds the prepared key chunk into (S̃, z̃, c).
-    func accumulateKeys(_ t: Int) {
+    /// Folds the prepared key chunk into (S̃, z̃, c); `transposed`: into S̃ᵀ (stateT) instead.
+    func accumulateKeys(_ t: Int, transposed: Bool = false) {
         let kappa = s.row(.keyShift), log = s.row(.logScale)
         for j in 0..<t { log[j] = kappa[j] == -.infinity ? -.infinity : (exponential ? 0 : kappa[j]) }
         accumulate(t, exponents: s.keyExponents, hat: s.keyHat, logScale: log, x: s.values, rowWeights: nil,
-                   state: s.state, normalizer: s.normalizer, shift: s.shift)
+                   transposed: transposed, state: transposed ? s.stateT : s.state, normalizer: s.normalizer, shift: s.shift)
     }
 
     /// Loads the initial state (causal; else the empty one).

@@ -37,7 +37,7 @@ struct FavorScratch<T: KernelScalar> {
     var projectionGradient: UnsafeMutablePointer<T>  // T × mp  g_u (backward)
     var inputGradient: UnsafeMutablePointer<T> // T × dp   dx̂ (backward)
     var valueGradient: UnsafeMutablePointer<T> // T × vp   (backward)
-    var rowQ: UnsafeMutablePointer<T>          // 10 × T   per-row scalars, see `Row`
+    var rowQ: UnsafeMutablePointer<T>          // 11 × T   per-row scalars, see `Row`
     var state: UnsafeMutablePointer<T>         // C × vp   S̃
     var stateT: UnsafeMutablePointer<T>        // M × cp   S̃ᵀ (backward)
     var normalizer: UnsafeMutablePointer<T>    // C        z̃
@@ -48,6 +48,7 @@ struct FavorScratch<T: KernelScalar> {
     var normalizerGradient: UnsafeMutablePointer<T>  // C    g̃
     var gradientShift: UnsafeMutablePointer<T> // C        e
     var perPosition: UnsafeMutablePointer<T>   // 3N (causal backward): U_i, den_i, ∂L/∂den_i
+    var perChunk: UnsafeMutablePointer<T>      // 2 T × tp per chunk (causal backward): P, score gradient
 
     /// Per-row scalars of the current chunk, each a T-vector inside `rowQ`.
     enum Row: Int {
@@ -61,6 +62,7 @@ struct FavorScratch<T: KernelScalar> {
         case rowFactor         // trigonometric/relu: the row's scalar state weight (ν·exp(ρ_i + c − U_i), …)
         case logScale          // the log-scale of a row folded into a scaled state (see `accumulate`)
         case halfGradient      // g_n = ∂L/∂n of a row (input gradient)
+        case inverseDenominator  // 1/den_i (0 for a row without output)
     }
 
     func row(_ r: Row) -> UnsafeMutablePointer<T> { rowQ + r.rawValue * favorChunkRows }
@@ -106,7 +108,7 @@ struct FavorScratch<T: KernelScalar> {
         projectionGradient = takeIf(backward, t * mp)
         inputGradient = takeIf(backward, t * dp)
         valueGradient = takeIf(backward, t * vp)
-        rowQ = take(10 * t)
+        rowQ = take(11 * t)
         state = take(c * vp)
         stateT = takeIf(backward, mv * cp)
         normalizer = take(c)
@@ -118,6 +120,8 @@ struct FavorScratch<T: KernelScalar> {
         gradientShift = takeIf(backward, c)
         let panelBytes = offset
         perPosition = takeIf(backward && causal, 3 * max(shape.queryCount, 1))
+        let chunks = (max(shape.queryCount, 1) + t - 1) / t
+        perChunk = takeIf(backward && causal, 2 * chunks * t * tp)
         bytes = offset
         if let base { base.initializeMemory(as: UInt8.self, repeating: 0, count: panelBytes) }
     }
