@@ -25,8 +25,7 @@ extension FavorHead {
         let den = s.row(.denominator)
         for i in 0..<t {
             let num = s.rowsM + i * s.vp, g = s.outputGradient + i * s.vp
-            let inverse: T = usable(i) ? 1 / den[i] : 0
-            for j in 0..<mv { num[j] = g[j] * inverse }
+            rowScale(usable(i) ? 1 / den[i] : 0, g, num, mv)
         }
     }
 
@@ -55,12 +54,12 @@ extension FavorHead {
                 continue
             }
             let r = 1 / den[i]
-            var dot = favorDot(s.queryTilde + i * s.cp, s.gradient2 + i * s.cp, c)
+            var dot = rowDot(s.queryTilde + i * s.cp, s.gradient2 + i * s.cp, c)
             if causal { for j in 0...i { dot += p[j] * sg[j] } }
             let y = -dot * r * r
             dden[i] = y
             inverse[i] = r
-            for j in 0..<mv { num[j] = g[j] * r }
+            rowScale(r, g, num, mv)
             if causal {
                 for j in 0...i { sg[j] = (sg[j] * r + y) * w[j] }
                 for j in (i + 1)..<max(t, i + 1) { sg[j] = 0 }
@@ -79,36 +78,47 @@ extension FavorHead {
     func storeInputGradients(_ t: Int, valid: Int, gradient: UnsafePointer<T>, hat: UnsafePointer<T>,
                              u: UnsafePointer<T>, input: UnsafePointer<T>,
                              into target: StridedMatrix, _ r0: Int, accumulate: Bool) {
-        let gn = s.row(.halfGradient)
+        let gn = s.row(.halfGradient), end = favorVectorEnd(T.self, m), zero = T.splat(0)
         for i in 0..<t {
             let g = gradient + i * s.cp, x = hat + i * s.cp, ui = u + i * s.mp
             let gu = s.projectionGradient + i * s.mp
-            var sum: T = 0
+            var sum: T = 0, sv = zero
             switch task.map {
-            case .positive:
-                for f in 0..<m {
-                    gu[f] = g[f]
-                    sum += g[f]
-                }
-                sum = -sum / 2
+            case .positive:  // g_u = g itself (the product below reads it in place)
+                sum = -rowSum(g, m) / 2
             case .hyperbolic:
-                for f in 0..<m {
+                for f in stride(from: 0, to: end, by: T.lanes) {
+                    let plus = T.load(g + f), minus = T.load(g + m + f)
+                    T.store(T.sub(plus, minus), gu + f)
+                    sv = T.add(sv, T.add(plus, minus))
+                }
+                for f in end..<m {
                     gu[f] = g[f] - g[m + f]
                     sum += g[f] + g[m + f]
                 }
-                sum = -sum / 2
+                sum = -(sum + T.sumAcross(sv)) / 2
             case .trigonometric:
-                for f in 0..<m {
+                for f in stride(from: 0, to: end, by: T.lanes) {
+                    let gs = T.load(g + f), gc = T.load(g + m + f), xs = T.load(x + f), xc = T.load(x + m + f)
+                    T.store(T.sub(T.mul(gs, xc), T.mul(gc, xs)), gu + f)
+                    sv = T.fma(gs, xs, T.fma(gc, xc, sv))
+                }
+                for f in end..<m {
                     gu[f] = g[f] * x[m + f] - g[m + f] * x[f]
                     sum += g[f] * x[f] + g[m + f] * x[m + f]
                 }
-                sum = sum / 2
+                sum = (sum + T.sumAcross(sv)) / 2
             case .relu:
-                for f in 0..<m { gu[f] = ui[f] > 0 ? g[f] : 0 }
+                for f in stride(from: 0, to: end, by: T.lanes) {
+                    T.store(T.selectLess(zero, T.load(ui + f), T.load(g + f), zero), gu + f)
+                }
+                for f in end..<m { gu[f] = ui[f] > 0 ? g[f] : 0 }
             }
             gn[i] = sum
         }
-        favorProduct(rows: t, columns: d, depth: m, a: s.projectionGradient, aRowStride: s.mp, aDepthStride: 1,
+        let positive = task.map == .positive
+        favorProduct(rows: t, columns: d, depth: m, a: positive ? gradient : UnsafePointer(s.projectionGradient),
+                     aRowStride: positive ? s.cp : s.mp, aDepthStride: 1,
                      b: s.projection, bRowStride: s.dp, c: s.inputGradient, cRowStride: s.dp, accumulate: false)
         for i in 0..<t {
             let dx = s.inputGradient + i * s.dp, x = input + i * s.dp
@@ -134,17 +144,19 @@ extension FavorHead {
             let g1 = s.gradient1 + i * s.cp, g2 = s.gradient2 + i * s.cp
             let hat = s.queryHat + i * s.cp, tilde = s.queryTilde + i * s.cp
             let y = dden[i], r = inverse[i]
-            if exponential {
-                for f in 0..<c {
-                    let state = tilde[f] * (g2[f] * r + y * s.normalizer[f])
-                    g1[f] = causal ? hat[f] * g1[f] + state : state
-                }
-            } else {
-                let w = factor[i]
-                for f in 0..<c {
-                    let state = w * (g2[f] * r + y * s.normalizer[f])
-                    g1[f] = causal ? g1[f] + state : state
-                }
+            // state part: Q̃ (exponential) or the row weight, times (dO S̃ᵀ)/den + ∂L/∂den·z̃.
+            let w = factor[i], yv = T.splat(y), rv = T.splat(r), wv = T.splat(w), z = s.normalizer
+            let end = favorVectorEnd(T.self, c)
+            for f in stride(from: 0, to: end, by: T.lanes) {
+                let part = T.fma(T.load(g2 + f), rv, T.mul(yv, T.load(z + f)))
+                let state = T.mul(exponential ? T.load(tilde + f) : wv, part)
+                let chunk = causal ? (exponential ? T.mul(T.load(hat + f), T.load(g1 + f)) : T.load(g1 + f)) : T.splat(0)
+                T.store(T.add(chunk, state), g1 + f)
+            }
+            for f in end..<c {
+                let state = (exponential ? tilde[f] : w) * (g2[f] * r + y * z[f])
+                let chunk = causal ? (exponential ? hat[f] * g1[f] : g1[f]) : 0
+                g1[f] = chunk + state
             }
         }
         storeInputGradients(t, valid: t, gradient: s.gradient1, hat: s.queryHat, u: s.queryU, input: s.queryInput,
@@ -167,10 +179,11 @@ extension FavorHead {
                 for f in 0..<c { b[f] = 0 }
             } else if exponential {
                 let a = s.keyExponents + j * s.cp
-                let nuV = T.splat(nu)
-                favorRow(T.self, c, vector: { f in
+                let nuV = T.splat(nu), end = favorVectorEnd(T.self, c)
+                for f in stride(from: 0, to: end, by: T.lanes) {
                     T.store(T.mul(nuV, favorExpVector(T.self, T.add(T.load(a + f), T.load(e + f)))), b + f)
-                }, scalar: { f in b[f] = nu * favorExp(a[f] + e[f]) })
+                }
+                for f in end..<c { b[f] = nu * favorExp(a[f] + e[f]) }
             } else {
                 let w = nu * favorExp(kappa[j] + e[0])
                 factor[j] = w
@@ -189,17 +202,18 @@ extension FavorHead {
         for j in 0..<t {
             let g1 = s.gradient1 + j * s.cp, g2 = s.gradient2 + j * s.cp
             let hat = s.keyHat + j * s.cp, b = s.bar + j * s.cp
-            if exponential {
-                for f in 0..<c {
-                    let state = b[f] * (g2[f] + s.normalizerGradient[f])
-                    g1[f] = causal ? hat[f] * g1[f] + state : state
-                }
-            } else {
-                let w = factor[j]
-                for f in 0..<c {
-                    let state = w * (g2[f] + s.normalizerGradient[f])
-                    g1[f] = causal ? g1[f] + state : state
-                }
+            // state part: K̄′ (exponential) or the row weight, times V G̃ᵀ + g̃.
+            let w = factor[j], wv = T.splat(w), z = s.normalizerGradient
+            let end = favorVectorEnd(T.self, c)
+            for f in stride(from: 0, to: end, by: T.lanes) {
+                let state = T.mul(exponential ? T.load(b + f) : wv, T.add(T.load(g2 + f), T.load(z + f)))
+                let chunk = causal ? (exponential ? T.mul(T.load(hat + f), T.load(g1 + f)) : T.load(g1 + f)) : T.splat(0)
+                T.store(T.add(chunk, state), g1 + f)
+            }
+            for f in end..<c {
+                let state = (exponential ? b[f] : w) * (g2[f] + z[f])
+                let chunk = causal ? (exponential ? hat[f] * g1[f] : g1[f]) : 0
+                g1[f] = chunk + state
             }
         }
         let accumulate = task.accumulateKeyGradients

@@ -26,21 +26,11 @@ func favorExp<T: KernelScalar>(_ x: T) -> T { linearExp(x) }
 @inline(__always)
 func favorExpVector<T: KernelScalar>(_: T.Type, _ x: T.Vector) -> T.Vector { T.exp2(T.mul(x, T.splat(T.log2e))) }
 
-/// Runs `vector(f)` on f = 0, lanes, 2·lanes, … while a whole vector fits in n, then
-/// `scalar(f)` on the rest: whole-row elementwise work that never touches padding.
+/// The end of the whole vectors in a row of n elements: elementwise row work runs vectors on
+/// 0 ..< end and scalars on end ..< n, never touching padding. (Written as two plain loops at
+/// every use: loop bodies passed as closures were compiled as out-of-line calls per vector.)
 @inline(__always)
-func favorRow<T: KernelScalar>(_: T.Type, _ n: Int, vector: (Int) -> Void, scalar: (Int) -> Void) {
-    let w = T.lanes
-    var f = 0
-    while f + w <= n {
-        vector(f)
-        f += w
-    }
-    while f < n {
-        scalar(f)
-        f += 1
-    }
-}
+func favorVectorEnd<T: KernelScalar>(_: T.Type, _ n: Int) -> Int { n - n % T.lanes }
 
 struct FavorHead<T: KernelScalar> {
     let task: FavorAttentionTask
@@ -90,15 +80,17 @@ struct FavorHead<T: KernelScalar> {
             var n: T = 0
             if step == 1 {
                 var nv = T.splat(0)
-                favorRow(T.self, d, vector: { col in
+                let end = favorVectorEnd(T.self, d)
+                for col in stride(from: 0, to: end, by: T.lanes) {
                     let x = T.mul(T.load(row + col), sv)
                     T.store(x, target + col)
                     nv = T.fma(x, x, nv)
-                }, scalar: { col in
+                }
+                for col in end..<d {
                     let x = row[col] * sigma
                     target[col] = x
                     n += x * x
-                })
+                }
                 n += T.sumAcross(nv)
             } else {
                 for col in 0..<d {
@@ -132,7 +124,8 @@ struct FavorHead<T: KernelScalar> {
                 var rho = -T.infinity
                 var rhoV = T.splat(-T.infinity)
                 let hv = T.splat(h), zero = T.splat(0)
-                favorRow(T.self, m, vector: { f in
+                let end = favorVectorEnd(T.self, m)
+                for f in stride(from: 0, to: end, by: T.lanes) {
                     let uv = T.load(ui + f)
                     let plus = T.sub(uv, hv)
                     T.store(plus, a + f)
@@ -142,22 +135,25 @@ struct FavorHead<T: KernelScalar> {
                         T.store(minus, a + m + f)
                         rhoV = T.max(rhoV, minus)
                     }
-                }, scalar: { f in
+                }
+                for f in end..<m {
                     a[f] = ui[f] - h
                     rho = max(rho, a[f])
                     if hyperbolic {
                         a[m + f] = -ui[f] - h
                         rho = max(rho, a[m + f])
                     }
-                })
+                }
                 rho = max(rho, T.maxAcross(rhoV))
                 shift[i] = rho
                 // Bidirectional attention reads exponential features only through the state
                 // (Q̃, K̄ from a directly): X̂ is needed by the causal chunk alone.
                 if task.causal {
-                    let rv = T.splat(rho)
-                    favorRow(T.self, c, vector: { f in T.store(favorExpVector(T.self, T.sub(T.load(a + f), rv)), x + f) },
-                             scalar: { f in x[f] = favorExp(a[f] - rho) })
+                    let rv = T.splat(rho), end = favorVectorEnd(T.self, c)
+                    for f in stride(from: 0, to: end, by: T.lanes) {
+                        T.store(favorExpVector(T.self, T.sub(T.load(a + f), rv)), x + f)
+                    }
+                    for f in end..<c { x[f] = favorExp(a[f] - rho) }
                 }
             case .trigonometric:
                 shift[i] = h
@@ -215,8 +211,9 @@ struct FavorHead<T: KernelScalar> {
             if exponential {
                 gamma = -.infinity
                 var gv = T.splat(-T.infinity)
-                favorRow(T.self, c, vector: { f in gv = T.max(gv, T.add(T.load(a + f), T.load(s.shift + f))) },
-                         scalar: { f in gamma = max(gamma, a[f] + s.shift[f]) })
+                let end = favorVectorEnd(T.self, c)
+                for f in stride(from: 0, to: end, by: T.lanes) { gv = T.max(gv, T.add(T.load(a + f), T.load(s.shift + f))) }
+                for f in end..<c { gamma = max(gamma, a[f] + s.shift[f]) }
                 gamma = max(gamma, T.maxAcross(gv))
             } else {
                 gamma = rho[i] + s.shift[0]
@@ -233,10 +230,11 @@ struct FavorHead<T: KernelScalar> {
                 continue
             }
             if exponential {
-                let uv = T.splat(u), nuv = T.splat(nu)
-                favorRow(T.self, c, vector: { f in
+                let uv = T.splat(u), nuv = T.splat(nu), end = favorVectorEnd(T.self, c)
+                for f in stride(from: 0, to: end, by: T.lanes) {
                     T.store(T.mul(nuv, favorExpVector(T.self, T.sub(T.add(T.load(a + f), T.load(s.shift + f)), uv))), q + f)
-                }, scalar: { f in q[f] = nu * favorExp(a[f] + s.shift[f] - u) })
+                }
+                for f in end..<c { q[f] = nu * favorExp(a[f] + s.shift[f] - u) }
             } else {
                 let weight = nu * favorExp(gamma - u)
                 factor[i] = weight
@@ -258,16 +256,17 @@ struct FavorHead<T: KernelScalar> {
                 for j in 0...i { w[j] = 0; p[j] = 0 }
             } else {
                 // κ_j = −inf (padded key) gives exp(−inf) = 0.
-                let offset = T.splat(r - u), nuv = T.splat(nu2)
-                favorRow(T.self, i + 1, vector: { j in
+                let offset = T.splat(r - u), nuv = T.splat(nu2), end = favorVectorEnd(T.self, i + 1)
+                for j in stride(from: 0, to: end, by: T.lanes) {
                     let weight = T.mul(nuv, favorExpVector(T.self, T.add(T.load(kappa + j), offset)))
                     T.store(weight, w + j)
                     T.store(T.mul(T.load(p + j), weight), p + j)
-                }, scalar: { j in
+                }
+                for j in end..<(i + 1) {
                     let weight: T = kappa[j] == -.infinity ? 0 : nu2 * favorExp(r + kappa[j] - u)
                     w[j] = weight
                     p[j] *= weight
-                })
+                }
             }
             for j in (i + 1)..<max(t, i + 1) {
                 w[j] = 0
@@ -290,7 +289,7 @@ struct FavorHead<T: KernelScalar> {
     /// den_i = Q̃_i z̃ [+ Σ_j P_ij] + ε·e^{−U_i}; causal, the chunk scores P first.
     func denominator(_ t: Int, causal: Bool) {
         let den = s.row(.denominator), unit = s.row(.unit)
-        for i in 0..<t { den[i] = favorDot(s.queryTilde + i * s.cp, s.normalizer, c) }
+        for i in 0..<t { den[i] = rowDot(s.queryTilde + i * s.cp, s.normalizer, c) }
         if causal {
             chunkScores(t)
             for i in 0..<t {
@@ -342,9 +341,11 @@ struct FavorHead<T: KernelScalar> {
         for i in 0..<t where logScale[i] != -.infinity {
             let l = logScale[i]
             if exponential {
-                let a = exponents + i * s.cp, lv = T.splat(l)
-                favorRow(T.self, c, vector: { f in T.store(T.max(T.load(next + f), T.add(T.load(a + f), lv)), next + f) },
-                         scalar: { f in next[f] = max(next[f], a[f] + l) })
+                let a = exponents + i * s.cp, lv = T.splat(l), end = favorVectorEnd(T.self, c)
+                for f in stride(from: 0, to: end, by: T.lanes) {
+                    T.store(T.max(T.load(next + f), T.add(T.load(a + f), lv)), next + f)
+                }
+                for f in end..<c { next[f] = max(next[f], a[f] + l) }
             } else {
                 for f in 0..<c { next[f] = max(next[f], l) }
             }
@@ -366,10 +367,11 @@ struct FavorHead<T: KernelScalar> {
             rescaled = true
         }
         if transposed && rescaled {  // next now holds each feature's factor (1 where c did not grow)
+            let end = favorVectorEnd(T.self, c)
             for j in 0..<mv {
                 let row = state + j * s.cp
-                favorRow(T.self, c, vector: { f in T.store(T.mul(T.load(row + f), T.load(next + f)), row + f) },
-                         scalar: { f in row[f] *= next[f] })
+                for f in stride(from: 0, to: end, by: T.lanes) { T.store(T.mul(T.load(row + f), T.load(next + f)), row + f) }
+                for f in end..<c { row[f] *= next[f] }
             }
         }
         for i in 0..<t {
@@ -377,10 +379,11 @@ struct FavorHead<T: KernelScalar> {
             if l == -.infinity {
                 for f in 0..<c { b[f] = 0 }
             } else if exponential {
-                let a = exponents + i * s.cp, lv = T.splat(l), nuv = T.splat(nu)
-                favorRow(T.self, c, vector: { f in
+                let a = exponents + i * s.cp, lv = T.splat(l), nuv = T.splat(nu), end = favorVectorEnd(T.self, c)
+                for f in stride(from: 0, to: end, by: T.lanes) {
                     T.store(T.mul(nuv, favorExpVector(T.self, T.sub(T.add(T.load(a + f), lv), T.load(shift + f)))), b + f)
-                }, scalar: { f in b[f] = nu * favorExp(a[f] + l - shift[f]) })
+                }
+                for f in end..<c { b[f] = nu * favorExp(a[f] + l - shift[f]) }
             } else {
                 let h = hat + i * s.cp
                 let weight = nu * favorExp(l - shift[0])
@@ -395,7 +398,7 @@ struct FavorHead<T: KernelScalar> {
                          b: x, bRowStride: s.vp, c: state, cRowStride: s.vp, accumulate: true)
         }
         for i in 0..<t where logScale[i] != -.infinity {
-            favorAddScaled(s.bar + i * s.cp, rowWeights?[i] ?? 1, into: normalizer, c)
+            rowAxpy(rowWeights?[i] ?? 1, s.bar + i * s.cp, normalizer, c)
         }
     }
 
@@ -424,21 +427,4 @@ struct FavorHead<T: KernelScalar> {
         storeState(s.normalizer, rows: c, columns: 1, ld: 1, into: task.finalZ)
         storeState(s.shift, rows: c, columns: 1, ld: 1, into: task.finalC)
     }
-}
-
-/// Σ_f x_f y_f over n contiguous entries.
-@inline(__always)
-func favorDot<T: KernelScalar>(_ x: UnsafePointer<T>, _ y: UnsafePointer<T>, _ n: Int) -> T {
-    var sum: T = 0
-    var sv = T.splat(0)
-    favorRow(T.self, n, vector: { f in sv = T.fma(T.load(x + f), T.load(y + f), sv) }, scalar: { f in sum += x[f] * y[f] })
-    return sum + T.sumAcross(sv)
-}
-
-/// target_f += α·x_f over n contiguous entries.
-@inline(__always)
-func favorAddScaled<T: KernelScalar>(_ x: UnsafePointer<T>, _ alpha: T, into target: UnsafeMutablePointer<T>, _ n: Int) {
-    let av = T.splat(alpha)
-    favorRow(T.self, n, vector: { f in T.store(T.fma(av, T.load(x + f), T.load(target + f)), target + f) },
-             scalar: { f in target[f] += alpha * x[f] })
 }
