@@ -96,7 +96,7 @@ extension FavorHead {
                     gu[f] = g[f] - g[m + f]
                     sum += g[f] + g[m + f]
                 }
-                sum = -(sum + T.sumAcross(sv)) / 2
+                sum = -(sum + T.sumHalving(sv)) / 2
             case .trigonometric:
                 for f in stride(from: 0, to: end, by: T.lanes) {
                     let gs = T.load(g + f), gc = T.load(g + m + f), xs = T.load(x + f), xc = T.load(x + m + f)
@@ -107,7 +107,7 @@ extension FavorHead {
                     gu[f] = g[f] * x[m + f] - g[m + f] * x[f]
                     sum += g[f] * x[f] + g[m + f] * x[m + f]
                 }
-                sum = (sum + T.sumAcross(sv)) / 2
+                sum = (sum + T.sumHalving(sv)) / 2
             case .relu:
                 for f in stride(from: 0, to: end, by: T.lanes) {
                     T.store(T.selectLess(zero, T.load(ui + f), T.load(g + f), zero), gu + f)

@@ -91,7 +91,7 @@ struct FavorHead<T: KernelScalar> {
                     target[col] = x
                     n += x * x
                 }
-                n += T.sumAcross(nv)
+                n += T.sumHalving(nv)
             } else {
                 for col in 0..<d {
                     let x = row[col * step] * sigma

@@ -29,7 +29,18 @@ extension Double: KernelScalar {
         b.replacing(with: a, where: x .< y)
     }
     @_transparent @usableFromInline static func exp2(_ x: DoubleVector) -> DoubleVector { vectorExp2(x) }
-    @inline(__always) @usableFromInline static func maxAcross(_ v: DoubleVector) -> Double { v.max() }
+    // Halving like sumHalving (the stdlib's max() is a compare-and-branch loop over the lanes).
+    @inline(__always) @usableFromInline static func maxAcross(_ v: DoubleVector) -> Double {
+        #if PERFORMER_ISA_AVX512
+        let four = v.lowHalf.replacing(with: v.highHalf, where: v.lowHalf .< v.highHalf)
+        let two = four.lowHalf.replacing(with: four.highHalf, where: four.lowHalf .< four.highHalf)
+        #elseif PERFORMER_ISA_AVX2
+        let two = v.lowHalf.replacing(with: v.highHalf, where: v.lowHalf .< v.highHalf)
+        #else
+        let two = v
+        #endif
+        return Swift.max(two[0], two[1])
+    }
     @inline(__always) @usableFromInline static func sumAcross(_ v: DoubleVector) -> Double { v.sum() }
     @inline(__always) @usableFromInline static func sumHalving(_ v: DoubleVector) -> Double {
         #if PERFORMER_ISA_AVX512

@@ -29,7 +29,19 @@ extension Float: KernelScalar {
         b.replacing(with: a, where: x .< y)
     }
     @_transparent @usableFromInline static func exp2(_ x: FloatVector) -> FloatVector { vectorExp2(x) }
-    @inline(__always) @usableFromInline static func maxAcross(_ v: FloatVector) -> Float { v.max() }
+    // Halving like sumHalving (the stdlib's max() is a compare-and-branch loop over the lanes).
+    @inline(__always) @usableFromInline static func maxAcross(_ v: FloatVector) -> Float {
+        #if PERFORMER_ISA_AVX512
+        let eight = v.lowHalf.replacing(with: v.highHalf, where: v.lowHalf .< v.highHalf)
+        let four = eight.lowHalf.replacing(with: eight.highHalf, where: eight.lowHalf .< eight.highHalf)
+        #elseif PERFORMER_ISA_AVX2
+        let four = v.lowHalf.replacing(with: v.highHalf, where: v.lowHalf .< v.highHalf)
+        #else
+        let four = v
+        #endif
+        let two = four.lowHalf.replacing(with: four.highHalf, where: four.lowHalf .< four.highHalf)
+        return Swift.max(two[0], two[1])
+    }
     @inline(__always) @usableFromInline static func sumAcross(_ v: FloatVector) -> Float { v.sum() }
     @inline(__always) @usableFromInline static func sumHalving(_ v: FloatVector) -> Float {
         #if PERFORMER_ISA_AVX512
