@@ -43,6 +43,36 @@ final class FavorFeatureTests: XCTestCase {
         }
     }
 
+    func testManyRowsCrossSubBlocksAndTasks() throws {
+        // 1100 rows per head: several 64-row sub-blocks and 512-row tasks, a partial one of each;
+        // D = 20 and m = 37 leave vector tails. Forward against the formula, backward row by
+        // row against one-row calls (which run a single partial sub-block).
+        let (h, n, d, m) = (2, 1100, 20, 37)
+        let x = try input(21, shape: SIMD4(1, h, n, d))
+        let w = try FavorProjection(dim: d, numFeatures: m, seed: 6)
+        let x32 = try Tensor<Float>(shape: x.shape, elements: x.elements.map { Float($0) })
+        for kind in FavorFeatureKind.allCases {
+            let options = FavorFeatureOptions(kind: kind, scale: 0.4)
+            let c = kind.featureCount(numFeatures: m)
+            let reference = rows(x).flatMap { referenceFeatures($0, w, kind: kind, scale: 0.4, kappa: options.reluOffset) }
+            XCTAssertLessThan(relativeError(try favorFeatures(x, w, options).elements, reference), 1e-14, "\(kind)")
+            XCTAssertLessThan(relativeError(try favorFeatures(x32, w, options).elements.map { Double($0) }, reference),
+                              2e-6, "\(kind) float32")
+            var rng = FavorTestRandom(31)
+            let dphi = try Tensor<Double>(shape: SIMD4(1, h, n, c), elements: rng.normals(h * n * c))
+            let dx = try featureBackward(x, dphi, w, options)
+            let d32 = try Tensor<Float>(shape: dphi.shape, elements: dphi.elements.map { Float($0) })
+            let dx32 = try featureBackward(x32, d32, w, options)
+            XCTAssertLessThan(relativeError(dx32.elements.map { Double($0) }, dx.elements), 1e-5, "\(kind) float32")
+            for row in stride(from: 0, to: h * n, by: 13) {
+                let xRow = try Tensor<Double>(shape: SIMD4(1, 1, 1, d), elements: Array(x.elements[(row * d)..<((row + 1) * d)]))
+                let gRow = try Tensor<Double>(shape: SIMD4(1, 1, 1, c), elements: Array(dphi.elements[(row * c)..<((row + 1) * c)]))
+                let single = try featureBackward(xRow, gRow, w, options).elements
+                XCTAssertLessThan(relativeError(Array(dx.elements[(row * d)..<((row + 1) * d)]), single), 1e-13, "\(kind) row \(row)")
+            }
+        }
+    }
+
     func testStridedInputAndOutput() throws {
         // x stored B×N×H×D and φ stored B×N×H×C, both seen as B×H×N×C through strides.
         let (b, h, n, d, m) = (2, 3, 4, 5, 6)

@@ -1,14 +1,19 @@
 import Glibc
 import PerformerKernelInterface
 
-// FAVOR+ features and their backward for a block of rows (docs/FAVOR.md, "Feature maps").
-// Per block: x̂ = x·s^(1/2) and n = ‖x̂‖² per row, then U = X̂·Wᵀ as one `blockProduct` over a
-// padded Wᵀ panel, then the map on whole rows. The backward recomputes U, forms g_u row by row
-// and dX̂ = G_u·W as a second product.
+// FAVOR+ features and their backward for the rows of one task (docs/FAVOR.md, "Feature maps").
+// The padded Wᵀ panel (and W for the backward) is packed once per task; then per sub-block of
+// `featureSubBlock` rows: x̂ = x·s^(1/2) and n = ‖x̂‖² per row, U = X̂·Wᵀ as one `blockProduct`,
+// then the map on whole rows. The backward recomputes U, forms g_u row by row and dX̂ = G_u·W
+// as a second product.
 // Exponentials take the exponent u − n/2 whole, so a feature is finite whenever its value is:
 // float32 with the vector exp2 (ν·2^{a·log2 e}), float64 with the range-reduced vector exp
 // (Kernels/VectorNaturalExp.swift), which keeps full float64 accuracy; sin and cos are always
 // float64.
+
+/// Rows per sub-block (the scratch holds one); a task covers `rowBlock` rows (makeRandomFeatureKernels),
+/// so the W panels are packed once per 512 rows rather than once per 64.
+private let featureSubBlock = 64
 
 /// Columns of every padded panel: a multiple of the micro-kernel tile on any ISA.
 @inline(__always)
@@ -49,11 +54,10 @@ private struct FeatureScratch<T: KernelScalar> {
     }
 }
 
-/// Packs the padded Wᵀ panel (and, for the backward, W), x̂ and n/2 of the task's rows, and
-/// computes U = X̂·Wᵀ.
+/// Packs the padded Wᵀ panel (and, for the backward, W).
 @inline(__always)
-private func projectRows<T: KernelScalar>(_ t: RandomFeatureTask, _ s: FeatureScratch<T>, backward: Bool) {
-    let d = t.dim, m = t.numFeatures, rows = t.rowCount
+private func packProjection<T: KernelScalar>(_ t: RandomFeatureTask, _ s: FeatureScratch<T>, backward: Bool) {
+    let d = t.dim, m = t.numFeatures
     let w = t.projection.assumingMemoryBound(to: T.self)
     for col in 0..<d {
         let target = s.wt + col * s.mp
@@ -67,17 +71,33 @@ private func projectRows<T: KernelScalar>(_ t: RandomFeatureTask, _ s: FeatureSc
             for col in d..<s.dp { target[col] = 0 }
         }
     }
-    let sigma = T(t.inputScale)
+}
+
+/// x̂ and n/2 of the task's rows r0 ..< r0 + rows, and U = X̂·Wᵀ.
+@inline(__always)
+private func projectRows<T: KernelScalar>(_ t: RandomFeatureTask, _ s: FeatureScratch<T>, _ r0: Int, _ rows: Int) {
+    let d = t.dim, step = t.input.columnStride
+    let sigma = T(t.inputScale), sv = T.splat(sigma)
     let x = t.input.base.assumingMemoryBound(to: T.self)
     for i in 0..<rows {
-        let source = x + i * t.input.rowStride, target = s.xHat + i * s.dp
-        var n: T = 0
-        for col in 0..<d {
-            let value = source[col * t.input.columnStride] * sigma
+        let source = x + (r0 + i) * t.input.rowStride, target = s.xHat + i * s.dp
+        var n: T = 0, nv = T.splat(0)
+        var col = 0
+        if step == 1 {
+            while col + T.lanes <= d {
+                let value = T.mul(T.load(source + col), sv)
+                T.store(value, target + col)
+                nv = T.fma(value, value, nv)
+                col += T.lanes
+            }
+        }
+        while col < d {
+            let value = source[col * step] * sigma
             target[col] = value
             n += value * value
+            col += 1
         }
-        s.half[i] = n / 2
+        s.half[i] = (n + T.sumHalving(nv)) / 2
     }
     blockProduct(rows: rows, columns: s.mp, depth: d, a: s.xHat, aRowStride: s.dp, aDepthStride: 1,
                  b: s.wt, bRowStride: s.mp, c: s.u, cRowStride: s.mp, accumulate: false)
@@ -137,12 +157,25 @@ private func storeRow<T: KernelScalar>(_ m: StridedMatrix, _ row: Int, _ values:
 func randomFeatureForwardRows<T: KernelScalar>(_ task: UnsafePointer<RandomFeatureTask>, _: T.Type) {
     let t = task.pointee
     let m = t.numFeatures
-    let s = FeatureScratch<T>(t.scratch, dim: t.dim, numFeatures: m, rows: t.rowCount)
-    projectRows(t, s, backward: false)
+    let s = FeatureScratch<T>(t.scratch, dim: t.dim, numFeatures: m, rows: featureSubBlock)
+    packProjection(t, s, backward: false)
+    var r0 = 0
+    while r0 < t.rowCount {
+        let rows = min(featureSubBlock, t.rowCount - r0)
+        projectRows(t, s, r0, rows)
+        forwardFeatures(t, s, r0, rows)
+        r0 += rows
+    }
+}
+
+/// φ of the projected rows r0 ..< r0 + rows, into the output.
+@inline(__always)
+private func forwardFeatures<T: KernelScalar>(_ t: RandomFeatureTask, _ s: FeatureScratch<T>, _ r0: Int, _ rows: Int) {
+    let m = t.numFeatures
     let inverseRootM = 1 / Double(m).squareRoot()
     let inverseRoot2M = 1 / Double(2 * m).squareRoot()
     let count = t.map.featureCount(numFeatures: m)
-    for i in 0..<t.rowCount {
+    for i in 0..<rows {
         let u = s.u + i * s.mp, h = s.half[i]
         switch t.map {
         case .positive:
@@ -162,7 +195,7 @@ func randomFeatureForwardRows<T: KernelScalar>(_ task: UnsafePointer<RandomFeatu
             let kappa = T(t.reluOffset)
             for f in 0..<m { s.phi[f] = max(u[f], 0) + kappa }
         }
-        storeRow(t.output, i, s.phi, count: count)
+        storeRow(t.output, r0 + i, s.phi, count: count)
     }
 }
 
@@ -170,14 +203,54 @@ func randomFeatureForwardRows<T: KernelScalar>(_ task: UnsafePointer<RandomFeatu
 /// G_u·W for the whole block is one product.
 func randomFeatureBackwardRows<T: KernelScalar>(_ task: UnsafePointer<RandomFeatureTask>, _: T.Type) {
     let t = task.pointee
-    let d = t.dim, m = t.numFeatures, rows = t.rowCount
-    let s = FeatureScratch<T>(t.scratch, dim: d, numFeatures: m, rows: rows)
-    projectRows(t, s, backward: true)
+    let s = FeatureScratch<T>(t.scratch, dim: t.dim, numFeatures: t.numFeatures, rows: featureSubBlock)
+    packProjection(t, s, backward: true)
+    var r0 = 0
+    while r0 < t.rowCount {
+        let rows = min(featureSubBlock, t.rowCount - r0)
+        projectRows(t, s, r0, rows)
+        backwardRows(t, s, r0, rows)
+        r0 += rows
+    }
+}
+
+/// g_u = dφ ∘ φ′ from the exponential features of `phi` (one row; `sign` −1 for the hyperbolic
+/// map's second half, whose ∂/∂u is −φ): gu (=|+=) sign·g, returns Σ g.
+@inline(__always)
+private func exponentialGradient<T: KernelScalar>(
+    _ dphi: StridedMatrix, row: Int, offset: Int, _ phi: UnsafePointer<T>, count: Int, sign: T,
+    add: Bool, into gu: UnsafeMutablePointer<T>
+) -> T {
+    let base = dphi.base.assumingMemoryBound(to: T.self) + row * dphi.rowStride + offset * dphi.columnStride
+    let step = dphi.columnStride, signV = T.splat(sign)
+    var sum: T = 0, sv = T.splat(0)
+    var f = 0
+    if step == 1 {
+        while f + T.lanes <= count {
+            let g = T.mul(T.load(base + f), T.load(phi + f))
+            T.store(add ? T.fma(signV, g, T.load(gu + f)) : T.mul(signV, g), gu + f)
+            sv = T.add(sv, g)
+            f += T.lanes
+        }
+    }
+    while f < count {
+        let g = base[f * step] * phi[f]
+        gu[f] = add ? gu[f] + sign * g : sign * g
+        sum += g
+        f += 1
+    }
+    return sum + T.sumHalving(sv)
+}
+
+/// dx of the projected rows r0 ..< r0 + rows, into the output.
+@inline(__always)
+private func backwardRows<T: KernelScalar>(_ t: RandomFeatureTask, _ s: FeatureScratch<T>, _ r0: Int, _ rows: Int) {
+    let d = t.dim, m = t.numFeatures
     let inverseRootM = 1 / Double(m).squareRoot()
     let inverseRoot2M = 1 / Double(2 * m).squareRoot()
     let gradientBase = t.featureGradient.base.assumingMemoryBound(to: T.self)
     @inline(__always) func dphi(_ i: Int, _ f: Int) -> T {
-        gradientBase[i * t.featureGradient.rowStride + f * t.featureGradient.columnStride]
+        gradientBase[(r0 + i) * t.featureGradient.rowStride + f * t.featureGradient.columnStride]
     }
     for i in 0..<rows {
         let u = s.u + i * s.mp, gu = s.gu + i * s.mp, h = s.half[i]
@@ -186,20 +259,18 @@ func randomFeatureBackwardRows<T: KernelScalar>(_ task: UnsafePointer<RandomFeat
         case .positive:
             // φ_f = exp(u_f − n/2)/√m: ∂φ_f/∂u_f = φ_f, ∂φ_f/∂n = −φ_f/2.
             exponentialFeatures(u, count: m, sign: 1, half: h, nu: inverseRootM, into: s.phi)
-            for f in 0..<m {
-                let g = dphi(i, f) * s.phi[f]
-                gu[f] = g
-                gn -= Double(g) / 2
-            }
+            let sum = exponentialGradient(t.featureGradient, row: r0 + i, offset: 0, s.phi, count: m, sign: 1,
+                                          add: false, into: gu)
+            gn = -Double(sum) / 2
         case .hyperbolic:
+            // ∂φ₊/∂u = φ₊, ∂φ₋/∂u = −φ₋, ∂φ/∂n = −φ/2.
             exponentialFeatures(u, count: m, sign: 1, half: h, nu: inverseRoot2M, into: s.phi)
             exponentialFeatures(u, count: m, sign: -1, half: h, nu: inverseRoot2M, into: s.phi + m)
-            for f in 0..<m {
-                let plus = Double(dphi(i, f)) * Double(s.phi[f])
-                let minus = Double(dphi(i, m + f)) * Double(s.phi[m + f])
-                gu[f] = T(plus - minus)
-                gn -= (plus + minus) / 2
-            }
+            let plus = exponentialGradient(t.featureGradient, row: r0 + i, offset: 0, s.phi, count: m, sign: 1,
+                                           add: false, into: gu)
+            let minus = exponentialGradient(t.featureGradient, row: r0 + i, offset: m, s.phi + m, count: m, sign: -1,
+                                            add: true, into: gu)
+            gn = -(Double(plus) + Double(minus)) / 2
         case .trigonometric:
             // φ_s = e^{n/2} sin(u)/√m, φ_c = e^{n/2} cos(u)/√m: ∂φ_s/∂u = φ_c, ∂φ_c/∂u = −φ_s,
             // ∂φ/∂n = φ/2.
@@ -224,17 +295,16 @@ func randomFeatureBackwardRows<T: KernelScalar>(_ task: UnsafePointer<RandomFeat
     let out = t.output.base.assumingMemoryBound(to: T.self)
     for i in 0..<rows {
         let twoGn = s.half[i], x = s.xHat + i * s.dp, g = s.dxHat + i * s.dp
-        let target = out + i * t.output.rowStride
+        let target = out + (r0 + i) * t.output.rowStride
         for col in 0..<d { target[col * t.output.columnStride] = (g[col] + twoGn * x[col]) * sigma }
     }
 }
 
 func makeRandomFeatureKernels() -> RandomFeatureKernels {
-    let rowBlock = 64
-    return RandomFeatureKernels(
-        rowBlock: rowBlock,
+    RandomFeatureKernels(
+        rowBlock: 8 * featureSubBlock,
         scratchBytes: { d, m, elementSize in
-            FeatureScratch<Float>.elements(dim: d, numFeatures: m, rows: rowBlock, elementSize: elementSize) * elementSize
+            FeatureScratch<Float>.elements(dim: d, numFeatures: m, rows: featureSubBlock, elementSize: elementSize) * elementSize
         },
         forwardFloat: { randomFeatureForwardRows($0, Float.self) },
         forwardDouble: { randomFeatureForwardRows($0, Double.self) },
