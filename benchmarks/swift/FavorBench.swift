@@ -70,5 +70,26 @@ func runFavorBench(lengths: [Int], heads: Int, d: Int) throws {
             print("| \(n) | \(causal) | \(format2(forwardSeconds * 1e3)) | \(format1(fg)) | \(format1(100 * forwardFraction))% | \(format2(bothSeconds * 1e3)) | \(format1(bg)) | \(format1(100 * bothFraction))% | \(format2(backwardSeconds * 1e3)) |")
         }
     }
+    print("")
+    print("feature map alone (favor_features of B=1 × H × N rows, m=\(m) positive); FLOPs: the product 2·N·D·m per head (fwd), two products (bwd)")
+    print("| N | features | fwd ms | fwd GFLOP/s | fwd %peak | bwd ms | bwd GFLOP/s | bwd %peak |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in lengths where only == nil {
+        let shape = SIMD4(1, heads, n, d), featureShape = SIMD4(1, heads, n, m)
+        let x = randomFloats(heads * n * d, seed: 15), g = randomFloats(heads * n * m, seed: 16)
+        let phi = UnsafeMutablePointer<Float>.allocate(capacity: heads * n * m)
+        let dx = UnsafeMutablePointer<Float>.allocate(capacity: heads * n * d)
+        defer { for p in [x, g, phi, dx] { p.deallocate() } }
+        let xv = TensorView(base: UnsafePointer(x), shape: shape)
+        let flops = 2.0 * Double(heads * n * d * m)
+        let (forwardSeconds, forwardFraction, _) = try timeAgainstPeak(runs: 9, flops: flops) {
+            try FavorFeatures.forward(input: xv, projection: projection, output: MutableTensorView(base: phi, shape: featureShape))
+        }
+        let (backwardSeconds, backwardFraction, _) = try timeAgainstPeak(runs: 9, flops: 2 * flops) {
+            try FavorFeatures.backward(input: xv, featureGradient: TensorView(base: UnsafePointer(g), shape: featureShape),
+                                       projection: projection, inputGradient: MutableTensorView(base: dx, shape: shape))
+        }
+        print("| \(n) | positive | \(format2(forwardSeconds * 1e3)) | \(format1(flops / forwardSeconds / 1e9)) | \(format1(100 * forwardFraction))% | \(format2(backwardSeconds * 1e3)) | \(format1(2 * flops / backwardSeconds / 1e9)) | \(format1(100 * backwardFraction))% |")
+    }
     print("micro-kernel peak (best in-process measurement): \(format1(peak)) GFLOP/s")
 }
