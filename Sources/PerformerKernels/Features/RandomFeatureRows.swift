@@ -154,16 +154,20 @@ private func storeRow<T: KernelScalar>(_ m: StridedMatrix, _ row: Int, _ values:
     }
 }
 
-func randomFeatureForwardRows<T: KernelScalar>(_ task: UnsafePointer<RandomFeatureTask>, _: T.Type) {
+/// The task's rows, sub-block by sub-block: φ into the output, or (backward) dx.
+func randomFeatureRows<T: KernelScalar>(_ task: UnsafePointer<RandomFeatureTask>, backward: Bool, _: T.Type) {
     let t = task.pointee
-    let m = t.numFeatures
-    let s = FeatureScratch<T>(t.scratch, dim: t.dim, numFeatures: m, rows: featureSubBlock)
-    packProjection(t, s, backward: false)
+    let s = FeatureScratch<T>(t.scratch, dim: t.dim, numFeatures: t.numFeatures, rows: featureSubBlock)
+    packProjection(t, s, backward: backward)
     var r0 = 0
     while r0 < t.rowCount {
         let rows = min(featureSubBlock, t.rowCount - r0)
         projectRows(t, s, r0, rows)
-        forwardFeatures(t, s, r0, rows)
+        if backward {
+            backwardRows(t, s, r0, rows)
+        } else {
+            forwardFeatures(t, s, r0, rows)
+        }
         r0 += rows
     }
 }
@@ -199,21 +203,6 @@ private func forwardFeatures<T: KernelScalar>(_ t: RandomFeatureTask, _ s: Featu
     }
 }
 
-/// dx from dφ: with g_u = ∂L/∂u and g_n = ∂L/∂n, dx̂ = Wᵀ g_u + 2 g_n x̂ and dx = s^(1/2) dx̂;
-/// G_u·W for the whole block is one product.
-func randomFeatureBackwardRows<T: KernelScalar>(_ task: UnsafePointer<RandomFeatureTask>, _: T.Type) {
-    let t = task.pointee
-    let s = FeatureScratch<T>(t.scratch, dim: t.dim, numFeatures: t.numFeatures, rows: featureSubBlock)
-    packProjection(t, s, backward: true)
-    var r0 = 0
-    while r0 < t.rowCount {
-        let rows = min(featureSubBlock, t.rowCount - r0)
-        projectRows(t, s, r0, rows)
-        backwardRows(t, s, r0, rows)
-        r0 += rows
-    }
-}
-
 /// g_u = dφ ∘ φ′ from the exponential features of `phi` (one row; `sign` −1 for the hyperbolic
 /// map's second half, whose ∂/∂u is −φ): gu (=|+=) sign·g, returns Σ g.
 @inline(__always)
@@ -242,7 +231,8 @@ private func exponentialGradient<T: KernelScalar>(
     return sum + T.sumHalving(sv)
 }
 
-/// dx of the projected rows r0 ..< r0 + rows, into the output.
+/// dx of the projected rows r0 ..< r0 + rows, into the output: with g_u = ∂L/∂u and
+/// g_n = ∂L/∂n, dx̂ = Wᵀ g_u + 2 g_n x̂ and dx = s^(1/2) dx̂; G_u·W for the sub-block is one product.
 @inline(__always)
 private func backwardRows<T: KernelScalar>(_ t: RandomFeatureTask, _ s: FeatureScratch<T>, _ r0: Int, _ rows: Int) {
     let d = t.dim, m = t.numFeatures
@@ -306,8 +296,8 @@ func makeRandomFeatureKernels() -> RandomFeatureKernels {
         scratchBytes: { d, m, elementSize in
             FeatureScratch<Float>.elements(dim: d, numFeatures: m, rows: featureSubBlock, elementSize: elementSize) * elementSize
         },
-        forwardFloat: { randomFeatureForwardRows($0, Float.self) },
-        forwardDouble: { randomFeatureForwardRows($0, Double.self) },
-        backwardFloat: { randomFeatureBackwardRows($0, Float.self) },
-        backwardDouble: { randomFeatureBackwardRows($0, Double.self) })
+        forwardFloat: { randomFeatureRows($0, backward: false, Float.self) },
+        forwardDouble: { randomFeatureRows($0, backward: false, Double.self) },
+        backwardFloat: { randomFeatureRows($0, backward: true, Float.self) },
+        backwardDouble: { randomFeatureRows($0, backward: true, Double.self) })
 }
