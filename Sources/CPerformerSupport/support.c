@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <time.h>
 #include "performer_support.h"
 
 #include <sched.h>
@@ -44,6 +45,18 @@ int64_t psupport_atomic_load(const int64_t *counter) {
 
 void psupport_atomic_store(int64_t *counter, int64_t value) {
     __atomic_store_n(counter, value, __ATOMIC_SEQ_CST);
+}
+
+void psupport_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+int64_t psupport_monotonic_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
 static _Thread_local char last_error[512];

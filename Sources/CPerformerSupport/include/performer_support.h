@@ -21,6 +21,10 @@ int psupport_available_cpus(void);
 int64_t psupport_atomic_fetch_add(int64_t *counter, int64_t value);
 int64_t psupport_atomic_load(const int64_t *counter);
 void psupport_atomic_store(int64_t *counter, int64_t value);
+/// A spin-wait hint to the CPU (x86 PAUSE), for loops that poll an atomic.
+void psupport_cpu_relax(void);
+/// CLOCK_MONOTONIC in nanoseconds.
+int64_t psupport_monotonic_ns(void);
 
 /// Thread-local last-error text (copied, truncated to 511 bytes).
 void psupport_set_last_error(const char *message);
