@@ -149,7 +149,9 @@ typedef struct performer_tensor_t {
  *  process may run on. Process-wide; calls already running keep their thread count.
  *  Returns PERFORMER_ERROR_INVALID_ARGUMENT (and changes nothing) for n < 0 or n > 1024.
  *  Worker threads are created on demand and live until the process exits; the library is
- *  marked not unloadable (dlclose leaves it mapped) so that they never outlive their code. */
+ *  marked not unloadable (dlclose leaves it mapped) so that they never outlive their code.
+ *  Between calls a worker polls for new work for up to 100 microseconds before it sleeps
+ *  (so back-to-back small calls, as in decoding, skip a wake-up); idle, it uses no CPU. */
 performer_status performer_set_num_threads(int n);
 
 /** The number of threads calls use now (at least 1). */
