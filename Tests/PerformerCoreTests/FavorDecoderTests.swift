@@ -108,6 +108,28 @@ final class FavorDecoderTests: XCTestCase {
         }
     }
 
+    func testThreadedStepsEqualOneThreadBitForBit() throws {
+        // B·H·C·M = 2·5·128·64 is above the decoder's threading threshold: heads are split into
+        // one group per thread (uneven here), each with its own scratch slot.
+        let shape = SIMD4(2, 5, 6, 16)
+        let (q, k, v) = try inputs(shape, valueDim: 64, seed: 12)
+        let w = try FavorProjection(dim: 16, numFeatures: 128, seed: 3)
+        let original = Runtime.numThreads
+        defer { try! Runtime.setNumThreads(original) }
+        for kind in [FavorFeatureKind.positive, .relu] {
+            let options = FavorFeatureOptions(kind: kind)
+            var results: [[Float]] = []
+            for threads in [1, 2, 3] {
+                try Runtime.setNumThreads(threads)
+                let decoder = try FavorDecoder<Float>(projection: w, batch: 2, heads: 5, valueDim: 64, options: options)
+                let out = try decode(decoder, q: q.float, k: k.float, v: v.float)
+                results.append(out + decoder.stateS + decoder.stateZ + decoder.stateC)
+            }
+            XCTAssertEqual(results[0], results[1], "\(kind), 2 threads")
+            XCTAssertEqual(results[0], results[2], "\(kind), 3 threads")
+        }
+    }
+
     func testStateCarriesAcrossDecodersAndResetForgets() throws {
         let shape = SIMD4(1, 3, 9, 4)
         let (q, k, v) = try inputs(shape, valueDim: 5, seed: 3)

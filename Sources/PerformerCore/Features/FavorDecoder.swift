@@ -136,12 +136,13 @@ public final class FavorDecoder<T: AttentionScalar> {
         ])
         let kernels = Runtime.kernels.favorStep
         // Small per-token work (a head of C = 256, M = 64 takes about a microsecond on SIMD):
-        // threads only when the state is large enough to amortize waking them. Heads go to the
-        // kernel in groups, which share one pass over W.
+        // threads only when the states are large enough to amortize handing work over (the
+        // pool's workers poll between back-to-back calls, so that costs little). Heads go to
+        // the kernel in groups, which share one pass over W: one group per thread.
         let work = featureCount * max(valueDim, 1)
-        let groupSize = max(1, min(kernels.maxGroup, taskCount))
+        let threads = work * taskCount >= 1 << 16 ? min(Runtime.numThreads, taskCount) : 1
+        let groupSize = max(1, min(kernels.maxGroup, (taskCount + threads - 1) / threads))
         let groups = (taskCount + groupSize - 1) / groupSize
-        let threads = work * taskCount >= 1 << 20 ? min(Runtime.numThreads, groups) : 1
         let slotBytes = (kernels.scratchBytes(d, projection.numFeatures, MemoryLayout<T>.stride, groupSize) + 63) / 64 * 64
         let scratchBase = try scratchBase(slots: threads, bytes: slotBytes)
         let entry = T.dtype == .float32 ? kernels.stepFloat : kernels.stepDouble
