@@ -23,9 +23,10 @@ def table_rows(binary, arguments):
         if header is None or not cells[0].replace(".", "").isdigit():
             header = cells
             continue
-        key = tuple(cells[:2])
-        rows[key] = {name: float(value.rstrip("%×")) for name, value in zip(header[2:], cells[2:])
-                     if name.endswith("ms") or "µs" in name}
+        timed = [name.endswith("ms") or "µs" in name for name in header]
+        first = timed.index(True) if True in timed else len(header)
+        key = tuple(cells[:first])  # the row's parameters (N, causal, …) up to the first timed column
+        rows[key] = {name: float(value.rstrip("%×")) for name, value, is_time in zip(header, cells, timed) if is_time}
     return rows
 
 
