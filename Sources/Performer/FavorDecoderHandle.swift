@@ -3,32 +3,56 @@
 import CPerformerABI
 import PerformerCore
 
+/// A FavorDecoder of either element type, called with untyped tensors and state arrays in
+/// Double: each entry point below makes one call, whatever the dtype. The tensors have the
+/// decoder's dtype (`DecoderHandle.expectDType`), so converting through Double is exact.
+protocol UntypedFavorDecoder: AnyObject {
+    var dtype: DType { get }
+    /// B, H, C, M: the state is B×H×C×M (S̃), B×H×C×1 (z̃, c).
+    var batch: Int { get }
+    var heads: Int { get }
+    var featureCount: Int { get }
+    var valueDim: Int { get }
+    func reset()
+    func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError)
+    func stateInDouble() -> (s: [Double], z: [Double], c: [Double])
+    func setStateInDouble(s: [Double], z: [Double], c: [Double]) throws(PerformerError)
+}
+
+extension FavorDecoder: UntypedFavorDecoder {
+    var dtype: DType { T.dtype }
+
+    func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError) {
+        try step(query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), output: out.mutableView(T.self))
+    }
+
+    func stateInDouble() -> (s: [Double], z: [Double], c: [Double]) {
+        (stateS.map(Double.init), stateZ.map(Double.init), stateC.map(Double.init))
+    }
+
+    func setStateInDouble(s: [Double], z: [Double], c: [Double]) throws(PerformerError) {
+        try setState(s: s.map { T($0) }, z: z.map { T($0) }, c: c.map { T($0) })
+    }
+}
+
 /// What a performer_favor_decoder_t points to: a retained instance of this class.
 final class FavorDecoderHandle: DecoderHandle {
-    enum Decoder {
-        case float32(FavorDecoder<Float>)
-        case float64(FavorDecoder<Double>)
-    }
+    let decoder: any UntypedFavorDecoder
 
-    let decoder: Decoder
-    /// B, H, C, M: the state is B×H×C×M (S̃), B×H×C×1 (z̃, c).
-    let batch: Int, heads: Int, featureCount: Int, valueDim: Int
+    init(_ decoder: any UntypedFavorDecoder) { self.decoder = decoder }
 
-    init(_ decoder: Decoder, batch: Int, heads: Int, featureCount: Int, valueDim: Int) {
-        self.decoder = decoder
-        (self.batch, self.heads, self.featureCount, self.valueDim) = (batch, heads, featureCount, valueDim)
-    }
+    var dtype: DType { decoder.dtype }
 
-    var dtype: DType {
-        switch decoder {
-        case .float32: return .float32
-        case .float64: return .float64
-        }
-    }
-
-    /// Checks s, z, c against the state's shapes and that their strides stay in 64-bit range.
-    func expectStateShapes(_ s: TensorArgument, _ z: TensorArgument, _ c: TensorArgument) throws(PerformerError) {
+    /// The state tensors of get_state or set_state, of the decoder's dtype and the state's
+    /// shapes, with strides that stay in 64-bit range.
+    func stateArguments(
+        _ s: UnsafePointer<performer_tensor_t>?, _ z: UnsafePointer<performer_tensor_t>?,
+        _ c: UnsafePointer<performer_tensor_t>?
+    ) throws(PerformerError) -> StateTriple {
+        let s = try TensorArgument(s, name: "S"), z = try TensorArgument(z, name: "z")
+        let c = try TensorArgument(c, name: "c")
         try expectDType(s, z, c)
+        let (batch, heads, featureCount, valueDim) = (decoder.batch, decoder.heads, decoder.featureCount, decoder.valueDim)
         let rows = SIMD4(batch, heads, featureCount, 1)
         for (t, want, meaning) in [(s, SIMD4(batch, heads, featureCount, valueDim), "B×H×C×M"),
                                    (z, rows, "B×H×C×1"), (c, rows, "B×H×C×1")] {
@@ -37,6 +61,7 @@ final class FavorDecoderHandle: DecoderHandle {
             }
             _ = try TensorLayout.offsetRange(shape: t.shape, strides: t.strides, elementSize: t.dtype.size, name: t.name)
         }
+        return (s, z, c)
     }
 }
 
@@ -52,17 +77,15 @@ public func performer_favor_decoder_create(
         let type = try decoderDType(dtype)
         let options = try FavorCallOptions(options)
         let (b, h, m) = (Int(truncatingIfNeeded: batch), Int(truncatingIfNeeded: heads), Int(truncatingIfNeeded: value_dim))
-        let made: FavorDecoderHandle.Decoder
-        switch type {
-        case .float32:
-            made = .float32(try FavorDecoder<Float>(projection: p, batch: b, heads: h, valueDim: m,
-                                                    options: options.features, epsilon: options.epsilon))
-        case .float64:
-            made = .float64(try FavorDecoder<Double>(projection: p, batch: b, heads: h, valueDim: m,
-                                                     options: options.features, epsilon: options.epsilon))
+        func make<T: AttentionScalar>(_: T.Type) throws(PerformerError) -> any UntypedFavorDecoder {
+            try FavorDecoder<T>(projection: p, batch: b, heads: h, valueDim: m,
+                                options: options.features, epsilon: options.epsilon)
         }
-        let c = options.features.kind.featureCount(numFeatures: p.numFeatures)
-        let handle = FavorDecoderHandle(made, batch: b, heads: h, featureCount: c, valueDim: m)
+        let made = switch type {
+        case .float32: try make(Float.self)
+        case .float64: try make(Double.self)
+        }
+        let handle = FavorDecoderHandle(made)
         decoder.pointee = FavorDecoderHandle.retainedHandle(handle)
     }
 }
@@ -75,10 +98,7 @@ public func performer_favor_decoder_destroy(_ decoder: performer_favor_decoder_t
 @_cdecl("performer_favor_decoder_reset")
 public func performer_favor_decoder_reset(_ decoder: performer_favor_decoder_t?) -> performer_status {
     withStatus { () throws(PerformerError) in
-        switch try FavorDecoderHandle.from(decoder).decoder {
-        case .float32(let d): d.reset()
-        case .float64(let d): d.reset()
-        }
+        try FavorDecoderHandle.from(decoder).decoder.reset()
     }
 }
 
@@ -91,14 +111,7 @@ public func performer_favor_decoder_step(
     withStatus { () throws(PerformerError) in
         let handle = try FavorDecoderHandle.from(decoder)
         let (q, k, v, out) = try handle.tokens(q, k, v, out)
-        switch handle.decoder {
-        case .float32(let d):
-            try d.step(query: q.view(Float.self), key: k.view(Float.self), value: v.view(Float.self),
-                       output: out.mutableView(Float.self))
-        case .float64(let d):
-            try d.step(query: q.view(Double.self), key: k.view(Double.self), value: v.view(Double.self),
-                       output: out.mutableView(Double.self))
-        }
+        try handle.decoder.step(q, k, v, out)
     }
 }
 
@@ -123,9 +136,7 @@ public func performer_favor_decoder_get_state(
 ) -> performer_status {
     withStatus { () throws(PerformerError) in
         let handle = try FavorDecoderHandle.from(decoder)
-        let s = try TensorArgument(s, name: "S"), z = try TensorArgument(z, name: "z")
-        let c = try TensorArgument(c, name: "c")
-        try handle.expectStateShapes(s, z, c)
+        let (s, z, c) = try handle.stateArguments(UnsafePointer(s), UnsafePointer(z), UnsafePointer(c))
         let outputs = [s, z, c]
         var spans = [ClosedRange<UInt>?]()
         for t in outputs {
@@ -139,11 +150,7 @@ public func performer_favor_decoder_get_state(
                 }
             }
         }
-        let (sv, zv, cv): ([Double], [Double], [Double])
-        switch handle.decoder {
-        case .float32(let d): (sv, zv, cv) = (d.stateS.map(Double.init), d.stateZ.map(Double.init), d.stateC.map(Double.init))
-        case .float64(let d): (sv, zv, cv) = (d.stateS, d.stateZ, d.stateC)
-        }
+        let (sv, zv, cv) = handle.decoder.stateInDouble()
         scatter(sv, into: s)
         scatter(zv, into: z)
         scatter(cv, into: c)
@@ -157,16 +164,7 @@ public func performer_favor_decoder_set_state(
 ) -> performer_status {
     withStatus { () throws(PerformerError) in
         let handle = try FavorDecoderHandle.from(decoder)
-        let s = try TensorArgument(s, name: "S"), z = try TensorArgument(z, name: "z")
-        let c = try TensorArgument(c, name: "c")
-        try handle.expectStateShapes(s, z, c)
-        // Same dtype as the decoder, so the conversion through Double is exact.
-        let (sv, zv, cv) = (gather(s), gather(z), gather(c))
-        switch handle.decoder {
-        case .float32(let d):
-            try d.setState(s: sv.map { Float($0) }, z: zv.map { Float($0) }, c: cv.map { Float($0) })
-        case .float64(let d):
-            try d.setState(s: sv, z: zv, c: cv)
-        }
+        let (s, z, c) = try handle.stateArguments(s, z, c)
+        try handle.decoder.setStateInDouble(s: gather(s), z: gather(z), c: gather(c))
     }
 }

@@ -3,23 +3,47 @@
 import CPerformerABI
 import PerformerCore
 
+/// A LinearAttentionDecoder of either element type, called with untyped tensors: each entry
+/// point below makes one call, whatever the dtype. The tensors have the decoder's dtype
+/// (`DecoderHandle.expectDType`).
+protocol UntypedLinearDecoder: AnyObject {
+    var dtype: DType { get }
+    func reset()
+    func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError)
+    func prefill(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError)
+    func storeState(s: TensorArgument, z: TensorArgument) throws(PerformerError)
+    func loadState(s: TensorArgument, z: TensorArgument) throws(PerformerError)
+}
+
+extension LinearAttentionDecoder: UntypedLinearDecoder {
+    var dtype: DType { Element.dtype }
+
+    func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError) {
+        try step(query: q.view(Element.self), key: k.view(Element.self), value: v.view(Element.self),
+                 output: out.mutableView(Element.self))
+    }
+
+    func prefill(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError) {
+        try prefill(query: q.view(Element.self), key: k.view(Element.self), value: v.view(Element.self),
+                    output: out.mutableView(Element.self))
+    }
+
+    func storeState(s: TensorArgument, z: TensorArgument) throws(PerformerError) {
+        try storeState(into: MutableLinearStateView(s: s.mutableView(Element.self), z: z.mutableView(Element.self)))
+    }
+
+    func loadState(s: TensorArgument, z: TensorArgument) throws(PerformerError) {
+        try loadState(LinearStateView(s: s.view(Element.self), z: z.view(Element.self)))
+    }
+}
+
 /// What a performer_linear_decoder_t points to: a retained instance of this class.
 final class LinearDecoderHandle: DecoderHandle {
-    enum Decoder {
-        case float32(LinearAttentionDecoder<Float>)
-        case float64(LinearAttentionDecoder<Double>)
-    }
+    let decoder: any UntypedLinearDecoder
 
-    let decoder: Decoder
+    init(_ decoder: any UntypedLinearDecoder) { self.decoder = decoder }
 
-    init(_ decoder: Decoder) { self.decoder = decoder }
-
-    var dtype: DType {
-        switch decoder {
-        case .float32: return .float32
-        case .float64: return .float64
-        }
-    }
+    var dtype: DType { decoder.dtype }
 }
 
 @_cdecl("performer_linear_decoder_create")
@@ -33,14 +57,13 @@ public func performer_linear_decoder_create(
         let type = try decoderDType(dtype)
         let map = try linearFeatureMap(Int64(Int32(truncatingIfNeeded: feature_map.rawValue)), name: "feature_map")
         let (b, h, hk, d, m) = (Int(batch), Int(heads), Int(key_heads), Int(head_dim), Int(value_dim))
-        let made: LinearDecoderHandle.Decoder
-        switch type {
-        case .float32:
-            made = .float32(try LinearAttentionDecoder<Float>(
-                batch: b, heads: h, keyHeads: hk, headDim: d, valueDim: m, featureMap: map, epsilon: eps))
-        case .float64:
-            made = .float64(try LinearAttentionDecoder<Double>(
-                batch: b, heads: h, keyHeads: hk, headDim: d, valueDim: m, featureMap: map, epsilon: eps))
+        func make<T: AttentionScalar>(_: T.Type) throws(PerformerError) -> any UntypedLinearDecoder {
+            try LinearAttentionDecoder<T>(batch: b, heads: h, keyHeads: hk, headDim: d, valueDim: m,
+                                          featureMap: map, epsilon: eps)
+        }
+        let made = switch type {
+        case .float32: try make(Float.self)
+        case .float64: try make(Double.self)
         }
         decoder.pointee = LinearDecoderHandle.retainedHandle(LinearDecoderHandle(made))
     }
@@ -54,10 +77,7 @@ public func performer_linear_decoder_destroy(_ decoder: performer_linear_decoder
 @_cdecl("performer_linear_decoder_reset")
 public func performer_linear_decoder_reset(_ decoder: performer_linear_decoder_t?) -> performer_status {
     withStatus { () throws(PerformerError) in
-        switch try LinearDecoderHandle.from(decoder).decoder {
-        case .float32(let d): d.reset()
-        case .float64(let d): d.reset()
-        }
+        try LinearDecoderHandle.from(decoder).decoder.reset()
     }
 }
 
@@ -70,14 +90,7 @@ public func performer_linear_decoder_step(
     withStatus { () throws(PerformerError) in
         let handle = try LinearDecoderHandle.from(decoder)
         let (q, k, v, out) = try handle.tokens(q, k, v, out)
-        switch handle.decoder {
-        case .float32(let d):
-            try d.step(query: q.view(Float.self), key: k.view(Float.self), value: v.view(Float.self),
-                       output: out.mutableView(Float.self))
-        case .float64(let d):
-            try d.step(query: q.view(Double.self), key: k.view(Double.self), value: v.view(Double.self),
-                       output: out.mutableView(Double.self))
-        }
+        try handle.decoder.step(q, k, v, out)
     }
 }
 
@@ -90,14 +103,7 @@ public func performer_linear_decoder_prefill(
     withStatus { () throws(PerformerError) in
         let handle = try LinearDecoderHandle.from(decoder)
         let (q, k, v, out) = try handle.tokens(q, k, v, out)
-        switch handle.decoder {
-        case .float32(let d):
-            try d.prefill(query: q.view(Float.self), key: k.view(Float.self), value: v.view(Float.self),
-                          output: out.mutableView(Float.self))
-        case .float64(let d):
-            try d.prefill(query: q.view(Double.self), key: k.view(Double.self), value: v.view(Double.self),
-                          output: out.mutableView(Double.self))
-        }
+        try handle.decoder.prefill(q, k, v, out)
     }
 }
 
@@ -110,12 +116,7 @@ public func performer_linear_decoder_get_state(
         let handle = try LinearDecoderHandle.from(decoder)
         let s = try TensorArgument(s, name: "S"), z = try TensorArgument(z, name: "z")
         try handle.expectDType(s, z)
-        switch handle.decoder {
-        case .float32(let d):
-            try d.storeState(into: MutableLinearStateView(s: s.mutableView(Float.self), z: z.mutableView(Float.self)))
-        case .float64(let d):
-            try d.storeState(into: MutableLinearStateView(s: s.mutableView(Double.self), z: z.mutableView(Double.self)))
-        }
+        try handle.decoder.storeState(s: s, z: z)
     }
 }
 
@@ -128,9 +129,6 @@ public func performer_linear_decoder_set_state(
         let handle = try LinearDecoderHandle.from(decoder)
         let s = try TensorArgument(s, name: "S"), z = try TensorArgument(z, name: "z")
         try handle.expectDType(s, z)
-        switch handle.decoder {
-        case .float32(let d): try d.loadState(LinearStateView(s: s.view(Float.self), z: z.view(Float.self)))
-        case .float64(let d): try d.loadState(LinearStateView(s: s.view(Double.self), z: z.view(Double.self)))
-        }
+        try handle.decoder.loadState(s: s, z: z)
     }
 }

@@ -28,11 +28,8 @@ public enum FavorAttention {
         finalState: MutableFavorStateView<T>? = nil, options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
         let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
-        try ShapeCheck.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
-        var footprints = [
-            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
-            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
-        ]
+        var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
+                                                        outputShape: problem.outputShape)
         if let initialState {
             try problem.checkState(initialState, names: ("S0", "z0", "c0"))
             footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
@@ -49,19 +46,18 @@ public enum FavorAttention {
         }
         try TensorFootprint.checkOutputsDisjoint(footprints)
 
-        let taskCount = problem.batch * problem.heads
-        guard taskCount > 0 else { return }
         let kernels = Runtime.kernels.favorAttention
-        let threads = min(Runtime.numThreads, taskCount)
-        let scratch = try ScratchBuffer(
-            slots: threads, slotBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, false))
+        guard let tasks = try HeadTasks(
+            batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .queryHeads,
+            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, false))
+        else { return }
         let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
         let w = projection.matrix(as: T.self)
         w.withUnsafeBytes { wBytes in
-            Runtime.parallelFor(count: taskCount, threads: threads) { item, worker in
-                let (b, h) = (item / problem.heads, item % problem.heads)
+            tasks.run { head in
+                let (b, h) = (head.b, head.h)
                 var task = problem.task(b: b, h: h, query: query, key: key, value: value,
-                                        projection: wBytes.baseAddress!, scratch: scratch.slot(worker))
+                                        projection: wBytes.baseAddress!, scratch: head.scratch)
                 task.output = output.matrix(b, h)
                 if options.causal {
                     task.initialS = initialState?.s.matrix(b, h)
@@ -94,16 +90,9 @@ public enum FavorAttention {
         options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
         let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
-        try ShapeCheck.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
-        try ShapeCheck.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
-        try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
-        try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
-        var footprints = [
-            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
-            try TensorFootprint(value, name: "v"), try TensorFootprint(outputGradient, name: "dout"),
-            try TensorFootprint(queryGradient, name: "dq"), try TensorFootprint(keyGradient, name: "dk"),
-            try TensorFootprint(valueGradient, name: "dv"),
-        ]
+        var footprints = try AttentionArguments.backward(
+            query: query, key: key, value: value, outputGradient: outputGradient, queryGradient: queryGradient,
+            keyGradient: keyGradient, valueGradient: valueGradient, outputShape: problem.outputShape)
         if let initialState {
             try problem.checkState(initialState, names: ("S0", "z0", "c0"))
             footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
@@ -127,40 +116,33 @@ public enum FavorAttention {
         }
         try TensorFootprint.checkOutputsDisjoint(footprints)
 
-        // One item per key head: its query heads run in order, the first writing dk, dv and the
-        // rest adding to them, so no two threads write the same rows.
-        let taskCount = problem.batch * problem.keyHeads
-        guard taskCount > 0 else { return }
         let kernels = Runtime.kernels.favorAttention
-        let threads = min(Runtime.numThreads, taskCount)
-        let scratch = try ScratchBuffer(
-            slots: threads, slotBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, true))
+        guard let tasks = try HeadTasks(
+            batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .keyHeadGroups,
+            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, true))
+        else { return }
         let entry = T.dtype == .float32 ? kernels.backwardFloat : kernels.backwardDouble
-        let group = problem.heads / problem.keyHeads
         let w = projection.matrix(as: T.self)
         w.withUnsafeBytes { wBytes in
-            Runtime.parallelFor(count: taskCount, threads: threads) { item, worker in
-                let (b, hk) = (item / problem.keyHeads, item % problem.keyHeads)
-                for g in 0..<group {
-                    let h = hk * group + g
-                    var task = problem.task(b: b, h: h, query: query, key: key, value: value,
-                                            projection: wBytes.baseAddress!, scratch: scratch.slot(worker))
-                    task.outputGradient = outputGradient.matrix(b, h)
-                    task.queryGradient = queryGradient.matrix(b, h)
-                    task.keyGradient = keyGradient.matrix(b, hk)
-                    task.valueGradient = valueGradient.matrix(b, hk)
-                    task.accumulateKeyGradients = g > 0
-                    if options.causal {
-                        task.initialS = initialState?.s.matrix(b, h)
-                        task.initialZ = initialState?.z.matrix(b, h)
-                        task.initialC = initialState?.c.matrix(b, h)
-                        task.finalSGradient = finalStateGradient?.s.matrix(b, h)
-                        task.finalZGradient = finalStateGradient?.z.matrix(b, h)
-                        task.initialSGradient = initialStateGradient?.s.matrix(b, h)
-                        task.initialZGradient = initialStateGradient?.z.matrix(b, h)
-                    }
-                    entry(&task)
+            tasks.run { head in
+                let (b, h, hk) = (head.b, head.h, head.hk)
+                var task = problem.task(b: b, h: h, query: query, key: key, value: value,
+                                        projection: wBytes.baseAddress!, scratch: head.scratch)
+                task.outputGradient = outputGradient.matrix(b, h)
+                task.queryGradient = queryGradient.matrix(b, h)
+                task.keyGradient = keyGradient.matrix(b, hk)
+                task.valueGradient = valueGradient.matrix(b, hk)
+                task.accumulateKeyGradients = head.addsToKeyGradients
+                if options.causal {
+                    task.initialS = initialState?.s.matrix(b, h)
+                    task.initialZ = initialState?.z.matrix(b, h)
+                    task.initialC = initialState?.c.matrix(b, h)
+                    task.finalSGradient = finalStateGradient?.s.matrix(b, h)
+                    task.finalZGradient = finalStateGradient?.z.matrix(b, h)
+                    task.initialSGradient = initialStateGradient?.s.matrix(b, h)
+                    task.initialZGradient = initialStateGradient?.z.matrix(b, h)
                 }
+                entry(&task)
             }
         }
     }

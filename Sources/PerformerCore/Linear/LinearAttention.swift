@@ -20,11 +20,8 @@ public enum LinearAttention {
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
         let problem = try LinearProblem(query: query, key: key, value: value, options: options)
-        try ShapeCheck.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
-        var footprints = [
-            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
-            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
-        ]
+        var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
+                                                        outputShape: problem.outputShape)
         if let initialState {
             try problem.checkState(initialState.s, initialState.z, names: ("S0", "z0"))
             footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0")]
@@ -45,17 +42,15 @@ public enum LinearAttention {
         _ problem: LinearProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
         output: MutableTensorView<T>, initialState: LinearStateView<T>?, finalState: MutableLinearStateView<T>?
     ) throws(PerformerError) {
-        let taskCount = problem.batch * problem.heads
-        guard taskCount > 0 else { return }
         let kernels = Runtime.kernels.linear
-        let threads = min(Runtime.numThreads, taskCount)
-        let scratch = try ScratchBuffer(
-            slots: threads,
-            slotBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, problem.options.causal, false))
+        guard let tasks = try HeadTasks(
+            batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .queryHeads,
+            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, problem.options.causal, false))
+        else { return }
         let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
-        Runtime.parallelFor(count: taskCount, threads: threads) { item, worker in
-            let (b, h) = (item / problem.heads, item % problem.heads)
-            var task = problem.task(b: b, h: h, query: query, key: key, value: value, scratch: scratch.slot(worker))
+        tasks.run { head in
+            let (b, h) = (head.b, head.h)
+            var task = problem.task(b: b, h: h, query: query, key: key, value: value, scratch: head.scratch)
             task.output = output.matrix(b, h)
             task.initialState = initialState?.s.matrix(b, h)
             task.initialNormalizer = initialState?.z.matrix(b, h)
@@ -83,16 +78,9 @@ public enum LinearAttention {
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
         let problem = try LinearProblem(query: query, key: key, value: value, options: options)
-        try ShapeCheck.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
-        try ShapeCheck.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
-        try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
-        try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
-        var footprints = [
-            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
-            try TensorFootprint(value, name: "v"), try TensorFootprint(outputGradient, name: "dout"),
-            try TensorFootprint(queryGradient, name: "dq"), try TensorFootprint(keyGradient, name: "dk"),
-            try TensorFootprint(valueGradient, name: "dv"),
-        ]
+        var footprints = try AttentionArguments.backward(
+            query: query, key: key, value: value, outputGradient: outputGradient, queryGradient: queryGradient,
+            keyGradient: keyGradient, valueGradient: valueGradient, outputShape: problem.outputShape)
         if let initialState {
             try problem.checkState(initialState.s, initialState.z, names: ("S0", "z0"))
             footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0")]
@@ -109,35 +97,27 @@ public enum LinearAttention {
         }
         try TensorFootprint.checkOutputsDisjoint(footprints)
 
-        // One item per key head: its query heads run in order, the first writing dk, dv and the
-        // rest adding to them, so no two threads write the same rows.
-        let taskCount = problem.batch * problem.keyHeads
-        guard taskCount > 0 else { return }
         let kernels = Runtime.kernels.linear
-        let threads = min(Runtime.numThreads, taskCount)
-        let scratch = try ScratchBuffer(
-            slots: threads,
-            slotBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, problem.options.causal, true))
+        guard let tasks = try HeadTasks(
+            batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .keyHeadGroups,
+            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, problem.options.causal, true))
+        else { return }
         let entry = T.dtype == .float32 ? kernels.backwardFloat : kernels.backwardDouble
-        let group = problem.group
-        Runtime.parallelFor(count: taskCount, threads: threads) { item, worker in
-            let (b, hk) = (item / problem.keyHeads, item % problem.keyHeads)
-            for g in 0..<group {
-                let h = hk * group + g
-                var task = problem.task(b: b, h: h, query: query, key: key, value: value, scratch: scratch.slot(worker))
-                task.outputGradient = outputGradient.matrix(b, h)
-                task.queryGradient = queryGradient.matrix(b, h)
-                task.keyGradient = keyGradient.matrix(b, hk)
-                task.valueGradient = valueGradient.matrix(b, hk)
-                task.accumulateKeyGradients = g > 0
-                task.initialState = initialState?.s.matrix(b, h)
-                task.initialNormalizer = initialState?.z.matrix(b, h)
-                task.finalStateGradient = finalStateGradient?.s.matrix(b, h)
-                task.finalNormalizerGradient = finalStateGradient?.z.matrix(b, h)
-                task.initialStateGradient = initialStateGradient?.s.matrix(b, h)
-                task.initialNormalizerGradient = initialStateGradient?.z.matrix(b, h)
-                entry(&task)
-            }
+        tasks.run { head in
+            let (b, h, hk) = (head.b, head.h, head.hk)
+            var task = problem.task(b: b, h: h, query: query, key: key, value: value, scratch: head.scratch)
+            task.outputGradient = outputGradient.matrix(b, h)
+            task.queryGradient = queryGradient.matrix(b, h)
+            task.keyGradient = keyGradient.matrix(b, hk)
+            task.valueGradient = valueGradient.matrix(b, hk)
+            task.accumulateKeyGradients = head.addsToKeyGradients
+            task.initialState = initialState?.s.matrix(b, h)
+            task.initialNormalizer = initialState?.z.matrix(b, h)
+            task.finalStateGradient = finalStateGradient?.s.matrix(b, h)
+            task.finalNormalizerGradient = finalStateGradient?.z.matrix(b, h)
+            task.initialStateGradient = initialStateGradient?.s.matrix(b, h)
+            task.initialNormalizerGradient = initialStateGradient?.z.matrix(b, h)
+            entry(&task)
         }
     }
 }

@@ -15,11 +15,8 @@ public enum SoftmaxAttention {
         options: SoftmaxAttentionOptions = SoftmaxAttentionOptions()
     ) throws(PerformerError) {
         let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
-        try ShapeCheck.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
-        var footprints = [
-            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
-            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
-        ]
+        var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
+                                                        outputShape: problem.outputShape)
         if let logSumExp {
             try ShapeCheck.expectShape(logSumExp.readOnly, problem.logSumExpShape, name: "lse", meaning: "B×H×N×1")
             footprints.append(try TensorFootprint(logSumExp, name: "lse"))

@@ -234,25 +234,37 @@ def _feature_map(feature_map):
         raise ValueError("feature_map must be 'elu+1', 'relu' or 'identity', not %r" % feature_map) from None
 
 
-def _eps(eps):
-    if isinstance(eps, (str, bytes)) or eps is None:
-        raise TypeError("eps must be a real number, not %s" % type(eps).__name__)
+def _real(name, value):
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError("%s must be a real number, not %s" % (name, type(value).__name__))
     try:
-        return float(eps)
+        return float(value)
     except (TypeError, ValueError):
-        raise TypeError("eps must be a real number, not %s" % type(eps).__name__) from None
+        raise TypeError("%s must be a real number, not %s" % (name, type(value).__name__)) from None
 
 
-def _state_pair(name, pair, dtype, s_shape):
-    """Checks a (S, z) pair argument; returns (S, z)."""
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-        raise TypeError("%s must be a pair (S, z) of arrays, not %s" % (name, type(pair).__name__))
-    s, z = pair
-    _, ss = _tensor("%s[0] (S)" % name, s, 4, dtype)
-    _check_exact("%s[0] (S)" % name, ss, s_shape, "(B, H, C, M)")
-    _, zs = _tensor("%s[1] (z)" % name, z, 3, dtype)
-    _check_exact("%s[1] (z)" % name, zs, s_shape[:3], "(B, H, C)")
-    return s, z
+_PAIR = ("S", "z")  # linear attention's state; FAVOR+'s state gradient
+_TRIPLE = ("S", "z", "c")  # FAVOR+'s scaled state
+
+
+def _check_state_arity(name, value, labels):
+    """Raises TypeError unless ``value`` is a tuple or list of len(labels) items."""
+    if not isinstance(value, (tuple, list)) or len(value) != len(labels):
+        raise TypeError("%s must be a %s (%s) of arrays, not %s"
+                        % (name, "pair" if len(labels) == 2 else "triple", ", ".join(labels), type(value).__name__))
+
+
+def _state_arrays(name, value, dtype, s_shape, labels):
+    """Checks a state argument -- S (B x H x C x M) then z (and c) B x H x C, labelled by
+    ``labels`` -- and returns it as a tuple."""
+    _check_state_arity(name, value, labels)
+    for index, (label, x) in enumerate(zip(labels, value)):
+        what = "%s[%d] (%s)" % (name, index, label)
+        if index == 0:
+            _check_exact(what, _tensor(what, x, 4, dtype)[1], s_shape, "(B, H, C, M)")
+        else:
+            _check_exact(what, _tensor(what, x, 3, dtype)[1], s_shape[:3], "(B, H, C)")
+    return tuple(value)
 
 
 def _linear_setup(q, k, v, causal, feature_map, eps, kv_lengths):
@@ -261,7 +273,7 @@ def _linear_setup(q, k, v, causal, feature_map, eps, kv_lengths):
     _, vs = _tensor("v", v, 4, dtype)
     _check_qkv(qs, ks, vs)
     causal, _, kv_lengths = _options(causal, None, kv_lengths, qs[0])
-    return dtype, qs, ks, vs, causal, _feature_map(feature_map), _eps(eps), kv_lengths
+    return dtype, qs, ks, vs, causal, _feature_map(feature_map), _real("eps", eps), kv_lengths
 
 
 def _needs_causal(name, causal):
@@ -310,7 +322,7 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
     s0 = z0 = sn = zn = None
     if initial_state is not None:
         _needs_causal("initial_state", causal)
-        s0, z0 = _state_pair("initial_state", initial_state, dtype, s_shape)
+        s0, z0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
     if return_state:
         _needs_causal("return_state=True", causal)
         sn = _np.empty(s_shape, dtype=dtype)
@@ -342,12 +354,12 @@ def linear_attention_backward(q, k, v, dout, *, causal=False, feature_map="elu+1
     s0 = z0 = gs = gz = ds0 = dz0 = None
     if initial_state is not None:
         _needs_causal("initial_state", causal)
-        s0, z0 = _state_pair("initial_state", initial_state, dtype, s_shape)
+        s0, z0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
         ds0 = _np.empty(s_shape, dtype=dtype)
         dz0 = _np.empty(s_shape[:3], dtype=dtype)
     if dstate is not None:
         _needs_causal("dstate", causal)
-        gs, gz = _state_pair("dstate", dstate, dtype, s_shape)
+        gs, gz = _state_arrays("dstate", dstate, dtype, s_shape, _PAIR)
     dq = _np.empty(qs, dtype=dtype)
     dk = _np.empty(ks, dtype=dtype)
     dv = _np.empty(vs, dtype=dtype)
@@ -363,7 +375,48 @@ def _size(name, value):
     return value.__index__()
 
 
-class LinearDecoder(_ext.LinearDecoder):
+def _decoder_dtype(dtype):
+    """A decoder's dtype argument as a numpy dtype, float32 or float64."""
+    try:
+        np_dtype = _np.dtype(dtype)
+    except TypeError:
+        raise TypeError("dtype must be 'float32' or 'float64', not %r" % (dtype,)) from None
+    if np_dtype not in (_np.dtype(_np.float32), _np.dtype(_np.float64)):
+        raise TypeError("dtype must be 'float32' or 'float64', not %s" % np_dtype)
+    return np_dtype
+
+
+def _check_int64(**sizes):
+    """Raises ValueError for the first size (in argument order) outside int64_t."""
+    for name, value in sizes.items():
+        if not -(1 << 63) <= value < (1 << 63):
+            raise ValueError("%s = %d does not fit in 64 bits" % (name, value))
+
+
+class _Decoder:
+    """What LinearDecoder and FavorDecoder share. A subclass's __init__ sets the fields read
+    here, and _STATE names its state's arrays (S first)."""
+
+    batch = property(lambda self: self._batch, doc="B")
+    heads = property(lambda self: self._heads, doc="H")
+    dim = property(lambda self: self._dim, doc="D, the head dim of q and k")
+    value_dim = property(lambda self: self._value_dim, doc="M, the head dim of v and the output")
+    eps = property(lambda self: self._eps, doc="eps")
+    dtype = property(lambda self: self._dtype, doc="numpy dtype of every array")
+
+    def _state_copies(self):
+        """New arrays (S B x H x C x M, then B x H x C ones) holding the state."""
+        arrays = (_empty(self._s_shape, self._dtype),) + tuple(
+            _empty(self._s_shape[:3], self._dtype) for _ in self._STATE[1:])
+        self._get_state(*arrays)
+        return arrays
+
+    def _assign_state(self, value):
+        _check_state_arity("state", value, self._STATE)
+        self.set_state(*value)
+
+
+class LinearDecoder(_Decoder, _ext.LinearDecoder):
     """Causal linear attention as an RNN: holds the state S (B x H x C x M) and z (B x H x C)
     of ``batch`` x ``heads`` query heads and takes one token per :meth:`step`::
 
@@ -397,19 +450,11 @@ class LinearDecoder(_ext.LinearDecoder):
         dim = _size("dim", dim)
         value_dim = _size("value_dim", value_dim)
         key_heads = heads if key_heads is None else _size("key_heads", key_heads)
-        try:
-            np_dtype = _np.dtype(dtype)
-        except TypeError:
-            raise TypeError("dtype must be 'float32' or 'float64', not %r" % (dtype,)) from None
-        if np_dtype not in (_np.dtype(_np.float32), _np.dtype(_np.float64)):
-            raise TypeError("dtype must be 'float32' or 'float64', not %s" % np_dtype)
+        np_dtype = _decoder_dtype(dtype)
         fmap = _feature_map(feature_map)
-        eps = _eps(eps)
+        eps = _real("eps", eps)
         code = 0 if np_dtype == _np.float32 else 1
-        for name, value in (("batch", batch), ("heads", heads), ("key_heads", key_heads), ("dim", dim),
-                            ("value_dim", value_dim)):
-            if not -(1 << 63) <= value < (1 << 63):
-                raise ValueError("%s = %d does not fit in 64 bits" % (name, value))
+        _check_int64(batch=batch, heads=heads, key_heads=key_heads, dim=dim, value_dim=value_dim)
         super().__init__(code, batch, heads, key_heads, dim, value_dim, fmap, eps)
         self._batch, self._heads, self._key_heads = batch, heads, key_heads
         self._dim, self._value_dim = dim, value_dim
@@ -417,14 +462,12 @@ class LinearDecoder(_ext.LinearDecoder):
         self._out_shape = (batch, heads, value_dim)
         self._s_shape = (batch, heads, dim, value_dim)
 
-    batch = property(lambda self: self._batch, doc="B")
+    _STATE = _PAIR
+    # batch, value_dim, eps, dtype: _Decoder's; heads and dim documented for GQA and C = D.
     heads = property(lambda self: self._heads, doc="H, the query heads")
     key_heads = property(lambda self: self._key_heads, doc="Hk, the key/value heads")
     dim = property(lambda self: self._dim, doc="D, the head dim of q and k (= C)")
-    value_dim = property(lambda self: self._value_dim, doc="M, the head dim of v and the output")
     feature_map = property(lambda self: self._feature_map, doc="the feature map's name")
-    eps = property(lambda self: self._eps, doc="eps")
-    dtype = property(lambda self: self._dtype, doc="numpy dtype of every array")
 
     def step(self, q, k, v, out=None):
         """One token: q (B x H x D), k (B x Hk x D), v (B x Hk x M) -> out (B x H x M), a new
@@ -447,16 +490,11 @@ class LinearDecoder(_ext.LinearDecoder):
     def state(self):
         """(S, z): copies of the state, S B x H x C x M and z B x H x C. Assign a pair to
         replace it (see :meth:`set_state`)."""
-        s = _empty(self._s_shape, self._dtype)
-        z = _empty(self._s_shape[:3], self._dtype)
-        self._get_state(s, z)
-        return s, z
+        return self._state_copies()
 
     @state.setter
     def state(self, pair):
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise TypeError("state must be a pair (S, z) of arrays, not %s" % type(pair).__name__)
-        self.set_state(*pair)
+        self._assign_state(pair)
 
     def set_state(self, S, z):
         """Replaces the state with S (B x H x C x M) and z (B x H x C), e.g. the final state of
@@ -491,15 +529,6 @@ def _choice(name, value, table):
         return table[value]
     except KeyError:
         raise ValueError("%s must be one of %s, not %r" % (name, names, value)) from None
-
-
-def _real(name, value):
-    if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError("%s must be a real number, not %s" % (name, type(value).__name__))
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError("%s must be a real number, not %s" % (name, type(value).__name__)) from None
 
 
 def _scale(scale):
@@ -651,19 +680,6 @@ def favor_features(x, projection, *, features="positive", scale=None, is_query=T
     return out
 
 
-def _state_triple(name, triple, dtype, s_shape):
-    """Checks an (S, z, c) scaled-state argument; returns (S, z, c)."""
-    if not isinstance(triple, (tuple, list)) or len(triple) != 3:
-        raise TypeError("%s must be a triple (S, z, c) of arrays, not %s" % (name, type(triple).__name__))
-    s, z, c = triple
-    _, ss = _tensor("%s[0] (S)" % name, s, 4, dtype)
-    _check_exact("%s[0] (S)" % name, ss, s_shape, "(B, H, C, M)")
-    for index, label, x in ((1, "z", z), (2, "c", c)):
-        _, xs = _tensor("%s[%d] (%s)" % (name, index, label), x, 3, dtype)
-        _check_exact("%s[%d] (%s)" % (name, index, label), xs, s_shape[:3], "(B, H, C)")
-    return s, z, c
-
-
 def _favor_needs_causal(name, causal):
     if not causal:
         raise ValueError("%s needs causal=True: only causal FAVOR+ attention has a state" % name)
@@ -737,7 +753,7 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     s0 = z0 = c0 = sn = zn = cn = None
     if initial_state is not None:
         _favor_needs_causal("initial_state", causal)
-        s0, z0, c0 = _state_triple("initial_state", initial_state, dtype, s_shape)
+        s0, z0, c0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _TRIPLE)
     if return_state:
         _favor_needs_causal("return_state=True", causal)
         sn = _np.empty(s_shape, dtype=dtype)
@@ -771,12 +787,12 @@ def favor_attention_backward(q, k, v, dout, projection, *, causal=False, feature
     s0 = z0 = c0 = gs = gz = ds0 = dz0 = None
     if initial_state is not None:
         _favor_needs_causal("initial_state", causal)
-        s0, z0, c0 = _state_triple("initial_state", initial_state, dtype, s_shape)
+        s0, z0, c0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _TRIPLE)
         ds0 = _np.empty(s_shape, dtype=dtype)
         dz0 = _np.empty(s_shape[:3], dtype=dtype)
     if dstate is not None:
         _favor_needs_causal("dstate", causal)
-        gs, gz = _state_pair("dstate", dstate, dtype, s_shape)
+        gs, gz = _state_arrays("dstate", dstate, dtype, s_shape, _PAIR)
     dq = _np.empty(qs, dtype=dtype)
     dk = _np.empty(ks, dtype=dtype)
     dv = _np.empty(vs, dtype=dtype)
@@ -787,7 +803,7 @@ def favor_attention_backward(q, k, v, dout, projection, *, causal=False, feature
     return dq, dk, dv
 
 
-class FavorDecoder(_ext.FavorDecoder):
+class FavorDecoder(_Decoder, _ext.FavorDecoder):
     """Causal FAVOR+ attention one token at a time: for ``batch`` x ``heads`` heads, each
     :meth:`step` adds the token's key and value to the state and reads it with its query::
 
@@ -819,15 +835,8 @@ class FavorDecoder(_ext.FavorDecoder):
         heads = _size("heads", heads)
         value_dim = _size("value_dim", value_dim)
         code = _choice("features", features, _FAVOR_FEATURES)
-        try:
-            np_dtype = _np.dtype(dtype)
-        except TypeError:
-            raise TypeError("dtype must be 'float32' or 'float64', not %r" % (dtype,)) from None
-        if np_dtype not in (_np.dtype(_np.float32), _np.dtype(_np.float64)):
-            raise TypeError("dtype must be 'float32' or 'float64', not %s" % np_dtype)
-        for name, value in (("batch", batch), ("heads", heads), ("value_dim", value_dim)):
-            if not -(1 << 63) <= value < (1 << 63):
-                raise ValueError("%s = %d does not fit in 64 bits" % (name, value))
+        np_dtype = _decoder_dtype(dtype)
+        _check_int64(batch=batch, heads=heads, value_dim=value_dim)
         eps = _real("eps", eps)
         scale = _scale(scale)
         relu_offset = _real("relu_offset", relu_offset)
@@ -842,16 +851,12 @@ class FavorDecoder(_ext.FavorDecoder):
         self._out_shape = (batch, heads, value_dim)
         self._s_shape = (batch, heads, count, value_dim)
 
+    _STATE = _TRIPLE
+    # batch, heads, dim, value_dim, eps, dtype: _Decoder's.
     projection = property(lambda self: self._projection, doc="the FavorProjection it was created from")
-    batch = property(lambda self: self._batch, doc="B")
-    heads = property(lambda self: self._heads, doc="H")
-    dim = property(lambda self: self._dim, doc="D, the head dim of q and k")
-    value_dim = property(lambda self: self._value_dim, doc="M, the head dim of v and the output")
     num_features = property(lambda self: self._count, doc="C, the features per head (m or 2m)")
     features = property(lambda self: self._features, doc="the feature kind's name")
     scale = property(lambda self: self._scale, doc="scale, or None for 1/sqrt(D)")
-    eps = property(lambda self: self._eps, doc="eps")
-    dtype = property(lambda self: self._dtype, doc="numpy dtype of every array")
 
     def step(self, q, k, v, out=None):
         """One token: q, k (B x H x D), v (B x H x M) -> out (B x H x M), a new array, or
@@ -869,17 +874,11 @@ class FavorDecoder(_ext.FavorDecoder):
         the mathematical state S = exp(c)[..., None] * S~, z = exp(c) * z~. c = -inf marks a
         feature no key has reached yet (relu: c = 0; trigonometric: one c per head). Assign a
         triple to replace it (see :meth:`set_state`)."""
-        s = _empty(self._s_shape, self._dtype)
-        z = _empty(self._s_shape[:3], self._dtype)
-        c = _empty(self._s_shape[:3], self._dtype)
-        self._get_state(s, z, c)
-        return s, z, c
+        return self._state_copies()
 
     @state.setter
     def state(self, triple):
-        if not isinstance(triple, (tuple, list)) or len(triple) != 3:
-            raise TypeError("state must be a triple (S, z, c) of arrays, not %s" % type(triple).__name__)
-        self.set_state(*triple)
+        self._assign_state(triple)
 
     def set_state(self, S, z, c):
         """Replaces the state with (S, z, c) (shapes as :attr:`state`; copied). S and z must be

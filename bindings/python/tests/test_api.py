@@ -4,20 +4,14 @@ import ctypes
 import gc
 import os
 import re
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 
 import numpy as np
 import pytest
 
 import performer
+from helpers import REPO, assert_gil_released, run_example
 from performer import _performer
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.abspath(os.path.join(HERE, os.pardir, os.pardir, os.pardir))
 
 
 def qkv(dtype=np.float32, B=2, H=4, Hk=2, N=5, L=7, D=4, M=3, seed=0):
@@ -411,45 +405,13 @@ def test_no_memory_growth_on_errors():
 # ---------------------------------------------------------------------------------------------
 
 def test_gil_released():
-    samples = []
-    stop = threading.Event()
-
-    def counter():
-        n = 0
-        while not stop.is_set():
-            n += 1
-            if n % 200 == 0:
-                samples.append(time.perf_counter())
-
     rng = np.random.default_rng(0)
-    performer.set_num_threads(1)
-    try:
-        # Grow the problem until one call takes at least 0.3 s.
-        n = 256
-        while True:
-            q = rng.standard_normal((1, 4, n, 64)).astype(np.float32)
-            start = time.perf_counter()
-            performer.softmax_attention(q, q, q)
-            if time.perf_counter() - start >= 0.3 or n >= 16384:
-                break
-            n *= 2
-        worker = threading.Thread(target=counter)
-        worker.start()
-        time.sleep(0.05)
-        start = time.perf_counter()
-        performer.softmax_attention(q, q, q)
-        end = time.perf_counter()
-        stop.set()
-        worker.join()
-    finally:
-        stop.set()
-        performer.set_num_threads(0)
-    assert end - start >= 0.2
-    # Samples strictly inside the call (away from the switch interval at its edges) exist
-    # only if the call ran without the GIL.
-    margin = 0.05
-    inside = [t for t in samples if start + margin < t < end - margin]
-    assert len(inside) >= 10, "the counter thread did not run during the call"
+
+    def softmax_call(n):
+        q = rng.standard_normal((1, 4, n, 64)).astype(np.float32)
+        return lambda: performer.softmax_attention(q, q, q)
+
+    assert_gil_released(softmax_call, [256 << i for i in range(7)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,10 +419,7 @@ def test_gil_released():
 # ---------------------------------------------------------------------------------------------
 
 def test_example_runs():
-    example = os.path.join(REPO, "examples", "python", "softmax_attention.py")
-    result = subprocess.run([sys.executable, example], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            cwd=tempfile.gettempdir(),
-                            timeout=120)
+    result = run_example("softmax_attention.py")
     assert result.returncode == 0, result.stdout.decode()
     assert b"max |out - reference|" in result.stdout
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import performer
+from helpers import numeric_grad, run_example
 
 KINDS = ["positive", "hyperbolic", "trigonometric", "relu"]
 
@@ -46,6 +47,28 @@ def causal_reference(q, k, v, W, kind, eps=0.0, scale=None):
     num = a @ np.asarray(v, dtype=np.float64)
     den = a.sum(-1, keepdims=True) + eps
     return np.where(den == 0, 0.0, num / np.where(den == 0, 1.0, den))
+
+
+def norm_30(q, k, v, dtype):
+    """q and k rescaled to norm 30 (most float32 positive features underflow there), all in dtype."""
+    q = (q / np.linalg.norm(q, axis=-1, keepdims=True) * 30).astype(dtype)
+    k = (k / np.linalg.norm(k, axis=-1, keepdims=True) * 30).astype(dtype)
+    return q, k, v.astype(dtype)
+
+
+def log_space_reference(q, k, v, W, causal):
+    """Positive-feature attention in float64 from log-weights, finite where phi underflows:
+    weight_ij = sum_f exp(a_f(q_i) + a_f(k_j)), a = u - n/2 (default scale)."""
+    s = math.sqrt(1 / math.sqrt(q.shape[-1]))
+    qh, kh = q.astype(np.float64) * s, k.astype(np.float64) * s
+    aq = qh @ W.T - (qh * qh).sum(-1, keepdims=True) / 2
+    ak = kh @ W.T - (kh * kh).sum(-1, keepdims=True) / 2
+    logits = aq[:, :, :, None, :] + ak[:, :, None, :, :]  # b h i j f
+    if causal:
+        N = q.shape[2]
+        logits = np.where(np.tril(np.ones((N, N), dtype=bool))[None, None, :, :, None], logits, -np.inf)
+    weights = np.exp(logits - logits.max(axis=(3, 4), keepdims=True)).sum(-1)
+    return weights @ v.astype(np.float64) / weights.sum(-1, keepdims=True)
 
 
 GAMMA = 0x9E3779B97F4A7C15
@@ -296,11 +319,8 @@ def test_features_errors():
 # ---------------------------------------------------------------------------------------------
 
 def tokens(seed, B, H, N, D, M, dtype, amplitude=0.8):
-    g = rng(seed)
-    q = (g.standard_normal((B, H, N, D)) * amplitude).astype(dtype)
-    k = (g.standard_normal((B, H, N, D)) * amplitude).astype(dtype)
-    v = g.standard_normal((B, H, N, M)).astype(dtype)
-    return q, k, v
+    """N tokens of every head: q, k B x H x N x D, v B x H x N x M."""
+    return qkv(seed, B, H, H, N, N, D, M, dtype, amplitude)
 
 
 def run(decoder, q, k, v, start=0, stop=None):
@@ -360,26 +380,12 @@ def test_decoder_large_norms_finite_and_exact(dtype):
     """Queries and keys of norm 30: phi underflows, the stabilized decoder does not."""
     B, H, N, D, M = 1, 2, 6, 16, 4
     p = performer.FavorProjection(D, 32, seed=31)
-    q, k, v = tokens(32, B, H, N, D, M, np.float64)
-    q = (q / np.linalg.norm(q, axis=-1, keepdims=True) * 30).astype(dtype)
-    k = (k / np.linalg.norm(k, axis=-1, keepdims=True) * 30).astype(dtype)
-    v = v.astype(dtype)
+    q, k, v = norm_30(*tokens(32, B, H, N, D, M, np.float64), dtype)
     # Most float32 features underflow to 0 (so a naive evaluation from phi could not work).
     assert (performer.favor_features(q.astype(np.float32), p) == 0).mean() > 0.5
     out = run(performer.FavorDecoder(p, B, H, M, dtype=dtype), q, k, v)
     assert np.isfinite(out).all()
-    # float64 log-space evaluation: weights sum_f exp(a_f(q_i) + a_f(k_j)), a = u - n/2.
-    W = p.matrix
-    s = math.sqrt(1 / math.sqrt(D))
-    qh, kh = q.astype(np.float64) * s, k.astype(np.float64) * s
-    aq = qh @ W.T - (qh * qh).sum(-1, keepdims=True) / 2
-    ak = kh @ W.T - (kh * kh).sum(-1, keepdims=True) / 2
-    logits = aq[:, :, :, None, :] + ak[:, :, None, :, :]  # b h i j f
-    mask = np.tril(np.ones((N, N), dtype=bool))[None, None, :, :, None]
-    logits = np.where(mask, logits, -np.inf)
-    top = logits.max(axis=(3, 4), keepdims=True)
-    weights = np.exp(logits - top).sum(-1)
-    ref = weights @ v.astype(np.float64) / weights.sum(-1, keepdims=True)
+    ref = log_space_reference(q, k, v, p.matrix, causal=True)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert np.abs(out - ref).max() <= tol * np.abs(ref).max()
 
@@ -464,15 +470,7 @@ def test_no_leaks():
 
 
 def test_favor_example_runs():
-    import os
-    import subprocess
-    import sys
-    import tempfile
-
-    repo = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, os.pardir))
-    example = os.path.join(repo, "examples", "python", "favor_decode.py")
-    result = subprocess.run([sys.executable, example], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            cwd=tempfile.gettempdir(), timeout=120)
+    result = run_example("favor_decode.py")
     assert result.returncode == 0, result.stdout.decode()
     assert result.stdout.decode().splitlines()[-1] == "ok"
 
@@ -546,22 +544,6 @@ def test_attention_custom_scale_and_relu_offset():
     assert rel(out, attention_reference(q, k, v, p.matrix, "hyperbolic", True, scale=0.7)) <= 1e-12
 
 
-def numeric_gradients(f, arrays, h=1e-6):
-    grads = []
-    for x in arrays:
-        g = np.zeros_like(x)
-        for index in np.ndindex(*x.shape):
-            keep = x[index]
-            x[index] = keep + h
-            plus = f()
-            x[index] = keep - h
-            minus = f()
-            x[index] = keep
-            g[index] = (plus - minus) / (2 * h)
-        grads.append(g)
-    return grads
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("causal", [False, True])
 def test_attention_gradients_finite_differences(kind, causal):
@@ -579,7 +561,7 @@ def test_attention_gradients_finite_differences(kind, causal):
     def loss():
         return (g * attention_reference(q, k, v, W, kind, causal, eps, lengths)).sum()
 
-    nq, nk, nv = numeric_gradients(loss, [q, k, v])
+    nq, nk, nv = (numeric_grad(loss, x) for x in (q, k, v))
     for got, want, name in ((dq, nq, "dq"), (dk, nk, "dk"), (dv, nv, "dv")):
         assert rel(got, want) <= 1e-6, (name, rel(got, want))
     # The key padded out gets no gradient.
@@ -667,7 +649,7 @@ def test_attention_initial_state_gradient_finite_differences(kind):
     def loss():
         return (dout * attention_reference(q, k, v, W, kind, True, 1e-3, initial=(S0, z0))).sum()
 
-    nq, nk, nv, nS, nz = numeric_gradients(loss, [q, k, v, S0, z0])
+    nq, nk, nv, nS, nz = (numeric_grad(loss, x) for x in (q, k, v, S0, z0))
     for got, want in ((dq, nq), (dk, nk), (dv, nv), (dS0, nS), (dz0, nz)):
         assert rel(got, want) <= 1e-6
     # The forward from that state matches the reference too.
@@ -681,23 +663,11 @@ def test_attention_large_norms_finite_and_exact(dtype, causal):
     """|q| = |k| = 30: the features underflow, the stabilized attention does not."""
     B, H, N, D, M = 1, 2, 10, 16, 4
     p = performer.FavorProjection(D, 32, seed=57)
-    q, k, v = qkv(58, B, H, H, N, N, D, M, np.float64)
-    q = (q / np.linalg.norm(q, axis=-1, keepdims=True) * 30).astype(dtype)
-    k = (k / np.linalg.norm(k, axis=-1, keepdims=True) * 30).astype(dtype)
-    v = v.astype(dtype)
+    q, k, v = norm_30(*qkv(58, B, H, H, N, N, D, M, np.float64), dtype)
     assert (performer.favor_features(q.astype(np.float32), p) == 0).mean() > 0.5
     out = performer.favor_attention(q, k, v, p, causal=causal)
     assert np.isfinite(out).all()
-    W = p.matrix
-    s = math.sqrt(1 / math.sqrt(D))
-    qh, kh = q.astype(np.float64) * s, k.astype(np.float64) * s
-    aq = qh @ W.T - (qh * qh).sum(-1, keepdims=True) / 2
-    ak = kh @ W.T - (kh * kh).sum(-1, keepdims=True) / 2
-    logits = aq[:, :, :, None, :] + ak[:, :, None, :, :]
-    if causal:
-        logits = np.where(np.tril(np.ones((N, N), dtype=bool))[None, None, :, :, None], logits, -np.inf)
-    weights = np.exp(logits - logits.max(axis=(3, 4), keepdims=True)).sum(-1)
-    ref = weights @ v.astype(np.float64) / weights.sum(-1, keepdims=True)
+    ref = log_space_reference(q, k, v, p.matrix, causal)
     assert rel(out, ref) <= (1e-5 if dtype == np.float32 else 1e-12)
     grads = performer.favor_attention_backward(q, k, v, np.ones_like(out), p, causal=causal)
     assert all(np.isfinite(x).all() for x in grads)
@@ -777,14 +747,6 @@ def test_attention_empty_rows_and_no_keys_give_zeros():
 
 
 def test_favor_attention_example_runs():
-    import os
-    import subprocess
-    import sys
-    import tempfile
-
-    repo = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, os.pardir))
-    example = os.path.join(repo, "examples", "python", "favor_attention.py")
-    result = subprocess.run([sys.executable, example], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            cwd=tempfile.gettempdir(), timeout=120)
+    result = run_example("favor_attention.py")
     assert result.returncode == 0, result.stdout.decode()
     assert result.stdout.decode().splitlines()[-1] == "ok"

@@ -1,0 +1,80 @@
+"""Helpers more than one test file uses: the repository's path, running an example,
+central-difference gradients, and the check that a call releases the GIL.
+(The softmax reference is reference.py.)"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+import performer
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, os.pardir))
+
+
+def run_example(name):
+    """Runs examples/python/<name> with this interpreter, away from the source tree (so it
+    imports the installed package); returns the CompletedProcess, stderr merged into stdout."""
+    example = os.path.join(REPO, "examples", "python", name)
+    return subprocess.run([sys.executable, example], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          cwd=tempfile.gettempdir(), timeout=120)
+
+
+def numeric_grad(f, x, step=1e-6):
+    """d f() / d x by central differences, one entry of x at a time (x is changed in place
+    and restored)."""
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        saved = x[idx]
+        x[idx] = saved + step
+        up = f()
+        x[idx] = saved - step
+        down = f()
+        x[idx] = saved
+        g[idx] = (up - down) / (2 * step)
+    return g
+
+
+def assert_gil_released(make_call, sizes):
+    """make_call(n) returns a call of problem size n. Takes the first n of ``sizes`` whose call
+    lasts 0.3 s on one thread (else the last), runs it once more while a Python thread counts,
+    and asserts that the counter ran during the call."""
+    samples = []
+    stop = threading.Event()
+
+    def counter():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            if n % 200 == 0:
+                samples.append(time.perf_counter())
+
+    performer.set_num_threads(1)
+    try:
+        for n in sizes:
+            call = make_call(n)
+            start = time.perf_counter()
+            call()
+            if time.perf_counter() - start >= 0.3:
+                break
+        worker = threading.Thread(target=counter)
+        worker.start()
+        time.sleep(0.05)
+        start = time.perf_counter()
+        call()
+        end = time.perf_counter()
+        stop.set()
+        worker.join()
+    finally:
+        stop.set()
+        performer.set_num_threads(0)
+    assert end - start >= 0.2
+    # Samples strictly inside the call (away from the switch interval at its edges) exist
+    # only if the call ran without the GIL.
+    margin = 0.05
+    inside = [t for t in samples if start + margin < t < end - margin]
+    assert len(inside) >= 10, "the counter thread did not run during the call"
