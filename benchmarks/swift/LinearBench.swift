@@ -6,6 +6,7 @@
 // fwd+bwd = 3× the forward. The causal chunked form also computes the intra-chunk triangle
 // (≈ N·T·(C + M) with chunk T); that work is not counted, so %peak understates the kernels'
 // efficiency there. z / denominator terms (O(N·C)) are not counted either.
+import Glibc
 import PerformerCore
 
 struct LinearRun {
@@ -48,9 +49,11 @@ func runLinearBench(lengths: [Int], heads: Int, d: Int, m: Int) throws {
     print("micro-kernel plain product peak: \(format1(peak)) GFLOP/s (wall clock, all threads)")
     print("| N | causal | fwd ms | fwd GFLOP/s | fwd %peak | fwd cpu% | fwd+bwd ms | fwd+bwd GFLOP/s | fwd+bwd %peak | fwd+bwd cpu% |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    // PERFORMER_BENCH_CAUSAL=0 or 1 times one form only (for profiling).
+    let only = getenv("PERFORMER_BENCH_CAUSAL").map { String(cString: $0) == "1" }
     for n in lengths {
         let runs = n >= 16384 ? 7 : 11
-        for causal in [false, true] {
+        for causal in [false, true] where only == nil || only == causal {
             let run = LinearRun(n: n, heads: heads, d: d, m: m, causal: causal)
             defer { run.release() }
             let forwardFlops = 4.0 * Double(heads) * Double(n) * Double(d) * Double(m)
