@@ -14,6 +14,9 @@ final class SoftmaxConcurrencyTests: XCTestCase {
         SoftmaxCase(batch: 1, heads: 2, keyHeads: 1, queries: 65, keys: 200, headDim: 16, valueDim: 16),
         SoftmaxCase(batch: 3, heads: 2, keyHeads: 2, queries: 129, keys: 129, headDim: 8, valueDim: 40, causal: true),
         SoftmaxCase(batch: 2, heads: 1, queries: 90, keys: 33, headDim: 64, valueDim: 8, causal: true, keyLengths: [0, 20]),
+        // Four query heads per key head: one thread runs a fused task per key head, more
+        // threads a task per query head whose dK, dV are added up afterwards, in head order.
+        SoftmaxCase(batch: 1, heads: 4, keyHeads: 1, queries: 70, keys: 300, headDim: 16, valueDim: 8, causal: true),
     ]
 
     private func withThreadCount<R>(_ n: Int, _ body: () throws -> R) rethrows -> R {

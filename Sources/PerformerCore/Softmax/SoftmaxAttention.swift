@@ -87,20 +87,37 @@ public enum SoftmaxAttention {
         // With no query head (H = 0) or no query (N = 0) the key tasks still run: they write
         // zero dK, dV.
         guard problem.batch * (problem.heads * n + problem.keyHeads * l) > 0 else { return }
-        // Fused (one task per key head writes its dK, dV and the group's dQ: five products per
-        // block pair) when the key heads spread evenly over the threads; otherwise a key pass
-        // and a query pass (seven products, finer tasks).
+        // Three layouts, which give the same bits (so the thread count never changes a result):
+        // - fused: one task per key head writes its dK, dV and the dQ of its query heads (five
+        //   products per block pair), when the key heads spread evenly over the threads;
+        // - per query head, for grouped heads (GQA, MQA) that do not: one fused task per query
+        //   head; the group's first head writes dk, dv, the others their own dK, dV into
+        //   `partials`, added to dk, dv in head order afterwards — the order in which a fused
+        //   task adds each head's dK, dV to the group's total;
+        // - split, for single heads that do not: a key pass and a query pass (seven products,
+        //   finer tasks).
         let threadsWanted = Runtime.numThreads
-        let fused = keyHeadCount % threadsWanted == 0 || keyHeadCount >= 4 * threadsWanted
+        let balanced = keyHeadCount % threadsWanted == 0 || keyHeadCount >= 4 * threadsWanted
+        let perQueryHead = !balanced && group > 1 && l > 0
+        let fused = balanced || perQueryHead
         let keyRowBlock = fused ? max(l, 1) : kernels.keyRowBlock
         let keyBlocks = l == 0 ? 0 : (l + keyRowBlock - 1) / keyRowBlock
         let queryBlocks = fused ? 0 : (n + kernels.queryRowBlock - 1) / kernels.queryRowBlock
-        let keyTasks = keyHeadCount * keyBlocks
+        let keyTasks = (perQueryHead ? problem.batch * problem.heads : keyHeadCount) * keyBlocks
         let queryTasks = problem.batch * problem.heads * queryBlocks
         let elementSize = MemoryLayout<T>.stride
         let threads = max(1, min(threadsWanted, queryTasks + keyTasks))
         let scratch = try ScratchBuffer(
             slots: threads, slotBytes: kernels.scratchBytes(shape, elementSize, min(keyRowBlock, l), fused))
+        // dK, dV of query heads g = 1 ..< group of every key head (per-query-head layout only).
+        let (d, m) = (shape.headDim, shape.valueDim)
+        let partialHeads = perQueryHead ? (group - 1) * keyHeadCount : 0
+        let partials = try ScratchBuffer(slots: 1, slotBytes: partialHeads * l * (d + m) * elementSize)
+        func partialGradients(_ b: Int, _ hk: Int, _ g: Int) -> (key: StridedMatrix, value: StridedMatrix) {
+            let base = partials.base + ((g - 1) * keyHeadCount + b * problem.keyHeads + hk) * l * (d + m) * elementSize
+            return (StridedMatrix(base: base, rowStride: d, columnStride: 1),
+                    StridedMatrix(base: base + l * d * elementSize, rowStride: m, columnStride: 1))
+        }
         // δ_i = Σ_m dO_im O_im for every query row (O(N) per head), before the passes.
         let deltas = try ScratchBuffer(slots: 1, slotBytes: problem.batch * problem.heads * n * elementSize)
         let delta = deltas.base.assumingMemoryBound(to: T.self)
@@ -123,13 +140,17 @@ public enum SoftmaxAttention {
             let local = isKeyTask ? item : item - keyTasks
             let block = isKeyTask ? local % blocks : blocks - 1 - local % blocks
             let headIndex = local / blocks
-            let headsPerBatch = isKeyTask ? problem.keyHeads : problem.heads
+            let byKeyHead = isKeyTask && !perQueryHead
+            let headsPerBatch = byKeyHead ? problem.keyHeads : problem.heads
             let b = headIndex / headsPerBatch
-            // The first query head of the task: its own head (query pass) or the group's first.
-            let h = isKeyTask ? (headIndex % headsPerBatch) * group : headIndex % headsPerBatch
+            // The first query head of the task: its own head (query pass, per-query-head key
+            // task) or the group's first.
+            let h = byKeyHead ? (headIndex % headsPerBatch) * group : headIndex % headsPerBatch
             // Not h / group: with zero query heads (H = 0) group is 0, and the key pass must still
             // write zero dk, dv (groupSize 0) instead of dividing by zero.
-            let hk = isKeyTask ? headIndex % headsPerBatch : h / group
+            let hk = byKeyHead ? headIndex % headsPerBatch : h / group
+            let (ownKeyGradient, ownValueGradient) = perQueryHead && h % group > 0
+                ? partialGradients(b, hk, h % group) : (keyGradient.matrix(b, hk), valueGradient.matrix(b, hk))
             let rowStart = block * rowBlock
             let rows = isKeyTask ? l : n
             var task = SoftmaxBackwardTask(
@@ -140,13 +161,26 @@ public enum SoftmaxAttention {
                 logSumExp: UnsafeMutableRawPointer(mutating: logSumExp.base + b * logSumExp.strides[0] + h * logSumExp.strides[1]),
                 logSumExpStride: logSumExp.strides[2],
                 delta: UnsafeMutableRawPointer(delta + (b * problem.heads + h) * n),
-                queryGradient: queryGradient.matrix(b, h), keyGradient: keyGradient.matrix(b, hk),
-                valueGradient: valueGradient.matrix(b, hk),
-                groupSize: isKeyTask ? group : 1, queryHeadStep: query.strides[1],
+                queryGradient: queryGradient.matrix(b, h), keyGradient: ownKeyGradient,
+                valueGradient: ownValueGradient,
+                groupSize: byKeyHead ? group : 1, queryHeadStep: query.strides[1],
                 outputGradientHeadStep: outputGradient.strides[1], logSumExpHeadStep: logSumExp.strides[1],
                 deltaHeadStep: n, queryGradientHeadStep: queryGradient.strides[1],
                 fusedQueryGradient: isKeyTask && fused, scratch: scratch.slot(worker))
             (isKeyTask ? keyEntry : queryEntry)(&task)
+        }
+        if perQueryHead {
+            // dk += dK of heads 1 ..< group, in head order, in blocks of key rows.
+            let rowBlock = 256, rowBlocks = (l + rowBlock - 1) / rowBlock
+            Runtime.parallelFor(count: keyHeadCount * rowBlocks, threads: threads) { item, _ in
+                let (b, hk) = (item / rowBlocks / problem.keyHeads, item / rowBlocks % problem.keyHeads)
+                let rows = (item % rowBlocks * rowBlock)..<min(l, (item % rowBlocks + 1) * rowBlock)
+                for g in 1..<group {
+                    let partial = partialGradients(b, hk, g)
+                    addRows(partial.key, into: keyGradient.matrix(b, hk), rows: rows, columns: d, as: T.self)
+                    addRows(partial.value, into: valueGradient.matrix(b, hk), rows: rows, columns: m, as: T.self)
+                }
+            }
         }
         // Without keys no task wrote dQ: it is zero (every row is fully masked).
         if l == 0 {
@@ -156,6 +190,20 @@ public enum SoftmaxAttention {
                     for i in 0..<n { for c in 0..<shape.headDim { base[i * queryGradient.strides[2] + c * queryGradient.strides[3]] = 0 } }
                 }
             }
+        }
+    }
+}
+
+/// target += source over `rows` × `columns` elements of T (source rows contiguous).
+private func addRows<T: AttentionScalar>(_ source: StridedMatrix, into target: StridedMatrix, rows: Range<Int>,
+                                         columns: Int, as _: T.Type) {
+    let from = source.base.assumingMemoryBound(to: T.self), to = target.base.assumingMemoryBound(to: T.self)
+    for i in rows {
+        let x = from + i * source.rowStride, y = to + i * target.rowStride
+        if target.columnStride == 1 {
+            for c in 0..<columns { y[c] += x[c] }
+        } else {
+            for c in 0..<columns { y[c * target.columnStride] += x[c] }
         }
     }
 }

@@ -28,7 +28,7 @@ let backwardQueryBlock = 96
 let backwardKeySweep = 4
 
 /// Scratch elements of a backward task: packs, pair buffers, dK/dV accumulators for
-/// `keyRows` keys, a dQ accumulator (N rows when fused, one query block otherwise) and the
+/// `keyRows` keys (twice: the group's total and one query head's own), a dQ accumulator (N rows when fused, one query block otherwise) and the
 /// scaled Q̂ of one head (N × D).
 @inline(__always)
 func softmaxBackwardScratchElements(_ shape: SoftmaxHeadShape, keyRows: Int, fused: Bool) -> Int {
@@ -37,7 +37,7 @@ func softmaxBackwardScratchElements(_ shape: SoftmaxHeadShape, keyRows: Int, fus
     let blocks = (keyRows + backwardKeyBlock - 1) / backwardKeyBlock
     let packs = backwardKeySweep * ((d + m) * backwardKeyBlock + backwardKeyBlock * paddedD)
     let pair = 2 * backwardQueryBlock * backwardKeyBlock
-    let accumulators = blocks * (d + m) * backwardKeyBlock
+    let accumulators = 2 * blocks * (d + m) * backwardKeyBlock
     let queryAccumulator = (fused ? Swift.max(shape.queryCount, backwardQueryBlock) : backwardQueryBlock) * paddedD
     return packs + pair + accumulators + queryAccumulator + Swift.max(shape.queryCount, 1) * d
 }
@@ -52,6 +52,7 @@ struct BackwardBuffers<T: KernelScalar> {
     var dS: UnsafeMutablePointer<T>       // 96 × 64: dP, then dS
     var dK: UnsafeMutablePointer<T>       // blocks × D × 64
     var dV: UnsafeMutablePointer<T>       // blocks × M × 64
+    var headDK: UnsafeMutablePointer<T>   // blocks × (D + M) × 64: dK, dV of query head g ≥ 1
     var dQ: UnsafeMutablePointer<T>       // rows × paddedD
     var qScaled: UnsafeMutablePointer<T>  // N × D: Q̂ = Q · s·log2 e, rows contiguous
     var paddedD: Int
@@ -69,7 +70,8 @@ struct BackwardBuffers<T: KernelScalar> {
         dS = p + backwardQueryBlock * backwardKeyBlock
         dK = dS + backwardQueryBlock * backwardKeyBlock
         dV = dK + blocks * d * backwardKeyBlock
-        dQ = dV + blocks * m * backwardKeyBlock
+        headDK = dV + blocks * m * backwardKeyBlock
+        dQ = headDK + blocks * (d + m) * backwardKeyBlock
         qScaled = dQ + (fused ? Swift.max(shape.queryCount, backwardQueryBlock) : backwardQueryBlock) * roundUp(d, 32)
     }
 
@@ -237,11 +239,17 @@ func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardT
     let d = t.shape.headDim, m = t.shape.valueDim, n = t.shape.queryCount
     let buffers = BackwardBuffers<T>(t.scratch, shape: t.shape, keyRows: t.rowCount, fused: t.fusedQueryGradient)
     let blocks = (t.rowCount + backwardKeyBlock - 1) / backwardKeyBlock
-    for x in 0..<(blocks * (d + m) * backwardKeyBlock) { buffers.dK[x] = 0 }
+    let accumulatorCount = blocks * (d + m) * backwardKeyBlock
+    for x in 0..<accumulatorCount { buffers.dK[x] = 0 }
     let laneIndex = laneIndexVector(T.self)
     let fused = t.fusedQueryGradient
     for g in 0..<t.groupSize {
         let head = BackwardHead<T>(t, group: g)
+        // Head g ≥ 1 sums its dK, dV from zero and adds them to the group's total once done:
+        // the same additions, in the same order, as one task per query head whose dK, dV are
+        // added up afterwards (SoftmaxAttention.backward picks either layout).
+        let dK = g == 0 ? buffers.dK : buffers.headDK, dV = dK + blocks * d * backwardKeyBlock
+        if g > 0 { for x in 0..<accumulatorCount { dK[x] = 0 } }
         if fused { for x in 0..<(n * buffers.paddedD) { buffers.dQ[x] = 0 } }
         packScaledQuery(t, head, buffers, rowStart: 0, rows: n)
         var sweepStart = 0
@@ -270,7 +278,7 @@ func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardT
                     guard pairStart < queryEnd else { continue }
                     backwardPair(t, head, buffers.slot(slot), queryStart: pairStart, queries: queryEnd - pairStart,
                                  keyStart: keyStart, keys: keys,
-                                 dK: buffers.dK + block * d * backwardKeyBlock, dV: buffers.dV + block * m * backwardKeyBlock,
+                                 dK: dK + block * d * backwardKeyBlock, dV: dV + block * m * backwardKeyBlock,
                                  dQ: fused ? buffers.dQ + pairStart * buffers.paddedD : nil, laneIndex: laneIndex)
                 }
                 queryStart = queryEnd
@@ -278,6 +286,7 @@ func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardT
             sweepStart += backwardKeySweep
         }
         if fused { storeQueryGradient(head, buffers.dQ, rowStart: 0, rows: n, d: d, paddedD: buffers.paddedD) }
+        if g > 0 { rowAdd(dK, buffers.dK, accumulatorCount) }
     }
     let dKOut = t.keyGradient.base.assumingMemoryBound(to: T.self)
     let dVOut = t.valueGradient.base.assumingMemoryBound(to: T.self)
