@@ -175,7 +175,10 @@ const char *performer_kernel_isa(void);
  *   Masks: causal (bottom-right aligned, see the top of this file: query i sees key j iff
  *   j <= i + (L - N)) and per-batch key lengths. A query row that sees no key gets output 0,
  *   lse -infinity, and zero gradients (never NaN).
- *   Memory: O((N + L) * D) scratch per thread beyond the arguments, at any N and L.
+ *   Memory: O((N + L) * D) scratch per thread beyond the arguments, at any N and L; the
+ *   backward of grouped heads (H > Hk) whose B*Hk key heads do not spread evenly over the
+ *   threads adds a dK, dV per query head past the first of each group: (H/Hk - 1) * B * Hk *
+ *   L * (D + M) elements in all.
  * ====================================================================================== */
 
 typedef struct performer_softmax_options_t {
@@ -564,7 +567,8 @@ performer_status performer_favor_features_backward(
  *   pairs (c carries no gradient). Error messages call the states S0, z0, c0 (initial),
  *   S_N, z_N, c_N (final), dS_N, dz_N and dS0, dz0 (gradients).
  *   Memory: O(N + T * max(C, M, D) + C * M) scratch per thread (T the chunk length); the
- *   backward stores no state per position.
+ *   backward stores no state per position (the causal backward keeps 3 + 2T numbers per
+ *   position: row scalars and its chunk's scores).
  * -------------------------------------------------------------------------------------- */
 
 /** Forward: writes out (B x H x N x M). Reads options->causal, features, has_scale, scale,
