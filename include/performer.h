@@ -151,7 +151,8 @@ typedef struct performer_tensor_t {
  *  Worker threads are created on demand and live until the process exits; the library is
  *  marked not unloadable (dlclose leaves it mapped) so that they never outlive their code.
  *  Between calls a worker polls for new work for up to 100 microseconds before it sleeps
- *  (so back-to-back small calls, as in decoding, skip a wake-up); idle, it uses no CPU. */
+ *  (so back-to-back small calls, as in decoding, skip a wake-up); idle, it uses no CPU.
+ *  PERFORMER_SPIN_US (read once, 0..1000000) sets that time; 0 sleeps at once. */
 performer_status performer_set_num_threads(int n);
 
 /** The number of threads calls use now (at least 1). */

@@ -161,6 +161,8 @@ for test in "${abi_tests[@]}"; do
     for isa in portable avx2 avx512; do
         counted "$test PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3" run_abi env PERFORMER_ISA=$isa PERFORMER_NUM_THREADS=3 "$work/$test"
     done
+    # Workers that sleep at once instead of polling between calls (the pool's other wait path).
+    counted "$test PERFORMER_SPIN_US=0 PERFORMER_NUM_THREADS=3" run_abi env PERFORMER_SPIN_US=0 PERFORMER_NUM_THREADS=3 "$work/$test"
 done
 portable_check() {
     local out; out=$(run_abi env PERFORMER_ISA=portable "$work/test_abi" 2>&1)

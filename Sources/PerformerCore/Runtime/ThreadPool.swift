@@ -5,10 +5,11 @@ import Glibc
 /// thread and up to `threads − 1` workers, handing items out one at a time from a shared
 /// counter (so uneven items, like causal blocks, balance themselves).
 ///
-/// Waiting spins for a short while before sleeping (`spinNanoseconds`, both for workers between
-/// jobs and for the caller waiting for them): back-to-back small calls — a decoding loop —
-/// then hand work over without a futex wake-up on each side, which cost tens of µs per call
-/// here. Longer idle periods sleep on a condition variable as before.
+/// Waiting spins for a short while before sleeping (`spinNanoseconds`, 100 µs or
+/// PERFORMER_SPIN_US; both for workers between jobs and for the caller waiting for them):
+/// back-to-back small calls — a decoding loop — then hand work over without a futex wake-up
+/// on each side, which cost tens of µs per call here. Longer idle periods sleep on a
+/// condition variable.
 ///
 /// One job runs at a time. A call made while the pool is busy (another caller thread, or a
 /// nested call from inside a job) runs its items inline on its own thread: slower, never a
@@ -26,8 +27,14 @@ final class ThreadPool: @unchecked Sendable {
     private let postedGeneration = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
     /// Participants not yet done with the current job (the caller spins on it).
     private let pending = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
-    /// How long a waiting thread polls before it sleeps.
-    private let spinNanoseconds: Int64 = 100_000
+    /// How long a waiting thread polls before it sleeps: PERFORMER_SPIN_US microseconds when
+    /// set to an integer 0 … 1000000 (0: sleep at once), else 100.
+    private let spinNanoseconds: Int64 = {
+        if let text = getenv("PERFORMER_SPIN_US"), let us = Int64(String(cString: text)), (0...1_000_000).contains(us) {
+            return us * 1000
+        }
+        return 100_000
+    }()
 
     // Guarded by stateLock.
     private var workerCount = 0
@@ -49,6 +56,7 @@ final class ThreadPool: @unchecked Sendable {
 
     /// Polls `done` (with a CPU pause) for up to `spinNanoseconds`; true once it holds.
     private func spin(until done: () -> Bool) -> Bool {
+        if spinNanoseconds == 0 { return done() }
         let deadline = psupport_monotonic_ns() + spinNanoseconds
         while true {
             for _ in 0..<64 {

@@ -4,6 +4,7 @@ import ctypes
 import gc
 import os
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -403,6 +404,30 @@ def test_no_memory_growth_on_errors():
 # ---------------------------------------------------------------------------------------------
 # The GIL is released during the computation
 # ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spin", [None, "0"])
+def test_idle_workers_use_no_cpu(spin):
+    # The pool's workers poll for up to PERFORMER_SPIN_US (100 µs by default) after a call, then
+    # sleep: an idle process must not keep a core busy. Fresh process: its own pool and env.
+    script = """
+import time, numpy as np, performer
+performer.set_num_threads(2)
+q = np.random.default_rng(0).standard_normal((1, 4, 64, 32), dtype=np.float32)
+reference = performer.softmax_attention(q, q, q)
+for _ in range(300):
+    assert np.array_equal(performer.softmax_attention(q, q, q), reference)
+time.sleep(0.05)
+start = time.process_time()
+time.sleep(0.5)
+print(time.process_time() - start)
+"""
+    env = dict(os.environ)
+    if spin is not None:
+        env["PERFORMER_SPIN_US"] = spin
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.strip()) < 0.05
+
 
 def test_gil_released():
     rng = np.random.default_rng(0)
