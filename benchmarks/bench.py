@@ -114,14 +114,17 @@ def repeated(fn: Callable[[], object], times: int) -> Callable[[], None]:
 
 
 def softmax_cases(threads: int) -> list[Case]:
-    """Exact softmax attention, B=1, H=8, D=M=64, N=L, float32."""
+    """Exact softmax attention, B=1, H=8, D=M=64, N=L, float32; plus multi-query attention
+    (one key head for the 8 query heads) fwd+bwd up to N=4096."""
     import performer
 
     B, H, D = 1, 8, 64
+    MQA_MAX_N = 4096
 
-    def inputs(n: int, seed: int = 0):
+    def inputs(n: int, seed: int = 0, key_heads: int = H):
         rng = np.random.default_rng(seed)
-        q, k, v, dout = (rng.standard_normal((B, H, n, D), dtype=np.float32) for _ in range(4))
+        q, dout = (rng.standard_normal((B, H, n, D), dtype=np.float32) for _ in range(2))
+        k, v = (rng.standard_normal((B, key_heads, n, D), dtype=np.float32) for _ in range(2))
         return q, k, v, dout
 
     def ours_forward(causal: bool):
@@ -131,9 +134,9 @@ def softmax_cases(threads: int) -> list[Case]:
 
         return Impl("libperformer", prepare)
 
-    def ours_training(causal: bool):
+    def ours_training(causal: bool, key_heads: int = H):
         def prepare(n: int):
-            q, k, v, dout = inputs(n)
+            q, k, v, dout = inputs(n, key_heads=key_heads)
 
             def step():
                 out, lse = performer.softmax_attention(q, k, v, causal=causal, return_lse=True)
@@ -141,34 +144,39 @@ def softmax_cases(threads: int) -> list[Case]:
 
             return step
 
-        return Impl("libperformer", prepare)
+        return Impl("libperformer", prepare, max_n=MQA_MAX_N if key_heads != H else None)
 
-    peers: list[Callable[[bool, bool], Impl]] = []
+    peers: list[Callable[..., Impl]] = []
     try:
         import torch
         import torch.nn.functional as F
 
         torch.set_num_threads(threads)
 
-        def torch_impl(causal: bool, training: bool) -> Impl:
+        def torch_impl(causal: bool, training: bool, key_heads: int = H) -> Impl:
+            grouped = key_heads != H
+
             def prepare(n: int):
-                q, k, v, dout = (torch.from_numpy(x) for x in inputs(n))
+                q, k, v, dout = (torch.from_numpy(x) for x in inputs(n, key_heads=key_heads))
                 if not training:
                     def forward():
                         with torch.no_grad():
-                            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+                            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=grouped)
 
                     return forward
                 qg, kg, vg = (x.clone().requires_grad_(True) for x in (q, k, v))
 
                 def step():
-                    out = F.scaled_dot_product_attention(qg, kg, vg, is_causal=causal)
+                    for x in (qg, kg, vg):
+                        x.grad = None
+                    out = F.scaled_dot_product_attention(qg, kg, vg, is_causal=causal, enable_gqa=grouped)
                     out.backward(dout)
                     return qg.grad
 
                 return step
 
-            return Impl(f"torch {torch.__version__} SDPA", prepare)
+            name = f"torch {torch.__version__} SDPA" + (" (enable_gqa)" if grouped else "")
+            return Impl(name, prepare, max_n=MQA_MAX_N if grouped else None)
 
         peers.append(torch_impl)
     except ImportError:
@@ -186,6 +194,8 @@ def softmax_cases(threads: int) -> list[Case]:
         # Backward = 5 products (2.5× forward), the FlashAttention convention.
         cases.append(Case(f"softmax fwd+bwd {label}", lambda n, f=fwd: 3.5 * f(n),
                           [ours_training(causal)] + [p(causal, True) for p in peers]))
+    cases.append(Case("softmax fwd+bwd MQA (Hk=1)", lambda n: 3.5 * forward_flops(False)(n),
+                      [ours_training(False, key_heads=1)] + [p(False, True, key_heads=1) for p in peers]))
     return cases
 
 
