@@ -132,6 +132,29 @@ extension FavorHead {
         }
     }
 
+    /// One row of a feature gradient: g1_f ← chunk_f + weight_f·(g2_f·a + b·z_f), where chunk_f
+    /// is the intra-chunk part already in g1 (times hat_f for exponential kinds; 0 when not
+    /// causal) and weight_f the row's state weights (exponential) or its one `rowWeight`.
+    /// Queries: weights Q̃, a = 1/den, b = ∂L/∂den, z = z̃; keys: weights K̄′, a = b = 1, z = g̃
+    /// (g2·1 + 1·z rounds as g2 + z).
+    @inline(__always)
+    func addStatePart(_ g1: UnsafeMutablePointer<T>, hat: UnsafePointer<T>, weights: UnsafePointer<T>, rowWeight: T,
+                      _ g2: UnsafePointer<T>, times a: T, plus b: T, z: UnsafePointer<T>, causal: Bool) {
+        let av = T.splat(a), bv = T.splat(b), wv = T.splat(rowWeight)
+        let end = favorVectorEnd(T.self, c)
+        for f in stride(from: 0, to: end, by: T.lanes) {
+            let part = T.fma(T.load(g2 + f), av, T.mul(bv, T.load(z + f)))
+            let state = T.mul(exponential ? T.load(weights + f) : wv, part)
+            let chunk = causal ? (exponential ? T.mul(T.load(hat + f), T.load(g1 + f)) : T.load(g1 + f)) : T.splat(0)
+            T.store(T.add(chunk, state), g1 + f)
+        }
+        for f in end..<c {
+            let state = (exponential ? weights[f] : rowWeight) * (g2[f] * a + b * z[f])
+            let chunk = causal ? (exponential ? hat[f] * g1[f] : g1[f]) : 0
+            g1[f] = chunk + state
+        }
+    }
+
     /// dq for the prepared query chunk: needs Q̂, Q̃, rowFactor, gradient2 = dO S̃ᵀ and 1/den,
     /// ∂L/∂den, z̃ (outputGradientRows), and when causal the score gradient and K̂.
     func queryGradients(_ r0: Int, _ t: Int, causal: Bool) {
@@ -143,21 +166,9 @@ extension FavorHead {
         for i in 0..<t {
             let g1 = s.gradient1 + i * s.cp, g2 = s.gradient2 + i * s.cp
             let hat = s.queryHat + i * s.cp, tilde = s.queryTilde + i * s.cp
-            let y = dden[i], r = inverse[i]
             // state part: Q̃ (exponential) or the row weight, times (dO S̃ᵀ)/den + ∂L/∂den·z̃.
-            let w = factor[i], yv = T.splat(y), rv = T.splat(r), wv = T.splat(w), z = s.normalizer
-            let end = favorVectorEnd(T.self, c)
-            for f in stride(from: 0, to: end, by: T.lanes) {
-                let part = T.fma(T.load(g2 + f), rv, T.mul(yv, T.load(z + f)))
-                let state = T.mul(exponential ? T.load(tilde + f) : wv, part)
-                let chunk = causal ? (exponential ? T.mul(T.load(hat + f), T.load(g1 + f)) : T.load(g1 + f)) : T.splat(0)
-                T.store(T.add(chunk, state), g1 + f)
-            }
-            for f in end..<c {
-                let state = (exponential ? tilde[f] : w) * (g2[f] * r + y * z[f])
-                let chunk = causal ? (exponential ? hat[f] * g1[f] : g1[f]) : 0
-                g1[f] = chunk + state
-            }
+            addStatePart(g1, hat: hat, weights: tilde, rowWeight: factor[i], g2, times: inverse[i],
+                         plus: dden[i], z: s.normalizer, causal: causal)
         }
         storeInputGradients(t, valid: t, gradient: s.gradient1, hat: s.queryHat, u: s.queryU, input: s.queryInput,
                             into: task.queryGradient!, r0, accumulate: false)
@@ -203,18 +214,8 @@ extension FavorHead {
             let g1 = s.gradient1 + j * s.cp, g2 = s.gradient2 + j * s.cp
             let hat = s.keyHat + j * s.cp, b = s.bar + j * s.cp
             // state part: K̄′ (exponential) or the row weight, times V G̃ᵀ + g̃.
-            let w = factor[j], wv = T.splat(w), z = s.normalizerGradient
-            let end = favorVectorEnd(T.self, c)
-            for f in stride(from: 0, to: end, by: T.lanes) {
-                let state = T.mul(exponential ? T.load(b + f) : wv, T.add(T.load(g2 + f), T.load(z + f)))
-                let chunk = causal ? (exponential ? T.mul(T.load(hat + f), T.load(g1 + f)) : T.load(g1 + f)) : T.splat(0)
-                T.store(T.add(chunk, state), g1 + f)
-            }
-            for f in end..<c {
-                let state = (exponential ? b[f] : w) * (g2[f] + z[f])
-                let chunk = causal ? (exponential ? hat[f] * g1[f] : g1[f]) : 0
-                g1[f] = chunk + state
-            }
+            addStatePart(g1, hat: hat, weights: b, rowWeight: factor[j], g2, times: 1, plus: 1,
+                         z: s.normalizerGradient, causal: causal)
         }
         let accumulate = task.accumulateKeyGradients
         storeInputGradients(t, valid: validKeys(r0, t), gradient: s.gradient1, hat: s.keyHat, u: s.keyU,
@@ -306,9 +307,9 @@ private func favorCausalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
             perPosition[3 * (r0 + i) + 1] = s.row(.denominator)[i]
             perPosition[3 * (r0 + i) + 2] = s.row(.denominatorGradient)[i]
         }
-        let stored = s.perChunk + 2 * (r0 / favorChunkRows) * favorChunkRows * s.tp
-        stored.update(from: s.scores, count: t * s.tp)
-        (stored + favorChunkRows * s.tp).update(from: s.scoreGradient, count: t * s.tp)
+        let stored = s.storedChunk(r0 / favorChunkRows)
+        stored.scores.update(from: s.scores, count: t * s.tp)
+        stored.scoreGradient.update(from: s.scoreGradient, count: t * s.tp)
         head.queryGradients(r0, t, causal: true)
         head.accumulateKeys(t, transposed: true)
         r0 += t
@@ -329,8 +330,8 @@ private func favorCausalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
         head.packOutputGradients(r0, t)
         head.rowGradients(t)
         transposeBlock(rows: c, columns: mv, s.stateGradient, s.vp, s.stateGradientT, s.cp)
-        let stored = s.perChunk + 2 * chunk * favorChunkRows * s.tp
-        head.keyGradients(r0, t, causal: true, scores: stored, scoreGradient: stored + favorChunkRows * s.tp)
+        let stored = s.storedChunk(chunk)
+        head.keyGradients(r0, t, causal: true, scores: stored.scores, scoreGradient: stored.scoreGradient)
         head.accumulateQueries(t)
     }
     head.storeInitialStateGradient()

@@ -73,33 +73,8 @@ struct FavorHead<T: KernelScalar> {
     /// x̂ (t × D), n/2 and u = x̂ Wᵀ (t × m) for rows r0 ..< r0 + t of `source`.
     func project(_ source: StridedMatrix, _ r0: Int, _ t: Int,
                  input: UnsafeMutablePointer<T>, u: UnsafeMutablePointer<T>, half: UnsafeMutablePointer<T>) {
-        let step = source.columnStride, sv = T.splat(sigma)
         for i in 0..<t {
-            let row = source.base.assumingMemoryBound(to: T.self) + (r0 + i) * source.rowStride
-            let target = input + i * s.dp
-            var n: T = 0
-            if step == 1 {
-                var nv = T.splat(0)
-                let end = favorVectorEnd(T.self, d)
-                for col in stride(from: 0, to: end, by: T.lanes) {
-                    let x = T.mul(T.load(row + col), sv)
-                    T.store(x, target + col)
-                    nv = T.fma(x, x, nv)
-                }
-                for col in end..<d {
-                    let x = row[col] * sigma
-                    target[col] = x
-                    n += x * x
-                }
-                n += T.sumHalving(nv)
-            } else {
-                for col in 0..<d {
-                    let x = row[col * step] * sigma
-                    target[col] = x
-                    n += x * x
-                }
-            }
-            half[i] = n / 2
+            half[i] = packScaledRow(source, row: r0 + i, count: d, scale: sigma, into: input + i * s.dp) / 2
         }
         favorProduct(rows: t, columns: m, depth: d, a: input, aRowStride: s.dp, aDepthStride: 1,
                      b: s.projectionT, bRowStride: s.mp, c: u, cRowStride: s.mp, accumulate: false)

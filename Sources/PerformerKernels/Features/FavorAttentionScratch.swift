@@ -67,6 +67,12 @@ struct FavorScratch<T: KernelScalar> {
 
     func row(_ r: Row) -> UnsafeMutablePointer<T> { rowQ + r.rawValue * favorChunkRows }
 
+    /// Chunk `index`'s P and score gradient in `perChunk` (T × tp each).
+    func storedChunk(_ index: Int) -> (scores: UnsafeMutablePointer<T>, scoreGradient: UnsafeMutablePointer<T>) {
+        let scores = perChunk + 2 * index * favorChunkRows * tp
+        return (scores, scores + favorChunkRows * tp)
+    }
+
     init(base: UnsafeMutableRawPointer?, shape: FavorHeadShape, causal: Bool, backward: Bool, bytes: inout Int) {
         let t = favorChunkRows, d = max(shape.dim, 1), m = max(shape.numFeatures, 1)
         let c = max(shape.featureCount, 1), mv = max(shape.valueDim, 1)

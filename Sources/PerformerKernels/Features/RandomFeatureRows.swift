@@ -76,28 +76,9 @@ private func packProjection<T: KernelScalar>(_ t: RandomFeatureTask, _ s: Featur
 /// x̂ and n/2 of the task's rows r0 ..< r0 + rows, and U = X̂·Wᵀ.
 @inline(__always)
 private func projectRows<T: KernelScalar>(_ t: RandomFeatureTask, _ s: FeatureScratch<T>, _ r0: Int, _ rows: Int) {
-    let d = t.dim, step = t.input.columnStride
-    let sigma = T(t.inputScale), sv = T.splat(sigma)
-    let x = t.input.base.assumingMemoryBound(to: T.self)
+    let d = t.dim, sigma = T(t.inputScale)
     for i in 0..<rows {
-        let source = x + (r0 + i) * t.input.rowStride, target = s.xHat + i * s.dp
-        var n: T = 0, nv = T.splat(0)
-        var col = 0
-        if step == 1 {
-            while col + T.lanes <= d {
-                let value = T.mul(T.load(source + col), sv)
-                T.store(value, target + col)
-                nv = T.fma(value, value, nv)
-                col += T.lanes
-            }
-        }
-        while col < d {
-            let value = source[col * step] * sigma
-            target[col] = value
-            n += value * value
-            col += 1
-        }
-        s.half[i] = (n + T.sumHalving(nv)) / 2
+        s.half[i] = packScaledRow(t.input, row: r0 + i, count: d, scale: sigma, into: s.xHat + i * s.dp) / 2
     }
     blockProduct(rows: rows, columns: s.mp, depth: d, a: s.xHat, aRowStride: s.dp, aDepthStride: 1,
                  b: s.wt, bRowStride: s.mp, c: s.u, cRowStride: s.mp, accumulate: false)

@@ -109,6 +109,34 @@ func packRow<T: KernelScalar>(_ source: StridedMatrix, row: Int, count: Int, int
     }
 }
 
+/// Packs a strided row of `count` values times `scale` into contiguous memory and returns the
+/// sum of squares of what it stored (FAVOR+'s x̂ = x·s^(1/2) and ‖x̂‖²), on whole vectors when
+/// the row is contiguous.
+@inline(__always)
+func packScaledRow<T: KernelScalar>(
+    _ source: StridedMatrix, row: Int, count: Int, scale: T, into target: UnsafeMutablePointer<T>
+) -> T {
+    let base = source.base.assumingMemoryBound(to: T.self) + row * source.rowStride
+    let step = source.columnStride, scaleV = T.splat(scale)
+    var squares: T = 0, squaresV = T.splat(0)
+    var c = 0
+    if step == 1 {
+        while c + T.lanes <= count {
+            let x = T.mul(T.load(base + c), scaleV)
+            T.store(x, target + c)
+            squaresV = T.fma(x, x, squaresV)
+            c += T.lanes
+        }
+    }
+    while c < count {
+        let x = base[c * step] * scale
+        target[c] = x
+        squares += x * x
+        c += 1
+    }
+    return squares + T.sumHalving(squaresV)
+}
+
 /// Stores a contiguous row into a strided matrix row (or adds it when `accumulate`), on whole
 /// vectors when the target row is contiguous.
 @inline(__always)
