@@ -141,7 +141,7 @@ final class ThreadPool: @unchecked Sendable {
     /// `seenGeneration` is the generation when the worker was created (under stateLock), so a
     /// job posted before the thread first runs is not missed.
     /// A job this worker is a participant of cannot finish without it (the caller waits for
-    /// `pending`), so reading `job` under the lock after seeing a new generation is safe.
+    /// `pending` before it clears `job`), so `runJob` may read `job` after the lock is released.
     private func workerLoop(index: Int, seenGeneration initial: Int) {
         var seenGeneration = initial
         while true {
