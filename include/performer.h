@@ -370,6 +370,22 @@ performer_status performer_linear_decoder_step(
     performer_linear_decoder_t decoder, const performer_tensor_t *q, const performer_tensor_t *k,
     const performer_tensor_t *v, performer_tensor_t *out);
 
+/** One step on a state the caller owns: s (B x H x C x M) and z (B x H x C x 1), any strides,
+ *  are read and updated in place, exactly as performer_linear_decoder_step updates the
+ *  decoder's own state (the same arithmetic, so the same bits); the decoder's own state is
+ *  neither read nor changed, and the decoder serves only as the description of the problem
+ *  (sizes, feature map, eps) and its step scratch. This is how a caller that keeps one state
+ *  per sequence (or passes the state in and out of a recurrent layer) decodes without copies.
+ *  Layouts with unit stride along M (s) and along C (z) are used directly; others go through
+ *  a copy allocated for the call. Tokens as performer_linear_decoder_step.
+ *  Errors (nothing written, s and z unchanged): as performer_linear_decoder_step, plus
+ *  PERFORMER_ERROR_SHAPE_MISMATCH (s or z not B x H x C x M / B x H x C x 1),
+ *  PERFORMER_ERROR_ALIASING (s or z overlaps a token, the other, or itself),
+ *  PERFORMER_ERROR_OUT_OF_MEMORY (the copy for other layouts). */
+performer_status performer_linear_decoder_step_with_state(
+    performer_linear_decoder_t decoder, const performer_tensor_t *q, const performer_tensor_t *k,
+    const performer_tensor_t *v, performer_tensor_t *out, performer_tensor_t *s, performer_tensor_t *z);
+
 /** Runs a prompt of N tokens (q B x H x N x D, k B x Hk x N x D, v B x Hk x N x M) from the
  *  current state, writes its outputs into out (B x H x N x M) and keeps the final state: the
  *  same as N steps, at the speed of the chunked causal forward (which may use the library's
@@ -379,8 +395,8 @@ performer_status performer_linear_decoder_prefill(
     performer_linear_decoder_t decoder, const performer_tensor_t *q, const performer_tensor_t *k,
     const performer_tensor_t *v, performer_tensor_t *out);
 
-/** Copies the state into s (B x H x C x M) and z (B x H x C x 1), any strides.
- *  Errors: PERFORMER_ERROR_NULL_POINTER, _DTYPE_MISMATCH, _SHAPE_MISMATCH, _INVALID_ARGUMENT,
+/** Copies the state into s (B x H x C x M) and z (B x H x C x 1), any strides (one block copy
+ *  when s and z are contiguous). Errors: PERFORMER_ERROR_NULL_POINTER, _DTYPE_MISMATCH, _SHAPE_MISMATCH, _INVALID_ARGUMENT,
  *  _SIZE_OVERFLOW, _ALIASING (s and z overlap, or one overlaps itself); nothing written. */
 performer_status performer_linear_decoder_get_state(
     performer_linear_decoder_t decoder, performer_tensor_t *s, performer_tensor_t *z);

@@ -10,6 +10,8 @@ protocol UntypedLinearDecoder: AnyObject {
     var dtype: DType { get }
     func reset()
     func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError)
+    func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
+              s: TensorArgument, z: TensorArgument) throws(PerformerError)
     func prefill(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError)
     func storeState(s: TensorArgument, z: TensorArgument) throws(PerformerError)
     func loadState(s: TensorArgument, z: TensorArgument) throws(PerformerError)
@@ -21,6 +23,13 @@ extension LinearAttentionDecoder: UntypedLinearDecoder {
     func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError) {
         try step(query: q.view(Element.self), key: k.view(Element.self), value: v.view(Element.self),
                  output: out.mutableView(Element.self))
+    }
+
+    func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
+              s: TensorArgument, z: TensorArgument) throws(PerformerError) {
+        try step(query: q.view(Element.self), key: k.view(Element.self), value: v.view(Element.self),
+                 output: out.mutableView(Element.self),
+                 state: MutableLinearStateView(s: s.mutableView(Element.self), z: z.mutableView(Element.self)))
     }
 
     func prefill(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError) {
@@ -91,6 +100,22 @@ public func performer_linear_decoder_step(
         let handle = try LinearDecoderHandle.from(decoder)
         let (q, k, v, out) = try handle.tokens(q, k, v, out)
         try handle.decoder.step(q, k, v, out)
+    }
+}
+
+@_cdecl("performer_linear_decoder_step_with_state")
+public func performer_linear_decoder_step_with_state(
+    _ decoder: performer_linear_decoder_t?, _ q: UnsafePointer<performer_tensor_t>?,
+    _ k: UnsafePointer<performer_tensor_t>?, _ v: UnsafePointer<performer_tensor_t>?,
+    _ out: UnsafeMutablePointer<performer_tensor_t>?, _ s: UnsafeMutablePointer<performer_tensor_t>?,
+    _ z: UnsafeMutablePointer<performer_tensor_t>?
+) -> performer_status {
+    withStatus { () throws(PerformerError) in
+        let handle = try LinearDecoderHandle.from(decoder)
+        let (q, k, v, out) = try handle.tokens(q, k, v, out)
+        let s = try TensorArgument(s, name: "S"), z = try TensorArgument(z, name: "z")
+        try handle.expectDType(s, z)
+        try handle.decoder.step(q, k, v, out, s: s, z: z)
     }
 }
 

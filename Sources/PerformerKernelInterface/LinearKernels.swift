@@ -107,10 +107,14 @@ public struct LinearStepTask: @unchecked Sendable {
     public var valueStrides: SIMD4<Int>
     public var output: UnsafeMutableRawPointer
     public var outputStrides: SIMD4<Int>
-    /// B × H × C × M, contiguous.
+    /// S, B × H × C × M: element (b, h, f, j) at `state[b·s0 + h·s1 + f·s2 + j]` for
+    /// `stateStrides` (s0, s1, s2, 1): rows of M are unit-stride.
     public var state: UnsafeMutableRawPointer
-    /// B × H × C, contiguous.
+    public var stateStrides: SIMD4<Int>
+    /// z, B × H × C: element (b, h, f) at `normalizer[b·z0 + h·z1 + f]` for `normalizerStrides`
+    /// (z0, z1, 1, ·): unit-stride along C.
     public var normalizer: UnsafeMutableRawPointer
+    public var normalizerStrides: SIMD4<Int>
     /// `LinearKernels.stepScratchBytes` bytes, 64-byte aligned.
     public var scratch: UnsafeMutableRawPointer
 
@@ -119,7 +123,8 @@ public struct LinearStepTask: @unchecked Sendable {
                 query: UnsafeRawPointer, queryStrides: SIMD4<Int>, key: UnsafeRawPointer, keyStrides: SIMD4<Int>,
                 value: UnsafeRawPointer, valueStrides: SIMD4<Int>,
                 output: UnsafeMutableRawPointer, outputStrides: SIMD4<Int>,
-                state: UnsafeMutableRawPointer, normalizer: UnsafeMutableRawPointer, scratch: UnsafeMutableRawPointer) {
+                state: UnsafeMutableRawPointer, stateStrides: SIMD4<Int>,
+                normalizer: UnsafeMutableRawPointer, normalizerStrides: SIMD4<Int>, scratch: UnsafeMutableRawPointer) {
         self.batch = batch
         self.heads = heads
         self.group = group
@@ -137,7 +142,9 @@ public struct LinearStepTask: @unchecked Sendable {
         self.output = output
         self.outputStrides = outputStrides
         self.state = state
+        self.stateStrides = stateStrides
         self.normalizer = normalizer
+        self.normalizerStrides = normalizerStrides
         self.scratch = scratch
     }
 }

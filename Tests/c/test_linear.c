@@ -656,6 +656,68 @@ static void decoder_lifecycle(int dtype, int fmap) {
     free(ref_out); free(ref_s); free(ref_z);
 }
 
+/* performer_linear_decoder_step_with_state: a caller's state, stepped in place, gives the bits
+ * of the decoder's own; the decoder's own state is not touched; bad states are refused. */
+static void decoder_caller_state(int dtype, int fmap) {
+    enum { n = 5 };
+    char what[64];
+    snprintf(what, sizeof what, "caller state %s fmap=%d", dtype ? "float64" : "float32", fmap);
+    size_t es = elem_size(dtype);
+    performer_tensor_t q = tensor_new(dtype, B, H, n, D), k = tensor_new(dtype, B, HK, n, D), v = tensor_new(dtype, B, HK, n, M);
+    performer_tensor_t s0 = tensor_new(dtype, B, H, D, M), z0 = tensor_new(dtype, B, H, D, 1);
+    performer_tensor_t cs = tensor_new(dtype, B, H, D, M), cz = tensor_new(dtype, B, H, D, 1);
+    performer_tensor_t own = tensor_new(dtype, B, H, n, M), mine = tensor_new(dtype, B, H, n, M);
+    fill(&q, 61, 0); fill(&k, 62, 0); fill(&v, 63, 0); fill(&s0, 64, 0); fill(&z0, 65, 1);
+    memcpy(cs.data, s0.data, es * B * H * D * M);
+    memcpy(cz.data, z0.data, es * B * H * D);
+    performer_linear_decoder_t dec = NULL, other = NULL;
+    performer_status s = performer_linear_decoder_create(&dec, (performer_dtype)dtype, B, H, HK, D, M, (performer_feature_map)fmap, 1e-6);
+    s |= performer_linear_decoder_create(&other, (performer_dtype)dtype, B, H, HK, D, M, (performer_feature_map)fmap, 1e-6);
+    CHECK(s == PERFORMER_OK, "%s create: %s", what, performer_last_error());
+    if (s != PERFORMER_OK) return;
+    CHECK(performer_linear_decoder_set_state(dec, &s0, &z0) == PERFORMER_OK, "%s set_state", what);
+    for (int64_t t = 0; t < n; t++) {
+        performer_tensor_t qt = position(&q, t), kt = position(&k, t), vt = position(&v, t);
+        performer_tensor_t ot = position(&own, t), mt = position(&mine, t);
+        s = performer_linear_decoder_step(dec, &qt, &kt, &vt, &ot);
+        s |= performer_linear_decoder_step_with_state(other, &qt, &kt, &vt, &mt, &cs, &cz);
+        CHECK(s == PERFORMER_OK, "%s step %lld: %s", what, (long long)t, performer_last_error());
+    }
+    CHECK(memcmp(own.data, mine.data, es * B * H * n * M) == 0, "%s: outputs differ from the own-state steps", what);
+    performer_tensor_t ds = tensor_new(dtype, B, H, D, M), dz = tensor_new(dtype, B, H, D, 1);
+    CHECK(performer_linear_decoder_get_state(dec, &ds, &dz) == PERFORMER_OK, "%s get_state", what);
+    CHECK(memcmp(ds.data, cs.data, es * B * H * D * M) == 0 && memcmp(dz.data, cz.data, es * B * H * D) == 0,
+          "%s: the caller's state differs from the decoder's own", what);
+    CHECK(performer_linear_decoder_get_state(other, &ds, &dz) == PERFORMER_OK, "%s get_state", what);
+    int zero = 1;
+    for (int64_t i = 0; i < B * H * D * M; i++) zero &= at(&ds, i / (H * D * M), i / (D * M) % H, i / M % D, i % M) == 0;
+    CHECK(zero, "%s: step_with_state changed the decoder's own state", what);
+
+    /* Bad states: nothing written (out keeps its sentinel, S its values). */
+    performer_tensor_t qt = position(&q, 0), kt = position(&k, 0), vt = position(&v, 0), ot = position(&mine, 0);
+    fill_value(&ot, SENTINEL);
+    performer_tensor_t *outs[] = {&ot};
+    memcpy(ds.data, cs.data, es * B * H * D * M);
+    expect_error("step_with_state NULL z", performer_linear_decoder_step_with_state(other, &qt, &kt, &vt, &ot, &cs, NULL),
+                 PERFORMER_ERROR_NULL_POINTER, "z", outs, 1);
+    performer_tensor_t narrow = cs;
+    narrow.shape[3] = M - 1;
+    expect_error("step_with_state S shape", performer_linear_decoder_step_with_state(other, &qt, &kt, &vt, &ot, &narrow, &cz),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "S.shape[3]", outs, 1);
+    performer_tensor_t z_in_s = cz;
+    z_in_s.data = cs.data;
+    expect_error("step_with_state z over S", performer_linear_decoder_step_with_state(other, &qt, &kt, &vt, &ot, &cs, &z_in_s),
+                 PERFORMER_ERROR_ALIASING, "z", outs, 1);
+    performer_tensor_t wrong = tensor_new(1 - dtype, B, H, D, 1);
+    expect_error("step_with_state z dtype", performer_linear_decoder_step_with_state(other, &qt, &kt, &vt, &ot, &cs, &wrong),
+                 PERFORMER_ERROR_DTYPE_MISMATCH, "z", outs, 1);
+    CHECK(memcmp(ds.data, cs.data, es * B * H * D * M) == 0, "%s: a refused call changed S", what);
+    performer_linear_decoder_destroy(dec);
+    performer_linear_decoder_destroy(other);
+    free(q.data); free(k.data); free(v.data); free(s0.data); free(z0.data); free(cs.data); free(cz.data);
+    free(own.data); free(mine.data); free(ds.data); free(dz.data); free(wrong.data);
+}
+
 static void decoder_create_errors(void) {
     performer_linear_decoder_t untouched = (performer_linear_decoder_t)(uintptr_t)0x1234;
     performer_linear_decoder_t dec = untouched;
@@ -786,6 +848,26 @@ static void step_speed(void) {
     CHECK(s == PERFORMER_OK, "speed steps: %s", performer_last_error());
     printf("decoder step (float32, B=1, H=8, D=M=64, %s): %.2f us/token (best of 5 x %d)\n", performer_kernel_isa(), best,
            STEPS);
+    performer_tensor_t st = tensor_new(PERFORMER_FLOAT32, 1, SH, SD, SM), zt = tensor_new(PERFORMER_FLOAT32, 1, SH, SD, 1);
+    best = INFINITY;
+    for (int round = 0; round < 5; round++) {
+        double t0 = seconds();
+        for (int i = 0; i < STEPS; i++) s |= performer_linear_decoder_step_with_state(dec, &q, &k, &v, &o, &st, &zt);
+        double us = (seconds() - t0) / STEPS * 1e6;
+        if (us < best) best = us;
+    }
+    CHECK(s == PERFORMER_OK, "speed caller-state steps: %s", performer_last_error());
+    printf("decoder step on a caller state: %.2f us/token\n", best);
+    best = INFINITY;
+    for (int round = 0; round < 5; round++) {
+        double t0 = seconds();
+        for (int i = 0; i < STEPS; i++) s |= performer_linear_decoder_get_state(dec, &st, &zt);
+        double us = (seconds() - t0) / STEPS * 1e6;
+        if (us < best) best = us;
+    }
+    CHECK(s == PERFORMER_OK, "speed get_state: %s", performer_last_error());
+    printf("decoder get_state (8 x 64 x 64 + 8 x 64 floats): %.2f us\n", best);
+    free(st.data); free(zt.data);
     performer_linear_decoder_destroy(dec);
     free(q.data); free(k.data); free(v.data); free(o.data);
 }
@@ -800,7 +882,7 @@ int main(void) {
     padding_has_no_effect();
     forward_errors();
     for (int dtype = 0; dtype < 2; dtype++)
-        for (int fmap = 0; fmap < 3; fmap++) decoder_lifecycle(dtype, fmap);
+        for (int fmap = 0; fmap < 3; fmap++) decoder_lifecycle(dtype, fmap), decoder_caller_state(dtype, fmap);
     decoder_create_errors();
     concurrency();
     step_speed();

@@ -99,11 +99,61 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
     /// On error nothing is written and the state is unchanged.
     public func step(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
                      output: MutableTensorView<Element>) throws(PerformerError) {
+        try checkTokens(query: query, key: key, value: value, output: output)
+        try checkStepMemory(query: query, key: key, value: value, output: output)
+        runStep(query: query, key: key, value: value, output: output, state: ownState)
+    }
+
+    /// One step on a state the caller owns (S: B×H×C×M, z: B×H×C×1, any strides), read and
+    /// updated in place; the decoder's own state is neither read nor changed. The same
+    /// arithmetic as `step`, so a caller state and the decoder's own give the same bits. S and
+    /// z must not overlap each other or a token, and each must not overlap itself. On error
+    /// nothing is written.
+    public func step(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
+                     output: MutableTensorView<Element>, state: MutableLinearStateView<Element>) throws(PerformerError) {
+        try checkTokens(query: query, key: key, value: value, output: output)
+        try ShapeCheck.expectShape(state.s.readOnly, stateShape, name: "S", meaning: "B×H×C×M")
+        try ShapeCheck.expectShape(state.z.readOnly, normalizerShape, name: "z", meaning: "B×H×C×1")
+        try TensorFootprint.checkOutputsDisjoint([
+            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
+            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
+            try TensorFootprint(state.s, name: "S"), try TensorFootprint(state.z, name: "z"),
+        ])
+        if Self.kernelReadable(state) {
+            runStep(query: query, key: key, value: value, output: output, state: state)
+            return
+        }
+        // The kernel walks rows of S and z with unit stride; other layouts go through a
+        // contiguous copy (allocated here: the decoder's own buffers are not the caller's).
+        let size = MemoryLayout<Element>.stride
+        let buffer = try ScratchBuffer(slots: 1, slotBytes: (stateCount + normalizerCount) * size)
+        let sBase = buffer.base.bindMemory(to: Element.self, capacity: stateCount + normalizerCount)
+        let staged = MutableLinearStateView(s: MutableTensorView(base: sBase, shape: stateShape),
+                                            z: MutableTensorView(base: sBase + stateCount, shape: normalizerShape))
+        TensorCopy.copy(from: state.s.readOnly, to: staged.s)
+        TensorCopy.copy(from: state.z.readOnly, to: staged.z)
+        runStep(query: query, key: key, value: value, output: output, state: staged)
+        TensorCopy.copy(from: staged.s.readOnly, to: state.s)
+        TensorCopy.copy(from: staged.z.readOnly, to: state.z)
+    }
+
+    /// True when the step kernel can address `state` directly: unit stride along M in S and
+    /// along C in z (any stride on a length-1 axis).
+    private static func kernelReadable(_ state: MutableLinearStateView<Element>) -> Bool {
+        (state.s.shape[3] <= 1 || state.s.strides[3] == 1) && (state.z.shape[2] <= 1 || state.z.strides[2] == 1)
+    }
+
+    private func checkTokens(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
+                             output: MutableTensorView<Element>) throws(PerformerError) {
         try Self.expectToken(query, SIMD4(batch, heads, 1, headDim), name: "q", meaning: "B×H×1×D")
         try Self.expectToken(key, SIMD4(batch, keyHeads, 1, headDim), name: "k", meaning: "B×Hk×1×D")
         try Self.expectToken(value, SIMD4(batch, keyHeads, 1, valueDim), name: "v", meaning: "B×Hk×1×M")
         try Self.expectToken(output.readOnly, SIMD4(batch, heads, 1, valueDim), name: "out", meaning: "B×H×1×M")
-        try checkStepMemory(query: query, key: key, value: value, output: output)
+    }
+
+    /// The step kernel over validated tokens and a kernel-readable state.
+    private func runStep(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
+                         output: MutableTensorView<Element>, state: MutableLinearStateView<Element>) {
         guard batch * heads > 0 else { return }
         let kernels = Runtime.kernels.linear
         var task = LinearStepTask(
@@ -113,7 +163,8 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
             key: UnsafeRawPointer(key.base), keyStrides: key.strides,
             value: UnsafeRawPointer(value.base), valueStrides: value.strides,
             output: UnsafeMutableRawPointer(output.base), outputStrides: output.strides,
-            state: UnsafeMutableRawPointer(state), normalizer: UnsafeMutableRawPointer(normalizer), scratch: scratch)
+            state: UnsafeMutableRawPointer(state.s.base), stateStrides: state.s.strides,
+            normalizer: UnsafeMutableRawPointer(state.z.base), normalizerStrides: state.z.strides, scratch: scratch)
         (Element.dtype == .float32 ? kernels.stepFloat : kernels.stepDouble)(&task)
     }
 
@@ -143,8 +194,8 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
         try ShapeCheck.expectShape(source.z, normalizerShape, name: "z", meaning: "B×H×C×1")
         _ = try TensorFootprint(source.s, name: "S")
         _ = try TensorFootprint(source.z, name: "z")
-        copy(from: source.s, to: ownState.s)
-        copy(from: source.z, to: ownState.z)
+        TensorCopy.copy(from: source.s, to: ownState.s)
+        TensorCopy.copy(from: source.z, to: ownState.z)
     }
 
     /// Copies the state into caller views (S: B×H×C×M, z: B×H×C×1).
@@ -152,22 +203,14 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
         try ShapeCheck.expectShape(target.s.readOnly, stateShape, name: "S", meaning: "B×H×C×M")
         try ShapeCheck.expectShape(target.z.readOnly, normalizerShape, name: "z", meaning: "B×H×C×1")
         try TensorFootprint.checkOutputsDisjoint([try TensorFootprint(target.s, name: "S"), try TensorFootprint(target.z, name: "z")])
-        copy(from: ownState.s.readOnly, to: target.s)
-        copy(from: ownState.z.readOnly, to: target.z)
+        TensorCopy.copy(from: ownState.s.readOnly, to: target.s)
+        TensorCopy.copy(from: ownState.z.readOnly, to: target.z)
     }
 
     /// The decoder's own state as contiguous views (valid while the decoder lives).
     private var ownState: MutableLinearStateView<Element> {
         MutableLinearStateView(s: MutableTensorView(base: state, shape: stateShape),
                                z: MutableTensorView(base: normalizer, shape: normalizerShape))
-    }
-
-    private func copy(from source: TensorView<Element>, to target: MutableTensorView<Element>) {
-        let shape = source.shape
-        for i0 in 0..<shape[0] { for i1 in 0..<shape[1] { for i2 in 0..<shape[2] { for i3 in 0..<shape[3] {
-            let s = source.strides, t = target.strides
-            target.base[i0 * t[0] + i1 * t[1] + i2 * t[2] + i3 * t[3]] = source.base[i0 * s[0] + i1 * s[1] + i2 * s[2] + i3 * s[3]]
-        } } } }
     }
 
     private static func expectToken(_ view: TensorView<Element>, _ expected: SIMD4<Int>, name: StaticString, meaning: StaticString)

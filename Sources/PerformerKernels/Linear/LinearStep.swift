@@ -20,27 +20,27 @@ func linearStep<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearStepTask>, _
                 StridedMatrix(base: UnsafeMutableRawPointer(mutating: base) + (b * strides[0] + head * strides[1]) * MemoryLayout<T>.stride,
                               rowStride: strides[2], columnStride: strides[3])
             }
-            let state = states + (b * task.heads + h) * c * m
-            let normalizer = normalizers + (b * task.heads + h) * c
+            let state = states + (b * task.stateStrides[0] + h * task.stateStrides[1])
+            let normalizer = normalizers + (b * task.normalizerStrides[0] + h * task.normalizerStrides[1])
             packFeatures(row(task.key, task.keyStrides, hk), row: 0, count: d, map: task.featureMap, into: keyFeatures)
             packFeatures(row(task.query, task.queryStrides, h), row: 0, count: d, map: task.featureMap, into: queryFeatures)
             packRow(row(task.value, task.valueStrides, hk), row: 0, count: m, into: values)
             // z += φ(k); den = φ(q)·z + ε.
             rowAdd(keyFeatures, normalizer, c)
             let den = rowDot(queryFeatures, normalizer, c) + epsilon
-            stepStateColumns(state, c, m, keyFeatures, queryFeatures, values, numerator)
+            stepStateColumns(state, c, m, task.stateStrides[2], keyFeatures, queryFeatures, values, numerator)
             rowScale(den != 0 ? 1 / den : 0, numerator, numerator, m)
             storeRow(numerator, count: m, into: row(task.output, task.outputStrides, h), row: 0, accumulate: false)
         }
     }
 }
 
-/// S += φ(k) vᵀ fused with num = Sᵀ φ(q) (the updated S), in one pass over S (C × M, row
-/// stride M): each block of up to four vectors of columns keeps v and the numerator in registers
-/// while it walks the C rows, so S is loaded and stored once and nothing else touches memory.
+/// S += φ(k) vᵀ fused with num = Sᵀ φ(q) (the updated S), in one pass over S (C × M, rows
+/// `rowStride` apart, unit-stride within a row): each block of up to four vectors of columns
+/// keeps v and the numerator in registers while it walks the C rows, so S is loaded and stored once and nothing else touches memory.
 @inline(__always)
 private func stepStateColumns<T: KernelScalar>(
-    _ state: UnsafeMutablePointer<T>, _ c: Int, _ m: Int, _ k: UnsafePointer<T>, _ q: UnsafePointer<T>,
+    _ state: UnsafeMutablePointer<T>, _ c: Int, _ m: Int, _ rowStride: Int, _ k: UnsafePointer<T>, _ q: UnsafePointer<T>,
     _ v: UnsafePointer<T>, _ numerator: UnsafeMutablePointer<T>
 ) {
     let w = T.lanes
@@ -55,7 +55,7 @@ private func stepStateColumns<T: KernelScalar>(
             let s2 = T.fma(kf, v2, T.load(row + 2 * w)), s3 = T.fma(kf, v3, T.load(row + 3 * w))
             T.store(s0, row); T.store(s1, row + w); T.store(s2, row + 2 * w); T.store(s3, row + 3 * w)
             n0 = T.fma(qf, s0, n0); n1 = T.fma(qf, s1, n1); n2 = T.fma(qf, s2, n2); n3 = T.fma(qf, s3, n3)
-            row += m
+            row += rowStride
         }
         T.store(n0, numerator + j); T.store(n1, numerator + j + w)
         T.store(n2, numerator + j + 2 * w); T.store(n3, numerator + j + 3 * w)
@@ -69,7 +69,7 @@ private func stepStateColumns<T: KernelScalar>(
             let s0 = T.fma(T.splat(k[f]), v0, T.load(row))
             T.store(s0, row)
             n0 = T.fma(T.splat(q[f]), s0, n0)
-            row += m
+            row += rowStride
         }
         T.store(n0, numerator + j)
         j += w
@@ -77,8 +77,8 @@ private func stepStateColumns<T: KernelScalar>(
     while j < m {
         var n: T = 0
         for f in 0..<c {
-            let updated = state[f * m + j] + k[f] * v[j]
-            state[f * m + j] = updated
+            let updated = state[f * rowStride + j] + k[f] * v[j]
+            state[f * rowStride + j] = updated
             n += q[f] * updated
         }
         numerator[j] = n

@@ -469,11 +469,21 @@ class LinearDecoder(_Decoder, _ext.LinearDecoder):
     dim = property(lambda self: self._dim, doc="D, the head dim of q and k (= C)")
     feature_map = property(lambda self: self._feature_map, doc="the feature map's name")
 
-    def step(self, q, k, v, out=None):
+    def step(self, q, k, v, out=None, *, state=None):
         """One token: q (B x H x D), k (B x Hk x D), v (B x Hk x M) -> out (B x H x M), a new
         array, or ``out`` (a writable B x H x M array of the decoder's dtype) when given.
-        Any strides. On error (TypeError/ValueError naming the argument) nothing changes."""
-        return self._step(q, k, v, _empty(self._out_shape, self._dtype) if out is None else out)
+        Any strides. On error (TypeError/ValueError naming the argument) nothing changes.
+
+        ``state=(S, z)``: step on a state the caller owns instead of the decoder's own --
+        writable arrays S (B x H x C x M) and z (B x H x C) of the decoder's dtype, any
+        strides, read and updated in place (the decoder's own state is not touched). The
+        same arithmetic as the decoder's own state, so the same bits: one decoder can serve
+        many sequences, or a recurrent layer can pass its state in and out."""
+        out = _empty(self._out_shape, self._dtype) if out is None else out
+        if state is None:
+            return self._step(q, k, v, out)
+        _check_state_arity("state", state, self._STATE)
+        return self._step_state(q, k, v, out, state[0], state[1])
 
     def prefill(self, q, k, v):
         """Runs a prompt -- q B x H x N x D, k B x Hk x N x D, v B x Hk x N x M -- from the

@@ -881,9 +881,49 @@ linear_decoder_prefill_method(DecoderObject *self, PyObject *const *args, Py_ssi
     return decoder_tokens_call(self, args, nargs, "_prefill", 0, linear_decoder_prefill);
 }
 
+/* _step_state(q, k, v, out, S, z) -> out: one token on the caller's state (S B x H x C x M,
+ * z B x H x C, updated in place); the decoder's own state is untouched. */
+static PyObject *
+linear_decoder_step_state_method(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "_step_state expects 6 arguments (q, k, v, out, S, z), got %zd", nargs);
+        return NULL;
+    }
+    if (decoder_claim(self) < 0) {
+        return NULL;
+    }
+    tensor_arg reference, t[6] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S"}, {"z"}};
+    decoder_reference(self, &reference);
+    PyObject *result = NULL;
+    for (int i = 0; i < 6; i++) {
+        int ndim = i < 4 ? 3 : i == 4 ? 4 : 3;
+        if (get_tensor_mode(args[i], &t[i], ndim, i >= 3, &reference, i < 4) < 0) {
+            goto done;
+        }
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_linear_decoder_step_with_state(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor,
+                                                      &t[3].tensor, &t[4].tensor, &t[5].tensor);
+    Py_END_ALLOW_THREADS
+    if (status != PERFORMER_OK) {
+        raise_status(status);
+        goto done;
+    }
+    Py_INCREF(args[3]);
+    result = args[3];
+done:
+    release_all(t, 6);
+    self->busy = 0;
+    return result;
+}
+
 static PyMethodDef linear_decoder_methods[] = {
     {"_step", (PyCFunction)(void (*)(void))decoder_step, METH_FASTCALL,
      "_step(q, k, v, out) -> out: one token (q B x H x D, k B x Hk x D, v B x Hk x M; out B x H x M)."},
+    {"_step_state", (PyCFunction)(void (*)(void))linear_decoder_step_state_method, METH_FASTCALL,
+     "_step_state(q, k, v, out, S, z) -> out: one token on a caller's state, updated in place."},
     {"_prefill", (PyCFunction)(void (*)(void))linear_decoder_prefill_method, METH_FASTCALL,
      "_prefill(q, k, v, out) -> out: a prompt (rank 4, B x heads x N x features)."},
     {"_get_state", (PyCFunction)(void (*)(void))decoder_get_state, METH_FASTCALL,
