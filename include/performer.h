@@ -152,7 +152,10 @@ typedef struct performer_tensor_t {
  *  marked not unloadable (dlclose leaves it mapped) so that they never outlive their code.
  *  Between calls a worker polls for new work for up to 100 microseconds before it sleeps
  *  (so back-to-back small calls, as in decoding, skip a wake-up); idle, it uses no CPU.
- *  PERFORMER_SPIN_US (read once, 0..1000000) sets that time; 0 sleeps at once. */
+ *  PERFORMER_SPIN_US (read once, 0..1000000) sets that time; 0 sleeps at once.
+ *  Calls whose arithmetic is tiny (below about 5e5 floating-point operations, e.g. one
+ *  decoding step of a few heads) run on the calling thread alone, whatever n is: handing
+ *  them to workers would cost more than it saves. Results never depend on the thread count. */
 performer_status performer_set_num_threads(int n);
 
 /** The number of threads calls use now (at least 1). */

@@ -49,7 +49,8 @@ public enum FavorAttention {
         let kernels = Runtime.kernels.favorAttention
         guard let tasks = try HeadTasks(
             batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .queryHeads,
-            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, false))
+            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, false),
+            work: problem.work)
         else { return }
         let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
         let w = projection.matrix(as: T.self)
@@ -119,7 +120,8 @@ public enum FavorAttention {
         let kernels = Runtime.kernels.favorAttention
         guard let tasks = try HeadTasks(
             batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .keyHeadGroups,
-            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, true))
+            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, true),
+            work: Runtime.work(problem.work, 3))
         else { return }
         let entry = T.dtype == .float32 ? kernels.backwardFloat : kernels.backwardDouble
         let w = projection.matrix(as: T.self)
@@ -178,6 +180,11 @@ struct FavorProblem {
     }
 
     var outputShape: SIMD4<Int> { SIMD4(batch, heads, shape.queryCount, shape.valueDim) }
+    /// Operations of the forward, about 2·B·H·(N + L)·(m·D + 2·C·M): the thread-count estimate.
+    var work: Int {
+        let perRow = Runtime.work(shape.numFeatures, shape.dim) &+ Runtime.work(2, shape.featureCount, max(shape.valueDim, 1))
+        return Runtime.work(2, batch, heads, shape.queryCount + shape.keyCount, perRow < 0 ? .max : perRow)
+    }
     var stateShape: SIMD4<Int> { SIMD4(batch, heads, shape.featureCount, shape.valueDim) }
     var vectorShape: SIMD4<Int> { SIMD4(batch, heads, shape.featureCount, 1) }
 

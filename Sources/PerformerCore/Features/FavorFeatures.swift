@@ -143,8 +143,8 @@ public enum FavorFeatures {
         let blocks = (rows + kernels.rowBlock - 1) / kernels.rowBlock
         let taskCount = batch * heads * blocks
         guard taskCount > 0 else { return }
-        let threads = min(Runtime.numThreads, taskCount)
         let m = projection.numFeatures, d = projection.dim
+        let threads = min(Runtime.threads(forWork: Runtime.work(2, batch, heads, rows, m, d + 1)), taskCount)
         let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.scratchBytes(d, m, MemoryLayout<T>.stride))
         let isFloat = T.dtype == .float32
         let entry = backward ? (isFloat ? kernels.backwardFloat : kernels.backwardDouble)

@@ -45,7 +45,8 @@ public enum LinearAttention {
         let kernels = Runtime.kernels.linear
         guard let tasks = try HeadTasks(
             batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .queryHeads,
-            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, problem.options.causal, false))
+            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, problem.options.causal, false),
+            work: problem.work)
         else { return }
         let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
         tasks.run { head in
@@ -100,7 +101,8 @@ public enum LinearAttention {
         let kernels = Runtime.kernels.linear
         guard let tasks = try HeadTasks(
             batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .keyHeadGroups,
-            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, problem.options.causal, true))
+            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, problem.options.causal, true),
+            work: Runtime.work(problem.work, 3))
         else { return }
         let entry = T.dtype == .float32 ? kernels.backwardFloat : kernels.backwardDouble
         tasks.run { head in

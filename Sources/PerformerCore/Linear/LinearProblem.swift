@@ -24,6 +24,11 @@ struct LinearProblem {
         self.options = options
     }
 
+    /// Operations of the forward, about 4·B·H·(N + L)·C·M: the thread-count estimate.
+    var work: Int {
+        Runtime.work(4, batch, heads, shape.queryCount + shape.keyCount, shape.featureDim, max(shape.valueDim, 1))
+    }
+
     var group: Int { heads / keyHeads }
     var outputShape: SIMD4<Int> { SIMD4(batch, heads, shape.queryCount, shape.valueDim) }
     var stateShape: SIMD4<Int> { SIMD4(batch, heads, shape.featureDim, shape.valueDim) }

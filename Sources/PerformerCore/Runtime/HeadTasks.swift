@@ -21,10 +21,12 @@ struct HeadTasks: ~Copyable {
     private let scratch: ScratchBuffer
 
     /// nil when there is no task (B·H = 0, or B·Hk = 0 for `.keyHeadGroups`): nothing is allocated.
-    init?(batch: Int, heads: Int, keyHeads: Int, split: Split, scratchBytes: Int) throws(PerformerError) {
+    /// `work`: the call's operations, estimated (`Runtime.threads(forWork:)`: tiny calls run inline).
+    init?(batch: Int, heads: Int, keyHeads: Int, split: Split, scratchBytes: Int, work: Int = .max)
+        throws(PerformerError) {
         count = batch * (split == .queryHeads ? heads : keyHeads)
         guard count > 0 else { return nil }
-        threads = min(Runtime.numThreads, count)
+        threads = min(Runtime.threads(forWork: work), count)
         scratch = try ScratchBuffer(slots: threads, slotBytes: scratchBytes)
         (self.split, self.heads, self.keyHeads) = (split, heads, keyHeads)
     }

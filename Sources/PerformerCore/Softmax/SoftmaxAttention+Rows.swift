@@ -47,7 +47,7 @@ extension SoftmaxAttention {
         if overflow { throw PerformerError(.outOfMemory, "few-query forward: partial results overflow Int") }
         let partials = try ScratchBuffer(slots: 1, slotBytes: partialElements)
         let partialBase = partials.base.assumingMemoryBound(to: T.self)
-        let threads = min(Runtime.numThreads, taskCount)
+        let threads = min(Runtime.threads(forWork: problem.work), taskCount)
         let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.scratchBytes(shape, elementSize))
         let isFloat = T.dtype == .float32
         let rowsEntry = isFloat ? kernels.rowsFloat : kernels.rowsDouble

@@ -33,7 +33,7 @@ public enum SoftmaxAttention {
             try forwardRows(problem, query: query, key: key, value: value, output: output, logSumExp: logSumExp)
             return
         }
-        let threads = min(Runtime.numThreads, taskCount)
+        let threads = min(Runtime.threads(forWork: problem.work), taskCount)
         let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.forwardScratchBytes(shape, MemoryLayout<T>.stride))
         let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
         let group = problem.heads / problem.keyHeads
@@ -96,7 +96,7 @@ public enum SoftmaxAttention {
         //   task adds each head's dK, dV to the group's total;
         // - split, for single heads that do not: a key pass and a query pass (seven products,
         //   finer tasks).
-        let threadsWanted = Runtime.numThreads
+        let threadsWanted = Runtime.threads(forWork: Runtime.work(problem.work, 3))
         let balanced = keyHeadCount % threadsWanted == 0 || keyHeadCount >= 4 * threadsWanted
         let perQueryHead = !balanced && group > 1 && l > 0
         let fused = balanced || perQueryHead

@@ -26,6 +26,10 @@ struct SoftmaxProblem {
     }
 
     var outputShape: SIMD4<Int> { SIMD4(batch, heads, shape.queryCount, shape.valueDim) }
+    /// Operations of the forward without masks, 2·B·H·N·L·(D + M): the thread-count estimate.
+    var work: Int {
+        Runtime.work(2, batch, heads, shape.queryCount, shape.keyCount, shape.headDim + shape.valueDim)
+    }
     var logSumExpShape: SIMD4<Int> { SIMD4(batch, heads, shape.queryCount, 1) }
 
     func masking(batch b: Int) -> SoftmaxMasking {

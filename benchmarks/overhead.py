@@ -1,0 +1,120 @@
+"""Per-call cost at tiny sizes, through Python: what a decode loop or a small model pays per
+attention call besides the arithmetic (argument handling, output allocation, handing work to
+threads). Medians of repeated batches of calls; PyTorch's SDPA beside our ops when installed.
+
+    python benchmarks/overhead.py              # prints a Markdown table
+    python benchmarks/overhead.py --write      # also writes benchmarks/results/overhead.md
+
+Not a test: nothing is asserted. The machine is shared; run it a few times and compare medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import performer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def per_call_us(fn: Callable[[], object], calls: int = 2000, rounds: int = 9) -> float:
+    """Median over `rounds` of the mean time of `calls` back-to-back calls, in microseconds."""
+    for _ in range(calls // 4):
+        fn()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(times)
+
+
+def numpy_cases() -> list[tuple[str, Callable[[], object]]]:
+    rng = np.random.default_rng(0)
+
+    def a(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    q1, k1, v1 = a(1, 1, 1, 64), a(1, 1, 1, 64), a(1, 1, 1, 64)
+    q8, k8, v8 = a(1, 8, 1, 64), a(1, 8, 1, 64), a(1, 8, 1, 64)
+    out8, lse8 = performer.softmax_attention(q8, k8, v8, return_lse=True)
+    out1, lse1 = performer.softmax_attention(q1, k1, v1, return_lse=True)
+    projection = performer.FavorProjection(64, 64, seed=0)
+    B, H, D, M = 1, 8, 64, 64
+    decoder = performer.LinearDecoder(B, H, D, M)
+    token = a(B, H, D), a(B, H, D), a(B, H, M)
+    step_out = np.empty((B, H, M), np.float32)
+    S, z = np.zeros((B, H, D, M), np.float32), np.zeros((B, H, D), np.float32)
+    favor_decoder = performer.FavorDecoder(projection, B, H, M)
+    return [
+        ("softmax_attention 1x1x1x64", lambda: performer.softmax_attention(q1, k1, v1)),
+        ("softmax_attention 1x8x1x64", lambda: performer.softmax_attention(q8, k8, v8)),
+        ("softmax_attention_backward 1x1x1x64",
+         lambda: performer.softmax_attention_backward(q1, k1, v1, out1, lse1, out1)),
+        ("softmax_attention_backward 1x8x1x64",
+         lambda: performer.softmax_attention_backward(q8, k8, v8, out8, lse8, out8)),
+        ("linear_attention 1x1x1x64", lambda: performer.linear_attention(q1, k1, v1)),
+        ("linear_attention causal 1x1x1x64", lambda: performer.linear_attention(q1, k1, v1, causal=True)),
+        ("linear_attention_backward 1x1x1x64", lambda: performer.linear_attention_backward(q1, k1, v1, out1)),
+        ("favor_attention 1x1x1x64 (m=64)", lambda: performer.favor_attention(q1, k1, v1, projection)),
+        ("LinearDecoder.step B=1 H=8 D=M=64 (out=)", lambda: decoder.step(*token, step_out)),
+        ("LinearDecoder.step on a caller state", lambda: decoder.step(*token, step_out, state=(S, z))),
+        ("LinearDecoder.state (get, 8x64x64)", lambda: decoder.state),
+        ("LinearDecoder.set_state (8x64x64)", lambda: decoder.set_state(S, z)),
+        ("numpy: copy of S and z (reference)", lambda: (S.copy(), z.copy())),
+        ("FavorDecoder.step B=1 H=8 D=M=64 m=64 (out=)", lambda: favor_decoder.step(*token, step_out)),
+    ]
+
+
+def torch_cases() -> list[tuple[str, Callable[[], object]]]:
+    try:
+        import torch
+        import torch.nn.functional as F
+
+        import performer.torch as pt
+    except ImportError:
+        return []
+    q1 = torch.randn(1, 1, 1, 64)
+    q8 = torch.randn(1, 8, 1, 64)
+    return [
+        ("torch SDPA 1x1x1x64 (reference)", lambda: F.scaled_dot_product_attention(q1, q1, q1)),
+        ("performer.torch.softmax_attention 1x1x1x64", lambda: pt.softmax_attention(q1, q1, q1)),
+        ("torch SDPA 1x8x1x64 (reference)", lambda: F.scaled_dot_product_attention(q8, q8, q8)),
+        ("performer.torch.softmax_attention 1x8x1x64", lambda: pt.softmax_attention(q8, q8, q8)),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="write benchmarks/results/overhead.md")
+    parser.add_argument("--threads", type=int, default=0, help="performer.set_num_threads (0: default)")
+    args = parser.parse_args()
+    performer.set_num_threads(args.threads)
+    lines = [
+        "# Per-call cost at tiny sizes (through Python)",
+        "",
+        f"libperformer {performer.__version__}, kernels {performer.kernel_isa()}, "
+        f"{performer.get_num_threads()} threads, float32; median of 9 rounds of back-to-back calls.",
+        "",
+        "| call | µs per call |",
+        "|---|---:|",
+    ]
+    for name, fn in numpy_cases() + torch_cases():
+        lines.append(f"| {name} | {per_call_us(fn):.2f} |")
+        print(lines[-1], flush=True)
+    if args.write:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "overhead.md").write_text("\n".join(lines) + "\n")
+        print(f"wrote {RESULTS / 'overhead.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
