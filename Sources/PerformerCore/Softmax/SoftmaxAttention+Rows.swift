@@ -41,11 +41,9 @@ extension SoftmaxAttention {
         chunks = max(1, (l + chunkKeys - 1) / chunkKeys)
 
         let elementSize = MemoryLayout<T>.stride
-        let recordsPerChunk = headsPerSet * rowsPerSet * (mDim + 2)   // elements
+        let recordsPerChunk = ScratchSize(headsPerSet) * rowsPerSet * (ScratchSize(mDim) + 2)   // elements
         let taskCount = rowSets * chunks
-        let (partialElements, overflow) = taskCount.multipliedReportingOverflow(by: recordsPerChunk * elementSize)
-        if overflow { throw PerformerError(.outOfMemory, "few-query forward: partial results overflow Int") }
-        let partials = try ScratchBuffer(slots: 1, slotBytes: partialElements)
+        let partials = try ScratchBuffer(slots: 1, slotBytes: ScratchSize(taskCount) * recordsPerChunk * elementSize)
         let partialBase = partials.base.assumingMemoryBound(to: T.self)
         let threads = min(Runtime.numThreads, taskCount)
         let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.scratchBytes(shape, elementSize))
