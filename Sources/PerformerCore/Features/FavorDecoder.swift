@@ -42,7 +42,12 @@ public final class FavorDecoder<T: AttentionScalar> {
         inputScale = try options.inputScale(dim: projection.dim)
         let c = options.kind.featureCount(numFeatures: projection.numFeatures)
         let sizes = try TensorLayout.elementCount(SIMD4(batch, heads, c, valueDim), name: "state S")
-        _ = try TensorLayout.elementCount(SIMD4(batch, heads, c, 1), name: "state z")
+        let rows = try TensorLayout.elementCount(SIMD4(batch, heads, c, 1), name: "state z")
+        // S̃; z̃ and c (twice: reset() builds new ones while the old exist); Wᵀ.
+        try MemoryReservation.check(
+            (ScratchSize(sizes) + 4 * ScratchSize(rows) + ScratchSize(projection.numFeatures) * projection.dim)
+                * MemoryLayout<T>.stride,
+            for: "the decoder state (B×H×C×M = \(batch)×\(heads)×\(c)×\(valueDim))")
         self.projection = projection
         self.batch = batch
         self.heads = heads

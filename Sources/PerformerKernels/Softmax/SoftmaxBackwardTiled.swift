@@ -34,7 +34,7 @@ let backwardKeySweep = 4
 func softmaxBackwardScratchElements(_ shape: SoftmaxHeadShape, keyRows: Int, fused: Bool) -> ScratchSize {
     let d = ScratchSize(shape.headDim), m = ScratchSize(shape.valueDim)
     let paddedD = d.roundedUp(to: 32)
-    let blocks = (ScratchSize(keyRows) + backwardKeyBlock - 1).value / backwardKeyBlock
+    let blocks = ScratchSize(keyRows).roundedUp(to: backwardKeyBlock).value / backwardKeyBlock
     let packs = backwardKeySweep * ((d + m) * backwardKeyBlock + backwardKeyBlock * paddedD)
     let pair = ScratchSize(2 * backwardQueryBlock * backwardKeyBlock)
     let accumulators = 2 * blocks * (d + m) * backwardKeyBlock
