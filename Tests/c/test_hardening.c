@@ -362,15 +362,16 @@ static void idle_workers(void) {
     free(q.data); free(k.data); free(v.data); free(out.data);
 }
 
-int main(void) {
-    scratch_overflow();
-    favor_wild_state();
-    kv_lengths_batch();
-    empty_large_strides();
-    allocation_failures();
-    fork_child();
-    favor_in_place();
-    idle_workers();
+int main(int argc, char **argv) {
+    /* Optional argument: run only the probe of that name (to see each one fail alone). */
+    static const struct { const char *name; void (*run)(void); } probes[] = {
+        {"scratch_overflow", scratch_overflow}, {"favor_wild_state", favor_wild_state},
+        {"kv_lengths_batch", kv_lengths_batch}, {"empty_large_strides", empty_large_strides},
+        {"allocation_failures", allocation_failures}, {"fork_child", fork_child},
+        {"favor_in_place", favor_in_place}, {"idle_workers", idle_workers},
+    };
+    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++)
+        if (argc < 2 || strcmp(argv[1], probes[i].name) == 0) probes[i].run();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }
