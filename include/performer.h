@@ -27,10 +27,16 @@
  *     performer_last_error() returns a message naming the argument and what was wrong,
  *     e.g. "k.shape[3] = 48 but q.shape[3] = 64 (head dim)". No input, however bad, aborts
  *     the process; arguments are checked before any memory they describe is touched. (Memory
- *     a valid-looking descriptor describes must exist: the library cannot check that.)
+ *     a valid-looking descriptor describes must exist: the library cannot check that.) A
+ *     request too large to allocate (scratch, a projection, a decoder state) is
+ *     PERFORMER_ERROR_OUT_OF_MEMORY; one whose size does not fit in 64 bits is
+ *     PERFORMER_ERROR_SIZE_OVERFLOW or PERFORMER_ERROR_OUT_OF_MEMORY.
  *   - Tensors are passed as performer_tensor_t descriptors: a data pointer, a dtype, and
  *     rank-4 shape and strides counted in elements (not bytes). Any strides work, so a
- *     B x N x H x D buffer can be passed as B x H x N x D without a copy.
+ *     B x N x H x D buffer can be passed as B x H x N x D without a copy. An empty tensor
+ *     (some shape[i] = 0) has no elements: its strides are never used, whatever they are.
+ *   - Per-batch arrays in options (kv_lengths) are read only after every tensor of the call
+ *     has been checked to have the same batch (shape[0]); then exactly B entries are read.
  *   - Options are structs whose first field is their size; fill them with the matching
  *     *_options_init() function, then change the fields you need. A size this version of the
  *     library does not know is rejected with PERFORMER_ERROR_UNSUPPORTED_VERSION.
@@ -43,6 +49,9 @@
  *   - Environment. PERFORMER_NUM_THREADS (a positive integer) sets the default thread count;
  *     PERFORMER_ISA (portable, avx2 or avx512) forces a kernel build the CPU supports. Both
  *     are read once, at the library's first use.
+ *   - fork(). A child process may call the library, multi-threaded calls included, whatever
+ *     the parent did before: the child starts without the parent's worker threads and
+ *     creates its own on first need (see section 4).
  *
  * Causal masking is bottom-right aligned: query i (of N) sees key j (of L) iff
  * j <= i + (L - N), as in FlashAttention >= 2.1, so that with a cache of L keys and N new
@@ -152,10 +161,17 @@ typedef struct performer_tensor_t {
  *  marked not unloadable (dlclose leaves it mapped) so that they never outlive their code.
  *  Between calls a worker polls for new work for up to 100 microseconds before it sleeps
  *  (so back-to-back small calls, as in decoding, skip a wake-up); idle, it uses no CPU.
- *  PERFORMER_SPIN_US (read once, 0..1000000) sets that time; 0 sleeps at once.
+ *  PERFORMER_SPIN_US (read once, 0..1000000) sets that time; 0 sleeps at once. Only the
+ *  workers a call uses are woken and poll: after a call at many threads, calls at fewer
+ *  threads leave the other workers asleep.
  *  Calls whose arithmetic is tiny (below about 5e5 floating-point operations, e.g. one
  *  decoding step of a few heads) run on the calling thread alone, whatever n is: handing
- *  them to workers would cost more than it saves. Results never depend on the thread count. */
+ *  them to workers would cost more than it saves. Results never depend on the thread count.
+ *  fork(): the child of a process that ran multi-threaded calls has none of its workers
+ *  (fork copies only the calling thread). A pthread_atfork handler resets the library's
+ *  thread pool in the child, which then starts workers of its own when a call needs them;
+ *  the parent's pool is unaffected. Calls in progress on other threads at the moment of
+ *  fork() do not continue in the child. */
 performer_status performer_set_num_threads(int n);
 
 /** The number of threads calls use now (at least 1). */
@@ -469,7 +485,8 @@ typedef struct performer_favor_projection_s *performer_favor_projection_t;
  *  (left unchanged on error). dim >= 1, num_features >= 1.
  *  Errors: PERFORMER_ERROR_NULL_POINTER (projection is NULL), PERFORMER_ERROR_INVALID_ARGUMENT
  *  (dim or num_features < 1, kind or norms not one of the enums), PERFORMER_ERROR_SIZE_OVERFLOW
- *  (num_features * dim, or dim^2 * ceil(num_features / dim) for orthogonal, above 2^40). */
+ *  (num_features * dim, or dim^2 * ceil(num_features / dim) for orthogonal, above 2^40),
+ *  PERFORMER_ERROR_OUT_OF_MEMORY (W and the draw's temporaries cannot be allocated). */
 performer_status performer_favor_projection_create(
     performer_favor_projection_t *projection, int64_t dim, int64_t num_features,
     performer_favor_projection_kind kind, performer_favor_norms norms, uint64_t seed);
@@ -481,7 +498,8 @@ performer_status performer_favor_projection_create(
  *  Errors: PERFORMER_ERROR_NULL_POINTER (projection, w or w->data NULL),
  *  PERFORMER_ERROR_DTYPE_MISMATCH, PERFORMER_ERROR_SHAPE_MISMATCH (w is not 1 x 1 x m x D),
  *  PERFORMER_ERROR_INVALID_ARGUMENT (m or D = 0, an entry not finite, reserved != 0,
- *  misaligned data), PERFORMER_ERROR_SIZE_OVERFLOW. */
+ *  misaligned data), PERFORMER_ERROR_SIZE_OVERFLOW, PERFORMER_ERROR_OUT_OF_MEMORY (W's copies
+ *  cannot be allocated: a broadcast w may describe more entries than memory holds). */
 performer_status performer_favor_projection_create_from_matrix(
     performer_favor_projection_t *projection, const performer_tensor_t *w);
 
@@ -489,7 +507,8 @@ performer_status performer_favor_projection_create_from_matrix(
 void performer_favor_projection_destroy(performer_favor_projection_t projection);
 
 /** Replaces W by the generator's next draw (draw + 1). Never looks at data. Errors:
- *  PERFORMER_ERROR_NULL_POINTER, PERFORMER_ERROR_INVALID_ARGUMENT (W came from the caller). */
+ *  PERFORMER_ERROR_NULL_POINTER, PERFORMER_ERROR_INVALID_ARGUMENT (W came from the caller),
+ *  PERFORMER_ERROR_OUT_OF_MEMORY (W is unchanged then). */
 performer_status performer_favor_projection_redraw(performer_favor_projection_t projection);
 
 /** Copies W into out, a 1 x 1 x m x D tensor of dtype float32 (W rounded once, as float32
@@ -582,8 +601,10 @@ performer_status performer_favor_features_backward(
  *   S = diag(e^c) S~, z = e^c * z~. c_f = -infinity means "no key yet" (its S~ row and z~
  *   entry must be 0); relu features need c = 0, trigonometric one c per head. (S, z, 0) is a
  *   valid state too. Each triple is all NULL or all given. A final state may be written over
- *   the initial state's memory (the next piece continues from it in place), but must not
- *   overlap any other argument. State gradients (dLoss/dS~, dLoss/dz~ with c held fixed) are
+ *   the initial state's memory (the next piece continues from it in place) only with the same
+ *   layout: each final tensor that overlaps an initial one must have its data pointer, shape
+ *   and strides (any other overlap, e.g. z_N one head after z0, is
+ *   PERFORMER_ERROR_ALIASING); it must not overlap any other argument. State gradients (dLoss/dS~, dLoss/dz~ with c held fixed) are
  *   pairs (c carries no gradient). Error messages call the states S0, z0, c0 (initial),
  *   S_N, z_N, c_N (final), dS_N, dz_N and dS0, dz0 (gradients).
  *   Memory: O(N + T * max(C, M, D) + C * M) scratch per thread (T the chunk length); the
@@ -613,7 +634,8 @@ performer_status performer_favor_features_backward(
  *                                        finite, c NaN or +inf, c = -inf over a nonzero row,
  *                                        relu c != 0, trigonometric c not constant per head)
  *    PERFORMER_ERROR_ALIASING            an output overlaps an input, another output or itself
- *                                        (except the final state over the initial state)
+ *                                        (except a final state tensor laid exactly over an
+ *                                        initial state tensor: same data, shape, strides)
  *    PERFORMER_ERROR_UNSUPPORTED_VERSION options->size is not a size this library knows
  *    PERFORMER_ERROR_OUT_OF_MEMORY       scratch memory could not be allocated */
 performer_status performer_favor_forward(

@@ -3,6 +3,7 @@
 #include "performer_support.h"
 
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 
 int psupport_cpu_has_avx2_fma(void) {
@@ -57,6 +58,13 @@ int64_t psupport_monotonic_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+int psupport_can_allocate(size_t bytes) {
+    void *volatile probe = malloc(bytes);
+    int ok = probe != NULL;
+    free(probe);
+    return ok;
 }
 
 static _Thread_local char last_error[512];

@@ -3,14 +3,13 @@
 import CPerformerABI
 import PerformerCore
 
-/// performer_favor_options_t -> FavorAttentionOptions (key lengths: `batch` = q.shape[0] entries).
-private func favorAttentionOptions(_ options: UnsafePointer<performer_favor_options_t>?, batch: Int)
+/// performer_favor_options_t -> FavorAttentionOptions. `tensors` are all of the call's
+/// tensors, q first: kv_lengths has one entry per batch (`readPerBatch`).
+private func favorAttentionOptions(_ options: UnsafePointer<performer_favor_options_t>?, tensors: [TensorArgument])
     throws(PerformerError) -> FavorAttentionOptions {
     let call = try FavorCallOptions(options)
     var result = FavorAttentionOptions(causal: call.causal, features: call.features, epsilon: call.epsilon)
-    if let lengths = call.keyLengths {
-        result.keyLengths = UnsafeBufferPointer(start: lengths, count: max(batch, 0)).map { Int($0) }
-    }
+    result.keyLengths = try readPerBatch(call.keyLengths, name: "options->kv_lengths", tensors: tensors)
     return result
 }
 
@@ -34,7 +33,7 @@ public func performer_favor_forward(
         let final = try stateTriple(UnsafePointer(final_state_s), UnsafePointer(final_state_z),
                                     UnsafePointer(final_state_c), names: ("S_N", "z_N", "c_N"))
         try TensorArgument.expectSameDType([k, v, out] + tensors(initial) + tensors(final), as: q)
-        let options = try favorAttentionOptions(options, batch: q.shape[0])
+        let options = try favorAttentionOptions(options, tensors: [q, k, v, out] + tensors(initial) + tensors(final))
         switch q.dtype {
         case .float32: try forward(Float.self, q, k, v, p, out, initial, final, options)
         case .float64: try forward(Double.self, q, k, v, p, out, initial, final, options)
@@ -82,7 +81,8 @@ public func performer_favor_backward(
                                      names: ("dS0", "dz0"))
         try TensorArgument.expectSameDType(
             [k, v, dout, dq, dk, dv] + tensors(initial) + tensors(dfinal, dinitial), as: q)
-        let options = try favorAttentionOptions(options, batch: q.shape[0])
+        let options = try favorAttentionOptions(
+            options, tensors: [q, k, v, dout, dq, dk, dv] + tensors(initial) + tensors(dfinal, dinitial))
         switch q.dtype {
         case .float32: try backward(Float.self, q, k, v, dout, p, dq, dk, dv, initial, dfinal, dinitial, options)
         case .float64: try backward(Double.self, q, k, v, dout, p, dq, dk, dv, initial, dfinal, dinitial, options)

@@ -77,6 +77,9 @@ public func performer_favor_projection_create_from_matrix(
         guard d >= 1 else { throw PerformerError(.invalidArgument, "W.shape[3] = 0: dim must be at least 1") }
         guard m >= 1 else { throw PerformerError(.invalidArgument, "W.shape[2] = 0: num_features must be at least 1") }
         _ = try TensorLayout.offsetRange(shape: w.shape, strides: w.strides, elementSize: w.dtype.size, name: "W")
+        // W in float64 (gathered here, kept by the projection) and in float32; a broadcast W
+        // can describe far more entries than memory holds.
+        try MemoryReservation.check(count: m * d, of: 8 + 4, for: "the projection W (\(m) × \(d))")
         let entries = gather(w)
         let made = try FavorProjection(matrix: entries, numFeatures: m, dim: d)
         projection.pointee = FavorProjectionHandle(made).retainedPointer()

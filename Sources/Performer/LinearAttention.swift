@@ -22,9 +22,9 @@ func linearFeatureMap(_ code: Int64, name: String) throws(PerformerError) -> Lin
     return map
 }
 
-/// Reads `*options` (NULL means the defaults). `batch` is q.shape[0], already checked to be
-/// non-negative: the number of kv_lengths entries.
-private func linearOptions(_ options: UnsafePointer<performer_linear_options_t>?, batch: Int)
+/// Reads `*options` (NULL means the defaults). `tensors` are all of the call's tensors, q
+/// first: kv_lengths has one entry per batch (`readPerBatch`).
+private func linearOptions(_ options: UnsafePointer<performer_linear_options_t>?, tensors: [TensorArgument])
     throws(PerformerError) -> LinearAttentionOptions {
     guard let options else { return LinearAttentionOptions() }
     try checkOptionsSize(options, knownSizes: knownLinearOptionsSizes, type: "performer_linear_options_t", initializer: "performer_linear_options_init")
@@ -33,9 +33,7 @@ private func linearOptions(_ options: UnsafePointer<performer_linear_options_t>?
         causal: fields.causal != 0,
         featureMap: try linearFeatureMap(Int64(fields.feature_map), name: "options->feature_map"),
         epsilon: fields.eps)
-    if let lengths = fields.kv_lengths {
-        result.keyLengths = UnsafeBufferPointer(start: lengths, count: batch).map { Int($0) }
-    }
+    result.keyLengths = try readPerBatch(fields.kv_lengths, name: "options->kv_lengths", tensors: tensors)
     return result
 }
 
@@ -54,7 +52,7 @@ public func performer_linear_forward(
         let final = try statePair(UnsafePointer(final_state_s), UnsafePointer(final_state_z),
                                   names: ("S_N", "z_N"))
         try TensorArgument.expectSameDType([k, v, out] + tensors(initial, final), as: q)
-        let options = try linearOptions(options, batch: q.shape[0])
+        let options = try linearOptions(options, tensors: [q, k, v, out] + tensors(initial, final))
         switch q.dtype {
         case .float32: try forward(Float.self, q, k, v, out, initial, final, options)
         case .float64: try forward(Double.self, q, k, v, out, initial, final, options)
@@ -96,7 +94,7 @@ public func performer_linear_backward(
         let dinitial = try statePair(UnsafePointer(dinitial_state_s), UnsafePointer(dinitial_state_z),
                                      names: ("dS0", "dz0"))
         try TensorArgument.expectSameDType([k, v, dout, dq, dk, dv] + tensors(initial, dfinal, dinitial), as: q)
-        let options = try linearOptions(options, batch: q.shape[0])
+        let options = try linearOptions(options, tensors: [q, k, v, dout, dq, dk, dv] + tensors(initial, dfinal, dinitial))
         switch q.dtype {
         case .float32: try backward(Float.self, q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)
         case .float64: try backward(Double.self, q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)

@@ -13,17 +13,15 @@ public func performer_softmax_options_init(_ options: UnsafeMutablePointer<perfo
         size: MemoryLayout<performer_softmax_options_t>.size, causal: 0, has_scale: 0, scale: 0, kv_lengths: nil)
 }
 
-/// Reads `*options` (NULL means the defaults). `batch` is q.shape[0], already checked to be
-/// non-negative: the number of kv_lengths entries.
-private func softmaxOptions(_ options: UnsafePointer<performer_softmax_options_t>?, batch: Int)
+/// Reads `*options` (NULL means the defaults). `tensors` are all of the call's tensors, q
+/// first: kv_lengths has one entry per batch (`readPerBatch`).
+private func softmaxOptions(_ options: UnsafePointer<performer_softmax_options_t>?, tensors: [TensorArgument])
     throws(PerformerError) -> SoftmaxAttentionOptions {
     guard let options else { return SoftmaxAttentionOptions() }
     try checkOptionsSize(options, knownSizes: knownSoftmaxOptionsSizes, type: "performer_softmax_options_t", initializer: "performer_softmax_options_init")
     let fields = options.pointee
     var result = SoftmaxAttentionOptions(causal: fields.causal != 0, scale: fields.has_scale != 0 ? fields.scale : nil)
-    if let lengths = fields.kv_lengths {
-        result.keyLengths = UnsafeBufferPointer(start: lengths, count: batch).map { Int($0) }
-    }
+    result.keyLengths = try readPerBatch(fields.kv_lengths, name: "options->kv_lengths", tensors: tensors)
     return result
 }
 
@@ -39,7 +37,7 @@ public func performer_softmax_forward(
         var lseArgument: TensorArgument?
         if lse != nil { lseArgument = try TensorArgument(lse, name: "lse") }
         try TensorArgument.expectSameDType([k, v, out] + (lseArgument.map { [$0] } ?? []), as: q)
-        let options = try softmaxOptions(options, batch: q.shape[0])
+        let options = try softmaxOptions(options, tensors: [q, k, v, out] + (lseArgument.map { [$0] } ?? []))
         switch q.dtype {
         case .float32: try forward(Float.self, q, k, v, out, lseArgument, options)
         case .float64: try forward(Double.self, q, k, v, out, lseArgument, options)
@@ -71,7 +69,7 @@ public func performer_softmax_backward(
         let dq = try TensorArgument(dq, name: "dq"), dk = try TensorArgument(dk, name: "dk")
         let dv = try TensorArgument(dv, name: "dv")
         try TensorArgument.expectSameDType([k, v, out, lse, dout, dq, dk, dv], as: q)
-        let options = try softmaxOptions(options, batch: q.shape[0])
+        let options = try softmaxOptions(options, tensors: [q, k, v, out, lse, dout, dq, dk, dv])
         switch q.dtype {
         case .float32: try backward(Float.self, q, k, v, out, lse, dout, dq, dk, dv, options)
         case .float64: try backward(Double.self, q, k, v, out, lse, dout, dq, dk, dv, options)

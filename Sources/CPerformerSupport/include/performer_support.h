@@ -26,6 +26,11 @@ void psupport_cpu_relax(void);
 /// CLOCK_MONOTONIC in nanoseconds.
 int64_t psupport_monotonic_ns(void);
 
+/// 1 when malloc can allocate `bytes` now (the block is freed again), else 0. In C with a
+/// volatile pointer: an optimizer may drop a malloc/free pair whose result is only compared
+/// with NULL, and then assume the allocation succeeded.
+int psupport_can_allocate(size_t bytes);
+
 /// Thread-local last-error text (copied, truncated to 511 bytes).
 void psupport_set_last_error(const char *message);
 const char *psupport_last_error(void);

@@ -31,20 +31,23 @@ public enum FavorAttention {
         var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
                                                         outputShape: problem.outputShape)
         if let initialState {
-            try problem.checkState(initialState, names: ("S0", "z0", "c0"))
+            try problem.checkStateShapes(initialState, names: ("S0", "z0", "c0"))
             footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
                            try TensorFootprint(initialState.c, name: "c0")]
         }
-        var outputs = footprints
         if let finalState {
             try problem.checkStateShapes(finalState.readOnly, names: ("S_N", "z_N", "c_N"))
-            outputs += [try TensorFootprint(finalState.s, name: "S_N"), try TensorFootprint(finalState.z, name: "z_N"),
-                        try TensorFootprint(finalState.c, name: "c_N")]
-            // A piece may write its final state over its initial state (each head reads its own
-            // initial state before writing anything): check the final state against the rest.
-            try TensorFootprint.checkOutputsDisjoint(Array(outputs.prefix(4)) + outputs.suffix(3))
+            let finals = [try TensorFootprint(finalState.s, name: "S_N"), try TensorFootprint(finalState.z, name: "z_N"),
+                          try TensorFootprint(finalState.c, name: "c_N")]
+            // A piece may write its final state over its initial state: each head reads its
+            // own initial state before writing anything, so an exact overlay is safe; any other
+            // overlap with the initial state is not.
+            try TensorFootprint.checkOutputsDisjoint(Array(footprints.prefix(4)) + finals)
+            try TensorFootprint.checkInPlace(finals, replacing: Array(footprints.dropFirst(4)))
         }
         try TensorFootprint.checkOutputsDisjoint(footprints)
+        // Values last: every footprint above is representable, so reading cannot stray.
+        if let initialState { try problem.checkStateValues(initialState, names: ("S0", "z0", "c0")) }
 
         let kernels = Runtime.kernels.favorAttention
         guard let tasks = try HeadTasks(
@@ -95,14 +98,12 @@ public enum FavorAttention {
             query: query, key: key, value: value, outputGradient: outputGradient, queryGradient: queryGradient,
             keyGradient: keyGradient, valueGradient: valueGradient, outputShape: problem.outputShape)
         if let initialState {
-            try problem.checkState(initialState, names: ("S0", "z0", "c0"))
+            try problem.checkStateShapes(initialState, names: ("S0", "z0", "c0"))
             footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
                            try TensorFootprint(initialState.c, name: "c0")]
         }
         if let finalStateGradient {
             try problem.checkGradientShapes(finalStateGradient.s, finalStateGradient.z, names: ("dS_N", "dz_N"))
-            try FavorProblem.checkFinite(finalStateGradient.s, name: "dS_N")
-            try FavorProblem.checkFinite(finalStateGradient.z, name: "dz_N")
             footprints += [try TensorFootprint(finalStateGradient.s, name: "dS_N"),
                            try TensorFootprint(finalStateGradient.z, name: "dz_N")]
         }
@@ -116,6 +117,12 @@ public enum FavorAttention {
                            try TensorFootprint(initialStateGradient.z, name: "dz0")]
         }
         try TensorFootprint.checkOutputsDisjoint(footprints)
+        // Values last: every footprint above is representable, so reading cannot stray.
+        if let initialState { try problem.checkStateValues(initialState, names: ("S0", "z0", "c0")) }
+        if let finalStateGradient {
+            try FavorProblem.checkFinite(finalStateGradient.s, name: "dS_N")
+            try FavorProblem.checkFinite(finalStateGradient.z, name: "dz_N")
+        }
 
         let kernels = Runtime.kernels.favorAttention
         guard let tasks = try HeadTasks(
@@ -207,10 +214,10 @@ struct FavorProblem {
         try ShapeCheck.expectShape(z, vectorShape, name: names.1, meaning: "B×H×C×1")
     }
 
-    /// Shapes and values of a caller's state: S̃, z̃ finite; c finite or −inf, with zero S̃ rows
-    /// and z̃ entries where it is −inf; relu needs c = 0, trigonometric one c per head.
-    func checkState<T>(_ state: FavorStateView<T>, names: (String, String, String)) throws(PerformerError) {
-        try checkStateShapes(state, names: names)
+    /// Values of a caller's state (shapes and footprints already checked): S̃, z̃ finite; c
+    /// finite or −inf, with zero S̃ rows and z̃ entries where it is −inf; relu needs c = 0,
+    /// trigonometric one c per head.
+    func checkStateValues<T>(_ state: FavorStateView<T>, names: (String, String, String)) throws(PerformerError) {
         try Self.checkFinite(state.s, name: names.0)
         try Self.checkFinite(state.z, name: names.1)
         let kind = options.features.kind

@@ -42,7 +42,12 @@ public final class FavorDecoder<T: AttentionScalar> {
         inputScale = try options.inputScale(dim: projection.dim)
         let c = options.kind.featureCount(numFeatures: projection.numFeatures)
         let sizes = try TensorLayout.elementCount(SIMD4(batch, heads, c, valueDim), name: "state S")
-        _ = try TensorLayout.elementCount(SIMD4(batch, heads, c, 1), name: "state z")
+        let rows = try TensorLayout.elementCount(SIMD4(batch, heads, c, 1), name: "state z")
+        // S̃; z̃ and c (twice: reset() builds new ones while the old exist); Wᵀ.
+        try MemoryReservation.check(
+            (ScratchSize(sizes) + 4 * ScratchSize(rows) + ScratchSize(projection.numFeatures) * projection.dim)
+                * MemoryLayout<T>.stride,
+            for: "the decoder state (B×H×C×M = \(batch)×\(heads)×\(c)×\(valueDim))")
         self.projection = projection
         self.batch = batch
         self.heads = heads
@@ -64,18 +69,18 @@ public final class FavorDecoder<T: AttentionScalar> {
     deinit { free(scratch) }
 
     /// Slot `worker` of the kept scratch, sized for `slots` slots of `bytes` each.
-    private func scratchBase(slots: Int, bytes: Int) throws(PerformerError) -> UnsafeMutableRawPointer {
-        let rounded = (max(bytes, 1) + 63) / 64 * 64
-        if slots > scratchSlots || rounded > scratchSlotBytes {
+    /// `bytes` is already a multiple of 64 (or saturated: then out of memory).
+    private func scratchBase(slots: Int, bytes: ScratchSize) throws(PerformerError) -> UnsafeMutableRawPointer {
+        if slots > scratchSlots || bytes.value > scratchSlotBytes {
             free(scratch)
             scratch = nil
             scratchSlots = 0
-            let (total, overflow) = rounded.multipliedReportingOverflow(by: max(slots, 1))
+            let total = bytes * max(slots, 1)
             var pointer: UnsafeMutableRawPointer?
-            guard !overflow, posix_memalign(&pointer, 64, total) == 0, let pointer else {
-                throw PerformerError(.outOfMemory, "could not allocate \(max(slots, 1)) × \(rounded) bytes of scratch")
+            guard !total.isSaturated, posix_memalign(&pointer, 64, total.value) == 0, let pointer else {
+                throw PerformerError(.outOfMemory, "could not allocate \(max(slots, 1)) × \(bytes.value) bytes of scratch")
             }
-            (scratch, scratchSlots, scratchSlotBytes) = (pointer, max(slots, 1), rounded)
+            (scratch, scratchSlots, scratchSlotBytes) = (pointer, max(slots, 1), bytes.value)
         }
         return scratch!
     }
@@ -143,8 +148,10 @@ public final class FavorDecoder<T: AttentionScalar> {
         let threads = work * taskCount >= 1 << 16 ? min(Runtime.numThreads, taskCount) : 1
         let groupSize = max(1, min(kernels.maxGroup, (taskCount + threads - 1) / threads))
         let groups = (taskCount + groupSize - 1) / groupSize
-        let slotBytes = (kernels.scratchBytes(d, projection.numFeatures, MemoryLayout<T>.stride, groupSize) + 63) / 64 * 64
-        let scratchBase = try scratchBase(slots: threads, bytes: slotBytes)
+        let slot = max(ScratchSize(kernels.scratchBytes(d, projection.numFeatures, MemoryLayout<T>.stride, groupSize)), 1)
+            .roundedUp(to: 64)
+        let scratchBase = try scratchBase(slots: threads, bytes: slot)
+        let slotBytes = slot.value
         let entry = T.dtype == .float32 ? kernels.stepFloat : kernels.stepDouble
         let (c, mv, map) = (featureCount, valueDim, options.kind.kernelMap)
         let (scale, kappa, eps, m) = (inputScale, options.reluOffset, epsilon, projection.numFeatures)

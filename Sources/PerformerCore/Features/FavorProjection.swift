@@ -1,3 +1,5 @@
+import PerformerKernelInterface
+
 /// How the rows of a FAVOR+ projection are drawn (ALGORITHMS.md §3). Raw values are the C ABI codes.
 public enum FavorProjectionKind: Int32, Sendable, CaseIterable {
     /// ⌈m/D⌉ stacked blocks, each a Haar-random orthogonal D×D matrix (sign-corrected QR of a
@@ -80,6 +82,7 @@ public struct FavorProjection: Sendable, Equatable {
     public init(dim: Int, numFeatures: Int, kind: FavorProjectionKind = .orthogonal, norms: FavorNorms = .chi,
                 seed: UInt64 = 0, draw: UInt64 = 0) throws(PerformerError) {
         try Self.checkSizes(dim: dim, numFeatures: numFeatures, orthogonal: kind == .orthogonal)
+        try Self.reserveDrawing(dim: dim, numFeatures: numFeatures, kind: kind)
         self.dim = dim
         self.numFeatures = numFeatures
         self.kind = kind
@@ -100,6 +103,8 @@ public struct FavorProjection: Sendable, Equatable {
         if let bad = matrix.firstIndex(where: { !$0.isFinite }) {
             throw PerformerError(.invalidArgument, "W[\(bad / dim)][\(bad % dim)] = \(matrix[bad]) is not finite")
         }
+        try MemoryReservation.check(ScratchSize(numFeatures) * dim * MemoryLayout<Float>.stride,
+                                    for: "W in float32 (\(numFeatures) × \(dim))")
         self.dim = dim
         self.numFeatures = numFeatures
         self.kind = nil
@@ -121,6 +126,7 @@ public struct FavorProjection: Sendable, Equatable {
         guard let seed, let kind, let norms else {
             throw PerformerError(.invalidArgument, "projection: W was supplied by the caller, so it has no generator to redraw from")
         }
+        try Self.reserveDrawing(dim: dim, numFeatures: numFeatures, kind: kind)
         draw &+= 1
         matrix = Self.drawMatrix(dim: dim, numFeatures: numFeatures, kind: kind, norms: norms, seed: seed, draw: draw)
         matrixFloat = matrix.map { Float($0) }
@@ -139,6 +145,15 @@ public struct FavorProjection: Sendable, Equatable {
     /// The generator purposes (docs/FAVOR.md): the Gaussian entries, and the norm vectors.
     static let entriesPurpose: UInt64 = 0
     static let normsPurpose: UInt64 = 1
+
+    /// Throws `.outOfMemory` unless drawing W can allocate what it needs: W in float64 and in
+    /// float32, the generator's Gaussian entries (m × D, or D × D per orthogonal block plus
+    /// that block's factorization, about three more D × D).
+    static func reserveDrawing(dim d: Int, numFeatures m: Int, kind: FavorProjectionKind) throws(PerformerError) {
+        let w = ScratchSize(m) * d
+        let temporary = kind == .orthogonal ? 4 * ScratchSize(d) * d : w
+        try MemoryReservation.check(w * (8 + 4) + temporary * 8, for: "the projection W (\(m) × \(d))")
+    }
 
     static func checkSizes(dim: Int, numFeatures: Int, orthogonal: Bool) throws(PerformerError) {
         guard dim >= 1 else { throw PerformerError(.invalidArgument, "dim = \(dim): must be at least 1") }

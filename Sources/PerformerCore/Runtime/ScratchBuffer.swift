@@ -1,20 +1,27 @@
 import Glibc
+import PerformerKernelInterface
 
 /// 64-byte-aligned scratch memory: `slots` equal slots of `slotBytes` each (one per worker).
 /// Allocated before any output is written, so running out of memory leaves outputs untouched.
+/// A slot size of Int.max is a saturated `ScratchSize` (too large to represent): out of memory.
 struct ScratchBuffer: ~Copyable {
     let base: UnsafeMutableRawPointer
     let slotBytes: Int
 
     init(slots: Int, slotBytes: Int) throws(PerformerError) {
-        let rounded = (max(slotBytes, 1) + 63) / 64 * 64
-        let (total, overflow) = rounded.multipliedReportingOverflow(by: max(slots, 1))
+        try self.init(slots: slots, slotBytes: ScratchSize(slotBytes))
+    }
+
+    init(slots: Int, slotBytes: ScratchSize) throws(PerformerError) {
+        let rounded = max(slotBytes, 1).roundedUp(to: 64)
+        let total = rounded * max(slots, 1)
         var pointer: UnsafeMutableRawPointer?
-        guard !overflow, posix_memalign(&pointer, 64, total) == 0, let pointer else {
-            throw PerformerError(.outOfMemory, "could not allocate \(max(slots, 1)) × \(rounded) bytes of scratch")
+        guard !total.isSaturated, posix_memalign(&pointer, 64, total.value) == 0, let pointer else {
+            let size = rounded.isSaturated ? "more than \(Int.max)" : "\(rounded.value)"
+            throw PerformerError(.outOfMemory, "could not allocate \(max(slots, 1)) × \(size) bytes of scratch")
         }
         self.base = pointer
-        self.slotBytes = rounded
+        self.slotBytes = rounded.value
     }
 
     func slot(_ index: Int) -> UnsafeMutableRawPointer { base + index * slotBytes }

@@ -11,16 +11,26 @@ import Glibc
 /// on each side, which cost tens of µs per call here. Longer idle periods sleep on a
 /// condition variable.
 ///
+/// Only the workers a job needs are woken (each sleeps on its own condition variable), and
+/// only a worker that took part in the last job polls for the next: after one call at many
+/// threads, later calls at fewer threads leave the others asleep instead of waking them all.
+///
 /// One job runs at a time. A call made while the pool is busy (another caller thread, or a
 /// nested call from inside a job) runs its items inline on its own thread: slower, never a
 /// deadlock, never a wrong result. Workers are created on first need and live for the process
 /// (the library is linked with `-z nodelete`, so dlclose cannot unmap code they wait in).
+///
+/// fork(): the child has none of the parent's workers, and a lock may have been held by a
+/// thread that does not exist there. A pthread_atfork child handler (registered when the pool
+/// is created) resets the pool to "no workers" in the child, which starts its own on first need.
 final class ThreadPool: @unchecked Sendable {
     static let shared = ThreadPool()
 
+    /// Workers beyond Runtime.maxThreads − 1 are never requested.
+    private static let maxWorkers = 1024
+
     private let submitLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let stateLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let jobPosted = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let jobFinished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let nextItem = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
     /// `generation`, readable without the lock by spinning workers.
@@ -36,22 +46,51 @@ final class ThreadPool: @unchecked Sendable {
         return 100_000
     }()
 
+    /// Worker i (1-based) sleeps on wakeUp[i], with asleep[i] set, so a job signals exactly
+    /// the workers it needs.
+    private let wakeUp = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: ThreadPool.maxWorkers + 1)
+    private let asleep = UnsafeMutablePointer<Bool>.allocate(capacity: ThreadPool.maxWorkers + 1)
+    /// The posted job's body. Behind a pointer so that the fork child handler can drop a
+    /// reference held for a call of the parent without releasing it.
+    private let jobSlot = UnsafeMutablePointer<((Int, Int) -> Void)?>.allocate(capacity: 1)
+
     // Guarded by stateLock.
     private var workerCount = 0
     private var generation = 0
     private var participants = 0      // workers (excluding the caller) taking part in the job
-    private var sleepers = 0          // workers waiting on jobPosted
-    fileprivate var job: ((Int, Int) -> Void)?
+    fileprivate var job: ((Int, Int) -> Void)? {
+        get { jobSlot.pointee }
+        set { jobSlot.pointee = newValue }
+    }
     private var jobCount = 0
 
     private init() {
+        initializeState()
+        // In a forked child only the forking thread runs the handler: no other thread can
+        // touch the pool while it resets.
+        pthread_atfork(nil, nil, { ThreadPool.shared.initializeState() })
+    }
+
+    /// The state of a pool without workers: fresh locks and condition variables, no job.
+    /// Also the fork child handler, where the old locks may be held by threads that are gone
+    /// (so they are initialized again, not destroyed) and a job slot may hold a call of the
+    /// parent's (dropped without a release: its closure belongs to a stack that is not there).
+    private func initializeState() {
         pthread_mutex_init(submitLock, nil)
         pthread_mutex_init(stateLock, nil)
-        pthread_cond_init(jobPosted, nil)
         pthread_cond_init(jobFinished, nil)
+        for index in 0...Self.maxWorkers {
+            pthread_cond_init(wakeUp + index, nil)
+            asleep[index] = false
+        }
+        jobSlot.initialize(to: nil)
         nextItem.initialize(to: 0)
         postedGeneration.initialize(to: 0)
         pending.initialize(to: 0)
+        workerCount = 0
+        generation = 0
+        participants = 0
+        jobCount = 0
     }
 
     /// Polls `done` (with a CPU pause) for up to `spinNanoseconds`; true once it holds.
@@ -91,7 +130,7 @@ final class ThreadPool: @unchecked Sendable {
             psupport_atomic_store(pending, Int64(started))
             generation += 1
             psupport_atomic_store(postedGeneration, Int64(generation))
-            if sleepers > 0 { pthread_cond_broadcast(jobPosted) }
+            for index in 1...started where asleep[index] { pthread_cond_signal(wakeUp + index) }
             pthread_mutex_unlock(stateLock)
 
             drain(body, count: count, worker: 0)
@@ -120,7 +159,7 @@ final class ThreadPool: @unchecked Sendable {
     private func ensureWorkers(_ wanted: Int) -> Int {
         pthread_mutex_lock(stateLock)
         defer { pthread_mutex_unlock(stateLock) }
-        while workerCount < wanted {
+        while workerCount < min(wanted, Self.maxWorkers) {
             let context = Unmanaged.passRetained(WorkerContext(pool: self, index: workerCount + 1, generation: generation))
             var thread = pthread_t()
             let status = pthread_create(&thread, nil, { raw in
@@ -142,18 +181,26 @@ final class ThreadPool: @unchecked Sendable {
     /// job posted before the thread first runs is not missed.
     /// A job this worker is a participant of cannot finish without it (the caller waits for
     /// `pending` before it clears `job`), so `runJob` may read `job` after the lock is released.
+    /// Only a worker that took part in the last job polls for the next one; the others sleep
+    /// until a job names them (index ≤ participants), so they cost nothing while calls use
+    /// fewer threads than they once did.
     private func workerLoop(index: Int, seenGeneration initial: Int) {
         var seenGeneration = initial
+        var polls = true
         while true {
-            let posted = spin { psupport_atomic_load(postedGeneration) != Int64(seenGeneration) }
+            let posted = polls && spin { psupport_atomic_load(postedGeneration) != Int64(seenGeneration) }
             pthread_mutex_lock(stateLock)
             if !posted {
-                sleepers += 1
-                while generation == seenGeneration { pthread_cond_wait(jobPosted, stateLock) }
-                sleepers -= 1
+                while generation == seenGeneration || index > participants {
+                    seenGeneration = generation
+                    asleep[index] = true
+                    pthread_cond_wait(wakeUp + index, stateLock)
+                    asleep[index] = false
+                }
             }
             seenGeneration = generation
             let participant = index <= participants
+            polls = participant
             let count = jobCount
             pthread_mutex_unlock(stateLock)
             guard participant, runJob(count: count, worker: index) else { continue }

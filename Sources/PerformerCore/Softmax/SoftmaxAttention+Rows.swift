@@ -41,11 +41,10 @@ extension SoftmaxAttention {
         chunks = max(1, (l + chunkKeys - 1) / chunkKeys)
 
         let elementSize = MemoryLayout<T>.stride
-        let recordsPerChunk = headsPerSet * rowsPerSet * (mDim + 2)   // elements
+        let records = ScratchSize(headsPerSet) * rowsPerSet * (ScratchSize(mDim) + 2)   // elements per chunk
         let taskCount = rowSets * chunks
-        let (partialElements, overflow) = taskCount.multipliedReportingOverflow(by: recordsPerChunk * elementSize)
-        if overflow { throw PerformerError(.outOfMemory, "few-query forward: partial results overflow Int") }
-        let partials = try ScratchBuffer(slots: 1, slotBytes: partialElements)
+        let partials = try ScratchBuffer(slots: 1, slotBytes: ScratchSize(taskCount) * records * elementSize)
+        let recordsPerChunk = records.value  // exact: the allocation above would have failed otherwise
         let partialBase = partials.base.assumingMemoryBound(to: T.self)
         let threads = min(Runtime.threads(forWork: problem.work), taskCount)
         let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.scratchBytes(shape, elementSize))

@@ -112,14 +112,14 @@ public enum SoftmaxAttention {
         // dK, dV of query heads g = 1 ..< group of every key head (per-query-head layout only).
         let (d, m) = (shape.headDim, shape.valueDim)
         let partialHeads = perQueryHead ? (group - 1) * keyHeadCount : 0
-        let partials = try ScratchBuffer(slots: 1, slotBytes: partialHeads * l * (d + m) * elementSize)
+        let partials = try ScratchBuffer(slots: 1, slotBytes: ScratchSize(partialHeads) * l * (ScratchSize(d) + m) * elementSize)
         func partialGradients(_ b: Int, _ hk: Int, _ g: Int) -> (key: StridedMatrix, value: StridedMatrix) {
             let base = partials.base + ((g - 1) * keyHeadCount + b * problem.keyHeads + hk) * l * (d + m) * elementSize
             return (StridedMatrix(base: base, rowStride: d, columnStride: 1),
                     StridedMatrix(base: base + l * d * elementSize, rowStride: m, columnStride: 1))
         }
         // δ_i = Σ_m dO_im O_im for every query row (O(N) per head), before the passes.
-        let deltas = try ScratchBuffer(slots: 1, slotBytes: problem.batch * problem.heads * n * elementSize)
+        let deltas = try ScratchBuffer(slots: 1, slotBytes: ScratchSize(problem.batch) * problem.heads * n * elementSize)
         let delta = deltas.base.assumingMemoryBound(to: T.self)
         let deltaEntry = T.dtype == .float32 ? kernels.deltaFloat : kernels.deltaDouble
         Runtime.parallelFor(count: problem.batch * problem.heads, threads: min(threadsWanted, problem.batch * problem.heads)) { head, _ in

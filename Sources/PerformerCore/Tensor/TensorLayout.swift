@@ -86,23 +86,46 @@ public enum TensorLayout {
     }
 }
 
-/// A tensor argument reduced to what validation needs: its name, memory span, and writability.
+/// A tensor argument reduced to what validation needs: its name, memory span, layout and
+/// writability.
 struct TensorFootprint {
     var name: String
     var bytes: ClosedRange<UInt>?
     var writable: Bool
+    /// The data address, shape and strides: what "the same layout" compares.
+    var address: UInt, shape: SIMD4<Int>, strides: SIMD4<Int>
 
     init<T>(_ view: TensorView<T>, name: String) throws(PerformerError) {
         self.name = name
         self.bytes = try TensorLayout.byteRange(base: UnsafeRawPointer(view.base), shape: view.shape, strides: view.strides, elementSize: MemoryLayout<T>.stride, name: name)
         self.writable = false
+        (address, shape, strides) = (UInt(bitPattern: view.base), view.shape, view.strides)
     }
 
     init<T>(_ view: MutableTensorView<T>, name: String) throws(PerformerError) {
         self.name = name
         self.bytes = try TensorLayout.byteRange(base: UnsafeRawPointer(view.base), shape: view.shape, strides: view.strides, elementSize: MemoryLayout<T>.stride, name: name)
         self.writable = true
+        (address, shape, strides) = (UInt(bitPattern: view.base), view.shape, view.strides)
         try TensorLayout.checkNoSelfOverlap(shape: view.shape, strides: view.strides, name: name)
+    }
+
+    /// Throws unless every output in `outputs` that overlaps an input in `inputs` has exactly
+    /// that input's layout (data pointer, shape, strides). This is the in-place rule for
+    /// states: a task reads its own head's input elements before it writes that head's output
+    /// elements, which is safe only when each output element is the same input element; any
+    /// other overlap (z_N one head after z0) lets one head overwrite another's input unread.
+    static func checkInPlace(_ outputs: [TensorFootprint], replacing inputs: [TensorFootprint]) throws(PerformerError) {
+        for output in outputs {
+            guard let span = output.bytes else { continue }
+            for input in inputs {
+                guard let other = input.bytes, span.overlaps(other) else { continue }
+                if output.address == input.address && output.shape == input.shape && output.strides == input.strides {
+                    continue
+                }
+                throw PerformerError(.aliasing, "output \(output.name) overlaps input \(input.name) but is not the same layout (in place needs the same data pointer, shape and strides)")
+            }
+        }
     }
 
     /// Throws when any writable footprint's span overlaps any other footprint's span.

@@ -10,7 +10,7 @@ public struct TensorView<Element: AttentionScalar>: @unchecked Sendable {
     public init(base: UnsafePointer<Element>, shape: SIMD4<Int>, strides: SIMD4<Int>? = nil) {
         self.base = base
         self.shape = shape
-        self.strides = strides ?? contiguousStrides(shape)
+        self.strides = emptyViewStrides(shape) ?? strides ?? contiguousStrides(shape)
     }
 }
 
@@ -23,13 +23,20 @@ public struct MutableTensorView<Element: AttentionScalar>: @unchecked Sendable {
     public init(base: UnsafeMutablePointer<Element>, shape: SIMD4<Int>, strides: SIMD4<Int>? = nil) {
         self.base = base
         self.shape = shape
-        self.strides = strides ?? contiguousStrides(shape)
+        self.strides = emptyViewStrides(shape) ?? strides ?? contiguousStrides(shape)
     }
 
     /// The same memory, read-only.
     public var readOnly: TensorView<Element> {
         TensorView(base: UnsafePointer(base), shape: shape, strides: strides)
     }
+}
+
+/// Zero strides when `shape` has a size 0, else nil. An empty view has no elements, whatever
+/// its strides (NumPy gives empty arrays any strides): they are never used, so a per-batch
+/// offset such as b · strides[0] can never overflow on a view that has nothing to read.
+func emptyViewStrides(_ shape: SIMD4<Int>) -> SIMD4<Int>? {
+    shape[0] == 0 || shape[1] == 0 || shape[2] == 0 || shape[3] == 0 ? .zero : nil
 }
 
 /// Row-major strides of `shape` (last dimension contiguous). Wraps on overflow; the

@@ -74,21 +74,22 @@ struct FavorScratch<T: KernelScalar> {
     }
 
     init(base: UnsafeMutableRawPointer?, shape: FavorHeadShape, causal: Bool, backward: Bool, bytes: inout Int) {
-        let t = favorChunkRows, d = max(shape.dim, 1), m = max(shape.numFeatures, 1)
-        let c = max(shape.featureCount, 1), mv = max(shape.valueDim, 1)
-        dp = linearPadded(d)
-        mp = linearPadded(m)
-        cp = linearPadded(c)
-        vp = linearPadded(mv)
-        tp = linearPadded(t)
-        var offset = 0
-        func take(_ count: Int) -> UnsafeMutablePointer<T> {
-            let size = (max(count, 1) * MemoryLayout<T>.stride + 63) / 64 * 64
-            defer { offset += size }
+        // Sizes saturate (ScratchSize): a shape too large to measure gives Int.max bytes, which
+        // no allocation grants, so a kernel never runs on a wrapped-around size.
+        let t = favorChunkRows, d = ScratchSize(max(shape.dim, 1)), m = ScratchSize(max(shape.numFeatures, 1))
+        let c = ScratchSize(max(shape.featureCount, 1)), mv = ScratchSize(max(shape.valueDim, 1))
+        let dp = d.roundedUp(to: linearPanelWidth), mp = m.roundedUp(to: linearPanelWidth)
+        let cp = c.roundedUp(to: linearPanelWidth), vp = mv.roundedUp(to: linearPanelWidth)
+        let tp = ScratchSize(t).roundedUp(to: linearPanelWidth)
+        (self.dp, self.mp, self.cp, self.vp, self.tp) = (dp.value, mp.value, cp.value, vp.value, tp.value)
+        var offset: ScratchSize = 0
+        func take(_ count: ScratchSize) -> UnsafeMutablePointer<T> {
+            let size = (max(count, 1) * MemoryLayout<T>.stride).roundedUp(to: 64)
+            defer { offset = offset + size }
             guard let base else { return UnsafeMutablePointer(bitPattern: 64)! }  // measuring only
-            return (base + offset).bindMemory(to: T.self, capacity: max(count, 1))
+            return (base + offset.value).bindMemory(to: T.self, capacity: max(count, 1).value)
         }
-        func takeIf(_ condition: Bool, _ count: Int) -> UnsafeMutablePointer<T> { take(condition ? count : 1) }
+        func takeIf(_ condition: Bool, _ count: ScratchSize) -> UnsafeMutablePointer<T> { take(condition ? count : 1) }
         projectionT = take(d * mp)
         projection = takeIf(backward, m * dp)
         queryInput = take(t * dp)
@@ -114,7 +115,7 @@ struct FavorScratch<T: KernelScalar> {
         projectionGradient = takeIf(backward, t * mp)
         inputGradient = takeIf(backward, t * dp)
         valueGradient = takeIf(backward, t * vp)
-        rowQ = take(11 * t)
+        rowQ = take(ScratchSize(11 * t))
         state = take(c * vp)
         stateT = takeIf(backward, mv * cp)
         normalizer = take(c)
@@ -124,11 +125,11 @@ struct FavorScratch<T: KernelScalar> {
         stateGradientT = takeIf(backward, mv * cp)
         normalizerGradient = takeIf(backward, c)
         gradientShift = takeIf(backward, c)
-        let panelBytes = offset
-        perPosition = takeIf(backward && causal, 3 * max(shape.queryCount, 1))
-        let chunks = (max(shape.queryCount, 1) + t - 1) / t
-        perChunk = takeIf(backward && causal, 2 * chunks * t * tp)
-        bytes = offset
+        let panelBytes = offset.value
+        perPosition = takeIf(backward && causal, 3 * ScratchSize(max(shape.queryCount, 1)))
+        let chunks = ScratchSize(max(shape.queryCount, 1)).roundedUp(to: t).value / t
+        perChunk = takeIf(backward && causal, 2 * ScratchSize(chunks) * t * tp)
+        bytes = offset.value
         if let base { base.initializeMemory(as: UInt8.self, repeating: 0, count: panelBytes) }
     }
 

@@ -40,17 +40,22 @@ private struct StepScratch<T: KernelScalar> {
 }
 
 /// Sizes of `StepScratch`, padded to 64 bytes (a whole vector of every ISA).
+/// Measured with saturating arithmetic (`bytes`); the Int fields are exact whenever `bytes`
+/// is not saturated, which is the only case in which a task runs.
 private struct StepScratchLayout {
     let halvesBytes, xStride, uStride, featureStride, elements: Int
+    /// halvesBytes + elements · elementSize.
+    let bytes: ScratchSize
 
     init(dim d: Int, numFeatures m: Int, group g: Int, elementSize: Int) {
         let lanes = 64 / elementSize
-        func padded(_ n: Int) -> Int { (max(n, 1) + lanes - 1) / lanes * lanes }
-        halvesBytes = (2 * g * 8 + 63) / 64 * 64
-        xStride = padded(d)
-        uStride = padded(m)
-        featureStride = padded(2 * m)
-        elements = 2 * g * (xStride + uStride) + 3 * featureStride
+        func padded(_ n: ScratchSize) -> ScratchSize { Swift.max(n, 1).roundedUp(to: lanes) }
+        let halves = (2 * ScratchSize(g) * 8).roundedUp(to: 64)
+        let x = padded(ScratchSize(d)), u = padded(ScratchSize(m)), feature = padded(2 * ScratchSize(m))
+        let count = 2 * ScratchSize(g) * (x + u) + 3 * feature
+        (halvesBytes, xStride, uStride, featureStride) = (halves.value, x.value, u.value, feature.value)
+        elements = count.value
+        bytes = halves + count * elementSize
     }
 }
 
@@ -342,8 +347,7 @@ func makeFavorStepKernels() -> FavorStepKernels {
     FavorStepKernels(
         maxGroup: 16,
         scratchBytes: { d, m, elementSize, group in
-            let layout = StepScratchLayout(dim: d, numFeatures: m, group: group, elementSize: elementSize)
-            return layout.halvesBytes + layout.elements * elementSize
+            StepScratchLayout(dim: d, numFeatures: m, group: group, elementSize: elementSize).bytes.value
         },
         stepFloat: { favorStepGroup($0, $1, Float.self) },
         stepDouble: { favorStepGroup($0, $1, Double.self) })

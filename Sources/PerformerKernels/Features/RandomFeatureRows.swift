@@ -31,9 +31,10 @@ private struct FeatureScratch<T: KernelScalar> {
     /// X̂ (rows × dp), U (rows × mp), G_u (rows × mp), dX̂ (rows × dp), one feature row (cp), n/2 (rows).
     let xHat, u, gu, dxHat, phi, half: UnsafeMutablePointer<T>
 
-    static func elements(dim d: Int, numFeatures m: Int, rows: Int, elementSize: Int) -> Int {
-        let dp = panelColumns(d, elementSize: elementSize), mp = panelColumns(m, elementSize: elementSize)
-        let cp = panelColumns(2 * m, elementSize: elementSize)
+    static func elements(dim d: Int, numFeatures m: Int, rows: Int, elementSize: Int) -> ScratchSize {
+        let width = panelColumns(1, elementSize: elementSize)  // the tile width panelColumns rounds to
+        let dp = ScratchSize(max(d, 1)).roundedUp(to: width), mp = ScratchSize(max(m, 1)).roundedUp(to: width)
+        let cp = (2 * ScratchSize(max(m, 1))).roundedUp(to: width)
         return d * mp + m * dp + 2 * rows * dp + 2 * rows * mp + cp + panelColumns(rows, elementSize: elementSize)
     }
 
@@ -42,7 +43,7 @@ private struct FeatureScratch<T: KernelScalar> {
         dp = panelColumns(d, elementSize: size)
         mp = panelColumns(m, elementSize: size)
         cp = panelColumns(2 * m, elementSize: size)
-        let p = base.bindMemory(to: T.self, capacity: Self.elements(dim: d, numFeatures: m, rows: rows, elementSize: size))
+        let p = base.bindMemory(to: T.self, capacity: Self.elements(dim: d, numFeatures: m, rows: rows, elementSize: size).value)
         wt = p
         w = wt + d * mp
         xHat = w + m * dp
@@ -275,7 +276,7 @@ func makeRandomFeatureKernels() -> RandomFeatureKernels {
     RandomFeatureKernels(
         rowBlock: 8 * featureSubBlock,
         scratchBytes: { d, m, elementSize in
-            FeatureScratch<Float>.elements(dim: d, numFeatures: m, rows: featureSubBlock, elementSize: elementSize) * elementSize
+            (FeatureScratch<Float>.elements(dim: d, numFeatures: m, rows: featureSubBlock, elementSize: elementSize) * elementSize).value
         },
         forwardFloat: { randomFeatureRows($0, backward: false, Float.self) },
         forwardDouble: { randomFeatureRows($0, backward: false, Double.self) },

@@ -13,7 +13,7 @@ func makeLinearKernels() -> LinearKernels {
         backwardFloat: { linearBackward($0, Float.self) },
         backwardDouble: { linearBackward($0, Double.self) },
         stepScratchBytes: { featureDim, valueDim, elementSize in
-            linearStepScratchCount(featureDim: featureDim, valueDim: valueDim) * elementSize
+            (linearStepScratchCount(featureDim: featureDim, valueDim: valueDim) * elementSize).value
         },
         stepFloat: { linearStep($0, Float.self) },
         stepDouble: { linearStep($0, Double.self) })

@@ -47,17 +47,19 @@ struct LinearScratch<T: KernelScalar> {
     /// Carves (and zeroes) the layout from `base`, or only measures it when `base` is nil.
     init(base: UnsafeMutableRawPointer?, shape: LinearHeadShape, causal: Bool, backward: Bool, bytes: inout Int) {
         let t = causal || backward ? linearChunkRows : linearNonCausalChunkRows
-        let c = max(shape.featureDim, 1), m = max(shape.valueDim, 1)
+        // Sizes saturate (ScratchSize): a shape too large to measure gives Int.max bytes, which
+        // no allocation grants, so a kernel never runs on a wrapped-around size.
+        let c = ScratchSize(max(shape.featureDim, 1)), m = ScratchSize(max(shape.valueDim, 1))
+        let cp = c.roundedUp(to: linearPanelWidth), mp = m.roundedUp(to: linearPanelWidth)
+        let tp = ScratchSize(t).roundedUp(to: linearPanelWidth)
         rows = t
-        cp = linearPadded(c)
-        mp = linearPadded(m)
-        tp = linearPadded(t)
-        var offset = 0
-        func take(_ count: Int) -> UnsafeMutablePointer<T> {
-            let size = (max(count, 1) * MemoryLayout<T>.stride + 63) / 64 * 64
-            defer { offset += size }
+        (self.cp, self.mp, self.tp) = (cp.value, mp.value, tp.value)
+        var offset: ScratchSize = 0
+        func take(_ count: ScratchSize) -> UnsafeMutablePointer<T> {
+            let size = (max(count, 1) * MemoryLayout<T>.stride).roundedUp(to: 64)
+            defer { offset = offset + size }
             guard let base else { return UnsafeMutablePointer(bitPattern: 64)! }  // measuring only
-            return (base + offset).bindMemory(to: T.self, capacity: max(count, 1))
+            return (base + offset.value).bindMemory(to: T.self, capacity: max(count, 1).value)
         }
         queryFeatures = take(t * cp)
         keyFeatures = take(t * cp)
@@ -67,8 +69,8 @@ struct LinearScratch<T: KernelScalar> {
         rowsM = take(t * mp)
         scores = take(causal ? t * tp : 1)
         scoreGradient = take(backward && causal ? t * tp : 1)
-        denominator = take(t)
-        denominatorGradient = take(t)
+        denominator = take(ScratchSize(t))
+        denominatorGradient = take(ScratchSize(t))
         featureGradient = take(backward ? t * cp : 1)
         valueGradient = take(backward ? t * mp : 1)
         state = take(backward ? 1 : c * mp)
@@ -77,9 +79,9 @@ struct LinearScratch<T: KernelScalar> {
         stateGradient = take(backward ? c * mp : 1)
         stateGradientT = take(backward ? max(m * cp, c * mp) : 1)
         normalizerGradient = take(backward ? c : 1)
-        let chunkBytes = offset
-        perPosition = take(backward && causal ? 2 * max(shape.queryCount, 1) : 1)
-        bytes = offset
+        let chunkBytes = offset.value
+        perPosition = take(backward && causal ? 2 * ScratchSize(max(shape.queryCount, 1)) : 1)
+        bytes = offset.value
         // Zero the panels (not the per-position scalars, which are written before being read).
         if let base { base.initializeMemory(as: UInt8.self, repeating: 0, count: chunkBytes) }
     }

@@ -7,7 +7,7 @@ func linearStep<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearStepTask>, _
     let task = taskPointer.pointee
     let d = task.headDim, c = task.featureDim, m = task.valueDim
     let epsilon = T(task.epsilon)
-    let queryFeatures = task.scratch.bindMemory(to: T.self, capacity: linearStepScratchCount(featureDim: c, valueDim: m))
+    let queryFeatures = task.scratch.bindMemory(to: T.self, capacity: linearStepScratchCount(featureDim: c, valueDim: m).value)
     let keyFeatures = queryFeatures + max(c, 1)
     let values = keyFeatures + max(c, 1)
     let numerator = values + max(m, 1)
@@ -87,4 +87,6 @@ private func stepStateColumns<T: KernelScalar>(
 }
 
 /// Elements of step scratch: φ(q), φ(k) (C each), v and the numerator (M each).
-func linearStepScratchCount(featureDim c: Int, valueDim m: Int) -> Int { 2 * max(c, 1) + 2 * max(m, 1) }
+func linearStepScratchCount(featureDim c: Int, valueDim m: Int) -> ScratchSize {
+    2 * ScratchSize(max(c, 1)) + 2 * ScratchSize(max(m, 1))
+}

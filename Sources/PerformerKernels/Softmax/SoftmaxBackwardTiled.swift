@@ -31,12 +31,12 @@ let backwardKeySweep = 4
 /// `keyRows` keys (twice: the group's total and one query head's own), a dQ accumulator (N rows when fused, one query block otherwise) and the
 /// scaled Q̂ of one head (N × D).
 @inline(__always)
-func softmaxBackwardScratchElements(_ shape: SoftmaxHeadShape, keyRows: Int, fused: Bool) -> Int {
-    let d = shape.headDim, m = shape.valueDim
-    let paddedD = roundUp(d, 32)
-    let blocks = (keyRows + backwardKeyBlock - 1) / backwardKeyBlock
+func softmaxBackwardScratchElements(_ shape: SoftmaxHeadShape, keyRows: Int, fused: Bool) -> ScratchSize {
+    let d = ScratchSize(shape.headDim), m = ScratchSize(shape.valueDim)
+    let paddedD = d.roundedUp(to: 32)
+    let blocks = ScratchSize(keyRows).roundedUp(to: backwardKeyBlock).value / backwardKeyBlock
     let packs = backwardKeySweep * ((d + m) * backwardKeyBlock + backwardKeyBlock * paddedD)
-    let pair = 2 * backwardQueryBlock * backwardKeyBlock
+    let pair = ScratchSize(2 * backwardQueryBlock * backwardKeyBlock)
     let accumulators = 2 * blocks * (d + m) * backwardKeyBlock
     let queryAccumulator = (fused ? Swift.max(shape.queryCount, backwardQueryBlock) : backwardQueryBlock) * paddedD
     return packs + pair + accumulators + queryAccumulator + Swift.max(shape.queryCount, 1) * d
@@ -359,7 +359,7 @@ func makeSoftmaxBackwardKernels() -> SoftmaxBackwardKernels {
     SoftmaxBackwardKernels(
         queryRowBlock: backwardQueryBlock, keyRowBlock: backwardKeySweep * backwardKeyBlock,
         scratchBytes: { shape, elementSize, keyRows, fused in
-            softmaxBackwardScratchElements(shape, keyRows: keyRows, fused: fused) * elementSize
+            (softmaxBackwardScratchElements(shape, keyRows: keyRows, fused: fused) * elementSize).value
         },
         queryFloat: { softmaxBackwardQueries($0, Float.self) },
         queryDouble: { softmaxBackwardQueries($0, Double.self) },

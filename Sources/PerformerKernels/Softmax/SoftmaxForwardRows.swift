@@ -19,8 +19,9 @@ let softmaxRowsKeyBlock = 64
 let softmaxRowsPad = 16
 
 @inline(__always)
-func softmaxRowsScratchElements(_ shape: SoftmaxHeadShape) -> Int {
-    let dp = roundUp(shape.headDim, softmaxRowsPad), mp = roundUp(shape.valueDim, softmaxRowsPad)
+func softmaxRowsScratchElements(_ shape: SoftmaxHeadShape) -> ScratchSize {
+    let dp = ScratchSize(shape.headDim).roundedUp(to: softmaxRowsPad)
+    let mp = ScratchSize(shape.valueDim).roundedUp(to: softmaxRowsPad)
     return softmaxRowsMaxRows * (dp + softmaxRowsKeyBlock) + softmaxRowsKeyBlock * (dp + mp)
 }
 
@@ -178,7 +179,7 @@ func accumulateWeightedRows<T: KernelScalar>(
 func makeSoftmaxRowKernels() -> SoftmaxRowKernels {
     SoftmaxRowKernels(
         maxRows: softmaxRowsMaxRows,
-        scratchBytes: { shape, elementSize in softmaxRowsScratchElements(shape) * elementSize },
+        scratchBytes: { shape, elementSize in (softmaxRowsScratchElements(shape) * elementSize).value },
         rowsFloat: { softmaxForwardRows($0, Float.self) },
         rowsDouble: { softmaxForwardRows($0, Double.self) },
         combineFloat: { softmaxCombineRows($0, Float.self) },

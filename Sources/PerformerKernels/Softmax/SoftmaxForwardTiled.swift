@@ -14,8 +14,8 @@ import PerformerKernelInterface
 // or the key limit are masked. Scratch per task: (D + 144 + M + 4) × 64 elements + 64 Ints.
 
 @inline(__always)
-func softmaxForwardScratchElements(_ shape: SoftmaxHeadShape) -> Int {
-    (shape.headDim + softmaxKeyBlock + shape.valueDim + 4) * softmaxQueryBlock
+func softmaxForwardScratchElements(_ shape: SoftmaxHeadShape) -> ScratchSize {
+    (ScratchSize(shape.headDim) + softmaxKeyBlock + shape.valueDim + 4) * softmaxQueryBlock
 }
 
 func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTask>, _: T.Type) {
@@ -137,7 +137,7 @@ func makeSoftmaxKernels() -> SoftmaxKernels {
     SoftmaxKernels(
         forwardRowBlock: softmaxQueryBlock,
         forwardScratchBytes: { shape, elementSize in
-            softmaxForwardScratchElements(shape) * elementSize + softmaxQueryBlock * MemoryLayout<Int>.stride
+            (softmaxForwardScratchElements(shape) * elementSize + softmaxQueryBlock * MemoryLayout<Int>.stride).value
         },
         forwardFloat: { softmaxForwardTiled($0, Float.self) },
         forwardDouble: { softmaxForwardTiled($0, Double.self) },
