@@ -153,8 +153,8 @@ final class LinearStateOnlyTests: XCTestCase {
         let s = LinearTestTensor<Float>(shape: SIMD4(2, 4, 3, 4), values: [Double](repeating: 42, count: 96))
         let z = LinearTestTensor<Float>(shape: SIMD4(2, 4, 3, 1), values: [Double](repeating: 42, count: 24))
         let s3 = LinearTestTensor<Float>(shape: SIMD4(2, 3, 3, 4)), z3 = LinearTestTensor<Float>(shape: SIMD4(2, 3, 3, 1))
-        let dk = LinearTestTensor<Float>(shape: k.shape, values: [Double](repeating: 42, count: 30))
-        let dv = LinearTestTensor<Float>(shape: v.shape, values: [Double](repeating: 42, count: 40))
+        let dk = LinearTestTensor<Float>(shape: k.shape, values: [Double](repeating: 42, count: 60))
+        let dv = LinearTestTensor<Float>(shape: v.shape, values: [Double](repeating: 42, count: 80))
         func expect(_ status: PerformerStatus, _ naming: String, _ body: () throws(PerformerError) -> Void) {
             do throws(PerformerError) {
                 try body()

@@ -299,10 +299,10 @@ func runLinear<T: AttentionScalar>(_ c: LinearCase, _ x: LinearInputs, as _: T.T
     let zN = LinearTestTensor<T>(shape: c.zShape, strided: c.strided)
     let ds0 = LinearTestTensor<T>(shape: c.sShape, strided: c.strided)
     let dz0 = LinearTestTensor<T>(shape: c.zShape, strided: c.strided)
+    let den = LinearTestTensor<T>(shape: c.denShape, strided: c.strided)
     // Views hold raw pointers: keep every tensor alive until the end of the function.
     defer { withExtendedLifetime([q, k, v, dout, out, dq, dk, dv, s0, z0, dsN, dzN, sN, zN, ds0, dz0, den]) {} }
     let state = c.withState
-    let den = LinearTestTensor<T>(shape: c.denShape, strided: c.strided)
     try LinearAttention.forward(
         query: q.view, key: k.view, value: v.view, output: out.mutableView,
         initialState: state ? LinearStateView(s: s0.view, z: z0.view) : nil,
