@@ -139,7 +139,7 @@ static void numeric_gradient(const loss_inputs *in, double *x, int64_t count, do
 /* ---------------------------------------------------------------- results against the reference */
 
 static void results(int dtype, int fmap, int causal, int with_lengths, int with_state) {
-    config c = {causal, fmap, fmap == PERFORMER_FEATURE_IDENTITY ? 0.0 : 1e-6, NULL, 6, causal ? 6 : 9};
+    config c = {causal, fmap, fmap == PERFORMER_FEATURE_IDENTITY ? 0.0 : 1e-6, NULL, 6, causal ? 6 : 9, 0, NULL};
     int64_t lengths[B] = {causal ? 4 : 7, c.l};
     if (with_lengths) { c.lengths = lengths; if (fmap != PERFORMER_FEATURE_IDENTITY) lengths[1] = 0; }
     int stated = causal && with_state;
