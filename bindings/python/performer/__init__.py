@@ -21,6 +21,9 @@ only when N == L.
 
 Linear attention (``linear_attention``, ``linear_attention_backward``, ``LinearDecoder``) uses
 the same q, k, v, out shapes; its state is S (B x H x C x M) and z (B x H x C), C = D.
+``linear_state`` / ``linear_state_backward`` give the state of keys without queries; causal or
+not, a call may start from a state (non-causal: a memory), and ``normalize=False`` gives the
+un-normalized product. See docs/LINEAR.md.
 
 FAVOR+ (Performer): ``FavorProjection`` (seeded random projections W, m x D),
 ``favor_features`` (the feature maps phi), ``favor_attention`` / ``favor_attention_backward``
