@@ -246,16 +246,17 @@ performer_status performer_softmax_backward(
  * 6. Linear attention ("Transformers are RNNs", docs/ALGORITHMS.md section 2)
  *
  *   phi is the feature map, applied to each row of q and k; C = D for every built-in map.
- *   Non-causal: S = sum_j phi(k_j) v_j^T (C x M), z = sum_j phi(k_j) (C),
+ *   Non-causal: S = S_0 + sum_j phi(k_j) v_j^T (C x M), z = z_0 + sum_j phi(k_j) (C),
  *               out_i = phi(q_i)^T S / (phi(q_i)^T z + eps).
- *   Causal:     the same with S_i, z_i summed over j <= i only (N must equal L), starting
- *               from an initial state (S_0, z_0) when one is given (else zeros).
+ *   Causal:     the same with S_i, z_i summed over j <= i only (N must equal L).
+ *   Both start from an initial state (S_0, z_0) when one is given (else zeros). With
+ *   options->normalize = 0 the output is the numerator phi(q_i)^T S_i alone.
  *
  *   q: B x H x N x D, k: B x Hk x L x D, v: B x Hk x L x M, out: B x H x N x M.
  *   Hk must divide H; query head h reads key head h / (H / Hk) (grouped-query attention).
  *   D >= 1 and Hk >= 1; B, H, N, L, M may be 0 (then there is nothing to compute).
  *
- *   State (causal only): S is B x H x C x M and z is B x H x C x 1, one pair per QUERY head.
+ *   State: S is B x H x C x M and z is B x H x C x 1, one pair per QUERY head.
  *   With Hk < H every query head of a group keeps its own state: the heads add the same keys
  *   and values, but may start from different S_0, z_0. Processing a sequence in pieces, each
  *   starting from the previous piece's final state, gives the outputs and gradients of one call.
@@ -283,18 +284,26 @@ typedef struct performer_linear_options_t {
     int feature_map;            /* a performer_feature_map */
     double eps;                 /* added to every denominator: finite and >= 0 (0 is allowed) */
     const int64_t *kv_lengths;  /* NULL, or B key lengths in 0..L: phi(k_j) = 0 for j >= kv_lengths[b] */
+    int normalize;              /* nonzero (default): out_i = phi(q_i)^T S_i / (phi(q_i)^T z_i + eps);
+                                   0: out_i = phi(q_i)^T S_i = sum_j (phi(q_i).phi(k_j)) v_j over the
+                                   visible keys (plus phi(q_i)^T S_0): no denominator, no division, eps
+                                   ignored (still checked), features of any sign. Appended in 1.x: a
+                                   struct of the older size (without it) is accepted and normalizes. */
 } performer_linear_options_t;
 
 /** Fills *options with the defaults: size = sizeof(performer_linear_options_t), not causal,
- *  PERFORMER_FEATURE_ELU_PLUS_ONE, eps = 1e-6, no key lengths. Does nothing when options is NULL. */
+ *  PERFORMER_FEATURE_ELU_PLUS_ONE, eps = 1e-6, no key lengths, normalize = 1. Does nothing when
+ *  options is NULL. */
 void performer_linear_options_init(performer_linear_options_t *options);
 
 /** Forward: writes out (B x H x N x M). `options` may be NULL (the defaults).
- *  The state arguments come in pairs, each pair both NULL or both given, and need
- *  options->causal: initial_state_s / initial_state_z (S_0: B x H x C x M, z_0: B x H x C x 1;
- *  NULL: zeros) are read, final_state_s / final_state_z receive (S_N, z_N). No output may
+ *  The state arguments come in pairs, each pair both NULL or both given:
+ *  initial_state_s / initial_state_z (S_0: B x H x C x M, z_0: B x H x C x 1; NULL: zeros) are
+ *  read, final_state_s / final_state_z receive (S_N, z_N). Causal, S_i = S_0 + sum_{j<=i}.
+ *  Non-causal, every query sees S_0 + sum_j phi(k_j) v_j^T (a "memory" of earlier keys: cross-
+ *  attention against a state, L may be 0) and the final state is that sum. No output may
  *  overlap an input or another output, so the final state cannot be written over the initial
- *  one (use the decoder's prefill to update a state in place).
+ *  one (use the decoder's prefill, or performer_linear_state, to update a state in place).
  *
  *  Errors (nothing written in every case):
  *    PERFORMER_ERROR_NULL_POINTER        q, k, v or out is NULL, one tensor of a state pair is NULL
@@ -306,7 +315,7 @@ void performer_linear_options_init(performer_linear_options_t *options);
  *                                        D = 0, causal with N != L
  *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, eps negative or not
  *                                        finite, feature_map not a performer_feature_map,
- *                                        kv_lengths[b] outside 0..L, a state without causal
+ *                                        kv_lengths[b] outside 0..L
  *    PERFORMER_ERROR_ALIASING            an output overlaps an input, another output or itself
  *    PERFORMER_ERROR_UNSUPPORTED_VERSION options->size is not a size this library knows
  *    PERFORMER_ERROR_OUT_OF_MEMORY       scratch memory could not be allocated */
@@ -317,12 +326,26 @@ performer_status performer_linear_forward(
     performer_tensor_t *final_state_s, performer_tensor_t *final_state_z,
     const performer_linear_options_t *options);
 
+/** Forward plus the denominators: as performer_linear_forward, and `denominators` (B x H x N x 1,
+ *  or NULL for none) receives den_i = phi(q_i)^T z_i = phi(q_i).(z_0 + sum of the visible
+ *  phi(k_j)), without eps, whatever options->normalize (with normalize = 0 the output is the
+ *  numerator, so out / den is the normalized form). Errors: as performer_linear_forward, plus a
+ *  denominators shape that is not B x H x N x 1 (SHAPE_MISMATCH) or that overlaps another
+ *  argument (ALIASING); nothing is written on error. */
+performer_status performer_linear_forward_with_denominators(
+    const performer_tensor_t *q, const performer_tensor_t *k, const performer_tensor_t *v,
+    performer_tensor_t *out,
+    const performer_tensor_t *initial_state_s, const performer_tensor_t *initial_state_z,
+    performer_tensor_t *final_state_s, performer_tensor_t *final_state_z,
+    performer_tensor_t *denominators, const performer_linear_options_t *options);
+
 /** Backward: given dout = dLoss/dout (B x H x N x M), writes dq (q's shape), dk (k's shape) and
  *  dv (v's shape); with PERFORMER_FEATURE_IDENTITY, dq and dk are w.r.t. the features passed.
  *  Pass the same options (and initial state) as to the forward; nothing from the forward is
  *  needed, it is recomputed. With grouped-query attention dk and dv sum over the query heads
  *  sharing a key head. Gradients flow through the denominator and through phi.
- *  Optional state pairs (each both NULL or both given; all need options->causal):
+ *  With options->normalize = 0 it is the gradient of the un-normalized product.
+ *  Optional state pairs (each both NULL or both given; causal or not):
  *    initial_state_s/_z     the forward's S_0, z_0 (NULL: zeros);
  *    dfinal_state_s/_z      dLoss/dS_N, dLoss/dz_N when the loss also depends on the final
  *                           state (NULL: zeros), B x H x C x M and B x H x C x 1;
@@ -335,6 +358,37 @@ performer_status performer_linear_backward(
     performer_tensor_t *dq, performer_tensor_t *dk, performer_tensor_t *dv,
     const performer_tensor_t *initial_state_s, const performer_tensor_t *initial_state_z,
     const performer_tensor_t *dfinal_state_s, const performer_tensor_t *dfinal_state_z,
+    performer_tensor_t *dinitial_state_s, performer_tensor_t *dinitial_state_z,
+    const performer_linear_options_t *options);
+
+/** State only: the state of keys and values without queries,
+ *    state_s = S_0 + sum_{j < kv_len} phi(k_j) v_j^T   (B x Hs x C x M),
+ *    state_z = z_0 + sum_{j < kv_len} phi(k_j)         (B x Hs x C x 1),
+ *  from k (B x Hk x L x D) and v (B x Hk x L x M). Hs is state_s's shape[1], a multiple of Hk:
+ *  state head h takes key head h / (Hs/Hk). Hs = Hk is one state per key head; Hs = H is the
+ *  forward's per-query-head layout, so the result can be the initial state of a later
+ *  performer_linear_forward. initial_state_s/_z (S_0, z_0, same shapes; both NULL: zeros) may be
+ *  the same memory as state_s/_z with the same shape and strides (an in-place update); any other
+ *  overlap is PERFORMER_ERROR_ALIASING. options: feature_map and kv_lengths apply; causal,
+ *  normalize and eps do not (NULL: the defaults).
+ *  Errors (nothing written): as performer_linear_forward for k, v, the states and options, plus
+ *  SHAPE_MISMATCH when Hs is not a positive multiple of Hk. Messages call state_s/_z S_out,
+ *  z_out (dstate_s/_z: dS_out, dz_out). */
+performer_status performer_linear_state(
+    const performer_tensor_t *k, const performer_tensor_t *v,
+    const performer_tensor_t *initial_state_s, const performer_tensor_t *initial_state_z,
+    performer_tensor_t *state_s, performer_tensor_t *state_z,
+    const performer_linear_options_t *options);
+
+/** Backward of performer_linear_state: given dstate_s, dstate_z (B x Hs x C x M, B x Hs x C x 1)
+ *  writes dk_j = phi'(k_j) * (dS v_j + dz) and dv_j = dS^T phi(k_j) (zero past kv_lengths[b];
+ *  summed over the Hs/Hk state heads of each key head), and, when dinitial_state_s/_z are given
+ *  (both or neither), the initial state's gradient, which equals dstate_s/_z. Same options as
+ *  the call. Errors: as performer_linear_state (no output may overlap any other argument). */
+performer_status performer_linear_state_backward(
+    const performer_tensor_t *k, const performer_tensor_t *v,
+    const performer_tensor_t *dstate_s, const performer_tensor_t *dstate_z,
+    performer_tensor_t *dk, performer_tensor_t *dv,
     performer_tensor_t *dinitial_state_s, performer_tensor_t *dinitial_state_z,
     const performer_linear_options_t *options);
 

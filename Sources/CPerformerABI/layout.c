@@ -13,10 +13,12 @@ _Static_assert(offsetof(performer_tensor_t, strides) == 48, "strides follow shap
 _Static_assert(sizeof(performer_softmax_options_t) == 32, "performer_softmax_options_t is 32 bytes on LP64");
 _Static_assert(offsetof(performer_softmax_options_t, scale) == 16, "scale after causal, has_scale");
 _Static_assert(offsetof(performer_softmax_options_t, kv_lengths) == 24, "kv_lengths last");
-_Static_assert(sizeof(performer_linear_options_t) == 32, "performer_linear_options_t is 32 bytes on LP64");
+_Static_assert(sizeof(performer_linear_options_t) == 40, "performer_linear_options_t is 40 bytes on LP64");
 _Static_assert(offsetof(performer_linear_options_t, feature_map) == 12, "feature_map after causal");
 _Static_assert(offsetof(performer_linear_options_t, eps) == 16, "eps after causal, feature_map");
-_Static_assert(offsetof(performer_linear_options_t, kv_lengths) == 24, "kv_lengths last");
+_Static_assert(offsetof(performer_linear_options_t, kv_lengths) == 24, "kv_lengths after eps");
+_Static_assert(offsetof(performer_linear_options_t, normalize) == 32,
+               "normalize appended: the first struct's 32 bytes stay a valid options->size");
 _Static_assert(sizeof(performer_favor_options_t) == 56, "performer_favor_options_t is 56 bytes on LP64");
 _Static_assert(offsetof(performer_favor_options_t, features) == 12, "features after causal");
 _Static_assert(offsetof(performer_favor_options_t, has_scale) == 16, "has_scale after features");

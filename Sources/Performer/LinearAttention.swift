@@ -3,15 +3,19 @@
 import CPerformerABI
 import PerformerCore
 
-/// The options sizes this library understands: today only ABI 1's struct.
-private let knownLinearOptionsSizes = [MemoryLayout<performer_linear_options_t>.size]
+/// The options sizes this library understands: ABI 1's struct (ending at kv_lengths) and the
+/// current one (normalize appended).
+private let knownLinearOptionsSizes = [
+    MemoryLayout<performer_linear_options_t>.offset(of: \performer_linear_options_t.normalize)!,
+    MemoryLayout<performer_linear_options_t>.size,
+]
 
 @_cdecl("performer_linear_options_init")
 public func performer_linear_options_init(_ options: UnsafeMutablePointer<performer_linear_options_t>?) {
     guard let options else { return }
     options.pointee = performer_linear_options_t(
         size: MemoryLayout<performer_linear_options_t>.size, causal: 0,
-        feature_map: Int32(PERFORMER_FEATURE_ELU_PLUS_ONE.rawValue), eps: 1e-6, kv_lengths: nil)
+        feature_map: Int32(PERFORMER_FEATURE_ELU_PLUS_ONE.rawValue), eps: 1e-6, kv_lengths: nil, normalize: 1)
 }
 
 /// A C feature-map code as the Swift enum, or an invalid-argument error naming `name`.
@@ -23,16 +27,22 @@ func linearFeatureMap(_ code: Int64, name: String) throws(PerformerError) -> Lin
 }
 
 /// Reads `*options` (NULL means the defaults). `tensors` are all of the call's tensors, q
-/// first: kv_lengths has one entry per batch (`readPerBatch`).
-private func linearOptions(_ options: UnsafePointer<performer_linear_options_t>?, tensors: [TensorArgument])
+/// (or k, for state-only calls) first: kv_lengths has one entry per batch (`readPerBatch`).
+func linearOptions(_ options: UnsafePointer<performer_linear_options_t>?, tensors: [TensorArgument])
     throws(PerformerError) -> LinearAttentionOptions {
     guard let options else { return LinearAttentionOptions() }
     try checkOptionsSize(options, knownSizes: knownLinearOptionsSizes, type: "performer_linear_options_t", initializer: "performer_linear_options_init")
-    let fields = options.pointee
+    // Copy only the caller's `size` bytes over the defaults: an older, shorter struct gets the
+    // defaults of the fields appended since.
+    var fields = performer_linear_options_t()
+    performer_linear_options_init(&fields)
+    withUnsafeMutableBytes(of: &fields) { target in
+        target.copyMemory(from: UnsafeRawBufferPointer(start: options, count: options.pointee.size))
+    }
     var result = LinearAttentionOptions(
         causal: fields.causal != 0,
         featureMap: try linearFeatureMap(Int64(fields.feature_map), name: "options->feature_map"),
-        epsilon: fields.eps)
+        epsilon: fields.eps, normalize: fields.normalize != 0)
     result.keyLengths = try readPerBatch(fields.kv_lengths, name: "options->kv_lengths", tensors: tensors)
     return result
 }
@@ -45,17 +55,32 @@ public func performer_linear_forward(
     _ final_state_s: UnsafeMutablePointer<performer_tensor_t>?, _ final_state_z: UnsafeMutablePointer<performer_tensor_t>?,
     _ options: UnsafePointer<performer_linear_options_t>?
 ) -> performer_status {
+    performer_linear_forward_with_denominators(q, k, v, out, initial_state_s, initial_state_z,
+                                               final_state_s, final_state_z, nil, options)
+}
+
+@_cdecl("performer_linear_forward_with_denominators")
+public func performer_linear_forward_with_denominators(
+    _ q: UnsafePointer<performer_tensor_t>?, _ k: UnsafePointer<performer_tensor_t>?,
+    _ v: UnsafePointer<performer_tensor_t>?, _ out: UnsafeMutablePointer<performer_tensor_t>?,
+    _ initial_state_s: UnsafePointer<performer_tensor_t>?, _ initial_state_z: UnsafePointer<performer_tensor_t>?,
+    _ final_state_s: UnsafeMutablePointer<performer_tensor_t>?, _ final_state_z: UnsafeMutablePointer<performer_tensor_t>?,
+    _ denominators: UnsafeMutablePointer<performer_tensor_t>?,
+    _ options: UnsafePointer<performer_linear_options_t>?
+) -> performer_status {
     withStatus { () throws(PerformerError) in
         let q = try TensorArgument(q, name: "q"), k = try TensorArgument(k, name: "k")
         let v = try TensorArgument(v, name: "v"), out = try TensorArgument(out, name: "out")
         let initial = try statePair(initial_state_s, initial_state_z, names: ("S0", "z0"))
         let final = try statePair(UnsafePointer(final_state_s), UnsafePointer(final_state_z),
                                   names: ("S_N", "z_N"))
-        try TensorArgument.expectSameDType([k, v, out] + tensors(initial, final), as: q)
-        let options = try linearOptions(options, tensors: [q, k, v, out] + tensors(initial, final))
+        let denominators = denominators == nil ? nil : try TensorArgument(denominators, name: "denominators")
+        let extra = denominators.map { [$0] } ?? []
+        try TensorArgument.expectSameDType([k, v, out] + tensors(initial, final) + extra, as: q)
+        let options = try linearOptions(options, tensors: [q, k, v, out] + tensors(initial, final) + extra)
         switch q.dtype {
-        case .float32: try forward(Float.self, q, k, v, out, initial, final, options)
-        case .float64: try forward(Double.self, q, k, v, out, initial, final, options)
+        case .float32: try forward(Float.self, q, k, v, out, initial, final, denominators, options)
+        case .float64: try forward(Double.self, q, k, v, out, initial, final, denominators, options)
         }
     }
 }
@@ -63,12 +88,13 @@ public func performer_linear_forward(
 private func forward<T: AttentionScalar>(
     _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
     _ initial: (s: TensorArgument, z: TensorArgument)?, _ final: (s: TensorArgument, z: TensorArgument)?,
-    _ options: LinearAttentionOptions
+    _ denominators: TensorArgument?, _ options: LinearAttentionOptions
 ) throws(PerformerError) {
     try LinearAttention.forward(
         query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), output: out.mutableView(T.self),
         initialState: initial.map { LinearStateView(s: $0.s.view(T.self), z: $0.z.view(T.self)) },
         finalState: final.map { MutableLinearStateView(s: $0.s.mutableView(T.self), z: $0.z.mutableView(T.self)) },
+        denominators: denominators?.mutableView(T.self),
         options: options)
 }
 

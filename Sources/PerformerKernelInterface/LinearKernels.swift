@@ -35,25 +35,29 @@ public struct LinearHeadShape: Sendable, Equatable {
 }
 
 /// Forward or backward of one query head. Which fields a kernel reads depends on the entry:
-/// - forward reads query, key, value, the optional initial state (causal only), writes output
-///   and, when given, the final state;
+/// - forward reads query, key, value, the optional initial state, writes output, the
+///   denominators when asked and, when given, the final state (non-causal: the state over all
+///   keys; with N = 0 that is a state-only call);
 /// - backward reads query, key, value, outputGradient, the optional initial state and final
-///   state gradient (causal only), writes queryGradient, keyGradient and valueGradient (or adds
-///   to the latter two when `accumulateKeyGradients`), and the initial-state gradient when given.
+///   state gradient, writes queryGradient, keyGradient and valueGradient (or adds to the latter
+///   two when `accumulateKeyGradients`), and the initial-state gradient when given.
 /// States are C × M matrices (S) and C × 1 matrices (z, only `rowStride` is read). A nil input
 /// state or state gradient means zeros.
 public struct LinearAttentionTask: @unchecked Sendable {
     public var shape: LinearHeadShape
     public var causal: Bool
     public var featureMap: LinearFeatureKind
-    /// ε of the denominator φ(q)ᵀz + ε; finite and ≥ 0.
+    /// ε of the denominator φ(q)ᵀz + ε; finite and ≥ 0. Unused when `normalize` is false.
     public var epsilon: Double
+    /// false: the output is the numerator φ(q_i)ᵀS_i alone (no denominator, no division).
+    public var normalize: Bool
     /// kv_len[b]: keys at or past it have φ(k) = 0 (they leave S and z untouched).
     public var keyLimit: Int
     public var query: StridedMatrix                  // N × D
     public var key: StridedMatrix                    // L × D
     public var value: StridedMatrix                  // L × M
     public var output: StridedMatrix?                // N × M (forward)
+    public var denominators: StridedMatrix?          // N × 1 (forward, optional): φ(q_i)ᵀz_i, no ε
     public var outputGradient: StridedMatrix?        // N × M (backward)
     public var queryGradient: StridedMatrix?         // N × D (backward)
     public var keyGradient: StridedMatrix?           // L × D (backward)
@@ -76,6 +80,7 @@ public struct LinearAttentionTask: @unchecked Sendable {
         self.causal = causal
         self.featureMap = featureMap
         self.epsilon = epsilon
+        self.normalize = true
         self.keyLimit = keyLimit
         self.query = query
         self.key = key

@@ -175,8 +175,15 @@ final class LinearPropertyTests: XCTestCase {
         expect(.shapeMismatch, "S_N shape") { () throws(PerformerError) in
             try fwd(final: MutableLinearStateView(s: badS.mutableView, z: zN.mutableView))
         }
-        expect(.invalidArgument, "state without causal") { () throws(PerformerError) in
-            try fwd(options { $0.causal = false }, initial: LinearStateView(s: s.view, z: z.view))
+        expect(.shapeMismatch, "denominators shape") { () throws(PerformerError) in
+            try LinearAttention.forward(query: q.view, key: k.view, value: v.view, output: out.mutableView,
+                                        finalState: final, denominators: badZ.mutableView, options: c.options)
+        }
+        expect(.aliasing, "denominators overlap out") { () throws(PerformerError) in
+            try LinearAttention.forward(query: q.view, key: k.view, value: v.view, output: out.mutableView,
+                                        finalState: final,
+                                        denominators: MutableTensorView(base: out.storage, shape: SIMD4(2, 2, 5, 1)),
+                                        options: c.options)
         }
         expect(.aliasing, "out overlaps q") { () throws(PerformerError) in
             try fwd(q: TensorView(base: out.storage, shape: c.qShape), final: nil)
@@ -204,9 +211,6 @@ final class LinearPropertyTests: XCTestCase {
         }
         expect(.shapeMismatch, "dS0 shape") { () throws(PerformerError) in
             try bwd(initialGradient: MutableLinearStateView(s: badS.mutableView, z: zN.mutableView))
-        }
-        expect(.invalidArgument, "backward state without causal") { () throws(PerformerError) in
-            try bwd(options { $0.causal = false }, finalGradient: LinearStateView(s: s.view, z: z.view))
         }
         expect(.shapeMismatch, "dout shape") { () throws(PerformerError) in try bwd(dout: badS.view) }
         expect(.aliasing, "dS0 overlaps dS_N") { () throws(PerformerError) in

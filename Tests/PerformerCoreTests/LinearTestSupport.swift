@@ -104,12 +104,17 @@ struct LinearCase: CustomStringConvertible {
     var featureMap: LinearAttentionOptions.FeatureMap = .eluPlusOne
     var epsilon = 1e-6
     var keyLengths: [Int]? = nil
-    /// Causal only: pass S0, z0 and dS_N, dz_N, ask for dS0, dz0 and S_N, z_N.
+    /// Pass S0, z0 and dS_N, dz_N, ask for dS0, dz0 and S_N, z_N (non-causal: a memory).
     var withState = false
     var strided = false
+    /// false: the un-normalized product φ(q_i)ᵀS_i.
+    var normalize = true
+    /// Identity features of both signs (otherwise they are kept positive).
+    var mixedSigns = false
 
     var options: LinearAttentionOptions {
-        LinearAttentionOptions(causal: causal, featureMap: featureMap, epsilon: epsilon, keyLengths: keyLengths)
+        LinearAttentionOptions(causal: causal, featureMap: featureMap, epsilon: epsilon, keyLengths: keyLengths,
+                               normalize: normalize)
     }
     var qShape: SIMD4<Int> { SIMD4(b, h, n, d) }
     var kShape: SIMD4<Int> { SIMD4(b, hk, l, d) }
@@ -117,8 +122,9 @@ struct LinearCase: CustomStringConvertible {
     var oShape: SIMD4<Int> { SIMD4(b, h, n, m) }
     var sShape: SIMD4<Int> { SIMD4(b, h, d, m) }
     var zShape: SIMD4<Int> { SIMD4(b, h, d, 1) }
+    var denShape: SIMD4<Int> { SIMD4(b, h, n, 1) }
     var description: String {
-        "B\(b) H\(h) Hk\(hk) N\(n) L\(l) D\(d) M\(m) causal=\(causal) \(featureMap) eps=\(epsilon) kv=\(keyLengths.map { "\($0)" } ?? "-") state=\(withState) strided=\(strided)"
+        "B\(b) H\(h) Hk\(hk) N\(n) L\(l) D\(d) M\(m) causal=\(causal) \(featureMap) eps=\(epsilon) kv=\(keyLengths.map { "\($0)" } ?? "-") state=\(withState) strided=\(strided) normalize=\(normalize) mixed=\(mixedSigns)"
     }
 }
 
@@ -130,7 +136,7 @@ struct LinearInputs {
     init(_ c: LinearCase, seed: UInt64) {
         var random = LinearTestRandom(seed: seed)
         // The identity map takes features as given: keep them positive so denominators are too.
-        let positive = c.featureMap == .identity
+        let positive = c.featureMap == .identity && !c.mixedSigns
         q = random.array(c.b * c.h * c.n * c.d, positive: positive)
         k = random.array(c.b * c.hk * c.l * c.d, positive: positive)
         v = random.array(c.b * c.hk * c.l * c.m)
@@ -156,6 +162,8 @@ struct LinearInputs {
 struct LinearResults {
     var out: [Double], sN: [Double], zN: [Double]
     var dq: [Double], dk: [Double], dv: [Double], ds0: [Double], dz0: [Double]
+    /// φ(q_i)ᵀz_i without ε (B×H×N).
+    var den: [Double]
 }
 
 func featureValue(_ x: Double, _ map: LinearAttentionOptions.FeatureMap) -> Double {
@@ -183,7 +191,8 @@ func linearReference(_ c: LinearCase, _ x: LinearInputs) -> LinearResults {
                           sN: .init(repeating: 0, count: c.b * c.h * d * m), zN: .init(repeating: 0, count: c.b * c.h * d),
                           dq: .init(repeating: 0, count: x.q.count), dk: .init(repeating: 0, count: x.k.count),
                           dv: .init(repeating: 0, count: x.v.count),
-                          ds0: .init(repeating: 0, count: c.b * c.h * d * m), dz0: .init(repeating: 0, count: c.b * c.h * d))
+                          ds0: .init(repeating: 0, count: c.b * c.h * d * m), dz0: .init(repeating: 0, count: c.b * c.h * d),
+                          den: .init(repeating: 0, count: c.b * c.h * n))
     let group = c.h / c.hk
     for b in 0..<c.b {
         let limit = c.keyLengths?[b] ?? l
@@ -192,7 +201,7 @@ func linearReference(_ c: LinearCase, _ x: LinearInputs) -> LinearResults {
             let qBase = (b * c.h + h) * n * d, kBase = (b * c.hk + hk) * l * d
             let vBase = (b * c.hk + hk) * l * m, oBase = (b * c.h + h) * n * m
             let sBase = (b * c.h + h) * d * m, zBase = (b * c.h + h) * d
-            let useState = c.causal && c.withState
+            let useState = c.withState
             let s0 = (0..<(d * m)).map { useState ? x.s0[sBase + $0] : 0 }
             let z0 = (0..<d).map { useState ? x.z0[zBase + $0] : 0 }
             let dsN = (0..<(d * m)).map { useState ? x.dsN[sBase + $0] : 0 }
@@ -207,11 +216,14 @@ func linearReference(_ c: LinearCase, _ x: LinearInputs) -> LinearResults {
             var dnum = [Double](repeating: 0, count: n * m), dden = [Double](repeating: 0, count: n)
             for i in 0..<n {
                 var num = (0..<m).map { col in (0..<d).reduce(0) { $0 + fq[i * d + $1] * s0[$1 * m + col] } }
-                var den = (0..<d).reduce(0) { $0 + fq[i * d + $1] * z0[$1] } + c.epsilon
+                var den = (0..<d).reduce(0) { $0 + fq[i * d + $1] * z0[$1] }
                 for j in 0..<l {
                     den += a[i * l + j]
                     for col in 0..<m { num[col] += a[i * l + j] * x.v[vBase + j * m + col] }
                 }
+                r.den[(b * c.h + h) * n + i] = den
+                // Un-normalized: o = num, as if den were 1 and fixed.
+                den = c.normalize ? den + c.epsilon : 1
                 guard den != 0 else { continue }
                 var dot = 0.0
                 for col in 0..<m {
@@ -221,7 +233,7 @@ func linearReference(_ c: LinearCase, _ x: LinearInputs) -> LinearResults {
                     dot += g * o
                     dnum[i * m + col] = g / den
                 }
-                dden[i] = -dot / den
+                dden[i] = c.normalize ? -dot / den : 0
             }
             // Final state and the gradients.
             for f in 0..<d {
@@ -261,7 +273,7 @@ func linearReference(_ c: LinearCase, _ x: LinearInputs) -> LinearResults {
             }
         }
     }
-    if !(c.causal && c.withState) {
+    if !c.withState {
         // Without state arguments the library reports no state: compare zeros with zeros.
         for i in r.sN.indices { r.sN[i] = 0; r.ds0[i] = 0 }
         for i in r.zN.indices { r.zN[i] = 0; r.dz0[i] = 0 }
@@ -287,13 +299,15 @@ func runLinear<T: AttentionScalar>(_ c: LinearCase, _ x: LinearInputs, as _: T.T
     let zN = LinearTestTensor<T>(shape: c.zShape, strided: c.strided)
     let ds0 = LinearTestTensor<T>(shape: c.sShape, strided: c.strided)
     let dz0 = LinearTestTensor<T>(shape: c.zShape, strided: c.strided)
+    let den = LinearTestTensor<T>(shape: c.denShape, strided: c.strided)
     // Views hold raw pointers: keep every tensor alive until the end of the function.
-    defer { withExtendedLifetime([q, k, v, dout, out, dq, dk, dv, s0, z0, dsN, dzN, sN, zN, ds0, dz0]) {} }
-    let state = c.causal && c.withState
+    defer { withExtendedLifetime([q, k, v, dout, out, dq, dk, dv, s0, z0, dsN, dzN, sN, zN, ds0, dz0, den]) {} }
+    let state = c.withState
     try LinearAttention.forward(
         query: q.view, key: k.view, value: v.view, output: out.mutableView,
         initialState: state ? LinearStateView(s: s0.view, z: z0.view) : nil,
-        finalState: state ? MutableLinearStateView(s: sN.mutableView, z: zN.mutableView) : nil, options: c.options)
+        finalState: state ? MutableLinearStateView(s: sN.mutableView, z: zN.mutableView) : nil,
+        denominators: den.mutableView, options: c.options)
     try LinearAttention.backward(
         query: q.view, key: k.view, value: v.view, outputGradient: dout.view,
         queryGradient: dq.mutableView, keyGradient: dk.mutableView, valueGradient: dv.mutableView,
@@ -301,13 +315,14 @@ func runLinear<T: AttentionScalar>(_ c: LinearCase, _ x: LinearInputs, as _: T.T
         finalStateGradient: state ? LinearStateView(s: dsN.view, z: dzN.view) : nil,
         initialStateGradient: state ? MutableLinearStateView(s: ds0.mutableView, z: dz0.mutableView) : nil,
         options: c.options)
-    for (name, t) in [("out", out), ("dq", dq), ("dk", dk), ("dv", dv), ("S_N", sN), ("z_N", zN), ("dS0", ds0), ("dz0", dz0)] {
+    for (name, t) in [("out", out), ("dq", dq), ("dk", dk), ("dv", dv), ("S_N", sN), ("z_N", zN), ("dS0", ds0), ("dz0", dz0), ("denominators", den)] {
         XCTAssert(t.paddingUntouched, "\(name) written outside its view: \(c)", file: file, line: line)
     }
     let zeros: (Int) -> [Double] = { [Double](repeating: 0, count: $0) }
     return LinearResults(out: out.values, sN: state ? sN.values : zeros(sN.count), zN: state ? zN.values : zeros(zN.count),
                          dq: dq.values, dk: dk.values, dv: dv.values,
-                         ds0: state ? ds0.values : zeros(ds0.count), dz0: state ? dz0.values : zeros(dz0.count))
+                         ds0: state ? ds0.values : zeros(ds0.count), dz0: state ? dz0.values : zeros(dz0.count),
+                         den: den.values)
 }
 
 /// ‖a − b‖ / ‖b‖ (absolute error when ‖b‖ = 0).
@@ -327,7 +342,7 @@ func assertClose(_ got: LinearResults, _ want: LinearResults, tolerance: Double,
     let pairs: [(String, [Double], [Double])] = [
         ("out", got.out, want.out), ("S_N", got.sN, want.sN), ("z_N", got.zN, want.zN),
         ("dq", got.dq, want.dq), ("dk", got.dk, want.dk), ("dv", got.dv, want.dv),
-        ("dS0", got.ds0, want.ds0), ("dz0", got.dz0, want.dz0),
+        ("dS0", got.ds0, want.ds0), ("dz0", got.dz0, want.dz0), ("denominators", got.den, want.den),
     ]
     for (name, a, b) in pairs {
         let error = linearRelativeError(a, b)

@@ -46,6 +46,8 @@ typedef struct {
     double eps;
     const int64_t *lengths; /* B entries or NULL */
     int64_t n, l;
+    int unnormalized;       /* options.normalize = 0: out = the numerator */
+    double *den;            /* NULL, or receives the denominators B*H*n (without eps) */
 } config;
 
 static double phi(int fmap, double x) {
@@ -75,14 +77,16 @@ static void reference(const config *c, const double *q, const double *k, const d
                     for (int64_t d = 0; d < D; d++) a[i][j] += fq[i][d] * fk[j][d];
                 }
             for (int64_t i = 0; i < n; i++) {
-                double den = c->eps;
+                double den = 0;
                 for (int64_t j = 0; j < l; j++) den += a[i][j];
                 if (zh) for (int64_t d = 0; d < D; d++) den += fq[i][d] * zh[d];
+                if (c->den) c->den[(b * H + h) * n + i] = den;
+                den += c->eps;
                 for (int64_t m = 0; m < M; m++) {
                     double num = 0;
                     for (int64_t j = 0; j < l; j++) num += a[i][j] * vh[j * M + m];
                     if (sh) for (int64_t d = 0; d < D; d++) num += fq[i][d] * sh[d * M + m];
-                    out[((b * H + h) * n + i) * M + m] = den == 0 ? 0 : num / den;
+                    out[((b * H + h) * n + i) * M + m] = c->unnormalized ? num : den == 0 ? 0 : num / den;
                 }
             }
             if (!sn) continue;
@@ -135,7 +139,7 @@ static void numeric_gradient(const loss_inputs *in, double *x, int64_t count, do
 /* ---------------------------------------------------------------- results against the reference */
 
 static void results(int dtype, int fmap, int causal, int with_lengths, int with_state) {
-    config c = {causal, fmap, fmap == PERFORMER_FEATURE_IDENTITY ? 0.0 : 1e-6, NULL, 6, causal ? 6 : 9};
+    config c = {causal, fmap, fmap == PERFORMER_FEATURE_IDENTITY ? 0.0 : 1e-6, NULL, 6, causal ? 6 : 9, 0, NULL};
     int64_t lengths[B] = {causal ? 4 : 7, c.l};
     if (with_lengths) { c.lengths = lengths; if (fmap != PERFORMER_FEATURE_IDENTITY) lengths[1] = 0; }
     int stated = causal && with_state;
@@ -335,14 +339,6 @@ static void forward_errors(void) {
                  "S_N.reserved = 3", outs, 3);
     sn = saved;
 
-    /* A state without causal. */
-    o.causal = 0;
-    expect_error("state, not causal", FWD(&q, &k, &v, &out, &s0, &z0, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
-                 "causal = false", outs, 3);
-    expect_error("final state, not causal", FWD(&q, &k, &v, &out, NULL, NULL, &sn, &zn, &o),
-                 PERFORMER_ERROR_INVALID_ARGUMENT, "causal = false", outs, 3);
-    o.causal = 1;
-
     /* Causal needs N = L. */
     performer_tensor_t k4 = positions(&k, 0, n - 1), v4 = positions(&v, 0, n - 1);
     expect_error("causal N != L", FWD(&q, &k4, &v4, &out, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_SHAPE_MISMATCH,
@@ -377,7 +373,7 @@ static void forward_errors(void) {
     expect_error("kv_lengths", FWD(&q, &k, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
                  "kv_lengths[1] = 6", outs, 3);
     o.kv_lengths = NULL;
-    size_t bad_sizes[] = {0, 8, sizeof(performer_linear_options_t) - 8, sizeof(performer_linear_options_t) + 8,
+    size_t bad_sizes[] = {0, 8, offsetof(performer_linear_options_t, kv_lengths), sizeof(performer_linear_options_t) + 8,
                           sizeof(performer_softmax_options_t) + 1};
     for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
         o.size = bad_sizes[i];
@@ -465,10 +461,6 @@ static void forward_errors(void) {
     expect_error("backward dS0 over S0",
                  performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, &s0, &z0, NULL, NULL, &s0, &dz0, &o),
                  PERFORMER_ERROR_ALIASING, "dS0 overlaps input S0", bouts, 5);
-    o.causal = 0;
-    expect_error("backward state, not causal",
-                 performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, NULL, NULL, NULL, NULL, &ds0, &dz0, &o),
-                 PERFORMER_ERROR_INVALID_ARGUMENT, "causal = false", bouts, 5);
     o.causal = 1; o.eps = -1;
     expect_error("backward eps -1",
                  performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, &o),
@@ -487,10 +479,136 @@ static void options_init(void) {
     memset(&o, 0xAB, sizeof o);
     performer_linear_options_init(&o);
     CHECK(o.size == sizeof o && o.causal == 0 && o.feature_map == PERFORMER_FEATURE_ELU_PLUS_ONE && o.eps == 1e-6 &&
-              o.kv_lengths == NULL,
+              o.kv_lengths == NULL && o.normalize == 1,
           "performer_linear_options_init defaults");
     performer_linear_options_init(NULL);
     CHECK(1, "performer_linear_options_init(NULL) returned");
+}
+
+/* ---------------------------------------------------------------- un-normalized, state only, memory */
+
+/* normalize = 0 with the denominators output (mixed-sign identity features; causal, and
+ * non-causal against a memory state); an options struct of the size before `normalize` gets
+ * normalize = 1; performer_linear_state equals the reference's final state (Hs = H from S0, and
+ * Hs = Hk) and its backward the direct formulas; state-call errors. */
+static void unnormalized_and_state(int dtype) {
+    enum { n = 6 };
+    const char *name = dtype ? "float64" : "float32";
+    double tol = dtype == PERFORMER_FLOAT32 ? 1e-5 : 1e-12;
+    performer_tensor_t q = tensor_new(dtype, B, H, n, D), k = tensor_new(dtype, B, HK, n, D), v = tensor_new(dtype, B, HK, n, M);
+    performer_tensor_t out = tensor_new(dtype, B, H, n, M), den = tensor_new(dtype, B, H, n, 1);
+    performer_tensor_t s0 = tensor_new(dtype, B, H, D, M), z0 = tensor_new(dtype, B, H, D, 1);
+    fill(&q, 21, 0); fill(&k, 22, 0); fill(&v, 23, 0); fill(&s0, 24, 0); fill(&z0, 25, 0);
+    double *qd = doubles_of(&q), *kd = doubles_of(&k), *vd = doubles_of(&v), *s0d = doubles_of(&s0), *z0d = doubles_of(&z0);
+    double ref_out[B * H * n * M], ref_den[B * H * n], ref_sn[B * H * D * M], ref_zn[B * H * D];
+    const int64_t lengths[B] = {n, 3};
+    performer_linear_options_t o;
+    for (int causal = 0; causal < 2; causal++) {
+        config c = {causal, PERFORMER_FEATURE_IDENTITY, 0.5, lengths, n, n, 1, ref_den};
+        reference(&c, qd, kd, vd, s0d, z0d, ref_out, NULL, NULL);
+        performer_linear_options_init(&o);
+        o.causal = causal; o.feature_map = PERFORMER_FEATURE_IDENTITY; o.eps = 0.5; o.kv_lengths = lengths;
+        o.normalize = 0;
+        performer_status st = performer_linear_forward_with_denominators(&q, &k, &v, &out, &s0, &z0, NULL, NULL, &den, &o);
+        CHECK(st == PERFORMER_OK, "%s unnormalized causal=%d: %s", name, causal, performer_last_error());
+        CHECK(rel_error(&out, ref_out) <= tol, "%s unnormalized causal=%d: out error %g", name, causal, rel_error(&out, ref_out));
+        CHECK(rel_error(&den, ref_den) <= tol, "%s unnormalized causal=%d: den error %g", name, causal, rel_error(&den, ref_den));
+    }
+
+    /* The size before `normalize`: normalize = 0 in the bytes past it must be ignored. */
+    config cn = {1, PERFORMER_FEATURE_ELU_PLUS_ONE, 1e-6, NULL, n, n, 0, NULL};
+    reference(&cn, qd, kd, vd, NULL, NULL, ref_out, NULL, NULL);
+    performer_linear_options_init(&o);
+    o.causal = 1; o.normalize = 0;
+    o.size = offsetof(performer_linear_options_t, normalize);
+    CHECK(performer_linear_forward(&q, &k, &v, &out, NULL, NULL, NULL, NULL, &o) == PERFORMER_OK, "%s old options size: %s",
+          name, performer_last_error());
+    CHECK(rel_error(&out, ref_out) <= tol, "%s old options size normalizes: error %g", name, rel_error(&out, ref_out));
+
+    /* State only, Hs = H from S0 (elu+1, key lengths): the reference's final state. */
+    config cs = {1, PERFORMER_FEATURE_ELU_PLUS_ONE, 1e-6, lengths, n, n, 0, NULL};
+    reference(&cs, qd, kd, vd, s0d, z0d, ref_out, ref_sn, ref_zn);
+    performer_linear_options_init(&o);
+    o.kv_lengths = lengths;
+    performer_tensor_t sn = tensor_new(dtype, B, H, D, M), zn = tensor_new(dtype, B, H, D, 1);
+    CHECK(performer_linear_state(&k, &v, &s0, &z0, &sn, &zn, &o) == PERFORMER_OK, "%s state: %s", name, performer_last_error());
+    CHECK(rel_error(&sn, ref_sn) <= tol && rel_error(&zn, ref_zn) <= tol, "%s state: errors %g %g", name,
+          rel_error(&sn, ref_sn), rel_error(&zn, ref_zn));
+    /* In place over S0, z0 (same layout). */
+    CHECK(performer_linear_state(&k, &v, &s0, &z0, &s0, &z0, &o) == PERFORMER_OK, "%s state in place: %s", name,
+          performer_last_error());
+    CHECK(rel_error(&s0, ref_sn) <= tol && rel_error(&z0, ref_zn) <= tol, "%s state in place", name);
+    /* Hs = Hk from zeros: the key sums, the same for every query head of a group. */
+    performer_tensor_t sk = tensor_new(dtype, B, HK, D, M), zk = tensor_new(dtype, B, HK, D, 1);
+    reference(&cs, qd, kd, vd, NULL, NULL, ref_out, ref_sn, ref_zn);
+    CHECK(performer_linear_state(&k, &v, NULL, NULL, &sk, &zk, &o) == PERFORMER_OK, "%s state Hs = Hk: %s", name,
+          performer_last_error());
+    double worst = 0, scale = 1;
+    FOR4(&sk) for (int g = 0; g < H / HK; g++)
+        worst = fmax(worst, fabs(at(&sk, i0, i1, i2, i3) - ref_sn[((i0 * H + i1 * (H / HK) + g) * D + i2) * M + i3]));
+    FOR4(&zk) for (int g = 0; g < H / HK; g++) {
+        double want = ref_zn[(i0 * H + i1 * (H / HK) + g) * D + i2];
+        worst = fmax(worst, fabs(at(&zk, i0, i1, i2, i3) - want));
+        scale = fmax(scale, fabs(want));
+    }
+    CHECK(worst <= tol * scale, "%s state Hs = Hk: error %g", name, worst);
+
+    /* Backward with Hs = H: dk = phi'(k) (sum over the group of dS v + dz), dv = sum of dS^T phi(k). */
+    performer_tensor_t gs = tensor_new(dtype, B, H, D, M), gz = tensor_new(dtype, B, H, D, 1);
+    performer_tensor_t dk = tensor_new(dtype, B, HK, n, D), dv = tensor_new(dtype, B, HK, n, M);
+    performer_tensor_t ds0 = tensor_new(dtype, B, H, D, M), dz0 = tensor_new(dtype, B, H, D, 1);
+    fill(&gs, 26, 0); fill(&gz, 27, 0);
+    CHECK(performer_linear_state_backward(&k, &v, &gs, &gz, &dk, &dv, &ds0, &dz0, &o) == PERFORMER_OK,
+          "%s state backward: %s", name, performer_last_error());
+    double ref_dk[B * HK * n * D], ref_dv[B * HK * n * M];
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t hk = 0; hk < HK; hk++)
+            for (int64_t j = 0; j < n; j++) {
+                const double *kj = kd + ((b * HK + hk) * n + j) * D, *vj = vd + ((b * HK + hk) * n + j) * M;
+                int visible = j < lengths[b];
+                for (int64_t d = 0; d < D; d++) {
+                    double g = 0;
+                    for (int64_t h = hk * (H / HK); h < (hk + 1) * (H / HK); h++) {
+                        g += at(&gz, b, h, d, 0);
+                        for (int64_t m = 0; m < M; m++) g += at(&gs, b, h, d, m) * vj[m];
+                    }
+                    ref_dk[((b * HK + hk) * n + j) * D + d] = visible ? (kj[d] > 0 ? 1 : exp(kj[d])) * g : 0;
+                }
+                for (int64_t m = 0; m < M; m++) {
+                    double g = 0;
+                    for (int64_t h = hk * (H / HK); h < (hk + 1) * (H / HK); h++)
+                        for (int64_t d = 0; d < D; d++) g += at(&gs, b, h, d, m) * phi(PERFORMER_FEATURE_ELU_PLUS_ONE, kj[d]);
+                    ref_dv[((b * HK + hk) * n + j) * M + m] = visible ? g : 0;
+                }
+            }
+    double *gsd = doubles_of(&gs), *gzd = doubles_of(&gz);
+    CHECK(rel_error(&dk, ref_dk) <= tol && rel_error(&dv, ref_dv) <= tol, "%s state backward: errors %g %g", name,
+          rel_error(&dk, ref_dk), rel_error(&dv, ref_dv));
+    CHECK(rel_error(&ds0, gsd) == 0 && rel_error(&dz0, gzd) == 0, "%s state backward: dS0 = dS, dz0 = dz", name);
+
+    /* Errors: nothing written. */
+    performer_tensor_t s3 = tensor_new(dtype, B, 3, D, M), z3 = tensor_new(dtype, B, 3, D, 1);
+    fill_value(&sn, SENTINEL); fill_value(&zn, SENTINEL); fill_value(&dk, SENTINEL); fill_value(&dv, SENTINEL);
+    performer_tensor_t *outs[] = {&sn, &zn, &dk, &dv};
+    expect_error("state Hs = 3", performer_linear_state(&k, &v, NULL, NULL, &s3, &z3, &o), PERFORMER_ERROR_SHAPE_MISMATCH,
+                 "S_out.shape[1] = 3", outs, 4);
+    expect_error("state S_out NULL", performer_linear_state(&k, &v, NULL, NULL, NULL, &zn, &o), PERFORMER_ERROR_NULL_POINTER,
+                 "S_out is NULL", outs, 4);
+    performer_tensor_t s0t = s0; /* S0's memory with other strides: not an in-place update */
+    s0t.strides[2] = 1; s0t.strides[3] = D;
+    performer_tensor_t snt = sn;
+    snt.data = s0.data;
+    expect_error("state S_out over S0", performer_linear_state(&k, &v, &s0t, &z0, &snt, &zn, &o), PERFORMER_ERROR_ALIASING,
+                 "overlaps input S0", outs, 4);
+    expect_error("state backward dk over k", performer_linear_state_backward(&k, &v, &gs, &gz, &k, &dv, NULL, NULL, &o),
+                 PERFORMER_ERROR_ALIASING, "dk", outs, 4);
+    expect_error("state backward dS shape", performer_linear_state_backward(&k, &v, &s3, &gz, &dk, &dv, NULL, NULL, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "dS_out.shape[1]", outs, 4);
+
+    performer_tensor_t *all[] = {&q, &k, &v, &out, &den, &s0, &z0, &sn, &zn, &sk, &zk, &gs, &gz, &dk, &dv, &ds0, &dz0, &s3, &z3};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->data);
+    double *doubles[] = {qd, kd, vd, s0d, z0d, gsd, gzd};
+    for (size_t i = 0; i < sizeof doubles / sizeof doubles[0]; i++) free(doubles[i]);
 }
 
 /* ---------------------------------------------------------------- the decoder */
@@ -881,6 +999,7 @@ int main(void) {
                     for (int state = 0; state <= causal; state++) results(dtype, fmap, causal, lengths, state);
     padding_has_no_effect();
     forward_errors();
+    for (int dtype = 0; dtype < 2; dtype++) unnormalized_and_state(dtype);
     for (int dtype = 0; dtype < 2; dtype++)
         for (int fmap = 0; fmap < 3; fmap++) decoder_lifecycle(dtype, fmap), decoder_caller_state(dtype, fmap);
     decoder_create_errors();

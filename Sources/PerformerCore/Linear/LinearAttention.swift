@@ -9,19 +9,28 @@ import PerformerKernelInterface
 /// that means under grouped-query attention). Views may have any strides. Every argument is
 /// checked before any output is written; on error nothing is written.
 public enum LinearAttention {
-    /// Writes o_i = φ(q_i)ᵀS_i / (φ(q_i)ᵀz_i + ε) into `output`.
+    /// Writes o_i = φ(q_i)ᵀS_i / (φ(q_i)ᵀz_i + ε) into `output` (with `options.normalize` false,
+    /// o_i = φ(q_i)ᵀS_i).
     ///
-    /// Causal only: `initialState` (S_0, z_0) is added to every S_i, z_i (nil means zeros), and
-    /// `finalState` receives (S_N, z_N), so a sequence processed in pieces, each starting from the
-    /// previous piece's final state, gives the same outputs as one call.
+    /// `initialState` (S_0, z_0) is added to every S_i, z_i (nil means zeros), and `finalState`
+    /// receives (S_N, z_N). Causal: a sequence processed in pieces, each starting from the
+    /// previous piece's final state, gives the same outputs as one call. Non-causal: S_i = S_N =
+    /// S_0 + Σ_j φ(k_j) v_jᵀ for every query, so the initial state is a memory of earlier keys
+    /// (L may be 0). `denominators` (B×H×N×1, optional) receives φ(q_i)ᵀz_i without ε.
     public static func forward<T: AttentionScalar>(
         query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, output: MutableTensorView<T>,
         initialState: LinearStateView<T>? = nil, finalState: MutableLinearStateView<T>? = nil,
+        denominators: MutableTensorView<T>? = nil,
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
         let problem = try LinearProblem(query: query, key: key, value: value, options: options)
         var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
                                                         outputShape: problem.outputShape)
+        if let denominators {
+            try ShapeCheck.expectShape(denominators.readOnly, SIMD4(problem.batch, problem.heads, problem.shape.queryCount, 1),
+                                       name: "denominators", meaning: "B×H×N×1")
+            footprints.append(try TensorFootprint(denominators, name: "denominators"))
+        }
         if let initialState {
             try problem.checkState(initialState.s, initialState.z, names: ("S0", "z0"))
             footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0")]
@@ -32,7 +41,7 @@ public enum LinearAttention {
         }
         try TensorFootprint.checkOutputsDisjoint(footprints)
         try run(problem, query: query, key: key, value: value, output: output,
-                initialState: initialState, finalState: finalState)
+                initialState: initialState, finalState: finalState, denominators: denominators)
     }
 
     /// The forward of a validated problem. The initial and final state may be the same memory
@@ -40,7 +49,8 @@ public enum LinearAttention {
     /// touches another head's state.
     static func run<T: AttentionScalar>(
         _ problem: LinearProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
-        output: MutableTensorView<T>, initialState: LinearStateView<T>?, finalState: MutableLinearStateView<T>?
+        output: MutableTensorView<T>, initialState: LinearStateView<T>?, finalState: MutableLinearStateView<T>?,
+        denominators: MutableTensorView<T>? = nil
     ) throws(PerformerError) {
         let kernels = Runtime.kernels.linear
         guard let tasks = try HeadTasks(
@@ -53,6 +63,7 @@ public enum LinearAttention {
             let (b, h) = (head.b, head.h)
             var task = problem.task(b: b, h: h, query: query, key: key, value: value, scratch: head.scratch)
             task.output = output.matrix(b, h)
+            task.denominators = denominators?.matrix(b, h)
             task.initialState = initialState?.s.matrix(b, h)
             task.initialNormalizer = initialState?.z.matrix(b, h)
             task.finalState = finalState?.s.matrix(b, h)
@@ -66,7 +77,7 @@ public enum LinearAttention {
     /// through the denominator and through φ. Nothing from the forward is needed: the backward
     /// recomputes it, in O(N · max(C, M)) memory, without storing a state per position.
     ///
-    /// Causal only: `initialState` is the forward's (S_0, z_0) (nil: zeros); `finalStateGradient`
+    /// Causal or not: `initialState` is the forward's (S_0, z_0) (nil: zeros); `finalStateGradient`
     /// is ∂L/∂(S_N, z_N) when the loss also depends on the final state (nil: zeros);
     /// `initialStateGradient` receives ∂L/∂(S_0, z_0) (with no initial state given, the gradient
     /// at S_0 = 0, z_0 = 0). With grouped-query attention, dk and dv sum over the query heads

@@ -13,22 +13,28 @@ public struct LinearAttentionOptions: Sendable, Equatable {
         case identity = 2
     }
 
-    /// Query i sees keys j ≤ i only (needs N = L). Only causal attention has a state to start
-    /// from or to return.
+    /// Query i sees keys j ≤ i only (needs N = L). Causal or not, a call may start from a state
+    /// and return one (non-causal: S_0 plus all keys; a "memory" to attend to).
     public var causal: Bool
     public var featureMap: FeatureMap
     /// ε in o_i = φ(q_i)ᵀS / (φ(q_i)ᵀz + ε): finite and ≥ 0; 0 is allowed. A row whose denominator
-    /// is exactly 0 outputs zeros and gets zero gradients.
+    /// is exactly 0 outputs zeros and gets zero gradients. Ignored (still checked) when
+    /// `normalize` is false.
     public var epsilon: Double
+    /// false: o_i = φ(q_i)ᵀS_i, the un-normalized product Σ_j (φ(q_i)·φ(k_j)) v_j (plus
+    /// φ(q_i)ᵀS_0) with no denominator and no division, so features of any sign work.
+    public var normalize: Bool
     /// Per-batch key lengths (B of them, each in 0 ... L). Keys j ≥ keyLengths[b] are removed by
     /// zeroing φ(k_j), never v_j: elu+1 maps 0 to 1, so zeroing v would leave the key in the
     /// denominator.
     public var keyLengths: [Int]?
 
-    public init(causal: Bool = false, featureMap: FeatureMap = .eluPlusOne, epsilon: Double = 1e-6, keyLengths: [Int]? = nil) {
+    public init(causal: Bool = false, featureMap: FeatureMap = .eluPlusOne, epsilon: Double = 1e-6, keyLengths: [Int]? = nil,
+                normalize: Bool = true) {
         self.causal = causal
         self.featureMap = featureMap
         self.epsilon = epsilon
         self.keyLengths = keyLengths
+        self.normalize = normalize
     }
 }

@@ -29,17 +29,43 @@ struct LinearProblem {
         Runtime.work(4, batch, heads, shape.queryCount + shape.keyCount, shape.featureDim, max(shape.valueDim, 1))
     }
 
+    /// The problem of a state-only call (no queries): k (B×Hk×L×D), v (B×Hk×L×M) and
+    /// `stateHeads` = Hs state heads, a multiple of Hk (named after `stateName`'s shape[1]).
+    /// It runs as a non-causal problem with N = 0, so `heads` is Hs.
+    init<T>(key k: TensorView<T>, value v: TensorView<T>, stateHeads: Int, stateName: String,
+            options: LinearAttentionOptions) throws(PerformerError) {
+        for (name, view) in [("k", k), ("v", v)] {
+            _ = try TensorLayout.elementCount(view.shape, name: name)
+        }
+        let (b, hk, l, d) = (k.shape[0], k.shape[1], k.shape[2], k.shape[3])
+        try ShapeCheck.expect(v.shape[0] == b, "v.shape[0] = \(v.shape[0]) but k.shape[0] = \(b) (batch)")
+        try ShapeCheck.expect(v.shape[1] == hk, "v.shape[1] = \(v.shape[1]) but k.shape[1] = \(hk) (key heads)")
+        try ShapeCheck.expect(v.shape[2] == l, "v.shape[2] = \(v.shape[2]) but k.shape[2] = \(l) (keys)")
+        try ShapeCheck.expect(hk >= 1, "k.shape[1] = \(hk): need at least one key head")
+        try ShapeCheck.expect(d >= 1, "k.shape[3] = \(d): head dim must be at least 1")
+        try ShapeCheck.expect(stateHeads >= 1 && stateHeads % hk == 0,
+                              "\(stateName).shape[1] = \(stateHeads) state heads is not a positive multiple of k.shape[1] = \(hk) key heads")
+        if let lengths = options.keyLengths {
+            try ShapeCheck.expect(lengths.count == b, "kv_lengths has \(lengths.count) entries but batch = \(b)")
+            for (index, length) in lengths.enumerated() where !(0...l).contains(length) {
+                throw PerformerError(.invalidArgument, "kv_lengths[\(index)] = \(length) is not in 0...\(l)")
+            }
+        }
+        (batch, heads, keyHeads) = (b, stateHeads, hk)
+        shape = LinearHeadShape(queryCount: 0, keyCount: l, headDim: d, valueDim: v.shape[3], featureDim: d)
+        self.options = options
+        self.options.causal = false
+        self.options.normalize = true
+    }
+
     var group: Int { heads / keyHeads }
     var outputShape: SIMD4<Int> { SIMD4(batch, heads, shape.queryCount, shape.valueDim) }
     var stateShape: SIMD4<Int> { SIMD4(batch, heads, shape.featureDim, shape.valueDim) }
     var normalizerShape: SIMD4<Int> { SIMD4(batch, heads, shape.featureDim, 1) }
     var kernelFeatureMap: LinearFeatureKind { LinearFeatureKind(rawValue: options.featureMap.rawValue)! }
 
-    /// Checks a state argument's two shapes (S: B×H×C×M, z: B×H×C×1) and that the call is causal.
+    /// Checks a state argument's two shapes (S: B×H×C×M, z: B×H×C×1).
     func checkState<T>(_ s: TensorView<T>, _ z: TensorView<T>, names: (String, String)) throws(PerformerError) {
-        guard options.causal else {
-            throw PerformerError(.invalidArgument, "\(names.0)/\(names.1) given but causal = false: only causal linear attention has a state")
-        }
         try ShapeCheck.expectShape(s, stateShape, name: names.0, meaning: "B×H×C×M")
         try ShapeCheck.expectShape(z, normalizerShape, name: names.1, meaning: "B×H×C×1")
     }
@@ -48,9 +74,11 @@ struct LinearProblem {
     func task<T>(b: Int, h: Int, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
                  scratch: UnsafeMutableRawPointer) -> LinearAttentionTask {
         let hk = h / group
-        return LinearAttentionTask(
+        var task = LinearAttentionTask(
             shape: shape, causal: options.causal, featureMap: kernelFeatureMap, epsilon: options.epsilon,
             keyLimit: options.keyLengths?[b] ?? shape.keyCount,
             query: query.matrix(b, h), key: key.matrix(b, hk), value: value.matrix(b, hk), scratch: scratch)
+        task.normalize = options.normalize
+        return task
     }
 }

@@ -1,4 +1,5 @@
-/// The state (S, z) of causal linear attention for B × H query heads, as caller-owned views:
+/// The state (S, z) of linear attention for B × H query heads (or, for the state-only calls,
+/// B × Hs state heads), as caller-owned views:
 /// `s` is B×H×C×M (S = Σ φ(k_j) v_jᵀ) and `z` is B×H×C×1 (z = Σ φ(k_j)).
 ///
 /// The state is per query head. With grouped-query attention (Hk < H) each query head h keeps its

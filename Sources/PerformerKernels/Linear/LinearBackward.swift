@@ -14,7 +14,8 @@ import PerformerKernelInterface
 // full and two triangular products. Within a chunk the sums over i ≥ j (or j ≤ i) are the
 // triangular products; across chunks they are the carried S, z (forward) and G, g (reverse).
 // The forward sweep keeps den_i and ∂L/∂den_i per position, from which the reverse sweep
-// rebuilds ∂L/∂num_i = g_i / den_i.
+// rebuilds ∂L/∂num_i = g_i / den_i. Un-normalized (o_i = num_i), the same sweeps run with
+// den_i = 1 and ∂L/∂den_i = 0.
 
 func linearBackward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttentionTask>, _: T.Type) {
     let task = taskPointer.pointee
@@ -95,12 +96,16 @@ private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: L
         packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: true)
         packOutputGradientChunk(task, s, r0, t)
         // den_i = φ(q_i)·z_i + ε with z_i = z + Σ_{j ≤ i} φ(k_j) (running sum in normalizerGradient).
-        s.normalizerGradient.update(from: s.normalizer, count: c)
-        for i in 0..<t {
-            rowAdd(s.keyFeatures + i * s.cp, s.normalizerGradient, c)
-            s.denominator[i] = rowDot(s.queryFeatures + i * s.cp, s.normalizerGradient, c) + epsilon
+        if task.normalize {
+            s.normalizerGradient.update(from: s.normalizer, count: c)
+            for i in 0..<t {
+                rowAdd(s.keyFeatures + i * s.cp, s.normalizerGradient, c)
+                s.denominator[i] = rowDot(s.queryFeatures + i * s.cp, s.normalizerGradient, c) + epsilon
+            }
+            scaleOutputGradients(s, t, m)
+        } else {
+            for i in 0..<t { s.denominator[i] = 1 }
         }
-        scaleOutputGradients(s, t, m)
         // u = ∂L/∂num Sᵀ + tril(∂L/∂num V_cᵀ) φ(K_c).
         chunkProduct(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
                      b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
@@ -111,7 +116,7 @@ private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: L
         for i in 0..<t {
             let den = s.denominator[i]
             let u = s.featureGradient + i * s.cp
-            s.denominatorGradient[i] = den != 0 ? -rowDot(s.queryFeatures + i * s.cp, u, c) / den : 0
+            s.denominatorGradient[i] = task.normalize && den != 0 ? -rowDot(s.queryFeatures + i * s.cp, u, c) / den : 0
         }
         storeQueryGradients(task, s, r0, t, runningZ: s.normalizer, causal: true)
         for i in 0..<t {
@@ -166,7 +171,12 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
     let n = task.shape.queryCount, l = task.shape.keyCount
     let c = task.shape.featureDim, m = task.shape.valueDim
     let epsilon = T(task.epsilon)
-    // The carve zeroed Sᵀ, z, G and g.
+    // Sᵀ, z from the initial state (memory) and G, g from the final state's gradient, or the
+    // zeros of the carve.
+    loadStateTransposed(task.initialState, rows: c, columns: m, into: s.stateT, ld: s.cp)
+    loadState(task.initialNormalizer, rows: c, columns: 1, into: s.normalizer, ld: 1)
+    loadState(task.finalStateGradient, rows: c, columns: m, into: s.stateGradient, ld: s.mp)
+    loadState(task.finalNormalizerGradient, rows: c, columns: 1, into: s.normalizerGradient, ld: 1)
     var r0 = 0
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
@@ -186,12 +196,17 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
                      b: s.stateGradientT, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: false)
         packOutputGradientChunk(task, s, r0, t)
         for i in 0..<t {
-            let den = rowDot(s.queryFeatures + i * s.cp, s.normalizer, c) + epsilon
-            let inverse: T = den != 0 ? 1 / den : 0
-            s.denominator[i] = den
-            s.denominatorGradient[i] = -rowDot(s.rowsM + i * s.mp, s.valueGradient + i * s.mp, m) * inverse * inverse
+            if task.normalize {
+                let den = rowDot(s.queryFeatures + i * s.cp, s.normalizer, c) + epsilon
+                let inverse: T = den != 0 ? 1 / den : 0
+                s.denominator[i] = den
+                s.denominatorGradient[i] = -rowDot(s.rowsM + i * s.mp, s.valueGradient + i * s.mp, m) * inverse * inverse
+            } else {
+                s.denominator[i] = 1
+                s.denominatorGradient[i] = 0
+            }
         }
-        scaleOutputGradients(s, t, m)
+        if task.normalize { scaleOutputGradients(s, t, m) }
         chunkProduct(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
                      b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
         storeQueryGradients(task, s, r0, t, runningZ: s.normalizer, causal: false)
@@ -212,4 +227,6 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
         storeKeyGradients(task, s, r0, t)
         r0 += t
     }
+    storeState(s.stateGradient, rows: c, columns: m, ld: s.mp, into: task.initialStateGradient)
+    storeState(s.normalizerGradient, rows: c, columns: 1, ld: 1, into: task.initialNormalizerGradient)
 }

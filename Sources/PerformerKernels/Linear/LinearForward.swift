@@ -4,6 +4,8 @@ import PerformerKernelInterface
 // (state over all keys first, then every query against it). Per causal chunk:
 //   num = φ(Q_c) S + tril(φ(Q_c) φ(K_c)ᵀ) V_c,  den_i = φ(q_i)·z + rowsum_i(tril(...)) + ε,
 // then S += φ(K_c)ᵀ V_c, z += colsum φ(K_c); the triangle is computed tile by tile (about half).
+// Un-normalized (`normalize` false), the output is num itself. Both forms start from the
+// initial state when given and can return the final state (non-causal: S_0 plus all keys).
 
 func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttentionTask>, _: T.Type) {
     let task = taskPointer.pointee
@@ -13,8 +15,11 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
     let epsilon = T(task.epsilon)
     var bytes = 0
     let s = LinearScratch<T>(base: task.scratch, shape: task.shape, causal: causal, backward: false, bytes: &bytes)
-    loadState(causal ? task.initialState : nil, rows: c, columns: m, into: s.state, ld: s.mp)
-    loadState(causal ? task.initialNormalizer : nil, rows: c, columns: 1, into: s.normalizer, ld: 1)
+    let normalize = task.normalize
+    // The denominator is needed to divide by, or to be returned.
+    let needsDenominator = normalize || task.denominators != nil
+    loadState(task.initialState, rows: c, columns: m, into: s.state, ld: s.mp)
+    loadState(task.initialNormalizer, rows: c, columns: 1, into: s.normalizer, ld: 1)
 
     if !causal {
         var r0 = 0
@@ -40,20 +45,25 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
                               b: s.values, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: true)
         }
         for i in 0..<t {
-            var den = rowDot(s.queryFeatures + i * s.cp, s.normalizer, c)
-            // Row i of the masked scores is written up to the vector holding column i.
-            if causal { den += rowSum(s.scores + i * s.tp, (i / w + 1) * w) }
-            den += epsilon
-            let inverse: T = den != 0 ? 1 / den : 0
             let row = s.rowsM + i * s.mp
-            rowScale(inverse, row, row, m)
+            if needsDenominator {
+                var den = rowDot(s.queryFeatures + i * s.cp, s.normalizer, c)
+                // Row i of the masked scores is written up to the vector holding column i.
+                if causal { den += rowSum(s.scores + i * s.tp, (i / w + 1) * w) }
+                if let denominators = task.denominators {
+                    denominators.base.assumingMemoryBound(to: T.self)[(r0 + i) * denominators.rowStride] = den
+                }
+                if normalize {
+                    den += epsilon
+                    let inverse: T = den != 0 ? 1 / den : 0
+                    rowScale(inverse, row, row, m)
+                }
+            }
             storeRow(row, count: m, into: task.output!, row: r0 + i, accumulate: false)
         }
         if causal { advanceState(s, t, c, m) }
         r0 += t
     }
-    if causal {
-        storeState(s.state, rows: c, columns: m, ld: s.mp, into: task.finalState)
-        storeState(s.normalizer, rows: c, columns: 1, ld: 1, into: task.finalNormalizer)
-    }
+    storeState(s.state, rows: c, columns: m, ld: s.mp, into: task.finalState)
+    storeState(s.normalizer, rows: c, columns: 1, ld: 1, into: task.finalNormalizer)
 }

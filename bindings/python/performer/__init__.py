@@ -21,6 +21,9 @@ only when N == L.
 
 Linear attention (``linear_attention``, ``linear_attention_backward``, ``LinearDecoder``) uses
 the same q, k, v, out shapes; its state is S (B x H x C x M) and z (B x H x C), C = D.
+``linear_state`` / ``linear_state_backward`` give the state of keys without queries; causal or
+not, a call may start from a state (non-causal: a memory), and ``normalize=False`` gives the
+un-normalized product. See docs/LINEAR.md.
 
 FAVOR+ (Performer): ``FavorProjection`` (seeded random projections W, m x D),
 ``favor_features`` (the feature maps phi), ``favor_attention`` / ``favor_attention_backward``
@@ -41,6 +44,8 @@ __all__ = [
     "softmax_attention_backward",
     "linear_attention",
     "linear_attention_backward",
+    "linear_state",
+    "linear_state_backward",
     "LinearDecoder",
     "FavorProjection",
     "favor_features",
@@ -276,16 +281,11 @@ def _linear_setup(q, k, v, causal, feature_map, eps, kv_lengths):
     return dtype, qs, ks, vs, causal, _feature_map(feature_map), _real("eps", eps), kv_lengths
 
 
-def _needs_causal(name, causal):
-    if not causal:
-        raise ValueError("%s needs causal=True: only causal linear attention has a state" % name)
-
-
 def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv_lengths=None,
-                     initial_state=None, return_state=False):
+                     initial_state=None, return_state=False, normalize=True, return_denominators=False):
     """Linear attention ("Transformers are RNNs"):
-    ``out_i = phi(q_i)^T S / (phi(q_i)^T z + eps)`` with ``S = sum_j phi(k_j) v_j^T`` and
-    ``z = sum_j phi(k_j)`` over all keys, or over keys ``j <= i`` when causal.
+    ``out_i = phi(q_i)^T S / (phi(q_i)^T z + eps)`` with ``S = S0 + sum_j phi(k_j) v_j^T`` and
+    ``z = z0 + sum_j phi(k_j)`` over all keys, or over keys ``j <= i`` when causal.
 
     Parameters
     ----------
@@ -297,19 +297,29 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
         Query i sees keys j <= i only; needs N == L.
     feature_map : "elu+1" (default, elu(x) + 1), "relu" (max(x, 0)) or "identity" (q and k
         already hold features; gradients are then w.r.t. them). C = D for all three.
-    eps : float, finite and >= 0 (0 allowed); added to every denominator.
+    eps : float, finite and >= 0 (0 allowed); added to every denominator (ignored when
+        normalize is False).
     kv_lengths : sequence of B ints in 0..L, or None
         Key padding: keys j >= kv_lengths[b] are removed by zeroing phi(k_j) (not v_j, which
         would leave them in the denominator).
-    initial_state : (S0, z0) or None (causal only)
-        S0: B x H x C x M, z0: B x H x C, one state per query head; None means zeros.
-    return_state : bool (causal only)
+    initial_state : (S0, z0) or None
+        S0: B x H x C x M, z0: B x H x C, one state per query head; None means zeros. Causal:
+        the state a previous piece ended with. Non-causal: a memory of earlier keys (e.g. from
+        :func:`linear_state`) that every query also sees; L may be 0.
+    return_state : bool
         Also return the final state (S_N, z_N), e.g. to continue with the next piece of a
         sequence (``initial_state=``) or to prime a :class:`LinearDecoder`.
+    normalize : bool
+        False: ``out_i = phi(q_i)^T S_i = sum_j (phi(q_i).phi(k_j)) v_j`` (plus
+        ``phi(q_i)^T S0``), with no denominator and no division, so features of any sign work
+        (fast-transformers' ``causal_dot_product`` with feature_map="identity").
+    return_denominators : bool
+        Also return ``den_i = phi(q_i)^T z_i`` (B x H x N, without eps).
 
     Returns
     -------
-    out : numpy.ndarray, B x H x N x M, or ``(out, (S_N, z_N))`` when return_state.
+    out : numpy.ndarray, B x H x N x M; with return_state and/or return_denominators a tuple
+    ``(out, (S_N, z_N))``, ``(out, den)`` or ``(out, (S_N, z_N), den)``.
 
     Raises TypeError for unsupported or mixed dtypes and wrong argument types, ValueError for
     wrong ranks, shapes or option values; the message names the argument.
@@ -319,26 +329,27 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
     B, H, N, D = qs
     M = vs[3]
     s_shape = (B, H, D, M)
-    s0 = z0 = sn = zn = None
+    s0 = z0 = sn = zn = den = None
     if initial_state is not None:
-        _needs_causal("initial_state", causal)
         s0, z0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
     if return_state:
-        _needs_causal("return_state=True", causal)
         sn = _np.empty(s_shape, dtype=dtype)
         zn = _np.empty(s_shape[:3], dtype=dtype)
+    if return_denominators:
+        den = _np.empty((B, H, N), dtype=dtype)
     out = _np.empty((B, H, N, M), dtype=dtype)
-    _ext.linear_forward(q, k, v, out, s0, z0, sn, zn, causal, fmap, eps, kv_lengths)
-    return (out, (sn, zn)) if return_state else out
+    _ext.linear_forward(q, k, v, out, s0, z0, sn, zn, den, causal, fmap, eps, bool(normalize), kv_lengths)
+    result = (out,) + (((sn, zn),) if return_state else ()) + ((den,) if return_denominators else ())
+    return result if len(result) > 1 else out
 
 
 def linear_attention_backward(q, k, v, dout, *, causal=False, feature_map="elu+1", eps=1e-6,
-                              kv_lengths=None, initial_state=None, dstate=None):
-    """Gradients of :func:`linear_attention` (pass the forward's arguments).
+                              kv_lengths=None, initial_state=None, dstate=None, normalize=True):
+    """Gradients of :func:`linear_attention` (pass the forward's arguments, normalize included).
 
     ``dout`` = dLoss/dout (B x H x N x M). ``dstate`` = (dS_N, dz_N), the gradient of the loss
-    w.r.t. the final state (B x H x C x M, B x H x C) when the loss also depends on it (causal
-    only; None: zeros). Nothing from the forward is needed: it is recomputed in O(N) memory.
+    w.r.t. the final state (B x H x C x M, B x H x C) when the loss also depends on it (None:
+    zeros). Nothing from the forward is needed: it is recomputed in O(N) memory.
 
     Returns ``(dq, dk, dv)``, or ``(dq, dk, dv, (dS0, dz0))`` when an initial_state was given
     (the gradient w.r.t. it). With grouped-query attention dk and dv sum over the query heads
@@ -353,20 +364,76 @@ def linear_attention_backward(q, k, v, dout, *, causal=False, feature_map="elu+1
     _check_exact("dout", ds, (B, H, N, M), "(B, H, N, M)")
     s0 = z0 = gs = gz = ds0 = dz0 = None
     if initial_state is not None:
-        _needs_causal("initial_state", causal)
         s0, z0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
         ds0 = _np.empty(s_shape, dtype=dtype)
         dz0 = _np.empty(s_shape[:3], dtype=dtype)
     if dstate is not None:
-        _needs_causal("dstate", causal)
         gs, gz = _state_arrays("dstate", dstate, dtype, s_shape, _PAIR)
     dq = _np.empty(qs, dtype=dtype)
     dk = _np.empty(ks, dtype=dtype)
     dv = _np.empty(vs, dtype=dtype)
-    _ext.linear_backward(q, k, v, dout, dq, dk, dv, s0, z0, gs, gz, ds0, dz0, causal, fmap, eps, kv_lengths)
+    _ext.linear_backward(q, k, v, dout, dq, dk, dv, s0, z0, gs, gz, ds0, dz0, causal, fmap, eps, bool(normalize),
+                         kv_lengths)
     if initial_state is not None:
         return dq, dk, dv, (ds0, dz0)
     return dq, dk, dv
+
+
+def _linear_state_setup(k, v, feature_map, kv_lengths, initial_state, heads):
+    """dtype, k's and v's shapes, the state's shape (B, Hs, C, M) and the options of a
+    state-only call; Hs is ``heads``, else initial_state's S.shape[1], else Hk."""
+    dtype, ks = _tensor("k", k, 4, reference="k")
+    _, vs = _tensor("v", v, 4, dtype, reference="k")
+    if heads is None and initial_state is not None:
+        _check_state_arity("initial_state", initial_state, _PAIR)
+        heads = _np.shape(initial_state[0])[1] if _np.ndim(initial_state[0]) == 4 else ks[1]
+    hs = ks[1] if heads is None else _size("heads", heads)
+    _, _, kv_lengths = _options(False, None, kv_lengths, ks[0])
+    return dtype, ks, vs, (ks[0], hs, ks[3], vs[3]), _feature_map(feature_map), kv_lengths
+
+
+def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, initial_state=None, heads=None):
+    """The state of keys and values without queries:
+    ``S = S0 + sum_j phi(k_j) v_j^T`` (B x Hs x C x M) and ``z = z0 + sum_j phi(k_j)``
+    (B x Hs x C) over the visible keys (``j < kv_lengths[b]``).
+
+    k is B x Hk x L x D, v B x Hk x L x M. ``heads`` = Hs, a multiple of Hk (default: the
+    initial state's, else Hk): state head h takes key head h // (Hs // Hk). Hs = H gives the
+    per-query-head state of :func:`linear_attention`, so (S, z) can be its ``initial_state``
+    (causal: the state after these keys; non-causal: a memory). Returns ``(S, z)``.
+    """
+    dtype, ks, vs, s_shape, fmap, kv_lengths = _linear_state_setup(k, v, feature_map, kv_lengths, initial_state,
+                                                                   heads)
+    s0 = z0 = None
+    if initial_state is not None:
+        s0, z0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
+    s = _np.empty(s_shape, dtype=dtype)
+    z = _np.empty(s_shape[:3], dtype=dtype)
+    _ext.linear_state(k, v, s0, z0, s, z, fmap, kv_lengths)
+    return s, z
+
+
+def linear_state_backward(k, v, dS, dz, *, feature_map="elu+1", kv_lengths=None, initial_state=None, heads=None):
+    """Gradients of :func:`linear_state` (pass its arguments) given ``dS``, ``dz`` = dLoss/dS
+    (B x Hs x C x M) and dLoss/dz (B x Hs x C). Returns ``(dk, dv)``, or
+    ``(dk, dv, (dS0, dz0))`` when an initial_state was given (its gradient, equal to dS, dz).
+    dk and dv sum over the Hs // Hk state heads of each key head."""
+    if heads is None and initial_state is None:
+        heads = _np.shape(dS)[1] if _np.ndim(dS) == 4 else None
+    dtype, ks, vs, s_shape, fmap, kv_lengths = _linear_state_setup(k, v, feature_map, kv_lengths, initial_state,
+                                                                   heads)
+    gs, gz = _state_arrays("dstate", (dS, dz), dtype, s_shape, _PAIR)
+    ds0 = dz0 = None
+    if initial_state is not None:
+        _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
+        ds0 = _np.empty(s_shape, dtype=dtype)
+        dz0 = _np.empty(s_shape[:3], dtype=dtype)
+    dk = _np.empty(ks, dtype=dtype)
+    dv = _np.empty(vs, dtype=dtype)
+    _ext.linear_state_backward(k, v, gs, gz, dk, dv, ds0, dz0, fmap, kv_lengths)
+    if initial_state is not None:
+        return dk, dv, (ds0, dz0)
+    return dk, dv
 
 
 def _size(name, value):

@@ -46,31 +46,63 @@ def linear_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
     eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: Literal[False] = ...,
+    normalize: bool = ..., return_denominators: Literal[False] = ...,
 ) -> NDArray[_Floating]: ...
 @overload
 def linear_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
     eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: Literal[True],
+    normalize: bool = ..., return_denominators: Literal[False] = ...,
 ) -> Tuple[NDArray[_Floating], _State]: ...
 @overload
 def linear_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
     eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
+    initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: Literal[False] = ...,
+    normalize: bool = ..., return_denominators: Literal[True],
+) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
+@overload
+def linear_attention(
+    q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
+    eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
+    initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: Literal[True],
+    normalize: bool = ..., return_denominators: Literal[True],
+) -> Tuple[NDArray[_Floating], _State, NDArray[_Floating]]: ...
+@overload
+def linear_attention(
+    q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
+    eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: bool = ...,
-) -> Union[NDArray[_Floating], Tuple[NDArray[_Floating], _State]]: ...
+    normalize: bool = ..., return_denominators: bool = ...,
+) -> Union[NDArray[_Floating], Tuple[NDArray[_Floating], _State], Tuple[NDArray[_Floating], NDArray[_Floating]],
+           Tuple[NDArray[_Floating], _State, NDArray[_Floating]]]: ...
 @overload
 def linear_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, *, causal: bool = ...,
     feature_map: _FeatureMap = ..., eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
-    initial_state: None = ..., dstate: Optional[Tuple[_Buffer, _Buffer]] = ...,
+    initial_state: None = ..., dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., normalize: bool = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating]]: ...
 @overload
 def linear_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, *, causal: bool = ...,
     feature_map: _FeatureMap = ..., eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
-    initial_state: Tuple[_Buffer, _Buffer], dstate: Optional[Tuple[_Buffer, _Buffer]] = ...,
+    initial_state: Tuple[_Buffer, _Buffer], dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., normalize: bool = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating], _State]: ...
+def linear_state(
+    k: _Buffer, v: _Buffer, *, feature_map: _FeatureMap = ..., kv_lengths: Optional[Sequence[int]] = ...,
+    initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., heads: Optional[int] = ...,
+) -> _State: ...
+@overload
+def linear_state_backward(
+    k: _Buffer, v: _Buffer, dS: _Buffer, dz: _Buffer, *, feature_map: _FeatureMap = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., initial_state: None = ..., heads: Optional[int] = ...,
+) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
+@overload
+def linear_state_backward(
+    k: _Buffer, v: _Buffer, dS: _Buffer, dz: _Buffer, *, feature_map: _FeatureMap = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., initial_state: Tuple[_Buffer, _Buffer], heads: Optional[int] = ...,
+) -> Tuple[NDArray[_Floating], NDArray[_Floating], _State]: ...
 
 class LinearDecoder:
     def __init__(

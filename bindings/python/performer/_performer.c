@@ -456,13 +456,14 @@ typedef struct {
 
 /* Fills *o. feature_map is the C enum value (the Python layer maps names to it). */
 static int
-get_linear_options(linear_options *o, int causal, int feature_map, double eps, PyObject *kv_lengths,
+get_linear_options(linear_options *o, int causal, int feature_map, double eps, int normalize, PyObject *kv_lengths,
                    int64_t batch)
 {
     performer_linear_options_init(&o->options);
     o->options.causal = causal ? 1 : 0;
     o->options.feature_map = feature_map;
     o->options.eps = eps;
+    o->options.normalize = normalize ? 1 : 0;
     if (get_kv_lengths(kv_lengths, batch, &o->kv_lengths) < 0) {
         return -1;
     }
@@ -490,48 +491,51 @@ get_state_pair(PyObject *s_obj, PyObject *z_obj, tensor_arg *t, int writable, co
 }
 
 PyDoc_STRVAR(linear_forward_doc,
-"linear_forward(q, k, v, out, S0, z0, S_N, z_N, causal, feature_map, eps, kv_lengths) -> None\n\n"
+"linear_forward(q, k, v, out, S0, z0, S_N, z_N, den, causal, feature_map, eps, normalize, kv_lengths)\n"
+"    -> None\n\n"
 "Low-level forward: writes linear attention into out (B x H x N x M); S0/z0 (or None) is the\n"
-"initial state, S_N/z_N (or None) receive the final one (z as B x H x C). Use\n"
-"performer.linear_attention.");
+"initial state, S_N/z_N (or None) receive the final one (z as B x H x C); den (or None)\n"
+"receives the denominators (B x H x N). Use performer.linear_attention.");
 
 static PyObject *
 linear_forward(PyObject *module, PyObject *args)
 {
-    PyObject *obj[8], *kv_lengths;
-    int causal, feature_map;
+    PyObject *obj[9], *kv_lengths;
+    int causal, feature_map, normalize;
     double eps;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOpidO:linear_forward", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4],
-                          &obj[5], &obj[6], &obj[7], &causal, &feature_map, &eps, &kv_lengths)) {
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOpidpO:linear_forward", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4],
+                          &obj[5], &obj[6], &obj[7], &obj[8], &causal, &feature_map, &eps, &normalize,
+                          &kv_lengths)) {
         return NULL;
     }
-    tensor_arg t[8] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S0"}, {"z0"}, {"S_N"}, {"z_N"}};
+    tensor_arg t[9] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S0"}, {"z0"}, {"S_N"}, {"z_N"}, {"denominators"}};
     linear_options o = {0};
     PyObject *result = NULL;
     if (get_tensors(obj, t, 4, 3) < 0 ||
         get_state_pair(obj[4], obj[5], &t[4], 0, &t[0]) < 0 ||
-        get_state_pair(obj[6], obj[7], &t[6], 1, &t[0]) < 0) {
+        get_state_pair(obj[6], obj[7], &t[6], 1, &t[0]) < 0 ||
+        (obj[8] != Py_None && get_tensor(obj[8], &t[8], 3, 1, &t[0]) < 0)) {
         goto done;
     }
-    if (get_linear_options(&o, causal, feature_map, eps, kv_lengths, t[0].tensor.shape[0]) < 0) {
+    if (get_linear_options(&o, causal, feature_map, eps, normalize, kv_lengths, t[0].tensor.shape[0]) < 0) {
         goto done;
     }
     performer_status status;
     Py_BEGIN_ALLOW_THREADS
-    status = performer_linear_forward(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor,
-                                      optional_tensor(&t[4]), optional_tensor(&t[5]), optional_tensor(&t[6]),
-                                      optional_tensor(&t[7]), &o.options);
+    status = performer_linear_forward_with_denominators(
+        &t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor, optional_tensor(&t[4]), optional_tensor(&t[5]),
+        optional_tensor(&t[6]), optional_tensor(&t[7]), optional_tensor(&t[8]), &o.options);
     Py_END_ALLOW_THREADS
     result = none_or_raise(status);
 done:
     PyMem_Free(o.kv_lengths);
-    release_all(t, 8);
+    release_all(t, 9);
     return result;
 }
 
 PyDoc_STRVAR(linear_backward_doc,
 "linear_backward(q, k, v, dout, dq, dk, dv, S0, z0, dS_N, dz_N, dS0, dz0, causal, feature_map, eps,\n"
-"                kv_lengths) -> None\n\n"
+"                normalize, kv_lengths) -> None\n\n"
 "Low-level backward: writes dq, dk, dv and, when dS0/dz0 are not None, the gradient of the\n"
 "initial state. Use performer.linear_attention_backward.");
 
@@ -539,11 +543,11 @@ static PyObject *
 linear_backward(PyObject *module, PyObject *args)
 {
     PyObject *obj[13], *kv_lengths;
-    int causal, feature_map;
+    int causal, feature_map, normalize;
     double eps;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOpidO:linear_backward", &obj[0], &obj[1], &obj[2], &obj[3],
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOpidpO:linear_backward", &obj[0], &obj[1], &obj[2], &obj[3],
                           &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &obj[10], &obj[11], &obj[12],
-                          &causal, &feature_map, &eps, &kv_lengths)) {
+                          &causal, &feature_map, &eps, &normalize, &kv_lengths)) {
         return NULL;
     }
     tensor_arg t[13] = {{"q"}, {"k"}, {"v"}, {"dout"}, {"dq"}, {"dk"}, {"dv"},
@@ -558,7 +562,7 @@ linear_backward(PyObject *module, PyObject *args)
         get_state_pair(obj[11], obj[12], &t[11], 1, &t[0]) < 0) {
         goto done;
     }
-    if (get_linear_options(&o, causal, feature_map, eps, kv_lengths, t[0].tensor.shape[0]) < 0) {
+    if (get_linear_options(&o, causal, feature_map, eps, normalize, kv_lengths, t[0].tensor.shape[0]) < 0) {
         goto done;
     }
     performer_status status;
@@ -575,6 +579,86 @@ linear_backward(PyObject *module, PyObject *args)
 done:
     PyMem_Free(o.kv_lengths);
     release_all(t, 13);
+    return result;
+}
+
+PyDoc_STRVAR(linear_state_doc,
+"linear_state(k, v, S0, z0, S, z, feature_map, kv_lengths) -> None\n\n"
+"Low-level state-only call: writes the state of k, v (S: B x Hs x C x M, z: B x Hs x C) into\n"
+"S, z, starting from S0/z0 (or None). Use performer.linear_state.");
+
+static PyObject *
+linear_state(PyObject *module, PyObject *args)
+{
+    PyObject *obj[6], *kv_lengths;
+    int feature_map;
+    if (!PyArg_ParseTuple(args, "OOOOOOiO:linear_state", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4], &obj[5],
+                          &feature_map, &kv_lengths)) {
+        return NULL;
+    }
+    tensor_arg t[6] = {{"k"}, {"v"}, {"S0"}, {"z0"}, {"S"}, {"z"}};
+    linear_options o = {0};
+    PyObject *result = NULL;
+    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
+        get_state_pair(obj[2], obj[3], &t[2], 0, &t[0]) < 0 ||
+        get_state_pair(obj[4], obj[5], &t[4], 1, &t[0]) < 0) {
+        goto done;
+    }
+    if (get_linear_options(&o, 0, feature_map, 1e-6, 1, kv_lengths, t[0].tensor.shape[0]) < 0) {
+        goto done;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_linear_state(&t[0].tensor, &t[1].tensor, optional_tensor(&t[2]), optional_tensor(&t[3]),
+                                    &t[4].tensor, &t[5].tensor, &o.options);
+    Py_END_ALLOW_THREADS
+    result = none_or_raise(status);
+done:
+    PyMem_Free(o.kv_lengths);
+    release_all(t, 6);
+    return result;
+}
+
+PyDoc_STRVAR(linear_state_backward_doc,
+"linear_state_backward(k, v, dS, dz, dk, dv, dS0, dz0, feature_map, kv_lengths) -> None\n\n"
+"Low-level backward of linear_state: writes dk, dv and, when dS0/dz0 are not None, the initial\n"
+"state's gradient. Use performer.linear_state_backward.");
+
+static PyObject *
+linear_state_backward(PyObject *module, PyObject *args)
+{
+    PyObject *obj[8], *kv_lengths;
+    int feature_map;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOiO:linear_state_backward", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4],
+                          &obj[5], &obj[6], &obj[7], &feature_map, &kv_lengths)) {
+        return NULL;
+    }
+    tensor_arg t[8] = {{"k"}, {"v"}, {"dS"}, {"dz"}, {"dk"}, {"dv"}, {"dS0"}, {"dz0"}};
+    linear_options o = {0};
+    PyObject *result = NULL;
+    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
+        get_state_pair(obj[2], obj[3], &t[2], 0, &t[0]) < 0 ||
+        get_tensor(obj[4], &t[4], 4, 1, &t[0]) < 0 || get_tensor(obj[5], &t[5], 4, 1, &t[0]) < 0 ||
+        get_state_pair(obj[6], obj[7], &t[6], 1, &t[0]) < 0) {
+        goto done;
+    }
+    if (obj[2] == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "dS and dz are required");
+        goto done;
+    }
+    if (get_linear_options(&o, 0, feature_map, 1e-6, 1, kv_lengths, t[0].tensor.shape[0]) < 0) {
+        goto done;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_linear_state_backward(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor, &t[4].tensor,
+                                             &t[5].tensor, optional_tensor(&t[6]), optional_tensor(&t[7]),
+                                             &o.options);
+    Py_END_ALLOW_THREADS
+    result = none_or_raise(status);
+done:
+    PyMem_Free(o.kv_lengths);
+    release_all(t, 8);
     return result;
 }
 
@@ -1515,6 +1599,8 @@ static PyMethodDef module_methods[] = {
     {"softmax_backward", softmax_backward, METH_VARARGS, softmax_backward_doc},
     {"linear_forward", linear_forward, METH_VARARGS, linear_forward_doc},
     {"linear_backward", linear_backward, METH_VARARGS, linear_backward_doc},
+    {"linear_state", linear_state, METH_VARARGS, linear_state_doc},
+    {"linear_state_backward", linear_state_backward, METH_VARARGS, linear_state_backward_doc},
     {"favor_features", favor_features, METH_VARARGS, favor_features_doc},
     {"favor_forward", favor_forward, METH_VARARGS, favor_forward_doc},
     {"favor_backward", favor_backward, METH_VARARGS, favor_backward_doc},

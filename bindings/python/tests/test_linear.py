@@ -424,8 +424,6 @@ def test_forward_errors():
     _expect(ValueError, "as many queries as keys", lambda: f(q, k[:, :, :5], v[:, :, :5], causal=True))
     _expect(ValueError, "kv_lengths has 3 entries", lambda: f(q, k, v, kv_lengths=[1, 2, 3]))
     _expect(ValueError, r"kv_lengths\[1\] = 7", lambda: f(q, k, v, kv_lengths=[1, 7]))
-    _expect(ValueError, "initial_state needs causal=True", lambda: f(q, k, v, initial_state=(s0, z0)))
-    _expect(ValueError, "return_state=True needs causal=True", lambda: f(q, k, v, return_state=True))
     _expect(TypeError, "initial_state must be a pair", lambda: f(q, k, v, causal=True, initial_state=s0))
     _expect(ValueError, r"initial_state\[0\] \(S\) has shape \(2, 4, 5, 2\)",
             lambda: f(q, k, v, causal=True, initial_state=(s0[..., :2], z0)))
@@ -442,7 +440,6 @@ def test_backward_errors():
     b = performer.linear_attention_backward
     _expect(ValueError, "dout has shape", lambda: b(q, k, v, dout[:, :, :5]))
     _expect(TypeError, "dout has dtype float32", lambda: b(q, k, v, dout.astype(np.float32)))
-    _expect(ValueError, "dstate needs causal=True", lambda: b(q, k, v, dout, dstate=(s0, z0)))
     _expect(ValueError, r"dstate\[0\] \(S\) has shape", lambda: b(q, k, v, dout, causal=True, dstate=(s0[:1], z0)))
     _expect(ValueError, "feature_map", lambda: b(q, k, v, dout, feature_map="ELU"))
     _expect(ValueError, "eps = -0.5", lambda: b(q, k, v, dout, eps=-0.5))
