@@ -9,8 +9,10 @@ that are installed, measured in one process.
 For each case it prints the median time over repeated runs, the achieved GFLOP/s, that as a
 fraction of numpy's float32 GEMM measured in the same run (the practical peak), the extra peak
 memory of one call (measured in a fresh subprocess), and the same figures for every installed
-peer (PyTorch's scaled_dot_product_attention, a PyTorch recurrent step, performer-pytorch's FastAttention). It writes the table as Markdown to
-benchmarks/results/<suite>.md and, when matplotlib is installed, a PNG plot beside it.
+peer (PyTorch's scaled_dot_product_attention, a PyTorch recurrent step, performer-pytorch's
+FastAttention, fast-transformers' linear-attention modules and causal_dot_product). It writes the
+table as Markdown to benchmarks/results/<suite>.md and, when matplotlib is installed, a PNG plot
+beside it.
 
 Not a test: the numbers depend on the machine and its load. Ratios in one run are what count.
 """
@@ -229,11 +231,108 @@ def linear_cases(threads: int) -> list[Case]:
     def flops(n: int) -> float:
         return B * H * 4.0 * n * D * D
 
+    def fast_transformers(causal: bool, training: bool) -> Impl | None:
+        """fast-transformers' own module (B x N x H x D, its native layout), when installed."""
+        try:
+            import torch
+            from fast_transformers.attention.causal_linear_attention import CausalLinearAttention
+            from fast_transformers.attention.linear_attention import LinearAttention
+            from fast_transformers.masking import FullMask, LengthMask, TriangularCausalMask
+        except ImportError:
+            return None
+
+        def prepare(n: int):
+            q, k, v, dout = (torch.from_numpy(x).transpose(1, 2).contiguous() for x in inputs(n))
+            module = (CausalLinearAttention if causal else LinearAttention)(D)
+            mask = TriangularCausalMask(n) if causal else FullMask(n)
+            lengths = LengthMask(torch.full((B,), n, dtype=torch.int64), max_len=n)
+            if not training:
+                def forward():
+                    with torch.no_grad():
+                        return module(q, k, v, mask, lengths, lengths)
+                return forward
+            q.requires_grad_(True), k.requires_grad_(True), v.requires_grad_(True)
+
+            def step():
+                for t in (q, k, v):
+                    t.grad = None
+                module(q, k, v, mask, lengths, lengths).backward(dout)
+
+            return step
+
+        return Impl("fast-transformers", prepare)
+
     cases = []
     for causal in (False, True):
         label = "causal" if causal else "full"
-        cases.append(Case(f"linear fwd {label}", flops, [ours(causal, False)]))
-        cases.append(Case(f"linear fwd+bwd {label}", lambda n: 3 * flops(n), [ours(causal, True)]))
+        for training in (False, True):
+            impls = [ours(causal, training), fast_transformers(causal, training)]
+            cases.append(Case(f"linear {'fwd+bwd' if training else 'fwd'} {label}",
+                              (lambda n: 3 * flops(n)) if training else flops, [i for i in impls if i]))
+    return cases
+
+
+def causal_product_cases(threads: int) -> list[Case]:
+    """The un-normalized causal product O_i = sum_{j<=i} (q_i . k_j) v_j (fast-transformers'
+    causal_dot_product: features given directly), B=1, H=8, D=M=64, float32: ours is
+    linear_attention(feature_map="identity", normalize=False, causal=True). FLOPs as linear."""
+    import performer
+
+    B, H, D = 1, 8, 64
+
+    def inputs(n: int, seed: int = 2):
+        rng = np.random.default_rng(seed)
+        return tuple(rng.standard_normal((B, H, n, D), dtype=np.float32) for _ in range(4))
+
+    def ours(training: bool) -> Impl:
+        options = dict(causal=True, feature_map="identity", normalize=False)
+
+        def prepare(n: int):
+            q, k, v, dout = inputs(n)
+            if not training:
+                return lambda: performer.linear_attention(q, k, v, **options)
+
+            def step():
+                performer.linear_attention(q, k, v, **options)
+                return performer.linear_attention_backward(q, k, v, dout, **options)
+
+            return step
+
+        return Impl("libperformer", prepare)
+
+    def fast_transformers(training: bool) -> Impl | None:
+        try:
+            import torch
+            from fast_transformers.causal_product import causal_dot_product
+        except ImportError:
+            return None
+
+        def prepare(n: int):
+            q, k, v, dout = (torch.from_numpy(x) for x in inputs(n))
+            if not training:
+                def forward():
+                    with torch.no_grad():
+                        return causal_dot_product(q, k, v)
+                return forward
+            q.requires_grad_(True), k.requires_grad_(True), v.requires_grad_(True)
+
+            def step():
+                for t in (q, k, v):
+                    t.grad = None
+                causal_dot_product(q, k, v).backward(dout)
+
+            return step
+
+        return Impl("fast-transformers", prepare)
+
+    def flops(n: int) -> float:
+        return B * H * 4.0 * n * D * D
+
+    cases = []
+    for training in (False, True):
+        impls = [i for i in (ours(training), fast_transformers(training)) if i]
+        cases.append(Case(f"causal product {'fwd+bwd' if training else 'fwd'}",
+                          (lambda n: 3 * flops(n)) if training else flops, impls))
     return cases
 
 
@@ -457,12 +556,14 @@ def decode_cases(threads: int) -> list[Case]:
 SUITES: dict[str, Callable[[int], list[Case]]] = {
     "softmax": softmax_cases,
     "linear": linear_cases,
+    "causal_product": causal_product_cases,
     "favor": favor_cases,
     "decode": decode_cases,
 }
 DEFAULT_SIZES = {
     "softmax": [256, 1024, 4096, 16384],
     "linear": [256, 1024, 4096, 16384, 65536],
+    "causal_product": [1024, 4096, 16384],
     "favor": [1024, 4096, 16384, 65536],
     "decode": [1024, 4096, 16384],
 }
