@@ -3,13 +3,17 @@
 import CPerformerABI
 import PerformerCore
 
-/// performer_favor_options_t -> FavorAttentionOptions (key lengths: `batch` = q.shape[0] entries).
-private func favorAttentionOptions(_ options: UnsafePointer<performer_favor_options_t>?, batch: Int)
+/// performer_favor_options_t -> FavorAttentionOptions (key lengths and starts: q.shape[0]
+/// entries, read once q, k and v agree on it).
+private func favorAttentionOptions(_ options: UnsafePointer<performer_favor_options_t>?,
+                                   _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument)
     throws(PerformerError) -> FavorAttentionOptions {
     let call = try FavorCallOptions(options)
     var result = FavorAttentionOptions(causal: call.causal, features: call.features, epsilon: call.epsilon)
-    if let lengths = call.keyLengths {
-        result.keyLengths = UnsafeBufferPointer(start: lengths, count: max(batch, 0)).map { Int($0) }
+    if call.keyLengths != nil || call.keyStarts != nil {
+        let batch = try keyArrayBatch(q, k, v)
+        result.keyLengths = keyArray(call.keyLengths, batch: batch)
+        result.keyStarts = keyArray(call.keyStarts, batch: batch)
     }
     return result
 }
@@ -34,7 +38,7 @@ public func performer_favor_forward(
         let final = try stateTriple(UnsafePointer(final_state_s), UnsafePointer(final_state_z),
                                     UnsafePointer(final_state_c), names: ("S_N", "z_N", "c_N"))
         try TensorArgument.expectSameDType([k, v, out] + tensors(initial) + tensors(final), as: q)
-        let options = try favorAttentionOptions(options, batch: q.shape[0])
+        let options = try favorAttentionOptions(options, q, k, v)
         switch q.dtype {
         case .float32: try forward(Float.self, q, k, v, p, out, initial, final, options)
         case .float64: try forward(Double.self, q, k, v, p, out, initial, final, options)
@@ -82,7 +86,7 @@ public func performer_favor_backward(
                                      names: ("dS0", "dz0"))
         try TensorArgument.expectSameDType(
             [k, v, dout, dq, dk, dv] + tensors(initial) + tensors(dfinal, dinitial), as: q)
-        let options = try favorAttentionOptions(options, batch: q.shape[0])
+        let options = try favorAttentionOptions(options, q, k, v)
         switch q.dtype {
         case .float32: try backward(Float.self, q, k, v, dout, p, dq, dk, dv, initial, dfinal, dinitial, options)
         case .float64: try backward(Double.self, q, k, v, dout, p, dq, dk, dv, initial, dfinal, dinitial, options)

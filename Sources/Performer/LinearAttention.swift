@@ -3,15 +3,15 @@
 import CPerformerABI
 import PerformerCore
 
-/// The options sizes this library understands: today only ABI 1's struct.
-private let knownLinearOptionsSizes = [MemoryLayout<performer_linear_options_t>.size]
+/// The options sizes this library understands: the struct before kv_starts, and today's.
+private let knownLinearOptionsSizes = knownOptionsSizes(performer_linear_options_t.self, appended: [\.kv_starts])
 
 @_cdecl("performer_linear_options_init")
 public func performer_linear_options_init(_ options: UnsafeMutablePointer<performer_linear_options_t>?) {
     guard let options else { return }
     options.pointee = performer_linear_options_t(
         size: MemoryLayout<performer_linear_options_t>.size, causal: 0,
-        feature_map: Int32(PERFORMER_FEATURE_ELU_PLUS_ONE.rawValue), eps: 1e-6, kv_lengths: nil)
+        feature_map: Int32(PERFORMER_FEATURE_ELU_PLUS_ONE.rawValue), eps: 1e-6, kv_lengths: nil, kv_starts: nil)
 }
 
 /// A C feature-map code as the Swift enum, or an invalid-argument error naming `name`.
@@ -22,19 +22,24 @@ func linearFeatureMap(_ code: Int64, name: String) throws(PerformerError) -> Lin
     return map
 }
 
-/// Reads `*options` (NULL means the defaults). `batch` is q.shape[0], already checked to be
-/// non-negative: the number of kv_lengths entries.
-private func linearOptions(_ options: UnsafePointer<performer_linear_options_t>?, batch: Int)
+/// Reads `*options` (NULL means the defaults); the kv_lengths and kv_starts arrays have
+/// q.shape[0] entries (read once q, k and v agree on it).
+private func linearOptions(_ options: UnsafePointer<performer_linear_options_t>?,
+                           _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument)
     throws(PerformerError) -> LinearAttentionOptions {
     guard let options else { return LinearAttentionOptions() }
     try checkOptionsSize(options, knownSizes: knownLinearOptionsSizes, type: "performer_linear_options_t", initializer: "performer_linear_options_init")
-    let fields = options.pointee
+    var defaults = performer_linear_options_t()
+    performer_linear_options_init(&defaults)
+    let fields = readOptions(options, defaults: defaults)
     var result = LinearAttentionOptions(
         causal: fields.causal != 0,
         featureMap: try linearFeatureMap(Int64(fields.feature_map), name: "options->feature_map"),
         epsilon: fields.eps)
-    if let lengths = fields.kv_lengths {
-        result.keyLengths = UnsafeBufferPointer(start: lengths, count: batch).map { Int($0) }
+    if fields.kv_lengths != nil || fields.kv_starts != nil {
+        let batch = try keyArrayBatch(q, k, v)
+        result.keyLengths = keyArray(fields.kv_lengths, batch: batch)
+        result.keyStarts = keyArray(fields.kv_starts, batch: batch)
     }
     return result
 }
@@ -54,7 +59,7 @@ public func performer_linear_forward(
         let final = try statePair(UnsafePointer(final_state_s), UnsafePointer(final_state_z),
                                   names: ("S_N", "z_N"))
         try TensorArgument.expectSameDType([k, v, out] + tensors(initial, final), as: q)
-        let options = try linearOptions(options, batch: q.shape[0])
+        let options = try linearOptions(options, q, k, v)
         switch q.dtype {
         case .float32: try forward(Float.self, q, k, v, out, initial, final, options)
         case .float64: try forward(Double.self, q, k, v, out, initial, final, options)
@@ -96,7 +101,7 @@ public func performer_linear_backward(
         let dinitial = try statePair(UnsafePointer(dinitial_state_s), UnsafePointer(dinitial_state_z),
                                      names: ("dS0", "dz0"))
         try TensorArgument.expectSameDType([k, v, dout, dq, dk, dv] + tensors(initial, dfinal, dinitial), as: q)
-        let options = try linearOptions(options, batch: q.shape[0])
+        let options = try linearOptions(options, q, k, v)
         switch q.dtype {
         case .float32: try backward(Float.self, q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)
         case .float64: try backward(Double.self, q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)

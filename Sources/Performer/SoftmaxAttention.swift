@@ -3,26 +3,32 @@
 import CPerformerABI
 import PerformerCore
 
-/// The options sizes this library understands: today only ABI 1's struct.
-private let knownSoftmaxOptionsSizes = [MemoryLayout<performer_softmax_options_t>.size]
+/// The options sizes this library understands: the struct before kv_starts, and today's.
+private let knownSoftmaxOptionsSizes = knownOptionsSizes(performer_softmax_options_t.self, appended: [\.kv_starts])
 
 @_cdecl("performer_softmax_options_init")
 public func performer_softmax_options_init(_ options: UnsafeMutablePointer<performer_softmax_options_t>?) {
     guard let options else { return }
     options.pointee = performer_softmax_options_t(
-        size: MemoryLayout<performer_softmax_options_t>.size, causal: 0, has_scale: 0, scale: 0, kv_lengths: nil)
+        size: MemoryLayout<performer_softmax_options_t>.size, causal: 0, has_scale: 0, scale: 0, kv_lengths: nil,
+        kv_starts: nil)
 }
 
-/// Reads `*options` (NULL means the defaults). `batch` is q.shape[0], already checked to be
-/// non-negative: the number of kv_lengths entries.
-private func softmaxOptions(_ options: UnsafePointer<performer_softmax_options_t>?, batch: Int)
+/// Reads `*options` (NULL means the defaults); the kv_lengths and kv_starts arrays have
+/// q.shape[0] entries (read once q, k and v agree on it).
+private func softmaxOptions(_ options: UnsafePointer<performer_softmax_options_t>?,
+                            _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument)
     throws(PerformerError) -> SoftmaxAttentionOptions {
     guard let options else { return SoftmaxAttentionOptions() }
     try checkOptionsSize(options, knownSizes: knownSoftmaxOptionsSizes, type: "performer_softmax_options_t", initializer: "performer_softmax_options_init")
-    let fields = options.pointee
+    var defaults = performer_softmax_options_t()
+    performer_softmax_options_init(&defaults)
+    let fields = readOptions(options, defaults: defaults)
     var result = SoftmaxAttentionOptions(causal: fields.causal != 0, scale: fields.has_scale != 0 ? fields.scale : nil)
-    if let lengths = fields.kv_lengths {
-        result.keyLengths = UnsafeBufferPointer(start: lengths, count: batch).map { Int($0) }
+    if fields.kv_lengths != nil || fields.kv_starts != nil {
+        let batch = try keyArrayBatch(q, k, v)
+        result.keyLengths = keyArray(fields.kv_lengths, batch: batch)
+        result.keyStarts = keyArray(fields.kv_starts, batch: batch)
     }
     return result
 }
@@ -39,7 +45,7 @@ public func performer_softmax_forward(
         var lseArgument: TensorArgument?
         if lse != nil { lseArgument = try TensorArgument(lse, name: "lse") }
         try TensorArgument.expectSameDType([k, v, out] + (lseArgument.map { [$0] } ?? []), as: q)
-        let options = try softmaxOptions(options, batch: q.shape[0])
+        let options = try softmaxOptions(options, q, k, v)
         switch q.dtype {
         case .float32: try forward(Float.self, q, k, v, out, lseArgument, options)
         case .float64: try forward(Double.self, q, k, v, out, lseArgument, options)
@@ -71,7 +77,7 @@ public func performer_softmax_backward(
         let dq = try TensorArgument(dq, name: "dq"), dk = try TensorArgument(dk, name: "dk")
         let dv = try TensorArgument(dv, name: "dv")
         try TensorArgument.expectSameDType([k, v, out, lse, dout, dq, dk, dv], as: q)
-        let options = try softmaxOptions(options, batch: q.shape[0])
+        let options = try softmaxOptions(options, q, k, v)
         switch q.dtype {
         case .float32: try backward(Float.self, q, k, v, out, lse, dout, dq, dk, dv, options)
         case .float64: try backward(Double.self, q, k, v, out, lse, dout, dq, dk, dv, options)

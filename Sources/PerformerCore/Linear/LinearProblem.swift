@@ -18,7 +18,7 @@ struct LinearProblem {
         guard options.epsilon.isFinite, options.epsilon >= 0 else {
             throw PerformerError(.invalidArgument, "eps = \(options.epsilon) must be finite and >= 0")
         }
-        try dims.checkKeyLengths(options.keyLengths)
+        try dims.checkKeyRanges(lengths: options.keyLengths, starts: options.keyStarts)
         (batch, heads, keyHeads) = (dims.batch, dims.heads, dims.keyHeads)
         shape = LinearHeadShape(queryCount: n, keyCount: l, headDim: d, valueDim: dims.valueDim, featureDim: d)
         self.options = options
@@ -39,13 +39,15 @@ struct LinearProblem {
         try ShapeCheck.expectShape(z, normalizerShape, name: names.1, meaning: "B×H×C×1")
     }
 
-    /// The kernel task of query head (b, h): its key head, its key limit, its matrices.
+    /// The kernel task of query head (b, h): its key head, its key range, its matrices.
     func task<T>(b: Int, h: Int, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
                  scratch: UnsafeMutableRawPointer) -> LinearAttentionTask {
         let hk = h / group
-        return LinearAttentionTask(
+        var task = LinearAttentionTask(
             shape: shape, causal: options.causal, featureMap: kernelFeatureMap, epsilon: options.epsilon,
             keyLimit: options.keyLengths?[b] ?? shape.keyCount,
             query: query.matrix(b, h), key: key.matrix(b, hk), value: value.matrix(b, hk), scratch: scratch)
+        task.keyStart = options.keyStarts?[b] ?? 0
+        return task
     }
 }

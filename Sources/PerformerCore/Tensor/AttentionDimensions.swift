@@ -31,6 +31,23 @@ struct AttentionDimensions {
             throw PerformerError(.invalidArgument, "kv_lengths[\(index)] = \(length) is not in 0...\(keyCount)")
         }
     }
+
+    /// Throws unless `starts` (when given) has one entry per batch, each in 0 ... L and at most
+    /// its row's length (an empty key range is allowed). Checks `lengths` first.
+    func checkKeyRanges(lengths: [Int]?, starts: [Int]?) throws(PerformerError) {
+        try checkKeyLengths(lengths)
+        guard let starts else { return }
+        try ShapeCheck.expect(starts.count == batch, "kv_starts has \(starts.count) entries but batch = \(batch)")
+        for (index, start) in starts.enumerated() {
+            guard (0...keyCount).contains(start) else {
+                throw PerformerError(.invalidArgument, "kv_starts[\(index)] = \(start) is not in 0...\(keyCount)")
+            }
+            if let lengths, start > lengths[index] {
+                throw PerformerError(.invalidArgument,
+                                     "kv_starts[\(index)] = \(start) is past kv_lengths[\(index)] = \(lengths[index])")
+            }
+        }
+    }
 }
 
 /// Shape assertions with messages that name the argument.
