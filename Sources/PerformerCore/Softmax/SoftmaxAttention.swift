@@ -183,9 +183,10 @@ public enum SoftmaxAttention {
             Runtime.parallelFor(count: keyHeadCount * rowBlocks, threads: threads) { item, _ in
                 let (b, hk) = (item / rowBlocks / problem.keyHeads, item / rowBlocks % problem.keyHeads)
                 // Partial rows before the batch row's key window were never written.
-                let rows = max(item % rowBlocks * rowBlock, problem.keyWindow(batch: b).offset)
-                    ..< min(l, (item % rowBlocks + 1) * rowBlock)
-                guard !rows.isEmpty else { return }
+                let first = max(item % rowBlocks * rowBlock, problem.keyWindow(batch: b).offset)
+                let end = min(l, (item % rowBlocks + 1) * rowBlock)
+                guard first < end else { return }
+                let rows = first..<end
                 for g in 1..<group {
                     let partial = partialGradients(b, hk, g)
                     addRows(partial.key, into: keyGradient.matrix(b, hk), rows: rows, columns: d, as: T.self)
