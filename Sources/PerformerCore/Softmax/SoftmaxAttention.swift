@@ -155,7 +155,7 @@ public enum SoftmaxAttention {
             let rowStart = block * rowBlock
             let window = problem.keyWindow(batch: b)
             let rows = isKeyTask ? window.shape.keyCount : n
-            // A key block wholly inside the cut-off left padding has no work (zeroed below).
+            // The window is shorter by the cut-off left padding: key blocks past its end have no work.
             guard rowStart < rows else { return }
             let offset = window.offset
             let (ownKeyGradient, ownValueGradient) = perQueryHead && h % group > 0
