@@ -193,8 +193,11 @@ const char *performer_kernel_isa(void);
  *   D >= 1 and Hk >= 1; B, H, N, L, M may be 0 (then there is nothing to compute).
  *
  *   Masks: causal (bottom-right aligned, see the top of this file: query i sees key j iff
- *   j <= i + (L - N)) and per-batch key lengths. A query row that sees no key gets output 0,
- *   lse -infinity, and zero gradients (never NaN).
+ *   j <= i + (L - N)), per-batch key lengths and per-batch key starts (left padding): query
+ *   i of batch row b sees key j iff kv_starts[b] <= j < kv_lengths[b] and, when causal,
+ *   j <= i + (L - N) in the original key indices. Masked keys get dk = dv = 0; keys before
+ *   kv_starts[b] cost no time. A query row that sees no key gets output 0, lse -infinity,
+ *   and zero gradients (never NaN).
  *   Memory: O((N + L) * D) scratch per thread beyond the arguments, at any N and L; the
  *   backward of grouped heads (H > Hk) whose B*Hk key heads do not spread evenly over the
  *   threads adds a dK, dV per query head past the first of each group: (H/Hk - 1) * B * Hk *
@@ -207,10 +210,13 @@ typedef struct performer_softmax_options_t {
     int has_scale;              /* nonzero: use `scale`; zero: 1 / sqrt(D) */
     double scale;               /* must be finite when has_scale is set; ignored otherwise */
     const int64_t *kv_lengths;  /* NULL, or B key lengths in 0..L: keys j >= kv_lengths[b] are masked */
+    /* Appended: a struct of the older size, ending at kv_lengths, is still accepted (no starts). */
+    const int64_t *kv_starts;   /* NULL, or B key starts in 0..L, each <= its row's length (L without
+                                   kv_lengths): keys j < kv_starts[b] are masked (left padding) */
 } performer_softmax_options_t;
 
 /** Fills *options with the defaults: size = sizeof(performer_softmax_options_t), not causal,
- *  scale 1/sqrt(D), no key lengths. Does nothing when options is NULL. */
+ *  scale 1/sqrt(D), no key lengths, no key starts. Does nothing when options is NULL. */
 void performer_softmax_options_init(performer_softmax_options_t *options);
 
 /** Forward: writes out (B x H x N x M) and, when lse is not NULL, lse (B x H x N x 1).
@@ -222,7 +228,8 @@ void performer_softmax_options_init(performer_softmax_options_t *options);
  *    PERFORMER_ERROR_SIZE_OVERFLOW       a negative shape, or a tensor's extent overflows 64 bits
  *    PERFORMER_ERROR_SHAPE_MISMATCH      shapes disagree (see above), Hk does not divide H, D = 0
  *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, non-finite scale,
- *                                        kv_lengths[b] outside 0..L
+ *                                        kv_lengths[b] or kv_starts[b] outside 0..L,
+ *                                        kv_starts[b] > kv_lengths[b]
  *    PERFORMER_ERROR_ALIASING            out or lse overlaps q, k, v, each other, or itself
  *    PERFORMER_ERROR_UNSUPPORTED_VERSION options->size is not a size this library knows
  *    PERFORMER_ERROR_OUT_OF_MEMORY       scratch memory could not be allocated */
@@ -263,8 +270,9 @@ performer_status performer_softmax_backward(
  *   Error messages call the states S0, z0 (initial), S_N, z_N (final), dS_N, dz_N (gradient of
  *   the final state) and dS0, dz0 (gradient of the initial state).
  *
- *   Key lengths: keys j >= kv_lengths[b] are removed by zeroing phi(k_j), never v_j (elu+1
- *   maps 0 to 1, so a zeroed v would leave the key in the denominator). A row whose
+ *   Key lengths and starts: keys j >= kv_lengths[b] and keys j < kv_starts[b] (left padding)
+ *   are removed by zeroing phi(k_j), never v_j (elu+1 maps 0 to 1, so a zeroed v would leave
+ *   the key in the denominator); their dk and dv are 0. A row whose
  *   denominator is exactly 0 (eps = 0 and no visible key) gets output 0 and zero gradients.
  *   Memory: O(N * max(C, M)) scratch per thread; the backward recomputes the states chunk by
  *   chunk and stores none per position.
@@ -284,16 +292,20 @@ typedef struct performer_linear_options_t {
     int feature_map;            /* a performer_feature_map */
     double eps;                 /* added to every denominator: finite and >= 0 (0 is allowed) */
     const int64_t *kv_lengths;  /* NULL, or B key lengths in 0..L: phi(k_j) = 0 for j >= kv_lengths[b] */
+    /* Appended: a struct of the older size, ending at kv_lengths, is still accepted (no starts). */
+    const int64_t *kv_starts;   /* NULL, or B key starts in 0..L, each <= its row's length (L without
+                                   kv_lengths): phi(k_j) = 0 for j < kv_starts[b] */
     int normalize;              /* nonzero (default): out_i = phi(q_i)^T S_i / (phi(q_i)^T z_i + eps);
                                    0: out_i = phi(q_i)^T S_i = sum_j (phi(q_i).phi(k_j)) v_j over the
                                    visible keys (plus phi(q_i)^T S_0): no denominator, no division, eps
-                                   ignored (still checked), features of any sign. Appended in 1.x: a
-                                   struct of the older size (without it) is accepted and normalizes. */
+                                   ignored (still checked), features of any sign. Appended after
+                                   kv_starts: a struct of an older size (ending at kv_lengths or at
+                                   kv_starts) is accepted and normalizes. */
 } performer_linear_options_t;
 
 /** Fills *options with the defaults: size = sizeof(performer_linear_options_t), not causal,
- *  PERFORMER_FEATURE_ELU_PLUS_ONE, eps = 1e-6, no key lengths, normalize = 1. Does nothing when
- *  options is NULL. */
+ *  PERFORMER_FEATURE_ELU_PLUS_ONE, eps = 1e-6, no key lengths or starts, normalize = 1. Does
+ *  nothing when options is NULL. */
 void performer_linear_options_init(performer_linear_options_t *options);
 
 /** Forward: writes out (B x H x N x M). `options` may be NULL (the defaults).
@@ -315,7 +327,8 @@ void performer_linear_options_init(performer_linear_options_t *options);
  *                                        D = 0, causal with N != L
  *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, eps negative or not
  *                                        finite, feature_map not a performer_feature_map,
- *                                        kv_lengths[b] outside 0..L
+ *                                        kv_lengths[b] or kv_starts[b] outside 0..L,
+ *                                        kv_starts[b] > kv_lengths[b]
  *    PERFORMER_ERROR_ALIASING            an output overlaps an input, another output or itself
  *    PERFORMER_ERROR_UNSUPPORTED_VERSION options->size is not a size this library knows
  *    PERFORMER_ERROR_OUT_OF_MEMORY       scratch memory could not be allocated */
@@ -597,11 +610,14 @@ typedef struct performer_favor_options_t {
                                    features: finite and >= 0 (default 0) */
     double relu_offset;         /* kappa of PERFORMER_FAVOR_RELU: finite and >= 0 (default 1e-3) */
     const int64_t *kv_lengths;  /* NULL, or B key lengths in 0..L (attention only) */
+    /* Appended: a struct of the older size, ending at kv_lengths, is still accepted (no starts). */
+    const int64_t *kv_starts;   /* NULL, or B key starts in 0..L, each <= its row's length (L without
+                                   kv_lengths): keys j < kv_starts[b] take no part (attention only) */
 } performer_favor_options_t;
 
 /** Fills *options with the defaults: size = sizeof(performer_favor_options_t), not causal,
- *  PERFORMER_FAVOR_POSITIVE, scale 1/sqrt(D), eps = 0, relu_offset = 1e-3, no key lengths.
- *  Does nothing when options is NULL. */
+ *  PERFORMER_FAVOR_POSITIVE, scale 1/sqrt(D), eps = 0, relu_offset = 1e-3, no key lengths or
+ *  starts. Does nothing when options is NULL. */
 void performer_favor_options_init(performer_favor_options_t *options);
 
 /** The number of features C of `features` for this projection (m, or 2m for hyperbolic and
@@ -640,8 +656,9 @@ performer_status performer_favor_features_backward(
  *   q: B x H x N x D (D = the projection's dim), k: B x Hk x L x D, v: B x Hk x L x M,
  *   out: B x H x N x M; Hk must divide H (query head h reads key head h / (H / Hk)).
  *   Non-causal: out_i = sum_j phi(q_i).phi(k_j) v_j / (sum_j phi(q_i).phi(k_j) + eps) over
- *   every key j < kv_lengths[b] (all L without key lengths). Causal (N must equal L): over
- *   j <= i only, continuing from an initial state when one is given.
+ *   every key kv_starts[b] <= j < kv_lengths[b] (all L without key starts and lengths; masked
+ *   keys get zero features, dk = dv = 0, and enter no stabilizer max). Causal (N must equal
+ *   L): over j <= i only, continuing from an initial state when one is given.
  *   eps is in the units of the mathematical features (default 0). A row whose denominator
  *   underflows or is 0 (e.g. no visible key) outputs 0 and gets zero gradients, never NaN/Inf.
  *
@@ -667,7 +684,7 @@ performer_status performer_favor_features_backward(
  * -------------------------------------------------------------------------------------- */
 
 /** Forward: writes out (B x H x N x M). Reads options->causal, features, has_scale, scale,
- *  eps, relu_offset and kv_lengths; options may be NULL (the defaults: bidirectional,
+ *  eps, relu_offset, kv_lengths and kv_starts; options may be NULL (the defaults: bidirectional,
  *  positive features). W is the projection's at the start of the call.
  *  initial_state_s/_z/_c (NULL: no keys before) are read; final_state_s/_z/_c receive the
  *  state after the last key. Both need options->causal.
@@ -683,7 +700,8 @@ performer_status performer_favor_features_backward(
  *                                        divide H, causal with N != L
  *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, features not a
  *                                        performer_favor_feature_kind, scale, eps or relu_offset
- *                                        out of its domain, kv_lengths[b] outside 0..L, a state
+ *                                        out of its domain, kv_lengths[b] or kv_starts[b]
+ *                                        outside 0..L, kv_starts[b] > kv_lengths[b], a state
  *                                        without causal, a bad initial state (S~ or z~ not
  *                                        finite, c NaN or +inf, c = -inf over a nonzero row,
  *                                        relu c != 0, trigonometric c not constant per head)

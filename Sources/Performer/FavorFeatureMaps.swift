@@ -3,8 +3,8 @@
 import CPerformerABI
 import PerformerCore
 
-/// The options sizes this library understands: today only ABI 1's struct.
-private let knownFavorOptionsSizes = [MemoryLayout<performer_favor_options_t>.size]
+/// The options sizes this library understands: the struct before kv_starts, and today's.
+private let knownFavorOptionsSizes = knownOptionsSizes(performer_favor_options_t.self, appended: [\.kv_starts])
 
 @_cdecl("performer_favor_options_init")
 public func performer_favor_options_init(_ options: UnsafeMutablePointer<performer_favor_options_t>?) {
@@ -12,7 +12,7 @@ public func performer_favor_options_init(_ options: UnsafeMutablePointer<perform
     options.pointee = performer_favor_options_t(
         size: MemoryLayout<performer_favor_options_t>.size, causal: 0,
         features: Int32(PERFORMER_FAVOR_POSITIVE.rawValue), has_scale: 0, scale: 0, eps: 0, relu_offset: 1e-3,
-        kv_lengths: nil)
+        kv_lengths: nil, kv_starts: nil)
 }
 
 /// performer_favor_options_t as Swift values.
@@ -20,21 +20,25 @@ struct FavorCallOptions {
     var causal = false
     var features = FavorFeatureOptions()
     var epsilon = 0.0
-    /// The kv_lengths pointer (its length, B, is known only to the attention calls).
+    /// The kv_lengths and kv_starts pointers (their length, B, is known only to the attention calls).
     var keyLengths: UnsafePointer<Int64>?
+    var keyStarts: UnsafePointer<Int64>?
 
     /// Reads `*options` (NULL means the defaults). Checks the size field and the feature kind;
     /// the numbers are checked where they are used.
     init(_ options: UnsafePointer<performer_favor_options_t>?) throws(PerformerError) {
         guard let options else { return }
         try checkOptionsSize(options, knownSizes: knownFavorOptionsSizes, type: "performer_favor_options_t", initializer: "performer_favor_options_init")
-        let fields = options.pointee
+        var defaults = performer_favor_options_t()
+        performer_favor_options_init(&defaults)
+        let fields = readOptions(options, defaults: defaults)
         causal = fields.causal != 0
         features = FavorFeatureOptions(
             kind: try FavorFeatureKind(code: fields.features, argument: "options->features"),
             scale: fields.has_scale != 0 ? fields.scale : nil, reluOffset: fields.relu_offset)
         epsilon = fields.eps
         keyLengths = fields.kv_lengths
+        keyStarts = fields.kv_starts
     }
 }
 

@@ -3,19 +3,18 @@
 import CPerformerABI
 import PerformerCore
 
-/// The options sizes this library understands: ABI 1's struct (ending at kv_lengths) and the
-/// current one (normalize appended).
-private let knownLinearOptionsSizes = [
-    MemoryLayout<performer_linear_options_t>.offset(of: \performer_linear_options_t.normalize)!,
-    MemoryLayout<performer_linear_options_t>.size,
-]
+/// The options sizes this library understands: ABI 1's struct (ending at kv_lengths), the one
+/// ending at kv_starts, and today's (normalize appended).
+private let knownLinearOptionsSizes = knownOptionsSizes(performer_linear_options_t.self,
+                                                        appended: [\.kv_starts, \.normalize])
 
 @_cdecl("performer_linear_options_init")
 public func performer_linear_options_init(_ options: UnsafeMutablePointer<performer_linear_options_t>?) {
     guard let options else { return }
     options.pointee = performer_linear_options_t(
         size: MemoryLayout<performer_linear_options_t>.size, causal: 0,
-        feature_map: Int32(PERFORMER_FEATURE_ELU_PLUS_ONE.rawValue), eps: 1e-6, kv_lengths: nil, normalize: 1)
+        feature_map: Int32(PERFORMER_FEATURE_ELU_PLUS_ONE.rawValue), eps: 1e-6, kv_lengths: nil, kv_starts: nil,
+        normalize: 1)
 }
 
 /// A C feature-map code as the Swift enum, or an invalid-argument error naming `name`.
@@ -27,23 +26,21 @@ func linearFeatureMap(_ code: Int64, name: String) throws(PerformerError) -> Lin
 }
 
 /// Reads `*options` (NULL means the defaults). `tensors` are all of the call's tensors, q
-/// (or k, for state-only calls) first: kv_lengths has one entry per batch (`readPerBatch`).
+/// (or k, for state-only calls) first: kv_lengths and kv_starts have one entry per batch
+/// (`readPerBatch`).
 func linearOptions(_ options: UnsafePointer<performer_linear_options_t>?, tensors: [TensorArgument])
     throws(PerformerError) -> LinearAttentionOptions {
     guard let options else { return LinearAttentionOptions() }
     try checkOptionsSize(options, knownSizes: knownLinearOptionsSizes, type: "performer_linear_options_t", initializer: "performer_linear_options_init")
-    // Copy only the caller's `size` bytes over the defaults: an older, shorter struct gets the
-    // defaults of the fields appended since.
-    var fields = performer_linear_options_t()
-    performer_linear_options_init(&fields)
-    withUnsafeMutableBytes(of: &fields) { target in
-        target.copyMemory(from: UnsafeRawBufferPointer(start: options, count: options.pointee.size))
-    }
+    var defaults = performer_linear_options_t()
+    performer_linear_options_init(&defaults)
+    let fields = readOptions(options, defaults: defaults)
     var result = LinearAttentionOptions(
         causal: fields.causal != 0,
         featureMap: try linearFeatureMap(Int64(fields.feature_map), name: "options->feature_map"),
         epsilon: fields.eps, normalize: fields.normalize != 0)
     result.keyLengths = try readPerBatch(fields.kv_lengths, name: "options->kv_lengths", tensors: tensors)
+    result.keyStarts = try readPerBatch(fields.kv_starts, name: "options->kv_starts", tensors: tensors)
     return result
 }
 

@@ -3,25 +3,29 @@
 import CPerformerABI
 import PerformerCore
 
-/// The options sizes this library understands: today only ABI 1's struct.
-private let knownSoftmaxOptionsSizes = [MemoryLayout<performer_softmax_options_t>.size]
+/// The options sizes this library understands: the struct before kv_starts, and today's.
+private let knownSoftmaxOptionsSizes = knownOptionsSizes(performer_softmax_options_t.self, appended: [\.kv_starts])
 
 @_cdecl("performer_softmax_options_init")
 public func performer_softmax_options_init(_ options: UnsafeMutablePointer<performer_softmax_options_t>?) {
     guard let options else { return }
     options.pointee = performer_softmax_options_t(
-        size: MemoryLayout<performer_softmax_options_t>.size, causal: 0, has_scale: 0, scale: 0, kv_lengths: nil)
+        size: MemoryLayout<performer_softmax_options_t>.size, causal: 0, has_scale: 0, scale: 0, kv_lengths: nil,
+        kv_starts: nil)
 }
 
 /// Reads `*options` (NULL means the defaults). `tensors` are all of the call's tensors, q
-/// first: kv_lengths has one entry per batch (`readPerBatch`).
+/// first: kv_lengths and kv_starts have one entry per batch (`readPerBatch`).
 private func softmaxOptions(_ options: UnsafePointer<performer_softmax_options_t>?, tensors: [TensorArgument])
     throws(PerformerError) -> SoftmaxAttentionOptions {
     guard let options else { return SoftmaxAttentionOptions() }
     try checkOptionsSize(options, knownSizes: knownSoftmaxOptionsSizes, type: "performer_softmax_options_t", initializer: "performer_softmax_options_init")
-    let fields = options.pointee
+    var defaults = performer_softmax_options_t()
+    performer_softmax_options_init(&defaults)
+    let fields = readOptions(options, defaults: defaults)
     var result = SoftmaxAttentionOptions(causal: fields.causal != 0, scale: fields.has_scale != 0 ? fields.scale : nil)
     result.keyLengths = try readPerBatch(fields.kv_lengths, name: "options->kv_lengths", tensors: tensors)
+    result.keyStarts = try readPerBatch(fields.kv_starts, name: "options->kv_starts", tensors: tensors)
     return result
 }
 

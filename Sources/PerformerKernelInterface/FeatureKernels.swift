@@ -220,6 +220,8 @@ public struct FavorAttentionTask: @unchecked Sendable {
     public var epsilon: Double
     /// kv_len[b]: keys at or past it take no part (their features are zero).
     public var keyLimit: Int
+    /// kv_starts[b] (≤ keyLimit): keys before it take no part either (left padding). 0 by default.
+    public var keyStart: Int
     /// W, row-major m × D, contiguous, of the task's element type.
     public var projection: UnsafeRawPointer
     public var query: StridedMatrix                  // N × D
@@ -254,6 +256,7 @@ public struct FavorAttentionTask: @unchecked Sendable {
         self.reluOffset = reluOffset
         self.epsilon = epsilon
         self.keyLimit = keyLimit
+        self.keyStart = 0
         self.projection = projection
         self.query = query
         self.key = key

@@ -53,6 +53,8 @@ public struct LinearAttentionTask: @unchecked Sendable {
     public var normalize: Bool
     /// kv_len[b]: keys at or past it have φ(k) = 0 (they leave S and z untouched).
     public var keyLimit: Int
+    /// kv_starts[b] (≤ keyLimit): keys before it have φ(k) = 0 too (left padding). 0 by default.
+    public var keyStart: Int
     public var query: StridedMatrix                  // N × D
     public var key: StridedMatrix                    // L × D
     public var value: StridedMatrix                  // L × M
@@ -82,6 +84,7 @@ public struct LinearAttentionTask: @unchecked Sendable {
         self.epsilon = epsilon
         self.normalize = true
         self.keyLimit = keyLimit
+        self.keyStart = 0
         self.query = query
         self.key = key
         self.value = value

@@ -13,6 +13,7 @@ struct FavorCase: CustomStringConvertible {
     var kind: FavorFeatureKind = .positive
     var epsilon = 0.0
     var keyLengths: [Int]? = nil
+    var keyStarts: [Int]? = nil
     /// Causal only: pass (S̃0, z̃0, c0) and (dS̃_N, dz̃_N), ask for the final state and dS̃0, dz̃0.
     var withState = false
     var strided = false
@@ -22,7 +23,8 @@ struct FavorCase: CustomStringConvertible {
 
     var c: Int { kind.featureCount(numFeatures: m) }
     var options: FavorAttentionOptions {
-        FavorAttentionOptions(causal: causal, features: FavorFeatureOptions(kind: kind), epsilon: epsilon, keyLengths: keyLengths)
+        FavorAttentionOptions(causal: causal, features: FavorFeatureOptions(kind: kind), epsilon: epsilon, keyLengths: keyLengths,
+                              keyStarts: keyStarts)
     }
     var qShape: SIMD4<Int> { SIMD4(b, h, n, d) }
     var kShape: SIMD4<Int> { SIMD4(b, hk, l, d) }
@@ -32,7 +34,7 @@ struct FavorCase: CustomStringConvertible {
     var zShape: SIMD4<Int> { SIMD4(b, h, c, 1) }
     var hasState: Bool { causal && withState }
     var description: String {
-        "B\(b) H\(h) Hk\(hk) N\(n) L\(l) D\(d) m\(m) M\(mv) causal=\(causal) \(kind.name) eps=\(epsilon) kv=\(keyLengths.map { "\($0)" } ?? "-") state=\(withState) strided=\(strided) sd=\(inputScale)"
+        "B\(b) H\(h) Hk\(hk) N\(n) L\(l) D\(d) m\(m) M\(mv) causal=\(causal) \(kind.name) eps=\(epsilon) kv=\(keyLengths.map { "\($0)" } ?? "-") starts=\(keyStarts.map { "\($0)" } ?? "-") state=\(withState) strided=\(strided) sd=\(inputScale)"
     }
 }
 
@@ -102,13 +104,13 @@ func favorReference(_ fc: FavorCase, _ x: FavorInputs, _ w: FavorProjection) -> 
                                sN: .init(repeating: 0, count: fc.b * fc.h * c * mv), zN: .init(repeating: 0, count: fc.b * fc.h * c))
     let group = fc.h / fc.hk
     for b in 0..<fc.b {
-        let limit = fc.keyLengths?[b] ?? l
+        let limit = fc.keyLengths?[b] ?? l, start = fc.keyStarts?[b] ?? 0
         for h in 0..<fc.h {
             let hk = h / group
             let head = b * fc.h + h
             let fq = (0..<n).map { i in referenceFeatures(Array(x.q[((head * n + i) * d)..<((head * n + i + 1) * d)]), w, kind: fc.kind) }
             let fk = (0..<l).map { j -> [Double] in
-                guard j < limit else { return [Double](repeating: 0, count: c) }
+                guard (start..<limit).contains(j) else { return [Double](repeating: 0, count: c) }
                 let base = ((b * fc.hk + hk) * l + j) * d
                 return referenceFeatures(Array(x.k[base..<(base + d)]), w, kind: fc.kind)
             }
@@ -123,7 +125,7 @@ func favorReference(_ fc: FavorCase, _ x: FavorInputs, _ w: FavorProjection) -> 
             for i in 0..<n {
                 var num = (0..<mv).map { j in (0..<c).reduce(0.0) { $0 + fq[i][$1] * s[$1 * mv + j] } }
                 var den = (0..<c).reduce(0.0) { $0 + fq[i][$1] * z[$1] } + fc.epsilon
-                for key in 0..<l where key < limit && (!fc.causal || key <= i) {
+                for key in 0..<l where key < limit && key >= start && (!fc.causal || key <= i) {
                     let a = (0..<c).reduce(0.0) { $0 + fq[i][$1] * fk[key][$1] }
                     den += a
                     let vBase = ((b * fc.hk + hk) * l + key) * mv

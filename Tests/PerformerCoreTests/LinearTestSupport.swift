@@ -104,6 +104,7 @@ struct LinearCase: CustomStringConvertible {
     var featureMap: LinearAttentionOptions.FeatureMap = .eluPlusOne
     var epsilon = 1e-6
     var keyLengths: [Int]? = nil
+    var keyStarts: [Int]? = nil
     /// Pass S0, z0 and dS_N, dz_N, ask for dS0, dz0 and S_N, z_N (non-causal: a memory).
     var withState = false
     var strided = false
@@ -114,7 +115,7 @@ struct LinearCase: CustomStringConvertible {
 
     var options: LinearAttentionOptions {
         LinearAttentionOptions(causal: causal, featureMap: featureMap, epsilon: epsilon, keyLengths: keyLengths,
-                               normalize: normalize)
+                               keyStarts: keyStarts, normalize: normalize)
     }
     var qShape: SIMD4<Int> { SIMD4(b, h, n, d) }
     var kShape: SIMD4<Int> { SIMD4(b, hk, l, d) }
@@ -124,7 +125,7 @@ struct LinearCase: CustomStringConvertible {
     var zShape: SIMD4<Int> { SIMD4(b, h, d, 1) }
     var denShape: SIMD4<Int> { SIMD4(b, h, n, 1) }
     var description: String {
-        "B\(b) H\(h) Hk\(hk) N\(n) L\(l) D\(d) M\(m) causal=\(causal) \(featureMap) eps=\(epsilon) kv=\(keyLengths.map { "\($0)" } ?? "-") state=\(withState) strided=\(strided) normalize=\(normalize) mixed=\(mixedSigns)"
+        "B\(b) H\(h) Hk\(hk) N\(n) L\(l) D\(d) M\(m) causal=\(causal) \(featureMap) eps=\(epsilon) kv=\(keyLengths.map { "\($0)" } ?? "-") starts=\(keyStarts.map { "\($0)" } ?? "-") state=\(withState) strided=\(strided) normalize=\(normalize) mixed=\(mixedSigns)"
     }
 }
 
@@ -195,7 +196,7 @@ func linearReference(_ c: LinearCase, _ x: LinearInputs) -> LinearResults {
                           den: .init(repeating: 0, count: c.b * c.h * n))
     let group = c.h / c.hk
     for b in 0..<c.b {
-        let limit = c.keyLengths?[b] ?? l
+        let limit = c.keyLengths?[b] ?? l, start = c.keyStarts?[b] ?? 0
         for h in 0..<c.h {
             let hk = h / group
             let qBase = (b * c.h + h) * n * d, kBase = (b * c.hk + hk) * l * d
@@ -207,8 +208,8 @@ func linearReference(_ c: LinearCase, _ x: LinearInputs) -> LinearResults {
             let dsN = (0..<(d * m)).map { useState ? x.dsN[sBase + $0] : 0 }
             let dzN = (0..<d).map { useState ? x.dzN[zBase + $0] : 0 }
             let fq = (0..<(n * d)).map { featureValue(x.q[qBase + $0], c.featureMap) }
-            let fk = (0..<(l * d)).map { $0 / d < limit ? featureValue(x.k[kBase + $0], c.featureMap) : 0 }
-            func visible(_ i: Int, _ j: Int) -> Bool { j < limit && (!c.causal || j <= i) }
+            let fk = (0..<(l * d)).map { (start..<limit).contains($0 / d) ? featureValue(x.k[kBase + $0], c.featureMap) : 0 }
+            func visible(_ i: Int, _ j: Int) -> Bool { j < limit && j >= start && (!c.causal || j <= i) }
             var a = [Double](repeating: 0, count: n * l)
             for i in 0..<n { for j in 0..<l where visible(i, j) {
                 a[i * l + j] = (0..<d).reduce(0) { $0 + fq[i * d + $1] * fk[j * d + $1] }
@@ -254,7 +255,7 @@ func linearReference(_ c: LinearCase, _ x: LinearInputs) -> LinearResults {
                 }
             }
             for j in 0..<l {
-                for f in 0..<d where j < limit {
+                for f in 0..<d where (start..<limit).contains(j) {
                     var g = (0..<n).reduce(0) { $0 + da[$1 * l + j] * fq[$1 * d + f] }
                     g += (0..<m).reduce(0) { $0 + dsN[f * m + $1] * x.v[vBase + j * m + $1] } + dzN[f]
                     r.dk[kBase + j * d + f] += featureSlope(x.k[kBase + j * d + f], c.featureMap) * g

@@ -17,6 +17,9 @@ final class SoftmaxConcurrencyTests: XCTestCase {
         // Four query heads per key head: one thread runs a fused task per key head, more
         // threads a task per query head whose dK, dV are added up afterwards, in head order.
         SoftmaxCase(batch: 1, heads: 4, keyHeads: 1, queries: 70, keys: 300, headDim: 16, valueDim: 8, causal: true),
+        // Left and right padding: each batch row's key window (and an empty one) in every layout.
+        SoftmaxCase(batch: 3, heads: 4, keyHeads: 2, queries: 100, keys: 400, headDim: 16, valueDim: 8, causal: true,
+                    keyLengths: [400, 350, 200], keyStarts: [0, 150, 200]),
     ]
 
     private func withThreadCount<R>(_ n: Int, _ body: () throws -> R) rethrows -> R {

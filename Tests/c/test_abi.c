@@ -65,10 +65,11 @@ static void reference(const performer_tensor_t *q, const performer_tensor_t *k, 
         for (int64_t h = 0; h < H; h++) {
             int64_t hk = h / (H / Hk);
             int64_t limit = o->kv_lengths ? o->kv_lengths[b] : L;
+            int64_t start = o->kv_starts ? o->kv_starts[b] : 0;
             for (int64_t i = 0; i < N; i++) {
                 double mx = -INFINITY, sum = 0;
                 for (int64_t j = 0; j < L; j++) {
-                    int seen = j < limit && (!o->causal || j <= i + (L - N));
+                    int seen = j < limit && j >= start && (!o->causal || j <= i + (L - N));
                     double x = -INFINITY;
                     if (seen) {
                         x = 0;
@@ -320,6 +321,73 @@ static void test_results(int dtype, int causal, int with_lengths, int with_scale
     problem_free(&p);
 }
 
+/* kv_starts: honoured (vs the reference) forward and backward, causal and not; an old-size
+ * struct (ending at kv_lengths) still works and its kv_starts field is never read; bad starts
+ * give INVALID_ARGUMENT naming kv_starts[b] and write nothing. */
+static void test_key_starts(int dtype) {
+    double out[B * H * N * M], lse[B * H * N], dq[B * H * N * D], dk[B * HK * L * D], dv[B * HK * L * M];
+    double tol = dtype == PERFORMER_FLOAT32 ? 2e-5 : 1e-12;
+    int64_t starts[B] = {2, 7}, lengths[B] = {6, 7}; /* both-side padding; every key masked */
+    for (int causal = 0; causal < 2; causal++) {
+        problem p;
+        problem_init(&p, dtype);
+        p.options.causal = causal;
+        p.options.kv_lengths = lengths;
+        p.options.kv_starts = starts;
+        reference(&p.q, &p.k, &p.v, &p.dout, &p.options, out, lse, dq, dk, dv);
+        performer_status s = forward(&p);
+        CHECK(s == PERFORMER_OK, "kv_starts causal=%d forward: %s", causal, performer_last_error());
+        s = backward(&p);
+        CHECK(s == PERFORMER_OK, "kv_starts causal=%d backward: %s", causal, performer_last_error());
+        double e[5] = {max_error(&p.out, out), max_error(&p.lse, lse), max_error(&p.dq, dq), max_error(&p.dk, dk),
+                       max_error(&p.dv, dv)};
+        CHECK(e[0] <= tol && e[1] <= tol && e[2] <= tol && e[3] <= tol && e[4] <= tol,
+              "kv_starts causal=%d dtype=%d: out %g lse %g dq %g dk %g dv %g", causal, dtype, e[0], e[1], e[2], e[3],
+              e[4]);
+        /* Keys 0, 1 of batch row 0 are padding: dk = dv = 0 exactly. */
+        for (int64_t hk = 0; hk < HK; hk++)
+            for (int64_t j = 0; j < 2; j++)
+                CHECK(at(&p.dk, 0, hk, j, 0) == 0 && at(&p.dv, 0, hk, j, 0) == 0, "padded key %lld has a gradient",
+                      (long long)j);
+        problem_free(&p);
+    }
+
+    /* The struct before kv_starts: its size is accepted, and the bytes after it are not read
+     * (a bogus pointer there would crash or change the result). */
+    problem p;
+    problem_init(&p, dtype);
+    p.options.kv_lengths = lengths;
+    reference(&p.q, &p.k, &p.v, &p.dout, &p.options, out, lse, dq, dk, dv);
+    p.options.size = offsetof(performer_softmax_options_t, kv_starts);
+    p.options.kv_starts = (const int64_t *)(uintptr_t)16; /* must never be dereferenced */
+    performer_status s = forward(&p);
+    CHECK(s == PERFORMER_OK, "old-size options forward: %s", performer_last_error());
+    s = backward(&p);
+    CHECK(s == PERFORMER_OK, "old-size options backward: %s", performer_last_error());
+    double e1 = max_error(&p.out, out), e2 = max_error(&p.dk, dk);
+    CHECK(e1 <= tol && e2 <= tol, "old-size options: out %g dk %g (as without starts)", e1, e2);
+    problem_free(&p);
+
+    problem_init(&p, dtype);
+    const int64_t bad[][B] = {{-1, 0}, {0, L + 1}, {7, 0}, {INT64_MIN, 0}};
+    const char *needles[] = {"kv_starts[0] = -1", "kv_starts[1] = 8 is not in 0...7",
+                             "kv_starts[0] = 7 is past kv_lengths[0] = 6", "kv_starts[0] = -9223372036854775808"};
+    for (int i = 0; i < 4; i++) {
+        p.options.kv_lengths = lengths;
+        p.options.kv_starts = bad[i];
+        expect_error(needles[i], forward(&p), PERFORMER_ERROR_INVALID_ARGUMENT, needles[i], &p);
+        expect_error(needles[i], backward(&p), PERFORMER_ERROR_INVALID_ARGUMENT, needles[i], &p);
+    }
+    /* A k of another batch size: the shapes fail before the B entries of kv_starts are read. */
+    performer_tensor_t k3 = p.k;
+    k3.shape[0] = 3;
+    int64_t two[B] = {0, 0};
+    p.options.kv_starts = two;
+    expect_error("k batch 3", performer_softmax_forward(&p.q, &k3, &p.v, &p.out, &p.lse, &p.options),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "k.shape[0] = 3 but q.shape[0] = 2", &p);
+    problem_free(&p);
+}
+
 static void test_forward_errors(void) {
     problem p;
     problem_init(&p, PERFORMER_FLOAT32);
@@ -435,7 +503,7 @@ static void test_forward_errors(void) {
     CHECK(outputs_untouched(&p), "N = 0 forward wrote an output");
 
     /* Options. */
-    size_t bad_sizes[] = {0, 8, sizeof(performer_softmax_options_t) - 8, sizeof(performer_softmax_options_t) + 8,
+    size_t bad_sizes[] = {0, 8, sizeof(performer_softmax_options_t) - 4, sizeof(performer_softmax_options_t) + 8,
                           (size_t)-1};
     for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
         p.options.size = bad_sizes[i];
@@ -573,7 +641,7 @@ static void test_options_init(void) {
     performer_softmax_options_t o;
     memset(&o, 0xAB, sizeof o);
     performer_softmax_options_init(&o);
-    CHECK(o.size == sizeof o && o.causal == 0 && o.has_scale == 0 && o.kv_lengths == NULL,
+    CHECK(o.size == sizeof o && o.causal == 0 && o.has_scale == 0 && o.kv_lengths == NULL && o.kv_starts == NULL,
           "performer_softmax_options_init defaults");
     performer_softmax_options_init(NULL); /* must simply return */
     CHECK(1, "performer_softmax_options_init(NULL) returned");
@@ -694,6 +762,8 @@ int main(void) {
     for (int dtype = 0; dtype < 2; dtype++)
         for (int causal = 0; causal < 2; causal++)
             for (int lengths = 0; lengths < 2; lengths++) test_results(dtype, causal, lengths, causal ^ lengths);
+    test_key_starts(PERFORMER_FLOAT32);
+    test_key_starts(PERFORMER_FLOAT64);
     test_forward_errors();
     test_backward_errors();
     test_concurrency();

@@ -21,8 +21,6 @@
 
 #include <pthread.h>
 
-#define OK(call, what) CHECK((call) == PERFORMER_OK, "%s: %s", what, performer_last_error())
-
 /* ---------------------------------------------------------------- tensors */
 
 /* A B x H x N x X view of a freshly allocated B x N x H x X buffer (heads and positions swapped). */
@@ -395,7 +393,7 @@ static void feature_errors(void) {
     performer_favor_options_t o;
     performer_favor_options_init(&o);
     CHECK(o.size == sizeof o && o.causal == 0 && o.features == PERFORMER_FAVOR_POSITIVE && o.has_scale == 0 &&
-          o.eps == 0 && o.relu_offset == 1e-3 && o.kv_lengths == NULL, "favor options_init defaults");
+          o.eps == 0 && o.relu_offset == 1e-3 && o.kv_lengths == NULL && o.kv_starts == NULL, "favor options_init defaults");
     performer_favor_options_init(NULL);
 
     expect_status("x NULL", performer_favor_features(NULL, p, &out, &o), PERFORMER_ERROR_NULL_POINTER, "x is NULL");
@@ -1218,6 +1216,83 @@ static void attention_errors(void) {
     performer_favor_projection_destroy(p5);
 }
 
+/* kv_starts through the ABI: each batch row equals the call on its unpadded keys alone
+ * (bidirectional: keys [start, length); causal, N = L: left padding, queries from the start
+ * on), padded keys get dk = dv = 0, an empty range is allowed; bad starts fail naming
+ * kv_starts[b] and write nothing; the struct before kv_starts is still accepted. */
+static void attention_key_starts(void) {
+    enum { n = 8, d = 4, m = 6, mv = 3, b2 = 2, h2 = 2 };
+    const int f = PERFORMER_FLOAT64;
+    const int64_t starts[b2] = {3, 8}, lengths[b2] = {7, 8};
+    performer_favor_projection_t p = make(d, m, 0, 0, 11);
+    for (int causal = 0; causal < 2; causal++) {
+        performer_tensor_t q = tensor_new(f, b2, h2, n, d), k = tensor_new(f, b2, h2, n, d), v = tensor_new(f, b2, h2, n, mv);
+        performer_tensor_t g = tensor_new(f, b2, h2, n, mv), out = tensor_new(f, b2, h2, n, mv);
+        performer_tensor_t dq = tensor_new(f, b2, h2, n, d), dk = tensor_new(f, b2, h2, n, d), dv = tensor_new(f, b2, h2, n, mv);
+        fill(&q, 41, 1.0); fill(&k, 42, 1.0); fill(&v, 43, 1.0); fill(&g, 44, 1.0);
+        performer_favor_options_t o;
+        performer_favor_options_init(&o);
+        o.causal = causal;
+        o.eps = 1e-6;
+        o.kv_starts = starts;
+        o.kv_lengths = causal ? NULL : lengths;
+        OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), "kv_starts forward");
+        OK(performer_favor_backward(&q, &k, &v, &g, p, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+           "kv_starts backward");
+        const int64_t ends[b2] = {causal ? n : lengths[0], causal ? n : lengths[1]};
+        CHECK(padded_rows_zero(&dk, starts, ends) && padded_rows_zero(&dv, starts, ends),
+              "causal=%d: a padded key has a gradient", causal);
+        for (int64_t b = 0; b < b2; b++) {
+            int64_t s = starts[b], e = ends[b], first = causal ? s : 0;
+            if (e == s) continue;
+            performer_tensor_t qb = batch_rows(&q, b, first, n), kb = batch_rows(&k, b, s, e);
+            performer_tensor_t vb = batch_rows(&v, b, s, e), gb = batch_rows(&g, b, first, n);
+            performer_tensor_t out1 = tensor_new(f, 1, h2, n - first, mv), dq1 = tensor_new(f, 1, h2, n - first, d);
+            performer_tensor_t dk1 = tensor_new(f, 1, h2, e - s, d), dv1 = tensor_new(f, 1, h2, e - s, mv);
+            performer_favor_options_t o1;
+            performer_favor_options_init(&o1);
+            o1.causal = causal;
+            o1.eps = 1e-6;
+            OK(performer_favor_forward(&qb, &kb, &vb, p, &out1, NULL, NULL, NULL, NULL, NULL, NULL, &o1), "unpadded forward");
+            OK(performer_favor_backward(&qb, &kb, &vb, &gb, p, &dq1, &dk1, &dv1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o1),
+               "unpadded backward");
+            double e1 = batch_rows_difference(&out, b, first, &out1), e2 = batch_rows_difference(&dq, b, first, &dq1);
+            double e3 = batch_rows_difference(&dk, b, s, &dk1), e4 = batch_rows_difference(&dv, b, s, &dv1);
+            CHECK(e1 <= 1e-12 && e2 <= 1e-12 && e3 <= 1e-12 && e4 <= 1e-12,
+                  "causal=%d b=%lld: vs unpadded rows: out %g dq %g dk %g dv %g", causal, (long long)b, e1, e2, e3, e4);
+            free(out1.data); free(dq1.data); free(dk1.data); free(dv1.data);
+        }
+
+        if (causal) {
+            /* Bad starts: nothing written. */
+            fill_value(&out, SENTINEL);
+            const int64_t bad[][b2] = {{-1, 0}, {0, n + 1}, {8, 0}};
+            const char *needles[] = {"kv_starts[0] = -1", "kv_starts[1] = 9 is not in 0...8",
+                                     "kv_starts[0] = 8 is past kv_lengths[0] = 7"};
+            for (int i = 0; i < 3; i++) {
+                o.kv_starts = bad[i];
+                o.kv_lengths = i == 2 ? lengths : NULL;
+                expect_status(needles[i], performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                              PERFORMER_ERROR_INVALID_ARGUMENT, needles[i]);
+            }
+            CHECK(is_value(&out, SENTINEL), "a failed favor_forward with bad kv_starts wrote out");
+            /* The struct before kv_starts: accepted, its kv_starts bytes never read. */
+            performer_tensor_t out2 = tensor_new(f, b2, h2, n, mv);
+            o.kv_lengths = lengths;
+            o.kv_starts = NULL;
+            OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), "current size");
+            o.size = offsetof(performer_favor_options_t, kv_starts);
+            o.kv_starts = (const int64_t *)(uintptr_t)16;
+            OK(performer_favor_forward(&q, &k, &v, p, &out2, NULL, NULL, NULL, NULL, NULL, NULL, &o), "old size");
+            CHECK(memcmp(out.data, out2.data, sizeof(double) * b2 * h2 * n * mv) == 0, "old-size options: another result");
+            free(out2.data);
+        }
+        performer_tensor_t all[] = {q, k, v, g, out, dq, dk, dv};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i].data);
+    }
+    performer_favor_projection_destroy(p);
+}
+
 /* ---------------------------------------------------------------- speed (printed, not asserted) */
 
 static void step_speed(void) {
@@ -1269,6 +1344,7 @@ int main(void) {
         for (int causal = 0; causal < 2; causal++) attention_large_norms(dtype, causal);
     }
     attention_errors();
+    attention_key_starts();
     step_speed();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

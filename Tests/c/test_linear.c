@@ -274,6 +274,53 @@ static void padding_has_no_effect(void) {
     free(q.data); free(k.data); free(v.data); free(o1.data); free(o2.data);
 }
 
+/* kv_starts through the ABI: each batch row equals the call on its unpadded keys alone
+ * (non-causal: keys [start, length); causal, N = L: left padding, queries from the start on),
+ * padded keys get dk = dv = 0, and an empty range is allowed. */
+static void key_starts(void) {
+    enum { n = 8 };
+    const int f = PERFORMER_FLOAT64;
+    const int64_t starts[B] = {3, 8}, lengths[B] = {7, 8};
+    for (int causal = 0; causal < 2; causal++) {
+        performer_tensor_t q = tensor_new(f, B, H, n, D), k = tensor_new(f, B, HK, n, D), v = tensor_new(f, B, HK, n, M);
+        performer_tensor_t dout = tensor_new(f, B, H, n, M), out = tensor_new(f, B, H, n, M);
+        performer_tensor_t dq = tensor_new(f, B, H, n, D), dk = tensor_new(f, B, HK, n, D), dv = tensor_new(f, B, HK, n, M);
+        fill(&q, 31, 0); fill(&k, 32, 0); fill(&v, 33, 0); fill(&dout, 34, 0);
+        performer_linear_options_t o;
+        performer_linear_options_init(&o);
+        o.causal = causal;
+        o.kv_starts = starts;
+        o.kv_lengths = causal ? NULL : lengths;
+        OK(performer_linear_forward(&q, &k, &v, &out, NULL, NULL, NULL, NULL, &o), "kv_starts forward");
+        OK(performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+           "kv_starts backward");
+        const int64_t ends[B] = {causal ? n : lengths[0], causal ? n : lengths[1]};
+        CHECK(padded_rows_zero(&dk, starts, ends) && padded_rows_zero(&dv, starts, ends),
+              "causal=%d: a padded key has a gradient", causal);
+        for (int64_t b = 0; b < B; b++) {
+            int64_t s = starts[b], e = ends[b], first = causal ? s : 0;
+            if (e == s) continue; /* every key masked: covered by the zero checks above */
+            performer_tensor_t qb = batch_rows(&q, b, first, n), kb = batch_rows(&k, b, s, e);
+            performer_tensor_t vb = batch_rows(&v, b, s, e), doutb = batch_rows(&dout, b, first, n);
+            performer_tensor_t out1 = tensor_new(f, 1, H, n - first, M), dq1 = tensor_new(f, 1, H, n - first, D);
+            performer_tensor_t dk1 = tensor_new(f, 1, HK, e - s, D), dv1 = tensor_new(f, 1, HK, e - s, M);
+            performer_linear_options_t o1;
+            performer_linear_options_init(&o1);
+            o1.causal = causal;
+            OK(performer_linear_forward(&qb, &kb, &vb, &out1, NULL, NULL, NULL, NULL, &o1), "unpadded forward");
+            OK(performer_linear_backward(&qb, &kb, &vb, &doutb, &dq1, &dk1, &dv1, NULL, NULL, NULL, NULL, NULL, NULL, &o1),
+               "unpadded backward");
+            double e1 = batch_rows_difference(&out, b, first, &out1), e2 = batch_rows_difference(&dq, b, first, &dq1);
+            double e3 = batch_rows_difference(&dk, b, s, &dk1), e4 = batch_rows_difference(&dv, b, s, &dv1);
+            CHECK(e1 <= 1e-12 && e2 <= 1e-12 && e3 <= 1e-12 && e4 <= 1e-12,
+                  "causal=%d b=%lld: vs unpadded rows: out %g dq %g dk %g dv %g", causal, (long long)b, e1, e2, e3, e4);
+            free(out1.data); free(dq1.data); free(dk1.data); free(dv1.data);
+        }
+        free(q.data); free(k.data); free(v.data); free(dout.data); free(out.data);
+        free(dq.data); free(dk.data); free(dv.data);
+    }
+}
+
 /* ---------------------------------------------------------------- errors */
 
 /* The call failed with `want`, its message contains `needle`, and every tensor in `outputs`
@@ -373,6 +420,31 @@ static void forward_errors(void) {
     expect_error("kv_lengths", FWD(&q, &k, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
                  "kv_lengths[1] = 6", outs, 3);
     o.kv_lengths = NULL;
+    /* kv_starts: each in 0..L and at most its row's length; nothing written. */
+    const int64_t starts_lengths[B] = {2, 5};
+    const int64_t bad_starts[][B] = {{3, -1}, {6, 0}, {3, 0}};
+    const char *start_needles[] = {"kv_starts[1] = -1 is not in 0...5", "kv_starts[0] = 6 is not in 0...5",
+                                   "kv_starts[0] = 3 is past kv_lengths[0] = 2"};
+    for (int i = 0; i < 3; i++) {
+        o.kv_starts = bad_starts[i];
+        o.kv_lengths = i == 2 ? starts_lengths : NULL;
+        expect_error(start_needles[i], FWD(&q, &k, &v, &out, &s0, &z0, &sn, &zn, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
+                     start_needles[i], outs, 3);
+    }
+    /* The struct before kv_starts (ending at kv_lengths) is still accepted; its kv_starts
+     * bytes are not read (a bogus pointer there would crash or change the result). */
+    o.kv_lengths = starts_lengths;
+    o.kv_starts = NULL;
+    performer_tensor_t out_new = tensor_new(f, B, H, n, M), out_old = tensor_new(f, B, H, n, M);
+    OK(FWD(&q, &k, &v, &out_new, NULL, NULL, NULL, NULL, &o), "current-size options");
+    o.size = offsetof(performer_linear_options_t, kv_starts);
+    o.kv_starts = (const int64_t *)(uintptr_t)16;
+    OK(FWD(&q, &k, &v, &out_old, NULL, NULL, NULL, NULL, &o), "old-size options");
+    CHECK(memcmp(out_new.data, out_old.data, sizeof(float) * B * H * n * M) == 0, "old-size options: another result");
+    free(out_new.data); free(out_old.data);
+    performer_linear_options_init(&o);
+    o.causal = 1;
+    o.feature_map = PERFORMER_FEATURE_RELU;
     size_t bad_sizes[] = {0, 8, offsetof(performer_linear_options_t, kv_lengths), sizeof(performer_linear_options_t) + 8,
                           sizeof(performer_softmax_options_t) + 1};
     for (size_t i = 0; i < sizeof bad_sizes / sizeof bad_sizes[0]; i++) {
@@ -479,7 +551,7 @@ static void options_init(void) {
     memset(&o, 0xAB, sizeof o);
     performer_linear_options_init(&o);
     CHECK(o.size == sizeof o && o.causal == 0 && o.feature_map == PERFORMER_FEATURE_ELU_PLUS_ONE && o.eps == 1e-6 &&
-              o.kv_lengths == NULL && o.normalize == 1,
+              o.kv_lengths == NULL && o.kv_starts == NULL && o.normalize == 1,
           "performer_linear_options_init defaults");
     performer_linear_options_init(NULL);
     CHECK(1, "performer_linear_options_init(NULL) returned");
@@ -998,6 +1070,7 @@ int main(void) {
                 for (int lengths = 0; lengths < 2; lengths++)
                     for (int state = 0; state <= causal; state++) results(dtype, fmap, causal, lengths, state);
     padding_has_no_effect();
+    key_starts();
     forward_errors();
     for (int dtype = 0; dtype < 2; dtype++) unnormalized_and_state(dtype);
     for (int dtype = 0; dtype < 2; dtype++)

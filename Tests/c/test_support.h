@@ -27,6 +27,9 @@ static int passed, failed;
         }                                                                    \
     } while (0)
 
+/* The call succeeded (one check). */
+#define OK(call, what) CHECK((call) == PERFORMER_OK, "%s: %s", what, performer_last_error())
+
 /* ---------------------------------------------------------------- tensors */
 
 /* What outputs hold before a call that must not write them. */
@@ -112,6 +115,38 @@ static inline performer_tensor_t position(const performer_tensor_t *t, int64_t i
     x.shape[2] = 1;
     x.data = (char *)t->data + (size_t)(i * t->strides[2]) * elem_size(t->dtype);
     return x;
+}
+
+/* Batch row b of a rank-4 tensor (axis 0 of length 1), positions [from, to) of axis 2. */
+static inline performer_tensor_t batch_rows(const performer_tensor_t *t, int64_t b, int64_t from, int64_t to) {
+    performer_tensor_t x = *t;
+    x.shape[0] = 1;
+    x.shape[2] = to - from;
+    x.data = (char *)t->data + (size_t)(b * t->strides[0] + from * t->strides[2]) * elem_size(t->dtype);
+    return x;
+}
+
+/* max |a[b, h, from + i, x] - one[0, h, i, x]| over one's elements (one: a single batch row). */
+static inline double batch_rows_difference(const performer_tensor_t *a, int64_t b, int64_t from,
+                                           const performer_tensor_t *one) {
+    double worst = 0;
+    for (int64_t h = 0; h < one->shape[1]; h++)
+        for (int64_t i = 0; i < one->shape[2]; i++)
+            for (int64_t x = 0; x < one->shape[3]; x++) {
+                double e = fabs(at(a, b, h, from + i, x) - at(one, 0, h, i, x));
+                if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+            }
+    return worst;
+}
+
+/* Whether every key row j outside [starts[b], ends[b]) of a (B x Hk x L x X) gradient is 0. */
+static inline int padded_rows_zero(const performer_tensor_t *g, const int64_t *starts, const int64_t *ends) {
+    for (int64_t b = 0; b < g->shape[0]; b++)
+        for (int64_t h = 0; h < g->shape[1]; h++)
+            for (int64_t j = 0; j < g->shape[2]; j++)
+                for (int64_t x = 0; x < g->shape[3]; x++)
+                    if ((j < starts[b] || j >= ends[b]) && at(g, b, h, j, x) != 0) return 0;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- errors */

@@ -170,7 +170,7 @@ struct FavorProblem {
         let linear = try LinearProblem(
             query: q, key: k, value: v,
             options: LinearAttentionOptions(causal: options.causal, featureMap: .identity, epsilon: options.epsilon,
-                                            keyLengths: options.keyLengths))
+                                            keyLengths: options.keyLengths, keyStarts: options.keyStarts))
         guard q.shape[3] == projection.dim else {
             throw PerformerError(.shapeMismatch, "q.shape[3] = \(q.shape[3]) but projection.dim = \(projection.dim)")
         }
@@ -265,10 +265,12 @@ struct FavorProblem {
     func task<T>(b: Int, h: Int, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
                  projection: UnsafeRawPointer, scratch: UnsafeMutableRawPointer) -> FavorAttentionTask {
         let hk = h / (heads / keyHeads)
-        return FavorAttentionTask(
+        var task = FavorAttentionTask(
             shape: shape, map: options.features.kind.kernelMap, causal: options.causal, inputScale: inputScale,
             reluOffset: options.features.reluOffset, epsilon: options.epsilon,
             keyLimit: options.keyLengths?[b] ?? shape.keyCount, projection: projection,
             query: query.matrix(b, h), key: key.matrix(b, hk), value: value.matrix(b, hk), scratch: scratch)
+        task.keyStart = options.keyStarts?[b] ?? 0
+        return task
     }
 }

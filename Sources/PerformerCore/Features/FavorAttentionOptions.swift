@@ -13,13 +13,17 @@ public struct FavorAttentionOptions: Sendable, Equatable {
     /// Per-batch key lengths (B of them, each in 0 ... L). Keys j ≥ keyLengths[b] take no part:
     /// their features are zero (never their values) and they enter no stabilizer max.
     public var keyLengths: [Int]?
+    /// Per-batch key starts (B of them, each in 0 ... keyLengths[b], or ... L without lengths):
+    /// keys j < keyStarts[b] take no part either (left padding).
+    public var keyStarts: [Int]?
 
     public init(causal: Bool = false, features: FavorFeatureOptions = FavorFeatureOptions(), epsilon: Double = 0,
-                keyLengths: [Int]? = nil) {
+                keyLengths: [Int]? = nil, keyStarts: [Int]? = nil) {
         self.causal = causal
         self.features = features
         self.epsilon = epsilon
         self.keyLengths = keyLengths
+        self.keyStarts = keyStarts
     }
 }
 

@@ -28,13 +28,17 @@ public struct LinearAttentionOptions: Sendable, Equatable {
     /// zeroing φ(k_j), never v_j: elu+1 maps 0 to 1, so zeroing v would leave the key in the
     /// denominator.
     public var keyLengths: [Int]?
+    /// Per-batch key starts (B of them, each in 0 ... keyLengths[b], or ... L without lengths):
+    /// keys j < keyStarts[b] are removed the same way (left padding).
+    public var keyStarts: [Int]?
 
     public init(causal: Bool = false, featureMap: FeatureMap = .eluPlusOne, epsilon: Double = 1e-6, keyLengths: [Int]? = nil,
-                normalize: Bool = true) {
+                keyStarts: [Int]? = nil, normalize: Bool = true) {
         self.causal = causal
         self.featureMap = featureMap
         self.epsilon = epsilon
         self.keyLengths = keyLengths
+        self.keyStarts = keyStarts
         self.normalize = normalize
     }
 }

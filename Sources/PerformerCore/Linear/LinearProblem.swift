@@ -18,7 +18,7 @@ struct LinearProblem {
         guard options.epsilon.isFinite, options.epsilon >= 0 else {
             throw PerformerError(.invalidArgument, "eps = \(options.epsilon) must be finite and >= 0")
         }
-        try dims.checkKeyLengths(options.keyLengths)
+        try dims.checkKeyRanges(lengths: options.keyLengths, starts: options.keyStarts)
         (batch, heads, keyHeads) = (dims.batch, dims.heads, dims.keyHeads)
         shape = LinearHeadShape(queryCount: n, keyCount: l, headDim: d, valueDim: dims.valueDim, featureDim: d)
         self.options = options
@@ -45,12 +45,7 @@ struct LinearProblem {
         try ShapeCheck.expect(d >= 1, "k.shape[3] = \(d): head dim must be at least 1")
         try ShapeCheck.expect(stateHeads >= 1 && stateHeads % hk == 0,
                               "\(stateName).shape[1] = \(stateHeads) state heads is not a positive multiple of k.shape[1] = \(hk) key heads")
-        if let lengths = options.keyLengths {
-            try ShapeCheck.expect(lengths.count == b, "kv_lengths has \(lengths.count) entries but batch = \(b)")
-            for (index, length) in lengths.enumerated() where !(0...l).contains(length) {
-                throw PerformerError(.invalidArgument, "kv_lengths[\(index)] = \(length) is not in 0...\(l)")
-            }
-        }
+        try AttentionDimensions.checkKeyRanges(lengths: options.keyLengths, starts: options.keyStarts, batch: b, keyCount: l)
         (batch, heads, keyHeads) = (b, stateHeads, hk)
         shape = LinearHeadShape(queryCount: 0, keyCount: l, headDim: d, valueDim: v.shape[3], featureDim: d)
         self.options = options
@@ -70,7 +65,7 @@ struct LinearProblem {
         try ShapeCheck.expectShape(z, normalizerShape, name: names.1, meaning: "B×H×C×1")
     }
 
-    /// The kernel task of query head (b, h): its key head, its key limit, its matrices.
+    /// The kernel task of query head (b, h): its key head, its key range, its matrices.
     func task<T>(b: Int, h: Int, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
                  scratch: UnsafeMutableRawPointer) -> LinearAttentionTask {
         let hk = h / group
@@ -79,6 +74,7 @@ struct LinearProblem {
             keyLimit: options.keyLengths?[b] ?? shape.keyCount,
             query: query.matrix(b, h), key: key.matrix(b, hk), value: value.matrix(b, hk), scratch: scratch)
         task.normalize = options.normalize
+        task.keyStart = options.keyStarts?[b] ?? 0
         return task
     }
 }

@@ -66,13 +66,16 @@ extension SoftmaxAttention {
         Runtime.parallelFor(count: taskCount, threads: threads) { item, worker in
             let (set, chunk) = (item / chunks, item % chunks)
             let r = rowSet(set)
-            let keyStart = min(l, chunk * chunkKeys)
+            // Chunks cut the batch row's key window; those past its end are empty.
+            let window = problem.keyWindow(batch: r.b)
+            let keyStart = min(window.shape.keyCount, chunk * chunkKeys)
             var task = SoftmaxRowsTask(
-                shape: shape, masking: problem.masking(batch: r.b), scale: problem.scale,
+                shape: window.shape, masking: window.masking, scale: problem.scale,
                 rowStart: r.rowStart, rowCount: r.rows, headCount: r.heads,
                 query: query.matrix(r.b, r.h), queryHeadStep: query.strides[1],
-                key: key.matrix(r.b, r.h / group), value: value.matrix(r.b, r.h / group),
-                keyStart: keyStart, keyEnd: min(l, keyStart + chunkKeys),
+                key: key.matrix(r.b, r.h / group, firstRow: window.offset),
+                value: value.matrix(r.b, r.h / group, firstRow: window.offset),
+                keyStart: keyStart, keyEnd: min(window.shape.keyCount, keyStart + chunkKeys),
                 partial: UnsafeMutableRawPointer(partialBase + item * recordsPerChunk),
                 scratch: scratch.slot(worker))
             rowsEntry(&task)

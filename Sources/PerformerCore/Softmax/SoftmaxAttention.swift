@@ -44,10 +44,12 @@ public enum SoftmaxAttention {
             let head = item / blocksPerHead
             let (b, h) = (head / problem.heads, head % problem.heads)
             let rowStart = block * rowBlock
+            let window = problem.keyWindow(batch: b)
             var task = SoftmaxForwardTask(
-                shape: shape, masking: problem.masking(batch: b), scale: problem.scale,
+                shape: window.shape, masking: window.masking, scale: problem.scale,
                 rowStart: rowStart, rowCount: min(rowBlock, shape.queryCount - rowStart),
-                query: query.matrix(b, h), key: key.matrix(b, h / group), value: value.matrix(b, h / group),
+                query: query.matrix(b, h), key: key.matrix(b, h / group, firstRow: window.offset),
+                value: value.matrix(b, h / group, firstRow: window.offset),
                 output: output.matrix(b, h),
                 logSumExp: logSumExp.map { UnsafeMutableRawPointer($0.base + b * $0.strides[0] + h * $0.strides[1]) },
                 logSumExpStride: logSumExp?.strides[2] ?? 0, scratch: scratch.slot(worker))
@@ -149,20 +151,26 @@ public enum SoftmaxAttention {
             // Not h / group: with zero query heads (H = 0) group is 0, and the key pass must still
             // write zero dk, dv (groupSize 0) instead of dividing by zero.
             let hk = byKeyHead ? headIndex % headsPerBatch : h / group
+
+            let rowStart = block * rowBlock
+            let window = problem.keyWindow(batch: b)
+            let rows = isKeyTask ? window.shape.keyCount : n
+            // The window is shorter by the cut-off left padding: key blocks past its end have no work.
+            guard rowStart < rows else { return }
+            let offset = window.offset
             let (ownKeyGradient, ownValueGradient) = perQueryHead && h % group > 0
                 ? partialGradients(b, hk, h % group) : (keyGradient.matrix(b, hk), valueGradient.matrix(b, hk))
-            let rowStart = block * rowBlock
-            let rows = isKeyTask ? l : n
             var task = SoftmaxBackwardTask(
-                shape: shape, masking: problem.masking(batch: b), scale: problem.scale,
+                shape: window.shape, masking: window.masking, scale: problem.scale,
                 rowStart: rowStart, rowCount: min(rowBlock, rows - rowStart),
-                query: query.matrix(b, h), key: key.matrix(b, hk), value: value.matrix(b, hk),
+                query: query.matrix(b, h), key: key.matrix(b, hk, firstRow: offset),
+                value: value.matrix(b, hk, firstRow: offset),
                 outputGradient: outputGradient.matrix(b, h),
                 logSumExp: UnsafeMutableRawPointer(mutating: logSumExp.base + b * logSumExp.strides[0] + h * logSumExp.strides[1]),
                 logSumExpStride: logSumExp.strides[2],
                 delta: UnsafeMutableRawPointer(delta + (b * problem.heads + h) * n),
-                queryGradient: queryGradient.matrix(b, h), keyGradient: ownKeyGradient,
-                valueGradient: ownValueGradient,
+                queryGradient: queryGradient.matrix(b, h), keyGradient: ownKeyGradient.firstRow(offset, T.self),
+                valueGradient: ownValueGradient.firstRow(offset, T.self),
                 groupSize: byKeyHead ? group : 1, queryHeadStep: query.strides[1],
                 outputGradientHeadStep: outputGradient.strides[1], logSumExpHeadStep: logSumExp.strides[1],
                 deltaHeadStep: n, queryGradientHeadStep: queryGradient.strides[1],
@@ -174,11 +182,25 @@ public enum SoftmaxAttention {
             let rowBlock = 256, rowBlocks = (l + rowBlock - 1) / rowBlock
             Runtime.parallelFor(count: keyHeadCount * rowBlocks, threads: threads) { item, _ in
                 let (b, hk) = (item / rowBlocks / problem.keyHeads, item / rowBlocks % problem.keyHeads)
-                let rows = (item % rowBlocks * rowBlock)..<min(l, (item % rowBlocks + 1) * rowBlock)
+                // Partial rows before the batch row's key window were never written.
+                let first = max(item % rowBlocks * rowBlock, problem.keyWindow(batch: b).offset)
+                let end = min(l, (item % rowBlocks + 1) * rowBlock)
+                guard first < end else { return }
+                let rows = first..<end
                 for g in 1..<group {
                     let partial = partialGradients(b, hk, g)
                     addRows(partial.key, into: keyGradient.matrix(b, hk), rows: rows, columns: d, as: T.self)
                     addRows(partial.value, into: valueGradient.matrix(b, hk), rows: rows, columns: m, as: T.self)
+                }
+            }
+        }
+        // Keys cut off by kv_starts (before each batch row's key window) get zero dK, dV.
+        if problem.keyStarts != nil {
+            for b in 0..<problem.batch {
+                let cut = 0..<problem.keyWindow(batch: b).offset
+                for hk in 0..<problem.keyHeads {
+                    keyGradient.zeroRows(b, hk, cut)
+                    valueGradient.zeroRows(b, hk, cut)
                 }
             }
         }

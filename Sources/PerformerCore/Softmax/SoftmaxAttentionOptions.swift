@@ -8,10 +8,15 @@ public struct SoftmaxAttentionOptions: Sendable, Equatable {
     public var scale: Double?
     /// Per-batch key lengths (B of them, each in 0 ... L): keys j ≥ keyLengths[b] are masked.
     public var keyLengths: [Int]?
+    /// Per-batch key starts (B of them, each in 0 ... keyLengths[b], or ... L without lengths):
+    /// keys j < keyStarts[b] are masked too (left padding). The causal mask keeps the original
+    /// key indices: query i sees key j iff keyStarts[b] ≤ j < keyLengths[b] and j ≤ i + (L − N).
+    public var keyStarts: [Int]?
 
-    public init(causal: Bool = false, scale: Double? = nil, keyLengths: [Int]? = nil) {
+    public init(causal: Bool = false, scale: Double? = nil, keyLengths: [Int]? = nil, keyStarts: [Int]? = nil) {
         self.causal = causal
         self.scale = scale
         self.keyLengths = keyLengths
+        self.keyStarts = keyStarts
     }
 }

@@ -23,12 +23,32 @@ struct AttentionDimensions {
         (queryCount, keyCount, headDim, valueDim) = (n, l, d, m)
     }
 
-    /// Throws unless `lengths` (when given) has one entry per batch, each in 0 ... L.
-    func checkKeyLengths(_ lengths: [Int]?) throws(PerformerError) {
-        guard let lengths else { return }
-        try ShapeCheck.expect(lengths.count == batch, "kv_lengths has \(lengths.count) entries but batch = \(batch)")
-        for (index, length) in lengths.enumerated() where !(0...keyCount).contains(length) {
-            throw PerformerError(.invalidArgument, "kv_lengths[\(index)] = \(length) is not in 0...\(keyCount)")
+    /// Throws unless `lengths` and `starts` (each when given) are valid key ranges of this
+    /// problem (`checkKeyRanges(lengths:starts:batch:keyCount:)`).
+    func checkKeyRanges(lengths: [Int]?, starts: [Int]?) throws(PerformerError) {
+        try Self.checkKeyRanges(lengths: lengths, starts: starts, batch: batch, keyCount: keyCount)
+    }
+
+    /// Throws unless `lengths` (when given) has one entry per batch, each in 0 ... L, and
+    /// `starts` (when given) one entry per batch, each in 0 ... L and at most its row's length
+    /// (an empty key range is allowed). Lengths are checked first.
+    static func checkKeyRanges(lengths: [Int]?, starts: [Int]?, batch: Int, keyCount: Int) throws(PerformerError) {
+        if let lengths {
+            try ShapeCheck.expect(lengths.count == batch, "kv_lengths has \(lengths.count) entries but batch = \(batch)")
+            for (index, length) in lengths.enumerated() where !(0...keyCount).contains(length) {
+                throw PerformerError(.invalidArgument, "kv_lengths[\(index)] = \(length) is not in 0...\(keyCount)")
+            }
+        }
+        guard let starts else { return }
+        try ShapeCheck.expect(starts.count == batch, "kv_starts has \(starts.count) entries but batch = \(batch)")
+        for (index, start) in starts.enumerated() {
+            guard (0...keyCount).contains(start) else {
+                throw PerformerError(.invalidArgument, "kv_starts[\(index)] = \(start) is not in 0...\(keyCount)")
+            }
+            if let lengths, start > lengths[index] {
+                throw PerformerError(.invalidArgument,
+                                     "kv_starts[\(index)] = \(start) is past kv_lengths[\(index)] = \(lengths[index])")
+            }
         }
     }
 }

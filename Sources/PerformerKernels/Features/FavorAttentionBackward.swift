@@ -74,8 +74,8 @@ extension FavorHead {
     /// dx from the feature gradient `gradient` (∂L/∂a for exponential kinds, H otherwise) of t
     /// rows with features `hat`, projections `u` and inputs x̂ `input`: g_u, g_n by the map's
     /// chain rule, dx = s^(1/2)·(g_u W + 2 g_n x̂), into rows r0 ..< r0 + t of `target` (rows at
-    /// or past `valid` get 0; added instead of stored when `accumulate`).
-    func storeInputGradients(_ t: Int, valid: Int, gradient: UnsafePointer<T>, hat: UnsafePointer<T>,
+    /// outside `valid` get 0; added instead of stored when `accumulate`).
+    func storeInputGradients(_ t: Int, valid: Range<Int>, gradient: UnsafePointer<T>, hat: UnsafePointer<T>,
                              u: UnsafePointer<T>, input: UnsafePointer<T>,
                              into target: StridedMatrix, _ r0: Int, accumulate: Bool) {
         let gn = s.row(.halfGradient), end = favorVectorEnd(T.self, m), zero = T.splat(0)
@@ -122,7 +122,7 @@ extension FavorHead {
                      b: s.projection, bRowStride: s.dp, c: s.inputGradient, cRowStride: s.dp, accumulate: false)
         for i in 0..<t {
             let dx = s.inputGradient + i * s.dp, x = input + i * s.dp
-            if i < valid {
+            if valid.contains(i) {
                 let twice = 2 * gn[i]
                 for col in 0..<d { dx[col] = sigma * (dx[col] + twice * x[col]) }
             } else {
@@ -170,7 +170,7 @@ extension FavorHead {
             addStatePart(g1, hat: hat, weights: tilde, rowWeight: factor[i], g2, times: inverse[i],
                          plus: dden[i], z: s.normalizer, causal: causal)
         }
-        storeInputGradients(t, valid: t, gradient: s.gradient1, hat: s.queryHat, u: s.queryU, input: s.queryInput,
+        storeInputGradients(t, valid: 0..<t, gradient: s.gradient1, hat: s.queryHat, u: s.queryU, input: s.queryInput,
                             into: task.queryGradient!, r0, accumulate: false)
     }
 
@@ -340,8 +340,9 @@ private func favorCausalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
 private func favorBidirectionalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
     let task = head.task, s = head.s
     let n = task.shape.queryCount, l = task.shape.keyCount, c = head.c, mv = head.mv
+    // Keys outside keyStart ..< keyLimit add nothing to the state: skip them.
     let keyEnd = min(l, task.keyLimit)
-    var r0 = 0
+    var r0 = task.keyStart
     while r0 < keyEnd {
         let t = min(favorChunkRows, l - r0)
         head.prepareKeys(r0, t, transposed: false, transposedValues: false)

@@ -80,14 +80,14 @@ struct FavorHead<T: KernelScalar> {
                      b: s.projectionT, bRowStride: s.mp, c: u, cRowStride: s.mp, accumulate: false)
     }
 
-    /// From u and n/2 of t rows (the first `valid` of them real, the rest padded keys): the
+    /// From u and n/2 of t rows (rows `valid` of them real, the others padded keys): the
     /// exponents a (exponential kinds), the row features X̂ and the row shifts ρ (−inf for a
     /// padded row, whose X̂ is zero).
-    func rowFeatures(_ t: Int, valid: Int, u: UnsafePointer<T>, half: UnsafePointer<T>,
+    func rowFeatures(_ t: Int, valid: Range<Int>, u: UnsafePointer<T>, half: UnsafePointer<T>,
                      exponents: UnsafeMutablePointer<T>, hat: UnsafeMutablePointer<T>, shift: UnsafeMutablePointer<T>) {
         for i in 0..<t {
             let ui = u + i * s.mp, a = exponents + i * s.cp, x = hat + i * s.cp
-            guard i < valid else {
+            guard valid.contains(i) else {
                 shift[i] = -.infinity
                 for f in 0..<c { x[f] = 0; a[f] = 0 }
                 continue
@@ -148,12 +148,15 @@ struct FavorHead<T: KernelScalar> {
     /// Queries r0 ..< r0 + t: x̂, u, a, Q̂, ρ.
     func prepareQueries(_ r0: Int, _ t: Int) {
         project(task.query, r0, t, input: s.queryInput, u: s.queryU, half: s.row(.queryHalf))
-        rowFeatures(t, valid: t, u: s.queryU, half: s.row(.queryHalf), exponents: s.queryExponents,
+        rowFeatures(t, valid: 0..<t, u: s.queryU, half: s.row(.queryHalf), exponents: s.queryExponents,
                     hat: s.queryHat, shift: s.row(.queryShift))
     }
 
-    /// The number of real (unpadded) keys among rows r0 ..< r0 + t.
-    func validKeys(_ r0: Int, _ t: Int) -> Int { max(0, min(t, task.keyLimit - r0)) }
+    /// The real (unpadded) keys among rows r0 ..< r0 + t, as chunk rows: keyStart ≤ r0 + i < keyLimit.
+    func validKeys(_ r0: Int, _ t: Int) -> Range<Int> {
+        let end = max(0, min(t, task.keyLimit - r0))
+        return min(end, max(0, task.keyStart - r0))..<end
+    }
 
     /// Keys r0 ..< r0 + t: x̂, u, a, K̂, κ, V_c; with `transposed` also K̂ᵀ (and, with
     /// `transposedValues`, V_cᵀ), their columns t ..< T zeroed in a partial chunk.

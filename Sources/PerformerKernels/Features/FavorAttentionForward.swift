@@ -12,7 +12,8 @@ func favorForward<T: KernelScalar>(_ taskPointer: UnsafePointer<FavorAttentionTa
     let n = task.shape.queryCount, l = task.shape.keyCount
     head.loadInitialState()
     if !task.causal {
-        var r0 = 0
+        // Keys outside keyStart ..< keyLimit add nothing to the state: skip them.
+        var r0 = task.keyStart
         while r0 < min(l, task.keyLimit) {
             let t = min(favorChunkRows, l - r0)
             head.prepareKeys(r0, t, transposed: false, transposedValues: false)

@@ -70,7 +70,7 @@ private func storeKeyGradients<T: KernelScalar>(_ task: LinearAttentionTask, _ s
     let accumulate = task.accumulateKeyGradients
     for i in 0..<t {
         let row = s.featureGradient + i * s.cp
-        if r0 + i < task.keyLimit {
+        if task.isRealKey(r0 + i) {
             rowAdd(s.normalizerGradient, row, c)
         } else {
             rowZero(row, c)

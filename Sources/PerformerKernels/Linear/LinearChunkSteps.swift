@@ -15,7 +15,7 @@ func packQueryChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScr
 
 /// φ(K_c) and V_c for key rows r0 ..< r0 + t, plus φ(K_c)ᵀ and V_cᵀ when asked (the B panels of
 /// the chunk's A·Bᵀ products; their columns t ..< T keep older values, which only ever land in
-/// masked entries of a triangular product). A padded key (row ≥ keyLimit) gets φ(k) = 0 — never
+/// masked entries of a triangular product). A padded key (row ≥ keyLimit or < keyStart) gets φ(k) = 0 — never
 /// v = 0, which would leave elu+1's φ(0) = 1 in the denominator — so it adds nothing to S or z.
 @inline(__always)
 func packKeyChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int,
@@ -23,7 +23,7 @@ func packKeyChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScrat
     let d = task.shape.headDim, c = task.shape.featureDim, m = task.shape.valueDim
     for i in 0..<t {
         let features = s.keyFeatures + i * s.cp
-        if r0 + i < task.keyLimit {
+        if task.isRealKey(r0 + i) {
             packFeatures(task.key, row: r0 + i, count: d, map: task.featureMap, into: features)
         } else {
             rowZero(features, c)
@@ -55,4 +55,10 @@ func advanceStateTransposed<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ 
     chunkProduct(rows: m, columns: c, depth: t, a: s.values, aRowStride: 1, aDepthStride: s.mp,
                  b: s.keyFeatures, bRowStride: s.cp, c: s.stateT, cRowStride: s.cp, accumulate: true)
     for i in 0..<t { rowAdd(s.keyFeatures + i * s.cp, s.normalizer, c) }
+}
+
+extension LinearAttentionTask {
+    /// Key row j is real (not padding): keyStart ≤ j < keyLimit.
+    @inline(__always)
+    func isRealKey(_ j: Int) -> Bool { j < keyLimit && j >= keyStart }
 }

@@ -13,9 +13,10 @@ struct SoftmaxCase: CustomStringConvertible {
     var causal = false
     var scale: Double? = nil
     var keyLengths: [Int]? = nil
+    var keyStarts: [Int]? = nil
 
     var options: SoftmaxAttentionOptions {
-        SoftmaxAttentionOptions(causal: causal, scale: scale, keyLengths: keyLengths)
+        SoftmaxAttentionOptions(causal: causal, scale: scale, keyLengths: keyLengths, keyStarts: keyStarts)
     }
     var queryShape: SIMD4<Int> { SIMD4(batch, heads, queries, headDim) }
     var keyShape: SIMD4<Int> { SIMD4(batch, keyHeads, keys, headDim) }
@@ -28,6 +29,7 @@ struct SoftmaxCase: CustomStringConvertible {
         if causal { text += " causal" }
         if let scale { text += " scale=\(scale)" }
         if let keyLengths { text += " kv_len=\(keyLengths)" }
+        if let keyStarts { text += " kv_starts=\(keyStarts)" }
         return text
     }
 }

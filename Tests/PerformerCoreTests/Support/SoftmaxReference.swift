@@ -13,9 +13,11 @@ enum SoftmaxReference {
         var dv: DenseTensor
     }
 
-    /// Whether query `i` sees key `j` (bottom-right aligned causal mask, key padding).
-    static func isVisible(query i: Int, key j: Int, queries n: Int, keys l: Int, causal: Bool, keyLimit: Int) -> Bool {
-        j < keyLimit && (!causal || j <= i + (l - n))
+    /// Whether query `i` sees key `j` (bottom-right aligned causal mask in the original key
+    /// indices, key padding on the right and, from `keyStart`, on the left).
+    static func isVisible(query i: Int, key j: Int, queries n: Int, keys l: Int, causal: Bool, keyLimit: Int,
+                          keyStart: Int = 0) -> Bool {
+        j < keyLimit && j >= keyStart && (!causal || j <= i + (l - n))
     }
 
     /// out, lse and, when `dout` is given, dq, dk, dv (zeros otherwise).
@@ -35,14 +37,15 @@ enum SoftmaxReference {
         var visible = [Bool](repeating: false, count: n * l)
 
         for b in 0..<batch {
-            let keyLimit = options.keyLengths?[b] ?? l
+            let keyLimit = options.keyLengths?[b] ?? l, keyStart = options.keyStarts?[b] ?? 0
             for h in 0..<heads {
                 let hk = h / group
                 // P = softmax over the visible keys of each row, materialized.
                 for i in 0..<n {
                     var rowMax = -Double.infinity
                     for j in 0..<l {
-                        let seen = isVisible(query: i, key: j, queries: n, keys: l, causal: options.causal, keyLimit: keyLimit)
+                        let seen = isVisible(query: i, key: j, queries: n, keys: l, causal: options.causal, keyLimit: keyLimit,
+                                              keyStart: keyStart)
                         visible[i * l + j] = seen
                         guard seen else { probabilities[i * l + j] = 0; continue }
                         var score = 0.0

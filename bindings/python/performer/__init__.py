@@ -132,24 +132,30 @@ def _options(causal, scale, kv_lengths, batch):
             scale = float(scale)
         except (TypeError, ValueError):
             raise TypeError("scale must be None or a real number, not %s" % type(scale).__name__) from None
-    if kv_lengths is not None:
-        lengths = _np.asarray(kv_lengths)
-        if lengths.ndim != 1:
-            raise ValueError("kv_lengths must be a sequence of B = %d ints, but it has shape %s"
-                             % (batch, lengths.shape))
-        if lengths.size == 0:
-            lengths = lengths.astype(_np.int64)
-        if lengths.dtype.kind not in "iu":
-            raise TypeError("kv_lengths must hold ints, not %s" % lengths.dtype)
-        if lengths.shape[0] != batch:
-            raise ValueError("kv_lengths has %d entries but batch = %d" % (lengths.shape[0], batch))
-        if lengths.dtype.kind == "u" and lengths.size and int(lengths.max()) > _np.iinfo(_np.int64).max:
-            raise ValueError("kv_lengths holds a value beyond int64")
-        kv_lengths = _np.ascontiguousarray(lengths, dtype=_np.int64)
-    return causal, scale, kv_lengths
+    return causal, scale, _key_array("kv_lengths", kv_lengths, batch)
 
 
-def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, return_lse=False):
+def _key_array(name, values, batch):
+    """kv_lengths or kv_starts (None, or B ints) as a contiguous int64 array, or None.
+    The ranges (0..L, start <= length) are checked by the library."""
+    if values is None:
+        return None
+    array = _np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError("%s must be a sequence of B = %d ints, but it has shape %s"
+                         % (name, batch, array.shape))
+    if array.size == 0:
+        array = array.astype(_np.int64)
+    if array.dtype.kind not in "iu":
+        raise TypeError("%s must hold ints, not %s" % (name, array.dtype))
+    if array.shape[0] != batch:
+        raise ValueError("%s has %d entries but batch = %d" % (name, array.shape[0], batch))
+    if array.dtype.kind == "u" and array.size and int(array.max()) > _np.iinfo(_np.int64).max:
+        raise ValueError("%s holds a value beyond int64" % name)
+    return _np.ascontiguousarray(array, dtype=_np.int64)
+
+
+def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, return_lse=False, kv_starts=None):
     """Exact softmax attention: ``out = softmax(scale * q @ k^T + mask) @ v``.
 
     Parameters
@@ -166,6 +172,10 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, ret
         Multiplies the scores; None means 1 / sqrt(D). Must be finite.
     kv_lengths : sequence of B ints in 0..L, or None
         Key padding: for batch b, keys j >= kv_lengths[b] are masked.
+    kv_starts : sequence of B ints in 0..L, or None
+        Left padding (Hugging Face ``generate()`` batches): for batch b, keys j < kv_starts[b]
+        are masked too; each start must be <= its row's length (L without kv_lengths), and
+        start == length masks every key. The causal mask keeps the original key indices.
     return_lse : bool
         Also return the row log-sum-exp of the scaled, masked scores (needed by the backward).
 
@@ -183,21 +193,24 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, ret
     _, vs = _tensor("v", v, 4, dtype)
     _check_qkv(qs, ks, vs)
     causal, scale, kv_lengths = _options(causal, scale, kv_lengths, qs[0])
+    kv_starts = _key_array("kv_starts", kv_starts, qs[0])
     out = _np.empty((qs[0], qs[1], qs[2], vs[3]), dtype=dtype)
     lse = _np.empty((qs[0], qs[1], qs[2]), dtype=dtype) if return_lse else None
-    _ext.softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths)
+    _ext.softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths, kv_starts)
     return (out, lse) if return_lse else out
 
 
-def softmax_attention_backward(q, k, v, out, lse, dout, *, causal=False, scale=None, kv_lengths=None):
+def softmax_attention_backward(q, k, v, out, lse, dout, *, causal=False, scale=None, kv_lengths=None,
+                               kv_starts=None):
     """Gradients of exact softmax attention.
 
     Given the inputs of :func:`softmax_attention`, its results ``out`` (B x H x N x M) and
     ``lse`` (B x H x N, from ``return_lse=True``), and ``dout`` = dLoss/dout (B x H x N x M),
     returns ``(dq, dk, dv)`` = dLoss/dq (B x H x N x D), dLoss/dk (B x Hk x L x D),
     dLoss/dv (B x Hk x L x M) as new NumPy arrays of the inputs' dtype. The options
-    (causal -- bottom-right aligned, see :func:`softmax_attention` -- scale, kv_lengths) must be
-    the forward's. Fully masked query rows get zero gradients.
+    (causal -- bottom-right aligned, see :func:`softmax_attention` -- scale, kv_lengths,
+    kv_starts) must be the forward's. Fully masked query rows get zero gradients; masked keys
+    get zero dk, dv.
 
     Raises TypeError for unsupported or mixed dtypes, ValueError for wrong ranks, shapes,
     strides or options; the message names the argument.
@@ -214,10 +227,11 @@ def softmax_attention_backward(q, k, v, out, lse, dout, *, causal=False, scale=N
     _, ds = _tensor("dout", dout, 4, dtype)
     _check_exact("dout", ds, out_shape, "(B, H, N, M)")
     causal, scale, kv_lengths = _options(causal, scale, kv_lengths, qs[0])
+    kv_starts = _key_array("kv_starts", kv_starts, qs[0])
     dq = _np.empty(qs, dtype=dtype)
     dk = _np.empty(ks, dtype=dtype)
     dv = _np.empty(vs, dtype=dtype)
-    _ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths)
+    _ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths, kv_starts)
     return dq, dk, dv
 
 
@@ -272,17 +286,19 @@ def _state_arrays(name, value, dtype, s_shape, labels):
     return tuple(value)
 
 
-def _linear_setup(q, k, v, causal, feature_map, eps, kv_lengths):
+def _linear_setup(q, k, v, causal, feature_map, eps, kv_lengths, kv_starts):
     dtype, qs = _tensor("q", q, 4)
     _, ks = _tensor("k", k, 4, dtype)
     _, vs = _tensor("v", v, 4, dtype)
     _check_qkv(qs, ks, vs)
     causal, _, kv_lengths = _options(causal, None, kv_lengths, qs[0])
-    return dtype, qs, ks, vs, causal, _feature_map(feature_map), _real("eps", eps), kv_lengths
+    kv_starts = _key_array("kv_starts", kv_starts, qs[0])
+    return dtype, qs, ks, vs, causal, _feature_map(feature_map), _real("eps", eps), kv_lengths, kv_starts
 
 
 def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv_lengths=None,
-                     initial_state=None, return_state=False, normalize=True, return_denominators=False):
+                     initial_state=None, return_state=False, normalize=True, return_denominators=False,
+                     kv_starts=None):
     """Linear attention ("Transformers are RNNs"):
     ``out_i = phi(q_i)^T S / (phi(q_i)^T z + eps)`` with ``S = S0 + sum_j phi(k_j) v_j^T`` and
     ``z = z0 + sum_j phi(k_j)`` over all keys, or over keys ``j <= i`` when causal.
@@ -302,6 +318,9 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
     kv_lengths : sequence of B ints in 0..L, or None
         Key padding: keys j >= kv_lengths[b] are removed by zeroing phi(k_j) (not v_j, which
         would leave them in the denominator).
+    kv_starts : sequence of B ints in 0..L, or None
+        Left padding: keys j < kv_starts[b] are removed the same way; each start must be <=
+        its row's length (L without kv_lengths). Their dk, dv are 0.
     initial_state : (S0, z0) or None
         S0: B x H x C x M, z0: B x H x C, one state per query head; None means zeros. Causal:
         the state a previous piece ended with. Non-causal: a memory of earlier keys (e.g. from
@@ -324,8 +343,8 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
     Raises TypeError for unsupported or mixed dtypes and wrong argument types, ValueError for
     wrong ranks, shapes or option values; the message names the argument.
     """
-    dtype, qs, ks, vs, causal, fmap, eps, kv_lengths = _linear_setup(q, k, v, causal, feature_map, eps,
-                                                                     kv_lengths)
+    dtype, qs, ks, vs, causal, fmap, eps, kv_lengths, kv_starts = _linear_setup(
+        q, k, v, causal, feature_map, eps, kv_lengths, kv_starts)
     B, H, N, D = qs
     M = vs[3]
     s_shape = (B, H, D, M)
@@ -338,13 +357,14 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
     if return_denominators:
         den = _np.empty((B, H, N), dtype=dtype)
     out = _np.empty((B, H, N, M), dtype=dtype)
-    _ext.linear_forward(q, k, v, out, s0, z0, sn, zn, den, causal, fmap, eps, bool(normalize), kv_lengths)
+    _ext.linear_forward(q, k, v, out, s0, z0, sn, zn, den, causal, fmap, eps, bool(normalize), kv_lengths,
+                        kv_starts)
     result = (out,) + (((sn, zn),) if return_state else ()) + ((den,) if return_denominators else ())
     return result if len(result) > 1 else out
 
 
 def linear_attention_backward(q, k, v, dout, *, causal=False, feature_map="elu+1", eps=1e-6,
-                              kv_lengths=None, initial_state=None, dstate=None, normalize=True):
+                              kv_lengths=None, initial_state=None, dstate=None, normalize=True, kv_starts=None):
     """Gradients of :func:`linear_attention` (pass the forward's arguments, normalize included).
 
     ``dout`` = dLoss/dout (B x H x N x M). ``dstate`` = (dS_N, dz_N), the gradient of the loss
@@ -355,8 +375,8 @@ def linear_attention_backward(q, k, v, dout, *, causal=False, feature_map="elu+1
     (the gradient w.r.t. it). With grouped-query attention dk and dv sum over the query heads
     that share a key head. Raises TypeError/ValueError naming the argument.
     """
-    dtype, qs, ks, vs, causal, fmap, eps, kv_lengths = _linear_setup(q, k, v, causal, feature_map, eps,
-                                                                     kv_lengths)
+    dtype, qs, ks, vs, causal, fmap, eps, kv_lengths, kv_starts = _linear_setup(
+        q, k, v, causal, feature_map, eps, kv_lengths, kv_starts)
     B, H, N, D = qs
     M = vs[3]
     s_shape = (B, H, D, M)
@@ -373,7 +393,7 @@ def linear_attention_backward(q, k, v, dout, *, causal=False, feature_map="elu+1
     dk = _np.empty(ks, dtype=dtype)
     dv = _np.empty(vs, dtype=dtype)
     _ext.linear_backward(q, k, v, dout, dq, dk, dv, s0, z0, gs, gz, ds0, dz0, causal, fmap, eps, bool(normalize),
-                         kv_lengths)
+                         kv_lengths, kv_starts)
     if initial_state is not None:
         return dq, dk, dv, (ds0, dz0)
     return dq, dk, dv
@@ -392,7 +412,7 @@ def _linear_state_setup(k, v, feature_map, kv_lengths, initial_state, heads):
     return dtype, ks, vs, (ks[0], hs, ks[3], vs[3]), _feature_map(feature_map), kv_lengths
 
 
-def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, initial_state=None, heads=None):
+def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, initial_state=None, heads=None, kv_starts=None):
     """The state of keys and values without queries:
     ``S = S0 + sum_j phi(k_j) v_j^T`` (B x Hs x C x M) and ``z = z0 + sum_j phi(k_j)``
     (B x Hs x C) over the visible keys (``j < kv_lengths[b]``).
@@ -409,11 +429,12 @@ def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, initial_state=No
         s0, z0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
     s = _np.empty(s_shape, dtype=dtype)
     z = _np.empty(s_shape[:3], dtype=dtype)
-    _ext.linear_state(k, v, s0, z0, s, z, fmap, kv_lengths)
+    _ext.linear_state(k, v, s0, z0, s, z, fmap, kv_lengths, kv_starts)
     return s, z
 
 
-def linear_state_backward(k, v, dS, dz, *, feature_map="elu+1", kv_lengths=None, initial_state=None, heads=None):
+def linear_state_backward(k, v, dS, dz, *, feature_map="elu+1", kv_lengths=None, initial_state=None, heads=None,
+                          kv_starts=None):
     """Gradients of :func:`linear_state` (pass its arguments) given ``dS``, ``dz`` = dLoss/dS
     (B x Hs x C x M) and dLoss/dz (B x Hs x C). Returns ``(dk, dv)``, or
     ``(dk, dv, (dS0, dz0))`` when an initial_state was given (its gradient, equal to dS, dz).
@@ -430,7 +451,7 @@ def linear_state_backward(k, v, dS, dz, *, feature_map="elu+1", kv_lengths=None,
         dz0 = _np.empty(s_shape[:3], dtype=dtype)
     dk = _np.empty(ks, dtype=dtype)
     dv = _np.empty(vs, dtype=dtype)
-    _ext.linear_state_backward(k, v, gs, gz, dk, dv, ds0, dz0, fmap, kv_lengths)
+    _ext.linear_state_backward(k, v, gs, gz, dk, dv, ds0, dz0, fmap, kv_lengths, kv_starts)
     if initial_state is not None:
         return dk, dv, (ds0, dz0)
     return dk, dv
@@ -762,7 +783,7 @@ def _favor_needs_causal(name, causal):
         raise ValueError("%s needs causal=True: only causal FAVOR+ attention has a state" % name)
 
 
-def _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset):
+def _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset, kv_starts):
     dtype, qs = _tensor("q", q, 4)
     _, ks = _tensor("k", k, 4, dtype)
     _, vs = _tensor("v", v, 4, dtype)
@@ -773,19 +794,21 @@ def _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, 
         raise ValueError("q.shape[3] = %d but projection.dim = %d (head dim)" % (qs[3], dim))
     code = _choice("features", features, _FAVOR_FEATURES)
     causal, _, kv_lengths = _options(causal, None, kv_lengths, qs[0])
+    # Both key arrays travel as one pair: (kv_lengths, kv_starts).
+    keys = (kv_lengths, _key_array("kv_starts", kv_starts, qs[0]))
     s_shape = (qs[0], qs[1], _favor_count(code, num_features), vs[3])
-    return (dtype, qs, ks, vs, projection, causal, code, _scale(scale), _real("eps", eps), kv_lengths,
+    return (dtype, qs, ks, vs, projection, causal, code, _scale(scale), _real("eps", eps), keys,
             _real("relu_offset", relu_offset), s_shape)
 
 
 def favor_attention(q, k, v, projection, *, causal=False, features="positive", scale=None, eps=0.0,
-                    kv_lengths=None, initial_state=None, return_state=False, relu_offset=1e-3):
+                    kv_lengths=None, initial_state=None, return_state=False, relu_offset=1e-3, kv_starts=None):
     """FAVOR+ (Performer) attention: linear attention on the random features phi of
     :func:`favor_features` (docs/ALGORITHMS.md section 3)::
 
         out_i = sum_j phi(q_i).phi(k_j) v_j / (sum_j phi(q_i).phi(k_j) + eps)
 
-    over every key (j < kv_lengths[b]), or over keys j <= i when causal. With the positive
+    over every key (kv_starts[b] <= j < kv_lengths[b]), or over keys j <= i when causal. With the positive
     (default), hyperbolic or trigonometric features this estimates softmax attention with the
     same scale. It is evaluated in the stabilized form of docs/FAVOR.md section 4, so it equals
     this mathematical function to rounding even where the features under- or overflow (|q|,
@@ -807,6 +830,8 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
         whose denominator underflows or is 0 outputs zeros (never NaN or Inf).
     kv_lengths : sequence of B ints in 0..L, or None: keys j >= kv_lengths[b] are removed
         (their features are zero).
+    kv_starts : sequence of B ints in 0..L, or None: keys j < kv_starts[b] are removed too
+        (left padding); each start must be <= its row's length (L without kv_lengths).
     initial_state : (S, z, c) or None (causal only)
         The scaled state to continue from (e.g. the previous piece's ``return_state``, or a
         :class:`FavorDecoder`'s ``state``): S~ B x H x C x M, z~ and c B x H x C, standing for
@@ -825,8 +850,8 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     wrong ranks, shapes (e.g. a projection whose dim is not D, a state whose C is not the
     feature count) or option values; the message names the argument.
     """
-    (dtype, qs, ks, vs, projection, causal, code, scale, eps, kv_lengths, relu_offset,
-     s_shape) = _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset)
+    (dtype, qs, ks, vs, projection, causal, code, scale, eps, keys, relu_offset,
+     s_shape) = _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset, kv_starts)
     s0 = z0 = c0 = sn = zn = cn = None
     if initial_state is not None:
         _favor_needs_causal("initial_state", causal)
@@ -838,12 +863,12 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
         cn = _np.empty(s_shape[:3], dtype=dtype)
     out = _np.empty((qs[0], qs[1], qs[2], vs[3]), dtype=dtype)
     _ext.favor_forward(q, k, v, projection, out, s0, z0, c0, sn, zn, cn, causal, code, scale, eps, relu_offset,
-                       kv_lengths)
+                       *keys)
     return (out, (sn, zn, cn)) if return_state else out
 
 
 def favor_attention_backward(q, k, v, dout, projection, *, causal=False, features="positive", scale=None, eps=0.0,
-                             kv_lengths=None, initial_state=None, dstate=None, relu_offset=1e-3):
+                             kv_lengths=None, initial_state=None, dstate=None, relu_offset=1e-3, kv_starts=None):
     """Gradients of :func:`favor_attention` (pass the forward's arguments and options).
 
     ``dout`` = dLoss/dout (B x H x N x M). ``dstate`` = (dS, dz), the gradient of the loss
@@ -857,8 +882,8 @@ def favor_attention_backward(q, k, v, dout, projection, *, causal=False, feature
     sum over the query heads that share a key head. Raises TypeError/ValueError naming the
     argument.
     """
-    (dtype, qs, ks, vs, projection, causal, code, scale, eps, kv_lengths, relu_offset,
-     s_shape) = _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset)
+    (dtype, qs, ks, vs, projection, causal, code, scale, eps, keys, relu_offset,
+     s_shape) = _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset, kv_starts)
     _, ds = _tensor("dout", dout, 4, dtype)
     _check_exact("dout", ds, (qs[0], qs[1], qs[2], vs[3]), "(B, H, N, M)")
     s0 = z0 = c0 = gs = gz = ds0 = dz0 = None
@@ -874,7 +899,7 @@ def favor_attention_backward(q, k, v, dout, projection, *, causal=False, feature
     dk = _np.empty(ks, dtype=dtype)
     dv = _np.empty(vs, dtype=dtype)
     _ext.favor_backward(q, k, v, dout, projection, dq, dk, dv, s0, z0, c0, gs, gz, ds0, dz0, causal, code, scale,
-                        eps, relu_offset, kv_lengths)
+                        eps, relu_offset, *keys)
     if initial_state is not None:
         return dq, dk, dv, (ds0, dz0)
     return dq, dk, dv

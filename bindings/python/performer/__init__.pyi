@@ -16,21 +16,21 @@ __all__: list[str]
 @overload
 def softmax_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., scale: Optional[float] = ...,
-    kv_lengths: Optional[Sequence[int]] = ..., return_lse: Literal[False] = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., return_lse: Literal[False] = ...,
 ) -> NDArray[_Floating]: ...
 @overload
 def softmax_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., scale: Optional[float] = ...,
-    kv_lengths: Optional[Sequence[int]] = ..., return_lse: Literal[True],
+    kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., return_lse: Literal[True],
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
 @overload
 def softmax_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., scale: Optional[float] = ...,
-    kv_lengths: Optional[Sequence[int]] = ..., return_lse: bool = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., return_lse: bool = ...,
 ) -> Union[NDArray[_Floating], Tuple[NDArray[_Floating], NDArray[_Floating]]]: ...
 def softmax_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, out: _Buffer, lse: _Buffer, dout: _Buffer, *,
-    causal: bool = ..., scale: Optional[float] = ..., kv_lengths: Optional[Sequence[int]] = ...,
+    causal: bool = ..., scale: Optional[float] = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating]]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
@@ -44,35 +44,35 @@ _State = Tuple[NDArray[_Floating], NDArray[_Floating]]
 @overload
 def linear_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
-    eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
+    eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: Literal[False] = ...,
     normalize: bool = ..., return_denominators: Literal[False] = ...,
 ) -> NDArray[_Floating]: ...
 @overload
 def linear_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
-    eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
+    eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: Literal[True],
     normalize: bool = ..., return_denominators: Literal[False] = ...,
 ) -> Tuple[NDArray[_Floating], _State]: ...
 @overload
 def linear_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
-    eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
+    eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: Literal[False] = ...,
     normalize: bool = ..., return_denominators: Literal[True],
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
 @overload
 def linear_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
-    eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
+    eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: Literal[True],
     normalize: bool = ..., return_denominators: Literal[True],
 ) -> Tuple[NDArray[_Floating], _State, NDArray[_Floating]]: ...
 @overload
 def linear_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
-    eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
+    eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: bool = ...,
     normalize: bool = ..., return_denominators: bool = ...,
 ) -> Union[NDArray[_Floating], Tuple[NDArray[_Floating], _State], Tuple[NDArray[_Floating], NDArray[_Floating]],
@@ -80,28 +80,31 @@ def linear_attention(
 @overload
 def linear_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, *, causal: bool = ...,
-    feature_map: _FeatureMap = ..., eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
+    feature_map: _FeatureMap = ..., eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: None = ..., dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., normalize: bool = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating]]: ...
 @overload
 def linear_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, *, causal: bool = ...,
-    feature_map: _FeatureMap = ..., eps: float = ..., kv_lengths: Optional[Sequence[int]] = ...,
+    feature_map: _FeatureMap = ..., eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Tuple[_Buffer, _Buffer], dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., normalize: bool = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating], _State]: ...
 def linear_state(
     k: _Buffer, v: _Buffer, *, feature_map: _FeatureMap = ..., kv_lengths: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., heads: Optional[int] = ...,
+    kv_starts: Optional[Sequence[int]] = ...,
 ) -> _State: ...
 @overload
 def linear_state_backward(
     k: _Buffer, v: _Buffer, dS: _Buffer, dz: _Buffer, *, feature_map: _FeatureMap = ...,
     kv_lengths: Optional[Sequence[int]] = ..., initial_state: None = ..., heads: Optional[int] = ...,
+    kv_starts: Optional[Sequence[int]] = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
 @overload
 def linear_state_backward(
     k: _Buffer, v: _Buffer, dS: _Buffer, dz: _Buffer, *, feature_map: _FeatureMap = ...,
     kv_lengths: Optional[Sequence[int]] = ..., initial_state: Tuple[_Buffer, _Buffer], heads: Optional[int] = ...,
+    kv_starts: Optional[Sequence[int]] = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], _State]: ...
 
 class LinearDecoder:
@@ -171,35 +174,35 @@ def favor_features(
 def favor_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, projection: FavorProjection, *, causal: bool = ...,
     features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
-    kv_lengths: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
     return_state: Literal[False] = ..., relu_offset: float = ...,
 ) -> NDArray[_Floating]: ...
 @overload
 def favor_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, projection: FavorProjection, *, causal: bool = ...,
     features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
-    kv_lengths: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
     return_state: Literal[True], relu_offset: float = ...,
 ) -> Tuple[NDArray[_Floating], _FavorState]: ...
 @overload
 def favor_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, projection: FavorProjection, *, causal: bool = ...,
     features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
-    kv_lengths: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
     return_state: bool = ..., relu_offset: float = ...,
 ) -> Union[NDArray[_Floating], Tuple[NDArray[_Floating], _FavorState]]: ...
 @overload
 def favor_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, projection: FavorProjection, *, causal: bool = ...,
     features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
-    kv_lengths: Optional[Sequence[int]] = ..., initial_state: None = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: None = ...,
     dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., relu_offset: float = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating]]: ...
 @overload
 def favor_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, projection: FavorProjection, *, causal: bool = ...,
     features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
-    kv_lengths: Optional[Sequence[int]] = ..., initial_state: Tuple[_Buffer, _Buffer, _Buffer],
+    kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Tuple[_Buffer, _Buffer, _Buffer],
     dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., relu_offset: float = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating], _State]: ...
 

@@ -273,23 +273,25 @@ release_all(tensor_arg *args, int count)
  * Options
  * ------------------------------------------------------------------------------------------ */
 
-/* Converts kv_lengths (None or a sequence of batch ints) into a PyMem array in *lengths (NULL
- * for None). Returns 0, or -1 with an exception set (and *lengths NULL). */
+/* Converts a per-batch key array `name` (kv_lengths, kv_starts: None or a sequence of batch
+ * ints) into a PyMem array in *array (NULL for None). Returns 0, or -1 with an exception set
+ * (and *array NULL). */
 static int
-get_kv_lengths(PyObject *kv_lengths, int64_t batch, int64_t **lengths)
+get_kv_array(PyObject *values, const char *name, int64_t batch, int64_t **array)
 {
-    *lengths = NULL;
-    if (kv_lengths == Py_None) {
+    *array = NULL;
+    if (values == Py_None) {
         return 0;
     }
-    PyObject *sequence = PySequence_Fast(kv_lengths, "kv_lengths must be None or a sequence of ints");
+    PyObject *sequence = PySequence_Fast(values, name);
     if (sequence == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s must be None or a sequence of ints", name);
         return -1;
     }
     Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
     if ((int64_t)count != batch) {
-        PyErr_Format(PyExc_ValueError, "kv_lengths has %zd entries but batch = %lld",
-                     count, (long long)batch);
+        PyErr_Format(PyExc_ValueError, "%s has %zd entries but batch = %lld",
+                     name, count, (long long)batch);
         Py_DECREF(sequence);
         return -1;
     }
@@ -303,7 +305,7 @@ get_kv_lengths(PyObject *kv_lengths, int64_t batch, int64_t **lengths)
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *index = PyNumber_Index(items[i]);
         if (index == NULL) {
-            PyErr_Format(PyExc_TypeError, "kv_lengths[%zd] must be an int, not %.200s", i,
+            PyErr_Format(PyExc_TypeError, "%s[%zd] must be an int, not %.200s", name, i,
                          Py_TYPE(items[i])->tp_name);
             Py_DECREF(sequence);
             PyMem_Free(result);
@@ -312,7 +314,7 @@ get_kv_lengths(PyObject *kv_lengths, int64_t batch, int64_t **lengths)
         long long value = PyLong_AsLongLong(index);
         Py_DECREF(index);
         if (value == -1 && PyErr_Occurred()) {
-            PyErr_Format(PyExc_ValueError, "kv_lengths[%zd] does not fit in 64 bits", i);
+            PyErr_Format(PyExc_ValueError, "%s[%zd] does not fit in 64 bits", name, i);
             Py_DECREF(sequence);
             PyMem_Free(result);
             return -1;
@@ -320,22 +322,41 @@ get_kv_lengths(PyObject *kv_lengths, int64_t batch, int64_t **lengths)
         result[i] = (int64_t)value;
     }
     Py_DECREF(sequence);
-    *lengths = result;
+    *array = result;
+    return 0;
+}
+
+/* kv_lengths and kv_starts into *lengths, *starts (each PyMem or NULL). Returns 0, or -1 with an
+ * exception set and both freed. */
+static int
+get_kv_arrays(PyObject *kv_lengths, PyObject *kv_starts, int64_t batch, int64_t **lengths, int64_t **starts)
+{
+    *starts = NULL;
+    if (get_kv_array(kv_lengths, "kv_lengths", batch, lengths) < 0) {
+        return -1;
+    }
+    if (get_kv_array(kv_starts, "kv_starts", batch, starts) < 0) {
+        PyMem_Free(*lengths);
+        *lengths = NULL;
+        return -1;
+    }
     return 0;
 }
 
 typedef struct {
     performer_softmax_options_t options;
     int64_t *kv_lengths;  /* owned (PyMem), or NULL */
+    int64_t *kv_starts;   /* owned (PyMem), or NULL */
 } softmax_options;
 
 /* Fills *o from the Python values. batch is q.shape[0]. Returns 0 or -1 with an exception. */
 static int
 get_softmax_options(softmax_options *o, int causal, PyObject *scale, PyObject *kv_lengths,
-                    int64_t batch)
+                    PyObject *kv_starts, int64_t batch)
 {
     performer_softmax_options_init(&o->options);
     o->kv_lengths = NULL;
+    o->kv_starts = NULL;
     o->options.causal = causal ? 1 : 0;
     if (scale != Py_None) {
         double value = PyFloat_AsDouble(scale);
@@ -345,10 +366,11 @@ get_softmax_options(softmax_options *o, int causal, PyObject *scale, PyObject *k
         o->options.has_scale = 1;
         o->options.scale = value;
     }
-    if (get_kv_lengths(kv_lengths, batch, &o->kv_lengths) < 0) {
+    if (get_kv_arrays(kv_lengths, kv_starts, batch, &o->kv_lengths, &o->kv_starts) < 0) {
         return -1;
     }
     o->options.kv_lengths = o->kv_lengths;
+    o->options.kv_starts = o->kv_starts;
     return 0;
 }
 
@@ -356,25 +378,27 @@ static void
 free_softmax_options(softmax_options *o)
 {
     PyMem_Free(o->kv_lengths);
+    PyMem_Free(o->kv_starts);
     o->kv_lengths = NULL;
+    o->kv_starts = NULL;
 }
 
 /* ------------------------------------------------------------------------------------------
- * softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths)
+ * softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths, kv_starts)
  * ------------------------------------------------------------------------------------------ */
 
 PyDoc_STRVAR(softmax_forward_doc,
-"softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths) -> None\n\n"
+"softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths, kv_starts) -> None\n\n"
 "Low-level forward: writes softmax(scale q k^T + mask) v into out (B x H x N x M) and, when\n"
 "lse is not None, the row log-sum-exp into lse (B x H x N). Use performer.softmax_attention.");
 
 static PyObject *
 softmax_forward(PyObject *module, PyObject *args)
 {
-    PyObject *obj[4], *lse_obj, *scale, *kv_lengths;
+    PyObject *obj[4], *lse_obj, *scale, *kv_lengths, *kv_starts = Py_None;  /* optional */
     int causal;
-    if (!PyArg_ParseTuple(args, "OOOOOpOO:softmax_forward", &obj[0], &obj[1], &obj[2], &obj[3],
-                          &lse_obj, &causal, &scale, &kv_lengths)) {
+    if (!PyArg_ParseTuple(args, "OOOOOpOO|O:softmax_forward", &obj[0], &obj[1], &obj[2], &obj[3],
+                          &lse_obj, &causal, &scale, &kv_lengths, &kv_starts)) {
         return NULL;
     }
     tensor_arg t[5] = {{"q"}, {"k"}, {"v"}, {"out"}, {"lse"}};
@@ -385,7 +409,7 @@ softmax_forward(PyObject *module, PyObject *args)
         (lse_obj != Py_None && get_tensor(lse_obj, &t[4], 3, 1, &t[0]) < 0)) {
         goto done;
     }
-    if (get_softmax_options(&o, causal, scale, kv_lengths, t[0].tensor.shape[0]) < 0) {
+    if (get_softmax_options(&o, causal, scale, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
         goto done;
     }
     performer_status status;
@@ -401,21 +425,23 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------------
- * softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths)
+ * softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths, kv_starts)
  * ------------------------------------------------------------------------------------------ */
 
 PyDoc_STRVAR(softmax_backward_doc,
-"softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths) -> None\n\n"
+"softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths,\n"
+"                 kv_starts) -> None\n\n"
 "Low-level backward: writes the gradients of the loss into dq, dk, dv given the forward's\n"
 "out and lse (B x H x N) and dout. Use performer.softmax_attention_backward.");
 
 static PyObject *
 softmax_backward(PyObject *module, PyObject *args)
 {
-    PyObject *obj[9], *scale, *kv_lengths;
+    PyObject *obj[9], *scale, *kv_lengths, *kv_starts = Py_None;  /* optional */
     int causal;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOpOO:softmax_backward", &obj[0], &obj[1], &obj[2], &obj[3],
-                          &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &causal, &scale, &kv_lengths)) {
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOpOO|O:softmax_backward", &obj[0], &obj[1], &obj[2], &obj[3],
+                          &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &causal, &scale, &kv_lengths,
+                          &kv_starts)) {
         return NULL;
     }
     tensor_arg t[9] = {{"q"}, {"k"}, {"v"}, {"out"}, {"lse"}, {"dout"}, {"dq"}, {"dk"}, {"dv"}};
@@ -429,7 +455,7 @@ softmax_backward(PyObject *module, PyObject *args)
             goto done;
         }
     }
-    if (get_softmax_options(&o, causal, scale, kv_lengths, t[0].tensor.shape[0]) < 0) {
+    if (get_softmax_options(&o, causal, scale, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
         goto done;
     }
     performer_status status;
@@ -452,22 +478,24 @@ done:
 typedef struct {
     performer_linear_options_t options;
     int64_t *kv_lengths;  /* owned (PyMem), or NULL */
+    int64_t *kv_starts;   /* owned (PyMem), or NULL */
 } linear_options;
 
 /* Fills *o. feature_map is the C enum value (the Python layer maps names to it). */
 static int
 get_linear_options(linear_options *o, int causal, int feature_map, double eps, int normalize, PyObject *kv_lengths,
-                   int64_t batch)
+                   PyObject *kv_starts, int64_t batch)
 {
     performer_linear_options_init(&o->options);
     o->options.causal = causal ? 1 : 0;
     o->options.feature_map = feature_map;
     o->options.eps = eps;
     o->options.normalize = normalize ? 1 : 0;
-    if (get_kv_lengths(kv_lengths, batch, &o->kv_lengths) < 0) {
+    if (get_kv_arrays(kv_lengths, kv_starts, batch, &o->kv_lengths, &o->kv_starts) < 0) {
         return -1;
     }
     o->options.kv_lengths = o->kv_lengths;
+    o->options.kv_starts = o->kv_starts;
     return 0;
 }
 
@@ -491,7 +519,8 @@ get_state_pair(PyObject *s_obj, PyObject *z_obj, tensor_arg *t, int writable, co
 }
 
 PyDoc_STRVAR(linear_forward_doc,
-"linear_forward(q, k, v, out, S0, z0, S_N, z_N, den, causal, feature_map, eps, normalize, kv_lengths)\n"
+"linear_forward(q, k, v, out, S0, z0, S_N, z_N, den, causal, feature_map, eps, normalize, kv_lengths,\n"
+"               kv_starts)\n"
 "    -> None\n\n"
 "Low-level forward: writes linear attention into out (B x H x N x M); S0/z0 (or None) is the\n"
 "initial state, S_N/z_N (or None) receive the final one (z as B x H x C); den (or None)\n"
@@ -500,12 +529,12 @@ PyDoc_STRVAR(linear_forward_doc,
 static PyObject *
 linear_forward(PyObject *module, PyObject *args)
 {
-    PyObject *obj[9], *kv_lengths;
+    PyObject *obj[9], *kv_lengths, *kv_starts = Py_None;  /* optional */
     int causal, feature_map, normalize;
     double eps;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOpidpO:linear_forward", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4],
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOpidpO|O:linear_forward", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4],
                           &obj[5], &obj[6], &obj[7], &obj[8], &causal, &feature_map, &eps, &normalize,
-                          &kv_lengths)) {
+                          &kv_lengths, &kv_starts)) {
         return NULL;
     }
     tensor_arg t[9] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S0"}, {"z0"}, {"S_N"}, {"z_N"}, {"denominators"}};
@@ -517,7 +546,7 @@ linear_forward(PyObject *module, PyObject *args)
         (obj[8] != Py_None && get_tensor(obj[8], &t[8], 3, 1, &t[0]) < 0)) {
         goto done;
     }
-    if (get_linear_options(&o, causal, feature_map, eps, normalize, kv_lengths, t[0].tensor.shape[0]) < 0) {
+    if (get_linear_options(&o, causal, feature_map, eps, normalize, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
         goto done;
     }
     performer_status status;
@@ -529,25 +558,26 @@ linear_forward(PyObject *module, PyObject *args)
     result = none_or_raise(status);
 done:
     PyMem_Free(o.kv_lengths);
+    PyMem_Free(o.kv_starts);
     release_all(t, 9);
     return result;
 }
 
 PyDoc_STRVAR(linear_backward_doc,
 "linear_backward(q, k, v, dout, dq, dk, dv, S0, z0, dS_N, dz_N, dS0, dz0, causal, feature_map, eps,\n"
-"                normalize, kv_lengths) -> None\n\n"
+"                normalize, kv_lengths, kv_starts) -> None\n\n"
 "Low-level backward: writes dq, dk, dv and, when dS0/dz0 are not None, the gradient of the\n"
 "initial state. Use performer.linear_attention_backward.");
 
 static PyObject *
 linear_backward(PyObject *module, PyObject *args)
 {
-    PyObject *obj[13], *kv_lengths;
+    PyObject *obj[13], *kv_lengths, *kv_starts = Py_None;  /* optional */
     int causal, feature_map, normalize;
     double eps;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOpidpO:linear_backward", &obj[0], &obj[1], &obj[2], &obj[3],
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOpidpO|O:linear_backward", &obj[0], &obj[1], &obj[2], &obj[3],
                           &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &obj[10], &obj[11], &obj[12],
-                          &causal, &feature_map, &eps, &normalize, &kv_lengths)) {
+                          &causal, &feature_map, &eps, &normalize, &kv_lengths, &kv_starts)) {
         return NULL;
     }
     tensor_arg t[13] = {{"q"}, {"k"}, {"v"}, {"dout"}, {"dq"}, {"dk"}, {"dv"},
@@ -562,7 +592,7 @@ linear_backward(PyObject *module, PyObject *args)
         get_state_pair(obj[11], obj[12], &t[11], 1, &t[0]) < 0) {
         goto done;
     }
-    if (get_linear_options(&o, causal, feature_map, eps, normalize, kv_lengths, t[0].tensor.shape[0]) < 0) {
+    if (get_linear_options(&o, causal, feature_map, eps, normalize, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
         goto done;
     }
     performer_status status;
@@ -578,22 +608,23 @@ linear_backward(PyObject *module, PyObject *args)
     result = none_or_raise(status);
 done:
     PyMem_Free(o.kv_lengths);
+    PyMem_Free(o.kv_starts);
     release_all(t, 13);
     return result;
 }
 
 PyDoc_STRVAR(linear_state_doc,
-"linear_state(k, v, S0, z0, S, z, feature_map, kv_lengths) -> None\n\n"
+"linear_state(k, v, S0, z0, S, z, feature_map, kv_lengths, kv_starts) -> None\n\n"
 "Low-level state-only call: writes the state of k, v (S: B x Hs x C x M, z: B x Hs x C) into\n"
 "S, z, starting from S0/z0 (or None). Use performer.linear_state.");
 
 static PyObject *
 linear_state(PyObject *module, PyObject *args)
 {
-    PyObject *obj[6], *kv_lengths;
+    PyObject *obj[6], *kv_lengths, *kv_starts = Py_None;  /* optional */
     int feature_map;
-    if (!PyArg_ParseTuple(args, "OOOOOOiO:linear_state", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4], &obj[5],
-                          &feature_map, &kv_lengths)) {
+    if (!PyArg_ParseTuple(args, "OOOOOOiO|O:linear_state", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4], &obj[5],
+                          &feature_map, &kv_lengths, &kv_starts)) {
         return NULL;
     }
     tensor_arg t[6] = {{"k"}, {"v"}, {"S0"}, {"z0"}, {"S"}, {"z"}};
@@ -604,7 +635,7 @@ linear_state(PyObject *module, PyObject *args)
         get_state_pair(obj[4], obj[5], &t[4], 1, &t[0]) < 0) {
         goto done;
     }
-    if (get_linear_options(&o, 0, feature_map, 1e-6, 1, kv_lengths, t[0].tensor.shape[0]) < 0) {
+    if (get_linear_options(&o, 0, feature_map, 1e-6, 1, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
         goto done;
     }
     performer_status status;
@@ -615,22 +646,23 @@ linear_state(PyObject *module, PyObject *args)
     result = none_or_raise(status);
 done:
     PyMem_Free(o.kv_lengths);
+    PyMem_Free(o.kv_starts);
     release_all(t, 6);
     return result;
 }
 
 PyDoc_STRVAR(linear_state_backward_doc,
-"linear_state_backward(k, v, dS, dz, dk, dv, dS0, dz0, feature_map, kv_lengths) -> None\n\n"
+"linear_state_backward(k, v, dS, dz, dk, dv, dS0, dz0, feature_map, kv_lengths, kv_starts) -> None\n\n"
 "Low-level backward of linear_state: writes dk, dv and, when dS0/dz0 are not None, the initial\n"
 "state's gradient. Use performer.linear_state_backward.");
 
 static PyObject *
 linear_state_backward(PyObject *module, PyObject *args)
 {
-    PyObject *obj[8], *kv_lengths;
+    PyObject *obj[8], *kv_lengths, *kv_starts = Py_None;  /* optional */
     int feature_map;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOiO:linear_state_backward", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4],
-                          &obj[5], &obj[6], &obj[7], &feature_map, &kv_lengths)) {
+    if (!PyArg_ParseTuple(args, "OOOOOOOOiO|O:linear_state_backward", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4],
+                          &obj[5], &obj[6], &obj[7], &feature_map, &kv_lengths, &kv_starts)) {
         return NULL;
     }
     tensor_arg t[8] = {{"k"}, {"v"}, {"dS"}, {"dz"}, {"dk"}, {"dv"}, {"dS0"}, {"dz0"}};
@@ -646,7 +678,7 @@ linear_state_backward(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "dS and dz are required");
         goto done;
     }
-    if (get_linear_options(&o, 0, feature_map, 1e-6, 1, kv_lengths, t[0].tensor.shape[0]) < 0) {
+    if (get_linear_options(&o, 0, feature_map, 1e-6, 1, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
         goto done;
     }
     performer_status status;
@@ -658,6 +690,7 @@ linear_state_backward(PyObject *module, PyObject *args)
     result = none_or_raise(status);
 done:
     PyMem_Free(o.kv_lengths);
+    PyMem_Free(o.kv_starts);
     release_all(t, 8);
     return result;
 }
@@ -1310,24 +1343,28 @@ get_state_triple(PyObject *s_obj, PyObject *z_obj, PyObject *c_obj, tensor_arg *
     return 0;
 }
 
-/* Fills *o (attention options) and *lengths (PyMem, or NULL). Returns 0 or -1 with an exception. */
+/* Fills *o (attention options), *lengths and *starts (PyMem, or NULL). Returns 0 or -1 with an
+ * exception. */
 static int
-get_favor_attention_options(performer_favor_options_t *o, int64_t **lengths, int causal, int features,
-                            PyObject *scale, double eps, double relu_offset, PyObject *kv_lengths, int64_t batch)
+get_favor_attention_options(performer_favor_options_t *o, int64_t **lengths, int64_t **starts, int causal,
+                            int features, PyObject *scale, double eps, double relu_offset, PyObject *kv_lengths,
+                            PyObject *kv_starts, int64_t batch)
 {
     *lengths = NULL;
+    *starts = NULL;
     if (get_favor_options(o, features, scale, eps, relu_offset) < 0 ||
-        get_kv_lengths(kv_lengths, batch, lengths) < 0) {
+        get_kv_arrays(kv_lengths, kv_starts, batch, lengths, starts) < 0) {
         return -1;
     }
     o->causal = causal ? 1 : 0;
     o->kv_lengths = *lengths;
+    o->kv_starts = *starts;
     return 0;
 }
 
 PyDoc_STRVAR(favor_forward_doc,
 "favor_forward(q, k, v, projection, out, S0, z0, c0, S_N, z_N, c_N, causal, features, scale, eps,\n"
-"              relu_offset, kv_lengths) -> None\n\n"
+"              relu_offset, kv_lengths, kv_starts) -> None\n\n"
 "Low-level: writes FAVOR+ attention into out (B x H x N x M); (S0, z0, c0) (or Nones) is the\n"
 "initial scaled state, (S_N, z_N, c_N) (or Nones) receive the final one (z, c as B x H x C).\n"
 "Use performer.favor_attention.");
@@ -1335,12 +1372,12 @@ PyDoc_STRVAR(favor_forward_doc,
 static PyObject *
 favor_forward(PyObject *module, PyObject *args)
 {
-    PyObject *obj[10], *projection, *scale, *kv_lengths;
+    PyObject *obj[10], *projection, *scale, *kv_lengths, *kv_starts = Py_None;  /* optional */
     int causal, features;
     double eps, relu_offset;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOpiOddO:favor_forward", &obj[0], &obj[1], &obj[2], &projection, &obj[3],
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOpiOddO|O:favor_forward", &obj[0], &obj[1], &obj[2], &projection, &obj[3],
                           &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &causal, &features, &scale, &eps,
-                          &relu_offset, &kv_lengths)) {
+                          &relu_offset, &kv_lengths, &kv_starts)) {
         return NULL;
     }
     performer_favor_projection_t handle = projection_handle(projection, "projection");
@@ -1349,15 +1386,15 @@ favor_forward(PyObject *module, PyObject *args)
     }
     tensor_arg t[10] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S0"}, {"z0"}, {"c0"}, {"S_N"}, {"z_N"}, {"c_N"}};
     performer_favor_options_t o;
-    int64_t *lengths = NULL;
+    int64_t *lengths = NULL, *starts = NULL;
     PyObject *result = NULL;
     if (get_tensors(obj, t, 4, 3) < 0 ||
         get_state_triple(obj[4], obj[5], obj[6], &t[4], 0, &t[0]) < 0 ||
         get_state_triple(obj[7], obj[8], obj[9], &t[7], 1, &t[0]) < 0) {
         goto done;
     }
-    if (get_favor_attention_options(&o, &lengths, causal, features, scale, eps, relu_offset, kv_lengths,
-                                    t[0].tensor.shape[0]) < 0) {
+    if (get_favor_attention_options(&o, &lengths, &starts, causal, features, scale, eps, relu_offset, kv_lengths,
+                                    kv_starts, t[0].tensor.shape[0]) < 0) {
         goto done;
     }
     performer_tensor_t *state[6];
@@ -1372,25 +1409,27 @@ favor_forward(PyObject *module, PyObject *args)
     result = none_or_raise(status);
 done:
     PyMem_Free(lengths);
+    PyMem_Free(starts);
     release_all(t, 10);
     return result;
 }
 
 PyDoc_STRVAR(favor_backward_doc,
 "favor_backward(q, k, v, dout, projection, dq, dk, dv, S0, z0, c0, dS_N, dz_N, dS0, dz0, causal, features,\n"
-"               scale, eps, relu_offset, kv_lengths) -> None\n\n"
+"               scale, eps, relu_offset, kv_lengths, kv_starts) -> None\n\n"
 "Low-level: writes dq, dk, dv and, when dS0/dz0 are not None, the gradient of the initial\n"
 "scaled state (c held fixed). Use performer.favor_attention_backward.");
 
 static PyObject *
 favor_backward(PyObject *module, PyObject *args)
 {
-    PyObject *obj[14], *projection, *scale, *kv_lengths;
+    PyObject *obj[14], *projection, *scale, *kv_lengths, *kv_starts = Py_None;  /* optional */
     int causal, features;
     double eps, relu_offset;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOpiOddO:favor_backward", &obj[0], &obj[1], &obj[2], &obj[3],
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOpiOddO|O:favor_backward", &obj[0], &obj[1], &obj[2], &obj[3],
                           &projection, &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &obj[10], &obj[11],
-                          &obj[12], &obj[13], &causal, &features, &scale, &eps, &relu_offset, &kv_lengths)) {
+                          &obj[12], &obj[13], &causal, &features, &scale, &eps, &relu_offset, &kv_lengths,
+                          &kv_starts)) {
         return NULL;
     }
     performer_favor_projection_t handle = projection_handle(projection, "projection");
@@ -1400,7 +1439,7 @@ favor_backward(PyObject *module, PyObject *args)
     tensor_arg t[14] = {{"q"}, {"k"}, {"v"}, {"dout"}, {"dq"}, {"dk"}, {"dv"},
                         {"S0"}, {"z0"}, {"c0"}, {"dS_N"}, {"dz_N"}, {"dS0"}, {"dz0"}};
     performer_favor_options_t o;
-    int64_t *lengths = NULL;
+    int64_t *lengths = NULL, *starts = NULL;
     PyObject *result = NULL;
     if (get_tensors(obj, t, 7, 4) < 0) {
         goto done;
@@ -1410,8 +1449,8 @@ favor_backward(PyObject *module, PyObject *args)
         get_state_pair(obj[12], obj[13], &t[12], 1, &t[0]) < 0) {
         goto done;
     }
-    if (get_favor_attention_options(&o, &lengths, causal, features, scale, eps, relu_offset, kv_lengths,
-                                    t[0].tensor.shape[0]) < 0) {
+    if (get_favor_attention_options(&o, &lengths, &starts, causal, features, scale, eps, relu_offset, kv_lengths,
+                                    kv_starts, t[0].tensor.shape[0]) < 0) {
         goto done;
     }
     performer_tensor_t *state[7];
@@ -1427,6 +1466,7 @@ favor_backward(PyObject *module, PyObject *args)
     result = none_or_raise(status);
 done:
     PyMem_Free(lengths);
+    PyMem_Free(starts);
     release_all(t, 14);
     return result;
 }

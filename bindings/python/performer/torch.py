@@ -80,7 +80,7 @@ def _to_tensor(array):
 
 
 def _kv_lengths(kv_lengths):
-    """kv_lengths as something performer accepts: a tensor becomes a NumPy int array (B ints,
+    """kv_lengths (or kv_starts) as something performer accepts: a tensor becomes a NumPy int array (B ints,
     copied from any device -- it is tiny); anything else is passed on to be checked there."""
     if isinstance(kv_lengths, _torch.Tensor):
         return kv_lengths.detach().cpu().numpy()
@@ -105,22 +105,23 @@ def _input_grads(ctx, grads):
 class SoftmaxAttentionFunction(_torch.autograd.Function):
     """``out = softmax(scale * q @ k^T + mask) @ v`` with libperformer's kernels.
 
-    ``SoftmaxAttentionFunction.apply(q, k, v, causal=False, scale=None, kv_lengths=None)``;
+    ``SoftmaxAttentionFunction.apply(q, k, v, causal=False, scale=None, kv_lengths=None,
+    kv_starts=None)``;
     the arguments are those of :func:`performer.softmax_attention`, with q, k, v CPU tensors.
     The forward keeps q, k, v, out and the row log-sum-exp (B x H x N) for the backward, which
     recomputes the attention probabilities from them (no N x L matrix is stored). Gradients
-    flow to q, k and v; causal, scale and kv_lengths get none. Not twice differentiable.
+    flow to q, k and v; causal, scale, kv_lengths and kv_starts get none. Not twice differentiable.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, causal=False, scale=None, kv_lengths=None):
-        lengths = _kv_lengths(kv_lengths)
+    def forward(ctx, q, k, v, causal=False, scale=None, kv_lengths=None, kv_starts=None):
+        lengths, starts = _kv_lengths(kv_lengths), _kv_lengths(kv_starts)
         out, lse = _performer.softmax_attention(
             _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v),
-            causal=causal, scale=scale, kv_lengths=lengths, return_lse=True)
+            causal=causal, scale=scale, kv_lengths=lengths, kv_starts=starts, return_lse=True)
         out = _to_tensor(out)
         ctx.save_for_backward(q, k, v, out, _to_tensor(lse))
-        ctx.options = dict(causal=causal, scale=scale, kv_lengths=lengths)
+        ctx.options = dict(causal=causal, scale=scale, kv_lengths=lengths, kv_starts=starts)
         return out
 
     @staticmethod
@@ -130,10 +131,10 @@ class SoftmaxAttentionFunction(_torch.autograd.Function):
         grads = _performer.softmax_attention_backward(
             _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v), _to_numpy("out", out),
             _to_numpy("lse", lse), _to_numpy("dout", dout), **ctx.options)
-        return _input_grads(ctx, grads) + (None, None, None)
+        return _input_grads(ctx, grads) + (None, None, None, None)
 
 
-def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None):
+def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_starts=None):
     """Exact softmax attention of CPU tensors, differentiable with respect to q, k and v.
 
     q: B x H x N x D, k: B x Hk x L x D, v: B x Hk x L x M (Hk divides H), float32 or
@@ -142,22 +143,24 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None):
     causal: bottom-right aligned (query i sees key j iff j <= i + L - N; PyTorch's
     ``is_causal`` is top-left aligned and agrees only when N == L). scale: None means
     1 / sqrt(D). kv_lengths: B ints (a sequence or an integer tensor); keys
-    j >= kv_lengths[b] are masked. A query row with no visible key is zero, with zero gradients.
+    j >= kv_lengths[b] are masked. kv_starts: B ints, the same forms; keys j < kv_starts[b] are
+    masked too (left padding, as Hugging Face ``generate()`` pads). A query row with no
+    visible key is zero, with zero gradients.
 
     When no input requires a gradient (or under ``torch.no_grad()``), the forward alone runs,
     without keeping the log-sum-exp.
     """
     if _needs_grad(q, k, v):
-        return SoftmaxAttentionFunction.apply(q, k, v, causal, scale, kv_lengths)
+        return SoftmaxAttentionFunction.apply(q, k, v, causal, scale, kv_lengths, kv_starts)
     out = _performer.softmax_attention(
         _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v),
-        causal=causal, scale=scale, kv_lengths=_kv_lengths(kv_lengths))
+        causal=causal, scale=scale, kv_lengths=_kv_lengths(kv_lengths), kv_starts=_kv_lengths(kv_starts))
     return _to_tensor(out)
 
 
 class SoftmaxAttention(_torch.nn.Module):
     """Exact softmax attention as a module without parameters: ``forward(q, k, v,
-    kv_lengths=None)`` is :func:`softmax_attention` with this module's ``causal`` and
+    kv_lengths=None, kv_starts=None)`` is :func:`softmax_attention` with this module's ``causal`` and
     ``scale`` (see there for shapes, masking and the causal alignment)."""
 
     def __init__(self, causal=False, scale=None):
@@ -170,8 +173,9 @@ class SoftmaxAttention(_torch.nn.Module):
                 raise TypeError("scale must be None or a real number, not %s" % type(scale).__name__) from None
         self.scale = scale
 
-    def forward(self, q, k, v, kv_lengths=None):
-        return softmax_attention(q, k, v, causal=self.causal, scale=self.scale, kv_lengths=kv_lengths)
+    def forward(self, q, k, v, kv_lengths=None, kv_starts=None):
+        return softmax_attention(q, k, v, causal=self.causal, scale=self.scale, kv_lengths=kv_lengths,
+                                 kv_starts=kv_starts)
 
     def extra_repr(self):
         return "causal=%s, scale=%s" % (self.causal, self.scale)
@@ -184,7 +188,7 @@ class SoftmaxAttention(_torch.nn.Module):
 class FavorAttentionFunction(_torch.autograd.Function):
     """FAVOR+ attention with libperformer's kernels:
     ``FavorAttentionFunction.apply(q, k, v, projection, causal=False, features="positive",
-    scale=None, eps=0.0, kv_lengths=None, relu_offset=1e-3)``, the arguments of
+    scale=None, eps=0.0, kv_lengths=None, relu_offset=1e-3, kv_starts=None)``, the arguments of
     :func:`performer.favor_attention` (without a carried state) with q, k, v CPU tensors.
     The forward keeps only q, k and v: the backward recomputes the rest in O(N) memory.
     Gradients flow to q, k and v (through the features and the denominator); the projection W
@@ -193,10 +197,9 @@ class FavorAttentionFunction(_torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, projection, causal=False, features="positive", scale=None, eps=0.0, kv_lengths=None,
-                relu_offset=1e-3):
-        lengths = _kv_lengths(kv_lengths)
-        options = dict(causal=causal, features=features, scale=scale, eps=eps, kv_lengths=lengths,
-                       relu_offset=relu_offset)
+                relu_offset=1e-3, kv_starts=None):
+        options = dict(causal=causal, features=features, scale=scale, eps=eps, kv_lengths=_kv_lengths(kv_lengths),
+                       relu_offset=relu_offset, kv_starts=_kv_lengths(kv_starts))
         # A copy of W now: a redraw between forward and backward must not change the W the
         # gradient is taken with.
         pinned = _performer.FavorProjection.from_matrix(projection.matrix)
@@ -213,24 +216,25 @@ class FavorAttentionFunction(_torch.autograd.Function):
         grads = _performer.favor_attention_backward(
             _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v), _to_numpy("dout", dout), ctx.projection,
             **ctx.options)
-        return _input_grads(ctx, grads) + (None,) * 7
+        return _input_grads(ctx, grads) + (None,) * 8
 
 
 def favor_attention(q, k, v, projection, *, causal=False, features="positive", scale=None, eps=0.0, kv_lengths=None,
-                    relu_offset=1e-3):
+                    relu_offset=1e-3, kv_starts=None):
     """FAVOR+ attention of CPU tensors, differentiable with respect to q, k and v.
 
     q: B x H x N x D (D = projection.dim), k: B x Hk x L x D, v: B x Hk x L x M (Hk divides
     H), float32 or float64, any strides; returns B x H x N x M. The options are those of
-    :func:`performer.favor_attention` (causal needs N == L; kv_lengths may be an integer
-    tensor). When no input requires a gradient the forward alone runs.
+    :func:`performer.favor_attention` (causal needs N == L; kv_lengths and kv_starts may be
+    integer tensors). When no input requires a gradient the forward alone runs.
     """
     if _needs_grad(q, k, v):
         return FavorAttentionFunction.apply(q, k, v, projection, causal, features, scale, eps, kv_lengths,
-                                            relu_offset)
+                                            relu_offset, kv_starts)
     out = _performer.favor_attention(
         _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v), projection, causal=causal, features=features,
-        scale=scale, eps=eps, kv_lengths=_kv_lengths(kv_lengths), relu_offset=relu_offset)
+        scale=scale, eps=eps, kv_lengths=_kv_lengths(kv_lengths), relu_offset=relu_offset,
+        kv_starts=_kv_lengths(kv_starts))
     return _to_tensor(out)
 
 
@@ -239,7 +243,8 @@ class FavorAttention(_torch.nn.Module):
     :class:`performer.FavorProjection` (``dim`` x ``num_features``: orthogonal rows with chi
     norms unless ``kind``/``norms`` say otherwise, drawn from ``seed``); :meth:`redraw` draws
     the next W (the paper's periodic feature redrawing -- call it, e.g., every few hundred
-    training steps; it never happens on its own). ``forward(q, k, v, kv_lengths=None)`` is
+    training steps; it never happens on its own). ``forward(q, k, v, kv_lengths=None,
+    kv_starts=None)`` is
     :func:`favor_attention` with this module's options.
     """
 
@@ -258,9 +263,9 @@ class FavorAttention(_torch.nn.Module):
         """Replaces W by the projection's next draw."""
         self.projection.redraw()
 
-    def forward(self, q, k, v, kv_lengths=None):
+    def forward(self, q, k, v, kv_lengths=None, kv_starts=None):
         return favor_attention(q, k, v, self.projection, causal=self.causal, features=self.features, scale=self.scale,
-                               eps=self.eps, kv_lengths=kv_lengths, relu_offset=self.relu_offset)
+                               eps=self.eps, kv_lengths=kv_lengths, relu_offset=self.relu_offset, kv_starts=kv_starts)
 
     def extra_repr(self):
         return "dim=%d, num_features=%d, causal=%s, features=%r, scale=%s, eps=%s, seed=%s, draw=%d" % (

@@ -14,33 +14,33 @@ class SoftmaxAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, q: Tensor, k: Tensor, v: Tensor, causal: bool = ..., scale: Optional[float] = ...,
-        kv_lengths: _Lengths = ...,
+        kv_lengths: _Lengths = ..., kv_starts: _Lengths = ...,
     ) -> Tensor: ...
     @staticmethod
     def backward(ctx: Any, dout: Tensor) -> Tuple[Optional[Tensor], ...]: ...
     @staticmethod
     def apply(  # type: ignore[override]
         q: Tensor, k: Tensor, v: Tensor, causal: bool = ..., scale: Optional[float] = ...,
-        kv_lengths: _Lengths = ...,
+        kv_lengths: _Lengths = ..., kv_starts: _Lengths = ...,
     ) -> Tensor: ...
 
 def softmax_attention(
     q: Tensor, k: Tensor, v: Tensor, *, causal: bool = ..., scale: Optional[float] = ...,
-    kv_lengths: _Lengths = ...,
+    kv_lengths: _Lengths = ..., kv_starts: _Lengths = ...,
 ) -> Tensor: ...
 
 class SoftmaxAttention(torch.nn.Module):
     causal: bool
     scale: Optional[float]
     def __init__(self, causal: bool = ..., scale: Optional[float] = ...) -> None: ...
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, kv_lengths: _Lengths = ...) -> Tensor: ...
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, kv_lengths: _Lengths = ..., kv_starts: _Lengths = ...) -> Tensor: ...
 
 class FavorAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any, q: Tensor, k: Tensor, v: Tensor, projection: FavorProjection, causal: bool = ...,
         features: str = ..., scale: Optional[float] = ..., eps: float = ..., kv_lengths: _Lengths = ...,
-        relu_offset: float = ...,
+        relu_offset: float = ..., kv_starts: _Lengths = ...,
     ) -> Tensor: ...
     @staticmethod
     def backward(ctx: Any, dout: Tensor) -> Tuple[Optional[Tensor], ...]: ...
@@ -48,11 +48,13 @@ class FavorAttentionFunction(torch.autograd.Function):
     def apply(  # type: ignore[override]
         q: Tensor, k: Tensor, v: Tensor, projection: FavorProjection, causal: bool = ..., features: str = ...,
         scale: Optional[float] = ..., eps: float = ..., kv_lengths: _Lengths = ..., relu_offset: float = ...,
+        kv_starts: _Lengths = ...,
     ) -> Tensor: ...
 
 def favor_attention(
     q: Tensor, k: Tensor, v: Tensor, projection: FavorProjection, *, causal: bool = ..., features: str = ...,
     scale: Optional[float] = ..., eps: float = ..., kv_lengths: _Lengths = ..., relu_offset: float = ...,
+    kv_starts: _Lengths = ...,
 ) -> Tensor: ...
 
 class FavorAttention(torch.nn.Module):
@@ -68,4 +70,4 @@ class FavorAttention(torch.nn.Module):
         seed: int = ...,
     ) -> None: ...
     def redraw(self) -> None: ...
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, kv_lengths: _Lengths = ...) -> Tensor: ...
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, kv_lengths: _Lengths = ..., kv_starts: _Lengths = ...) -> Tensor: ...
