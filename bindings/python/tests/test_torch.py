@@ -194,6 +194,32 @@ def test_scale_and_kv_lengths_equal_sdpa_with_masks():
     compare_with_sdpa(ours, theirs, (q, k, v))
 
 
+
+@needs_torch
+def test_key_ranges_equal_sdpa_with_left_and_right_padding_masks():
+    """kv_starts and kv_lengths (left, right and both-side padding, one row left with no key)
+    against SDPA given the same key mask, forward and gradients; fully masked rows are 0 here
+    where SDPA gives NaN, so those rows are compared separately."""
+    B, N, L = 4, 12, 16
+    q, k, v = make_qkv(torch.float32, B=B, H=4, Hk=2, N=N, L=L, D=8, M=8)
+    starts, lengths = torch.tensor([0, 2, 3, 9]), torch.tensor([16, 16, 11, 9])
+    keys = torch.arange(L)[None, None, None, :]
+    visible = (keys >= starts[:, None, None, None]) & (keys < lengths[:, None, None, None])
+    for causal in (False, True):
+        ours = pt.softmax_attention(q, k, v, causal=causal, kv_starts=starts, kv_lengths=lengths)
+        mask = visible & (bottom_right_mask(N, L)[None, None] if causal else True)
+        seen = mask.any(-1, keepdim=True)  # B x 1 x N x 1: rows that see a key
+        assert not seen[3].any()
+        live = slice(0, 3)  # the batch rows with keys; row 3's range is empty
+        theirs = sdpa_case(q[live], k[live], v[live], mask=mask[live])
+        compare_with_sdpa(ours[live], theirs, (q, k, v))
+        assert torch.equal(ours[3], torch.zeros_like(ours[3]))
+        dq, dk = torch.autograd.grad(
+            pt.softmax_attention(q, k, v, causal=causal, kv_starts=starts, kv_lengths=lengths).sum(), (q, k))
+        assert torch.equal(dq[3], torch.zeros_like(dq[3]))
+        assert torch.equal(dk[1, :, :2], torch.zeros_like(dk[1, :, :2]))  # left padding: no gradient
+
+
 # --- Strides, no copies ----------------------------------------------------------------------
 
 @needs_torch
