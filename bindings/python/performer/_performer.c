@@ -802,31 +802,43 @@ decoder_reference(DecoderObject *self, tensor_arg *reference)
 typedef performer_status (*decoder_tokens_fn)(void *handle, const performer_tensor_t *q,
                                               const performer_tensor_t *k, const performer_tensor_t *v,
                                               performer_tensor_t *out);
+/* A step on a caller's state: tokens as decoder_tokens_fn, then the state (S, z), updated in place. */
+typedef performer_status (*decoder_state_step_fn)(void *handle, const performer_tensor_t *q,
+                                                  const performer_tensor_t *k, const performer_tensor_t *v,
+                                                  performer_tensor_t *out, performer_tensor_t *s,
+                                                  performer_tensor_t *z);
 
-/* _step / _prefill(q, k, v, out) -> out. token: rank-3 B x heads x features tensors (one
- * position), else rank-4 B x heads x N x features. */
+/* _step / _prefill(q, k, v, out) -> out, or with state_call _step_state(q, k, v, out, S, z) -> out.
+ * token: rank-3 B x heads x features tensors (one position), else rank-4 B x heads x N x features;
+ * S is B x H x C x M, z B x H x C. */
 static PyObject *
 decoder_tokens_call(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs, const char *method, int token,
-                    decoder_tokens_fn call)
+                    decoder_tokens_fn call, decoder_state_step_fn state_call)
 {
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "%s expects 4 arguments (q, k, v, out), got %zd", method, nargs);
+    int count = state_call != NULL ? 6 : 4;
+    if (nargs != count) {
+        PyErr_Format(PyExc_TypeError, "%s expects %d arguments (q, k, v, out%s), got %zd", method, count,
+                     state_call != NULL ? ", S, z" : "", nargs);
         return NULL;
     }
     if (decoder_claim(self) < 0) {
         return NULL;
     }
-    tensor_arg reference, t[4] = {{"q"}, {"k"}, {"v"}, {"out"}};
+    tensor_arg reference, t[6] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S"}, {"z"}};
     decoder_reference(self, &reference);
     PyObject *result = NULL;
-    for (int i = 0; i < 4; i++) {
-        if (get_tensor_mode(args[i], &t[i], token ? 3 : 4, i == 3, &reference, token) < 0) {
+    for (int i = 0; i < count; i++) {
+        int ndim = i < 4 ? (token ? 3 : 4) : i == 4 ? 4 : 3;
+        if (get_tensor_mode(args[i], &t[i], ndim, i >= 3, &reference, token && i < 4) < 0) {
             goto done;
         }
     }
     performer_status status;
     Py_BEGIN_ALLOW_THREADS
-    status = call(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor);
+    status = state_call != NULL
+                 ? state_call(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor, &t[4].tensor,
+                              &t[5].tensor)
+                 : call(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor);
     Py_END_ALLOW_THREADS
     if (status != PERFORMER_OK) {
         raise_status(status);
@@ -835,7 +847,7 @@ decoder_tokens_call(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_INCREF(args[3]);
     result = args[3];
 done:
-    release_all(t, 4);
+    release_all(t, count);
     self->busy = 0;
     return result;
 }
@@ -843,7 +855,7 @@ done:
 static PyObject *
 decoder_step(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return decoder_tokens_call(self, args, nargs, "_step", 1, self->ops->step);
+    return decoder_tokens_call(self, args, nargs, "_step", 1, self->ops->step, NULL);
 }
 
 /* _get_state(S, z[, c]) / _set_state(S, z[, c]): S B x H x C x M, z (and c) B x H x C. */
@@ -995,45 +1007,23 @@ linear_decoder_init(DecoderObject *self, PyObject *args, PyObject *kwargs)
 static PyObject *
 linear_decoder_prefill_method(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return decoder_tokens_call(self, args, nargs, "_prefill", 0, linear_decoder_prefill);
+    return decoder_tokens_call(self, args, nargs, "_prefill", 0, linear_decoder_prefill, NULL);
 }
 
-/* _step_state(q, k, v, out, S, z) -> out: one token on the caller's state (S B x H x C x M,
- * z B x H x C, updated in place); the decoder's own state is untouched. */
+/* _step_state(q, k, v, out, S, z) -> out: one token on the caller's state (updated in place);
+ * the decoder's own state is untouched. */
+static performer_status
+linear_decoder_step_with_state(void *handle, const performer_tensor_t *q, const performer_tensor_t *k,
+                               const performer_tensor_t *v, performer_tensor_t *out, performer_tensor_t *s,
+                               performer_tensor_t *z)
+{
+    return performer_linear_decoder_step_with_state(handle, q, k, v, out, s, z);
+}
+
 static PyObject *
 linear_decoder_step_state_method(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_Format(PyExc_TypeError, "_step_state expects 6 arguments (q, k, v, out, S, z), got %zd", nargs);
-        return NULL;
-    }
-    if (decoder_claim(self) < 0) {
-        return NULL;
-    }
-    tensor_arg reference, t[6] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S"}, {"z"}};
-    decoder_reference(self, &reference);
-    PyObject *result = NULL;
-    for (int i = 0; i < 6; i++) {
-        int ndim = i < 4 ? 3 : i == 4 ? 4 : 3;
-        if (get_tensor_mode(args[i], &t[i], ndim, i >= 3, &reference, i < 4) < 0) {
-            goto done;
-        }
-    }
-    performer_status status;
-    Py_BEGIN_ALLOW_THREADS
-    status = performer_linear_decoder_step_with_state(self->handle, &t[0].tensor, &t[1].tensor, &t[2].tensor,
-                                                      &t[3].tensor, &t[4].tensor, &t[5].tensor);
-    Py_END_ALLOW_THREADS
-    if (status != PERFORMER_OK) {
-        raise_status(status);
-        goto done;
-    }
-    Py_INCREF(args[3]);
-    result = args[3];
-done:
-    release_all(t, 6);
-    self->busy = 0;
-    return result;
+    return decoder_tokens_call(self, args, nargs, "_step_state", 1, NULL, linear_decoder_step_with_state);
 }
 
 static PyMethodDef linear_decoder_methods[] = {
