@@ -155,7 +155,23 @@ def _key_array(name, values, batch):
     return _np.ascontiguousarray(array, dtype=_np.int64)
 
 
-def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, return_lse=False, kv_starts=None):
+def _output(given, shape, dtype):
+    """A new array of `shape` and `dtype` when `given` is None, else `given` itself: a caller's
+    buffer (any strides, e.g. a B x N x H x M array seen as B x H x N x M), which the library
+    checks (shape, dtype, writability, overlaps) before it writes anything."""
+    return _np.empty(shape, dtype=dtype) if given is None else given
+
+
+def _outputs(name, given, shapes, dtype, labels):
+    """`_output` for a tuple of outputs (a state): new arrays, or the caller's tuple."""
+    if given is None:
+        return tuple(_np.empty(shape, dtype=dtype) for shape in shapes)
+    _check_state_arity(name, given, labels)
+    return tuple(given)
+
+
+def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, return_lse=False, kv_starts=None,
+                      out=None, lse=None):
     """Exact softmax attention: ``out = softmax(scale * q @ k^T + mask) @ v``.
 
     Parameters
@@ -178,6 +194,10 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, ret
         start == length masks every key. The causal mask keeps the original key indices.
     return_lse : bool
         Also return the row log-sum-exp of the scaled, masked scores (needed by the backward).
+    out, lse : writable buffers or None
+        Write the results there instead of new arrays (any strides: a B x N x H x M buffer
+        transposed to B x H x N x M is written in place); passing lse implies return_lse.
+        An output overlapping an input or another output is refused (ValueError).
 
     Returns
     -------
@@ -194,14 +214,15 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, ret
     _check_qkv(qs, ks, vs)
     causal, scale, kv_lengths = _options(causal, scale, kv_lengths, qs[0])
     kv_starts = _key_array("kv_starts", kv_starts, qs[0])
-    out = _np.empty((qs[0], qs[1], qs[2], vs[3]), dtype=dtype)
-    lse = _np.empty((qs[0], qs[1], qs[2]), dtype=dtype) if return_lse else None
+    return_lse = return_lse or lse is not None
+    out = _output(out, (qs[0], qs[1], qs[2], vs[3]), dtype)
+    lse = _output(lse, (qs[0], qs[1], qs[2]), dtype) if return_lse else None
     _ext.softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths, kv_starts)
     return (out, lse) if return_lse else out
 
 
 def softmax_attention_backward(q, k, v, out, lse, dout, *, causal=False, scale=None, kv_lengths=None,
-                               kv_starts=None):
+                               kv_starts=None, dq=None, dk=None, dv=None):
     """Gradients of exact softmax attention.
 
     Given the inputs of :func:`softmax_attention`, its results ``out`` (B x H x N x M) and
@@ -210,7 +231,8 @@ def softmax_attention_backward(q, k, v, out, lse, dout, *, causal=False, scale=N
     dLoss/dv (B x Hk x L x M) as new NumPy arrays of the inputs' dtype. The options
     (causal -- bottom-right aligned, see :func:`softmax_attention` -- scale, kv_lengths,
     kv_starts) must be the forward's. Fully masked query rows get zero gradients; masked keys
-    get zero dk, dv.
+    get zero dk, dv. ``dq=``, ``dk=``, ``dv=``: writable buffers (any strides) to write the
+    gradients into instead of new arrays.
 
     Raises TypeError for unsupported or mixed dtypes, ValueError for wrong ranks, shapes,
     strides or options; the message names the argument.
@@ -228,9 +250,7 @@ def softmax_attention_backward(q, k, v, out, lse, dout, *, causal=False, scale=N
     _check_exact("dout", ds, out_shape, "(B, H, N, M)")
     causal, scale, kv_lengths = _options(causal, scale, kv_lengths, qs[0])
     kv_starts = _key_array("kv_starts", kv_starts, qs[0])
-    dq = _np.empty(qs, dtype=dtype)
-    dk = _np.empty(ks, dtype=dtype)
-    dv = _np.empty(vs, dtype=dtype)
+    dq, dk, dv = _output(dq, qs, dtype), _output(dk, ks, dtype), _output(dv, vs, dtype)
     _ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths, kv_starts)
     return dq, dk, dv
 
@@ -298,7 +318,7 @@ def _linear_setup(q, k, v, causal, feature_map, eps, kv_lengths, kv_starts):
 
 def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv_lengths=None,
                      initial_state=None, return_state=False, normalize=True, return_denominators=False,
-                     kv_starts=None):
+                     kv_starts=None, out=None, final_state=None, denominators=None):
     """Linear attention ("Transformers are RNNs"):
     ``out_i = phi(q_i)^T S / (phi(q_i)^T z + eps)`` with ``S = S0 + sum_j phi(k_j) v_j^T`` and
     ``z = z0 + sum_j phi(k_j)`` over all keys, or over keys ``j <= i`` when causal.
@@ -334,6 +354,10 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
         (fast-transformers' ``causal_dot_product`` with feature_map="identity").
     return_denominators : bool
         Also return ``den_i = phi(q_i)^T z_i`` (B x H x N, without eps).
+    out, final_state, denominators : writable buffers or None
+        Write the results there instead of new arrays (any strides, e.g. a B x N x H x M
+        buffer transposed to B x H x N x M; final_state a pair (S, z)); passing final_state or
+        denominators implies return_state / return_denominators. Overlaps are refused.
 
     Returns
     -------
@@ -351,12 +375,13 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
     s0 = z0 = sn = zn = den = None
     if initial_state is not None:
         s0, z0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
+    return_state = return_state or final_state is not None
+    return_denominators = return_denominators or denominators is not None
     if return_state:
-        sn = _np.empty(s_shape, dtype=dtype)
-        zn = _np.empty(s_shape[:3], dtype=dtype)
+        sn, zn = _outputs("final_state", final_state, (s_shape, s_shape[:3]), dtype, _PAIR)
     if return_denominators:
-        den = _np.empty((B, H, N), dtype=dtype)
-    out = _np.empty((B, H, N, M), dtype=dtype)
+        den = _output(denominators, (B, H, N), dtype)
+    out = _output(out, (B, H, N, M), dtype)
     _ext.linear_forward(q, k, v, out, s0, z0, sn, zn, den, causal, fmap, eps, bool(normalize), kv_lengths,
                         kv_starts)
     result = (out,) + (((sn, zn),) if return_state else ()) + ((den,) if return_denominators else ())
@@ -364,7 +389,8 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
 
 
 def linear_attention_backward(q, k, v, dout, *, causal=False, feature_map="elu+1", eps=1e-6,
-                              kv_lengths=None, initial_state=None, dstate=None, normalize=True, kv_starts=None):
+                              kv_lengths=None, initial_state=None, dstate=None, normalize=True, kv_starts=None,
+                              dq=None, dk=None, dv=None):
     """Gradients of :func:`linear_attention` (pass the forward's arguments, normalize included).
 
     ``dout`` = dLoss/dout (B x H x N x M). ``dstate`` = (dS_N, dz_N), the gradient of the loss
@@ -373,7 +399,8 @@ def linear_attention_backward(q, k, v, dout, *, causal=False, feature_map="elu+1
 
     Returns ``(dq, dk, dv)``, or ``(dq, dk, dv, (dS0, dz0))`` when an initial_state was given
     (the gradient w.r.t. it). With grouped-query attention dk and dv sum over the query heads
-    that share a key head. Raises TypeError/ValueError naming the argument.
+    that share a key head. ``dq=``, ``dk=``, ``dv=``: writable buffers (any strides) to write
+    the gradients into instead of new arrays. Raises TypeError/ValueError naming the argument.
     """
     dtype, qs, ks, vs, causal, fmap, eps, kv_lengths, kv_starts = _linear_setup(
         q, k, v, causal, feature_map, eps, kv_lengths, kv_starts)
@@ -389,9 +416,7 @@ def linear_attention_backward(q, k, v, dout, *, causal=False, feature_map="elu+1
         dz0 = _np.empty(s_shape[:3], dtype=dtype)
     if dstate is not None:
         gs, gz = _state_arrays("dstate", dstate, dtype, s_shape, _PAIR)
-    dq = _np.empty(qs, dtype=dtype)
-    dk = _np.empty(ks, dtype=dtype)
-    dv = _np.empty(vs, dtype=dtype)
+    dq, dk, dv = _output(dq, qs, dtype), _output(dk, ks, dtype), _output(dv, vs, dtype)
     _ext.linear_backward(q, k, v, dout, dq, dk, dv, s0, z0, gs, gz, ds0, dz0, causal, fmap, eps, bool(normalize),
                          kv_lengths, kv_starts)
     if initial_state is not None:
@@ -737,7 +762,7 @@ def _is_rank(obj, ndim):
         return True  # let _tensor raise its TypeError
 
 
-def favor_features(x, projection, *, features="positive", scale=None, is_query=True, relu_offset=1e-3):
+def favor_features(x, projection, *, features="positive", scale=None, is_query=True, relu_offset=1e-3, out=None):
     """The FAVOR+ feature map phi(x) of every row of x (docs/ALGORITHMS.md section 3).
 
     With x^ = x * scale**0.5 (scale 1/sqrt(D) unless given), u = W x^ and n = |x^|**2:
@@ -762,8 +787,8 @@ def favor_features(x, projection, *, features="positive", scale=None, is_query=T
         value is not representable.
     relu_offset : float, kappa of "relu" (finite, >= 0)
 
-    Returns phi(x), a new B x H x N x C array of x's dtype. Raises TypeError/ValueError
-    naming the argument.
+    Returns phi(x), a new B x H x N x C array of x's dtype, or ``out`` (a writable buffer of
+    that shape, any strides) when given. Raises TypeError/ValueError naming the argument.
     """
     dtype, shape = _tensor("x", x, 4)
     projection = _projection_arg(projection)
@@ -773,7 +798,7 @@ def favor_features(x, projection, *, features="positive", scale=None, is_query=T
     dim, num_features = projection._info()[:2]
     if shape[3] != dim:
         raise ValueError("x.shape[3] = %d but projection.dim = %d" % (shape[3], dim))
-    out = _np.empty(shape[:3] + (_favor_count(code, num_features),), dtype=dtype)
+    out = _output(out, shape[:3] + (_favor_count(code, num_features),), dtype)
     _ext.favor_features(x, projection, out, code, _scale(scale), _real("relu_offset", relu_offset))
     return out
 
@@ -802,7 +827,8 @@ def _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, 
 
 
 def favor_attention(q, k, v, projection, *, causal=False, features="positive", scale=None, eps=0.0,
-                    kv_lengths=None, initial_state=None, return_state=False, relu_offset=1e-3, kv_starts=None):
+                    kv_lengths=None, initial_state=None, return_state=False, relu_offset=1e-3, kv_starts=None,
+                    out=None, final_state=None):
     """FAVOR+ (Performer) attention: linear attention on the random features phi of
     :func:`favor_features` (docs/ALGORITHMS.md section 3)::
 
@@ -840,6 +866,9 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     return_state : bool (causal only)
         Also return the final scaled state (S~, z~, c) in that form.
     relu_offset : float, kappa of "relu" (finite, >= 0)
+    out, final_state : writable buffers or None
+        Write the output (and the final state, a triple, implying return_state) there instead
+        of new arrays; any strides. Overlaps are refused.
 
     Returns
     -------
@@ -856,19 +885,19 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     if initial_state is not None:
         _favor_needs_causal("initial_state", causal)
         s0, z0, c0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _TRIPLE)
+    return_state = return_state or final_state is not None
     if return_state:
         _favor_needs_causal("return_state=True", causal)
-        sn = _np.empty(s_shape, dtype=dtype)
-        zn = _np.empty(s_shape[:3], dtype=dtype)
-        cn = _np.empty(s_shape[:3], dtype=dtype)
-    out = _np.empty((qs[0], qs[1], qs[2], vs[3]), dtype=dtype)
+        sn, zn, cn = _outputs("final_state", final_state, (s_shape, s_shape[:3], s_shape[:3]), dtype, _TRIPLE)
+    out = _output(out, (qs[0], qs[1], qs[2], vs[3]), dtype)
     _ext.favor_forward(q, k, v, projection, out, s0, z0, c0, sn, zn, cn, causal, code, scale, eps, relu_offset,
                        *keys)
     return (out, (sn, zn, cn)) if return_state else out
 
 
 def favor_attention_backward(q, k, v, dout, projection, *, causal=False, features="positive", scale=None, eps=0.0,
-                             kv_lengths=None, initial_state=None, dstate=None, relu_offset=1e-3, kv_starts=None):
+                             kv_lengths=None, initial_state=None, dstate=None, relu_offset=1e-3, kv_starts=None,
+                             dq=None, dk=None, dv=None):
     """Gradients of :func:`favor_attention` (pass the forward's arguments and options).
 
     ``dout`` = dLoss/dout (B x H x N x M). ``dstate`` = (dS, dz), the gradient of the loss
@@ -879,8 +908,8 @@ def favor_attention_backward(q, k, v, dout, projection, *, causal=False, feature
 
     Returns ``(dq, dk, dv)``, or ``(dq, dk, dv, (dS0, dz0))`` when an initial_state was given
     (the gradient w.r.t. its S~ and z~, c held fixed). With grouped-query attention dk and dv
-    sum over the query heads that share a key head. Raises TypeError/ValueError naming the
-    argument.
+    sum over the query heads that share a key head. ``dq=``, ``dk=``, ``dv=``: writable
+    buffers (any strides) for the gradients. Raises TypeError/ValueError naming the argument.
     """
     (dtype, qs, ks, vs, projection, causal, code, scale, eps, keys, relu_offset,
      s_shape) = _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset, kv_starts)
@@ -895,9 +924,7 @@ def favor_attention_backward(q, k, v, dout, projection, *, causal=False, feature
     if dstate is not None:
         _favor_needs_causal("dstate", causal)
         gs, gz = _state_arrays("dstate", dstate, dtype, s_shape, _PAIR)
-    dq = _np.empty(qs, dtype=dtype)
-    dk = _np.empty(ks, dtype=dtype)
-    dv = _np.empty(vs, dtype=dtype)
+    dq, dk, dv = _output(dq, qs, dtype), _output(dk, ks, dtype), _output(dv, vs, dtype)
     _ext.favor_backward(q, k, v, dout, projection, dq, dk, dv, s0, z0, c0, gs, gz, ds0, dz0, causal, code, scale,
                         eps, relu_offset, *keys)
     if initial_state is not None:

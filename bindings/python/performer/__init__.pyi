@@ -17,20 +17,24 @@ __all__: list[str]
 def softmax_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., scale: Optional[float] = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., return_lse: Literal[False] = ...,
+    out: Optional[_Buffer] = ..., lse: Optional[_Buffer] = ...,
 ) -> NDArray[_Floating]: ...
 @overload
 def softmax_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., scale: Optional[float] = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., return_lse: Literal[True],
+    out: Optional[_Buffer] = ..., lse: Optional[_Buffer] = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
 @overload
 def softmax_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., scale: Optional[float] = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., return_lse: bool = ...,
+    out: Optional[_Buffer] = ..., lse: Optional[_Buffer] = ...,
 ) -> Union[NDArray[_Floating], Tuple[NDArray[_Floating], NDArray[_Floating]]]: ...
 def softmax_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, out: _Buffer, lse: _Buffer, dout: _Buffer, *,
     causal: bool = ..., scale: Optional[float] = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
+    dq: Optional[_Buffer] = ..., dk: Optional[_Buffer] = ..., dv: Optional[_Buffer] = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating]]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
@@ -47,6 +51,8 @@ def linear_attention(
     eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: Literal[False] = ...,
     normalize: bool = ..., return_denominators: Literal[False] = ...,
+    out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer]] = ...,
+    denominators: Optional[_Buffer] = ...,
 ) -> NDArray[_Floating]: ...
 @overload
 def linear_attention(
@@ -54,6 +60,8 @@ def linear_attention(
     eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: Literal[True],
     normalize: bool = ..., return_denominators: Literal[False] = ...,
+    out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer]] = ...,
+    denominators: Optional[_Buffer] = ...,
 ) -> Tuple[NDArray[_Floating], _State]: ...
 @overload
 def linear_attention(
@@ -61,6 +69,8 @@ def linear_attention(
     eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: Literal[False] = ...,
     normalize: bool = ..., return_denominators: Literal[True],
+    out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer]] = ...,
+    denominators: Optional[_Buffer] = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
 @overload
 def linear_attention(
@@ -68,6 +78,8 @@ def linear_attention(
     eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: Literal[True],
     normalize: bool = ..., return_denominators: Literal[True],
+    out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer]] = ...,
+    denominators: Optional[_Buffer] = ...,
 ) -> Tuple[NDArray[_Floating], _State, NDArray[_Floating]]: ...
 @overload
 def linear_attention(
@@ -75,6 +87,8 @@ def linear_attention(
     eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., return_state: bool = ...,
     normalize: bool = ..., return_denominators: bool = ...,
+    out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer]] = ...,
+    denominators: Optional[_Buffer] = ...,
 ) -> Union[NDArray[_Floating], Tuple[NDArray[_Floating], _State], Tuple[NDArray[_Floating], NDArray[_Floating]],
            Tuple[NDArray[_Floating], _State, NDArray[_Floating]]]: ...
 @overload
@@ -82,12 +96,14 @@ def linear_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, *, causal: bool = ...,
     feature_map: _FeatureMap = ..., eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: None = ..., dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., normalize: bool = ...,
+    dq: Optional[_Buffer] = ..., dk: Optional[_Buffer] = ..., dv: Optional[_Buffer] = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating]]: ...
 @overload
 def linear_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, *, causal: bool = ...,
     feature_map: _FeatureMap = ..., eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Tuple[_Buffer, _Buffer], dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., normalize: bool = ...,
+    dq: Optional[_Buffer] = ..., dk: Optional[_Buffer] = ..., dv: Optional[_Buffer] = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating], _State]: ...
 def linear_state(
     k: _Buffer, v: _Buffer, *, feature_map: _FeatureMap = ..., kv_lengths: Optional[Sequence[int]] = ...,
@@ -168,6 +184,7 @@ class FavorProjection:
 def favor_features(
     x: _Buffer, projection: FavorProjection, *, features: _FavorFeatures = ..., scale: Optional[float] = ...,
     is_query: bool = ..., relu_offset: float = ...,
+    out: Optional[_Buffer] = ...,
 ) -> NDArray[_Floating]: ...
 
 @overload
@@ -176,6 +193,7 @@ def favor_attention(
     features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
     return_state: Literal[False] = ..., relu_offset: float = ...,
+    out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
 ) -> NDArray[_Floating]: ...
 @overload
 def favor_attention(
@@ -183,6 +201,7 @@ def favor_attention(
     features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
     return_state: Literal[True], relu_offset: float = ...,
+    out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
 ) -> Tuple[NDArray[_Floating], _FavorState]: ...
 @overload
 def favor_attention(
@@ -190,6 +209,7 @@ def favor_attention(
     features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
     return_state: bool = ..., relu_offset: float = ...,
+    out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
 ) -> Union[NDArray[_Floating], Tuple[NDArray[_Floating], _FavorState]]: ...
 @overload
 def favor_attention_backward(
@@ -197,6 +217,7 @@ def favor_attention_backward(
     features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: None = ...,
     dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., relu_offset: float = ...,
+    dq: Optional[_Buffer] = ..., dk: Optional[_Buffer] = ..., dv: Optional[_Buffer] = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating]]: ...
 @overload
 def favor_attention_backward(
@@ -204,6 +225,7 @@ def favor_attention_backward(
     features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Tuple[_Buffer, _Buffer, _Buffer],
     dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., relu_offset: float = ...,
+    dq: Optional[_Buffer] = ..., dk: Optional[_Buffer] = ..., dv: Optional[_Buffer] = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating], _State]: ...
 
 class FavorDecoder:
