@@ -1,4 +1,5 @@
 // swift-tools-version:5.9
+// SPDX-License-Identifier: Apache-2.0
 //
 // libperformer: exact softmax attention, linear attention and FAVOR+ behind one C ABI.
 //

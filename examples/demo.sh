@@ -23,11 +23,6 @@ c++ -std=c++17 -O2 -Iinclude examples/cpp/softmax.cpp -L"$(dirname "$lib")" -lpe
 echo; echo "== C (linked), linear attention as an RNN: examples/c/linear_decode.c"
 cc -std=c99 -O2 -Iinclude examples/c/linear_decode.c -L"$(dirname "$lib")" -lperformer \
     -Wl,-rpath,"$(dirname "$lib")" -lm -o "$bin/linear_decode"
-
-echo; echo "== C (linked), causal FAVOR+ in pieces with a carried state: examples/c/favor_attention.c"
-cc -std=c99 -O2 -Iinclude examples/c/favor_attention.c -L"$(dirname "$lib")" -lperformer \
-    -Wl,-rpath,"$(dirname "$lib")" -lm -o "$bin/favor_attention"
-"$bin/favor_attention"
 "$bin/linear_decode"
 
 echo; echo "== C (linked), causal FAVOR+ in pieces with a carried state: examples/c/favor_attention.c"

@@ -73,7 +73,7 @@ extern "C" {
  * ====================================================================================== */
 
 #define PERFORMER_VERSION_MAJOR 0
-#define PERFORMER_VERSION_MINOR 1
+#define PERFORMER_VERSION_MINOR 2
 #define PERFORMER_VERSION_PATCH 0
 /** MAJOR * 10000 + MINOR * 100 + PATCH, as performer_version() returns. */
 #define PERFORMER_VERSION_NUMBER \

@@ -9,7 +9,7 @@
 
 /// A scalar the kernels compute in (Float or Double) and its native vector.
 @usableFromInline
-protocol KernelScalar: BinaryFloatingPoint, SIMDScalar {
+protocol KernelScalar: BinaryFloatingPoint, SIMDScalar, Codable {
     associatedtype Vector: SIMD where Vector.Scalar == Self
     /// Lanes in `Vector`.
     static var lanes: Int { get }
