@@ -127,10 +127,10 @@ final class HandleRegistry {
         let index = Int(value & Self.slotMask), generation = value >> UInt64(Self.slotBits)
         acquire()
         defer { release() }
-        guard index < slots.count, slots[index].generation == generation, let object = slots[index].object else {
-            return .unknown
-        }
-        return slots[index].kind == kind ? .live(object) : .otherKind(slots[index].kind)
+        guard index < slots.count else { return .unknown }
+        let slot = slots[index]
+        guard slot.generation == generation, let object = slot.object else { return .unknown }
+        return slot.kind == kind ? .live(object) : .otherKind(slot.kind)
     }
 
     /// Ends `handle` if it is a live handle of `kind`; else does nothing.
