@@ -35,16 +35,14 @@ extension RegisteredHandle {
     /// PERFORMER_ERROR_INVALID_ARGUMENT. The object stays alive while the caller holds it.
     static func lookup(_ handle: OpaquePointer?, name: String) throws(PerformerError) -> Self {
         guard let handle else { throw PerformerError(.nullPointer, "\(name) is NULL") }
-        switch HandleRegistry.shared.find(handle, kind: handleKind) {
-        case .live(let object):
+        if let object = HandleRegistry.shared.find(handle, kind: handleKind) {
             // The table records the kind each object was registered with: this is its class.
             return unsafeDowncast(object, to: Self.self)
-        case .otherKind(let kind):
-            throw PerformerError(.invalidArgument, "\(name) is a \(kind.typeName), not a \(handleKind.typeName)")
-        case .unknown:
-            throw PerformerError(.invalidArgument,
-                                 "\(name) is not a live \(handleKind.typeName) (destroyed, or not a handle)")
         }
+        if let kind = HandleRegistry.shared.liveKind(handle) {
+            throw PerformerError(.invalidArgument, "\(name) is a \(kind.typeName), not a \(handleKind.typeName)")
+        }
+        throw PerformerError(.invalidArgument, "\(name) is not a live \(handleKind.typeName) (destroyed, or not a handle)")
     }
 
     /// Ends `handle` (the destroy functions): NULL, an unknown or destroyed handle and a handle
@@ -62,12 +60,6 @@ extension RegisteredHandle {
 final class HandleRegistry {
     static let shared = HandleRegistry()
 
-    enum Lookup {
-        case live(AnyObject)
-        case otherKind(HandleKind)
-        case unknown
-    }
-
     private struct Slot {
         var object: AnyObject?
         var kind: HandleKind
@@ -78,12 +70,19 @@ final class HandleRegistry {
     private static let slotMask: UInt64 = (1 << slotBits) - 1
     private static let generationMask: UInt64 = (1 << (64 - slotBits)) - 1
 
-    private var slots = [Slot]()
-    private var freeSlots = [Int]()
-    private var live = 0
+    private struct Table {
+        var slots = [Slot]()
+        var freeSlots = [Int]()
+        var live = 0
+    }
+
+    // Behind pointers held in constants: accesses to them need no exclusivity checks (a class's
+    // `var` would call into the runtime on every access; the lookup's cost halved without).
+    private let table = UnsafeMutablePointer<Table>.allocate(capacity: 1)
     private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
 
     private init() {
+        table.initialize(to: Table())
         pthread_mutex_init(lock, nil)
         // fork() while another thread holds the lock would leave it locked in the child: the
         // forking thread takes it first, so the table is whole and unlocked on both sides.
@@ -99,38 +98,51 @@ final class HandleRegistry {
     var count: Int {
         acquire()
         defer { release() }
-        return live
+        return table.pointee.live
     }
 
     func insert(_ object: AnyObject, kind: HandleKind) throws(PerformerError) -> OpaquePointer {
         acquire()
         defer { release() }
         let index: Int
-        if let reused = freeSlots.popLast() {
+        if let reused = table.pointee.freeSlots.popLast() {
             index = reused
         } else {
-            guard slots.count <= Int(Self.slotMask) else {
-                throw PerformerError(.outOfMemory, "too many live handles (\(slots.count)): destroy some first")
+            let used = table.pointee.slots.count
+            guard used <= Int(Self.slotMask) else {
+                throw PerformerError(.outOfMemory, "too many live handles (\(used)): destroy some first")
             }
-            slots.append(Slot(object: nil, kind: kind, generation: 1))
-            index = slots.count - 1
+            table.pointee.slots.append(Slot(object: nil, kind: kind, generation: 1))
+            index = used
         }
-        slots[index].object = object
-        slots[index].kind = kind
-        live += 1
+        table.pointee.slots[index].object = object
+        table.pointee.slots[index].kind = kind
+        table.pointee.live += 1
         // Generations start at 1, so no handle is NULL.
-        return OpaquePointer(bitPattern: UInt(slots[index].generation << UInt64(Self.slotBits) | UInt64(index)))!
+        let generation = table.pointee.slots[index].generation
+        return OpaquePointer(bitPattern: UInt(generation << UInt64(Self.slotBits) | UInt64(index)))!
     }
 
-    func find(_ handle: OpaquePointer, kind: HandleKind) -> Lookup {
+    /// The object of `handle` when it is a live handle of `kind`, else nil.
+    func find(_ handle: OpaquePointer, kind: HandleKind) -> AnyObject? {
         let value = UInt64(UInt(bitPattern: handle))
         let index = Int(value & Self.slotMask), generation = value >> UInt64(Self.slotBits)
         acquire()
         defer { release() }
-        guard index < slots.count else { return .unknown }
-        let slot = slots[index]
-        guard slot.generation == generation, let object = slot.object else { return .unknown }
-        return slot.kind == kind ? .live(object) : .otherKind(slot.kind)
+        guard index < table.pointee.slots.count else { return nil }
+        let slot = table.pointee.slots[index]
+        return slot.generation == generation && slot.kind == kind ? slot.object : nil
+    }
+
+    /// The kind of `handle` when it is a live handle of any kind, else nil (for error messages).
+    func liveKind(_ handle: OpaquePointer) -> HandleKind? {
+        let value = UInt64(UInt(bitPattern: handle))
+        let index = Int(value & Self.slotMask), generation = value >> UInt64(Self.slotBits)
+        acquire()
+        defer { release() }
+        guard index < table.pointee.slots.count else { return nil }
+        let slot = table.pointee.slots[index]
+        return slot.generation == generation && slot.object != nil ? slot.kind : nil
     }
 
     /// Ends `handle` if it is a live handle of `kind`; else does nothing.
@@ -145,13 +157,13 @@ final class HandleRegistry {
         let index = Int(value & Self.slotMask), generation = value >> UInt64(Self.slotBits)
         acquire()
         defer { release() }
-        guard index < slots.count, slots[index].generation == generation, slots[index].kind == kind,
-              let object = slots[index].object else { return nil }
-        slots[index].object = nil
+        guard index < table.pointee.slots.count else { return nil }
+        let slot = table.pointee.slots[index]
+        guard slot.generation == generation, slot.kind == kind, let object = slot.object else { return nil }
         let next = (generation + 1) & Self.generationMask
-        slots[index].generation = next == 0 ? 1 : next
-        freeSlots.append(index)
-        live -= 1
+        table.pointee.slots[index] = Slot(object: nil, kind: kind, generation: next == 0 ? 1 : next)
+        table.pointee.freeSlots.append(index)
+        table.pointee.live -= 1
         return object
     }
 }
