@@ -3,6 +3,7 @@
 // so a destroyed handle, a double destroy, a garbage value or a handle of another kind is
 // recognized by looking at the table alone, never by dereferencing the value.
 import CPerformerABI
+import CPerformerSupport
 import Glibc
 import PerformerCore
 
@@ -56,7 +57,7 @@ extension RegisteredHandle {
 /// The table of live handles: slots reused through a free list, each with a generation that
 /// grows when its handle is destroyed. A handle is generation << 24 | slot: 2^24 live handles
 /// at most, and a stale handle is recognized until its slot has been reused 2^40 times.
-/// One mutex guards the table; a lookup holds it for a few loads and a retain.
+/// One spin lock guards the table; a lookup holds it for a few loads and a retain.
 final class HandleRegistry {
     static let shared = HandleRegistry()
 
@@ -79,11 +80,11 @@ final class HandleRegistry {
     // Behind pointers held in constants: accesses to them need no exclusivity checks (a class's
     // `var` would call into the runtime on every access; the lookup's cost halved without).
     private let table = UnsafeMutablePointer<Table>.allocate(capacity: 1)
-    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let lock = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
 
     private init() {
         table.initialize(to: Table())
-        pthread_mutex_init(lock, nil)
+        lock.initialize(to: 0)
         // fork() while another thread holds the lock would leave it locked in the child: the
         // forking thread takes it first, so the table is whole and unlocked on both sides.
         pthread_atfork({ HandleRegistry.shared.acquire() },
@@ -91,8 +92,8 @@ final class HandleRegistry {
                        { HandleRegistry.shared.release() })
     }
 
-    private func acquire() { pthread_mutex_lock(lock) }
-    private func release() { pthread_mutex_unlock(lock) }
+    private func acquire() { psupport_spin_lock(lock) }
+    private func release() { psupport_spin_unlock(lock) }
 
     /// The number of live handles.
     var count: Int {
