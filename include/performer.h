@@ -43,9 +43,25 @@
  *   - Ownership. The caller owns every buffer and descriptor it passes; the library reads
  *     and writes them only during the call and keeps no pointer to them afterwards. Strings
  *     the library returns are owned by the library: never free them.
+ *   - Handles (performer_linear_decoder_t, performer_favor_decoder_t,
+ *     performer_favor_projection_t) are opaque values, not pointers: the library keeps a
+ *     table of the live ones with their kind and looks every handle up there before using
+ *     it; it never dereferences the value. A value that is not a live handle of the kind the
+ *     argument expects (destroyed, never created, garbage, or a handle of another kind) gives
+ *     PERFORMER_ERROR_INVALID_ARGUMENT naming the argument ("decoder is not a live
+ *     performer_linear_decoder_t (destroyed, or not a handle)", "decoder is a
+ *     performer_favor_projection_t, not a performer_linear_decoder_t"), NULL gives
+ *     PERFORMER_ERROR_NULL_POINTER. A destroy function ignores NULL, a destroyed or unknown
+ *     value and a handle of another kind (so a second destroy does nothing). A destroyed
+ *     handle is recognized as such even after its slot of the table serves a new handle
+ *     (until that slot has been reused 2^40 times). At most 2^24 handles live at once
+ *     (create then fails with PERFORMER_ERROR_OUT_OF_MEMORY).
  *   - Threads. Every function may be called from many threads at once, on the same or on
  *     different tensors (outputs of concurrent calls must not overlap each other, just as they
  *     must not overlap the inputs of one call). A call blocks until its result is complete.
+ *     Handles may be created, used and destroyed from many threads at once, each handle by
+ *     the rules of its section; destroying a handle while another thread is inside a call
+ *     on that same handle is undefined (the library does not wait for or detect it).
  *   - Environment. PERFORMER_NUM_THREADS (a positive integer) sets the default thread count;
  *     PERFORMER_ISA (portable, avx2 or avx512) forces a kernel build the CPU supports. Both
  *     are read once, at the library's first use.
@@ -182,6 +198,10 @@ int performer_get_num_threads(void);
  *  the CPU supports, or the one PERFORMER_ISA names if the CPU supports it; a build the CPU
  *  lacks is never run. Worth quoting in bug reports. A static string: never NULL. */
 const char *performer_kernel_isa(void);
+
+/** The number of live handles (decoders and projections created and not yet destroyed) in
+ *  the process, of every kind: for leak checks. Cannot fail. */
+int64_t performer_live_handle_count(void);
 
 /* ======================================================================================
  * 5. Exact softmax attention
@@ -418,9 +438,11 @@ performer_status performer_linear_state_backward(
  *   state of a performer_linear_forward call.
  *
  *   Threads: one decoder may be used by one thread at a time (calls on the same handle must
- *   not overlap); distinct decoders may be used from different threads at once.
+ *   not overlap, and destroy must not overlap a call on it); distinct decoders may be used,
+ *   created and destroyed from different threads at once.
  *   Errors: as everywhere, a failed call writes no output and leaves the state unchanged; a
- *   NULL decoder gives PERFORMER_ERROR_NULL_POINTER. A destroyed handle must not be used.
+ *   NULL decoder gives PERFORMER_ERROR_NULL_POINTER; a destroyed handle, a garbage value or a
+ *   handle of another kind gives PERFORMER_ERROR_INVALID_ARGUMENT ("Handles", top of file).
  * -------------------------------------------------------------------------------------- */
 
 /** An opaque decoder handle: create with performer_linear_decoder_create, free with
@@ -440,10 +462,12 @@ performer_status performer_linear_decoder_create(
     int64_t key_heads, int64_t head_dim, int64_t value_dim, performer_feature_map feature_map,
     double eps);
 
-/** Frees the decoder and its state. NULL is allowed (nothing happens). Cannot fail. */
+/** Frees the decoder and its state. NULL, a destroyed handle (a second destroy), a garbage
+ *  value or a handle of another kind: nothing happens. Cannot fail. */
 void performer_linear_decoder_destroy(performer_linear_decoder_t decoder);
 
-/** Sets S and z to zero (a new sequence). Errors: PERFORMER_ERROR_NULL_POINTER. */
+/** Sets S and z to zero (a new sequence). Errors: PERFORMER_ERROR_NULL_POINTER,
+ *  PERFORMER_ERROR_INVALID_ARGUMENT (decoder is not a live linear decoder). */
 performer_status performer_linear_decoder_reset(performer_linear_decoder_t decoder);
 
 /** Takes one token per head (shapes above; any strides) and writes out (B x H x 1 x M).
@@ -518,7 +542,11 @@ performer_status performer_linear_decoder_set_state(
  *   "Overflow"); attention (7b) and the decoder (7c) use the stabilized (scaled) form and
  *   stay finite.
  *   Threads: a projection handle may be used from many threads at once, redraw included
- *   (every call sees W either before or after a concurrent redraw, never a mixture).
+ *   (every call sees W either before or after a concurrent redraw, never a mixture); its
+ *   destroy must not overlap a call on it.
+ *   Every function taking a projection fails with PERFORMER_ERROR_NULL_POINTER when it is
+ *   NULL and PERFORMER_ERROR_INVALID_ARGUMENT when it is not a live projection (destroyed,
+ *   garbage, or a decoder handle: "Handles", top of file); nothing is written then.
  * ====================================================================================== */
 
 /** How W is drawn. */
@@ -570,7 +598,9 @@ performer_status performer_favor_projection_create(
 performer_status performer_favor_projection_create_from_matrix(
     performer_favor_projection_t *projection, const performer_tensor_t *w);
 
-/** Frees the projection. NULL is allowed (nothing happens). Cannot fail. */
+/** Frees the projection; decoders made from it keep their copy of W. NULL, a destroyed handle
+ *  (a second destroy), a garbage value or a handle of another kind: nothing happens. Cannot
+ *  fail. */
 void performer_favor_projection_destroy(performer_favor_projection_t projection);
 
 /** Replaces W by the generator's next draw (draw + 1). Never looks at data. Errors:
@@ -757,9 +787,11 @@ performer_status performer_favor_backward(
  *   computed in the scaled form so it stays finite for large |q|, |k|. A row whose
  *   denominator underflows (or is 0) outputs 0, never NaN or Inf. O(C * M) per head and token.
  *
- *   Threads: one decoder may be used by one thread at a time; distinct decoders may be used
- *   from different threads at once. A failed call writes no output and leaves the state
- *   unchanged; a NULL decoder gives PERFORMER_ERROR_NULL_POINTER.
+ *   Threads: one decoder may be used by one thread at a time (destroy must not overlap a
+ *   call on it); distinct decoders may be used, created and destroyed from different
+ *   threads at once. A failed call writes no output and leaves the state unchanged; a NULL
+ *   decoder gives PERFORMER_ERROR_NULL_POINTER; a destroyed handle, a garbage value or a
+ *   handle of another kind gives PERFORMER_ERROR_INVALID_ARGUMENT ("Handles", top of file).
  * -------------------------------------------------------------------------------------- */
 
 /** An opaque FAVOR+ decoder handle. */
@@ -777,10 +809,12 @@ performer_status performer_favor_decoder_create(
     performer_favor_decoder_t *decoder, performer_favor_projection_t projection, performer_dtype dtype,
     int64_t batch, int64_t heads, int64_t value_dim, const performer_favor_options_t *options);
 
-/** Frees the decoder. NULL is allowed (nothing happens). Cannot fail. */
+/** Frees the decoder. NULL, a destroyed handle (a second destroy), a garbage value or a
+ *  handle of another kind: nothing happens. Cannot fail. */
 void performer_favor_decoder_destroy(performer_favor_decoder_t decoder);
 
-/** Empties the state (a new sequence). Errors: PERFORMER_ERROR_NULL_POINTER. */
+/** Empties the state (a new sequence). Errors: PERFORMER_ERROR_NULL_POINTER,
+ *  PERFORMER_ERROR_INVALID_ARGUMENT (decoder is not a live FAVOR+ decoder). */
 performer_status performer_favor_decoder_reset(performer_favor_decoder_t decoder);
 
 /** One token (shapes above, any strides); writes out (B x H x 1 x M).

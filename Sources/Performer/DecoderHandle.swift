@@ -1,31 +1,19 @@
 // What the two decoder handles of the C ABI share (LinearDecoderHandle in LinearDecoder.swift,
-// FavorDecoderHandle in FavorDecoderHandle.swift): the opaque handle <-> retained object
-// conversion, the dtype argument of create, and the dtype checks of the tensors passed in.
+// FavorDecoderHandle in FavorDecoderHandle.swift): the handle lookup under the argument name
+// "decoder", the dtype argument of create, and the dtype checks of the tensors passed in.
 import CPerformerABI
 import PerformerCore
 
-/// A class whose retained instances are what a decoder's opaque C handle points to.
-protocol DecoderHandle: AnyObject {
+/// A class whose instances a decoder's opaque C handle stands for (HandleRegistry.swift).
+protocol DecoderHandle: RegisteredHandle {
     /// The dtype chosen at creation: every tensor passed to the decoder must have it.
     var dtype: DType { get }
 }
 
 extension DecoderHandle {
-    /// A new C handle for `object`, holding one reference (released by `release`).
-    static func retainedHandle(_ object: Self) -> OpaquePointer {
-        OpaquePointer(Unmanaged.passRetained(object).toOpaque())
-    }
-
-    /// The handle's object, or a null-pointer error. Does not retain it beyond the call.
+    /// The decoder of `handle`: NULL, destroyed, unknown and other kinds of handle are errors.
     static func from(_ handle: OpaquePointer?) throws(PerformerError) -> Self {
-        guard let handle else { throw PerformerError(.nullPointer, "decoder is NULL") }
-        return Unmanaged<Self>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
-    }
-
-    /// Drops the handle's reference (the destroy function); NULL is allowed.
-    static func release(_ handle: OpaquePointer?) {
-        guard let handle else { return }
-        Unmanaged<Self>.fromOpaque(UnsafeRawPointer(handle)).release()
+        try lookup(handle, name: "decoder")
     }
 
     /// Throws unless every tensor has the decoder's dtype.

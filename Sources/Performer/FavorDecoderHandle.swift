@@ -35,8 +35,9 @@ extension FavorDecoder: UntypedFavorDecoder {
     }
 }
 
-/// What a performer_favor_decoder_t points to: a retained instance of this class.
+/// What a performer_favor_decoder_t stands for.
 final class FavorDecoderHandle: DecoderHandle {
+    static let handleKind = HandleKind.favorDecoder
     let decoder: any UntypedFavorDecoder
 
     init(_ decoder: any UntypedFavorDecoder) { self.decoder = decoder }
@@ -86,13 +87,13 @@ public func performer_favor_decoder_create(
         case .float64: try make(Double.self)
         }
         let handle = FavorDecoderHandle(made)
-        decoder.pointee = FavorDecoderHandle.retainedHandle(handle)
+        decoder.pointee = try FavorDecoderHandle.register(handle)
     }
 }
 
 @_cdecl("performer_favor_decoder_destroy")
 public func performer_favor_decoder_destroy(_ decoder: performer_favor_decoder_t?) {
-    FavorDecoderHandle.release(decoder)
+    FavorDecoderHandle.unregister(decoder)
 }
 
 @_cdecl("performer_favor_decoder_reset")

@@ -1,11 +1,13 @@
-// FAVOR+ projections (performer.h: "FAVOR+"): an opaque handle around PerformerCore's
-// FavorProjection value, guarded by a mutex so that redraw may run while other threads use it.
+// FAVOR+ projections (performer.h: "FAVOR+"): an opaque handle (HandleRegistry.swift) for
+// PerformerCore's FavorProjection value, guarded by a mutex so that redraw may run while other
+// threads use it.
 import CPerformerABI
 import Glibc
 import PerformerCore
 
-/// What a performer_favor_projection_t points to: a retained instance of this class.
-final class FavorProjectionHandle {
+/// What a performer_favor_projection_t stands for.
+final class FavorProjectionHandle: RegisteredHandle {
+    static let handleKind = HandleKind.favorProjection
     private var projection: FavorProjection
     private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
 
@@ -35,15 +37,11 @@ final class FavorProjectionHandle {
         projection = next
     }
 
-    /// The handle's object, or a null-pointer error naming `name`. Not retained beyond the call.
+    /// The projection of `handle`: NULL, destroyed, unknown and other kinds of handle are
+    /// errors naming `name`.
     static func from(_ handle: performer_favor_projection_t?, name: String = "projection")
         throws(PerformerError) -> FavorProjectionHandle {
-        guard let handle else { throw PerformerError(.nullPointer, "\(name) is NULL") }
-        return Unmanaged<FavorProjectionHandle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
-    }
-
-    func retainedPointer() -> performer_favor_projection_t {
-        OpaquePointer(Unmanaged.passRetained(self).toOpaque())
+        try lookup(handle, name: name)
     }
 }
 
@@ -61,7 +59,7 @@ public func performer_favor_projection_create(
         let norms = try FavorNorms(code: Int32(truncatingIfNeeded: norms.rawValue))
         let made = try FavorProjection(dim: size(dim), numFeatures: size(num_features), kind: kind, norms: norms,
                                        seed: seed)
-        projection.pointee = FavorProjectionHandle(made).retainedPointer()
+        projection.pointee = try FavorProjectionHandle.register(FavorProjectionHandle(made))
     }
 }
 
@@ -82,7 +80,7 @@ public func performer_favor_projection_create_from_matrix(
         try MemoryReservation.check(count: m * d, of: 8 + 4, for: "the projection W (\(m) × \(d))")
         let entries = gather(w)
         let made = try FavorProjection(matrix: entries, numFeatures: m, dim: d)
-        projection.pointee = FavorProjectionHandle(made).retainedPointer()
+        projection.pointee = try FavorProjectionHandle.register(FavorProjectionHandle(made))
     }
 }
 
@@ -132,8 +130,7 @@ func forEachOffset(_ t: TensorArgument, _ body: (Int) -> Void) {
 
 @_cdecl("performer_favor_projection_destroy")
 public func performer_favor_projection_destroy(_ projection: performer_favor_projection_t?) {
-    guard let projection else { return }
-    Unmanaged<FavorProjectionHandle>.fromOpaque(UnsafeRawPointer(projection)).release()
+    FavorProjectionHandle.unregister(projection)
 }
 
 @_cdecl("performer_favor_projection_redraw")

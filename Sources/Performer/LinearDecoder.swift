@@ -46,8 +46,9 @@ extension LinearAttentionDecoder: UntypedLinearDecoder {
     }
 }
 
-/// What a performer_linear_decoder_t points to: a retained instance of this class.
+/// What a performer_linear_decoder_t stands for.
 final class LinearDecoderHandle: DecoderHandle {
+    static let handleKind = HandleKind.linearDecoder
     let decoder: any UntypedLinearDecoder
 
     init(_ decoder: any UntypedLinearDecoder) { self.decoder = decoder }
@@ -74,13 +75,13 @@ public func performer_linear_decoder_create(
         case .float32: try make(Float.self)
         case .float64: try make(Double.self)
         }
-        decoder.pointee = LinearDecoderHandle.retainedHandle(LinearDecoderHandle(made))
+        decoder.pointee = try LinearDecoderHandle.register(LinearDecoderHandle(made))
     }
 }
 
 @_cdecl("performer_linear_decoder_destroy")
 public func performer_linear_decoder_destroy(_ decoder: performer_linear_decoder_t?) {
-    LinearDecoderHandle.release(decoder)
+    LinearDecoderHandle.unregister(decoder)
 }
 
 @_cdecl("performer_linear_decoder_reset")

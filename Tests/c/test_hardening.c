@@ -1,11 +1,13 @@
 /* Regression tests of libperformer issue 13 (docs/RELIABILITY.md has the table): inputs that
  * once overflowed the heap, read wild or out-of-bounds memory, aborted the process, hung a
- * forked child, gave wrong results through partial aliasing, or left idle workers spinning.
+ * forked child, gave wrong results through partial aliasing, left idle workers spinning, or
+ * dereferenced a handle that was destroyed, garbage or of another kind.
  * Each probe must now return a status with a message (nothing written) or work correctly.
  * Prints "N passed, M failed"; exits nonzero on any failure. */
 #define _GNU_SOURCE
 #include "test_support.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -362,6 +364,347 @@ static void idle_workers(void) {
     free(q.data); free(k.data); free(v.data); free(out.data);
 }
 
+/* ---- 8. Handles that are not live handles of their kind: NULL, destroyed (use after destroy,
+ * double destroy), garbage values (among them the address of a PROT_NONE page, which would
+ * crash if dereferenced) and handles of another kind, for every function taking a handle.
+ * Each call returns a status naming the argument and writes nothing; destroy ignores them.
+ * Handles were retained Swift objects cast to pointers: each of these crashed or corrupted
+ * the heap. */
+
+/* What every output holds before a call: also a valid state for set_state (finite s, z, c). */
+#define MARK 0.5
+
+/* Deterministic values in [-1, 1) from `seed`. */
+static void fill_seeded(performer_tensor_t *t, uint64_t seed) {
+    int64_t i = 0;
+    FOR4(t) set_at(t, i0, i1, i2, i3, value_at(seed, i++));
+}
+
+/* Tokens, states and outputs for decoders and projections with D = 4, m = 4 (positive
+ * features, C = 4), M = 2, B = H = 1, one position. */
+typedef struct {
+    performer_tensor_t q, v, dq, out, s, z, c, w;
+} handle_tensors;
+
+static handle_tensors handle_tensors_new(void) {
+    handle_tensors t;
+    t.q = tensor_new(PERFORMER_FLOAT32, 1, 1, 1, 4);
+    t.v = tensor_new(PERFORMER_FLOAT32, 1, 1, 1, 2);
+    t.dq = tensor_new(PERFORMER_FLOAT32, 1, 1, 1, 4);
+    t.out = tensor_new(PERFORMER_FLOAT32, 1, 1, 1, 2);
+    t.s = tensor_new(PERFORMER_FLOAT32, 1, 1, 4, 2);
+    t.z = tensor_new(PERFORMER_FLOAT32, 1, 1, 4, 1);
+    t.c = tensor_new(PERFORMER_FLOAT32, 1, 1, 4, 1);
+    t.w = tensor_new(PERFORMER_FLOAT64, 1, 1, 4, 4);
+    fill_seeded(&t.q, 1);
+    fill_seeded(&t.v, 2);
+    return t;
+}
+
+static void handle_tensors_free(handle_tensors *t) {
+    performer_tensor_t *all[] = {&t->q, &t->v, &t->dq, &t->out, &t->s, &t->z, &t->c, &t->w};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->data);
+}
+
+static void handle_outputs_mark(handle_tensors *t) {
+    performer_tensor_t *all[] = {&t->dq, &t->out, &t->s, &t->z, &t->c, &t->w};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) fill_value(all[i], MARK);
+}
+
+/* The call returned `want`. An error (then the message has `needle`) wrote no output. The
+ * calls that must succeed show that the other arguments are valid: an error comes from the
+ * handle alone. */
+static void expect_handle_call(const char *what, const char *fn, handle_tensors *t, performer_status got,
+                               performer_status want, const char *needle) {
+    char name[200];
+    snprintf(name, sizeof name, "%s: %s", what, fn);
+    if (want == PERFORMER_OK) {
+        CHECK(got == PERFORMER_OK, "%s: %s", name, performer_last_error());
+    } else {
+        expect_status(name, got, want, needle);
+        CHECK(is_value(&t->dq, MARK) && is_value(&t->out, MARK) && is_value(&t->s, MARK) && is_value(&t->z, MARK) &&
+              is_value(&t->c, MARK) && is_value(&t->w, MARK), "%s: an output was written", name);
+    }
+    handle_outputs_mark(t);
+}
+
+/* Every function that takes a linear decoder (destroy aside). */
+static void probe_linear_decoder(const char *what, performer_linear_decoder_t d, performer_status want,
+                                 const char *needle) {
+    handle_tensors t = handle_tensors_new();
+    handle_outputs_mark(&t);
+    expect_handle_call(what, "reset", &t, performer_linear_decoder_reset(d), want, needle);
+    expect_handle_call(what, "step", &t, performer_linear_decoder_step(d, &t.q, &t.q, &t.v, &t.out), want, needle);
+    expect_handle_call(what, "step_with_state", &t,
+                       performer_linear_decoder_step_with_state(d, &t.q, &t.q, &t.v, &t.out, &t.s, &t.z), want, needle);
+    expect_handle_call(what, "prefill", &t, performer_linear_decoder_prefill(d, &t.q, &t.q, &t.v, &t.out), want, needle);
+    expect_handle_call(what, "get_state", &t, performer_linear_decoder_get_state(d, &t.s, &t.z), want, needle);
+    expect_handle_call(what, "set_state", &t, performer_linear_decoder_set_state(d, &t.s, &t.z), want, needle);
+    handle_tensors_free(&t);
+}
+
+/* Every function that takes a FAVOR+ decoder (destroy aside). */
+static void probe_favor_decoder(const char *what, performer_favor_decoder_t d, performer_status want,
+                                const char *needle) {
+    handle_tensors t = handle_tensors_new();
+    handle_outputs_mark(&t);
+    expect_handle_call(what, "reset", &t, performer_favor_decoder_reset(d), want, needle);
+    expect_handle_call(what, "step", &t, performer_favor_decoder_step(d, &t.q, &t.q, &t.v, &t.out), want, needle);
+    expect_handle_call(what, "get_state", &t, performer_favor_decoder_get_state(d, &t.s, &t.z, &t.c), want, needle);
+    expect_handle_call(what, "set_state", &t, performer_favor_decoder_set_state(d, &t.s, &t.z, &t.c), want, needle);
+    handle_tensors_free(&t);
+}
+
+/* Every function that takes a projection (destroy aside), decoder_create included. */
+static void probe_projection(const char *what, performer_favor_projection_t p, performer_status want,
+                             const char *needle) {
+    handle_tensors t = handle_tensors_new();
+    handle_outputs_mark(&t);
+    int64_t i64 = -7;
+    uint64_t u64 = 7;
+    performer_favor_projection_kind kind = (performer_favor_projection_kind)-7;
+    performer_favor_norms norms = (performer_favor_norms)-7;
+    performer_favor_decoder_t made = NULL;
+    expect_handle_call(what, "redraw", &t, performer_favor_projection_redraw(p), want, needle);
+    expect_handle_call(what, "get_matrix", &t, performer_favor_projection_get_matrix(p, &t.w), want, needle);
+    expect_handle_call(what, "get_dim", &t, performer_favor_projection_get_dim(p, &i64), want, needle);
+    expect_handle_call(what, "get_num_features", &t, performer_favor_projection_get_num_features(p, &i64), want, needle);
+    expect_handle_call(what, "feature_count", &t, performer_favor_feature_count(p, PERFORMER_FAVOR_POSITIVE, &i64),
+                       want, needle);
+    if (want != PERFORMER_OK) CHECK(i64 == -7, "%s: an int64 getter wrote its value", what);
+    expect_handle_call(what, "get_seed", &t, performer_favor_projection_get_seed(p, &u64), want, needle);
+    expect_handle_call(what, "get_draw", &t, performer_favor_projection_get_draw(p, &u64), want, needle);
+    if (want != PERFORMER_OK) CHECK(u64 == 7, "%s: a uint64 getter wrote its value", what);
+    expect_handle_call(what, "get_kind", &t, performer_favor_projection_get_kind(p, &kind), want, needle);
+    expect_handle_call(what, "get_norms", &t, performer_favor_projection_get_norms(p, &norms), want, needle);
+    if (want != PERFORMER_OK) CHECK((int)kind == -7 && (int)norms == -7, "%s: get_kind or get_norms wrote", what);
+    /* features: x = q, out = dq (B x H x N x C, C = 4); backward: dfeatures = q, dx = dq. */
+    expect_handle_call(what, "favor_features", &t, performer_favor_features(&t.q, p, &t.dq, NULL), want, needle);
+    expect_handle_call(what, "favor_features_backward", &t, performer_favor_features_backward(&t.q, p, &t.q, &t.dq, NULL),
+                       want, needle);
+    expect_handle_call(what, "favor_forward", &t,
+                       performer_favor_forward(&t.q, &t.q, &t.v, p, &t.out, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+                       want, needle);
+    /* backward: dout = v; dq, dk into dq and w's first row would alias nothing, but w is
+     * float64: dk gets a tensor of its own. */
+    performer_tensor_t dk = tensor_new(PERFORMER_FLOAT32, 1, 1, 1, 4);
+    fill_value(&dk, MARK);
+    expect_handle_call(what, "favor_backward", &t,
+                       performer_favor_backward(&t.q, &t.q, &t.v, &t.v, p, &t.dq, &dk, &t.out, NULL, NULL, NULL, NULL,
+                                                NULL, NULL, NULL, NULL),
+                       want, needle);
+    if (want != PERFORMER_OK) CHECK(is_value(&dk, MARK), "%s: favor_backward wrote dk", what);
+    free(dk.data);
+    expect_handle_call(what, "favor_decoder_create", &t,
+                       performer_favor_decoder_create(&made, p, PERFORMER_FLOAT32, 1, 1, 2, NULL), want, needle);
+    if (want != PERFORMER_OK) CHECK(made == NULL, "%s: favor_decoder_create wrote a handle", what);
+    performer_favor_decoder_destroy(made);
+    handle_tensors_free(&t);
+}
+
+static performer_linear_decoder_t new_linear_decoder(void) {
+    performer_linear_decoder_t d = NULL;
+    CHECK(performer_linear_decoder_create(&d, PERFORMER_FLOAT32, 1, 1, 1, 4, 2, PERFORMER_FEATURE_ELU_PLUS_ONE, 1e-6) ==
+              PERFORMER_OK, "linear_decoder_create: %s", performer_last_error());
+    return d;
+}
+
+static performer_favor_projection_t new_projection(void) {
+    performer_favor_projection_t p = NULL;
+    CHECK(performer_favor_projection_create(&p, 4, 4, PERFORMER_PROJECTION_ORTHOGONAL, PERFORMER_NORMS_CHI, 3) ==
+              PERFORMER_OK, "projection_create: %s", performer_last_error());
+    return p;
+}
+
+static performer_favor_decoder_t new_favor_decoder(performer_favor_projection_t p) {
+    performer_favor_decoder_t d = NULL;
+    CHECK(performer_favor_decoder_create(&d, p, PERFORMER_FLOAT32, 1, 1, 2, NULL) == PERFORMER_OK,
+          "favor_decoder_create: %s", performer_last_error());
+    return d;
+}
+
+/* Values that are no handle: a PROT_NONE page (a dereference would crash), small integers,
+ * all ones, a live heap block. */
+static void garbage_values(void *page, void *heap, void *out[5]) {
+    out[0] = page;
+    out[1] = (char *)page + 64;
+    out[2] = (void *)(uintptr_t)1;
+    out[3] = (void *)~(uintptr_t)0;
+    out[4] = heap;
+}
+
+#define NOT_LIVE(type) "is not a live " #type " (destroyed, or not a handle)"
+
+static void handles(void) {
+    const int64_t before = performer_live_handle_count();
+    performer_favor_projection_t p = new_projection();
+    performer_linear_decoder_t ld = new_linear_decoder();
+    performer_favor_decoder_t fd = new_favor_decoder(p);
+    if (!p || !ld || !fd) return;
+    CHECK(performer_live_handle_count() == before + 3, "live handles: %lld, want %lld",
+          (long long)performer_live_handle_count(), (long long)(before + 3));
+
+    /* Live handles of the right kind: every call succeeds (the arguments below are valid). */
+    probe_linear_decoder("live linear decoder", ld, PERFORMER_OK, "");
+    probe_favor_decoder("live FAVOR+ decoder", fd, PERFORMER_OK, "");
+    probe_projection("live projection", p, PERFORMER_OK, "");
+
+    /* NULL. */
+    probe_linear_decoder("NULL linear decoder", NULL, PERFORMER_ERROR_NULL_POINTER, "decoder is NULL");
+    probe_favor_decoder("NULL FAVOR+ decoder", NULL, PERFORMER_ERROR_NULL_POINTER, "decoder is NULL");
+    probe_projection("NULL projection", NULL, PERFORMER_ERROR_NULL_POINTER, "projection is NULL");
+
+    /* Garbage values; destroy ignores them. */
+    void *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(page != MAP_FAILED, "mmap");
+    if (page == MAP_FAILED) return;
+    void *heap = malloc(64), *garbage[5];
+    memset(heap, 0xab, 64);
+    garbage_values(page, heap, garbage);
+    for (int i = 0; i < 5; i++) {
+        char what[80];
+        snprintf(what, sizeof what, "garbage handle %d", i);
+        probe_linear_decoder(what, (performer_linear_decoder_t)garbage[i], PERFORMER_ERROR_INVALID_ARGUMENT,
+                             "decoder " NOT_LIVE(performer_linear_decoder_t));
+        probe_favor_decoder(what, (performer_favor_decoder_t)garbage[i], PERFORMER_ERROR_INVALID_ARGUMENT,
+                            "decoder " NOT_LIVE(performer_favor_decoder_t));
+        probe_projection(what, (performer_favor_projection_t)garbage[i], PERFORMER_ERROR_INVALID_ARGUMENT,
+                         "projection " NOT_LIVE(performer_favor_projection_t));
+        performer_linear_decoder_destroy((performer_linear_decoder_t)garbage[i]);
+        performer_favor_decoder_destroy((performer_favor_decoder_t)garbage[i]);
+        performer_favor_projection_destroy((performer_favor_projection_t)garbage[i]);
+    }
+    CHECK(performer_live_handle_count() == before + 3, "garbage destroys changed the live handles");
+
+    /* Handles of another kind; destroy of the wrong kind leaves the handle live. */
+    probe_linear_decoder("FAVOR+ decoder as linear decoder", (performer_linear_decoder_t)fd,
+                         PERFORMER_ERROR_INVALID_ARGUMENT,
+                         "decoder is a performer_favor_decoder_t, not a performer_linear_decoder_t");
+    probe_linear_decoder("projection as linear decoder", (performer_linear_decoder_t)p, PERFORMER_ERROR_INVALID_ARGUMENT,
+                         "decoder is a performer_favor_projection_t, not a performer_linear_decoder_t");
+    probe_favor_decoder("linear decoder as FAVOR+ decoder", (performer_favor_decoder_t)ld,
+                        PERFORMER_ERROR_INVALID_ARGUMENT,
+                        "decoder is a performer_linear_decoder_t, not a performer_favor_decoder_t");
+    probe_favor_decoder("projection as FAVOR+ decoder", (performer_favor_decoder_t)p, PERFORMER_ERROR_INVALID_ARGUMENT,
+                        "decoder is a performer_favor_projection_t, not a performer_favor_decoder_t");
+    probe_projection("linear decoder as projection", (performer_favor_projection_t)ld, PERFORMER_ERROR_INVALID_ARGUMENT,
+                     "projection is a performer_linear_decoder_t, not a performer_favor_projection_t");
+    probe_projection("FAVOR+ decoder as projection", (performer_favor_projection_t)fd, PERFORMER_ERROR_INVALID_ARGUMENT,
+                     "projection is a performer_favor_decoder_t, not a performer_favor_projection_t");
+    performer_linear_decoder_destroy((performer_linear_decoder_t)p);
+    performer_linear_decoder_destroy((performer_linear_decoder_t)fd);
+    performer_favor_decoder_destroy((performer_favor_decoder_t)ld);
+    performer_favor_decoder_destroy((performer_favor_decoder_t)p);
+    performer_favor_projection_destroy((performer_favor_projection_t)ld);
+    performer_favor_projection_destroy((performer_favor_projection_t)fd);
+    CHECK(performer_live_handle_count() == before + 3, "destroys of the wrong kind changed the live handles");
+    probe_linear_decoder("linear decoder after wrong-kind destroys", ld, PERFORMER_OK, "");
+    probe_favor_decoder("FAVOR+ decoder after wrong-kind destroys", fd, PERFORMER_OK, "");
+    probe_projection("projection after wrong-kind destroys", p, PERFORMER_OK, "");
+
+    /* Use after destroy and double destroy, also once the slot has a new handle. A decoder
+     * outlives the projection it was made from (it holds a copy of W). */
+    performer_linear_decoder_destroy(ld);
+    performer_favor_decoder_destroy(fd);
+    performer_favor_projection_destroy(p);
+    CHECK(performer_live_handle_count() == before, "live handles after destroy: %lld, want %lld",
+          (long long)performer_live_handle_count(), (long long)before);
+    for (int round = 0; round < 2; round++) {
+        const char *when = round == 0 ? "destroyed" : "destroyed, slot reused";
+        probe_linear_decoder(when, ld, PERFORMER_ERROR_INVALID_ARGUMENT, "decoder " NOT_LIVE(performer_linear_decoder_t));
+        probe_favor_decoder(when, fd, PERFORMER_ERROR_INVALID_ARGUMENT, "decoder " NOT_LIVE(performer_favor_decoder_t));
+        probe_projection(when, p, PERFORMER_ERROR_INVALID_ARGUMENT, "projection " NOT_LIVE(performer_favor_projection_t));
+        performer_linear_decoder_destroy(ld);
+        performer_favor_decoder_destroy(fd);
+        performer_favor_projection_destroy(p);
+        if (round == 0) {
+            /* New handles take the freed slots: the old values must stay dead. */
+            performer_favor_projection_t p2 = new_projection();
+            performer_linear_decoder_t ld2 = new_linear_decoder();
+            performer_favor_decoder_t fd2 = new_favor_decoder(p2);
+            CHECK(p2 != p && (void *)ld2 != (void *)ld && (void *)fd2 != (void *)fd, "a new handle equals a destroyed one");
+            probe_linear_decoder("new linear decoder", ld2, PERFORMER_OK, "");
+            performer_favor_projection_destroy(p2);
+            probe_favor_decoder("new FAVOR+ decoder, its projection destroyed", fd2, PERFORMER_OK, "");
+            performer_linear_decoder_destroy(ld2);
+            performer_favor_decoder_destroy(fd2);
+        }
+    }
+    CHECK(performer_live_handle_count() == before, "double destroys changed the live handles");
+
+    /* Create/destroy cycles: the table does not grow with them. */
+    for (int i = 0; i < 1000; i++) {
+        performer_linear_decoder_t d = new_linear_decoder();
+        performer_linear_decoder_destroy(d);
+        performer_linear_decoder_destroy(d);
+    }
+    CHECK(performer_live_handle_count() == before, "live handles after 1000 cycles: %lld, want %lld",
+          (long long)performer_live_handle_count(), (long long)before);
+    munmap(page, 4096);
+    free(heap);
+}
+
+/* Threads creating, stepping and destroying decoders of their own at once, the table
+ * growing and shrinking under them: every step gives the same bits as a decoder alone. */
+typedef struct {
+    const float *expected;
+    int mismatches;
+} handle_job;
+
+static void *handle_worker(void *arg) {
+    handle_job *job = arg;
+    performer_tensor_t q = tensor_new(PERFORMER_FLOAT32, 1, 1, 1, 4), v = tensor_new(PERFORMER_FLOAT32, 1, 1, 1, 2);
+    performer_tensor_t out = tensor_new(PERFORMER_FLOAT32, 1, 1, 1, 2);
+    fill_seeded(&q, 1);
+    fill_seeded(&v, 2);
+    for (int i = 0; i < 300; i++) {
+        performer_linear_decoder_t d = NULL;
+        if (performer_linear_decoder_create(&d, PERFORMER_FLOAT32, 1, 1, 1, 4, 2, PERFORMER_FEATURE_ELU_PLUS_ONE, 1e-6) !=
+            PERFORMER_OK) {
+            job->mismatches++;
+            continue;
+        }
+        for (int t = 0; t < 3; t++)
+            if (performer_linear_decoder_step(d, &q, &q, &v, &out) != PERFORMER_OK ||
+                memcmp(out.data, job->expected + 2 * t, 2 * sizeof(float)) != 0) job->mismatches++;
+        performer_linear_decoder_destroy(d);
+        if (performer_linear_decoder_reset(d) != PERFORMER_ERROR_INVALID_ARGUMENT) job->mismatches++;
+    }
+    free(q.data); free(v.data); free(out.data);
+    return NULL;
+}
+
+static void handles_threads(void) {
+    const int64_t before = performer_live_handle_count();
+    performer_tensor_t q = tensor_new(PERFORMER_FLOAT32, 1, 1, 1, 4), v = tensor_new(PERFORMER_FLOAT32, 1, 1, 1, 2);
+    performer_tensor_t out = tensor_new(PERFORMER_FLOAT32, 1, 1, 1, 2);
+    fill_seeded(&q, 1);
+    fill_seeded(&v, 2);
+    float expected[6];
+    performer_linear_decoder_t d = new_linear_decoder();
+    if (!d) return;
+    for (int t = 0; t < 3; t++) {
+        OK(performer_linear_decoder_step(d, &q, &q, &v, &out), "reference step");
+        memcpy(expected + 2 * t, out.data, 2 * sizeof(float));
+    }
+    performer_linear_decoder_destroy(d);
+    enum { THREADS = 4 };
+    pthread_t threads[THREADS];
+    handle_job jobs[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        jobs[i].expected = expected;
+        jobs[i].mismatches = 0;
+        pthread_create(&threads[i], NULL, handle_worker, &jobs[i]);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(threads[i], NULL);
+        CHECK(jobs[i].mismatches == 0, "thread %d: %d failed or different steps", i, jobs[i].mismatches);
+    }
+    CHECK(performer_live_handle_count() == before, "live handles after the threads: %lld, want %lld",
+          (long long)performer_live_handle_count(), (long long)before);
+    free(q.data); free(v.data); free(out.data);
+}
+
 int main(int argc, char **argv) {
     /* Optional argument: run only the probe of that name (to see each one fail alone). */
     static const struct { const char *name; void (*run)(void); } probes[] = {
@@ -369,6 +712,7 @@ int main(int argc, char **argv) {
         {"kv_lengths_batch", kv_lengths_batch}, {"empty_large_strides", empty_large_strides},
         {"allocation_failures", allocation_failures}, {"fork_child", fork_child},
         {"favor_in_place", favor_in_place}, {"idle_workers", idle_workers},
+        {"handles", handles}, {"handles_threads", handles_threads},
     };
     for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++)
         if (argc < 2 || strcmp(argv[1], probes[i].name) == 0) probes[i].run();

@@ -3,6 +3,7 @@
 #ifndef PERFORMER_SUPPORT_H
 #define PERFORMER_SUPPORT_H
 
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,27 @@ int64_t psupport_monotonic_ns(void);
 /// volatile pointer: an optimizer may drop a malloc/free pair whose result is only compared
 /// with NULL, and then assume the allocation succeeded.
 int psupport_can_allocate(size_t bytes);
+
+/// A lock for critical sections of a few loads and stores (the handle table): one atomic
+/// exchange to take it, one store to give it back, where a pthread mutex costs about 50
+/// instructions. A waiter spins briefly, then yields, so a holder that lost its CPU runs.
+/// Inline, so that Swift compiles them into the caller.
+static inline void psupport_spin_lock(int32_t *lock) {
+    int spins = 0;
+    while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE) != 0) {
+        while (__atomic_load_n(lock, __ATOMIC_RELAXED) != 0) {
+            if (++spins < 100) {
+#if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+#endif
+            } else {
+                sched_yield();
+            }
+        }
+    }
+}
+
+static inline void psupport_spin_unlock(int32_t *lock) { __atomic_store_n(lock, 0, __ATOMIC_RELEASE); }
 
 /// Thread-local last-error text (copied, truncated to 511 bytes).
 void psupport_set_last_error(const char *message);

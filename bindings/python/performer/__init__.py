@@ -1051,3 +1051,13 @@ if hasattr(_ext, "kernel_isa"):
         return _ext.kernel_isa()
 
     __all__.append("kernel_isa")
+
+if hasattr(_ext, "live_handle_count"):
+
+    def live_handle_count():
+        """The number of libperformer handles alive in the process: decoders and projections
+        (LinearDecoder, FavorDecoder, FavorProjection objects not yet garbage-collected);
+        performer_live_handle_count(). For leak checks."""
+        return _ext.live_handle_count()
+
+    __all__.append("live_handle_count")

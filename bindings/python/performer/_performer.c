@@ -21,6 +21,8 @@
  * loads with a libperformer.so that lacks it (the function is then absent from the module). */
 const char *performer_kernel_isa(void);
 #pragma weak performer_kernel_isa
+int64_t performer_live_handle_count(void);
+#pragma weak performer_live_handle_count
 
 /* ------------------------------------------------------------------------------------------
  * Errors
@@ -1624,6 +1626,12 @@ kernel_isa(PyObject *module, PyObject *unused)
     return PyUnicode_FromString(isa != NULL ? isa : "");
 }
 
+static PyObject *
+live_handle_count(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromLongLong((long long)performer_live_handle_count());
+}
+
 static PyMethodDef module_methods[] = {
     {"softmax_forward", softmax_forward, METH_VARARGS, softmax_forward_doc},
     {"softmax_backward", softmax_backward, METH_VARARGS, softmax_backward_doc},
@@ -1644,6 +1652,12 @@ static PyMethodDef module_methods[] = {
 
 static PyMethodDef isa_methods[] = {
     {"kernel_isa", kernel_isa, METH_NOARGS, "kernel_isa() -> str: performer_kernel_isa()"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef handle_count_methods[] = {
+    {"live_handle_count", live_handle_count, METH_NOARGS,
+     "live_handle_count() -> int: performer_live_handle_count()"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1684,6 +1698,7 @@ PyInit__performer(void)
         }
     }
     if ((performer_kernel_isa != NULL && PyModule_AddFunctions(module, isa_methods) < 0) ||
+        (performer_live_handle_count != NULL && PyModule_AddFunctions(module, handle_count_methods) < 0) ||
         PyModule_AddIntConstant(module, "ABI_VERSION", PERFORMER_ABI_VERSION) < 0 ||
         PyModule_AddIntConstant(module, "HEADER_VERSION", PERFORMER_VERSION_NUMBER) < 0) {
         Py_DECREF(module);

@@ -123,3 +123,33 @@ print(before, small_calls())
     assert result.returncode == 0, result.stderr
     before, after = map(float, result.stdout.split())
     assert after <= 3 * before + 0.03, (before, after)
+
+
+def test_handles_are_released_after_create_destroy_cycles():
+    # Probe 8: the extension owns every handle, so Python cannot pass a destroyed or foreign
+    # one; what it can do is create and drop many. The library's table of live handles must
+    # come back to its size (no leak), and a decoder made after the cycles still computes.
+    import gc
+
+    gc.collect()
+    before = performer.live_handle_count()
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((1, 2, 4)).astype(np.float32) for _ in range(3))
+    reference = performer.LinearDecoder(1, 2, 4, 4).step(q, k, v)
+    projection = performer.FavorProjection(4, 8, seed=5)
+    favor_reference = performer.FavorDecoder(projection, 1, 2, 4).step(q, k, v)
+    assert performer.live_handle_count() == before + 1  # the projection; the decoders are gone
+    for _ in range(2000):
+        dec = performer.LinearDecoder(1, 2, 4, 4)
+        performer.FavorDecoder(projection, 1, 2, 4)
+        performer.FavorProjection(4, 8, seed=5)
+        del dec
+    gc.collect()
+    assert performer.live_handle_count() == before + 1
+    decoders = [performer.LinearDecoder(1, 2, 4, 4) for _ in range(50)]
+    assert performer.live_handle_count() == before + 51
+    assert np.array_equal(decoders[-1].step(q, k, v), reference)
+    assert np.array_equal(performer.FavorDecoder(projection, 1, 2, 4).step(q, k, v), favor_reference)
+    del decoders, projection
+    gc.collect()
+    assert performer.live_handle_count() == before
