@@ -28,7 +28,8 @@ un-normalized product. See docs/LINEAR.md.
 FAVOR+ (Performer): ``FavorProjection`` (seeded random projections W, m x D),
 ``favor_features`` (the feature maps phi), ``favor_attention`` / ``favor_attention_backward``
 (bidirectional or causal, with a carried state) and ``FavorDecoder`` (causal FAVOR+ attention
-token by token), the state being the stabilized triple (S~, z~, c). See docs/FAVOR.md.
+token by token), the state being the stabilized triple (S~, z~, c); ``favor_state`` /
+``favor_state_backward`` give that triple for keys without queries. See docs/FAVOR.md.
 
 The computation runs without the GIL on the library's own threads (see set_num_threads).
 """
