@@ -1345,7 +1345,6 @@ static void state_only(int dtype, int kind) {
     CHECK(rel_error(&s, want_s) <= tol && rel_error(&z, want_z) <= tol && rel_error(&c, want_c) == 0,
           "%s: pieces in place vs one call: S %g z %g", what, rel_error(&s, want_s), rel_error(&z, want_z));
     /* Backward = the causal backward with dout = 0 and the same state gradient. */
-    o.kv_lengths = lengths;
     performer_tensor_t g = tensor_new(dtype, 2, h, n, mv), ds = tensor_new(dtype, 2, h, cf, mv), dz = tensor_new(dtype, 2, h, cf, 1);
     performer_tensor_t dq = tensor_new(dtype, 2, h, n, d), dk = tensor_new(dtype, 2, 1, n, d), dv = tensor_new(dtype, 2, 1, n, mv);
     performer_tensor_t dk2 = tensor_transposed(dtype, 2, 1, n, d), dv2 = tensor_new(dtype, 2, 1, n, mv);
@@ -1354,6 +1353,7 @@ static void state_only(int dtype, int kind) {
     fill_value(&g, 0); fill(&ds, 14, 1.0); fill(&dz, 15, 1.0);
     /* The initial state: the first piece's (S, z, c) above, in s, z, c. */
     OK(performer_favor_state(&ka, &va, p, NULL, NULL, NULL, &s, &z, &c, &o), what);
+    o.kv_lengths = lengths;
     OK(performer_favor_backward(&q, &k, &v, &g, p, &dq, &dk, &dv, &s, &z, &c, &ds, &dz, &ds0, &dz0, &o), what);
     OK(performer_favor_state_backward(&k, &v, p, &ds, &dz, &dk2, &dv2, &ds02, &dz02, &s, &z, &c, &o), what);
     double *wk = doubles_of(&dk), *wv = doubles_of(&dv), *ws0 = doubles_of(&ds0), *wz0 = doubles_of(&dz0);
@@ -1361,10 +1361,10 @@ static void state_only(int dtype, int kind) {
           rel_error(&dz02, wz0) <= tol, "%s: state backward vs causal backward: dk %g dv %g dS0 %g dz0 %g", what,
           rel_error(&dk2, wk), rel_error(&dv2, wv), rel_error(&ds02, ws0), rel_error(&dz02, wz0));
     /* Bad input writes nothing. */
-    performer_tensor_t s3 = tensor_new(dtype, 2, 3, cf, mv), z3 = tensor_new(dtype, 2, 3, cf, 1), c3 = tensor_new(dtype, 2, 3, cf, 1);
+    performer_tensor_t s3 = tensor_new(dtype, 2, h, cf + 1, mv), z3 = tensor_new(dtype, 2, h, cf + 1, 1), c3 = tensor_new(dtype, 2, h, cf + 1, 1);
     fill_value(&s3, SENTINEL); fill_value(&z3, SENTINEL); fill_value(&c3, SENTINEL);
-    expect_status("state Hs = 3 over Hk = 1", performer_favor_state(&k, &v, p, NULL, NULL, NULL, &s3, &z3, &c3, &o),
-                  PERFORMER_ERROR_SHAPE_MISMATCH, "S_out.shape[1] = 3");
+    expect_status("state C + 1 features", performer_favor_state(&k, &v, p, NULL, NULL, NULL, &s3, &z3, &c3, &o),
+                  PERFORMER_ERROR_SHAPE_MISMATCH, "S_out");
     CHECK(is_value(&s3, SENTINEL) && is_value(&z3, SENTINEL) && is_value(&c3, SENTINEL), "%s: failed call wrote", what);
     fill_value(&s, SENTINEL); fill_value(&z, SENTINEL); fill_value(&c, SENTINEL);
     expect_status("state NULL c_out", performer_favor_state(&k, &v, p, NULL, NULL, NULL, &s, &z, NULL, &o),

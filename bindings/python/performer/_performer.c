@@ -1473,7 +1473,7 @@ favor_state(PyObject *module, PyObject *args)
     PyObject *obj[8], *projection, *scale, *kv_lengths, *kv_starts;
     int features;
     double relu_offset;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOiOdOO:favor_state", &obj[0], &obj[1], &projection, &obj[2], &obj[3],
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOiOdOO:favor_state", &obj[0], &obj[1], &projection, &obj[2], &obj[3],
                           &obj[4], &obj[5], &obj[6], &obj[7], &features, &scale, &relu_offset, &kv_lengths,
                           &kv_starts)) {
         return NULL;
