@@ -773,6 +773,50 @@ performer_status performer_favor_backward(
     performer_tensor_t *dinitial_state_s, performer_tensor_t *dinitial_state_z,
     const performer_favor_options_t *options);
 
+/** State only: the scaled state (S~, z~, c) of keys and values without queries, i.e. the
+ *  mathematical state S = diag(e^c) S~ = S_0 + sum_j phi(k_j) v_j^T, z = e^c * z~ = z_0 +
+ *  sum_j phi(k_j) over the keys kv_starts[b] <= j < kv_lengths[b] -- the causal forward's final
+ *  state over the same keys (to rounding), computed with the same max-shift (stable at any
+ *  input norm), no query output computed. k: B x Hk x L x D, v: B x Hk x L x M; the state has
+ *  Hs heads, read from state_s's shape[1], a positive multiple of Hk (state head h reads key
+ *  head h / (Hs / Hk)): Hs = Hk gives one state per key head, Hs = H the forward's per-query-head
+ *  state, which can start a later causal forward or a decoder (set_state).
+ *    state_s (B x Hs x C x M), state_z, state_c (B x Hs x C x 1) receive the triple;
+ *    initial_state_s/_z/_c (all NULL: no keys before, or all given, same shapes) are read.
+ *  The state may be written over the initial state's memory only with the same layout (data
+ *  pointer, shape and strides per tensor); any other overlap is PERFORMER_ERROR_ALIASING.
+ *  options: features, has_scale, scale, relu_offset, kv_lengths, kv_starts apply; causal and
+ *  eps do not (NULL: the defaults).
+ *  Errors (nothing written): as performer_favor_forward for k, v, the projection, the states and
+ *  options, plus SHAPE_MISMATCH when Hs is not a positive multiple of Hk or k.shape[3] is not
+ *  the projection's dim. Messages call state_s/_z/_c S_out, z_out, c_out and the initial
+ *  state S0, z0, c0. */
+performer_status performer_favor_state(
+    const performer_tensor_t *k, const performer_tensor_t *v, performer_favor_projection_t projection,
+    const performer_tensor_t *initial_state_s, const performer_tensor_t *initial_state_z,
+    const performer_tensor_t *initial_state_c,
+    performer_tensor_t *state_s, performer_tensor_t *state_z, performer_tensor_t *state_c,
+    const performer_favor_options_t *options);
+
+/** Backward of performer_favor_state, with the shifts held fixed (as performer_favor_backward
+ *  treats state gradients): given dstate_s = dLoss/dS~, dstate_z = dLoss/dz~ (B x Hs x C x M,
+ *  B x Hs x C x 1; finite) writes dk and dv (k's and v's shapes; zero for keys outside their
+ *  range; summed over the Hs/Hk state heads of each key head) and, when dinitial_state_s/_z
+ *  are given (both or neither; they need the initial state), dLoss/dS~_0, dLoss/dz~_0 =
+ *  e^(c_0 - c) * (dstate_s, dstate_z) per feature. initial_state_s/_z/_c: the call's initial
+ *  state (all or none; c is recomputed from it and the keys). Same projection and options as
+ *  the call. Errors (nothing written): as performer_favor_state; no output may overlap any
+ *  other argument; dS0/dz0 without an initial state or a non-finite dS_out/dz_out is
+ *  PERFORMER_ERROR_INVALID_ARGUMENT. Messages call dstate_s/_z dS_out, dz_out. */
+performer_status performer_favor_state_backward(
+    const performer_tensor_t *k, const performer_tensor_t *v, performer_favor_projection_t projection,
+    const performer_tensor_t *dstate_s, const performer_tensor_t *dstate_z,
+    performer_tensor_t *dk, performer_tensor_t *dv,
+    performer_tensor_t *dinitial_state_s, performer_tensor_t *dinitial_state_z,
+    const performer_tensor_t *initial_state_s, const performer_tensor_t *initial_state_z,
+    const performer_tensor_t *initial_state_c,
+    const performer_favor_options_t *options);
+
 /* --------------------------------------------------------------------------------------
  * 7c. The FAVOR+ decoder: causal FAVOR+ attention one token at a time.
  *

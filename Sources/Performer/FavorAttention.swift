@@ -5,7 +5,7 @@ import PerformerCore
 
 /// performer_favor_options_t -> FavorAttentionOptions. `tensors` are all of the call's
 /// tensors, q first: kv_lengths and kv_starts have one entry per batch (`readPerBatch`).
-private func favorAttentionOptions(_ options: UnsafePointer<performer_favor_options_t>?, tensors: [TensorArgument])
+func favorAttentionOptions(_ options: UnsafePointer<performer_favor_options_t>?, tensors: [TensorArgument])
     throws(PerformerError) -> FavorAttentionOptions {
     let call = try FavorCallOptions(options)
     var result = FavorAttentionOptions(causal: call.causal, features: call.features, epsilon: call.epsilon)

@@ -13,6 +13,8 @@
  *     backward against central finite differences (float64) and the float64 call (float32);
  *     causal pieces with the carried state (forward, final state in place, backward through
  *     dS0 -> dS_N) = one call; the forward's state continued by decoder steps; norm-30 inputs;
+ *   - state only (performer_favor_state / _backward): = the causal forward's final state (GQA,
+ *     Hs = H and Hk, key lengths), in-place pieces, backward = the causal backward's state part;
  *   - bad input everywhere (m = 0, D mismatch, unknown kind/norms/features, NULL handles,
  *     options size, bad states, aliasing); outputs and state untouched on error.
  * Prints "N passed, M failed" last and exits nonzero on any failure. */
@@ -1295,6 +1297,100 @@ static void attention_key_starts(void) {
 
 /* ---------------------------------------------------------------- speed (printed, not asserted) */
 
+/* performer_favor_state / _backward: the state of keys without queries equals the causal
+ * forward's final state (per query head, Hs = H = 2 over Hk = 1, key lengths); Hs = Hk is that
+ * state of every head of the group; two pieces with the state updated in place = one call; the
+ * state backward equals the causal backward with dout = 0 and the same dS_N, dz_N; bad input
+ * writes nothing. */
+static void state_only(int dtype, int kind) {
+    enum { n = 10, d = 4, m = 6, mv = 3, h = 2 };
+    char what[64];
+    snprintf(what, sizeof what, "favor_state %s kind %d", dtype ? "float64" : "float32", kind);
+    const double tol = dtype ? 1e-12 : 2e-5;
+    const int64_t cf = count_for(kind, m);
+    performer_favor_projection_t p = make(d, m, 0, 0, 8);
+    if (!p) return;
+    performer_favor_options_t o;
+    performer_favor_options_init(&o);
+    o.features = kind;
+    o.causal = 1;
+    int64_t lengths[2] = {n, 7};
+    o.kv_lengths = lengths;
+    performer_tensor_t q = tensor_new(dtype, 2, h, n, d), k = tensor_transposed(dtype, 2, 1, n, d), v = tensor_new(dtype, 2, 1, n, mv);
+    performer_tensor_t out = tensor_new(dtype, 2, h, n, mv);
+    performer_tensor_t sn = tensor_new(dtype, 2, h, cf, mv), zn = tensor_new(dtype, 2, h, cf, 1), cn = tensor_new(dtype, 2, h, cf, 1);
+    performer_tensor_t s = tensor_transposed(dtype, 2, h, cf, mv), z = tensor_new(dtype, 2, h, cf, 1), c = tensor_new(dtype, 2, h, cf, 1);
+    performer_tensor_t s1 = tensor_new(dtype, 2, 1, cf, mv), z1 = tensor_new(dtype, 2, 1, cf, 1), c1 = tensor_new(dtype, 2, 1, cf, 1);
+    fill(&q, 11, 0.8); fill(&k, 12, 0.8); fill(&v, 13, 1.0);
+    OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, &sn, &zn, &cn, &o), what);
+    OK(performer_favor_state(&k, &v, p, NULL, NULL, NULL, &s, &z, &c, &o), what);
+    double *want_s = doubles_of(&sn), *want_z = doubles_of(&zn), *want_c = doubles_of(&cn);
+    CHECK(rel_error(&s, want_s) <= tol && rel_error(&z, want_z) <= tol && rel_error(&c, want_c) == 0,
+          "%s: state vs the causal forward's final state: S %g z %g c %g", what, rel_error(&s, want_s),
+          rel_error(&z, want_z), rel_error(&c, want_c));
+    /* Hs = Hk = 1: the state of each head of the group. */
+    OK(performer_favor_state(&k, &v, p, NULL, NULL, NULL, &s1, &z1, &c1, &o), what);
+    int same = 1;
+    FOR4(&s) same &= at(&s, i0, i1, i2, i3) == at(&s1, i0, 0, i2, i3);
+    FOR4(&c) same &= at(&c, i0, i1, i2, i3) == at(&c1, i0, 0, i2, i3);
+    CHECK(same, "%s: Hs = Hk state differs from the per-query-head state", what);
+    /* Two pieces, the second updating the first's state in place (no key lengths). */
+    o.kv_lengths = NULL;
+    OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, &sn, &zn, &cn, &o), what);
+    performer_tensor_t ka = positions(&k, 0, 4), va = positions(&v, 0, 4), kb = positions(&k, 4, n - 4), vb = positions(&v, 4, n - 4);
+    OK(performer_favor_state(&ka, &va, p, NULL, NULL, NULL, &s, &z, &c, &o), what);
+    OK(performer_favor_state(&kb, &vb, p, &s, &z, &c, &s, &z, &c, &o), what);
+    free(want_s); free(want_z); free(want_c);
+    want_s = doubles_of(&sn); want_z = doubles_of(&zn); want_c = doubles_of(&cn);
+    CHECK(rel_error(&s, want_s) <= tol && rel_error(&z, want_z) <= tol && rel_error(&c, want_c) == 0,
+          "%s: pieces in place vs one call: S %g z %g", what, rel_error(&s, want_s), rel_error(&z, want_z));
+    /* Backward = the causal backward with dout = 0 and the same state gradient. */
+    performer_tensor_t g = tensor_new(dtype, 2, h, n, mv), ds = tensor_new(dtype, 2, h, cf, mv), dz = tensor_new(dtype, 2, h, cf, 1);
+    performer_tensor_t dq = tensor_new(dtype, 2, h, n, d), dk = tensor_new(dtype, 2, 1, n, d), dv = tensor_new(dtype, 2, 1, n, mv);
+    performer_tensor_t dk2 = tensor_transposed(dtype, 2, 1, n, d), dv2 = tensor_new(dtype, 2, 1, n, mv);
+    performer_tensor_t ds0 = tensor_new(dtype, 2, h, cf, mv), dz0 = tensor_new(dtype, 2, h, cf, 1);
+    performer_tensor_t ds02 = tensor_new(dtype, 2, h, cf, mv), dz02 = tensor_new(dtype, 2, h, cf, 1);
+    fill_value(&g, 0); fill(&ds, 14, 1.0); fill(&dz, 15, 1.0);
+    /* The initial state: the first piece's (S, z, c) above, in s, z, c. */
+    OK(performer_favor_state(&ka, &va, p, NULL, NULL, NULL, &s, &z, &c, &o), what);
+    o.kv_lengths = lengths;
+    OK(performer_favor_backward(&q, &k, &v, &g, p, &dq, &dk, &dv, &s, &z, &c, &ds, &dz, &ds0, &dz0, &o), what);
+    OK(performer_favor_state_backward(&k, &v, p, &ds, &dz, &dk2, &dv2, &ds02, &dz02, &s, &z, &c, &o), what);
+    double *wk = doubles_of(&dk), *wv = doubles_of(&dv), *ws0 = doubles_of(&ds0), *wz0 = doubles_of(&dz0);
+    CHECK(rel_error(&dk2, wk) <= tol * 10 && rel_error(&dv2, wv) <= tol && rel_error(&ds02, ws0) <= tol &&
+          rel_error(&dz02, wz0) <= tol, "%s: state backward vs causal backward: dk %g dv %g dS0 %g dz0 %g", what,
+          rel_error(&dk2, wk), rel_error(&dv2, wv), rel_error(&ds02, ws0), rel_error(&dz02, wz0));
+    /* Bad input writes nothing. */
+    performer_tensor_t s3 = tensor_new(dtype, 2, h, cf + 1, mv), z3 = tensor_new(dtype, 2, h, cf + 1, 1), c3 = tensor_new(dtype, 2, h, cf + 1, 1);
+    fill_value(&s3, SENTINEL); fill_value(&z3, SENTINEL); fill_value(&c3, SENTINEL);
+    expect_status("state C + 1 features", performer_favor_state(&k, &v, p, NULL, NULL, NULL, &s3, &z3, &c3, &o),
+                  PERFORMER_ERROR_SHAPE_MISMATCH, "S_out");
+    CHECK(is_value(&s3, SENTINEL) && is_value(&z3, SENTINEL) && is_value(&c3, SENTINEL), "%s: failed call wrote", what);
+    fill_value(&s, SENTINEL); fill_value(&z, SENTINEL); fill_value(&c, SENTINEL);
+    expect_status("state NULL c_out", performer_favor_state(&k, &v, p, NULL, NULL, NULL, &s, &z, NULL, &o),
+                  PERFORMER_ERROR_NULL_POINTER, "c_out");
+    expect_status("state partial initial", performer_favor_state(&k, &v, p, &sn, NULL, &cn, &s, &z, &c, &o),
+                  PERFORMER_ERROR_NULL_POINTER, "z0");
+    expect_status("state NULL projection", performer_favor_state(&k, &v, NULL, NULL, NULL, NULL, &s, &z, &c, &o),
+                  PERFORMER_ERROR_NULL_POINTER, "projection");
+    expect_status("state c_out over z_out", performer_favor_state(&k, &v, p, NULL, NULL, NULL, &s, &z, &z, &o),
+                  PERFORMER_ERROR_ALIASING, "overlaps");
+    CHECK(is_value(&s, SENTINEL) && is_value(&z, SENTINEL) && is_value(&c, SENTINEL), "%s: failed call wrote", what);
+    fill_value(&dk2, SENTINEL); fill_value(&dv2, SENTINEL);
+    expect_status("state backward dS0 without S0",
+                  performer_favor_state_backward(&k, &v, p, &ds, &dz, &dk2, &dv2, &ds02, &dz02, NULL, NULL, NULL, &o),
+                  PERFORMER_ERROR_INVALID_ARGUMENT, "no initial state");
+    expect_status("state backward NULL dz_out",
+                  performer_favor_state_backward(&k, &v, p, &ds, NULL, &dk2, &dv2, NULL, NULL, NULL, NULL, NULL, &o),
+                  PERFORMER_ERROR_NULL_POINTER, "dz_out");
+    CHECK(is_value(&dk2, SENTINEL) && is_value(&dv2, SENTINEL), "%s: failed backward wrote", what);
+    free(want_s); free(want_z); free(want_c); free(wk); free(wv); free(ws0); free(wz0);
+    performer_tensor_t all[] = {q, k, v, out, sn, zn, cn, s, z, c, s1, z1, c1, g, ds, dz, dq, dk, dv, dk2, dv2,
+                                ds0, dz0, ds02, dz02, s3, z3, c3};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i].data);
+    performer_favor_projection_destroy(p);
+}
+
 static void step_speed(void) {
     enum { SH = 8, SD = 64, SM = 64, SMF = 256, STEPS = 1000 };
     performer_favor_projection_t p = make(SD, SMF, 0, 0, 1);
@@ -1345,6 +1441,8 @@ int main(void) {
     }
     attention_errors();
     attention_key_starts();
+    for (int dtype = 0; dtype < 2; dtype++)
+        for (int kind = 0; kind < 4; kind++) state_only(dtype, kind);
     step_speed();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -163,6 +163,8 @@ struct FavorProblem {
     var shape: FavorHeadShape
     var options: FavorAttentionOptions
     var inputScale: Double
+    /// A state-only call (no queries, run as bidirectional with N = 0): it has a state.
+    var stateOnly = false
 
     init<T>(query q: TensorView<T>, key k: TensorView<T>, value v: TensorView<T>, projection: FavorProjection,
             options: FavorAttentionOptions) throws(PerformerError) {
@@ -196,7 +198,7 @@ struct FavorProblem {
     var vectorShape: SIMD4<Int> { SIMD4(batch, heads, shape.featureCount, 1) }
 
     func requireCausal(_ names: String) throws(PerformerError) {
-        guard options.causal else {
+        guard options.causal || stateOnly else {
             throw PerformerError(.invalidArgument, "\(names) given but causal = false: only causal FAVOR+ attention has a state")
         }
     }

@@ -238,7 +238,7 @@ extension FavorHead {
     /// (G̃, g̃, e) from the final-state gradient: e = −c_N (−inf and zeros where c_N = −inf).
     func loadFinalStateGradient() {
         let e = s.gradientShift
-        guard task.causal, let finalS = task.finalSGradient else {
+        guard let finalS = task.finalSGradient else {
             for f in 0..<c { e[f] = -.infinity }
             return
         }
@@ -371,4 +371,6 @@ private func favorBidirectionalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
         head.keyGradients(r0, t, causal: false, scores: s.scores, scoreGradient: s.scoreGradient)
         r0 += t
     }
+    // A state-only backward (no queries) may ask for the initial state's gradient.
+    head.storeInitialStateGradient()
 }

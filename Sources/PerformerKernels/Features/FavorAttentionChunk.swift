@@ -388,12 +388,11 @@ struct FavorHead<T: KernelScalar> {
                    transposed: transposed, state: transposed ? s.stateT : s.state, normalizer: s.normalizer, shift: s.shift)
     }
 
-    /// Loads the initial state (causal; else the empty one).
+    /// Loads the initial state (given: causal or a state-only call; else the empty one).
     func loadInitialState() {
-        let causal = task.causal
-        loadState(causal ? task.initialS : nil, rows: c, columns: mv, into: s.state, ld: s.vp)
-        loadState(causal ? task.initialZ : nil, rows: c, columns: 1, into: s.normalizer, ld: 1)
-        if causal, let initialC = task.initialC {
+        loadState(task.initialS, rows: c, columns: mv, into: s.state, ld: s.vp)
+        loadState(task.initialZ, rows: c, columns: 1, into: s.normalizer, ld: 1)
+        if let initialC = task.initialC {
             loadState(initialC, rows: c, columns: 1, into: s.shift, ld: 1)
         } else {
             for f in 0..<c { s.shift[f] = emptyShift }

@@ -32,7 +32,8 @@ func favorForward<T: KernelScalar>(_ taskPointer: UnsafePointer<FavorAttentionTa
         if task.causal { head.accumulateKeys(t) }
         r0 += t
     }
-    if task.causal { head.storeFinalState() }
+    // Causal, or a state-only call (bidirectional with no queries): the state after the keys.
+    head.storeFinalState()
 }
 
 func makeFavorAttentionKernels() -> FavorAttentionKernels {

@@ -28,7 +28,8 @@ un-normalized product. See docs/LINEAR.md.
 FAVOR+ (Performer): ``FavorProjection`` (seeded random projections W, m x D),
 ``favor_features`` (the feature maps phi), ``favor_attention`` / ``favor_attention_backward``
 (bidirectional or causal, with a carried state) and ``FavorDecoder`` (causal FAVOR+ attention
-token by token), the state being the stabilized triple (S~, z~, c). See docs/FAVOR.md.
+token by token), the state being the stabilized triple (S~, z~, c); ``favor_state`` /
+``favor_state_backward`` give that triple for keys without queries. See docs/FAVOR.md.
 
 The computation runs without the GIL on the library's own threads (see set_num_threads).
 """
@@ -46,6 +47,8 @@ __all__ = [
     "linear_attention_backward",
     "linear_state",
     "linear_state_backward",
+    "favor_state",
+    "favor_state_backward",
     "LinearDecoder",
     "FavorProjection",
     "favor_features",
@@ -937,6 +940,80 @@ def favor_attention_backward(q, k, v, dout, projection, *, causal=False, feature
     if initial_state is not None:
         return dq, dk, dv, (ds0, dz0)
     return dq, dk, dv
+
+
+def _favor_state_setup(k, v, projection, features, scale, kv_lengths, kv_starts, relu_offset, initial_state, heads):
+    """dtype, k's and v's shapes, the state's shape (B, Hs, C, M) and the options of a FAVOR+
+    state-only call; Hs is ``heads``, else initial_state's S.shape[1], else Hk."""
+    dtype, ks = _tensor("k", k, 4, reference="k")
+    _, vs = _tensor("v", v, 4, dtype, reference="k")
+    projection = _projection_arg(projection)
+    dim, num_features = projection._info()[:2]
+    if ks[3] != dim:
+        raise ValueError("k.shape[3] = %d but projection.dim = %d (head dim)" % (ks[3], dim))
+    if heads is None and initial_state is not None:
+        _check_state_arity("initial_state", initial_state, _TRIPLE)
+        heads = _np.shape(initial_state[0])[1] if _np.ndim(initial_state[0]) == 4 else ks[1]
+    hs = ks[1] if heads is None else _size("heads", heads)
+    code = _choice("features", features, _FAVOR_FEATURES)
+    _, _, kv_lengths = _options(False, None, kv_lengths, ks[0])
+    keys = (kv_lengths, _key_array("kv_starts", kv_starts, ks[0]))
+    s_shape = (ks[0], hs, _favor_count(code, num_features), vs[3])
+    return dtype, ks, vs, projection, code, _scale(scale), keys, _real("relu_offset", relu_offset), s_shape
+
+
+def favor_state(k, v, projection, *, features="positive", scale=None, kv_lengths=None, kv_starts=None,
+                initial_state=None, heads=None, relu_offset=1e-3):
+    """The scaled FAVOR+ state of keys and values without queries: ``(S, z, c)`` with
+    ``exp(c)[..., None] * S = S0 + sum_j phi(k_j) v_j^T`` and ``exp(c) * z = z0 + sum_j phi(k_j)``
+    over the visible keys (kv_starts[b] <= j < kv_lengths[b]) -- the final state of a causal
+    :func:`favor_attention` over the same keys, to rounding, computed with the same max-shift
+    (finite at any input norm) and without queries.
+
+    k is B x Hk x L x D, v B x Hk x L x M. ``heads`` = Hs, a multiple of Hk (default: the
+    initial state's, else Hk): state head h takes key head h // (Hs // Hk). Hs = H gives the
+    per-query-head state, usable as a causal ``initial_state`` or a :class:`FavorDecoder`
+    state. ``initial_state`` = (S0~, z0~, c0) (as favor_attention's) or None. Returns
+    ``(S, z, c)``: S B x Hs x C x M, z and c B x Hs x C.
+    """
+    (dtype, ks, vs, projection, code, scale, keys, relu_offset,
+     s_shape) = _favor_state_setup(k, v, projection, features, scale, kv_lengths, kv_starts, relu_offset,
+                                   initial_state, heads)
+    s0 = z0 = c0 = None
+    if initial_state is not None:
+        s0, z0, c0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _TRIPLE)
+    s = _np.empty(s_shape, dtype=dtype)
+    z = _np.empty(s_shape[:3], dtype=dtype)
+    c = _np.empty(s_shape[:3], dtype=dtype)
+    _ext.favor_state(k, v, projection, s0, z0, c0, s, z, c, code, scale, relu_offset, *keys)
+    return s, z, c
+
+
+def favor_state_backward(k, v, projection, dS, dz, *, features="positive", scale=None, kv_lengths=None,
+                         kv_starts=None, initial_state=None, heads=None, relu_offset=1e-3):
+    """Gradients of :func:`favor_state` (pass its arguments) given ``dS``, ``dz`` = dLoss/dS~
+    (B x Hs x C x M) and dLoss/dz~ (B x Hs x C), with the shifts c held fixed (as
+    :func:`favor_attention_backward` treats state gradients). Returns ``(dk, dv)``, or
+    ``(dk, dv, (dS0, dz0))`` when an initial_state was given (the gradient w.r.t. its S~ and z~,
+    c0 held fixed). dk and dv sum over the Hs // Hk state heads of each key head."""
+    if heads is None and initial_state is None:
+        heads = _np.shape(dS)[1] if _np.ndim(dS) == 4 else None
+    (dtype, ks, vs, projection, code, scale, keys, relu_offset,
+     s_shape) = _favor_state_setup(k, v, projection, features, scale, kv_lengths, kv_starts, relu_offset,
+                                   initial_state, heads)
+    gs, gz = _state_arrays("dstate", (dS, dz), dtype, s_shape, _PAIR)
+    s0 = z0 = c0 = ds0 = dz0 = None
+    if initial_state is not None:
+        s0, z0, c0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _TRIPLE)
+        ds0 = _np.empty(s_shape, dtype=dtype)
+        dz0 = _np.empty(s_shape[:3], dtype=dtype)
+    dk = _np.empty(ks, dtype=dtype)
+    dv = _np.empty(vs, dtype=dtype)
+    _ext.favor_state_backward(k, v, projection, gs, gz, dk, dv, ds0, dz0, s0, z0, c0, code, scale, relu_offset,
+                              *keys)
+    if initial_state is not None:
+        return dk, dv, (ds0, dz0)
+    return dk, dv
 
 
 class FavorDecoder(_Decoder, _ext.FavorDecoder):

@@ -229,6 +229,24 @@ def favor_attention_backward(
     dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., relu_offset: float = ...,
     dq: Optional[_Buffer] = ..., dk: Optional[_Buffer] = ..., dv: Optional[_Buffer] = ...,
 ) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating], _State]: ...
+def favor_state(
+    k: _Buffer, v: _Buffer, projection: FavorProjection, *, features: _FavorFeatures = ...,
+    scale: Optional[float] = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
+    initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ..., heads: Optional[int] = ...,
+    relu_offset: float = ...,
+) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating]]: ...
+@overload
+def favor_state_backward(
+    k: _Buffer, v: _Buffer, projection: FavorProjection, dS: _Buffer, dz: _Buffer, *, features: _FavorFeatures = ...,
+    scale: Optional[float] = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
+    initial_state: None = ..., heads: Optional[int] = ..., relu_offset: float = ...,
+) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
+@overload
+def favor_state_backward(
+    k: _Buffer, v: _Buffer, projection: FavorProjection, dS: _Buffer, dz: _Buffer, *, features: _FavorFeatures = ...,
+    scale: Optional[float] = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
+    initial_state: Tuple[_Buffer, _Buffer, _Buffer], heads: Optional[int] = ..., relu_offset: float = ...,
+) -> Tuple[NDArray[_Floating], NDArray[_Floating], _State]: ...
 
 class FavorDecoder:
     def __init__(

@@ -1463,6 +1463,113 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(favor_state_doc,
+"favor_state(k, v, projection, S0, z0, c0, S, z, c, features, scale, relu_offset, kv_lengths, kv_starts)\n"
+"    -> None\n\n"
+"Low-level state-only call: writes the scaled FAVOR+ state of k, v (S: B x Hs x C x M, z, c:\n"
+"B x Hs x C) into S, z, c, starting from (S0, z0, c0) (or Nones). Use performer.favor_state.");
+
+static PyObject *
+favor_state(PyObject *module, PyObject *args)
+{
+    PyObject *obj[8], *projection, *scale, *kv_lengths, *kv_starts;
+    int features;
+    double relu_offset;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOiOdOO:favor_state", &obj[0], &obj[1], &projection, &obj[2], &obj[3],
+                          &obj[4], &obj[5], &obj[6], &obj[7], &features, &scale, &relu_offset, &kv_lengths,
+                          &kv_starts)) {
+        return NULL;
+    }
+    performer_favor_projection_t handle = projection_handle(projection, "projection");
+    if (handle == NULL) {
+        return NULL;
+    }
+    tensor_arg t[8] = {{"k"}, {"v"}, {"S0"}, {"z0"}, {"c0"}, {"S"}, {"z"}, {"c"}};
+    performer_favor_options_t o;
+    int64_t *lengths = NULL, *starts = NULL;
+    PyObject *result = NULL;
+    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
+        get_state_triple(obj[2], obj[3], obj[4], &t[2], 0, &t[0]) < 0 ||
+        get_state_triple(obj[5], obj[6], obj[7], &t[5], 1, &t[0]) < 0) {
+        goto done;
+    }
+    if (obj[5] == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "S, z and c are required");
+        goto done;
+    }
+    if (get_favor_attention_options(&o, &lengths, &starts, 0, features, scale, 0.0, relu_offset, kv_lengths,
+                                    kv_starts, t[0].tensor.shape[0]) < 0) {
+        goto done;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_favor_state(&t[0].tensor, &t[1].tensor, handle, optional_tensor(&t[2]),
+                                   optional_tensor(&t[3]), optional_tensor(&t[4]), &t[5].tensor, &t[6].tensor,
+                                   &t[7].tensor, &o);
+    Py_END_ALLOW_THREADS
+    result = none_or_raise(status);
+done:
+    PyMem_Free(lengths);
+    PyMem_Free(starts);
+    release_all(t, 8);
+    return result;
+}
+
+PyDoc_STRVAR(favor_state_backward_doc,
+"favor_state_backward(k, v, projection, dS, dz, dk, dv, dS0, dz0, S0, z0, c0, features, scale,\n"
+"                     relu_offset, kv_lengths, kv_starts) -> None\n\n"
+"Low-level backward of favor_state (shifts held fixed): writes dk, dv and, when dS0/dz0 are not\n"
+"None, the initial scaled state's gradient. Use performer.favor_state_backward.");
+
+static PyObject *
+favor_state_backward(PyObject *module, PyObject *args)
+{
+    PyObject *obj[11], *projection, *scale, *kv_lengths, *kv_starts;
+    int features;
+    double relu_offset;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOiOdOO:favor_state_backward", &obj[0], &obj[1], &projection, &obj[2],
+                          &obj[3], &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &obj[10], &features,
+                          &scale, &relu_offset, &kv_lengths, &kv_starts)) {
+        return NULL;
+    }
+    performer_favor_projection_t handle = projection_handle(projection, "projection");
+    if (handle == NULL) {
+        return NULL;
+    }
+    tensor_arg t[11] = {{"k"}, {"v"}, {"dS"}, {"dz"}, {"dk"}, {"dv"}, {"dS0"}, {"dz0"}, {"S0"}, {"z0"}, {"c0"}};
+    performer_favor_options_t o;
+    int64_t *lengths = NULL, *starts = NULL;
+    PyObject *result = NULL;
+    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
+        get_state_pair(obj[2], obj[3], &t[2], 0, &t[0]) < 0 ||
+        get_tensor(obj[4], &t[4], 4, 1, &t[0]) < 0 || get_tensor(obj[5], &t[5], 4, 1, &t[0]) < 0 ||
+        get_state_pair(obj[6], obj[7], &t[6], 1, &t[0]) < 0 ||
+        get_state_triple(obj[8], obj[9], obj[10], &t[8], 0, &t[0]) < 0) {
+        goto done;
+    }
+    if (obj[2] == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "dS and dz are required");
+        goto done;
+    }
+    if (get_favor_attention_options(&o, &lengths, &starts, 0, features, scale, 0.0, relu_offset, kv_lengths,
+                                    kv_starts, t[0].tensor.shape[0]) < 0) {
+        goto done;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_favor_state_backward(&t[0].tensor, &t[1].tensor, handle, &t[2].tensor, &t[3].tensor,
+                                            &t[4].tensor, &t[5].tensor, optional_tensor(&t[6]),
+                                            optional_tensor(&t[7]), optional_tensor(&t[8]), optional_tensor(&t[9]),
+                                            optional_tensor(&t[10]), &o);
+    Py_END_ALLOW_THREADS
+    result = none_or_raise(status);
+done:
+    PyMem_Free(lengths);
+    PyMem_Free(starts);
+    release_all(t, 11);
+    return result;
+}
+
 /* FavorDecoder */
 
 static void
@@ -1639,6 +1746,8 @@ static PyMethodDef module_methods[] = {
     {"linear_backward", linear_backward, METH_VARARGS, linear_backward_doc},
     {"linear_state", linear_state, METH_VARARGS, linear_state_doc},
     {"linear_state_backward", linear_state_backward, METH_VARARGS, linear_state_backward_doc},
+    {"favor_state", favor_state, METH_VARARGS, favor_state_doc},
+    {"favor_state_backward", favor_state_backward, METH_VARARGS, favor_state_backward_doc},
     {"favor_features", favor_features, METH_VARARGS, favor_features_doc},
     {"favor_forward", favor_forward, METH_VARARGS, favor_forward_doc},
     {"favor_backward", favor_backward, METH_VARARGS, favor_backward_doc},
