@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every test of libperformer, on a fresh machine: installs what it needs, builds, then runs
 # the Swift tests, the C/C++ tests (header, exported symbols, examples, loading without a
-# Swift toolchain, bad input, threads) and the Python tests (pip-installed package).
+# Swift toolchain, bad input, threads) and the Python tests (pip-installed package; PyTorch and
+# transformers are installed into the test venv by bindings/python/tests/install-test-deps.sh,
+# and PERFORMER_REQUIRE_TORCH=1 makes a missing torch a failure, not a skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

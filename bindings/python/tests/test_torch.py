@@ -515,3 +515,37 @@ def test_favor_module_redraw_and_no_grad():
     assert not redrawn.requires_grad and rel_err(redrawn, out) > 1e-3  # the new W gives another estimate
     with pytest.raises(ValueError, match="features"):
         pt.FavorAttention(8, features="softmax")
+
+
+# --- Hugging Face transformers: a real model built from a config ------------------------------
+
+@needs_torch
+def test_llama_from_config_with_our_attention_equals_sdpa():
+    """A random-initialized small Llama (GQA: 4 query heads on 2 key heads), its attention routed
+    through performer.torch.softmax_attention by transformers' AttentionInterface, gives the
+    logits and gradients of the same model on SDPA (no padding: the causal mask is the whole
+    mask, so a mask tensor handed to the function is refused rather than dropped)."""
+    from transformers import AttentionInterface, AutoModelForCausalLM, LlamaConfig
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        if attention_mask is not None:
+            raise ValueError("this glue handles unpadded causal batches only; got an attention mask")
+        out = pt.softmax_attention(query, key, value, causal=True, scale=scaling)
+        return out.transpose(1, 2).contiguous(), None
+
+    AttentionInterface.register("performer_test_causal", attention)
+    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         initializer_range=0.5)  # large weights: attention far from uniform
+    torch.manual_seed(0)
+    reference_model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").float()
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="performer_test_causal").float()
+    model.load_state_dict(reference_model.state_dict())
+    ids = torch.randint(0, config.vocab_size, (2, 17))
+    expected, got = reference_model(ids, labels=ids), model(ids, labels=ids)
+    assert rel_err(got.logits, expected.logits) <= 1e-5
+    expected.loss.backward()
+    got.loss.backward()
+    reference_grads = dict(reference_model.named_parameters())
+    for name, parameter in model.named_parameters():
+        assert rel_err(parameter.grad, reference_grads[name].grad) <= 1e-4, name
