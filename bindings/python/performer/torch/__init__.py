@@ -43,6 +43,7 @@ __all__ = [
     "FavorAttentionFunction",
     "favor_attention",
     "FavorAttention",
+    "register_transformers_attention",
 ]
 
 
@@ -271,3 +272,7 @@ class FavorAttention(_torch.nn.Module):
         return "dim=%d, num_features=%d, causal=%s, features=%r, scale=%s, eps=%s, seed=%s, draw=%d" % (
             self.projection.dim, self.projection.num_features, self.causal, self.features, self.scale, self.eps,
             self.projection.seed, self.projection.draw)
+
+
+# Hugging Face transformers glue (transformers is imported only when registering).
+from .transformers import register_transformers_attention  # noqa: E402
