@@ -44,6 +44,8 @@ __all__ = [
     "favor_attention",
     "FavorAttention",
     "register_transformers_attention",
+    "use_torch_threads",
+    "torch_threads_in_use",
 ]
 
 
@@ -276,3 +278,9 @@ class FavorAttention(_torch.nn.Module):
 
 # Hugging Face transformers glue (transformers is imported only when registering).
 from .transformers import register_transformers_attention  # noqa: E402
+
+# libperformer's parallel work on PyTorch's intra-op (OpenMP) threads; see _threads.py.
+from ._threads import torch_threads_in_use, use_torch_threads  # noqa: E402
+from ._threads import _install_default as _install_default_threads  # noqa: E402
+
+_install_default_threads()
