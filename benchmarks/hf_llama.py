@@ -15,6 +15,7 @@ Then greedy generate() tokens/s at a 32-token prompt (64 new tokens, dynamic cac
 Ratios > 1 mean performer is faster than SDPA.
 """
 import argparse
+import os
 import statistics
 import time
 
@@ -49,20 +50,24 @@ def forward_backward(model, ids):
 
 
 def timed(fn, *args):
-    start = time.perf_counter()
+    """(wall seconds, CPU seconds of the whole process): CPU time counts spinning threads too, and
+    stays meaningful when a loaded machine stretches the wall time."""
+    start, cpu = time.perf_counter(), time.process_time()
     fn(*args)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def alternate(models, fn, args, rounds):
-    """Median seconds per model, runs interleaved; one warm-up each."""
+    """Median (wall, CPU) seconds per model, runs interleaved; one warm-up each."""
     samples = {name: [] for name in models}
     for name, model in models.items():
         fn(model, *args)
+    order = list(models.items())
     for _ in range(rounds):
-        for name, model in models.items():
+        for name, model in order:
             samples[name].append(timed(fn, model, *args))
-    return {name: statistics.median(s) for name, s in samples.items()}
+        order.reverse()  # neither always runs first
+    return {name: tuple(statistics.median(x[i] for x in s) for i in range(2)) for name, s in samples.items()}
 
 
 def generate_rate(model, prompt, new_tokens):
@@ -95,11 +100,10 @@ def main():
     threads = [int(t) for t in options.threads.split(",")]
     executors = options.executor.split(",")
     models = make_models()
-    print("torch %s, %s; performer %s (%s)" % (torch.__version__, torch.__config__.parallel_info().splitlines()[-1]
-                                               if False else "default thread settings", performer.__version__,
-                                               performer.kernel_isa()))
-    print("| executor | threads | N | pass | sdpa ms | performer ms | speed vs sdpa |")
-    print("|---|---|---|---|---|---|---|")
+    print("torch %s (default thread settings); performer %s (%s); %d CPUs, load average %.1f" % (
+        torch.__version__, performer.__version__, performer.kernel_isa(), os.cpu_count(), os.getloadavg()[0]))
+    print("| executor | threads | N | pass | sdpa ms | performer ms | speed vs sdpa | sdpa CPU ms | performer CPU ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for t in threads:
         torch.set_num_threads(t)
         for kind in executors:
@@ -108,9 +112,10 @@ def main():
                 ids = torch.randint(0, 1024, (1, n), generator=torch.Generator().manual_seed(n))
                 for label, fn in (("forward", forward), ("fwd+bwd", forward_backward)):
                     medians = alternate(models, fn, (ids,), options.rounds)
-                    print("| %s | %d | %d | %s | %.1f | %.1f | %.2fx |" % (
-                        kind, t, n, label, medians["sdpa"] * 1e3, medians["performer"] * 1e3,
-                        medians["sdpa"] / medians["performer"]), flush=True)
+                    (sdpa, sdpa_cpu), (ours, our_cpu) = medians["sdpa"], medians["performer"]
+                    print("| %s | %d | %d | %s | %.1f | %.1f | %.2fx | %.0f | %.0f |" % (
+                        kind, t, n, label, sdpa * 1e3, ours * 1e3, sdpa / ours, sdpa_cpu * 1e3, our_cpu * 1e3),
+                        flush=True)
             if options.generate:
                 prompt = torch.randint(3, 1024, (1, 32), generator=torch.Generator().manual_seed(7))
                 rates = {name: [] for name in models}
@@ -121,7 +126,7 @@ def main():
                         rates[name].append(rate)
                 same = torch.equal(tokens["sdpa"], tokens["performer"])
                 sdpa_rate, our_rate = statistics.median(rates["sdpa"]), statistics.median(rates["performer"])
-                print("| %s | %d | prompt 32 | generate tok/s | %.0f | %.0f | %.2fx%s |" % (
+                print("| %s | %d | prompt 32 | generate tok/s | %.0f | %.0f | %.2fx%s | | |" % (
                     kind, t, sdpa_rate, our_rate, our_rate / sdpa_rate, "" if same else " (tokens differ!)"),
                     flush=True)
 

@@ -12,12 +12,33 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 
 #include "performer.h"
 
 typedef void (*gomp_parallel_fn)(void (*body)(void *), void *data, unsigned num_threads, unsigned flags);
 typedef int (*omp_query_fn)(void);
+
+/* Set in a forked child: GNU OpenMP's thread pool does not survive fork() (the child's team
+ * threads do not exist, and its first parallel region hangs), so the child goes back to the
+ * library's own pool, which does (performer.h, fork()). */
+static volatile sig_atomic_t in_forked_child;
+
+static void
+mark_forked_child(void)
+{
+    in_forked_child = 1;
+}
+
+/* In a forked child: drop this executor (outside any lock of the library: these callbacks run
+ * after it has read its executor). */
+static void
+leave_openmp(void)
+{
+    performer_set_executor(NULL);
+}
 
 static gomp_parallel_fn gomp_parallel;
 static omp_query_fn omp_get_thread_num_ptr;
@@ -45,6 +66,11 @@ region_body(void *data)
 static void
 openmp_parallel_for(void *context, int n, performer_task_fn task, void *task_context)
 {
+    if (in_forked_child) {
+        leave_openmp();
+        for (int i = 0; i < n; i++) task(task_context, i);
+        return;
+    }
     region_t region = {n, task, task_context};
     gomp_parallel(region_body, &region, (unsigned)n, 0);
 }
@@ -53,6 +79,10 @@ openmp_parallel_for(void *context, int n, performer_task_fn task, void *task_con
 static int
 openmp_num_threads(void *context)
 {
+    if (in_forked_child) {
+        leave_openmp();
+        return 1;
+    }
     return omp_get_max_threads_ptr();
 }
 
@@ -66,10 +96,11 @@ raise_status(performer_status status)
 }
 
 PyDoc_STRVAR(install_doc,
-"install(gomp_parallel, omp_get_thread_num, omp_get_num_threads, omp_get_max_threads) -> None\n\n"
+"install(gomp_parallel, omp_get_thread_num, omp_get_num_threads, omp_get_max_threads) -> bool\n\n"
 "Makes libperformer run its parallel work with GOMP_parallel of the OpenMP runtime whose entry\n"
 "points are given as addresses (ints, non-zero), and its thread count follow omp_get_max_threads()\n"
-"unless performer.set_num_threads chose one.");
+"unless performer.set_num_threads chose one. False (nothing installed) in a forked child of a\n"
+"process that loaded this module: OpenMP's pool does not survive fork().");
 
 static PyObject *
 install(PyObject *module, PyObject *args)
@@ -81,6 +112,9 @@ install(PyObject *module, PyObject *args)
     if (!parallel || !thread_num || !num_threads || !max_threads) {
         PyErr_SetString(PyExc_ValueError, "install: every OpenMP entry point must be a non-zero address");
         return NULL;
+    }
+    if (in_forked_child) {
+        Py_RETURN_FALSE;
     }
     /* Back to the library's own pool first: no call may see a half-updated set of pointers. */
     performer_status status = performer_set_executor(NULL);
@@ -96,7 +130,7 @@ install(PyObject *module, PyObject *args)
     if (status != PERFORMER_OK) {
         return raise_status(status);
     }
-    Py_RETURN_NONE;
+    Py_RETURN_TRUE;
 }
 
 PyDoc_STRVAR(uninstall_doc, "uninstall() -> None\n\nlibperformer runs on its own worker threads again.");
@@ -126,5 +160,11 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__openmp(void)
 {
-    return PyModule_Create(&module_def);
+    PyObject *module = PyModule_Create(&module_def);
+    if (module != NULL && pthread_atfork(NULL, NULL, mark_forked_child) != 0) {
+        Py_DECREF(module);
+        PyErr_SetString(PyExc_RuntimeError, "performer._openmp: pthread_atfork failed");
+        return NULL;
+    }
+    return module;
 }

@@ -8,6 +8,9 @@ tasks to GOMP_parallel of the libgomp PyTorch loaded: the threads already spinni
 The thread count then follows ``torch.set_num_threads`` (omp_get_max_threads of the calling thread),
 unless ``performer.set_num_threads(n)`` (n > 0) or PERFORMER_NUM_THREADS chose one.
 
+fork(): GNU OpenMP's pool does not survive it (a child's first parallel region hangs), so a forked
+child's first multi-threaded call goes back to the library's own workers, which do.
+
 Installed when ``performer.torch`` is imported, if PyTorch's parallel backend is OpenMP and its libgomp
 is found among the loaded libraries; otherwise (or with PERFORMER_TORCH_THREADS=own) the library keeps
 its own workers. :func:`use_torch_threads` switches at run time (benchmarks compare the two).
@@ -69,14 +72,22 @@ def use_torch_threads(enabled=True):
     entry_points = _openmp_entry_points()
     if entry_points is None or not all(entry_points):
         return _in_use
-    _openmp.install(*entry_points)
-    _in_use = True
-    return True
+    _in_use = bool(_openmp.install(*entry_points))  # False in a forked child: see _openmp.c
+    return _in_use
 
 
 def torch_threads_in_use():
     """Whether libperformer's parallel work runs on PyTorch's OpenMP threads now."""
     return _in_use
+
+
+def _forget_in_child():
+    global _in_use
+    _in_use = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _install_default():
