@@ -170,8 +170,8 @@ typedef struct performer_tensor_t {
  * ====================================================================================== */
 
 /** Bounds the worker threads later calls use (the calling thread included) to n, 1..1024;
- *  0 restores the default: PERFORMER_NUM_THREADS from the environment, else the CPUs this
- *  process may run on. Process-wide; calls already running keep their thread count.
+ *  0 restores the default: PERFORMER_NUM_THREADS from the environment, else the count of an
+ *  installed executor (performer_set_executor), else the CPUs this process may run on. Process-wide; calls already running keep their thread count.
  *  Returns PERFORMER_ERROR_INVALID_ARGUMENT (and changes nothing) for n < 0 or n > 1024.
  *  Worker threads are created on demand and live until the process exits; the library is
  *  marked not unloadable (dlclose leaves it mapped) so that they never outlive their code.
@@ -190,8 +190,47 @@ typedef struct performer_tensor_t {
  *  fork() do not continue in the child. */
 performer_status performer_set_num_threads(int n);
 
-/** The number of threads calls use now (at least 1). */
+/** The number of threads calls use now (at least 1): the count set with
+ *  performer_set_num_threads (or PERFORMER_NUM_THREADS) when there is one, else the
+ *  executor's num_threads when an executor is installed, else the CPUs this process may run on. */
 int performer_get_num_threads(void);
+
+/** One share of a call's parallel work: performer_executor_t.parallel_for must call
+ *  task(task_context, i) once for every i in 0 .. n-1. */
+typedef void (*performer_task_fn)(void *task_context, int index);
+
+/** A host's thread pool, on which the library then runs its parallel work instead of on its
+ *  own workers (the model is oneDNN's threadpool interop). Its purpose: in a process whose
+ *  own pool (e.g. PyTorch's OpenMP threads) keeps its workers spinning between parallel
+ *  regions, a second pool competes with them for the same cores; running the library's
+ *  tasks on the host's pool hands the work to the threads already waiting for work.
+ *    size          sizeof(performer_executor_t) (the struct may grow at its end)
+ *    context       passed to both functions
+ *    num_threads   the threads the host would run a parallel region on now (>= 1; larger
+ *                  values are capped at 1024); read at the start of every call unless a count
+ *                  was set with performer_set_num_threads (or PERFORMER_NUM_THREADS), which
+ *                  then wins. May be NULL: the library's default count is used.
+ *    parallel_for  runs task(task_context, i) once for each i in 0 .. n-1 (n >= 2) and returns
+ *                  when all have returned. Any degree of concurrency is correct, running them
+ *                  one after another included (then just slower); the tasks never wait for one
+ *                  another, take no locks the host could hold, and are done when they return.
+ *                  It is called from the thread that called the library, possibly from several
+ *                  such threads at once, never from inside a task. Must not be NULL.
+ *  Calls whose work is tiny still run on the calling thread alone (see above). */
+typedef struct performer_executor_t {
+    size_t size;
+    void *context;
+    int (*num_threads)(void *context);
+    void (*parallel_for)(void *context, int n, performer_task_fn task, void *task_context);
+} performer_executor_t;
+
+/** Installs *executor (copied; the functions and context must stay valid until another
+ *  executor or NULL is installed and the calls started before have returned) for every later
+ *  call in the process; NULL goes back to the library's own worker threads. Calls already
+ *  running finish on the executor they started with. Errors (nothing changes):
+ *    PERFORMER_ERROR_UNSUPPORTED_VERSION  executor->size is not a size this library knows
+ *    PERFORMER_ERROR_NULL_POINTER         executor->parallel_for is NULL */
+performer_status performer_set_executor(const performer_executor_t *executor);
 
 /** The kernel build every call uses: "portable" (baseline x86-64, any CPU), "avx2"
  *  (x86-64-v3: AVX2 + FMA) or "avx512" (x86-64-v4). Chosen at first use as the fastest one

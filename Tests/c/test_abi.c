@@ -753,6 +753,132 @@ static void test_concurrency(void) {
     free(q.data); free(k.data); free(v.data); free(dout.data);
 }
 
+/* ---------------------------------------------------------------- executor hook */
+
+/* A host pool for the tests: how it runs the tasks is `mode`; it records every region. */
+typedef struct {
+    int mode;          /* 0: serially, last index first; 1: on two pthreads; 2: index 0 only (a faulty host) */
+    int threads;       /* what num_threads reports */
+    int regions;       /* parallel_for calls */
+    int max_n;
+    int bad_n;         /* n < 2 seen */
+} test_host;
+
+typedef struct {
+    performer_task_fn task;
+    void *task_context;
+    int first, n;
+} host_share;
+
+static void *host_share_main(void *arg) {
+    host_share *share = arg;
+    for (int i = share->first; i < share->n; i += 2) share->task(share->task_context, i);
+    return NULL;
+}
+
+static int host_num_threads(void *context) { return ((test_host *)context)->threads; }
+
+static void host_parallel_for(void *context, int n, performer_task_fn task, void *task_context) {
+    test_host *host = context;
+    host->regions++;
+    if (n > host->max_n) host->max_n = n;
+    if (n < 2) host->bad_n++;
+    if (host->mode == 0) {
+        for (int i = n - 1; i >= 0; i--) task(task_context, i);
+    } else if (host->mode == 1) {
+        host_share shares[2] = {{task, task_context, 0, n}, {task, task_context, 1, n}};
+        pthread_t other;
+        int started = pthread_create(&other, NULL, host_share_main, &shares[1]) == 0;
+        host_share_main(&shares[0]);
+        if (started) pthread_join(other, NULL);
+        else host_share_main(&shares[1]);
+    } else {
+        task(task_context, 0);
+    }
+}
+
+/* performer_set_executor: the count follows num_threads unless one was set; every way of running
+ * the tasks (serial in any order, concurrent, even a host that drops tasks) gives the results of
+ * the library's own pool bit for bit; bad structs are refused and change nothing. */
+static void test_executor(void) {
+    const char *env = getenv("PERFORMER_NUM_THREADS");
+    int env_set = env && atoi(env) > 0;
+    int initial = performer_get_num_threads();
+    performer_tensor_t q = contiguous(floats(CB * CH * CN * CD), PERFORMER_FLOAT32, CB, CH, CN, CD);
+    performer_tensor_t k = contiguous(floats(CB * CH / 2 * CL * CD), PERFORMER_FLOAT32, CB, CH / 2, CL, CD);
+    performer_tensor_t v = contiguous(floats(CB * CH / 2 * CL * CM), PERFORMER_FLOAT32, CB, CH / 2, CL, CM);
+    performer_tensor_t dout = contiguous(floats(CB * CH * CN * CM), PERFORMER_FLOAT32, CB, CH, CN, CM);
+    fill(&q, 21); fill(&k, 22); fill(&v, 23); fill(&dout, 24);
+    const int64_t lengths[CB] = {CL - 5, CL};
+    concurrent_job own;
+    job_init(&own, &q, &k, &v, &dout, lengths);
+    run_job(&own);
+    CHECK(own.status == PERFORMER_OK, "job on the library's pool: %s", own.message);
+
+    for (int mode = 0; mode < 3; mode++) {
+        test_host host = {mode, 3, 0, 0, 0};
+        performer_executor_t executor = {sizeof executor, &host, host_num_threads, host_parallel_for};
+        CHECK(performer_set_executor(&executor) == PERFORMER_OK, "set_executor: %s", performer_last_error());
+        if (!env_set) CHECK(performer_get_num_threads() == 3, "threads %d with an executor of 3", performer_get_num_threads());
+        concurrent_job job;
+        job_init(&job, &q, &k, &v, &dout, lengths);
+        run_job(&job);
+        CHECK(job.status == PERFORMER_OK && same_results(&job, &own), "mode %d: results differ from the own pool", mode);
+        CHECK(env_set || host.regions > 0, "mode %d: the executor was never called", mode);
+        CHECK(host.bad_n == 0 && host.max_n <= 3, "mode %d: regions of n < 2 (%d) or n > 3 (max %d)", mode,
+              host.bad_n, host.max_n);
+        job_free(&job);
+    }
+
+    /* A chosen count wins over the executor's; 0 gives the executor its say back. */
+    test_host host = {0, 5, 0, 0, 0};
+    performer_executor_t executor = {sizeof executor, &host, host_num_threads, host_parallel_for};
+    CHECK(performer_set_executor(&executor) == PERFORMER_OK, "set_executor: %s", performer_last_error());
+    CHECK(performer_set_num_threads(2) == PERFORMER_OK && performer_get_num_threads() == 2,
+          "set_num_threads(2) with an executor: %d", performer_get_num_threads());
+    CHECK(performer_set_num_threads(0) == PERFORMER_OK && performer_get_num_threads() == (env_set ? initial : 5),
+          "set_num_threads(0) with an executor of 5: %d", performer_get_num_threads());
+    host.threads = 100000; /* capped */
+    CHECK(env_set || performer_get_num_threads() == 1024, "an executor of 100000 threads gives %d",
+          performer_get_num_threads());
+    host.threads = -3; /* at least 1 */
+    CHECK(env_set || performer_get_num_threads() == 1, "an executor of -3 threads gives %d", performer_get_num_threads());
+    host.threads = 5;
+    /* executor->num_threads may be NULL: the library's default count. */
+    performer_executor_t no_count = {sizeof no_count, &host, NULL, host_parallel_for};
+    CHECK(performer_set_executor(&no_count) == PERFORMER_OK && performer_get_num_threads() == initial,
+          "an executor without num_threads: %d threads, default %d", performer_get_num_threads(), initial);
+    CHECK(performer_set_executor(&executor) == PERFORMER_OK, "set_executor again");
+
+    /* Refused: nothing changes (still 5 threads). */
+    performer_executor_t bad = executor;
+    bad.size = sizeof bad + 8;
+    performer_status s = performer_set_executor(&bad);
+    CHECK(s == PERFORMER_ERROR_UNSUPPORTED_VERSION && strstr(performer_last_error(), "executor->size") != NULL,
+          "bad size: %d \"%s\"", (int)s, performer_last_error());
+    bad = executor;
+    bad.parallel_for = NULL;
+    s = performer_set_executor(&bad);
+    CHECK(s == PERFORMER_ERROR_NULL_POINTER && strstr(performer_last_error(), "executor->parallel_for") != NULL,
+          "NULL parallel_for: %d \"%s\"", (int)s, performer_last_error());
+    CHECK(env_set || performer_get_num_threads() == 5, "a refused executor changed the count to %d",
+          performer_get_num_threads());
+
+    /* NULL: back to the library's own threads and count. */
+    CHECK(performer_set_executor(NULL) == PERFORMER_OK, "set_executor(NULL)");
+    CHECK(performer_get_num_threads() == initial, "threads %d after removing the executor, default %d",
+          performer_get_num_threads(), initial);
+    int regions = host.regions;
+    concurrent_job after;
+    job_init(&after, &q, &k, &v, &dout, lengths);
+    run_job(&after);
+    CHECK(after.status == PERFORMER_OK && same_results(&after, &own) && host.regions == regions,
+          "after set_executor(NULL): results differ or the old executor was called");
+    job_free(&after);
+    job_free(&own);
+    free(q.data); free(k.data); free(v.data); free(dout.data);
+}
+
 int main(void) {
     test_versions();
     test_status_strings();
@@ -767,6 +893,7 @@ int main(void) {
     test_forward_errors();
     test_backward_errors();
     test_concurrency();
+    test_executor();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

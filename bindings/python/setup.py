@@ -128,8 +128,19 @@ extension = Extension(
     extra_link_args=["-Wl,-rpath,$ORIGIN"],
 )
 
+# libperformer's executor hook on an OpenMP runtime loaded in the process (performer.torch uses it
+# with PyTorch's); needs no OpenMP at build time. Beside _performer, so both load one libperformer.so.
+openmp_extension = Extension(
+    "performer._openmp",
+    sources=["performer/_openmp.c"],
+    libraries=["performer"],
+    extra_compile_args=["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
+                        "-Wno-unused-parameter"],
+    extra_link_args=["-Wl,-rpath,$ORIGIN"],
+)
+
 setup(
     version=header_version(repo_root()),
-    ext_modules=[extension],
+    ext_modules=[extension, openmp_extension],
     cmdclass={"build_ext": BuildExtWithLibperformer},
 )

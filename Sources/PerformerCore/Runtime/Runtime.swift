@@ -30,10 +30,13 @@ public enum Runtime {
     public static let availableCPUs = Int(psupport_available_cpus())
 
     private static let state: UnsafeMutablePointer<Int64> = {
-        // state[0]: index of the selected kernel table; state[1]: thread count.
-        let state = UnsafeMutablePointer<Int64>.allocate(capacity: 2)
+        // state[0]: index of the selected kernel table; state[1]: thread count; state[2]: 1 when
+        // that count was chosen (setNumThreads(n > 0) or PERFORMER_NUM_THREADS), so it beats an
+        // executor's.
+        let state = UnsafeMutablePointer<Int64>.allocate(capacity: 3)
         state[0] = Int64(KernelISA.allCases.firstIndex(of: defaultISA)!)
         state[1] = Int64(defaultThreadCount)
+        state[2] = environmentThreadCount == nil ? 0 : 1
         return state
     }()
 
@@ -48,11 +51,14 @@ public enum Runtime {
     }
 
     /// `PERFORMER_NUM_THREADS` when it is a positive integer, else the available CPUs.
-    private static var defaultThreadCount: Int {
+    private static var defaultThreadCount: Int { environmentThreadCount ?? availableCPUs }
+
+    /// `PERFORMER_NUM_THREADS` when it is a positive integer (capped at maxThreads).
+    private static var environmentThreadCount: Int? {
         if let text = getenv("PERFORMER_NUM_THREADS"), let n = Int(String(cString: text)), n > 0 {
             return min(n, maxThreads)
         }
-        return availableCPUs
+        return nil
     }
 
     /// The largest thread count `setNumThreads` accepts.
@@ -73,20 +79,39 @@ public enum Runtime {
         psupport_atomic_store(state, Int64(KernelISA.allCases.firstIndex(of: isa)!))
     }
 
-    /// Threads the library's calls use (the caller's thread included).
-    public static var numThreads: Int { Int(psupport_atomic_load(state + 1)) }
+    /// Threads the library's calls use (the caller's thread included): a chosen count, else an
+    /// installed executor's (`HostExecutor.numThreads`, 1 ... maxThreads), else the default.
+    public static var numThreads: Int {
+        if psupport_atomic_load(state + 2) == 0, let executor = ExecutorSlot.current, let count = executor.numThreads {
+            return min(max(Int(count(executor.context)), 1), maxThreads)
+        }
+        return Int(psupport_atomic_load(state + 1))
+    }
 
     /// Bounds the threads later calls use to `n` (1 ... `maxThreads`); 0 restores the default
-    /// (PERFORMER_NUM_THREADS, else the available CPUs).
+    /// (PERFORMER_NUM_THREADS, else an installed executor's count, else the available CPUs).
     public static func setNumThreads(_ n: Int) throws(PerformerError) {
         guard n >= 0, n <= maxThreads else {
             throw PerformerError(.invalidArgument, "num_threads = \(n) is not in 0...\(maxThreads)")
         }
         psupport_atomic_store(state + 1, Int64(n == 0 ? defaultThreadCount : n))
+        psupport_atomic_store(state + 2, n > 0 || environmentThreadCount != nil ? 1 : 0)
     }
 
-    /// Runs `body(item, worker)` for items `0..<count` on the library's threads.
+    /// Makes later calls run their parallel work on `executor` (nil: the library's own threads).
+    /// Calls already running finish where they started.
+    public static func setExecutor(_ executor: HostExecutor?) {
+        ExecutorSlot.set(executor)
+    }
+
+    /// Runs `body(item, worker)` for items `0..<count` on the library's threads, or on the
+    /// installed executor's.
     static func parallelFor(count: Int, threads: Int = numThreads, _ body: (Int, Int) -> Void) {
+        let tasks = min(threads, count)
+        if tasks >= 2, let executor = ExecutorSlot.current {
+            executor.run(count: count, tasks: tasks, body)
+            return
+        }
         ThreadPool.shared.parallelFor(count: count, threads: threads, body)
     }
 }

@@ -522,24 +522,23 @@ def test_favor_module_redraw_and_no_grad():
 @needs_torch
 def test_llama_from_config_with_our_attention_equals_sdpa():
     """A random-initialized small Llama (GQA: 4 query heads on 2 key heads), its attention routed
-    through performer.torch.softmax_attention by transformers' AttentionInterface, gives the
-    logits and gradients of the same model on SDPA (no padding: the causal mask is the whole
-    mask, so a mask tensor handed to the function is refused rather than dropped)."""
-    from transformers import AttentionInterface, AutoModelForCausalLM, LlamaConfig
+    through performer.torch.softmax_attention by register_transformers_attention, gives the
+    logits and gradients of the same model on SDPA (no padding; test_transformers.py has the
+    padded, GPT-2 and generate() cases). Each model gets its own config: from_config writes the
+    attention implementation into the config object, and a shared one would make the reference
+    run our attention too."""
+    import copy
 
-    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-        if attention_mask is not None:
-            raise ValueError("this glue handles unpadded causal batches only; got an attention mask")
-        out = pt.softmax_attention(query, key, value, causal=True, scale=scaling)
-        return out.transpose(1, 2).contiguous(), None
+    from transformers import AutoModelForCausalLM, LlamaConfig
 
-    AttentionInterface.register("performer_test_causal", attention)
+    name = pt.register_transformers_attention("performer_test_causal")
     config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                          initializer_range=0.5)  # large weights: attention far from uniform
     torch.manual_seed(0)
-    reference_model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").float()
-    model = AutoModelForCausalLM.from_config(config, attn_implementation="performer_test_causal").float()
+    reference_model = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="sdpa").float()
+    model = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation=name).float()
+    assert reference_model.config._attn_implementation == "sdpa"
     model.load_state_dict(reference_model.state_dict())
     ids = torch.randint(0, config.vocab_size, (2, 17))
     expected, got = reference_model(ids, labels=ids), model(ids, labels=ids)

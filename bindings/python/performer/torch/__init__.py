@@ -43,6 +43,9 @@ __all__ = [
     "FavorAttentionFunction",
     "favor_attention",
     "FavorAttention",
+    "register_transformers_attention",
+    "use_torch_threads",
+    "torch_threads_in_use",
 ]
 
 
@@ -271,3 +274,13 @@ class FavorAttention(_torch.nn.Module):
         return "dim=%d, num_features=%d, causal=%s, features=%r, scale=%s, eps=%s, seed=%s, draw=%d" % (
             self.projection.dim, self.projection.num_features, self.causal, self.features, self.scale, self.eps,
             self.projection.seed, self.projection.draw)
+
+
+# Hugging Face transformers glue (transformers is imported only when registering).
+from .transformers import register_transformers_attention  # noqa: E402
+
+# libperformer's parallel work on PyTorch's intra-op (OpenMP) threads; see _threads.py.
+from ._threads import torch_threads_in_use, use_torch_threads  # noqa: E402
+from ._threads import _install_default as _install_default_threads  # noqa: E402
+
+_install_default_threads()

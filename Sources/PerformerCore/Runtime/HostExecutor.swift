@@ -1,0 +1,95 @@
+import CPerformerSupport
+import Glibc
+
+/// A host's thread pool that runs the library's parallel work instead of `ThreadPool`
+/// (performer.h: performer_executor_t). In a process whose own pool keeps its workers spinning
+/// between regions (PyTorch's OpenMP threads), a second pool fights them for the same cores;
+/// handing our tasks to the host's waiting threads avoids that.
+public struct HostExecutor: @unchecked Sendable {
+    public typealias Task = @convention(c) (UnsafeMutableRawPointer?, Int32) -> Void
+    public typealias NumThreads = @convention(c) (UnsafeMutableRawPointer?) -> Int32
+    public typealias ParallelFor = @convention(c) (UnsafeMutableRawPointer?, Int32, Task?, UnsafeMutableRawPointer?) -> Void
+
+    public let context: UnsafeMutableRawPointer?
+    /// The threads the host would use now; nil: the library's default count.
+    public let numThreads: NumThreads?
+    /// Runs task(taskContext, i) for i in 0..<n, returning when all have returned.
+    public let parallelFor: ParallelFor
+
+    public init(context: UnsafeMutableRawPointer?, numThreads: NumThreads?, parallelFor: @escaping ParallelFor) {
+        self.context = context
+        self.numThreads = numThreads
+        self.parallelFor = parallelFor
+    }
+}
+
+/// The installed executor. Read at the start of each multi-threaded call; `installed` lets calls
+/// skip the lock when there is none (the usual case).
+enum ExecutorSlot {
+    private static let lock: UnsafeMutablePointer<pthread_mutex_t> = {
+        let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(lock, nil)
+        return lock
+    }()
+    private static let installed: UnsafeMutablePointer<Int64> = {
+        let flag = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
+        flag.initialize(to: 0)
+        return flag
+    }()
+    nonisolated(unsafe) private static var executor: HostExecutor?
+
+    static var current: HostExecutor? {
+        guard psupport_atomic_load(installed) != 0 else { return nil }
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
+        return executor
+    }
+
+    static func set(_ newValue: HostExecutor?) {
+        pthread_mutex_lock(lock)
+        executor = newValue
+        psupport_atomic_store(installed, newValue == nil ? 0 : 1)
+        pthread_mutex_unlock(lock)
+    }
+}
+
+/// One call's work as the executor's tasks see it: task i drains the shared item counter as
+/// worker i (so per-worker scratch stays private), like a ThreadPool participant.
+private struct HostJob {
+    let body: (Int, Int) -> Void
+    let count: Int
+    let nextItem: UnsafeMutablePointer<Int64>
+
+    func drain(worker: Int) {
+        while true {
+            let item = Int(psupport_atomic_fetch_add(nextItem, 1))
+            if item >= count { return }
+            body(item, worker)
+        }
+    }
+}
+
+/// Not inlined: the task's references to the job's closure are released before it returns,
+/// as withoutActuallyEscaping requires once parallelFor is back.
+@inline(never)
+private func runHostTask(_ raw: UnsafeMutableRawPointer?, _ index: Int32) {
+    raw!.assumingMemoryBound(to: HostJob.self).pointee.drain(worker: Int(index))
+}
+
+extension HostExecutor {
+    /// Runs `body(item, worker)` for items 0..<count as `tasks` (≥ 2) executor tasks, workers
+    /// 0..<tasks. Items an executor failed to run are finished here as worker 0 (no task runs
+    /// any more once parallelFor has returned), so results never depend on the executor.
+    func run(count: Int, tasks: Int, _ body: (Int, Int) -> Void) {
+        let nextItem = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
+        nextItem.initialize(to: 0)
+        defer { nextItem.deallocate() }
+        withoutActuallyEscaping(body) { body in
+            var job = HostJob(body: body, count: count, nextItem: nextItem)
+            withUnsafeMutablePointer(to: &job) { pointer in
+                parallelFor(context, Int32(tasks), { raw, index in runHostTask(raw, index) }, UnsafeMutableRawPointer(pointer))
+            }
+            job.drain(worker: 0)
+        }
+    }
+}

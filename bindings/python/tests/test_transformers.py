@@ -1,0 +1,181 @@
+"""performer.torch.register_transformers_attention: tiny Hugging Face models (Llama with GQA, GPT-2) built
+from configs run with attn_implementation="performer" and give the logits, gradients and generated tokens
+of the same models on SDPA; masks the library cannot express raise.
+
+The test command (run.sh) installs torch and transformers; elsewhere these tests skip without them.
+"""
+
+import copy
+import os
+
+import pytest
+
+try:
+    import torch
+    import transformers
+except ImportError:
+    if os.environ.get("PERFORMER_REQUIRE_TORCH") == "1":
+        raise
+    pytest.skip("PyTorch or transformers is not installed", allow_module_level=True)
+
+import performer.torch as pt
+from performer.torch import transformers as glue
+from transformers import AttentionInterface, AutoModelForCausalLM, GPT2Config, LlamaConfig
+from transformers import masking_utils
+
+NAME = pt.register_transformers_attention("performer")
+
+
+def rel_err(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def llama_config():
+    return LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                       initializer_range=0.5, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+def gpt2_config(attn_pdrop=0.0):
+    return GPT2Config(vocab_size=97, n_embd=64, n_layer=2, n_head=4, n_positions=64, attn_pdrop=attn_pdrop,
+                      resid_pdrop=0.0, embd_pdrop=0.0, initializer_range=0.5, pad_token_id=0, bos_token_id=1,
+                      eos_token_id=2)
+
+
+CONFIGS = {"llama": llama_config, "gpt2": gpt2_config}
+
+
+def model_pair(config):
+    """The same random weights on SDPA and on performer, float32, eval mode (no dropout). Each model gets
+    its own copy of the config: from_config records the attention implementation in the config object."""
+    torch.manual_seed(0)
+    reference = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation="sdpa").float().eval()
+    model = AutoModelForCausalLM.from_config(copy.deepcopy(config), attn_implementation=NAME).float().eval()
+    model.load_state_dict(reference.state_dict())
+    assert reference.config._attn_implementation == "sdpa" and model.config._attn_implementation == NAME
+    return reference, model
+
+
+def batch(padding, B=3, N=13, vocab=97):
+    """Token ids and a 2D padding mask: rows padded by 0, 3 and 6 tokens on ``padding``'s side."""
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, vocab, (B, N), generator=g)
+    mask = torch.ones(B, N, dtype=torch.long)
+    if padding != "none":
+        for b in range(B):
+            pad = 3 * b
+            if padding == "left":
+                mask[b, :pad] = 0
+            else:
+                mask[b, N - pad:] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+@pytest.mark.parametrize("padding", ["none", "right", "left"])
+def test_logits_and_gradients_equal_sdpa(arch, padding):
+    reference, model = model_pair(CONFIGS[arch]())
+    ids, mask = batch(padding)
+    labels = ids.masked_fill(mask == 0, -100)
+    kwargs = {} if padding == "none" else {"attention_mask": mask}
+    expected = reference(ids, labels=labels, **kwargs)
+    got = model(ids, labels=labels, **kwargs)
+    real = mask.bool()
+    # Padded query positions see no key (left) or are ignored by the loss: compare the real tokens.
+    assert rel_err(got.logits[real], expected.logits[real]) <= 1e-5
+    expected.loss.backward()
+    got.loss.backward()
+    reference_grads = dict(reference.named_parameters())
+    for name, parameter in model.named_parameters():
+        assert torch.isfinite(parameter.grad).all(), name
+        assert rel_err(parameter.grad, reference_grads[name].grad) <= 1e-4, name
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_greedy_generate_equals_sdpa_left_padded(arch, cache):
+    reference, model = model_pair(CONFIGS[arch]())
+    ids, mask = batch("left", N=9)
+    options = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    if cache == "static":
+        options["cache_implementation"] = "static"
+    with torch.no_grad():
+        expected = reference.generate(ids, **options)
+        got = model.generate(ids, **options)
+    assert got.shape == (3, 17)
+    assert torch.equal(got, expected)
+
+
+def test_mask_descriptor_is_small_and_right_for_a_static_cache():
+    # The key ranges for a static cache of 32 slots with 9 tokens written and 1 new query: keys [0, 10),
+    # rows from their first real token.
+    mask = torch.tensor([[1] * 9, [0, 0, 0] + [1] * 6]).bool()
+    mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.bool)], 1)
+    ranges = glue.attention_mask(batch_size=2, q_length=1, kv_length=32, q_offset=torch.tensor(9), kv_offset=0,
+                                 mask_function=masking_utils.causal_mask_function, attention_mask=mask)
+    assert ranges.keys == 10 and ranges.causal
+    assert ranges.kv_starts.tolist() == [0, 3] and ranges.kv_lengths is None
+
+
+def test_four_d_tensor_mask_is_read_and_checked():
+    # A 4D mask built by transformers' sdpa_mask (left and right padding) gives the KeyRanges' result.
+    g = torch.Generator().manual_seed(2)
+    q, k, v = torch.randn(2, 4, 6, 8, generator=g), torch.randn(2, 2, 6, 8, generator=g), torch.randn(2, 2, 6, 8,
+                                                                                                         generator=g)
+    padding = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]]).bool()
+    dense = masking_utils.sdpa_mask(batch_size=2, q_length=6, kv_length=6, attention_mask=padding,
+                                    allow_is_causal_skip=False)
+    ranges = glue.attention_mask(batch_size=2, q_length=6, kv_length=6, attention_mask=padding,
+                                 mask_function=masking_utils.causal_mask_function)
+    module = torch.nn.Module()
+    from_dense, _ = glue.attention_forward(module, q, k, v, dense)
+    from_ranges, _ = glue.attention_forward(module, q, k, v, ranges)
+    assert torch.equal(from_dense, from_ranges)
+    additive = torch.zeros(dense.shape).masked_fill(~dense, torch.finfo(torch.float32).min)
+    assert torch.equal(glue.attention_forward(module, q, k, v, additive)[0], from_ranges)
+    holed = dense.clone()
+    holed[0, 0, 5, 3] = False
+    with pytest.raises(ValueError, match="attention_mask"):
+        glue.attention_forward(module, q, k, v, holed)
+    with pytest.raises(ValueError, match="bias"):
+        glue.attention_forward(module, q, k, v, additive + 0.5 * torch.randn(additive.shape, generator=g))
+
+
+def test_padding_with_a_hole_raises():
+    _, model = model_pair(llama_config())
+    ids, mask = batch("none")
+    mask[1, 4] = 0
+    with pytest.raises(ValueError, match=r"attention_mask \(padding\): row 1 .* hole"):
+        model(ids, attention_mask=mask)
+
+
+def test_masks_it_cannot_express_raise():
+    with pytest.raises(ValueError, match="mask_function=.*sliding window"):
+        glue.attention_mask(batch_size=1, q_length=4, kv_length=4,
+                            mask_function=masking_utils.sliding_window_causal_mask_function(2))
+    # Packed sequences (position ids restarting inside a row) become a remapped mask function.
+    _, model = model_pair(llama_config())
+    ids = torch.randint(3, 97, (1, 8))
+    with pytest.raises(ValueError, match="mask_function"):
+        model(ids, position_ids=torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]]), use_cache=False)
+
+
+def test_attention_without_its_mask_function_refuses_to_drop_padding():
+    AttentionInterface.register("performer_without_mask", glue.attention_forward)
+    config = llama_config()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="performer_without_mask").eval()
+    ids, mask = batch("left")
+    with pytest.raises(ValueError, match="register_transformers_attention"):
+        model(ids, attention_mask=mask)
+
+
+def test_attention_dropout_in_training_raises():
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(gpt2_config(attn_pdrop=0.1), attn_implementation=NAME).train()
+    ids, _ = batch("none")
+    with pytest.raises(ValueError, match="dropout"):
+        model(ids)
+    model.eval()
+    assert torch.isfinite(model(ids).logits).all()  # eval mode passes dropout=0
