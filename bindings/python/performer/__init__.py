@@ -31,6 +31,10 @@ FAVOR+ (Performer): ``FavorProjection`` (seeded random projections W, m x D),
 token by token), the state being the stabilized triple (S~, z~, c); ``favor_state`` /
 ``favor_state_backward`` give that triple for keys without queries. See docs/FAVOR.md.
 
+``softmax_merge`` merges partial softmax results over disjoint key sets by their log-sum-exp.
+With PyTorch, ``performer.torch`` wraps the kernels as autograd Functions, and
+``performer.torch.distributed`` splits one sequence across processes (docs/DISTRIBUTED.md).
+
 The computation runs without the GIL on the library's own threads (see set_num_threads).
 """
 

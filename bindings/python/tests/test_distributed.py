@@ -1,10 +1,12 @@
 """performer.torch.distributed: sequence parallelism over torch.distributed (gloo, CPU).
 
-Each test spawns 2 or 4 processes (torch.multiprocessing, a file:// rendezvous in a temporary
-directory, the gloo backend), and every rank checks its slice of the outputs and gradients
-against the single-process call on the whole sequence, which each rank computes itself. The
-cases are grouped into few spawns (a process start with torch costs seconds), and every spawn
-is bounded in time: a hung collective fails the test instead of hanging CI.
+One spawn of 4 processes (torch.multiprocessing, a file:// rendezvous in a temporary
+directory, the gloo backend) runs every case on the 4-rank world (group=None) and then on two
+2-rank groups at once, {0, 2} and {1, 3} (group=, ranks that are not neighbours in the world).
+Every rank checks its slice of the outputs and gradients against the single-process call on the
+whole sequence, which it computes itself. One spawn because a process start with torch costs
+seconds (tens of seconds on a loaded 2-core machine); it is bounded in time: a hung collective
+fails the test instead of hanging CI.
 """
 
 import datetime
@@ -36,31 +38,39 @@ COLLECTIVE_TIMEOUT = 60  # seconds a collective may wait before gloo gives up
 # Running ranks
 # ---------------------------------------------------------------------------------------------
 
-def _entry(rank, world, rendezvous, cases):
+def _entry(rank, world, rendezvous, world_cases, pair_cases):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     performer.set_num_threads(1)
     dist.init_process_group("gloo", init_method="file://" + rendezvous, rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT))
     try:
-        for case in cases:
-            globals()[case](rank, world)
+        for case in world_cases:
+            globals()[case](rank, world, None)
+        if pair_cases:
+            # Every rank creates every group (new_group is collective); each joins its own.
+            pairs = [dist.new_group([r, r + world // 2]) for r in range(world // 2)]
+            group = pairs[rank % (world // 2)]
+            for case in pair_cases:
+                globals()[case](dist.get_rank(group), 2, group)
     finally:
         dist.destroy_process_group()
 
 
-def run_ranks(world, *cases):
-    """Runs the named case functions on `world` spawned ranks; fails on any rank's error or timeout."""
+def run_ranks(world, world_cases, pair_cases=()):
+    """Runs the named case functions on `world` spawned ranks, then `pair_cases` on 2-rank
+    groups; fails on any rank's error or on timeout."""
     with tempfile.TemporaryDirectory() as tmp:
-        context = mp.spawn(_entry, args=(world, os.path.join(tmp, "rendezvous"), cases), nprocs=world,
-                           join=False)
+        context = mp.spawn(_entry, args=(world, os.path.join(tmp, "rendezvous"), world_cases, pair_cases),
+                           nprocs=world, join=False)
         deadline = time.monotonic() + SPAWN_TIMEOUT
         while not context.join(timeout=1):
             if time.monotonic() > deadline:
                 for process in context.processes:
                     if process.is_alive():
                         process.kill()
-                pytest.fail("%d ranks did not finish %s within %d s" % (world, cases, SPAWN_TIMEOUT))
+                pytest.fail("%d ranks did not finish %s, %s within %d s"
+                            % (world, world_cases, pair_cases, SPAWN_TIMEOUT))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +133,7 @@ def _check_slice(call, full, positions, q, k, v, dout, dtype):
 # Cases (each runs on every rank)
 # ---------------------------------------------------------------------------------------------
 
-def case_linear(rank, world):
+def case_linear(rank, world, group):
     from performer.torch import distributed as pd
     n = 37
     for dtype in (np.float32, np.float64):
@@ -133,11 +143,11 @@ def case_linear(rank, world):
                 options = dict(causal=causal, feature_map="elu+1", eps=1e-6, kv_lengths=lengths)
                 want = performer.linear_attention(q, k, v, **options)
                 grads = performer.linear_attention_backward(q, k, v, dout, **options)
-                _check_slice(lambda a, b, c: pd.linear_attention(a, b, c, **options), (want, grads),
+                _check_slice(lambda a, b, c: pd.linear_attention(a, b, c, group=group, **options), (want, grads),
                              _positions(n, rank, world, unequal), q, k, v, dout, dtype)
 
 
-def case_favor(rank, world):
+def case_favor(rank, world, group):
     from performer.torch import distributed as pd
     n = 29
     projection = performer.FavorProjection(8, 16, seed=3)
@@ -148,11 +158,11 @@ def case_favor(rank, world):
                 options = dict(causal=causal, kv_lengths=lengths)
                 want = performer.favor_attention(q, k, v, projection, **options)
                 grads = performer.favor_attention_backward(q, k, v, dout, projection, **options)
-                _check_slice(lambda a, b, c: pd.favor_attention(a, b, c, projection, **options), (want, grads),
+                _check_slice(lambda a, b, c: pd.favor_attention(a, b, c, projection, group=group, **options), (want, grads),
                              _positions(n, rank, world, unequal), q, k, v, dout, dtype)
 
 
-def case_softmax(rank, world):
+def case_softmax(rank, world, group):
     from performer.torch import distributed as pd
     n = 41
     for dtype in (np.float32, np.float64):
@@ -163,11 +173,12 @@ def case_softmax(rank, world):
                 q, k, v, dout = _inputs(7, 2, 4, hk, n, 8, 6, dtype)
                 want, lse = performer.softmax_attention(q, k, v, causal=causal, return_lse=True, **masks)
                 grads = performer.softmax_attention_backward(q, k, v, want, lse, dout, causal=causal, **masks)
-                _check_slice(lambda a, b, c: pd.softmax_attention(a, b, c, causal=causal, layout=layout, **masks),
+                _check_slice(lambda a, b, c: pd.softmax_attention(a, b, c, causal=causal, layout=layout, group=group,
+                                                                  **masks),
                              (want, grads), _positions(n, rank, world, unequal, layout), q, k, v, dout, dtype)
 
 
-def case_training(rank, world):
+def case_training(rank, world, group):
     """A tiny attention model trained on a sequence split over the ranks gives the losses of
     the same model trained in one process, step by step."""
     import performer.torch as pt
@@ -199,13 +210,13 @@ def case_training(rank, world):
         return losses
 
     def all_reduce(t):
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=group)
         return t
 
     for single, split in ((lambda q, k, v: pt.softmax_attention(q, k, v, causal=True),
-                           lambda q, k, v: pd.softmax_attention(q, k, v, causal=True)),
+                           lambda q, k, v: pd.softmax_attention(q, k, v, causal=True, group=group)),
                           (lambda q, k, v: pt.favor_attention(q, k, v, projection, causal=True),
-                           lambda q, k, v: pd.favor_attention(q, k, v, projection, causal=True))):
+                           lambda q, k, v: pd.favor_attention(q, k, v, projection, causal=True, group=group))):
         want = train(single, x, target, lambda t: t)
         got = train(split, x[:, index], target[:, index], all_reduce)
         assert want[-1] < want[0]
@@ -218,13 +229,9 @@ def case_training(rank, world):
 # ---------------------------------------------------------------------------------------------
 
 @needs_torch
-def test_two_ranks_match_one_process():
-    run_ranks(2, "case_linear", "case_favor", "case_softmax", "case_training")
-
-
-@needs_torch
-def test_four_ranks_match_one_process():
-    run_ranks(4, "case_linear", "case_favor", "case_softmax")
+def test_four_ranks_and_two_rank_groups_match_one_process():
+    cases = ("case_linear", "case_favor", "case_softmax")
+    run_ranks(4, cases, cases + ("case_training",))
 
 
 @needs_torch

@@ -225,7 +225,12 @@ class _LinearFunction(_torch.autograd.Function):
         masks = _Masks(kv_lengths, kv_starts, qn.shape[0])
         local = masks.local(_slice_offset(g, kn.shape[2], masks), kn.shape[2])
         options = dict(feature_map=feature_map, **local)
-        state = _performer.linear_state(kn, vn, heads=qn.shape[1], **options)
+        if causal and g.rank == g.size - 1 and g.size > 1:
+            # No rank reads the last rank's causal state: send zeros of its shape.
+            shape = (qn.shape[0], qn.shape[1], kn.shape[3], vn.shape[3])
+            state = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype))
+        else:
+            state = _performer.linear_state(kn, vn, heads=qn.shape[1], **options)
         parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
         initial = _sum_states(parts, _before(g, causal), qn.dtype)
         out = _performer.linear_attention(qn, kn, vn, causal=causal, eps=eps, initial_state=initial, **options)
@@ -303,7 +308,14 @@ class _FavorFunction(_torch.autograd.Function):
         masks = _Masks(kv_lengths, kv_starts, qn.shape[0])
         local = masks.local(_slice_offset(g, kn.shape[2], masks), kn.shape[2])
         feature_options = dict(features=features, scale=scale, relu_offset=relu_offset)
-        state = _performer.favor_state(kn, vn, pinned, heads=qn.shape[1], **feature_options, **local)
+        if causal and g.rank == g.size - 1 and g.size > 1:
+            # No rank reads the last rank's causal state: send an empty triple of its shape.
+            code = _performer._choice("features", features, _performer._FAVOR_FEATURES)
+            count = _performer._favor_count(code, pinned.num_features)
+            shape = (qn.shape[0], qn.shape[1], count, vn.shape[3])
+            state = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype), _np.full(shape[:3], -_np.inf, qn.dtype))
+        else:
+            state = _performer.favor_state(kn, vn, pinned, heads=qn.shape[1], **feature_options, **local)
         parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
         ctx.save_for_backward(q, k, v)
         if causal:
@@ -494,9 +506,10 @@ class _SoftmaxFunction(_torch.autograd.Function):
             for request in requests:
                 request.wait()
             # The accumulators follow their block; after the last step they reach its owner.
-            for request in ring.exchange(here, 1 - here, grads):
-                request.wait()
-        dk, dv = ring.views(g.size % 2)[2:]
+            if g.size > 1:
+                for request in ring.exchange(here, 1 - here, grads):
+                    request.wait()
+        dk, dv = ring.views(g.size % 2 if g.size > 1 else 0)[2:]
         n = kn.shape[2]
         return _input_grads(ctx, (dq, _np.array(dk[:, :, :n]), _np.array(dv[:, :, :n]))) + (None,) * 6
 
