@@ -10,7 +10,7 @@ Prints, per case: the single-process time, the distributed time (slowest rank), 
 efficiency T1 / (P * TP), and the payload bytes each rank sent per call (bytes_sent()).
 
     python benchmarks/distributed.py                 # P = 2, the sizes above
-    python benchmarks/distributed.py --quick         # N / 8: a smoke run
+    python benchmarks/distributed.py --divide 8      # every N / 8 (a loaded machine, a smoke run)
     python benchmarks/distributed.py --write         # also writes benchmarks/results/distributed.md
 
 Not a test: nothing is asserted. The machine is shared; the figures are medians of a few
@@ -32,8 +32,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 B, H, D = 1, 8, 64
 
 
-def cases(quick):
-    div = 8 if quick else 1
+def cases(divide):
+    div = divide
     return [("linear causal", 65536 // div), ("favor causal m=256", 32768 // div), ("softmax causal zigzag", 16384 // div)]
 
 
@@ -79,7 +79,7 @@ def _time(fn, reps):
     return statistics.median(times)
 
 
-def _worker(rank, world, rendezvous, quick, reps, queue):
+def _worker(rank, world, rendezvous, divide, reps, queue):
     import torch
     import torch.distributed as dist
     import performer
@@ -90,7 +90,7 @@ def _worker(rank, world, rendezvous, quick, reps, queue):
                             timeout=datetime.timedelta(seconds=600))
     projection = performer.FavorProjection(D, 256, seed=0)
     results = []
-    for name, n in cases(quick):
+    for name, n in cases(divide):
         layout = "zigzag" if name.startswith("softmax") else "contiguous"
         positions = pd.layout_positions(n, world, rank, layout).numpy()
         q, k, v, dout = (torch.from_numpy(x) for x in _inputs(n, positions))
@@ -118,13 +118,13 @@ def _worker(rank, world, rendezvous, quick, reps, queue):
         queue.put(results)
 
 
-def single(quick, reps):
+def single(divide, reps):
     """1 process x 1 thread, the plain single-process calls."""
     import performer
     performer.set_num_threads(1)
     projection = performer.FavorProjection(D, 256, seed=0)
     results = []
-    for name, n in cases(quick):
+    for name, n in cases(divide):
         step = _single_step(name, *_inputs(n), projection)
         step()
         results.append((name, n, _time(step, reps)))
@@ -135,16 +135,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--world", type=int, default=2)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--divide", type=int, default=1, help="divide every N by this")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     import torch.multiprocessing as mp
 
-    one = single(args.quick, args.reps)
+    one = single(args.divide, args.reps)
     context = mp.get_context("spawn")
     queue = context.SimpleQueue()
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(args.world, os.path.join(tmp, "r"), args.quick, args.reps, queue), nprocs=args.world)
+        mp.spawn(_worker, args=(args.world, os.path.join(tmp, "r"), args.divide, args.reps, queue), nprocs=args.world)
         many = queue.get()
     lines = ["| case | N | 1 x 1 thread (s) | %d x 1 thread (s) | efficiency | bytes sent per rank per call |" % args.world,
              "|---|---|---|---|---|---|"]
