@@ -434,15 +434,21 @@ class _Ring:
                 diagonal = self.causal and kstart == qstart
                 yield (qrow, qn), (krow, kn), diagonal, self.masks.local(kstart, kn)
 
-    def exchange(self, src, dst, part):
+    def exchange(self, src, dst, part, tag=0):
         """Posts the send of buffer `src`'s `part` (slice of elements) to the next rank and
-        the receive of the previous rank's into buffer `dst`; returns the requests."""
+        the receive of the previous rank's into buffer `dst`; returns the requests. Distinct
+        tags keep the key/value and gradient messages of the backward apart."""
+        return self.send(src, part, tag), self.receive(dst, part, tag)
+
+    def send(self, src, part, tag=0):
         g = self.g
         payload = self.buffers[src][part]
-        send = _dist.isend(payload, g.global_rank(g.rank + 1), group=g.group)
         _count(payload.numel() * payload.element_size())
-        recv = _dist.irecv(self.buffers[dst][part], g.global_rank(g.rank - 1), group=g.group)
-        return send, recv
+        return _dist.isend(payload, g.global_rank(g.rank + 1), group=g.group, tag=tag)
+
+    def receive(self, dst, part, tag=0):
+        g = self.g
+        return _dist.irecv(self.buffers[dst][part], g.global_rank(g.rank - 1), group=g.group, tag=tag)
 
 
 def _rows(array, run):
@@ -492,23 +498,38 @@ class _SoftmaxFunction(_torch.autograd.Function):
         ring = _Ring(g, layout, lengths, kn, vn, causal, masks, with_grads=True)
         dq = _np.zeros(qn.shape, dtype=qn.dtype)
         keys, grads = slice(0, ring.kv_size), slice(ring.kv_size, 2 * ring.kv_size)
+        # This step's dk, dv of the block, added to the block's accumulator once it arrives:
+        # the accumulator's transfer overlaps the computation.
+        part_k, part_v = (_np.zeros_like(x) for x in ring.views(0)[2:])
+        arriving = leaving = None
         for step in range(g.size):
             owner, here = (g.rank - step) % g.size, step % 2
-            requests = ring.exchange(here, 1 - here, keys) if step < g.size - 1 else ()
+            requests = ring.exchange(here, 1 - here, keys, tag=1) if step < g.size - 1 else ()
             kb, vb, dkb, dvb = ring.views(here)
+            part_k.fill(0)
+            part_v.fill(0)
             for qrun, krun, diagonal, local in ring.pairs(owner):
                 gq, gk, gv = _performer.softmax_attention_backward(
                     _rows(qn, qrun), _rows(kb, krun), _rows(vb, krun), _rows(on, qrun),
                     ln[:, :, qrun[0]:qrun[0] + qrun[1]], _rows(dn, qrun), causal=diagonal, scale=scale, **local)
                 _rows(dq, qrun)[...] += gq
-                _rows(dkb, krun)[...] += gk
-                _rows(dvb, krun)[...] += gv
+                _rows(part_k, krun)[...] += gk
+                _rows(part_v, krun)[...] += gv
+            if arriving is not None:
+                arriving.wait()  # the block's accumulator from the ranks before, into dkb, dvb
+            dkb += part_k
+            dvb += part_v
+            if g.size > 1:
+                # The accumulator follows its block; after the last step it reaches its owner.
+                if leaving is not None:
+                    leaving.wait()  # the previous send read buffer 1 - here, which receives next
+                leaving = ring.send(here, grads, tag=2)
+                arriving = ring.receive(1 - here, grads, tag=2)
             for request in requests:
                 request.wait()
-            # The accumulators follow their block; after the last step they reach its owner.
-            if g.size > 1:
-                for request in ring.exchange(here, 1 - here, grads):
-                    request.wait()
+        if g.size > 1:
+            arriving.wait()
+            leaving.wait()
         dk, dv = ring.views(g.size % 2 if g.size > 1 else 0)[2:]
         n = kn.shape[2]
         return _input_grads(ctx, (dq, _np.array(dk[:, :, :n]), _np.array(dv[:, :, :n]))) + (None,) * 6
