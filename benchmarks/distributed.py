@@ -7,7 +7,10 @@ sequence. Forward + backward per call; B = 1, H = 8, D = M = 64 by default:
     causal exact softmax (zigzag layout)   N = 16384
 
 Prints, per case: the single-process time, the distributed time (slowest rank), parallel
-efficiency T1 / (P * TP), and the payload bytes each rank sent per call (bytes_sent()).
+efficiency T1 / (P * TP), the same from process CPU time (the work each process did, waiting
+excluded: on a machine whose scheduler shares CPU per session -- Linux autogroup -- P processes
+of one session get no more CPU than one, and the wall-clock efficiency cannot exceed 1/P), and
+the payload bytes each rank sent per call (bytes_sent()).
 
     python benchmarks/distributed.py                 # P = 2, the sizes above
     python benchmarks/distributed.py --divide 8      # every N / 8 (a loaded machine, a smoke run)
@@ -71,12 +74,14 @@ def _single_step(name, q, k, v, dout, projection):
 
 
 def _time(fn, reps):
-    times = []
+    """Median wall and process-CPU seconds of fn()."""
+    times, cpu = [], []
     for _ in range(reps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def _worker(rank, world, rendezvous, divide, reps, queue):
@@ -103,16 +108,18 @@ def _worker(rank, world, rendezvous, divide, reps, queue):
         step()  # warm-up
         dist.barrier()
         before = pd.bytes_sent()
-        seconds = []
+        seconds, cpu = [], []
         for _ in range(reps):
             dist.barrier()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             step()
             seconds.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
         sent = (pd.bytes_sent() - before) / reps
-        slowest = [torch.tensor(seconds, dtype=torch.float64)]
-        dist.all_reduce(slowest[0], op=dist.ReduceOp.MAX)
-        results.append((name, n, statistics.median(slowest[0].tolist()), sent))
+        slowest = torch.tensor(seconds + cpu, dtype=torch.float64)
+        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+        results.append((name, n, statistics.median(slowest[:reps].tolist()), statistics.median(slowest[reps:].tolist()),
+                        sent))
     dist.destroy_process_group()
     if rank == 0:
         queue.put(results)
@@ -127,7 +134,7 @@ def single(divide, reps):
     for name, n in cases(divide):
         step = _single_step(name, *_inputs(n), projection)
         step()
-        results.append((name, n, _time(step, reps)))
+        results.append((name, n, *_time(step, reps)))
     return results
 
 
@@ -146,11 +153,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_worker, args=(args.world, os.path.join(tmp, "r"), args.divide, args.reps, queue), nprocs=args.world)
         many = queue.get()
-    lines = ["| case | N | 1 x 1 thread (s) | %d x 1 thread (s) | efficiency | bytes sent per rank per call |" % args.world,
-             "|---|---|---|---|---|---|"]
-    for (name, n, t1), (_, _, tp, sent) in zip(one, many):
-        lines.append("| %s | %d | %.3f | %.3f | %.0f%% | %s |" % (name, n, t1, tp, 100 * t1 / (args.world * tp),
-                                                                   "{:,}".format(int(sent))))
+    lines = ["| case | N | 1 x 1 thread (s) | %d x 1 thread (s) | efficiency | CPU s, 1 process | CPU s, slowest rank "
+             "| CPU efficiency | bytes sent per rank per call |" % args.world,
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (name, n, t1, c1), (_, _, tp, cp, sent) in zip(one, many):
+        lines.append("| %s | %d | %.3f | %.3f | %.0f%% | %.3f | %.3f | %.0f%% | %s |" % (
+            name, n, t1, tp, 100 * t1 / (args.world * tp), c1, cp, 100 * c1 / (args.world * cp),
+            "{:,}".format(int(sent))))
     load = os.getloadavg()
     lines.append("")
     lines.append("B = %d, H = %d, D = M = %d, float32, forward + backward, median of %d calls; load average "
