@@ -308,6 +308,34 @@ performer_status performer_softmax_backward(
     performer_tensor_t *dq, performer_tensor_t *dk, performer_tensor_t *dv,
     const performer_softmax_options_t *options);
 
+/** Merging partial softmax results (ring attention, keys split across processes or calls).
+ *  Given out_a, lse_a: the forward's out and lse of the queries against key set A, and
+ *  out_b, lse_b: the same queries against a disjoint key set B, writes the result against
+ *  A and B together:
+ *    lse = log(exp(lse_a) + exp(lse_b)),
+ *    out = exp(lse_a - lse) * out_a + exp(lse_b - lse) * out_b      (row by row).
+ *  Shapes: out_a, out_b, out: B x H x N x M; lse_a, lse_b, lse: B x H x N x 1; any strides,
+ *  all of one dtype (float32 or float64; the weights are computed in double). The operation
+ *  is associative and commutative up to rounding, so any number of partial results can be
+ *  folded in any order. A side whose lse is -infinity saw no key: it adds nothing and its out
+ *  row is not read; a row that is -infinity on both sides gets out 0 and lse -infinity, never
+ *  NaN. out and lse may be written over out_a/lse_a or out_b/lse_b (the same data pointer,
+ *  shape and strides); any other overlap is refused. Single-threaded: O(B*H*N*M), no scratch.
+ *
+ *  Errors (nothing written in every case):
+ *    PERFORMER_ERROR_NULL_POINTER        an argument is NULL, or a non-empty tensor's data is NULL
+ *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, or differs from out_a's
+ *    PERFORMER_ERROR_SIZE_OVERFLOW       a negative shape, or a tensor's extent overflows 64 bits
+ *    PERFORMER_ERROR_SHAPE_MISMATCH      a shape differs from out_a's (B x H x N x 1 for the lse)
+ *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, an lse_a or lse_b
+ *                                        value that is NaN or +infinity
+ *    PERFORMER_ERROR_ALIASING            out or lse overlaps an input other than in place, each
+ *                                        other, or itself */
+performer_status performer_softmax_merge(
+    const performer_tensor_t *out_a, const performer_tensor_t *lse_a,
+    const performer_tensor_t *out_b, const performer_tensor_t *lse_b,
+    performer_tensor_t *out, performer_tensor_t *lse);
+
 /* ======================================================================================
  * 6. Linear attention ("Transformers are RNNs", docs/ALGORITHMS.md section 2)
  *

@@ -31,6 +31,10 @@ FAVOR+ (Performer): ``FavorProjection`` (seeded random projections W, m x D),
 token by token), the state being the stabilized triple (S~, z~, c); ``favor_state`` /
 ``favor_state_backward`` give that triple for keys without queries. See docs/FAVOR.md.
 
+``softmax_merge`` merges partial softmax results over disjoint key sets by their log-sum-exp.
+With PyTorch, ``performer.torch`` wraps the kernels as autograd Functions, and
+``performer.torch.distributed`` splits one sequence across processes (docs/DISTRIBUTED.md).
+
 The computation runs without the GIL on the library's own threads (see set_num_threads).
 """
 
@@ -43,6 +47,7 @@ from . import _performer as _ext
 __all__ = [
     "softmax_attention",
     "softmax_attention_backward",
+    "softmax_merge",
     "linear_attention",
     "linear_attention_backward",
     "linear_state",
@@ -263,6 +268,38 @@ def softmax_attention_backward(q, k, v, out, lse, dout, *, causal=False, scale=N
     dq, dk, dv = _output(dq, qs, dtype), _output(dk, ks, dtype), _output(dv, vs, dtype)
     _ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths, kv_starts)
     return dq, dk, dv
+
+
+def softmax_merge(out_a, lse_a, out_b, lse_b, *, out=None, lse=None):
+    """Merges two partial softmax-attention results over disjoint key sets A and B.
+
+    ``out_a, lse_a`` are :func:`softmax_attention`'s ``out`` (B x H x N x M) and ``lse``
+    (B x H x N, ``return_lse=True``) of some queries against keys A; ``out_b, lse_b`` the same
+    queries against keys B. Returns ``(out, lse)``, the result against A and B together::
+
+        lse = log(exp(lse_a) + exp(lse_b))
+        out = exp(lse_a - lse) * out_a + exp(lse_b - lse) * out_b
+
+    Associative and commutative up to rounding: fold any number of partial results in any
+    order (ring attention). A side whose lse is -inf saw no key and adds nothing (its out row is
+    not read); a row that is -inf on both sides is 0 with lse -inf, never NaN. ``out=``,
+    ``lse=``: writable buffers for the results, which may be ``out_a``/``lse_a`` or
+    ``out_b``/``lse_b`` themselves (in place); any other overlap is refused (ValueError).
+
+    Raises TypeError for unsupported or mixed dtypes, ValueError for shapes, an lse that is
+    NaN or +inf, or overlaps; the message names the argument. Nothing is written on error.
+    """
+    dtype, os_ = _tensor("out_a", out_a, 4)
+    _, ls = _tensor("lse_a", lse_a, 3, dtype, "out_a")
+    _check_exact("lse_a", ls, os_[:3], "(B, H, N) of out_a")
+    _, bs = _tensor("out_b", out_b, 4, dtype, "out_a")
+    _check_exact("out_b", bs, os_, "(B, H, N, M) of out_a")
+    _, ls = _tensor("lse_b", lse_b, 3, dtype, "out_a")
+    _check_exact("lse_b", ls, os_[:3], "(B, H, N) of out_a")
+    out = _output(out, os_, dtype)
+    lse = _output(lse, os_[:3], dtype)
+    _ext.softmax_merge(out_a, lse_a, out_b, lse_b, out, lse)
+    return out, lse
 
 
 # ---------------------------------------------------------------------------------------------

@@ -474,6 +474,40 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------------
+ * softmax_merge(out_a, lse_a, out_b, lse_b, out, lse)
+ * ------------------------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(softmax_merge_doc,
+"softmax_merge(out_a, lse_a, out_b, lse_b, out, lse) -> None\n\n"
+"Low-level merge of two partial softmax results over disjoint key sets (outs B x H x N x M,\n"
+"lses B x H x N) into out, lse (which may be out_a, lse_a). Use performer.softmax_merge.");
+
+static PyObject *
+softmax_merge(PyObject *module, PyObject *args)
+{
+    PyObject *obj[6];
+    if (!PyArg_ParseTuple(args, "OOOOOO:softmax_merge", &obj[0], &obj[1], &obj[2], &obj[3], &obj[4], &obj[5])) {
+        return NULL;
+    }
+    tensor_arg t[6] = {{"out_a"}, {"lse_a"}, {"out_b"}, {"lse_b"}, {"out"}, {"lse"}};
+    PyObject *result = NULL;
+    for (int i = 0; i < 6; i++) {
+        if (get_tensor(obj[i], &t[i], i % 2 ? 3 : 4, i >= 4, i == 0 ? NULL : &t[0]) < 0) {
+            goto done;
+        }
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_softmax_merge(&t[0].tensor, &t[1].tensor, &t[2].tensor, &t[3].tensor, &t[4].tensor,
+                                     &t[5].tensor);
+    Py_END_ALLOW_THREADS
+    result = none_or_raise(status);
+done:
+    release_all(t, 6);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------------
  * Linear attention
  * ------------------------------------------------------------------------------------------ */
 
@@ -1742,6 +1776,7 @@ live_handle_count(PyObject *module, PyObject *unused)
 static PyMethodDef module_methods[] = {
     {"softmax_forward", softmax_forward, METH_VARARGS, softmax_forward_doc},
     {"softmax_backward", softmax_backward, METH_VARARGS, softmax_backward_doc},
+    {"softmax_merge", softmax_merge, METH_VARARGS, softmax_merge_doc},
     {"linear_forward", linear_forward, METH_VARARGS, linear_forward_doc},
     {"linear_backward", linear_backward, METH_VARARGS, linear_backward_doc},
     {"linear_state", linear_state, METH_VARARGS, linear_state_doc},

@@ -1,0 +1,551 @@
+"""performer.torch.distributed: sequence (context) parallelism across processes on torch.distributed.
+
+Rank r of a process group holds a slice of the sequence's positions -- q, k, v of shape
+B x H x n_r x D (k, v: B x Hk x n_r x D/M) -- and gets its slice of the output; autograd
+flows to its q, k, v. Outputs and gradients equal one process's call on the whole sequence
+to float rounding. Every rank of the group must make the same calls in the same order
+(forward and backward are collectives), with the same options; slices may be unequal.
+
+- :func:`linear_attention` and :func:`favor_attention` pass states (LASP-2 style): each rank
+  folds its own keys into a state (``performer.linear_state`` / ``favor_state``), one
+  ``all_gather`` of the states, a prefix combination (FAVOR+: the scaled triples combined
+  with their max-shifts), then the local forward from that initial state. The backward
+  mirrors it: one all_gather of the initial-state gradients, a suffix combination, the state
+  backward. Communication per call O(P * B * H * C * M), independent of N.
+- :func:`softmax_attention` is ring attention: key/value slices travel around the ring
+  (isend/recv, overlapped with the computation), partial results are merged by log-sum-exp
+  (``performer.softmax_merge``); the backward sends the blocks around again together with
+  their dk, dv accumulators, which end at their owner. Causal blocks wholly in the future are
+  skipped; ``layout="zigzag"`` balances the causal work (see :func:`layout_positions`).
+
+Positions: ``kv_lengths`` and ``kv_starts`` are in GLOBAL positions of the whole sequence
+(as for the single-process call). Causal attention is over the whole sequence (N = L), so each
+rank's q and k slices cover the same positions. See docs/DISTRIBUTED.md.
+"""
+
+import numpy as _np
+import torch as _torch
+import torch.distributed as _dist
+from torch.autograd.function import once_differentiable as _once_differentiable
+
+import performer as _performer
+from performer.torch import _to_numpy, _to_tensor, _kv_lengths, _input_grads
+
+__all__ = ["linear_attention", "favor_attention", "softmax_attention", "layout_positions", "bytes_sent"]
+
+_LAYOUTS = ("contiguous", "zigzag")
+
+# Payload bytes this process has sent (an all_gather counts its tensor once per other rank, as
+# a ring all-gather sends it): for benchmarks/distributed.py and communication estimates.
+_bytes_sent = 0
+
+
+def bytes_sent():
+    """Payload bytes this process has sent through the functions of this module so far (an
+    all_gather counts its contribution once per other rank). For measuring communication."""
+    return _bytes_sent
+
+
+def _count(nbytes):
+    global _bytes_sent
+    _bytes_sent += int(nbytes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups, layouts, masks
+# ---------------------------------------------------------------------------------------------
+
+class _Group:
+    """rank, size and the global ranks of a process group's ring neighbours."""
+
+    def __init__(self, group):
+        if not _dist.is_available() or not _dist.is_initialized():
+            raise RuntimeError("performer.torch.distributed needs an initialized torch.distributed process group "
+                               "(torch.distributed.init_process_group)")
+        self.group = group
+        self.rank = _dist.get_rank(group)
+        self.size = _dist.get_world_size(group)
+        if self.rank < 0:
+            raise RuntimeError("this process is not a member of the given group")
+
+    def global_rank(self, rank):
+        rank %= self.size
+        return rank if self.group is None else _dist.get_global_rank(self.group, rank)
+
+    def all_gather(self, array):
+        """Every rank's copy of a NumPy array of one shape and dtype (one collective)."""
+        tensor = _torch.from_numpy(_np.ascontiguousarray(array))
+        parts = [_torch.empty_like(tensor) for _ in range(self.size)]
+        _dist.all_gather(parts, tensor, group=self.group)
+        _count(tensor.numel() * tensor.element_size() * (self.size - 1))
+        return [part.numpy() for part in parts]
+
+    def lengths(self, n):
+        """Every rank's slice length (one small all_gather)."""
+        return [int(x[0]) for x in self.all_gather(_np.array([n], dtype=_np.int64))]
+
+
+def _chunk_bounds(total, chunks):
+    """Start positions of `chunks` near-equal chunks of `total` (first total % chunks one longer)."""
+    base, extra = divmod(total, chunks)
+    starts = [0]
+    for c in range(chunks):
+        starts.append(starts[-1] + base + (1 if c < extra else 0))
+    return starts
+
+
+def _segments(layout, lengths, rank):
+    """Rank `rank`'s positions as (local row, length, global start) runs, given every rank's
+    slice length."""
+    if layout == "contiguous":
+        return [(0, lengths[rank], sum(lengths[:rank]))]
+    p = len(lengths)
+    bounds = _chunk_bounds(sum(lengths), 2 * p)
+    first, second = rank, 2 * p - 1 - rank
+    a = bounds[first + 1] - bounds[first]
+    return [(0, a, bounds[first]), (a, bounds[second + 1] - bounds[second], bounds[second])]
+
+
+def _check_layout(layout, lengths, rank):
+    if layout not in _LAYOUTS:
+        raise ValueError("layout must be 'contiguous' or 'zigzag', not %r" % (layout,))
+    if layout == "zigzag":
+        p, total = len(lengths), sum(lengths)
+        bounds = _chunk_bounds(total, 2 * p)
+        for j in range(p):
+            want = bounds[j + 1] - bounds[j] + bounds[2 * p - j] - bounds[2 * p - 1 - j]
+            if lengths[j] != want:
+                raise ValueError("layout='zigzag': rank %d holds %d positions but the zigzag layout of %d positions "
+                                 "over %d ranks gives it %d (see layout_positions)" % (j, lengths[j], total, p, want))
+
+
+def layout_positions(total_length, world_size, rank, layout="contiguous"):
+    """The global positions rank `rank` of `world_size` holds, as a LongTensor (for
+    ``x.index_select(2, positions)`` and to scatter results back).
+
+    contiguous: near-equal consecutive slices (any other split into consecutive slices is
+    accepted too). zigzag: the sequence cut into 2P near-equal chunks; rank r holds chunks r
+    and 2P - 1 - r, so every rank has the same causal work (used by softmax_attention with
+    ``layout="zigzag"``)."""
+    if layout not in _LAYOUTS:
+        raise ValueError("layout must be 'contiguous' or 'zigzag', not %r" % (layout,))
+    if not 0 <= rank < world_size:
+        raise ValueError("rank = %d is not in 0..%d" % (rank, world_size - 1))
+    if layout == "contiguous":
+        bounds = _chunk_bounds(total_length, world_size)
+        return _torch.arange(bounds[rank], bounds[rank + 1])
+    bounds = _chunk_bounds(total_length, 2 * world_size)
+    second = 2 * world_size - 1 - rank
+    return _torch.cat([_torch.arange(bounds[rank], bounds[rank + 1]),
+                       _torch.arange(bounds[second], bounds[second + 1])])
+
+
+def _global_keys(name, values, batch):
+    """kv_lengths / kv_starts as an int64 array of B global positions, or None."""
+    values = _kv_lengths(values)
+    if values is None:
+        return None
+    array = _np.asarray(values)
+    if array.ndim != 1 or array.shape[0] != batch or (array.size and array.dtype.kind not in "iu"):
+        raise ValueError("%s must be B = %d ints (global positions)" % (name, batch))
+    return array.astype(_np.int64)
+
+
+def _local_keys(values, start, length):
+    """Global key bounds as bounds within the run of positions [start, start + length)."""
+    return None if values is None else _np.clip(values - start, 0, length)
+
+
+class _Masks:
+    """kv_lengths and kv_starts in global positions; `local(start, n)` gives a run's."""
+
+    def __init__(self, kv_lengths, kv_starts, batch):
+        self.lengths = _global_keys("kv_lengths", kv_lengths, batch)
+        self.starts = _global_keys("kv_starts", kv_starts, batch)
+
+    def __bool__(self):
+        return self.lengths is not None or self.starts is not None
+
+    def local(self, start, n):
+        return dict(kv_lengths=_local_keys(self.lengths, start, n), kv_starts=_local_keys(self.starts, start, n))
+
+
+def _slice_offset(g, n, masks):
+    """This rank's first global position (contiguous slices); a collective only when masks need it."""
+    if not masks:
+        return 0
+    return sum(g.lengths(n)[:g.rank])
+
+
+def _check_slices(q, k, causal):
+    if causal and q.shape[2] != k.shape[2]:
+        raise ValueError("causal: q.shape[2] = %d but k.shape[2] = %d; each rank's q and k slices must cover the "
+                         "same positions" % (q.shape[2], k.shape[2]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear attention: states by all_gather, prefix sums (ALGORITHMS.md section 2, "State")
+# ---------------------------------------------------------------------------------------------
+
+def _sum_states(parts, ranks, dtype):
+    """Sum of the state tuples of `ranks` (in float64, then `dtype`), or None when there are none."""
+    if not ranks:
+        return None
+    return tuple(sum(parts[j][i].astype(_np.float64) for j in ranks).astype(dtype) for i in range(len(parts[0])))
+
+
+def _pack(arrays):
+    return _np.concatenate([_np.ascontiguousarray(a).reshape(-1) for a in arrays])
+
+
+def _unpack(flat, like):
+    out, at = [], 0
+    for a in like:
+        out.append(flat[at:at + a.size].reshape(a.shape))
+        at += a.size
+    return tuple(out)
+
+
+def _before(g, causal):
+    """The ranks whose keys this rank's queries see besides its own."""
+    return list(range(g.rank)) if causal else [j for j in range(g.size) if j != g.rank]
+
+
+def _after(g, causal):
+    """The ranks whose queries see this rank's keys besides itself."""
+    return list(range(g.rank + 1, g.size)) if causal else [j for j in range(g.size) if j != g.rank]
+
+
+class _LinearFunction(_torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, causal, feature_map, eps, kv_lengths, kv_starts, group):
+        g = _Group(group)
+        qn, kn, vn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v)
+        _check_slices(qn, kn, causal)
+        masks = _Masks(kv_lengths, kv_starts, qn.shape[0])
+        local = masks.local(_slice_offset(g, kn.shape[2], masks), kn.shape[2])
+        options = dict(feature_map=feature_map, **local)
+        if causal and g.rank == g.size - 1 and g.size > 1:
+            # No rank reads the last rank's causal state: send zeros of its shape.
+            shape = (qn.shape[0], qn.shape[1], kn.shape[3], vn.shape[3])
+            state = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype))
+        else:
+            state = _performer.linear_state(kn, vn, heads=qn.shape[1], **options)
+        parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
+        initial = _sum_states(parts, _before(g, causal), qn.dtype)
+        out = _performer.linear_attention(qn, kn, vn, causal=causal, eps=eps, initial_state=initial, **options)
+        ctx.save_for_backward(q, k, v)
+        ctx.setup = (g, causal, eps, options, initial, state)
+        return _to_tensor(out)
+
+    @staticmethod
+    @_once_differentiable
+    def backward(ctx, dout):
+        g, causal, eps, options, initial, state = ctx.setup
+        q, k, v = ctx.saved_tensors
+        qn, kn, vn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v)
+        grads = _performer.linear_attention_backward(qn, kn, vn, _to_numpy("dout", dout), causal=causal, eps=eps,
+                                                     initial_state=initial, **options)
+        dq, dk, dv = grads[:3]
+        dinitial = grads[3] if initial is not None else tuple(_np.zeros_like(s) for s in state)
+        parts = [_unpack(flat, dinitial) for flat in g.all_gather(_pack(dinitial))]
+        dstate = _sum_states(parts, _after(g, causal), qn.dtype)
+        if dstate is not None:
+            dk2, dv2 = _performer.linear_state_backward(kn, vn, *dstate, heads=qn.shape[1], **options)
+            dk += dk2
+            dv += dv2
+        return _input_grads(ctx, (dq, dk, dv)) + (None,) * 6
+
+
+def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv_lengths=None, kv_starts=None,
+                     group=None):
+    """Linear attention ("Transformers are RNNs") over a sequence split across the ranks of
+    `group` (None: the default group). q: B x H x n_r x D, k: B x Hk x n_r' x D, v: B x Hk x
+    n_r' x M, this rank's consecutive slice of positions (ranks in order; causal needs n_r' =
+    n_r); returns this rank's B x H x n_r x M slice of :func:`performer.linear_attention` over
+    the whole sequence, differentiable w.r.t. q, k, v. kv_lengths / kv_starts: B global
+    positions. One all_gather of B x H x C x (M + 1) states in the forward, one in the backward.
+    """
+    return _LinearFunction.apply(q, k, v, bool(causal), feature_map, eps, kv_lengths, kv_starts, group)
+
+
+# ---------------------------------------------------------------------------------------------
+# FAVOR+: scaled triples (S~, z~, c) combined with their max-shifts (docs/FAVOR.md section 4)
+# ---------------------------------------------------------------------------------------------
+
+def _shift_weights(cs, ranks):
+    """For the state combining `ranks`: its shift c' (per feature, the max of theirs) and each
+    rank's factor exp(c_j - c'), 0 where c_j = -inf (no keys). None when `ranks` is empty."""
+    if not ranks:
+        return None
+    shift = _np.maximum.reduce([cs[j] for j in ranks])
+    weights = {}
+    for j in ranks:
+        with _np.errstate(invalid="ignore"):
+            w = _np.exp(cs[j] - shift)
+        weights[j] = _np.where(cs[j] == -_np.inf, 0.0, w)
+    return shift, weights
+
+
+def _combine_favor(parts, ranks, dtype):
+    """The triple of the keys of `ranks`, from their scaled triples; None when there are none."""
+    combined = _shift_weights([p[2].astype(_np.float64) for p in parts], ranks)
+    if combined is None:
+        return None
+    shift, weights = combined
+    s = sum(weights[j][..., None] * parts[j][0] for j in ranks)
+    z = sum(weights[j] * parts[j][1] for j in ranks)
+    return s.astype(dtype), z.astype(dtype), shift.astype(dtype)
+
+
+class _FavorFunction(_torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset, kv_starts, group):
+        g = _Group(group)
+        qn, kn, vn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v)
+        _check_slices(qn, kn, causal)
+        pinned = _performer.FavorProjection.from_matrix(projection.matrix)
+        masks = _Masks(kv_lengths, kv_starts, qn.shape[0])
+        local = masks.local(_slice_offset(g, kn.shape[2], masks), kn.shape[2])
+        feature_options = dict(features=features, scale=scale, relu_offset=relu_offset)
+        if causal and g.rank == g.size - 1 and g.size > 1:
+            # No rank reads the last rank's causal state: send an empty triple of its shape.
+            code = _performer._choice("features", features, _performer._FAVOR_FEATURES)
+            count = _performer._favor_count(code, pinned.num_features)
+            shape = (qn.shape[0], qn.shape[1], count, vn.shape[3])
+            state = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype), _np.full(shape[:3], -_np.inf, qn.dtype))
+        else:
+            state = _performer.favor_state(kn, vn, pinned, heads=qn.shape[1], **feature_options, **local)
+        parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
+        ctx.save_for_backward(q, k, v)
+        if causal:
+            initial = _combine_favor(parts, list(range(g.rank)), qn.dtype)
+            out = _performer.favor_attention(qn, kn, vn, pinned, causal=True, eps=eps, initial_state=initial,
+                                             **feature_options, **local)
+        else:
+            # Non-causal FAVOR+ takes no state: the causal form against the whole sequence's
+            # state, with this rank's keys all masked (zero-stride stand-ins, never read).
+            initial = _combine_favor(parts, list(range(g.size)), qn.dtype)
+            out = _performer.favor_attention(qn, *_no_keys(qn, vn), pinned, causal=True, eps=eps,
+                                             initial_state=initial, kv_lengths=[0] * qn.shape[0], **feature_options)
+        ctx.setup = (g, causal, eps, pinned, feature_options, local, initial, [p[2] for p in parts])
+        return _to_tensor(out)
+
+    @staticmethod
+    @_once_differentiable
+    def backward(ctx, dout):
+        g, causal, eps, pinned, feature_options, local, initial, cs = ctx.setup
+        q, k, v = ctx.saved_tensors
+        qn, kn, vn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v)
+        dn = _to_numpy("dout", dout)
+        if causal:
+            grads = _performer.favor_attention_backward(qn, kn, vn, dn, pinned, causal=True, eps=eps,
+                                                        initial_state=initial, **feature_options, **local)
+            dq, dk, dv = grads[:3]
+        else:
+            grads = _performer.favor_attention_backward(qn, *_no_keys(qn, vn), dn, pinned, causal=True, eps=eps,
+                                                        initial_state=initial, kv_lengths=[0] * qn.shape[0],
+                                                        **feature_options)
+            dq, dk, dv = grads[0], _np.zeros(kn.shape, qn.dtype), _np.zeros(vn.shape, qn.dtype)
+        shape = (qn.shape[0], qn.shape[1], cs[0].shape[2], vn.shape[3])
+        dinitial = grads[3] if initial is not None else (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype))
+        parts = [_unpack(flat, dinitial) for flat in g.all_gather(_pack(dinitial))]
+        # This rank's triple entered consumer t's initial state with factor exp(c_r - c'_t).
+        cs = [c.astype(_np.float64) for c in cs]
+        consumers = range(g.rank + 1, g.size) if causal else range(g.size)
+        if not causal:
+            weight = _shift_weights(cs, list(range(g.size)))[1][g.rank]
+        ds, dz = _np.zeros(shape), _np.zeros(shape[:3])
+        for t in consumers:
+            if causal:
+                weight = _shift_weights(cs, list(range(t)))[1][g.rank]
+            ds += weight[..., None] * parts[t][0]
+            dz += weight * parts[t][1]
+        if len(consumers):
+            dk2, dv2 = _performer.favor_state_backward(kn, vn, pinned, ds.astype(qn.dtype), dz.astype(qn.dtype),
+                                                       heads=qn.shape[1], **feature_options, **local)
+            dk += dk2
+            dv += dv2
+        return _input_grads(ctx, (dq, dk, dv)) + (None,) * 9
+
+
+def _no_keys(q, v):
+    """Zero-stride zero keys and values of q's length: stand-ins for keys that are all masked."""
+    b, _, n, d = q.shape
+    hk, m = v.shape[1], v.shape[3]
+    zero = _np.zeros((), dtype=q.dtype)
+    return _np.broadcast_to(zero, (b, hk, n, d)), _np.broadcast_to(zero, (b, hk, n, m))
+
+
+def favor_attention(q, k, v, projection, *, causal=False, features="positive", scale=None, eps=0.0, kv_lengths=None,
+                    relu_offset=1e-3, kv_starts=None, group=None):
+    """FAVOR+ attention over a sequence split across the ranks of `group` (None: the default
+    group): the arguments of :func:`performer.torch.favor_attention` plus `group`, with q, k, v
+    this rank's consecutive slice of positions (causal: q and k slices of the same positions);
+    returns this rank's slice of the single-process result, differentiable w.r.t. q, k, v.
+    Every rank must pass the same projection W. kv_lengths / kv_starts: B global positions.
+    One all_gather of the scaled states (S~, z~, c) in the forward, one of (dS~, dz~) in the
+    backward. Non-causal: each rank's queries read the whole sequence's combined state.
+    """
+    return _FavorFunction.apply(q, k, v, projection, bool(causal), features, scale, eps, kv_lengths, relu_offset,
+                                kv_starts, group)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact softmax: ring attention with log-sum-exp merges (ALGORITHMS.md section 1)
+# ---------------------------------------------------------------------------------------------
+
+class _Ring:
+    """One rank's view of the ring: its segments, every rank's segments, and a buffer that
+    holds one rank's k and v (padded to the longest slice) plus, in the backward, their
+    dk and dv accumulators."""
+
+    def __init__(self, g, layout, lengths, k, v, causal, masks, with_grads):
+        self.g, self.causal, self.masks = g, causal, masks
+        self.segments = [_segments(layout, lengths, j) for j in range(g.size)]
+        b, hk, _, d = k.shape
+        m = v.shape[3]
+        longest = max(lengths)
+        self.shapes = [(b, hk, longest, d), (b, hk, longest, m)]
+        self.kv_size = b * hk * longest * (d + m)
+        size = self.kv_size * (2 if with_grads else 1)
+        dtype = _torch.float32 if k.dtype == _np.float32 else _torch.float64
+        self.buffers = [_torch.zeros(size, dtype=dtype) for _ in range(2)]
+        kb, vb = self.views(0)[:2]
+        kb[:, :, :k.shape[2]] = k
+        vb[:, :, :k.shape[2]] = v
+
+    def views(self, which):
+        flat = self.buffers[which].numpy()
+        k, v = self.shapes
+        at = [0, _np.prod(k), self.kv_size, self.kv_size + _np.prod(k), 2 * self.kv_size]
+        out = [flat[at[0]:at[1]].reshape(k), flat[at[1]:at[2]].reshape(v)]
+        if flat.size > self.kv_size:
+            out += [flat[at[2]:at[3]].reshape(k), flat[at[3]:at[4]].reshape(v)]
+        return out
+
+    def pairs(self, owner):
+        """(query run, key run, causal) for this rank's queries against rank `owner`'s keys,
+        skipping key runs wholly in the future of a query run."""
+        for qrow, qn, qstart in self.segments[self.g.rank]:
+            for krow, kn, kstart in self.segments[owner]:
+                if qn == 0 or kn == 0 or (self.causal and kstart >= qstart + qn):
+                    continue
+                diagonal = self.causal and kstart == qstart
+                yield (qrow, qn), (krow, kn), diagonal, self.masks.local(kstart, kn)
+
+    def exchange(self, src, dst, part, tag=0):
+        """Posts the send of buffer `src`'s `part` (slice of elements) to the next rank and
+        the receive of the previous rank's into buffer `dst`; returns the requests. Distinct
+        tags keep the key/value and gradient messages of the backward apart."""
+        return self.send(src, part, tag), self.receive(dst, part, tag)
+
+    def send(self, src, part, tag=0):
+        g = self.g
+        payload = self.buffers[src][part]
+        _count(payload.numel() * payload.element_size())
+        return _dist.isend(payload, g.global_rank(g.rank + 1), group=g.group, tag=tag)
+
+    def receive(self, dst, part, tag=0):
+        g = self.g
+        return _dist.irecv(self.buffers[dst][part], g.global_rank(g.rank - 1), group=g.group, tag=tag)
+
+
+def _rows(array, run):
+    return array[:, :, run[0]:run[0] + run[1]]
+
+
+class _SoftmaxFunction(_torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, causal, scale, kv_lengths, kv_starts, group, layout):
+        g = _Group(group)
+        qn, kn, vn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v)
+        if qn.shape[2] != kn.shape[2]:
+            raise ValueError("q.shape[2] = %d but k.shape[2] = %d; each rank's q and k slices must cover the same "
+                             "positions" % (qn.shape[2], kn.shape[2]))
+        masks = _Masks(kv_lengths, kv_starts, qn.shape[0])
+        lengths = g.lengths(kn.shape[2])
+        _check_layout(layout, lengths, g.rank)
+        ring = _Ring(g, layout, lengths, kn, vn, causal, masks, with_grads=False)
+        b, h, n, _ = qn.shape
+        out = _np.zeros((b, h, n, vn.shape[3]), dtype=qn.dtype)
+        lse = _np.full((b, h, n), -_np.inf, dtype=qn.dtype)
+        whole = slice(0, ring.kv_size)
+        for step in range(g.size):
+            owner = (g.rank - step) % g.size
+            requests = ring.exchange(step % 2, (step + 1) % 2, whole) if step < g.size - 1 else ()
+            kb, vb = ring.views(step % 2)
+            for qrun, krun, diagonal, local in ring.pairs(owner):
+                part, part_lse = _performer.softmax_attention(
+                    _rows(qn, qrun), _rows(kb, krun), _rows(vb, krun), causal=diagonal, scale=scale,
+                    return_lse=True, **local)
+                o, s = _rows(out, qrun), lse[:, :, qrun[0]:qrun[0] + qrun[1]]
+                _performer.softmax_merge(o, s, part, part_lse, out=o, lse=s)
+            for request in requests:
+                request.wait()
+        out = _to_tensor(out)
+        ctx.save_for_backward(q, k, v, out, _to_tensor(lse))
+        ctx.setup = (g, layout, lengths, causal, scale, masks)
+        return out
+
+    @staticmethod
+    @_once_differentiable
+    def backward(ctx, dout):
+        g, layout, lengths, causal, scale, masks = ctx.setup
+        q, k, v, out, lse = ctx.saved_tensors
+        qn, kn, vn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v)
+        on, ln, dn = _to_numpy("out", out), _to_numpy("lse", lse), _to_numpy("dout", dout)
+        ring = _Ring(g, layout, lengths, kn, vn, causal, masks, with_grads=True)
+        dq = _np.zeros(qn.shape, dtype=qn.dtype)
+        keys, grads = slice(0, ring.kv_size), slice(ring.kv_size, 2 * ring.kv_size)
+        # This step's dk, dv of the block, added to the block's accumulator once it arrives:
+        # the accumulator's transfer overlaps the computation.
+        part_k, part_v = (_np.zeros_like(x) for x in ring.views(0)[2:])
+        arriving = leaving = None
+        for step in range(g.size):
+            owner, here = (g.rank - step) % g.size, step % 2
+            requests = ring.exchange(here, 1 - here, keys, tag=1) if step < g.size - 1 else ()
+            kb, vb, dkb, dvb = ring.views(here)
+            part_k.fill(0)
+            part_v.fill(0)
+            for qrun, krun, diagonal, local in ring.pairs(owner):
+                gq, gk, gv = _performer.softmax_attention_backward(
+                    _rows(qn, qrun), _rows(kb, krun), _rows(vb, krun), _rows(on, qrun),
+                    ln[:, :, qrun[0]:qrun[0] + qrun[1]], _rows(dn, qrun), causal=diagonal, scale=scale, **local)
+                _rows(dq, qrun)[...] += gq
+                _rows(part_k, krun)[...] += gk
+                _rows(part_v, krun)[...] += gv
+            if arriving is not None:
+                arriving.wait()  # the block's accumulator from the ranks before, into dkb, dvb
+            dkb += part_k
+            dvb += part_v
+            if g.size > 1:
+                # The accumulator follows its block; after the last step it reaches its owner.
+                if leaving is not None:
+                    leaving.wait()  # the previous send read buffer 1 - here, which receives next
+                leaving = ring.send(here, grads, tag=2)
+                arriving = ring.receive(1 - here, grads, tag=2)
+            for request in requests:
+                request.wait()
+        if g.size > 1:
+            arriving.wait()
+            leaving.wait()
+        dk, dv = ring.views(g.size % 2 if g.size > 1 else 0)[2:]
+        n = kn.shape[2]
+        return _input_grads(ctx, (dq, _np.array(dk[:, :, :n]), _np.array(dv[:, :, :n]))) + (None,) * 6
+
+
+def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_starts=None, group=None,
+                      layout="contiguous"):
+    """Exact softmax attention over a sequence split across the ranks of `group` (None: the
+    default group), by ring attention: the arguments of :func:`performer.torch.softmax_attention`
+    plus `group` and `layout`. q: B x H x n_r x D, k: B x Hk x n_r x D, v: B x Hk x n_r x M,
+    this rank's positions (q and k of the same positions); returns this rank's B x H x n_r x M
+    slice of the single-process result, differentiable w.r.t. q, k, v.
+
+    layout: "contiguous" (rank r holds consecutive positions, ranks in order; slices may be
+    unequal) or "zigzag" (rank r holds chunks r and 2P-1-r of 2P near-equal chunks, in that
+    order: balanced causal work; :func:`layout_positions` gives the positions). kv_lengths /
+    kv_starts: B global positions. A row that sees no key is zero with zero gradients.
+    """
+    return _SoftmaxFunction.apply(q, k, v, bool(causal), scale, kv_lengths, kv_starts, group, layout)
