@@ -43,9 +43,9 @@ if [ "$wheel" -eq 1 ]; then
     built=("$raw"/libperformer-*.whl)
     [ -f "${built[0]}" ] || { echo "build-wheel.sh: no wheel was built" >&2; exit 1; }
     echo "== auditwheel repair ${built[0]##*/}" >&2
-    # libperformer.so is the package's own file (found through the extension's $ORIGIN
-    # run path), not a system library to graft: --exclude keeps it where it is, unrenamed.
-    auditwheel repair --exclude libperformer.so -w "$dist" "${built[0]}" >&2
+    # libperformer.so is found inside the wheel (the extension's run path is $ORIGIN), so
+    # auditwheel leaves it in place and checks its glibc symbols for the tag with the rest.
+    auditwheel repair -w "$dist" "${built[0]}" >&2
     repaired=$(ls -t "$dist"/libperformer-*manylinux*.whl | head -1)
     auditwheel show "$repaired" >&2
     echo "$repaired"
