@@ -2,6 +2,13 @@
 // normalization, out_i = Σ_{j≤i} (q_i·k_j) v_j (identity features), in Double, checked
 // against that sum computed directly. Exits 1 on a mismatch or an error.
 import PerformerCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 let (heads, n, d, m) = (2, 7, 5, 3)
 func values(_ count: Int, _ seed: Int) -> [Double] { (0..<count).map { Double(($0 * 29 + seed) % 13) / 13 - 0.5 } }
