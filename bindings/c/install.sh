@@ -10,7 +10,7 @@
 # Usage: bash bindings/c/install.sh --prefix DIR [--library PATH] [--no-strip]
 #   --library  a libperformer.so built already (default: `swift build -c release --product
 #              performer` in the repository, also when PERFORMER_LIBRARY is set it is used)
-#   --no-strip keep the symbol table (15.8 MB instead of 7.7 MB)
+#   --no-strip keep the symbol table (16.2 MB instead of 7.9 MB)
 # Needs patchelf (the SONAME is stamped on the installed copy; the build tree's library has
 # none, so programs and tests linked in the tree keep loading it by its file name).
 set -euo pipefail

@@ -6,8 +6,8 @@
      isolation as long as pip builds in place (pip >= 21.3 does);
   2. compiles the C extension `performer._performer` against include/performer.h and links
      it to libperformer.so with the run-time search path $ORIGIN;
-  3. copies libperformer.so next to the extension, stripped of its symbol table (15.8 MB ->
-     7.7 MB; `strip` from binutils, skipped with a note when missing), so the installed
+  3. copies libperformer.so next to the extension, stripped of its symbol table (16.2 MB ->
+     7.9 MB; `strip` from binutils, skipped with a note when missing), so the installed
      package is self-contained.
 
 The sdist (`bash bindings/python/build-wheel.sh --sdist`) carries the Swift package it builds
