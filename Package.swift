@@ -1,5 +1,9 @@
-// swift-tools-version:5.9
+// swift-tools-version:6.2
 // SPDX-License-Identifier: Apache-2.0
+//
+// Tools version 6.2: the code needs Swift 6 (typed throws), and from 6.2 on SwiftPM lets other
+// packages depend on this one by version although the kernel targets use unsafeFlags
+// (-march, -Ounchecked); packages declaring an older tools version may not (docs/INSTALL.md).
 //
 // libperformer: exact softmax attention, linear attention and FAVOR+ behind one C ABI.
 //
@@ -20,15 +24,21 @@ let packageRoot = Context.packageDirectory
 
 /// Release-only optimization for the kernel copies; debug builds keep plain flags
 /// (whole-module flags in debug break `swift test`).
+/// The x86-64 copies get their -march only on an x86-64 host (the manifest runs on the host);
+/// elsewhere they build as portable code that the CPU check never selects.
 func kernelSettings(march: String?, define: String?) -> [SwiftSetting] {
     var settings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+    #if arch(x86_64)
     if let march { settings.append(.unsafeFlags(["-Xcc", "-march=\(march)"])) }
+    #endif
     if let define { settings.append(.define(define)) }
     return settings
 }
 
 let package = Package(
     name: "libperformer",
+    // Linux needs no entry. Apple platforms are untested (no such host in CI): minimums only.
+    platforms: [.macOS(.v13), .iOS(.v16)],
     products: [
         .library(name: "performer", type: .dynamic, targets: ["Performer"]),
         .library(name: "PerformerCore", targets: ["PerformerCore"]),
@@ -88,5 +98,7 @@ let package = Package(
         .testTarget(
             name: "PerformerCoreTests",
             dependencies: ["PerformerCore"]),
-    ]
+    ],
+    // Swift 6 compiler, Swift 5 language mode: what the sources were written and tested in.
+    swiftLanguageModes: [.v5]
 )

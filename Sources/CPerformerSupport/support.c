@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int psupport_cpu_has_avx2_fma(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -27,12 +28,18 @@ int psupport_cpu_has_avx512(void) {
 }
 
 int psupport_available_cpus(void) {
+#if defined(__linux__)
+    /* The CPUs this process may run on (taskset, cgroups' cpusets), not just the machine's. */
     cpu_set_t set;
     CPU_ZERO(&set);
     if (sched_getaffinity(0, sizeof(set), &set) == 0) {
         int count = CPU_COUNT(&set);
         if (count > 0) return count;
     }
+#else
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (online > 0) return online > 4096 ? 4096 : (int)online;
+#endif
     return 1;
 }
 

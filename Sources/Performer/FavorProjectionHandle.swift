@@ -2,7 +2,13 @@
 // PerformerCore's FavorProjection value, guarded by a mutex so that redraw may run while other
 // threads use it.
 import CPerformerABI
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerCore
 
 /// What a performer_favor_projection_t stands for.

@@ -4,7 +4,13 @@
 // recognized by looking at the table alone, never by dereferencing the value.
 import CPerformerABI
 import CPerformerSupport
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerCore
 
 /// The kinds of handle, as the C header names their types.

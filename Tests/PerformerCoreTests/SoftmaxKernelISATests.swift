@@ -1,5 +1,11 @@
 import XCTest
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 @testable import PerformerCore
 
 /// Every kernel build (portable, AVX2, AVX-512 where the CPU has them) against a float64
@@ -177,5 +183,5 @@ final class SoftmaxKernelISATests: XCTestCase {
     }
 }
 
-@inline(__always) private func exponential(_ x: Double) -> Double { Glibc.exp(x) }
-@inline(__always) private func logarithm(_ x: Double) -> Double { Glibc.log(x) }
+@inline(__always) private func exponential(_ x: Double) -> Double { exp(x) }
+@inline(__always) private func logarithm(_ x: Double) -> Double { log(x) }

@@ -1,7 +1,13 @@
 // Where causal linear attention (elu+1) becomes faster than causal softmax attention, fwd and
 // fwd+bwd, on this machine: both timed at each N (medians, same process), and the crossover N
 // interpolated on log N between the last N where softmax wins and the first where linear does.
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerCore
 
 func runCrossoverBench(lengths: [Int], heads: Int, d: Int) throws {

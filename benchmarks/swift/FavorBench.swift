@@ -6,7 +6,13 @@
 // φ(q)ᵀS): 4·N·(D·m + C·M) per head; fwd+bwd counted as 3× the forward, as for linear
 // attention. The causal form's intra-chunk T × T products and the backward's recomputations
 // are not counted, so %peak understates the kernels' own efficiency there.
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerCore
 
 struct FavorRun {

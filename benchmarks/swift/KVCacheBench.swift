@@ -3,7 +3,13 @@
 // K and V once, H·L·(D + M)·4 bytes, so the figure of merit is GB/s of K + V streamed, printed
 // beside the read bandwidth of this machine measured in the same process (a streaming sum over
 // a buffer larger than the caches, on all threads, right after each decode run).
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerCore
 
 let bandwidthBytes = 256 << 20

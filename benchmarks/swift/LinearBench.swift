@@ -6,7 +6,13 @@
 // fwd+bwd = 3× the forward. The causal chunked form also computes the intra-chunk triangle
 // (≈ N·T·(C + M) with chunk T); that work is not counted, so %peak understates the kernels'
 // efficiency there. z / denominator terms (O(N·C)) are not counted either.
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerCore
 
 struct LinearRun {

@@ -1,5 +1,11 @@
 // Clocks, medians and the in-process peak every benchmark table is a fraction of.
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerCore
 
 func now() -> Double {

@@ -6,11 +6,18 @@
      isolation as long as pip builds in place (pip >= 21.3 does);
   2. compiles the C extension `performer._performer` against include/performer.h and links
      it to libperformer.so with the run-time search path $ORIGIN;
-  3. copies libperformer.so next to the extension, so the installed package is self-contained.
+  3. copies libperformer.so next to the extension, stripped of its symbol table (16.2 MB ->
+     7.9 MB; `strip` from binutils, skipped with a note when missing), so the installed
+     package is self-contained.
+
+The sdist (`bash bindings/python/build-wheel.sh --sdist`) carries the Swift package it builds
+from in its `libperformer-src/` directory (Package.swift, Sources/, include/, LICENSE and the
+package's other target directories), so `pip install libperformer-X.tar.gz` builds wherever
+Swift is installed.
 
 Environment variables:
-  PERFORMER_REPO_ROOT  the libperformer repository (default: ../.. from this file);
-                       needed when building from an sdist or a copied directory.
+  PERFORMER_REPO_ROOT  the libperformer repository (default: ./libperformer-src in an sdist,
+                       else ../.. from this file); needed when building from a copied directory.
   PERFORMER_SWIFT      the swift executable (default: `swift` on PATH).
   PERFORMER_LIBRARY    a libperformer.so built already; skips the Swift build (the header
                        is still taken from the repository's include/).
@@ -23,8 +30,15 @@ import subprocess
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.sdist import sdist
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Where an sdist keeps the Swift package (see SdistWithSwiftPackage).
+EMBEDDED = "libperformer-src"
+# What `swift build` needs from the repository: the manifest and every directory a target of
+# Package.swift names (SwiftPM refuses a manifest whose target directories are missing).
+SWIFT_PACKAGE_FILES = ["Package.swift", "LICENSE", "include", "Sources", "examples/swift",
+                       "benchmarks/swift", "Tests/PerformerCoreTests"]
 
 
 class PerformerBuildError(RuntimeError):
@@ -32,7 +46,10 @@ class PerformerBuildError(RuntimeError):
 
 
 def repo_root():
-    root = os.environ.get("PERFORMER_REPO_ROOT") or os.path.join(HERE, os.pardir, os.pardir)
+    root = os.environ.get("PERFORMER_REPO_ROOT")
+    if not root:
+        embedded = os.path.join(HERE, EMBEDDED)
+        root = embedded if os.path.isdir(embedded) else os.path.join(HERE, os.pardir, os.pardir)
     root = os.path.abspath(root)
     header = os.path.join(root, "include", "performer.h")
     if not os.path.isfile(header):
@@ -70,7 +87,7 @@ def build_libperformer(root, log):
     if not swift or not (os.path.isfile(swift) or shutil.which(swift)):
         raise PerformerBuildError(
             "libperformer: the Swift toolchain was not found (no `swift` on PATH). Install Swift "
-            "5.9 or later and make sure `swift` is on PATH, set PERFORMER_SWIFT to the swift "
+            "6.2 or later and make sure `swift` is on PATH, set PERFORMER_SWIFT to the swift "
             "executable, or set PERFORMER_LIBRARY to a libperformer.so built already."
         )
     command = [swift, "build", "-c", "release", "--product", "performer"]
@@ -92,6 +109,15 @@ def build_libperformer(root, log):
     return library
 
 
+def strip_library(path, log):
+    """Drops the symbol table and debug sections (the exported functions stay in .dynsym)."""
+    strip = shutil.which("strip")
+    if strip is None:
+        log("libperformer: no `strip` on PATH; %s keeps its symbol table" % path)
+        return
+    subprocess.run([strip, "--strip-unneeded", path], check=True)
+
+
 class BuildExtWithLibperformer(build_ext):
     """build_ext that first builds libperformer.so and then ships it beside the extension."""
 
@@ -104,6 +130,7 @@ class BuildExtWithLibperformer(build_ext):
         # pick up another installed copy and PERFORMER_LIBRARY may have any file name.
         linked = os.path.join(link_dir, "libperformer.so")
         shutil.copyfile(library, linked)
+        strip_library(linked, self.announce_info)
         for ext in self.extensions:
             ext.include_dirs.append(os.path.join(root, "include"))
             ext.depends.append(os.path.join(root, "include", "performer.h"))
@@ -116,6 +143,25 @@ class BuildExtWithLibperformer(build_ext):
 
     def announce_info(self, message):
         self.announce(message, level=2)
+
+
+class SdistWithSwiftPackage(sdist):
+    """sdist that also copies the Swift package into EMBEDDED, so the sdist builds alone."""
+
+    def make_release_tree(self, base_dir, files):
+        super().make_release_tree(base_dir, files)
+        root = repo_root()
+        for name in SWIFT_PACKAGE_FILES:
+            source = os.path.join(root, name)
+            target = os.path.join(base_dir, EMBEDDED, name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if os.path.isdir(source):
+                # symlinks=False: the per-ISA kernel directories (symlinks to PerformerKernels)
+                # become real copies, which every tar and zip tool keeps.
+                shutil.copytree(source, target, symlinks=False,
+                                ignore=shutil.ignore_patterns("__pycache__", ".build"))
+            else:
+                shutil.copyfile(source, target)
 
 
 extension = Extension(
@@ -142,5 +188,5 @@ openmp_extension = Extension(
 setup(
     version=header_version(repo_root()),
     ext_modules=[extension, openmp_extension],
-    cmdclass={"build_ext": BuildExtWithLibperformer},
+    cmdclass={"build_ext": BuildExtWithLibperformer, "sdist": SdistWithSwiftPackage},
 )

@@ -1,6 +1,12 @@
 // Exact softmax attention from Swift: one head, 4 queries over 6 keys, causal.
 import PerformerCore
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 func run() throws(PerformerError) {
     let (n, l, d, m) = (4, 6, 8, 8)
@@ -32,9 +38,9 @@ func run() throws(PerformerError) {
         let visible = 0...(i + l - n)
         let scores = visible.map { j in (0..<d).reduce(0.0) { $0 + Double(q[0, 0, i, $1]) * Double(k[0, 0, j, $1]) } / Double(d).squareRoot() }
         let top = scores.max()!
-        let weights = scores.map { Glibc.exp($0 - top) }
+        let weights = scores.map { exp($0 - top) }
         let total = weights.reduce(0, +)
-        largestError = max(largestError, abs(top + Glibc.log(total) - Double(lse[0, 0, i, 0])))
+        largestError = max(largestError, abs(top + log(total) - Double(lse[0, 0, i, 0])))
         for c in 0..<m {
             let expected = zip(visible, weights).reduce(0.0) { $0 + $1.1 * Double(v[0, 0, $1.0, c]) } / total
             largestError = max(largestError, abs(expected - Double(out[0, 0, i, c])))

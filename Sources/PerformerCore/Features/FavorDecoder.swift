@@ -1,4 +1,10 @@
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerKernelInterface
 
 /// Token-by-token causal FAVOR+ attention (docs/FAVOR.md §4, "Decoder step"): holds the scaled

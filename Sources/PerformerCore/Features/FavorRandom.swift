@@ -1,4 +1,10 @@
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The seeded generator FAVOR+ projections are drawn from (docs/FAVOR.md, "The generator").
 ///

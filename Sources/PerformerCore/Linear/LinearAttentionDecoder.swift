@@ -1,4 +1,10 @@
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerKernelInterface
 
 /// Causal linear attention as an RNN (ALGORITHMS.md §2 "Recurrent step"): holds the state

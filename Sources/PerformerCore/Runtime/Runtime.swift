@@ -1,5 +1,11 @@
 import CPerformerSupport
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerKernelInterface
 import PerformerKernels
 import PerformerKernelsAVX2

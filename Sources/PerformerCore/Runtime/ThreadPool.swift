@@ -1,5 +1,11 @@
 import CPerformerSupport
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The library's own worker threads: `parallelFor` runs `count` items across the calling
 /// thread and up to `threads − 1` workers, handing items out one at a time from a shared

@@ -1,4 +1,10 @@
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerKernelInterface
 
 // One recurrent FAVOR+ step per head in the scaled form of docs/FAVOR.md §4 ("Decoder step"):

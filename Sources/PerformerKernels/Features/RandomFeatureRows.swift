@@ -1,4 +1,10 @@
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerKernelInterface
 
 // FAVOR+ features and their backward for the rows of one task (docs/FAVOR.md, "Feature maps").

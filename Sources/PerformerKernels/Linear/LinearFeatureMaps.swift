@@ -1,4 +1,10 @@
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerKernelInterface
 
 // The feature maps φ and their derivatives, applied row by row while packing a strided input row
@@ -9,7 +15,7 @@ import PerformerKernelInterface
 @inline(__always)
 func linearExp<T: KernelScalar>(_ x: T) -> T {
     if T.self == Float.self { return T(expf(Float(x))) }
-    return T(Glibc.exp(Double(x)))
+    return T(LibM.exp(Double(x)))
 }
 
 /// Writes φ(row) (D values, C = D) into `features`: a strided copy, then φ in place on whole

@@ -1,4 +1,10 @@
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerKernelInterface
 
 // Tiled online-softmax forward (FlashAttention-2 order) built on the micro-kernel.
@@ -128,7 +134,7 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
         for i in 0..<rowCount {
             let l = rowSum[i]
             lseBase[(rowStart + i) * t.logSumExpStride] =
-                l > 0 ? (rowMax[i] + T(Glibc.log2(Double(l)))) * T.ln2 : -T.infinity
+                l > 0 ? (rowMax[i] + T(LibM.log2(Double(l)))) * T.ln2 : -T.infinity
         }
     }
 }

@@ -1,4 +1,10 @@
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerKernelInterface
 
 // Merges the per-chunk partial records of the few-query forward (SoftmaxForwardRows.swift)
@@ -28,13 +34,13 @@ func softmaxCombineRows<T: KernelScalar>(_ task: UnsafePointer<SoftmaxCombineTas
             continue
         }
         let o = first + 2
-        let w0 = T(Glibc.exp2(Double(first[0] - rowMax)))
+        let w0 = T(LibM.exp2(Double(first[0] - rowMax)))
         var l = w0 * first[1]
         for m in 0..<mDim { o[m] *= w0 }
         for c in 1..<Swift.max(1, t.chunkCount) {
             let record = first + c * t.chunkStride
             if record[1] == 0 { continue }   // no visible key in this chunk
-            let weight = T(Glibc.exp2(Double(record[0] - rowMax)))
+            let weight = T(LibM.exp2(Double(record[0] - rowMax)))
             l += weight * record[1]
             let wv = T.splat(weight)
             var m = 0
@@ -49,6 +55,6 @@ func softmaxCombineRows<T: KernelScalar>(_ task: UnsafePointer<SoftmaxCombineTas
         }
         let inverse = 1 / l
         for m in 0..<mDim { row[m * t.output.columnStride] = o[m] * inverse }
-        lse?[g * t.logSumExpHeadStep + i * t.logSumExpStride] = (rowMax + T(Glibc.log2(Double(l)))) * T.ln2
+        lse?[g * t.logSumExpHeadStep + i * t.logSumExpStride] = (rowMax + T(LibM.log2(Double(l)))) * T.ln2
     }
 }

@@ -5,6 +5,8 @@ PerformerCore/...)."""
 
 import os
 import re
+import subprocess
+import sys
 
 from helpers import REPO
 
@@ -45,3 +47,11 @@ def test_every_path_named_in_the_docs_exists():
             if not any(os.path.exists(os.path.join(root, path)) for root in roots):
                 missing.append("%s names %s" % (os.path.relpath(document, REPO), path))
     assert not missing, "\n".join(missing)
+
+
+def test_generated_api_reference_is_current():
+    """docs/api/C.md and Python.md equal what `bash docs/api/build.sh` makes from the header and
+    the installed package's docstrings (it fails on an undocumented function or name)."""
+    result = subprocess.run([sys.executable, os.path.join(REPO, "docs", "api", "generate.py"), "--check"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert result.returncode == 0, result.stdout
