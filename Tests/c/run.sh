@@ -152,7 +152,7 @@ done
 
 # ---- 6. The ABI under attack, under each kernel build (portable: what a CPU without AVX runs).
 # Each test includes Tests/c/test_support.h (its CHECK, tensors and error checks).
-abi_tests=(test_abi test_linear test_favor test_hardening)
+abi_tests=(test_abi test_linear test_favor test_hardening test_half)
 run_abi() { LD_LIBRARY_PATH="$(dirname "$lib")" "$@"; }
 for test in "${abi_tests[@]}"; do
     step "build Tests/c/$test.c" gcc -std=c11 -O1 -g "${warn[@]}" -I"$root/include" -I"$root/Tests/c" \
