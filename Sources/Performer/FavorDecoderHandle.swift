@@ -86,7 +86,7 @@ public func performer_favor_decoder_create(
         case .float32: try make(Float.self)
         case .float64: try make(Double.self)
         case .float16, .bfloat16:
-            throw PerformerError(.dtypeMismatch, "dtype = \(type.name) is not supported by performer_favor_decoder_create yet (float32 and float64 only; docs/HALF_PRECISION.md)")
+            throw PerformerError(.dtypeMismatch, "dtype = \(type.rawValue) (\(type.name)) is not supported by performer_favor_decoder_create yet (float32 and float64 only; docs/HALF_PRECISION.md)")
         }
         let handle = FavorDecoderHandle(made)
         decoder.pointee = try FavorDecoderHandle.register(handle)

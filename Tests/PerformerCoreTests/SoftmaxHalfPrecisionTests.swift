@@ -14,15 +14,18 @@ final class SoftmaxHalfPrecisionTests: XCTestCase {
     /// Runs `spec` in H on every ISA and checks out, lse, dq, dk, dv against the rule.
     private func checkAccuracy<H: HalfTestScalar>(
         _ spec: SoftmaxCase, as type: H.Type, seed: UInt64, inputScale: Double = 1, layouts: SoftmaxLayouts = SoftmaxLayouts(),
-        file: StaticString = #filePath, line: UInt = #line
+        gradients: Bool = true, file: StaticString = #filePath, line: UInt = #line
     ) throws {
         var inputs = SoftmaxInputs.random(spec, seed: seed)
         for keyPath in [\SoftmaxInputs.q, \SoftmaxInputs.k] {
             inputs[keyPath: keyPath].values = inputs[keyPath: keyPath].values.map { $0 * inputScale }
         }
-        // The reference sees exactly the half inputs.
-        let exact = SoftmaxInputs(q: inputs.q.rounded(toHalf: H.self), k: inputs.k.rounded(toHalf: H.self),
-                                  v: inputs.v.rounded(toHalf: H.self), dout: inputs.dout.rounded(toHalf: H.self))
+        // The reference sees exactly the half inputs, as the layouts store them (a broadcast
+        // axis holds its last position's values).
+        let exact = SoftmaxInputs(q: HalfBuffer<H>.holding(inputs.q, layout: layouts.q).load(),
+                                  k: HalfBuffer<H>.holding(inputs.k, layout: layouts.k).load(),
+                                  v: HalfBuffer<H>.holding(inputs.v, layout: layouts.v).load(),
+                                  dout: HalfBuffer<H>.holding(inputs.dout, layout: layouts.dout).load())
         let reference = exact.reference(spec)
         let baseline = HalfSoftmaxBaseline.evaluate(spec, exact, as: H.self)
         try forEachSupportedISA { isa in
@@ -32,7 +35,7 @@ final class SoftmaxHalfPrecisionTests: XCTestCase {
             let results = [("out", run.out.load(), reference.out, baseline.out), ("lse", run.lse.load(), reference.lse, baseline.lse),
                            ("dq", run.dq.load(), reference.dq, baseline.dq), ("dk", run.dk.load(), reference.dk, baseline.dk),
                            ("dv", run.dv.load(), reference.dv, baseline.dv)]
-            for (name, ours, expected, straightforward) in results {
+            for (name, ours, expected, straightforward) in results.prefix(gradients ? 5 : 2) {
                 let ourError = maxAbsoluteError(ours, expected), baselineError = maxAbsoluteError(straightforward, expected)
                 // The half rounding of one element is the floor of both errors; 1e-6 keeps an
                 // exactly representable result (both errors 0) from failing on float32 noise.
@@ -89,9 +92,11 @@ final class SoftmaxHalfPrecisionTests: XCTestCase {
     }
 
     /// |q·k| far past float16's largest value (65504): scores are float32, so nothing overflows.
+    /// (The gradients are checked for finiteness only: P is one-hot up to float32 score
+    /// rounding, ~0.01 at |s| ~ 10⁵, so dq and dk are ~0 and any float32 evaluation is noise.)
     func testLargeScoresInFloat16StayFinite() throws {
         let spec = SoftmaxCase(batch: 1, heads: 1, queries: 20, keys: 20, headDim: 64, valueDim: 16, scale: 1)
-        try checkAccuracy(spec, as: Float16.self, seed: 6, inputScale: 60)
+        try checkAccuracy(spec, as: Float16.self, seed: 6, inputScale: 60, gradients: false)
         var inputs = SoftmaxInputs.random(spec, seed: 6)
         inputs.q.values = inputs.q.values.map { $0 * 60 }
         inputs.k.values = inputs.k.values.map { $0 * 60 }
@@ -99,7 +104,7 @@ final class SoftmaxHalfPrecisionTests: XCTestCase {
         let lse = run.lse.load().values
         XCTAssertTrue(lse.allSatisfy(\.isFinite), "lse \(lse.prefix(4))")
         XCTAssertGreaterThan(lse.map(abs).max()!, 65504, "the test must produce scores past float16's range")
-        XCTAssertTrue(run.out.load().values.allSatisfy(\.isFinite))
+        for result in [run.out, run.dq, run.dk, run.dv] { XCTAssertTrue(result.load().values.allSatisfy(\.isFinite)) }
     }
 
     // MARK: rounding and special values
@@ -149,6 +154,9 @@ final class SoftmaxHalfPrecisionTests: XCTestCase {
                     let got = out[row * bits.count + c]
                     if halfValue(H.self, expected).isNaN {
                         XCTAssertTrue(halfValue(H.self, got).isNaN, "\(H.dtype.name) \(isa) column \(c): 0x\(String(got, radix: 16))")
+                    } else if expected == 0x8000 {
+                        // −0: out is a sum (started at +0), so either zero is right.
+                        XCTAssertTrue(got == 0 || got == 0x8000, "\(H.dtype.name) \(isa) column \(c)")
                     } else {
                         XCTAssertEqual(got, expected, "\(H.dtype.name) \(isa) column \(c)")
                     }

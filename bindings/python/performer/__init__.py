@@ -262,7 +262,7 @@ def softmax_attention_backward(q, k, v, out, lse, dout, *, causal=False, scale=N
     out_shape = (qs[0], qs[1], qs[2], vs[3])
     _, os_ = _tensor("out", out, 4, dtype)
     _check_exact("out", os_, out_shape, "(B, H, N, M)")
-    _, ls = _tensor("lse", lse, 3, _lse_dtype(dtype))
+    _, ls = _tensor("lse", lse, 3, _lse_dtype(dtype), "q" if dtype != _FLOAT16 else "the lse of a float16 call")
     _check_exact("lse", ls, out_shape[:3], "(B, H, N)")
     _, ds = _tensor("dout", dout, 4, dtype)
     _check_exact("dout", ds, out_shape, "(B, H, N, M)")
