@@ -3,7 +3,8 @@
 # symbols are exactly the header's functions with the header's signatures, the library needs no
 # Swift toolchain, the examples build and check their own results, the ABI survives bad input
 # (Tests/c/test_abi.c and, for linear attention and FAVOR+, Tests/c/test_linear.c and
-# Tests/c/test_favor.c; the issue-13 probes in Tests/c/test_hardening.c, under every kernel build),
+# Tests/c/test_favor.c; the issue-13 probes in Tests/c/test_hardening.c; float16/bfloat16 in
+# Tests/c/test_half.c, under every kernel build),
 # threads, and dlopen/dlclose/dlopen.
 # Self-contained: builds the library if needed. The last line is "N passed, M failed";
 # the exit status is nonzero on any failure.
