@@ -144,19 +144,33 @@ const char *performer_last_error(void);
 
 typedef enum performer_dtype {
     PERFORMER_FLOAT32 = 0,
-    PERFORMER_FLOAT64 = 1
+    PERFORMER_FLOAT64 = 1,
+    /* Appended: half-precision storage, computed in float32 (see below). */
+    PERFORMER_FLOAT16 = 2,  /* IEEE 754 binary16 */
+    PERFORMER_BFLOAT16 = 3  /* bfloat16: the top 16 bits of a float32 */
 } performer_dtype;
+
+/** Half precision (PERFORMER_FLOAT16, PERFORMER_BFLOAT16) is a storage format: inputs and
+ *  outputs are in the half type, but every sum (scores, softmax statistics, P.V, all gradient
+ *  sums across key blocks and heads) is accumulated in float32 and each output element is
+ *  rounded once, to nearest with ties to even, when written (a NaN stays a NaN; a value past
+ *  the type's largest finite value becomes +-infinity). The row log-sum-exp of a half call is a
+ *  float32 tensor. Scores are float32, so a large q.k does not overflow even in float16.
+ *  Today performer_softmax_forward and performer_softmax_backward accept half tensors; every
+ *  other function refuses them with PERFORMER_ERROR_DTYPE_MISMATCH ("... is not supported by
+ *  <function> yet"), never reading 2-byte data as 4-byte. See docs/HALF_PRECISION.md. */
 
 /** A rank-4 strided view of caller-owned memory. Element (i0, i1, i2, i3) is at
  *  ((T *)data)[i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3]],
- *  where T is float (PERFORMER_FLOAT32) or double (PERFORMER_FLOAT64).
+ *  where T is float (PERFORMER_FLOAT32), double (PERFORMER_FLOAT64) or a 16-bit type
+ *  (PERFORMER_FLOAT16: _Float16 / IEEE binary16; PERFORMER_BFLOAT16: uint16_t bit patterns).
  *
  *  - data must be aligned to sizeof(T); it may be NULL only when some shape[i] is 0.
  *  - shape[i] >= 0. Strides may be negative or zero for inputs (a zero stride broadcasts);
  *    outputs must not map two indices to one element. The byte span of every tensor must be
  *    representable in 64 bits (else PERFORMER_ERROR_SIZE_OVERFLOW).
  *  - reserved must be 0 (it may get a meaning in a later version).
- *  All tensors of one call must have the same dtype. */
+ *  All tensors of one call must have the same dtype, except the float32 lse of a half call. */
 typedef struct performer_tensor_t {
     void *data;
     int32_t dtype;        /* a performer_dtype */
@@ -280,10 +294,14 @@ void performer_softmax_options_init(performer_softmax_options_t *options);
 
 /** Forward: writes out (B x H x N x M) and, when lse is not NULL, lse (B x H x N x 1).
  *  `options` may be NULL (the defaults).
+ *  Half precision: q, k, v and out may be PERFORMER_FLOAT16 or PERFORMER_BFLOAT16 (all four
+ *  the same); lse is then PERFORMER_FLOAT32. They are widened to float32 scratch (O(B*H*N*D),
+ *  never N x L), the float32 kernels run, and out is rounded once.
  *
  *  Errors (nothing written in every case):
  *    PERFORMER_ERROR_NULL_POINTER        q, k, v or out is NULL, or a non-empty tensor's data is NULL
  *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, or differs from q's
+ *                                        (lse: is not float32 in a half call)
  *    PERFORMER_ERROR_SIZE_OVERFLOW       a negative shape, or a tensor's extent overflows 64 bits
  *    PERFORMER_ERROR_SHAPE_MISMATCH      shapes disagree (see above), Hk does not divide H, D = 0
  *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, non-finite scale,
@@ -300,6 +318,9 @@ performer_status performer_softmax_forward(
  *  (B x H x N x M), writes dq (q's shape), dk (k's shape) and dv (v's shape). Pass the same
  *  options as to the forward. P is recomputed from lse; no N x L matrix is stored. With
  *  grouped-query attention, dk and dv sum over the query heads sharing a key head.
+ *  Half precision: q, k, v, out, dout, dq, dk, dv all PERFORMER_FLOAT16 or all
+ *  PERFORMER_BFLOAT16, lse PERFORMER_FLOAT32 (as the half forward writes it); the gradients
+ *  are summed in float32 and rounded once.
  *  Errors: as performer_softmax_forward (every pointer is required; dq, dk and dv must not
  *  overlap any argument or each other); nothing is written on error. */
 performer_status performer_softmax_backward(

@@ -38,7 +38,7 @@ extension DecoderHandle {
 /// The dtype argument of a decoder's create function.
 func decoderDType(_ dtype: performer_dtype) throws(PerformerError) -> DType {
     guard let type = Int32(exactly: dtype.rawValue).flatMap(DType.init(rawValue:)) else {
-        throw PerformerError(.dtypeMismatch, "dtype = \(Int32(truncatingIfNeeded: dtype.rawValue)) is not a performer_dtype (0 = float32, 1 = float64)")
+        throw PerformerError(.dtypeMismatch, "dtype = \(Int32(truncatingIfNeeded: dtype.rawValue)) is not a performer_dtype (\(DType.codeList))")
     }
     return type
 }

@@ -38,6 +38,7 @@ public func performer_favor_forward(
         switch q.dtype {
         case .float32: try forward(Float.self, q, k, v, p, out, initial, final, options)
         case .float64: try forward(Double.self, q, k, v, p, out, initial, final, options)
+        case .float16, .bfloat16: throw q.unsupportedHalf(in: "performer_favor_forward")
         }
     }
 }
@@ -87,6 +88,7 @@ public func performer_favor_backward(
         switch q.dtype {
         case .float32: try backward(Float.self, q, k, v, dout, p, dq, dk, dv, initial, dfinal, dinitial, options)
         case .float64: try backward(Double.self, q, k, v, dout, p, dq, dk, dv, initial, dfinal, dinitial, options)
+        case .float16, .bfloat16: throw q.unsupportedHalf(in: "performer_favor_backward")
         }
     }
 }

@@ -85,6 +85,8 @@ public func performer_favor_decoder_create(
         let made = switch type {
         case .float32: try make(Float.self)
         case .float64: try make(Double.self)
+        case .float16, .bfloat16:
+            throw PerformerError(.dtypeMismatch, "dtype = \(type.rawValue) (\(type.name)) is not supported by performer_favor_decoder_create yet (float32 and float64 only; docs/HALF_PRECISION.md)")
         }
         let handle = FavorDecoderHandle(made)
         decoder.pointee = try FavorDecoderHandle.register(handle)

@@ -73,6 +73,7 @@ public func performer_favor_features(
         case .float64:
             try FavorFeatures.forward(input: x.view(Double.self), projection: p, output: out.mutableView(Double.self),
                                       options: options)
+        case .float16, .bfloat16: throw x.unsupportedHalf(in: "performer_favor_features")
         }
     }
 }
@@ -96,6 +97,7 @@ public func performer_favor_features_backward(
         case .float64:
             try FavorFeatures.backward(input: x.view(Double.self), featureGradient: g.view(Double.self), projection: p,
                                        inputGradient: dx.mutableView(Double.self), options: options)
+        case .float16, .bfloat16: throw x.unsupportedHalf(in: "performer_favor_features_backward")
         }
     }
 }

@@ -76,6 +76,7 @@ public func performer_favor_projection_create_from_matrix(
     withStatus { () throws(PerformerError) in
         guard let projection else { throw PerformerError(.nullPointer, "projection is NULL") }
         let w = try TensorArgument(w, name: "W")
+        if w.dtype.isHalf { throw w.unsupportedHalf(in: "performer_favor_projection_create_from_matrix") }
         try expectMatrixShape(w)
         let (m, d) = (w.shape[2], w.shape[3])
         guard d >= 1 else { throw PerformerError(.invalidArgument, "W.shape[3] = 0: dim must be at least 1") }
@@ -97,7 +98,8 @@ private func expectMatrixShape(_ w: TensorArgument) throws(PerformerError) {
     }
 }
 
-/// Every element of `t` in row-major order, as Double. Strides and extent already checked.
+/// Every element of `t` in row-major order, as Double. Strides and extent already checked;
+/// half-precision tensors are refused before (no FAVOR+ function takes them yet).
 func gather(_ t: TensorArgument) -> [Double] {
     var result = [Double]()
     result.reserveCapacity(t.shape[0] * t.shape[1] * t.shape[2] * t.shape[3])
@@ -105,6 +107,7 @@ func gather(_ t: TensorArgument) -> [Double] {
         switch t.dtype {
         case .float32: result.append(Double(t.data.assumingMemoryBound(to: Float.self)[offset]))
         case .float64: result.append(t.data.assumingMemoryBound(to: Double.self)[offset])
+        case .float16, .bfloat16: preconditionFailure("\(t.name): half-precision tensors are refused before gather")
         }
     }
     return result
@@ -117,6 +120,7 @@ func scatter(_ values: [Double], into t: TensorArgument) {
         switch t.dtype {
         case .float32: t.data.assumingMemoryBound(to: Float.self)[offset] = Float(values[index])
         case .float64: t.data.assumingMemoryBound(to: Double.self)[offset] = values[index]
+        case .float16, .bfloat16: preconditionFailure("\(t.name): half-precision tensors are refused before scatter")
         }
         index += 1
     }
@@ -160,6 +164,7 @@ public func performer_favor_projection_get_matrix(
         switch out.dtype {
         case .float64: scatter(p.matrix, into: out)
         case .float32: scatter(p.matrixFloat.map { Double($0) }, into: out)
+        case .float16, .bfloat16: throw out.unsupportedHalf(in: "performer_favor_projection_get_matrix")
         }
     }
 }

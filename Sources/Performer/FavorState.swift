@@ -24,6 +24,7 @@ public func performer_favor_state(
         switch k.dtype {
         case .float32: try state(Float.self, k, v, p, initial, final, options)
         case .float64: try state(Double.self, k, v, p, initial, final, options)
+        case .float16, .bfloat16: throw k.unsupportedHalf(in: "performer_favor_state")
         }
     }
 }
@@ -66,6 +67,7 @@ public func performer_favor_state_backward(
         switch k.dtype {
         case .float32: try stateBackward(Float.self, k, v, p, (ds, dz), dk, dv, dinitial, initial, options)
         case .float64: try stateBackward(Double.self, k, v, p, (ds, dz), dk, dv, dinitial, initial, options)
+        case .float16, .bfloat16: throw k.unsupportedHalf(in: "performer_favor_state_backward")
         }
     }
 }

@@ -78,6 +78,7 @@ public func performer_linear_forward_with_denominators(
         switch q.dtype {
         case .float32: try forward(Float.self, q, k, v, out, initial, final, denominators, options)
         case .float64: try forward(Double.self, q, k, v, out, initial, final, denominators, options)
+        case .float16, .bfloat16: throw q.unsupportedHalf(in: "performer_linear_forward(_with_denominators)")
         }
     }
 }
@@ -121,6 +122,7 @@ public func performer_linear_backward(
         switch q.dtype {
         case .float32: try backward(Float.self, q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)
         case .float64: try backward(Double.self, q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)
+        case .float16, .bfloat16: throw q.unsupportedHalf(in: "performer_linear_backward")
         }
     }
 }

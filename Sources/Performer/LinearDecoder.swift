@@ -74,6 +74,8 @@ public func performer_linear_decoder_create(
         let made = switch type {
         case .float32: try make(Float.self)
         case .float64: try make(Double.self)
+        case .float16, .bfloat16:
+            throw PerformerError(.dtypeMismatch, "dtype = \(type.rawValue) (\(type.name)) is not supported by performer_linear_decoder_create yet (float32 and float64 only; docs/HALF_PRECISION.md)")
         }
         decoder.pointee = try LinearDecoderHandle.register(LinearDecoderHandle(made))
     }

@@ -19,6 +19,7 @@ public func performer_linear_state(
         switch k.dtype {
         case .float32: try state(Float.self, k, v, initial, (s, z), options)
         case .float64: try state(Double.self, k, v, initial, (s, z), options)
+        case .float16, .bfloat16: throw k.unsupportedHalf(in: "performer_linear_state")
         }
     }
 }
@@ -54,6 +55,7 @@ public func performer_linear_state_backward(
         switch k.dtype {
         case .float32: try stateBackward(Float.self, k, v, (ds, dz), dk, dv, dinitial, options)
         case .float64: try stateBackward(Double.self, k, v, (ds, dz), dk, dv, dinitial, options)
+        case .float16, .bfloat16: throw k.unsupportedHalf(in: "performer_linear_state_backward")
         }
     }
 }

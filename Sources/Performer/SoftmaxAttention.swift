@@ -40,11 +40,17 @@ public func performer_softmax_forward(
         let v = try TensorArgument(v, name: "v"), out = try TensorArgument(out, name: "out")
         var lseArgument: TensorArgument?
         if lse != nil { lseArgument = try TensorArgument(lse, name: "lse") }
-        try TensorArgument.expectSameDType([k, v, out] + (lseArgument.map { [$0] } ?? []), as: q)
+        try TensorArgument.expectSameDType([k, v, out], as: q)
+        if let lseArgument {
+            // A half call's log-sum-exp is float32 (performer.h, "Half precision").
+            if q.dtype.isHalf { try lseArgument.expectFloat32(in: q) } else { try TensorArgument.expectSameDType([lseArgument], as: q) }
+        }
         let options = try softmaxOptions(options, tensors: [q, k, v, out] + (lseArgument.map { [$0] } ?? []))
         switch q.dtype {
         case .float32: try forward(Float.self, q, k, v, out, lseArgument, options)
         case .float64: try forward(Double.self, q, k, v, out, lseArgument, options)
+        case .float16: try forwardHalf(Float16.self, q, k, v, out, lseArgument, options)
+        case .bfloat16: try forwardHalf(BFloat16.self, q, k, v, out, lseArgument, options)
         }
     }
 }
@@ -56,6 +62,15 @@ private func forward<T: AttentionScalar>(
     try SoftmaxAttention.forward(
         query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), output: out.mutableView(T.self),
         logSumExp: lse?.mutableView(T.self), options: options)
+}
+
+private func forwardHalf<H: HalfPrecisionScalar>(
+    _: H.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
+    _ lse: TensorArgument?, _ options: SoftmaxAttentionOptions
+) throws(PerformerError) {
+    try SoftmaxAttention.forward(
+        query: q.view(H.self), key: k.view(H.self), value: v.view(H.self), output: out.mutableView(H.self),
+        logSumExp: lse?.mutableView(Float.self), options: options)
 }
 
 @_cdecl("performer_softmax_backward")
@@ -72,11 +87,14 @@ public func performer_softmax_backward(
         let lse = try TensorArgument(lse, name: "lse"), dout = try TensorArgument(dout, name: "dout")
         let dq = try TensorArgument(dq, name: "dq"), dk = try TensorArgument(dk, name: "dk")
         let dv = try TensorArgument(dv, name: "dv")
-        try TensorArgument.expectSameDType([k, v, out, lse, dout, dq, dk, dv], as: q)
+        try TensorArgument.expectSameDType([k, v, out] + (q.dtype.isHalf ? [] : [lse]) + [dout, dq, dk, dv], as: q)
+        if q.dtype.isHalf { try lse.expectFloat32(in: q) }
         let options = try softmaxOptions(options, tensors: [q, k, v, out, lse, dout, dq, dk, dv])
         switch q.dtype {
         case .float32: try backward(Float.self, q, k, v, out, lse, dout, dq, dk, dv, options)
         case .float64: try backward(Double.self, q, k, v, out, lse, dout, dq, dk, dv, options)
+        case .float16: try backwardHalf(Float16.self, q, k, v, out, lse, dout, dq, dk, dv, options)
+        case .bfloat16: try backwardHalf(BFloat16.self, q, k, v, out, lse, dout, dq, dk, dv, options)
         }
     }
 }
@@ -90,4 +108,15 @@ private func backward<T: AttentionScalar>(
         query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), output: out.view(T.self),
         logSumExp: lse.view(T.self), outputGradient: dout.view(T.self), queryGradient: dq.mutableView(T.self),
         keyGradient: dk.mutableView(T.self), valueGradient: dv.mutableView(T.self), options: options)
+}
+
+private func backwardHalf<H: HalfPrecisionScalar>(
+    _: H.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
+    _ lse: TensorArgument, _ dout: TensorArgument, _ dq: TensorArgument, _ dk: TensorArgument,
+    _ dv: TensorArgument, _ options: SoftmaxAttentionOptions
+) throws(PerformerError) {
+    try SoftmaxAttention.backward(
+        query: q.view(H.self), key: k.view(H.self), value: v.view(H.self), output: out.view(H.self),
+        logSumExp: lse.view(Float.self), outputGradient: dout.view(H.self), queryGradient: dq.mutableView(H.self),
+        keyGradient: dk.mutableView(H.self), valueGradient: dv.mutableView(H.self), options: options)
 }

@@ -4,6 +4,11 @@
 import CPerformerABI
 import PerformerCore
 
+extension DType {
+    /// "0 = float32, 1 = float64, 2 = float16, 3 = bfloat16": the codes, for messages.
+    static var codeList: String { allCases.map { "\($0.rawValue) = \($0.name)" }.joined(separator: ", ") }
+}
+
 /// A checked tensor descriptor, not yet typed by its dtype.
 struct TensorArgument {
     let name: String
@@ -24,7 +29,7 @@ struct TensorArgument {
             throw PerformerError(.invalidArgument, "\(name).reserved = \(tensor.reserved) but must be 0")
         }
         guard let dtype = DType(rawValue: tensor.dtype) else {
-            throw PerformerError(.dtypeMismatch, "\(name).dtype = \(tensor.dtype) is not a performer_dtype (0 = float32, 1 = float64)")
+            throw PerformerError(.dtypeMismatch, "\(name).dtype = \(tensor.dtype) is not a performer_dtype (\(DType.codeList))")
         }
         let shape = SIMD4(Int(tensor.shape.0), Int(tensor.shape.1), Int(tensor.shape.2), Int(tensor.shape.3))
         let count = try TensorLayout.elementCount(shape, name: name)
@@ -57,11 +62,24 @@ struct TensorArgument {
         }
     }
 
-    func view<T: AttentionScalar>(_: T.Type) -> TensorView<T> {
+    /// The error of a function that does not take this tensor's half-precision dtype yet:
+    /// DTYPE_MISMATCH, before any of its 2-byte data is read.
+    func unsupportedHalf(in function: String) -> PerformerError {
+        PerformerError(.dtypeMismatch, "\(name).dtype = \(dtype.name) is not supported by \(function) yet (float32 and float64 only; docs/HALF_PRECISION.md)")
+    }
+
+    /// Throws unless this tensor is float32: the lse and states of a half-precision call.
+    func expectFloat32(in call: TensorArgument) throws(PerformerError) {
+        guard dtype == .float32 else {
+            throw PerformerError(.dtypeMismatch, "\(name).dtype = \(dtype.name) but must be float32 when \(call.name).dtype = \(call.dtype.name) (half-precision calls keep \(name) in float32)")
+        }
+    }
+
+    func view<T: TensorElement>(_: T.Type) -> TensorView<T> {
         TensorView(base: UnsafePointer(data.assumingMemoryBound(to: T.self)), shape: shape, strides: strides)
     }
 
-    func mutableView<T: AttentionScalar>(_: T.Type) -> MutableTensorView<T> {
+    func mutableView<T: TensorElement>(_: T.Type) -> MutableTensorView<T> {
         MutableTensorView(base: data.assumingMemoryBound(to: T.self), shape: shape, strides: strides)
     }
 }

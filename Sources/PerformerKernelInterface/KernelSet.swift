@@ -22,10 +22,12 @@ public struct KernelSet: Sendable {
     public var favorStep: FavorStepKernels
     public var linear: LinearKernels
     public var favorAttention: FavorAttentionKernels
+    public var halfConversion: HalfConversionKernels
 
     public init(isa: KernelISA, softmax: SoftmaxKernels, softmaxRows: SoftmaxRowKernels,
                 softmaxBackward: SoftmaxBackwardKernels, randomFeatures: RandomFeatureKernels,
-                favorStep: FavorStepKernels, linear: LinearKernels, favorAttention: FavorAttentionKernels) {
+                favorStep: FavorStepKernels, linear: LinearKernels, favorAttention: FavorAttentionKernels,
+                halfConversion: HalfConversionKernels) {
         self.isa = isa
         self.softmax = softmax
         self.softmaxRows = softmaxRows
@@ -34,5 +36,6 @@ public struct KernelSet: Sendable {
         self.favorStep = favorStep
         self.linear = linear
         self.favorAttention = favorAttention
+        self.halfConversion = halfConversion
     }
 }

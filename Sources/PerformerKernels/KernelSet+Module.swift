@@ -15,5 +15,6 @@ public func makeKernelSet() -> KernelSet {
               softmaxBackward: makeSoftmaxBackwardKernels(),
               randomFeatures: makeRandomFeatureKernels(), favorStep: makeFavorStepKernels(),
               linear: makeLinearKernels(),
-              favorAttention: makeFavorAttentionKernels())
+              favorAttention: makeFavorAttentionKernels(),
+              halfConversion: makeHalfConversionKernels())
 }

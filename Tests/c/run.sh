@@ -3,7 +3,8 @@
 # symbols are exactly the header's functions with the header's signatures, the library needs no
 # Swift toolchain, the examples build and check their own results, the ABI survives bad input
 # (Tests/c/test_abi.c and, for linear attention and FAVOR+, Tests/c/test_linear.c and
-# Tests/c/test_favor.c; the log-sum-exp merge in Tests/c/test_merge.c; the issue-13 probes in Tests/c/test_hardening.c, under every kernel build),
+# Tests/c/test_favor.c; the log-sum-exp merge in Tests/c/test_merge.c; the issue-13 probes in
+# Tests/c/test_hardening.c; float16/bfloat16 in Tests/c/test_half.c, under every kernel build),
 # threads, and dlopen/dlclose/dlopen.
 # Self-contained: builds the library if needed. The last line is "N passed, M failed";
 # the exit status is nonzero on any failure.
@@ -152,7 +153,7 @@ done
 
 # ---- 6. The ABI under attack, under each kernel build (portable: what a CPU without AVX runs).
 # Each test includes Tests/c/test_support.h (its CHECK, tensors and error checks).
-abi_tests=(test_abi test_linear test_favor test_hardening test_merge)
+abi_tests=(test_abi test_linear test_favor test_hardening test_merge test_half)
 run_abi() { LD_LIBRARY_PATH="$(dirname "$lib")" "$@"; }
 for test in "${abi_tests[@]}"; do
     step "build Tests/c/$test.c" gcc -std=c11 -O1 -g "${warn[@]}" -I"$root/include" -I"$root/Tests/c" \

@@ -6,6 +6,7 @@
 //   swift run -c release PerformerBench decode [pos ...]    µs/token: RNN step vs softmax + KV cache (1k 4k 16k)
 //   swift run -c release PerformerBench crossover [N ...]   causal linear vs causal softmax (default 256 … 8192)
 //   swift run -c release PerformerBench kvcache [L ...]    softmax N = 1 over a KV cache: µs/token, GB/s vs bandwidth
+//   swift run -c release PerformerBench half [N ...]       softmax in float32, float16, bfloat16 storage (default 4096)
 //
 // B = 1, H = 8, D = M = 64, float32, 2 threads (PERFORMER_NUM_THREADS overrides), medians of
 // repeated runs. Each table's header states its FLOP convention. The peak is the micro-kernel
@@ -31,8 +32,10 @@ case "decode":
     try runDecodeBench(positions: sizes.isEmpty ? [1024, 4096, 16384] : sizes, heads: heads, d: d, m: m)
 case "kvcache":
     runDecodeBenchmark(lengths: sizes.isEmpty ? [1024, 4096, 16384, 65536] : sizes, threads: threads)
+case "half":
+    try runHalfPrecisionBench(lengths: sizes.isEmpty ? [4096] : sizes, heads: heads, d: d)
 case "crossover":
     try runCrossoverBench(lengths: sizes.isEmpty ? [256, 512, 1024, 2048, 4096, 8192] : sizes, heads: heads, d: d)
 default:
-    print("unknown mode \(mode): softmax, linear, favor, decode, kvcache or crossover")
+    print("unknown mode \(mode): softmax, linear, favor, decode, kvcache, half or crossover")
 }

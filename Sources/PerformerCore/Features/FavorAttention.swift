@@ -254,7 +254,7 @@ struct FavorProblem {
         }
     }
 
-    static func checkFinite<T>(_ view: TensorView<T>, name: String) throws(PerformerError) {
+    static func checkFinite<T: AttentionScalar>(_ view: TensorView<T>, name: String) throws(PerformerError) {
         for i0 in 0..<view.shape[0] { for i1 in 0..<view.shape[1] { for i2 in 0..<view.shape[2] { for i3 in 0..<view.shape[3] {
             let value = view.base[i0 * view.strides[0] + i1 * view.strides[1] + i2 * view.strides[2] + i3 * view.strides[3]]
             if !value.isFinite {

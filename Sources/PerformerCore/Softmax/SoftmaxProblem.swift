@@ -76,7 +76,9 @@ extension StridedMatrix {
 
 extension MutableTensorView {
     func matrix(_ b: Int, _ h: Int, firstRow: Int = 0) -> StridedMatrix { readOnly.matrix(b, h, firstRow: firstRow) }
+}
 
+extension MutableTensorView where Element: AttentionScalar {
     /// Zeroes rows `rows` of head (b, h).
     func zeroRows(_ b: Int, _ h: Int, _ rows: Range<Int>) {
         let head = base + b * strides[0] + h * strides[1]

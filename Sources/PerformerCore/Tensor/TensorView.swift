@@ -1,7 +1,7 @@
 /// A read-only rank-4 strided view of memory the caller owns: `base[Σ index[i] · strides[i]]`.
 /// Strides are in elements and may be negative or zero; a B × N × H × D buffer is seen as
 /// B × H × N × D by permuting its strides, without a copy.
-public struct TensorView<Element: AttentionScalar>: @unchecked Sendable {
+public struct TensorView<Element: TensorElement>: @unchecked Sendable {
     public var base: UnsafePointer<Element>
     public var shape: SIMD4<Int>
     public var strides: SIMD4<Int>
@@ -15,7 +15,7 @@ public struct TensorView<Element: AttentionScalar>: @unchecked Sendable {
 }
 
 /// A writable rank-4 strided view (outputs). Its elements must not overlap each other.
-public struct MutableTensorView<Element: AttentionScalar>: @unchecked Sendable {
+public struct MutableTensorView<Element: TensorElement>: @unchecked Sendable {
     public var base: UnsafeMutablePointer<Element>
     public var shape: SIMD4<Int>
     public var strides: SIMD4<Int>

@@ -68,8 +68,15 @@ __all__ = [
 #: The version of the loaded libperformer.so (performer_version_string()).
 __version__ = _ext.version_string()
 
-_FLOAT32, _FLOAT64 = _np.dtype(_np.float32), _np.dtype(_np.float64)
-_FLOAT_FORMATS = {"f": _FLOAT32, "d": _FLOAT64}
+_FLOAT32, _FLOAT64, _FLOAT16 = _np.dtype(_np.float32), _np.dtype(_np.float64), _np.dtype(_np.float16)
+# float16 is storage only: softmax attention computes it in float32 (docs/HALF_PRECISION.md);
+# the functions that do not take it yet raise TypeError from the library.
+_FLOAT_FORMATS = {"f": _FLOAT32, "d": _FLOAT64, "e": _FLOAT16}
+
+
+def _lse_dtype(dtype):
+    """The row log-sum-exp's dtype: float32 for a float16 call, else the call's."""
+    return _FLOAT32 if dtype == _FLOAT16 else dtype
 _NATIVE_PREFIXES = "@=" + ("<" if _sys.byteorder == "little" else ">!")
 
 
@@ -86,7 +93,7 @@ def _tensor(name, obj, ndim, dtype=None, reference="q"):
         # The common case, without a memoryview (a third of a tiny call's cost); anything
         # unusual (another dtype, byte order or rank) takes the general path for its message.
         found = obj.dtype
-        if (found is _FLOAT32 or found is _FLOAT64) and obj.ndim == ndim and (dtype is None or found == dtype):
+        if (found is _FLOAT32 or found is _FLOAT64 or found is _FLOAT16) and obj.ndim == ndim and (dtype is None or found == dtype):
             return found, obj.shape
     try:
         view = memoryview(obj)
@@ -103,7 +110,7 @@ def _tensor(name, obj, ndim, dtype=None, reference="q"):
     found = _FLOAT_FORMATS.get(fmt[1:] if fmt[:1] and fmt[0] in _NATIVE_PREFIXES else fmt)
     if found is None:
         if dtype is None:
-            raise TypeError("%s has dtype %s; expected float32 or float64 in native byte order"
+            raise TypeError("%s has dtype %s; expected float32, float64 or float16 in native byte order"
                             % (name, _format_name(fmt)))
         raise TypeError("%s has dtype %s but %s has %s" % (name, _format_name(fmt), reference, dtype))
     if dtype is not None and found != dtype:
@@ -191,7 +198,8 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, ret
 
     Parameters
     ----------
-    q : buffer, B x H x N x D, float32 or float64
+    q : buffer, B x H x N x D, float32, float64 or float16 (float16 is computed in float32
+        and each output rounded once; the lse is then float32)
     k : buffer, B x Hk x L x D, same dtype; Hk must divide H (query head h reads key
         head h // (H // Hk): grouped-query / multi-query attention)
     v : buffer, B x Hk x L x M, same dtype (M may differ from D)
@@ -231,7 +239,7 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, ret
     kv_starts = _key_array("kv_starts", kv_starts, qs[0])
     return_lse = return_lse or lse is not None
     out = _output(out, (qs[0], qs[1], qs[2], vs[3]), dtype)
-    lse = _output(lse, (qs[0], qs[1], qs[2]), dtype) if return_lse else None
+    lse = _output(lse, (qs[0], qs[1], qs[2]), _lse_dtype(dtype)) if return_lse else None
     _ext.softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths, kv_starts)
     return (out, lse) if return_lse else out
 
@@ -259,7 +267,7 @@ def softmax_attention_backward(q, k, v, out, lse, dout, *, causal=False, scale=N
     out_shape = (qs[0], qs[1], qs[2], vs[3])
     _, os_ = _tensor("out", out, 4, dtype)
     _check_exact("out", os_, out_shape, "(B, H, N, M)")
-    _, ls = _tensor("lse", lse, 3, dtype)
+    _, ls = _tensor("lse", lse, 3, _lse_dtype(dtype), "q" if dtype != _FLOAT16 else "the lse of a float16 call")
     _check_exact("lse", ls, out_shape[:3], "(B, H, N)")
     _, ds = _tensor("dout", dout, 4, dtype)
     _check_exact("dout", ds, out_shape, "(B, H, N, M)")

@@ -9,6 +9,8 @@ from typing import Literal
 # Anything with the buffer protocol: NumPy arrays, memoryviews, ...
 _Buffer = Any
 _Floating = Union[np.float32, np.float64]
+# Softmax attention also takes float16 (computed in float32; its lse is float32).
+_SoftmaxFloating = Union[np.float32, np.float64, np.float16]
 
 __version__: str
 __all__: list[str]
@@ -18,24 +20,24 @@ def softmax_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., scale: Optional[float] = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., return_lse: Literal[False] = ...,
     out: Optional[_Buffer] = ..., lse: Optional[_Buffer] = ...,
-) -> NDArray[_Floating]: ...
+) -> NDArray[_SoftmaxFloating]: ...
 @overload
 def softmax_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., scale: Optional[float] = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., return_lse: Literal[True],
     out: Optional[_Buffer] = ..., lse: Optional[_Buffer] = ...,
-) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
+) -> Tuple[NDArray[_SoftmaxFloating], NDArray[_SoftmaxFloating]]: ...
 @overload
 def softmax_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., scale: Optional[float] = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., return_lse: bool = ...,
     out: Optional[_Buffer] = ..., lse: Optional[_Buffer] = ...,
-) -> Union[NDArray[_Floating], Tuple[NDArray[_Floating], NDArray[_Floating]]]: ...
+) -> Union[NDArray[_SoftmaxFloating], Tuple[NDArray[_SoftmaxFloating], NDArray[_SoftmaxFloating]]]: ...
 def softmax_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, out: _Buffer, lse: _Buffer, dout: _Buffer, *,
     causal: bool = ..., scale: Optional[float] = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     dq: Optional[_Buffer] = ..., dk: Optional[_Buffer] = ..., dv: Optional[_Buffer] = ...,
-) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating]]: ...
+) -> Tuple[NDArray[_SoftmaxFloating], NDArray[_SoftmaxFloating], NDArray[_SoftmaxFloating]]: ...
 def softmax_merge(
     out_a: _Buffer, lse_a: _Buffer, out_b: _Buffer, lse_b: _Buffer, *,
     out: Optional[_Buffer] = ..., lse: Optional[_Buffer] = ...,

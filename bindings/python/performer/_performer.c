@@ -85,7 +85,13 @@ typedef struct {
 static const char *
 dtype_name(int32_t dtype)
 {
-    return dtype == PERFORMER_FLOAT32 ? "float32" : "float64";
+    switch (dtype) {
+    case PERFORMER_FLOAT32: return "float32";
+    case PERFORMER_FLOAT64: return "float64";
+    case PERFORMER_FLOAT16: return "float16";
+    case PERFORMER_BFLOAT16: return "bfloat16";
+    default: return "unknown";
+    }
 }
 
 /* Maps a struct-module format string to a performer dtype; -1 when unsupported. Native or
@@ -110,6 +116,9 @@ parse_format(const char *format, Py_ssize_t itemsize)
     }
     if (strcmp(format, "d") == 0 && itemsize == 8) {
         return PERFORMER_FLOAT64;
+    }
+    if (strcmp(format, "e") == 0 && itemsize == 2) {
+        return PERFORMER_FLOAT16;  /* NumPy float16; the library computes it in float32 */
     }
     return -1;
 }
@@ -186,7 +195,7 @@ get_tensor_mode(PyObject *obj, tensor_arg *arg, int ndim, int writable, const te
     if (dtype < 0) {
         PyErr_Format(PyExc_TypeError,
                      "%s has unsupported element format '%s' (item size %zd): expected "
-                     "float32 ('f') or float64 ('d') in native byte order",
+                     "float32 ('f'), float64 ('d') or float16 ('e') in native byte order",
                      arg->name, view->format ? view->format : "B", view->itemsize);
         return -1;
     }
@@ -251,6 +260,15 @@ get_tensors(PyObject *const *objs, tensor_arg *t, int count, int first_output)
         }
     }
     return 0;
+}
+
+/* The dtype reference for lse: q, except in a half-precision call, whose lse is float32 (the
+ * library checks that and names it). */
+static const tensor_arg *
+lse_reference(const tensor_arg *q)
+{
+    int half = q->tensor.dtype == PERFORMER_FLOAT16 || q->tensor.dtype == PERFORMER_BFLOAT16;
+    return half ? NULL : q;
 }
 
 /* The tensor of an optional argument: NULL when it was None (not taken). */
@@ -408,7 +426,7 @@ softmax_forward(PyObject *module, PyObject *args)
     PyObject *result = NULL;
 
     if (get_tensors(obj, t, 4, 3) < 0 ||
-        (lse_obj != Py_None && get_tensor(lse_obj, &t[4], 3, 1, &t[0]) < 0)) {
+        (lse_obj != Py_None && get_tensor(lse_obj, &t[4], 3, 1, lse_reference(&t[0])) < 0)) {
         goto done;
     }
     if (get_softmax_options(&o, causal, scale, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
@@ -453,7 +471,8 @@ softmax_backward(PyObject *module, PyObject *args)
     for (int i = 0; i < 9; i++) {
         int ndim = i == 4 ? 3 : 4;
         int writable = i >= 6;
-        if (get_tensor(obj[i], &t[i], ndim, writable, i == 0 ? NULL : &t[0]) < 0) {
+        const tensor_arg *reference = i == 0 ? NULL : i == 4 ? lse_reference(&t[0]) : &t[0];
+        if (get_tensor(obj[i], &t[i], ndim, writable, reference) < 0) {
             goto done;
         }
     }

@@ -410,7 +410,7 @@ def raised(function, *args, **kwargs):
     (lambda q, k, v: (q, k, v[:, :, :5]), {}),                          # keys differ
     (lambda q, k, v: (q[:, :3], k, v), {}),                             # 3 heads, 2 key heads
     (lambda q, k, v: (q, k.float(), v), {}),                            # mixed dtypes
-    (lambda q, k, v: (q.half(), k.half(), v.half()), {}),               # float16
+    (lambda q, k, v: (q.half(), k.half(), v), {}),                      # float16 mixed with float32
     (lambda q, k, v: (q.int(), k.int(), v.int()), {}),                  # int32
     (lambda q, k, v: (q, k, v), {"kv_lengths": [1, 2, 3]}),             # B = 2
     (lambda q, k, v: (q, k, v), {"kv_lengths": [1, 8]}),                # > L

@@ -1,0 +1,230 @@
+/* test_half.c: float16 and bfloat16 tensors through the C ABI (performer.h, "Half precision").
+ * The half path is "widen to float32, run the float32 kernels, round each output once", so a
+ * half call must equal, bit for bit, the float32 call on the widened inputs with its results
+ * rounded here (to nearest, ties to even). Also: the forward against a float64 reference
+ * within one rounding, strided half views, the dtype errors (nothing written), and the
+ * functions that refuse half dtypes. Prints "N passed, M failed". */
+#define _GNU_SOURCE
+#include "test_support.h"
+
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- half <-> float, in C */
+
+static float bits_to_float(uint32_t x) { float f; memcpy(&f, &x, sizeof f); return f; }
+static uint32_t float_to_bits(float f) { uint32_t x; memcpy(&x, &f, sizeof x); return x; }
+
+static float f16_to_float(uint16_t h) {
+    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    float r = e == 0 ? ldexpf((float)m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexpf((float)(m | 0x400), e - 25);
+    return (h & 0x8000) ? -r : r;
+}
+
+/* Round to nearest even. */
+static uint16_t f16_from_float(float f) {
+    uint32_t x = float_to_bits(f), ax = x & 0x7fffffffu;
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    if (ax > 0x7f800000u) return sign | 0x7e00;                     /* NaN */
+    if (ax >= 0x477ff000u) return sign | 0x7c00;                    /* >= 65520: infinity */
+    if (ax < 0x38800000u) {                                         /* below 2^-14: subnormal */
+        return sign | (uint16_t)nearbyintf(bits_to_float(ax) * 16777216.0f);  /* units of 2^-24 */
+    }
+    return sign | (uint16_t)((ax + 0xfffu + ((ax >> 13) & 1) - 0x38000000u) >> 13);
+}
+
+static float bf16_to_float(uint16_t h) { return bits_to_float((uint32_t)h << 16); }
+
+static uint16_t bf16_from_float(float f) {
+    uint32_t x = float_to_bits(f);
+    if (isnan(f)) return (uint16_t)((x >> 16) | 0x40);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
+
+static float half_to_float(int dtype, uint16_t h) { return dtype == PERFORMER_FLOAT16 ? f16_to_float(h) : bf16_to_float(h); }
+static uint16_t half_from_float(int dtype, float f) { return dtype == PERFORMER_FLOAT16 ? f16_from_float(f) : bf16_from_float(f); }
+
+/* ---------------------------------------------------------------- half tensors */
+
+static performer_tensor_t half_new(int dtype, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
+    performer_tensor_t t;
+    memset(&t, 0, sizeof t);
+    size_t bytes = 2 * (size_t)(s0 * s1 * s2 * s3);
+    t.data = calloc(1, bytes < 64 ? 64 : bytes);
+    t.dtype = dtype;
+    t.shape[0] = s0; t.shape[1] = s1; t.shape[2] = s2; t.shape[3] = s3;
+    t.strides[3] = 1; t.strides[2] = s3; t.strides[1] = s2 * s3; t.strides[0] = s1 * s2 * s3;
+    return t;
+}
+
+static uint16_t *half_at(const performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d) {
+    return (uint16_t *)t->data + offset(t, a, b, c, d);
+}
+
+/* Random values rounded to the half type. */
+static void half_fill(performer_tensor_t *t, uint64_t seed) {
+    int64_t i = 0;
+    FOR4(t) *half_at(t, i0, i1, i2, i3) = half_from_float(t->dtype, (float)(2 * value_at(seed, i++)));
+}
+
+/* A float32 tensor holding the half tensor's values (exact). */
+static performer_tensor_t widened(const performer_tensor_t *h) {
+    performer_tensor_t t = tensor_new(PERFORMER_FLOAT32, h->shape[0], h->shape[1], h->shape[2], h->shape[3]);
+    FOR4(h) set_at(&t, i0, i1, i2, i3, half_to_float(h->dtype, *half_at(h, i0, i1, i2, i3)));
+    return t;
+}
+
+/* Whether half tensor h holds exactly float32 tensor f rounded to h's type. */
+static int equals_rounded(const performer_tensor_t *h, const performer_tensor_t *f) {
+    FOR4(h) {
+        if (*half_at(h, i0, i1, i2, i3) != half_from_float(h->dtype, (float)at(f, i0, i1, i2, i3))) return 0;
+    }
+    return 1;
+}
+
+static int same_bits(const performer_tensor_t *a, const performer_tensor_t *b) {
+    FOR4(a) if (*half_at(a, i0, i1, i2, i3) != *half_at(b, i0, i1, i2, i3)) return 0;
+    return 1;
+}
+
+static void all_free(performer_tensor_t *ts, int count) { for (int i = 0; i < count; i++) free(ts[i].data); }
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_codes(void) {
+    CHECK(PERFORMER_FLOAT16 == 2 && PERFORMER_BFLOAT16 == 3, "appended dtype codes");
+    /* The converters above against known bit patterns (they are the test's yardstick). */
+    CHECK(f16_from_float(1.0f) == 0x3c00 && f16_from_float(65504.0f) == 0x7bff && f16_from_float(65520.0f) == 0x7c00,
+          "f16 encoder");
+    CHECK(f16_from_float(1.0f + 0x1p-11f) == 0x3c00 && f16_from_float(1.0f + 3 * 0x1p-11f) == 0x3c02, "f16 ties to even");
+    CHECK(f16_from_float(0x1p-24f) == 0x0001 && f16_to_float(0x0001) == 0x1p-24f, "f16 subnormal");
+    CHECK(bf16_from_float(1.0f + 0x1p-8f) == 0x3f80 && bf16_from_float(1.0f + 3 * 0x1p-8f) == 0x3f82, "bf16 ties to even");
+}
+
+/* Forward and backward in `dtype` equal the float32 calls on the widened inputs, rounded once;
+ * the forward is within one rounding of the float64 reference. */
+static void test_matches_rounded_float32(int dtype, int causal, int threads) {
+    const int64_t B = 2, H = 4, Hk = 2, N = 37, L = 45, D = 16, M = 24;
+    performer_set_num_threads(threads);
+    performer_tensor_t q = half_new(dtype, B, H, N, D), k = half_new(dtype, B, Hk, L, D), v = half_new(dtype, B, Hk, L, M);
+    performer_tensor_t dout = half_new(dtype, B, H, N, M), out = half_new(dtype, B, H, N, M);
+    performer_tensor_t dq = half_new(dtype, B, H, N, D), dk = half_new(dtype, B, Hk, L, D), dv = half_new(dtype, B, Hk, L, M);
+    performer_tensor_t lse = tensor_new(PERFORMER_FLOAT32, B, H, N, 1);
+    half_fill(&q, 1); half_fill(&k, 2); half_fill(&v, 3); half_fill(&dout, 4);
+    performer_softmax_options_t options;
+    performer_softmax_options_init(&options);
+    options.causal = causal;
+    int64_t lengths[2] = {45, 30};
+    options.kv_lengths = lengths;
+    OK(performer_softmax_forward(&q, &k, &v, &out, &lse, &options), "half forward");
+    OK(performer_softmax_backward(&q, &k, &v, &out, &lse, &dout, &dq, &dk, &dv, &options), "half backward");
+
+    performer_tensor_t fq = widened(&q), fk = widened(&k), fv = widened(&v), fdout = widened(&dout);
+    performer_tensor_t fout = tensor_new(PERFORMER_FLOAT32, B, H, N, M), flse = tensor_new(PERFORMER_FLOAT32, B, H, N, 1);
+    OK(performer_softmax_forward(&fq, &fk, &fv, &fout, &flse, &options), "float32 forward");
+    CHECK(equals_rounded(&out, &fout), "%s forward: out is the float32 out rounded once", dtype == PERFORMER_FLOAT16 ? "f16" : "bf16");
+    CHECK(memcmp(lse.data, flse.data, sizeof(float) * (size_t)count_of(&lse)) == 0, "lse is the float32 lse");
+    /* Within one rounding of the float64 reference (float32 sums add ~1e-6). */
+    double u = dtype == PERFORMER_FLOAT16 ? 0x1p-11 : 0x1p-8, worst = 0;
+    for (int64_t b = 0; b < B; b++) for (int64_t h = 0; h < H; h++) for (int64_t i = 0; i < N; i++) {
+        double scores[45], top = -INFINITY, total = 0;
+        for (int64_t j = 0; j < L; j++) {
+            int seen = j < lengths[b] && (!causal || j <= i + (L - N));
+            double s = 0;
+            for (int64_t c = 0; c < D; c++) s += at(&fq, b, h, i, c) * at(&fk, b, h / 2, j, c);
+            scores[j] = seen ? s / 4.0 : -INFINITY;
+            if (scores[j] > top) top = scores[j];
+        }
+        for (int64_t j = 0; j < L; j++) total += exp(scores[j] - top);
+        for (int64_t c = 0; c < M; c++) {
+            double o = 0;
+            for (int64_t j = 0; j < L; j++) o += exp(scores[j] - top) / total * at(&fv, b, h / 2, j, c);
+            double got = half_to_float(dtype, *half_at(&out, b, h, i, c));
+            double excess = fabs(got - o) - (u * fabs(o) + 1e-5);
+            if (excess > worst) worst = excess;
+        }
+    }
+    CHECK(worst <= 0, "forward within one rounding of the float64 reference (excess %g)", worst);
+
+    performer_tensor_t fdq = tensor_new(PERFORMER_FLOAT32, B, H, N, D), fdk = tensor_new(PERFORMER_FLOAT32, B, Hk, L, D);
+    performer_tensor_t fdv = tensor_new(PERFORMER_FLOAT32, B, Hk, L, M), fout_half = widened(&out);
+    OK(performer_softmax_backward(&fq, &fk, &fv, &fout_half, &lse, &fdout, &fdq, &fdk, &fdv, &options), "float32 backward");
+    CHECK(equals_rounded(&dq, &fdq) && equals_rounded(&dk, &fdk) && equals_rounded(&dv, &fdv),
+          "backward: dq, dk, dv are the float32 gradients rounded once");
+    performer_tensor_t all[] = {q, k, v, dout, out, dq, dk, dv, lse, fq, fk, fv, fdout, fout, flse, fdq, fdk, fdv, fout_half};
+    all_free(all, (int)(sizeof all / sizeof all[0]));
+    performer_set_num_threads(0);
+}
+
+/* Reversed rows and a zero (broadcast) head stride give the contiguous result's bits. */
+static void test_strided_half_views(int dtype) {
+    const int64_t N = 20, L = 26, D = 8, M = 12;
+    performer_tensor_t q = half_new(dtype, 1, 2, N, D), k = half_new(dtype, 1, 1, L, D), v = half_new(dtype, 1, 1, L, M);
+    performer_tensor_t out = half_new(dtype, 1, 2, N, M), out2 = half_new(dtype, 1, 2, N, M);
+    half_fill(&q, 5); half_fill(&k, 6); half_fill(&v, 7);
+    /* Broadcast q's head 0 to both heads: stride 0 over heads. */
+    FOR4(&q) *half_at(&q, i0, 1, i2, i3) = *half_at(&q, i0, 0, i2, i3);
+    OK(performer_softmax_forward(&q, &k, &v, &out, NULL, NULL), "contiguous");
+    performer_tensor_t qb = q, kr = k;
+    qb.strides[1] = 0;
+    /* kk holds the keys in reverse; kr walks its rows backwards (stride -D): the same keys. */
+    performer_tensor_t kk = half_new(dtype, 1, 1, L, D);
+    kr.strides[2] = -D;
+    FOR4(&k) *half_at(&kk, i0, i1, L - 1 - i2, i3) = *half_at(&k, i0, i1, i2, i3);
+    kr.data = (uint16_t *)kk.data + (L - 1) * D;
+    OK(performer_softmax_forward(&qb, &kr, &v, &out2, NULL, NULL), "broadcast q, reversed k");
+    CHECK(same_bits(&out, &out2), "strided half views give the contiguous bits");
+    performer_tensor_t all[] = {q, k, v, out, out2, kk};
+    all_free(all, 6);
+}
+
+static void test_errors(int dtype) {
+    performer_tensor_t q = half_new(dtype, 1, 1, 4, 8), k = half_new(dtype, 1, 1, 5, 8), v = half_new(dtype, 1, 1, 5, 8);
+    performer_tensor_t out = half_new(dtype, 1, 1, 4, 8), lse16 = half_new(dtype, 1, 1, 4, 1);
+    performer_tensor_t k32 = tensor_new(PERFORMER_FLOAT32, 1, 1, 5, 8), badk = half_new(dtype, 1, 1, 5, 6);
+    half_fill(&q, 8); half_fill(&k, 9); half_fill(&v, 10);
+    for (int i = 0; i < 32; i++) ((uint16_t *)out.data)[i] = 0x1234;
+    expect_status("lse in the half type", performer_softmax_forward(&q, &k, &v, &out, &lse16, NULL),
+                  PERFORMER_ERROR_DTYPE_MISMATCH, "lse.dtype = ");
+    expect_status("k float32", performer_softmax_forward(&q, &k32, &v, &out, NULL, NULL), PERFORMER_ERROR_DTYPE_MISMATCH,
+                  "k.dtype = float32 but q.dtype = ");
+    expect_status("head dims", performer_softmax_forward(&q, &badk, &v, &out, NULL, NULL), PERFORMER_ERROR_SHAPE_MISMATCH,
+                  "k.shape[3] = 6 but q.shape[3] = 8 (head dim)");
+    expect_status("out over q", performer_softmax_forward(&q, &k, &v, &q, NULL, NULL), PERFORMER_ERROR_ALIASING, "overlaps");
+    int untouched = 1;
+    for (int i = 0; i < 32; i++) untouched &= ((uint16_t *)out.data)[i] == 0x1234;
+    CHECK(untouched, "nothing written on error");
+    performer_tensor_t odd = q;
+    odd.data = (char *)q.data + 1;
+    expect_status("misaligned half data", performer_softmax_forward(&odd, &k, &v, &out, NULL, NULL),
+                  PERFORMER_ERROR_INVALID_ARGUMENT, "is not aligned to 2 bytes");
+    /* Functions without half support refuse it by name, before reading data. */
+    expect_status("linear forward", performer_linear_forward(&q, &k, &v, &out, NULL, NULL, NULL, NULL, NULL),
+                  PERFORMER_ERROR_DTYPE_MISMATCH, "is not supported by performer_linear_forward");
+    performer_linear_decoder_t decoder = 0;
+    expect_status("linear decoder", performer_linear_decoder_create(&decoder, (performer_dtype)dtype, 1, 1, 1, 8, 8,
+                                                                   PERFORMER_FEATURE_ELU_PLUS_ONE, 1e-6),
+                  PERFORMER_ERROR_DTYPE_MISMATCH, "is not supported by performer_linear_decoder_create yet");
+    performer_favor_projection_t projection = 0;
+    expect_status("projection from a half matrix", performer_favor_projection_create_from_matrix(&projection, &k),
+                  PERFORMER_ERROR_DTYPE_MISMATCH, "is not supported by performer_favor_projection_create_from_matrix");
+    performer_tensor_t unknown = q;
+    unknown.dtype = 4;
+    expect_status("dtype 4", performer_softmax_forward(&unknown, &k, &v, &out, NULL, NULL), PERFORMER_ERROR_DTYPE_MISMATCH,
+                  "2 = float16, 3 = bfloat16");
+    performer_tensor_t all[] = {q, k, v, out, lse16, k32, badk};
+    all_free(all, 7);
+}
+
+int main(void) {
+    test_codes();
+    for (int dtype = PERFORMER_FLOAT16; dtype <= PERFORMER_BFLOAT16; dtype++) {
+        for (int causal = 0; causal < 2; causal++) {
+            test_matches_rounded_float32(dtype, causal, 1);
+            test_matches_rounded_float32(dtype, causal, 3);
+        }
+        test_strided_half_views(dtype);
+        test_errors(dtype);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}

@@ -1,0 +1,123 @@
+"""float16 NumPy arrays through performer.softmax_attention and its backward
+(docs/HALF_PRECISION.md): computed in float32, each output rounded once, lse in float32.
+
+Accuracy rule (FlashAttention's): against the float64 reference on the same float16 inputs,
+our output and every gradient has a max error <= 2x that of a straightforward float16
+implementation with float32 sums (`_float16_baseline`), plus a relative (L2) bound of 2e-3."""
+
+import numpy as np
+import pytest
+
+import performer
+import reference
+
+RNG = np.random.default_rng(20261205)
+
+
+def _float16_baseline(q, k, v, dout, causal=False, kv_lengths=None):
+    """Scores and probabilities materialized in float32, sums in float32, results in float16."""
+    f = np.float32
+    q, k, v, dout = (np.asarray(x, dtype=f) for x in (q, k, v, dout))
+    B, H, N, D = q.shape
+    Hk, L = k.shape[1], k.shape[2]
+    group = H // Hk
+    kk, vv = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+    i, j = np.arange(N)[:, None], np.arange(L)[None, :]
+    mask = np.ones((B, 1, N, L), dtype=bool)
+    if causal:
+        mask &= (j <= i + (L - N))[None, None]
+    if kv_lengths is not None:
+        mask &= j[None, None] < np.asarray(kv_lengths).reshape(B, 1, 1, 1)
+    s = f(1 / np.sqrt(D))
+    scores = np.where(mask, s * np.einsum("bhnd,bhld->bhnl", q, kk), f(-np.inf)).astype(f)
+    row_max = scores.max(axis=-1, keepdims=True)
+    p = np.exp(scores - row_max).astype(f)
+    p /= p.sum(axis=-1, keepdims=True)
+    out = np.einsum("bhnl,bhlm->bhnm", p, vv).astype(np.float16)
+    dvv = np.einsum("bhnl,bhnm->bhlm", p, dout)
+    dp = np.einsum("bhnm,bhlm->bhnl", dout, vv)
+    delta = (dout * out.astype(f)).sum(axis=-1, keepdims=True)
+    ds = p * (dp - delta)
+    dq = s * np.einsum("bhnl,bhld->bhnd", ds, kk)
+    dk = (s * np.einsum("bhnl,bhnd->bhld", ds, q)).reshape(B, Hk, group, L, D).sum(axis=2)
+    dv = dvv.reshape(B, Hk, group, L, v.shape[3]).sum(axis=2)
+    return tuple(x.astype(np.float16) for x in (out, dq, dk, dv))
+
+
+def _make(B, H, Hk, N, L, D, M):
+    return tuple(RNG.standard_normal(shape).astype(np.float16)
+                 for shape in ((B, H, N, D), (B, Hk, L, D), (B, Hk, L, M), (B, H, N, M)))
+
+
+def _max_error(x, y):
+    return float(np.max(np.abs(np.asarray(x, np.float64) - y))) if np.size(y) else 0.0
+
+
+@pytest.mark.parametrize("shape,causal,kv_lengths", [
+    ((2, 2, 2, 40, 33, 16, 24), False, None),
+    ((1, 4, 2, 70, 70, 32, 16), True, None),          # causal, grouped-query heads
+    ((2, 2, 1, 21, 30, 8, 8), True, [30, 11]),        # key lengths
+    ((1, 4, 1, 3, 200, 64, 64), False, None),         # few queries (the decoding path)
+])
+def test_float16_accuracy_rule(shape, causal, kv_lengths):
+    q, k, v, dout = _make(*shape)
+    out, lse = performer.softmax_attention(q, k, v, causal=causal, kv_lengths=kv_lengths, return_lse=True)
+    assert out.dtype == np.float16 and lse.dtype == np.float32
+    dq, dk, dv = performer.softmax_attention_backward(q, k, v, out, lse, dout, causal=causal, kv_lengths=kv_lengths)
+    assert dq.dtype == dk.dtype == dv.dtype == np.float16
+    ref_out, ref_lse, _ = reference.forward(q, k, v, causal, None, kv_lengths)
+    ref_grads = reference.backward(q, k, v, dout, causal, None, kv_lengths)
+    baseline = _float16_baseline(q, k, v, dout, causal, kv_lengths)
+    np.testing.assert_allclose(lse, ref_lse, rtol=1e-5, atol=1e-5)
+    for name, ours, exact, base in zip(("out", "dq", "dk", "dv"), (out, dq, dk, dv), (ref_out,) + ref_grads, baseline):
+        assert np.all(np.isfinite(ours)), name
+        ours_error, base_error = _max_error(ours, exact), _max_error(base, exact)
+        assert ours_error <= 2 * base_error + 1e-6, (name, ours_error, base_error)
+        relative = np.linalg.norm(ours.astype(np.float64) - exact) / np.linalg.norm(exact)
+        assert relative <= 2e-3, (name, relative)
+
+
+def test_float16_strided_views_match_contiguous():
+    q, k, v, dout = _make(2, 2, 2, 17, 19, 8, 12)
+    out, lse = performer.softmax_attention(q, k, v, return_lse=True)
+    # Sequence-major q, reversed keys, a transposed output buffer.
+    q_seq = np.ascontiguousarray(q.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+    k_rev = np.ascontiguousarray(k[:, :, ::-1])[:, :, ::-1]
+    out_buffer = np.zeros((2, 17, 2, 12), dtype=np.float16)
+    performer.softmax_attention(q_seq, k_rev, v, out=out_buffer.transpose(0, 2, 1, 3))
+    assert np.array_equal(out_buffer.transpose(0, 2, 1, 3), out)
+    dq, dk, dv = performer.softmax_attention_backward(q, k, v, out, lse, dout)
+    dq2, dk2, dv2 = performer.softmax_attention_backward(q_seq, k_rev, v, out, lse, dout)
+    for a, b in ((dq, dq2), (dk, dk2), (dv, dv2)):
+        assert np.array_equal(a, b)
+
+
+def test_float16_large_scores_do_not_overflow():
+    # |q.k| far past float16's 65504: the scores are float32.
+    q, k, v, _ = _make(1, 1, 1, 20, 20, 64, 8)
+    q, k = (x * np.float16(80) for x in (q, k))
+    out, lse = performer.softmax_attention(q, k, v, scale=1.0, return_lse=True)
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(lse))
+    assert np.max(np.abs(lse)) > 65504
+    ref_out, _, _ = reference.forward(q, k, v, scale=1.0)
+    assert _max_error(out, ref_out) <= 2 * _max_error(ref_out.astype(np.float16), ref_out) + 1e-3
+
+
+def test_float16_dtype_errors():
+    q, k, v, dout = _make(1, 1, 1, 4, 5, 8, 8)
+    with pytest.raises(TypeError, match="k has dtype float32 but q has float16"):
+        performer.softmax_attention(q, k.astype(np.float32), v)
+    out, lse = performer.softmax_attention(q, k, v, return_lse=True)
+    with pytest.raises(TypeError, match="lse has dtype float16 but the lse of a float16 call has float32"):
+        performer.softmax_attention_backward(q, k, v, out, lse.astype(np.float16), dout)
+    # A float16 lse buffer is refused by the library, naming lse; nothing is written.
+    out_buffer = np.full((1, 1, 4, 8), 7, dtype=np.float16)
+    with pytest.raises(TypeError, match="lse.dtype = float16 but must be float32"):
+        performer.softmax_attention(q, k, v, out=out_buffer, lse=np.zeros((1, 1, 4), dtype=np.float16))
+    assert np.all(out_buffer == 7)
+
+
+def test_functions_without_half_support_refuse_float16():
+    q, k, v, _ = _make(1, 1, 1, 4, 4, 8, 8)
+    with pytest.raises(TypeError, match=r"q.dtype = float16 is not supported by performer_linear_forward"):
+        performer.linear_attention(q, k, v)
