@@ -345,7 +345,8 @@ performer_status performer_softmax_backward(
  *
  *  Errors (nothing written in every case):
  *    PERFORMER_ERROR_NULL_POINTER        an argument is NULL, or a non-empty tensor's data is NULL
- *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, or differs from out_a's
+ *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, or differs from out_a's,
+ *                                        or is float16/bfloat16 (not supported here yet)
  *    PERFORMER_ERROR_SIZE_OVERFLOW       a negative shape, or a tensor's extent overflows 64 bits
  *    PERFORMER_ERROR_SHAPE_MISMATCH      a shape differs from out_a's (B x H x N x 1 for the lse)
  *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, an lse_a or lse_b

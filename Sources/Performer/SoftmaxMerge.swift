@@ -17,6 +17,7 @@ public func performer_softmax_merge(
         switch outA.dtype {
         case .float32: try merge(Float.self, outA, lseA, outB, lseB, out, lse)
         case .float64: try merge(Double.self, outA, lseA, outB, lseB, out, lse)
+        case .float16, .bfloat16: throw outA.unsupportedHalf(in: "performer_softmax_merge")
         }
     }
 }
