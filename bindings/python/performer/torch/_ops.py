@@ -488,3 +488,24 @@ def _favor_state_grad(ctx, dS, dz, _dc):
 
 torch.library.register_autograd("performer::favor_state", _favor_state_grad, setup_context=_favor_state_setup,
                                 lib=LIB)
+
+
+# ---------------------------------------------------------------------------------------------
+# The backward ops are not differentiable: an explicit error, not PyTorch's fallback (which warns
+# and returns wrong second derivatives).
+# ---------------------------------------------------------------------------------------------
+
+def _no_double_backward(name):
+    def setup(ctx, inputs, output):
+        pass
+
+    def backward(ctx, *grads):
+        raise RuntimeError("performer::%s is not differentiable: performer.torch gives first derivatives only "
+                           "(no double backward, no create_graph=True through its ops)" % name)
+
+    torch.library.register_autograd("performer::" + name, backward, setup_context=setup, lib=LIB)
+
+
+for _name in ("softmax_backward", "linear_backward", "linear_state_backward", "favor_backward",
+              "favor_state_backward"):
+    _no_double_backward(_name)

@@ -28,6 +28,16 @@ def _refuse(name, tensor):
                     "torch.ops.performer ops on it, which those transforms trace" % (name, type(tensor).__name__))
 
 
+def check(names, tensors):
+    """Checks the metadata of tensors about to be passed to an op (None allowed): a torch.Tensor,
+    strided, on the CPU, float32 or float64 -- TypeError naming the argument otherwise. Reads no
+    data, so it also runs on the fake and functional tensors of torch.compile / torch.export."""
+    for name, tensor in zip(names, tensors):
+        if tensor is not None and (not isinstance(tensor, _Tensor) or tensor.layout != _strided
+                                   or tensor.device.type != "cpu" or tensor.dtype not in DTYPE_CODES):
+            _refuse(name, tensor)
+
+
 def view(name, tensor):
     """The raw view of a CPU float32/float64 strided tensor, or TypeError naming the argument."""
     code = DTYPE_CODES.get(getattr(tensor, "dtype", None))

@@ -8,8 +8,8 @@ import performer as _performer
 
 from . import _ops
 from ._direct import direct
-from ._tensors import key_tensor
-from .linear import heads_arg, state_arg
+from ._tensors import check, key_tensor
+from .linear import _STATE_NAMES, heads_arg, state_arg
 from .softmax import scale_arg
 
 __all__ = ["favor_attention", "favor_state"]
@@ -61,13 +61,15 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     if return_state:
         _performer._favor_needs_causal("return_state=True", causal)
     W, held = projection_args(projection)
+    kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if direct(q, k, v, *state, W):
         out, S, z, c = _ops.favor_forward(q, k, v, W if held is None else held, *state, causal, code, scale, eps,
                                           relu_offset, kv_lengths, kv_starts, return_state)
     else:
-        out, S, z, c = _ops.ops.favor(q, k, v, matrix_of(held) if W is None else W, *state, causal, code, scale,
-                                      eps, relu_offset, key_tensor("kv_lengths", kv_lengths),
-                                      key_tensor("kv_starts", kv_starts), return_state)
+        W = matrix_of(held) if W is None else W
+        check(("q", "k", "v") + _STATE_NAMES + ("W",), (q, k, v) + state + (W,))
+        out, S, z, c = _ops.ops.favor(q, k, v, W, *state, causal, code, scale, eps, relu_offset, kv_lengths,
+                                      kv_starts, return_state)
     return (out, (S, z, c)) if return_state else out
 
 
@@ -81,8 +83,10 @@ def favor_state(k, v, projection, *, features="positive", scale=None, kv_lengths
     state = state_arg("initial_state", initial_state, _performer._TRIPLE)
     hs = heads_arg(heads, state, k)
     W, held = projection_args(projection)
+    kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if direct(k, v, *state, W):
         return _ops.favor_state_forward(k, v, W if held is None else held, *state, hs, code, scale, relu_offset,
                                         kv_lengths, kv_starts)
-    return _ops.ops.favor_state(k, v, matrix_of(held) if W is None else W, *state, hs, code, scale, relu_offset,
-                                key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts))
+    W = matrix_of(held) if W is None else W
+    check(("k", "v") + _STATE_NAMES + ("W",), (k, v) + state + (W,))
+    return _ops.ops.favor_state(k, v, W, *state, hs, code, scale, relu_offset, kv_lengths, kv_starts)

@@ -1,13 +1,17 @@
 """Linear attention ("Transformers are RNNs", ALGORITHMS.md section 2) on tensors: performer::linear
 and performer::linear_state."""
 
+import torch
+
 import performer as _performer
 
 from . import _ops
 from ._direct import direct
-from ._tensors import key_tensor
+from ._tensors import check, key_tensor
 
 __all__ = ["linear_attention", "linear_state"]
+
+_STATE_NAMES = ("initial_state[0] (S)", "initial_state[1] (z)", "initial_state[2] (c)")
 
 
 def state_arg(name, value, labels):
@@ -22,7 +26,7 @@ def heads_arg(heads, initial_state, k):
     """Hs of a state-only call: heads, else the initial state's S.shape[1], else k.shape[1]."""
     if heads is not None:
         return _performer._size("heads", heads)
-    if initial_state[0] is not None and initial_state[0].dim() == 4:
+    if isinstance(initial_state[0], torch.Tensor) and initial_state[0].dim() == 4:
         return initial_state[0].shape[1]
     _ops.rank("k", k, 4)
     return k.shape[1]
@@ -46,12 +50,13 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, no
     fmap = _performer._feature_map(feature_map)
     eps = _performer._real("eps", eps)
     S0, z0 = state_arg("initial_state", initial_state, _performer._PAIR)
+    kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if direct(q, k, v, S0, z0):
         out, S, z = _ops.linear_forward(q, k, v, S0, z0, causal, fmap, eps, normalize, kv_lengths, kv_starts,
                                         return_state)
     else:
-        out, S, z = _ops.ops.linear(q, k, v, S0, z0, causal, fmap, eps, normalize,
-                                    key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts),
+        check(("q", "k", "v") + _STATE_NAMES, (q, k, v, S0, z0))
+        out, S, z = _ops.ops.linear(q, k, v, S0, z0, causal, fmap, eps, normalize, kv_lengths, kv_starts,
                                     return_state)
     return (out, (S, z)) if return_state else out
 
@@ -65,7 +70,8 @@ def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, kv_starts=None, 
     fmap = _performer._feature_map(feature_map)
     S0, z0 = state_arg("initial_state", initial_state, _performer._PAIR)
     hs = heads_arg(heads, (S0, z0), k)
+    kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if direct(k, v, S0, z0):
         return _ops.linear_state_forward(k, v, S0, z0, hs, fmap, kv_lengths, kv_starts)
-    return _ops.ops.linear_state(k, v, S0, z0, hs, fmap, key_tensor("kv_lengths", kv_lengths),
-                                 key_tensor("kv_starts", kv_starts))
+    check(("k", "v") + _STATE_NAMES, (k, v, S0, z0))
+    return _ops.ops.linear_state(k, v, S0, z0, hs, fmap, kv_lengths, kv_starts)

@@ -4,7 +4,7 @@ import torch
 
 from . import _ops
 from ._direct import direct
-from ._tensors import key_tensor
+from ._tensors import check, key_tensor
 
 __all__ = ["softmax_attention"]
 
@@ -41,9 +41,10 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_
     """
     causal = bool(causal)
     scale = scale_arg(scale)
+    kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if direct(q, k, v):
         out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, return_lse)
     else:
-        out, lse = _ops.ops.softmax(q, k, v, causal, scale, key_tensor("kv_lengths", kv_lengths),
-                                    key_tensor("kv_starts", kv_starts))
+        check(("q", "k", "v"), (q, k, v))
+        out, lse = _ops.ops.softmax(q, k, v, causal, scale, kv_lengths, kv_starts)
     return (out, lse) if return_lse else out
