@@ -15,6 +15,7 @@ read from.
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
+import performer as _performer
 from performer import FavorProjection
 from performer import _performer as _ext
 
@@ -64,6 +65,23 @@ def rank(name, tensor, ndim):
     if tensor.dim() != ndim:
         raise ValueError("%s must have %d dimensions (%s), but it has %d (shape %s)"
                          % (name, ndim, _LAYOUTS[ndim], tensor.dim(), tuple(tensor.shape)))
+
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+
+
+def fake_checks(q, k, v, *others):
+    """The library's checks a fake kernel can make without data, with its messages, so that
+    torch.compile / torch.export reject at trace time what the CPU kernel would: one dtype for
+    every tensor given (others: (name, tensor) pairs, None skipped) and, with q, the q/k/v shapes."""
+    reference = ("q", q) if q is not None else ("k", k)
+    tensors = [("k", k), ("v", v)] + [pair for pair in others if pair[1] is not None]
+    for name, tensor in tensors:
+        if tensor.dtype != reference[1].dtype:
+            raise TypeError("%s has dtype %s but %s has %s" % (name, _DTYPE_NAMES.get(tensor.dtype, tensor.dtype),
+                                                              reference[0], _DTYPE_NAMES[reference[1].dtype]))
+    if q is not None:
+        _performer._check_qkv(tuple(q.shape), tuple(k.shape), tuple(v.shape))
 
 
 def _float(name, tensor):
@@ -142,6 +160,7 @@ def _softmax(q, k, v, causal, scale, kv_lengths, kv_starts):
 @torch.library.register_fake("performer::softmax", lib=LIB)
 def _softmax_fake(q, k, v, causal, scale, kv_lengths, kv_starts):
     out_shape, lse_shape = softmax_shapes(q, k, v)
+    fake_checks(q, k, v)
     return q.new_empty(out_shape), q.new_empty(lse_shape)
 
 
@@ -208,6 +227,7 @@ def linear_forward(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_leng
 @torch.library.register_fake("performer::linear", lib=LIB)
 def _linear_fake(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_lengths, kv_starts, return_state):
     out_shape, s_shape = linear_shapes(q, k, v)
+    fake_checks(q, k, v, ("initial_state[0] (S)", S0), ("initial_state[1] (z)", z0))
     if return_state:
         return q.new_empty(out_shape), q.new_empty(s_shape), q.new_empty(s_shape[:3])
     return q.new_empty(out_shape), _empty(q), _empty(q)
@@ -281,6 +301,7 @@ def linear_state_forward(k, v, S0, z0, heads, feature_map, kv_lengths, kv_starts
 @torch.library.register_fake("performer::linear_state", lib=LIB)
 def _linear_state_fake(k, v, S0, z0, heads, feature_map, kv_lengths, kv_starts):
     s_shape = _linear_state_shape(k, v, heads)
+    fake_checks(None, k, v, ("initial_state[0] (S)", S0), ("initial_state[1] (z)", z0))
     return k.new_empty(s_shape), k.new_empty(s_shape[:3])
 
 
@@ -372,10 +393,17 @@ def favor_forward(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_off
     return (out,) + final
 
 
+def _fake_dim(name, x, W):
+    if x.shape[3] != W.shape[1]:
+        raise ValueError("%s.shape[3] = %d but projection.dim = %d" % (name, x.shape[3], W.shape[1]))
+
+
 @torch.library.register_fake("performer::favor", lib=LIB)
 def _favor_fake(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_offset, kv_lengths, kv_starts,
                 return_state):
     out_shape, s_shape = favor_shapes(q, k, v, W, features)
+    fake_checks(q, k, v, *zip(_TRIPLE, (S0, z0, c0)))
+    _fake_dim("q", q, W)
     if return_state:
         return q.new_empty(out_shape), q.new_empty(s_shape), q.new_empty(s_shape[:3]), q.new_empty(s_shape[:3])
     return q.new_empty(out_shape), _empty(q), _empty(q), _empty(q)
@@ -449,6 +477,8 @@ def favor_state_forward(k, v, W, S0, z0, c0, heads, features, scale, relu_offset
 @torch.library.register_fake("performer::favor_state", lib=LIB)
 def _favor_state_fake(k, v, W, S0, z0, c0, heads, features, scale, relu_offset, kv_lengths, kv_starts):
     s_shape = _favor_state_shape(k, v, W, heads, features)
+    fake_checks(None, k, v, *zip(_TRIPLE, (S0, z0, c0)))
+    _fake_dim("k", k, W)
     return k.new_empty(s_shape), k.new_empty(s_shape[:3]), k.new_empty(s_shape[:3])
 
 

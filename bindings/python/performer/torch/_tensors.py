@@ -55,7 +55,10 @@ def view(name, tensor):
 
 
 def _view_of_subclass(name, tensor, code):
-    # A tensor subclass (e.g. nn.Parameter) is read through its data, if it has any.
+    # A tensor subclass (e.g. nn.Parameter) is read through its data, if it has any; one that
+    # intercepts dispatch (FakeTensor, a functional or wrapper tensor) has none to read.
+    if type(tensor).__torch_dispatch__ is not _Tensor.__torch_dispatch__:
+        _refuse(name, tensor)
     try:
         tensor = tensor.detach()
         if tensor.is_neg():
