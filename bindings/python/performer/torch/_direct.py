@@ -22,8 +22,12 @@ def direct(*tensors):
         return False
     if _functorch_active() or _dispatch_modes() or _function_mode():
         return False
-    grad = _grad_enabled()
-    for t in tensors:
-        if t is not None and (type(t) is not _Tensor or (grad and t.requires_grad)):
-            return False
+    if _grad_enabled():
+        for t in tensors:
+            if t is not None and (type(t) is not _Tensor or t.requires_grad):
+                return False
+    else:
+        for t in tensors:
+            if t is not None and type(t) is not _Tensor:
+                return False
     return True

@@ -85,7 +85,7 @@ def fake_checks(q, k, v, *others):
 
 
 def _float(name, tensor):
-    if tensor.dtype not in (torch.float32, torch.float64):
+    if tensor.dtype not in _DTYPE_NAMES:
         raise TypeError("%s has dtype %s; expected torch.float32 or torch.float64" % (name, tensor.dtype))
 
 
@@ -134,9 +134,10 @@ def projection_of(W):
 # ---------------------------------------------------------------------------------------------
 
 def softmax_shapes(q, k, v):
-    rank("q", q, 4)
-    rank("k", k, 4)
-    rank("v", v, 4)
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        rank("q", q, 4)
+        rank("k", k, 4)
+        rank("v", v, 4)
     _float("q", q)
     return q.shape[:3] + v.shape[3:], q.shape[:3]
 

@@ -11,6 +11,7 @@ from ._tensors import view
 
 __all__ = ["LinearDecoder", "FavorDecoder"]
 
+_grad_enabled = torch.is_grad_enabled
 _NAMES = {torch.float32: "float32", torch.float64: "float64"}
 _STATE_NAMES = ("state[0] (S)", "state[1] (z)", "state[2] (c)")
 
@@ -38,7 +39,9 @@ class _TensorDecoder:
         return self._torch_dtype
 
     def _tokens(self, q, k, v, out):
-        _no_grad_needed(q, k, v)
+        if _grad_enabled() and (getattr(q, "requires_grad", False) or getattr(k, "requires_grad", False)
+                                or getattr(v, "requires_grad", False)):
+            _no_grad_needed(q, k, v)
         return view("q", q), view("k", k), view("v", v), view("out", out)
 
     def _state_tensors(self):

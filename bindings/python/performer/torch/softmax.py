@@ -40,8 +40,10 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_
     dispatcher (and, without return_lse, the log-sum-exp).
     """
     causal = bool(causal)
-    scale = scale_arg(scale)
-    kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    if scale is not None:
+        scale = scale_arg(scale)
+    if kv_lengths is not None or kv_starts is not None:
+        kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if direct(q, k, v):
         out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, return_lse)
     else:
