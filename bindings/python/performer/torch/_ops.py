@@ -139,15 +139,18 @@ def softmax_shapes(q, k, v):
         rank("k", k, 4)
         rank("v", v, 4)
     _float("q", q)
-    return q.shape[:3] + v.shape[3:], q.shape[:3]
+    B, H, N, _ = q.shape  # plain tuples: slicing a torch.Size costs microseconds
+    return (B, H, N, v.shape[3]), (B, H, N)
 
 
 def softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, with_lse):
     """(out, lse) of softmax attention; lse is None unless with_lse (the direct eager path's saving)."""
     views = [view("q", q), view("k", k), view("v", v)]
-    out_shape, lse_shape = softmax_shapes(q, k, v)
-    out = q.new_empty(out_shape)
-    lse = q.new_empty(lse_shape) if with_lse else None
+    if q.dim() != 4 or v.dim() != 4:
+        softmax_shapes(q, k, v)  # raises
+    B, H, N, _ = q.shape
+    out = q.new_empty((B, H, N, v.shape[3]))
+    lse = q.new_empty((B, H, N)) if with_lse else None
     _ext.softmax_forward(*views, view("out", out), None if lse is None else view("lse", lse), causal, scale,
                          keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
     return out, lse

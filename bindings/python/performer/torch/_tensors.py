@@ -41,7 +41,7 @@ def check(names, tensors):
 def view(name, tensor):
     """The raw view of a CPU float32/float64 strided tensor, or TypeError naming the argument."""
     code = DTYPE_CODES.get(getattr(tensor, "dtype", None))
-    if code is None or type(tensor) is not _Tensor or not tensor.is_cpu or tensor.layout is not _strided:
+    if code is None or type(tensor) is not _Tensor or not tensor.is_cpu:
         if isinstance(tensor, _Tensor) and code is not None and tensor.is_cpu and tensor.layout is _strided:
             return _view_of_subclass(name, tensor, code)
         _refuse(name, tensor)
@@ -49,6 +49,9 @@ def view(name, tensor):
         # A lazily negated view (torch._neg_view) has no memory holding its values.
         tensor = tensor.resolve_neg()
     try:
+        # No layout check on this path (a few hundred ns per tensor): a plain torch.Tensor of
+        # another layout (sparse, mkldnn, nested) has no strides and stride() raises; subclasses
+        # (jagged nested tensors) take _view_of_subclass, which checks the layout.
         return (tensor.data_ptr(), tensor.shape, tensor.stride(), code, True)
     except RuntimeError:
         _refuse(name, tensor)
