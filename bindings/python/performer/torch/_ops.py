@@ -151,8 +151,10 @@ def softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, with_lse):
     B, H, N, _ = q.shape
     out = q.new_empty((B, H, N, v.shape[3]))
     lse = q.new_empty((B, H, N)) if with_lse else None
+    if kv_lengths is not None or kv_starts is not None:
+        kv_lengths, kv_starts = keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts)
     _ext.softmax_forward(*views, view("out", out), None if lse is None else view("lse", lse), causal, scale,
-                         keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+                         kv_lengths, kv_starts)
     return out, lse
 
 
