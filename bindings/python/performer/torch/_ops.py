@@ -171,7 +171,7 @@ def _softmax_fake(q, k, v, causal, scale, kv_lengths, kv_starts):
 
 
 @torch.library.impl(LIB, "softmax_backward", "CPU")
-def _softmax_backward(q, k, v, out, lse, dout, causal, scale, kv_lengths, kv_starts):
+def softmax_backward_kernel(q, k, v, out, lse, dout, causal, scale, kv_lengths, kv_starts):
     views = [view("q", q), view("k", k), view("v", v), view("out", out), view("lse", lse), view("dout", dout)]
     rank("q", q, 4), rank("k", k, 4), rank("v", v, 4)
     dq, dk, dv = q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)

@@ -1,9 +1,10 @@
 """Exact softmax attention on tensors (ALGORITHMS.md section 1): performer::softmax."""
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from . import _ops
-from ._direct import direct
+from ._direct import direct, eager
 from ._tensors import check, key_tensor
 
 __all__ = ["softmax_attention"]
@@ -19,6 +20,26 @@ def scale_arg(scale):
         return float(scale)
     except (TypeError, ValueError):
         raise TypeError("scale must be None or a real number, not %s" % type(scale).__name__) from None
+
+
+class _SoftmaxFunction(torch.autograd.Function):
+    """performer::softmax's autograd (the same kernels and formula) for eager calls: a
+    torch.autograd.Function costs less per call than the op's registered Python formula."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal, scale, kv_lengths, kv_starts):
+        out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, True)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.options = (causal, scale, kv_lengths, kv_starts)
+        ctx.mark_non_differentiable(lse)
+        return out, lse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, _dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = _ops.softmax_backward_kernel(q, k, v, out, lse, dout, *ctx.options)
+        return dq, dk, dv, None, None, None, None
 
 
 def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_starts=None, return_lse=False):
@@ -46,6 +67,8 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_
         kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if direct(q, k, v):
         out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, return_lse)
+    elif eager(q, k, v):
+        out, lse = _SoftmaxFunction.apply(q, k, v, causal, scale, kv_lengths, kv_starts)
     else:
         check(("q", "k", "v"), (q, k, v))
         out, lse = _ops.ops.softmax(q, k, v, causal, scale, kv_lengths, kv_starts)
