@@ -84,11 +84,35 @@ def torch_cases() -> list[tuple[str, Callable[[], object]]]:
         return []
     q1 = torch.randn(1, 1, 1, 64)
     q8 = torch.randn(1, 8, 1, 64)
+    g1 = q1.clone().requires_grad_()
+    W = torch.randn(64, 64)
+    ops = torch.ops.performer
+    B, H, D, M = 1, 8, 64, 64
+    token = torch.randn(B, H, D), torch.randn(B, H, D), torch.randn(B, H, M)
+    step_out = torch.empty(B, H, M)
+    S, z = torch.zeros(B, H, D, M), torch.zeros(B, H, D)
+    decoder = pt.LinearDecoder(B, H, D, M)
+    favor_decoder = pt.FavorDecoder(W, B, H, M)
     return [
         ("torch SDPA 1x1x1x64 (reference)", lambda: F.scaled_dot_product_attention(q1, q1, q1)),
         ("performer.torch.softmax_attention 1x1x1x64", lambda: pt.softmax_attention(q1, q1, q1)),
+        ("torch.ops.performer.softmax 1x1x1x64 (dispatcher, with lse)",
+         lambda: ops.softmax(q1, q1, q1, False, None, None, None)),
+        ("performer.torch.softmax_attention 1x1x1x64, q requires grad (autograd op)",
+         lambda: pt.softmax_attention(g1, q1, q1)),
+        ("torch SDPA 1x1x1x64, q requires grad (reference)", lambda: F.scaled_dot_product_attention(g1, q1, q1)),
         ("torch SDPA 1x8x1x64 (reference)", lambda: F.scaled_dot_product_attention(q8, q8, q8)),
         ("performer.torch.softmax_attention 1x8x1x64", lambda: pt.softmax_attention(q8, q8, q8)),
+        ("performer.torch.linear_attention 1x1x1x64", lambda: pt.linear_attention(q1, q1, q1)),
+        ("torch.ops.performer.linear 1x1x1x64 (dispatcher)",
+         lambda: ops.linear(q1, q1, q1, None, None, False, 0, 1e-6, True, None, None, False)),
+        ("performer.torch.favor_attention 1x1x1x64 (W 64x64 tensor)", lambda: pt.favor_attention(q1, q1, q1, W)),
+        ("torch.ops.performer.favor 1x1x1x64 (dispatcher)",
+         lambda: ops.favor(q1, q1, q1, W, None, None, None, False, 0, None, 0.0, 1e-3, None, None, False)),
+        ("performer.torch.LinearDecoder.step B=1 H=8 D=M=64", lambda: decoder.step(*token)),
+        ("performer.torch.LinearDecoder.step (out=)", lambda: decoder.step(*token, step_out)),
+        ("performer.torch.LinearDecoder.step on a caller state", lambda: decoder.step(*token, step_out, state=(S, z))),
+        ("performer.torch.FavorDecoder.step B=1 H=8 D=M=64 m=64", lambda: favor_decoder.step(*token)),
     ]
 
 

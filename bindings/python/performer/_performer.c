@@ -1,7 +1,9 @@
 /*
  * performer._performer: the CPython extension over libperformer's C ABI (include/performer.h).
  *
- * Inputs and outputs are any objects with the buffer protocol (NumPy arrays, memoryviews):
+ * Inputs and outputs are any objects with the buffer protocol (NumPy arrays, memoryviews),
+ * or raw views (data_address, shape, strides_in_elements, dtype_code, writable) -- the
+ * NumPy-free path of performer.torch, see get_raw_view:
  * float32 ('f') or float64 ('d'), rank 4 (rank 3 for lse, seen by the C library as
  * B x H x N x 1), any strides that are whole multiples of the item size, negative included.
  * The extension does not allocate results: the Python layer (performer/__init__.py) passes
@@ -79,6 +81,7 @@ typedef struct {
     const char *name;    /* the argument's name in messages */
     Py_buffer view;
     int held;            /* view must be released */
+    int present;         /* tensor is filled in (a buffer or a raw view was given) */
     performer_tensor_t tensor;
 } tensor_arg;
 
@@ -173,9 +176,112 @@ get_tensor(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_
 
 /* As get_tensor; with token != 0, obj is a rank-3 B x H x features array (one position of
  * the decoder) and is passed as B x H x 1 x features. */
+/* Rank-3 arguments seen by the library as rank 4: a decoder token (B x H x features) as
+ * B x H x 1 x features, else lse (B x H x N) as B x H x N x 1. */
+static void
+extend_rank3(performer_tensor_t *t, int ndim, int token)
+{
+    if (ndim == 3 && token) {
+        t->shape[3] = t->shape[2];
+        t->strides[3] = t->strides[2];
+        t->shape[2] = 1;
+        t->strides[2] = t->shape[3] * t->strides[3];
+    } else if (ndim == 3) {
+        t->shape[3] = 1;
+        t->strides[3] = 1;
+    }
+}
+
+/* The ndim ints of a raw view's shape or strides tuple into values; -1 with an exception set on error. */
+static int
+raw_view_ints(PyObject *tuple, const char *name, const char *what, int ndim, int64_t *values)
+{
+    if (!PyTuple_Check(tuple) || PyTuple_Size(tuple) != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s must have %d dimensions (%s of the raw view: %R)", name, ndim, what, tuple);
+        return -1;
+    }
+    for (int i = 0; i < ndim; i++) {
+        long long value = PyLong_AsLongLong(PyTuple_GetItem(tuple, i));
+        if (value == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s: %s[%d] of the raw view is not a 64-bit int", name, what, i);
+            return -1;
+        }
+        values[i] = (int64_t)value;
+    }
+    return 0;
+}
+
+/*
+ * The NumPy-free way in (performer.torch): obj is a raw view, the tuple
+ * (data_address, shape, strides_in_elements, dtype_code, writable) describing memory its
+ * caller keeps alive for the call. Written with the limited C API only (no Py_buffer, no
+ * PyTuple_GET_ITEM) so that this path survives an abi3 build of the extension. Nothing is
+ * held: arg->held stays 0 (arg->present says it was given). Same checks and messages as the
+ * buffer path.
+ */
+static int
+get_raw_view(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
+{
+    if (PyTuple_Size(obj) != 5) {
+        PyErr_Format(PyExc_TypeError, "%s: a raw tensor view is (data_address, shape, strides, dtype_code, "
+                     "writable), not a tuple of %zd items", arg->name, PyTuple_Size(obj));
+        return -1;
+    }
+    performer_tensor_t *t = &arg->tensor;
+    memset(t, 0, sizeof *t);
+    void *data = PyLong_AsVoidPtr(PyTuple_GetItem(obj, 0));
+    if (data == NULL && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: the raw view's data address is not an int", arg->name);
+        return -1;
+    }
+    long dtype = PyLong_AsLong(PyTuple_GetItem(obj, 3));
+    if (dtype == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        dtype = -1;
+    }
+    if (dtype != PERFORMER_FLOAT32 && dtype != PERFORMER_FLOAT64) {
+        PyErr_Format(PyExc_TypeError, "%s: the raw view's dtype code %R is not 0 (float32) or 1 (float64)",
+                     arg->name, PyTuple_GetItem(obj, 3));
+        return -1;
+    }
+    int can_write = PyObject_IsTrue(PyTuple_GetItem(obj, 4));
+    if (can_write < 0) {
+        return -1;
+    }
+    if (writable && !can_write) {
+        PyErr_Format(PyExc_ValueError, "%s: cannot write into a read-only tensor", arg->name);
+        return -1;
+    }
+    if (raw_view_ints(PyTuple_GetItem(obj, 1), arg->name, "shape", ndim, t->shape) < 0 ||
+        raw_view_ints(PyTuple_GetItem(obj, 2), arg->name, "strides", ndim, t->strides) < 0) {
+        return -1;
+    }
+    if (reference != NULL && dtype != reference->tensor.dtype) {
+        PyErr_Format(PyExc_TypeError, "%s has dtype %s but %s has %s", arg->name, dtype_name((int32_t)dtype),
+                     reference->name, dtype_name(reference->tensor.dtype));
+        return -1;
+    }
+    Py_ssize_t itemsize = dtype == PERFORMER_FLOAT32 ? 4 : 8;
+    if (((uintptr_t)data) % (uintptr_t)itemsize != 0) {
+        PyErr_Format(PyExc_ValueError, "%s's data is not aligned to its %zd-byte elements (copy it first)",
+                     arg->name, itemsize);
+        return -1;
+    }
+    t->data = data;
+    t->dtype = (int32_t)dtype;
+    extend_rank3(t, ndim, token);
+    arg->present = 1;
+    return 0;
+}
+
 static int
 get_tensor_mode(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
 {
+    if (PyTuple_Check(obj)) {
+        return get_raw_view(obj, arg, ndim, writable, reference, token);
+    }
     if (!PyObject_CheckBuffer(obj)) {
         PyErr_Format(PyExc_TypeError,
                      "%s must be a float32 or float64 array with the buffer protocol "
@@ -189,6 +295,7 @@ get_tensor_mode(PyObject *obj, tensor_arg *arg, int ndim, int writable, const te
         return -1;
     }
     arg->held = 1;
+    arg->present = 1;
     Py_buffer *view = &arg->view;
 
     int dtype = parse_format(view->format, view->itemsize);
@@ -237,15 +344,7 @@ get_tensor_mode(PyObject *obj, tensor_arg *arg, int ndim, int writable, const te
         t->shape[i] = (int64_t)extent;
         t->strides[i] = (int64_t)(stride / view->itemsize);
     }
-    if (ndim == 3 && token) {
-        t->shape[3] = t->shape[2];
-        t->strides[3] = t->strides[2];
-        t->shape[2] = 1;
-        t->strides[2] = t->shape[3] * t->strides[3];
-    } else if (ndim == 3) {
-        t->shape[3] = 1;
-        t->strides[3] = 1;
-    }
+    extend_rank3(t, ndim, token);
     return 0;
 }
 
@@ -275,7 +374,7 @@ lse_reference(const tensor_arg *q)
 static performer_tensor_t *
 optional_tensor(tensor_arg *arg)
 {
-    return arg->held ? &arg->tensor : NULL;
+    return arg->present ? &arg->tensor : NULL;
 }
 
 static void

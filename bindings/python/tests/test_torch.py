@@ -1,4 +1,6 @@
-"""performer.torch: autograd over the libperformer kernels, checked against PyTorch.
+"""performer.torch: exact softmax attention through the performer::softmax op, checked against
+PyTorch (SDPA); FAVOR+ and linear attention also have test_torch_ops.py, test_torch_linear.py and
+test_torch_modules.py.
 
 The test command (bindings/python/tests/run.sh) installs PyTorch and sets
 PERFORMER_REQUIRE_TORCH=1, so there these tests run; elsewhere the ones that need PyTorch skip
@@ -223,14 +225,22 @@ def test_key_ranges_equal_sdpa_with_left_and_right_padding_masks():
 # --- Strides, no copies ----------------------------------------------------------------------
 
 @needs_torch
-def test_to_numpy_is_a_view_with_the_tensors_strides():
+def test_raw_view_is_the_tensors_memory_and_strides_without_numpy(monkeypatch):
+    from performer.torch._tensors import view
     x = torch.randn(2, 9, 4, 8)
-    view = x.transpose(1, 2)  # B x N x H x D -> B x H x N x D, not contiguous
-    array = pt._to_numpy("q", view)
-    assert array.ctypes.data == view.data_ptr()
-    assert array.strides == tuple(s * view.element_size() for s in view.stride())
-    expanded = torch.randn(1, 1, 5, 8).expand(2, 4, 5, 8)
-    assert pt._to_numpy("k", expanded).strides[:2] == (0, 0)
+    t = x.transpose(1, 2)  # B x N x H x D -> B x H x N x D, not contiguous
+    assert view("q", t) == (t.data_ptr(), t.shape, t.stride(), 0, True)
+    expanded = torch.randn(1, 1, 5, 8, dtype=torch.float64).expand(2, 4, 5, 8)
+    assert view("k", expanded)[2][:2] == (0, 0) and view("k", expanded)[3] == 1
+
+    def no_numpy(self, *args, **kwargs):
+        raise AssertionError("tensor.numpy() called")
+
+    monkeypatch.setattr(torch.Tensor, "numpy", no_numpy)
+    q, k, v = make_qkv()
+    pt.softmax_attention(q, k, v).sum().backward()
+    with torch.no_grad():
+        pt.softmax_attention(t, t, t)
 
 
 @needs_torch
@@ -310,11 +320,16 @@ def test_not_twice_differentiable():
 
 
 @needs_torch
-def test_function_apply_directly():
+def test_eager_autograd_and_the_registered_ops_autograd_agree():
     q, k, v = make_qkv()
-    out = pt.SoftmaxAttentionFunction.apply(q, k, v, True, 0.5, [7, 7])
-    assert torch.equal(out, pt.softmax_attention(q, k, v, causal=True, scale=0.5, kv_lengths=[7, 7]))
-    assert type(out.grad_fn).__name__ == "SoftmaxAttentionFunctionBackward"
+    g = torch.randn(2, 4, 5, 3, dtype=torch.float64)
+    out = pt.softmax_attention(q, k, v, causal=True, scale=0.5, kv_lengths=[7, 6])
+    assert type(out.grad_fn).__name__ == "_SoftmaxFunctionBackward"  # the eager path
+    out2, lse = torch.ops.performer.softmax(q, k, v, True, 0.5, torch.tensor([7, 6]), None)
+    assert "performer_softmax" in type(out2.grad_fn).__name__ and not lse.requires_grad
+    assert torch.equal(out, out2)
+    for a, b in zip(torch.autograd.grad((out * g).sum(), (q, k, v)), torch.autograd.grad((out2 * g).sum(), (q, k, v))):
+        assert torch.equal(a, b)
 
 
 # --- Module and training -------------------------------------------------------------------
@@ -421,12 +436,16 @@ def raised(function, *args, **kwargs):
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_errors_are_the_packages(make_args, options, requires_grad):
     q, k, v = make_args(*make_qkv(requires_grad=requires_grad))
-    expected = raised(performer.softmax_attention, *(t.detach().numpy() for t in (q, k, v)), **options)
+    if q.dtype in (torch.float16, torch.int32):
+        # NumPy-free: the dtype is refused by performer.torch itself, in torch's words.
+        expected = (TypeError, "q has dtype %s; expected torch.float32 or torch.float64" % q.dtype)
+    elif options.get("kv_lengths") == [1.0, 2.0]:
+        expected = (TypeError, "kv_lengths must hold ints, not torch.float32")
+    else:
+        expected = raised(performer.softmax_attention, *(t.detach().numpy() for t in (q, k, v)), **options)
     assert raised(pt.softmax_attention, q, k, v, **options) == expected
     module_options = {o: x for o, x in options.items() if o != "kv_lengths"}
     assert raised(lambda: pt.SoftmaxAttention(**module_options)(q, k, v, options.get("kv_lengths"))) == expected
-    assert raised(pt.SoftmaxAttentionFunction.apply, q, k, v, False, options.get("scale"),
-                  options.get("kv_lengths")) == expected
 
 
 @needs_torch

@@ -29,9 +29,43 @@ import torch.distributed as _dist
 from torch.autograd.function import once_differentiable as _once_differentiable
 
 import performer as _performer
-from performer.torch import _to_numpy, _to_tensor, _kv_lengths, _input_grads
+from performer.torch import _tensors
 
 __all__ = ["linear_attention", "favor_attention", "softmax_attention", "layout_positions", "bytes_sent"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors <-> the NumPy-level performer API, without copies: the state-passing and ring
+# algorithms call the library's state-only, merge and backward functions directly.
+# ---------------------------------------------------------------------------------------------
+
+def _to_numpy(name, tensor):
+    """A NumPy view of a CPU tensor's memory (same strides; no copy), detached from autograd;
+    refused with the same messages as performer.torch's own ops."""
+    _tensors.check((name,), (tensor,))
+    tensor = tensor.detach()
+    if tensor.is_neg():
+        # A lazily negated view (torch._neg_view) has no memory holding its values.
+        tensor = tensor.resolve_neg()
+    return tensor.numpy()
+
+
+def _to_tensor(array):
+    """Wraps a NumPy result (owned by nobody else) as a tensor sharing its memory."""
+    return _torch.from_numpy(array)
+
+
+def _kv_lengths(values):
+    """kv_lengths / kv_starts as the performer functions take them: a tensor becomes B ints."""
+    if isinstance(values, _torch.Tensor):
+        return values.detach().cpu().numpy()
+    return values
+
+
+def _input_grads(ctx, grads):
+    """The tensors of ``grads`` for the inputs whose gradients autograd asked for, else None."""
+    return tuple(_to_tensor(g) if g is not None and ctx.needs_input_grad[i] else None
+                 for i, g in enumerate(grads))
 
 _LAYOUTS = ("contiguous", "zigzag")
 

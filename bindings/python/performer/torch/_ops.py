@@ -1,0 +1,547 @@
+"""libperformer's kernels as torch.library operators (namespace ``performer``): a CPU kernel that
+passes raw views to the C extension, a fake (meta) kernel giving the output shapes for
+torch.compile / torch.export, and the autograd formula, which calls the backward ops.
+
+The ops are defined with torch.library.Library rather than torch.library.custom_op: the dispatcher
+then calls the Python kernel directly, a few microseconds cheaper per call (benchmarks/overhead.py).
+Outputs a call did not ask for (a state without return_state, an initial state's gradient without
+an initial state) are empty tensors: a schema cannot return None.
+
+Shapes and options are those of the ``performer`` functions; the library checks everything (and
+writes nothing on error). Before allocating, a kernel checks only the ranks its output shapes are
+read from.
+"""
+
+import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+import performer as _performer
+from performer import FavorProjection
+from performer import _performer as _ext
+
+from ._tensors import keys, view
+
+LIB = torch.library.Library("performer", "DEF")
+
+LIB.define("softmax(Tensor q, Tensor k, Tensor v, bool causal, float? scale, Tensor? kv_lengths, "
+           "Tensor? kv_starts) -> (Tensor, Tensor)")
+LIB.define("softmax_backward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dout, bool causal, "
+           "float? scale, Tensor? kv_lengths, Tensor? kv_starts) -> (Tensor, Tensor, Tensor)")
+LIB.define("linear(Tensor q, Tensor k, Tensor v, Tensor? S0, Tensor? z0, bool causal, int feature_map, float eps, "
+           "bool normalize, Tensor? kv_lengths, Tensor? kv_starts, bool return_state) -> (Tensor, Tensor, Tensor)")
+LIB.define("linear_backward(Tensor q, Tensor k, Tensor v, Tensor dout, Tensor? S0, Tensor? z0, Tensor? dS, "
+           "Tensor? dz, bool causal, int feature_map, float eps, bool normalize, Tensor? kv_lengths, "
+           "Tensor? kv_starts) -> (Tensor, Tensor, Tensor, Tensor, Tensor)")
+LIB.define("linear_state(Tensor k, Tensor v, Tensor? S0, Tensor? z0, int heads, int feature_map, "
+           "Tensor? kv_lengths, Tensor? kv_starts) -> (Tensor, Tensor)")
+LIB.define("linear_state_backward(Tensor k, Tensor v, Tensor dS, Tensor dz, bool initial_state, int feature_map, "
+           "Tensor? kv_lengths, Tensor? kv_starts) -> (Tensor, Tensor, Tensor, Tensor)")
+LIB.define("favor(Tensor q, Tensor k, Tensor v, Tensor W, Tensor? S0, Tensor? z0, Tensor? c0, bool causal, "
+           "int features, float? scale, float eps, float relu_offset, Tensor? kv_lengths, Tensor? kv_starts, "
+           "bool return_state) -> (Tensor, Tensor, Tensor, Tensor)")
+LIB.define("favor_backward(Tensor q, Tensor k, Tensor v, Tensor dout, Tensor W, Tensor? S0, Tensor? z0, "
+           "Tensor? c0, Tensor? dS, Tensor? dz, bool causal, int features, float? scale, float eps, "
+           "float relu_offset, Tensor? kv_lengths, Tensor? kv_starts) -> (Tensor, Tensor, Tensor, Tensor, Tensor)")
+LIB.define("favor_state(Tensor k, Tensor v, Tensor W, Tensor? S0, Tensor? z0, Tensor? c0, int heads, int features, "
+           "float? scale, float relu_offset, Tensor? kv_lengths, Tensor? kv_starts) -> (Tensor, Tensor, Tensor)")
+LIB.define("favor_state_backward(Tensor k, Tensor v, Tensor W, Tensor dS, Tensor dz, Tensor? S0, Tensor? z0, "
+           "Tensor? c0, int features, float? scale, float relu_offset, Tensor? kv_lengths, Tensor? kv_starts) "
+           "-> (Tensor, Tensor, Tensor, Tensor)")
+
+ops = torch.ops.performer
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------------------------
+
+_LAYOUTS = {4: "B x H x N x features", 3: "B x H x N", 2: "num_features x dim"}
+
+
+def rank(name, tensor, ndim):
+    """Raises ValueError unless tensor has ndim dimensions (checked before shapes are read)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError("%s must be a torch.Tensor, not %s" % (name, type(tensor).__name__))
+    if tensor.dim() != ndim:
+        raise ValueError("%s must have %d dimensions (%s), but it has %d (shape %s)"
+                         % (name, ndim, _LAYOUTS[ndim], tensor.dim(), tuple(tensor.shape)))
+
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+
+
+def fake_checks(q, k, v, *others):
+    """The library's checks a fake kernel can make without data, with its messages, so that
+    torch.compile / torch.export reject at trace time what the CPU kernel would: one dtype for
+    every tensor given (others: (name, tensor) pairs, None skipped) and, with q, the q/k/v shapes."""
+    reference = ("q", q) if q is not None else ("k", k)
+    tensors = [("k", k), ("v", v)] + [pair for pair in others if pair[1] is not None]
+    for name, tensor in tensors:
+        if tensor.dtype != reference[1].dtype:
+            raise TypeError("%s has dtype %s but %s has %s" % (name, _DTYPE_NAMES.get(tensor.dtype, tensor.dtype),
+                                                              reference[0], _DTYPE_NAMES[reference[1].dtype]))
+    if q is not None:
+        _performer._check_qkv(tuple(q.shape), tuple(k.shape), tuple(v.shape))
+
+
+def _float(name, tensor):
+    if tensor.dtype not in _DTYPE_NAMES:
+        raise TypeError("%s has dtype %s; expected torch.float32 or torch.float64" % (name, tensor.dtype))
+
+
+def _views(names, tensors):
+    """Raw views of optional tensors (None stays None)."""
+    return [None if t is None else view(n, t) for n, t in zip(names, tensors)]
+
+
+def _empty(like):
+    return like.new_empty((0,))
+
+
+def favor_count(features, num_features):
+    """C: features per head (2m for hyperbolic (1) and trigonometric (2), else m)."""
+    return 2 * num_features if features in (1, 2) else num_features
+
+
+# Projections made from W tensors, kept per tensor object and remade when its memory or
+# version changes: a call costs no copy of W (the C ABI takes W through a projection handle).
+_projections = WeakIdKeyDictionary()
+
+
+def projection_of(W):
+    """A performer.FavorProjection holding the m x D tensor W (float32/float64, finite)."""
+    rank("W", W, 2)
+    try:
+        key = (W._version, W.data_ptr(), W.shape, W.stride(), W.dtype)
+    except RuntimeError:  # an inference tensor has no version: no caching
+        key = None
+    entry = _projections.get(W) if key is not None else None
+    if entry is not None and entry[0] == key:
+        return entry[1]
+    if W.shape[0] < 1 or W.shape[1] < 1:
+        raise ValueError("W has shape %s: need at least one row (num_features) and one column (dim)"
+                         % (tuple(W.shape),))
+    address, shape, strides, code, _ = view("W", W)
+    projection = FavorProjection.__new__(FavorProjection)
+    projection._create_from_matrix((address, (1, 1) + tuple(shape), (0, 0) + tuple(strides), code, False))
+    if key is not None:
+        _projections[W] = (key, projection)
+    return projection
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact softmax attention
+# ---------------------------------------------------------------------------------------------
+
+def softmax_shapes(q, k, v):
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        rank("q", q, 4)
+        rank("k", k, 4)
+        rank("v", v, 4)
+    _float("q", q)
+    B, H, N, _ = q.shape  # plain tuples: slicing a torch.Size costs microseconds
+    return (B, H, N, v.shape[3]), (B, H, N)
+
+
+def softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, with_lse):
+    """(out, lse) of softmax attention; lse is None unless with_lse (the direct eager path's saving)."""
+    views = [view("q", q), view("k", k), view("v", v)]
+    if q.dim() != 4 or v.dim() != 4:
+        softmax_shapes(q, k, v)  # raises
+    B, H, N, _ = q.shape
+    out = q.new_empty((B, H, N, v.shape[3]))
+    lse = q.new_empty((B, H, N)) if with_lse else None
+    if kv_lengths is not None or kv_starts is not None:
+        kv_lengths, kv_starts = keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts)
+    _ext.softmax_forward(*views, view("out", out), None if lse is None else view("lse", lse), causal, scale,
+                         kv_lengths, kv_starts)
+    return out, lse
+
+
+@torch.library.impl(LIB, "softmax", "CPU")
+def _softmax(q, k, v, causal, scale, kv_lengths, kv_starts):
+    return softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, True)
+
+
+@torch.library.register_fake("performer::softmax", lib=LIB)
+def _softmax_fake(q, k, v, causal, scale, kv_lengths, kv_starts):
+    out_shape, lse_shape = softmax_shapes(q, k, v)
+    fake_checks(q, k, v)
+    return q.new_empty(out_shape), q.new_empty(lse_shape)
+
+
+@torch.library.impl(LIB, "softmax_backward", "CPU")
+def softmax_backward_kernel(q, k, v, out, lse, dout, causal, scale, kv_lengths, kv_starts):
+    views = [view("q", q), view("k", k), view("v", v), view("out", out), view("lse", lse), view("dout", dout)]
+    rank("q", q, 4), rank("k", k, 4), rank("v", v, 4)
+    dq, dk, dv = q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
+    _ext.softmax_backward(*views, view("dq", dq), view("dk", dk), view("dv", dv), causal, scale,
+                          keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+    return dq, dk, dv
+
+
+@torch.library.register_fake("performer::softmax_backward", lib=LIB)
+def _softmax_backward_fake(q, k, v, out, lse, dout, causal, scale, kv_lengths, kv_starts):
+    return q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
+
+
+def _softmax_setup(ctx, inputs, output):
+    q, k, v, causal, scale, kv_lengths, kv_starts = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, kv_lengths, kv_starts)
+    ctx.options = (causal, scale)
+    ctx.mark_non_differentiable(lse)
+
+
+def _softmax_grad(ctx, dout, _dlse):
+    q, k, v, out, lse, kv_lengths, kv_starts = ctx.saved_tensors
+    causal, scale = ctx.options
+    dq, dk, dv = ops.softmax_backward(q, k, v, out, lse, dout, causal, scale, kv_lengths, kv_starts)
+    return dq, dk, dv, None, None, None, None
+
+
+torch.library.register_autograd("performer::softmax", _softmax_grad, setup_context=_softmax_setup, lib=LIB)
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear attention
+# ---------------------------------------------------------------------------------------------
+
+def linear_shapes(q, k, v):
+    """(out shape, state S shape) of linear attention."""
+    rank("q", q, 4)
+    rank("k", k, 4)
+    rank("v", v, 4)
+    _float("q", q)
+    B, H, N, D = q.shape
+    return (B, H, N, v.shape[3]), (B, H, D, v.shape[3])
+
+
+@torch.library.impl(LIB, "linear", "CPU")
+def linear_forward(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_lengths, kv_starts, return_state):
+    views = [view("q", q), view("k", k), view("v", v)]
+    out_shape, s_shape = linear_shapes(q, k, v)
+    out = q.new_empty(out_shape)
+    S, z = (q.new_empty(s_shape), q.new_empty(s_shape[:3])) if return_state else (_empty(q), _empty(q))
+    state = _views(("initial_state[0] (S)", "initial_state[1] (z)"), (S0, z0))
+    final = _views(("final_state[0] (S)", "final_state[1] (z)"), (S, z) if return_state else (None, None))
+    _ext.linear_forward(*views, view("out", out), *state, *final, None, causal, feature_map, eps, normalize,
+                        keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+    return out, S, z
+
+
+@torch.library.register_fake("performer::linear", lib=LIB)
+def _linear_fake(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_lengths, kv_starts, return_state):
+    out_shape, s_shape = linear_shapes(q, k, v)
+    fake_checks(q, k, v, ("initial_state[0] (S)", S0), ("initial_state[1] (z)", z0))
+    if return_state:
+        return q.new_empty(out_shape), q.new_empty(s_shape), q.new_empty(s_shape[:3])
+    return q.new_empty(out_shape), _empty(q), _empty(q)
+
+
+def _linear_grads_like(q, k, v, S0):
+    rank("q", q, 4), rank("k", k, 4), rank("v", v, 4)
+    grads = [q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)]
+    if S0 is None:
+        return grads + [_empty(q), _empty(q)]
+    rank("initial_state[0] (S)", S0, 4)
+    return grads + [q.new_empty(S0.shape), q.new_empty(S0.shape[:3])]
+
+
+@torch.library.impl(LIB, "linear_backward", "CPU")
+def _linear_backward(q, k, v, dout, S0, z0, dS, dz, causal, feature_map, eps, normalize, kv_lengths, kv_starts):
+    views = [view("q", q), view("k", k), view("v", v), view("dout", dout)]
+    state = _views(("initial_state[0] (S)", "initial_state[1] (z)", "dstate[0] (dS)", "dstate[1] (dz)"),
+                   (S0, z0, dS, dz))
+    grads = _linear_grads_like(q, k, v, S0)
+    outs = _views(("dq", "dk", "dv", "dS0", "dz0"), grads if S0 is not None else grads[:3] + [None, None])
+    _ext.linear_backward(*views, *outs[:3], *state, *outs[3:], causal, feature_map, eps, normalize,
+                         keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+    return tuple(grads)
+
+
+@torch.library.register_fake("performer::linear_backward", lib=LIB)
+def _linear_backward_fake(q, k, v, dout, S0, z0, dS, dz, causal, feature_map, eps, normalize, kv_lengths, kv_starts):
+    return tuple(_linear_grads_like(q, k, v, S0))
+
+
+def _linear_setup(ctx, inputs, output):
+    q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_lengths, kv_starts, return_state = inputs
+    ctx.save_for_backward(q, k, v, S0, z0, kv_lengths, kv_starts)
+    ctx.options = (causal, feature_map, eps, normalize, return_state)
+
+
+def _linear_grad(ctx, dout, dS, dz):
+    q, k, v, S0, z0, kv_lengths, kv_starts = ctx.saved_tensors
+    causal, feature_map, eps, normalize, return_state = ctx.options
+    if not return_state:
+        dS = dz = None
+    dq, dk, dv, dS0, dz0 = ops.linear_backward(q, k, v, dout, S0, z0, dS, dz, causal, feature_map, eps, normalize,
+                                               kv_lengths, kv_starts)
+    if S0 is None:
+        dS0 = dz0 = None
+    return (dq, dk, dv, dS0, dz0) + (None,) * 7
+
+
+torch.library.register_autograd("performer::linear", _linear_grad, setup_context=_linear_setup, lib=LIB)
+
+
+def _linear_state_shape(k, v, heads):
+    rank("k", k, 4)
+    rank("v", v, 4)
+    _float("k", k)
+    return (k.shape[0], heads, k.shape[3], v.shape[3])
+
+
+@torch.library.impl(LIB, "linear_state", "CPU")
+def linear_state_forward(k, v, S0, z0, heads, feature_map, kv_lengths, kv_starts):
+    views = [view("k", k), view("v", v)]
+    s_shape = _linear_state_shape(k, v, heads)
+    S, z = k.new_empty(s_shape), k.new_empty(s_shape[:3])
+    state = _views(("initial_state[0] (S)", "initial_state[1] (z)"), (S0, z0))
+    _ext.linear_state(*views, *state, view("S", S), view("z", z), feature_map, keys("kv_lengths", kv_lengths),
+                      keys("kv_starts", kv_starts))
+    return S, z
+
+
+@torch.library.register_fake("performer::linear_state", lib=LIB)
+def _linear_state_fake(k, v, S0, z0, heads, feature_map, kv_lengths, kv_starts):
+    s_shape = _linear_state_shape(k, v, heads)
+    fake_checks(None, k, v, ("initial_state[0] (S)", S0), ("initial_state[1] (z)", z0))
+    return k.new_empty(s_shape), k.new_empty(s_shape[:3])
+
+
+def _state_grads_like(k, v, dS, initial_state):
+    rank("k", k, 4), rank("v", v, 4), rank("dS", dS, 4)
+    grads = [k.new_empty(k.shape), k.new_empty(v.shape)]
+    if initial_state:
+        return grads + [k.new_empty(dS.shape), k.new_empty(dS.shape[:3])]
+    return grads + [_empty(k), _empty(k)]
+
+
+@torch.library.impl(LIB, "linear_state_backward", "CPU")
+def _linear_state_backward(k, v, dS, dz, initial_state, feature_map, kv_lengths, kv_starts):
+    views = [view("k", k), view("v", v), view("dS", dS), view("dz", dz)]
+    grads = _state_grads_like(k, v, dS, initial_state)
+    outs = _views(("dk", "dv", "dS0", "dz0"), grads if initial_state else grads[:2] + [None, None])
+    _ext.linear_state_backward(*views, *outs, feature_map, keys("kv_lengths", kv_lengths),
+                               keys("kv_starts", kv_starts))
+    return tuple(grads)
+
+
+@torch.library.register_fake("performer::linear_state_backward", lib=LIB)
+def _linear_state_backward_fake(k, v, dS, dz, initial_state, feature_map, kv_lengths, kv_starts):
+    return tuple(_state_grads_like(k, v, dS, initial_state))
+
+
+def _linear_state_setup(ctx, inputs, output):
+    k, v, S0, z0, heads, feature_map, kv_lengths, kv_starts = inputs
+    ctx.save_for_backward(k, v, kv_lengths, kv_starts)
+    ctx.options = (S0 is not None, feature_map)
+
+
+def _linear_state_grad(ctx, dS, dz):
+    k, v, kv_lengths, kv_starts = ctx.saved_tensors
+    initial_state, feature_map = ctx.options
+    dk, dv, dS0, dz0 = ops.linear_state_backward(k, v, dS, dz, initial_state, feature_map, kv_lengths, kv_starts)
+    if not initial_state:
+        dS0 = dz0 = None
+    return dk, dv, dS0, dz0, None, None, None, None
+
+
+torch.library.register_autograd("performer::linear_state", _linear_state_grad, setup_context=_linear_state_setup,
+                                lib=LIB)
+
+
+# ---------------------------------------------------------------------------------------------
+# FAVOR+
+# ---------------------------------------------------------------------------------------------
+
+_TRIPLE = ("initial_state[0] (S)", "initial_state[1] (z)", "initial_state[2] (c)")
+
+
+def _rows(W):
+    """m of W, or of a FavorProjection (the direct eager path passes the caller's projection)."""
+    if isinstance(W, FavorProjection):
+        return W.num_features
+    rank("W", W, 2)
+    return W.shape[0]
+
+
+def _projection(W):
+    return W if isinstance(W, FavorProjection) else projection_of(W)
+
+
+def favor_shapes(q, k, v, W, features):
+    """(out shape, state S shape) of FAVOR+ attention."""
+    rank("q", q, 4)
+    rank("k", k, 4)
+    rank("v", v, 4)
+    _float("q", q)
+    B, H, N, _ = q.shape
+    M = v.shape[3]
+    return (B, H, N, M), (B, H, favor_count(features, _rows(W)), M)
+
+
+@torch.library.impl(LIB, "favor", "CPU")
+def favor_forward(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_offset, kv_lengths, kv_starts, return_state):
+    views = [view("q", q), view("k", k), view("v", v)]
+    out_shape, s_shape = favor_shapes(q, k, v, W, features)
+    projection = _projection(W)
+    out = q.new_empty(out_shape)
+    if return_state:
+        final = (q.new_empty(s_shape), q.new_empty(s_shape[:3]), q.new_empty(s_shape[:3]))
+        final_views = _views(("final_state[0] (S)", "final_state[1] (z)", "final_state[2] (c)"), final)
+    else:
+        final, final_views = (_empty(q), _empty(q), _empty(q)), (None, None, None)
+    _ext.favor_forward(*views, projection, view("out", out), *_views(_TRIPLE, (S0, z0, c0)), *final_views, causal,
+                       features, scale, eps, relu_offset, keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+    return (out,) + final
+
+
+def _fake_dim(name, x, W):
+    if x.shape[3] != W.shape[1]:
+        raise ValueError("%s.shape[3] = %d but projection.dim = %d" % (name, x.shape[3], W.shape[1]))
+
+
+@torch.library.register_fake("performer::favor", lib=LIB)
+def _favor_fake(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_offset, kv_lengths, kv_starts,
+                return_state):
+    out_shape, s_shape = favor_shapes(q, k, v, W, features)
+    fake_checks(q, k, v, *zip(_TRIPLE, (S0, z0, c0)))
+    _fake_dim("q", q, W)
+    if return_state:
+        return q.new_empty(out_shape), q.new_empty(s_shape), q.new_empty(s_shape[:3]), q.new_empty(s_shape[:3])
+    return q.new_empty(out_shape), _empty(q), _empty(q), _empty(q)
+
+
+def _favor_grads_like(q, k, v, S0):
+    return _linear_grads_like(q, k, v, S0)
+
+
+@torch.library.impl(LIB, "favor_backward", "CPU")
+def _favor_backward(q, k, v, dout, W, S0, z0, c0, dS, dz, causal, features, scale, eps, relu_offset, kv_lengths,
+                    kv_starts):
+    views = [view("q", q), view("k", k), view("v", v), view("dout", dout)]
+    projection = projection_of(W)
+    grads = _favor_grads_like(q, k, v, S0)
+    outs = _views(("dq", "dk", "dv", "dS0", "dz0"), grads if S0 is not None else grads[:3] + [None, None])
+    _ext.favor_backward(*views, projection, *outs[:3], *_views(_TRIPLE, (S0, z0, c0)),
+                        *_views(("dstate[0] (dS)", "dstate[1] (dz)"), (dS, dz)), *outs[3:], causal, features, scale,
+                        eps, relu_offset, keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+    return tuple(grads)
+
+
+@torch.library.register_fake("performer::favor_backward", lib=LIB)
+def _favor_backward_fake(q, k, v, dout, W, S0, z0, c0, dS, dz, causal, features, scale, eps, relu_offset,
+                         kv_lengths, kv_starts):
+    return tuple(_favor_grads_like(q, k, v, S0))
+
+
+def _favor_setup(ctx, inputs, output):
+    (q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_offset, kv_lengths, kv_starts,
+     return_state) = inputs
+    # W itself is saved: a redraw assigns a new tensor, so the gradient is taken with this W.
+    ctx.save_for_backward(q, k, v, W, S0, z0, c0, kv_lengths, kv_starts)
+    ctx.options = (causal, features, scale, eps, relu_offset, return_state)
+    ctx.mark_non_differentiable(output[3])
+
+
+def _favor_grad(ctx, dout, dS, dz, _dc):
+    q, k, v, W, S0, z0, c0, kv_lengths, kv_starts = ctx.saved_tensors
+    causal, features, scale, eps, relu_offset, return_state = ctx.options
+    if not return_state:
+        dS = dz = None
+    dq, dk, dv, dS0, dz0 = ops.favor_backward(q, k, v, dout, W, S0, z0, c0, dS, dz, causal, features, scale, eps,
+                                              relu_offset, kv_lengths, kv_starts)
+    if S0 is None:
+        dS0 = dz0 = None
+    return (dq, dk, dv, None, dS0, dz0) + (None,) * 9
+
+
+torch.library.register_autograd("performer::favor", _favor_grad, setup_context=_favor_setup, lib=LIB)
+
+
+def _favor_state_shape(k, v, W, heads, features):
+    rank("k", k, 4)
+    rank("v", v, 4)
+    _float("k", k)
+    return (k.shape[0], heads, favor_count(features, _rows(W)), v.shape[3])
+
+
+@torch.library.impl(LIB, "favor_state", "CPU")
+def favor_state_forward(k, v, W, S0, z0, c0, heads, features, scale, relu_offset, kv_lengths, kv_starts):
+    views = [view("k", k), view("v", v)]
+    s_shape = _favor_state_shape(k, v, W, heads, features)
+    projection = _projection(W)
+    S, z, c = k.new_empty(s_shape), k.new_empty(s_shape[:3]), k.new_empty(s_shape[:3])
+    _ext.favor_state(*views, projection, *_views(_TRIPLE, (S0, z0, c0)), view("S", S), view("z", z), view("c", c),
+                     features, scale, relu_offset, keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+    return S, z, c
+
+
+@torch.library.register_fake("performer::favor_state", lib=LIB)
+def _favor_state_fake(k, v, W, S0, z0, c0, heads, features, scale, relu_offset, kv_lengths, kv_starts):
+    s_shape = _favor_state_shape(k, v, W, heads, features)
+    fake_checks(None, k, v, *zip(_TRIPLE, (S0, z0, c0)))
+    _fake_dim("k", k, W)
+    return k.new_empty(s_shape), k.new_empty(s_shape[:3]), k.new_empty(s_shape[:3])
+
+
+@torch.library.impl(LIB, "favor_state_backward", "CPU")
+def _favor_state_backward(k, v, W, dS, dz, S0, z0, c0, features, scale, relu_offset, kv_lengths, kv_starts):
+    views = [view("k", k), view("v", v)]
+    projection = projection_of(W)
+    grads = _state_grads_like(k, v, dS, S0 is not None)
+    outs = _views(("dk", "dv", "dS0", "dz0"), grads if S0 is not None else grads[:2] + [None, None])
+    _ext.favor_state_backward(*views, projection, view("dS", dS), view("dz", dz), *outs,
+                              *_views(_TRIPLE, (S0, z0, c0)), features, scale, relu_offset,
+                              keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+    return tuple(grads)
+
+
+@torch.library.register_fake("performer::favor_state_backward", lib=LIB)
+def _favor_state_backward_fake(k, v, W, dS, dz, S0, z0, c0, features, scale, relu_offset, kv_lengths, kv_starts):
+    return tuple(_state_grads_like(k, v, dS, S0 is not None))
+
+
+def _favor_state_setup(ctx, inputs, output):
+    k, v, W, S0, z0, c0, heads, features, scale, relu_offset, kv_lengths, kv_starts = inputs
+    ctx.save_for_backward(k, v, W, S0, z0, c0, kv_lengths, kv_starts)
+    ctx.options = (features, scale, relu_offset)
+    ctx.mark_non_differentiable(output[2])
+
+
+def _favor_state_grad(ctx, dS, dz, _dc):
+    k, v, W, S0, z0, c0, kv_lengths, kv_starts = ctx.saved_tensors
+    features, scale, relu_offset = ctx.options
+    dk, dv, dS0, dz0 = ops.favor_state_backward(k, v, W, dS, dz, S0, z0, c0, features, scale, relu_offset,
+                                                kv_lengths, kv_starts)
+    if S0 is None:
+        dS0 = dz0 = None
+    return (dk, dv, None, dS0, dz0) + (None,) * 7
+
+
+torch.library.register_autograd("performer::favor_state", _favor_state_grad, setup_context=_favor_state_setup,
+                                lib=LIB)
+
+
+# ---------------------------------------------------------------------------------------------
+# The backward ops are not differentiable: an explicit error, not PyTorch's fallback (which warns
+# and returns wrong second derivatives).
+# ---------------------------------------------------------------------------------------------
+
+def _no_double_backward(name):
+    def setup(ctx, inputs, output):
+        pass
+
+    def backward(ctx, *grads):
+        raise RuntimeError("performer::%s is not differentiable: performer.torch gives first derivatives only "
+                           "(no double backward, no create_graph=True through its ops)" % name)
+
+    torch.library.register_autograd("performer::" + name, backward, setup_context=setup, lib=LIB)
+
+
+for _name in ("softmax_backward", "linear_backward", "linear_state_backward", "favor_backward",
+              "favor_state_backward"):
+    _no_double_backward(_name)

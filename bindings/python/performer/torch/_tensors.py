@@ -1,0 +1,100 @@
+"""Tensors to the C extension without NumPy: a raw view ``(data_address, shape, strides, dtype_code,
+writable)`` read by _performer.c (get_raw_view). The shape and strides (in elements) are the
+tensor's own, so any strides reach the library without a copy; the caller keeps the tensor alive for
+the call. This is also the way in for dtypes NumPy cannot hold (bfloat16)."""
+
+import torch
+
+# performer_dtype codes (performer.h).
+DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
+_Tensor = torch.Tensor
+_strided = torch.strided
+
+
+def _refuse(name, tensor):
+    """Raises the precise TypeError for a tensor view() cannot pass (the dtype error only for a dtype)."""
+    if not isinstance(tensor, _Tensor):
+        raise TypeError("%s must be a torch.Tensor, not %s" % (name, type(tensor).__name__))
+    if tensor.layout != _strided:
+        raise TypeError("%s has layout %s; performer.torch needs a dense (strided) tensor" % (name, tensor.layout))
+    if tensor.device.type != "cpu":
+        raise TypeError("%s is on device %s; performer.torch computes on the CPU: move the tensors there first "
+                        "(tensor.cpu())" % (name, tensor.device))
+    if tensor.dtype not in DTYPE_CODES:
+        raise TypeError("%s has dtype %s; expected torch.float32 or torch.float64" % (name, tensor.dtype))
+    # A wrapper without memory of its own: vmap's BatchedTensor, a fake or functional tensor.
+    raise TypeError("%s (%s) has no data this process can read in place (a tensor of torch.func.vmap, "
+                    "torch.export or a tensor subclass?); call the performer.torch functions or "
+                    "torch.ops.performer ops on it, which those transforms trace" % (name, type(tensor).__name__))
+
+
+def check(names, tensors):
+    """Checks the metadata of tensors about to be passed to an op (None allowed): a torch.Tensor,
+    strided, on the CPU, float32 or float64 -- TypeError naming the argument otherwise. Reads no
+    data, so it also runs on the fake and functional tensors of torch.compile / torch.export."""
+    for name, tensor in zip(names, tensors):
+        if tensor is not None and (not isinstance(tensor, _Tensor) or tensor.layout != _strided
+                                   or tensor.device.type != "cpu" or tensor.dtype not in DTYPE_CODES):
+            _refuse(name, tensor)
+
+
+def view(name, tensor):
+    """The raw view of a CPU float32/float64 strided tensor, or TypeError naming the argument."""
+    code = DTYPE_CODES.get(getattr(tensor, "dtype", None))
+    if code is None or type(tensor) is not _Tensor or not tensor.is_cpu:
+        if isinstance(tensor, _Tensor) and code is not None and tensor.is_cpu and tensor.layout is _strided:
+            return _view_of_subclass(name, tensor, code)
+        _refuse(name, tensor)
+    if tensor.is_neg():
+        # A lazily negated view (torch._neg_view) has no memory holding its values.
+        tensor = tensor.resolve_neg()
+    try:
+        # No layout check on this path (a few hundred ns per tensor): a plain torch.Tensor of
+        # another layout (sparse, mkldnn, nested) has no strides and stride() raises; subclasses
+        # (jagged nested tensors) take _view_of_subclass, which checks the layout.
+        return (tensor.data_ptr(), tensor.shape, tensor.stride(), code, True)
+    except RuntimeError:
+        _refuse(name, tensor)
+
+
+def _view_of_subclass(name, tensor, code):
+    # A tensor subclass (e.g. nn.Parameter) is read through its data, if it has any; one that
+    # intercepts dispatch (FakeTensor, a functional or wrapper tensor) has none to read.
+    if type(tensor).__torch_dispatch__ is not _Tensor.__torch_dispatch__:
+        _refuse(name, tensor)
+    try:
+        tensor = tensor.detach()
+        if tensor.is_neg():
+            tensor = tensor.resolve_neg()
+        return (tensor.data_ptr(), tensor.shape, tensor.stride(), code, True)
+    except RuntimeError:
+        _refuse(name, tensor)
+
+
+def keys(name, values):
+    """kv_lengths / kv_starts given to an op (None or an integer tensor of B entries; a sequence on
+    the direct eager path) as a list of ints for the extension, which checks the count and ranges."""
+    if not isinstance(values, _Tensor):
+        return values
+    if values.dim() != 1:
+        raise ValueError("%s must be a sequence of B ints, but it has shape %s" % (name, tuple(values.shape)))
+    if values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool:
+        raise TypeError("%s must hold ints, not %s" % (name, values.dtype))
+    return values.tolist()
+
+
+def key_tensor(name, values):
+    """kv_lengths / kv_starts as the public functions take them (None, a sequence of ints or an
+    integer tensor) as the ops take them: None or an int64 tensor."""
+    if values is None or isinstance(values, _Tensor):
+        return values
+    try:
+        result = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError("%s must be None, a sequence of ints or an integer tensor, not %s"
+                        % (name, type(values).__name__)) from error
+    if result.numel() == 0:
+        result = result.to(torch.int64)
+    if result.dtype.is_floating_point or result.dtype.is_complex or result.dtype == torch.bool:
+        raise TypeError("%s must hold ints, not %s" % (name, result.dtype))
+    return result.to(torch.int64)

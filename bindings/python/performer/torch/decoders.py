@@ -1,0 +1,130 @@
+"""Token-by-token causal decoders on tensors: performer.LinearDecoder / performer.FavorDecoder whose
+steps take and return CPU tensors (raw views, no NumPy). Inference only: a step is not
+differentiable (train with linear_attention / favor_attention and their states)."""
+
+import torch
+
+import performer as _performer
+
+from ._ops import projection_of
+from ._tensors import view
+
+__all__ = ["LinearDecoder", "FavorDecoder"]
+
+_grad_enabled = torch.is_grad_enabled
+_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+_STATE_NAMES = ("state[0] (S)", "state[1] (z)", "state[2] (c)")
+
+
+def _dtype_name(dtype):
+    if dtype in _NAMES:
+        return _NAMES[dtype]
+    if isinstance(dtype, str) and dtype in ("float32", "float64"):
+        return dtype
+    raise TypeError("dtype must be torch.float32 or torch.float64, not %r" % (dtype,))
+
+
+def _no_grad_needed(*tensors):
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors if isinstance(t, torch.Tensor)):
+        raise RuntimeError("decoder steps are not differentiable: use linear_attention / favor_attention "
+                           "(initial_state=, return_state=) to train, or step under torch.no_grad()")
+
+
+class _TensorDecoder:
+    """What both decoders share: tensors in and out; the state as tensors."""
+
+    @property
+    def dtype(self):
+        """torch dtype of every tensor passed and returned."""
+        return self._torch_dtype
+
+    def _tokens(self, q, k, v, out):
+        if _grad_enabled() and (getattr(q, "requires_grad", False) or getattr(k, "requires_grad", False)
+                                or getattr(v, "requires_grad", False)):
+            _no_grad_needed(q, k, v)
+        return view("q", q), view("k", k), view("v", v), view("out", out)
+
+    def _state_tensors(self):
+        return (torch.empty(self._s_shape, dtype=self._torch_dtype),) + tuple(
+            torch.empty(self._s_shape[:3], dtype=self._torch_dtype) for _ in self._STATE[1:])
+
+    @property
+    def state(self):
+        """The state as new tensors (S first; see the performer decoder's ``state``). Assign a
+        tuple of tensors to replace it (copied)."""
+        tensors = self._state_tensors()
+        self._get_state(*(view(n, t) for n, t in zip(_STATE_NAMES, tensors)))
+        return tensors
+
+    @state.setter
+    def state(self, value):
+        _performer._check_state_arity("state", value, self._STATE)
+        self.set_state(*value)
+
+    def set_state(self, *state):
+        """Replaces the state with the given tensors (copied); see the performer decoder's set_state."""
+        self._set_state(*(view(n, t) for n, t in zip(_STATE_NAMES, state)))
+
+
+class LinearDecoder(_TensorDecoder, _performer.LinearDecoder):
+    """:class:`performer.LinearDecoder` on CPU tensors: ``step(q, k, v, out=None, *, state=None)``
+    with q B x H x D, k B x Hk x D, v B x Hk x M returns out (B x H x M, a new tensor or ``out``);
+    ``state=(S, z)``: tensors the caller owns (B x H x D x M, B x H x D), read and updated in place,
+    instead of the decoder's own state. ``prefill(q, k, v)`` runs a prompt (rank 4). dtype:
+    torch.float32 (default) or torch.float64."""
+
+    def __init__(self, batch, heads, dim, value_dim, *, feature_map="elu+1", eps=1e-6, key_heads=None,
+                 dtype=torch.float32):
+        super().__init__(batch, heads, dim, value_dim, feature_map=feature_map, eps=eps, key_heads=key_heads,
+                         dtype=_dtype_name(dtype))
+        self._torch_dtype = torch.float32 if self._dtype.itemsize == 4 else torch.float64
+
+    def step(self, q, k, v, out=None, *, state=None):
+        if out is None:
+            out = torch.empty(self._out_shape, dtype=self._torch_dtype)
+        views = self._tokens(q, k, v, out)
+        if state is None:
+            self._step(*views)
+        else:
+            _performer._check_state_arity("state", state, self._STATE)
+            self._step_state(*views, view(_STATE_NAMES[0], state[0]), view(_STATE_NAMES[1], state[1]))
+        return out
+
+    def prefill(self, q, k, v):
+        if not isinstance(q, torch.Tensor) or q.dim() != 4:
+            view("q", q)
+            raise ValueError("q must have 4 dimensions (B x H x N x D), but it has %d" % q.dim())
+        out = torch.empty((q.shape[0], q.shape[1], q.shape[2], self._value_dim), dtype=self._torch_dtype)
+        self._prefill(*self._tokens(q, k, v, out))
+        return out
+
+
+class FavorDecoder(_TensorDecoder, _performer.FavorDecoder):
+    """:class:`performer.FavorDecoder` on CPU tensors. projection: a FavorProjection or W (an
+    m x D tensor; copied at creation). ``step(q, k, v, out=None, *, state=None)``: q, k B x H x D,
+    v B x H x M -> out B x H x M; ``state=(S~, z~, c)``: tensors the caller owns, loaded before the
+    step and written back after it (the C ABI has no FAVOR+ step on a caller's state, so this
+    copies the state twice, and leaves the decoder's own state equal to it). dtype: torch.float32 (default) or torch.float64."""
+
+    def __init__(self, projection, batch, heads, value_dim, *, features="positive", scale=None, eps=0.0,
+                 relu_offset=1e-3, dtype=torch.float32):
+        if isinstance(projection, torch.Tensor):
+            projection = projection_of(projection)
+        super().__init__(projection, batch, heads, value_dim, features=features, scale=scale, eps=eps,
+                         relu_offset=relu_offset, dtype=_dtype_name(dtype))
+        self._torch_dtype = torch.float32 if self._dtype.itemsize == 4 else torch.float64
+
+    def step(self, q, k, v, out=None, *, state=None):
+        if out is None:
+            out = torch.empty(self._out_shape, dtype=self._torch_dtype)
+        views = self._tokens(q, k, v, out)
+        if state is None:
+            self._step(*views)
+            return out
+        _performer._check_state_arity("state", state, self._STATE)
+        state_views = [view(n, t) for n, t in zip(_STATE_NAMES, state)]
+        self._set_state(*state_views)
+        self._step(*views)
+        self._get_state(*state_views)
+        return out
+

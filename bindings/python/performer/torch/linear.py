@@ -1,0 +1,77 @@
+"""Linear attention ("Transformers are RNNs", ALGORITHMS.md section 2) on tensors: performer::linear
+and performer::linear_state."""
+
+import torch
+
+import performer as _performer
+
+from . import _ops
+from ._direct import direct
+from ._tensors import check, key_tensor
+
+__all__ = ["linear_attention", "linear_state"]
+
+_STATE_NAMES = ("initial_state[0] (S)", "initial_state[1] (z)", "initial_state[2] (c)")
+
+
+def state_arg(name, value, labels):
+    """A state argument (None, or a tuple/list of len(labels) tensors) as a tuple, else TypeError."""
+    if value is None:
+        return (None,) * len(labels)
+    _performer._check_state_arity(name, value, labels)
+    return tuple(value)
+
+
+def heads_arg(heads, initial_state, k):
+    """Hs of a state-only call: heads, else the initial state's S.shape[1], else k.shape[1]."""
+    if heads is not None:
+        return _performer._size("heads", heads)
+    if isinstance(initial_state[0], torch.Tensor) and initial_state[0].dim() == 4:
+        return initial_state[0].shape[1]
+    _ops.rank("k", k, 4)
+    return k.shape[1]
+
+
+def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, normalize=True, kv_lengths=None,
+                     kv_starts=None, initial_state=None, return_state=False):
+    """Linear attention of CPU tensors: ``out_i = phi(q_i)^T S / (phi(q_i)^T z + eps)`` with
+    ``S = S0 + sum_j phi(k_j) v_j^T``, ``z = z0 + sum_j phi(k_j)`` over all keys, or keys j <= i
+    when causal (then N == L). Differentiable with respect to q, k, v and the initial state.
+
+    q: B x H x N x D, k: B x Hk x L x D, v: B x Hk x L x M (Hk divides H), float32 or float64,
+    any strides. feature_map: "elu+1", "relu" or "identity". normalize=False: no denominator
+    (``phi(q_i)^T S_i``). kv_lengths / kv_starts: B ints (sequence or integer tensor), keys
+    outside kv_starts[b] <= j < kv_lengths[b] removed. initial_state: (S0, z0), S0 B x H x D x M,
+    z0 B x H x D (causal: the previous piece's final state; non-causal: a memory every query
+    sees). Returns out (B x H x N x M), or ``(out, (S, z))`` with return_state (the final state,
+    differentiable). The op is ``torch.ops.performer.linear``; see performer.linear_attention.
+    """
+    causal, normalize, return_state = bool(causal), bool(normalize), bool(return_state)
+    fmap = _performer._feature_map(feature_map)
+    eps = _performer._real("eps", eps)
+    S0, z0 = state_arg("initial_state", initial_state, _performer._PAIR)
+    kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    if direct(q, k, v, S0, z0):
+        out, S, z = _ops.linear_forward(q, k, v, S0, z0, causal, fmap, eps, normalize, kv_lengths, kv_starts,
+                                        return_state)
+    else:
+        check(("q", "k", "v") + _STATE_NAMES, (q, k, v, S0, z0))
+        out, S, z = _ops.ops.linear(q, k, v, S0, z0, causal, fmap, eps, normalize, kv_lengths, kv_starts,
+                                    return_state)
+    return (out, (S, z)) if return_state else out
+
+
+def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, kv_starts=None, initial_state=None, heads=None):
+    """The linear-attention state of keys and values without queries, differentiable:
+    ``(S, z)`` with S = S0 + sum_j phi(k_j) v_j^T (B x Hs x D x M) and z = z0 + sum_j phi(k_j)
+    (B x Hs x D) over the visible keys. heads = Hs, a multiple of Hk (default: the initial
+    state's, else Hk); Hs = H gives a state usable as linear_attention's initial_state. The op
+    is ``torch.ops.performer.linear_state``; see performer.linear_state."""
+    fmap = _performer._feature_map(feature_map)
+    S0, z0 = state_arg("initial_state", initial_state, _performer._PAIR)
+    hs = heads_arg(heads, (S0, z0), k)
+    kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    if direct(k, v, S0, z0):
+        return _ops.linear_state_forward(k, v, S0, z0, hs, fmap, kv_lengths, kv_starts)
+    check(("k", "v") + _STATE_NAMES, (k, v, S0, z0))
+    return _ops.ops.linear_state(k, v, S0, z0, hs, fmap, kv_lengths, kv_starts)
