@@ -174,7 +174,7 @@ func backwardPair<T: KernelScalar>(
     blockProduct(rows: queries, columns: lanes, depth: m, a: dO, aRowStride: head.dORow, aDepthStride: head.dOColumn,
                  b: UnsafePointer(buffers.vT), bRowStride: stride, c: buffers.dS, cRowStride: stride, accumulate: false)
     let scale = T.splat(T(t.scale))
-    let zero = T.splat(0)
+    let zero = T.splat(0), one = T.splat(1)
     for i in 0..<queries {
         let row = queryStart + i
         let lse2 = head.lse[row * head.lseStride] * T.log2e
@@ -185,7 +185,11 @@ func backwardPair<T: KernelScalar>(
         let pRow = buffers.p + i * stride, dSRow = buffers.dS + i * stride
         var lane = 0
         while lane < lanes {
-            var p = T.exp2(T.sub(T.load(pRow + lane), shift))
+            // P ≤ 1 as in exact arithmetic: lse = m + log l is rounded to ulp(lse), and at
+            // |s| ~ 1e9 (float32) / 1e19 (float64) that ulp exceeds log l, so 2^(S − lse)
+            // reached 2^ulp and dV overflowed; clamped, |dV_j| ≤ Σ_i |dO_i| always.
+            let e = T.exp2(T.sub(T.load(pRow + lane), shift))
+            var p = T.selectLess(one, e, one, e)
             if lane + w > valid {
                 p = T.selectLess(laneIndex, T.splat(T(valid - lane)), p, zero)
             }
