@@ -75,9 +75,8 @@ final class FavorExtremeNormTests: XCTestCase {
     }
 
     /// N = L = 150 (three chunks) at norms 1 … 1000, float32 (every ISA) and float64: finite, and
-    /// within the error the rounding of the exponents allows. In float32 the exponents n/2 ~
-    /// ‖x‖²/(2√D) carry an absolute error ~ n·2⁻²³, so relative accuracy degrades with ‖x‖²
-    /// (the non-causal path degrades identically; it is asserted alongside as the yardstick).
+    /// within the error the rounding of the exponents allows (float32 rounds n/2 ~ ‖x‖²/(2√D)
+    /// and u; measured ≤ 3e-4 at every norm, the non-causal path alike, float64 ≤ 1e-12).
     func testCausalForwardIsFiniteAndAccurateUpToNorm1000() throws {
         let original = Runtime.kernelISA
         defer { try? Runtime.selectKernels(original) }
@@ -88,14 +87,14 @@ final class FavorExtremeNormTests: XCTestCase {
                 let x = Self.inputs(fc, w, norm: norm)
                 let want64 = Self.logDomainReference(fc, x, w)
                 let got64 = try runFavor(fc, x, w, as: Double.self, backward: false)
-                XCTAssertLessThan(linearRelativeError(got64.out, want64), 1e-12 * max(1, norm * norm), "float64 norm \(norm) \(kind)")
+                XCTAssertLessThan(linearRelativeError(got64.out, want64), 1e-11, "float64 norm \(norm) \(kind)")
                 let w32 = try FavorProjection(matrix: w.matrixFloat, numFeatures: fc.m, dim: fc.d)
                 let x32 = x.rounded(to: Float.self)
                 let want32 = Self.logDomainReference(fc, x32, w32)
                 var bidirectional = fc
                 bidirectional.causal = false
                 let wantAll = Self.logDomainReference(bidirectional, x32, w32)
-                let tolerance = 2e-6 * max(1, norm * norm)
+                let tolerance = 4e-6 * max(1, norm)
                 for isa in Runtime.supportedISAs {
                     try Runtime.selectKernels(isa)
                     let got32 = try runFavor(fc, x32, w32, as: Float.self, backward: false)
@@ -144,14 +143,14 @@ final class FavorExtremeNormTests: XCTestCase {
                 }
                 let got64 = try runFavor(fc, x, w32, as: Double.self)
                 for (name, a, b) in [("dq", got64.dq, dq), ("dk", got64.dk, dk), ("dv", got64.dv, dv)] {
-                    XCTAssertLessThan(linearRelativeError(a, b), 1e-9 * max(1, norm * norm), "float64 \(name) norm \(norm) \(kind)")
+                    XCTAssertLessThan(linearRelativeError(a, b), 1e-10, "float64 \(name) norm \(norm) \(kind)")
                 }
                 for isa in Runtime.supportedISAs {
                     try Runtime.selectKernels(isa)
                     let got32 = try runFavor(fc, x, w32, as: Float.self)
                     for (name, a, b) in [("dq", got32.dq, dq), ("dk", got32.dk, dk), ("dv", got32.dv, dv)] {
                         XCTAssert(a.allSatisfy { $0.isFinite }, "non-finite float32 \(name) \(isa) norm \(norm) \(kind)")
-                        XCTAssertLessThan(linearRelativeError(a, b), 1e-5 * max(1, norm * norm), "float32 \(name) \(isa) norm \(norm) \(kind)")
+                        XCTAssertLessThan(linearRelativeError(a, b), 5e-5 * max(1, norm), "float32 \(name) \(isa) norm \(norm) \(kind)")
                         print("FAVOR+ causal gradient \(name) \(kind.name) \(isa) norm \(norm): float32 \(linearRelativeError(a, b)), float64 \(linearRelativeError(name == "dq" ? got64.dq : name == "dk" ? got64.dk : got64.dv, b))")
                     }
                 }

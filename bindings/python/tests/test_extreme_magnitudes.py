@@ -60,8 +60,8 @@ def test_favor_causal_up_to_norm_1000_float32(features, norm):
     out = performer.favor_attention(q[None, None], k[None, None], v[None, None], p, causal=True, features=features)[0, 0]
     assert np.isfinite(out).all()
     want = _log_domain_favor(q, k, v, W, features, causal=True)
-    # float32 exponents n/2 ~ |x|^2 / (2 sqrt D) carry an absolute error ~ n * 2^-23.
-    assert np.linalg.norm(out - want) / np.linalg.norm(want) < 2e-6 * max(1.0, norm * norm)
+    # float32 rounds the exponents (n/2 ~ |x|^2 / (2 sqrt D)); the Swift test measures <= 3e-4.
+    assert np.linalg.norm(out - want) / np.linalg.norm(want) < 4e-6 * max(1.0, norm)
     dq, dk, dv = performer.favor_attention_backward(q[None, None], k[None, None], v[None, None],
                                                     np.ones((1, 1, N, M), np.float32), p, causal=True, features=features)
     assert np.isfinite(dq).all() and np.isfinite(dk).all() and np.isfinite(dv).all()
