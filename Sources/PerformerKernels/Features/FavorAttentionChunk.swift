@@ -333,15 +333,14 @@ struct FavorHead<T: KernelScalar> {
         return den.isFinite && den != 0 && s.row(.unit)[i] != -.infinity
     }
 
-    /// o_i = rowsM_i / den_i (or zeros) into rows r0 ..< r0 + t of the output. A quotient, not
-    /// a product with 1/den_i: 1/den overflows for a subnormal den whose quotient is finite.
+    /// o_i = rowsM_i / den_i (or zeros) into rows r0 ..< r0 + t of the output: times 1/den_i,
+    /// or a quotient where 1/den overflows (a subnormal den, whose quotient is finite).
     func storeOutputs(_ r0: Int, _ t: Int) {
         let den = s.row(.denominator)
         for i in 0..<t {
             let row = s.rowsM + i * s.vp
             if usable(i) {
-                let d = den[i]
-                for j in 0..<mv { row[j] /= d }
+                divideRow(row, by: den[i], mv)
             } else {
                 for j in 0..<mv { row[j] = 0 }
             }
