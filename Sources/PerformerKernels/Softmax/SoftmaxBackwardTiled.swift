@@ -187,11 +187,24 @@ func backwardPair<T: KernelScalar>(
         // (float32) / 1e19 (float64) that ulp exceeds log l, so 2^(S − lse) reached 2^ulp and
         // dV overflowed. Rows with |lse₂| ≥ 2¹⁶ (ulp ≥ 2⁻⁷ in float32) clamp P to 1, so
         // |dV_j| ≤ Σ_i |dO_i| always; the others (every ordinary row) run the loop as before.
-        @inline(__always) func probabilities(clamp: Bool) {
-            var lane = 0
+        // (Two plain loops: a local function or closure holding the loop was compiled out of
+        // line, reading its captures from memory, at twice the instructions.)
+        let clamp = !(Swift.abs(lse2) < T(0x1p16))
+        var lane = 0
+        if clamp {
+            while lane < lanes {
+                let e = T.exp2(T.sub(T.load(pRow + lane), shift))
+                var p = T.selectLess(one, e, one, e)
+                if lane + w > valid {
+                    p = T.selectLess(laneIndex, T.splat(T(valid - lane)), p, zero)
+                }
+                T.store(p, pRow + lane)
+                T.store(T.mul(T.mul(p, T.sub(T.load(dSRow + lane), delta)), scale), dSRow + lane)
+                lane += w
+            }
+        } else {
             while lane < lanes {
                 var p = T.exp2(T.sub(T.load(pRow + lane), shift))
-                if clamp { p = T.selectLess(one, p, one, p) }
                 if lane + w > valid {
                     p = T.selectLess(laneIndex, T.splat(T(valid - lane)), p, zero)
                 }
@@ -200,7 +213,6 @@ func backwardPair<T: KernelScalar>(
                 lane += w
             }
         }
-        if Swift.abs(lse2) < T(0x1p16) { probabilities(clamp: false) } else { probabilities(clamp: true) }
     }
     if let dV, let dK {
         blockProduct(rows: m, columns: lanes, depth: queries, a: dO, aRowStride: head.dOColumn, aDepthStride: head.dORow,
