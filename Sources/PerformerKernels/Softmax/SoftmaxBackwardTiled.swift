@@ -187,8 +187,6 @@ func backwardPair<T: KernelScalar>(
         // (float32) / 1e19 (float64) that ulp exceeds log l, so 2^(S − lse) reached 2^ulp and
         // dV overflowed. Rows with |lse₂| ≥ 2¹⁶ (ulp ≥ 2⁻⁷ in float32) clamp P to 1, so
         // |dV_j| ≤ Σ_i |dO_i| always; the others (every ordinary row) run the loop as before.
-        // (Two plain loops: a local function or closure holding the loop was compiled out of
-        // line, reading its captures from memory, at twice the instructions.)
         let clamp = !(Swift.abs(lse2) < T(0x1p16))
         var lane = 0
         if clamp {
