@@ -65,6 +65,22 @@
  *   - Environment. PERFORMER_NUM_THREADS (a positive integer) sets the default thread count;
  *     PERFORMER_ISA (portable, avx2 or avx512) forces a kernel build the CPU supports. Both
  *     are read once, at the library's first use.
+ *   - Numerics. Finite inputs give finite outputs and gradients at any magnitude the dtype
+ *     holds, equal to the mathematical value to rounding wherever that value is
+ *     representable (float32 rounds q.k, |x|^2 and similar sums, so accuracy degrades with
+ *     the size of those terms, as any float32 evaluation does); a result that is too large
+ *     for the dtype is +-inf, one too small is 0 or subnormal. In particular: a denominator
+ *     that is tiny but not 0 gives the quotient (never num * (1/den)); a row that sees no key
+ *     outputs 0 for every eps >= 0; causal FAVOR+ is tested up to input norm 1000 in float32;
+ *     softmax's recomputed probabilities are clamped to [0, 1] (at scores of ~1e9 in float32
+ *     lse is rounded to more than log L), so |dv_j| <= sum_i |dout_i|. Non-finite inputs
+ *     (NaN, +-inf in q, k, v, dout, out, lse, linear states) are not checked (that would cost a pass over
+ *     every input): the call returns PERFORMER_OK, and every output that depends on such an
+ *     element is unspecified (typically NaN or inf). The others are as without it: other
+ *     batch entries and heads; in causal attention the rows before its position, except that a
+ *     non-finite v_j may also reach the rows of its block of 64 (products multiply masked zeros
+ *     by v). Non-finite options and projection matrices, and FAVOR+ states outside their
+ *     contract, are refused (PERFORMER_ERROR_INVALID_ARGUMENT); linear states are data as above.
  *   - fork(). A child process may call the library, multi-threaded calls included, whatever
  *     the parent did before: the child starts without the parent's worker threads and
  *     creates its own on first need (see section 4).
@@ -381,8 +397,11 @@ performer_status performer_softmax_merge(
  *
  *   Key lengths and starts: keys j >= kv_lengths[b] and keys j < kv_starts[b] (left padding)
  *   are removed by zeroing phi(k_j), never v_j (elu+1 maps 0 to 1, so a zeroed v would leave
- *   the key in the denominator); their dk and dv are 0. A row whose
- *   denominator is exactly 0 (eps = 0 and no visible key) gets output 0 and zero gradients.
+ *   the key in the denominator); their dk and dv are 0. A row that sees no key and no
+ *   initial state (its denominator is eps) gets output 0 and zero gradients, for every eps >= 0. A tiny but
+ *   nonzero denominator gives the quotient: an elu+1 query whose features are all below
+ *   2^-32 (every x < -22) is evaluated as exp(x - max x) with eps * e^(-max x), which leaves
+ *   the output unchanged (Conventions, Numerics).
  *   Memory: O(N * max(C, M)) scratch per thread; the backward recomputes the states chunk by
  *   chunk and stores none per position.
  * ====================================================================================== */
@@ -778,13 +797,15 @@ performer_status performer_favor_features_backward(
  *   every key kv_starts[b] <= j < kv_lengths[b] (all L without key starts and lengths; masked
  *   keys get zero features, dk = dv = 0, and enter no stabilizer max). Causal (N must equal
  *   L): over j <= i only, continuing from an initial state when one is given.
- *   eps is in the units of the mathematical features (default 0). A row whose denominator
- *   underflows or is 0 (e.g. no visible key) outputs 0 and gets zero gradients, never NaN/Inf.
+ *   eps is in the units of the mathematical features (default 0). A row that sees no key
+ *   outputs 0 (for every eps) and gets zero gradients, never NaN/Inf; a denominator that is
+ *   tiny but not 0 gives the quotient (see Conventions, Numerics).
  *
  *   Evaluation is in the stabilized (scaled) form of docs/FAVOR.md section 4, so the output
  *   is the mathematical function even where the features themselves under- or overflow
- *   (inputs of norm 30 and more); one call, pieces with a carried state, and decoder steps
- *   agree to rounding.
+ *   (inputs of norm 30 and more; causal calls tested up to norm 1000 in float32: a row whose
+ *   chunk terms all underflow is evaluated as the decoder does); one call, pieces with a
+ *   carried state, and decoder steps agree to rounding.
  *
  *   State (causal only): the scaled triple, one per QUERY head, as the decoder's (7c):
  *   S~ (B x H x C x M), z~ (B x H x C x 1) and c (B x H x C x 1), the mathematical state being

@@ -705,6 +705,279 @@ static void handles_threads(void) {
     free(q.data); free(v.data); free(out.data);
 }
 
+/* ---- 9. Numerics at extreme magnitudes (issue 13, item 9; docs/RELIABILITY.md). */
+
+static int all_finite(const performer_tensor_t *t) {
+    FOR4(t) if (!isfinite(at(t, i0, i1, i2, i3))) return 0;
+    return 1;
+}
+
+/* 9a. Causal FAVOR+ at ‖x‖ ~ 100: the issue's minimal case (D = m = 2, orthogonal chi seed 7,
+ * v = 1) gave inf; the output of one key is v exactly, its dq, dk are 0 and dv = dout. Then
+ * N = 130 rows of norm 1000 (float32): every output and gradient finite, each output inside
+ * the range of the values its row sees. */
+static void favor_extreme_norm(void) {
+    performer_favor_projection_t p = NULL;
+    OK(performer_favor_projection_create(&p, 2, 2, PERFORMER_PROJECTION_ORTHOGONAL, PERFORMER_NORMS_CHI, 7), "create");
+    for (int kind = 0; kind < 2; kind++) {
+        for (int dtype = 0; dtype < 2; dtype++) {
+            int dt = dtype ? PERFORMER_FLOAT64 : PERFORMER_FLOAT32;
+            performer_tensor_t q = tensor_new(dt, 1, 1, 1, 2), k = tensor_new(dt, 1, 1, 1, 2), v = tensor_new(dt, 1, 1, 1, 1);
+            performer_tensor_t out = tensor_new(dt, 1, 1, 1, 1), dout = tensor_new(dt, 1, 1, 1, 1);
+            performer_tensor_t dq = tensor_new(dt, 1, 1, 1, 2), dk = tensor_new(dt, 1, 1, 1, 2), dv = tensor_new(dt, 1, 1, 1, 1);
+            set_at(&q, 0, 0, 0, 0, -64.2554932); set_at(&q, 0, 0, 0, 1, 40.6247025);
+            set_at(&k, 0, 0, 0, 0, 96.5603104); set_at(&k, 0, 0, 0, 1, -97.3792801);
+            fill_value(&v, 1);
+            fill_value(&dout, 0.75);
+            performer_favor_options_t o;
+            performer_favor_options_init(&o);
+            o.causal = 1;
+            o.features = kind ? PERFORMER_FAVOR_HYPERBOLIC : PERFORMER_FAVOR_POSITIVE;
+            OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), "favor forward");
+            CHECK(fabs(at(&out, 0, 0, 0, 0) - 1) < 1e-6, "minimal case kind %d dtype %d: out %g, want 1", kind, dt,
+                  at(&out, 0, 0, 0, 0));
+            OK(performer_favor_backward(&q, &k, &v, &dout, p, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+               "favor backward");
+            CHECK(all_finite(&dq) && all_finite(&dk) && fabs(at(&dq, 0, 0, 0, 0)) < 1e-3 && fabs(at(&dk, 0, 0, 0, 1)) < 1e-3,
+                  "minimal case kind %d dtype %d: dq (%g, %g), dk (%g, %g), want 0", kind, dt, at(&dq, 0, 0, 0, 0),
+                  at(&dq, 0, 0, 0, 1), at(&dk, 0, 0, 0, 0), at(&dk, 0, 0, 0, 1));
+            CHECK(fabs(at(&dv, 0, 0, 0, 0) - 0.75) < 1e-6, "minimal case kind %d dtype %d: dv %g, want 0.75", kind, dt,
+                  at(&dv, 0, 0, 0, 0));
+            free(q.data); free(k.data); free(v.data); free(out.data); free(dout.data);
+            free(dq.data); free(dk.data); free(dv.data);
+        }
+    }
+    performer_favor_projection_destroy(p);
+
+    const int64_t n = 130, d = 8, m = 16, mv = 4;
+    OK(performer_favor_projection_create(&p, d, m, PERFORMER_PROJECTION_ORTHOGONAL, PERFORMER_NORMS_CHI, 3), "create");
+    performer_tensor_t q = tensor_new(PERFORMER_FLOAT32, 1, 2, n, d), k = tensor_new(PERFORMER_FLOAT32, 1, 2, n, d);
+    performer_tensor_t v = tensor_new(PERFORMER_FLOAT32, 1, 2, n, mv), out = tensor_new(PERFORMER_FLOAT32, 1, 2, n, mv);
+    performer_tensor_t dout = tensor_new(PERFORMER_FLOAT32, 1, 2, n, mv), dv = tensor_new(PERFORMER_FLOAT32, 1, 2, n, mv);
+    performer_tensor_t dq = tensor_new(PERFORMER_FLOAT32, 1, 2, n, d), dk = tensor_new(PERFORMER_FLOAT32, 1, 2, n, d);
+    fill_seeded(&v, 5);
+    fill_seeded(&dout, 6);
+    for (int t = 0; t < 2; t++) {
+        performer_tensor_t *x = t ? &k : &q;
+        for (int64_t h = 0; h < 2; h++) {
+            for (int64_t i = 0; i < n; i++) {
+                double norm = 0;
+                for (int64_t c = 0; c < d; c++) {
+                    double e = value_at(11 + (uint64_t)t, (h * n + i) * d + c);
+                    set_at(x, 0, h, i, c, e);
+                    norm += e * e;
+                }
+                for (int64_t c = 0; c < d; c++) set_at(x, 0, h, i, c, at(x, 0, h, i, c) * 1000 / sqrt(norm));
+            }
+        }
+    }
+    for (int kind = 0; kind < 2; kind++) {
+        performer_favor_options_t o;
+        performer_favor_options_init(&o);
+        o.causal = 1;
+        o.features = kind ? PERFORMER_FAVOR_HYPERBOLIC : PERFORMER_FAVOR_POSITIVE;
+        OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), "favor forward 1000");
+        int outside = 0;
+        for (int64_t h = 0; h < 2; h++) {
+            for (int64_t i = 0; i < n; i++) {
+                for (int64_t c = 0; c < mv; c++) {
+                    double lo = INFINITY, hi = -INFINITY, y = at(&out, 0, h, i, c);
+                    for (int64_t j = 0; j <= i; j++) { lo = fmin(lo, at(&v, 0, h, j, c)); hi = fmax(hi, at(&v, 0, h, j, c)); }
+                    if (!(y >= lo - 1e-5 && y <= hi + 1e-5)) outside++;
+                }
+            }
+        }
+        CHECK(outside == 0, "norm 1000 kind %d: %d outputs non-finite or outside their values' range", kind, outside);
+        OK(performer_favor_backward(&q, &k, &v, &dout, p, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+           "favor backward 1000");
+        CHECK(all_finite(&dq) && all_finite(&dk) && all_finite(&dv), "norm 1000 kind %d: non-finite gradients", kind);
+    }
+    performer_favor_projection_destroy(p);
+    free(q.data); free(k.data); free(v.data); free(out.data); free(dout.data); free(dq.data); free(dk.data); free(dv.data);
+}
+
+/* 9b. Tiny but nonzero denominators: linear elu+1, eps = 0, q = (-100, ...) against one key
+ * gives v exactly (was inf: phi(q) = e^-100 is subnormal in float32, or 0 in the vector
+ * path); D = 2 (scalar) and D = 16 (vector), forward, decoder step and backward (finite).
+ * A row that sees no key outputs 0 for eps = 0 and eps = 1e-45 (was NaN). */
+static void tiny_denominators(void) {
+    for (int64_t d = 2; d <= 16; d += 14) {
+        for (int dtype = 0; dtype < 2; dtype++) {
+            int dt = dtype ? PERFORMER_FLOAT64 : PERFORMER_FLOAT32;
+            performer_tensor_t q = tensor_new(dt, 1, 1, 1, d), k = tensor_new(dt, 1, 1, 1, d), v = tensor_new(dt, 1, 1, 1, 3);
+            performer_tensor_t out = tensor_new(dt, 1, 1, 1, 3), dout = tensor_new(dt, 1, 1, 1, 3);
+            performer_tensor_t dq = tensor_new(dt, 1, 1, 1, d), dk = tensor_new(dt, 1, 1, 1, d), dv = tensor_new(dt, 1, 1, 1, 3);
+            fill_value(&q, -100);
+            fill_seeded(&k, 21);
+            fill_seeded(&v, 22);
+            fill_seeded(&dout, 23);
+            performer_linear_options_t o;
+            performer_linear_options_init(&o);
+            o.eps = 0;
+            for (int causal = 0; causal < 2; causal++) {
+                o.causal = causal;
+                OK(performer_linear_forward(&q, &k, &v, &out, NULL, NULL, NULL, NULL, &o), "linear forward");
+                double worst = 0;
+                for (int c = 0; c < 3; c++) worst = fmax(worst, fabs(at(&out, 0, 0, 0, c) - at(&v, 0, 0, 0, c)));
+                CHECK(worst < 1e-6, "linear q = -100, D = %lld, dtype %d, causal %d: out differs from v by %g",
+                      (long long)d, dt, causal, worst);
+                OK(performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, NULL, NULL, NULL, NULL, NULL, NULL, &o),
+                   "linear backward");
+                /* One key: o = v, so dq = dk = 0 and dv = dout. */
+                double dworst = 0;
+                FOR4(&dq) dworst = fmax(dworst, fabs(at(&dq, i0, i1, i2, i3)));
+                FOR4(&dk) dworst = fmax(dworst, fabs(at(&dk, i0, i1, i2, i3)));
+                FOR4(&dv) dworst = fmax(dworst, fabs(at(&dv, i0, i1, i2, i3) - at(&dout, i0, i1, i2, i3)));
+                CHECK(dworst < 1e-5, "linear q = -100, D = %lld, dtype %d, causal %d: gradients off by %g",
+                      (long long)d, dt, causal, dworst);
+            }
+            performer_linear_decoder_t dec = NULL;
+            OK(performer_linear_decoder_create(&dec, dt, 1, 1, 1, d, 3, PERFORMER_FEATURE_ELU_PLUS_ONE, 0), "decoder");
+            OK(performer_linear_decoder_step(dec, &q, &k, &v, &out), "decoder step");
+            double worst = 0;
+            for (int c = 0; c < 3; c++) worst = fmax(worst, fabs(at(&out, 0, 0, 0, c) - at(&v, 0, 0, 0, c)));
+            CHECK(worst < 1e-6, "linear decoder q = -100, D = %lld, dtype %d: out differs from v by %g", (long long)d, dt,
+                  worst);
+            performer_linear_decoder_destroy(dec);
+            /* No visible key (kv_lengths = 0): 0 for eps = 0 and for a subnormal eps. */
+            int64_t none = 0;
+            o.causal = 0;
+            o.kv_lengths = &none;
+            fill_value(&q, 0.5);
+            for (int e = 0; e < 2; e++) {
+                o.eps = e ? 1e-45 : 0;
+                fill_value(&out, 7);
+                OK(performer_linear_forward(&q, &k, &v, &out, NULL, NULL, NULL, NULL, &o), "linear forward no keys");
+                CHECK(is_value(&out, 0), "linear no keys, eps %g, dtype %d: out[0] = %g, want 0", o.eps, dt,
+                      at(&out, 0, 0, 0, 0));
+            }
+            free(q.data); free(k.data); free(v.data); free(out.data); free(dout.data);
+            free(dq.data); free(dk.data); free(dv.data);
+        }
+    }
+    /* FAVOR+ with eps = 1e-45 and a row that sees no key: 0. */
+    performer_favor_projection_t p = NULL;
+    OK(performer_favor_projection_create(&p, 4, 4, PERFORMER_PROJECTION_ORTHOGONAL, PERFORMER_NORMS_CHI, 1), "create");
+    performer_tensor_t q = tensor_new(PERFORMER_FLOAT32, 1, 1, 2, 4), k = tensor_new(PERFORMER_FLOAT32, 1, 1, 2, 4);
+    performer_tensor_t v = tensor_new(PERFORMER_FLOAT32, 1, 1, 2, 2), out = tensor_new(PERFORMER_FLOAT32, 1, 1, 2, 2);
+    fill_seeded(&q, 31); fill_seeded(&k, 32); fill_seeded(&v, 33);
+    for (int kind = 0; kind < 4; kind++) {
+        for (int causal = 0; causal < 2; causal++) {
+            int64_t none = 0;
+            performer_favor_options_t o;
+            performer_favor_options_init(&o);
+            o.features = kind;
+            o.causal = causal;
+            o.eps = 1e-45;
+            o.kv_lengths = &none;
+            fill_value(&out, 7);
+            OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), "favor no keys");
+            CHECK(is_value(&out, 0), "favor no keys, kind %d causal %d eps 1e-45: out[0] = %g, want 0", kind, causal,
+                  at(&out, 0, 0, 0, 0));
+        }
+    }
+    performer_favor_projection_destroy(p);
+    free(q.data); free(k.data); free(v.data); free(out.data);
+}
+
+/* 9c. Softmax backward with scores ~ 1e9 (float32) / 1e19 (float64): the forward is finite and
+ * so must dv be (|dv_j| <= sum_i |dout_i|); dq, dk, dv all finite. */
+static void softmax_huge_scores(void) {
+    for (int dtype = 0; dtype < 2; dtype++) {
+        int dt = dtype ? PERFORMER_FLOAT64 : PERFORMER_FLOAT32;
+        const int64_t n = 40, d = 4, m = 3;
+        double magnitude = dtype ? 1e19 : 1e9;
+        for (int causal = 0; causal < 2; causal++) {
+            performer_tensor_t q = tensor_new(dt, 1, 1, n, d), k = tensor_new(dt, 1, 1, n, d), v = tensor_new(dt, 1, 1, n, m);
+            performer_tensor_t out = tensor_new(dt, 1, 1, n, m), lse = tensor_new(dt, 1, 1, n, 1);
+            performer_tensor_t dout = tensor_new(dt, 1, 1, n, m), dq = tensor_new(dt, 1, 1, n, d);
+            performer_tensor_t dk = tensor_new(dt, 1, 1, n, d), dv = tensor_new(dt, 1, 1, n, m);
+            fill_seeded(&q, 41); fill_seeded(&k, 42); fill_seeded(&v, 43); fill_seeded(&dout, 44);
+            /* scores s = q.k / sqrt(D) ~ magnitude: scale q and k by sqrt(magnitude). */
+            FOR4(&q) set_at(&q, i0, i1, i2, i3, at(&q, i0, i1, i2, i3) * sqrt(magnitude));
+            FOR4(&k) set_at(&k, i0, i1, i2, i3, at(&k, i0, i1, i2, i3) * sqrt(magnitude));
+            performer_softmax_options_t o;
+            performer_softmax_options_init(&o);
+            o.causal = causal;
+            OK(performer_softmax_forward(&q, &k, &v, &out, &lse, &o), "softmax forward");
+            CHECK(all_finite(&out) && all_finite(&lse), "softmax forward at %g not finite", magnitude);
+            OK(performer_softmax_backward(&q, &k, &v, &out, &lse, &dout, &dq, &dk, &dv, &o), "softmax backward");
+            double bound = 0;
+            FOR4(&dout) bound += fabs(at(&dout, i0, i1, i2, i3));
+            int bad = 0;
+            FOR4(&dv) if (!(fabs(at(&dv, i0, i1, i2, i3)) <= bound)) bad++;
+            CHECK(bad == 0 && all_finite(&dq) && all_finite(&dk),
+                  "softmax backward at %g, dtype %d, causal %d: %d dv entries non-finite or above sum |dout| = %g, dq/dk finite %d/%d",
+                  magnitude, dt, causal, bad, bound, all_finite(&dq), all_finite(&dk));
+            free(q.data); free(k.data); free(v.data); free(out.data); free(lse.data); free(dout.data);
+            free(dq.data); free(dk.data); free(dv.data);
+        }
+    }
+}
+
+/* 9d. Non-finite inputs are not checked (performer.h, Conventions: Numerics): status OK; the
+ * outputs that depend on the element are unspecified, the others unaffected. Causal forward
+ * of softmax, linear and FAVOR+ (float32, N = 150 over several chunks) with NaN, +inf or -inf
+ * in one element of k, q or v at position p: rows before p (for v: before p's block of 64
+ * rows, whose products multiply masked zeros by v) and the other head are bit-identical to
+ * the run without it. */
+static void nonfinite_inputs(void) {
+    const int64_t n = 150, d = 8, m = 4;
+    performer_favor_projection_t proj = NULL;
+    OK(performer_favor_projection_create(&proj, d, 8, PERFORMER_PROJECTION_ORTHOGONAL, PERFORMER_NORMS_CHI, 2), "create");
+    performer_tensor_t q = tensor_new(PERFORMER_FLOAT32, 1, 2, n, d), k = tensor_new(PERFORMER_FLOAT32, 1, 2, n, d);
+    performer_tensor_t v = tensor_new(PERFORMER_FLOAT32, 1, 2, n, m);
+    performer_tensor_t base = tensor_new(PERFORMER_FLOAT32, 1, 2, n, m), out = tensor_new(PERFORMER_FLOAT32, 1, 2, n, m);
+    fill_seeded(&q, 51); fill_seeded(&k, 52); fill_seeded(&v, 53);
+    const double bad[3] = {NAN, INFINITY, -INFINITY};
+    const int64_t positions[3] = {0, 70, 149};
+    for (int fn = 0; fn < 3; fn++) {
+        for (int which = 0; which < 3; which++) {
+            performer_tensor_t *x = which == 0 ? &k : which == 1 ? &q : &v;
+            for (int b = 0; b < 3; b++) {
+                for (int pi = 0; pi < 3; pi++) {
+                    int64_t p = positions[pi];
+                    for (int pass = 0; pass < 2; pass++) {
+                        performer_tensor_t *target = pass ? &out : &base;
+                        double saved = at(x, 0, 1, p, 1);
+                        if (pass) set_at(x, 0, 1, p, 1, bad[b]);
+                        performer_status st;
+                        if (fn == 0) {
+                            performer_softmax_options_t o;
+                            performer_softmax_options_init(&o);
+                            o.causal = 1;
+                            st = performer_softmax_forward(&q, &k, &v, target, NULL, &o);
+                        } else if (fn == 1) {
+                            performer_linear_options_t o;
+                            performer_linear_options_init(&o);
+                            o.causal = 1;
+                            st = performer_linear_forward(&q, &k, &v, target, NULL, NULL, NULL, NULL, &o);
+                        } else {
+                            performer_favor_options_t o;
+                            performer_favor_options_init(&o);
+                            o.causal = 1;
+                            st = performer_favor_forward(&q, &k, &v, proj, target, NULL, NULL, NULL, NULL, NULL, NULL, &o);
+                        }
+                        set_at(x, 0, 1, p, 1, saved);
+                        CHECK(st == PERFORMER_OK, "non-finite fn %d: status %d (%s)", fn, (int)st, performer_last_error());
+                    }
+                    int changed = 0;
+                    int64_t first = which == 2 ? p / 64 * 64 : p;  /* v: its block's rows too */
+                    FOR4(&out) {
+                        if (i1 == 1 && i2 >= first) continue;
+                        double a = at(&out, i0, i1, i2, i3), e = at(&base, i0, i1, i2, i3);
+                        if (memcmp(&a, &e, sizeof a) != 0) changed++;
+                    }
+                    CHECK(changed == 0, "fn %d (softmax, linear, favor), %s[0, 1, %lld, 1] = %g: %d outputs before it or "
+                          "in the other head changed", fn, which == 0 ? "k" : which == 1 ? "q" : "v", (long long)p, bad[b], changed);
+                }
+            }
+        }
+    }
+    performer_favor_projection_destroy(proj);
+    free(q.data); free(k.data); free(v.data); free(base.data); free(out.data);
+}
+
 int main(int argc, char **argv) {
     /* Optional argument: run only the probe of that name (to see each one fail alone). */
     static const struct { const char *name; void (*run)(void); } probes[] = {
@@ -713,6 +986,8 @@ int main(int argc, char **argv) {
         {"allocation_failures", allocation_failures}, {"fork_child", fork_child},
         {"favor_in_place", favor_in_place}, {"idle_workers", idle_workers},
         {"handles", handles}, {"handles_threads", handles_threads},
+        {"favor_extreme_norm", favor_extreme_norm}, {"tiny_denominators", tiny_denominators},
+        {"softmax_huge_scores", softmax_huge_scores}, {"nonfinite_inputs", nonfinite_inputs},
     };
     for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++)
         if (argc < 2 || strcmp(argv[1], probes[i].name) == 0) probes[i].run();

@@ -25,7 +25,12 @@ extension FavorHead {
         let den = s.row(.denominator)
         for i in 0..<t {
             let num = s.rowsM + i * s.vp, g = s.outputGradient + i * s.vp
-            rowScale(usable(i) ? 1 / den[i] : 0, g, num, mv)
+            let r: T = usable(i) ? 1 / den[i] : 0
+            if r.isFinite {
+                rowScale(r, g, num, mv)
+            } else {  // a subnormal den: 1/den overflows, g/den need not
+                for j in 0..<mv { num[j] = g[j] / den[i] }
+            }
         }
     }
 
@@ -56,14 +61,24 @@ extension FavorHead {
             let r = 1 / den[i]
             var dot = rowDot(s.queryTilde + i * s.cp, s.gradient2 + i * s.cp, c)
             if causal { for j in 0...i { dot += p[j] * sg[j] } }
-            let y = -dot * r * r
-            dden[i] = y
-            inverse[i] = r
-            rowScale(r, g, num, mv)
-            if causal {
-                for j in 0...i { sg[j] = (sg[j] * r + y) * w[j] }
-                for j in (i + 1)..<max(t, i + 1) { sg[j] = 0 }
+            if r.isFinite {
+                let y = -dot * r * r
+                dden[i] = y
+                inverse[i] = r
+                rowScale(r, g, num, mv)
+                if causal { for j in 0...i { sg[j] = (sg[j] * r + y) * w[j] } }
+            } else {
+                // A subnormal den: 1/den overflows although the quotients need not, so divide
+                // (gradient2 divided here, its scale 1/den then 1).
+                let q = den[i], y = -dot / q / q
+                dden[i] = y
+                inverse[i] = 1
+                for j in 0..<mv { num[j] = g[j] / q }
+                let g2 = s.gradient2 + i * s.cp
+                for f in 0..<c { g2[f] /= q }
+                if causal { for j in 0...i { sg[j] = (sg[j] / q + y) * w[j] } }
             }
+            if causal { for j in (i + 1)..<max(t, i + 1) { sg[j] = 0 } }
         }
     }
 
@@ -76,7 +91,7 @@ extension FavorHead {
     /// chain rule, dx = s^(1/2)·(g_u W + 2 g_n x̂), into rows r0 ..< r0 + t of `target` (rows at
     /// outside `valid` get 0; added instead of stored when `accumulate`).
     func storeInputGradients(_ t: Int, valid: Range<Int>, gradient: UnsafePointer<T>, hat: UnsafePointer<T>,
-                             u: UnsafePointer<T>, input: UnsafePointer<T>,
+                             u: UnsafePointer<T>, input: UnsafePointer<T>, shift: UnsafePointer<T>? = nil,
                              into target: StridedMatrix, _ r0: Int, accumulate: Bool) {
         let gn = s.row(.halfGradient), end = favorVectorEnd(T.self, m), zero = T.splat(0)
         for i in 0..<t {
@@ -113,6 +128,11 @@ extension FavorHead {
                     T.store(T.selectLess(zero, T.load(ui + f), T.load(g + f), zero), gu + f)
                 }
                 for f in end..<m { gu[f] = ui[f] > 0 ? g[f] : 0 }
+                // A query row scaled by 2^k (`reluRowScale`): X̂ = 2^k φ, so ∂L/∂u = 2^k·g.
+                if let shift, shift[i] != 0 {
+                    let k = reluScaleExponent(shift[i])
+                    for f in 0..<m { gu[f] = T(sign: .plus, exponent: T.Exponent(k), significand: gu[f]) }
+                }
             }
             gn[i] = sum
         }
@@ -171,6 +191,7 @@ extension FavorHead {
                          plus: dden[i], z: s.normalizer, causal: causal)
         }
         storeInputGradients(t, valid: 0..<t, gradient: s.gradient1, hat: s.queryHat, u: s.queryU, input: s.queryInput,
+                            shift: task.map == .relu ? UnsafePointer(s.row(.queryShift)) : nil,
                             into: task.queryGradient!, r0, accumulate: false)
     }
 
@@ -290,8 +311,21 @@ private func favorCausalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
     let task = head.task, s = head.s
     let n = task.shape.queryCount, c = head.c, mv = head.mv
     let perPosition = s.perPosition
+    // U, den, ∂L/∂den and whether the row was evaluated alone (`exactRow`), per position.
+    func save(_ i: Int, at position: Int, exact: Bool) {
+        perPosition[4 * position] = s.row(.unit)[i]
+        perPosition[4 * position + 1] = s.row(.denominator)[i]
+        perPosition[4 * position + 2] = s.row(.denominatorGradient)[i]
+        perPosition[4 * position + 3] = exact ? 1 : 0
+    }
+    func load(_ i: Int, from position: Int) {
+        s.row(.unit)[i] = perPosition[4 * position]
+        s.row(.denominator)[i] = perPosition[4 * position + 1]
+        s.row(.denominatorGradient)[i] = perPosition[4 * position + 2]
+    }
     // Forward sweep: the states S̃ before each chunk, rebuilt (as S̃ᵀ, the only form it reads);
-    // dq; U, den, ∂L/∂den per position and each chunk's P and score gradient.
+    // dq; U, den, ∂L/∂den per position and each chunk's P and score gradient. Rows from the
+    // chunk's first inexact row on are evaluated alone, as the forward did (`exactRow`).
     transposeBlock(rows: c, columns: mv, s.state, s.vp, s.stateT, s.cp)
     var r0 = 0
     while r0 < n {
@@ -299,40 +333,57 @@ private func favorCausalBackward<T: KernelScalar>(_ head: FavorHead<T>) {
         head.prepareQueries(r0, t)
         head.prepareKeys(r0, t, transposed: true, transposedValues: true)
         head.readState(t, causal: true)
-        head.denominator(t, causal: true)
-        head.packOutputGradients(r0, t)
-        head.outputGradientRows(t, causal: true)
-        for i in 0..<t {
-            perPosition[3 * (r0 + i)] = s.row(.unit)[i]
-            perPosition[3 * (r0 + i) + 1] = s.row(.denominator)[i]
-            perPosition[3 * (r0 + i) + 2] = s.row(.denominatorGradient)[i]
-        }
+        let exact = head.denominator(t, causal: true)
+        head.packOutputGradients(r0, exact)
+        head.outputGradientRows(exact, causal: true)
+        for i in 0..<exact { save(i, at: r0 + i, exact: false) }
         let stored = s.storedChunk(r0 / favorChunkRows)
         stored.scores.update(from: s.scores, count: t * s.tp)
         stored.scoreGradient.update(from: s.scoreGradient, count: t * s.tp)
-        head.queryGradients(r0, t, causal: true)
-        head.accumulateKeys(t, transposed: true)
+        head.queryGradients(r0, exact, causal: true)
+        if exact > 0 { head.accumulateKeys(exact, transposed: true) }
+        for r in (r0 + exact)..<(r0 + t) {
+            head.prepareKeys(r, 1, transposed: false, transposedValues: false)
+            head.accumulateKeys(1, transposed: true)
+            head.prepareQueries(r, 1)
+            head.readState(1, causal: false)
+            head.denominator(1, causal: false)
+            head.packOutputGradients(r, 1)
+            head.outputGradientRows(1, causal: false)
+            save(0, at: r, exact: true)
+            head.queryGradients(r, 1, causal: false)
+        }
         r0 += t
     }
-    // Reverse sweep: (G̃, g̃, e) carried from the end; dk, dv.
+    // Reverse sweep: (G̃, g̃, e) carried from the end; dk, dv. A row evaluated alone: its query
+    // joins the gradient state before its key reads it (the key was in the state it read).
     head.loadFinalStateGradient()
     let chunks = (n + favorChunkRows - 1) / favorChunkRows
     for chunk in stride(from: chunks - 1, through: 0, by: -1) {
         let r0 = chunk * favorChunkRows
         let t = min(favorChunkRows, n - r0)
-        head.prepareQueries(r0, t)
-        head.prepareKeys(r0, t, transposed: false, transposedValues: false)
-        for i in 0..<t {
-            s.row(.unit)[i] = perPosition[3 * (r0 + i)]
-            s.row(.denominator)[i] = perPosition[3 * (r0 + i) + 1]
-            s.row(.denominatorGradient)[i] = perPosition[3 * (r0 + i) + 2]
+        var exact = t
+        while exact > 0 && perPosition[4 * (r0 + exact - 1) + 3] != 0 { exact -= 1 }
+        for r in stride(from: r0 + t - 1, through: r0 + exact, by: -1) {
+            head.prepareQueries(r, 1)
+            head.prepareKeys(r, 1, transposed: false, transposedValues: false)
+            load(0, from: r)
+            head.packOutputGradients(r, 1)
+            head.rowGradients(1)
+            head.accumulateQueries(1)
+            transposeBlock(rows: c, columns: mv, s.stateGradient, s.vp, s.stateGradientT, s.cp)
+            head.keyGradients(r, 1, causal: false, scores: s.scores, scoreGradient: s.scoreGradient)
         }
-        head.packOutputGradients(r0, t)
-        head.rowGradients(t)
+        guard exact > 0 else { continue }
+        head.prepareQueries(r0, exact)
+        head.prepareKeys(r0, exact, transposed: false, transposedValues: false)
+        for i in 0..<exact { load(i, from: r0 + i) }
+        head.packOutputGradients(r0, exact)
+        head.rowGradients(exact)
         transposeBlock(rows: c, columns: mv, s.stateGradient, s.vp, s.stateGradientT, s.cp)
         let stored = s.storedChunk(chunk)
-        head.keyGradients(r0, t, causal: true, scores: stored.scores, scoreGradient: stored.scoreGradient)
-        head.accumulateQueries(t)
+        head.keyGradients(r0, exact, causal: true, scores: stored.scores, scoreGradient: stored.scoreGradient)
+        head.accumulateQueries(exact)
     }
     head.storeInitialStateGradient()
 }

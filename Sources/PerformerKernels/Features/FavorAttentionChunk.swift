@@ -38,6 +38,23 @@ func favorExpVector<T: KernelScalar>(_: T.Type, _ x: T.Vector) -> T.Vector { T.e
 @inline(__always)
 func favorVectorEnd<T: KernelScalar>(_: T.Type, _ n: Int) -> Int { n - n % T.lanes }
 
+/// relu query features are used as they are (ρ = 0) unless every one is below 2⁻³² (a tiny
+/// relu_offset with u ≤ 0: products with the state were subnormal, relu_offset = 1e-45 and
+/// q = 0 gave inf/NaN). Such a row is scaled by 2^k (exact), 2^k·max ∈ [1, 2), and gets the
+/// row shift ρ = −k·ln 2: φ = e^ρ·X̂ as for every kind, so the output, in which the scale
+/// cancels except against ε (which the shift scales alike), is unchanged. Returns ρ.
+@inline(__always)
+func reluRowScale<T: KernelScalar>(_ x: UnsafeMutablePointer<T>, _ m: Int, largest: T) -> T {
+    guard largest > 0, largest < T(0x1p-32) else { return 0 }
+    let k = -Int(largest.exponent)
+    for f in 0..<m { x[f] = T(sign: .plus, exponent: T.Exponent(k), significand: x[f]) }
+    return -T(k) * T(M_LN2)
+}
+
+/// k of a relu row shift ρ = −k·ln 2 (`reluRowScale`).
+@inline(__always)
+func reluScaleExponent<T: KernelScalar>(_ rho: T) -> Int { Int((-Double(rho) / M_LN2).rounded()) }
+
 struct FavorHead<T: KernelScalar> {
     let task: FavorAttentionTask
     let s: FavorScratch<T>
@@ -89,7 +106,7 @@ struct FavorHead<T: KernelScalar> {
     /// From u and n/2 of t rows (rows `valid` of them real, the others padded keys): the
     /// exponents a (exponential kinds), the row features X̂ and the row shifts ρ (−inf for a
     /// padded row, whose X̂ is zero).
-    func rowFeatures(_ t: Int, valid: Range<Int>, u: UnsafePointer<T>, half: UnsafePointer<T>,
+    func rowFeatures(_ t: Int, valid: Range<Int>, u: UnsafePointer<T>, half: UnsafePointer<T>, query: Bool,
                      exponents: UnsafeMutablePointer<T>, hat: UnsafeMutablePointer<T>, shift: UnsafeMutablePointer<T>) {
         for i in 0..<t {
             let ui = u + i * s.mp, a = exponents + i * s.cp, x = hat + i * s.cp
@@ -144,9 +161,13 @@ struct FavorHead<T: KernelScalar> {
                     x[m + f] = T(cos(angle))
                 }
             case .relu:
-                shift[i] = 0
                 let kappa = T(task.reluOffset)
-                for f in 0..<m { x[f] = max(ui[f], 0) + kappa }
+                var largest: T = 0
+                for f in 0..<m {
+                    x[f] = max(ui[f], 0) + kappa
+                    largest = max(largest, x[f])
+                }
+                shift[i] = query ? reluRowScale(x, m, largest: largest) : 0
             }
         }
     }
@@ -154,7 +175,7 @@ struct FavorHead<T: KernelScalar> {
     /// Queries r0 ..< r0 + t: x̂, u, a, Q̂, ρ.
     func prepareQueries(_ r0: Int, _ t: Int) {
         project(task.query, r0, t, input: s.queryInput, u: s.queryU, half: s.row(.queryHalf))
-        rowFeatures(t, valid: 0..<t, u: s.queryU, half: s.row(.queryHalf), exponents: s.queryExponents,
+        rowFeatures(t, valid: 0..<t, u: s.queryU, half: s.row(.queryHalf), query: true, exponents: s.queryExponents,
                     hat: s.queryHat, shift: s.row(.queryShift))
     }
 
@@ -168,7 +189,7 @@ struct FavorHead<T: KernelScalar> {
     /// `transposedValues`, V_cᵀ), their columns t ..< T zeroed in a partial chunk.
     func prepareKeys(_ r0: Int, _ t: Int, transposed: Bool, transposedValues: Bool) {
         project(task.key, r0, t, input: s.keyInput, u: s.keyU, half: s.row(.keyHalf))
-        rowFeatures(t, valid: validKeys(r0, t), u: s.keyU, half: s.row(.keyHalf), exponents: s.keyExponents,
+        rowFeatures(t, valid: validKeys(r0, t), u: s.keyU, half: s.row(.keyHalf), query: false, exponents: s.keyExponents,
                     hat: s.keyHat, shift: s.row(.keyShift))
         for i in 0..<t { packRow(task.value, row: r0 + i, count: mv, into: s.values + i * s.vp) }
         if transposed {
@@ -259,21 +280,26 @@ struct FavorHead<T: KernelScalar> {
         }
     }
 
-    /// rowsM = Q̃ S̃ [+ P V_c], and the denominators (`denominator`).
-    func numerator(_ t: Int, causal: Bool) {
+    /// rowsM = Q̃ S̃ [+ P V_c], and the denominators (`denominator`, whose result it returns).
+    @discardableResult
+    func numerator(_ t: Int, causal: Bool) -> Int {
         favorProduct(rows: t, columns: mv, depth: c, a: s.queryTilde, aRowStride: s.cp, aDepthStride: 1,
                      b: s.state, bRowStride: s.vp, c: s.rowsM, cRowStride: s.vp, accumulate: false)
-        denominator(t, causal: causal)
+        let exact = denominator(t, causal: causal)
         if causal {
             favorProduct(rows: t, columns: mv, depth: t, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
                          b: s.values, bRowStride: s.vp, c: s.rowsM, cRowStride: s.vp, accumulate: true)
         }
+        return exact
     }
 
-    /// den_i = Q̃_i z̃ [+ Σ_j P_ij] + ε·e^{−U_i}; causal, the chunk scores P first.
-    func denominator(_ t: Int, causal: Bool) {
+    /// den_i = Q̃_i z̃ [+ Σ_j P_ij] + ε·e^{−U_i}; causal, the chunk scores P first. Returns the
+    /// first row whose chunk evaluation is not exact (`exactRows`; t when every row is).
+    @discardableResult
+    func denominator(_ t: Int, causal: Bool) -> Int {
         let den = s.row(.denominator), unit = s.row(.unit)
         for i in 0..<t { den[i] = rowDot(s.queryTilde + i * s.cp, s.normalizer, c) }
+        var first = t
         if causal {
             chunkScores(t)
             for i in 0..<t {
@@ -282,11 +308,27 @@ struct FavorHead<T: KernelScalar> {
                 for j in 0...i { sum += p[j] }
                 den[i] += sum
             }
+            if exponential { first = firstInexactRow(t) }
         }
         if task.epsilon > 0 {
             let logEpsilon = log(task.epsilon)
             for i in 0..<t { den[i] += T(exp(logEpsilon - Double(unit[i]))) }
         }
+        return first
+    }
+
+    /// The first row (of t) whose causal chunk denominator (before ε) lost its accuracy, or t.
+    /// The chunk unit U_i = max(γ_i, ρ_i + r_i) bounds every term, but when the query's and the
+    /// keys' large features are different ones every term of the row is far below e^{U_i}:
+    /// the row's terms then underflow (at ‖x‖ ~ 30 in float32: inf/NaN or a wrong 0). A row
+    /// whose sum is ≥ √(least normal) lost nothing measurable (at most t·C flushed terms, each
+    /// < least normal); a row that sees no key (U = −inf) is exact (0). Such rows and the rest
+    /// of their chunk are evaluated row by row instead (`exactRow`).
+    func firstInexactRow(_ t: Int) -> Int {
+        let den = s.row(.denominator), unit = s.row(.unit)
+        let floor = T.leastNormalMagnitude.squareRoot()
+        for i in 0..<t where unit[i] != -.infinity && !(den[i] >= floor) { return i }
+        return t
     }
 
     /// Whether row i's denominator gives an output: finite, nonzero, and the row sees a key
@@ -297,13 +339,17 @@ struct FavorHead<T: KernelScalar> {
         return den.isFinite && den != 0 && s.row(.unit)[i] != -.infinity
     }
 
-    /// o_i = rowsM_i / den_i (or zeros) into rows r0 ..< r0 + t of the output.
+    /// o_i = rowsM_i / den_i (or zeros) into rows r0 ..< r0 + t of the output: times 1/den_i,
+    /// or a quotient where 1/den overflows (a subnormal den, whose quotient is finite).
     func storeOutputs(_ r0: Int, _ t: Int) {
         let den = s.row(.denominator)
         for i in 0..<t {
             let row = s.rowsM + i * s.vp
-            let inverse: T = usable(i) ? 1 / den[i] : 0
-            for j in 0..<mv { row[j] *= inverse }
+            if usable(i) {
+                divideRow(row, by: den[i], mv)
+            } else {
+                for j in 0..<mv { row[j] = 0 }
+            }
             storeRow(row, count: mv, into: task.output!, row: r0 + i, accumulate: false)
         }
     }

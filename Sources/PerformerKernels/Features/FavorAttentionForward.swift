@@ -27,13 +27,32 @@ func favorForward<T: KernelScalar>(_ taskPointer: UnsafePointer<FavorAttentionTa
         head.prepareQueries(r0, t)
         if task.causal { head.prepareKeys(r0, t, transposed: true, transposedValues: false) }
         head.readState(t, causal: task.causal)
-        head.numerator(t, causal: task.causal)
-        head.storeOutputs(r0, t)
-        if task.causal { head.accumulateKeys(t) }
+        let exact = head.numerator(t, causal: task.causal)
+        head.storeOutputs(r0, exact)
+        if task.causal {
+            if exact > 0 { head.accumulateKeys(exact) }
+            for i in exact..<t { head.exactRow(r0 + i) }
+        }
         r0 += t
     }
     // Causal, or a state-only call (bidirectional with no queries): the state after the keys.
     head.storeFinalState()
+}
+
+extension FavorHead {
+    /// Causal row r alone, as the decoder computes it: key r joins the state, then query r
+    /// reads the state (U = γ, so the row's largest term is ν² and its denominator ≥ ν²: no
+    /// underflow at any norm). Used from the first row of a chunk whose chunk evaluation is not
+    /// exact (`firstInexactRow`) to the chunk's end; which rows those are depends only on rows
+    /// ≤ r, so causality holds bit for bit.
+    func exactRow(_ r: Int) {
+        prepareKeys(r, 1, transposed: false, transposedValues: false)
+        accumulateKeys(1)
+        prepareQueries(r, 1)
+        readState(1, causal: false)
+        numerator(1, causal: false)
+        storeOutputs(r, 1)
+    }
 }
 
 func makeFavorAttentionKernels() -> FavorAttentionKernels {

@@ -47,7 +47,7 @@ struct FavorScratch<T: KernelScalar> {
     var stateGradientT: UnsafeMutablePointer<T>  // M × cp  G̃ᵀ
     var normalizerGradient: UnsafeMutablePointer<T>  // C    g̃
     var gradientShift: UnsafeMutablePointer<T> // C        e
-    var perPosition: UnsafeMutablePointer<T>   // 3N (causal backward): U_i, den_i, ∂L/∂den_i
+    var perPosition: UnsafeMutablePointer<T>   // 4N (causal backward): U_i, den_i, ∂L/∂den_i, exact-row flag
     var perChunk: UnsafeMutablePointer<T>      // 2 T × tp per chunk (causal backward): P, score gradient
 
     /// Per-row scalars of the current chunk, each a T-vector inside `rowQ`.
@@ -126,7 +126,7 @@ struct FavorScratch<T: KernelScalar> {
         normalizerGradient = takeIf(backward, c)
         gradientShift = takeIf(backward, c)
         let panelBytes = offset.value
-        perPosition = takeIf(backward && causal, 3 * ScratchSize(max(shape.queryCount, 1)))
+        perPosition = takeIf(backward && causal, 4 * ScratchSize(max(shape.queryCount, 1)))
         let chunks = ScratchSize(max(shape.queryCount, 1)).roundedUp(to: t).value / t
         perChunk = takeIf(backward && causal, 2 * ScratchSize(chunks) * t * tp)
         bytes = offset.value

@@ -75,6 +75,19 @@ func rowAdd<T: KernelScalar>(_ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>
     }
 }
 
+/// x[k] ← x[k]/den over k < count, zeros for den = 0 (a row that sees nothing). Multiplies by
+/// 1/den when that is finite (the common case, as fast as before); a subnormal den, whose
+/// reciprocal overflows although the quotients need not, divides.
+@inline(__always)
+func divideRow<T: KernelScalar>(_ x: UnsafeMutablePointer<T>, by den: T, _ count: Int) {
+    let inverse: T = den != 0 ? 1 / den : 0
+    if inverse.isFinite {
+        rowScale(inverse, x, x, count)
+    } else {
+        for k in 0..<count { x[k] /= den }
+    }
+}
+
 /// y[k] = alpha·x[k] over k < count (x and y may be the same row).
 @inline(__always)
 func rowScale<T: KernelScalar>(_ alpha: T, _ x: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, _ count: Int) {

@@ -35,7 +35,7 @@ private func scaleOutputGradients<T: KernelScalar>(_ s: LinearScratch<T>, _ t: I
     for i in 0..<t {
         let den = s.denominator[i]
         let row = s.rowsM + i * s.mp
-        rowScale(den != 0 ? 1 / den : 0, row, row, m)
+        divideRow(row, by: den, m)
     }
 }
 
@@ -83,7 +83,6 @@ private func storeKeyGradients<T: KernelScalar>(_ task: LinearAttentionTask, _ s
 
 private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
     let n = task.shape.queryCount, c = task.shape.featureDim, m = task.shape.valueDim
-    let epsilon = T(task.epsilon)
     let perPosition = s.perPosition
 
     // Forward sweep: Sᵀ, z rebuilt chunk by chunk; den, ∂L/∂den and dq per position.
@@ -100,7 +99,7 @@ private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: L
             s.normalizerGradient.update(from: s.normalizer, count: c)
             for i in 0..<t {
                 rowAdd(s.keyFeatures + i * s.cp, s.normalizerGradient, c)
-                s.denominator[i] = rowDot(s.queryFeatures + i * s.cp, s.normalizerGradient, c) + epsilon
+                s.denominator[i] = rowDot(s.queryFeatures + i * s.cp, s.normalizerGradient, c) + s.queryEpsilon[i]
             }
             scaleOutputGradients(s, t, m)
         } else {
@@ -170,7 +169,6 @@ private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: L
 private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
     let n = task.shape.queryCount, l = task.shape.keyCount
     let c = task.shape.featureDim, m = task.shape.valueDim
-    let epsilon = T(task.epsilon)
     // Sᵀ, z from the initial state (memory) and G, g from the final state's gradient, or the
     // zeros of the carve.
     loadStateTransposed(task.initialState, rows: c, columns: m, into: s.stateT, ld: s.cp)
@@ -197,10 +195,11 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
         packOutputGradientChunk(task, s, r0, t)
         for i in 0..<t {
             if task.normalize {
-                let den = rowDot(s.queryFeatures + i * s.cp, s.normalizer, c) + epsilon
-                let inverse: T = den != 0 ? 1 / den : 0
+                let den = rowDot(s.queryFeatures + i * s.cp, s.normalizer, c) + s.queryEpsilon[i]
                 s.denominator[i] = den
-                s.denominatorGradient[i] = -rowDot(s.rowsM + i * s.mp, s.valueGradient + i * s.mp, m) * inverse * inverse
+                // −(dO·num)/den², divided twice: 1/den² overflows for a subnormal den.
+                s.denominatorGradient[i] = den != 0 && den.isFinite
+                    ? -rowDot(s.rowsM + i * s.mp, s.valueGradient + i * s.mp, m) / den / den : 0
             } else {
                 s.denominator[i] = 1
                 s.denominatorGradient[i] = 0

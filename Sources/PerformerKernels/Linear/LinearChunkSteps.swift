@@ -1,16 +1,48 @@
+import Glibc
 import PerformerKernelInterface
 
 // The packing every chunk of t ≤ T rows goes through, shared by the causal and non-causal
 // kernels, forward and backward (ALGORITHMS.md §2 "Fast form"). The products and the per-row
 // arithmetic are in LinearForward.swift and LinearBackward.swift.
 
-/// φ(Q_c) for query rows r0 ..< r0 + t.
+/// φ(Q_c) for query rows r0 ..< r0 + t, each in its own units (`shiftQueryFeatures`), with ε
+/// in those units in `queryEpsilon`.
 @inline(__always)
 func packQueryChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
     let d = task.shape.headDim
     for i in 0..<t {
-        packFeatures(task.query, row: r0 + i, count: d, map: task.featureMap, into: s.queryFeatures + i * s.cp)
+        let features = s.queryFeatures + i * s.cp
+        packFeatures(task.query, row: r0 + i, count: d, map: task.featureMap, into: features)
+        (s.queryEpsilon[i], s.queryShift[i]) = shiftQueryFeatures(
+            task.query, row: r0 + i, count: d, map: task.featureMap, normalize: task.normalize, epsilon: task.epsilon,
+            features: features)
     }
+}
+
+/// Normalized elu+1 attention is invariant under scaling a query's features (ε scaled alike):
+/// o = φS/(φz + ε) = φ′S/(φ′z + ε·e^{−x_max}) with φ′ = e^{−x_max}·φ. When every feature of a
+/// query is tiny (all x_f < −22: φ = e^x < 2⁻³²), the products φ·S, φ·z are subnormal or 0
+/// (q = (−100, −100) gave inf instead of v); the row then uses φ′ = exp(x − x_max) ≤ 1, one
+/// entry 1, and ε′ = ε·e^{−x_max} (+inf when that overflows: the row's output is then below
+/// the underflow threshold, and 0). Other rows are untouched. Returns the row's ε′ and x_max
+/// (ε and 0 for a row left as it was).
+@inline(__always)
+func shiftQueryFeatures<T: KernelScalar>(_ source: StridedMatrix, row: Int, count: Int, map: LinearFeatureKind,
+                                         normalize: Bool, epsilon: Double, features: UnsafeMutablePointer<T>)
+    -> (epsilon: T, shift: T) {
+    guard normalize, map == .eluPlusOne, count > 0 else { return (T(epsilon), 0) }
+    var largest: T = 0
+    for f in 0..<count { largest = max(largest, features[f]) }
+    guard largest < T(0x1p-32) else { return (T(epsilon), 0) }
+    packRow(source, row: row, count: count, into: features)
+    var top = -T.infinity
+    for f in 0..<count { top = max(top, features[f]) }
+    guard top.isFinite else {  // −inf everywhere (or NaN): φ as computed
+        packFeatures(source, row: row, count: count, map: map, into: features)
+        return (T(epsilon), 0)
+    }
+    for f in 0..<count { features[f] = linearExp(features[f] - top) }
+    return (epsilon > 0 ? T(Glibc.exp(Glibc.log(epsilon) - Double(top))) : 0, top)
 }
 
 /// φ(K_c) and V_c for key rows r0 ..< r0 + t, plus φ(K_c)ᵀ and V_cᵀ when asked (the B panels of

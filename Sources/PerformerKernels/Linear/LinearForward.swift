@@ -1,3 +1,4 @@
+import Glibc
 import PerformerKernelInterface
 
 // Forward of one query head, causal (chunked, state carried across chunks) or not
@@ -12,7 +13,6 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
     let n = task.shape.queryCount, l = task.shape.keyCount
     let c = task.shape.featureDim, m = task.shape.valueDim
     let causal = task.causal
-    let epsilon = T(task.epsilon)
     var bytes = 0
     let s = LinearScratch<T>(base: task.scratch, shape: task.shape, causal: causal, backward: false, bytes: &bytes)
     let normalize = task.normalize
@@ -51,12 +51,14 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
                 // Row i of the masked scores is written up to the vector holding column i.
                 if causal { den += rowSum(s.scores + i * s.tp, (i / w + 1) * w) }
                 if let denominators = task.denominators {
-                    denominators.base.assumingMemoryBound(to: T.self)[(r0 + i) * denominators.rowStride] = den
+                    // In the caller's units (a shifted row's den is e^{−x_max} times it).
+                    let shift = s.queryShift[i]
+                    denominators.base.assumingMemoryBound(to: T.self)[(r0 + i) * denominators.rowStride] =
+                        shift == 0 ? den : T(Double(den) * Glibc.exp(Double(shift)))
                 }
                 if normalize {
-                    den += epsilon
-                    let inverse: T = den != 0 ? 1 / den : 0
-                    rowScale(inverse, row, row, m)
+                    den += s.queryEpsilon[i]
+                    divideRow(row, by: den, m)
                 }
             }
             storeRow(row, count: m, into: task.output!, row: r0 + i, accumulate: false)

@@ -34,6 +34,8 @@ struct LinearScratch<T: KernelScalar> {
     var scoreGradient: UnsafeMutablePointer<T>     // T × tp  tril(∂L/∂num Vᵀ [+ ∂L/∂den 1ᵀ])
     var denominator: UnsafeMutablePointer<T>       // T
     var denominatorGradient: UnsafeMutablePointer<T>  // T
+    var queryEpsilon: UnsafeMutablePointer<T>      // T       ε in the row's units (`packQueryChunk`)
+    var queryShift: UnsafeMutablePointer<T>        // T       the row's x_max, or 0 (`shiftQueryFeatures`)
     var featureGradient: UnsafeMutablePointer<T>   // T × cp  ∂L/∂φ(Q_c) or ∂L/∂φ(K_c)
     var valueGradient: UnsafeMutablePointer<T>     // T × mp
     var state: UnsafeMutablePointer<T>             // C × mp  S (forward)
@@ -71,6 +73,8 @@ struct LinearScratch<T: KernelScalar> {
         scoreGradient = take(backward && causal ? t * tp : 1)
         denominator = take(ScratchSize(t))
         denominatorGradient = take(ScratchSize(t))
+        queryEpsilon = take(ScratchSize(t))
+        queryShift = take(ScratchSize(t))
         featureGradient = take(backward ? t * cp : 1)
         valueGradient = take(backward ? t * mp : 1)
         state = take(backward ? 1 : c * mp)

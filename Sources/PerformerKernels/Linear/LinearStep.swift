@@ -6,7 +6,6 @@ import PerformerKernelInterface
 func linearStep<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearStepTask>, _: T.Type) {
     let task = taskPointer.pointee
     let d = task.headDim, c = task.featureDim, m = task.valueDim
-    let epsilon = T(task.epsilon)
     let queryFeatures = task.scratch.bindMemory(to: T.self, capacity: linearStepScratchCount(featureDim: c, valueDim: m).value)
     let keyFeatures = queryFeatures + max(c, 1)
     let values = keyFeatures + max(c, 1)
@@ -24,12 +23,14 @@ func linearStep<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearStepTask>, _
             let normalizer = normalizers + (b * task.normalizerStrides[0] + h * task.normalizerStrides[1])
             packFeatures(row(task.key, task.keyStrides, hk), row: 0, count: d, map: task.featureMap, into: keyFeatures)
             packFeatures(row(task.query, task.queryStrides, h), row: 0, count: d, map: task.featureMap, into: queryFeatures)
+            let (rowEpsilon, _) = shiftQueryFeatures(row(task.query, task.queryStrides, h), row: 0, count: d, map: task.featureMap,
+                                                normalize: true, epsilon: task.epsilon, features: queryFeatures)
             packRow(row(task.value, task.valueStrides, hk), row: 0, count: m, into: values)
             // z += φ(k); den = φ(q)·z + ε.
             rowAdd(keyFeatures, normalizer, c)
-            let den = rowDot(queryFeatures, normalizer, c) + epsilon
+            let den = rowDot(queryFeatures, normalizer, c) + rowEpsilon
             stepStateColumns(state, c, m, task.stateStrides[2], keyFeatures, queryFeatures, values, numerator)
-            rowScale(den != 0 ? 1 / den : 0, numerator, numerator, m)
+            divideRow(numerator, by: den, m)
             storeRow(numerator, count: m, into: row(task.output, task.outputStrides, h), row: 0, accumulate: false)
         }
     }

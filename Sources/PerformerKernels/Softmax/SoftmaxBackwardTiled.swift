@@ -174,7 +174,7 @@ func backwardPair<T: KernelScalar>(
     blockProduct(rows: queries, columns: lanes, depth: m, a: dO, aRowStride: head.dORow, aDepthStride: head.dOColumn,
                  b: UnsafePointer(buffers.vT), bRowStride: stride, c: buffers.dS, cRowStride: stride, accumulate: false)
     let scale = T.splat(T(t.scale))
-    let zero = T.splat(0)
+    let zero = T.splat(0), one = T.splat(1)
     for i in 0..<queries {
         let row = queryStart + i
         let lse2 = head.lse[row * head.lseStride] * T.log2e
@@ -183,15 +183,33 @@ func backwardPair<T: KernelScalar>(
         let shift = T.splat(lse2.isFinite ? lse2 : 0)
         let delta = T.splat(head.delta[row])
         let pRow = buffers.p + i * stride, dSRow = buffers.dS + i * stride
+        // P ≤ 1 as in exact arithmetic: lse = m + log l is rounded to ulp(lse), and at |s| ~ 1e9
+        // (float32) / 1e19 (float64) that ulp exceeds log l, so 2^(S − lse) reached 2^ulp and
+        // dV overflowed. Rows with |lse₂| ≥ 2¹⁶ (ulp ≥ 2⁻⁷ in float32) clamp P to 1, so
+        // |dV_j| ≤ Σ_i |dO_i| always; the others (every ordinary row) run the loop as before.
+        let clamp = !(Swift.abs(lse2) < T(0x1p16))
         var lane = 0
-        while lane < lanes {
-            var p = T.exp2(T.sub(T.load(pRow + lane), shift))
-            if lane + w > valid {
-                p = T.selectLess(laneIndex, T.splat(T(valid - lane)), p, zero)
+        if clamp {
+            while lane < lanes {
+                let e = T.exp2(T.sub(T.load(pRow + lane), shift))
+                var p = T.selectLess(one, e, one, e)
+                if lane + w > valid {
+                    p = T.selectLess(laneIndex, T.splat(T(valid - lane)), p, zero)
+                }
+                T.store(p, pRow + lane)
+                T.store(T.mul(T.mul(p, T.sub(T.load(dSRow + lane), delta)), scale), dSRow + lane)
+                lane += w
             }
-            T.store(p, pRow + lane)
-            T.store(T.mul(T.mul(p, T.sub(T.load(dSRow + lane), delta)), scale), dSRow + lane)
-            lane += w
+        } else {
+            while lane < lanes {
+                var p = T.exp2(T.sub(T.load(pRow + lane), shift))
+                if lane + w > valid {
+                    p = T.selectLess(laneIndex, T.splat(T(valid - lane)), p, zero)
+                }
+                T.store(p, pRow + lane)
+                T.store(T.mul(T.mul(p, T.sub(T.load(dSRow + lane), delta)), scale), dSRow + lane)
+                lane += w
+            }
         }
     }
     if let dV, let dK {
