@@ -7,6 +7,10 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+# Tests/sanitizers/run.sh valgrind. The sanitizer and fuzzer builds use the Swift toolchain's
+# own clang, ld.lld and compiler-rt (ASan, TSan, UBSan, libFuzzer); llvm-symbolizer (also the
+# toolchain's) makes their reports readable.
+command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of libperformer, on a fresh machine: installs what it needs, builds, then runs
 # the Swift tests, the C/C++ tests (header, exported symbols, examples, loading without a
-# Swift toolchain, bad input, threads) and the Python tests (pip-installed package; PyTorch and
+# Swift toolchain, bad input, threads), the probes of issue 13 (ASan/UBSan, ThreadSanitizer,
+# valgrind, 60 s of fuzzing) and the Python tests (pip-installed package; PyTorch and
 # transformers are installed into the test venv by bindings/python/tests/install-test-deps.sh,
 # and PERFORMER_REQUIRE_TORCH=1 makes a missing torch a failure, not a skip).
 set -euo pipefail
@@ -21,6 +22,14 @@ echo "== Swift example (checks its own result)"
 
 echo "== C and C++ tests"
 bash Tests/c/run.sh
+
+# Issue 13's probes (docs/RELIABILITY.md): the C ABI under ASan/UBSan, ThreadSanitizer and
+# valgrind, then the fuzzer for 60 s (Tests/fuzz/run.sh SECONDS runs it longer).
+echo "== sanitizers and valgrind"
+bash Tests/sanitizers/run.sh
+
+echo "== fuzzing the C ABI (60 s)"
+bash Tests/fuzz/run.sh 60
 
 echo "== Python tests"
 bash bindings/python/tests/run.sh
