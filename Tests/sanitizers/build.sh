@@ -20,7 +20,9 @@ address)
         -Xlinker -z -Xlinker undefs >&2 ;;
 thread)
     scratch=.build-tsan
-    swift build -c release --sanitize=thread --scratch-path "$scratch" --build-tests \
+    # -enable-testing: the Swift tests use @testable import (swift test adds it itself; run.sh
+    # runs them with swift test --skip-build on this build).
+    swift build -c release --sanitize=thread --scratch-path "$scratch" --build-tests -Xswiftc -enable-testing \
         -Xlinker -z -Xlinker undefs >&2 ;;
 *) echo "unknown sanitizer $kind" >&2; exit 2 ;;
 esac

@@ -6,9 +6,11 @@
 #             once, thread counts changing, decoders per thread, a projection redrawn), the
 #             handle and idle-worker probes of test_hardening, and the Swift tests
 #             SoftmaxConcurrencyTests and ThreadPoolTests
-#   valgrind  memcheck of the C ABI tests on the AVX2 kernels (valgrind has no AVX-512) with
-#             the release library: no invalid access, no use of uninitialized values, no leak
-# Usage: Tests/sanitizers/run.sh [asan] [tsan] [valgrind] (default: all three). Prints each step's
+#   valgrind  memcheck on the AVX2 kernels (valgrind has no AVX-512) with the release library:
+#             no invalid access, no use of uninitialized values, no definite leak; the thread
+#             stress test and every hardening probe but the timing one
+#   valgrind-full  the same plus test_abi, test_linear and test_favor (tens of minutes)
+# Usage: Tests/sanitizers/run.sh [asan] [tsan] [valgrind | valgrind-full] (default: asan tsan valgrind). Prints each step's
 # time; the last line is "N passed, M failed"; the exit status is nonzero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -56,7 +58,7 @@ tsan() {
         run "TSan: test_hardening $probe" "$work/tsan-test_hardening" "$probe"
     done
     run "TSan: swift test SoftmaxConcurrencyTests, ThreadPoolTests" swift test -c release --sanitize=thread \
-        --scratch-path .build-tsan -Xlinker -z -Xlinker undefs --filter 'SoftmaxConcurrencyTests|ThreadPoolTests'
+        --scratch-path .build-tsan --skip-build --filter 'SoftmaxConcurrencyTests|ThreadPoolTests'
     unset TSAN_OPTIONS
 }
 
@@ -70,7 +72,11 @@ valgrind_memcheck() {
     done
     local vg=(valgrind --tool=memcheck --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
               --show-leak-kinds=definite --track-origins=yes -q)
-    for test in test_abi test_linear test_favor test_stress_threads; do
+    # test_abi, test_linear and test_favor take 5-10 minutes each under memcheck here: only
+    # "valgrind-full" runs them.
+    local full=()
+    [ "$1" = full ] && full=(test_abi test_linear test_favor)
+    for test in "${full[@]}" test_stress_threads; do
         run "valgrind: $test (PERFORMER_ISA=avx2 PERFORMER_NUM_THREADS=3)" env PERFORMER_ISA=avx2 PERFORMER_NUM_THREADS=3 "${vg[@]}" "$work/vg-$test"
     done
     # The hardening probes but idle_workers (a timing ratio, meaningless at valgrind's speed).
@@ -84,7 +90,8 @@ for step in "${steps[@]}"; do
     case $step in
     asan) asan ;;
     tsan) tsan ;;
-    valgrind) valgrind_memcheck ;;
+    valgrind) valgrind_memcheck subset ;;
+    valgrind-full) valgrind_memcheck full ;;
     *) echo "unknown step $step"; failed=$((failed + 1)) ;;
     esac
     echo "== $step: $(( $(date +%s) - start )) s"
