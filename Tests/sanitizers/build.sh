@@ -4,7 +4,7 @@
 #   address: .build-asan, ASan plus SanitizerCoverage (inline 8-bit counters, comparisons) on
 #            every Swift module, so the fuzzer (Tests/fuzz/run.sh) is guided by the library's
 #            own branches; the same library runs the C ABI tests under ASan.
-#   thread:  .build-tsan, TSan, with the Swift tests (swift test --sanitize=thread reuses it).
+#   thread:  .build-tsan, TSan (run.sh runs the Swift tests under TSan in the same directory).
 # The library is linked with "-z undefs": a sanitized shared library takes the sanitizer's
 # runtime from the executable that loads it (clang -fsanitize=... links it there), so the
 # "-z defs" of Package.swift is overridden for these builds only.
@@ -20,9 +20,9 @@ address)
         -Xlinker -z -Xlinker undefs >&2 ;;
 thread)
     scratch=.build-tsan
-    # -enable-testing: the Swift tests use @testable import (swift test adds it itself; run.sh
-    # runs them with swift test --skip-build on this build).
-    swift build -c release --sanitize=thread --scratch-path "$scratch" --build-tests -Xswiftc -enable-testing \
+    # -enable-testing as in run.sh's "swift test ... -Xswiftc -enable-testing" on the same
+    # scratch directory (the Swift tests use @testable import), so the modules are shared.
+    swift build -c release --sanitize=thread --scratch-path "$scratch" --product performer -Xswiftc -enable-testing \
         -Xlinker -z -Xlinker undefs >&2 ;;
 *) echo "unknown sanitizer $kind" >&2; exit 2 ;;
 esac
