@@ -77,7 +77,7 @@ valgrind_memcheck() {
     done
     local vg=(valgrind --tool=memcheck --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
               --show-leak-kinds=definite --track-origins=yes -q)
-    # test_abi, test_linear and test_favor take 5-10 minutes each under memcheck here: only
+    # test_linear and test_favor take minutes each under memcheck (test_linear 374 s): only
     # "valgrind-full" runs them.
     local full=()
     [ "$1" = full ] && full=(test_abi test_linear test_favor)
