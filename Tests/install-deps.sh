@@ -14,6 +14,10 @@ command -v patchelf >/dev/null 2>&1 || need_apt+=(patchelf)
 command -v strip >/dev/null 2>&1 || need_apt+=(binutils)
 # The Swift consumer test clones the repository (Tests/swift-consumer/run.sh).
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+# Tests/sanitizers/run.sh valgrind. The sanitizer and fuzzer builds use the Swift toolchain's
+# own clang, ld.lld and compiler-rt (ASan, TSan, UBSan, libFuzzer); llvm-symbolizer (also the
+# toolchain's) makes their reports readable.
+command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
 if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi

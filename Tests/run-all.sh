@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test of libperformer, on a fresh machine: installs what it needs, builds, then runs
 # the Swift tests, the C/C++ tests (header, exported symbols, examples, loading without a
-# Swift toolchain, bad input, threads), the C install (Tests/install/run.sh), the Python
-# tests (pip-installed package; PyTorch and transformers are installed into the test venv by
+# Swift toolchain, bad input, threads), the C install (Tests/install/run.sh), the probes of
+# issue 13 (ASan/UBSan, ThreadSanitizer, valgrind, 60 s of fuzzing), the Python tests
+# (pip-installed package; PyTorch and transformers are installed into the test venv by
 # bindings/python/tests/install-test-deps.sh, and PERFORMER_REQUIRE_TORCH=1 makes a missing
 # torch a failure, not a skip) and the wheel installed where no Swift is (Tests/wheel/run.sh).
 set -euo pipefail
@@ -25,6 +26,14 @@ bash Tests/c/run.sh
 
 echo "== C/C++ install: prefix, SONAME, version node, pkg-config and CMake consumers"
 bash Tests/install/run.sh
+
+# Issue 13's probes (docs/RELIABILITY.md): the C ABI under ASan/UBSan, ThreadSanitizer and
+# valgrind, then the fuzzer for 60 s (Tests/fuzz/run.sh SECONDS runs it longer).
+echo "== sanitizers and valgrind"
+bash Tests/sanitizers/run.sh
+
+echo "== fuzzing the C ABI (60 s)"
+bash Tests/fuzz/run.sh 60
 
 echo "== Python tests"
 bash bindings/python/tests/run.sh
