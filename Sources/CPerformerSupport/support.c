@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include <time.h>
 #include "performer_support.h"
+#include <pthread.h>
 
 #include <sched.h>
 #include <stdlib.h>
@@ -54,6 +55,13 @@ int64_t psupport_atomic_load(const int64_t *counter) {
 void psupport_atomic_store(int64_t *counter, int64_t value) {
     __atomic_store_n(counter, value, __ATOMIC_SEQ_CST);
 }
+
+static int64_t executor_installed;
+static pthread_mutex_t executor_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int64_t *psupport_executor_installed(void) { return &executor_installed; }
+void psupport_executor_lock(void) { pthread_mutex_lock(&executor_lock); }
+void psupport_executor_unlock(void) { pthread_mutex_unlock(&executor_lock); }
 
 void psupport_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -22,6 +22,12 @@ int psupport_available_cpus(void);
 int64_t psupport_atomic_fetch_add(int64_t *counter, int64_t value);
 int64_t psupport_atomic_load(const int64_t *counter);
 void psupport_atomic_store(int64_t *counter, int64_t value);
+/// The host-executor slot's flag (1 while an executor is installed) and lock: statics that
+/// exist from load time, so a call's first look at them needs no lazy initialization
+/// (swift_once, whose synchronization ThreadSanitizer cannot see) on any thread.
+int64_t *psupport_executor_installed(void);
+void psupport_executor_lock(void);
+void psupport_executor_unlock(void);
 /// A spin-wait hint to the CPU (x86 PAUSE), for loops that poll an atomic.
 void psupport_cpu_relax(void);
 /// CLOCK_MONOTONIC in nanoseconds.

@@ -1,5 +1,4 @@
 import CPerformerSupport
-import Glibc
 
 /// A host's thread pool that runs the library's parallel work instead of `ThreadPool`
 /// (performer.h: performer_executor_t). In a process whose own pool keeps its workers spinning
@@ -26,30 +25,23 @@ public struct HostExecutor: @unchecked Sendable {
 /// The installed executor. Read at the start of each multi-threaded call; `installed` lets calls
 /// skip the lock when there is none (the usual case).
 enum ExecutorSlot {
-    private static let lock: UnsafeMutablePointer<pthread_mutex_t> = {
-        let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        pthread_mutex_init(lock, nil)
-        return lock
-    }()
-    private static let installed: UnsafeMutablePointer<Int64> = {
-        let flag = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
-        flag.initialize(to: 0)
-        return flag
-    }()
+    // The flag and the lock are C statics (CPerformerSupport): the first call may come from
+    // several threads at once, and they need no lazy initialization. `executor` is only
+    // touched under the lock, after `set` wrote it.
     nonisolated(unsafe) private static var executor: HostExecutor?
 
     static var current: HostExecutor? {
-        guard psupport_atomic_load(installed) != 0 else { return nil }
-        pthread_mutex_lock(lock)
-        defer { pthread_mutex_unlock(lock) }
+        guard psupport_atomic_load(psupport_executor_installed()) != 0 else { return nil }
+        psupport_executor_lock()
+        defer { psupport_executor_unlock() }
         return executor
     }
 
     static func set(_ newValue: HostExecutor?) {
-        pthread_mutex_lock(lock)
+        psupport_executor_lock()
         executor = newValue
-        psupport_atomic_store(installed, newValue == nil ? 0 : 1)
-        pthread_mutex_unlock(lock)
+        psupport_atomic_store(psupport_executor_installed(), newValue == nil ? 0 : 1)
+        psupport_executor_unlock()
     }
 }
 

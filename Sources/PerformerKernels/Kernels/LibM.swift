@@ -13,9 +13,11 @@ import Darwin
     @inline(__always) @usableFromInline static func exp(_ x: Double) -> Double { libm_exp(x) }
     @inline(__always) @usableFromInline static func exp2(_ x: Double) -> Double { libm_exp2(x) }
     @inline(__always) @usableFromInline static func log2(_ x: Double) -> Double { libm_log2(x) }
+    @inline(__always) @usableFromInline static func log(_ x: Double) -> Double { libm_log(x) }
 }
 
 // Module-level forwarders: here no member of LibM is in scope to shadow the C functions.
 @inline(__always) @usableFromInline func libm_exp(_ x: Double) -> Double { exp(x) }
 @inline(__always) @usableFromInline func libm_exp2(_ x: Double) -> Double { exp2(x) }
 @inline(__always) @usableFromInline func libm_log2(_ x: Double) -> Double { log2(x) }
+@inline(__always) @usableFromInline func libm_log(_ x: Double) -> Double { log(x) }

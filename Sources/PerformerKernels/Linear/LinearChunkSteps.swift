@@ -1,4 +1,3 @@
-import Glibc
 import PerformerKernelInterface
 
 // The packing every chunk of t ≤ T rows goes through, shared by the causal and non-causal
@@ -42,7 +41,7 @@ func shiftQueryFeatures<T: KernelScalar>(_ source: StridedMatrix, row: Int, coun
         return (T(epsilon), 0)
     }
     for f in 0..<count { features[f] = linearExp(features[f] - top) }
-    return (epsilon > 0 ? T(Glibc.exp(Glibc.log(epsilon) - Double(top))) : 0, top)
+    return (epsilon > 0 ? T(LibM.exp(LibM.log(epsilon) - Double(top))) : 0, top)
 }
 
 /// φ(K_c) and V_c for key rows r0 ..< r0 + t, plus φ(K_c)ᵀ and V_cᵀ when asked (the B panels of

@@ -1,4 +1,3 @@
-import Glibc
 import PerformerKernelInterface
 
 // Forward of one query head, causal (chunked, state carried across chunks) or not
@@ -54,7 +53,7 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
                     // In the caller's units (a shifted row's den is e^{−x_max} times it).
                     let shift = s.queryShift[i]
                     denominators.base.assumingMemoryBound(to: T.self)[(r0 + i) * denominators.rowStride] =
-                        shift == 0 ? den : T(Double(den) * Glibc.exp(Double(shift)))
+                        shift == 0 ? den : T(Double(den) * LibM.exp(Double(shift)))
                 }
                 if normalize {
                     den += s.queryEpsilon[i]
