@@ -175,7 +175,7 @@ static performer_tensor_t *tensor(Call *c, const char *templ, int flags) {
     for (int i = 0; i < 4; i++) t->shape[i] = template_dim(c, templ[i]);
     if (chance(s, 16)) t->shape[u8(s) % 4] = dim(s);
     t->dtype = c->dtype;
-    if (chance(s, 40)) { int odd[] = {2, -1, 1 - c->dtype, 7}; t->dtype = odd[u8(s) % 4]; }
+    if (chance(s, 40)) { int odd[] = {4, -1, 1 - c->dtype, 7}; /* 4, -1, 7: no performer_dtype (2, 3 are the half types) */ t->dtype = odd[u8(s) % 4]; }
     if (t->dtype != PERFORMER_FLOAT32 && t->dtype != PERFORMER_FLOAT64) x->guaranteed = 1;
     if (chance(s, 64)) { t->reserved = 1; x->guaranteed = 1; }
     int es = (int)esize(t->dtype == PERFORMER_FLOAT64 ? PERFORMER_FLOAT64 : PERFORMER_FLOAT32);
