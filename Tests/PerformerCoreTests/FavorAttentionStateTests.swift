@@ -6,7 +6,7 @@ import Musl
 import Darwin
 #endif
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// The causal state contract (one call = pieces with a carried state = FavorDecoder steps),
 /// causality bit for bit, stability at ‖q‖ = ‖k‖ = 30, and bad input.

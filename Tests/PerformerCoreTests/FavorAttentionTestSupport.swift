@@ -6,7 +6,7 @@ import Musl
 import Darwin
 #endif
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 // Shared pieces of the FAVOR+ attention tests: one problem's description and inputs, a float64
 // direct reference from materialized mathematical features φ(Q), φ(K) (no stabilizer, no

@@ -6,7 +6,7 @@ import Musl
 import Darwin
 #endif
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// FAVOR+ attention against the float64 direct formula with materialized features, in
 /// float64 and (on every ISA this CPU runs) float32; gradients against central finite

@@ -6,7 +6,7 @@ import Musl
 import Darwin
 #endif
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// Bad input gives the right status and leaves every output untouched; and how well FAVOR+
 /// approximates exact softmax attention at m = 256, D = 64.

@@ -1,6 +1,6 @@
 import Glibc
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// Causal FAVOR+ (exponential kinds) at input norms up to 1000 (issue 13, item 9): the chunk
 /// unit bounded every term, but when a query's and a key's large features differ every term of

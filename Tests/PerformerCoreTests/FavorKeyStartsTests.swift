@@ -1,5 +1,5 @@
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// kv_starts (left padding) for FAVOR+ attention: keys j < kv_starts[b] take no part, as keys
 /// j ≥ kv_lengths[b] do (zero features, no stabilizer max), causal and not, with states;

@@ -6,7 +6,7 @@ import Musl
 import Darwin
 #endif
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// FavorAttention.state / stateBackward: the scaled state of keys without queries equals a causal
 /// forward's final state over the same keys (every feature kind, initial state, GQA with Hs = H

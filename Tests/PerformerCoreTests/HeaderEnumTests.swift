@@ -1,7 +1,7 @@
 import Foundation
 import XCTest
 
-@testable import PerformerCore
+import PerformerCore
 
 /// The Swift enums whose raw values are C ABI codes, checked against include/performer.h itself:
 /// a code added, renumbered or renamed on one side only fails here, not in a user's program.

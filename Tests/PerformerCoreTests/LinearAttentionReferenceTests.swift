@@ -1,5 +1,5 @@
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// Linear attention against the float64 direct reference (explicit N × L masked similarity
 /// matrices), in float64 and, on every ISA this CPU runs, in float32.

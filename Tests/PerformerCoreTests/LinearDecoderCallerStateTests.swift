@@ -1,5 +1,5 @@
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// The decoder stepping a state the caller owns: the same bits as its own state, in every
 /// layout (contiguous, padded rows, transposed S, which goes through the staged copy), the

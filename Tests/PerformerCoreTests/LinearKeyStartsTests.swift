@@ -1,5 +1,5 @@
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// kv_starts (left padding) for linear attention: φ(k_j) = 0 for j < kv_starts[b] as for
 /// j ≥ kv_lengths[b], causal and not, with states; checked against the float64 reference, the

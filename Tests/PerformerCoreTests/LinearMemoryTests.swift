@@ -6,7 +6,7 @@ import Musl
 import Darwin
 #endif
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// The causal backward stores no state per position: fwd + bwd at N = 65536 grows the peak
 /// resident set by O(N) only, far below the N · C · M elements per-position states would take.

@@ -1,5 +1,5 @@
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// Causality (bit for bit), key padding, and bad input.
 final class LinearPropertyTests: XCTestCase {

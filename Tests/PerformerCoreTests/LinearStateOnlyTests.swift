@@ -1,5 +1,5 @@
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// LinearAttention.state / stateBackward: the state of keys without queries equals a causal
 /// forward's final state; its gradients by finite differences; a non-causal call against that

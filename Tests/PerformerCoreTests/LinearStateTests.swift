@@ -1,5 +1,5 @@
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// One call = pieces with a carried state = token-by-token decoder, for outputs and gradients
 /// (float32, to float32 rounding).

@@ -6,7 +6,7 @@ import Musl
 import Darwin
 #endif
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 // Shared pieces of the linear-attention tests: a seeded generator, strided test tensors, one
 // problem's inputs, a float64 direct reference with explicit N × L masked similarity matrices,

@@ -1,5 +1,5 @@
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// normalize = false (o_i = Σ_{visible j} (φ(q_i)·φ(k_j)) v_j + φ(q_i)ᵀS_0) and the denominators
 /// output, against the float64 reference's explicit N × L similarity matrices, and by finite

@@ -1,5 +1,5 @@
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 /// The few-query forward (N ≤ SoftmaxAttention.rowPathMaxQueries = 12: decoding with a KV cache)
 /// and its split over key chunks: against the float64 reference on every kernel build, with

@@ -6,7 +6,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-@testable import PerformerCore
+import PerformerCore
 
 /// Every kernel build (portable, AVX2, AVX-512 where the CPU has them) against a float64
 /// direct implementation (materialized scores), forward and backward, on adversarial shapes

@@ -1,5 +1,5 @@
 import XCTest
-@testable import PerformerCore
+import PerformerCore
 
 final class ThreadPoolTests: XCTestCase {
     func testEveryItemRunsExactlyOnceOnDistinctWorkers() {

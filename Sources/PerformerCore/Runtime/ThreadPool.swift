@@ -29,8 +29,8 @@ import Darwin
 /// fork(): the child has none of the parent's workers, and a lock may have been held by a
 /// thread that does not exist there. A pthread_atfork child handler (registered when the pool
 /// is created) resets the pool to "no workers" in the child, which starts its own on first need.
-final class ThreadPool: @unchecked Sendable {
-    static let shared = ThreadPool()
+package final class ThreadPool: @unchecked Sendable {
+    package static let shared = ThreadPool()
 
     /// Workers beyond Runtime.maxThreads − 1 are never requested.
     private static let maxWorkers = 1024
@@ -115,7 +115,7 @@ final class ThreadPool: @unchecked Sendable {
     /// Runs `body(item, worker)` for every item in `0..<count`, on at most `threads` threads.
     /// `worker` is in `0..<min(threads, count)` and no two concurrent calls of `body` share it,
     /// so it can index per-thread scratch.
-    func parallelFor(count: Int, threads: Int, _ body: (_ item: Int, _ worker: Int) -> Void) {
+    package func parallelFor(count: Int, threads: Int, _ body: (_ item: Int, _ worker: Int) -> Void) {
         let helpers = min(threads, count) - 1
         if helpers <= 0 || pthread_mutex_trylock(submitLock) != 0 {
             for item in 0..<count { body(item, 0) }

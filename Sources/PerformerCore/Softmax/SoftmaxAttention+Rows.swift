@@ -13,9 +13,9 @@ extension SoftmaxAttention {
     /// Largest N that takes the few-query path. Measured (H = 8, D = M = 64, causal, one thread,
     /// AVX-512): rows path / tiled at N = 8: 360 / 649 µs (L = 1k), 1712 / 2615 µs (L = 4k);
     /// N = 12: 538 / 650, 2212 / 2591; N = 16: 729 / 651, 2911 / 2590.
-    nonisolated(unsafe) static var rowPathMaxQueries = 12
+    nonisolated(unsafe) package static var rowPathMaxQueries = 12
     /// Keys per chunk when there are few row sets (a multiple of the kernel's 64-key block).
-    static let rowChunkKeys = 512
+    package static let rowChunkKeys = 512
     /// Chunks are made longer when row sets × chunks would exceed this (bounds partial memory).
     static let rowMaxTasks = 256
 
