@@ -2,6 +2,7 @@
 float32 and PyTorch's SDPA in the same dtypes, in one process.
 
     python benchmarks/torch_half.py [--sizes 4096] [--threads 2] [--rounds 5] [--causal]
+                                    [--dtypes float32,bfloat16,float16]
 
 B = 1, H = 8, D = M = 64, not causal unless --causal. For each N: forward (no_grad) and forward+backward
 of performer.torch.softmax_attention and of torch.nn.functional.scaled_dot_product_attention in float32,
@@ -54,7 +55,10 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--causal", action="store_true")
+    parser.add_argument("--dtypes", default="float32,bfloat16,float16",
+                        help="which of float32, bfloat16, float16 (float32 is always timed: the ratios need it)")
     args = parser.parse_args()
+    dtypes = {name: DTYPES[name] for name in DTYPES if name == "float32" or name in args.dtypes.split(",")}
     torch.set_num_threads(args.threads)
     print("torch %s, libperformer %s, %d threads (torch.set_num_threads; performer.torch follows it), "
           "B=1 H=8 D=M=64, causal=%s, median of %d alternated rounds"
@@ -64,8 +68,8 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for n in (int(x) for x in args.sizes.split(",")):
         for grad in (False, True):
-            rows = [(impl, name, dtype) for name, dtype in DTYPES.items() for impl in (ours, sdpa)]
-            inputs = {(name, dtype): make(n, dtype, grad) for name, dtype in DTYPES.items()}
+            rows = [(impl, name, dtype) for name, dtype in dtypes.items() for impl in (ours, sdpa)]
+            inputs = {(name, dtype): make(n, dtype, grad) for name, dtype in dtypes.items()}
             times = {(impl.__name__, name): [] for impl, name, _ in rows}
             for impl, name, dtype in rows:  # warm-up
                 step(impl, *inputs[(name, dtype)], args.causal, grad)
@@ -75,7 +79,7 @@ def main():
                     step(impl, *inputs[(name, dtype)], args.causal, grad)
                     times[(impl.__name__, name)].append(time.perf_counter() - start)
             median = {key: statistics.median(values) for key, values in times.items()}
-            for name in DTYPES:
+            for name in dtypes:
                 mine, theirs = median[("ours", name)], median[("sdpa", name)]
                 print("| %d | %s | %s | %.1f | %.1f | %.2f | %.2f |"
                       % (n, "fwd+bwd" if grad else "fwd", name, mine * 1e3, theirs * 1e3,

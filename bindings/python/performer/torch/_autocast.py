@@ -8,8 +8,8 @@ widened, float32/float64 left alone), so a model whose q, k, v come out of autoc
 dtypes still runs.
 
 Two ways in, one rule: an AutocastCPU kernel per op for calls through the dispatcher
-(torch.ops.performer.*, torch.compile, torch.export) and ``cast_inputs`` for the public
-functions' eager paths (``requested``), which skip the dispatcher."""
+(torch.ops.performer.*, torch.compile, torch.export) and the same cast (``lower``/``widen``)
+in the public functions when ``requested()``, since their eager paths skip the dispatcher."""
 
 import torch
 

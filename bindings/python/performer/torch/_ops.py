@@ -229,7 +229,8 @@ def _softmax_setup(ctx, inputs, output):
 def _softmax_grad(ctx, dout, _dlse):
     q, k, v, out, lse, kv_lengths, kv_starts = ctx.saved_tensors
     causal, scale = ctx.options
-    dq, dk, dv = backward_call(ops.softmax_backward, q, k, v, out, lse, dout, causal, scale, kv_lengths, kv_starts)
+    dq, dk, dv = backward_call(ops.softmax_backward, q, k, v, out, lse, dout, causal, scale, kv_lengths,
+                               kv_starts)
     return dq, dk, dv, None, None, None, None
 
 
@@ -310,8 +311,8 @@ def _linear_grad(ctx, dout, dS, dz):
     causal, feature_map, eps, normalize, return_state = ctx.options
     if not return_state:
         dS = dz = None
-    dq, dk, dv, dS0, dz0 = backward_call(ops.linear_backward, q, k, v, dout, S0, z0, dS, dz, causal, feature_map, eps, normalize,
-                                               kv_lengths, kv_starts)
+    dq, dk, dv, dS0, dz0 = backward_call(ops.linear_backward, q, k, v, dout, S0, z0, dS, dz, causal, feature_map,
+                                         eps, normalize, kv_lengths, kv_starts)
     if S0 is None:
         dS0 = dz0 = None
     return (dq, dk, dv, dS0, dz0) + (None,) * 7
@@ -378,7 +379,8 @@ def _linear_state_setup(ctx, inputs, output):
 def _linear_state_grad(ctx, dS, dz):
     k, v, kv_lengths, kv_starts = ctx.saved_tensors
     initial_state, feature_map = ctx.options
-    dk, dv, dS0, dz0 = backward_call(ops.linear_state_backward, k, v, dS, dz, initial_state, feature_map, kv_lengths, kv_starts)
+    dk, dv, dS0, dz0 = backward_call(ops.linear_state_backward, k, v, dS, dz, initial_state, feature_map,
+                                     kv_lengths, kv_starts)
     if not initial_state:
         dS0 = dz0 = None
     return dk, dv, dS0, dz0, None, None, None, None
@@ -489,8 +491,8 @@ def _favor_grad(ctx, dout, dS, dz, _dc):
     causal, features, scale, eps, relu_offset, return_state = ctx.options
     if not return_state:
         dS = dz = None
-    dq, dk, dv, dS0, dz0 = backward_call(ops.favor_backward, q, k, v, dout, W, S0, z0, c0, dS, dz, causal, features, scale, eps,
-                                              relu_offset, kv_lengths, kv_starts)
+    dq, dk, dv, dS0, dz0 = backward_call(ops.favor_backward, q, k, v, dout, W, S0, z0, c0, dS, dz, causal, features,
+                                         scale, eps, relu_offset, kv_lengths, kv_starts)
     if S0 is None:
         dS0 = dz0 = None
     return (dq, dk, dv, None, dS0, dz0) + (None,) * 9
@@ -553,8 +555,8 @@ def _favor_state_setup(ctx, inputs, output):
 def _favor_state_grad(ctx, dS, dz, _dc):
     k, v, W, S0, z0, c0, kv_lengths, kv_starts = ctx.saved_tensors
     features, scale, relu_offset = ctx.options
-    dk, dv, dS0, dz0 = backward_call(ops.favor_state_backward, k, v, W, dS, dz, S0, z0, c0, features, scale, relu_offset,
-                                                kv_lengths, kv_starts)
+    dk, dv, dS0, dz0 = backward_call(ops.favor_state_backward, k, v, W, dS, dz, S0, z0, c0, features, scale,
+                                     relu_offset, kv_lengths, kv_starts)
     if S0 is None:
         dS0 = dz0 = None
     return (dk, dv, None, dS0, dz0) + (None,) * 7
