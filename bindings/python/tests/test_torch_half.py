@@ -140,6 +140,25 @@ def test_half_gradients_of_op_equal_function(dtype):
         assert x.dtype == dtype and torch.equal(x, y)
 
 
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "f16"])
+def test_half_opcheck_and_compile(dtype):
+    q, k, v = qkv(dtype, B=1, H=2, Hk=1, N=5, L=7, D=8, M=4)
+    permuted = q.detach().transpose(2, 3).contiguous().transpose(2, 3).requires_grad_()
+    for args in [(q, k, v, True, None, None, None),
+                 (permuted, k, v, False, 0.5, torch.tensor([6]), torch.tensor([1]))]:
+        result = torch.library.opcheck(torch.ops.performer.softmax, args)
+        assert set(result.values()) == {"SUCCESS"}, result
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda q, k, v: pt.softmax_attention(q, k, v, causal=True), backend="aot_eager",
+                             fullgraph=True)
+    out = compiled(q, k, v)
+    want = pt.softmax_attention(q, k, v, causal=True)
+    assert out.dtype == dtype and torch.equal(out, want)
+    dout = torch.randn(out.shape).to(dtype)
+    for a, b in zip(grads(out, (q, k, v), dout), grads(want, (q, k, v), dout)):
+        assert torch.equal(a, b)
+
+
 def test_half_large_scores_do_not_overflow_float16():
     # |q.k| far past float16's 65504: the scores are float32, the result is the max-score key's value.
     q = torch.full((1, 1, 2, 64), 60.0, dtype=torch.float16)
@@ -354,11 +373,14 @@ def test_llama_in_half_matches_sdpa(dtype):
     model.load_state_dict(reference.state_dict())
     reference, model = reference.to(dtype), model.to(dtype)
     ids = torch.randint(3, 97, (2, 21), generator=torch.Generator().manual_seed(1))
-    exact = reference.float()  # float32 copy of the same (rounded) weights
+    mask = torch.ones(2, 21, dtype=torch.long)
+    mask[1, :5] = 0  # left padding
+    valid = mask.bool()
+    exact = copy.deepcopy(reference).float()  # float32 copy of the same (rounded) weights
     with torch.no_grad():
-        want = exact(ids).logits
-        exact.to(dtype)
-        got, theirs = model(ids).logits, reference(ids).logits
+        want = exact(ids, attention_mask=mask).logits[valid]
+        got = model(ids, attention_mask=mask).logits[valid]
+        theirs = reference(ids, attention_mask=mask).logits[valid]
     assert got.dtype == theirs.dtype == dtype
     assert max_err(got, want) <= 2 * max_err(theirs, want)
     out = model(ids, labels=ids)
