@@ -241,9 +241,10 @@ get_raw_view(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tenso
         PyErr_Clear();
         dtype = -1;
     }
-    if (dtype != PERFORMER_FLOAT32 && dtype != PERFORMER_FLOAT64) {
-        PyErr_Format(PyExc_TypeError, "%s: the raw view's dtype code %R is not 0 (float32) or 1 (float64)",
-                     arg->name, PyTuple_GetItem(obj, 3));
+    if (dtype != PERFORMER_FLOAT32 && dtype != PERFORMER_FLOAT64 && dtype != PERFORMER_FLOAT16 &&
+        dtype != PERFORMER_BFLOAT16) {
+        PyErr_Format(PyExc_TypeError, "%s: the raw view's dtype code %R is not 0 (float32), 1 (float64), "
+                     "2 (float16) or 3 (bfloat16)", arg->name, PyTuple_GetItem(obj, 3));
         return -1;
     }
     int can_write = PyObject_IsTrue(PyTuple_GetItem(obj, 4));
@@ -263,7 +264,8 @@ get_raw_view(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tenso
                      reference->name, dtype_name(reference->tensor.dtype));
         return -1;
     }
-    Py_ssize_t itemsize = dtype == PERFORMER_FLOAT32 ? 4 : 8;
+    /* Half dtypes (bfloat16 has no NumPy/buffer format: this is its only way in) are 2 bytes. */
+    Py_ssize_t itemsize = dtype == PERFORMER_FLOAT64 ? 8 : dtype == PERFORMER_FLOAT32 ? 4 : 2;
     if (((uintptr_t)data) % (uintptr_t)itemsize != 0) {
         PyErr_Format(PyExc_ValueError, "%s's data is not aligned to its %zd-byte elements (copy it first)",
                      arg->name, itemsize);

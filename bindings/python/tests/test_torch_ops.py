@@ -169,8 +169,8 @@ def test_errors_name_the_argument(requires_grad):
     assert message(pt.favor_attention, q, k, v, W, return_state=True) == \
         (ValueError, "return_state=True needs causal=True: only causal FAVOR+ attention has a state")
     assert message(pt.linear_attention, q, k, v, feature_map="gelu")[0] is ValueError
-    assert message(pt.linear_state, k, v.bfloat16()) == \
-        (TypeError, "v has dtype torch.bfloat16; expected torch.float32 or torch.float64")
+    assert message(pt.linear_state, k, v.int()) == \
+        (TypeError, "v has dtype torch.int32; expected torch.float32, torch.float64, torch.float16 or torch.bfloat16")
     assert message(pt.softmax_attention, q, k, v, kv_starts=[[0, 1]])[0] is ValueError
 
 

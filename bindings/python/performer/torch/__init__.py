@@ -4,12 +4,15 @@ torch.library operators.
 Needs PyTorch (an optional dependency of the ``performer`` package); importing this module
 without it raises ImportError.
 
-Tensors must be on the CPU, strided, with dtype float32 or float64 and any strides: their data
+Tensors must be on the CPU, strided, with dtype float32 or float64 (exact softmax attention also
+float16 and bfloat16: half storage, float32 arithmetic, lse float32) and any strides: their data
 pointer, shape and strides go to the C library directly (no NumPy, no copy), and results are new
-tensors. Every kernel is an operator of the ``performer`` namespace (``torch.ops.performer.softmax``,
-``linear``, ``linear_state``, ``favor``, ``favor_state`` and their ``*_backward``) with a fake
-(meta) kernel and its autograd formula, so ``torch.compile(fullgraph=True)`` and ``torch.export``
-see one op per call. See docs/PYTORCH.md.
+tensors. Under ``torch.autocast("cpu")`` softmax attention casts as scaled_dot_product_attention
+does; the public functions work under torch.func (grad, vjp, jacrev, vmap). Every kernel is an
+operator of the ``performer`` namespace (``torch.ops.performer.softmax``, ``linear``,
+``linear_state``, ``favor``, ``favor_state`` and their ``*_backward``) with a fake (meta) kernel
+and its autograd formula, so ``torch.compile(fullgraph=True)`` and ``torch.export`` see one op
+per call. See docs/PYTORCH.md.
 
 Shapes are the ``performer`` package's, which are also those of
 ``torch.nn.functional.scaled_dot_product_attention``::

@@ -19,7 +19,9 @@ import performer as _performer
 from performer import FavorProjection
 from performer import _performer as _ext
 
-from ._tensors import keys, view
+from . import _autocast
+from ._functorch import backward_call, function
+from ._tensors import DTYPE_CODES, HALF, keys, view, wide_dtype
 
 LIB = torch.library.Library("performer", "DEF")
 
@@ -67,26 +69,57 @@ def rank(name, tensor, ndim):
                          % (name, ndim, _LAYOUTS[ndim], tensor.dim(), tuple(tensor.shape)))
 
 
-_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
+                torch.bfloat16: "bfloat16"}
 
 
 def fake_checks(q, k, v, *others):
     """The library's checks a fake kernel can make without data, with its messages, so that
-    torch.compile / torch.export reject at trace time what the CPU kernel would: one dtype for
-    every tensor given (others: (name, tensor) pairs, None skipped) and, with q, the q/k/v shapes."""
+    torch.compile / torch.export reject at trace time what the CPU kernel would: one dtype for q,
+    k, v and, for others ((name, tensor) pairs of states, None skipped), that dtype or, in a half
+    call, float32; with q, the q/k/v shapes."""
     reference = ("q", q) if q is not None else ("k", k)
-    tensors = [("k", k), ("v", v)] + [pair for pair in others if pair[1] is not None]
-    for name, tensor in tensors:
-        if tensor.dtype != reference[1].dtype:
+    dtype = reference[1].dtype
+    for name, tensor in [("k", k), ("v", v)]:
+        if tensor.dtype != dtype:
             raise TypeError("%s has dtype %s but %s has %s" % (name, _DTYPE_NAMES.get(tensor.dtype, tensor.dtype),
-                                                              reference[0], _DTYPE_NAMES[reference[1].dtype]))
+                                                              reference[0], _DTYPE_NAMES[dtype]))
+    wide = wide_dtype(dtype)
+    for name, tensor in others:
+        if tensor is not None and tensor.dtype != wide:
+            got = _DTYPE_NAMES.get(tensor.dtype, tensor.dtype)
+            if wide == dtype:
+                raise TypeError("%s has dtype %s but %s has %s" % (name, got, reference[0], _DTYPE_NAMES[dtype]))
+            raise TypeError("%s has dtype %s but must be float32 (the state of a %s call)"
+                            % (name, got, _DTYPE_NAMES[dtype]))
     if q is not None:
         _performer._check_qkv(tuple(q.shape), tuple(k.shape), tuple(v.shape))
 
 
 def _float(name, tensor):
-    if tensor.dtype not in _DTYPE_NAMES:
-        raise TypeError("%s has dtype %s; expected torch.float32 or torch.float64" % (name, tensor.dtype))
+    if tensor.dtype not in DTYPE_CODES:
+        raise TypeError("%s has dtype %s; expected torch.float32, torch.float64, torch.float16 or torch.bfloat16"
+                        % (name, tensor.dtype))
+
+
+# The algorithms whose library functions take float16/bfloat16 (docs/HALF_PRECISION.md). The
+# torch layer is dtype-generic (half tensors go zero-copy, states and lse are float32); adding an
+# algorithm here is all it needs once the library (and the extension's state dtype checks) take
+# half for it. Until then a half call is refused here, before anything is allocated.
+LIBRARY_HALF = {"softmax"}
+_ALGORITHMS = {"linear": "linear attention", "favor": "FAVOR+"}
+
+
+def _half_gate(algorithm, name, tensor):
+    """TypeError when tensor is half and the library has no half path for the algorithm yet."""
+    if tensor.dtype in HALF and algorithm not in LIBRARY_HALF:
+        raise TypeError("%s.dtype = %s is not supported by %s in this libperformer yet (float32 and float64 "
+                        "only; docs/HALF_PRECISION.md)" % (name, _DTYPE_NAMES[tensor.dtype], _ALGORITHMS[algorithm]))
+
+
+def _wide_empty(like, shape):
+    """A float32 companion (lse, state) of a half tensor, else one of like's dtype."""
+    return like.new_empty(shape, dtype=wide_dtype(like.dtype))
 
 
 def _views(names, tensors):
@@ -150,7 +183,7 @@ def softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, with_lse):
         softmax_shapes(q, k, v)  # raises
     B, H, N, _ = q.shape
     out = q.new_empty((B, H, N, v.shape[3]))
-    lse = q.new_empty((B, H, N)) if with_lse else None
+    lse = _wide_empty(q, (B, H, N)) if with_lse else None
     if kv_lengths is not None or kv_starts is not None:
         kv_lengths, kv_starts = keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts)
     _ext.softmax_forward(*views, view("out", out), None if lse is None else view("lse", lse), causal, scale,
@@ -167,7 +200,7 @@ def _softmax(q, k, v, causal, scale, kv_lengths, kv_starts):
 def _softmax_fake(q, k, v, causal, scale, kv_lengths, kv_starts):
     out_shape, lse_shape = softmax_shapes(q, k, v)
     fake_checks(q, k, v)
-    return q.new_empty(out_shape), q.new_empty(lse_shape)
+    return q.new_empty(out_shape), _wide_empty(q, lse_shape)
 
 
 @torch.library.impl(LIB, "softmax_backward", "CPU")
@@ -196,7 +229,8 @@ def _softmax_setup(ctx, inputs, output):
 def _softmax_grad(ctx, dout, _dlse):
     q, k, v, out, lse, kv_lengths, kv_starts = ctx.saved_tensors
     causal, scale = ctx.options
-    dq, dk, dv = ops.softmax_backward(q, k, v, out, lse, dout, causal, scale, kv_lengths, kv_starts)
+    dq, dk, dv = backward_call(ops.softmax_backward, q, k, v, out, lse, dout, causal, scale, kv_lengths,
+                               kv_starts)
     return dq, dk, dv, None, None, None, None
 
 
@@ -213,6 +247,7 @@ def linear_shapes(q, k, v):
     rank("k", k, 4)
     rank("v", v, 4)
     _float("q", q)
+    _half_gate("linear", "q", q)
     B, H, N, D = q.shape
     return (B, H, N, v.shape[3]), (B, H, D, v.shape[3])
 
@@ -222,7 +257,7 @@ def linear_forward(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_leng
     views = [view("q", q), view("k", k), view("v", v)]
     out_shape, s_shape = linear_shapes(q, k, v)
     out = q.new_empty(out_shape)
-    S, z = (q.new_empty(s_shape), q.new_empty(s_shape[:3])) if return_state else (_empty(q), _empty(q))
+    S, z = (_wide_empty(q, s_shape), _wide_empty(q, s_shape[:3])) if return_state else (_empty(q), _empty(q))
     state = _views(("initial_state[0] (S)", "initial_state[1] (z)"), (S0, z0))
     final = _views(("final_state[0] (S)", "final_state[1] (z)"), (S, z) if return_state else (None, None))
     _ext.linear_forward(*views, view("out", out), *state, *final, None, causal, feature_map, eps, normalize,
@@ -235,7 +270,7 @@ def _linear_fake(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_length
     out_shape, s_shape = linear_shapes(q, k, v)
     fake_checks(q, k, v, ("initial_state[0] (S)", S0), ("initial_state[1] (z)", z0))
     if return_state:
-        return q.new_empty(out_shape), q.new_empty(s_shape), q.new_empty(s_shape[:3])
+        return q.new_empty(out_shape), _wide_empty(q, s_shape), _wide_empty(q, s_shape[:3])
     return q.new_empty(out_shape), _empty(q), _empty(q)
 
 
@@ -245,7 +280,7 @@ def _linear_grads_like(q, k, v, S0):
     if S0 is None:
         return grads + [_empty(q), _empty(q)]
     rank("initial_state[0] (S)", S0, 4)
-    return grads + [q.new_empty(S0.shape), q.new_empty(S0.shape[:3])]
+    return grads + [_wide_empty(q, S0.shape), _wide_empty(q, S0.shape[:3])]
 
 
 @torch.library.impl(LIB, "linear_backward", "CPU")
@@ -276,8 +311,8 @@ def _linear_grad(ctx, dout, dS, dz):
     causal, feature_map, eps, normalize, return_state = ctx.options
     if not return_state:
         dS = dz = None
-    dq, dk, dv, dS0, dz0 = ops.linear_backward(q, k, v, dout, S0, z0, dS, dz, causal, feature_map, eps, normalize,
-                                               kv_lengths, kv_starts)
+    dq, dk, dv, dS0, dz0 = backward_call(ops.linear_backward, q, k, v, dout, S0, z0, dS, dz, causal, feature_map,
+                                         eps, normalize, kv_lengths, kv_starts)
     if S0 is None:
         dS0 = dz0 = None
     return (dq, dk, dv, dS0, dz0) + (None,) * 7
@@ -290,6 +325,7 @@ def _linear_state_shape(k, v, heads):
     rank("k", k, 4)
     rank("v", v, 4)
     _float("k", k)
+    _half_gate("linear", "k", k)
     return (k.shape[0], heads, k.shape[3], v.shape[3])
 
 
@@ -297,7 +333,7 @@ def _linear_state_shape(k, v, heads):
 def linear_state_forward(k, v, S0, z0, heads, feature_map, kv_lengths, kv_starts):
     views = [view("k", k), view("v", v)]
     s_shape = _linear_state_shape(k, v, heads)
-    S, z = k.new_empty(s_shape), k.new_empty(s_shape[:3])
+    S, z = _wide_empty(k, s_shape), _wide_empty(k, s_shape[:3])
     state = _views(("initial_state[0] (S)", "initial_state[1] (z)"), (S0, z0))
     _ext.linear_state(*views, *state, view("S", S), view("z", z), feature_map, keys("kv_lengths", kv_lengths),
                       keys("kv_starts", kv_starts))
@@ -308,14 +344,14 @@ def linear_state_forward(k, v, S0, z0, heads, feature_map, kv_lengths, kv_starts
 def _linear_state_fake(k, v, S0, z0, heads, feature_map, kv_lengths, kv_starts):
     s_shape = _linear_state_shape(k, v, heads)
     fake_checks(None, k, v, ("initial_state[0] (S)", S0), ("initial_state[1] (z)", z0))
-    return k.new_empty(s_shape), k.new_empty(s_shape[:3])
+    return _wide_empty(k, s_shape), _wide_empty(k, s_shape[:3])
 
 
 def _state_grads_like(k, v, dS, initial_state):
     rank("k", k, 4), rank("v", v, 4), rank("dS", dS, 4)
     grads = [k.new_empty(k.shape), k.new_empty(v.shape)]
     if initial_state:
-        return grads + [k.new_empty(dS.shape), k.new_empty(dS.shape[:3])]
+        return grads + [_wide_empty(k, dS.shape), _wide_empty(k, dS.shape[:3])]
     return grads + [_empty(k), _empty(k)]
 
 
@@ -343,7 +379,8 @@ def _linear_state_setup(ctx, inputs, output):
 def _linear_state_grad(ctx, dS, dz):
     k, v, kv_lengths, kv_starts = ctx.saved_tensors
     initial_state, feature_map = ctx.options
-    dk, dv, dS0, dz0 = ops.linear_state_backward(k, v, dS, dz, initial_state, feature_map, kv_lengths, kv_starts)
+    dk, dv, dS0, dz0 = backward_call(ops.linear_state_backward, k, v, dS, dz, initial_state, feature_map,
+                                     kv_lengths, kv_starts)
     if not initial_state:
         dS0 = dz0 = None
     return dk, dv, dS0, dz0, None, None, None, None
@@ -378,6 +415,7 @@ def favor_shapes(q, k, v, W, features):
     rank("k", k, 4)
     rank("v", v, 4)
     _float("q", q)
+    _half_gate("favor", "q", q)
     B, H, N, _ = q.shape
     M = v.shape[3]
     return (B, H, N, M), (B, H, favor_count(features, _rows(W)), M)
@@ -390,7 +428,7 @@ def favor_forward(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_off
     projection = _projection(W)
     out = q.new_empty(out_shape)
     if return_state:
-        final = (q.new_empty(s_shape), q.new_empty(s_shape[:3]), q.new_empty(s_shape[:3]))
+        final = (_wide_empty(q, s_shape), _wide_empty(q, s_shape[:3]), _wide_empty(q, s_shape[:3]))
         final_views = _views(("final_state[0] (S)", "final_state[1] (z)", "final_state[2] (c)"), final)
     else:
         final, final_views = (_empty(q), _empty(q), _empty(q)), (None, None, None)
@@ -411,7 +449,8 @@ def _favor_fake(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_offse
     fake_checks(q, k, v, *zip(_TRIPLE, (S0, z0, c0)))
     _fake_dim("q", q, W)
     if return_state:
-        return q.new_empty(out_shape), q.new_empty(s_shape), q.new_empty(s_shape[:3]), q.new_empty(s_shape[:3])
+        state = _wide_empty(q, s_shape), _wide_empty(q, s_shape[:3]), _wide_empty(q, s_shape[:3])
+        return (q.new_empty(out_shape),) + state
     return q.new_empty(out_shape), _empty(q), _empty(q), _empty(q)
 
 
@@ -452,8 +491,8 @@ def _favor_grad(ctx, dout, dS, dz, _dc):
     causal, features, scale, eps, relu_offset, return_state = ctx.options
     if not return_state:
         dS = dz = None
-    dq, dk, dv, dS0, dz0 = ops.favor_backward(q, k, v, dout, W, S0, z0, c0, dS, dz, causal, features, scale, eps,
-                                              relu_offset, kv_lengths, kv_starts)
+    dq, dk, dv, dS0, dz0 = backward_call(ops.favor_backward, q, k, v, dout, W, S0, z0, c0, dS, dz, causal, features,
+                                         scale, eps, relu_offset, kv_lengths, kv_starts)
     if S0 is None:
         dS0 = dz0 = None
     return (dq, dk, dv, None, dS0, dz0) + (None,) * 9
@@ -466,6 +505,7 @@ def _favor_state_shape(k, v, W, heads, features):
     rank("k", k, 4)
     rank("v", v, 4)
     _float("k", k)
+    _half_gate("favor", "k", k)
     return (k.shape[0], heads, favor_count(features, _rows(W)), v.shape[3])
 
 
@@ -474,7 +514,7 @@ def favor_state_forward(k, v, W, S0, z0, c0, heads, features, scale, relu_offset
     views = [view("k", k), view("v", v)]
     s_shape = _favor_state_shape(k, v, W, heads, features)
     projection = _projection(W)
-    S, z, c = k.new_empty(s_shape), k.new_empty(s_shape[:3]), k.new_empty(s_shape[:3])
+    S, z, c = _wide_empty(k, s_shape), _wide_empty(k, s_shape[:3]), _wide_empty(k, s_shape[:3])
     _ext.favor_state(*views, projection, *_views(_TRIPLE, (S0, z0, c0)), view("S", S), view("z", z), view("c", c),
                      features, scale, relu_offset, keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
     return S, z, c
@@ -485,7 +525,7 @@ def _favor_state_fake(k, v, W, S0, z0, c0, heads, features, scale, relu_offset, 
     s_shape = _favor_state_shape(k, v, W, heads, features)
     fake_checks(None, k, v, *zip(_TRIPLE, (S0, z0, c0)))
     _fake_dim("k", k, W)
-    return k.new_empty(s_shape), k.new_empty(s_shape[:3]), k.new_empty(s_shape[:3])
+    return _wide_empty(k, s_shape), _wide_empty(k, s_shape[:3]), _wide_empty(k, s_shape[:3])
 
 
 @torch.library.impl(LIB, "favor_state_backward", "CPU")
@@ -515,8 +555,8 @@ def _favor_state_setup(ctx, inputs, output):
 def _favor_state_grad(ctx, dS, dz, _dc):
     k, v, W, S0, z0, c0, kv_lengths, kv_starts = ctx.saved_tensors
     features, scale, relu_offset = ctx.options
-    dk, dv, dS0, dz0 = ops.favor_state_backward(k, v, W, dS, dz, S0, z0, c0, features, scale, relu_offset,
-                                                kv_lengths, kv_starts)
+    dk, dv, dS0, dz0 = backward_call(ops.favor_state_backward, k, v, W, dS, dz, S0, z0, c0, features, scale,
+                                     relu_offset, kv_lengths, kv_starts)
     if S0 is None:
         dS0 = dz0 = None
     return (dk, dv, None, dS0, dz0) + (None,) * 7
@@ -545,3 +585,21 @@ def _no_double_backward(name):
 for _name in ("softmax_backward", "linear_backward", "linear_state_backward", "favor_backward",
               "favor_state_backward"):
     _no_double_backward(_name)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.func: the forward ops as functorch-compatible autograd.Functions (see _functorch.py),
+# and torch.autocast("cpu") (see _autocast.py).
+# ---------------------------------------------------------------------------------------------
+
+SOFTMAX = function("PerformerSoftmax", ops.softmax, _softmax_setup, _softmax_grad)
+LINEAR = function("PerformerLinear", ops.linear, _linear_setup, _linear_grad)
+LINEAR_STATE = function("PerformerLinearState", ops.linear_state, _linear_state_setup, _linear_state_grad)
+FAVOR = function("PerformerFavor", ops.favor, _favor_setup, _favor_grad)
+FAVOR_STATE = function("PerformerFavorState", ops.favor_state, _favor_state_setup, _favor_state_grad)
+
+_autocast.register(LIB, "softmax", _autocast.lower, 3)
+_autocast.register(LIB, "linear", _autocast.widen, 5)
+_autocast.register(LIB, "linear_state", _autocast.widen, 4)
+_autocast.register(LIB, "favor", _autocast.widen, 7)
+_autocast.register(LIB, "favor_state", _autocast.widen, 6)

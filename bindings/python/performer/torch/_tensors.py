@@ -5,8 +5,15 @@ the call. This is also the way in for dtypes NumPy cannot hold (bfloat16)."""
 
 import torch
 
-# performer_dtype codes (performer.h).
-DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
+# performer_dtype codes (performer.h). The half dtypes are storage types: the library computes
+# in float32 (docs/HALF_PRECISION.md); which functions take them is the library's to say.
+DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+HALF = (torch.float16, torch.bfloat16)
+
+
+def wide_dtype(dtype):
+    """The dtype of the float32 companions of a half call (lse, recurrent states), else dtype."""
+    return torch.float32 if dtype in HALF else dtype
 _Tensor = torch.Tensor
 _strided = torch.strided
 
@@ -21,7 +28,8 @@ def _refuse(name, tensor):
         raise TypeError("%s is on device %s; performer.torch computes on the CPU: move the tensors there first "
                         "(tensor.cpu())" % (name, tensor.device))
     if tensor.dtype not in DTYPE_CODES:
-        raise TypeError("%s has dtype %s; expected torch.float32 or torch.float64" % (name, tensor.dtype))
+        raise TypeError("%s has dtype %s; expected torch.float32, torch.float64, torch.float16 or torch.bfloat16"
+                        % (name, tensor.dtype))
     # A wrapper without memory of its own: vmap's BatchedTensor, a fake or functional tensor.
     raise TypeError("%s (%s) has no data this process can read in place (a tensor of torch.func.vmap, "
                     "torch.export or a tensor subclass?); call the performer.torch functions or "
@@ -30,7 +38,7 @@ def _refuse(name, tensor):
 
 def check(names, tensors):
     """Checks the metadata of tensors about to be passed to an op (None allowed): a torch.Tensor,
-    strided, on the CPU, float32 or float64 -- TypeError naming the argument otherwise. Reads no
+    strided, on the CPU, float32, float64, float16 or bfloat16 -- TypeError naming the argument otherwise. Reads no
     data, so it also runs on the fake and functional tensors of torch.compile / torch.export."""
     for name, tensor in zip(names, tensors):
         if tensor is not None and (not isinstance(tensor, _Tensor) or tensor.layout != _strided
@@ -39,7 +47,7 @@ def check(names, tensors):
 
 
 def view(name, tensor):
-    """The raw view of a CPU float32/float64 strided tensor, or TypeError naming the argument."""
+    """The raw view of a CPU float32/float64/float16/bfloat16 strided tensor, or TypeError naming the argument."""
     code = DTYPE_CODES.get(getattr(tensor, "dtype", None))
     if code is None or type(tensor) is not _Tensor or not tensor.is_cpu:
         if isinstance(tensor, _Tensor) and code is not None and tensor.is_cpu and tensor.layout is _strided:

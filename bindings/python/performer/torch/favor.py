@@ -6,8 +6,9 @@ import torch
 
 import performer as _performer
 
-from . import _ops
+from . import _autocast, _ops
 from ._direct import direct
+from ._functorch import functorch_active
 from ._tensors import check, key_tensor
 from .linear import _STATE_NAMES, heads_arg, state_arg
 from .softmax import scale_arg
@@ -62,14 +63,18 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
         _performer._favor_needs_causal("return_state=True", causal)
     W, held = projection_args(projection)
     kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    if _autocast.requested():
+        q, k, v, *state = _autocast.widen((q, k, v) + state)
+        state, W = tuple(state), W if W is None else _autocast.widen((W,))[0]
     if direct(q, k, v, *state, W):
         out, S, z, c = _ops.favor_forward(q, k, v, W if held is None else held, *state, causal, code, scale, eps,
                                           relu_offset, kv_lengths, kv_starts, return_state)
     else:
         W = matrix_of(held) if W is None else W
         check(("q", "k", "v") + _STATE_NAMES + ("W",), (q, k, v) + state + (W,))
-        out, S, z, c = _ops.ops.favor(q, k, v, W, *state, causal, code, scale, eps, relu_offset, kv_lengths,
-                                      kv_starts, return_state)
+        op = _ops.FAVOR.apply if functorch_active() else _ops.ops.favor
+        out, S, z, c = op(q, k, v, W, *state, causal, code, scale, eps, relu_offset, kv_lengths, kv_starts,
+                          return_state)
     return (out, (S, z, c)) if return_state else out
 
 
@@ -84,9 +89,13 @@ def favor_state(k, v, projection, *, features="positive", scale=None, kv_lengths
     hs = heads_arg(heads, state, k)
     W, held = projection_args(projection)
     kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    if _autocast.requested():
+        k, v, *state = _autocast.widen((k, v) + state)
+        state, W = tuple(state), W if W is None else _autocast.widen((W,))[0]
     if direct(k, v, *state, W):
         return _ops.favor_state_forward(k, v, W if held is None else held, *state, hs, code, scale, relu_offset,
                                         kv_lengths, kv_starts)
     W = matrix_of(held) if W is None else W
     check(("k", "v") + _STATE_NAMES + ("W",), (k, v) + state + (W,))
-    return _ops.ops.favor_state(k, v, W, *state, hs, code, scale, relu_offset, kv_lengths, kv_starts)
+    op = _ops.FAVOR_STATE.apply if functorch_active() else _ops.ops.favor_state
+    return op(k, v, W, *state, hs, code, scale, relu_offset, kv_lengths, kv_starts)

@@ -5,8 +5,9 @@ import torch
 
 import performer as _performer
 
-from . import _ops
+from . import _autocast, _ops
 from ._direct import direct
+from ._functorch import functorch_active
 from ._tensors import check, key_tensor
 
 __all__ = ["linear_attention", "linear_state"]
@@ -51,13 +52,15 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, no
     eps = _performer._real("eps", eps)
     S0, z0 = state_arg("initial_state", initial_state, _performer._PAIR)
     kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    if _autocast.requested():
+        q, k, v, S0, z0 = _autocast.widen((q, k, v, S0, z0))
     if direct(q, k, v, S0, z0):
         out, S, z = _ops.linear_forward(q, k, v, S0, z0, causal, fmap, eps, normalize, kv_lengths, kv_starts,
                                         return_state)
     else:
         check(("q", "k", "v") + _STATE_NAMES, (q, k, v, S0, z0))
-        out, S, z = _ops.ops.linear(q, k, v, S0, z0, causal, fmap, eps, normalize, kv_lengths, kv_starts,
-                                    return_state)
+        op = _ops.LINEAR.apply if functorch_active() else _ops.ops.linear
+        out, S, z = op(q, k, v, S0, z0, causal, fmap, eps, normalize, kv_lengths, kv_starts, return_state)
     return (out, (S, z)) if return_state else out
 
 
@@ -71,7 +74,10 @@ def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, kv_starts=None, 
     S0, z0 = state_arg("initial_state", initial_state, _performer._PAIR)
     hs = heads_arg(heads, (S0, z0), k)
     kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    if _autocast.requested():
+        k, v, S0, z0 = _autocast.widen((k, v, S0, z0))
     if direct(k, v, S0, z0):
         return _ops.linear_state_forward(k, v, S0, z0, hs, fmap, kv_lengths, kv_starts)
     check(("k", "v") + _STATE_NAMES, (k, v, S0, z0))
-    return _ops.ops.linear_state(k, v, S0, z0, hs, fmap, kv_lengths, kv_starts)
+    op = _ops.LINEAR_STATE.apply if functorch_active() else _ops.ops.linear_state
+    return op(k, v, S0, z0, hs, fmap, kv_lengths, kv_starts)

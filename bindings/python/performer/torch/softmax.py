@@ -3,8 +3,9 @@
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import _ops
+from . import _autocast, _ops
 from ._direct import direct, eager
+from ._functorch import functorch_active
 from ._tensors import check, key_tensor
 
 __all__ = ["softmax_attention"]
@@ -45,10 +46,12 @@ class _SoftmaxFunction(torch.autograd.Function):
 def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_starts=None, return_lse=False):
     """Exact softmax attention of CPU tensors, differentiable with respect to q, k and v.
 
-    q: B x H x N x D, k: B x Hk x L x D, v: B x Hk x L x M (Hk divides H), float32 or
-    float64, any strides; returns out: B x H x N x M of the same dtype, or ``(out, lse)`` with
-    return_lse (lse: B x H x N, the row log-sum-exp of the scaled, masked scores; -inf for a row
-    without keys; not differentiable).
+    q: B x H x N x D, k: B x Hk x L x D, v: B x Hk x L x M (Hk divides H), float32, float64,
+    float16 or bfloat16 (one dtype; half is computed in float32 and rounded once), any strides;
+    returns out: B x H x N x M of the same dtype, or ``(out, lse)`` with return_lse (lse:
+    B x H x N, float32 for half inputs, the row log-sum-exp of the scaled, masked scores; -inf
+    for a row without keys; not differentiable). Under ``torch.autocast("cpu")`` float32 and
+    half inputs are cast to the autocast dtype first, as scaled_dot_product_attention does.
 
     causal: bottom-right aligned (query i sees key j iff j <= i + L - N; PyTorch's
     ``is_causal`` is top-left aligned and agrees only when N == L). scale: None means
@@ -65,11 +68,16 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_
         scale = scale_arg(scale)
     if kv_lengths is not None or kv_starts is not None:
         kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    if _autocast.requested():
+        q, k, v = _autocast.lower((q, k, v))
     if direct(q, k, v):
         out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, return_lse)
     elif eager(q, k, v):
         out, lse = _SoftmaxFunction.apply(q, k, v, causal, scale, kv_lengths, kv_starts)
     else:
         check(("q", "k", "v"), (q, k, v))
-        out, lse = _ops.ops.softmax(q, k, v, causal, scale, kv_lengths, kv_starts)
+        if functorch_active():
+            out, lse = _ops.SOFTMAX.apply(q, k, v, causal, scale, kv_lengths, kv_starts)
+        else:
+            out, lse = _ops.ops.softmax(q, k, v, causal, scale, kv_lengths, kv_starts)
     return (out, lse) if return_lse else out
