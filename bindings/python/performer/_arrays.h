@@ -5,7 +5,8 @@
  * The extension is built for the stable ABI of CPython 3.9 (abi3). The buffer protocol joined the
  * stable ABI in 3.11 only, so it lives in _buffer.c (compiled for the 3.11 limited API) and is
  * called only when the running interpreter is 3.11 or later; on 3.9 and 3.10 arrays are read
- * through NumPy's __array_interface__ instead (_performer.c, get_interface_array).
+ * through NumPy's C-level array interface, __array_struct__, instead (_performer.c,
+ * get_struct_array).
  */
 #ifndef PERFORMER_ARRAYS_H
 #define PERFORMER_ARRAYS_H
@@ -24,7 +25,8 @@ typedef struct {
     int64_t strides[FOREIGN_MAX_NDIM];  /* in bytes */
     int64_t itemsize;
     int dtype;                          /* a performer_dtype, or -1 when unsupported */
-    char format[32];                    /* the exporter's element format, for messages */
+    char format[32];                    /* the exporter's element format, for the message of an
+                                           unsupported dtype (set only then) */
 } foreign_array;
 
 /* Room for one held Py_buffer (80 bytes on 64-bit CPython), opaque to code compiled for the 3.9

@@ -91,7 +91,9 @@ buffer_get(PyObject *obj, const char *name, int writable, buffer_storage *storag
     array->ndim = view->ndim;
     array->itemsize = view->itemsize;
     array->dtype = dtype_of_format(format, view->itemsize);
-    snprintf(array->format, sizeof array->format, "'%s' (item size %zd)", format, view->itemsize);
+    if (array->dtype < 0) {  /* text for the message only: snprintf costs a tiny call's time */
+        snprintf(array->format, sizeof array->format, "'%s' (item size %zd)", format, view->itemsize);
+    }
     Py_ssize_t contiguous = view->itemsize;
     for (int i = view->ndim - 1; i >= 0; i--) {
         Py_ssize_t extent = view->shape[i];
