@@ -46,8 +46,10 @@ else
 fi
 for candidate in "${candidates[@]}"; do
     [ -x "$candidate" ] || continue
-    version=$("$candidate" -c 'import sys; print("%d.%02d" % sys.version_info[:2]) if sys.version_info >= (3, 9) and sys.implementation.name == "cpython" else None' 2>/dev/null) || continue
-    [ "$version" = None ] || by_version[$version]="$candidate"
+    # "3.09", "3.13": sorted as text; nothing printed for an older or another Python
+    version=$("$candidate" -c 'import sys
+if sys.version_info >= (3, 9) and sys.implementation.name == "cpython": print("%d.%02d" % sys.version_info[:2])' 2>/dev/null) || continue
+    [ -z "$version" ] || by_version[$version]="$candidate"
 done
 [ "${#by_version[@]}" -gt 0 ] || { echo "no CPython >= 3.9 found"; exit 1; }
 versions=($(printf '%s\n' "${!by_version[@]}" | sort))

@@ -6,7 +6,8 @@
  * stable ABI in 3.11 only, so it lives in _buffer.c (compiled for the 3.11 limited API) and is
  * called only when the running interpreter is 3.11 or later; on 3.9 and 3.10 arrays are read
  * through NumPy's C-level array interface, __array_struct__, instead (_performer.c,
- * get_struct_array).
+ * get_struct_array). (CPython 3.9 and 3.10 export PyObject_GetBuffer, PyObject_CheckBuffer and
+ * PyBuffer_Release too, so the extension also loads there when symbols are bound at load time.)
  */
 #ifndef PERFORMER_ARRAYS_H
 #define PERFORMER_ARRAYS_H

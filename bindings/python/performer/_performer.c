@@ -30,6 +30,14 @@
 /* METH_FASTCALL is declared for the limited API from 3.10 on, but CPython has called such
  * methods with this flag value the same way since 3.7: the decoders' per-token methods keep it
  * on 3.9 too. */
+/* Py_XSETREF is not in the limited API. */
+#define Py_XSETREF_COMPAT(target, value) \
+    do {                                  \
+        void *old_ = (void *)(target);    \
+        (target) = (value);               \
+        Py_XDECREF((PyObject *)old_);     \
+    } while (0)
+
 #ifndef METH_FASTCALL
 #define METH_FASTCALL 0x0080
 #endif
@@ -484,9 +492,149 @@ get_array(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_a
     return finish_tensor(arg, array.data, dtype, ndim, token, reference);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * torch tensors, read by the extension itself (performer.torch registers their type)
+ *
+ * The common case of performer.torch -- a plain CPU torch.Tensor of a dtype in the registered
+ * table -- is read here with a few attribute calls (dtype, is_cpu, is_neg(), data_ptr(), shape,
+ * stride()), saving the Python function and the raw-view tuple per tensor. Anything else that is
+ * a torch.Tensor (a subclass, another device or dtype, a tensor without strides) goes to the
+ * registered Python function view(name, tensor), which returns a raw view or raises the precise
+ * error naming the argument.
+ * ------------------------------------------------------------------------------------------ */
+
+static PyTypeObject *tensor_type;  /* torch.Tensor, or NULL until registered */
+static PyObject *tensor_dtypes;    /* {torch dtype: performer dtype code} */
+static PyObject *tensor_view;      /* performer.torch._tensors.view */
+static PyObject *name_dtype, *name_is_cpu, *name_is_neg, *name_resolve_neg, *name_data_ptr, *name_shape,
+    *name_stride;
+
+/* The raw view the Python function gives for obj, read as get_raw_view (kept in arg->owner). */
+static int
+get_tensor_through_python(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference,
+                          int token)
+{
+    PyObject *name = PyUnicode_FromString(arg->name);
+    PyObject *raw = name != NULL ? PyObject_CallFunctionObjArgs(tensor_view, name, obj, NULL) : NULL;
+    Py_XDECREF(name);
+    if (raw == NULL) {
+        return -1;
+    }
+    arg->owner = raw;
+    if (!PyTuple_Check(raw)) {
+        PyErr_Format(PyExc_TypeError, "%s: performer.torch gave no raw view of the tensor", arg->name);
+        return -1;
+    }
+    return get_raw_view(raw, arg, ndim, writable, reference, token);
+}
+
+/* A registered tensor type: its instances (subclasses included) are tensors. */
+static int
+is_tensor(PyObject *obj)
+{
+    return tensor_type != NULL && PyObject_TypeCheck(obj, tensor_type);
+}
+
+static int
+get_torch_tensor(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
+{
+    if (Py_TYPE(obj) != tensor_type) {
+        return get_tensor_through_python(obj, arg, ndim, writable, reference, token);
+    }
+    PyObject *dtype_obj = PyObject_GetAttr(obj, name_dtype);
+    if (dtype_obj == NULL) {
+        return -1;
+    }
+    PyObject *code = PyDict_GetItemWithError(tensor_dtypes, dtype_obj);  /* borrowed */
+    Py_DECREF(dtype_obj);
+    if (code == NULL) {
+        return PyErr_Occurred() ? -1 : get_tensor_through_python(obj, arg, ndim, writable, reference, token);
+    }
+    PyObject *is_cpu = PyObject_GetAttr(obj, name_is_cpu);
+    Py_XDECREF(is_cpu);
+    if (is_cpu != Py_True) {
+        PyErr_Clear();
+        return get_tensor_through_python(obj, arg, ndim, writable, reference, token);
+    }
+    PyObject *is_neg = PyObject_CallMethodObjArgs(obj, name_is_neg, NULL);
+    if (is_neg == NULL) {
+        return -1;
+    }
+    Py_DECREF(is_neg);
+    if (is_neg == Py_True) {
+        /* A lazily negated view (torch._neg_view) has no memory holding its values: the resolved
+         * copy is read instead, kept alive for the call. */
+        obj = PyObject_CallMethodObjArgs(obj, name_resolve_neg, NULL);
+        if (obj == NULL) {
+            return -1;
+        }
+        arg->owner = obj;
+    }
+    /* No strides or no storage (sparse, mkldnn, nested): view() names the layout. */
+    PyObject *strides = PyObject_CallMethodObjArgs(obj, name_stride, NULL);
+    PyObject *address = strides != NULL ? PyObject_CallMethodObjArgs(obj, name_data_ptr, NULL) : NULL;
+    if (address == NULL) {
+        Py_XDECREF(strides);
+        if (!PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return get_tensor_through_python(obj, arg, ndim, writable, reference, token);
+    }
+    const dtype_info *dtype = raw_dtype(code, arg->name, "tensor");
+    PyObject *shape = dtype != NULL ? PyObject_GetAttr(obj, name_shape) : NULL;
+    int result = -1;
+    if (shape != NULL) {
+        void *data = PyLong_AsVoidPtr(address);
+        performer_tensor_t *t = &arg->tensor;
+        memset(t, 0, sizeof *t);
+        if (!(data == NULL && PyErr_Occurred()) &&
+            tuple_ints(shape, arg->name, "shape", "tensor", ndim, t->shape) == 0 &&
+            tuple_ints(strides, arg->name, "strides", "tensor", ndim, t->strides) == 0) {
+            result = finish_tensor(arg, data, dtype, ndim, token, reference);
+        }
+    }
+    Py_DECREF(strides);
+    Py_XDECREF(address);
+    Py_XDECREF(shape);
+    return result;
+}
+
+/* _register_tensor_type(tensor_type, dtype_codes, view): see the section's comment. */
+static PyObject *
+register_tensor_type(PyObject *module, PyObject *args)
+{
+    PyObject *type, *dtypes, *view;
+    if (!PyArg_ParseTuple(args, "O!O!O:_register_tensor_type", &PyType_Type, &type, &PyDict_Type, &dtypes, &view)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(view)) {
+        PyErr_SetString(PyExc_TypeError, "_register_tensor_type: view must be callable");
+        return NULL;
+    }
+    const char *names[] = {"dtype", "is_cpu", "is_neg", "resolve_neg", "data_ptr", "shape", "stride"};
+    PyObject **slots[] = {&name_dtype, &name_is_cpu, &name_is_neg, &name_resolve_neg, &name_data_ptr, &name_shape,
+                          &name_stride};
+    for (int i = 0; i < 7; i++) {
+        if (*slots[i] == NULL && (*slots[i] = PyUnicode_InternFromString(names[i])) == NULL) {
+            return NULL;
+        }
+    }
+    Py_INCREF(type);
+    Py_INCREF(dtypes);
+    Py_INCREF(view);
+    Py_XSETREF_COMPAT(tensor_type, (PyTypeObject *)type);
+    Py_XSETREF_COMPAT(tensor_dtypes, dtypes);
+    Py_XSETREF_COMPAT(tensor_view, view);
+    Py_RETURN_NONE;
+}
+
 static int
 get_tensor_mode(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
 {
+    if (is_tensor(obj)) {
+        return get_torch_tensor(obj, arg, ndim, writable, reference, token);
+    }
     if (PyTuple_Check(obj)) {
         return get_raw_view(obj, arg, ndim, writable, reference, token);
     }
@@ -2106,6 +2254,10 @@ static PyMethodDef module_methods[] = {
     {"version_string", version_string, METH_NOARGS, "version_string() -> str: performer_version_string()"},
     {"version", version, METH_NOARGS, "version() -> int: performer_version()"},
     {"abi_version", abi_version, METH_NOARGS, "abi_version() -> int: performer_abi_version()"},
+    {"_register_tensor_type", register_tensor_type, METH_VARARGS,
+     "_register_tensor_type(tensor_type, dtype_codes, view) -> None: the extension reads plain tensors "
+     "of tensor_type whose dtype is in dtype_codes itself; view(name, tensor) gives a raw view of any "
+     "other instance (performer.torch)"},
     {"_set_array_struct", set_array_struct, METH_O,
      "_set_array_struct(flag) -> bool: read arrays through __array_struct__ (tests); the previous flag"},
     {"_array_reader", array_reader, METH_NOARGS,
