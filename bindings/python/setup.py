@@ -164,12 +164,19 @@ class SdistWithSwiftPackage(sdist):
                 shutil.copyfile(source, target)
 
 
+# The stable ABI of CPython 3.9 (abi3): one wheel serves 3.9 and every later CPython. _buffer.c
+# raises its own Py_LIMITED_API to 3.11 for the buffer protocol, used only on 3.11 and later.
+LIMITED_API = ("Py_LIMITED_API", "0x03090000")
+COMPILE_ARGS = ["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-Wno-unused-parameter"]
+
 extension = Extension(
     "performer._performer",
-    sources=["performer/_performer.c"],
+    sources=["performer/_performer.c", "performer/_buffer.c"],
+    depends=["performer/_arrays.h"],
     libraries=["performer"],
-    extra_compile_args=["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
-                        "-Wno-unused-parameter"],
+    define_macros=[LIMITED_API],
+    py_limited_api=True,
+    extra_compile_args=COMPILE_ARGS,
     # The installed extension finds libperformer.so in its own directory.
     extra_link_args=["-Wl,-rpath,$ORIGIN"],
 )
@@ -180,8 +187,9 @@ openmp_extension = Extension(
     "performer._openmp",
     sources=["performer/_openmp.c"],
     libraries=["performer"],
-    extra_compile_args=["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
-                        "-Wno-unused-parameter"],
+    define_macros=[LIMITED_API],
+    py_limited_api=True,
+    extra_compile_args=COMPILE_ARGS,
     extra_link_args=["-Wl,-rpath,$ORIGIN"],
 )
 
@@ -189,4 +197,6 @@ setup(
     version=header_version(repo_root()),
     ext_modules=[extension, openmp_extension],
     cmdclass={"build_ext": BuildExtWithLibperformer, "sdist": SdistWithSwiftPackage},
+    # The wheel's tag: cp39-abi3 (the extensions are built with py_limited_api above).
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
 )

@@ -1,23 +1,46 @@
 /*
  * performer._performer: the CPython extension over libperformer's C ABI (include/performer.h).
  *
- * Inputs and outputs are any objects with the buffer protocol (NumPy arrays, memoryviews),
- * or raw views (data_address, shape, strides_in_elements, dtype_code, writable) -- the
- * NumPy-free path of performer.torch, see get_raw_view:
- * float32 ('f') or float64 ('d'), rank 4 (rank 3 for lse, seen by the C library as
- * B x H x N x 1), any strides that are whole multiples of the item size, negative included.
- * The extension does not allocate results: the Python layer (performer/__init__.py) passes
- * output buffers it allocated, which are requested writable.
+ * Built for the stable ABI (Py_LIMITED_API = 3.9, setup.py): one binary serves every CPython from
+ * 3.9 on. Inputs and outputs are
+ *   - arrays: objects with the buffer protocol (NumPy arrays, memoryviews), read through it on
+ *     CPython >= 3.11 (_buffer.c) and through NumPy's __array_struct__ on 3.9 and 3.10, where
+ *     the buffer protocol is not in the stable ABI (see _arrays.h);
+ *   - raw views (data_address, shape, strides_in_elements, dtype_code, writable): the NumPy-free
+ *     path of performer.torch, see get_raw_view;
+ *   - torch tensors themselves, once performer.torch registered their type (register_tensor_type).
+ * float32 ('f') or float64 ('d') (float16 where the library takes it), rank 4 (rank 3 for lse,
+ * seen by the C library as B x H x N x 1), any strides that are whole multiples of the item size,
+ * negative included. The extension does not allocate results: the Python layer
+ * (performer/__init__.py) passes output buffers it allocated, which are requested writable.
  *
- * The C call runs without the GIL. Every Py_buffer taken is released on every path.
+ * The C call runs without the GIL. Every buffer or reference taken is released on every path.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "performer.h"
+#include "_arrays.h"
+
+/* METH_FASTCALL is declared for the limited API from 3.10 on, but CPython has called such
+ * methods with this flag value the same way since 3.7: the decoders' per-token methods keep it
+ * on 3.9 too. */
+/* Py_XSETREF is not in the limited API. */
+#define Py_XSETREF_COMPAT(target, value) \
+    do {                                  \
+        void *old_ = (void *)(target);    \
+        (target) = (value);               \
+        Py_XDECREF((PyObject *)old_);     \
+    } while (0)
+
+#ifndef METH_FASTCALL
+#define METH_FASTCALL 0x0080
+#endif
 
 /* Added to the C ABI after its first release: referenced weakly, so this extension still
  * loads with a libperformer.so that lacks it (the function is then absent from the module). */
@@ -79,84 +102,82 @@ none_or_raise(performer_status status)
 
 typedef struct {
     const char *name;    /* the argument's name in messages */
-    Py_buffer view;
-    int held;            /* view must be released */
-    int present;         /* tensor is filled in (a buffer or a raw view was given) */
+    buffer_storage buffer;
+    int held;            /* buffer must be released (buffer_release) */
+    PyObject *owner;     /* a reference held for the call (an array made for a memoryview, a
+                            resolved negated tensor), or NULL */
+    int present;         /* tensor is filled in (an array, tensor or raw view was given) */
     performer_tensor_t tensor;
 } tensor_arg;
+
+/* The dtypes the extension knows: element size and name (the library checks which dtypes each
+ * entry point takes). */
+typedef struct {
+    int32_t code;
+    int64_t itemsize;
+    const char *name;
+} dtype_info;
+
+static const dtype_info dtype_table[] = {
+    {PERFORMER_FLOAT32, 4, "float32"},
+    {PERFORMER_FLOAT64, 8, "float64"},
+    {PERFORMER_FLOAT16, 2, "float16"},
+    {PERFORMER_BFLOAT16, 2, "bfloat16"},
+};
+
+static const dtype_info *
+find_dtype(long code)
+{
+    for (size_t i = 0; i < sizeof dtype_table / sizeof dtype_table[0]; i++) {
+        if (dtype_table[i].code == code) {
+            return &dtype_table[i];
+        }
+    }
+    return NULL;
+}
 
 static const char *
 dtype_name(int32_t dtype)
 {
-    switch (dtype) {
-    case PERFORMER_FLOAT32: return "float32";
-    case PERFORMER_FLOAT64: return "float64";
-    case PERFORMER_FLOAT16: return "float16";
-    case PERFORMER_BFLOAT16: return "bfloat16";
-    default: return "unknown";
-    }
+    const dtype_info *info = find_dtype(dtype);
+    return info != NULL ? info->name : "unknown";
 }
 
-/* Maps a struct-module format string to a performer dtype; -1 when unsupported. Native or
- * explicitly little-endian 'f'/'d' only (big-endian data would be misread). */
+/* What the running interpreter offers (set once by the module's init). */
+static long running_hexversion;         /* sys.hexversion */
+static int has_stable_buffer_protocol;  /* CPython >= 3.11: PyObject_GetBuffer is in the stable ABI */
+
+/* The name of obj's type as tp_name spells it ("numpy.ndarray", "list"): PyTypeObject is opaque in
+ * the limited API. A new reference, or NULL with no exception set (then "?" is printed). */
+static PyObject *
+type_name(PyObject *obj)
+{
+    PyObject *type = (PyObject *)Py_TYPE(obj);
+    PyObject *name = PyObject_GetAttrString(type, "__name__");
+    if (name != NULL && !(PyType_GetFlags(Py_TYPE(obj)) & Py_TPFLAGS_HEAPTYPE)) {
+        PyObject *module = PyObject_GetAttrString(type, "__module__");
+        if (module != NULL && PyUnicode_Check(module) &&
+            PyUnicode_CompareWithASCIIString(module, "builtins") != 0) {
+            PyObject *qualified = PyUnicode_FromFormat("%U.%U", module, name);
+            Py_DECREF(name);
+            name = qualified;
+        }
+        Py_XDECREF(module);
+    }
+    if (name == NULL) {
+        PyErr_Clear();
+    }
+    return name;
+}
+
+/* Raises type with format, whose one %S is the type name of obj (see type_name). Returns -1. */
 static int
-parse_format(const char *format, Py_ssize_t itemsize)
+raise_with_type_name(PyObject *type, const char *format, const char *name, PyObject *obj)
 {
-    if (format == NULL) {
-        format = "B";  /* the buffer protocol's meaning of a missing format */
-    }
-    if (format[0] == '@' || format[0] == '=' ||
-#if PY_LITTLE_ENDIAN
-        format[0] == '<'
-#else
-        format[0] == '>' || format[0] == '!'
-#endif
-    ) {
-        format++;
-    }
-    if (strcmp(format, "f") == 0 && itemsize == 4) {
-        return PERFORMER_FLOAT32;
-    }
-    if (strcmp(format, "d") == 0 && itemsize == 8) {
-        return PERFORMER_FLOAT64;
-    }
-    if (strcmp(format, "e") == 0 && itemsize == 2) {
-        return PERFORMER_FLOAT16;  /* NumPy float16; the library computes it in float32 */
-    }
+    PyObject *found = type_name(obj);
+    PyErr_Format(type, format, name, found != NULL ? found : Py_None);
+    Py_XDECREF(found);
     return -1;
-}
-
-/* Replaces the pending exception (from PyObject_GetBuffer) by one of the same type whose
- * message starts with the argument's name. */
-static void
-prefix_pending_error(const char *name)
-{
-    PyObject *type, *value, *traceback = NULL;
-#if PY_VERSION_HEX >= 0x030C0000
-    value = PyErr_GetRaisedException();
-    type = value != NULL ? Py_NewRef((PyObject *)Py_TYPE(value)) : NULL;
-#else
-    PyErr_Fetch(&type, &value, &traceback);
-    PyErr_NormalizeException(&type, &value, &traceback);
-#endif
-    if (type == NULL) {
-        PyErr_Format(PyExc_TypeError, "%s: cannot get its buffer", name);
-        return;
-    }
-    if (PyErr_GivenExceptionMatches(type, PyExc_BufferError)) {
-        /* e.g. a read-only array passed as an output */
-        Py_DECREF(type);
-        type = PyExc_ValueError;
-        Py_INCREF(type);
-    }
-    if (value != NULL) {
-        PyErr_Format(type, "%s: %S", name, value);
-    } else {
-        PyErr_Format(type, "%s: cannot get its buffer", name);
-    }
-    Py_DECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(traceback);
 }
 
 /*
@@ -192,19 +213,21 @@ extend_rank3(performer_tensor_t *t, int ndim, int token)
     }
 }
 
-/* The ndim ints of a raw view's shape or strides tuple into values; -1 with an exception set on error. */
+/* The ndim ints of a shape or strides tuple (of a raw view or a tensor) into values; -1 with an
+ * exception set on error. */
 static int
-raw_view_ints(PyObject *tuple, const char *name, const char *what, int ndim, int64_t *values)
+tuple_ints(PyObject *tuple, const char *name, const char *what, const char *source, int ndim, int64_t *values)
 {
     if (!PyTuple_Check(tuple) || PyTuple_Size(tuple) != ndim) {
-        PyErr_Format(PyExc_ValueError, "%s must have %d dimensions (%s of the raw view: %R)", name, ndim, what, tuple);
+        PyErr_Format(PyExc_ValueError, "%s must have %d dimensions (%s of the %s: %R)", name, ndim, what, source,
+                     tuple);
         return -1;
     }
     for (int i = 0; i < ndim; i++) {
         long long value = PyLong_AsLongLong(PyTuple_GetItem(tuple, i));
         if (value == -1 && PyErr_Occurred()) {
             PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "%s: %s[%d] of the raw view is not a 64-bit int", name, what, i);
+            PyErr_Format(PyExc_TypeError, "%s: %s[%d] of the %s is not a 64-bit int", name, what, i, source);
             return -1;
         }
         values[i] = (int64_t)value;
@@ -212,13 +235,53 @@ raw_view_ints(PyObject *tuple, const char *name, const char *what, int ndim, int
     return 0;
 }
 
+/* The checks every kind of argument ends with, once arg->tensor has its shape and strides (in
+ * elements): the dtype against the reference's and the data's alignment. Then sets data and dtype,
+ * extends rank 3 and marks arg present. Returns 0, or -1 with an exception set. */
+static int
+finish_tensor(tensor_arg *arg, void *data, const dtype_info *dtype, int ndim, int token, const tensor_arg *reference)
+{
+    if (reference != NULL && dtype->code != reference->tensor.dtype) {
+        PyErr_Format(PyExc_TypeError, "%s has dtype %s but %s has %s", arg->name, dtype->name, reference->name,
+                     dtype_name(reference->tensor.dtype));
+        return -1;
+    }
+    if (((uintptr_t)data) % (uintptr_t)dtype->itemsize != 0) {
+        PyErr_Format(PyExc_ValueError, "%s's data is not aligned to its %zd-byte elements (copy it first)",
+                     arg->name, (Py_ssize_t)dtype->itemsize);
+        return -1;
+    }
+    arg->tensor.data = data;
+    arg->tensor.dtype = dtype->code;
+    arg->tensor.reserved = 0;
+    extend_rank3(&arg->tensor, ndim, token);
+    arg->present = 1;
+    return 0;
+}
+
+/* The dtype of a raw view or tensor from its code object; NULL with a TypeError naming the
+ * argument when the code is not one they may carry. */
+static const dtype_info *
+raw_dtype(PyObject *code_obj, const char *name, const char *source)
+{
+    long code = code_obj != NULL ? PyLong_AsLong(code_obj) : -1;
+    if (code == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+    }
+    const dtype_info *dtype = find_dtype(code);
+    if (dtype == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s: the %s's dtype code %R is not one of the extension's "
+                     "(0 float32, 1 float64, 2 float16, 3 bfloat16)", name, source, code_obj != NULL ? code_obj : Py_None);
+        return NULL;
+    }
+    return dtype;
+}
+
 /*
  * The NumPy-free way in (performer.torch): obj is a raw view, the tuple
  * (data_address, shape, strides_in_elements, dtype_code, writable) describing memory its
- * caller keeps alive for the call. Written with the limited C API only (no Py_buffer, no
- * PyTuple_GET_ITEM) so that this path survives an abi3 build of the extension. Nothing is
- * held: arg->held stays 0 (arg->present says it was given). Same checks and messages as the
- * buffer path.
+ * caller keeps alive for the call. Nothing is held: arg->held stays 0 (arg->present says it
+ * was given). Same checks and messages as the array path.
  */
 static int
 get_raw_view(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
@@ -236,15 +299,8 @@ get_raw_view(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tenso
         PyErr_Format(PyExc_TypeError, "%s: the raw view's data address is not an int", arg->name);
         return -1;
     }
-    long dtype = PyLong_AsLong(PyTuple_GetItem(obj, 3));
-    if (dtype == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        dtype = -1;
-    }
-    if (dtype != PERFORMER_FLOAT32 && dtype != PERFORMER_FLOAT64 && dtype != PERFORMER_FLOAT16 &&
-        dtype != PERFORMER_BFLOAT16) {
-        PyErr_Format(PyExc_TypeError, "%s: the raw view's dtype code %R is not 0 (float32), 1 (float64), "
-                     "2 (float16) or 3 (bfloat16)", arg->name, PyTuple_GetItem(obj, 3));
+    const dtype_info *dtype = raw_dtype(PyTuple_GetItem(obj, 3), arg->name, "raw view");
+    if (dtype == NULL) {
         return -1;
     }
     int can_write = PyObject_IsTrue(PyTuple_GetItem(obj, 4));
@@ -255,99 +311,333 @@ get_raw_view(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tenso
         PyErr_Format(PyExc_ValueError, "%s: cannot write into a read-only tensor", arg->name);
         return -1;
     }
-    if (raw_view_ints(PyTuple_GetItem(obj, 1), arg->name, "shape", ndim, t->shape) < 0 ||
-        raw_view_ints(PyTuple_GetItem(obj, 2), arg->name, "strides", ndim, t->strides) < 0) {
+    if (tuple_ints(PyTuple_GetItem(obj, 1), arg->name, "shape", "raw view", ndim, t->shape) < 0 ||
+        tuple_ints(PyTuple_GetItem(obj, 2), arg->name, "strides", "raw view", ndim, t->strides) < 0) {
         return -1;
     }
-    if (reference != NULL && dtype != reference->tensor.dtype) {
-        PyErr_Format(PyExc_TypeError, "%s has dtype %s but %s has %s", arg->name, dtype_name((int32_t)dtype),
-                     reference->name, dtype_name(reference->tensor.dtype));
+    return finish_tensor(arg, data, dtype, ndim, token, reference);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Arrays through NumPy's C-level array interface, __array_struct__ (CPython 3.9 and 3.10)
+ *
+ * The attribute is a capsule holding a PyArrayInterface, whose layout and flag values NumPy's
+ * documentation fixes ("The array interface protocol"); the capsule keeps the array alive until
+ * it is released. Cheaper than the __array_interface__ dict (no Python objects but the capsule).
+ * ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int two;             /* 2: the sanity check of the protocol */
+    int nd;
+    char typekind;       /* 'f' for floating point */
+    int itemsize;
+    int flags;
+    Py_intptr_t *shape;
+    Py_intptr_t *strides;  /* in bytes; NULL for C order */
+    void *data;
+    PyObject *descr;
+} array_interface_struct;
+
+#define ARRAY_STRUCT_NOTSWAPPED 0x0200
+#define ARRAY_STRUCT_WRITEABLE 0x0400
+
+static PyObject *struct_attribute;  /* "__array_struct__", interned */
+static PyObject *numpy_asarray;     /* numpy.asarray, imported on first need */
+
+/* numpy.asarray, imported once; NULL with an exception set when NumPy is missing. */
+static PyObject *
+get_numpy_asarray(void)
+{
+    if (numpy_asarray == NULL) {
+        PyObject *numpy = PyImport_ImportModule("numpy");
+        if (numpy == NULL) {
+            return NULL;
+        }
+        numpy_asarray = PyObject_GetAttrString(numpy, "asarray");
+        Py_DECREF(numpy);
+    }
+    return numpy_asarray;
+}
+
+/* obj's __array_struct__ capsule (new reference). An exporter of the buffer protocol without one
+ * (memoryview, bytearray) is viewed as a NumPy array first, whose capsule keeps it alive. NULL
+ * with no exception set when obj is no array; NULL with an exception naming the argument on error. */
+static PyObject *
+array_struct_capsule(PyObject *obj, const char *name)
+{
+    PyObject *capsule = PyObject_GetAttr(obj, struct_attribute);
+    if (capsule != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        return capsule;
+    }
+    PyErr_Clear();
+    PyObject *view = PyMemoryView_FromObject(obj);
+    if (view == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *asarray = get_numpy_asarray();
+    PyObject *viewed = asarray != NULL ? PyObject_CallFunctionObjArgs(asarray, view, NULL) : NULL;
+    Py_DECREF(view);
+    if (viewed == NULL) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_Format(PyExc_TypeError, "%s: NumPy cannot view its buffer (%S)", name, value != NULL ? value : Py_None);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+        return NULL;
+    }
+    capsule = PyObject_GetAttr(viewed, struct_attribute);
+    Py_DECREF(viewed);
+    return capsule;
+}
+
+/* Fills *array from obj's __array_struct__, the capsule held in arg->owner. Returns 1, 0 when obj
+ * is no array (no exception set), or -1 with an exception naming the argument. */
+static int
+get_struct_array(PyObject *obj, tensor_arg *arg, int writable, foreign_array *array)
+{
+    PyObject *capsule = array_struct_capsule(obj, arg->name);
+    if (capsule == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    arg->owner = capsule;
+    const array_interface_struct *inter =
+        PyCapsule_CheckExact(capsule) ? PyCapsule_GetPointer(capsule, NULL) : NULL;
+    if (inter == NULL || inter->two != 2 || inter->nd < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: its __array_struct__ is not a NumPy array interface capsule",
+                     arg->name);
         return -1;
     }
-    /* Half dtypes (bfloat16 has no NumPy/buffer format: this is its only way in) are 2 bytes. */
-    Py_ssize_t itemsize = dtype == PERFORMER_FLOAT64 ? 8 : dtype == PERFORMER_FLOAT32 ? 4 : 2;
-    if (((uintptr_t)data) % (uintptr_t)itemsize != 0) {
-        PyErr_Format(PyExc_ValueError, "%s's data is not aligned to its %zd-byte elements (copy it first)",
-                     arg->name, itemsize);
+    if (writable && !(inter->flags & ARRAY_STRUCT_WRITEABLE)) {
+        PyErr_Format(PyExc_ValueError, "%s: cannot write into a read-only array", arg->name);
         return -1;
     }
-    t->data = data;
-    t->dtype = (int32_t)dtype;
-    extend_rank3(t, ndim, token);
-    arg->present = 1;
-    return 0;
+    memset(array, 0, sizeof *array);
+    array->data = inter->data;
+    array->ndim = inter->nd;
+    array->itemsize = inter->itemsize;
+    array->dtype = -1;
+    if (inter->typekind == 'f' && (inter->flags & ARRAY_STRUCT_NOTSWAPPED)) {
+        array->dtype = inter->itemsize == 4 ? PERFORMER_FLOAT32
+                     : inter->itemsize == 8 ? PERFORMER_FLOAT64
+                     : inter->itemsize == 2 ? PERFORMER_FLOAT16 : -1;
+    }
+    if (array->dtype < 0) {
+        snprintf(array->format, sizeof array->format, "'%c%d'%s", inter->typekind, inter->itemsize,
+                 inter->flags & ARRAY_STRUCT_NOTSWAPPED ? "" : " (byte-swapped)");
+    }
+    int64_t contiguous = inter->itemsize;
+    for (int i = inter->nd - 1; i >= 0; i--) {
+        int64_t extent = (int64_t)inter->shape[i];
+        int64_t stride = inter->strides != NULL ? (int64_t)inter->strides[i] : contiguous;
+        if (extent < 0 || __builtin_mul_overflow(contiguous, extent > 0 ? extent : 1, &contiguous)) {
+            PyErr_Format(PyExc_ValueError, "%s.shape[%d] = %lld is out of range", arg->name, i, (long long)extent);
+            return -1;
+        }
+        if (i < FOREIGN_MAX_NDIM) {
+            array->shape[i] = extent;
+            array->strides[i] = stride;
+        }
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Arrays (buffer protocol or __array_struct__) into tensor arguments
+ * ------------------------------------------------------------------------------------------ */
+
+static int
+get_array(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
+{
+    foreign_array array;
+    int found = has_stable_buffer_protocol ? buffer_get(obj, arg->name, writable, &arg->buffer, &array)
+                                           : get_struct_array(obj, arg, writable, &array);
+    if (found < 0) {
+        return -1;
+    }
+    if (found == 0) {
+        return raise_with_type_name(PyExc_TypeError,
+                                    "%s must be a float32 or float64 array with the buffer protocol "
+                                    "(a NumPy array or memoryview), not %S", arg->name, obj);
+    }
+    arg->held = has_stable_buffer_protocol;
+    const dtype_info *dtype = find_dtype(array.dtype);
+    if (dtype == NULL) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s has unsupported element format %s: expected float32, float64 or float16 in "
+                     "native byte order", arg->name, array.format);
+        return -1;
+    }
+    if (array.ndim != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s must have %d dimensions (%s), not %d", arg->name, ndim,
+                     ndim == 4 ? "batch x heads x positions x features"
+                               : token ? "batch x heads x features" : "batch x heads x positions",
+                     array.ndim);
+        return -1;
+    }
+    performer_tensor_t *t = &arg->tensor;
+    memset(t, 0, sizeof *t);
+    for (int i = ndim - 1; i >= 0; i--) {
+        if (array.strides[i] % dtype->itemsize != 0) {
+            PyErr_Format(PyExc_ValueError, "%s.strides[%d] = %lld bytes is not a multiple of its item size %lld",
+                         arg->name, i, (long long)array.strides[i], (long long)dtype->itemsize);
+            return -1;
+        }
+        t->shape[i] = array.shape[i];
+        t->strides[i] = array.strides[i] / dtype->itemsize;
+    }
+    return finish_tensor(arg, array.data, dtype, ndim, token, reference);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * torch tensors, read by the extension itself (performer.torch registers their type)
+ *
+ * The common case of performer.torch -- a plain CPU torch.Tensor of a dtype in the registered
+ * table -- is read here with a few attribute calls (dtype, is_cpu, is_neg(), data_ptr(), shape,
+ * stride()), saving the Python function and the raw-view tuple per tensor. Anything else that is
+ * a torch.Tensor (a subclass, another device or dtype, a tensor without strides) goes to the
+ * registered Python function view(name, tensor), which returns a raw view or raises the precise
+ * error naming the argument.
+ * ------------------------------------------------------------------------------------------ */
+
+static PyTypeObject *tensor_type;  /* torch.Tensor, or NULL until registered */
+static PyObject *tensor_dtypes;    /* {torch dtype: performer dtype code} */
+static PyObject *tensor_view;      /* performer.torch._tensors.view */
+static PyObject *name_dtype, *name_is_cpu, *name_is_neg, *name_resolve_neg, *name_data_ptr, *name_shape,
+    *name_stride;
+
+/* The raw view the Python function gives for obj, read as get_raw_view (kept in arg->owner). */
+static int
+get_tensor_through_python(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference,
+                          int token)
+{
+    PyObject *name = PyUnicode_FromString(arg->name);
+    PyObject *raw = name != NULL ? PyObject_CallFunctionObjArgs(tensor_view, name, obj, NULL) : NULL;
+    Py_XDECREF(name);
+    if (raw == NULL) {
+        return -1;
+    }
+    arg->owner = raw;
+    if (!PyTuple_Check(raw)) {
+        PyErr_Format(PyExc_TypeError, "%s: performer.torch gave no raw view of the tensor", arg->name);
+        return -1;
+    }
+    return get_raw_view(raw, arg, ndim, writable, reference, token);
+}
+
+/* A registered tensor type: its instances (subclasses included) are tensors. */
+static int
+is_tensor(PyObject *obj)
+{
+    return tensor_type != NULL && PyObject_TypeCheck(obj, tensor_type);
+}
+
+static int
+get_torch_tensor(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
+{
+    if (Py_TYPE(obj) != tensor_type) {
+        return get_tensor_through_python(obj, arg, ndim, writable, reference, token);
+    }
+    PyObject *dtype_obj = PyObject_GetAttr(obj, name_dtype);
+    if (dtype_obj == NULL) {
+        return -1;
+    }
+    PyObject *code = PyDict_GetItemWithError(tensor_dtypes, dtype_obj);  /* borrowed */
+    Py_DECREF(dtype_obj);
+    if (code == NULL) {
+        return PyErr_Occurred() ? -1 : get_tensor_through_python(obj, arg, ndim, writable, reference, token);
+    }
+    PyObject *is_cpu = PyObject_GetAttr(obj, name_is_cpu);
+    Py_XDECREF(is_cpu);
+    if (is_cpu != Py_True) {
+        PyErr_Clear();
+        return get_tensor_through_python(obj, arg, ndim, writable, reference, token);
+    }
+    PyObject *is_neg = PyObject_CallMethodObjArgs(obj, name_is_neg, NULL);
+    if (is_neg == NULL) {
+        return -1;
+    }
+    Py_DECREF(is_neg);
+    if (is_neg == Py_True) {
+        /* A lazily negated view (torch._neg_view) has no memory holding its values: the resolved
+         * copy is read instead, kept alive for the call. */
+        obj = PyObject_CallMethodObjArgs(obj, name_resolve_neg, NULL);
+        if (obj == NULL) {
+            return -1;
+        }
+        arg->owner = obj;
+    }
+    /* No strides or no storage (sparse, mkldnn, nested): view() names the layout. */
+    PyObject *strides = PyObject_CallMethodObjArgs(obj, name_stride, NULL);
+    PyObject *address = strides != NULL ? PyObject_CallMethodObjArgs(obj, name_data_ptr, NULL) : NULL;
+    if (address == NULL) {
+        Py_XDECREF(strides);
+        if (!PyErr_ExceptionMatches(PyExc_RuntimeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return get_tensor_through_python(obj, arg, ndim, writable, reference, token);
+    }
+    const dtype_info *dtype = raw_dtype(code, arg->name, "tensor");
+    PyObject *shape = dtype != NULL ? PyObject_GetAttr(obj, name_shape) : NULL;
+    int result = -1;
+    if (shape != NULL) {
+        void *data = PyLong_AsVoidPtr(address);
+        performer_tensor_t *t = &arg->tensor;
+        memset(t, 0, sizeof *t);
+        if (!(data == NULL && PyErr_Occurred()) &&
+            tuple_ints(shape, arg->name, "shape", "tensor", ndim, t->shape) == 0 &&
+            tuple_ints(strides, arg->name, "strides", "tensor", ndim, t->strides) == 0) {
+            result = finish_tensor(arg, data, dtype, ndim, token, reference);
+        }
+    }
+    Py_DECREF(strides);
+    Py_XDECREF(address);
+    Py_XDECREF(shape);
+    return result;
+}
+
+/* _register_tensor_type(tensor_type, dtype_codes, view): see the section's comment. */
+static PyObject *
+register_tensor_type(PyObject *module, PyObject *args)
+{
+    PyObject *type, *dtypes, *view;
+    if (!PyArg_ParseTuple(args, "O!O!O:_register_tensor_type", &PyType_Type, &type, &PyDict_Type, &dtypes, &view)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(view)) {
+        PyErr_SetString(PyExc_TypeError, "_register_tensor_type: view must be callable");
+        return NULL;
+    }
+    const char *names[] = {"dtype", "is_cpu", "is_neg", "resolve_neg", "data_ptr", "shape", "stride"};
+    PyObject **slots[] = {&name_dtype, &name_is_cpu, &name_is_neg, &name_resolve_neg, &name_data_ptr, &name_shape,
+                          &name_stride};
+    for (int i = 0; i < 7; i++) {
+        if (*slots[i] == NULL && (*slots[i] = PyUnicode_InternFromString(names[i])) == NULL) {
+            return NULL;
+        }
+    }
+    Py_INCREF(type);
+    Py_INCREF(dtypes);
+    Py_INCREF(view);
+    Py_XSETREF_COMPAT(tensor_type, (PyTypeObject *)type);
+    Py_XSETREF_COMPAT(tensor_dtypes, dtypes);
+    Py_XSETREF_COMPAT(tensor_view, view);
+    Py_RETURN_NONE;
 }
 
 static int
 get_tensor_mode(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
 {
+    if (is_tensor(obj)) {
+        return get_torch_tensor(obj, arg, ndim, writable, reference, token);
+    }
     if (PyTuple_Check(obj)) {
         return get_raw_view(obj, arg, ndim, writable, reference, token);
     }
-    if (!PyObject_CheckBuffer(obj)) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s must be a float32 or float64 array with the buffer protocol "
-                     "(a NumPy array or memoryview), not %.200s",
-                     arg->name, Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    int flags = PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, &arg->view, flags) != 0) {
-        prefix_pending_error(arg->name);
-        return -1;
-    }
-    arg->held = 1;
-    arg->present = 1;
-    Py_buffer *view = &arg->view;
-
-    int dtype = parse_format(view->format, view->itemsize);
-    if (dtype < 0) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s has unsupported element format '%s' (item size %zd): expected "
-                     "float32 ('f'), float64 ('d') or float16 ('e') in native byte order",
-                     arg->name, view->format ? view->format : "B", view->itemsize);
-        return -1;
-    }
-    if (view->ndim != ndim) {
-        PyErr_Format(PyExc_ValueError, "%s must have %d dimensions (%s), not %d", arg->name, ndim,
-                     ndim == 4 ? "batch x heads x positions x features"
-                               : token ? "batch x heads x features" : "batch x heads x positions",
-                     view->ndim);
-        return -1;
-    }
-    if (reference != NULL && dtype != reference->tensor.dtype) {
-        PyErr_Format(PyExc_TypeError, "%s has dtype %s but %s has %s", arg->name, dtype_name(dtype),
-                     reference->name, dtype_name(reference->tensor.dtype));
-        return -1;
-    }
-    if (((uintptr_t)view->buf) % (uintptr_t)view->itemsize != 0) {
-        PyErr_Format(PyExc_ValueError, "%s's data is not aligned to its %zd-byte elements (copy it first)",
-                     arg->name, view->itemsize);
-        return -1;
-    }
-
-    performer_tensor_t *t = &arg->tensor;
-    memset(t, 0, sizeof *t);
-    t->data = view->buf;
-    t->dtype = dtype;
-    t->reserved = 0;
-    Py_ssize_t contiguous = view->itemsize;
-    for (int i = ndim - 1; i >= 0; i--) {
-        Py_ssize_t extent = view->shape[i];
-        /* Exporters must give strides when PyBUF_STRIDES is requested; C order if not. */
-        Py_ssize_t stride = view->strides != NULL ? view->strides[i] : contiguous;
-        contiguous *= extent;
-        if (stride % view->itemsize != 0) {
-            PyErr_Format(PyExc_ValueError,
-                         "%s.strides[%d] = %zd bytes is not a multiple of its item size %zd",
-                         arg->name, i, stride, view->itemsize);
-            return -1;
-        }
-        t->shape[i] = (int64_t)extent;
-        t->strides[i] = (int64_t)(stride / view->itemsize);
-    }
-    extend_rank3(t, ndim, token);
-    return 0;
+    return get_array(obj, arg, ndim, writable, reference, token);
 }
 
 /* Takes objs[0 .. count-1] (rank 4) into t[0 .. count-1]: read-only before first_output, written
@@ -384,9 +674,10 @@ release_all(tensor_arg *args, int count)
 {
     for (int i = 0; i < count; i++) {
         if (args[i].held) {
-            PyBuffer_Release(&args[i].view);
+            buffer_release(&args[i].buffer);
             args[i].held = 0;
         }
+        Py_CLEAR(args[i].owner);
     }
 }
 
@@ -409,7 +700,7 @@ get_kv_array(PyObject *values, const char *name, int64_t batch, int64_t **array)
         PyErr_Format(PyExc_TypeError, "%s must be None or a sequence of ints", name);
         return -1;
     }
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
+    Py_ssize_t count = PySequence_Size(sequence);
     if ((int64_t)count != batch) {
         PyErr_Format(PyExc_ValueError, "%s has %zd entries but batch = %lld",
                      name, count, (long long)batch);
@@ -422,12 +713,15 @@ get_kv_array(PyObject *values, const char *name, int64_t batch, int64_t **array)
         PyErr_NoMemory();
         return -1;
     }
-    PyObject **items = PySequence_Fast_ITEMS(sequence);
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *index = PyNumber_Index(items[i]);
+        /* a list or a tuple (PySequence_Fast): borrowed items */
+        PyObject *item = PyList_Check(sequence) ? PyList_GetItem(sequence, i) : PyTuple_GetItem(sequence, i);
+        PyObject *index = item != NULL ? PyNumber_Index(item) : NULL;
         if (index == NULL) {
-            PyErr_Format(PyExc_TypeError, "%s[%zd] must be an int, not %.200s", name, i,
-                         Py_TYPE(items[i])->tp_name);
+            PyErr_Clear();
+            PyObject *found = item != NULL ? type_name(item) : NULL;
+            PyErr_Format(PyExc_TypeError, "%s[%zd] must be an int, not %S", name, i, found != NULL ? found : Py_None);
+            Py_XDECREF(found);
             Py_DECREF(sequence);
             PyMem_Free(result);
             return -1;
@@ -883,7 +1177,7 @@ typedef struct {
 static PyObject *
 decoder_new(PyTypeObject *type, const decoder_ops *ops)
 {
-    DecoderObject *self = (DecoderObject *)type->tp_alloc(type, 0);
+    DecoderObject *self = (DecoderObject *)PyType_GenericAlloc(type, 0);
     if (self != NULL) {
         self->ops = ops;
         self->handle = NULL;
@@ -913,19 +1207,30 @@ decoder_adopt(DecoderObject *self, void *handle, int dtype)
     self->dtype = dtype;
 }
 
+/* The end of a heap type's tp_dealloc: frees self and drops the instance's reference to its type. */
+static void
+free_instance(PyObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    freefunc free_slot = (freefunc)PyType_GetSlot(type, Py_tp_free);
+    free_slot(self);
+    Py_DECREF(type);
+}
+
 static void
 decoder_dealloc(DecoderObject *self)
 {
     PyObject_GC_UnTrack(self);
     self->ops->destroy(self->handle);
     self->handle = NULL;
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    free_instance((PyObject *)self);
 }
 
-/* The object holds no Python references (a static type: subclasses visit their own type). */
+/* The object holds no Python references but its (heap) type's. */
 static int
 decoder_traverse(DecoderObject *self, visitproc visit, void *arg)
 {
+    Py_VISIT(Py_TYPE(self));
     return 0;
 }
 
@@ -1197,17 +1502,22 @@ static PyMethodDef linear_decoder_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject LinearDecoderType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "performer._performer.LinearDecoder",
-    .tp_basicsize = sizeof(DecoderObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Low-level owner of a performer_linear_decoder_t; use performer.LinearDecoder.",
-    .tp_new = linear_decoder_new,
-    .tp_init = (initproc)linear_decoder_init,
-    .tp_dealloc = (destructor)decoder_dealloc,
-    .tp_traverse = (traverseproc)decoder_traverse,
-    .tp_methods = linear_decoder_methods,
+/* Heap types (PyType_FromSpec): static type objects are not in the limited API. */
+static PyType_Slot linear_decoder_slots[] = {
+    {Py_tp_doc, "Low-level owner of a performer_linear_decoder_t; use performer.LinearDecoder."},
+    {Py_tp_new, linear_decoder_new},
+    {Py_tp_init, linear_decoder_init},
+    {Py_tp_dealloc, decoder_dealloc},
+    {Py_tp_traverse, decoder_traverse},
+    {Py_tp_methods, linear_decoder_methods},
+    {0, NULL},
+};
+
+static PyType_Spec linear_decoder_spec = {
+    .name = "performer._performer.LinearDecoder",
+    .basicsize = sizeof(DecoderObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = linear_decoder_slots,
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -1220,12 +1530,12 @@ typedef struct {
     performer_favor_projection_t handle;  /* NULL until _create / _create_from_matrix succeeds */
 } ProjectionObject;
 
-static PyTypeObject ProjectionType;
+static PyTypeObject *ProjectionType;  /* made by the module's init */
 
 static PyObject *
 projection_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    ProjectionObject *self = (ProjectionObject *)type->tp_alloc(type, 0);
+    ProjectionObject *self = (ProjectionObject *)PyType_GenericAlloc(type, 0);
     if (self != NULL) {
         self->handle = NULL;
     }
@@ -1238,12 +1548,13 @@ projection_dealloc(ProjectionObject *self)
     PyObject_GC_UnTrack(self);
     performer_favor_projection_destroy(self->handle);
     self->handle = NULL;
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    free_instance((PyObject *)self);
 }
 
 static int
 projection_traverse(ProjectionObject *self, visitproc visit, void *arg)
 {
+    Py_VISIT(Py_TYPE(self));
     return 0;
 }
 
@@ -1251,8 +1562,8 @@ projection_traverse(ProjectionObject *self, visitproc visit, void *arg)
 static performer_favor_projection_t
 projection_handle(PyObject *obj, const char *name)
 {
-    if (!PyObject_TypeCheck(obj, &ProjectionType)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a performer.FavorProjection, not %.200s", name, Py_TYPE(obj)->tp_name);
+    if (!PyObject_TypeCheck(obj, ProjectionType)) {
+        raise_with_type_name(PyExc_TypeError, "%s must be a performer.FavorProjection, not %S", name, obj);
         return NULL;
     }
     performer_favor_projection_t handle = ((ProjectionObject *)obj)->handle;
@@ -1401,16 +1712,20 @@ static PyMethodDef projection_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject ProjectionType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "performer._performer.FavorProjection",
-    .tp_basicsize = sizeof(ProjectionObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Low-level owner of a performer_favor_projection_t; use performer.FavorProjection.",
-    .tp_new = projection_new,
-    .tp_dealloc = (destructor)projection_dealloc,
-    .tp_traverse = (traverseproc)projection_traverse,
-    .tp_methods = projection_methods,
+static PyType_Slot projection_slots[] = {
+    {Py_tp_doc, "Low-level owner of a performer_favor_projection_t; use performer.FavorProjection."},
+    {Py_tp_new, projection_new},
+    {Py_tp_dealloc, projection_dealloc},
+    {Py_tp_traverse, projection_traverse},
+    {Py_tp_methods, projection_methods},
+    {0, NULL},
+};
+
+static PyType_Spec projection_spec = {
+    .name = "performer._performer.FavorProjection",
+    .basicsize = sizeof(ProjectionObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = projection_slots,
 };
 
 /* Fills *o (features as the C enum value, scale None or a number). */
@@ -1818,17 +2133,21 @@ static PyMethodDef favor_decoder_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject FavorDecoderType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "performer._performer.FavorDecoder",
-    .tp_basicsize = sizeof(DecoderObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Low-level owner of a performer_favor_decoder_t; use performer.FavorDecoder.",
-    .tp_new = favor_decoder_new,
-    .tp_init = (initproc)favor_decoder_init,
-    .tp_dealloc = (destructor)decoder_dealloc,
-    .tp_traverse = (traverseproc)decoder_traverse,
-    .tp_methods = favor_decoder_methods,
+static PyType_Slot favor_decoder_slots[] = {
+    {Py_tp_doc, "Low-level owner of a performer_favor_decoder_t; use performer.FavorDecoder."},
+    {Py_tp_new, favor_decoder_new},
+    {Py_tp_init, favor_decoder_init},
+    {Py_tp_dealloc, decoder_dealloc},
+    {Py_tp_traverse, decoder_traverse},
+    {Py_tp_methods, favor_decoder_methods},
+    {0, NULL},
+};
+
+static PyType_Spec favor_decoder_spec = {
+    .name = "performer._performer.FavorDecoder",
+    .basicsize = sizeof(DecoderObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = favor_decoder_slots,
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -1893,6 +2212,29 @@ live_handle_count(PyObject *module, PyObject *unused)
     return PyLong_FromLongLong((long long)performer_live_handle_count());
 }
 
+/* Tests read arrays through __array_struct__ (the 3.9/3.10 path) on any interpreter with this. */
+static PyObject *
+set_array_struct(PyObject *module, PyObject *arg)
+{
+    int use = PyObject_IsTrue(arg);
+    if (use < 0) {
+        return NULL;
+    }
+    int previous = !has_stable_buffer_protocol;
+    if (!use && !(buffer_protocol_compiled && running_hexversion >= 0x030b0000)) {
+        PyErr_SetString(PyExc_RuntimeError, "the buffer protocol is not in this interpreter's stable ABI");
+        return NULL;
+    }
+    has_stable_buffer_protocol = !use;
+    return PyBool_FromLong(previous);
+}
+
+static PyObject *
+array_reader(PyObject *module, PyObject *unused)
+{
+    return PyUnicode_FromString(has_stable_buffer_protocol ? "buffer" : "__array_struct__");
+}
+
 static PyMethodDef module_methods[] = {
     {"softmax_forward", softmax_forward, METH_VARARGS, softmax_forward_doc},
     {"softmax_backward", softmax_backward, METH_VARARGS, softmax_backward_doc},
@@ -1911,6 +2253,14 @@ static PyMethodDef module_methods[] = {
     {"version_string", version_string, METH_NOARGS, "version_string() -> str: performer_version_string()"},
     {"version", version, METH_NOARGS, "version() -> int: performer_version()"},
     {"abi_version", abi_version, METH_NOARGS, "abi_version() -> int: performer_abi_version()"},
+    {"_register_tensor_type", register_tensor_type, METH_VARARGS,
+     "_register_tensor_type(tensor_type, dtype_codes, view) -> None: the extension reads plain tensors "
+     "of tensor_type whose dtype is in dtype_codes itself; view(name, tensor) gives a raw view of any "
+     "other instance (performer.torch)"},
+    {"_set_array_struct", set_array_struct, METH_O,
+     "_set_array_struct(flag) -> bool: read arrays through __array_struct__ (tests); the previous flag"},
+    {"_array_reader", array_reader, METH_NOARGS,
+     "_array_reader() -> str: 'buffer' (CPython >= 3.11) or '__array_struct__' (3.9, 3.10)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1943,20 +2293,37 @@ PyInit__performer(void)
                      performer_abi_version(), PERFORMER_ABI_VERSION);
         return NULL;
     }
-    if (PyType_Ready(&LinearDecoderType) < 0 || PyType_Ready(&ProjectionType) < 0 ||
-        PyType_Ready(&FavorDecoderType) < 0) {
+    PyObject *hexversion = PySys_GetObject("hexversion");  /* borrowed */
+    running_hexversion = hexversion != NULL ? PyLong_AsLong(hexversion) : -1;
+    if (running_hexversion == -1 && PyErr_Occurred()) {
         return NULL;
+    }
+    has_stable_buffer_protocol = running_hexversion >= 0x030b0000 && buffer_protocol_compiled;
+    if (struct_attribute == NULL) {
+        struct_attribute = PyUnicode_InternFromString("__array_struct__");
+        if (struct_attribute == NULL) {
+            return NULL;
+        }
     }
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) {
         return NULL;
     }
-    PyTypeObject *types[] = {&LinearDecoderType, &ProjectionType, &FavorDecoderType};
+    PyType_Spec *specs[] = {&linear_decoder_spec, &projection_spec, &favor_decoder_spec};
     const char *names[] = {"LinearDecoder", "FavorProjection", "FavorDecoder"};
     for (int i = 0; i < 3; i++) {
-        Py_INCREF(types[i]);
-        if (PyModule_AddObject(module, names[i], (PyObject *)types[i]) < 0) {
-            Py_DECREF(types[i]);
+        PyObject *type = PyType_FromSpec(specs[i]);
+        if (type == NULL) {
+            Py_DECREF(module);
+            return NULL;
+        }
+        if (i == 1) {
+            Py_XDECREF(ProjectionType);  /* the module is initialized again (a subinterpreter) */
+            Py_INCREF(type);
+            ProjectionType = (PyTypeObject *)type;
+        }
+        if (PyModule_AddObject(module, names[i], type) < 0) {
+            Py_DECREF(type);
             Py_DECREF(module);
             return NULL;
         }

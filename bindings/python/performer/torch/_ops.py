@@ -177,17 +177,17 @@ def softmax_shapes(q, k, v):
 
 
 def softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, with_lse):
-    """(out, lse) of softmax attention; lse is None unless with_lse (the direct eager path's saving)."""
-    views = [view("q", q), view("k", k), view("v", v)]
+    """(out, lse) of softmax attention; lse is None unless with_lse (the direct eager path's saving).
+    The tensors go to the extension as they are: it reads them (_tensors.py, register)."""
     if q.dim() != 4 or v.dim() != 4:
+        view("q", q), view("k", k), view("v", v)  # a dtype or device error first, as the extension
         softmax_shapes(q, k, v)  # raises
     B, H, N, _ = q.shape
     out = q.new_empty((B, H, N, v.shape[3]))
     lse = _wide_empty(q, (B, H, N)) if with_lse else None
     if kv_lengths is not None or kv_starts is not None:
         kv_lengths, kv_starts = keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts)
-    _ext.softmax_forward(*views, view("out", out), None if lse is None else view("lse", lse), causal, scale,
-                         kv_lengths, kv_starts)
+    _ext.softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths, kv_starts)
     return out, lse
 
 
@@ -205,11 +205,10 @@ def _softmax_fake(q, k, v, causal, scale, kv_lengths, kv_starts):
 
 @torch.library.impl(LIB, "softmax_backward", "CPU")
 def softmax_backward_kernel(q, k, v, out, lse, dout, causal, scale, kv_lengths, kv_starts):
-    views = [view("q", q), view("k", k), view("v", v), view("out", out), view("lse", lse), view("dout", dout)]
     rank("q", q, 4), rank("k", k, 4), rank("v", v, 4)
     dq, dk, dv = q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
-    _ext.softmax_backward(*views, view("dq", dq), view("dk", dk), view("dv", dv), causal, scale,
-                          keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+    _ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, keys("kv_lengths", kv_lengths),
+                          keys("kv_starts", kv_starts))
     return dq, dk, dv
 
 
@@ -254,13 +253,12 @@ def linear_shapes(q, k, v):
 
 @torch.library.impl(LIB, "linear", "CPU")
 def linear_forward(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_lengths, kv_starts, return_state):
-    views = [view("q", q), view("k", k), view("v", v)]
     out_shape, s_shape = linear_shapes(q, k, v)
     out = q.new_empty(out_shape)
     S, z = (_wide_empty(q, s_shape), _wide_empty(q, s_shape[:3])) if return_state else (_empty(q), _empty(q))
     state = _views(("initial_state[0] (S)", "initial_state[1] (z)"), (S0, z0))
     final = _views(("final_state[0] (S)", "final_state[1] (z)"), (S, z) if return_state else (None, None))
-    _ext.linear_forward(*views, view("out", out), *state, *final, None, causal, feature_map, eps, normalize,
+    _ext.linear_forward(q, k, v, out, *state, *final, None, causal, feature_map, eps, normalize,
                         keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
     return out, S, z
 
@@ -423,7 +421,6 @@ def favor_shapes(q, k, v, W, features):
 
 @torch.library.impl(LIB, "favor", "CPU")
 def favor_forward(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_offset, kv_lengths, kv_starts, return_state):
-    views = [view("q", q), view("k", k), view("v", v)]
     out_shape, s_shape = favor_shapes(q, k, v, W, features)
     projection = _projection(W)
     out = q.new_empty(out_shape)
@@ -432,7 +429,7 @@ def favor_forward(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_off
         final_views = _views(("final_state[0] (S)", "final_state[1] (z)", "final_state[2] (c)"), final)
     else:
         final, final_views = (_empty(q), _empty(q), _empty(q)), (None, None, None)
-    _ext.favor_forward(*views, projection, view("out", out), *_views(_TRIPLE, (S0, z0, c0)), *final_views, causal,
+    _ext.favor_forward(q, k, v, projection, out, *_views(_TRIPLE, (S0, z0, c0)), *final_views, causal,
                        features, scale, eps, relu_offset, keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
     return (out,) + final
 

@@ -1,9 +1,14 @@
-"""Tensors to the C extension without NumPy: a raw view ``(data_address, shape, strides, dtype_code,
-writable)`` read by _performer.c (get_raw_view). The shape and strides (in elements) are the
-tensor's own, so any strides reach the library without a copy; the caller keeps the tensor alive for
-the call. This is also the way in for dtypes NumPy cannot hold (bfloat16)."""
+"""Tensors to the C extension without NumPy. A plain CPU tensor of a dtype in DTYPE_CODES goes as
+it is: the extension reads it (_performer.c, get_torch_tensor; registered below). Any other
+tensor, and the state arguments whose messages need their own names, go as a raw view
+``(data_address, shape, strides, dtype_code, writable)`` read by _performer.c (get_raw_view). The
+shape and strides (in elements) are the tensor's own, so any strides reach the library without a
+copy; the caller keeps the tensor alive for the call. This is also the way in for dtypes NumPy cannot hold (bfloat16)."""
 
 import torch
+
+from performer import _performer as _ext
+
 
 # performer_dtype codes (performer.h). The half dtypes are storage types: the library computes
 # in float32 (docs/HALF_PRECISION.md); which functions take them is the library's to say.
@@ -14,6 +19,8 @@ HALF = (torch.float16, torch.bfloat16)
 def wide_dtype(dtype):
     """The dtype of the float32 companions of a half call (lse, recurrent states), else dtype."""
     return torch.float32 if dtype in HALF else dtype
+
+
 _Tensor = torch.Tensor
 _strided = torch.strided
 
@@ -77,6 +84,12 @@ def _view_of_subclass(name, tensor, code):
         return (tensor.data_ptr(), tensor.shape, tensor.stride(), code, True)
     except RuntimeError:
         _refuse(name, tensor)
+
+
+# The extension reads a plain CPU tensor of these dtypes itself -- dtype, data_ptr(), shape and
+# stride() with the limited C API, no raw-view tuple: the ops pass tensors straight to it -- and
+# calls view() for any other tensor (a subclass, a negated view resolved, the precise error).
+_ext._register_tensor_type(_Tensor, DTYPE_CODES, view)
 
 
 def keys(name, values):

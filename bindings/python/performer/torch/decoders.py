@@ -12,6 +12,7 @@ from ._tensors import view
 __all__ = ["LinearDecoder", "FavorDecoder"]
 
 _grad_enabled = torch.is_grad_enabled
+_Tensor = torch.Tensor
 _NAMES = {torch.float32: "float32", torch.float64: "float64"}
 _STATE_NAMES = ("state[0] (S)", "state[1] (z)", "state[2] (c)")
 
@@ -42,6 +43,8 @@ class _TensorDecoder:
         if _grad_enabled() and (getattr(q, "requires_grad", False) or getattr(k, "requires_grad", False)
                                 or getattr(v, "requires_grad", False)):
             _no_grad_needed(q, k, v)
+        if type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor and type(out) is _Tensor:
+            return q, k, v, out  # the extension reads plain tensors itself (_tensors.py)
         return view("q", q), view("k", k), view("v", v), view("out", out)
 
     def _state_tensors(self):

@@ -1,0 +1,104 @@
+"""torch tensors handed to the extension as they are (performer.torch registers torch.Tensor with
+_performer._register_tensor_type): the extension reads a plain CPU tensor's data_ptr, shape and
+strides itself and asks performer.torch's view() about any other tensor. Same results and the same
+errors, naming the argument, as the raw views; no reference kept."""
+
+import gc
+import os
+import sys
+
+import numpy as np
+import pytest
+
+try:
+    import torch
+except ImportError:
+    if os.environ.get("PERFORMER_REQUIRE_TORCH"):
+        raise
+    pytest.skip("PyTorch is not installed", allow_module_level=True)
+
+import performer  # noqa: E402
+import performer.torch  # noqa: E402  (registers the tensor type)
+from performer import _performer  # noqa: E402
+from performer.torch._tensors import view  # noqa: E402
+
+
+def _qkv(dtype=torch.float64):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 5, 4, generator=g, dtype=dtype)
+    k = torch.randn(2, 3, 7, 4, generator=g, dtype=dtype)
+    v = torch.randn(2, 3, 7, 6, generator=g, dtype=dtype)
+    return q, k, v
+
+
+def _forward(q, k, v, out, lse=None, causal=False):
+    _performer.softmax_forward(q, k, v, out, lse, causal, None, None)
+    return out
+
+
+def test_tensors_equal_raw_views():
+    q, k, v = _qkv()
+    k_t = k.transpose(2, 3).contiguous().transpose(2, 3)   # strided
+    v_neg = torch._neg_view(-v)                              # lazily negated: resolved, not misread
+    expected = torch.empty(2, 3, 5, 6, dtype=q.dtype)
+    _forward(view("q", q), view("k", k_t), view("v", v), view("out", expected))
+    out = torch.empty(2, 3, 5, 6, dtype=q.dtype)
+    _forward(q, k_t, v_neg, out)
+    assert v_neg.is_neg()
+    assert torch.equal(out, expected)
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(out, reference)
+
+
+def test_subclass_goes_through_view():
+    q, k, v = _qkv()
+    out = torch.empty(2, 3, 5, 6, dtype=q.dtype)
+    _forward(torch.nn.Parameter(q), k, v, out)
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v))
+
+
+def test_errors_name_the_argument():
+    q, k, v = _qkv()
+    out = torch.full((2, 3, 5, 6), 7.0, dtype=q.dtype)
+    with pytest.raises(TypeError, match="^k has dtype torch.int64; expected"):
+        _forward(q, k.long(), v, out)
+    with pytest.raises(TypeError, match="^v has dtype float32 but q has float64"):
+        _forward(q, k, v.float(), out)
+    with pytest.raises(TypeError, match="^v is on device meta"):
+        _forward(q, k, v.to("meta"), out)
+    with pytest.raises(ValueError, match="^q must have 4 dimensions \\(shape of the tensor"):
+        _forward(q[0], k, v, out)
+    with pytest.raises(ValueError, match="^out"):
+        _forward(q, k, v, out[..., :2])
+    assert bool((out == 7.0).all())  # nothing written
+
+
+def test_no_references_kept():
+    q, k, v = _qkv()
+    out = torch.empty(2, 3, 5, 6, dtype=q.dtype)
+    bad = k.long()
+    negated = torch._neg_view(-v)
+    tracked = [q, k, v, out, bad, negated]
+    calls = [lambda: _forward(q, k, negated, out), lambda: _forward(q, k, v, out)]
+    failing = [lambda: _forward(q, bad, v, out), lambda: _forward(q, k, v, out[..., :2])]
+    gc.collect()
+    before = [sys.getrefcount(t) for t in tracked]
+    for _ in range(50):
+        for call in calls:
+            call()
+        for call in failing:
+            with pytest.raises((TypeError, ValueError)):
+                call()
+    gc.collect()
+    assert [sys.getrefcount(t) for t in tracked] == before
+
+
+def test_decoder_step_with_tensors_and_arrays():
+    decoder = performer.torch.LinearDecoder(1, 2, 4, 3, dtype=torch.float64)
+    q, k, v = torch.rand(1, 2, 4, dtype=torch.float64), torch.rand(1, 2, 4, dtype=torch.float64), \
+        torch.rand(1, 2, 3, dtype=torch.float64)
+    out = decoder.step(q, k, v)
+    twin = performer.LinearDecoder(1, 2, 4, 3, dtype="float64")
+    np.testing.assert_allclose(out.numpy(), twin.step(q.numpy(), k.numpy(), v.numpy()), rtol=0, atol=0)
+    with pytest.raises(TypeError, match="^q must be a torch.Tensor"):
+        decoder.step(q.numpy(), k, v)
