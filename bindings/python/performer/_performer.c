@@ -361,8 +361,8 @@ get_tensors(PyObject *const *objs, tensor_arg *t, int count, int first_output)
     return 0;
 }
 
-/* The dtype reference for lse: q, except in a half-precision call, whose lse is float32 (the
- * library checks that and names it). */
+/* The dtype reference for lse, states and denominators: q, except in a half-precision call,
+ * whose lse, states and denominators are float32 (the library checks that and names them). */
 static const tensor_arg *
 lse_reference(const tensor_arg *q)
 {
@@ -695,9 +695,9 @@ linear_forward(PyObject *module, PyObject *args)
     linear_options o = {0};
     PyObject *result = NULL;
     if (get_tensors(obj, t, 4, 3) < 0 ||
-        get_state_pair(obj[4], obj[5], &t[4], 0, &t[0]) < 0 ||
-        get_state_pair(obj[6], obj[7], &t[6], 1, &t[0]) < 0 ||
-        (obj[8] != Py_None && get_tensor(obj[8], &t[8], 3, 1, &t[0]) < 0)) {
+        get_state_pair(obj[4], obj[5], &t[4], 0, lse_reference(&t[0])) < 0 ||
+        get_state_pair(obj[6], obj[7], &t[6], 1, lse_reference(&t[0])) < 0 ||
+        (obj[8] != Py_None && get_tensor(obj[8], &t[8], 3, 1, lse_reference(&t[0])) < 0)) {
         goto done;
     }
     if (get_linear_options(&o, causal, feature_map, eps, normalize, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
@@ -741,9 +741,9 @@ linear_backward(PyObject *module, PyObject *args)
     if (get_tensors(obj, t, 7, 4) < 0) {
         goto done;
     }
-    if (get_state_pair(obj[7], obj[8], &t[7], 0, &t[0]) < 0 ||
-        get_state_pair(obj[9], obj[10], &t[9], 0, &t[0]) < 0 ||
-        get_state_pair(obj[11], obj[12], &t[11], 1, &t[0]) < 0) {
+    if (get_state_pair(obj[7], obj[8], &t[7], 0, lse_reference(&t[0])) < 0 ||
+        get_state_pair(obj[9], obj[10], &t[9], 0, lse_reference(&t[0])) < 0 ||
+        get_state_pair(obj[11], obj[12], &t[11], 1, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (get_linear_options(&o, causal, feature_map, eps, normalize, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
@@ -1533,8 +1533,8 @@ favor_forward(PyObject *module, PyObject *args)
     int64_t *lengths = NULL, *starts = NULL;
     PyObject *result = NULL;
     if (get_tensors(obj, t, 4, 3) < 0 ||
-        get_state_triple(obj[4], obj[5], obj[6], &t[4], 0, &t[0]) < 0 ||
-        get_state_triple(obj[7], obj[8], obj[9], &t[7], 1, &t[0]) < 0) {
+        get_state_triple(obj[4], obj[5], obj[6], &t[4], 0, lse_reference(&t[0])) < 0 ||
+        get_state_triple(obj[7], obj[8], obj[9], &t[7], 1, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (get_favor_attention_options(&o, &lengths, &starts, causal, features, scale, eps, relu_offset, kv_lengths,
@@ -1588,9 +1588,9 @@ favor_backward(PyObject *module, PyObject *args)
     if (get_tensors(obj, t, 7, 4) < 0) {
         goto done;
     }
-    if (get_state_triple(obj[7], obj[8], obj[9], &t[7], 0, &t[0]) < 0 ||
-        get_state_pair(obj[10], obj[11], &t[10], 0, &t[0]) < 0 ||
-        get_state_pair(obj[12], obj[13], &t[12], 1, &t[0]) < 0) {
+    if (get_state_triple(obj[7], obj[8], obj[9], &t[7], 0, lse_reference(&t[0])) < 0 ||
+        get_state_pair(obj[10], obj[11], &t[10], 0, lse_reference(&t[0])) < 0 ||
+        get_state_pair(obj[12], obj[13], &t[12], 1, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (get_favor_attention_options(&o, &lengths, &starts, causal, features, scale, eps, relu_offset, kv_lengths,
