@@ -175,7 +175,8 @@ typedef enum performer_dtype {
  *  denominators. Scores and states are float32, so a large q.k or a state past the half
  *  type's range does not overflow even in float16.
  *  Half tensors are accepted by performer_softmax_forward/_backward, performer_linear_forward
- *  (_with_denominators)/_backward, performer_favor_forward/_backward and
+ *  (_with_denominators)/_backward, performer_linear_state(_backward),
+ *  performer_favor_forward/_backward, performer_favor_state(_backward) and
  *  performer_favor_features(_backward); every other function refuses them with
  *  PERFORMER_ERROR_DTYPE_MISMATCH ("... is not supported by <function> yet"), never reading
  *  2-byte data as 4-byte. See docs/HALF_PRECISION.md. */
@@ -524,6 +525,8 @@ performer_status performer_linear_backward(
  *  the same memory as state_s/_z with the same shape and strides (an in-place update); any other
  *  overlap is PERFORMER_ERROR_ALIASING. options: feature_map and kv_lengths apply; causal,
  *  normalize and eps do not (NULL: the defaults).
+ *  Half precision: k and v both PERFORMER_FLOAT16 or both PERFORMER_BFLOAT16, the states
+ *  PERFORMER_FLOAT32 (summed in float32 from the widened keys and values).
  *  Errors (nothing written): as performer_linear_forward for k, v, the states and options, plus
  *  SHAPE_MISMATCH when Hs is not a positive multiple of Hk. Messages call state_s/_z S_out,
  *  z_out (dstate_s/_z: dS_out, dz_out). */
@@ -537,7 +540,9 @@ performer_status performer_linear_state(
  *  writes dk_j = phi'(k_j) * (dS v_j + dz) and dv_j = dS^T phi(k_j) (zero past kv_lengths[b];
  *  summed over the Hs/Hk state heads of each key head), and, when dinitial_state_s/_z are given
  *  (both or neither), the initial state's gradient, which equals dstate_s/_z. Same options as
- *  the call. Errors: as performer_linear_state (no output may overlap any other argument). */
+ *  the call. Half precision: k, v, dk, dv of one half type, the state gradients float32; dk
+ *  and dv are rounded once. Errors: as performer_linear_state (no output may overlap any other
+ *  argument). */
 performer_status performer_linear_state_backward(
     const performer_tensor_t *k, const performer_tensor_t *v,
     const performer_tensor_t *dstate_s, const performer_tensor_t *dstate_z,
@@ -918,6 +923,8 @@ performer_status performer_favor_backward(
  *  pointer, shape and strides per tensor); any other overlap is PERFORMER_ERROR_ALIASING.
  *  options: features, has_scale, scale, relu_offset, kv_lengths, kv_starts apply; causal and
  *  eps do not (NULL: the defaults).
+ *  Half precision: k and v both PERFORMER_FLOAT16 or both PERFORMER_BFLOAT16, the state
+ *  triples PERFORMER_FLOAT32.
  *  Errors (nothing written): as performer_favor_forward for k, v, the projection, the states and
  *  options, plus SHAPE_MISMATCH when Hs is not a positive multiple of Hk or k.shape[3] is not
  *  the projection's dim. Messages call state_s/_z/_c S_out, z_out, c_out and the initial
@@ -938,7 +945,8 @@ performer_status performer_favor_state(
  *  state (all or none; c is recomputed from it and the keys). Same projection and options as
  *  the call. Errors (nothing written): as performer_favor_state; no output may overlap any
  *  other argument; dS0/dz0 without an initial state or a non-finite dS_out/dz_out is
- *  PERFORMER_ERROR_INVALID_ARGUMENT. Messages call dstate_s/_z dS_out, dz_out. */
+ *  PERFORMER_ERROR_INVALID_ARGUMENT. Messages call dstate_s/_z dS_out, dz_out. Half precision:
+ *  k, v, dk, dv of one half type, every state tensor float32; dk and dv are rounded once. */
 performer_status performer_favor_state_backward(
     const performer_tensor_t *k, const performer_tensor_t *v, performer_favor_projection_t projection,
     const performer_tensor_t *dstate_s, const performer_tensor_t *dstate_z,

@@ -98,6 +98,60 @@ final class FavorHalfPrecisionTests: XCTestCase {
         for run in runs.dropFirst() { XCTAssertEqual(run, runs[0]) }
     }
 
+    // MARK: state-only calls
+
+    /// The state of half keys and values (every feature kind; float32 triple, updated in place)
+    /// and its backward are the float32 calls' on the widened tensors, dk and dv rounded once.
+    func testStateOnlyCallsAreTheFloat32CallsRounded() throws {
+        for kind in FavorFeatureKind.allCases {
+            try checkStateOnly(kind, as: Float16.self)
+            try checkStateOnly(kind, as: BFloat16.self)
+        }
+    }
+
+    private func checkStateOnly<H: HalfTestScalar>(_ kind: FavorFeatureKind, as _: H.Type) throws {
+        let fc = FavorCase(b: 1, h: 2, hk: 1, n: 1, l: 50, d: 8, m: 8, mv: 4, causal: true, kind: kind,
+                           keyLengths: [41], keyStarts: [2], withState: true, inputScale: 0.5, seed: 9)
+        let w = try projection(fc)
+        let x = FavorInputs(fc, projection: w).roundedToHalf(H.self)
+        let k = HalfTestTensor<H>(shape: fc.kShape, strided: true, values: x.k)
+        let v = HalfTestTensor<H>(shape: fc.vShape, values: x.v)
+        let k32 = LinearTestTensor<Float>(shape: fc.kShape, values: x.k), v32 = LinearTestTensor<Float>(shape: fc.vShape, values: x.v)
+        func triple() -> [LinearTestTensor<Float>] {
+            [LinearTestTensor<Float>(shape: fc.sShape, values: x.s0), LinearTestTensor<Float>(shape: fc.zShape, values: x.z0),
+             LinearTestTensor<Float>(shape: fc.zShape, values: x.c0)]
+        }
+        let (ours, theirs) = (triple(), triple())
+        let ds = LinearTestTensor<Float>(shape: fc.sShape, values: x.dsN), dz = LinearTestTensor<Float>(shape: fc.zShape, values: x.dzN)
+        let dk = HalfTestTensor<H>(shape: fc.kShape), dv = HalfTestTensor<H>(shape: fc.vShape)
+        let dk32 = LinearTestTensor<Float>(shape: fc.kShape), dv32 = LinearTestTensor<Float>(shape: fc.vShape)
+        defer { withExtendedLifetime((k, v, dk, dv, [k32, v32, ds, dz, dk32, dv32] + ours + theirs)) {} }
+        let options = FavorAttentionOptions(features: FavorFeatureOptions(kind: kind), keyLengths: fc.keyLengths,
+                                            keyStarts: fc.keyStarts)
+        let initial = { (t: [LinearTestTensor<Float>]) in FavorStateView(s: t[0].view, z: t[1].view, c: t[2].view) }
+        // The backward reads the initial state: take it before the in-place update.
+        try FavorAttention.stateBackward(key: k.view, value: v.view, projection: w, finalStateGradient: LinearStateView(s: ds.view, z: dz.view),
+                                         keyGradient: dk.mutableView, valueGradient: dv.mutableView, initialState: initial(ours),
+                                         options: options)
+        try FavorAttention.stateBackward(key: k32.view, value: v32.view, projection: w,
+                                         finalStateGradient: LinearStateView(s: ds.view, z: dz.view),
+                                         keyGradient: dk32.mutableView, valueGradient: dv32.mutableView, initialState: initial(theirs),
+                                         options: options)
+        XCTAssertEqual(dk.bits, dk32.rawValues.map { H(rounding: $0).bits }, "\(H.dtype.name) \(kind.name) dk")
+        XCTAssertEqual(dv.bits, dv32.rawValues.map { H(rounding: $0).bits }, "\(H.dtype.name) \(kind.name) dv")
+        for t in [ours, theirs] {
+            let final = MutableFavorStateView(s: t[0].mutableView, z: t[1].mutableView, c: t[2].mutableView)
+            if t[0] === ours[0] {
+                try FavorAttention.state(key: k.view, value: v.view, projection: w, initialState: initial(t), finalState: final,
+                                         options: options)
+            } else {
+                try FavorAttention.state(key: k32.view, value: v32.view, projection: w, initialState: initial(t), finalState: final,
+                                         options: options)
+            }
+        }
+        for index in 0..<3 { XCTAssertEqual(ours[index].rawValues, theirs[index].rawValues, "\(H.dtype.name) \(kind.name) state") }
+    }
+
     // MARK: the feature map
 
     private func checkFeatures<H: HalfTestScalar>(_ kind: FavorFeatureKind, as _: H.Type, seed: UInt64) throws {
@@ -142,7 +196,8 @@ final class FavorHalfPrecisionTests: XCTestCase {
 
     /// The half tensors get the float32 checks and messages; nothing is written on error.
     func testInvalidArgumentsGiveFloat32MessagesAndWriteNothing() throws {
-        let fc = FavorCase(b: 1, h: 1, hk: 1, n: 4, l: 4, d: 8, m: 8, mv: 4, causal: false)
+        // M = D, so out has q's shape and can be laid over it.
+        let fc = FavorCase(b: 1, h: 1, hk: 1, n: 4, l: 4, d: 8, m: 8, mv: 8, causal: false)
         let w = try projection(fc)
         let q = HalfTestTensor<BFloat16>(shape: fc.qShape), k = HalfTestTensor<BFloat16>(shape: fc.kShape)
         let badKey = HalfTestTensor<BFloat16>(shape: SIMD4(1, 1, 4, 6)), v = HalfTestTensor<BFloat16>(shape: fc.vShape)

@@ -98,6 +98,55 @@ final class LinearHalfPrecisionTests: XCTestCase {
         for run in runs.dropFirst() { XCTAssertEqual(run, runs[0]) }
     }
 
+    /// State-only calls: the state of half keys and values (float32, in place over the initial
+    /// state) and its backward are the float32 calls' on the widened tensors (dk, dv rounded once).
+    func testStateOnlyCallsAreTheFloat32CallsRounded() throws {
+        for type in [DType.float16, .bfloat16] {
+            if type == .float16 { try checkStateOnly(Float16.self) } else { try checkStateOnly(BFloat16.self) }
+        }
+    }
+
+    private func checkStateOnly<H: HalfTestScalar>(_: H.Type) throws {
+        let c = LinearCase(b: 2, h: 4, hk: 2, n: 1, l: 75, d: 8, m: 6, keyLengths: [75, 30], keyStarts: [3, 0],
+                           withState: true, strided: true)
+        let x = LinearInputs(c, seed: 12).roundedToHalf(H.self)
+        let k = HalfTestTensor<H>(shape: c.kShape, strided: true, values: x.k)
+        let v = HalfTestTensor<H>(shape: c.vShape, strided: true, values: x.v)
+        let k32 = LinearTestTensor<Float>(shape: c.kShape, values: x.k), v32 = LinearTestTensor<Float>(shape: c.vShape, values: x.v)
+        let s = LinearTestTensor<Float>(shape: c.sShape, values: x.s0), z = LinearTestTensor<Float>(shape: c.zShape, values: x.z0)
+        let s32 = LinearTestTensor<Float>(shape: c.sShape, values: x.s0), z32 = LinearTestTensor<Float>(shape: c.zShape, values: x.z0)
+        let ds = LinearTestTensor<Float>(shape: c.sShape, values: x.dsN), dz = LinearTestTensor<Float>(shape: c.zShape, values: x.dzN)
+        let dk = HalfTestTensor<H>(shape: c.kShape, strided: true), dv = HalfTestTensor<H>(shape: c.vShape, strided: true)
+        let dk32 = LinearTestTensor<Float>(shape: c.kShape), dv32 = LinearTestTensor<Float>(shape: c.vShape)
+        let ds0 = LinearTestTensor<Float>(shape: c.sShape), dz0 = LinearTestTensor<Float>(shape: c.zShape)
+        let ds032 = LinearTestTensor<Float>(shape: c.sShape), dz032 = LinearTestTensor<Float>(shape: c.zShape)
+        defer { withExtendedLifetime((k, v, dk, dv, [k32, v32, s, z, s32, z32, ds, dz, dk32, dv32, ds0, dz0, ds032, dz032])) {} }
+        let options = c.options
+        try forEachSupportedISA { isa in
+            s.set(x.s0); z.set(x.z0); s32.set(x.s0); z32.set(x.z0)
+            try LinearAttention.state(key: k.view, value: v.view, initialState: LinearStateView(s: s.view, z: z.view),
+                                      finalState: MutableLinearStateView(s: s.mutableView, z: z.mutableView), options: options)
+            try LinearAttention.state(key: k32.view, value: v32.view, initialState: LinearStateView(s: s32.view, z: z32.view),
+                                      finalState: MutableLinearStateView(s: s32.mutableView, z: z32.mutableView), options: options)
+            XCTAssertEqual(s.rawValues, s32.rawValues, "\(H.dtype.name) \(isa) S_out")
+            XCTAssertEqual(z.rawValues, z32.rawValues, "\(H.dtype.name) \(isa) z_out")
+            try LinearAttention.stateBackward(key: k.view, value: v.view, finalStateGradient: LinearStateView(s: ds.view, z: dz.view),
+                                              keyGradient: dk.mutableView, valueGradient: dv.mutableView,
+                                              initialStateGradient: MutableLinearStateView(s: ds0.mutableView, z: dz0.mutableView),
+                                              options: options)
+            try LinearAttention.stateBackward(key: k32.view, value: v32.view,
+                                              finalStateGradient: LinearStateView(s: ds.view, z: dz.view),
+                                              keyGradient: dk32.mutableView, valueGradient: dv32.mutableView,
+                                              initialStateGradient: MutableLinearStateView(s: ds032.mutableView, z: dz032.mutableView),
+                                              options: options)
+            XCTAssertEqual(dk.bits, dk32.rawValues.map { H(rounding: $0).bits }, "\(H.dtype.name) \(isa) dk")
+            XCTAssertEqual(dv.bits, dv32.rawValues.map { H(rounding: $0).bits }, "\(H.dtype.name) \(isa) dv")
+            XCTAssertEqual(ds0.rawValues, ds032.rawValues)
+            XCTAssertEqual(dz0.rawValues, dz032.rawValues)
+            XCTAssertTrue(dk.paddingUntouched && dv.paddingUntouched)
+        }
+    }
+
     /// The half tensors get the float32 checks and messages; nothing is written on error.
     func testInvalidArgumentsGiveFloat32MessagesAndWriteNothing() throws {
         let c = LinearCase(b: 1, h: 1, hk: 1, n: 4, l: 5, d: 8, m: 8, causal: false)

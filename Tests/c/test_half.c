@@ -290,6 +290,62 @@ static void test_favor_matches_rounded_float32(int dtype, int features, int caus
     performer_favor_projection_destroy(w);
 }
 
+/* State-only calls (linear and FAVOR+, every feature kind) on half keys and values: the state
+ * is the float32 call's (bit for bit), dk and dv its gradients rounded once. */
+static void test_state_only_matches_rounded_float32(int dtype) {
+    const int64_t B = 1, Hk = 2, Hs = 4, L = 50, D = 8, M = 6;
+    performer_tensor_t k = half_new(dtype, B, Hk, L, D), v = half_new(dtype, B, Hk, L, M);
+    performer_tensor_t dk = half_new(dtype, B, Hk, L, D), dv = half_new(dtype, B, Hk, L, M);
+    half_fill(&k, 31); half_fill(&v, 32);
+    performer_tensor_t fk = widened(&k), fv = widened(&v);
+    performer_tensor_t fdk = tensor_new(PERFORMER_FLOAT32, B, Hk, L, D), fdv = tensor_new(PERFORMER_FLOAT32, B, Hk, L, M);
+    const char *name = dtype == PERFORMER_FLOAT16 ? "f16" : "bf16";
+    {   /* linear */
+        performer_tensor_t s = tensor_new(PERFORMER_FLOAT32, B, Hs, D, M), z = tensor_new(PERFORMER_FLOAT32, B, Hs, D, 1);
+        performer_tensor_t fs = tensor_new(PERFORMER_FLOAT32, B, Hs, D, M), fz = tensor_new(PERFORMER_FLOAT32, B, Hs, D, 1);
+        performer_tensor_t ds = tensor_new(PERFORMER_FLOAT32, B, Hs, D, M), dz = tensor_new(PERFORMER_FLOAT32, B, Hs, D, 1);
+        float_fill(&ds, 33, -0.5); float_fill(&dz, 34, -0.5);
+        OK(performer_linear_state(&k, &v, NULL, NULL, &s, &z, NULL), "half linear state");
+        OK(performer_linear_state(&fk, &fv, NULL, NULL, &fs, &fz, NULL), "float32 linear state");
+        CHECK(same_floats(&s, &fs) && same_floats(&z, &fz), "%s linear_state: the float32 state", name);
+        OK(performer_linear_state_backward(&k, &v, &ds, &dz, &dk, &dv, NULL, NULL, NULL), "half linear state backward");
+        OK(performer_linear_state_backward(&fk, &fv, &ds, &dz, &fdk, &fdv, NULL, NULL, NULL), "float32 linear state backward");
+        CHECK(equals_rounded(&dk, &fdk) && equals_rounded(&dv, &fdv), "%s linear_state_backward: dk, dv rounded once", name);
+        performer_tensor_t all[] = {s, z, fs, fz, ds, dz};
+        all_free(all, 6);
+    }
+    performer_favor_projection_t w = 0;
+    OK(performer_favor_projection_create(&w, D, 8, PERFORMER_PROJECTION_ORTHOGONAL, PERFORMER_NORMS_CHI, 7), "projection");
+    for (int features = PERFORMER_FAVOR_POSITIVE; features <= PERFORMER_FAVOR_RELU; features++) {
+        const int64_t C = features == PERFORMER_FAVOR_HYPERBOLIC || features == PERFORMER_FAVOR_TRIGONOMETRIC ? 16 : 8;
+        performer_favor_options_t options;
+        performer_favor_options_init(&options);
+        options.features = features;
+        performer_tensor_t t[6], f[3];
+        for (int i = 0; i < 3; i++) {
+            t[i] = tensor_new(PERFORMER_FLOAT32, B, Hs, C, i == 0 ? M : 1);
+            f[i] = tensor_new(PERFORMER_FLOAT32, B, Hs, C, i == 0 ? M : 1);
+        }
+        t[3] = tensor_new(PERFORMER_FLOAT32, B, Hs, C, M); t[4] = tensor_new(PERFORMER_FLOAT32, B, Hs, C, 1);
+        float_fill(&t[3], 35, -0.5); float_fill(&t[4], 36, -0.5);
+        OK(performer_favor_state(&k, &v, w, NULL, NULL, NULL, &t[0], &t[1], &t[2], &options), "half favor state");
+        OK(performer_favor_state(&fk, &fv, w, NULL, NULL, NULL, &f[0], &f[1], &f[2], &options), "float32 favor state");
+        CHECK(same_floats(&t[0], &f[0]) && same_floats(&t[1], &f[1]) && same_floats(&t[2], &f[2]),
+              "%s favor_state features=%d: the float32 state", name, features);
+        OK(performer_favor_state_backward(&k, &v, w, &t[3], &t[4], &dk, &dv, NULL, NULL, NULL, NULL, NULL, &options),
+           "half favor state backward");
+        OK(performer_favor_state_backward(&fk, &fv, w, &t[3], &t[4], &fdk, &fdv, NULL, NULL, NULL, NULL, NULL, &options),
+           "float32 favor state backward");
+        CHECK(equals_rounded(&dk, &fdk) && equals_rounded(&dv, &fdv), "%s favor_state_backward features=%d: rounded once",
+              name, features);
+        all_free(t, 5);
+        all_free(f, 3);
+    }
+    performer_favor_projection_destroy(w);
+    performer_tensor_t all[] = {k, v, dk, dv, fk, fv, fdk, fdv};
+    all_free(all, 8);
+}
+
 /* A half call's states must be float32; nothing is written when they are not. */
 static void test_state_dtype_errors(int dtype) {
     performer_tensor_t q = half_new(dtype, 1, 1, 4, 8), k = half_new(dtype, 1, 1, 4, 8), v = half_new(dtype, 1, 1, 4, 8);
@@ -349,6 +405,10 @@ static void test_errors(int dtype) {
     /* Functions without half support refuse it by name, before reading data. */
     expect_status("softmax merge", performer_softmax_merge(&out, &lse16, &out, &lse16, &out, &lse16),
                   PERFORMER_ERROR_DTYPE_MISMATCH, "is not supported by performer_softmax_merge");
+    performer_tensor_t s16 = half_new(dtype, 1, 1, 8, 8), z16 = half_new(dtype, 1, 1, 8, 1);
+    expect_status("half linear state", performer_linear_state(&k, &v, NULL, NULL, &s16, &z16, NULL),
+                  PERFORMER_ERROR_DTYPE_MISMATCH, "S_out.dtype = ");
+    free(s16.data); free(z16.data);
     performer_linear_decoder_t decoder = 0;
     expect_status("linear decoder", performer_linear_decoder_create(&decoder, (performer_dtype)dtype, 1, 1, 1, 8, 8,
                                                                    PERFORMER_FEATURE_ELU_PLUS_ONE, 1e-6),
@@ -381,6 +441,7 @@ int main(void) {
             }
         }
         test_state_dtype_errors(dtype);
+        test_state_only_matches_rounded_float32(dtype);
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

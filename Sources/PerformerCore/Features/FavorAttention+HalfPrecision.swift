@@ -45,6 +45,45 @@ extension FavorAttention {
     }
 }
 
+extension FavorAttention {
+    /// `state` for half-precision keys and values: the state triple (and the initial one) in
+    /// float32.
+    public static func state<H: HalfPrecisionScalar>(
+        key: TensorView<H>, value: TensorView<H>, projection: FavorProjection,
+        initialState: FavorStateView<Float>? = nil, finalState: MutableFavorStateView<Float>,
+        options: FavorAttentionOptions = FavorAttentionOptions()
+    ) throws(PerformerError) {
+        let problem = try FavorProblem(key: key, value: value, projection: projection,
+                                       stateHeads: finalState.s.shape[1], stateName: "S_out", options: options)
+        try checkState(problem, key: key, value: value, initialState: initialState, finalState: finalState)
+        try HalfPrecisionStaging.run(inputs: [key, value], outputs: []) { x, _ throws(PerformerError) in
+            try state(key: x[0], value: x[1], projection: projection, initialState: initialState, finalState: finalState,
+                      options: options)
+        }
+    }
+
+    /// `stateBackward` for half-precision keys and values: dk, dv in H; the state, its
+    /// gradients in float32.
+    public static func stateBackward<H: HalfPrecisionScalar>(
+        key: TensorView<H>, value: TensorView<H>, projection: FavorProjection,
+        finalStateGradient: LinearStateView<Float>,
+        keyGradient: MutableTensorView<H>, valueGradient: MutableTensorView<H>,
+        initialState: FavorStateView<Float>? = nil, initialStateGradient: MutableLinearStateView<Float>? = nil,
+        options: FavorAttentionOptions = FavorAttentionOptions()
+    ) throws(PerformerError) {
+        let problem = try FavorProblem(key: key, value: value, projection: projection,
+                                       stateHeads: finalStateGradient.s.shape[1], stateName: "dS_out", options: options)
+        try checkStateBackward(problem, key: key, value: value, finalStateGradient: finalStateGradient,
+                               keyGradient: keyGradient, valueGradient: valueGradient, initialState: initialState,
+                               initialStateGradient: initialStateGradient)
+        try HalfPrecisionStaging.run(inputs: [key, value], outputs: [keyGradient, valueGradient]) { x, y throws(PerformerError) in
+            try stateBackward(key: x[0], value: x[1], projection: projection, finalStateGradient: finalStateGradient,
+                              keyGradient: y[0], valueGradient: y[1], initialState: initialState,
+                              initialStateGradient: initialStateGradient, options: options)
+        }
+    }
+}
+
 extension FavorFeatures {
     /// `forward` for half-precision storage: φ(x) computed in float32 and rounded once to H
     /// (a feature past H's range becomes +inf, as it does past float32's in a float32 call).

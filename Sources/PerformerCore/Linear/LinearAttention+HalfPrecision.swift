@@ -44,3 +44,37 @@ extension LinearAttention {
         }
     }
 }
+
+extension LinearAttention {
+    /// `state` for half-precision keys and values: the state (and the initial state) in float32.
+    public static func state<H: HalfPrecisionScalar>(
+        key: TensorView<H>, value: TensorView<H>, initialState: LinearStateView<Float>? = nil,
+        finalState: MutableLinearStateView<Float>, options: LinearAttentionOptions = LinearAttentionOptions()
+    ) throws(PerformerError) {
+        let problem = try LinearProblem(key: key, value: value, stateHeads: finalState.s.shape[1], stateName: "S_out",
+                                        options: options)
+        try checkState(problem, key: key, value: value, initialState: initialState, finalState: finalState)
+        try HalfPrecisionStaging.run(inputs: [key, value], outputs: []) { x, _ throws(PerformerError) in
+            try state(key: x[0], value: x[1], initialState: initialState, finalState: finalState, options: options)
+        }
+    }
+
+    /// `stateBackward` for half-precision keys and values: dk, dv in H, the state gradients in
+    /// float32.
+    public static func stateBackward<H: HalfPrecisionScalar>(
+        key: TensorView<H>, value: TensorView<H>, finalStateGradient: LinearStateView<Float>,
+        keyGradient: MutableTensorView<H>, valueGradient: MutableTensorView<H>,
+        initialStateGradient: MutableLinearStateView<Float>? = nil,
+        options: LinearAttentionOptions = LinearAttentionOptions()
+    ) throws(PerformerError) {
+        let problem = try LinearProblem(key: key, value: value, stateHeads: finalStateGradient.s.shape[1],
+                                        stateName: "dS_out", options: options)
+        try checkStateBackward(problem, key: key, value: value, finalStateGradient: finalStateGradient,
+                               keyGradient: keyGradient, valueGradient: valueGradient,
+                               initialStateGradient: initialStateGradient)
+        try HalfPrecisionStaging.run(inputs: [key, value], outputs: [keyGradient, valueGradient]) { x, y throws(PerformerError) in
+            try stateBackward(key: x[0], value: x[1], finalStateGradient: finalStateGradient, keyGradient: y[0],
+                              valueGradient: y[1], initialStateGradient: initialStateGradient, options: options)
+        }
+    }
+}

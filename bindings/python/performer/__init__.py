@@ -513,11 +513,12 @@ def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, initial_state=No
     """
     dtype, ks, vs, s_shape, fmap, kv_lengths = _linear_state_setup(k, v, feature_map, kv_lengths, initial_state,
                                                                    heads)
+    sd, ref = _lse_dtype(dtype), _state_reference(dtype)  # float32 states for float16
     s0 = z0 = None
     if initial_state is not None:
-        s0, z0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
-    s = _np.empty(s_shape, dtype=dtype)
-    z = _np.empty(s_shape[:3], dtype=dtype)
+        s0, z0 = _state_arrays("initial_state", initial_state, sd, s_shape, _PAIR, ref)
+    s = _np.empty(s_shape, dtype=sd)
+    z = _np.empty(s_shape[:3], dtype=sd)
     _ext.linear_state(k, v, s0, z0, s, z, fmap, kv_lengths, kv_starts)
     return s, z
 
@@ -532,12 +533,13 @@ def linear_state_backward(k, v, dS, dz, *, feature_map="elu+1", kv_lengths=None,
         heads = _np.shape(dS)[1] if _np.ndim(dS) == 4 else None
     dtype, ks, vs, s_shape, fmap, kv_lengths = _linear_state_setup(k, v, feature_map, kv_lengths, initial_state,
                                                                    heads)
-    gs, gz = _state_arrays("dstate", (dS, dz), dtype, s_shape, _PAIR)
+    sd, ref = _lse_dtype(dtype), _state_reference(dtype)  # float32 states for float16
+    gs, gz = _state_arrays("dstate", (dS, dz), sd, s_shape, _PAIR, ref)
     ds0 = dz0 = None
     if initial_state is not None:
-        _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
-        ds0 = _np.empty(s_shape, dtype=dtype)
-        dz0 = _np.empty(s_shape[:3], dtype=dtype)
+        _state_arrays("initial_state", initial_state, sd, s_shape, _PAIR, ref)
+        ds0 = _np.empty(s_shape, dtype=sd)
+        dz0 = _np.empty(s_shape[:3], dtype=sd)
     dk = _np.empty(ks, dtype=dtype)
     dv = _np.empty(vs, dtype=dtype)
     _ext.linear_state_backward(k, v, gs, gz, dk, dv, ds0, dz0, fmap, kv_lengths, kv_starts)
@@ -1036,12 +1038,13 @@ def favor_state(k, v, projection, *, features="positive", scale=None, kv_lengths
     (dtype, ks, vs, projection, code, scale, keys, relu_offset,
      s_shape) = _favor_state_setup(k, v, projection, features, scale, kv_lengths, kv_starts, relu_offset,
                                    initial_state, heads)
+    sd, ref = _lse_dtype(dtype), _state_reference(dtype)  # float32 states for float16
     s0 = z0 = c0 = None
     if initial_state is not None:
-        s0, z0, c0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _TRIPLE)
-    s = _np.empty(s_shape, dtype=dtype)
-    z = _np.empty(s_shape[:3], dtype=dtype)
-    c = _np.empty(s_shape[:3], dtype=dtype)
+        s0, z0, c0 = _state_arrays("initial_state", initial_state, sd, s_shape, _TRIPLE, ref)
+    s = _np.empty(s_shape, dtype=sd)
+    z = _np.empty(s_shape[:3], dtype=sd)
+    c = _np.empty(s_shape[:3], dtype=sd)
     _ext.favor_state(k, v, projection, s0, z0, c0, s, z, c, code, scale, relu_offset, *keys)
     return s, z, c
 
@@ -1058,12 +1061,13 @@ def favor_state_backward(k, v, projection, dS, dz, *, features="positive", scale
     (dtype, ks, vs, projection, code, scale, keys, relu_offset,
      s_shape) = _favor_state_setup(k, v, projection, features, scale, kv_lengths, kv_starts, relu_offset,
                                    initial_state, heads)
-    gs, gz = _state_arrays("dstate", (dS, dz), dtype, s_shape, _PAIR)
+    sd, ref = _lse_dtype(dtype), _state_reference(dtype)  # float32 states for float16
+    gs, gz = _state_arrays("dstate", (dS, dz), sd, s_shape, _PAIR, ref)
     s0 = z0 = c0 = ds0 = dz0 = None
     if initial_state is not None:
-        s0, z0, c0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _TRIPLE)
-        ds0 = _np.empty(s_shape, dtype=dtype)
-        dz0 = _np.empty(s_shape[:3], dtype=dtype)
+        s0, z0, c0 = _state_arrays("initial_state", initial_state, sd, s_shape, _TRIPLE, ref)
+        ds0 = _np.empty(s_shape, dtype=sd)
+        dz0 = _np.empty(s_shape[:3], dtype=sd)
     dk = _np.empty(ks, dtype=dtype)
     dv = _np.empty(vs, dtype=dtype)
     _ext.favor_state_backward(k, v, projection, gs, gz, dk, dv, ds0, dz0, s0, z0, c0, code, scale, relu_offset,

@@ -785,8 +785,8 @@ linear_state(PyObject *module, PyObject *args)
     linear_options o = {0};
     PyObject *result = NULL;
     if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_state_pair(obj[2], obj[3], &t[2], 0, &t[0]) < 0 ||
-        get_state_pair(obj[4], obj[5], &t[4], 1, &t[0]) < 0) {
+        get_state_pair(obj[2], obj[3], &t[2], 0, lse_reference(&t[0])) < 0 ||
+        get_state_pair(obj[4], obj[5], &t[4], 1, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (get_linear_options(&o, 0, feature_map, 1e-6, 1, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
@@ -823,9 +823,9 @@ linear_state_backward(PyObject *module, PyObject *args)
     linear_options o = {0};
     PyObject *result = NULL;
     if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_state_pair(obj[2], obj[3], &t[2], 0, &t[0]) < 0 ||
+        get_state_pair(obj[2], obj[3], &t[2], 0, lse_reference(&t[0])) < 0 ||
         get_tensor(obj[4], &t[4], 4, 1, &t[0]) < 0 || get_tensor(obj[5], &t[5], 4, 1, &t[0]) < 0 ||
-        get_state_pair(obj[6], obj[7], &t[6], 1, &t[0]) < 0) {
+        get_state_pair(obj[6], obj[7], &t[6], 1, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (obj[2] == Py_None) {
@@ -1641,8 +1641,8 @@ favor_state(PyObject *module, PyObject *args)
     int64_t *lengths = NULL, *starts = NULL;
     PyObject *result = NULL;
     if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_state_triple(obj[2], obj[3], obj[4], &t[2], 0, &t[0]) < 0 ||
-        get_state_triple(obj[5], obj[6], obj[7], &t[5], 1, &t[0]) < 0) {
+        get_state_triple(obj[2], obj[3], obj[4], &t[2], 0, lse_reference(&t[0])) < 0 ||
+        get_state_triple(obj[5], obj[6], obj[7], &t[5], 1, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (obj[5] == Py_None) {
@@ -1693,10 +1693,10 @@ favor_state_backward(PyObject *module, PyObject *args)
     int64_t *lengths = NULL, *starts = NULL;
     PyObject *result = NULL;
     if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_state_pair(obj[2], obj[3], &t[2], 0, &t[0]) < 0 ||
+        get_state_pair(obj[2], obj[3], &t[2], 0, lse_reference(&t[0])) < 0 ||
         get_tensor(obj[4], &t[4], 4, 1, &t[0]) < 0 || get_tensor(obj[5], &t[5], 4, 1, &t[0]) < 0 ||
-        get_state_pair(obj[6], obj[7], &t[6], 1, &t[0]) < 0 ||
-        get_state_triple(obj[8], obj[9], obj[10], &t[8], 0, &t[0]) < 0) {
+        get_state_pair(obj[6], obj[7], &t[6], 1, lse_reference(&t[0])) < 0 ||
+        get_state_triple(obj[8], obj[9], obj[10], &t[8], 0, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (obj[2] == Py_None) {

@@ -120,8 +120,30 @@ def test_float16_dtype_errors():
 
 def test_functions_without_half_support_refuse_float16():
     q, k, v, _ = _make(1, 1, 1, 4, 4, 8, 8)
-    with pytest.raises(TypeError, match=r"k.dtype = float16 is not supported by performer_linear_state"):
-        performer.linear_state(k, v)
+    out, lse = performer.softmax_attention(q, k, v, return_lse=True)
+    with pytest.raises(TypeError, match=r"is not supported by performer_softmax_merge"):
+        performer.softmax_merge(out, lse.astype(np.float16), out, lse.astype(np.float16))
+
+
+def test_float16_state_only_calls_are_the_float32_calls_rounded():
+    _, k, v, _ = _make(1, 1, 2, 1, 50, 8, 6)
+    wide = (k.astype(np.float32), v.astype(np.float32))
+    state = performer.linear_state(k, v, heads=4, kv_lengths=[41])
+    assert all(x.dtype == np.float32 for x in state)
+    assert all(np.array_equal(a, b) for a, b in zip(state, performer.linear_state(*wide, heads=4, kv_lengths=[41])))
+    ds = (RNG.standard_normal(state[0].shape).astype(np.float32), RNG.standard_normal(state[1].shape).astype(np.float32))
+    grads = performer.linear_state_backward(k, v, *ds)
+    assert all(a.dtype == np.float16 and np.array_equal(a, b.astype(np.float16))
+               for a, b in zip(grads, performer.linear_state_backward(*wide, *ds)))
+    w = performer.FavorProjection(8, 8, seed=2)
+    for features in ("positive", "hyperbolic", "trigonometric", "relu"):
+        triple = performer.favor_state(k * np.float16(0.5), v, w, features=features, heads=2)
+        triple32 = performer.favor_state(wide[0] * np.float32(0.5), wide[1], w, features=features, heads=2)
+        assert all(a.dtype == np.float32 and np.array_equal(a, b) for a, b in zip(triple, triple32))
+        dstate = (np.ones_like(triple[0]), np.ones_like(triple[1]))
+        grads = performer.favor_state_backward(k * np.float16(0.5), v, w, *dstate, features=features)
+        grads32 = performer.favor_state_backward(wide[0] * np.float32(0.5), wide[1], w, *dstate, features=features)
+        assert all(np.array_equal(a, b.astype(np.float16)) for a, b in zip(grads, grads32))
 
 
 # ------------------------------------------------------------------ linear attention
