@@ -842,7 +842,7 @@ def favor_features(x, projection, *, features="positive", scale=None, is_query=T
 
     Parameters
     ----------
-    x : buffer, B x H x N x D, float32 or float64 (any strides); D = projection.dim
+    x : buffer, B x H x N x D, float32, float64 or float16 (any strides); D = projection.dim
     projection : FavorProjection
     is_query : bool
         Accepted for symmetry with attention code; it does not change the result. The map is
@@ -909,7 +909,8 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
 
     Parameters
     ----------
-    q : buffer, B x H x N x D, float32 or float64 (any strides); D = projection.dim
+    q : buffer, B x H x N x D, float32, float64 or float16 (any strides; float16 is computed in
+        float32 and rounded once, its states are float32); D = projection.dim
     k : buffer, B x Hk x L x D, same dtype; Hk must divide H (query head h reads key head
         h // (H // Hk))
     v : buffer, B x Hk x L x M, same dtype
