@@ -171,10 +171,15 @@ typedef enum performer_dtype {
  *  sums across key blocks and heads) is accumulated in float32 and each output element is
  *  rounded once, to nearest with ties to even, when written (a NaN stays a NaN; a value past
  *  the type's largest finite value becomes +-infinity). The row log-sum-exp of a half call is a
- *  float32 tensor. Scores are float32, so a large q.k does not overflow even in float16.
- *  Today performer_softmax_forward and performer_softmax_backward accept half tensors; every
- *  other function refuses them with PERFORMER_ERROR_DTYPE_MISMATCH ("... is not supported by
- *  <function> yet"), never reading 2-byte data as 4-byte. See docs/HALF_PRECISION.md. */
+ *  float32 tensor, and so are the states (S, z; S~, z~, c), their gradients and the linear
+ *  denominators. Scores and states are float32, so a large q.k or a state past the half
+ *  type's range does not overflow even in float16.
+ *  Half tensors are accepted by performer_softmax_forward/_backward, performer_linear_forward
+ *  (_with_denominators)/_backward, performer_linear_state(_backward),
+ *  performer_favor_forward/_backward, performer_favor_state(_backward) and
+ *  performer_favor_features(_backward); every other function refuses them with
+ *  PERFORMER_ERROR_DTYPE_MISMATCH ("... is not supported by <function> yet"), never reading
+ *  2-byte data as 4-byte. See docs/HALF_PRECISION.md. */
 
 /** A rank-4 strided view of caller-owned memory. Element (i0, i1, i2, i3) is at
  *  ((T *)data)[i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3]],
@@ -186,7 +191,8 @@ typedef enum performer_dtype {
  *    outputs must not map two indices to one element. The byte span of every tensor must be
  *    representable in 64 bits (else PERFORMER_ERROR_SIZE_OVERFLOW).
  *  - reserved must be 0 (it may get a meaning in a later version).
- *  All tensors of one call must have the same dtype, except the float32 lse of a half call. */
+ *  All tensors of one call must have the same dtype, except the float32 lse, states, state
+ *  gradients and denominators of a half call. */
 typedef struct performer_tensor_t {
     void *data;
     int32_t dtype;        /* a performer_dtype */
@@ -444,11 +450,15 @@ void performer_linear_options_init(performer_linear_options_t *options);
  *  attention against a state, L may be 0) and the final state is that sum. No output may
  *  overlap an input or another output, so the final state cannot be written over the initial
  *  one (use the decoder's prefill, or performer_linear_state, to update a state in place).
+ *  Half precision: q, k, v and out may be PERFORMER_FLOAT16 or PERFORMER_BFLOAT16 (all four
+ *  the same); the state tensors are then PERFORMER_FLOAT32. q, k, v are widened to float32
+ *  scratch (O(B*H*N*D)), the float32 kernels run, and out is rounded once.
  *
  *  Errors (nothing written in every case):
  *    PERFORMER_ERROR_NULL_POINTER        q, k, v or out is NULL, one tensor of a state pair is NULL
  *                                        and the other is not, or a non-empty tensor's data is NULL
  *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, or differs from q's
+ *                                        (a state: is not float32 in a half call)
  *    PERFORMER_ERROR_SIZE_OVERFLOW       a negative shape, or a tensor's extent overflows 64 bits
  *    PERFORMER_ERROR_SHAPE_MISMATCH      shapes disagree (see above), a state's shape is not
  *                                        B x H x C x M / B x H x C x 1, Hk does not divide H,
@@ -470,7 +480,8 @@ performer_status performer_linear_forward(
 /** Forward plus the denominators: as performer_linear_forward, and `denominators` (B x H x N x 1,
  *  or NULL for none) receives den_i = phi(q_i)^T z_i = phi(q_i).(z_0 + sum of the visible
  *  phi(k_j)), without eps, whatever options->normalize (with normalize = 0 the output is the
- *  numerator, so out / den is the normalized form). Errors: as performer_linear_forward, plus a
+ *  numerator, so out / den is the normalized form). In a half call the denominators are
+ *  PERFORMER_FLOAT32, like the states. Errors: as performer_linear_forward, plus a
  *  denominators shape that is not B x H x N x 1 (SHAPE_MISMATCH) or that overlaps another
  *  argument (ALIASING); nothing is written on error. */
 performer_status performer_linear_forward_with_denominators(
@@ -491,6 +502,8 @@ performer_status performer_linear_forward_with_denominators(
  *    dfinal_state_s/_z      dLoss/dS_N, dLoss/dz_N when the loss also depends on the final
  *                           state (NULL: zeros), B x H x C x M and B x H x C x 1;
  *    dinitial_state_s/_z    receive dLoss/dS_0, dLoss/dz_0 (B x H x C x M, B x H x C x 1).
+ *  Half precision: q, k, v, dout, dq, dk, dv all PERFORMER_FLOAT16 or all PERFORMER_BFLOAT16,
+ *  every state tensor PERFORMER_FLOAT32; the gradients are summed in float32 and rounded once.
  *  Errors: as performer_linear_forward (q, k, v, dout, dq, dk, dv are required; no output may
  *  overlap any argument or another output); nothing is written on error. */
 performer_status performer_linear_backward(
@@ -512,6 +525,8 @@ performer_status performer_linear_backward(
  *  the same memory as state_s/_z with the same shape and strides (an in-place update); any other
  *  overlap is PERFORMER_ERROR_ALIASING. options: feature_map and kv_lengths apply; causal,
  *  normalize and eps do not (NULL: the defaults).
+ *  Half precision: k and v both PERFORMER_FLOAT16 or both PERFORMER_BFLOAT16, the states
+ *  PERFORMER_FLOAT32 (summed in float32 from the widened keys and values).
  *  Errors (nothing written): as performer_linear_forward for k, v, the states and options, plus
  *  SHAPE_MISMATCH when Hs is not a positive multiple of Hk. Messages call state_s/_z S_out,
  *  z_out (dstate_s/_z: dS_out, dz_out). */
@@ -525,7 +540,9 @@ performer_status performer_linear_state(
  *  writes dk_j = phi'(k_j) * (dS v_j + dz) and dv_j = dS^T phi(k_j) (zero past kv_lengths[b];
  *  summed over the Hs/Hk state heads of each key head), and, when dinitial_state_s/_z are given
  *  (both or neither), the initial state's gradient, which equals dstate_s/_z. Same options as
- *  the call. Errors: as performer_linear_state (no output may overlap any other argument). */
+ *  the call. Half precision: k, v, dk, dv of one half type, the state gradients float32; dk
+ *  and dv are rounded once. Errors: as performer_linear_state (no output may overlap any other
+ *  argument). */
 performer_status performer_linear_state_backward(
     const performer_tensor_t *k, const performer_tensor_t *v,
     const performer_tensor_t *dstate_s, const performer_tensor_t *dstate_z,
@@ -769,6 +786,8 @@ performer_status performer_favor_feature_count(
  *  ignored); options may be NULL (the defaults). Queries and keys use the same map.
  *  Each exponential is evaluated on the whole exponent: in float64 (rounded once) for float64,
  *  with a float32 vector exp for float32 (relative error about |exponent| x float32 rounding).
+ *  Half precision: x and out both PERFORMER_FLOAT16 or both PERFORMER_BFLOAT16: computed as
+ *  float32 and rounded once (a feature past the half type's range becomes +infinity).
  *  Errors (nothing written): PERFORMER_ERROR_NULL_POINTER (x, out, projection, or data),
  *  PERFORMER_ERROR_DTYPE_MISMATCH, PERFORMER_ERROR_SIZE_OVERFLOW,
  *  PERFORMER_ERROR_SHAPE_MISMATCH (x.shape[3] != dim, out's shape),
@@ -781,8 +800,8 @@ performer_status performer_favor_features(
 
 /** The gradient of phi: given x (B x H x N x D) and dfeatures = dLoss/dphi (B x H x N x C),
  *  writes dx = dLoss/dx (B x H x N x D), recomputing phi (W gets no gradient; relu's
- *  subgradient at u = 0 is 0). Same options and errors as performer_favor_features (dx must
- *  not overlap x, dfeatures or itself). */
+ *  subgradient at u = 0 is 0). Same options, dtypes (half: x, dfeatures, dx all of one half
+ *  type) and errors as performer_favor_features (dx must not overlap x, dfeatures or itself). */
 performer_status performer_favor_features_backward(
     const performer_tensor_t *x, performer_favor_projection_t projection, const performer_tensor_t *dfeatures,
     performer_tensor_t *dx, const performer_favor_options_t *options);
@@ -829,10 +848,15 @@ performer_status performer_favor_features_backward(
  *  initial_state_s/_z/_c (NULL: no keys before) are read; final_state_s/_z/_c receive the
  *  state after the last key. Both need options->causal.
  *
+ *  Half precision: q, k, v and out may be PERFORMER_FLOAT16 or PERFORMER_BFLOAT16 (all four
+ *  the same); the state tensors are then PERFORMER_FLOAT32. q, k, v are widened to float32
+ *  scratch (O(B*H*N*D)), the float32 kernels run, and out is rounded once.
+ *
  *  Errors (nothing written in every case):
  *    PERFORMER_ERROR_NULL_POINTER        q, k, v, projection or out is NULL, a state triple is
  *                                        partly NULL, or a non-empty tensor's data is NULL
  *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, or differs from q's
+ *                                        (a state: is not float32 in a half call)
  *    PERFORMER_ERROR_SIZE_OVERFLOW       a negative shape, or a tensor's extent overflows 64 bits
  *    PERFORMER_ERROR_SHAPE_MISMATCH      shapes disagree, q.shape[3] != the projection's dim,
  *                                        a state's C is not the feature count (m or 2m) or its
@@ -869,6 +893,8 @@ performer_status performer_favor_forward(
  *                           taken with the forward's c_N held fixed;
  *    dinitial_state_s/_z    receive dLoss/dS~_0, dLoss/dz~_0 (c_0 held fixed); need the
  *                           initial state.
+ *  Half precision: q, k, v, dout, dq, dk, dv all PERFORMER_FLOAT16 or all PERFORMER_BFLOAT16,
+ *  every state tensor PERFORMER_FLOAT32; the gradients are summed in float32 and rounded once.
  *  Errors: as performer_favor_forward (q, k, v, dout, projection, dq, dk, dv are required; a
  *  pair partly NULL is PERFORMER_ERROR_NULL_POINTER; no output may overlap any argument or
  *  another output; dS0/dz0 without an initial state or a non-finite dS_N/dz_N is
@@ -897,6 +923,8 @@ performer_status performer_favor_backward(
  *  pointer, shape and strides per tensor); any other overlap is PERFORMER_ERROR_ALIASING.
  *  options: features, has_scale, scale, relu_offset, kv_lengths, kv_starts apply; causal and
  *  eps do not (NULL: the defaults).
+ *  Half precision: k and v both PERFORMER_FLOAT16 or both PERFORMER_BFLOAT16, the state
+ *  triples PERFORMER_FLOAT32.
  *  Errors (nothing written): as performer_favor_forward for k, v, the projection, the states and
  *  options, plus SHAPE_MISMATCH when Hs is not a positive multiple of Hk or k.shape[3] is not
  *  the projection's dim. Messages call state_s/_z/_c S_out, z_out, c_out and the initial
@@ -917,7 +945,8 @@ performer_status performer_favor_state(
  *  state (all or none; c is recomputed from it and the keys). Same projection and options as
  *  the call. Errors (nothing written): as performer_favor_state; no output may overlap any
  *  other argument; dS0/dz0 without an initial state or a non-finite dS_out/dz_out is
- *  PERFORMER_ERROR_INVALID_ARGUMENT. Messages call dstate_s/_z dS_out, dz_out. */
+ *  PERFORMER_ERROR_INVALID_ARGUMENT. Messages call dstate_s/_z dS_out, dz_out. Half precision:
+ *  k, v, dk, dv of one half type, every state tensor float32; dk and dv are rounded once. */
 performer_status performer_favor_state_backward(
     const performer_tensor_t *k, const performer_tensor_t *v, performer_favor_projection_t projection,
     const performer_tensor_t *dstate_s, const performer_tensor_t *dstate_z,

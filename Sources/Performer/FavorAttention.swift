@@ -33,28 +33,35 @@ public func performer_favor_forward(
         let initial = try stateTriple(initial_state_s, initial_state_z, initial_state_c, names: ("S0", "z0", "c0"))
         let final = try stateTriple(UnsafePointer(final_state_s), UnsafePointer(final_state_z),
                                     UnsafePointer(final_state_c), names: ("S_N", "z_N", "c_N"))
-        try TensorArgument.expectSameDType([k, v, out] + tensors(initial) + tensors(final), as: q)
+        try TensorArgument.expectDTypes(tokens: [k, v, out], states: tensors(initial) + tensors(final), as: q)
         let options = try favorAttentionOptions(options, tensors: [q, k, v, out] + tensors(initial) + tensors(final))
+        let call = (q, k, v, p, out, initial, final, options)
         switch q.dtype {
-        case .float32: try forward(Float.self, q, k, v, p, out, initial, final, options)
-        case .float64: try forward(Double.self, q, k, v, p, out, initial, final, options)
-        case .float16, .bfloat16: throw q.unsupportedHalf(in: "performer_favor_forward")
+        case .float32: try forward(Float.self, state: Float.self, call, FavorAttention.forward)
+        case .float64: try forward(Double.self, state: Double.self, call, FavorAttention.forward)
+        case .float16: try forward(Float16.self, state: Float.self, call, FavorAttention.forward)
+        case .bfloat16: try forward(BFloat16.self, state: Float.self, call, FavorAttention.forward)
         }
     }
 }
 
-private func forward<T: AttentionScalar>(
-    _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ p: FavorProjection,
-    _ out: TensorArgument, _ initial: StateTriple?, _ final: StateTriple?, _ options: FavorAttentionOptions
+private typealias ForwardArguments = (
+    q: TensorArgument, k: TensorArgument, v: TensorArgument, p: FavorProjection, out: TensorArgument,
+    initial: StateTriple?, final: StateTriple?, options: FavorAttentionOptions)
+
+/// The views of a forward in token type T and state type S (T, or float32 for a half T),
+/// handed to `call`: `FavorAttention.forward` for that T.
+private func forward<T: TensorElement, S: AttentionScalar>(
+    _: T.Type, state _: S.Type, _ a: ForwardArguments,
+    _ call: (TensorView<T>, TensorView<T>, TensorView<T>, FavorProjection, MutableTensorView<T>, FavorStateView<S>?,
+             MutableFavorStateView<S>?, FavorAttentionOptions) throws(PerformerError) -> Void
 ) throws(PerformerError) {
-    try FavorAttention.forward(
-        query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), projection: p,
-        output: out.mutableView(T.self),
-        initialState: initial.map { FavorStateView(s: $0.s.view(T.self), z: $0.z.view(T.self), c: $0.c.view(T.self)) },
-        finalState: final.map {
-            MutableFavorStateView(s: $0.s.mutableView(T.self), z: $0.z.mutableView(T.self), c: $0.c.mutableView(T.self))
-        },
-        options: options)
+    try call(a.q.view(T.self), a.k.view(T.self), a.v.view(T.self), a.p, a.out.mutableView(T.self),
+             a.initial.map { FavorStateView(s: $0.s.view(S.self), z: $0.z.view(S.self), c: $0.c.view(S.self)) },
+             a.final.map {
+                 MutableFavorStateView(s: $0.s.mutableView(S.self), z: $0.z.mutableView(S.self), c: $0.c.mutableView(S.self))
+             },
+             a.options)
 }
 
 @_cdecl("performer_favor_backward")
@@ -81,31 +88,37 @@ public func performer_favor_backward(
         let dfinal = try statePair(dfinal_state_s, dfinal_state_z, names: ("dS_N", "dz_N"))
         let dinitial = try statePair(UnsafePointer(dinitial_state_s), UnsafePointer(dinitial_state_z),
                                      names: ("dS0", "dz0"))
-        try TensorArgument.expectSameDType(
-            [k, v, dout, dq, dk, dv] + tensors(initial) + tensors(dfinal, dinitial), as: q)
+        try TensorArgument.expectDTypes(
+            tokens: [k, v, dout, dq, dk, dv], states: tensors(initial) + tensors(dfinal, dinitial), as: q)
         let options = try favorAttentionOptions(
             options, tensors: [q, k, v, dout, dq, dk, dv] + tensors(initial) + tensors(dfinal, dinitial))
+        let call = (q, k, v, dout, p, dq, dk, dv, initial, dfinal, dinitial, options)
         switch q.dtype {
-        case .float32: try backward(Float.self, q, k, v, dout, p, dq, dk, dv, initial, dfinal, dinitial, options)
-        case .float64: try backward(Double.self, q, k, v, dout, p, dq, dk, dv, initial, dfinal, dinitial, options)
-        case .float16, .bfloat16: throw q.unsupportedHalf(in: "performer_favor_backward")
+        case .float32: try backward(Float.self, state: Float.self, call, FavorAttention.backward)
+        case .float64: try backward(Double.self, state: Double.self, call, FavorAttention.backward)
+        case .float16: try backward(Float16.self, state: Float.self, call, FavorAttention.backward)
+        case .bfloat16: try backward(BFloat16.self, state: Float.self, call, FavorAttention.backward)
         }
     }
 }
 
-private func backward<T: AttentionScalar>(
-    _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ dout: TensorArgument,
-    _ p: FavorProjection, _ dq: TensorArgument, _ dk: TensorArgument, _ dv: TensorArgument,
-    _ initial: StateTriple?, _ dfinal: StatePair?, _ dinitial: StatePair?, _ options: FavorAttentionOptions
+private typealias BackwardArguments = (
+    q: TensorArgument, k: TensorArgument, v: TensorArgument, dout: TensorArgument, p: FavorProjection,
+    dq: TensorArgument, dk: TensorArgument, dv: TensorArgument, initial: StateTriple?, dfinal: StatePair?,
+    dinitial: StatePair?, options: FavorAttentionOptions)
+
+/// The views of a backward in token type T and state type S (as `forward`), handed to `call`:
+/// `FavorAttention.backward` for that T.
+private func backward<T: TensorElement, S: AttentionScalar>(
+    _: T.Type, state _: S.Type, _ a: BackwardArguments,
+    _ call: (TensorView<T>, TensorView<T>, TensorView<T>, FavorProjection, TensorView<T>, MutableTensorView<T>,
+             MutableTensorView<T>, MutableTensorView<T>, FavorStateView<S>?, LinearStateView<S>?,
+             MutableLinearStateView<S>?, FavorAttentionOptions) throws(PerformerError) -> Void
 ) throws(PerformerError) {
-    try FavorAttention.backward(
-        query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), projection: p,
-        outputGradient: dout.view(T.self),
-        queryGradient: dq.mutableView(T.self), keyGradient: dk.mutableView(T.self), valueGradient: dv.mutableView(T.self),
-        initialState: initial.map { FavorStateView(s: $0.s.view(T.self), z: $0.z.view(T.self), c: $0.c.view(T.self)) },
-        finalStateGradient: dfinal.map { LinearStateView(s: $0.s.view(T.self), z: $0.z.view(T.self)) },
-        initialStateGradient: dinitial.map {
-            MutableLinearStateView(s: $0.s.mutableView(T.self), z: $0.z.mutableView(T.self))
-        },
-        options: options)
+    try call(a.q.view(T.self), a.k.view(T.self), a.v.view(T.self), a.p, a.dout.view(T.self),
+             a.dq.mutableView(T.self), a.dk.mutableView(T.self), a.dv.mutableView(T.self),
+             a.initial.map { FavorStateView(s: $0.s.view(S.self), z: $0.z.view(S.self), c: $0.c.view(S.self)) },
+             a.dfinal.map { LinearStateView(s: $0.s.view(S.self), z: $0.z.view(S.self)) },
+             a.dinitial.map { MutableLinearStateView(s: $0.s.mutableView(S.self), z: $0.z.mutableView(S.self)) },
+             a.options)
 }

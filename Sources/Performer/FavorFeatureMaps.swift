@@ -73,7 +73,12 @@ public func performer_favor_features(
         case .float64:
             try FavorFeatures.forward(input: x.view(Double.self), projection: p, output: out.mutableView(Double.self),
                                       options: options)
-        case .float16, .bfloat16: throw x.unsupportedHalf(in: "performer_favor_features")
+        case .float16:
+            try FavorFeatures.forward(input: x.view(Float16.self), projection: p, output: out.mutableView(Float16.self),
+                                      options: options)
+        case .bfloat16:
+            try FavorFeatures.forward(input: x.view(BFloat16.self), projection: p, output: out.mutableView(BFloat16.self),
+                                      options: options)
         }
     }
 }
@@ -97,7 +102,12 @@ public func performer_favor_features_backward(
         case .float64:
             try FavorFeatures.backward(input: x.view(Double.self), featureGradient: g.view(Double.self), projection: p,
                                        inputGradient: dx.mutableView(Double.self), options: options)
-        case .float16, .bfloat16: throw x.unsupportedHalf(in: "performer_favor_features_backward")
+        case .float16:
+            try FavorFeatures.backward(input: x.view(Float16.self), featureGradient: g.view(Float16.self), projection: p,
+                                       inputGradient: dx.mutableView(Float16.self), options: options)
+        case .bfloat16:
+            try FavorFeatures.backward(input: x.view(BFloat16.self), featureGradient: g.view(BFloat16.self), projection: p,
+                                       inputGradient: dx.mutableView(BFloat16.self), options: options)
         }
     }
 }

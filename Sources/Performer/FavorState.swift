@@ -19,26 +19,34 @@ public func performer_favor_state(
         let initial = try stateTriple(initial_state_s, initial_state_z, initial_state_c, names: ("S0", "z0", "c0"))
         let final: StateTriple = (try TensorArgument(state_s, name: "S_out"), try TensorArgument(state_z, name: "z_out"),
                                   try TensorArgument(state_c, name: "c_out"))
-        try TensorArgument.expectSameDType([v] + tensors(initial) + tensors(final), as: k)
+        try TensorArgument.expectDTypes(tokens: [v], states: tensors(initial) + tensors(final), as: k)
         let options = try favorAttentionOptions(options, tensors: [k, v] + tensors(initial) + tensors(final))
+        let call = (k, v, p, initial, final, options)
         switch k.dtype {
-        case .float32: try state(Float.self, k, v, p, initial, final, options)
-        case .float64: try state(Double.self, k, v, p, initial, final, options)
-        case .float16, .bfloat16: throw k.unsupportedHalf(in: "performer_favor_state")
+        case .float32: try state(Float.self, state: Float.self, call, FavorAttention.state)
+        case .float64: try state(Double.self, state: Double.self, call, FavorAttention.state)
+        case .float16: try state(Float16.self, state: Float.self, call, FavorAttention.state)
+        case .bfloat16: try state(BFloat16.self, state: Float.self, call, FavorAttention.state)
         }
     }
 }
 
-private func state<T: AttentionScalar>(
-    _: T.Type, _ k: TensorArgument, _ v: TensorArgument, _ p: FavorProjection, _ initial: StateTriple?,
-    _ final: StateTriple, _ options: FavorAttentionOptions
+private typealias StateArguments = (
+    k: TensorArgument, v: TensorArgument, p: FavorProjection, initial: StateTriple?, final: StateTriple,
+    options: FavorAttentionOptions)
+
+/// The views of a state call in token type T and state type S (T, or float32 for a half T),
+/// handed to `call`: `FavorAttention.state` for that T.
+private func state<T: TensorElement, S: AttentionScalar>(
+    _: T.Type, state _: S.Type, _ a: StateArguments,
+    _ call: (TensorView<T>, TensorView<T>, FavorProjection, FavorStateView<S>?, MutableFavorStateView<S>,
+             FavorAttentionOptions) throws(PerformerError) -> Void
 ) throws(PerformerError) {
-    try FavorAttention.state(
-        key: k.view(T.self), value: v.view(T.self), projection: p,
-        initialState: initial.map { FavorStateView(s: $0.s.view(T.self), z: $0.z.view(T.self), c: $0.c.view(T.self)) },
-        finalState: MutableFavorStateView(s: final.s.mutableView(T.self), z: final.z.mutableView(T.self),
-                                          c: final.c.mutableView(T.self)),
-        options: options)
+    try call(a.k.view(T.self), a.v.view(T.self), a.p,
+             a.initial.map { FavorStateView(s: $0.s.view(S.self), z: $0.z.view(S.self), c: $0.c.view(S.self)) },
+             MutableFavorStateView(s: a.final.s.mutableView(S.self), z: a.final.z.mutableView(S.self),
+                                   c: a.final.c.mutableView(S.self)),
+             a.options)
 }
 
 @_cdecl("performer_favor_state_backward")
@@ -62,28 +70,34 @@ public func performer_favor_state_backward(
                                      names: ("dS0", "dz0"))
         let initial = try stateTriple(initial_state_s, initial_state_z, initial_state_c, names: ("S0", "z0", "c0"))
         let all = [k, v, ds, dz, dk, dv] + tensors(dinitial) + tensors(initial)
-        try TensorArgument.expectSameDType(Array(all.dropFirst()), as: k)
+        try TensorArgument.expectDTypes(tokens: [v, dk, dv], states: [ds, dz] + tensors(dinitial) + tensors(initial), as: k)
         let options = try favorAttentionOptions(options, tensors: all)
+        let call = (k, v, p, (ds, dz), dk, dv, dinitial, initial, options)
         switch k.dtype {
-        case .float32: try stateBackward(Float.self, k, v, p, (ds, dz), dk, dv, dinitial, initial, options)
-        case .float64: try stateBackward(Double.self, k, v, p, (ds, dz), dk, dv, dinitial, initial, options)
-        case .float16, .bfloat16: throw k.unsupportedHalf(in: "performer_favor_state_backward")
+        case .float32: try stateBackward(Float.self, state: Float.self, call, FavorAttention.stateBackward)
+        case .float64: try stateBackward(Double.self, state: Double.self, call, FavorAttention.stateBackward)
+        case .float16: try stateBackward(Float16.self, state: Float.self, call, FavorAttention.stateBackward)
+        case .bfloat16: try stateBackward(BFloat16.self, state: Float.self, call, FavorAttention.stateBackward)
         }
     }
 }
 
-private func stateBackward<T: AttentionScalar>(
-    _: T.Type, _ k: TensorArgument, _ v: TensorArgument, _ p: FavorProjection, _ dfinal: StatePair,
-    _ dk: TensorArgument, _ dv: TensorArgument, _ dinitial: StatePair?, _ initial: StateTriple?,
-    _ options: FavorAttentionOptions
+private typealias StateBackwardArguments = (
+    k: TensorArgument, v: TensorArgument, p: FavorProjection, dfinal: StatePair, dk: TensorArgument,
+    dv: TensorArgument, dinitial: StatePair?, initial: StateTriple?, options: FavorAttentionOptions)
+
+/// The views of a state backward in token type T and state type S (as `state`), handed to
+/// `call`: `FavorAttention.stateBackward` for that T.
+private func stateBackward<T: TensorElement, S: AttentionScalar>(
+    _: T.Type, state _: S.Type, _ a: StateBackwardArguments,
+    _ call: (TensorView<T>, TensorView<T>, FavorProjection, LinearStateView<S>, MutableTensorView<T>,
+             MutableTensorView<T>, FavorStateView<S>?, MutableLinearStateView<S>?, FavorAttentionOptions)
+        throws(PerformerError) -> Void
 ) throws(PerformerError) {
-    try FavorAttention.stateBackward(
-        key: k.view(T.self), value: v.view(T.self), projection: p,
-        finalStateGradient: LinearStateView(s: dfinal.s.view(T.self), z: dfinal.z.view(T.self)),
-        keyGradient: dk.mutableView(T.self), valueGradient: dv.mutableView(T.self),
-        initialState: initial.map { FavorStateView(s: $0.s.view(T.self), z: $0.z.view(T.self), c: $0.c.view(T.self)) },
-        initialStateGradient: dinitial.map {
-            MutableLinearStateView(s: $0.s.mutableView(T.self), z: $0.z.mutableView(T.self))
-        },
-        options: options)
+    try call(a.k.view(T.self), a.v.view(T.self), a.p,
+             LinearStateView(s: a.dfinal.s.view(S.self), z: a.dfinal.z.view(S.self)),
+             a.dk.mutableView(T.self), a.dv.mutableView(T.self),
+             a.initial.map { FavorStateView(s: $0.s.view(S.self), z: $0.z.view(S.self), c: $0.c.view(S.self)) },
+             a.dinitial.map { MutableLinearStateView(s: $0.s.mutableView(S.self), z: $0.z.mutableView(S.self)) },
+             a.options)
 }

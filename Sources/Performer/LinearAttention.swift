@@ -73,27 +73,33 @@ public func performer_linear_forward_with_denominators(
                                   names: ("S_N", "z_N"))
         let denominators = denominators == nil ? nil : try TensorArgument(denominators, name: "denominators")
         let extra = denominators.map { [$0] } ?? []
-        try TensorArgument.expectSameDType([k, v, out] + tensors(initial, final) + extra, as: q)
+        try TensorArgument.expectDTypes(tokens: [k, v, out], states: tensors(initial, final) + extra, as: q)
         let options = try linearOptions(options, tensors: [q, k, v, out] + tensors(initial, final) + extra)
+        let call = (q, k, v, out, initial, final, denominators, options)
         switch q.dtype {
-        case .float32: try forward(Float.self, q, k, v, out, initial, final, denominators, options)
-        case .float64: try forward(Double.self, q, k, v, out, initial, final, denominators, options)
-        case .float16, .bfloat16: throw q.unsupportedHalf(in: "performer_linear_forward(_with_denominators)")
+        case .float32: try forward(Float.self, state: Float.self, call, LinearAttention.forward)
+        case .float64: try forward(Double.self, state: Double.self, call, LinearAttention.forward)
+        case .float16: try forward(Float16.self, state: Float.self, call, LinearAttention.forward)
+        case .bfloat16: try forward(BFloat16.self, state: Float.self, call, LinearAttention.forward)
         }
     }
 }
 
-private func forward<T: AttentionScalar>(
-    _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
-    _ initial: (s: TensorArgument, z: TensorArgument)?, _ final: (s: TensorArgument, z: TensorArgument)?,
-    _ denominators: TensorArgument?, _ options: LinearAttentionOptions
+private typealias ForwardArguments = (
+    q: TensorArgument, k: TensorArgument, v: TensorArgument, out: TensorArgument, initial: StatePair?,
+    final: StatePair?, denominators: TensorArgument?, options: LinearAttentionOptions)
+
+/// The views of a forward in token type T and state type S (T, or float32 for a half T),
+/// handed to `call`: `LinearAttention.forward` for that T.
+private func forward<T: TensorElement, S: AttentionScalar>(
+    _: T.Type, state _: S.Type, _ a: ForwardArguments,
+    _ call: (TensorView<T>, TensorView<T>, TensorView<T>, MutableTensorView<T>, LinearStateView<S>?,
+             MutableLinearStateView<S>?, MutableTensorView<S>?, LinearAttentionOptions) throws(PerformerError) -> Void
 ) throws(PerformerError) {
-    try LinearAttention.forward(
-        query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), output: out.mutableView(T.self),
-        initialState: initial.map { LinearStateView(s: $0.s.view(T.self), z: $0.z.view(T.self)) },
-        finalState: final.map { MutableLinearStateView(s: $0.s.mutableView(T.self), z: $0.z.mutableView(T.self)) },
-        denominators: denominators?.mutableView(T.self),
-        options: options)
+    try call(a.q.view(T.self), a.k.view(T.self), a.v.view(T.self), a.out.mutableView(T.self),
+             a.initial.map { LinearStateView(s: $0.s.view(S.self), z: $0.z.view(S.self)) },
+             a.final.map { MutableLinearStateView(s: $0.s.mutableView(S.self), z: $0.z.mutableView(S.self)) },
+             a.denominators?.mutableView(S.self), a.options)
 }
 
 @_cdecl("performer_linear_backward")
@@ -117,27 +123,35 @@ public func performer_linear_backward(
         let dfinal = try statePair(dfinal_state_s, dfinal_state_z, names: ("dS_N", "dz_N"))
         let dinitial = try statePair(UnsafePointer(dinitial_state_s), UnsafePointer(dinitial_state_z),
                                      names: ("dS0", "dz0"))
-        try TensorArgument.expectSameDType([k, v, dout, dq, dk, dv] + tensors(initial, dfinal, dinitial), as: q)
+        try TensorArgument.expectDTypes(tokens: [k, v, dout, dq, dk, dv], states: tensors(initial, dfinal, dinitial), as: q)
         let options = try linearOptions(options, tensors: [q, k, v, dout, dq, dk, dv] + tensors(initial, dfinal, dinitial))
+        let call = (q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)
         switch q.dtype {
-        case .float32: try backward(Float.self, q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)
-        case .float64: try backward(Double.self, q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)
-        case .float16, .bfloat16: throw q.unsupportedHalf(in: "performer_linear_backward")
+        case .float32: try backward(Float.self, state: Float.self, call, LinearAttention.backward)
+        case .float64: try backward(Double.self, state: Double.self, call, LinearAttention.backward)
+        case .float16: try backward(Float16.self, state: Float.self, call, LinearAttention.backward)
+        case .bfloat16: try backward(BFloat16.self, state: Float.self, call, LinearAttention.backward)
         }
     }
 }
 
-private func backward<T: AttentionScalar>(
-    _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ dout: TensorArgument,
-    _ dq: TensorArgument, _ dk: TensorArgument, _ dv: TensorArgument,
-    _ initial: (s: TensorArgument, z: TensorArgument)?, _ dfinal: (s: TensorArgument, z: TensorArgument)?,
-    _ dinitial: (s: TensorArgument, z: TensorArgument)?, _ options: LinearAttentionOptions
+private typealias BackwardArguments = (
+    q: TensorArgument, k: TensorArgument, v: TensorArgument, dout: TensorArgument, dq: TensorArgument,
+    dk: TensorArgument, dv: TensorArgument, initial: StatePair?, dfinal: StatePair?, dinitial: StatePair?,
+    options: LinearAttentionOptions)
+
+/// The views of a backward in token type T and state type S (as `forward`), handed to `call`:
+/// `LinearAttention.backward` for that T.
+private func backward<T: TensorElement, S: AttentionScalar>(
+    _: T.Type, state _: S.Type, _ a: BackwardArguments,
+    _ call: (TensorView<T>, TensorView<T>, TensorView<T>, TensorView<T>, MutableTensorView<T>, MutableTensorView<T>,
+             MutableTensorView<T>, LinearStateView<S>?, LinearStateView<S>?, MutableLinearStateView<S>?,
+             LinearAttentionOptions) throws(PerformerError) -> Void
 ) throws(PerformerError) {
-    try LinearAttention.backward(
-        query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), outputGradient: dout.view(T.self),
-        queryGradient: dq.mutableView(T.self), keyGradient: dk.mutableView(T.self), valueGradient: dv.mutableView(T.self),
-        initialState: initial.map { LinearStateView(s: $0.s.view(T.self), z: $0.z.view(T.self)) },
-        finalStateGradient: dfinal.map { LinearStateView(s: $0.s.view(T.self), z: $0.z.view(T.self)) },
-        initialStateGradient: dinitial.map { MutableLinearStateView(s: $0.s.mutableView(T.self), z: $0.z.mutableView(T.self)) },
-        options: options)
+    try call(a.q.view(T.self), a.k.view(T.self), a.v.view(T.self), a.dout.view(T.self), a.dq.mutableView(T.self),
+             a.dk.mutableView(T.self), a.dv.mutableView(T.self),
+             a.initial.map { LinearStateView(s: $0.s.view(S.self), z: $0.z.view(S.self)) },
+             a.dfinal.map { LinearStateView(s: $0.s.view(S.self), z: $0.z.view(S.self)) },
+             a.dinitial.map { MutableLinearStateView(s: $0.s.mutableView(S.self), z: $0.z.mutableView(S.self)) },
+             a.options)
 }

@@ -14,25 +14,30 @@ public func performer_linear_state(
         let k = try TensorArgument(k, name: "k"), v = try TensorArgument(v, name: "v")
         let initial = try statePair(initial_state_s, initial_state_z, names: ("S0", "z0"))
         let s = try TensorArgument(state_s, name: "S_out"), z = try TensorArgument(state_z, name: "z_out")
-        try TensorArgument.expectSameDType([v, s, z] + tensors(initial), as: k)
+        try TensorArgument.expectDTypes(tokens: [v], states: [s, z] + tensors(initial), as: k)
         let options = try linearOptions(options, tensors: [k, v, s, z] + tensors(initial))
+        let call = (k, v, initial, (s, z), options)
         switch k.dtype {
-        case .float32: try state(Float.self, k, v, initial, (s, z), options)
-        case .float64: try state(Double.self, k, v, initial, (s, z), options)
-        case .float16, .bfloat16: throw k.unsupportedHalf(in: "performer_linear_state")
+        case .float32: try state(Float.self, state: Float.self, call, LinearAttention.state)
+        case .float64: try state(Double.self, state: Double.self, call, LinearAttention.state)
+        case .float16: try state(Float16.self, state: Float.self, call, LinearAttention.state)
+        case .bfloat16: try state(BFloat16.self, state: Float.self, call, LinearAttention.state)
         }
     }
 }
 
-private func state<T: AttentionScalar>(
-    _: T.Type, _ k: TensorArgument, _ v: TensorArgument, _ initial: StatePair?, _ final: StatePair,
-    _ options: LinearAttentionOptions
+private typealias StateArguments = (
+    k: TensorArgument, v: TensorArgument, initial: StatePair?, final: StatePair, options: LinearAttentionOptions)
+
+/// The views of a state call in token type T and state type S (T, or float32 for a half T),
+/// handed to `call`: `LinearAttention.state` for that T.
+private func state<T: TensorElement, S: AttentionScalar>(
+    _: T.Type, state _: S.Type, _ a: StateArguments,
+    _ call: (TensorView<T>, TensorView<T>, LinearStateView<S>?, MutableLinearStateView<S>, LinearAttentionOptions)
+        throws(PerformerError) -> Void
 ) throws(PerformerError) {
-    try LinearAttention.state(
-        key: k.view(T.self), value: v.view(T.self),
-        initialState: initial.map { LinearStateView(s: $0.s.view(T.self), z: $0.z.view(T.self)) },
-        finalState: MutableLinearStateView(s: final.s.mutableView(T.self), z: final.z.mutableView(T.self)),
-        options: options)
+    try call(a.k.view(T.self), a.v.view(T.self), a.initial.map { LinearStateView(s: $0.s.view(S.self), z: $0.z.view(S.self)) },
+             MutableLinearStateView(s: a.final.s.mutableView(S.self), z: a.final.z.mutableView(S.self)), a.options)
 }
 
 @_cdecl("performer_linear_state_backward")
@@ -50,24 +55,30 @@ public func performer_linear_state_backward(
         let dk = try TensorArgument(dk, name: "dk"), dv = try TensorArgument(dv, name: "dv")
         let dinitial = try statePair(UnsafePointer(dinitial_state_s), UnsafePointer(dinitial_state_z),
                                      names: ("dS0", "dz0"))
-        try TensorArgument.expectSameDType([v, ds, dz, dk, dv] + tensors(dinitial), as: k)
+        try TensorArgument.expectDTypes(tokens: [v, dk, dv], states: [ds, dz] + tensors(dinitial), as: k)
         let options = try linearOptions(options, tensors: [k, v, ds, dz, dk, dv] + tensors(dinitial))
+        let call = (k, v, (ds, dz), dk, dv, dinitial, options)
         switch k.dtype {
-        case .float32: try stateBackward(Float.self, k, v, (ds, dz), dk, dv, dinitial, options)
-        case .float64: try stateBackward(Double.self, k, v, (ds, dz), dk, dv, dinitial, options)
-        case .float16, .bfloat16: throw k.unsupportedHalf(in: "performer_linear_state_backward")
+        case .float32: try stateBackward(Float.self, state: Float.self, call, LinearAttention.stateBackward)
+        case .float64: try stateBackward(Double.self, state: Double.self, call, LinearAttention.stateBackward)
+        case .float16: try stateBackward(Float16.self, state: Float.self, call, LinearAttention.stateBackward)
+        case .bfloat16: try stateBackward(BFloat16.self, state: Float.self, call, LinearAttention.stateBackward)
         }
     }
 }
 
-private func stateBackward<T: AttentionScalar>(
-    _: T.Type, _ k: TensorArgument, _ v: TensorArgument, _ dfinal: StatePair, _ dk: TensorArgument,
-    _ dv: TensorArgument, _ dinitial: StatePair?, _ options: LinearAttentionOptions
+private typealias StateBackwardArguments = (
+    k: TensorArgument, v: TensorArgument, dfinal: StatePair, dk: TensorArgument, dv: TensorArgument,
+    dinitial: StatePair?, options: LinearAttentionOptions)
+
+/// The views of a state backward in token type T and state type S (as `state`), handed to
+/// `call`: `LinearAttention.stateBackward` for that T.
+private func stateBackward<T: TensorElement, S: AttentionScalar>(
+    _: T.Type, state _: S.Type, _ a: StateBackwardArguments,
+    _ call: (TensorView<T>, TensorView<T>, LinearStateView<S>, MutableTensorView<T>, MutableTensorView<T>,
+             MutableLinearStateView<S>?, LinearAttentionOptions) throws(PerformerError) -> Void
 ) throws(PerformerError) {
-    try LinearAttention.stateBackward(
-        key: k.view(T.self), value: v.view(T.self),
-        finalStateGradient: LinearStateView(s: dfinal.s.view(T.self), z: dfinal.z.view(T.self)),
-        keyGradient: dk.mutableView(T.self), valueGradient: dv.mutableView(T.self),
-        initialStateGradient: dinitial.map { MutableLinearStateView(s: $0.s.mutableView(T.self), z: $0.z.mutableView(T.self)) },
-        options: options)
+    try call(a.k.view(T.self), a.v.view(T.self), LinearStateView(s: a.dfinal.s.view(S.self), z: a.dfinal.z.view(S.self)),
+             a.dk.mutableView(T.self), a.dv.mutableView(T.self),
+             a.dinitial.map { MutableLinearStateView(s: $0.s.mutableView(S.self), z: $0.z.mutableView(S.self)) }, a.options)
 }

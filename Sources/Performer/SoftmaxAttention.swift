@@ -91,32 +91,23 @@ public func performer_softmax_backward(
         if q.dtype.isHalf { try lse.expectFloat32(in: q) }
         let options = try softmaxOptions(options, tensors: [q, k, v, out, lse, dout, dq, dk, dv])
         switch q.dtype {
-        case .float32: try backward(Float.self, q, k, v, out, lse, dout, dq, dk, dv, options)
-        case .float64: try backward(Double.self, q, k, v, out, lse, dout, dq, dk, dv, options)
-        case .float16: try backwardHalf(Float16.self, q, k, v, out, lse, dout, dq, dk, dv, options)
-        case .bfloat16: try backwardHalf(BFloat16.self, q, k, v, out, lse, dout, dq, dk, dv, options)
+        case .float32: try backward(Float.self, lse: Float.self, q, k, v, out, lse, dout, dq, dk, dv, options, SoftmaxAttention.backward)
+        case .float64: try backward(Double.self, lse: Double.self, q, k, v, out, lse, dout, dq, dk, dv, options, SoftmaxAttention.backward)
+        case .float16: try backward(Float16.self, lse: Float.self, q, k, v, out, lse, dout, dq, dk, dv, options, SoftmaxAttention.backward)
+        case .bfloat16: try backward(BFloat16.self, lse: Float.self, q, k, v, out, lse, dout, dq, dk, dv, options, SoftmaxAttention.backward)
         }
     }
 }
 
-private func backward<T: AttentionScalar>(
-    _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
+/// The views of a backward call in element type T, its lse in L (T, or float32 for a half T),
+/// handed to `call`: `SoftmaxAttention.backward` for that T.
+private func backward<T: TensorElement, L: TensorElement>(
+    _: T.Type, lse _: L.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
     _ lse: TensorArgument, _ dout: TensorArgument, _ dq: TensorArgument, _ dk: TensorArgument,
-    _ dv: TensorArgument, _ options: SoftmaxAttentionOptions
+    _ dv: TensorArgument, _ options: SoftmaxAttentionOptions,
+    _ call: (TensorView<T>, TensorView<T>, TensorView<T>, TensorView<T>, TensorView<L>, TensorView<T>,
+             MutableTensorView<T>, MutableTensorView<T>, MutableTensorView<T>, SoftmaxAttentionOptions) throws(PerformerError) -> Void
 ) throws(PerformerError) {
-    try SoftmaxAttention.backward(
-        query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), output: out.view(T.self),
-        logSumExp: lse.view(T.self), outputGradient: dout.view(T.self), queryGradient: dq.mutableView(T.self),
-        keyGradient: dk.mutableView(T.self), valueGradient: dv.mutableView(T.self), options: options)
-}
-
-private func backwardHalf<H: HalfPrecisionScalar>(
-    _: H.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
-    _ lse: TensorArgument, _ dout: TensorArgument, _ dq: TensorArgument, _ dk: TensorArgument,
-    _ dv: TensorArgument, _ options: SoftmaxAttentionOptions
-) throws(PerformerError) {
-    try SoftmaxAttention.backward(
-        query: q.view(H.self), key: k.view(H.self), value: v.view(H.self), output: out.view(H.self),
-        logSumExp: lse.view(Float.self), outputGradient: dout.view(H.self), queryGradient: dq.mutableView(H.self),
-        keyGradient: dk.mutableView(H.self), valueGradient: dv.mutableView(H.self), options: options)
+    try call(q.view(T.self), k.view(T.self), v.view(T.self), out.view(T.self), lse.view(L.self), dout.view(T.self),
+             dq.mutableView(T.self), dk.mutableView(T.self), dv.mutableView(T.self), options)
 }

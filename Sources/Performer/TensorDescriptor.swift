@@ -62,6 +62,19 @@ struct TensorArgument {
         }
     }
 
+    /// Throws unless every tensor in `tokens` has `first`'s dtype and every tensor in `states`
+    /// has the dtype its call keeps states in: `first`'s (float32, float64), or float32 when
+    /// `first` is half precision (states, lse, denominators stay float32; docs/HALF_PRECISION.md).
+    static func expectDTypes(tokens: [TensorArgument], states: [TensorArgument], as first: TensorArgument)
+        throws(PerformerError) {
+        try expectSameDType(tokens, as: first)
+        if first.dtype.isHalf {
+            for state in states { try state.expectFloat32(in: first) }
+        } else {
+            try expectSameDType(states, as: first)
+        }
+    }
+
     /// The error of a function that does not take this tensor's half-precision dtype yet:
     /// DTYPE_MISMATCH, before any of its 2-byte data is read.
     func unsupportedHalf(in function: String) -> PerformerError {

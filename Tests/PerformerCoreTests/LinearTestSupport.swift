@@ -193,6 +193,13 @@ func featureSlope(_ x: Double, _ map: LinearAttentionOptions.FeatureMap) -> Doub
 /// (j ≤ i when causal; φ(k_j) = 0 for padded keys), outputs and gradients by the chain rule on
 /// those matrices — no chunks, no running state.
 func linearReference(_ c: LinearCase, _ x: LinearInputs) -> LinearResults {
+    linearReference(c, x, arithmetic: Double.self)
+}
+
+/// The direct reference computed in `R` arithmetic (every product and sum rounded to R; φ and
+/// φ' evaluated in float64 and rounded): Float gives the straightforward float32 evaluation the
+/// half-precision tests compare against.
+func linearReference<R: BinaryFloatingPoint>(_ c: LinearCase, _ x: LinearInputs, arithmetic _: R.Type) -> LinearResults {
     let (n, l, d, m) = (c.n, c.l, c.d, c.m)
     var r = LinearResults(out: .init(repeating: 0, count: c.b * c.h * n * m),
                           sN: .init(repeating: 0, count: c.b * c.h * d * m), zN: .init(repeating: 0, count: c.b * c.h * d),
@@ -200,6 +207,8 @@ func linearReference(_ c: LinearCase, _ x: LinearInputs) -> LinearResults {
                           dv: .init(repeating: 0, count: x.v.count),
                           ds0: .init(repeating: 0, count: c.b * c.h * d * m), dz0: .init(repeating: 0, count: c.b * c.h * d),
                           den: .init(repeating: 0, count: c.b * c.h * n))
+    let xv = x.v.map { R($0) }, xdout = x.dout.map { R($0) }
+    var dkSum = [R](repeating: 0, count: x.k.count), dvSum = [R](repeating: 0, count: x.v.count)
     let group = c.h / c.hk
     for b in 0..<c.b {
         let limit = c.keyLengths?[b] ?? l, start = c.keyStarts?[b] ?? 0
@@ -209,34 +218,34 @@ func linearReference(_ c: LinearCase, _ x: LinearInputs) -> LinearResults {
             let vBase = (b * c.hk + hk) * l * m, oBase = (b * c.h + h) * n * m
             let sBase = (b * c.h + h) * d * m, zBase = (b * c.h + h) * d
             let useState = c.withState
-            let s0 = (0..<(d * m)).map { useState ? x.s0[sBase + $0] : 0 }
-            let z0 = (0..<d).map { useState ? x.z0[zBase + $0] : 0 }
-            let dsN = (0..<(d * m)).map { useState ? x.dsN[sBase + $0] : 0 }
-            let dzN = (0..<d).map { useState ? x.dzN[zBase + $0] : 0 }
-            let fq = (0..<(n * d)).map { featureValue(x.q[qBase + $0], c.featureMap) }
-            let fk = (0..<(l * d)).map { (start..<limit).contains($0 / d) ? featureValue(x.k[kBase + $0], c.featureMap) : 0 }
+            let s0 = (0..<(d * m)).map { R(useState ? x.s0[sBase + $0] : 0) }
+            let z0 = (0..<d).map { R(useState ? x.z0[zBase + $0] : 0) }
+            let dsN = (0..<(d * m)).map { R(useState ? x.dsN[sBase + $0] : 0) }
+            let dzN = (0..<d).map { R(useState ? x.dzN[zBase + $0] : 0) }
+            let fq = (0..<(n * d)).map { R(featureValue(x.q[qBase + $0], c.featureMap)) }
+            let fk = (0..<(l * d)).map { (start..<limit).contains($0 / d) ? R(featureValue(x.k[kBase + $0], c.featureMap)) : 0 }
             func visible(_ i: Int, _ j: Int) -> Bool { j < limit && j >= start && (!c.causal || j <= i) }
-            var a = [Double](repeating: 0, count: n * l)
+            var a = [R](repeating: 0, count: n * l)
             for i in 0..<n { for j in 0..<l where visible(i, j) {
                 a[i * l + j] = (0..<d).reduce(0) { $0 + fq[i * d + $1] * fk[j * d + $1] }
             } }
-            var dnum = [Double](repeating: 0, count: n * m), dden = [Double](repeating: 0, count: n)
+            var dnum = [R](repeating: 0, count: n * m), dden = [R](repeating: 0, count: n)
             for i in 0..<n {
-                var num = (0..<m).map { col in (0..<d).reduce(0) { $0 + fq[i * d + $1] * s0[$1 * m + col] } }
-                var den = (0..<d).reduce(0) { $0 + fq[i * d + $1] * z0[$1] }
+                var num = (0..<m).map { col in (0..<d).reduce(R(0)) { $0 + fq[i * d + $1] * s0[$1 * m + col] } }
+                var den = (0..<d).reduce(R(0)) { $0 + fq[i * d + $1] * z0[$1] }
                 for j in 0..<l {
                     den += a[i * l + j]
-                    for col in 0..<m { num[col] += a[i * l + j] * x.v[vBase + j * m + col] }
+                    for col in 0..<m { num[col] += a[i * l + j] * xv[vBase + j * m + col] }
                 }
-                r.den[(b * c.h + h) * n + i] = den
+                r.den[(b * c.h + h) * n + i] = Double(den)
                 // Un-normalized: o = num, as if den were 1 and fixed.
-                den = c.normalize ? den + c.epsilon : 1
+                den = c.normalize ? den + R(c.epsilon) : 1
                 guard den != 0 else { continue }
-                var dot = 0.0
+                var dot = R(0)
                 for col in 0..<m {
                     let o = num[col] / den
-                    r.out[oBase + i * m + col] = o
-                    let g = x.dout[oBase + i * m + col]
+                    r.out[oBase + i * m + col] = Double(o)
+                    let g = xdout[oBase + i * m + col]
                     dot += g * o
                     dnum[i * m + col] = g / den
                 }
@@ -244,42 +253,44 @@ func linearReference(_ c: LinearCase, _ x: LinearInputs) -> LinearResults {
             }
             // Final state and the gradients.
             for f in 0..<d {
-                r.zN[zBase + f] = z0[f] + (0..<l).reduce(0) { $0 + fk[$1 * d + f] }
+                r.zN[zBase + f] = Double(z0[f] + (0..<l).reduce(R(0)) { $0 + fk[$1 * d + f] })
                 for col in 0..<m {
-                    r.sN[sBase + f * m + col] = s0[f * m + col] + (0..<l).reduce(0) { $0 + fk[$1 * d + f] * x.v[vBase + $1 * m + col] }
+                    r.sN[sBase + f * m + col] = Double(s0[f * m + col] + (0..<l).reduce(R(0)) { $0 + fk[$1 * d + f] * xv[vBase + $1 * m + col] })
                 }
             }
-            var da = [Double](repeating: 0, count: n * l)
+            var da = [R](repeating: 0, count: n * l)
             for i in 0..<n { for j in 0..<l where visible(i, j) {
-                da[i * l + j] = (0..<m).reduce(dden[i]) { $0 + dnum[i * m + $1] * x.v[vBase + j * m + $1] }
+                da[i * l + j] = (0..<m).reduce(dden[i]) { $0 + dnum[i * m + $1] * xv[vBase + j * m + $1] }
             } }
             for i in 0..<n {
                 for f in 0..<d {
-                    var g = (0..<l).reduce(0) { $0 + da[i * l + $1] * fk[$1 * d + f] }
-                    g += (0..<m).reduce(0) { $0 + s0[f * m + $1] * dnum[i * m + $1] } + z0[f] * dden[i]
-                    r.dq[qBase + i * d + f] = featureSlope(x.q[qBase + i * d + f], c.featureMap) * g
+                    var g = (0..<l).reduce(R(0)) { $0 + da[i * l + $1] * fk[$1 * d + f] }
+                    g += (0..<m).reduce(R(0)) { $0 + s0[f * m + $1] * dnum[i * m + $1] } + z0[f] * dden[i]
+                    r.dq[qBase + i * d + f] = Double(R(featureSlope(x.q[qBase + i * d + f], c.featureMap)) * g)
                 }
             }
             for j in 0..<l {
                 for f in 0..<d where (start..<limit).contains(j) {
-                    var g = (0..<n).reduce(0) { $0 + da[$1 * l + j] * fq[$1 * d + f] }
-                    g += (0..<m).reduce(0) { $0 + dsN[f * m + $1] * x.v[vBase + j * m + $1] } + dzN[f]
-                    r.dk[kBase + j * d + f] += featureSlope(x.k[kBase + j * d + f], c.featureMap) * g
+                    var g = (0..<n).reduce(R(0)) { $0 + da[$1 * l + j] * fq[$1 * d + f] }
+                    g += (0..<m).reduce(R(0)) { $0 + dsN[f * m + $1] * xv[vBase + j * m + $1] } + dzN[f]
+                    dkSum[kBase + j * d + f] += R(featureSlope(x.k[kBase + j * d + f], c.featureMap)) * g
                 }
                 for col in 0..<m {
-                    var g = (0..<n).reduce(0) { $0 + a[$1 * l + j] * dnum[$1 * m + col] }
-                    g += (0..<d).reduce(0) { $0 + dsN[$1 * m + col] * fk[j * d + $1] }
-                    r.dv[vBase + j * m + col] += g
+                    var g = (0..<n).reduce(R(0)) { $0 + a[$1 * l + j] * dnum[$1 * m + col] }
+                    g += (0..<d).reduce(R(0)) { $0 + dsN[$1 * m + col] * fk[j * d + $1] }
+                    dvSum[vBase + j * m + col] += g
                 }
             }
             for f in 0..<d {
-                r.dz0[zBase + f] = dzN[f] + (0..<n).reduce(0) { $0 + fq[$1 * d + f] * dden[$1] }
+                r.dz0[zBase + f] = Double(dzN[f] + (0..<n).reduce(R(0)) { $0 + fq[$1 * d + f] * dden[$1] })
                 for col in 0..<m {
-                    r.ds0[sBase + f * m + col] = dsN[f * m + col] + (0..<n).reduce(0) { $0 + fq[$1 * d + f] * dnum[$1 * m + col] }
+                    r.ds0[sBase + f * m + col] = Double(dsN[f * m + col] + (0..<n).reduce(R(0)) { $0 + fq[$1 * d + f] * dnum[$1 * m + col] })
                 }
             }
         }
     }
+    r.dk = dkSum.map { Double($0) }
+    r.dv = dvSum.map { Double($0) }
     if !c.withState {
         // Without state arguments the library reports no state: compare zeros with zeros.
         for i in r.sN.indices { r.sN[i] = 0; r.ds0[i] = 0 }

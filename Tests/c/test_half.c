@@ -177,6 +177,211 @@ static void test_strided_half_views(int dtype) {
     all_free(all, 6);
 }
 
+static int same_floats(const performer_tensor_t *a, const performer_tensor_t *b) {
+    return memcmp(a->data, b->data, sizeof(float) * (size_t)count_of(a)) == 0;
+}
+
+static void float_fill(performer_tensor_t *t, uint64_t seed, double lo) {
+    int64_t i = 0;
+    FOR4(t) set_at(t, i0, i1, i2, i3, lo + fabs(value_at(seed, i++)));
+}
+
+/* Linear attention (forward with denominators, backward) in `dtype`, states float32: the
+ * float32 calls on the widened inputs, the half results rounded once, the float32 results
+ * (S_N, z_N, denominators, dS0, dz0) bit for bit. */
+static void test_linear_matches_rounded_float32(int dtype, int causal, int threads) {
+    const int64_t B = 2, H = 4, Hk = 2, N = 70, L = 70, D = 16, M = 8;
+    performer_set_num_threads(threads);
+    performer_tensor_t q = half_new(dtype, B, H, N, D), k = half_new(dtype, B, Hk, L, D), v = half_new(dtype, B, Hk, L, M);
+    performer_tensor_t dout = half_new(dtype, B, H, N, M), out = half_new(dtype, B, H, N, M);
+    performer_tensor_t dq = half_new(dtype, B, H, N, D), dk = half_new(dtype, B, Hk, L, D), dv = half_new(dtype, B, Hk, L, M);
+    performer_tensor_t s0 = tensor_new(PERFORMER_FLOAT32, B, H, D, M), z0 = tensor_new(PERFORMER_FLOAT32, B, H, D, 1);
+    performer_tensor_t dsn = tensor_new(PERFORMER_FLOAT32, B, H, D, M), dzn = tensor_new(PERFORMER_FLOAT32, B, H, D, 1);
+    float_fill(&s0, 11, -0.5); float_fill(&z0, 12, 0.1); float_fill(&dsn, 13, -0.5); float_fill(&dzn, 14, -0.5);
+    performer_tensor_t sn = tensor_new(PERFORMER_FLOAT32, B, H, D, M), zn = tensor_new(PERFORMER_FLOAT32, B, H, D, 1);
+    performer_tensor_t ds0 = tensor_new(PERFORMER_FLOAT32, B, H, D, M), dz0 = tensor_new(PERFORMER_FLOAT32, B, H, D, 1);
+    performer_tensor_t den = tensor_new(PERFORMER_FLOAT32, B, H, N, 1);
+    half_fill(&q, 1); half_fill(&k, 2); half_fill(&v, 3); half_fill(&dout, 4);
+    performer_linear_options_t options;
+    performer_linear_options_init(&options);
+    options.causal = causal;
+    int64_t lengths[2] = {70, 41}, starts[2] = {0, 9};
+    options.kv_lengths = lengths;
+    options.kv_starts = starts;
+    OK(performer_linear_forward_with_denominators(&q, &k, &v, &out, &s0, &z0, &sn, &zn, &den, &options), "half linear forward");
+    OK(performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, &s0, &z0, &dsn, &dzn, &ds0, &dz0, &options),
+       "half linear backward");
+
+    performer_tensor_t fq = widened(&q), fk = widened(&k), fv = widened(&v), fdout = widened(&dout);
+    performer_tensor_t fout = tensor_new(PERFORMER_FLOAT32, B, H, N, M), fden = tensor_new(PERFORMER_FLOAT32, B, H, N, 1);
+    performer_tensor_t fsn = tensor_new(PERFORMER_FLOAT32, B, H, D, M), fzn = tensor_new(PERFORMER_FLOAT32, B, H, D, 1);
+    performer_tensor_t fdq = tensor_new(PERFORMER_FLOAT32, B, H, N, D), fdk = tensor_new(PERFORMER_FLOAT32, B, Hk, L, D);
+    performer_tensor_t fdv = tensor_new(PERFORMER_FLOAT32, B, Hk, L, M);
+    performer_tensor_t fds0 = tensor_new(PERFORMER_FLOAT32, B, H, D, M), fdz0 = tensor_new(PERFORMER_FLOAT32, B, H, D, 1);
+    OK(performer_linear_forward_with_denominators(&fq, &fk, &fv, &fout, &s0, &z0, &fsn, &fzn, &fden, &options),
+       "float32 linear forward");
+    OK(performer_linear_backward(&fq, &fk, &fv, &fdout, &fdq, &fdk, &fdv, &s0, &z0, &dsn, &dzn, &fds0, &fdz0, &options),
+       "float32 linear backward");
+    const char *name = dtype == PERFORMER_FLOAT16 ? "f16" : "bf16";
+    CHECK(equals_rounded(&out, &fout), "%s linear causal=%d: out is the float32 out rounded once", name, causal);
+    CHECK(same_floats(&sn, &fsn) && same_floats(&zn, &fzn) && same_floats(&den, &fden),
+          "%s linear: S_N, z_N, denominators are the float32 call's", name);
+    CHECK(equals_rounded(&dq, &fdq) && equals_rounded(&dk, &fdk) && equals_rounded(&dv, &fdv),
+          "%s linear causal=%d: dq, dk, dv are the float32 gradients rounded once", name, causal);
+    CHECK(same_floats(&ds0, &fds0) && same_floats(&dz0, &fdz0), "%s linear: dS0, dz0 are the float32 call's", name);
+    performer_tensor_t all[] = {q, k, v, dout, out, dq, dk, dv, s0, z0, dsn, dzn, sn, zn, ds0, dz0, den,
+                                fq, fk, fv, fdout, fout, fden, fsn, fzn, fdq, fdk, fdv, fds0, fdz0};
+    all_free(all, (int)(sizeof all / sizeof all[0]));
+    performer_set_num_threads(0);
+}
+
+/* FAVOR+ (every feature kind; causal with a float32 state, or not) and its feature map in
+ * `dtype`: the float32 calls on the widened inputs, rounded once; float32 results bit for bit. */
+static void test_favor_matches_rounded_float32(int dtype, int features, int causal) {
+    const int64_t B = 1, H = 2, Hk = 1, N = 40, L = 40, D = 8, m = 8, M = 8;
+    const int64_t C = features == PERFORMER_FAVOR_HYPERBOLIC || features == PERFORMER_FAVOR_TRIGONOMETRIC ? 2 * m : m;
+    performer_favor_projection_t w = 0;
+    OK(performer_favor_projection_create(&w, D, m, PERFORMER_PROJECTION_ORTHOGONAL, PERFORMER_NORMS_CHI, 5), "projection");
+    performer_favor_options_t options;
+    performer_favor_options_init(&options);
+    options.causal = causal;
+    options.features = features;
+    performer_tensor_t q = half_new(dtype, B, H, N, D), k = half_new(dtype, B, Hk, L, D), v = half_new(dtype, B, Hk, L, M);
+    performer_tensor_t dout = half_new(dtype, B, H, N, M), out = half_new(dtype, B, H, N, M);
+    performer_tensor_t dq = half_new(dtype, B, H, N, D), dk = half_new(dtype, B, Hk, L, D), dv = half_new(dtype, B, Hk, L, M);
+    performer_tensor_t sn = tensor_new(PERFORMER_FLOAT32, B, H, C, M), zn = tensor_new(PERFORMER_FLOAT32, B, H, C, 1);
+    performer_tensor_t cn = tensor_new(PERFORMER_FLOAT32, B, H, C, 1), dsn = tensor_new(PERFORMER_FLOAT32, B, H, C, M);
+    performer_tensor_t dzn = tensor_new(PERFORMER_FLOAT32, B, H, C, 1);
+    float_fill(&dsn, 21, -0.5); float_fill(&dzn, 22, -0.5);
+    half_fill(&q, 5); half_fill(&k, 6); half_fill(&v, 7); half_fill(&dout, 8);
+    performer_tensor_t *s = causal ? &sn : NULL, *z = causal ? &zn : NULL, *c = causal ? &cn : NULL;
+    OK(performer_favor_forward(&q, &k, &v, w, &out, NULL, NULL, NULL, s, z, c, &options), "half favor forward");
+    OK(performer_favor_backward(&q, &k, &v, &dout, w, &dq, &dk, &dv, NULL, NULL, NULL, causal ? &dsn : NULL,
+                                causal ? &dzn : NULL, NULL, NULL, &options), "half favor backward");
+    performer_tensor_t fq = widened(&q), fk = widened(&k), fv = widened(&v), fdout = widened(&dout);
+    performer_tensor_t fout = tensor_new(PERFORMER_FLOAT32, B, H, N, M);
+    performer_tensor_t fdq = tensor_new(PERFORMER_FLOAT32, B, H, N, D), fdk = tensor_new(PERFORMER_FLOAT32, B, Hk, L, D);
+    performer_tensor_t fdv = tensor_new(PERFORMER_FLOAT32, B, Hk, L, M);
+    performer_tensor_t fsn = tensor_new(PERFORMER_FLOAT32, B, H, C, M), fzn = tensor_new(PERFORMER_FLOAT32, B, H, C, 1);
+    performer_tensor_t fcn = tensor_new(PERFORMER_FLOAT32, B, H, C, 1);
+    OK(performer_favor_forward(&fq, &fk, &fv, w, &fout, NULL, NULL, NULL, causal ? &fsn : NULL, causal ? &fzn : NULL,
+                               causal ? &fcn : NULL, &options), "float32 favor forward");
+    OK(performer_favor_backward(&fq, &fk, &fv, &fdout, w, &fdq, &fdk, &fdv, NULL, NULL, NULL, causal ? &dsn : NULL,
+                                causal ? &dzn : NULL, NULL, NULL, &options), "float32 favor backward");
+    const char *name = dtype == PERFORMER_FLOAT16 ? "f16" : "bf16";
+    CHECK(equals_rounded(&out, &fout), "%s favor features=%d causal=%d: out rounded once", name, features, causal);
+    CHECK(equals_rounded(&dq, &fdq) && equals_rounded(&dk, &fdk) && equals_rounded(&dv, &fdv),
+          "%s favor features=%d causal=%d: gradients rounded once", name, features, causal);
+    CHECK(same_floats(&sn, &fsn) && same_floats(&zn, &fzn) && same_floats(&cn, &fcn),
+          "%s favor features=%d: the float32 final state", name, features);
+    /* The feature map and its backward. */
+    performer_tensor_t phi = half_new(dtype, B, H, N, C), dphi = half_new(dtype, B, H, N, C), dx = half_new(dtype, B, H, N, D);
+    performer_tensor_t fphi = tensor_new(PERFORMER_FLOAT32, B, H, N, C), fdx = tensor_new(PERFORMER_FLOAT32, B, H, N, D);
+    half_fill(&dphi, 9);
+    performer_tensor_t fdphi = widened(&dphi);
+    OK(performer_favor_features(&q, w, &phi, &options), "half features");
+    OK(performer_favor_features_backward(&q, w, &dphi, &dx, &options), "half features backward");
+    OK(performer_favor_features(&fq, w, &fphi, &options), "float32 features");
+    OK(performer_favor_features_backward(&fq, w, &fdphi, &fdx, &options), "float32 features backward");
+    CHECK(equals_rounded(&phi, &fphi) && equals_rounded(&dx, &fdx), "%s features=%d: phi and dx rounded once", name, features);
+    performer_tensor_t all[] = {q, k, v, dout, out, dq, dk, dv, sn, zn, cn, dsn, dzn, fq, fk, fv, fdout, fout, fdq, fdk, fdv,
+                                fsn, fzn, fcn, phi, dphi, dx, fphi, fdx, fdphi};
+    all_free(all, (int)(sizeof all / sizeof all[0]));
+    performer_favor_projection_destroy(w);
+}
+
+/* State-only calls (linear and FAVOR+, every feature kind) on half keys and values: the state
+ * is the float32 call's (bit for bit), dk and dv its gradients rounded once. */
+static void test_state_only_matches_rounded_float32(int dtype) {
+    const int64_t B = 1, Hk = 2, Hs = 4, L = 50, D = 8, M = 6;
+    performer_tensor_t k = half_new(dtype, B, Hk, L, D), v = half_new(dtype, B, Hk, L, M);
+    performer_tensor_t dk = half_new(dtype, B, Hk, L, D), dv = half_new(dtype, B, Hk, L, M);
+    half_fill(&k, 31); half_fill(&v, 32);
+    performer_tensor_t fk = widened(&k), fv = widened(&v);
+    performer_tensor_t fdk = tensor_new(PERFORMER_FLOAT32, B, Hk, L, D), fdv = tensor_new(PERFORMER_FLOAT32, B, Hk, L, M);
+    const char *name = dtype == PERFORMER_FLOAT16 ? "f16" : "bf16";
+    {   /* linear */
+        performer_tensor_t s = tensor_new(PERFORMER_FLOAT32, B, Hs, D, M), z = tensor_new(PERFORMER_FLOAT32, B, Hs, D, 1);
+        performer_tensor_t fs = tensor_new(PERFORMER_FLOAT32, B, Hs, D, M), fz = tensor_new(PERFORMER_FLOAT32, B, Hs, D, 1);
+        performer_tensor_t ds = tensor_new(PERFORMER_FLOAT32, B, Hs, D, M), dz = tensor_new(PERFORMER_FLOAT32, B, Hs, D, 1);
+        float_fill(&ds, 33, -0.5); float_fill(&dz, 34, -0.5);
+        OK(performer_linear_state(&k, &v, NULL, NULL, &s, &z, NULL), "half linear state");
+        OK(performer_linear_state(&fk, &fv, NULL, NULL, &fs, &fz, NULL), "float32 linear state");
+        CHECK(same_floats(&s, &fs) && same_floats(&z, &fz), "%s linear_state: the float32 state", name);
+        OK(performer_linear_state_backward(&k, &v, &ds, &dz, &dk, &dv, NULL, NULL, NULL), "half linear state backward");
+        OK(performer_linear_state_backward(&fk, &fv, &ds, &dz, &fdk, &fdv, NULL, NULL, NULL), "float32 linear state backward");
+        CHECK(equals_rounded(&dk, &fdk) && equals_rounded(&dv, &fdv), "%s linear_state_backward: dk, dv rounded once", name);
+        performer_tensor_t all[] = {s, z, fs, fz, ds, dz};
+        all_free(all, 6);
+    }
+    performer_favor_projection_t w = 0;
+    OK(performer_favor_projection_create(&w, D, 8, PERFORMER_PROJECTION_ORTHOGONAL, PERFORMER_NORMS_CHI, 7), "projection");
+    for (int features = PERFORMER_FAVOR_POSITIVE; features <= PERFORMER_FAVOR_RELU; features++) {
+        const int64_t C = features == PERFORMER_FAVOR_HYPERBOLIC || features == PERFORMER_FAVOR_TRIGONOMETRIC ? 16 : 8;
+        performer_favor_options_t options;
+        performer_favor_options_init(&options);
+        options.features = features;
+        performer_tensor_t t[6], f[3];
+        for (int i = 0; i < 3; i++) {
+            t[i] = tensor_new(PERFORMER_FLOAT32, B, Hs, C, i == 0 ? M : 1);
+            f[i] = tensor_new(PERFORMER_FLOAT32, B, Hs, C, i == 0 ? M : 1);
+        }
+        t[3] = tensor_new(PERFORMER_FLOAT32, B, Hs, C, M); t[4] = tensor_new(PERFORMER_FLOAT32, B, Hs, C, 1);
+        float_fill(&t[3], 35, -0.5); float_fill(&t[4], 36, -0.5);
+        OK(performer_favor_state(&k, &v, w, NULL, NULL, NULL, &t[0], &t[1], &t[2], &options), "half favor state");
+        OK(performer_favor_state(&fk, &fv, w, NULL, NULL, NULL, &f[0], &f[1], &f[2], &options), "float32 favor state");
+        CHECK(same_floats(&t[0], &f[0]) && same_floats(&t[1], &f[1]) && same_floats(&t[2], &f[2]),
+              "%s favor_state features=%d: the float32 state", name, features);
+        OK(performer_favor_state_backward(&k, &v, w, &t[3], &t[4], &dk, &dv, NULL, NULL, NULL, NULL, NULL, &options),
+           "half favor state backward");
+        OK(performer_favor_state_backward(&fk, &fv, w, &t[3], &t[4], &fdk, &fdv, NULL, NULL, NULL, NULL, NULL, &options),
+           "float32 favor state backward");
+        CHECK(equals_rounded(&dk, &fdk) && equals_rounded(&dv, &fdv), "%s favor_state_backward features=%d: rounded once",
+              name, features);
+        all_free(t, 5);
+        all_free(f, 3);
+    }
+    performer_favor_projection_destroy(w);
+    performer_tensor_t all[] = {k, v, dk, dv, fk, fv, fdk, fdv};
+    all_free(all, 8);
+}
+
+/* A half call's states must be float32; nothing is written when they are not. */
+static void test_state_dtype_errors(int dtype) {
+    performer_tensor_t q = half_new(dtype, 1, 1, 4, 8), k = half_new(dtype, 1, 1, 4, 8), v = half_new(dtype, 1, 1, 4, 8);
+    performer_tensor_t out = half_new(dtype, 1, 1, 4, 8);
+    performer_tensor_t s16 = half_new(dtype, 1, 1, 8, 8), z16 = half_new(dtype, 1, 1, 8, 1);
+    performer_tensor_t s = tensor_new(PERFORMER_FLOAT32, 1, 1, 8, 8), z = tensor_new(PERFORMER_FLOAT32, 1, 1, 8, 1);
+    performer_tensor_t s64 = tensor_new(PERFORMER_FLOAT64, 1, 1, 8, 8);
+    performer_tensor_t den16 = half_new(dtype, 1, 1, 4, 1);
+    half_fill(&q, 1); half_fill(&k, 2); half_fill(&v, 3);
+    for (int i = 0; i < 32; i++) ((uint16_t *)out.data)[i] = 0x1234;
+    expect_status("half S0", performer_linear_forward(&q, &k, &v, &out, &s16, &z16, NULL, NULL, NULL),
+                  PERFORMER_ERROR_DTYPE_MISMATCH, "S0.dtype = ");
+    expect_status("float64 S_N", performer_linear_forward(&q, &k, &v, &out, NULL, NULL, &s64, &z, NULL),
+                  PERFORMER_ERROR_DTYPE_MISMATCH, "must be float32 when q.dtype = ");
+    expect_status("half denominators", performer_linear_forward_with_denominators(&q, &k, &v, &out, NULL, NULL, NULL, NULL,
+                                                                                   &den16, NULL),
+                  PERFORMER_ERROR_DTYPE_MISMATCH, "denominators.dtype = ");
+    int untouched = 1;
+    for (int i = 0; i < 32; i++) untouched &= ((uint16_t *)out.data)[i] == 0x1234;
+    CHECK(untouched, "nothing written on a linear state dtype error");
+    performer_favor_projection_t w = 0;
+    OK(performer_favor_projection_create(&w, 8, 8, PERFORMER_PROJECTION_ORTHOGONAL, PERFORMER_NORMS_CHI, 5), "projection");
+    performer_favor_options_t favor;
+    performer_favor_options_init(&favor);
+    favor.causal = 1;
+    performer_tensor_t c16 = half_new(dtype, 1, 1, 8, 1);
+    expect_status("half favor state", performer_favor_forward(&q, &k, &v, w, &out, NULL, NULL, NULL, &s16, &z16, &c16, &favor),
+                  PERFORMER_ERROR_DTYPE_MISMATCH, "S_N.dtype = ");
+    untouched = 1;
+    for (int i = 0; i < 32; i++) untouched &= ((uint16_t *)out.data)[i] == 0x1234;
+    CHECK(untouched, "nothing written on a FAVOR+ state dtype error");
+    performer_favor_projection_destroy(w);
+    performer_tensor_t all[] = {q, k, v, out, s16, z16, s, z, s64, den16, c16};
+    all_free(all, (int)(sizeof all / sizeof all[0]));
+}
+
 static void test_errors(int dtype) {
     performer_tensor_t q = half_new(dtype, 1, 1, 4, 8), k = half_new(dtype, 1, 1, 5, 8), v = half_new(dtype, 1, 1, 5, 8);
     performer_tensor_t out = half_new(dtype, 1, 1, 4, 8), lse16 = half_new(dtype, 1, 1, 4, 1);
@@ -198,8 +403,12 @@ static void test_errors(int dtype) {
     expect_status("misaligned half data", performer_softmax_forward(&odd, &k, &v, &out, NULL, NULL),
                   PERFORMER_ERROR_INVALID_ARGUMENT, "is not aligned to 2 bytes");
     /* Functions without half support refuse it by name, before reading data. */
-    expect_status("linear forward", performer_linear_forward(&q, &k, &v, &out, NULL, NULL, NULL, NULL, NULL),
-                  PERFORMER_ERROR_DTYPE_MISMATCH, "is not supported by performer_linear_forward");
+    expect_status("softmax merge", performer_softmax_merge(&out, &lse16, &out, &lse16, &out, &lse16),
+                  PERFORMER_ERROR_DTYPE_MISMATCH, "is not supported by performer_softmax_merge");
+    performer_tensor_t s16 = half_new(dtype, 1, 1, 8, 8), z16 = half_new(dtype, 1, 1, 8, 1);
+    expect_status("half linear state", performer_linear_state(&k, &v, NULL, NULL, &s16, &z16, NULL),
+                  PERFORMER_ERROR_DTYPE_MISMATCH, "S_out.dtype = ");
+    free(s16.data); free(z16.data);
     performer_linear_decoder_t decoder = 0;
     expect_status("linear decoder", performer_linear_decoder_create(&decoder, (performer_dtype)dtype, 1, 1, 1, 8, 8,
                                                                    PERFORMER_FEATURE_ELU_PLUS_ONE, 1e-6),
@@ -224,6 +433,15 @@ int main(void) {
         }
         test_strided_half_views(dtype);
         test_errors(dtype);
+        for (int causal = 0; causal < 2; causal++) {
+            test_linear_matches_rounded_float32(dtype, causal, 1);
+            test_linear_matches_rounded_float32(dtype, causal, 3);
+            for (int features = PERFORMER_FAVOR_POSITIVE; features <= PERFORMER_FAVOR_RELU; features++) {
+                test_favor_matches_rounded_float32(dtype, features, causal);
+            }
+        }
+        test_state_dtype_errors(dtype);
+        test_state_only_matches_rounded_float32(dtype);
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

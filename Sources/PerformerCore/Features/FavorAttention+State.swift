@@ -23,20 +23,7 @@ extension FavorAttention {
     ) throws(PerformerError) {
         let problem = try FavorProblem(key: key, value: value, projection: projection,
                                        stateHeads: finalState.s.shape[1], stateName: "S_out", options: options)
-        try problem.checkStateShapes(finalState.readOnly, names: ("S_out", "z_out", "c_out"))
-        let inputs = [try TensorFootprint(key, name: "k"), try TensorFootprint(value, name: "v")]
-        let finals = [try TensorFootprint(finalState.s, name: "S_out"), try TensorFootprint(finalState.z, name: "z_out"),
-                      try TensorFootprint(finalState.c, name: "c_out")]
-        try TensorFootprint.checkOutputsDisjoint(inputs + finals)
-        if let initialState {
-            try problem.checkStateShapes(initialState, names: ("S0", "z0", "c0"))
-            let initials = [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
-                            try TensorFootprint(initialState.c, name: "c0")]
-            // In place is safe: each head reads all of its initial state before writing.
-            try TensorFootprint.checkInPlace(finals, replacing: initials)
-            // Values last: every footprint above is representable, so reading cannot stray.
-            try problem.checkStateValues(initialState, names: ("S0", "z0", "c0"))
-        }
+        try checkState(problem, key: key, value: value, initialState: initialState, finalState: finalState)
 
         let kernels = Runtime.kernels.favorAttention
         guard let tasks = try HeadTasks(
@@ -77,33 +64,9 @@ extension FavorAttention {
     ) throws(PerformerError) {
         let problem = try FavorProblem(key: key, value: value, projection: projection,
                                        stateHeads: finalStateGradient.s.shape[1], stateName: "dS_out", options: options)
-        try problem.checkGradientShapes(finalStateGradient.s, finalStateGradient.z, names: ("dS_out", "dz_out"))
-        try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
-        try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
-        var footprints = [
-            try TensorFootprint(key, name: "k"), try TensorFootprint(value, name: "v"),
-            try TensorFootprint(finalStateGradient.s, name: "dS_out"), try TensorFootprint(finalStateGradient.z, name: "dz_out"),
-            try TensorFootprint(keyGradient, name: "dk"), try TensorFootprint(valueGradient, name: "dv"),
-        ]
-        if let initialState {
-            try problem.checkStateShapes(initialState, names: ("S0", "z0", "c0"))
-            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
-                           try TensorFootprint(initialState.c, name: "c0")]
-        }
-        if let initialStateGradient {
-            try problem.checkGradientShapes(initialStateGradient.s.readOnly, initialStateGradient.z.readOnly,
-                                            names: ("dS0", "dz0"))
-            guard initialState != nil else {
-                throw PerformerError(.invalidArgument, "dS0/dz0 requested but no initial state (S0, z0, c0) was given")
-            }
-            footprints += [try TensorFootprint(initialStateGradient.s, name: "dS0"),
-                           try TensorFootprint(initialStateGradient.z, name: "dz0")]
-        }
-        try TensorFootprint.checkOutputsDisjoint(footprints)
-        // Values last: every footprint above is representable, so reading cannot stray.
-        if let initialState { try problem.checkStateValues(initialState, names: ("S0", "z0", "c0")) }
-        try FavorProblem.checkFinite(finalStateGradient.s, name: "dS_out")
-        try FavorProblem.checkFinite(finalStateGradient.z, name: "dz_out")
+        try checkStateBackward(problem, key: key, value: value, finalStateGradient: finalStateGradient,
+                               keyGradient: keyGradient, valueGradient: valueGradient, initialState: initialState,
+                               initialStateGradient: initialStateGradient)
 
         let kernels = Runtime.kernels.favorAttention
         guard let tasks = try HeadTasks(
@@ -132,6 +95,63 @@ extension FavorAttention {
                 entry(&task)
             }
         }
+    }
+
+    /// The argument checks of `state` after the problem's, generic over the token type T and
+    /// the state type S (a half-precision call keeps its states in float32).
+    static func checkState<T, S: AttentionScalar>(
+        _ problem: FavorProblem, key: TensorView<T>, value: TensorView<T>, initialState: FavorStateView<S>?,
+        finalState: MutableFavorStateView<S>
+    ) throws(PerformerError) {
+        try problem.checkStateShapes(finalState.readOnly, names: ("S_out", "z_out", "c_out"))
+        let inputs = [try TensorFootprint(key, name: "k"), try TensorFootprint(value, name: "v")]
+        let finals = [try TensorFootprint(finalState.s, name: "S_out"), try TensorFootprint(finalState.z, name: "z_out"),
+                      try TensorFootprint(finalState.c, name: "c_out")]
+        try TensorFootprint.checkOutputsDisjoint(inputs + finals)
+        if let initialState {
+            try problem.checkStateShapes(initialState, names: ("S0", "z0", "c0"))
+            let initials = [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
+                            try TensorFootprint(initialState.c, name: "c0")]
+            // In place is safe: each head reads all of its initial state before writing.
+            try TensorFootprint.checkInPlace(finals, replacing: initials)
+            // Values last: every footprint above is representable, so reading cannot stray.
+            try problem.checkStateValues(initialState, names: ("S0", "z0", "c0"))
+        }
+    }
+
+    /// The argument checks of `stateBackward` after the problem's (T, S as in `checkState`).
+    static func checkStateBackward<T, S: AttentionScalar>(
+        _ problem: FavorProblem, key: TensorView<T>, value: TensorView<T>, finalStateGradient: LinearStateView<S>,
+        keyGradient: MutableTensorView<T>, valueGradient: MutableTensorView<T>, initialState: FavorStateView<S>?,
+        initialStateGradient: MutableLinearStateView<S>?
+    ) throws(PerformerError) {
+        try problem.checkGradientShapes(finalStateGradient.s, finalStateGradient.z, names: ("dS_out", "dz_out"))
+        try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
+        try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
+        var footprints = [
+            try TensorFootprint(key, name: "k"), try TensorFootprint(value, name: "v"),
+            try TensorFootprint(finalStateGradient.s, name: "dS_out"), try TensorFootprint(finalStateGradient.z, name: "dz_out"),
+            try TensorFootprint(keyGradient, name: "dk"), try TensorFootprint(valueGradient, name: "dv"),
+        ]
+        if let initialState {
+            try problem.checkStateShapes(initialState, names: ("S0", "z0", "c0"))
+            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
+                           try TensorFootprint(initialState.c, name: "c0")]
+        }
+        if let initialStateGradient {
+            try problem.checkGradientShapes(initialStateGradient.s.readOnly, initialStateGradient.z.readOnly,
+                                            names: ("dS0", "dz0"))
+            guard initialState != nil else {
+                throw PerformerError(.invalidArgument, "dS0/dz0 requested but no initial state (S0, z0, c0) was given")
+            }
+            footprints += [try TensorFootprint(initialStateGradient.s, name: "dS0"),
+                           try TensorFootprint(initialStateGradient.z, name: "dz0")]
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
+        // Values last: every footprint above is representable, so reading cannot stray.
+        if let initialState { try problem.checkStateValues(initialState, names: ("S0", "z0", "c0")) }
+        try FavorProblem.checkFinite(finalStateGradient.s, name: "dS_out")
+        try FavorProblem.checkFinite(finalStateGradient.z, name: "dz_out")
     }
 }
 

@@ -28,26 +28,8 @@ public enum FavorAttention {
         finalState: MutableFavorStateView<T>? = nil, options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
         let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
-        var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
-                                                        outputShape: problem.outputShape)
-        if let initialState {
-            try problem.checkStateShapes(initialState, names: ("S0", "z0", "c0"))
-            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
-                           try TensorFootprint(initialState.c, name: "c0")]
-        }
-        if let finalState {
-            try problem.checkStateShapes(finalState.readOnly, names: ("S_N", "z_N", "c_N"))
-            let finals = [try TensorFootprint(finalState.s, name: "S_N"), try TensorFootprint(finalState.z, name: "z_N"),
-                          try TensorFootprint(finalState.c, name: "c_N")]
-            // A piece may write its final state over its initial state: each head reads its
-            // own initial state before writing anything, so an exact overlay is safe; any other
-            // overlap with the initial state is not.
-            try TensorFootprint.checkOutputsDisjoint(Array(footprints.prefix(4)) + finals)
-            try TensorFootprint.checkInPlace(finals, replacing: Array(footprints.dropFirst(4)))
-        }
-        try TensorFootprint.checkOutputsDisjoint(footprints)
-        // Values last: every footprint above is representable, so reading cannot stray.
-        if let initialState { try problem.checkStateValues(initialState, names: ("S0", "z0", "c0")) }
+        try checkForward(problem, query: query, key: key, value: value, output: output, initialState: initialState,
+                         finalState: finalState)
 
         let kernels = Runtime.kernels.favorAttention
         guard let tasks = try HeadTasks(
@@ -94,35 +76,10 @@ public enum FavorAttention {
         options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
         let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
-        var footprints = try AttentionArguments.backward(
-            query: query, key: key, value: value, outputGradient: outputGradient, queryGradient: queryGradient,
-            keyGradient: keyGradient, valueGradient: valueGradient, outputShape: problem.outputShape)
-        if let initialState {
-            try problem.checkStateShapes(initialState, names: ("S0", "z0", "c0"))
-            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
-                           try TensorFootprint(initialState.c, name: "c0")]
-        }
-        if let finalStateGradient {
-            try problem.checkGradientShapes(finalStateGradient.s, finalStateGradient.z, names: ("dS_N", "dz_N"))
-            footprints += [try TensorFootprint(finalStateGradient.s, name: "dS_N"),
-                           try TensorFootprint(finalStateGradient.z, name: "dz_N")]
-        }
-        if let initialStateGradient {
-            try problem.checkGradientShapes(initialStateGradient.s.readOnly, initialStateGradient.z.readOnly,
-                                            names: ("dS0", "dz0"))
-            guard initialState != nil else {
-                throw PerformerError(.invalidArgument, "dS0/dz0 requested but no initial state (S0, z0, c0) was given")
-            }
-            footprints += [try TensorFootprint(initialStateGradient.s, name: "dS0"),
-                           try TensorFootprint(initialStateGradient.z, name: "dz0")]
-        }
-        try TensorFootprint.checkOutputsDisjoint(footprints)
-        // Values last: every footprint above is representable, so reading cannot stray.
-        if let initialState { try problem.checkStateValues(initialState, names: ("S0", "z0", "c0")) }
-        if let finalStateGradient {
-            try FavorProblem.checkFinite(finalStateGradient.s, name: "dS_N")
-            try FavorProblem.checkFinite(finalStateGradient.z, name: "dz_N")
-        }
+        try checkBackward(problem, query: query, key: key, value: value, outputGradient: outputGradient,
+                          queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
+                          initialState: initialState, finalStateGradient: finalStateGradient,
+                          initialStateGradient: initialStateGradient)
 
         let kernels = Runtime.kernels.favorAttention
         guard let tasks = try HeadTasks(
@@ -153,6 +110,72 @@ public enum FavorAttention {
                 }
                 entry(&task)
             }
+        }
+    }
+
+    /// The argument checks of `forward` after the problem's, generic over the token type T and
+    /// the state type S (a half-precision call keeps its states in float32).
+    static func checkForward<T, S: AttentionScalar>(
+        _ problem: FavorProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
+        output: MutableTensorView<T>, initialState: FavorStateView<S>?, finalState: MutableFavorStateView<S>?
+    ) throws(PerformerError) {
+        var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
+                                                        outputShape: problem.outputShape)
+        if let initialState {
+            try problem.checkStateShapes(initialState, names: ("S0", "z0", "c0"))
+            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
+                           try TensorFootprint(initialState.c, name: "c0")]
+        }
+        if let finalState {
+            try problem.checkStateShapes(finalState.readOnly, names: ("S_N", "z_N", "c_N"))
+            let finals = [try TensorFootprint(finalState.s, name: "S_N"), try TensorFootprint(finalState.z, name: "z_N"),
+                          try TensorFootprint(finalState.c, name: "c_N")]
+            // A piece may write its final state over its initial state: each head reads its
+            // own initial state before writing anything, so an exact overlay is safe; any other
+            // overlap with the initial state is not.
+            try TensorFootprint.checkOutputsDisjoint(Array(footprints.prefix(4)) + finals)
+            try TensorFootprint.checkInPlace(finals, replacing: Array(footprints.dropFirst(4)))
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
+        // Values last: every footprint above is representable, so reading cannot stray.
+        if let initialState { try problem.checkStateValues(initialState, names: ("S0", "z0", "c0")) }
+    }
+
+    /// The argument checks of `backward` after the problem's (T, S as in `checkForward`).
+    static func checkBackward<T, S: AttentionScalar>(
+        _ problem: FavorProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
+        outputGradient: TensorView<T>, queryGradient: MutableTensorView<T>, keyGradient: MutableTensorView<T>,
+        valueGradient: MutableTensorView<T>, initialState: FavorStateView<S>?, finalStateGradient: LinearStateView<S>?,
+        initialStateGradient: MutableLinearStateView<S>?
+    ) throws(PerformerError) {
+        var footprints = try AttentionArguments.backward(
+            query: query, key: key, value: value, outputGradient: outputGradient, queryGradient: queryGradient,
+            keyGradient: keyGradient, valueGradient: valueGradient, outputShape: problem.outputShape)
+        if let initialState {
+            try problem.checkStateShapes(initialState, names: ("S0", "z0", "c0"))
+            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
+                           try TensorFootprint(initialState.c, name: "c0")]
+        }
+        if let finalStateGradient {
+            try problem.checkGradientShapes(finalStateGradient.s, finalStateGradient.z, names: ("dS_N", "dz_N"))
+            footprints += [try TensorFootprint(finalStateGradient.s, name: "dS_N"),
+                           try TensorFootprint(finalStateGradient.z, name: "dz_N")]
+        }
+        if let initialStateGradient {
+            try problem.checkGradientShapes(initialStateGradient.s.readOnly, initialStateGradient.z.readOnly,
+                                            names: ("dS0", "dz0"))
+            guard initialState != nil else {
+                throw PerformerError(.invalidArgument, "dS0/dz0 requested but no initial state (S0, z0, c0) was given")
+            }
+            footprints += [try TensorFootprint(initialStateGradient.s, name: "dS0"),
+                           try TensorFootprint(initialStateGradient.z, name: "dz0")]
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
+        // Values last: every footprint above is representable, so reading cannot stray.
+        if let initialState { try problem.checkStateValues(initialState, names: ("S0", "z0", "c0")) }
+        if let finalStateGradient {
+            try FavorProblem.checkFinite(finalStateGradient.s, name: "dS_N")
+            try FavorProblem.checkFinite(finalStateGradient.z, name: "dz_N")
         }
     }
 }

@@ -91,15 +91,8 @@ public enum FavorFeatures {
         input: TensorView<T>, projection: FavorProjection, output: MutableTensorView<T>,
         options: FavorFeatureOptions = FavorFeatureOptions()
     ) throws(PerformerError) {
-        let count = featureCount(projection, options: options)
-        let sigma = try validate(input: input, projection: projection, options: options)
-        try ShapeCheck.expectShape(output.readOnly, SIMD4(input.shape[0], input.shape[1], input.shape[2], count),
-                                       name: "features", meaning: "B×H×N×C")
-        // Nothing to write (and TensorLayout's overlap check misreads empty views).
-        if input.shape[0] * input.shape[1] * input.shape[2] == 0 { return }
-        try TensorFootprint.checkOutputsDisjoint([
-            try TensorFootprint(input, name: "x"), try TensorFootprint(output, name: "features"),
-        ])
+        guard let sigma = try checkForward(input: input, projection: projection, output: output, options: options)
+        else { return }
         try run(input: input, gradient: nil, output: output.readOnly, projection: projection,
                 options: options, sigma: sigma, backward: false)
     }
@@ -110,18 +103,47 @@ public enum FavorFeatures {
         input: TensorView<T>, featureGradient: TensorView<T>, projection: FavorProjection,
         inputGradient: MutableTensorView<T>, options: FavorFeatureOptions = FavorFeatureOptions()
     ) throws(PerformerError) {
+        guard let sigma = try checkBackward(input: input, featureGradient: featureGradient, projection: projection,
+                                            inputGradient: inputGradient, options: options)
+        else { return }
+        try run(input: input, gradient: featureGradient, output: inputGradient.readOnly, projection: projection,
+                options: options, sigma: sigma, backward: true)
+    }
+
+    /// The checks of `forward`, for any element type: s^(1/2), or nil when there is nothing to
+    /// write.
+    static func checkForward<T>(
+        input: TensorView<T>, projection: FavorProjection, output: MutableTensorView<T>, options: FavorFeatureOptions
+    ) throws(PerformerError) -> Double? {
+        let count = featureCount(projection, options: options)
+        let sigma = try validate(input: input, projection: projection, options: options)
+        try ShapeCheck.expectShape(output.readOnly, SIMD4(input.shape[0], input.shape[1], input.shape[2], count),
+                                       name: "features", meaning: "B×H×N×C")
+        // Nothing to write (and TensorLayout's overlap check misreads empty views).
+        if input.shape[0] * input.shape[1] * input.shape[2] == 0 { return nil }
+        try TensorFootprint.checkOutputsDisjoint([
+            try TensorFootprint(input, name: "x"), try TensorFootprint(output, name: "features"),
+        ])
+        return sigma
+    }
+
+    /// The checks of `backward`, for any element type: s^(1/2), or nil when there is nothing
+    /// to write.
+    static func checkBackward<T>(
+        input: TensorView<T>, featureGradient: TensorView<T>, projection: FavorProjection,
+        inputGradient: MutableTensorView<T>, options: FavorFeatureOptions
+    ) throws(PerformerError) -> Double? {
         let count = featureCount(projection, options: options)
         let sigma = try validate(input: input, projection: projection, options: options)
         try ShapeCheck.expectShape(featureGradient, SIMD4(input.shape[0], input.shape[1], input.shape[2], count),
                                        name: "dfeatures", meaning: "B×H×N×C")
         try ShapeCheck.expectShape(inputGradient.readOnly, input.shape, name: "dx", meaning: "x.shape")
-        if input.shape[0] * input.shape[1] * input.shape[2] * input.shape[3] == 0 { return }
+        if input.shape[0] * input.shape[1] * input.shape[2] * input.shape[3] == 0 { return nil }
         try TensorFootprint.checkOutputsDisjoint([
             try TensorFootprint(input, name: "x"), try TensorFootprint(featureGradient, name: "dfeatures"),
             try TensorFootprint(inputGradient, name: "dx"),
         ])
-        try run(input: input, gradient: featureGradient, output: inputGradient.readOnly, projection: projection,
-                options: options, sigma: sigma, backward: true)
+        return sigma
     }
 
     /// Checks x against the projection and the options; returns s^(1/2).

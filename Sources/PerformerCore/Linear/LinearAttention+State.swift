@@ -20,16 +20,7 @@ extension LinearAttention {
     ) throws(PerformerError) {
         let problem = try LinearProblem(key: key, value: value, stateHeads: finalState.s.shape[1], stateName: "S_out",
                                         options: options)
-        try problem.checkState(finalState.s.readOnly, finalState.z.readOnly, names: ("S_out", "z_out"))
-        var footprints = [try TensorFootprint(key, name: "k"), try TensorFootprint(value, name: "v"),
-                          try TensorFootprint(finalState.s, name: "S_out"), try TensorFootprint(finalState.z, name: "z_out")]
-        if let initialState {
-            try problem.checkState(initialState.s, initialState.z, names: ("S0", "z0"))
-            // In place is safe: each head reads all of its S_0, z_0 before writing.
-            if !sameLayout(initialState.s, finalState.s) { footprints.append(try TensorFootprint(initialState.s, name: "S0")) }
-            if !sameLayout(initialState.z, finalState.z) { footprints.append(try TensorFootprint(initialState.z, name: "z0")) }
-        }
-        try TensorFootprint.checkOutputsDisjoint(footprints)
+        try checkState(problem, key: key, value: value, initialState: initialState, finalState: finalState)
 
         let kernels = Runtime.kernels.linear
         guard let tasks = try HeadTasks(
@@ -61,20 +52,9 @@ extension LinearAttention {
     ) throws(PerformerError) {
         let problem = try LinearProblem(key: key, value: value, stateHeads: finalStateGradient.s.shape[1],
                                         stateName: "dS_out", options: options)
-        try problem.checkState(finalStateGradient.s, finalStateGradient.z, names: ("dS_out", "dz_out"))
-        try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
-        try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
-        var footprints = [
-            try TensorFootprint(key, name: "k"), try TensorFootprint(value, name: "v"),
-            try TensorFootprint(finalStateGradient.s, name: "dS_out"), try TensorFootprint(finalStateGradient.z, name: "dz_out"),
-            try TensorFootprint(keyGradient, name: "dk"), try TensorFootprint(valueGradient, name: "dv"),
-        ]
-        if let initialStateGradient {
-            try problem.checkState(initialStateGradient.s.readOnly, initialStateGradient.z.readOnly, names: ("dS0", "dz0"))
-            footprints += [try TensorFootprint(initialStateGradient.s, name: "dS0"),
-                           try TensorFootprint(initialStateGradient.z, name: "dz0")]
-        }
-        try TensorFootprint.checkOutputsDisjoint(footprints)
+        try checkStateBackward(problem, key: key, value: value, finalStateGradient: finalStateGradient,
+                               keyGradient: keyGradient, valueGradient: valueGradient,
+                               initialStateGradient: initialStateGradient)
 
         let kernels = Runtime.kernels.linear
         guard let tasks = try HeadTasks(
@@ -95,6 +75,46 @@ extension LinearAttention {
             task.initialNormalizerGradient = initialStateGradient?.z.matrix(b, h)
             entry(&task)
         }
+    }
+
+    /// The argument checks of `state` after the problem's, generic over the token type T and
+    /// the state type S (a half-precision call keeps its states in float32).
+    static func checkState<T, S: AttentionScalar>(
+        _ problem: LinearProblem, key: TensorView<T>, value: TensorView<T>, initialState: LinearStateView<S>?,
+        finalState: MutableLinearStateView<S>
+    ) throws(PerformerError) {
+        try problem.checkState(finalState.s.readOnly, finalState.z.readOnly, names: ("S_out", "z_out"))
+        var footprints = [try TensorFootprint(key, name: "k"), try TensorFootprint(value, name: "v"),
+                          try TensorFootprint(finalState.s, name: "S_out"), try TensorFootprint(finalState.z, name: "z_out")]
+        if let initialState {
+            try problem.checkState(initialState.s, initialState.z, names: ("S0", "z0"))
+            // In place is safe: each head reads all of its S_0, z_0 before writing.
+            if !sameLayout(initialState.s, finalState.s) { footprints.append(try TensorFootprint(initialState.s, name: "S0")) }
+            if !sameLayout(initialState.z, finalState.z) { footprints.append(try TensorFootprint(initialState.z, name: "z0")) }
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
+    }
+
+    /// The argument checks of `stateBackward` after the problem's (T, S as in `checkState`).
+    static func checkStateBackward<T, S: AttentionScalar>(
+        _ problem: LinearProblem, key: TensorView<T>, value: TensorView<T>, finalStateGradient: LinearStateView<S>,
+        keyGradient: MutableTensorView<T>, valueGradient: MutableTensorView<T>,
+        initialStateGradient: MutableLinearStateView<S>?
+    ) throws(PerformerError) {
+        try problem.checkState(finalStateGradient.s, finalStateGradient.z, names: ("dS_out", "dz_out"))
+        try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
+        try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
+        var footprints = [
+            try TensorFootprint(key, name: "k"), try TensorFootprint(value, name: "v"),
+            try TensorFootprint(finalStateGradient.s, name: "dS_out"), try TensorFootprint(finalStateGradient.z, name: "dz_out"),
+            try TensorFootprint(keyGradient, name: "dk"), try TensorFootprint(valueGradient, name: "dv"),
+        ]
+        if let initialStateGradient {
+            try problem.checkState(initialStateGradient.s.readOnly, initialStateGradient.z.readOnly, names: ("dS0", "dz0"))
+            footprints += [try TensorFootprint(initialStateGradient.s, name: "dS0"),
+                           try TensorFootprint(initialStateGradient.z, name: "dz0")]
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
     }
 
     /// Whether two views are the same elements in the same order (an in-place update).

@@ -24,22 +24,8 @@ public enum LinearAttention {
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
         let problem = try LinearProblem(query: query, key: key, value: value, options: options)
-        var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
-                                                        outputShape: problem.outputShape)
-        if let denominators {
-            try ShapeCheck.expectShape(denominators.readOnly, SIMD4(problem.batch, problem.heads, problem.shape.queryCount, 1),
-                                       name: "denominators", meaning: "B×H×N×1")
-            footprints.append(try TensorFootprint(denominators, name: "denominators"))
-        }
-        if let initialState {
-            try problem.checkState(initialState.s, initialState.z, names: ("S0", "z0"))
-            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0")]
-        }
-        if let finalState {
-            try problem.checkState(finalState.s.readOnly, finalState.z.readOnly, names: ("S_N", "z_N"))
-            footprints += [try TensorFootprint(finalState.s, name: "S_N"), try TensorFootprint(finalState.z, name: "z_N")]
-        }
-        try TensorFootprint.checkOutputsDisjoint(footprints)
+        try checkForward(problem, query: query, key: key, value: value, output: output, initialState: initialState,
+                         finalState: finalState, denominators: denominators)
         try run(problem, query: query, key: key, value: value, output: output,
                 initialState: initialState, finalState: finalState, denominators: denominators)
     }
@@ -90,24 +76,10 @@ public enum LinearAttention {
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
         let problem = try LinearProblem(query: query, key: key, value: value, options: options)
-        var footprints = try AttentionArguments.backward(
-            query: query, key: key, value: value, outputGradient: outputGradient, queryGradient: queryGradient,
-            keyGradient: keyGradient, valueGradient: valueGradient, outputShape: problem.outputShape)
-        if let initialState {
-            try problem.checkState(initialState.s, initialState.z, names: ("S0", "z0"))
-            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0")]
-        }
-        if let finalStateGradient {
-            try problem.checkState(finalStateGradient.s, finalStateGradient.z, names: ("dS_N", "dz_N"))
-            footprints += [try TensorFootprint(finalStateGradient.s, name: "dS_N"),
-                           try TensorFootprint(finalStateGradient.z, name: "dz_N")]
-        }
-        if let initialStateGradient {
-            try problem.checkState(initialStateGradient.s.readOnly, initialStateGradient.z.readOnly, names: ("dS0", "dz0"))
-            footprints += [try TensorFootprint(initialStateGradient.s, name: "dS0"),
-                           try TensorFootprint(initialStateGradient.z, name: "dz0")]
-        }
-        try TensorFootprint.checkOutputsDisjoint(footprints)
+        try checkBackward(problem, query: query, key: key, value: value, outputGradient: outputGradient,
+                          queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
+                          initialState: initialState, finalStateGradient: finalStateGradient,
+                          initialStateGradient: initialStateGradient)
 
         let kernels = Runtime.kernels.linear
         guard let tasks = try HeadTasks(
@@ -132,5 +104,57 @@ public enum LinearAttention {
             task.initialNormalizerGradient = initialStateGradient?.z.matrix(b, h)
             entry(&task)
         }
+    }
+
+    /// The argument checks of `forward` after the problem's, generic over the token type T and
+    /// the state type S (a half-precision call keeps its states and denominators in float32).
+    static func checkForward<T, S: AttentionScalar>(
+        _ problem: LinearProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
+        output: MutableTensorView<T>, initialState: LinearStateView<S>?, finalState: MutableLinearStateView<S>?,
+        denominators: MutableTensorView<S>?
+    ) throws(PerformerError) {
+        var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
+                                                        outputShape: problem.outputShape)
+        if let denominators {
+            try ShapeCheck.expectShape(denominators.readOnly, SIMD4(problem.batch, problem.heads, problem.shape.queryCount, 1),
+                                       name: "denominators", meaning: "B×H×N×1")
+            footprints.append(try TensorFootprint(denominators, name: "denominators"))
+        }
+        if let initialState {
+            try problem.checkState(initialState.s, initialState.z, names: ("S0", "z0"))
+            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0")]
+        }
+        if let finalState {
+            try problem.checkState(finalState.s.readOnly, finalState.z.readOnly, names: ("S_N", "z_N"))
+            footprints += [try TensorFootprint(finalState.s, name: "S_N"), try TensorFootprint(finalState.z, name: "z_N")]
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
+    }
+
+    /// The argument checks of `backward` after the problem's (T, S as in `checkForward`).
+    static func checkBackward<T, S: AttentionScalar>(
+        _ problem: LinearProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
+        outputGradient: TensorView<T>, queryGradient: MutableTensorView<T>, keyGradient: MutableTensorView<T>,
+        valueGradient: MutableTensorView<T>, initialState: LinearStateView<S>?, finalStateGradient: LinearStateView<S>?,
+        initialStateGradient: MutableLinearStateView<S>?
+    ) throws(PerformerError) {
+        var footprints = try AttentionArguments.backward(
+            query: query, key: key, value: value, outputGradient: outputGradient, queryGradient: queryGradient,
+            keyGradient: keyGradient, valueGradient: valueGradient, outputShape: problem.outputShape)
+        if let initialState {
+            try problem.checkState(initialState.s, initialState.z, names: ("S0", "z0"))
+            footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0")]
+        }
+        if let finalStateGradient {
+            try problem.checkState(finalStateGradient.s, finalStateGradient.z, names: ("dS_N", "dz_N"))
+            footprints += [try TensorFootprint(finalStateGradient.s, name: "dS_N"),
+                           try TensorFootprint(finalStateGradient.z, name: "dz_N")]
+        }
+        if let initialStateGradient {
+            try problem.checkState(initialStateGradient.s.readOnly, initialStateGradient.z.readOnly, names: ("dS0", "dz0"))
+            footprints += [try TensorFootprint(initialStateGradient.s, name: "dS0"),
+                           try TensorFootprint(initialStateGradient.z, name: "dz0")]
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
     }
 }

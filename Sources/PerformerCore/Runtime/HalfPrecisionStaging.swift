@@ -28,6 +28,25 @@ struct HalfPrecisionStaging: ~Copyable {
     }
 }
 
+extension HalfPrecisionStaging {
+    /// The convert-to-float32 path of every half-precision call, once validated: float32
+    /// copies of `inputs` (widened) and of `outputs`, `body` run on them (a float32 call), then
+    /// each output rounded once into its half tensor. Memory is allocated before anything is
+    /// written, and outputs are written only when `body` succeeds, so an error leaves them
+    /// untouched. Float32 tensors of the call (states, lse) go to `body` directly.
+    static func run<H: HalfPrecisionScalar>(
+        inputs: [TensorView<H>], outputs: [MutableTensorView<H>],
+        _ body: (_ inputs: [TensorView<Float>], _ outputs: [MutableTensorView<Float>]) throws(PerformerError) -> Void
+    ) throws(PerformerError) {
+        let staging = try HalfPrecisionStaging(shapes: inputs.map(\.shape) + outputs.map(\.shape))
+        let wide = inputs.indices.map { staging.tensor($0) }
+        let results = outputs.indices.map { staging.tensor(inputs.count + $0) }
+        for (source, target) in zip(inputs, wide) { HalfConversion.widen(source, into: target) }
+        try body(wide.map(\.readOnly), results)
+        for (source, target) in zip(results, outputs) { HalfConversion.narrow(source.readOnly, into: target) }
+    }
+}
+
 /// Element-wise conversion between half-precision views and float32 views of one shape, on
 /// the thread pool, through the kernel table's vectorized conversions. The result does not
 /// depend on the thread count (each element is converted on its own).

@@ -1,8 +1,8 @@
 /// Softmax attention on float16 / bfloat16 tensors: the convert-to-float32 path
 /// (docs/HALF_PRECISION.md). The half tensors are validated exactly as float32 tensors are
-/// (same checks, same messages), then q, k, v (and out, dout) are widened into float32 scratch,
-/// the float32 kernels run, and each output is rounded once into its half tensor. The row
-/// log-sum-exp is float32 whatever the storage type.
+/// (same checks, same messages), then `HalfPrecisionStaging.run` widens q, k, v (and out,
+/// dout) into float32 scratch, the float32 call runs, and each output is rounded once into its
+/// half tensor. The row log-sum-exp is float32 whatever the storage type.
 extension SoftmaxAttention {
     /// `forward` for half-precision storage: out in H, lse (when given) in float32.
     public static func forward<H: HalfPrecisionScalar>(
@@ -18,15 +18,9 @@ extension SoftmaxAttention {
             footprints.append(try TensorFootprint(logSumExp, name: "lse"))
         }
         try TensorFootprint.checkOutputsDisjoint(footprints)
-
-        let staging = try HalfPrecisionStaging(shapes: [query.shape, key.shape, value.shape, problem.outputShape])
-        let (q, k, v, out) = (staging.tensor(0), staging.tensor(1), staging.tensor(2), staging.tensor(3))
-        HalfConversion.widen(query, into: q)
-        HalfConversion.widen(key, into: k)
-        HalfConversion.widen(value, into: v)
-        try forward(query: q.readOnly, key: k.readOnly, value: v.readOnly, output: out, logSumExp: logSumExp,
-                    options: options)
-        HalfConversion.narrow(out.readOnly, into: output)
+        try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output]) { x, y throws(PerformerError) in
+            try forward(query: x[0], key: x[1], value: x[2], output: y[0], logSumExp: logSumExp, options: options)
+        }
     }
 
     /// `backward` for half-precision storage: q, k, v, out, dout and the gradients in H, lse in
@@ -39,34 +33,14 @@ extension SoftmaxAttention {
         options: SoftmaxAttentionOptions = SoftmaxAttentionOptions()
     ) throws(PerformerError) {
         let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
-        try ShapeCheck.expectShape(output, problem.outputShape, name: "out", meaning: "B×H×N×M")
-        try ShapeCheck.expectShape(logSumExp, problem.logSumExpShape, name: "lse", meaning: "B×H×N×1")
-        try ShapeCheck.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
-        try ShapeCheck.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
-        try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
-        try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
-        try TensorFootprint.checkOutputsDisjoint([
-            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
-            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
-            try TensorFootprint(logSumExp, name: "lse"), try TensorFootprint(outputGradient, name: "dout"),
-            try TensorFootprint(queryGradient, name: "dq"), try TensorFootprint(keyGradient, name: "dk"),
-            try TensorFootprint(valueGradient, name: "dv"),
-        ])
-
-        let staging = try HalfPrecisionStaging(shapes: [
-            query.shape, key.shape, value.shape, output.shape, outputGradient.shape,
-            query.shape, key.shape, value.shape,
-        ])
-        let (q, k, v, out, dout) = (staging.tensor(0), staging.tensor(1), staging.tensor(2), staging.tensor(3), staging.tensor(4))
-        let (dq, dk, dv) = (staging.tensor(5), staging.tensor(6), staging.tensor(7))
-        for (source, target) in [(query, q), (key, k), (value, v), (output, out), (outputGradient, dout)] {
-            HalfConversion.widen(source, into: target)
+        try TensorFootprint.checkOutputsDisjoint(try AttentionArguments.backward(
+            query: query, key: key, value: value, output: output, logSumExp: logSumExp, outputGradient: outputGradient,
+            queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
+            outputShape: problem.outputShape, logSumExpShape: problem.logSumExpShape))
+        try HalfPrecisionStaging.run(inputs: [query, key, value, output, outputGradient],
+                                     outputs: [queryGradient, keyGradient, valueGradient]) { x, y throws(PerformerError) in
+            try backward(query: x[0], key: x[1], value: x[2], output: x[3], logSumExp: logSumExp, outputGradient: x[4],
+                         queryGradient: y[0], keyGradient: y[1], valueGradient: y[2], options: options)
         }
-        try backward(query: q.readOnly, key: k.readOnly, value: v.readOnly, output: out.readOnly,
-                     logSumExp: logSumExp, outputGradient: dout.readOnly, queryGradient: dq, keyGradient: dk,
-                     valueGradient: dv, options: options)
-        HalfConversion.narrow(dq.readOnly, into: queryGradient)
-        HalfConversion.narrow(dk.readOnly, into: keyGradient)
-        HalfConversion.narrow(dv.readOnly, into: valueGradient)
     }
 }

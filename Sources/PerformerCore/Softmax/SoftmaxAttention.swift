@@ -67,19 +67,10 @@ public enum SoftmaxAttention {
         options: SoftmaxAttentionOptions = SoftmaxAttentionOptions()
     ) throws(PerformerError) {
         let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
-        try ShapeCheck.expectShape(output, problem.outputShape, name: "out", meaning: "B×H×N×M")
-        try ShapeCheck.expectShape(logSumExp, problem.logSumExpShape, name: "lse", meaning: "B×H×N×1")
-        try ShapeCheck.expectShape(outputGradient, problem.outputShape, name: "dout", meaning: "B×H×N×M")
-        try ShapeCheck.expectShape(queryGradient.readOnly, query.shape, name: "dq", meaning: "q.shape")
-        try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
-        try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
-        try TensorFootprint.checkOutputsDisjoint([
-            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
-            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
-            try TensorFootprint(logSumExp, name: "lse"), try TensorFootprint(outputGradient, name: "dout"),
-            try TensorFootprint(queryGradient, name: "dq"), try TensorFootprint(keyGradient, name: "dk"),
-            try TensorFootprint(valueGradient, name: "dv"),
-        ])
+        try TensorFootprint.checkOutputsDisjoint(try AttentionArguments.backward(
+            query: query, key: key, value: value, output: output, logSumExp: logSumExp, outputGradient: outputGradient,
+            queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
+            outputShape: problem.outputShape, logSumExpShape: problem.logSumExpShape))
 
         let kernels = Runtime.kernels.softmaxBackward
         let shape = problem.shape

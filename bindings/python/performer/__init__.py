@@ -75,8 +75,14 @@ _FLOAT_FORMATS = {"f": _FLOAT32, "d": _FLOAT64, "e": _FLOAT16}
 
 
 def _lse_dtype(dtype):
-    """The row log-sum-exp's dtype: float32 for a float16 call, else the call's."""
+    """The row log-sum-exp's dtype: float32 for a float16 call, else the call's. The states,
+    state gradients and denominators of linear and FAVOR+ attention follow the same rule."""
     return _FLOAT32 if dtype == _FLOAT16 else dtype
+
+
+def _state_reference(dtype):
+    """What a state argument's dtype is compared with, in messages."""
+    return "the state of a float16 call" if dtype == _FLOAT16 else "q"
 _NATIVE_PREFIXES = "@=" + ("<" if _sys.byteorder == "little" else ">!")
 
 
@@ -348,16 +354,16 @@ def _check_state_arity(name, value, labels):
                         % (name, "pair" if len(labels) == 2 else "triple", ", ".join(labels), type(value).__name__))
 
 
-def _state_arrays(name, value, dtype, s_shape, labels):
+def _state_arrays(name, value, dtype, s_shape, labels, reference="q"):
     """Checks a state argument -- S (B x H x C x M) then z (and c) B x H x C, labelled by
     ``labels`` -- and returns it as a tuple."""
     _check_state_arity(name, value, labels)
     for index, (label, x) in enumerate(zip(labels, value)):
         what = "%s[%d] (%s)" % (name, index, label)
         if index == 0:
-            _check_exact(what, _tensor(what, x, 4, dtype)[1], s_shape, "(B, H, C, M)")
+            _check_exact(what, _tensor(what, x, 4, dtype, reference)[1], s_shape, "(B, H, C, M)")
         else:
-            _check_exact(what, _tensor(what, x, 3, dtype)[1], s_shape[:3], "(B, H, C)")
+            _check_exact(what, _tensor(what, x, 3, dtype, reference)[1], s_shape[:3], "(B, H, C)")
     return tuple(value)
 
 
@@ -380,7 +386,8 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
 
     Parameters
     ----------
-    q : buffer, B x H x N x D, float32 or float64
+    q : buffer, B x H x N x D, float32, float64 or float16 (float16 is computed in float32
+        and rounded once; its states and denominators are float32: docs/HALF_PRECISION.md)
     k : buffer, B x Hk x L x D, same dtype; Hk must divide H (query head h reads key head
         h // (H // Hk))
     v : buffer, B x Hk x L x M, same dtype
@@ -427,15 +434,16 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
     B, H, N, D = qs
     M = vs[3]
     s_shape = (B, H, D, M)
+    sd, ref = _lse_dtype(dtype), _state_reference(dtype)  # float32 states for float16
     s0 = z0 = sn = zn = den = None
     if initial_state is not None:
-        s0, z0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
+        s0, z0 = _state_arrays("initial_state", initial_state, sd, s_shape, _PAIR, ref)
     return_state = return_state or final_state is not None
     return_denominators = return_denominators or denominators is not None
     if return_state:
-        sn, zn = _outputs("final_state", final_state, (s_shape, s_shape[:3]), dtype, _PAIR)
+        sn, zn = _outputs("final_state", final_state, (s_shape, s_shape[:3]), sd, _PAIR)
     if return_denominators:
-        den = _output(denominators, (B, H, N), dtype)
+        den = _output(denominators, (B, H, N), sd)
     out = _output(out, (B, H, N, M), dtype)
     _ext.linear_forward(q, k, v, out, s0, z0, sn, zn, den, causal, fmap, eps, bool(normalize), kv_lengths,
                         kv_starts)
@@ -464,13 +472,14 @@ def linear_attention_backward(q, k, v, dout, *, causal=False, feature_map="elu+1
     s_shape = (B, H, D, M)
     _, ds = _tensor("dout", dout, 4, dtype)
     _check_exact("dout", ds, (B, H, N, M), "(B, H, N, M)")
+    sd, ref = _lse_dtype(dtype), _state_reference(dtype)  # float32 states for float16
     s0 = z0 = gs = gz = ds0 = dz0 = None
     if initial_state is not None:
-        s0, z0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
-        ds0 = _np.empty(s_shape, dtype=dtype)
-        dz0 = _np.empty(s_shape[:3], dtype=dtype)
+        s0, z0 = _state_arrays("initial_state", initial_state, sd, s_shape, _PAIR, ref)
+        ds0 = _np.empty(s_shape, dtype=sd)
+        dz0 = _np.empty(s_shape[:3], dtype=sd)
     if dstate is not None:
-        gs, gz = _state_arrays("dstate", dstate, dtype, s_shape, _PAIR)
+        gs, gz = _state_arrays("dstate", dstate, sd, s_shape, _PAIR, ref)
     dq, dk, dv = _output(dq, qs, dtype), _output(dk, ks, dtype), _output(dv, vs, dtype)
     _ext.linear_backward(q, k, v, dout, dq, dk, dv, s0, z0, gs, gz, ds0, dz0, causal, fmap, eps, bool(normalize),
                          kv_lengths, kv_starts)
@@ -504,11 +513,12 @@ def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, initial_state=No
     """
     dtype, ks, vs, s_shape, fmap, kv_lengths = _linear_state_setup(k, v, feature_map, kv_lengths, initial_state,
                                                                    heads)
+    sd, ref = _lse_dtype(dtype), _state_reference(dtype)  # float32 states for float16
     s0 = z0 = None
     if initial_state is not None:
-        s0, z0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
-    s = _np.empty(s_shape, dtype=dtype)
-    z = _np.empty(s_shape[:3], dtype=dtype)
+        s0, z0 = _state_arrays("initial_state", initial_state, sd, s_shape, _PAIR, ref)
+    s = _np.empty(s_shape, dtype=sd)
+    z = _np.empty(s_shape[:3], dtype=sd)
     _ext.linear_state(k, v, s0, z0, s, z, fmap, kv_lengths, kv_starts)
     return s, z
 
@@ -523,12 +533,13 @@ def linear_state_backward(k, v, dS, dz, *, feature_map="elu+1", kv_lengths=None,
         heads = _np.shape(dS)[1] if _np.ndim(dS) == 4 else None
     dtype, ks, vs, s_shape, fmap, kv_lengths = _linear_state_setup(k, v, feature_map, kv_lengths, initial_state,
                                                                    heads)
-    gs, gz = _state_arrays("dstate", (dS, dz), dtype, s_shape, _PAIR)
+    sd, ref = _lse_dtype(dtype), _state_reference(dtype)  # float32 states for float16
+    gs, gz = _state_arrays("dstate", (dS, dz), sd, s_shape, _PAIR, ref)
     ds0 = dz0 = None
     if initial_state is not None:
-        _state_arrays("initial_state", initial_state, dtype, s_shape, _PAIR)
-        ds0 = _np.empty(s_shape, dtype=dtype)
-        dz0 = _np.empty(s_shape[:3], dtype=dtype)
+        _state_arrays("initial_state", initial_state, sd, s_shape, _PAIR, ref)
+        ds0 = _np.empty(s_shape, dtype=sd)
+        dz0 = _np.empty(s_shape[:3], dtype=sd)
     dk = _np.empty(ks, dtype=dtype)
     dv = _np.empty(vs, dtype=dtype)
     _ext.linear_state_backward(k, v, gs, gz, dk, dv, ds0, dz0, fmap, kv_lengths, kv_starts)
@@ -831,7 +842,7 @@ def favor_features(x, projection, *, features="positive", scale=None, is_query=T
 
     Parameters
     ----------
-    x : buffer, B x H x N x D, float32 or float64 (any strides); D = projection.dim
+    x : buffer, B x H x N x D, float32, float64 or float16 (any strides); D = projection.dim
     projection : FavorProjection
     is_query : bool
         Accepted for symmetry with attention code; it does not change the result. The map is
@@ -898,7 +909,8 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
 
     Parameters
     ----------
-    q : buffer, B x H x N x D, float32 or float64 (any strides); D = projection.dim
+    q : buffer, B x H x N x D, float32, float64 or float16 (any strides; float16 is computed in
+        float32 and rounded once, its states are float32); D = projection.dim
     k : buffer, B x Hk x L x D, same dtype; Hk must divide H (query head h reads key head
         h // (H // Hk))
     v : buffer, B x Hk x L x M, same dtype
@@ -939,11 +951,13 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     s0 = z0 = c0 = sn = zn = cn = None
     if initial_state is not None:
         _favor_needs_causal("initial_state", causal)
-        s0, z0, c0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _TRIPLE)
+        s0, z0, c0 = _state_arrays("initial_state", initial_state, _lse_dtype(dtype), s_shape, _TRIPLE,
+                                    _state_reference(dtype))
     return_state = return_state or final_state is not None
     if return_state:
         _favor_needs_causal("return_state=True", causal)
-        sn, zn, cn = _outputs("final_state", final_state, (s_shape, s_shape[:3], s_shape[:3]), dtype, _TRIPLE)
+        sn, zn, cn = _outputs("final_state", final_state, (s_shape, s_shape[:3], s_shape[:3]),
+                              _lse_dtype(dtype), _TRIPLE)
     out = _output(out, (qs[0], qs[1], qs[2], vs[3]), dtype)
     _ext.favor_forward(q, k, v, projection, out, s0, z0, c0, sn, zn, cn, causal, code, scale, eps, relu_offset,
                        *keys)
@@ -973,12 +987,13 @@ def favor_attention_backward(q, k, v, dout, projection, *, causal=False, feature
     s0 = z0 = c0 = gs = gz = ds0 = dz0 = None
     if initial_state is not None:
         _favor_needs_causal("initial_state", causal)
-        s0, z0, c0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _TRIPLE)
-        ds0 = _np.empty(s_shape, dtype=dtype)
-        dz0 = _np.empty(s_shape[:3], dtype=dtype)
+        s0, z0, c0 = _state_arrays("initial_state", initial_state, _lse_dtype(dtype), s_shape, _TRIPLE,
+                                    _state_reference(dtype))
+        ds0 = _np.empty(s_shape, dtype=_lse_dtype(dtype))
+        dz0 = _np.empty(s_shape[:3], dtype=_lse_dtype(dtype))
     if dstate is not None:
         _favor_needs_causal("dstate", causal)
-        gs, gz = _state_arrays("dstate", dstate, dtype, s_shape, _PAIR)
+        gs, gz = _state_arrays("dstate", dstate, _lse_dtype(dtype), s_shape, _PAIR, _state_reference(dtype))
     dq, dk, dv = _output(dq, qs, dtype), _output(dk, ks, dtype), _output(dv, vs, dtype)
     _ext.favor_backward(q, k, v, dout, projection, dq, dk, dv, s0, z0, c0, gs, gz, ds0, dz0, causal, code, scale,
                         eps, relu_offset, *keys)
@@ -1024,12 +1039,13 @@ def favor_state(k, v, projection, *, features="positive", scale=None, kv_lengths
     (dtype, ks, vs, projection, code, scale, keys, relu_offset,
      s_shape) = _favor_state_setup(k, v, projection, features, scale, kv_lengths, kv_starts, relu_offset,
                                    initial_state, heads)
+    sd, ref = _lse_dtype(dtype), _state_reference(dtype)  # float32 states for float16
     s0 = z0 = c0 = None
     if initial_state is not None:
-        s0, z0, c0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _TRIPLE)
-    s = _np.empty(s_shape, dtype=dtype)
-    z = _np.empty(s_shape[:3], dtype=dtype)
-    c = _np.empty(s_shape[:3], dtype=dtype)
+        s0, z0, c0 = _state_arrays("initial_state", initial_state, sd, s_shape, _TRIPLE, ref)
+    s = _np.empty(s_shape, dtype=sd)
+    z = _np.empty(s_shape[:3], dtype=sd)
+    c = _np.empty(s_shape[:3], dtype=sd)
     _ext.favor_state(k, v, projection, s0, z0, c0, s, z, c, code, scale, relu_offset, *keys)
     return s, z, c
 
@@ -1046,12 +1062,13 @@ def favor_state_backward(k, v, projection, dS, dz, *, features="positive", scale
     (dtype, ks, vs, projection, code, scale, keys, relu_offset,
      s_shape) = _favor_state_setup(k, v, projection, features, scale, kv_lengths, kv_starts, relu_offset,
                                    initial_state, heads)
-    gs, gz = _state_arrays("dstate", (dS, dz), dtype, s_shape, _PAIR)
+    sd, ref = _lse_dtype(dtype), _state_reference(dtype)  # float32 states for float16
+    gs, gz = _state_arrays("dstate", (dS, dz), sd, s_shape, _PAIR, ref)
     s0 = z0 = c0 = ds0 = dz0 = None
     if initial_state is not None:
-        s0, z0, c0 = _state_arrays("initial_state", initial_state, dtype, s_shape, _TRIPLE)
-        ds0 = _np.empty(s_shape, dtype=dtype)
-        dz0 = _np.empty(s_shape[:3], dtype=dtype)
+        s0, z0, c0 = _state_arrays("initial_state", initial_state, sd, s_shape, _TRIPLE, ref)
+        ds0 = _np.empty(s_shape, dtype=sd)
+        dz0 = _np.empty(s_shape[:3], dtype=sd)
     dk = _np.empty(ks, dtype=dtype)
     dv = _np.empty(vs, dtype=dtype)
     _ext.favor_state_backward(k, v, projection, gs, gz, dk, dv, ds0, dz0, s0, z0, c0, code, scale, relu_offset,

@@ -9,8 +9,9 @@ from typing import Literal
 # Anything with the buffer protocol: NumPy arrays, memoryviews, ...
 _Buffer = Any
 _Floating = Union[np.float32, np.float64]
-# Softmax attention also takes float16 (computed in float32; its lse is float32).
-_SoftmaxFloating = Union[np.float32, np.float64, np.float16]
+# Softmax, linear and FAVOR+ attention also take float16 tokens (computed in float32); their
+# lse, states and denominators are then float32 (_Floating).
+_TokenFloating = Union[np.float32, np.float64, np.float16]
 
 __version__: str
 __all__: list[str]
@@ -20,24 +21,24 @@ def softmax_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., scale: Optional[float] = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., return_lse: Literal[False] = ...,
     out: Optional[_Buffer] = ..., lse: Optional[_Buffer] = ...,
-) -> NDArray[_SoftmaxFloating]: ...
+) -> NDArray[_TokenFloating]: ...
 @overload
 def softmax_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., scale: Optional[float] = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., return_lse: Literal[True],
     out: Optional[_Buffer] = ..., lse: Optional[_Buffer] = ...,
-) -> Tuple[NDArray[_SoftmaxFloating], NDArray[_SoftmaxFloating]]: ...
+) -> Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating]]: ...
 @overload
 def softmax_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., scale: Optional[float] = ...,
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., return_lse: bool = ...,
     out: Optional[_Buffer] = ..., lse: Optional[_Buffer] = ...,
-) -> Union[NDArray[_SoftmaxFloating], Tuple[NDArray[_SoftmaxFloating], NDArray[_SoftmaxFloating]]]: ...
+) -> Union[NDArray[_TokenFloating], Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating]]]: ...
 def softmax_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, out: _Buffer, lse: _Buffer, dout: _Buffer, *,
     causal: bool = ..., scale: Optional[float] = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     dq: Optional[_Buffer] = ..., dk: Optional[_Buffer] = ..., dv: Optional[_Buffer] = ...,
-) -> Tuple[NDArray[_SoftmaxFloating], NDArray[_SoftmaxFloating], NDArray[_SoftmaxFloating]]: ...
+) -> Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating], NDArray[_TokenFloating]]: ...
 def softmax_merge(
     out_a: _Buffer, lse_a: _Buffer, out_b: _Buffer, lse_b: _Buffer, *,
     out: Optional[_Buffer] = ..., lse: Optional[_Buffer] = ...,
@@ -61,7 +62,7 @@ def linear_attention(
     normalize: bool = ..., return_denominators: Literal[False] = ...,
     out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer]] = ...,
     denominators: Optional[_Buffer] = ...,
-) -> NDArray[_Floating]: ...
+) -> NDArray[_TokenFloating]: ...
 @overload
 def linear_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
@@ -70,7 +71,7 @@ def linear_attention(
     normalize: bool = ..., return_denominators: Literal[False] = ...,
     out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer]] = ...,
     denominators: Optional[_Buffer] = ...,
-) -> Tuple[NDArray[_Floating], _State]: ...
+) -> Tuple[NDArray[_TokenFloating], _State]: ...
 @overload
 def linear_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
@@ -79,7 +80,7 @@ def linear_attention(
     normalize: bool = ..., return_denominators: Literal[True],
     out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer]] = ...,
     denominators: Optional[_Buffer] = ...,
-) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
+) -> Tuple[NDArray[_TokenFloating], NDArray[_Floating]]: ...
 @overload
 def linear_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
@@ -88,7 +89,7 @@ def linear_attention(
     normalize: bool = ..., return_denominators: Literal[True],
     out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer]] = ...,
     denominators: Optional[_Buffer] = ...,
-) -> Tuple[NDArray[_Floating], _State, NDArray[_Floating]]: ...
+) -> Tuple[NDArray[_TokenFloating], _State, NDArray[_Floating]]: ...
 @overload
 def linear_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, *, causal: bool = ..., feature_map: _FeatureMap = ...,
@@ -97,22 +98,22 @@ def linear_attention(
     normalize: bool = ..., return_denominators: bool = ...,
     out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer]] = ...,
     denominators: Optional[_Buffer] = ...,
-) -> Union[NDArray[_Floating], Tuple[NDArray[_Floating], _State], Tuple[NDArray[_Floating], NDArray[_Floating]],
-           Tuple[NDArray[_Floating], _State, NDArray[_Floating]]]: ...
+) -> Union[NDArray[_TokenFloating], Tuple[NDArray[_TokenFloating], _State], Tuple[NDArray[_TokenFloating], NDArray[_Floating]],
+           Tuple[NDArray[_TokenFloating], _State, NDArray[_Floating]]]: ...
 @overload
 def linear_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, *, causal: bool = ...,
     feature_map: _FeatureMap = ..., eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: None = ..., dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., normalize: bool = ...,
     dq: Optional[_Buffer] = ..., dk: Optional[_Buffer] = ..., dv: Optional[_Buffer] = ...,
-) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating]]: ...
+) -> Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating], NDArray[_TokenFloating]]: ...
 @overload
 def linear_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, *, causal: bool = ...,
     feature_map: _FeatureMap = ..., eps: float = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Tuple[_Buffer, _Buffer], dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., normalize: bool = ...,
     dq: Optional[_Buffer] = ..., dk: Optional[_Buffer] = ..., dv: Optional[_Buffer] = ...,
-) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating], _State]: ...
+) -> Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating], NDArray[_TokenFloating], _State]: ...
 def linear_state(
     k: _Buffer, v: _Buffer, *, feature_map: _FeatureMap = ..., kv_lengths: Optional[Sequence[int]] = ...,
     initial_state: Optional[Tuple[_Buffer, _Buffer]] = ..., heads: Optional[int] = ...,
@@ -123,13 +124,13 @@ def linear_state_backward(
     k: _Buffer, v: _Buffer, dS: _Buffer, dz: _Buffer, *, feature_map: _FeatureMap = ...,
     kv_lengths: Optional[Sequence[int]] = ..., initial_state: None = ..., heads: Optional[int] = ...,
     kv_starts: Optional[Sequence[int]] = ...,
-) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
+) -> Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating]]: ...
 @overload
 def linear_state_backward(
     k: _Buffer, v: _Buffer, dS: _Buffer, dz: _Buffer, *, feature_map: _FeatureMap = ...,
     kv_lengths: Optional[Sequence[int]] = ..., initial_state: Tuple[_Buffer, _Buffer], heads: Optional[int] = ...,
     kv_starts: Optional[Sequence[int]] = ...,
-) -> Tuple[NDArray[_Floating], NDArray[_Floating], _State]: ...
+) -> Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating], _State]: ...
 
 class LinearDecoder:
     def __init__(
@@ -193,7 +194,7 @@ def favor_features(
     x: _Buffer, projection: FavorProjection, *, features: _FavorFeatures = ..., scale: Optional[float] = ...,
     is_query: bool = ..., relu_offset: float = ...,
     out: Optional[_Buffer] = ...,
-) -> NDArray[_Floating]: ...
+) -> NDArray[_TokenFloating]: ...
 
 @overload
 def favor_attention(
@@ -202,7 +203,7 @@ def favor_attention(
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
     return_state: Literal[False] = ..., relu_offset: float = ...,
     out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
-) -> NDArray[_Floating]: ...
+) -> NDArray[_TokenFloating]: ...
 @overload
 def favor_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, projection: FavorProjection, *, causal: bool = ...,
@@ -210,7 +211,7 @@ def favor_attention(
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
     return_state: Literal[True], relu_offset: float = ...,
     out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
-) -> Tuple[NDArray[_Floating], _FavorState]: ...
+) -> Tuple[NDArray[_TokenFloating], _FavorState]: ...
 @overload
 def favor_attention(
     q: _Buffer, k: _Buffer, v: _Buffer, projection: FavorProjection, *, causal: bool = ...,
@@ -218,7 +219,7 @@ def favor_attention(
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
     return_state: bool = ..., relu_offset: float = ...,
     out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
-) -> Union[NDArray[_Floating], Tuple[NDArray[_Floating], _FavorState]]: ...
+) -> Union[NDArray[_TokenFloating], Tuple[NDArray[_TokenFloating], _FavorState]]: ...
 @overload
 def favor_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, projection: FavorProjection, *, causal: bool = ...,
@@ -226,7 +227,7 @@ def favor_attention_backward(
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: None = ...,
     dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., relu_offset: float = ...,
     dq: Optional[_Buffer] = ..., dk: Optional[_Buffer] = ..., dv: Optional[_Buffer] = ...,
-) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating]]: ...
+) -> Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating], NDArray[_TokenFloating]]: ...
 @overload
 def favor_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, projection: FavorProjection, *, causal: bool = ...,
@@ -234,7 +235,7 @@ def favor_attention_backward(
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Tuple[_Buffer, _Buffer, _Buffer],
     dstate: Optional[Tuple[_Buffer, _Buffer]] = ..., relu_offset: float = ...,
     dq: Optional[_Buffer] = ..., dk: Optional[_Buffer] = ..., dv: Optional[_Buffer] = ...,
-) -> Tuple[NDArray[_Floating], NDArray[_Floating], NDArray[_Floating], _State]: ...
+) -> Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating], NDArray[_TokenFloating], _State]: ...
 def favor_state(
     k: _Buffer, v: _Buffer, projection: FavorProjection, *, features: _FavorFeatures = ...,
     scale: Optional[float] = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
@@ -246,13 +247,13 @@ def favor_state_backward(
     k: _Buffer, v: _Buffer, projection: FavorProjection, dS: _Buffer, dz: _Buffer, *, features: _FavorFeatures = ...,
     scale: Optional[float] = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: None = ..., heads: Optional[int] = ..., relu_offset: float = ...,
-) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
+) -> Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating]]: ...
 @overload
 def favor_state_backward(
     k: _Buffer, v: _Buffer, projection: FavorProjection, dS: _Buffer, dz: _Buffer, *, features: _FavorFeatures = ...,
     scale: Optional[float] = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Tuple[_Buffer, _Buffer, _Buffer], heads: Optional[int] = ..., relu_offset: float = ...,
-) -> Tuple[NDArray[_Floating], NDArray[_Floating], _State]: ...
+) -> Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating], _State]: ...
 
 class FavorDecoder:
     def __init__(

@@ -653,8 +653,8 @@ get_tensors(PyObject *const *objs, tensor_arg *t, int count, int first_output)
     return 0;
 }
 
-/* The dtype reference for lse: q, except in a half-precision call, whose lse is float32 (the
- * library checks that and names it). */
+/* The dtype reference for lse, states and denominators: q, except in a half-precision call,
+ * whose lse, states and denominators are float32 (the library checks that and names them). */
 static const tensor_arg *
 lse_reference(const tensor_arg *q)
 {
@@ -991,9 +991,9 @@ linear_forward(PyObject *module, PyObject *args)
     linear_options o = {0};
     PyObject *result = NULL;
     if (get_tensors(obj, t, 4, 3) < 0 ||
-        get_state_pair(obj[4], obj[5], &t[4], 0, &t[0]) < 0 ||
-        get_state_pair(obj[6], obj[7], &t[6], 1, &t[0]) < 0 ||
-        (obj[8] != Py_None && get_tensor(obj[8], &t[8], 3, 1, &t[0]) < 0)) {
+        get_state_pair(obj[4], obj[5], &t[4], 0, lse_reference(&t[0])) < 0 ||
+        get_state_pair(obj[6], obj[7], &t[6], 1, lse_reference(&t[0])) < 0 ||
+        (obj[8] != Py_None && get_tensor(obj[8], &t[8], 3, 1, lse_reference(&t[0])) < 0)) {
         goto done;
     }
     if (get_linear_options(&o, causal, feature_map, eps, normalize, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
@@ -1037,9 +1037,9 @@ linear_backward(PyObject *module, PyObject *args)
     if (get_tensors(obj, t, 7, 4) < 0) {
         goto done;
     }
-    if (get_state_pair(obj[7], obj[8], &t[7], 0, &t[0]) < 0 ||
-        get_state_pair(obj[9], obj[10], &t[9], 0, &t[0]) < 0 ||
-        get_state_pair(obj[11], obj[12], &t[11], 1, &t[0]) < 0) {
+    if (get_state_pair(obj[7], obj[8], &t[7], 0, lse_reference(&t[0])) < 0 ||
+        get_state_pair(obj[9], obj[10], &t[9], 0, lse_reference(&t[0])) < 0 ||
+        get_state_pair(obj[11], obj[12], &t[11], 1, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (get_linear_options(&o, causal, feature_map, eps, normalize, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
@@ -1081,8 +1081,8 @@ linear_state(PyObject *module, PyObject *args)
     linear_options o = {0};
     PyObject *result = NULL;
     if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_state_pair(obj[2], obj[3], &t[2], 0, &t[0]) < 0 ||
-        get_state_pair(obj[4], obj[5], &t[4], 1, &t[0]) < 0) {
+        get_state_pair(obj[2], obj[3], &t[2], 0, lse_reference(&t[0])) < 0 ||
+        get_state_pair(obj[4], obj[5], &t[4], 1, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (get_linear_options(&o, 0, feature_map, 1e-6, 1, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
@@ -1119,9 +1119,9 @@ linear_state_backward(PyObject *module, PyObject *args)
     linear_options o = {0};
     PyObject *result = NULL;
     if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_state_pair(obj[2], obj[3], &t[2], 0, &t[0]) < 0 ||
+        get_state_pair(obj[2], obj[3], &t[2], 0, lse_reference(&t[0])) < 0 ||
         get_tensor(obj[4], &t[4], 4, 1, &t[0]) < 0 || get_tensor(obj[5], &t[5], 4, 1, &t[0]) < 0 ||
-        get_state_pair(obj[6], obj[7], &t[6], 1, &t[0]) < 0) {
+        get_state_pair(obj[6], obj[7], &t[6], 1, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (obj[2] == Py_None) {
@@ -1850,8 +1850,8 @@ favor_forward(PyObject *module, PyObject *args)
     int64_t *lengths = NULL, *starts = NULL;
     PyObject *result = NULL;
     if (get_tensors(obj, t, 4, 3) < 0 ||
-        get_state_triple(obj[4], obj[5], obj[6], &t[4], 0, &t[0]) < 0 ||
-        get_state_triple(obj[7], obj[8], obj[9], &t[7], 1, &t[0]) < 0) {
+        get_state_triple(obj[4], obj[5], obj[6], &t[4], 0, lse_reference(&t[0])) < 0 ||
+        get_state_triple(obj[7], obj[8], obj[9], &t[7], 1, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (get_favor_attention_options(&o, &lengths, &starts, causal, features, scale, eps, relu_offset, kv_lengths,
@@ -1905,9 +1905,9 @@ favor_backward(PyObject *module, PyObject *args)
     if (get_tensors(obj, t, 7, 4) < 0) {
         goto done;
     }
-    if (get_state_triple(obj[7], obj[8], obj[9], &t[7], 0, &t[0]) < 0 ||
-        get_state_pair(obj[10], obj[11], &t[10], 0, &t[0]) < 0 ||
-        get_state_pair(obj[12], obj[13], &t[12], 1, &t[0]) < 0) {
+    if (get_state_triple(obj[7], obj[8], obj[9], &t[7], 0, lse_reference(&t[0])) < 0 ||
+        get_state_pair(obj[10], obj[11], &t[10], 0, lse_reference(&t[0])) < 0 ||
+        get_state_pair(obj[12], obj[13], &t[12], 1, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (get_favor_attention_options(&o, &lengths, &starts, causal, features, scale, eps, relu_offset, kv_lengths,
@@ -1958,8 +1958,8 @@ favor_state(PyObject *module, PyObject *args)
     int64_t *lengths = NULL, *starts = NULL;
     PyObject *result = NULL;
     if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_state_triple(obj[2], obj[3], obj[4], &t[2], 0, &t[0]) < 0 ||
-        get_state_triple(obj[5], obj[6], obj[7], &t[5], 1, &t[0]) < 0) {
+        get_state_triple(obj[2], obj[3], obj[4], &t[2], 0, lse_reference(&t[0])) < 0 ||
+        get_state_triple(obj[5], obj[6], obj[7], &t[5], 1, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (obj[5] == Py_None) {
@@ -2010,10 +2010,10 @@ favor_state_backward(PyObject *module, PyObject *args)
     int64_t *lengths = NULL, *starts = NULL;
     PyObject *result = NULL;
     if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_state_pair(obj[2], obj[3], &t[2], 0, &t[0]) < 0 ||
+        get_state_pair(obj[2], obj[3], &t[2], 0, lse_reference(&t[0])) < 0 ||
         get_tensor(obj[4], &t[4], 4, 1, &t[0]) < 0 || get_tensor(obj[5], &t[5], 4, 1, &t[0]) < 0 ||
-        get_state_pair(obj[6], obj[7], &t[6], 1, &t[0]) < 0 ||
-        get_state_triple(obj[8], obj[9], obj[10], &t[8], 0, &t[0]) < 0) {
+        get_state_pair(obj[6], obj[7], &t[6], 1, lse_reference(&t[0])) < 0 ||
+        get_state_triple(obj[8], obj[9], obj[10], &t[8], 0, lse_reference(&t[0])) < 0) {
         goto done;
     }
     if (obj[2] == Py_None) {

@@ -1,5 +1,6 @@
-"""float16 NumPy arrays through performer.softmax_attention and its backward
-(docs/HALF_PRECISION.md): computed in float32, each output rounded once, lse in float32.
+"""float16 NumPy arrays through softmax, linear and FAVOR+ attention and their backwards
+(docs/HALF_PRECISION.md): computed in float32, each output rounded once; lse, states and
+denominators in float32.
 
 Accuracy rule (FlashAttention's): against the float64 reference on the same float16 inputs,
 our output and every gradient has a max error <= 2x that of a straightforward float16
@@ -119,5 +120,170 @@ def test_float16_dtype_errors():
 
 def test_functions_without_half_support_refuse_float16():
     q, k, v, _ = _make(1, 1, 1, 4, 4, 8, 8)
-    with pytest.raises(TypeError, match=r"q.dtype = float16 is not supported by performer_linear_forward"):
-        performer.linear_attention(q, k, v)
+    out, lse = performer.softmax_attention(q, k, v, return_lse=True)
+    with pytest.raises(TypeError, match=r"is not supported by performer_softmax_merge"):
+        performer.softmax_merge(out, lse.astype(np.float16), out, lse.astype(np.float16))
+
+
+def test_float16_state_only_calls_are_the_float32_calls_rounded():
+    _, k, v, _ = _make(1, 1, 2, 1, 50, 8, 6)
+    wide = (k.astype(np.float32), v.astype(np.float32))
+    state = performer.linear_state(k, v, heads=4, kv_lengths=[41])
+    assert all(x.dtype == np.float32 for x in state)
+    assert all(np.array_equal(a, b) for a, b in zip(state, performer.linear_state(*wide, heads=4, kv_lengths=[41])))
+    ds = (RNG.standard_normal(state[0].shape).astype(np.float32), RNG.standard_normal(state[1].shape).astype(np.float32))
+    grads = performer.linear_state_backward(k, v, *ds)
+    assert all(a.dtype == np.float16 and np.array_equal(a, b.astype(np.float16))
+               for a, b in zip(grads, performer.linear_state_backward(*wide, *ds)))
+    w = performer.FavorProjection(8, 8, seed=2)
+    for features in ("positive", "hyperbolic", "trigonometric", "relu"):
+        triple = performer.favor_state(k * np.float16(0.5), v, w, features=features, heads=2)
+        triple32 = performer.favor_state(wide[0] * np.float32(0.5), wide[1], w, features=features, heads=2)
+        assert all(a.dtype == np.float32 and np.array_equal(a, b) for a, b in zip(triple, triple32))
+        dstate = (np.ones_like(triple[0]), np.ones_like(triple[1]))
+        grads = performer.favor_state_backward(k * np.float16(0.5), v, w, *dstate, features=features)
+        grads32 = performer.favor_state_backward(wide[0] * np.float32(0.5), wide[1], w, *dstate, features=features)
+        assert all(np.array_equal(a, b.astype(np.float16)) for a, b in zip(grads, grads32))
+
+
+# ------------------------------------------------------------------ linear attention
+
+
+def _linear_direct(q, k, v, dout, causal, kv_lengths, s0, z0, dtype, eps=1e-6):
+    """elu+1 linear attention and its gradients through the explicit masked N x L matrix
+    A = phi(q) phi(k)^T, every operation in `dtype` (float64: the reference; float32: the
+    straightforward implementation of the accuracy rule)."""
+    q, k, v, dout, s0, z0 = (np.asarray(x, dtype=dtype) for x in (q, k, v, dout, s0, z0))
+    B, H, N, D = q.shape
+    Hk, L = k.shape[1], k.shape[2]
+    group = H // Hk
+    kk, vv = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+    phi = lambda x: np.where(x > 0, x + 1, np.exp(np.minimum(x, 0))).astype(dtype)
+    slope = lambda x: np.where(x > 0, 1, np.exp(np.minimum(x, 0))).astype(dtype)
+    keep = np.ones((B, 1, L, 1), dtype=dtype)
+    if kv_lengths is not None:
+        keep = (np.arange(L)[None, None, :, None] < np.asarray(kv_lengths).reshape(B, 1, 1, 1)).astype(dtype)
+    fq, fk = phi(q), phi(kk) * keep
+    a = np.einsum("bhnc,bhlc->bhnl", fq, fk)
+    if causal:
+        a = np.where(np.arange(L)[None, :] <= np.arange(N)[:, None], a, dtype(0)).astype(dtype)
+    num = np.einsum("bhnc,bhcm->bhnm", fq, s0) + np.einsum("bhnl,bhlm->bhnm", a, vv)
+    den = np.einsum("bhnc,bhc->bhn", fq, z0) + a.sum(axis=-1) + dtype(eps)
+    out = num / den[..., None]
+    g = dout / den[..., None]
+    dden = -(g * out).sum(axis=-1)
+    da = np.einsum("bhnm,bhlm->bhnl", g, vv) + dden[..., None]
+    if causal:
+        da = np.where(np.arange(L)[None, :] <= np.arange(N)[:, None], da, dtype(0)).astype(dtype)
+    dfq = np.einsum("bhnl,bhlc->bhnc", da, fk) + np.einsum("bhcm,bhnm->bhnc", s0, g) + dden[..., None] * z0[:, :, None, :]
+    dq = dfq * slope(q)
+    dk = (np.einsum("bhnl,bhnc->bhlc", da, fq) * slope(kk) * keep).reshape(B, Hk, group, L, D).sum(axis=2)
+    dv = np.einsum("bhnl,bhnm->bhlm", a, g).reshape(B, Hk, group, L, v.shape[3]).sum(axis=2)
+    ds0, dz0 = np.einsum("bhnc,bhnm->bhcm", fq, g), np.einsum("bhnc,bhn->bhc", fq, dden)
+    return out, dq, dk, dv, ds0, dz0
+
+
+@pytest.mark.parametrize("shape,causal,kv_lengths", [
+    ((2, 2, 2, 40, 33, 16, 24), False, None),
+    ((1, 4, 2, 150, 150, 32, 16), True, None),        # causal past a chunk, grouped-query heads
+    ((2, 2, 1, 30, 30, 8, 8), True, [30, 11]),        # key lengths
+])
+def test_float16_linear_accuracy_rule(shape, causal, kv_lengths):
+    B, H, Hk, N, L, D, M = shape
+    q, k, v, dout = _make(*shape)
+    s0 = RNG.standard_normal((B, H, D, M)).astype(np.float32)
+    z0 = (0.1 + RNG.random((B, H, D))).astype(np.float32)
+    out, (sn, zn), den = performer.linear_attention(q, k, v, causal=causal, kv_lengths=kv_lengths,
+                                                    initial_state=(s0, z0), return_state=True, return_denominators=True)
+    assert out.dtype == np.float16 and sn.dtype == zn.dtype == den.dtype == np.float32
+    dq, dk, dv, (ds0, dz0) = performer.linear_attention_backward(q, k, v, dout, causal=causal, kv_lengths=kv_lengths,
+                                                                  initial_state=(s0, z0))
+    assert dq.dtype == dk.dtype == dv.dtype == np.float16 and ds0.dtype == dz0.dtype == np.float32
+    exact = _linear_direct(q, k, v, dout, causal, kv_lengths, s0, z0, np.float64)
+    base = _linear_direct(q, k, v, dout, causal, kv_lengths, s0, z0, np.float32)
+    base = tuple(x.astype(np.float16) for x in base[:4]) + base[4:]
+    for name, ours, want, straightforward in zip(("out", "dq", "dk", "dv", "dS0", "dz0"), (out, dq, dk, dv, ds0, dz0),
+                                                 exact, base):
+        assert np.all(np.isfinite(ours)), name
+        ours_error, base_error = _max_error(ours, want), _max_error(straightforward, want)
+        assert ours_error <= 2 * base_error + 1e-6 * max(1.0, float(np.max(np.abs(want)))), (name, ours_error, base_error)
+
+
+def test_float16_linear_is_the_float32_call_rounded():
+    q, k, v, dout = _make(1, 2, 1, 70, 70, 8, 8)
+    wide = tuple(x.astype(np.float32) for x in (q, k, v, dout))
+    for causal in (False, True):
+        out, state = performer.linear_attention(q, k, v, causal=causal, return_state=True)
+        out32, state32 = performer.linear_attention(*wide[:3], causal=causal, return_state=True)
+        assert np.array_equal(out, out32.astype(np.float16))
+        assert all(np.array_equal(a, b) for a, b in zip(state, state32))
+        grads = performer.linear_attention_backward(q, k, v, dout, causal=causal)
+        grads32 = performer.linear_attention_backward(*wide, causal=causal)
+        assert all(np.array_equal(a, b.astype(np.float16)) for a, b in zip(grads, grads32))
+
+
+def test_float16_linear_state_dtype_errors():
+    q, k, v, dout = _make(1, 1, 1, 4, 4, 8, 8)
+    s0, z0 = np.zeros((1, 1, 8, 8), np.float16), np.zeros((1, 1, 8), np.float16)
+    with pytest.raises(TypeError, match=r"has dtype float16 but the state of a float16 call has float32"):
+        performer.linear_attention(q, k, v, initial_state=(s0, z0))
+    with pytest.raises(TypeError, match=r"has dtype float16 but the state of a float16 call has float32"):
+        performer.linear_attention_backward(q, k, v, dout, dstate=(s0, z0))
+    # A caller's float16 buffer for the float32 denominators is refused by the library; nothing written.
+    out = np.full((1, 1, 4, 8), 7, dtype=np.float16)
+    with pytest.raises(TypeError, match=r"denominators.dtype = float16 but must be float32"):
+        performer.linear_attention(q, k, v, out=out, denominators=np.zeros((1, 1, 4), np.float16))
+    assert np.all(out == 7)
+
+
+# ------------------------------------------------------------------ FAVOR+
+
+
+@pytest.mark.parametrize("features", ["positive", "hyperbolic", "trigonometric", "relu"])
+def test_float16_favor_is_the_float32_call_rounded(features):
+    q, k, v, dout = _make(1, 2, 1, 40, 40, 8, 8)
+    q, k = (x * np.float16(0.5) for x in (q, k))
+    wide = tuple(x.astype(np.float32) for x in (q, k, v, dout))
+    w = performer.FavorProjection(8, 16, seed=3)
+    for causal in (False, True):
+        options = dict(causal=causal, features=features)
+        if causal:
+            out, state = performer.favor_attention(q, k, v, w, return_state=True, **options)
+            out32, state32 = performer.favor_attention(*wide[:3], w, return_state=True, **options)
+            assert all(x.dtype == np.float32 for x in state)
+            assert all(np.array_equal(a, b) for a, b in zip(state, state32))
+            dstate = (np.ones_like(state[0]), np.ones_like(state[1]))
+            grads = performer.favor_attention_backward(q, k, v, dout, w, dstate=dstate, **options)
+            grads32 = performer.favor_attention_backward(*wide, w, dstate=dstate, **options)
+        else:
+            out, out32 = performer.favor_attention(q, k, v, w, **options), performer.favor_attention(*wide[:3], w, **options)
+            grads = performer.favor_attention_backward(q, k, v, dout, w, **options)
+            grads32 = performer.favor_attention_backward(*wide, w, **options)
+        assert out.dtype == np.float16 and np.array_equal(out, out32.astype(np.float16))
+        assert all(a.dtype == np.float16 and np.array_equal(a, b.astype(np.float16)) for a, b in zip(grads, grads32))
+    phi = performer.favor_features(q, w, features=features)
+    assert phi.dtype == np.float16
+    assert np.array_equal(phi, performer.favor_features(wide[0], w, features=features).astype(np.float16))
+
+
+def test_float16_favor_accuracy_against_float64():
+    # Positive features, not causal: out within the rule's bound of the float64 evaluation.
+    q, k, v, _ = _make(1, 2, 1, 30, 30, 8, 8)
+    q, k = (x * np.float16(0.5) for x in (q, k))
+    w = performer.FavorProjection(8, 16, seed=4)
+    out = performer.favor_attention(q, k, v, w)
+    def direct(dtype):
+        fq = performer.favor_features(q.astype(np.float64), w).astype(dtype)
+        fk = performer.favor_features(k.astype(np.float64), w).astype(dtype)
+        a = np.einsum("bhnc,bhlc->bhnl", fq, np.repeat(fk, 2, axis=1))
+        return np.einsum("bhnl,bhlm->bhnm", a, np.repeat(v.astype(dtype), 2, axis=1)) / a.sum(-1, keepdims=True)
+    exact = direct(np.float64)
+    assert _max_error(out, exact) <= 2 * _max_error(direct(np.float32).astype(np.float16), exact) + 1e-6
+
+
+def test_float16_favor_state_dtype_errors():
+    q, k, v, _ = _make(1, 1, 1, 4, 4, 8, 8)
+    w = performer.FavorProjection(8, 8, seed=1)
+    state = tuple(np.zeros(shape, np.float16) for shape in ((1, 1, 8, 8), (1, 1, 8), (1, 1, 8)))
+    with pytest.raises(TypeError, match=r"has dtype float16 but the state of a float16 call has float32"):
+        performer.favor_attention(q, k, v, w, causal=True, initial_state=state)

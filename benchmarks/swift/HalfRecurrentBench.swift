@@ -1,0 +1,115 @@
+// Causal linear attention and causal FAVOR+ (m = 256) on float16 / bfloat16 storage beside
+// float32: what the convert-to-float32 path (widen q, k, v, dout; float32 kernels; round out,
+// dq, dk, dv) costs. The conversion is O(N·D) against the O(N·C·M) recurrence, so the ratio
+// column (half time over float32 time, same process, same load) shows its whole overhead.
+import PerformerCore
+
+/// Contiguous B = 1 tensors of one element type and the closures that run one algorithm on them.
+private struct RecurrentRun<E: TensorElement> {
+    let q, k, v, dO, out, dq, dk, dv: UnsafeMutablePointer<E>
+    let shape: SIMD4<Int>
+
+    init(n: Int, heads: Int, d: Int, convert: (Float) -> E) {
+        shape = SIMD4(1, heads, n, d)
+        let count = heads * n * d
+        func filled(_ seed: UInt64) -> UnsafeMutablePointer<E> {
+            let floats = randomFloats(count, seed: seed)
+            defer { floats.deallocate() }
+            let result = UnsafeMutablePointer<E>.allocate(capacity: count)
+            for i in 0..<count { (result + i).initialize(to: convert(floats[i])) }
+            return result
+        }
+        (q, k, v, dO) = (filled(1), filled(2), filled(3), filled(4))
+        (out, dq, dk, dv) = (filled(5), filled(6), filled(7), filled(8))
+    }
+
+    func view(_ p: UnsafeMutablePointer<E>) -> TensorView<E> { TensorView(base: UnsafePointer(p), shape: shape) }
+    func output(_ p: UnsafeMutablePointer<E>) -> MutableTensorView<E> { MutableTensorView(base: p, shape: shape) }
+    func release() { for p in [q, k, v, dO, out, dq, dk, dv] { p.deallocate() } }
+}
+
+private typealias Passes = (forward: () throws -> Void, both: () throws -> Void, release: () -> Void)
+
+private func linearPasses(_ r: RecurrentRun<Float>) -> Passes {
+    let options = LinearAttentionOptions(causal: true)
+    let forward = { () throws in
+        try LinearAttention.forward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), output: r.output(r.out), options: options)
+    }
+    return (forward, { () throws in
+        try forward()
+        try LinearAttention.backward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), outputGradient: r.view(r.dO),
+                                     queryGradient: r.output(r.dq), keyGradient: r.output(r.dk), valueGradient: r.output(r.dv),
+                                     options: options)
+    }, r.release)
+}
+
+private func linearPasses<H: HalfPrecisionScalar>(_ r: RecurrentRun<H>) -> Passes {
+    let options = LinearAttentionOptions(causal: true)
+    let forward = { () throws in
+        try LinearAttention.forward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), output: r.output(r.out), options: options)
+    }
+    return (forward, { () throws in
+        try forward()
+        try LinearAttention.backward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), outputGradient: r.view(r.dO),
+                                     queryGradient: r.output(r.dq), keyGradient: r.output(r.dk), valueGradient: r.output(r.dv),
+                                     options: options)
+    }, r.release)
+}
+
+private func favorPasses(_ r: RecurrentRun<Float>, _ w: FavorProjection) -> Passes {
+    let options = FavorAttentionOptions(causal: true)
+    let forward = { () throws in
+        try FavorAttention.forward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), projection: w,
+                                   output: r.output(r.out), options: options)
+    }
+    return (forward, { () throws in
+        try forward()
+        try FavorAttention.backward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), projection: w,
+                                    outputGradient: r.view(r.dO), queryGradient: r.output(r.dq), keyGradient: r.output(r.dk),
+                                    valueGradient: r.output(r.dv), options: options)
+    }, r.release)
+}
+
+private func favorPasses<H: HalfPrecisionScalar>(_ r: RecurrentRun<H>, _ w: FavorProjection) -> Passes {
+    let options = FavorAttentionOptions(causal: true)
+    let forward = { () throws in
+        try FavorAttention.forward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), projection: w,
+                                   output: r.output(r.out), options: options)
+    }
+    return (forward, { () throws in
+        try forward()
+        try FavorAttention.backward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), projection: w,
+                                    outputGradient: r.view(r.dO), queryGradient: r.output(r.dq), keyGradient: r.output(r.dk),
+                                    valueGradient: r.output(r.dv), options: options)
+    }, r.release)
+}
+
+func runHalfRecurrentBench(lengths: [Int], heads: Int, d: Int) throws {
+    let w = try FavorProjection(dim: d, numFeatures: 256, seed: 1)
+    print("causal linear attention (elu+1) and causal FAVOR+ (positive, m = 256) by storage dtype")
+    print("ratio: time over float32's in the same process (the conversion overhead of the convert-to-float32 path)")
+    print("| algorithm | N | dtype | fwd ms | fwd ratio | fwd+bwd ms | fwd+bwd ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for n in lengths {
+        let runs = n >= 16384 ? 5 : 9
+        for algorithm in ["linear", "favor m=256"] {
+            let isLinear = algorithm == "linear"
+            let float32 = RecurrentRun<Float>(n: n, heads: heads, d: d, convert: { $0 })
+            let float16 = RecurrentRun<Float16>(n: n, heads: heads, d: d, convert: { Float16($0) })
+            let bfloat16 = RecurrentRun<BFloat16>(n: n, heads: heads, d: d, convert: { BFloat16($0) })
+            let passes: [(String, Passes)] = [
+                ("float32", isLinear ? linearPasses(float32) : favorPasses(float32, w)),
+                ("float16", isLinear ? linearPasses(float16) : favorPasses(float16, w)),
+                ("bfloat16", isLinear ? linearPasses(bfloat16) : favorPasses(bfloat16, w)),
+            ]
+            defer { for (_, pass) in passes { pass.release() } }
+            var base: (Double, Double)?
+            for (name, pass) in passes {
+                let forwardSeconds = try time(runs: runs, pass.forward), bothSeconds = try time(runs: runs, pass.both)
+                let reference = base ?? (forwardSeconds, bothSeconds)
+                base = reference
+                print("| \(algorithm) | \(n) | \(name) | \(format1(forwardSeconds * 1e3)) | \(format2(forwardSeconds / reference.0)) | \(format1(bothSeconds * 1e3)) | \(format2(bothSeconds / reference.1)) |")
+            }
+        }
+    }
+}
