@@ -2,10 +2,10 @@
 
 Exact softmax follows scaled_dot_product_attention under CPU autocast (PyTorch 2.13, checked in
 test_torch_half.py): float32, float16 and bfloat16 inputs are cast to the autocast dtype, the op
-runs and returns in it; float64 is left alone. Linear attention and FAVOR+ have no half kernels in
-the library yet: under autocast they run in float32 (autocast's float32 policy: half inputs are
-widened, float32/float64 left alone), so a model whose q, k, v come out of autocast in mixed
-dtypes still runs.
+runs and returns in it; float64 is left alone. Linear attention and FAVOR+ are on autocast's
+float32 list (half inputs widened, float32/float64 left alone; the result float32): their states
+and denominators are sums over the whole prefix, which a model under autocast gets as precise as
+the float32 path; half tensors passed outside autocast run in half (float32 states).
 
 Two ways in, one rule: an AutocastCPU kernel per op for calls through the dispatcher
 (torch.ops.performer.*, torch.compile, torch.export) and the same cast (``lower``/``widen``)

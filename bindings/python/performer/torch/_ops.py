@@ -103,10 +103,9 @@ def _float(name, tensor):
 
 
 # The algorithms whose library functions take float16/bfloat16 (docs/HALF_PRECISION.md). The
-# torch layer is dtype-generic (half tensors go zero-copy, states and lse are float32); adding an
-# algorithm here is all it needs once the library (and the extension's state dtype checks) take
-# half for it. Until then a half call is refused here, before anything is allocated.
-LIBRARY_HALF = {"softmax"}
+# torch layer is dtype-generic (half tensors go zero-copy, states and lse are float32); an
+# algorithm not listed here would be refused before anything is allocated.
+LIBRARY_HALF = {"softmax", "linear", "favor"}
 _ALGORITHMS = {"linear": "linear attention", "favor": "FAVOR+"}
 
 
