@@ -4,6 +4,8 @@ threads). Medians of repeated batches of calls; PyTorch's SDPA beside our ops wh
 
     python benchmarks/overhead.py              # prints a Markdown table
     python benchmarks/overhead.py --write      # also writes benchmarks/results/overhead.md
+    python benchmarks/overhead.py --cpu        # the calling thread's CPU time instead of wall time
+                                               # (steadier on a loaded host; tiny calls run inline)
 
 Not a test: nothing is asserted. The machine is shared; run it a few times and compare medians.
 """
@@ -24,16 +26,19 @@ import performer
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+CLOCK = time.perf_counter
+
+
 def per_call_us(fn: Callable[[], object], calls: int = 2000, rounds: int = 9) -> float:
     """Median over `rounds` of the mean time of `calls` back-to-back calls, in microseconds."""
     for _ in range(calls // 4):
         fn()
     times = []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = CLOCK()
         for _ in range(calls):
             fn()
-        times.append((time.perf_counter() - start) / calls * 1e6)
+        times.append((CLOCK() - start) / calls * 1e6)
     return statistics.median(times)
 
 
@@ -120,18 +125,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write benchmarks/results/overhead.md")
     parser.add_argument("--threads", type=int, default=0, help="performer.set_num_threads (0: default)")
+    parser.add_argument("--cpu", action="store_true", help="time the calling thread's CPU time (time.thread_time)")
+    parser.add_argument("--numpy-only", action="store_true", help="skip the torch cases")
     args = parser.parse_args()
+    global CLOCK
+    if args.cpu:
+        CLOCK = time.thread_time
     performer.set_num_threads(args.threads)
     lines = [
         "# Per-call cost at tiny sizes (through Python)",
         "",
         f"libperformer {performer.__version__}, kernels {performer.kernel_isa()}, "
-        f"{performer.get_num_threads()} threads, float32; median of 9 rounds of back-to-back calls.",
+        f"{performer.get_num_threads()} threads, float32; median of 9 rounds of back-to-back calls"
+        + (" (CPU time of the calling thread)." if args.cpu else "."),
         "",
         "| call | µs per call |",
         "|---|---:|",
     ]
-    for name, fn in numpy_cases() + torch_cases():
+    for name, fn in numpy_cases() + ([] if args.numpy_only else torch_cases()):
         lines.append(f"| {name} | {per_call_us(fn):.2f} |")
         print(lines[-1], flush=True)
     if args.write:

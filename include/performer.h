@@ -814,8 +814,10 @@ performer_status performer_favor_features_backward(
  *   out: B x H x N x M; Hk must divide H (query head h reads key head h / (H / Hk)).
  *   Non-causal: out_i = sum_j phi(q_i).phi(k_j) v_j / (sum_j phi(q_i).phi(k_j) + eps) over
  *   every key kv_starts[b] <= j < kv_lengths[b] (all L without key starts and lengths; masked
- *   keys get zero features, dk = dv = 0, and enter no stabilizer max). Causal (N must equal
- *   L): over j <= i only, continuing from an initial state when one is given.
+ *   keys get zero features, dk = dv = 0, and enter no stabilizer max), plus, when an initial
+ *   state is given, the keys it stands for (a "memory", as linear attention's: cross-attention
+ *   against a state, e.g. performer_favor_state's; L may be 0). Causal (N must equal L): over
+ *   j <= i only, continuing from an initial state when one is given.
  *   eps is in the units of the mathematical features (default 0). A row that sees no key
  *   outputs 0 (for every eps) and gets zero gradients, never NaN/Inf; a denominator that is
  *   tiny but not 0 gives the quotient (see Conventions, Numerics).
@@ -826,11 +828,14 @@ performer_status performer_favor_features_backward(
  *   chunk terms all underflow is evaluated as the decoder does); one call, pieces with a
  *   carried state, and decoder steps agree to rounding.
  *
- *   State (causal only): the scaled triple, one per QUERY head, as the decoder's (7c):
+ *   State: the scaled triple, one per QUERY head, as the decoder's (7c):
  *   S~ (B x H x C x M), z~ (B x H x C x 1) and c (B x H x C x 1), the mathematical state being
  *   S = diag(e^c) S~, z = e^c * z~. c_f = -infinity means "no key yet" (its S~ row and z~
  *   entry must be 0); relu features need c = 0, trigonometric one c per head. (S, z, 0) is a
- *   valid state too. Each triple is all NULL or all given. A final state may be written over
+ *   valid state too. The shifts c of an initial state need not match the call's keys: they
+ *   are merged by the max rule of docs/FAVOR.md section 4 (the state rescaled where a key's
+ *   exponent is larger), so the output is that of one call over the state's keys and the
+ *   call's. Each triple is all NULL or all given. A final state may be written over
  *   the initial state's memory (the next piece continues from it in place) only with the same
  *   layout: each final tensor that overlaps an initial one must have its data pointer, shape
  *   and strides (any other overlap, e.g. z_N one head after z0, is
@@ -846,7 +851,8 @@ performer_status performer_favor_features_backward(
  *  eps, relu_offset, kv_lengths and kv_starts; options may be NULL (the defaults: bidirectional,
  *  positive features). W is the projection's at the start of the call.
  *  initial_state_s/_z/_c (NULL: no keys before) are read; final_state_s/_z/_c receive the
- *  state after the last key. Both need options->causal.
+ *  state after the last key. Causal, S_i = S_0 + sum_{j<=i}; non-causal, every query sees the
+ *  initial state plus all visible keys (a memory) and the final state is that sum.
  *
  *  Half precision: q, k, v and out may be PERFORMER_FLOAT16 or PERFORMER_BFLOAT16 (all four
  *  the same); the state tensors are then PERFORMER_FLOAT32. q, k, v are widened to float32
@@ -865,8 +871,8 @@ performer_status performer_favor_features_backward(
  *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, features not a
  *                                        performer_favor_feature_kind, scale, eps or relu_offset
  *                                        out of its domain, kv_lengths[b] or kv_starts[b]
- *                                        outside 0..L, kv_starts[b] > kv_lengths[b], a state
- *                                        without causal, a bad initial state (S~ or z~ not
+ *                                        outside 0..L, kv_starts[b] > kv_lengths[b], a bad
+ *                                        initial state (S~ or z~ not
  *                                        finite, c NaN or +inf, c = -inf over a nonzero row,
  *                                        relu c != 0, trigonometric c not constant per head)
  *    PERFORMER_ERROR_ALIASING            an output overlaps an input, another output or itself
@@ -886,7 +892,7 @@ performer_status performer_favor_forward(
  *  and dv (v's shape), through phi and the denominator (W gets no gradient, the stabilizer
  *  none). Pass the forward's projection, options and initial state; the forward is
  *  recomputed, nothing from it is needed. With grouped-query attention dk and dv sum over
- *  the query heads sharing a key head. Optional, all need options->causal:
+ *  the query heads sharing a key head. Optional, causal or not (non-causal: the memory's):
  *    initial_state_s/_z/_c  the forward's initial state (a triple, all or none);
  *    dfinal_state_s/_z      dLoss/dS~_N, dLoss/dz~_N (B x H x C x M, B x H x C x 1; finite)
  *                           when the loss also depends on the final state (NULL: zeros),

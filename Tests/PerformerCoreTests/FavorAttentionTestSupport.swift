@@ -20,7 +20,8 @@ struct FavorCase: CustomStringConvertible {
     var epsilon = 0.0
     var keyLengths: [Int]? = nil
     var keyStarts: [Int]? = nil
-    /// Causal only: pass (S̃0, z̃0, c0) and (dS̃_N, dz̃_N), ask for the final state and dS̃0, dz̃0.
+    /// Pass (S̃0, z̃0, c0) and (dS̃_N, dz̃_N), ask for the final state and dS̃0, dz̃0 (causal: the
+    /// state carried in; bidirectional: a memory every query sees).
     var withState = false
     var strided = false
     /// Standard deviation of the q, k entries.
@@ -38,7 +39,7 @@ struct FavorCase: CustomStringConvertible {
     var oShape: SIMD4<Int> { SIMD4(b, h, n, mv) }
     var sShape: SIMD4<Int> { SIMD4(b, h, c, mv) }
     var zShape: SIMD4<Int> { SIMD4(b, h, c, 1) }
-    var hasState: Bool { causal && withState }
+    var hasState: Bool { withState }
     var description: String {
         "B\(b) H\(h) Hk\(hk) N\(n) L\(l) D\(d) m\(m) M\(mv) causal=\(causal) \(kind.name) eps=\(epsilon) kv=\(keyLengths.map { "\($0)" } ?? "-") starts=\(keyStarts.map { "\($0)" } ?? "-") state=\(withState) strided=\(strided) sd=\(inputScale)"
     }

@@ -11,6 +11,7 @@ import PerformerCore
 /// FAVOR+ attention against the float64 direct formula with materialized features, in
 /// float64 and (on every ISA this CPU runs) float32; gradients against central finite
 /// differences; the state contract (pieces, decoder steps); causality; large norms; bad input.
+/// Cases `withState` that are not causal attend to a memory (S̃0, z̃0, c0) besides their keys.
 final class FavorAttentionTests: XCTestCase {
     static var cases: [FavorCase] {
         var cases: [FavorCase] = []
@@ -22,7 +23,7 @@ final class FavorAttentionTests: XCTestCase {
                                        kind: kind, epsilon: kind == .relu ? 1e-3 : 0, seed: seed))
                 seed += 1
                 cases.append(FavorCase(b: 2, h: 4, hk: 2, n: 9, l: 9, d: 3, m: 5, mv: 4, causal: causal, kind: kind,
-                                       epsilon: 1e-3, keyLengths: [9, 4], withState: causal, strided: true, seed: seed))
+                                       epsilon: 1e-3, keyLengths: [9, 4], withState: true, strided: true, seed: seed))
             }
         }
         cases += [
@@ -30,6 +31,8 @@ final class FavorAttentionTests: XCTestCase {
             FavorCase(b: 1, h: 2, hk: 1, n: 131, l: 131, d: 8, m: 12, mv: 5, causal: true, withState: true, seed: 3),
             FavorCase(b: 1, h: 1, hk: 1, n: 70, l: 129, d: 6, m: 7, mv: 9, kind: .hyperbolic, seed: 4),
             FavorCase(b: 1, h: 2, hk: 1, n: 1, l: 5, d: 4, m: 3, mv: 2, seed: 5),
+            // A memory with no keys of the call's own (L = 0), and one over a call with GQA.
+            FavorCase(b: 2, h: 2, hk: 1, n: 4, l: 0, d: 4, m: 3, mv: 2, kind: .hyperbolic, withState: true, seed: 12),
             FavorCase(b: 1, h: 1, hk: 1, n: 1, l: 1, d: 4, m: 3, mv: 2, causal: true, withState: true, seed: 6),
             FavorCase(b: 1, h: 3, hk: 1, n: 6, l: 11, d: 7, m: 5, mv: 3, keyLengths: [0], seed: 7),
             FavorCase(b: 2, h: 1, hk: 1, n: 66, l: 66, d: 4, m: 9, mv: 3, causal: true, kind: .hyperbolic,

@@ -80,9 +80,6 @@ final class FavorAttentionValidationTests: XCTestCase {
         options = fc.options
         options.keyLengths = [6]
         expect(.invalidArgument, "kv_lengths[0] = 6") { try forward(options: options) }
-        options = fc.options
-        options.causal = false
-        expect(.invalidArgument, "causal = false") { try forward(options: options) }
         // State values: c = +inf, c = −inf over a nonzero row, relu with c ≠ 0, trig with two c per head.
         let badC = LinearTestTensor<Double>(shape: fc.zShape, values: x.c0.enumerated().map { $0.offset == 1 ? .infinity : $0.element })
         let minusInf = LinearTestTensor<Double>(shape: fc.zShape, values: x.c0.enumerated().map { $0.offset == 2 ? -.infinity : $0.element })
@@ -119,11 +116,8 @@ final class FavorAttentionValidationTests: XCTestCase {
                                        output: MutableTensorView(base: q.storage, shape: fc.oShape), options: FavorAttentionOptions())
         }
         XCTAssertEqual(q.values, x.q)
-        // Backward: dS0 without an initial state; a state with causal = false.
+        // Backward: dS0 without an initial state.
         expect(.invalidArgument, "no initial state") { try backward(initialState: .some(nil)) }
-        options = fc.options
-        options.causal = false
-        expect(.invalidArgument, "causal = false") { try backward(options: options, initialState: initial) }
 
         for t in outputs { XCTAssertTrue(t.values.allSatisfy { $0 == 7 }, "an output was written on error") }
         // And a valid call does write them.

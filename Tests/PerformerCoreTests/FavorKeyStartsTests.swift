@@ -15,7 +15,7 @@ final class FavorKeyStartsTests: XCTestCase {
                 // Left, both-side, none, empty (start = length), everything padded (start = L).
                 cases.append(FavorCase(b: 5, h: 2, hk: 1, n: 7, l: 7, d: 3, m: 5, mv: 2, causal: causal, kind: kind,
                                        epsilon: 1e-3, keyLengths: [7, 6, 7, 3, 7], keyStarts: [2, 1, 0, 3, 7],
-                                       withState: causal, strided: true, seed: seed))
+                                       withState: true, strided: true, seed: seed))
             }
         }
         // Chunk boundaries (64): starts inside the second chunk.

@@ -15,6 +15,10 @@
  *     dS0 -> dS_N) = one call; the forward's state continued by decoder steps; norm-30 inputs;
  *   - state only (performer_favor_state / _backward): = the causal forward's final state (GQA,
  *     Hs = H and Hk, key lengths), in-place pieces, backward = the causal backward's state part;
+ *   - a bidirectional call against a memory state (favor_state of earlier keys) = one call over
+ *     the memory's keys and the call's (reference, key lengths, L = 0, final state, in place),
+ *     its gradients = the one call's (dS0/dz0 through favor_state_backward), dS0 by central
+ *     differences;
  *   - bad input everywhere (m = 0, D mismatch, unknown kind/norms/features, NULL handles,
  *     options size, bad states, aliasing); outputs and state untouched on error.
  * Prints "N passed, M failed" last and exits nonzero on any failure. */
@@ -1149,10 +1153,6 @@ static void attention_errors(void) {
     expect_status("fwd kv_lengths > L", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), PERFORMER_ERROR_INVALID_ARGUMENT,
                  "kv_lengths[1]");
     o.kv_lengths = NULL;
-    o.causal = 0;
-    expect_status("fwd state without causal", FWD(&q, &k, &v, p, &out, &s, &z, &c, NULL, NULL, NULL, &o),
-                 PERFORMER_ERROR_INVALID_ARGUMENT, "causal");
-    o.causal = 1;
     o.size = 4;
     expect_status("fwd options size", FWD(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_UNSUPPORTED_VERSION, "options->size");
@@ -1203,10 +1203,6 @@ static void attention_errors(void) {
     dk_on_dq.data = dq.data;
     expect_status("bwd dk overlaps dq", BWD(&q, &k, &v, &g, p, &dq, &dk_on_dq, &dv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o),
                  PERFORMER_ERROR_ALIASING, "overlaps");
-    o.causal = 0;
-    expect_status("bwd state without causal", BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, &s, &z, &c, NULL, NULL, &ds, &dz, &o),
-                 PERFORMER_ERROR_INVALID_ARGUMENT, "causal");
-    o.causal = 1;
     CHECK(is_value(&dq, SENTINEL) && is_value(&dk, SENTINEL) && is_value(&dv, SENTINEL) && is_value(&ds, SENTINEL) &&
               is_value(&dz, SENTINEL), "a failed favor_backward wrote an output");
     OK(BWD(&q, &k, &v, &g, p, &dq, &dk, &dv, &s, &z, &c, &gs, &gz, &ds, &dz, &o), "the valid backward");
@@ -1391,6 +1387,121 @@ static void state_only(int dtype, int kind) {
     performer_favor_projection_destroy(p);
 }
 
+/* A bidirectional call against a memory: the favor_state (Hs = AH) of keys [0, MCUT) as the
+ * initial state of a call over keys [MCUT, AL) gives the one call over all AL keys (float64
+ * reference; with key lengths split between the two), its final state is the state of all the
+ * keys, L = 0 attends to the memory alone; the backward's dq, dk, dv are the one call's, and
+ * its dS0/dz0 through favor_state_backward give the one call's dk, dv of the memory's keys;
+ * dS0 against central differences (float64); the final state in place changes nothing. */
+static void attention_memory(int dtype, int kind, int padded) {
+    enum { MCUT = 4, N = 6 };
+    char what[96];
+    snprintf(what, sizeof what, "memory %s kind %d%s", dtype ? "float64" : "float32", kind, padded ? " kv_lengths" : "");
+    const int64_t c = count_for(kind, AMF), rest = AL - MCUT;
+    const int64_t lengths[AB] = {AL, 5}, mlen[AB] = {MCUT, MCUT}, clen[AB] = {rest, 5 - MCUT};
+    const double eps = kind == PERFORMER_FAVOR_TRIGONOMETRIC ? 0.0 : 1e-3;
+    const double tol = dtype ? 1e-11 : (kind == PERFORMER_FAVOR_TRIGONOMETRIC ? 1e-4 : 2e-5);
+    performer_favor_projection_t p = make(AD, AMF, 0, 0, 19);
+    if (!p) return;
+    double *w = matrix_of(p, AMF, AD);
+    performer_favor_options_t o, om, oc;
+    performer_favor_options_init(&o);
+    o.features = kind;
+    o.eps = eps;
+    o.kv_lengths = padded ? lengths : NULL;
+    om = o; oc = o;
+    om.kv_lengths = padded ? mlen : NULL;
+    oc.kv_lengths = padded ? clen : NULL;
+    performer_tensor_t q = tensor_transposed(dtype, AB, AH, N, AD), k = tensor_new(dtype, AB, AHK, AL, AD);
+    performer_tensor_t v = tensor_new(dtype, AB, AHK, AL, AM), out = tensor_new(dtype, AB, AH, N, AM);
+    performer_tensor_t one = tensor_new(dtype, AB, AH, N, AM), alone = tensor_new(dtype, AB, AH, N, AM);
+    performer_tensor_t s0 = tensor_transposed(dtype, AB, AH, c, AM), z0 = tensor_new(dtype, AB, AH, c, 1), c0 = tensor_new(dtype, AB, AH, c, 1);
+    performer_tensor_t sn = tensor_new(dtype, AB, AH, c, AM), zn = tensor_new(dtype, AB, AH, c, 1), cn = tensor_new(dtype, AB, AH, c, 1);
+    fill(&q, 91 + (uint64_t)kind, 0.8); fill(&k, 92, 0.8); fill(&v, 93, 1.0);
+    performer_tensor_t km = positions(&k, 0, MCUT), vm = positions(&v, 0, MCUT);
+    performer_tensor_t kc = positions(&k, MCUT, rest), vc = positions(&v, MCUT, rest);
+    OK(performer_favor_state(&km, &vm, p, NULL, NULL, NULL, &s0, &z0, &c0, &om), what);
+    OK(performer_favor_forward(&q, &kc, &vc, p, &out, &s0, &z0, &c0, &sn, &zn, &cn, &oc), what);
+    double *qs = doubles_of(&q), *ks = doubles_of(&k), *vs = doubles_of(&v);
+    double *ref = malloc(sizeof(double) * AB * AH * N * AM);
+    double *sr = malloc(sizeof(double) * AB * AH * (size_t)(c * AM)), *zr = malloc(sizeof(double) * AB * AH * (size_t)c);
+    double *sm = malloc(sizeof(double) * AB * AH * (size_t)(c * AM)), *zm = malloc(sizeof(double) * AB * AH * (size_t)c);
+    attention_reference(kind, w, eps, 0, N, padded ? lengths : NULL, qs, ks, vs, NULL, NULL, ref, sr, zr);
+    double e = rel_error(&out, ref);
+    CHECK(e <= tol, "%s: memory + keys vs the float64 reference over all keys: %g", what, e);
+    OK(performer_favor_forward(&q, &k, &v, p, &one, NULL, NULL, NULL, NULL, NULL, NULL, &o), what);
+    double *ones = doubles_of(&one);
+    CHECK(rel_error(&out, ones) <= tol, "%s: memory + keys vs one call: %g", what, rel_error(&out, ones));
+    math_state(&sn, &zn, &cn, sm, zm);
+    performer_tensor_t smt = tensor_new(PERFORMER_FLOAT64, AB, AH, c, AM), zmt = tensor_new(PERFORMER_FLOAT64, AB, AH, c, 1);
+    memcpy(smt.data, sm, sizeof(double) * (size_t)count_of(&smt)); memcpy(zmt.data, zm, sizeof(double) * (size_t)count_of(&zmt));
+    CHECK(rel_error(&smt, sr) <= tol && rel_error(&zmt, zr) <= tol, "%s: final state vs the reference: S %g z %g", what,
+          rel_error(&smt, sr), rel_error(&zmt, zr));
+    /* L = 0: the memory alone (the reference with every key past MCUT removed). */
+    performer_tensor_t k0 = positions(&k, AL, 0), v0 = positions(&v, AL, 0);
+    performer_favor_options_t o0 = o;
+    o0.kv_lengths = NULL;
+    OK(performer_favor_forward(&q, &k0, &v0, p, &alone, &s0, &z0, &c0, NULL, NULL, NULL, &o0), what);
+    attention_reference(kind, w, eps, 0, N, mlen, qs, ks, vs, NULL, NULL, ref, NULL, NULL);
+    CHECK(rel_error(&alone, ref) <= tol, "%s: L = 0 vs the memory's keys alone: %g", what, rel_error(&alone, ref));
+    /* In place: the final state over the memory; same outputs and state. */
+    performer_tensor_t s1 = tensor_transposed(dtype, AB, AH, c, AM), z1 = tensor_new(dtype, AB, AH, c, 1), c1 = tensor_new(dtype, AB, AH, c, 1);
+    OK(performer_favor_state(&km, &vm, p, NULL, NULL, NULL, &s1, &z1, &c1, &om), what);
+    OK(performer_favor_forward(&q, &kc, &vc, p, &alone, &s1, &z1, &c1, &s1, &z1, &c1, &oc), what);
+    double *outs = doubles_of(&out), *sns = doubles_of(&sn), *cns = doubles_of(&cn);
+    CHECK(rel_error(&alone, outs) == 0 && rel_error(&s1, sns) == 0 && rel_error(&c1, cns) == 0,
+          "%s: the final state written over the memory changed the result", what);
+
+    /* Backward: the call's gradients and the memory's through favor_state_backward = the one call's. */
+    performer_tensor_t g = tensor_new(dtype, AB, AH, N, AM);
+    fill(&g, 94, 1.0);
+    performer_tensor_t dq = tensor_new(dtype, AB, AH, N, AD), dk = tensor_new(dtype, AB, AHK, AL, AD), dv = tensor_new(dtype, AB, AHK, AL, AM);
+    performer_tensor_t wq = tensor_new(dtype, AB, AH, N, AD), wk = tensor_new(dtype, AB, AHK, AL, AD), wv = tensor_new(dtype, AB, AHK, AL, AM);
+    performer_tensor_t ds0 = tensor_new(dtype, AB, AH, c, AM), dz0 = tensor_new(dtype, AB, AH, c, 1);
+    performer_tensor_t dkc = positions(&dk, MCUT, rest), dvc = positions(&dv, MCUT, rest);
+    performer_tensor_t dkm = positions(&dk, 0, MCUT), dvm = positions(&dv, 0, MCUT);
+    OK(performer_favor_backward(&q, &kc, &vc, &g, p, &dq, &dkc, &dvc, &s0, &z0, &c0, NULL, NULL, &ds0, &dz0, &oc), what);
+    OK(performer_favor_state_backward(&km, &vm, p, &ds0, &dz0, &dkm, &dvm, NULL, NULL, NULL, NULL, NULL, &om), what);
+    OK(performer_favor_backward(&q, &k, &v, &g, p, &wq, &wk, &wv, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &o), what);
+    double *rq = doubles_of(&wq), *rk = doubles_of(&wk), *rv = doubles_of(&wv);
+    double btol = dtype ? 1e-10 : (kind == PERFORMER_FAVOR_TRIGONOMETRIC ? 2e-4 : 2e-5);
+    CHECK(rel_error(&dq, rq) <= btol && rel_error(&dk, rk) <= btol && rel_error(&dv, rv) <= btol,
+          "%s: backward against a memory vs one call: dq %g dk %g dv %g", what, rel_error(&dq, rq), rel_error(&dk, rk),
+          rel_error(&dv, rv));
+    if (dtype == PERFORMER_FLOAT64) {
+        /* dS0 (c0 held fixed) by central differences of sum(g * out) over S~0 and z~0. */
+        double *gs = doubles_of(&g), worst = 0, scale = 1e-300;
+        performer_tensor_t *xs[2] = {&s0, &z0}, *gx[2] = {&ds0, &dz0};
+        for (int which = 0; which < 2; which++) {
+            performer_tensor_t *x = xs[which];
+            FOR4(x) {
+                const double keep = at(x, i0, i1, i2, i3), h = 1e-6;
+                double loss[2];
+                for (int side = 0; side < 2; side++) {
+                    set_at(x, i0, i1, i2, i3, keep + (side ? -h : h));
+                    performer_favor_forward(&q, &kc, &vc, p, &alone, &s0, &z0, &c0, NULL, NULL, NULL, &oc);
+                    double *a = doubles_of(&alone), sum = 0;
+                    for (int64_t i = 0; i < AB * AH * N * AM; i++) sum += gs[i] * a[i];
+                    free(a);
+                    loss[side] = sum;
+                }
+                set_at(x, i0, i1, i2, i3, keep);
+                double want = (loss[0] - loss[1]) / (2 * h), got = at(gx[which], i0, i1, i2, i3);
+                if (fabs(got - want) > worst) worst = fabs(got - want);
+                if (fabs(want) > scale) scale = fabs(want);
+            }
+        }
+        CHECK(worst / scale <= 1e-6, "%s: dS0/dz0 vs central differences: %g", what, worst / scale);
+        free(gs);
+    }
+    free(rq); free(rk); free(rv); free(qs); free(ks); free(vs); free(ref); free(sr); free(zr); free(sm); free(zm);
+    free(ones); free(outs); free(sns); free(cns); free(w);
+    performer_tensor_t all[] = {q, k, v, out, one, alone, s0, z0, c0, sn, zn, cn, smt, zmt, s1, z1, c1, g, dq, dk, dv,
+                                wq, wk, wv, ds0, dz0};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i].data);
+    performer_favor_projection_destroy(p);
+}
+
 static void step_speed(void) {
     enum { SH = 8, SD = 64, SM = 64, SMF = 256, STEPS = 1000 };
     performer_favor_projection_t p = make(SD, SMF, 0, 0, 1);
@@ -1443,6 +1554,9 @@ int main(void) {
     attention_key_starts();
     for (int dtype = 0; dtype < 2; dtype++)
         for (int kind = 0; kind < 4; kind++) state_only(dtype, kind);
+    for (int dtype = 0; dtype < 2; dtype++)
+        for (int kind = 0; kind < 4; kind++)
+            for (int padded = 0; padded < 2; padded++) attention_memory(dtype, kind, padded);
     step_speed();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

@@ -180,6 +180,5 @@ extension FavorProblem {
         self.options = options
         self.options.causal = false
         self.options.epsilon = 0
-        stateOnly = true
     }
 }

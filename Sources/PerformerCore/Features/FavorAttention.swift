@@ -7,8 +7,8 @@ import PerformerKernelInterface
 ///
 /// Shapes: q B×H×N×D, k B×Hk×L×D, v B×Hk×L×M, out B×H×N×M; D = projection.dim; Hk divides H
 /// and query head h reads key head h / (H/Hk). Causal needs N = L. C = m (positive, relu) or
-/// 2m (hyperbolic, trigonometric). The causal state is the scaled triple of
-/// `FavorStateView` per query head. Views may have any strides. Every argument is checked
+/// 2m (hyperbolic, trigonometric). The state (causal: carried; bidirectional: a memory) is
+/// the scaled triple of `FavorStateView` per query head. Views may have any strides. Every argument is checked
 /// before any output is written; on error nothing is written.
 public enum FavorAttention {
     /// C for this projection and options.
@@ -18,10 +18,14 @@ public enum FavorAttention {
 
     /// Writes o_i = Σ_j φ(q_i)ᵀφ(k_j) v_j / (Σ_j φ(q_i)ᵀφ(k_j) + ε) over the keys row i sees.
     ///
-    /// Causal only: `initialState` (nil: no keys before) is the state the sequence continues
-    /// from, and `finalState` receives the state after the last key, so a sequence processed in
-    /// pieces gives the same outputs (to rounding) as one call and as `FavorDecoder` steps.
-    /// The final state may be the initial state's memory.
+    /// `initialState` (nil: no keys before) stands for keys before this call's: causal, the
+    /// state the sequence continues from, so a sequence processed in pieces gives the same
+    /// outputs (to rounding) as one call and as `FavorDecoder` steps; bidirectional, a memory
+    /// every query also sees (cross-attention against a state, e.g. from `state`; L may be 0),
+    /// as linear attention's. Its shifts c and the call's key shifts are merged by the max
+    /// rule of docs/FAVOR.md §4, so the output is that of one call over the memory's keys and
+    /// this call's. `finalState` receives the state after the last key (bidirectional: the
+    /// memory plus every visible key); it may be the initial state's memory.
     public static func forward<T: AttentionScalar>(
         query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, projection: FavorProjection,
         output: MutableTensorView<T>, initialState: FavorStateView<T>? = nil,
@@ -45,14 +49,12 @@ public enum FavorAttention {
                 var task = problem.task(b: b, h: h, query: query, key: key, value: value,
                                         projection: wBytes.baseAddress!, scratch: head.scratch)
                 task.output = output.matrix(b, h)
-                if options.causal {
-                    task.initialS = initialState?.s.matrix(b, h)
-                    task.initialZ = initialState?.z.matrix(b, h)
-                    task.initialC = initialState?.c.matrix(b, h)
-                    task.finalS = finalState?.s.matrix(b, h)
-                    task.finalZ = finalState?.z.matrix(b, h)
-                    task.finalC = finalState?.c.matrix(b, h)
-                }
+                task.initialS = initialState?.s.matrix(b, h)
+                task.initialZ = initialState?.z.matrix(b, h)
+                task.initialC = initialState?.c.matrix(b, h)
+                task.finalS = finalState?.s.matrix(b, h)
+                task.finalZ = finalState?.z.matrix(b, h)
+                task.finalC = finalState?.c.matrix(b, h)
                 entry(&task)
             }
         }
@@ -62,7 +64,7 @@ public enum FavorAttention {
     /// = ∂L/∂out, through φ and the denominator (W gets none; the stabilizer shifts c carry
     /// none). Recomputes the forward; stores no state per position.
     ///
-    /// Causal only: `initialState` is the forward's (nil: none); `finalStateGradient` is
+    /// Causal or not: `initialState` is the forward's (nil: none); `finalStateGradient` is
     /// (∂L/∂S̃_N, ∂L/∂z̃_N) when the loss also depends on the final state (nil: zeros), taken
     /// with c_N fixed; `initialStateGradient` receives (∂L/∂S̃₀, ∂L/∂z̃₀) with c₀ fixed (needs an
     /// initial state). With grouped-query attention, dk and dv sum over the query heads of a
@@ -99,15 +101,13 @@ public enum FavorAttention {
                 task.keyGradient = keyGradient.matrix(b, hk)
                 task.valueGradient = valueGradient.matrix(b, hk)
                 task.accumulateKeyGradients = head.addsToKeyGradients
-                if options.causal {
-                    task.initialS = initialState?.s.matrix(b, h)
-                    task.initialZ = initialState?.z.matrix(b, h)
-                    task.initialC = initialState?.c.matrix(b, h)
-                    task.finalSGradient = finalStateGradient?.s.matrix(b, h)
-                    task.finalZGradient = finalStateGradient?.z.matrix(b, h)
-                    task.initialSGradient = initialStateGradient?.s.matrix(b, h)
-                    task.initialZGradient = initialStateGradient?.z.matrix(b, h)
-                }
+                task.initialS = initialState?.s.matrix(b, h)
+                task.initialZ = initialState?.z.matrix(b, h)
+                task.initialC = initialState?.c.matrix(b, h)
+                task.finalSGradient = finalStateGradient?.s.matrix(b, h)
+                task.finalZGradient = finalStateGradient?.z.matrix(b, h)
+                task.initialSGradient = initialStateGradient?.s.matrix(b, h)
+                task.initialZGradient = initialStateGradient?.z.matrix(b, h)
                 entry(&task)
             }
         }
@@ -186,8 +186,6 @@ struct FavorProblem {
     var shape: FavorHeadShape
     var options: FavorAttentionOptions
     var inputScale: Double
-    /// A state-only call (no queries, run as bidirectional with N = 0): it has a state.
-    var stateOnly = false
 
     init<T>(query q: TensorView<T>, key k: TensorView<T>, value v: TensorView<T>, projection: FavorProjection,
             options: FavorAttentionOptions) throws(PerformerError) {
@@ -220,21 +218,13 @@ struct FavorProblem {
     var stateShape: SIMD4<Int> { SIMD4(batch, heads, shape.featureCount, shape.valueDim) }
     var vectorShape: SIMD4<Int> { SIMD4(batch, heads, shape.featureCount, 1) }
 
-    func requireCausal(_ names: String) throws(PerformerError) {
-        guard options.causal || stateOnly else {
-            throw PerformerError(.invalidArgument, "\(names) given but causal = false: only causal FAVOR+ attention has a state")
-        }
-    }
-
     func checkStateShapes<T>(_ state: FavorStateView<T>, names: (String, String, String)) throws(PerformerError) {
-        try requireCausal("\(names.0)/\(names.1)/\(names.2)")
         try ShapeCheck.expectShape(state.s, stateShape, name: names.0, meaning: "B×H×C×M")
         try ShapeCheck.expectShape(state.z, vectorShape, name: names.1, meaning: "B×H×C×1")
         try ShapeCheck.expectShape(state.c, vectorShape, name: names.2, meaning: "B×H×C×1")
     }
 
     func checkGradientShapes<T>(_ s: TensorView<T>, _ z: TensorView<T>, names: (String, String)) throws(PerformerError) {
-        try requireCausal("\(names.0)/\(names.1)")
         try ShapeCheck.expectShape(s, stateShape, name: names.0, meaning: "B×H×C×M")
         try ShapeCheck.expectShape(z, vectorShape, name: names.1, meaning: "B×H×C×1")
     }

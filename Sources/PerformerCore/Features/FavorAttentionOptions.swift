@@ -1,7 +1,6 @@
 /// Options of FAVOR+ attention (ALGORITHMS.md §3, docs/FAVOR.md §4).
 public struct FavorAttentionOptions: Sendable, Equatable {
-    /// Query i sees keys j ≤ i only (needs N = L). Only causal attention has a state to start
-    /// from or to return.
+    /// Query i sees keys j ≤ i only (needs N = L).
     public var causal: Bool
     /// The feature map (kind, default positive), the scale s (x̂ = x·s^(1/2), default 1/√D) and
     /// the relu offset κ.
@@ -48,7 +47,7 @@ public struct FavorStateView<Element: AttentionScalar>: Sendable {
     }
 }
 
-/// A writable scaled state (S̃: B×H×C×M, z̃: B×H×C×1, c: B×H×C×1): the final state of a causal
+/// A writable scaled state (S̃: B×H×C×M, z̃: B×H×C×1, c: B×H×C×1): the final state of a
 /// forward. Its gradient (∂L/∂S̃, ∂L/∂z̃; c has none) is passed as a `LinearStateView` pair.
 public struct MutableFavorStateView<Element: AttentionScalar>: Sendable {
     public var s: MutableTensorView<Element>

@@ -17,6 +17,9 @@ public enum LinearAttention {
     /// previous piece's final state, gives the same outputs as one call. Non-causal: S_i = S_N =
     /// S_0 + Σ_j φ(k_j) v_jᵀ for every query, so the initial state is a memory of earlier keys
     /// (L may be 0). `denominators` (B×H×N×1, optional) receives φ(q_i)ᵀz_i without ε.
+    // Specialized for Float and Double (see SoftmaxAttention.forward).
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public static func forward<T: AttentionScalar>(
         query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, output: MutableTensorView<T>,
         initialState: LinearStateView<T>? = nil, finalState: MutableLinearStateView<T>? = nil,

@@ -19,8 +19,8 @@ let linearNonCausalChunkRows = 128
 /// scalars per position (denominator and its gradient) that let the reverse sweep rebuild
 /// ∂L/∂numerator from dO without storing any state S_i.
 struct LinearScratch<T: KernelScalar> {
-    /// Rows per chunk of the kernel this scratch is for (`linearChunkRows`, or
-    /// `linearNonCausalChunkRows` for the non-causal forward).
+    /// Rows per chunk of the kernel this scratch is for (`linearChunkRows`, or for the
+    /// non-causal forward `linearNonCausalChunkRows`, less for shorter sequences).
     var rows: Int
     /// Leading dimensions: padded C, padded M, chunk rows.
     var cp: Int, mp: Int, tp: Int
@@ -48,7 +48,12 @@ struct LinearScratch<T: KernelScalar> {
 
     /// Carves (and zeroes) the layout from `base`, or only measures it when `base` is nil.
     init(base: UnsafeMutableRawPointer?, shape: LinearHeadShape, causal: Bool, backward: Bool, bytes: inout Int) {
-        let t = causal || backward ? linearChunkRows : linearNonCausalChunkRows
+        // The non-causal forward's panels are no taller than its longest side (rounded up to
+        // the panel width): a tiny call would otherwise zero 128-row panels (most of its time).
+        // Below 128 rows every side fits in one chunk either way, so results are unchanged.
+        let longest = max(shape.queryCount, shape.keyCount, 1)
+        let t = causal || backward ? linearChunkRows
+            : min(linearNonCausalChunkRows, (longest + linearPanelWidth - 1) / linearPanelWidth * linearPanelWidth)
         // Sizes saturate (ScratchSize): a shape too large to measure gives Int.max bytes, which
         // no allocation grants, so a kernel never runs on a wrapped-around size.
         let c = ScratchSize(max(shape.featureDim, 1)), m = ScratchSize(max(shape.valueDim, 1))

@@ -870,6 +870,7 @@ def favor_features(x, projection, *, features="positive", scale=None, is_query=T
 
 
 def _favor_needs_causal(name, causal):
+    """For performer.torch.favor_attention, whose autograd op carries a state only when causal."""
     if not causal:
         raise ValueError("%s needs causal=True: only causal FAVOR+ attention has a state" % name)
 
@@ -925,13 +926,18 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
         (their features are zero).
     kv_starts : sequence of B ints in 0..L, or None: keys j < kv_starts[b] are removed too
         (left padding); each start must be <= its row's length (L without kv_lengths).
-    initial_state : (S, z, c) or None (causal only)
-        The scaled state to continue from (e.g. the previous piece's ``return_state``, or a
-        :class:`FavorDecoder`'s ``state``): S~ B x H x C x M, z~ and c B x H x C, standing for
+    initial_state : (S, z, c) or None
+        A scaled state: S~ B x H x C x M, z~ and c B x H x C, standing for
         S = exp(c)[..., None] * S~, z = exp(c) * z~ (C = m, or 2m for hyperbolic and
         trigonometric). c = -inf marks an empty feature; (S, z, zeros) is a valid state too.
-    return_state : bool (causal only)
-        Also return the final scaled state (S~, z~, c) in that form.
+        Causal: the state to continue from (the previous piece's ``return_state``, or a
+        :class:`FavorDecoder`'s ``state``). Non-causal: a memory of earlier keys (e.g. from
+        :func:`favor_state`) that every query also sees, as linear_attention's: the output is
+        that of one call over the memory's keys and these (L may be 0); the shifts c of the
+        memory and of these keys are merged as docs/FAVOR.md section 4 says.
+    return_state : bool
+        Also return the final scaled state (S~, z~, c) in that form (non-causal: the memory
+        plus every visible key).
     relu_offset : float, kappa of "relu" (finite, >= 0)
     out, final_state : writable buffers or None
         Write the output (and the final state, a triple, implying return_state) there instead
@@ -950,12 +956,10 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
      s_shape) = _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset, kv_starts)
     s0 = z0 = c0 = sn = zn = cn = None
     if initial_state is not None:
-        _favor_needs_causal("initial_state", causal)
         s0, z0, c0 = _state_arrays("initial_state", initial_state, _lse_dtype(dtype), s_shape, _TRIPLE,
                                     _state_reference(dtype))
     return_state = return_state or final_state is not None
     if return_state:
-        _favor_needs_causal("return_state=True", causal)
         sn, zn, cn = _outputs("final_state", final_state, (s_shape, s_shape[:3], s_shape[:3]),
                               _lse_dtype(dtype), _TRIPLE)
     out = _output(out, (qs[0], qs[1], qs[2], vs[3]), dtype)
@@ -971,7 +975,7 @@ def favor_attention_backward(q, k, v, dout, projection, *, causal=False, feature
 
     ``dout`` = dLoss/dout (B x H x N x M). ``dstate`` = (dS, dz), the gradient of the loss
     w.r.t. the final scaled state (S~: B x H x C x M, z~: B x H x C, with its c held fixed)
-    when the loss also depends on it (causal only; None: zeros). Gradients flow to q, k and v
+    when the loss also depends on it (causal or not; None: zeros). Gradients flow to q, k and v
     through phi and the denominator; W and the stabilizer c get none. The forward is
     recomputed (no per-position state is stored).
 
@@ -986,13 +990,11 @@ def favor_attention_backward(q, k, v, dout, projection, *, causal=False, feature
     _check_exact("dout", ds, (qs[0], qs[1], qs[2], vs[3]), "(B, H, N, M)")
     s0 = z0 = c0 = gs = gz = ds0 = dz0 = None
     if initial_state is not None:
-        _favor_needs_causal("initial_state", causal)
         s0, z0, c0 = _state_arrays("initial_state", initial_state, _lse_dtype(dtype), s_shape, _TRIPLE,
                                     _state_reference(dtype))
         ds0 = _np.empty(s_shape, dtype=_lse_dtype(dtype))
         dz0 = _np.empty(s_shape[:3], dtype=_lse_dtype(dtype))
     if dstate is not None:
-        _favor_needs_causal("dstate", causal)
         gs, gz = _state_arrays("dstate", dstate, _lse_dtype(dtype), s_shape, _PAIR, _state_reference(dtype))
     dq, dk, dv = _output(dq, qs, dtype), _output(dk, ks, dtype), _output(dv, vs, dtype)
     _ext.favor_backward(q, k, v, dout, projection, dq, dk, dv, s0, z0, c0, gs, gz, ds0, dz0, causal, code, scale,

@@ -702,10 +702,6 @@ def test_attention_errors_name_the_argument():
         performer.favor_attention(q, k, v, p, kv_lengths=[N + 1])
     with pytest.raises(ValueError, match="causal"):
         performer.favor_attention(q, k[:, :, :4], v[:, :, :4], p, causal=True)
-    with pytest.raises(ValueError, match="initial_state needs causal=True"):
-        performer.favor_attention(q, k, v, p, initial_state=(S, z, c))
-    with pytest.raises(ValueError, match="return_state=True needs causal=True"):
-        performer.favor_attention(q, k, v, p, return_state=True)
     with pytest.raises(TypeError, match="triple"):
         performer.favor_attention(q, k, v, p, causal=True, initial_state=(S, z))
     # A positive-feature state (C = m) given to hyperbolic attention (C = 2m).
@@ -724,8 +720,6 @@ def test_attention_errors_name_the_argument():
     g = np.ones((B, H, N, M))
     with pytest.raises(ValueError, match="dout"):
         performer.favor_attention_backward(q, k, v, g[:, :, :2], p)
-    with pytest.raises(ValueError, match="dstate needs causal=True"):
-        performer.favor_attention_backward(q, k, v, g, p, dstate=(S, z))
     with pytest.raises(ValueError, match=r"dstate\[1\] \(z\)"):
         performer.favor_attention_backward(q, k, v, g, p, causal=True, dstate=(S, z[:, :, :1]))
     dS = S.copy()

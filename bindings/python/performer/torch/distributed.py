@@ -352,16 +352,9 @@ class _FavorFunction(_torch.autograd.Function):
             state = _performer.favor_state(kn, vn, pinned, heads=qn.shape[1], **feature_options, **local)
         parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
         ctx.save_for_backward(q, k, v)
-        if causal:
-            initial = _combine_favor(parts, list(range(g.rank)), qn.dtype)
-            out = _performer.favor_attention(qn, kn, vn, pinned, causal=True, eps=eps, initial_state=initial,
-                                             **feature_options, **local)
-        else:
-            # Non-causal FAVOR+ takes no state: the causal form against the whole sequence's
-            # state, with this rank's keys all masked (zero-stride stand-ins, never read).
-            initial = _combine_favor(parts, list(range(g.size)), qn.dtype)
-            out = _performer.favor_attention(qn, *_no_keys(qn, vn), pinned, causal=True, eps=eps,
-                                             initial_state=initial, kv_lengths=[0] * qn.shape[0], **feature_options)
+        initial = _combine_favor(parts, _before(g, causal), qn.dtype)
+        out = _performer.favor_attention(qn, kn, vn, pinned, causal=causal, eps=eps, initial_state=initial,
+                                         **feature_options, **local)
         ctx.setup = (g, causal, eps, pinned, feature_options, local, initial, [p[2] for p in parts])
         return _to_tensor(out)
 
@@ -372,27 +365,19 @@ class _FavorFunction(_torch.autograd.Function):
         q, k, v = ctx.saved_tensors
         qn, kn, vn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v)
         dn = _to_numpy("dout", dout)
-        if causal:
-            grads = _performer.favor_attention_backward(qn, kn, vn, dn, pinned, causal=True, eps=eps,
-                                                        initial_state=initial, **feature_options, **local)
-            dq, dk, dv = grads[:3]
-        else:
-            grads = _performer.favor_attention_backward(qn, *_no_keys(qn, vn), dn, pinned, causal=True, eps=eps,
-                                                        initial_state=initial, kv_lengths=[0] * qn.shape[0],
-                                                        **feature_options)
-            dq, dk, dv = grads[0], _np.zeros(kn.shape, qn.dtype), _np.zeros(vn.shape, qn.dtype)
+        grads = _performer.favor_attention_backward(qn, kn, vn, dn, pinned, causal=causal, eps=eps,
+                                                    initial_state=initial, **feature_options, **local)
+        dq, dk, dv = grads[:3]
         shape = (qn.shape[0], qn.shape[1], cs[0].shape[2], vn.shape[3])
         dinitial = grads[3] if initial is not None else (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype))
         parts = [_unpack(flat, dinitial) for flat in g.all_gather(_pack(dinitial))]
         # This rank's triple entered consumer t's initial state with factor exp(c_r - c'_t).
         cs = [c.astype(_np.float64) for c in cs]
-        consumers = range(g.rank + 1, g.size) if causal else range(g.size)
-        if not causal:
-            weight = _shift_weights(cs, list(range(g.size)))[1][g.rank]
+        consumers = _after(g, causal)
         ds, dz = _np.zeros(shape), _np.zeros(shape[:3])
         for t in consumers:
-            if causal:
-                weight = _shift_weights(cs, list(range(t)))[1][g.rank]
+            combined = list(range(t)) if causal else [j for j in range(g.size) if j != t]
+            weight = _shift_weights(cs, combined)[1][g.rank]
             ds += weight[..., None] * parts[t][0]
             dz += weight * parts[t][1]
         if len(consumers):
@@ -403,14 +388,6 @@ class _FavorFunction(_torch.autograd.Function):
         return _input_grads(ctx, (dq, dk, dv)) + (None,) * 9
 
 
-def _no_keys(q, v):
-    """Zero-stride zero keys and values of q's length: stand-ins for keys that are all masked."""
-    b, _, n, d = q.shape
-    hk, m = v.shape[1], v.shape[3]
-    zero = _np.zeros((), dtype=q.dtype)
-    return _np.broadcast_to(zero, (b, hk, n, d)), _np.broadcast_to(zero, (b, hk, n, m))
-
-
 def favor_attention(q, k, v, projection, *, causal=False, features="positive", scale=None, eps=0.0, kv_lengths=None,
                     relu_offset=1e-3, kv_starts=None, group=None):
     """FAVOR+ attention over a sequence split across the ranks of `group` (None: the default
@@ -419,7 +396,8 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     returns this rank's slice of the single-process result, differentiable w.r.t. q, k, v.
     Every rank must pass the same projection W. kv_lengths / kv_starts: B global positions.
     One all_gather of the scaled states (S~, z~, c) in the forward, one of (dS~, dz~) in the
-    backward. Non-causal: each rank's queries read the whole sequence's combined state.
+    backward. Non-causal: each rank's queries read its own keys and, as a memory, the combined
+    state of the other ranks.
     """
     return _FavorFunction.apply(q, k, v, projection, bool(causal), features, scale, eps, kv_lengths, relu_offset,
                                 kv_starts, group)
