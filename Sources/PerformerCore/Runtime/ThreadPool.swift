@@ -56,6 +56,10 @@ final class ThreadPool: @unchecked Sendable {
     /// the workers it needs.
     private let wakeUp = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: ThreadPool.maxWorkers + 1)
     private let asleep = UnsafeMutablePointer<Bool>.allocate(capacity: ThreadPool.maxWorkers + 1)
+    /// The generation when worker i was created (written under stateLock before the thread
+    /// starts): the thread gets only its index, so it owns no heap record that a forked child,
+    /// which has none of the parent's threads, could never free.
+    private let startGeneration = UnsafeMutablePointer<Int>.allocate(capacity: ThreadPool.maxWorkers + 1)
     /// The posted job's body. Behind a pointer so that the fork child handler can drop a
     /// reference held for a call of the parent without releasing it.
     private let jobSlot = UnsafeMutablePointer<((Int, Int) -> Void)?>.allocate(capacity: 1)
@@ -88,6 +92,7 @@ final class ThreadPool: @unchecked Sendable {
         for index in 0...Self.maxWorkers {
             pthread_cond_init(wakeUp + index, nil)
             asleep[index] = false
+            startGeneration[index] = 0
         }
         jobSlot.initialize(to: nil)
         nextItem.initialize(to: 0)
@@ -166,32 +171,32 @@ final class ThreadPool: @unchecked Sendable {
         pthread_mutex_lock(stateLock)
         defer { pthread_mutex_unlock(stateLock) }
         while workerCount < min(wanted, Self.maxWorkers) {
-            let context = Unmanaged.passRetained(WorkerContext(pool: self, index: workerCount + 1, generation: generation))
+            let index = workerCount + 1
+            startGeneration[index] = generation
             var thread = pthread_t()
+            // The argument is the index itself (1 ... maxWorkers), not a pointer to anything.
             let status = pthread_create(&thread, nil, { raw in
-                let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
-                context.pool.workerLoop(index: context.index, seenGeneration: context.generation)
+                ThreadPool.shared.workerLoop(index: Int(bitPattern: raw))
                 return nil
-            }, context.toOpaque())
-            if status != 0 {
-                context.release()
-                break
-            }
+            }, UnsafeMutableRawPointer(bitPattern: index))
+            if status != 0 { break }
             pthread_detach(thread)
             workerCount += 1
         }
         return min(workerCount, wanted)
     }
 
-    /// `seenGeneration` is the generation when the worker was created (under stateLock), so a
+    /// The worker starts from the generation when it was created (`startGeneration`), so a
     /// job posted before the thread first runs is not missed.
     /// A job this worker is a participant of cannot finish without it (the caller waits for
     /// `pending` before it clears `job`), so `runJob` may read `job` after the lock is released.
     /// Only a worker that took part in the last job polls for the next one; the others sleep
     /// until a job names them (index ≤ participants), so they cost nothing while calls use
     /// fewer threads than they once did.
-    private func workerLoop(index: Int, seenGeneration initial: Int) {
-        var seenGeneration = initial
+    private func workerLoop(index: Int) {
+        pthread_mutex_lock(stateLock)
+        var seenGeneration = startGeneration[index]
+        pthread_mutex_unlock(stateLock)
         var polls = true
         while true {
             let posted = polls && spin { psupport_atomic_load(postedGeneration) != Int64(seenGeneration) }
@@ -229,16 +234,5 @@ extension ThreadPool {
         guard let body = job else { return false }
         drain(body, count: count, worker: worker)
         return true
-    }
-}
-
-private final class WorkerContext {
-    let pool: ThreadPool
-    let index: Int
-    let generation: Int
-    init(pool: ThreadPool, index: Int, generation: Int) {
-        self.pool = pool
-        self.index = index
-        self.generation = generation
     }
 }
