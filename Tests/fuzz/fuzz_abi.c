@@ -684,6 +684,16 @@ static void call_softmax(Call *c, int backward) {
     }
 }
 
+/* performer_softmax_merge: float32 / float64 only; out and lse may be written over either
+ * side with the same layout (the exact-copy placement), any other overlap is refused. */
+static void call_softmax_merge(Call *c) {
+    sizes(c);
+    performer_tensor_t *out_a = tensor(c, "BHNM", IN), *lse_a = tensor(c, "BHN1", IN);
+    performer_tensor_t *out_b = tensor(c, "BHNM", IN), *lse_b = tensor(c, "BHN1", IN);
+    performer_tensor_t *out = tensor(c, "BHNM", OUT), *lse = tensor(c, "BHN1", OUT | NEGINF);
+    RUN(performer_softmax_merge, out_a, lse_a, out_b, lse_b, out, lse);
+}
+
 static void call_linear(Call *c, int which) {
     sizes(c);
     if (which == 0 || which == 1) {
@@ -1079,6 +1089,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         else if (op < 31) call_favor(c, op - 25);
         else if (op < 37) call_favor_decoder(c, op - 31);
         else if (op < 41) call_misc(c, op - 37);
+        else if (op == 41) call_softmax_merge(c);
         else call_favor(c, 2 + op % 2); /* FAVOR+ attention, the largest surface, twice as often */
         release(c);
         current = NULL;

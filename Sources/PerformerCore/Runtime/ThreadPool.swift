@@ -56,10 +56,10 @@ final class ThreadPool: @unchecked Sendable {
     /// the workers it needs.
     private let wakeUp = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: ThreadPool.maxWorkers + 1)
     private let asleep = UnsafeMutablePointer<Bool>.allocate(capacity: ThreadPool.maxWorkers + 1)
-    /// The generation when worker i was created (written under stateLock before the thread
-    /// starts): the thread gets only its index, so it owns no heap record that a forked child,
-    /// which has none of the parent's threads, could never free.
-    private let startGeneration = UnsafeMutablePointer<Int>.allocate(capacity: ThreadPool.maxWorkers + 1)
+    /// What worker i's thread starts from, written before the thread is created. The pool owns
+    /// these records: a thread owns no heap memory, which a forked child (without the parent's
+    /// threads) could never free.
+    private let workerStarts = UnsafeMutablePointer<WorkerStart>.allocate(capacity: ThreadPool.maxWorkers + 1)
     /// The posted job's body. Behind a pointer so that the fork child handler can drop a
     /// reference held for a call of the parent without releasing it.
     private let jobSlot = UnsafeMutablePointer<((Int, Int) -> Void)?>.allocate(capacity: 1)
@@ -92,7 +92,7 @@ final class ThreadPool: @unchecked Sendable {
         for index in 0...Self.maxWorkers {
             pthread_cond_init(wakeUp + index, nil)
             asleep[index] = false
-            startGeneration[index] = 0
+            workerStarts[index] = WorkerStart(pool: nil, index: index, generation: 0)
         }
         jobSlot.initialize(to: nil)
         nextItem.initialize(to: 0)
@@ -172,13 +172,16 @@ final class ThreadPool: @unchecked Sendable {
         defer { pthread_mutex_unlock(stateLock) }
         while workerCount < min(wanted, Self.maxWorkers) {
             let index = workerCount + 1
-            startGeneration[index] = generation
+            workerStarts[index] = WorkerStart(pool: Unmanaged.passUnretained(self).toOpaque(), index: index,
+                                              generation: generation)
             var thread = pthread_t()
-            // The argument is the index itself (1 ... maxWorkers), not a pointer to anything.
             let status = pthread_create(&thread, nil, { raw in
-                ThreadPool.shared.workerLoop(index: Int(bitPattern: raw))
+                let start = raw!.assumingMemoryBound(to: WorkerStart.self).pointee
+                // The pool is never deallocated (`shared`), so an unretained reference is enough.
+                Unmanaged<ThreadPool>.fromOpaque(start.pool!).takeUnretainedValue()
+                    .workerLoop(index: start.index, seenGeneration: start.generation)
                 return nil
-            }, UnsafeMutableRawPointer(bitPattern: index))
+            }, UnsafeMutableRawPointer(workerStarts + index))
             if status != 0 { break }
             pthread_detach(thread)
             workerCount += 1
@@ -186,17 +189,15 @@ final class ThreadPool: @unchecked Sendable {
         return min(workerCount, wanted)
     }
 
-    /// The worker starts from the generation when it was created (`startGeneration`), so a
+    /// `seenGeneration` is the generation when the worker was created (under stateLock), so a
     /// job posted before the thread first runs is not missed.
     /// A job this worker is a participant of cannot finish without it (the caller waits for
     /// `pending` before it clears `job`), so `runJob` may read `job` after the lock is released.
     /// Only a worker that took part in the last job polls for the next one; the others sleep
     /// until a job names them (index ≤ participants), so they cost nothing while calls use
     /// fewer threads than they once did.
-    private func workerLoop(index: Int) {
-        pthread_mutex_lock(stateLock)
-        var seenGeneration = startGeneration[index]
-        pthread_mutex_unlock(stateLock)
+    private func workerLoop(index: Int, seenGeneration initial: Int) {
+        var seenGeneration = initial
         var polls = true
         while true {
             let posted = polls && spin { psupport_atomic_load(postedGeneration) != Int64(seenGeneration) }
@@ -235,4 +236,11 @@ extension ThreadPool {
         drain(body, count: count, worker: worker)
         return true
     }
+}
+
+/// Worker `index`'s start: its pool (unretained) and the generation when it was created.
+private struct WorkerStart {
+    var pool: UnsafeMutableRawPointer?
+    var index: Int
+    var generation: Int
 }
