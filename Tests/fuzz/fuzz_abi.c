@@ -541,7 +541,7 @@ static const char *const argument_names[] = {
     "x", "dfeatures", "dx", "w", "W", "s", "z", "c", "S", "Z", "C", "options", "kv_lengths", "kv_starts", "decoder",
     "projection", "dtype", "batch", "heads", "key_heads", "head_dim", "value_dim", "feature_map",
     "eps", "dim", "num_features", "kind", "norms", "features", "scale", "relu_offset", "count",
-    "value", "state", "state_s", "state_z", "state_c", "options->size", "n", NULL};
+    "value", "state_s", "state_z", "state_c", "options->size", "n", NULL};
 
 static int is_word_char(char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_'; }
 
