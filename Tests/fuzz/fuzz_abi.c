@@ -536,7 +536,7 @@ static void destroy_handle(Handle *r) {
 /* ------------------------------------------------------------------ the oracle */
 
 static const char *const argument_names[] = {
-    "q", "k", "v", "out", "lse", "dout", "dq", "dk", "dv", "S0", "z0", "c0", "S_N", "z_N", "c_N",
+    "q", "k", "v", "out", "lse", "out_a", "lse_a", "out_b", "lse_b", "dout", "dq", "dk", "dv", "S0", "z0", "c0", "S_N", "z_N", "c_N",
     "dS_N", "dz_N", "dS0", "dz0", "S_out", "z_out", "c_out", "dS_out", "dz_out", "denominators",
     "x", "dfeatures", "dx", "w", "W", "s", "z", "c", "S", "Z", "C", "options", "kv_lengths", "kv_starts", "decoder",
     "projection", "dtype", "batch", "heads", "key_heads", "head_dim", "value_dim", "feature_map",
