@@ -49,9 +49,7 @@ public final class FavorDecoder<T: AttentionScalar> {
         let c = options.kind.featureCount(numFeatures: projection.numFeatures)
         // The state is no argument: messages name the sizes the caller passed (C = the
         // projection's num_features, twice that for hyperbolic features).
-        let (sizes, sizesOverflow) = Self.product(batch, heads, c, valueDim)
-        let (rows, rowsOverflow) = Self.product(batch, heads, c)
-        guard !sizesOverflow, !rowsOverflow else {
+        guard let sizes = TensorLayout.product(batch, heads, c, valueDim), let rows = TensorLayout.product(batch, heads, c) else {
             throw PerformerError(.sizeOverflow, "batch = \(batch), heads = \(heads), value_dim = \(valueDim) with C = \(c) features: the decoder state (batch × heads × C × value_dim elements) does not fit in 64 bits")
         }
         // S̃; z̃ and c (twice: reset() builds new ones while the old exist); Wᵀ.
@@ -78,17 +76,6 @@ public final class FavorDecoder<T: AttentionScalar> {
     }
 
     deinit { free(scratch) }
-
-    /// The product of non-negative sizes, and whether it overflowed.
-    private static func product(_ factors: Int...) -> (Int, Bool) {
-        var result = 1
-        for factor in factors {
-            let (next, overflow) = result.multipliedReportingOverflow(by: factor)
-            if overflow { return (0, true) }
-            result = next
-        }
-        return (result, false)
-    }
 
     /// Slot `worker` of the kept scratch, sized for `slots` slots of `bytes` each.
     /// `bytes` is already a multiple of 64 (or saturated: then out of memory).

@@ -59,8 +59,8 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
         }
         // The state is no argument: messages name the sizes the caller passed.
         let sizes = "batch = \(batch), heads = \(heads), dim = \(headDim), value_dim = \(valueDim)"
-        guard let stateCount = Self.product(batch, heads, headDim, valueDim),
-              let normalizerCount = Self.product(batch, heads, headDim) else {
+        guard let stateCount = TensorLayout.product(batch, heads, headDim, valueDim),
+              let normalizerCount = TensorLayout.product(batch, heads, headDim) else {
             throw PerformerError(.sizeOverflow, "\(sizes): the decoder state (batch × heads × dim × value_dim elements) does not fit in 64 bits")
         }
         // Every size below is checked before it is added or multiplied: a trap would abort the
@@ -99,17 +99,6 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
     }
 
     deinit { free(UnsafeMutableRawPointer(state)) }
-
-    /// The product of non-negative sizes, nil when it overflows.
-    private static func product(_ factors: Int...) -> Int? {
-        var result = 1
-        for factor in factors {
-            let (next, overflow) = result.multipliedReportingOverflow(by: factor)
-            if overflow { return nil }
-            result = next
-        }
-        return result
-    }
 
     /// Sets S and z to zero (a new sequence).
     public func reset() {
