@@ -1,7 +1,9 @@
 /* Regression tests of libperformer issue 13 (docs/RELIABILITY.md has the table): inputs that
  * once overflowed the heap, read wild or out-of-bounds memory, aborted the process, hung a
  * forked child, gave wrong results through partial aliasing, left idle workers spinning, or
- * dereferenced a handle that was destroyed, garbage or of another kind.
+ * dereferenced a handle that was destroyed, garbage or of another kind; and the later findings
+ * (tiny calls that read the executor slot, decoder messages that named no argument; the forked
+ * child's leak is caught by valgrind running fork_child, Tests/sanitizers/run.sh).
  * Each probe must now return a status with a message (nothing written) or work correctly.
  * Prints "N passed, M failed"; exits nonzero on any failure. */
 #define _GNU_SOURCE
