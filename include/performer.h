@@ -243,16 +243,18 @@ typedef void (*performer_task_fn)(void *task_context, int index);
  *    size          sizeof(performer_executor_t) (the struct may grow at its end)
  *    context       passed to both functions
  *    num_threads   the threads the host would run a parallel region on now (>= 1; larger
- *                  values are capped at 1024); read at the start of every call unless a count
- *                  was set with performer_set_num_threads (or PERFORMER_NUM_THREADS), which
- *                  then wins. May be NULL: the library's default count is used.
+ *                  values are capped at 1024); read at the start of every call that is not
+ *                  tiny unless a count was set with performer_set_num_threads (or
+ *                  PERFORMER_NUM_THREADS), which then wins. May be NULL: the library's
+ *                  default count is used.
  *    parallel_for  runs task(task_context, i) once for each i in 0 .. n-1 (n >= 2) and returns
  *                  when all have returned. Any degree of concurrency is correct, running them
  *                  one after another included (then just slower); the tasks never wait for one
  *                  another, take no locks the host could hold, and are done when they return.
  *                  It is called from the thread that called the library, possibly from several
  *                  such threads at once, never from inside a task. Must not be NULL.
- *  Calls whose work is tiny still run on the calling thread alone (see above). */
+ *  Calls whose work is tiny still run on the calling thread alone (see above): they call
+ *  neither function and do not take the lock that guards the installed executor. */
 typedef struct performer_executor_t {
     size_t size;
     void *context;

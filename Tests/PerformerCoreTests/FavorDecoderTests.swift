@@ -190,11 +190,11 @@ final class FavorDecoderTests: XCTestCase {
         expect(.invalidArgument, "eps = -1.0") { _ = try FavorDecoder<Float>(projection: w, batch: 1, heads: 1, valueDim: 2, epsilon: -1) }
         expect(.invalidArgument, "heads = -1") { _ = try FavorDecoder<Float>(projection: w, batch: 1, heads: -1, valueDim: 2) }
         let decoder = try FavorDecoder<Double>(projection: w, batch: 1, heads: 2, valueDim: 2)
-        expect(.invalidArgument, "state c[1] = inf") {
+        expect(.invalidArgument, "c[1] = inf") {
             try decoder.setState(s: [Double](repeating: 0, count: 12), z: [Double](repeating: 0, count: 6),
                                  c: [0, .infinity, 0, 0, 0, 0])
         }
-        expect(.shapeMismatch, "state z has 5 entries") {
+        expect(.shapeMismatch, "z has 5 entries") {
             try decoder.setState(s: [Double](repeating: 0, count: 12), z: [Double](repeating: 0, count: 5),
                                  c: [Double](repeating: 0, count: 6))
         }

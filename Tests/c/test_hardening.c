@@ -1,7 +1,9 @@
 /* Regression tests of libperformer issue 13 (docs/RELIABILITY.md has the table): inputs that
  * once overflowed the heap, read wild or out-of-bounds memory, aborted the process, hung a
  * forked child, gave wrong results through partial aliasing, left idle workers spinning, or
- * dereferenced a handle that was destroyed, garbage or of another kind.
+ * dereferenced a handle that was destroyed, garbage or of another kind; and the later findings
+ * (tiny calls that read the executor slot, decoder messages that named no argument; the forked
+ * child's leak is caught by valgrind running fork_child, Tests/sanitizers/run.sh).
  * Each probe must now return a status with a message (nothing written) or work correctly.
  * Prints "N passed, M failed"; exits nonzero on any failure. */
 #define _GNU_SOURCE
@@ -980,6 +982,126 @@ static void nonfinite_inputs(void) {
     free(q.data); free(k.data); free(v.data); free(base.data); free(out.data);
 }
 
+/* ---- Tiny calls run inline and never consult the executor slot: an installed executor's
+ * num_threads and parallel_for are not called (each read of the slot takes its lock and,
+ * with no chosen thread count, calls num_threads). linear_state and _state_backward once
+ * asked for the thread count whatever their size. A large call then reaches the executor,
+ * so the counting can fail. */
+typedef struct { int counts, regions; } counting_host;
+
+static int counting_num_threads(void *context) {
+    ((counting_host *)context)->counts++;
+    return 2;
+}
+
+static void counting_parallel_for(void *context, int n, performer_task_fn task, void *task_context) {
+    ((counting_host *)context)->regions++;
+    for (int i = 0; i < n; i++) task(task_context, i);
+}
+
+static void executor_inline(void) {
+    /* No chosen count: the executor's num_threads is the count, so any read of it shows. */
+    unsetenv("PERFORMER_NUM_THREADS");
+    CHECK(performer_set_num_threads(0) == PERFORMER_OK, "set_num_threads(0)");
+    counting_host host = {0, 0};
+    performer_executor_t executor = {sizeof executor, &host, counting_num_threads, counting_parallel_for};
+    CHECK(performer_set_executor(&executor) == PERFORMER_OK, "set_executor: %s", performer_last_error());
+    const int64_t B = 1, H = 2, N = 4, D = 4, M = 4;
+    const int T = PERFORMER_FLOAT32;
+    performer_tensor_t q = tensor_new(T, B, H, N, D), k = tensor_new(T, B, H, N, D), v = tensor_new(T, B, H, N, M);
+    performer_tensor_t out = tensor_new(T, B, H, N, M), lse = tensor_new(T, B, H, N, 1);
+    performer_tensor_t dout = tensor_new(T, B, H, N, M), dq = tensor_new(T, B, H, N, D);
+    performer_tensor_t dk = tensor_new(T, B, H, N, D), dv = tensor_new(T, B, H, N, M);
+    performer_tensor_t s = tensor_new(T, B, H, D, M), z = tensor_new(T, B, H, D, 1);
+    performer_tensor_t q1 = tensor_new(T, B, H, 1, D), k1 = tensor_new(T, B, H, 1, D);
+    performer_tensor_t v1 = tensor_new(T, B, H, 1, M), out1 = tensor_new(T, B, H, 1, M);
+    fill_value(&q, 0.25); fill_value(&k, 0.5); fill_value(&v, 1); fill_value(&dout, 1);
+    fill_value(&q1, 0.25); fill_value(&k1, 0.5); fill_value(&v1, 1);
+    const struct { const char *name; performer_status status; } calls[] = {
+        {"softmax_forward", performer_softmax_forward(&q, &k, &v, &out, &lse, NULL)},
+        {"softmax_backward", performer_softmax_backward(&q, &k, &v, &out, &lse, &dout, &dq, &dk, &dv, NULL)},
+        {"linear_forward", performer_linear_forward(&q, &k, &v, &out, NULL, NULL, NULL, NULL, NULL)},
+        {"linear_backward", performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, NULL, NULL, NULL, NULL,
+                                                      NULL, NULL, NULL)},
+        {"linear_state", performer_linear_state(&k, &v, NULL, NULL, &s, &z, NULL)},
+        {"linear_state_backward", performer_linear_state_backward(&k, &v, &s, &z, &dk, &dv, NULL, NULL, NULL)},
+    };
+    for (size_t i = 0; i < sizeof calls / sizeof calls[0]; i++)
+        CHECK(calls[i].status == PERFORMER_OK, "%s: %s", calls[i].name, performer_last_error());
+    performer_linear_decoder_t ld = NULL;
+    CHECK(performer_linear_decoder_create(&ld, T, B, H, H, D, M, PERFORMER_FEATURE_ELU_PLUS_ONE, 1e-6) == PERFORMER_OK &&
+          performer_linear_decoder_step(ld, &q1, &k1, &v1, &out1) == PERFORMER_OK,
+          "linear decoder: %s", performer_last_error());
+    performer_linear_decoder_destroy(ld);
+    performer_favor_projection_t p = NULL;
+    performer_favor_decoder_t fd = NULL;
+    performer_tensor_t fs = tensor_new(T, B, H, 8, M), fz = tensor_new(T, B, H, 8, 1), fc = tensor_new(T, B, H, 8, 1);
+    CHECK(performer_favor_projection_create(&p, D, 8, PERFORMER_PROJECTION_ORTHOGONAL, PERFORMER_NORMS_CHI, 3) ==
+              PERFORMER_OK &&
+          performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, NULL) == PERFORMER_OK &&
+          performer_favor_state(&k, &v, p, NULL, NULL, NULL, &fs, &fz, &fc, NULL) == PERFORMER_OK &&
+          performer_favor_decoder_create(&fd, p, T, B, H, M, NULL) == PERFORMER_OK &&
+          performer_favor_decoder_step(fd, &q1, &k1, &v1, &out1) == PERFORMER_OK,
+          "favor calls: %s", performer_last_error());
+    performer_favor_decoder_destroy(fd);
+    performer_favor_projection_destroy(p);
+    CHECK(host.counts == 0 && host.regions == 0,
+          "tiny calls consulted the executor: num_threads called %d times, parallel_for %d", host.counts,
+          host.regions);
+
+    /* A large call (about 2^21 operations) asks the executor. */
+    performer_tensor_t bq = tensor_new(T, 1, 4, 256, 16), bk = tensor_new(T, 1, 4, 256, 16);
+    performer_tensor_t bv = tensor_new(T, 1, 4, 256, 16), bout = tensor_new(T, 1, 4, 256, 16);
+    CHECK(performer_softmax_forward(&bq, &bk, &bv, &bout, NULL, NULL) == PERFORMER_OK, "large call: %s",
+          performer_last_error());
+    CHECK(host.counts > 0 && host.regions > 0, "the large call did not reach the executor (%d, %d)", host.counts,
+          host.regions);
+    CHECK(performer_set_executor(NULL) == PERFORMER_OK, "set_executor(NULL)");
+    performer_tensor_t all[] = {q, k, v, out, lse, dout, dq, dk, dv, s, z, q1, k1, v1, out1, fs, fz, fc, bq, bk, bv, bout};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i].data);
+}
+
+/* ---- Decoder create errors name the sizes the caller passed: the state is no argument
+ * (overflow messages once said only "state.shape [...] has more elements than fit in 64 bits"). */
+static void expect_named(const char *what, performer_status got, performer_status want, const char *const needles[]) {
+    const char *message = performer_last_error();
+    CHECK(got == want, "%s: status %d, want %d (\"%s\")", what, (int)got, (int)want, message);
+    for (const char *const *needle = needles; *needle; needle++)
+        CHECK(strstr(message, *needle) != NULL, "%s: \"%s\" does not contain \"%s\"", what, message, *needle);
+    CHECK(strncmp(message, "state", 5) != 0, "%s: \"%s\" names the state first", what, message);
+}
+
+static void decoder_messages(void) {
+    performer_linear_decoder_t ld = NULL;
+    const int64_t big = (int64_t)1 << 32;
+    expect_named("linear decoder, batch x heads overflows",
+                 performer_linear_decoder_create(&ld, PERFORMER_FLOAT32, big, big, 1, 8, 8, PERFORMER_FEATURE_RELU, 0),
+                 PERFORMER_ERROR_SIZE_OVERFLOW,
+                 (const char *const[]){"batch = 4294967296", "heads = 4294967296", "dim = 8", "value_dim = 8", NULL});
+    expect_named("linear decoder, dim x value_dim overflows",
+                 performer_linear_decoder_create(&ld, PERFORMER_FLOAT64, 7, 1, 1, (int64_t)1 << 56,
+                                                 ((int64_t)1 << 56) / 7 + 1, PERFORMER_FEATURE_RELU, 0),
+                 PERFORMER_ERROR_SIZE_OVERFLOW, (const char *const[]){"batch = 7", "value_dim = ", NULL});
+    expect_named("linear decoder, too large to allocate",
+                 performer_linear_decoder_create(&ld, PERFORMER_FLOAT32, (int64_t)1 << 20, (int64_t)1 << 20, 1, 1, 1,
+                                                 PERFORMER_FEATURE_RELU, 0),
+                 PERFORMER_ERROR_OUT_OF_MEMORY, (const char *const[]){"batch = 1048576", "heads = 1048576", NULL});
+    CHECK(ld == NULL, "a failed linear decoder create wrote the handle");
+    performer_favor_projection_t p = NULL;
+    CHECK(performer_favor_projection_create(&p, 4, 8, PERFORMER_PROJECTION_ORTHOGONAL, PERFORMER_NORMS_CHI, 1) ==
+          PERFORMER_OK, "projection: %s", performer_last_error());
+    performer_favor_decoder_t fd = NULL;
+    const int64_t g = (int64_t)1 << 30;
+    expect_named("FAVOR+ decoder, overflows", performer_favor_decoder_create(&fd, p, PERFORMER_FLOAT32, g, g, g, NULL),
+                 PERFORMER_ERROR_SIZE_OVERFLOW,
+                 (const char *const[]){"batch = 1073741824", "heads = 1073741824", "value_dim = 1073741824", NULL});
+    expect_named("FAVOR+ decoder, too large to allocate",
+                 performer_favor_decoder_create(&fd, p, PERFORMER_FLOAT32, (int64_t)1 << 40, 1, 1, NULL),
+                 PERFORMER_ERROR_OUT_OF_MEMORY, (const char *const[]){"batch = 1099511627776", NULL});
+    CHECK(fd == NULL, "a failed FAVOR+ decoder create wrote the handle");
+    performer_favor_projection_destroy(p);
+}
+
 int main(int argc, char **argv) {
     /* Optional argument: run only the probe of that name (to see each one fail alone). */
     static const struct { const char *name; void (*run)(void); } probes[] = {
@@ -990,6 +1112,7 @@ int main(int argc, char **argv) {
         {"handles", handles}, {"handles_threads", handles_threads},
         {"favor_extreme_norm", favor_extreme_norm}, {"tiny_denominators", tiny_denominators},
         {"softmax_huge_scores", softmax_huge_scores}, {"nonfinite_inputs", nonfinite_inputs},
+        {"executor_inline", executor_inline}, {"decoder_messages", decoder_messages},
     };
     for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++)
         if (argc < 2 || strcmp(argv[1], probes[i].name) == 0) probes[i].run();

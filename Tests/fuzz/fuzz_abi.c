@@ -1,6 +1,9 @@
 /* fuzz_abi.c: a structure-aware libFuzzer target over every function of include/performer.h.
  *
- * The input bytes are a program: a dtype and thread count, then up to 8 calls. Each call picks
+ * The input bytes are a program: a dtype (float32 or float64; one program in four float16 or
+ * bfloat16, which softmax, linear attention, FAVOR+ and their state calls take with float32
+ * lse/states, and the decoders, projections and merge must refuse), then up
+ * to 8 calls. Each call picks
  * a function, its sizes (small, zero, negative or huge), and for every tensor argument its
  * presence, shape (sometimes off by one axis), dtype, reserved field, strides (contiguous,
  * padded, permuted, reversed, broadcast, huge, random) and placement (its own allocation, an
@@ -88,6 +91,7 @@ typedef struct {
     int guaranteed_failure; /* the header says the call must fail */
     int numerics_unknown;   /* no finiteness promise for this call's outputs */
     int skip;               /* a representable tensor too big to allocate: skip the call */
+    int takes_half;         /* the function accepts float16 / bfloat16 tokens */
     int ignores;            /* IGNORES_EPS, IGNORES_KV: option fields the function does not read */
     void *extra[8];         /* option structs and per-batch arrays, freed after the call */
     int nextra;
@@ -96,7 +100,83 @@ typedef struct {
 /* Products of fuzzed sizes wrap (two's complement) instead of being undefined. */
 static int64_t mulw(int64_t a, int64_t b) { return (int64_t)((uint64_t)a * (uint64_t)b); }
 
-static size_t esize(int dtype) { return dtype == PERFORMER_FLOAT64 ? 8 : 4; }
+/* Half types (2, 3) are taken by the calls that set takes_half (softmax, linear, FAVOR+, the
+ * state calls, the feature maps); every other function must refuse them
+ * (PERFORMER_ERROR_DTYPE_MISMATCH). */
+static int valid_dtype(int dtype) { return dtype >= PERFORMER_FLOAT32 && dtype <= PERFORMER_BFLOAT16; }
+static int is_half(int dtype) { return dtype == PERFORMER_FLOAT16 || dtype == PERFORMER_BFLOAT16; }
+static size_t esize(int dtype) { return dtype == PERFORMER_FLOAT64 ? 8 : is_half(dtype) ? 2 : 4; }
+
+/* float -> IEEE binary16, rounded to nearest even (overflow: inf; NaN stays NaN). */
+static uint16_t to_float16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    uint16_t sign = (uint16_t)((bits >> 16) & 0x8000);
+    int exp = (int)((bits >> 23) & 0xFF);
+    uint32_t mant = bits & 0x7FFFFF;
+    if (exp == 255) return sign | 0x7C00 | (mant ? 0x200 : 0);
+    int e = exp - 127 + 15;
+    if (e >= 31) return sign | 0x7C00;
+    if (e <= 0) { /* subnormal or zero */
+        if (e < -10) return sign;
+        mant |= 0x800000;
+        int shift = 14 - e;
+        uint32_t half = mant >> shift, rem = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return sign | (uint16_t)half;
+    }
+    uint32_t half = ((uint32_t)e << 10) | (mant >> 13), rem = mant & 0x1FFF;
+    if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++; /* a carry into the exponent is right */
+    return sign | (uint16_t)half;
+}
+
+static double from_float16(uint16_t h) {
+    int exp = (h >> 10) & 0x1F;
+    double mant = h & 0x3FF, v;
+    if (exp == 0) v = ldexp(mant, -24);
+    else if (exp == 31) v = mant != 0 ? NAN : INFINITY;
+    else v = ldexp(mant + 1024, exp - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+/* float -> bfloat16 (the top 16 bits), rounded to nearest even; NaN stays NaN. */
+static uint16_t to_bfloat16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if (isnan(f)) return (uint16_t)((bits >> 16) | 0x40);
+    return (uint16_t)((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+
+static double from_bfloat16(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Element access in any dtype (unknown codes are read and written as float32). */
+static void store_value(int dtype, unsigned char *p, double v) {
+    if (dtype == PERFORMER_FLOAT64) { memcpy(p, &v, 8); return; }
+    float f = (float)v;
+    if (is_half(dtype)) {
+        uint16_t h = dtype == PERFORMER_FLOAT16 ? to_float16(f) : to_bfloat16(f);
+        memcpy(p, &h, 2);
+    } else {
+        memcpy(p, &f, 4);
+    }
+}
+
+static double load_value(int dtype, const unsigned char *p) {
+    if (dtype == PERFORMER_FLOAT64) { double d; memcpy(&d, p, 8); return d; }
+    if (is_half(dtype)) {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        return dtype == PERFORMER_FLOAT16 ? from_float16(h) : from_bfloat16(h);
+    }
+    float f;
+    memcpy(&f, p, 4);
+    return f;
+}
 
 static int64_t template_dim(Call *c, char ch) {
     switch (ch) {
@@ -155,7 +235,7 @@ static int empty_view(const performer_tensor_t *t) {
 
 enum { IGNORES_EPS = 1, IGNORES_KV = 2 };
 
-enum { IN = 0, OUT = 1, OPT = 2, NEGINF = 4, INOUT = 8 };
+enum { IN = 0, OUT = 1, OPT = 2, NEGINF = 4, INOUT = 8, WIDE = 16 /* float32 in a half call: lse, states */ };
 
 /* Builds one tensor argument of logical shape `templ` (4 letters) and returns it, or NULL. */
 static performer_tensor_t *tensor(Call *c, const char *templ, int flags) {
@@ -174,11 +254,17 @@ static performer_tensor_t *tensor(Call *c, const char *templ, int flags) {
     performer_tensor_t *t = &x->t;
     for (int i = 0; i < 4; i++) t->shape[i] = template_dim(c, templ[i]);
     if (chance(s, 16)) t->shape[u8(s) % 4] = dim(s);
-    t->dtype = c->dtype;
-    if (chance(s, 40)) { int odd[] = {4, -1, 1 - c->dtype, 7}; /* 4, -1, 7: no performer_dtype (2, 3 are the half types) */ t->dtype = odd[u8(s) % 4]; }
-    if (t->dtype != PERFORMER_FLOAT32 && t->dtype != PERFORMER_FLOAT64) x->guaranteed = 1;
+    /* The dtype the call needs here: the program's, but float32 for the lse and states of a half call. */
+    int want = (flags & WIDE) && is_half(c->dtype) ? PERFORMER_FLOAT32 : c->dtype;
+    t->dtype = want;
+    if (chance(s, 40)) { /* 4, -1, 7: no performer_dtype; else another of the four */
+        int odd[] = {4, -1, 7, (want + 1 + u8(s) % 3) % 4};
+        t->dtype = odd[u8(s) % 4];
+    }
+    if (!valid_dtype(t->dtype) || (is_half(t->dtype) && !c->takes_half)) x->guaranteed = 1;
+    if (c->takes_half && t->dtype != want) x->guaranteed = 1; /* a half call takes exactly these dtypes */
     if (chance(s, 64)) { t->reserved = 1; x->guaranteed = 1; }
-    int es = (int)esize(t->dtype == PERFORMER_FLOAT64 ? PERFORMER_FLOAT64 : PERFORMER_FLOAT32);
+    int es = (int)esize(t->dtype);
     int64_t contiguous[4];
     uint64_t run = 1; /* wraps for huge shapes: such tensors fail or are skipped below either way */
     for (int i = 3; i >= 0; i--) { contiguous[i] = (int64_t)run; run *= t->shape[i] > 0 ? (uint64_t)t->shape[i] : 1; }
@@ -271,20 +357,13 @@ static performer_tensor_t *tensor(Call *c, const char *templ, int flags) {
         memset(base, CANARY, need);
     } else {
         uint32_t state = u8(s) * 2654435761u + 1;
-        int dt = t->dtype == PERFORMER_FLOAT64 ? PERFORMER_FLOAT64 : PERFORMER_FLOAT32;
         unsigned char *aligned = base + misaligned;
         if (misaligned) memset(base, 0, need);
-        for (int64_t i = 0; i < count; i++) {
-            double v = moderate(&state);
-            if (dt == PERFORMER_FLOAT64) memcpy(aligned + i * 8, &v, 8);
-            else { float f = (float)v; memcpy(aligned + i * 4, &f, 4); }
-        }
+        for (int64_t i = 0; i < count; i++) store_value(t->dtype, aligned + i * es, moderate(&state));
         if (chance(s, 24)) { /* one non-finite or extreme value */
             static const double odd[] = {NAN, INFINITY, -INFINITY, 1e30, -1e300, 1e-45};
             double v = odd[u8(s) % 6];
-            int64_t i = u8(s) % count;
-            if (dt == PERFORMER_FLOAT64) memcpy(aligned + i * 8, &v, 8);
-            else { float f = (float)v; memcpy(aligned + i * 4, &f, 4); }
+            store_value(t->dtype, aligned + (u8(s) % count) * es, v);
             c->numerics_unknown = 1;
         }
     }
@@ -459,12 +538,12 @@ static void destroy_handle(Handle *r) {
 /* ------------------------------------------------------------------ the oracle */
 
 static const char *const argument_names[] = {
-    "q", "k", "v", "out", "lse", "dout", "dq", "dk", "dv", "S0", "z0", "c0", "S_N", "z_N", "c_N",
+    "q", "k", "v", "out", "lse", "out_a", "lse_a", "out_b", "lse_b", "dout", "dq", "dk", "dv", "S0", "z0", "c0", "S_N", "z_N", "c_N",
     "dS_N", "dz_N", "dS0", "dz0", "S_out", "z_out", "c_out", "dS_out", "dz_out", "denominators",
     "x", "dfeatures", "dx", "w", "W", "s", "z", "c", "S", "Z", "C", "options", "kv_lengths", "kv_starts", "decoder",
     "projection", "dtype", "batch", "heads", "key_heads", "head_dim", "value_dim", "feature_map",
     "eps", "dim", "num_features", "kind", "norms", "features", "scale", "relu_offset", "count",
-    "value", "state", "state_s", "state_z", "state_c", "options->size", "n", NULL};
+    "value", "state_s", "state_z", "state_c", "options->size", "n", NULL};
 
 static int is_word_char(char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_'; }
 
@@ -510,7 +589,7 @@ static void check_finite(Call *c, const char *fn) {
         for (int64_t i0 = 0; i0 < t->shape[0]; i0++) for (int64_t i1 = 0; i1 < t->shape[1]; i1++)
         for (int64_t i2 = 0; i2 < t->shape[2]; i2++) for (int64_t i3 = 0; i3 < t->shape[3]; i3++) {
             int64_t o = i0 * t->strides[0] + i1 * t->strides[1] + i2 * t->strides[2] + i3 * t->strides[3];
-            double v = t->dtype == PERFORMER_FLOAT64 ? ((double *)t->data)[o] : ((float *)t->data)[o];
+            double v = load_value(t->dtype, (const unsigned char *)t->data + o * (int64_t)esize(t->dtype));
             if (isfinite(v) || (x->may_neg_inf && v == -INFINITY)) continue;
             fprintf(stderr, "tensor %d (%s) element (%lld,%lld,%lld,%lld) = %g\n", i, x->templ,
                     (long long)i0, (long long)i1, (long long)i2, (long long)i3, v);
@@ -591,14 +670,15 @@ static int too_much_work(Call *c) {
 
 static void call_softmax(Call *c, int backward) {
     sizes(c);
+    c->takes_half = 1;
     if (!backward) {
         performer_tensor_t *q = tensor(c, "BHND", IN), *k = tensor(c, "BKLD", IN), *v = tensor(c, "BKLM", IN);
-        performer_tensor_t *out = tensor(c, "BHNM", OUT), *lse = tensor(c, "BHN1", OUT | OPT | NEGINF);
+        performer_tensor_t *out = tensor(c, "BHNM", OUT), *lse = tensor(c, "BHN1", OUT | OPT | NEGINF | WIDE);
         const performer_softmax_options_t *o = softmax_options(c);
         RUN(performer_softmax_forward, q, k, v, out, lse, o);
     } else {
         performer_tensor_t *q = tensor(c, "BHND", IN), *k = tensor(c, "BKLD", IN), *v = tensor(c, "BKLM", IN);
-        performer_tensor_t *out = tensor(c, "BHNM", IN), *lse = tensor(c, "BHN1", IN), *dout = tensor(c, "BHNM", IN);
+        performer_tensor_t *out = tensor(c, "BHNM", IN), *lse = tensor(c, "BHN1", IN | WIDE), *dout = tensor(c, "BHNM", IN);
         performer_tensor_t *dq = tensor(c, "BHND", OUT), *dk = tensor(c, "BKLD", OUT), *dv = tensor(c, "BKLM", OUT);
         const performer_softmax_options_t *o = softmax_options(c);
         c->numerics_unknown = 1; /* lse is arbitrary here, so P = exp(s - lse) may overflow */
@@ -606,18 +686,31 @@ static void call_softmax(Call *c, int backward) {
     }
 }
 
+/* performer_softmax_merge: float32 / float64 only; out and lse may be written over either
+ * side with the same layout (the exact-copy placement), any other overlap is refused. */
+static void call_softmax_merge(Call *c) {
+    sizes(c);
+    performer_tensor_t *out_a = tensor(c, "BHNM", IN), *lse_a = tensor(c, "BHN1", IN);
+    performer_tensor_t *out_b = tensor(c, "BHNM", IN), *lse_b = tensor(c, "BHN1", IN);
+    performer_tensor_t *out = tensor(c, "BHNM", OUT), *lse = tensor(c, "BHN1", OUT | NEGINF);
+    RUN(performer_softmax_merge, out_a, lse_a, out_b, lse_b, out, lse);
+}
+
 static void call_linear(Call *c, int which) {
     sizes(c);
+    c->takes_half = 1; /* half tokens, float32 states (and denominators) */
+    /* Sums past the half type's range round to infinity (performer.h): no finiteness promise. */
+    if (is_half(c->dtype)) c->numerics_unknown = 1;
     if (which == 0 || which == 1) {
         performer_tensor_t *q = tensor(c, "BHND", IN), *k = tensor(c, "BKLD", IN), *v = tensor(c, "BKLM", IN);
         performer_tensor_t *out = tensor(c, "BHNM", OUT);
-        performer_tensor_t *s0 = tensor(c, "BHCM", IN | OPT), *z0 = tensor(c, "BHC1", IN | OPT);
-        performer_tensor_t *sn = tensor(c, "BHCM", OUT | OPT), *zn = tensor(c, "BHC1", OUT | OPT);
+        performer_tensor_t *s0 = tensor(c, "BHCM", IN | OPT | WIDE), *z0 = tensor(c, "BHC1", IN | OPT | WIDE);
+        performer_tensor_t *sn = tensor(c, "BHCM", OUT | OPT | WIDE), *zn = tensor(c, "BHC1", OUT | OPT | WIDE);
         if (which == 0) {
             const performer_linear_options_t *o = linear_options(c);
             RUN(performer_linear_forward, q, k, v, out, s0, z0, sn, zn, o);
         } else {
-            performer_tensor_t *den = tensor(c, "BHN1", OUT | OPT);
+            performer_tensor_t *den = tensor(c, "BHN1", OUT | OPT | WIDE);
             const performer_linear_options_t *o = linear_options(c);
             RUN(performer_linear_forward_with_denominators, q, k, v, out, s0, z0, sn, zn, den, o);
         }
@@ -625,51 +718,64 @@ static void call_linear(Call *c, int which) {
         performer_tensor_t *q = tensor(c, "BHND", IN), *k = tensor(c, "BKLD", IN), *v = tensor(c, "BKLM", IN);
         performer_tensor_t *dout = tensor(c, "BHNM", IN);
         performer_tensor_t *dq = tensor(c, "BHND", OUT), *dk = tensor(c, "BKLD", OUT), *dv = tensor(c, "BKLM", OUT);
-        performer_tensor_t *s0 = tensor(c, "BHCM", IN | OPT), *z0 = tensor(c, "BHC1", IN | OPT);
-        performer_tensor_t *dsn = tensor(c, "BHCM", IN | OPT), *dzn = tensor(c, "BHC1", IN | OPT);
-        performer_tensor_t *ds0 = tensor(c, "BHCM", OUT | OPT), *dz0 = tensor(c, "BHC1", OUT | OPT);
+        performer_tensor_t *s0 = tensor(c, "BHCM", IN | OPT | WIDE), *z0 = tensor(c, "BHC1", IN | OPT | WIDE);
+        performer_tensor_t *dsn = tensor(c, "BHCM", IN | OPT | WIDE), *dzn = tensor(c, "BHC1", IN | OPT | WIDE);
+        performer_tensor_t *ds0 = tensor(c, "BHCM", OUT | OPT | WIDE), *dz0 = tensor(c, "BHC1", OUT | OPT | WIDE);
         const performer_linear_options_t *o = linear_options(c);
         RUN(performer_linear_backward, q, k, v, dout, dq, dk, dv, s0, z0, dsn, dzn, ds0, dz0, o);
     } else if (which == 3) {
         if (u8(c->src) % 2) c->Hs = mulw(c->Hk, 1 + u8(c->src) % 2);
         performer_tensor_t *k = tensor(c, "BKLD", IN), *v = tensor(c, "BKLM", IN);
-        performer_tensor_t *s0 = tensor(c, "BSCM", IN | OPT), *z0 = tensor(c, "BSC1", IN | OPT);
-        performer_tensor_t *s = tensor(c, "BSCM", OUT), *z = tensor(c, "BSC1", OUT);
+        performer_tensor_t *s0 = tensor(c, "BSCM", IN | OPT | WIDE), *z0 = tensor(c, "BSC1", IN | OPT | WIDE);
+        performer_tensor_t *s = tensor(c, "BSCM", OUT | WIDE), *z = tensor(c, "BSC1", OUT | WIDE);
         c->ignores = IGNORES_EPS;
         const performer_linear_options_t *o = linear_options(c);
         RUN(performer_linear_state, k, v, s0, z0, s, z, o);
     } else {
         if (u8(c->src) % 2) c->Hs = mulw(c->Hk, 1 + u8(c->src) % 2);
         performer_tensor_t *k = tensor(c, "BKLD", IN), *v = tensor(c, "BKLM", IN);
-        performer_tensor_t *ds = tensor(c, "BSCM", IN), *dz = tensor(c, "BSC1", IN);
+        performer_tensor_t *ds = tensor(c, "BSCM", IN | WIDE), *dz = tensor(c, "BSC1", IN | WIDE);
         performer_tensor_t *dk = tensor(c, "BKLD", OUT), *dv = tensor(c, "BKLM", OUT);
-        performer_tensor_t *ds0 = tensor(c, "BSCM", OUT | OPT), *dz0 = tensor(c, "BSC1", OUT | OPT);
+        performer_tensor_t *ds0 = tensor(c, "BSCM", OUT | OPT | WIDE), *dz0 = tensor(c, "BSC1", OUT | OPT | WIDE);
         c->ignores = IGNORES_EPS;
         const performer_linear_options_t *o = linear_options(c);
         RUN(performer_linear_state_backward, k, v, ds, dz, dk, dv, ds0, dz0, o);
     }
 }
 
+/* A decoder's dtype: the program's, sometimes an unknown code or a half type (both refused). */
+static int decoder_dtype(Call *c) {
+    uint8_t b = u8(c->src) % 16;
+    int dtype = b == 0 ? 5 : b == 1 ? PERFORMER_FLOAT16 + u8(c->src) % 2 : c->dtype;
+    if (!valid_dtype(dtype) || is_half(dtype)) c->guaranteed_failure = 1;
+    return dtype;
+}
+
+/* The oracle of a create call (*handle was 0x5A5A before): on error the handle is not written
+ * and no handle was added. True when the call succeeded. */
+static int created(Call *c, const char *fn, performer_status st, const void *handle, int64_t live_before) {
+    check(c, fn, (int)st);
+    if (st == PERFORMER_OK) return 1;
+    if (handle != (const void *)(uintptr_t)0x5A5A) fail("handle written on error", fn);
+    if (performer_live_handle_count() != live_before) fail("live handle count changed on error", fn);
+    return 0;
+}
+
 static void call_linear_decoder(Call *c, int which) {
     if (which == 0) {
-        int dtype = u8(c->src) % 16 == 0 ? 5 : c->dtype;
+        int dtype = decoder_dtype(c);
         sizes(c);
         static const double eps[] = {1e-6, 0, -1, NAN};
         int fmap = u8(c->src) % 8 == 7 ? -1 : u8(c->src) % 3;
         double e = eps[u8(c->src) % 4];
         performer_linear_decoder_t d = (performer_linear_decoder_t)(uintptr_t)0x5A5A;
         performer_linear_decoder_t *where = chance(c->src, 32) ? NULL : &d;
-        if (!where || dtype == 5 || fmap < 0 || !(e >= 0) || c->B < 0 || c->H < 0 || c->M < 0 || c->Hk < 1 || c->D < 1)
+        if (!where || fmap < 0 || !(e >= 0) || c->B < 0 || c->H < 0 || c->M < 0 || c->Hk < 1 || c->D < 1)
             c->guaranteed_failure = 1;
         if (!c->guaranteed_failure && state_too_big(c)) return;
         int64_t before = performer_live_handle_count();
         performer_status st = performer_linear_decoder_create(where, dtype, c->B, c->H, c->Hk, c->D, c->M, fmap, e);
-        check(c, "performer_linear_decoder_create", (int)st);
-        if (st != PERFORMER_OK) {
-            if (d != (performer_linear_decoder_t)(uintptr_t)0x5A5A) fail("handle written on error", "performer_linear_decoder_create");
-            if (performer_live_handle_count() != before) fail("live handle count changed on error", "performer_linear_decoder_create");
-            return;
-        }
+        if (!created(c, "performer_linear_decoder_create", st, d, before)) return;
         Handle *r = new_handle(LINEAR_DECODER, d);
         r->dtype = dtype; r->fmap_or_features = fmap; r->B = c->B; r->H = c->H; r->Hk = c->Hk; r->D = c->D; r->M = c->M;
         return;
@@ -751,12 +857,7 @@ static void call_projection(Call *c, int which) {
             snapshot(c);
             st = performer_favor_projection_create_from_matrix(where, w);
         }
-        check(c, fn, (int)st);
-        if (st != PERFORMER_OK) {
-            if (p != (performer_favor_projection_t)(uintptr_t)0x5A5A) fail("handle written on error", fn);
-            if (performer_live_handle_count() != before) fail("live handle count changed on error", fn);
-            return;
-        }
+        if (!created(c, fn, st, p, before)) return;
         Handle *r = new_handle(PROJECTION, p);
         r->D = D; r->F = F;
         return;
@@ -824,6 +925,9 @@ static void call_favor(Call *c, int which) {
     const performer_favor_options_t *o;
     c->ignores = which < 2 ? IGNORES_EPS | IGNORES_KV : which >= 4 ? IGNORES_EPS : 0;
     void *h = favor_projection(c, &features, &o);
+    c->takes_half = 1; /* half tokens, float32 states (and denominators) */
+    /* Sums past the half type's range round to infinity (performer.h): no finiteness promise. */
+    if (is_half(c->dtype)) c->numerics_unknown = 1;
     if (too_much_work(c)) { c->skip = 1; return; }
     switch (which) {
     case 0: {
@@ -841,8 +945,8 @@ static void call_favor(Call *c, int which) {
     case 2: {
         performer_tensor_t *q = tensor(c, "BHND", IN), *k = tensor(c, "BKLD", IN), *v = tensor(c, "BKLM", IN);
         performer_tensor_t *out = tensor(c, "BHNM", OUT);
-        performer_tensor_t *s0 = tensor(c, "BHCM", IN | OPT), *z0 = tensor(c, "BHC1", IN | OPT), *c0 = tensor(c, "BHC1", IN | OPT);
-        performer_tensor_t *sn = tensor(c, "BHCM", OUT | OPT), *zn = tensor(c, "BHC1", OUT | OPT), *cn = tensor(c, "BHC1", OUT | OPT | NEGINF);
+        performer_tensor_t *s0 = tensor(c, "BHCM", IN | OPT | WIDE), *z0 = tensor(c, "BHC1", IN | OPT | WIDE), *c0 = tensor(c, "BHC1", IN | OPT | WIDE);
+        performer_tensor_t *sn = tensor(c, "BHCM", OUT | OPT | WIDE), *zn = tensor(c, "BHC1", OUT | OPT | WIDE), *cn = tensor(c, "BHC1", OUT | OPT | NEGINF | WIDE);
         if (s0 || z0 || c0) c->numerics_unknown = 1; /* arbitrary initial states */
         RUN(performer_favor_forward, q, k, v, h, out, s0, z0, c0, sn, zn, cn, o);
         break;
@@ -851,9 +955,9 @@ static void call_favor(Call *c, int which) {
         performer_tensor_t *q = tensor(c, "BHND", IN), *k = tensor(c, "BKLD", IN), *v = tensor(c, "BKLM", IN);
         performer_tensor_t *dout = tensor(c, "BHNM", IN);
         performer_tensor_t *dq = tensor(c, "BHND", OUT), *dk = tensor(c, "BKLD", OUT), *dv = tensor(c, "BKLM", OUT);
-        performer_tensor_t *s0 = tensor(c, "BHCM", IN | OPT), *z0 = tensor(c, "BHC1", IN | OPT), *c0 = tensor(c, "BHC1", IN | OPT);
-        performer_tensor_t *dsn = tensor(c, "BHCM", IN | OPT), *dzn = tensor(c, "BHC1", IN | OPT);
-        performer_tensor_t *ds0 = tensor(c, "BHCM", OUT | OPT), *dz0 = tensor(c, "BHC1", OUT | OPT);
+        performer_tensor_t *s0 = tensor(c, "BHCM", IN | OPT | WIDE), *z0 = tensor(c, "BHC1", IN | OPT | WIDE), *c0 = tensor(c, "BHC1", IN | OPT | WIDE);
+        performer_tensor_t *dsn = tensor(c, "BHCM", IN | OPT | WIDE), *dzn = tensor(c, "BHC1", IN | OPT | WIDE);
+        performer_tensor_t *ds0 = tensor(c, "BHCM", OUT | OPT | WIDE), *dz0 = tensor(c, "BHC1", OUT | OPT | WIDE);
         if (s0 || z0 || c0) c->numerics_unknown = 1;
         RUN(performer_favor_backward, q, k, v, dout, h, dq, dk, dv, s0, z0, c0, dsn, dzn, ds0, dz0, o);
         break;
@@ -861,8 +965,8 @@ static void call_favor(Call *c, int which) {
     case 4: {
         if (u8(c->src) % 2) c->Hs = mulw(c->Hk, 1 + u8(c->src) % 2);
         performer_tensor_t *k = tensor(c, "BKLD", IN), *v = tensor(c, "BKLM", IN);
-        performer_tensor_t *s0 = tensor(c, "BSCM", IN | OPT), *z0 = tensor(c, "BSC1", IN | OPT), *c0 = tensor(c, "BSC1", IN | OPT);
-        performer_tensor_t *s = tensor(c, "BSCM", OUT), *z = tensor(c, "BSC1", OUT), *cc = tensor(c, "BSC1", OUT | NEGINF);
+        performer_tensor_t *s0 = tensor(c, "BSCM", IN | OPT | WIDE), *z0 = tensor(c, "BSC1", IN | OPT | WIDE), *c0 = tensor(c, "BSC1", IN | OPT | WIDE);
+        performer_tensor_t *s = tensor(c, "BSCM", OUT | WIDE), *z = tensor(c, "BSC1", OUT | WIDE), *cc = tensor(c, "BSC1", OUT | NEGINF | WIDE);
         if (s0 || z0 || c0) c->numerics_unknown = 1;
         RUN(performer_favor_state, k, v, h, s0, z0, c0, s, z, cc, o);
         break;
@@ -870,10 +974,10 @@ static void call_favor(Call *c, int which) {
     default: {
         if (u8(c->src) % 2) c->Hs = mulw(c->Hk, 1 + u8(c->src) % 2);
         performer_tensor_t *k = tensor(c, "BKLD", IN), *v = tensor(c, "BKLM", IN);
-        performer_tensor_t *ds = tensor(c, "BSCM", IN), *dz = tensor(c, "BSC1", IN);
+        performer_tensor_t *ds = tensor(c, "BSCM", IN | WIDE), *dz = tensor(c, "BSC1", IN | WIDE);
         performer_tensor_t *dk = tensor(c, "BKLD", OUT), *dv = tensor(c, "BKLM", OUT);
-        performer_tensor_t *ds0 = tensor(c, "BSCM", OUT | OPT), *dz0 = tensor(c, "BSC1", OUT | OPT);
-        performer_tensor_t *s0 = tensor(c, "BSCM", IN | OPT), *z0 = tensor(c, "BSC1", IN | OPT), *c0 = tensor(c, "BSC1", IN | OPT);
+        performer_tensor_t *ds0 = tensor(c, "BSCM", OUT | OPT | WIDE), *dz0 = tensor(c, "BSC1", OUT | OPT | WIDE);
+        performer_tensor_t *s0 = tensor(c, "BSCM", IN | OPT | WIDE), *z0 = tensor(c, "BSC1", IN | OPT | WIDE), *c0 = tensor(c, "BSC1", IN | OPT | WIDE);
         if (s0 || z0 || c0) c->numerics_unknown = 1;
         RUN(performer_favor_state_backward, k, v, h, ds, dz, dk, dv, ds0, dz0, s0, z0, c0, o);
         break;
@@ -887,20 +991,15 @@ static void call_favor_decoder(Call *c, int which) {
         const performer_favor_options_t *o;
         c->ignores = IGNORES_KV;
         void *h = favor_projection(c, &features, &o);
-        int dtype = u8(c->src) % 16 == 0 ? 5 : c->dtype;
+        int dtype = decoder_dtype(c);
         performer_favor_decoder_t d = (performer_favor_decoder_t)(uintptr_t)0x5A5A;
         performer_favor_decoder_t *where = chance(c->src, 32) ? NULL : &d;
-        if (!where || dtype == 5 || c->B < 0 || c->H < 0 || c->M < 0) c->guaranteed_failure = 1;
+        if (!where || c->B < 0 || c->H < 0 || c->M < 0) c->guaranteed_failure = 1;
         if (c->skip || (!c->guaranteed_failure && state_too_big(c))) return;
         int64_t before = performer_live_handle_count();
         snapshot(c);
         performer_status st = performer_favor_decoder_create(where, h, dtype, c->B, c->H, c->M, o);
-        check(c, "performer_favor_decoder_create", (int)st);
-        if (st != PERFORMER_OK) {
-            if (d != (performer_favor_decoder_t)(uintptr_t)0x5A5A) fail("handle written on error", "performer_favor_decoder_create");
-            if (performer_live_handle_count() != before) fail("live handle count changed on error", "performer_favor_decoder_create");
-            return;
-        }
+        if (!created(c, "performer_favor_decoder_create", st, d, before)) return;
         Handle *r = new_handle(FAVOR_DECODER, d);
         r->dtype = dtype; r->fmap_or_features = features; r->B = c->B; r->H = c->H; r->D = c->D; r->M = c->M; r->F = c->F;
         r->features_count_factor = (features == 1 || features == 2) ? 2 : 1;
@@ -980,7 +1079,8 @@ const char *__asan_default_options(void) { return "allocator_may_return_null=1";
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     Src src = {data, size};
     int64_t live_before = performer_live_handle_count();
-    int dtype = u8(&src) % 2;
+    uint8_t b = u8(&src); /* float32, float64; one program in four float16 or bfloat16 */
+    int dtype = b % 8 < 6 ? b % 2 : PERFORMER_FLOAT16 + b % 2;
     nhandles = 0;
     for (int n = 0; n < MAX_CALLS && src.n > 0; n++) {
         Call call;
@@ -997,6 +1097,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         else if (op < 31) call_favor(c, op - 25);
         else if (op < 37) call_favor_decoder(c, op - 31);
         else if (op < 41) call_misc(c, op - 37);
+        else if (op == 41) call_softmax_merge(c);
         else call_favor(c, 2 + op % 2); /* FAVOR+ attention, the largest surface, twice as often */
         release(c);
         current = NULL;

@@ -5,7 +5,7 @@
 #   tsan      the library built with --sanitize=thread: the C stress test (threads calling at
 #             once, thread counts changing, decoders per thread, a projection redrawn), the
 #             handle and idle-worker probes of test_hardening, and the Swift tests
-#             SoftmaxConcurrencyTests (ThreadPoolTests: see the tsan step)
+#             SoftmaxConcurrencyTests and ThreadPoolTests
 #   valgrind  memcheck on the AVX2 kernels (valgrind has no AVX-512) with the release library:
 #             no invalid access, no use of uninitialized values, no definite leak; the thread
 #             stress test and every hardening probe but the timing one
@@ -47,12 +47,9 @@ asan() {
 tsan() {
     local lib start dispatch
     lib=$(bash Tests/sanitizers/build.sh thread) || { failed=$((failed + 1)); echo "FAIL  TSan build"; return; }
-    # ThreadPoolTests is left out: in one of four runs TSan reported a "Swift access race" in
-    # testConcurrentAndNestedCallersAllComplete (8 DispatchQueue callers with nested calls) that
-    # is not explained yet (docs/RELIABILITY.md, Findings); the C stress test covers the pool.
-    run "TSan: swift test SoftmaxConcurrencyTests" env TSAN_OPTIONS="halt_on_error=1" \
+    run "TSan: swift test SoftmaxConcurrencyTests ThreadPoolTests" env TSAN_OPTIONS="halt_on_error=1" \
         swift test -c release --sanitize=thread --scratch-path .build-tsan -Xswiftc -enable-testing \
-        -Xlinker --unresolved-symbols=ignore-all --filter 'SoftmaxConcurrencyTests'
+        -Xlinker --unresolved-symbols=ignore-all --filter 'SoftmaxConcurrencyTests|ThreadPoolTests'
     # The toolchain's TSan runtime intercepts libdispatch: link the toolchain's libdispatch.
     dispatch=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")")/lib/swift/linux
     for test in test_stress_threads test_hardening; do
@@ -88,13 +85,14 @@ valgrind_memcheck() {
         run "valgrind: $test (PERFORMER_ISA=avx2 PERFORMER_NUM_THREADS=3)" env PERFORMER_ISA=avx2 PERFORMER_NUM_THREADS=3 "${vg[@]}" "$work/vg-$test"
     done
     # The hardening probes but idle_workers (a timing ratio, meaningless at valgrind's speed).
-    for probe in scratch_overflow favor_wild_state kv_lengths_batch empty_large_strides allocation_failures favor_in_place handles handles_threads; do
+    for probe in scratch_overflow favor_wild_state kv_lengths_batch empty_large_strides allocation_failures favor_in_place handles \
+                 handles_threads executor_inline decoder_messages; do
         run "valgrind: test_hardening $probe" env PERFORMER_ISA=avx2 PERFORMER_NUM_THREADS=3 "${vg[@]}" "$work/vg-test_hardening" "$probe"
     done
-    # fork_child without the leak check: the forked child drops (does not free) the parent's
-    # worker records, 40 bytes per parent worker, once per fork (docs/RELIABILITY.md, "Findings").
-    run "valgrind: test_hardening fork_child (no leak check)" env PERFORMER_ISA=avx2 PERFORMER_NUM_THREADS=3 \
-        "${vg[@]}" --leak-check=no "$work/vg-test_hardening" fork_child
+    # fork_child with the leak check in the forked child too (valgrind follows fork): a child
+    # once leaked the parent's worker records, 40 bytes per worker (docs/RELIABILITY.md, Findings).
+    run "valgrind: test_hardening fork_child" env PERFORMER_ISA=avx2 PERFORMER_NUM_THREADS=3 \
+        "${vg[@]}" "$work/vg-test_hardening" fork_child
 }
 
 for step in "${steps[@]}"; do

@@ -47,13 +47,16 @@ public final class FavorDecoder<T: AttentionScalar> {
         }
         inputScale = try options.inputScale(dim: projection.dim)
         let c = options.kind.featureCount(numFeatures: projection.numFeatures)
-        let sizes = try TensorLayout.elementCount(SIMD4(batch, heads, c, valueDim), name: "state S")
-        let rows = try TensorLayout.elementCount(SIMD4(batch, heads, c, 1), name: "state z")
+        // The state is no argument: messages name the sizes the caller passed (C = the
+        // projection's num_features, twice that for hyperbolic features).
+        guard let sizes = TensorLayout.product(batch, heads, c, valueDim), let rows = TensorLayout.product(batch, heads, c) else {
+            throw PerformerError(.sizeOverflow, "batch = \(batch), heads = \(heads), value_dim = \(valueDim) with C = \(c) features: the decoder state (batch × heads × C × value_dim elements) does not fit in 64 bits")
+        }
         // S̃; z̃ and c (twice: reset() builds new ones while the old exist); Wᵀ.
         try MemoryReservation.check(
             (ScratchSize(sizes) + 4 * ScratchSize(rows) + ScratchSize(projection.numFeatures) * projection.dim)
                 * MemoryLayout<T>.stride,
-            for: "the decoder state (B×H×C×M = \(batch)×\(heads)×\(c)×\(valueDim))")
+            for: "the decoder state of batch = \(batch), heads = \(heads), value_dim = \(valueDim) (B×H×C×M = \(batch)×\(heads)×\(c)×\(valueDim))")
         self.projection = projection
         self.batch = batch
         self.heads = heads
@@ -104,25 +107,25 @@ public final class FavorDecoder<T: AttentionScalar> {
     public func setState(s: [T], z: [T], c: [T]) throws(PerformerError) {
         let rows = batch * heads * featureCount
         guard s.count == stateS.count else {
-            throw PerformerError(.shapeMismatch, "state S has \(s.count) entries but B×H×C×M = \(stateS.count)")
+            throw PerformerError(.shapeMismatch, "S has \(s.count) entries but B×H×C×M = \(stateS.count)")
         }
-        guard z.count == rows else { throw PerformerError(.shapeMismatch, "state z has \(z.count) entries but B×H×C = \(rows)") }
-        guard c.count == rows else { throw PerformerError(.shapeMismatch, "state c has \(c.count) entries but B×H×C = \(rows)") }
-        if let bad = s.firstIndex(where: { !$0.isFinite }) { throw PerformerError(.invalidArgument, "state S[\(bad)] = \(s[bad]) is not finite") }
-        if let bad = z.firstIndex(where: { !$0.isFinite }) { throw PerformerError(.invalidArgument, "state z[\(bad)] = \(z[bad]) is not finite") }
+        guard z.count == rows else { throw PerformerError(.shapeMismatch, "z has \(z.count) entries but B×H×C = \(rows)") }
+        guard c.count == rows else { throw PerformerError(.shapeMismatch, "c has \(c.count) entries but B×H×C = \(rows)") }
+        if let bad = s.firstIndex(where: { !$0.isFinite }) { throw PerformerError(.invalidArgument, "S[\(bad)] = \(s[bad]) is not finite") }
+        if let bad = z.firstIndex(where: { !$0.isFinite }) { throw PerformerError(.invalidArgument, "z[\(bad)] = \(z[bad]) is not finite") }
         for row in 0..<rows {
             let value = c[row]
             if value.isNaN || value == .infinity {
-                throw PerformerError(.invalidArgument, "state c[\(row)] = \(value): must be finite or -inf")
+                throw PerformerError(.invalidArgument, "c[\(row)] = \(value): must be finite or -inf")
             }
             if value == -.infinity, z[row] != 0 || s[(row * valueDim)..<((row + 1) * valueDim)].contains(where: { $0 != 0 }) {
-                throw PerformerError(.invalidArgument, "state c[\(row)] = -inf but its S row or z entry is not 0")
+                throw PerformerError(.invalidArgument, "c[\(row)] = -inf but its S row or z entry is not 0")
             }
             if options.kind == .relu, value != 0 {
-                throw PerformerError(.invalidArgument, "state c[\(row)] = \(value): relu features need c = 0")
+                throw PerformerError(.invalidArgument, "c[\(row)] = \(value): relu features need c = 0")
             }
             if options.kind == .trigonometric, c[row] != c[row - row % featureCount] {
-                throw PerformerError(.invalidArgument, "state c[\(row)] = \(value): trigonometric features need one c per head")
+                throw PerformerError(.invalidArgument, "c[\(row)] = \(value): trigonometric features need one c per head")
             }
         }
         stateS = s

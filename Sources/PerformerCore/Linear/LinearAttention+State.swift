@@ -25,7 +25,8 @@ extension LinearAttention {
         let kernels = Runtime.kernels.linear
         guard let tasks = try HeadTasks(
             batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .queryHeads,
-            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, false, false))
+            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, false, false),
+            work: problem.work)
         else { return }
         let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
         tasks.run { head in
@@ -59,7 +60,8 @@ extension LinearAttention {
         let kernels = Runtime.kernels.linear
         guard let tasks = try HeadTasks(
             batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .keyHeadGroups,
-            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, false, true))
+            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, false, true),
+            work: Runtime.work(problem.work, 3))
         else { return }
         let entry = T.dtype == .float32 ? kernels.backwardFloat : kernels.backwardDouble
         tasks.run { head in

@@ -57,8 +57,12 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
         guard epsilon.isFinite, epsilon >= 0 else {
             throw PerformerError(.invalidArgument, "eps = \(epsilon) must be finite and >= 0")
         }
-        let stateCount = try TensorLayout.elementCount(SIMD4(batch, heads, headDim, valueDim), name: "state")
-        let normalizerCount = try TensorLayout.elementCount(SIMD4(batch, heads, headDim, 1), name: "state")
+        // The state is no argument: messages name the sizes the caller passed.
+        let sizes = "batch = \(batch), heads = \(heads), dim = \(headDim), value_dim = \(valueDim)"
+        guard let stateCount = TensorLayout.product(batch, heads, headDim, valueDim),
+              let normalizerCount = TensorLayout.product(batch, heads, headDim) else {
+            throw PerformerError(.sizeOverflow, "\(sizes): the decoder state (batch × heads × dim × value_dim elements) does not fit in 64 bits")
+        }
         // Every size below is checked before it is added or multiplied: a trap would abort the
         // caller's process. (The step's scratch is a few rows of C and M elements; with B·H = 0
         // the state is empty whatever D and M are, so they are bounded on their own.)
@@ -72,11 +76,11 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
         let (padded, paddedOverflow) = max(stateBytes, 1).addingReportingOverflow(64)
         let (totalBytes, totalOverflow) = padded.addingReportingOverflow(scratchBytes)
         guard !countOverflow, !bytesOverflow, !paddedOverflow, !totalOverflow else {
-            throw PerformerError(.sizeOverflow, "the decoder state (\(stateCount) + \(normalizerCount) elements) and its scratch do not fit in 64 bits")
+            throw PerformerError(.sizeOverflow, "\(sizes): the decoder state (\(stateCount) + \(normalizerCount) elements) and its scratch do not fit in 64 bits")
         }
         var memory: UnsafeMutableRawPointer?
         guard posix_memalign(&memory, 64, totalBytes) == 0, let memory else {
-            throw PerformerError(.outOfMemory, "could not allocate the decoder state (\(elements) elements)")
+            throw PerformerError(.outOfMemory, "\(sizes): could not allocate the decoder state (\(elements) elements)")
         }
         self.batch = batch
         self.heads = heads

@@ -21,8 +21,10 @@ struct HeadTasks: ~Copyable {
     private let scratch: ScratchBuffer
 
     /// nil when there is no task (B·H = 0, or B·Hk = 0 for `.keyHeadGroups`): nothing is allocated.
-    /// `work`: the call's operations, estimated (`Runtime.threads(forWork:)`: tiny calls run inline).
-    init?(batch: Int, heads: Int, keyHeads: Int, split: Split, scratchBytes: Int, work: Int = .max)
+    /// `work`: the call's operations, estimated (`Runtime.threads(forWork:)`: tiny calls run inline
+    /// and never read the thread count, which would consult an installed executor). No default:
+    /// every call site estimates.
+    init?(batch: Int, heads: Int, keyHeads: Int, split: Split, scratchBytes: Int, work: Int)
         throws(PerformerError) {
         count = batch * (split == .queryHeads ? heads : keyHeads)
         guard count > 0 else { return nil }

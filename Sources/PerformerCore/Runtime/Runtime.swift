@@ -111,8 +111,9 @@ public enum Runtime {
     }
 
     /// Runs `body(item, worker)` for items `0..<count` on the library's threads, or on the
-    /// installed executor's.
-    static func parallelFor(count: Int, threads: Int = numThreads, _ body: (Int, Int) -> Void) {
+    /// installed executor's. The slot is read only when two or more tasks run, so calls with
+    /// `threads` from `threads(forWork:)` = 1 never take its lock.
+    static func parallelFor(count: Int, threads: Int, _ body: (Int, Int) -> Void) {
         let tasks = min(threads, count)
         if tasks >= 2, let executor = ExecutorSlot.current {
             executor.run(count: count, tasks: tasks, body)

@@ -56,6 +56,10 @@ package final class ThreadPool: @unchecked Sendable {
     /// the workers it needs.
     private let wakeUp = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: ThreadPool.maxWorkers + 1)
     private let asleep = UnsafeMutablePointer<Bool>.allocate(capacity: ThreadPool.maxWorkers + 1)
+    /// What worker i's thread starts from, written before the thread is created. The pool owns
+    /// these records: a thread owns no heap memory, which a forked child (without the parent's
+    /// threads) could never free.
+    private let workerStarts = UnsafeMutablePointer<WorkerStart>.allocate(capacity: ThreadPool.maxWorkers + 1)
     /// The posted job's body. Behind a pointer so that the fork child handler can drop a
     /// reference held for a call of the parent without releasing it.
     private let jobSlot = UnsafeMutablePointer<((Int, Int) -> Void)?>.allocate(capacity: 1)
@@ -88,6 +92,7 @@ package final class ThreadPool: @unchecked Sendable {
         for index in 0...Self.maxWorkers {
             pthread_cond_init(wakeUp + index, nil)
             asleep[index] = false
+            workerStarts[index] = WorkerStart(pool: nil, index: index, generation: 0)
         }
         jobSlot.initialize(to: nil)
         nextItem.initialize(to: 0)
@@ -166,17 +171,18 @@ package final class ThreadPool: @unchecked Sendable {
         pthread_mutex_lock(stateLock)
         defer { pthread_mutex_unlock(stateLock) }
         while workerCount < min(wanted, Self.maxWorkers) {
-            let context = Unmanaged.passRetained(WorkerContext(pool: self, index: workerCount + 1, generation: generation))
+            let index = workerCount + 1
+            workerStarts[index] = WorkerStart(pool: Unmanaged.passUnretained(self).toOpaque(), index: index,
+                                              generation: generation)
             var thread = pthread_t()
             let status = pthread_create(&thread, nil, { raw in
-                let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
-                context.pool.workerLoop(index: context.index, seenGeneration: context.generation)
+                let start = raw!.assumingMemoryBound(to: WorkerStart.self).pointee
+                // The pool is never deallocated (`shared`), so an unretained reference is enough.
+                Unmanaged<ThreadPool>.fromOpaque(start.pool!).takeUnretainedValue()
+                    .workerLoop(index: start.index, seenGeneration: start.generation)
                 return nil
-            }, context.toOpaque())
-            if status != 0 {
-                context.release()
-                break
-            }
+            }, UnsafeMutableRawPointer(workerStarts + index))
+            if status != 0 { break }
             pthread_detach(thread)
             workerCount += 1
         }
@@ -232,13 +238,9 @@ extension ThreadPool {
     }
 }
 
-private final class WorkerContext {
-    let pool: ThreadPool
-    let index: Int
-    let generation: Int
-    init(pool: ThreadPool, index: Int, generation: Int) {
-        self.pool = pool
-        self.index = index
-        self.generation = generation
-    }
+/// Worker `index`'s start: its pool (unretained) and the generation when it was created.
+private struct WorkerStart {
+    var pool: UnsafeMutableRawPointer?
+    var index: Int
+    var generation: Int
 }

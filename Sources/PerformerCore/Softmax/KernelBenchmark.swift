@@ -21,6 +21,6 @@ public enum KernelBenchmark {
 
     /// Runs `body(item, worker)` for items `0..<count` on the library's thread pool.
     public static func parallelFor(count: Int, _ body: (Int, Int) -> Void) {
-        Runtime.parallelFor(count: count, body)
+        Runtime.parallelFor(count: count, threads: Runtime.numThreads, body)
     }
 }

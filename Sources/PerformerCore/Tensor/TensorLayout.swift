@@ -4,6 +4,18 @@ public enum TensorLayout {
     /// "[2, 8, 128, 64]"
     public static func describe(_ v: SIMD4<Int>) -> String { "[\(v[0]), \(v[1]), \(v[2]), \(v[3])]" }
 
+    /// The product of non-negative sizes, nil when it overflows (for sizes that are arguments
+    /// of their own, not a tensor's shape, so that a message can name them).
+    static func product(_ factors: Int...) -> Int? {
+        var result = 1
+        for factor in factors {
+            let (next, overflow) = result.multipliedReportingOverflow(by: factor)
+            if overflow { return nil }
+            result = next
+        }
+        return result
+    }
+
     /// The number of elements in `shape`; throws when a size is negative or the product overflows.
     public static func elementCount(_ shape: SIMD4<Int>, name: String) throws(PerformerError) -> Int {
         var count = 1

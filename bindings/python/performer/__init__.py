@@ -869,12 +869,6 @@ def favor_features(x, projection, *, features="positive", scale=None, is_query=T
     return out
 
 
-def _favor_needs_causal(name, causal):
-    """For performer.torch.favor_attention, whose autograd op carries a state only when causal."""
-    if not causal:
-        raise ValueError("%s needs causal=True: only causal FAVOR+ attention has a state" % name)
-
-
 def _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset, kv_starts):
     dtype, qs = _tensor("q", q, 4)
     _, ks = _tensor("k", k, 4, dtype)

@@ -50,17 +50,14 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     H), float32 or float64, any strides; returns B x H x N x M. projection: a
     performer.FavorProjection or W, an m x D float tensor (not copied per call). The options are
     those of :func:`performer.favor_attention` (causal needs N == L; kv_lengths and kv_starts may
-    be integer tensors). initial_state=(S~, z~, c) and return_state (causal only): the scaled
-    state, S~ B x H x C x M, z~ and c B x H x C; returns ``(out, (S~, z~, c))`` with return_state.
+    be integer tensors). initial_state=(S~, z~, c) and return_state: the scaled state, S~
+    B x H x C x M, z~ and c B x H x C (a non-causal call attends to it as a memory besides its own
+    keys, e.g. from favor_state); returns ``(out, (S~, z~, c))`` with return_state.
     The op is ``torch.ops.performer.favor`` (it takes W; pass a tensor under torch.compile).
     """
     causal, return_state = bool(causal), bool(return_state)
     code, scale, eps, relu_offset = _favor_options(features, scale, eps, relu_offset)
     state = state_arg("initial_state", initial_state, _performer._TRIPLE)
-    if initial_state is not None:
-        _performer._favor_needs_causal("initial_state", causal)
-    if return_state:
-        _performer._favor_needs_causal("return_state=True", causal)
     W, held = projection_args(projection)
     kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if _autocast.requested():
