@@ -166,8 +166,8 @@ def test_errors_name_the_argument(requires_grad):
         (ValueError, "q.shape[3] = 4 but projection.dim = 3")
     assert message(pt.favor_attention, q, k, v, "W") == \
         (TypeError, "projection must be a performer.FavorProjection or an m x D tensor W, not str")
-    assert message(pt.favor_attention, q, k, v, W, return_state=True) == \
-        (ValueError, "return_state=True needs causal=True: only causal FAVOR+ attention has a state")
+    assert message(pt.favor_attention, q, k, v, W, initial_state=(1, 2)) == \
+        (TypeError, "initial_state must be a triple (S, z, c) of arrays, not tuple")
     assert message(pt.linear_attention, q, k, v, feature_map="gelu")[0] is ValueError
     assert message(pt.linear_state, k, v.int()) == \
         (TypeError, "v has dtype torch.int32; expected torch.float32, torch.float64, torch.float16 or torch.bfloat16")
