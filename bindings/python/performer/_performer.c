@@ -286,9 +286,11 @@ raw_dtype(PyObject *code_obj, const char *name, const char *source)
 static int
 get_raw_view(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
 {
-    if (PyTuple_Size(obj) != 5) {
+    /* An optional sixth item is the object owning the memory (a resolved copy the view was made
+     * from): the tuple, an argument of the call, keeps it alive until the call returns. */
+    if (PyTuple_Size(obj) != 5 && PyTuple_Size(obj) != 6) {
         PyErr_Format(PyExc_TypeError, "%s: a raw tensor view is (data_address, shape, strides, dtype_code, "
-                     "writable), not a tuple of %zd items", arg->name, PyTuple_Size(obj));
+                     "writable[, owner]), not a tuple of %zd items", arg->name, PyTuple_Size(obj));
         return -1;
     }
     performer_tensor_t *t = &arg->tensor;
@@ -562,7 +564,13 @@ get_torch_tensor(PyObject *obj, tensor_arg *arg, int ndim, int writable, const t
     Py_DECREF(is_neg);
     if (is_neg == Py_True) {
         /* A lazily negated view (torch._neg_view) has no memory holding its values: the resolved
-         * copy is read instead, kept alive for the call. */
+         * copy is read instead, kept alive for the call. Written into, the copy would swallow
+         * the result: refused. */
+        if (writable) {
+            PyErr_Format(PyExc_ValueError, "%s is a lazily negated view (torch._neg_view): an output "
+                         "needs memory of its own (pass a tensor that is not negated)", arg->name);
+            return -1;
+        }
         obj = PyObject_CallMethodObjArgs(obj, name_resolve_neg, NULL);
         if (obj == NULL) {
             return -1;

@@ -57,6 +57,35 @@ def test_subclass_goes_through_view():
     torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v))
 
 
+def test_negated_views_are_read_from_a_copy_kept_alive():
+    """A lazily negated tensor has no memory holding its values: a subclass (through view()) and a
+    raw view of one read the resolved copy, which the view keeps alive for the call; many calls with
+    the copies freed in between (allocator reuse) give the same answer."""
+    q, k, v = _qkv()
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    for _ in range(20):
+        out = torch.empty(2, 3, 5, 6, dtype=q.dtype)
+        subclass = torch._neg_view(-v).as_subclass(torch.nn.Parameter)
+        assert subclass.is_neg() and type(subclass) is torch.nn.Parameter
+        _forward(q, k, subclass, out)
+        torch.testing.assert_close(out, expected)
+        raw = view("v", torch._neg_view(-v))
+        assert len(raw) == 6 and raw[4] is False   # the owner rides along; read-only
+        out2 = torch.empty(2, 3, 5, 6, dtype=q.dtype)
+        _forward(view("q", q), view("k", k), raw, view("out", out2))
+        torch.testing.assert_close(out2, expected)
+        del subclass, raw
+
+
+def test_negated_output_refused():
+    q, k, v = _qkv()
+    out = torch._neg_view(torch.zeros(2, 3, 5, 6, dtype=q.dtype))
+    with pytest.raises(ValueError, match="^out is a lazily negated view"):
+        _forward(q, k, v, out)
+    with pytest.raises(ValueError, match="^out: cannot write into a read-only tensor"):
+        _forward(view("q", q), view("k", k), view("v", v), view("out", out))
+
+
 def test_errors_name_the_argument():
     q, k, v = _qkv()
     out = torch.full((2, 3, 5, 6), 7.0, dtype=q.dtype)

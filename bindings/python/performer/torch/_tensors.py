@@ -1,7 +1,7 @@
 """Tensors to the C extension without NumPy. A plain CPU tensor of a dtype in DTYPE_CODES goes as
 it is: the extension reads it (_performer.c, get_torch_tensor; registered below). Any other
 tensor, and the state arguments whose messages need their own names, go as a raw view
-``(data_address, shape, strides, dtype_code, writable)`` read by _performer.c (get_raw_view). The
+``(data_address, shape, strides, dtype_code, writable[, owner])`` read by _performer.c (get_raw_view). The
 shape and strides (in elements) are the tensor's own, so any strides reach the library without a
 copy; the caller keeps the tensor alive for the call. This is also the way in for dtypes NumPy cannot hold (bfloat16)."""
 
@@ -61,8 +61,7 @@ def view(name, tensor):
             return _view_of_subclass(name, tensor, code)
         _refuse(name, tensor)
     if tensor.is_neg():
-        # A lazily negated view (torch._neg_view) has no memory holding its values.
-        tensor = tensor.resolve_neg()
+        return _view_of_resolved(tensor.resolve_neg(), code)
     try:
         # No layout check on this path (a few hundred ns per tensor): a plain torch.Tensor of
         # another layout (sparse, mkldnn, nested) has no strides and stride() raises; subclasses
@@ -70,6 +69,13 @@ def view(name, tensor):
         return (tensor.data_ptr(), tensor.shape, tensor.stride(), code, True)
     except RuntimeError:
         _refuse(name, tensor)
+
+
+def _view_of_resolved(copy, code):
+    # A lazily negated view (torch._neg_view) has no memory holding its values: the view is of
+    # the resolved copy, which rides along as the view's sixth item (alive for the call), and is
+    # read-only (written into, the copy would swallow the result).
+    return (copy.data_ptr(), copy.shape, copy.stride(), code, False, copy)
 
 
 def _view_of_subclass(name, tensor, code):
@@ -80,7 +86,7 @@ def _view_of_subclass(name, tensor, code):
     try:
         tensor = tensor.detach()
         if tensor.is_neg():
-            tensor = tensor.resolve_neg()
+            return _view_of_resolved(tensor.resolve_neg(), code)
         return (tensor.data_ptr(), tensor.shape, tensor.stride(), code, True)
     except RuntimeError:
         _refuse(name, tensor)
