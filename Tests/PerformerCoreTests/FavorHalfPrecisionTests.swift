@@ -208,9 +208,10 @@ final class FavorHalfPrecisionTests: XCTestCase {
         }
         let s = LinearTestTensor<Float>(shape: fc.sShape), z = LinearTestTensor<Float>(shape: fc.zShape)
         let c = LinearTestTensor<Float>(shape: fc.zShape)
-        assertThrowsPerformerError(.invalidArgument, containing: "causal = false") {
+        let badZ = LinearTestTensor<Float>(shape: SIMD4(fc.zShape[0], fc.zShape[1], fc.zShape[2] + 1, fc.zShape[3]))
+        assertThrowsPerformerError(.shapeMismatch, containing: "z0") {
             try FavorAttention.forward(query: q.view, key: k.view, value: v.view, projection: w, output: out.mutableView,
-                                       initialState: FavorStateView(s: s.view, z: z.view, c: c.view))
+                                       initialState: FavorStateView(s: s.view, z: badZ.view, c: c.view))
         }
         assertThrowsPerformerError(.aliasing, containing: "overlaps") {
             try FavorAttention.forward(query: out.view, key: k.view, value: v.view, projection: w, output: out.mutableView)
@@ -220,6 +221,6 @@ final class FavorHalfPrecisionTests: XCTestCase {
         assertThrowsPerformerError(.shapeMismatch, containing: "features") {
             try FavorFeatures.forward(input: q.view, projection: w, output: phi.mutableView)
         }
-        withExtendedLifetime((q, k, badKey, v, out, s, z, c, phi)) {}
+        withExtendedLifetime((q, k, badKey, v, out, s, z, badZ, c, phi)) {}
     }
 }
