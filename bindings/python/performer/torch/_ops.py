@@ -21,7 +21,7 @@ from performer import _performer as _ext
 
 from . import _autocast
 from ._functorch import backward_call, function
-from ._tensors import DTYPE_CODES, HALF, keys, view, wide_dtype
+from ._tensors import HALF, check_dtype, keys, view, wide_dtype
 
 LIB = torch.library.Library("performer", "DEF")
 
@@ -96,12 +96,6 @@ def fake_checks(q, k, v, *others):
         _performer._check_qkv(tuple(q.shape), tuple(k.shape), tuple(v.shape))
 
 
-def _float(name, tensor):
-    if tensor.dtype not in DTYPE_CODES:
-        raise TypeError("%s has dtype %s; expected torch.float32, torch.float64, torch.float16 or torch.bfloat16"
-                        % (name, tensor.dtype))
-
-
 # The algorithms whose library functions take float16/bfloat16 (docs/HALF_PRECISION.md). The
 # torch layer is dtype-generic (half tensors go zero-copy, states and lse are float32); an
 # algorithm not listed here would be refused before anything is allocated.
@@ -170,7 +164,7 @@ def softmax_shapes(q, k, v):
         rank("q", q, 4)
         rank("k", k, 4)
         rank("v", v, 4)
-    _float("q", q)
+    check_dtype("q", q)
     B, H, N, _ = q.shape  # plain tuples: slicing a torch.Size costs microseconds
     return (B, H, N, v.shape[3]), (B, H, N)
 
@@ -244,7 +238,7 @@ def linear_shapes(q, k, v):
     rank("q", q, 4)
     rank("k", k, 4)
     rank("v", v, 4)
-    _float("q", q)
+    check_dtype("q", q)
     _half_gate("linear", "q", q)
     B, H, N, D = q.shape
     return (B, H, N, v.shape[3]), (B, H, D, v.shape[3])
@@ -321,7 +315,7 @@ torch.library.register_autograd("performer::linear", _linear_grad, setup_context
 def _linear_state_shape(k, v, heads):
     rank("k", k, 4)
     rank("v", v, 4)
-    _float("k", k)
+    check_dtype("k", k)
     _half_gate("linear", "k", k)
     return (k.shape[0], heads, k.shape[3], v.shape[3])
 
@@ -411,7 +405,7 @@ def favor_shapes(q, k, v, W, features):
     rank("q", q, 4)
     rank("k", k, 4)
     rank("v", v, 4)
-    _float("q", q)
+    check_dtype("q", q)
     _half_gate("favor", "q", q)
     B, H, N, _ = q.shape
     M = v.shape[3]
@@ -500,7 +494,7 @@ torch.library.register_autograd("performer::favor", _favor_grad, setup_context=_
 def _favor_state_shape(k, v, W, heads, features):
     rank("k", k, 4)
     rank("v", v, 4)
-    _float("k", k)
+    check_dtype("k", k)
     _half_gate("favor", "k", k)
     return (k.shape[0], heads, favor_count(features, _rows(W)), v.shape[3])
 

@@ -1,9 +1,10 @@
 """Tensors to the C extension without NumPy. A plain CPU tensor of a dtype in DTYPE_CODES goes as
 it is: the extension reads it (_performer.c, get_torch_tensor; registered below). Any other
 tensor, and the state arguments whose messages need their own names, go as a raw view
-``(data_address, shape, strides, dtype_code, writable[, owner])`` read by _performer.c (get_raw_view). The
-shape and strides (in elements) are the tensor's own, so any strides reach the library without a
-copy; the caller keeps the tensor alive for the call. This is also the way in for dtypes NumPy cannot hold (bfloat16)."""
+``(data_address, shape, strides, dtype_code, writable[, owner])`` read by _performer.c
+(get_raw_view). The shape and strides (in elements) are the tensor's own, so any strides reach the
+library without a copy; the caller keeps the tensor alive for the call. This is also the way in
+for dtypes NumPy cannot hold (bfloat16)."""
 
 import torch
 
@@ -34,19 +35,25 @@ def _refuse(name, tensor):
     if tensor.device.type != "cpu":
         raise TypeError("%s is on device %s; performer.torch computes on the CPU: move the tensors there first "
                         "(tensor.cpu())" % (name, tensor.device))
-    if tensor.dtype not in DTYPE_CODES:
-        raise TypeError("%s has dtype %s; expected torch.float32, torch.float64, torch.float16 or torch.bfloat16"
-                        % (name, tensor.dtype))
+    check_dtype(name, tensor)
     # A wrapper without memory of its own: vmap's BatchedTensor, a fake or functional tensor.
     raise TypeError("%s (%s) has no data this process can read in place (a tensor of torch.func.vmap, "
                     "torch.export or a tensor subclass?); call the performer.torch functions or "
                     "torch.ops.performer ops on it, which those transforms trace" % (name, type(tensor).__name__))
 
 
+def check_dtype(name, tensor):
+    """TypeError naming the argument unless tensor's dtype is one the extension knows."""
+    if tensor.dtype not in DTYPE_CODES:
+        raise TypeError("%s has dtype %s; expected torch.float32, torch.float64, torch.float16 or torch.bfloat16"
+                        % (name, tensor.dtype))
+
+
 def check(names, tensors):
     """Checks the metadata of tensors about to be passed to an op (None allowed): a torch.Tensor,
-    strided, on the CPU, float32, float64, float16 or bfloat16 -- TypeError naming the argument otherwise. Reads no
-    data, so it also runs on the fake and functional tensors of torch.compile / torch.export."""
+    strided, on the CPU, float32, float64, float16 or bfloat16 -- TypeError naming the argument
+    otherwise. Reads no data, so it also runs on the fake and functional tensors of torch.compile /
+    torch.export."""
     for name, tensor in zip(names, tensors):
         if tensor is not None and (not isinstance(tensor, _Tensor) or tensor.layout != _strided
                                    or tensor.device.type != "cpu" or tensor.dtype not in DTYPE_CODES):
@@ -54,7 +61,8 @@ def check(names, tensors):
 
 
 def view(name, tensor):
-    """The raw view of a CPU float32/float64/float16/bfloat16 strided tensor, or TypeError naming the argument."""
+    """The raw view of a CPU float32/float64/float16/bfloat16 strided tensor, or TypeError naming the
+    argument."""
     code = DTYPE_CODES.get(getattr(tensor, "dtype", None))
     if code is None or type(tensor) is not _Tensor or not tensor.is_cpu:
         if isinstance(tensor, _Tensor) and code is not None and tensor.is_cpu and tensor.layout is _strided:
