@@ -31,9 +31,8 @@ public enum FavorAttention {
         output: MutableTensorView<T>, initialState: FavorStateView<T>? = nil,
         finalState: MutableFavorStateView<T>? = nil, options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
-        try checkForward(problem, query: query, key: key, value: value, output: output, initialState: initialState,
-                         finalState: finalState)
+        let problem = try checkForward(query: query, key: key, value: value, projection: projection, output: output,
+                                       initialState: initialState, finalState: finalState, options: options)
 
         let kernels = Runtime.kernels.favorAttention
         guard let tasks = try HeadTasks(
@@ -77,11 +76,11 @@ public enum FavorAttention {
         initialStateGradient: MutableLinearStateView<T>? = nil,
         options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
-        try checkBackward(problem, query: query, key: key, value: value, outputGradient: outputGradient,
-                          queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
-                          initialState: initialState, finalStateGradient: finalStateGradient,
-                          initialStateGradient: initialStateGradient)
+        let problem = try checkBackward(query: query, key: key, value: value, projection: projection,
+                                        outputGradient: outputGradient, queryGradient: queryGradient,
+                                        keyGradient: keyGradient, valueGradient: valueGradient, initialState: initialState,
+                                        finalStateGradient: finalStateGradient,
+                                        initialStateGradient: initialStateGradient, options: options)
 
         let kernels = Runtime.kernels.favorAttention
         guard let tasks = try HeadTasks(
@@ -113,12 +112,16 @@ public enum FavorAttention {
         }
     }
 
-    /// The argument checks of `forward` after the problem's, generic over the token type T and
-    /// the state type S (a half-precision call keeps its states in float32).
+    /// The problem of `forward`, every argument checked: generic over the token type T and the
+    /// state type S (a half-precision call keeps its states in float32), so the float32 and half
+    /// entries check alike.
+    @discardableResult
     static func checkForward<T, S: AttentionScalar>(
-        _ problem: FavorProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
-        output: MutableTensorView<T>, initialState: FavorStateView<S>?, finalState: MutableFavorStateView<S>?
-    ) throws(PerformerError) {
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, projection: FavorProjection,
+        output: MutableTensorView<T>, initialState: FavorStateView<S>?, finalState: MutableFavorStateView<S>?,
+        options: FavorAttentionOptions
+    ) throws(PerformerError) -> FavorProblem {
+        let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
         var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
                                                         outputShape: problem.outputShape)
         if let initialState {
@@ -139,15 +142,18 @@ public enum FavorAttention {
         try TensorFootprint.checkOutputsDisjoint(footprints)
         // Values last: every footprint above is representable, so reading cannot stray.
         if let initialState { try problem.checkStateValues(initialState, names: ("S0", "z0", "c0")) }
+        return problem
     }
 
-    /// The argument checks of `backward` after the problem's (T, S as in `checkForward`).
+    /// The problem of `backward`, every argument checked (T, S as in `checkForward`).
+    @discardableResult
     static func checkBackward<T, S: AttentionScalar>(
-        _ problem: FavorProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, projection: FavorProjection,
         outputGradient: TensorView<T>, queryGradient: MutableTensorView<T>, keyGradient: MutableTensorView<T>,
         valueGradient: MutableTensorView<T>, initialState: FavorStateView<S>?, finalStateGradient: LinearStateView<S>?,
-        initialStateGradient: MutableLinearStateView<S>?
-    ) throws(PerformerError) {
+        initialStateGradient: MutableLinearStateView<S>?, options: FavorAttentionOptions
+    ) throws(PerformerError) -> FavorProblem {
+        let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
         var footprints = try AttentionArguments.backward(
             query: query, key: key, value: value, outputGradient: outputGradient, queryGradient: queryGradient,
             keyGradient: keyGradient, valueGradient: valueGradient, outputShape: problem.outputShape)
@@ -177,6 +183,7 @@ public enum FavorAttention {
             try FavorProblem.checkFinite(finalStateGradient.s, name: "dS_N")
             try FavorProblem.checkFinite(finalStateGradient.z, name: "dz_N")
         }
+        return problem
     }
 }
 
