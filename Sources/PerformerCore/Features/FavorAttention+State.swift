@@ -24,28 +24,10 @@ extension FavorAttention {
         let problem = try checkState(key: key, value: value, projection: projection, initialState: initialState,
                                      finalState: finalState, options: options)
 
-        let kernels = Runtime.kernels.favorAttention
-        guard let tasks = try HeadTasks(
-            batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .queryHeads,
-            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, false, false),
-            work: problem.work)
-        else { return }
-        let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
-        let w = projection.matrix(as: T.self)
-        w.withUnsafeBytes { wBytes in
-            tasks.run { head in
-                let (b, h) = (head.b, head.h)
-                // No query rows: the kernel never reads `query` (k stands in for it).
-                var task = problem.task(b: b, h: h, query: key, key: key, value: value,
-                                        projection: wBytes.baseAddress!, scratch: head.scratch)
-                task.initialS = initialState?.s.matrix(b, h)
-                task.initialZ = initialState?.z.matrix(b, h)
-                task.initialC = initialState?.c.matrix(b, h)
-                task.finalS = finalState.s.matrix(b, h)
-                task.finalZ = finalState.z.matrix(b, h)
-                task.finalC = finalState.c.matrix(b, h)
-                entry(&task)
-            }
+        // No query rows: the kernel never reads `query` (k stands in for it).
+        try problem.run(.forward, query: key, key: key, value: value, projection: projection) { task, head in
+            task.setInitialState(initialState, head.b, head.h)
+            task.setFinalState(finalState, head.b, head.h)
         }
     }
 

@@ -34,28 +34,10 @@ public enum FavorAttention {
         let problem = try checkForward(query: query, key: key, value: value, projection: projection, output: output,
                                        initialState: initialState, finalState: finalState, options: options)
 
-        let kernels = Runtime.kernels.favorAttention
-        guard let tasks = try HeadTasks(
-            batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .queryHeads,
-            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, false),
-            work: problem.work)
-        else { return }
-        let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
-        let w = projection.matrix(as: T.self)
-        w.withUnsafeBytes { wBytes in
-            tasks.run { head in
-                let (b, h) = (head.b, head.h)
-                var task = problem.task(b: b, h: h, query: query, key: key, value: value,
-                                        projection: wBytes.baseAddress!, scratch: head.scratch)
-                task.output = output.matrix(b, h)
-                task.initialS = initialState?.s.matrix(b, h)
-                task.initialZ = initialState?.z.matrix(b, h)
-                task.initialC = initialState?.c.matrix(b, h)
-                task.finalS = finalState?.s.matrix(b, h)
-                task.finalZ = finalState?.z.matrix(b, h)
-                task.finalC = finalState?.c.matrix(b, h)
-                entry(&task)
-            }
+        try problem.run(.forward, query: query, key: key, value: value, projection: projection) { task, head in
+            task.output = output.matrix(head.b, head.h)
+            task.setInitialState(initialState, head.b, head.h)
+            task.setFinalState(finalState, head.b, head.h)
         }
     }
 
@@ -82,33 +64,18 @@ public enum FavorAttention {
                                         finalStateGradient: finalStateGradient,
                                         initialStateGradient: initialStateGradient, options: options)
 
-        let kernels = Runtime.kernels.favorAttention
-        guard let tasks = try HeadTasks(
-            batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .keyHeadGroups,
-            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, true),
-            work: Runtime.work(problem.work, 3))
-        else { return }
-        let entry = T.dtype == .float32 ? kernels.backwardFloat : kernels.backwardDouble
-        let w = projection.matrix(as: T.self)
-        w.withUnsafeBytes { wBytes in
-            tasks.run { head in
-                let (b, h, hk) = (head.b, head.h, head.hk)
-                var task = problem.task(b: b, h: h, query: query, key: key, value: value,
-                                        projection: wBytes.baseAddress!, scratch: head.scratch)
-                task.outputGradient = outputGradient.matrix(b, h)
-                task.queryGradient = queryGradient.matrix(b, h)
-                task.keyGradient = keyGradient.matrix(b, hk)
-                task.valueGradient = valueGradient.matrix(b, hk)
-                task.accumulateKeyGradients = head.addsToKeyGradients
-                task.initialS = initialState?.s.matrix(b, h)
-                task.initialZ = initialState?.z.matrix(b, h)
-                task.initialC = initialState?.c.matrix(b, h)
-                task.finalSGradient = finalStateGradient?.s.matrix(b, h)
-                task.finalZGradient = finalStateGradient?.z.matrix(b, h)
-                task.initialSGradient = initialStateGradient?.s.matrix(b, h)
-                task.initialZGradient = initialStateGradient?.z.matrix(b, h)
-                entry(&task)
-            }
+        try problem.run(.backward, query: query, key: key, value: value, projection: projection) { task, head in
+            let (b, h, hk) = (head.b, head.h, head.hk)
+            task.outputGradient = outputGradient.matrix(b, h)
+            task.queryGradient = queryGradient.matrix(b, h)
+            task.keyGradient = keyGradient.matrix(b, hk)
+            task.valueGradient = valueGradient.matrix(b, hk)
+            task.accumulateKeyGradients = head.addsToKeyGradients
+            task.setInitialState(initialState, b, h)
+            task.finalSGradient = finalStateGradient?.s.matrix(b, h)
+            task.finalZGradient = finalStateGradient?.z.matrix(b, h)
+            task.initialSGradient = initialStateGradient?.s.matrix(b, h)
+            task.initialZGradient = initialStateGradient?.z.matrix(b, h)
         }
     }
 
