@@ -35,33 +35,29 @@ public func performer_favor_forward(
                                     UnsafePointer(final_state_c), names: ("S_N", "z_N", "c_N"))
         try TensorArgument.expectDTypes(tokens: [k, v, out], states: tensors(initial) + tensors(final), as: q)
         let options = try favorAttentionOptions(options, tensors: [q, k, v, out] + tensors(initial) + tensors(final))
-        let call = (q, k, v, p, out, initial, final, options)
-        switch q.dtype {
-        case .float32: try forward(Float.self, state: Float.self, call, FavorAttention.forward)
-        case .float64: try forward(Double.self, state: Double.self, call, FavorAttention.forward)
-        case .float16: try forward(Float16.self, state: Float.self, call, FavorAttention.forward)
-        case .bfloat16: try forward(BFloat16.self, state: Float.self, call, FavorAttention.forward)
-        }
+        try ForwardCall(q: q, k: k, v: v, p: p, out: out, initial: initial, final: final, options: options)
+            .run(as: q.dtype)
     }
 }
 
-private typealias ForwardArguments = (
-    q: TensorArgument, k: TensorArgument, v: TensorArgument, p: FavorProjection, out: TensorArgument,
-    initial: StateTriple?, final: StateTriple?, options: FavorAttentionOptions)
+/// performer_favor_forward's checked arguments.
+private struct ForwardCall: TypedAttentionCall {
+    let q, k, v: TensorArgument, p: FavorProjection, out: TensorArgument
+    let initial, final: StateTriple?, options: FavorAttentionOptions
 
-/// The views of a forward in token type T and state type S (T, or float32 for a half T),
-/// handed to `call`: `FavorAttention.forward` for that T.
-private func forward<T: TensorElement, S: AttentionScalar>(
-    _: T.Type, state _: S.Type, _ a: ForwardArguments,
-    _ call: (TensorView<T>, TensorView<T>, TensorView<T>, FavorProjection, MutableTensorView<T>, FavorStateView<S>?,
-             MutableFavorStateView<S>?, FavorAttentionOptions) throws(PerformerError) -> Void
-) throws(PerformerError) {
-    try call(a.q.view(T.self), a.k.view(T.self), a.v.view(T.self), a.p, a.out.mutableView(T.self),
-             a.initial.map { FavorStateView(s: $0.s.view(S.self), z: $0.z.view(S.self), c: $0.c.view(S.self)) },
-             a.final.map {
-                 MutableFavorStateView(s: $0.s.mutableView(S.self), z: $0.z.mutableView(S.self), c: $0.c.mutableView(S.self))
-             },
-             a.options)
+    func run<T: AttentionScalar>(_: T.Type) throws(PerformerError) { try views(T.self, state: T.self, FavorAttention.forward) }
+    func runHalf<H: HalfPrecisionScalar>(_: H.Type) throws(PerformerError) { try views(H.self, state: Float.self, FavorAttention.forward) }
+
+    /// The views in token type T and state type S, handed to `call`: `FavorAttention.forward`
+    /// for that T.
+    private func views<T: TensorElement, S: AttentionScalar>(
+        _: T.Type, state _: S.Type,
+        _ call: (TensorView<T>, TensorView<T>, TensorView<T>, FavorProjection, MutableTensorView<T>, FavorStateView<S>?,
+                 MutableFavorStateView<S>?, FavorAttentionOptions) throws(PerformerError) -> Void
+    ) throws(PerformerError) {
+        try call(q.view(T.self), k.view(T.self), v.view(T.self), p, out.mutableView(T.self),
+                 initial.map { favorStateView($0, S.self) }, final.map { mutableFavorStateView($0, S.self) }, options)
+    }
 }
 
 @_cdecl("performer_favor_backward")
@@ -92,33 +88,31 @@ public func performer_favor_backward(
             tokens: [k, v, dout, dq, dk, dv], states: tensors(initial) + tensors(dfinal, dinitial), as: q)
         let options = try favorAttentionOptions(
             options, tensors: [q, k, v, dout, dq, dk, dv] + tensors(initial) + tensors(dfinal, dinitial))
-        let call = (q, k, v, dout, p, dq, dk, dv, initial, dfinal, dinitial, options)
-        switch q.dtype {
-        case .float32: try backward(Float.self, state: Float.self, call, FavorAttention.backward)
-        case .float64: try backward(Double.self, state: Double.self, call, FavorAttention.backward)
-        case .float16: try backward(Float16.self, state: Float.self, call, FavorAttention.backward)
-        case .bfloat16: try backward(BFloat16.self, state: Float.self, call, FavorAttention.backward)
-        }
+        try BackwardCall(q: q, k: k, v: v, dout: dout, p: p, dq: dq, dk: dk, dv: dv, initial: initial,
+                         dfinal: dfinal, dinitial: dinitial, options: options)
+            .run(as: q.dtype)
     }
 }
 
-private typealias BackwardArguments = (
-    q: TensorArgument, k: TensorArgument, v: TensorArgument, dout: TensorArgument, p: FavorProjection,
-    dq: TensorArgument, dk: TensorArgument, dv: TensorArgument, initial: StateTriple?, dfinal: StatePair?,
-    dinitial: StatePair?, options: FavorAttentionOptions)
+/// performer_favor_backward's checked arguments.
+private struct BackwardCall: TypedAttentionCall {
+    let q, k, v, dout: TensorArgument, p: FavorProjection, dq, dk, dv: TensorArgument
+    let initial: StateTriple?, dfinal, dinitial: StatePair?, options: FavorAttentionOptions
 
-/// The views of a backward in token type T and state type S (as `forward`), handed to `call`:
-/// `FavorAttention.backward` for that T.
-private func backward<T: TensorElement, S: AttentionScalar>(
-    _: T.Type, state _: S.Type, _ a: BackwardArguments,
-    _ call: (TensorView<T>, TensorView<T>, TensorView<T>, FavorProjection, TensorView<T>, MutableTensorView<T>,
-             MutableTensorView<T>, MutableTensorView<T>, FavorStateView<S>?, LinearStateView<S>?,
-             MutableLinearStateView<S>?, FavorAttentionOptions) throws(PerformerError) -> Void
-) throws(PerformerError) {
-    try call(a.q.view(T.self), a.k.view(T.self), a.v.view(T.self), a.p, a.dout.view(T.self),
-             a.dq.mutableView(T.self), a.dk.mutableView(T.self), a.dv.mutableView(T.self),
-             a.initial.map { FavorStateView(s: $0.s.view(S.self), z: $0.z.view(S.self), c: $0.c.view(S.self)) },
-             a.dfinal.map { LinearStateView(s: $0.s.view(S.self), z: $0.z.view(S.self)) },
-             a.dinitial.map { MutableLinearStateView(s: $0.s.mutableView(S.self), z: $0.z.mutableView(S.self)) },
-             a.options)
+    func run<T: AttentionScalar>(_: T.Type) throws(PerformerError) { try views(T.self, state: T.self, FavorAttention.backward) }
+    func runHalf<H: HalfPrecisionScalar>(_: H.Type) throws(PerformerError) { try views(H.self, state: Float.self, FavorAttention.backward) }
+
+    /// The views in token type T and state type S (as `ForwardCall`), handed to `call`:
+    /// `FavorAttention.backward` for that T.
+    private func views<T: TensorElement, S: AttentionScalar>(
+        _: T.Type, state _: S.Type,
+        _ call: (TensorView<T>, TensorView<T>, TensorView<T>, FavorProjection, TensorView<T>, MutableTensorView<T>,
+                 MutableTensorView<T>, MutableTensorView<T>, FavorStateView<S>?, LinearStateView<S>?,
+                 MutableLinearStateView<S>?, FavorAttentionOptions) throws(PerformerError) -> Void
+    ) throws(PerformerError) {
+        try call(q.view(T.self), k.view(T.self), v.view(T.self), p, dout.view(T.self),
+                 dq.mutableView(T.self), dk.mutableView(T.self), dv.mutableView(T.self),
+                 initial.map { favorStateView($0, S.self) }, dfinal.map { stateView($0, S.self) },
+                 dinitial.map { mutableStateView($0, S.self) }, options)
+    }
 }

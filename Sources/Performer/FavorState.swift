@@ -21,32 +21,28 @@ public func performer_favor_state(
                                   try TensorArgument(state_c, name: "c_out"))
         try TensorArgument.expectDTypes(tokens: [v], states: tensors(initial) + tensors(final), as: k)
         let options = try favorAttentionOptions(options, tensors: [k, v] + tensors(initial) + tensors(final))
-        let call = (k, v, p, initial, final, options)
-        switch k.dtype {
-        case .float32: try state(Float.self, state: Float.self, call, FavorAttention.state)
-        case .float64: try state(Double.self, state: Double.self, call, FavorAttention.state)
-        case .float16: try state(Float16.self, state: Float.self, call, FavorAttention.state)
-        case .bfloat16: try state(BFloat16.self, state: Float.self, call, FavorAttention.state)
-        }
+        try StateCall(k: k, v: v, p: p, initial: initial, final: final, options: options).run(as: k.dtype)
     }
 }
 
-private typealias StateArguments = (
-    k: TensorArgument, v: TensorArgument, p: FavorProjection, initial: StateTriple?, final: StateTriple,
-    options: FavorAttentionOptions)
+/// performer_favor_state's checked arguments.
+private struct StateCall: TypedAttentionCall {
+    let k, v: TensorArgument, p: FavorProjection, initial: StateTriple?, final: StateTriple
+    let options: FavorAttentionOptions
 
-/// The views of a state call in token type T and state type S (T, or float32 for a half T),
-/// handed to `call`: `FavorAttention.state` for that T.
-private func state<T: TensorElement, S: AttentionScalar>(
-    _: T.Type, state _: S.Type, _ a: StateArguments,
-    _ call: (TensorView<T>, TensorView<T>, FavorProjection, FavorStateView<S>?, MutableFavorStateView<S>,
-             FavorAttentionOptions) throws(PerformerError) -> Void
-) throws(PerformerError) {
-    try call(a.k.view(T.self), a.v.view(T.self), a.p,
-             a.initial.map { FavorStateView(s: $0.s.view(S.self), z: $0.z.view(S.self), c: $0.c.view(S.self)) },
-             MutableFavorStateView(s: a.final.s.mutableView(S.self), z: a.final.z.mutableView(S.self),
-                                   c: a.final.c.mutableView(S.self)),
-             a.options)
+    func run<T: AttentionScalar>(_: T.Type) throws(PerformerError) { try views(T.self, state: T.self, FavorAttention.state) }
+    func runHalf<H: HalfPrecisionScalar>(_: H.Type) throws(PerformerError) { try views(H.self, state: Float.self, FavorAttention.state) }
+
+    /// The views in token type T and state type S (T, or float32 for a half T), handed to
+    /// `call`: `FavorAttention.state` for that T.
+    private func views<T: TensorElement, S: AttentionScalar>(
+        _: T.Type, state _: S.Type,
+        _ call: (TensorView<T>, TensorView<T>, FavorProjection, FavorStateView<S>?, MutableFavorStateView<S>,
+                 FavorAttentionOptions) throws(PerformerError) -> Void
+    ) throws(PerformerError) {
+        try call(k.view(T.self), v.view(T.self), p, initial.map { favorStateView($0, S.self) },
+                 mutableFavorStateView(final, S.self), options)
+    }
 }
 
 @_cdecl("performer_favor_state_backward")
@@ -72,32 +68,32 @@ public func performer_favor_state_backward(
         let all = [k, v, ds, dz, dk, dv] + tensors(dinitial) + tensors(initial)
         try TensorArgument.expectDTypes(tokens: [v, dk, dv], states: [ds, dz] + tensors(dinitial) + tensors(initial), as: k)
         let options = try favorAttentionOptions(options, tensors: all)
-        let call = (k, v, p, (ds, dz), dk, dv, dinitial, initial, options)
-        switch k.dtype {
-        case .float32: try stateBackward(Float.self, state: Float.self, call, FavorAttention.stateBackward)
-        case .float64: try stateBackward(Double.self, state: Double.self, call, FavorAttention.stateBackward)
-        case .float16: try stateBackward(Float16.self, state: Float.self, call, FavorAttention.stateBackward)
-        case .bfloat16: try stateBackward(BFloat16.self, state: Float.self, call, FavorAttention.stateBackward)
-        }
+        try StateBackwardCall(k: k, v: v, p: p, dfinal: (ds, dz), dk: dk, dv: dv, dinitial: dinitial, initial: initial,
+                              options: options)
+            .run(as: k.dtype)
     }
 }
 
-private typealias StateBackwardArguments = (
-    k: TensorArgument, v: TensorArgument, p: FavorProjection, dfinal: StatePair, dk: TensorArgument,
-    dv: TensorArgument, dinitial: StatePair?, initial: StateTriple?, options: FavorAttentionOptions)
+/// performer_favor_state_backward's checked arguments.
+private struct StateBackwardCall: TypedAttentionCall {
+    let k, v: TensorArgument, p: FavorProjection, dfinal: StatePair, dk, dv: TensorArgument
+    let dinitial: StatePair?, initial: StateTriple?, options: FavorAttentionOptions
 
-/// The views of a state backward in token type T and state type S (as `state`), handed to
-/// `call`: `FavorAttention.stateBackward` for that T.
-private func stateBackward<T: TensorElement, S: AttentionScalar>(
-    _: T.Type, state _: S.Type, _ a: StateBackwardArguments,
-    _ call: (TensorView<T>, TensorView<T>, FavorProjection, LinearStateView<S>, MutableTensorView<T>,
-             MutableTensorView<T>, FavorStateView<S>?, MutableLinearStateView<S>?, FavorAttentionOptions)
-        throws(PerformerError) -> Void
-) throws(PerformerError) {
-    try call(a.k.view(T.self), a.v.view(T.self), a.p,
-             LinearStateView(s: a.dfinal.s.view(S.self), z: a.dfinal.z.view(S.self)),
-             a.dk.mutableView(T.self), a.dv.mutableView(T.self),
-             a.initial.map { FavorStateView(s: $0.s.view(S.self), z: $0.z.view(S.self), c: $0.c.view(S.self)) },
-             a.dinitial.map { MutableLinearStateView(s: $0.s.mutableView(S.self), z: $0.z.mutableView(S.self)) },
-             a.options)
+    func run<T: AttentionScalar>(_: T.Type) throws(PerformerError) { try views(T.self, state: T.self, FavorAttention.stateBackward) }
+    func runHalf<H: HalfPrecisionScalar>(_: H.Type) throws(PerformerError) {
+        try views(H.self, state: Float.self, FavorAttention.stateBackward)
+    }
+
+    /// The views in token type T and state type S (as `StateCall`), handed to `call`:
+    /// `FavorAttention.stateBackward` for that T.
+    private func views<T: TensorElement, S: AttentionScalar>(
+        _: T.Type, state _: S.Type,
+        _ call: (TensorView<T>, TensorView<T>, FavorProjection, LinearStateView<S>, MutableTensorView<T>,
+                 MutableTensorView<T>, FavorStateView<S>?, MutableLinearStateView<S>?, FavorAttentionOptions)
+            throws(PerformerError) -> Void
+    ) throws(PerformerError) {
+        try call(k.view(T.self), v.view(T.self), p, stateView(dfinal, S.self), dk.mutableView(T.self),
+                 dv.mutableView(T.self), initial.map { favorStateView($0, S.self) },
+                 dinitial.map { mutableStateView($0, S.self) }, options)
+    }
 }

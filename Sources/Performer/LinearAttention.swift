@@ -75,31 +75,31 @@ public func performer_linear_forward_with_denominators(
         let extra = denominators.map { [$0] } ?? []
         try TensorArgument.expectDTypes(tokens: [k, v, out], states: tensors(initial, final) + extra, as: q)
         let options = try linearOptions(options, tensors: [q, k, v, out] + tensors(initial, final) + extra)
-        let call = (q, k, v, out, initial, final, denominators, options)
-        switch q.dtype {
-        case .float32: try forward(Float.self, state: Float.self, call, LinearAttention.forward)
-        case .float64: try forward(Double.self, state: Double.self, call, LinearAttention.forward)
-        case .float16: try forward(Float16.self, state: Float.self, call, LinearAttention.forward)
-        case .bfloat16: try forward(BFloat16.self, state: Float.self, call, LinearAttention.forward)
-        }
+        try ForwardCall(q: q, k: k, v: v, out: out, initial: initial, final: final, denominators: denominators,
+                        options: options)
+            .run(as: q.dtype)
     }
 }
 
-private typealias ForwardArguments = (
-    q: TensorArgument, k: TensorArgument, v: TensorArgument, out: TensorArgument, initial: StatePair?,
-    final: StatePair?, denominators: TensorArgument?, options: LinearAttentionOptions)
+/// performer_linear_forward(_with_denominators)'s checked arguments.
+private struct ForwardCall: TypedAttentionCall {
+    let q, k, v, out: TensorArgument, initial, final: StatePair?, denominators: TensorArgument?
+    let options: LinearAttentionOptions
 
-/// The views of a forward in token type T and state type S (T, or float32 for a half T),
-/// handed to `call`: `LinearAttention.forward` for that T.
-private func forward<T: TensorElement, S: AttentionScalar>(
-    _: T.Type, state _: S.Type, _ a: ForwardArguments,
-    _ call: (TensorView<T>, TensorView<T>, TensorView<T>, MutableTensorView<T>, LinearStateView<S>?,
-             MutableLinearStateView<S>?, MutableTensorView<S>?, LinearAttentionOptions) throws(PerformerError) -> Void
-) throws(PerformerError) {
-    try call(a.q.view(T.self), a.k.view(T.self), a.v.view(T.self), a.out.mutableView(T.self),
-             a.initial.map { LinearStateView(s: $0.s.view(S.self), z: $0.z.view(S.self)) },
-             a.final.map { MutableLinearStateView(s: $0.s.mutableView(S.self), z: $0.z.mutableView(S.self)) },
-             a.denominators?.mutableView(S.self), a.options)
+    func run<T: AttentionScalar>(_: T.Type) throws(PerformerError) { try views(T.self, state: T.self, LinearAttention.forward) }
+    func runHalf<H: HalfPrecisionScalar>(_: H.Type) throws(PerformerError) { try views(H.self, state: Float.self, LinearAttention.forward) }
+
+    /// The views in token type T and state type S (T, or float32 for a half T), handed to
+    /// `call`: `LinearAttention.forward` for that T.
+    private func views<T: TensorElement, S: AttentionScalar>(
+        _: T.Type, state _: S.Type,
+        _ call: (TensorView<T>, TensorView<T>, TensorView<T>, MutableTensorView<T>, LinearStateView<S>?,
+                 MutableLinearStateView<S>?, MutableTensorView<S>?, LinearAttentionOptions) throws(PerformerError) -> Void
+    ) throws(PerformerError) {
+        try call(q.view(T.self), k.view(T.self), v.view(T.self), out.mutableView(T.self),
+                 initial.map { stateView($0, S.self) }, final.map { mutableStateView($0, S.self) },
+                 denominators?.mutableView(S.self), options)
+    }
 }
 
 @_cdecl("performer_linear_backward")
@@ -125,33 +125,30 @@ public func performer_linear_backward(
                                      names: ("dS0", "dz0"))
         try TensorArgument.expectDTypes(tokens: [k, v, dout, dq, dk, dv], states: tensors(initial, dfinal, dinitial), as: q)
         let options = try linearOptions(options, tensors: [q, k, v, dout, dq, dk, dv] + tensors(initial, dfinal, dinitial))
-        let call = (q, k, v, dout, dq, dk, dv, initial, dfinal, dinitial, options)
-        switch q.dtype {
-        case .float32: try backward(Float.self, state: Float.self, call, LinearAttention.backward)
-        case .float64: try backward(Double.self, state: Double.self, call, LinearAttention.backward)
-        case .float16: try backward(Float16.self, state: Float.self, call, LinearAttention.backward)
-        case .bfloat16: try backward(BFloat16.self, state: Float.self, call, LinearAttention.backward)
-        }
+        try BackwardCall(q: q, k: k, v: v, dout: dout, dq: dq, dk: dk, dv: dv, initial: initial, dfinal: dfinal,
+                         dinitial: dinitial, options: options)
+            .run(as: q.dtype)
     }
 }
 
-private typealias BackwardArguments = (
-    q: TensorArgument, k: TensorArgument, v: TensorArgument, dout: TensorArgument, dq: TensorArgument,
-    dk: TensorArgument, dv: TensorArgument, initial: StatePair?, dfinal: StatePair?, dinitial: StatePair?,
-    options: LinearAttentionOptions)
+/// performer_linear_backward's checked arguments.
+private struct BackwardCall: TypedAttentionCall {
+    let q, k, v, dout, dq, dk, dv: TensorArgument, initial, dfinal, dinitial: StatePair?
+    let options: LinearAttentionOptions
 
-/// The views of a backward in token type T and state type S (as `forward`), handed to `call`:
-/// `LinearAttention.backward` for that T.
-private func backward<T: TensorElement, S: AttentionScalar>(
-    _: T.Type, state _: S.Type, _ a: BackwardArguments,
-    _ call: (TensorView<T>, TensorView<T>, TensorView<T>, TensorView<T>, MutableTensorView<T>, MutableTensorView<T>,
-             MutableTensorView<T>, LinearStateView<S>?, LinearStateView<S>?, MutableLinearStateView<S>?,
-             LinearAttentionOptions) throws(PerformerError) -> Void
-) throws(PerformerError) {
-    try call(a.q.view(T.self), a.k.view(T.self), a.v.view(T.self), a.dout.view(T.self), a.dq.mutableView(T.self),
-             a.dk.mutableView(T.self), a.dv.mutableView(T.self),
-             a.initial.map { LinearStateView(s: $0.s.view(S.self), z: $0.z.view(S.self)) },
-             a.dfinal.map { LinearStateView(s: $0.s.view(S.self), z: $0.z.view(S.self)) },
-             a.dinitial.map { MutableLinearStateView(s: $0.s.mutableView(S.self), z: $0.z.mutableView(S.self)) },
-             a.options)
+    func run<T: AttentionScalar>(_: T.Type) throws(PerformerError) { try views(T.self, state: T.self, LinearAttention.backward) }
+    func runHalf<H: HalfPrecisionScalar>(_: H.Type) throws(PerformerError) { try views(H.self, state: Float.self, LinearAttention.backward) }
+
+    /// The views in token type T and state type S (as `ForwardCall`), handed to `call`:
+    /// `LinearAttention.backward` for that T.
+    private func views<T: TensorElement, S: AttentionScalar>(
+        _: T.Type, state _: S.Type,
+        _ call: (TensorView<T>, TensorView<T>, TensorView<T>, TensorView<T>, MutableTensorView<T>, MutableTensorView<T>,
+                 MutableTensorView<T>, LinearStateView<S>?, LinearStateView<S>?, MutableLinearStateView<S>?,
+                 LinearAttentionOptions) throws(PerformerError) -> Void
+    ) throws(PerformerError) {
+        try call(q.view(T.self), k.view(T.self), v.view(T.self), dout.view(T.self), dq.mutableView(T.self),
+                 dk.mutableView(T.self), dv.mutableView(T.self), initial.map { stateView($0, S.self) },
+                 dfinal.map { stateView($0, S.self) }, dinitial.map { mutableStateView($0, S.self) }, options)
+    }
 }

@@ -16,28 +16,27 @@ public func performer_linear_state(
         let s = try TensorArgument(state_s, name: "S_out"), z = try TensorArgument(state_z, name: "z_out")
         try TensorArgument.expectDTypes(tokens: [v], states: [s, z] + tensors(initial), as: k)
         let options = try linearOptions(options, tensors: [k, v, s, z] + tensors(initial))
-        let call = (k, v, initial, (s, z), options)
-        switch k.dtype {
-        case .float32: try state(Float.self, state: Float.self, call, LinearAttention.state)
-        case .float64: try state(Double.self, state: Double.self, call, LinearAttention.state)
-        case .float16: try state(Float16.self, state: Float.self, call, LinearAttention.state)
-        case .bfloat16: try state(BFloat16.self, state: Float.self, call, LinearAttention.state)
-        }
+        try StateCall(k: k, v: v, initial: initial, final: (s, z), options: options).run(as: k.dtype)
     }
 }
 
-private typealias StateArguments = (
-    k: TensorArgument, v: TensorArgument, initial: StatePair?, final: StatePair, options: LinearAttentionOptions)
+/// performer_linear_state's checked arguments.
+private struct StateCall: TypedAttentionCall {
+    let k, v: TensorArgument, initial: StatePair?, final: StatePair, options: LinearAttentionOptions
 
-/// The views of a state call in token type T and state type S (T, or float32 for a half T),
-/// handed to `call`: `LinearAttention.state` for that T.
-private func state<T: TensorElement, S: AttentionScalar>(
-    _: T.Type, state _: S.Type, _ a: StateArguments,
-    _ call: (TensorView<T>, TensorView<T>, LinearStateView<S>?, MutableLinearStateView<S>, LinearAttentionOptions)
-        throws(PerformerError) -> Void
-) throws(PerformerError) {
-    try call(a.k.view(T.self), a.v.view(T.self), a.initial.map { LinearStateView(s: $0.s.view(S.self), z: $0.z.view(S.self)) },
-             MutableLinearStateView(s: a.final.s.mutableView(S.self), z: a.final.z.mutableView(S.self)), a.options)
+    func run<T: AttentionScalar>(_: T.Type) throws(PerformerError) { try views(T.self, state: T.self, LinearAttention.state) }
+    func runHalf<H: HalfPrecisionScalar>(_: H.Type) throws(PerformerError) { try views(H.self, state: Float.self, LinearAttention.state) }
+
+    /// The views in token type T and state type S (T, or float32 for a half T), handed to
+    /// `call`: `LinearAttention.state` for that T.
+    private func views<T: TensorElement, S: AttentionScalar>(
+        _: T.Type, state _: S.Type,
+        _ call: (TensorView<T>, TensorView<T>, LinearStateView<S>?, MutableLinearStateView<S>, LinearAttentionOptions)
+            throws(PerformerError) -> Void
+    ) throws(PerformerError) {
+        try call(k.view(T.self), v.view(T.self), initial.map { stateView($0, S.self) }, mutableStateView(final, S.self),
+                 options)
+    }
 }
 
 @_cdecl("performer_linear_state_backward")
@@ -57,28 +56,29 @@ public func performer_linear_state_backward(
                                      names: ("dS0", "dz0"))
         try TensorArgument.expectDTypes(tokens: [v, dk, dv], states: [ds, dz] + tensors(dinitial), as: k)
         let options = try linearOptions(options, tensors: [k, v, ds, dz, dk, dv] + tensors(dinitial))
-        let call = (k, v, (ds, dz), dk, dv, dinitial, options)
-        switch k.dtype {
-        case .float32: try stateBackward(Float.self, state: Float.self, call, LinearAttention.stateBackward)
-        case .float64: try stateBackward(Double.self, state: Double.self, call, LinearAttention.stateBackward)
-        case .float16: try stateBackward(Float16.self, state: Float.self, call, LinearAttention.stateBackward)
-        case .bfloat16: try stateBackward(BFloat16.self, state: Float.self, call, LinearAttention.stateBackward)
-        }
+        try StateBackwardCall(k: k, v: v, dfinal: (ds, dz), dk: dk, dv: dv, dinitial: dinitial, options: options)
+            .run(as: k.dtype)
     }
 }
 
-private typealias StateBackwardArguments = (
-    k: TensorArgument, v: TensorArgument, dfinal: StatePair, dk: TensorArgument, dv: TensorArgument,
-    dinitial: StatePair?, options: LinearAttentionOptions)
+/// performer_linear_state_backward's checked arguments.
+private struct StateBackwardCall: TypedAttentionCall {
+    let k, v: TensorArgument, dfinal: StatePair, dk, dv: TensorArgument, dinitial: StatePair?
+    let options: LinearAttentionOptions
 
-/// The views of a state backward in token type T and state type S (as `state`), handed to
-/// `call`: `LinearAttention.stateBackward` for that T.
-private func stateBackward<T: TensorElement, S: AttentionScalar>(
-    _: T.Type, state _: S.Type, _ a: StateBackwardArguments,
-    _ call: (TensorView<T>, TensorView<T>, LinearStateView<S>, MutableTensorView<T>, MutableTensorView<T>,
-             MutableLinearStateView<S>?, LinearAttentionOptions) throws(PerformerError) -> Void
-) throws(PerformerError) {
-    try call(a.k.view(T.self), a.v.view(T.self), LinearStateView(s: a.dfinal.s.view(S.self), z: a.dfinal.z.view(S.self)),
-             a.dk.mutableView(T.self), a.dv.mutableView(T.self),
-             a.dinitial.map { MutableLinearStateView(s: $0.s.mutableView(S.self), z: $0.z.mutableView(S.self)) }, a.options)
+    func run<T: AttentionScalar>(_: T.Type) throws(PerformerError) { try views(T.self, state: T.self, LinearAttention.stateBackward) }
+    func runHalf<H: HalfPrecisionScalar>(_: H.Type) throws(PerformerError) {
+        try views(H.self, state: Float.self, LinearAttention.stateBackward)
+    }
+
+    /// The views in token type T and state type S (as `StateCall`), handed to `call`:
+    /// `LinearAttention.stateBackward` for that T.
+    private func views<T: TensorElement, S: AttentionScalar>(
+        _: T.Type, state _: S.Type,
+        _ call: (TensorView<T>, TensorView<T>, LinearStateView<S>, MutableTensorView<T>, MutableTensorView<T>,
+                 MutableLinearStateView<S>?, LinearAttentionOptions) throws(PerformerError) -> Void
+    ) throws(PerformerError) {
+        try call(k.view(T.self), v.view(T.self), stateView(dfinal, S.self), dk.mutableView(T.self), dv.mutableView(T.self),
+                 dinitial.map { mutableStateView($0, S.self) }, options)
+    }
 }

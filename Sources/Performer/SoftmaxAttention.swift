@@ -46,31 +46,26 @@ public func performer_softmax_forward(
             if q.dtype.isHalf { try lseArgument.expectFloat32(in: q) } else { try TensorArgument.expectSameDType([lseArgument], as: q) }
         }
         let options = try softmaxOptions(options, tensors: [q, k, v, out] + (lseArgument.map { [$0] } ?? []))
-        switch q.dtype {
-        case .float32: try forward(Float.self, q, k, v, out, lseArgument, options)
-        case .float64: try forward(Double.self, q, k, v, out, lseArgument, options)
-        case .float16: try forwardHalf(Float16.self, q, k, v, out, lseArgument, options)
-        case .bfloat16: try forwardHalf(BFloat16.self, q, k, v, out, lseArgument, options)
-        }
+        try ForwardCall(q: q, k: k, v: v, out: out, lse: lseArgument, options: options).run(as: q.dtype)
     }
 }
 
-private func forward<T: AttentionScalar>(
-    _: T.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
-    _ lse: TensorArgument?, _ options: SoftmaxAttentionOptions
-) throws(PerformerError) {
-    try SoftmaxAttention.forward(
-        query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), output: out.mutableView(T.self),
-        logSumExp: lse?.mutableView(T.self), options: options)
-}
+/// performer_softmax_forward's checked arguments. The calls are direct (no view builder taking
+/// the function): tiny forwards are the ones a caller makes in a loop.
+private struct ForwardCall: TypedAttentionCall {
+    let q, k, v, out: TensorArgument, lse: TensorArgument?, options: SoftmaxAttentionOptions
 
-private func forwardHalf<H: HalfPrecisionScalar>(
-    _: H.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
-    _ lse: TensorArgument?, _ options: SoftmaxAttentionOptions
-) throws(PerformerError) {
-    try SoftmaxAttention.forward(
-        query: q.view(H.self), key: k.view(H.self), value: v.view(H.self), output: out.mutableView(H.self),
-        logSumExp: lse?.mutableView(Float.self), options: options)
+    func run<T: AttentionScalar>(_: T.Type) throws(PerformerError) {
+        try SoftmaxAttention.forward(
+            query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), output: out.mutableView(T.self),
+            logSumExp: lse?.mutableView(T.self), options: options)
+    }
+
+    func runHalf<H: HalfPrecisionScalar>(_: H.Type) throws(PerformerError) {
+        try SoftmaxAttention.forward(
+            query: q.view(H.self), key: k.view(H.self), value: v.view(H.self), output: out.mutableView(H.self),
+            logSumExp: lse?.mutableView(Float.self), options: options)
+    }
 }
 
 @_cdecl("performer_softmax_backward")
@@ -90,24 +85,27 @@ public func performer_softmax_backward(
         try TensorArgument.expectSameDType([k, v, out] + (q.dtype.isHalf ? [] : [lse]) + [dout, dq, dk, dv], as: q)
         if q.dtype.isHalf { try lse.expectFloat32(in: q) }
         let options = try softmaxOptions(options, tensors: [q, k, v, out, lse, dout, dq, dk, dv])
-        switch q.dtype {
-        case .float32: try backward(Float.self, lse: Float.self, q, k, v, out, lse, dout, dq, dk, dv, options, SoftmaxAttention.backward)
-        case .float64: try backward(Double.self, lse: Double.self, q, k, v, out, lse, dout, dq, dk, dv, options, SoftmaxAttention.backward)
-        case .float16: try backward(Float16.self, lse: Float.self, q, k, v, out, lse, dout, dq, dk, dv, options, SoftmaxAttention.backward)
-        case .bfloat16: try backward(BFloat16.self, lse: Float.self, q, k, v, out, lse, dout, dq, dk, dv, options, SoftmaxAttention.backward)
-        }
+        try BackwardCall(q: q, k: k, v: v, out: out, lse: lse, dout: dout, dq: dq, dk: dk, dv: dv, options: options)
+            .run(as: q.dtype)
     }
 }
 
-/// The views of a backward call in element type T, its lse in L (T, or float32 for a half T),
-/// handed to `call`: `SoftmaxAttention.backward` for that T.
-private func backward<T: TensorElement, L: TensorElement>(
-    _: T.Type, lse _: L.Type, _ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
-    _ lse: TensorArgument, _ dout: TensorArgument, _ dq: TensorArgument, _ dk: TensorArgument,
-    _ dv: TensorArgument, _ options: SoftmaxAttentionOptions,
-    _ call: (TensorView<T>, TensorView<T>, TensorView<T>, TensorView<T>, TensorView<L>, TensorView<T>,
-             MutableTensorView<T>, MutableTensorView<T>, MutableTensorView<T>, SoftmaxAttentionOptions) throws(PerformerError) -> Void
-) throws(PerformerError) {
-    try call(q.view(T.self), k.view(T.self), v.view(T.self), out.view(T.self), lse.view(L.self), dout.view(T.self),
-             dq.mutableView(T.self), dk.mutableView(T.self), dv.mutableView(T.self), options)
+/// performer_softmax_backward's checked arguments.
+private struct BackwardCall: TypedAttentionCall {
+    let q, k, v, out, lse, dout, dq, dk, dv: TensorArgument, options: SoftmaxAttentionOptions
+
+    func run<T: AttentionScalar>(_: T.Type) throws(PerformerError) { try views(T.self, lse: T.self, SoftmaxAttention.backward) }
+    func runHalf<H: HalfPrecisionScalar>(_: H.Type) throws(PerformerError) { try views(H.self, lse: Float.self, SoftmaxAttention.backward) }
+
+    /// The views in element type T, the lse in L (as `ForwardCall`), handed to `call`:
+    /// `SoftmaxAttention.backward` for that T.
+    private func views<T: TensorElement, L: TensorElement>(
+        _: T.Type, lse _: L.Type,
+        _ call: (TensorView<T>, TensorView<T>, TensorView<T>, TensorView<T>, TensorView<L>, TensorView<T>,
+                 MutableTensorView<T>, MutableTensorView<T>, MutableTensorView<T>, SoftmaxAttentionOptions)
+            throws(PerformerError) -> Void
+    ) throws(PerformerError) {
+        try call(q.view(T.self), k.view(T.self), v.view(T.self), out.view(T.self), lse.view(L.self), dout.view(T.self),
+                 dq.mutableView(T.self), dk.mutableView(T.self), dv.mutableView(T.self), options)
+    }
 }

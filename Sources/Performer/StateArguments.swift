@@ -37,3 +37,21 @@ func tensors(_ pairs: StatePair?...) -> [TensorArgument] {
 
 /// The tensors of the triple (none when it is absent).
 func tensors(_ triple: StateTriple?) -> [TensorArgument] { triple.map { [$0.s, $0.z, $0.c] } ?? [] }
+
+/// A state pair's views in the call's state type S.
+func stateView<S: AttentionScalar>(_ pair: StatePair, _: S.Type) -> LinearStateView<S> {
+    LinearStateView(s: pair.s.view(S.self), z: pair.z.view(S.self))
+}
+
+func mutableStateView<S: AttentionScalar>(_ pair: StatePair, _: S.Type) -> MutableLinearStateView<S> {
+    MutableLinearStateView(s: pair.s.mutableView(S.self), z: pair.z.mutableView(S.self))
+}
+
+/// A state triple's views in the call's state type S.
+func favorStateView<S: AttentionScalar>(_ triple: StateTriple, _: S.Type) -> FavorStateView<S> {
+    FavorStateView(s: triple.s.view(S.self), z: triple.z.view(S.self), c: triple.c.view(S.self))
+}
+
+func mutableFavorStateView<S: AttentionScalar>(_ triple: StateTriple, _: S.Type) -> MutableFavorStateView<S> {
+    MutableFavorStateView(s: triple.s.mutableView(S.self), z: triple.z.mutableView(S.self), c: triple.c.mutableView(S.self))
+}

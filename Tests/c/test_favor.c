@@ -1513,13 +1513,8 @@ static void step_speed(void) {
     performer_tensor_t v = tensor_new(PERFORMER_FLOAT32, 1, SH, 1, SM), o = tensor_new(PERFORMER_FLOAT32, 1, SH, 1, SM);
     fill(&q, 51, 1.0); fill(&k, 52, 1.0); fill(&v, 53, 1.0);
     for (int i = 0; i < 50; i++) s |= performer_favor_decoder_step(dec, &q, &k, &v, &o);
-    double best = INFINITY;
-    for (int round = 0; round < 3; round++) {
-        double t0 = seconds();
-        for (int i = 0; i < STEPS; i++) s |= performer_favor_decoder_step(dec, &q, &k, &v, &o);
-        double us = (seconds() - t0) / STEPS * 1e6;
-        if (us < best) best = us;
-    }
+    double best;
+    BEST_US_PER_CALL(best, 3, STEPS, s, performer_favor_decoder_step(dec, &q, &k, &v, &o));
     CHECK(s == PERFORMER_OK, "speed steps: %s", performer_last_error());
     printf("FAVOR+ decoder step (float32, B=1, H=8, D=M=64, m=256, %s): %.2f us/token (best of 3 x %d)\n",
            performer_kernel_isa(), best, STEPS);

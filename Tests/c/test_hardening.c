@@ -342,15 +342,12 @@ static double small_calls(void) {
     performer_tensor_t v = tensor_new(PERFORMER_FLOAT32, 1, 2, 128, 16), out = tensor_new(PERFORMER_FLOAT32, 1, 2, 128, 16);
     /* The best of 7 rounds: the shortest time is the one least disturbed by other processes
      * on a shared machine (a busy core delays each 2-thread call's wake-up). */
-    double best = INFINITY;
-    for (int round = 0; round < 7; round++) {
-        double start = seconds();
-        for (int i = 0; i < 100; i++) performer_softmax_forward(&q, &k, &v, &out, NULL, NULL);
-        double t = seconds() - start;
-        if (t < best) best = t;
-    }
+    double best;
+    performer_status s = PERFORMER_OK;
+    BEST_US_PER_CALL(best, 7, 100, s, performer_softmax_forward(&q, &k, &v, &out, NULL, NULL));
+    CHECK(s == PERFORMER_OK, "small calls: %s", performer_last_error());
     free(q.data); free(k.data); free(v.data); free(out.data);
-    return best;
+    return best * 100 * 1e-6; /* seconds for 100 calls */
 }
 
 static void idle_workers(void) {

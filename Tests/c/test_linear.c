@@ -1028,33 +1028,16 @@ static void step_speed(void) {
     performer_tensor_t v = tensor_new(PERFORMER_FLOAT32, 1, SH, 1, SM), o = tensor_new(PERFORMER_FLOAT32, 1, SH, 1, SM);
     fill(&q, 51, 0); fill(&k, 52, 0); fill(&v, 53, 0);
     for (int i = 0; i < 200; i++) s |= performer_linear_decoder_step(dec, &q, &k, &v, &o);
-    double best = INFINITY;
-    for (int round = 0; round < 5; round++) {
-        double t0 = seconds();
-        for (int i = 0; i < STEPS; i++) s |= performer_linear_decoder_step(dec, &q, &k, &v, &o);
-        double us = (seconds() - t0) / STEPS * 1e6;
-        if (us < best) best = us;
-    }
+    double best;
+    BEST_US_PER_CALL(best, 5, STEPS, s, performer_linear_decoder_step(dec, &q, &k, &v, &o));
     CHECK(s == PERFORMER_OK, "speed steps: %s", performer_last_error());
     printf("decoder step (float32, B=1, H=8, D=M=64, %s): %.2f us/token (best of 5 x %d)\n", performer_kernel_isa(), best,
            STEPS);
     performer_tensor_t st = tensor_new(PERFORMER_FLOAT32, 1, SH, SD, SM), zt = tensor_new(PERFORMER_FLOAT32, 1, SH, SD, 1);
-    best = INFINITY;
-    for (int round = 0; round < 5; round++) {
-        double t0 = seconds();
-        for (int i = 0; i < STEPS; i++) s |= performer_linear_decoder_step_with_state(dec, &q, &k, &v, &o, &st, &zt);
-        double us = (seconds() - t0) / STEPS * 1e6;
-        if (us < best) best = us;
-    }
+    BEST_US_PER_CALL(best, 5, STEPS, s, performer_linear_decoder_step_with_state(dec, &q, &k, &v, &o, &st, &zt));
     CHECK(s == PERFORMER_OK, "speed caller-state steps: %s", performer_last_error());
     printf("decoder step on a caller state: %.2f us/token\n", best);
-    best = INFINITY;
-    for (int round = 0; round < 5; round++) {
-        double t0 = seconds();
-        for (int i = 0; i < STEPS; i++) s |= performer_linear_decoder_get_state(dec, &st, &zt);
-        double us = (seconds() - t0) / STEPS * 1e6;
-        if (us < best) best = us;
-    }
+    BEST_US_PER_CALL(best, 5, STEPS, s, performer_linear_decoder_get_state(dec, &st, &zt));
     CHECK(s == PERFORMER_OK, "speed get_state: %s", performer_last_error());
     printf("decoder get_state (8 x 64 x 64 + 8 x 64 floats): %.2f us\n", best);
     free(st.data); free(zt.data);

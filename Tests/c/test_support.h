@@ -167,4 +167,17 @@ static inline double seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* `best` = the best of `rounds` timings of `calls` evaluations of `call`, in microseconds per
+ * call; each call's status is ORed into `status`. */
+#define BEST_US_PER_CALL(best, rounds, calls, status, call)                  \
+    do {                                                                     \
+        (best) = INFINITY;                                                   \
+        for (int round_ = 0; round_ < (rounds); round_++) {                  \
+            double t0_ = seconds();                                          \
+            for (int call_ = 0; call_ < (calls); call_++) (status) |= (call); \
+            double us_ = (seconds() - t0_) / (calls) * 1e6;                  \
+            if (us_ < (best)) (best) = us_;                                  \
+        }                                                                    \
+    } while (0)
+
 #endif /* PERFORMER_TEST_SUPPORT_H */

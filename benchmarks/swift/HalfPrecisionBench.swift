@@ -57,13 +57,11 @@ func runHalfPrecisionBench(lengths: [Int], heads: Int, d: Int) throws {
         defer { float16.release() }
         let bfloat16 = halfRun(BFloat16.self, n: n, heads: heads, d: d, round: { BFloat16($0) })
         defer { bfloat16.release() }
-        var base: (Double, Double)?
-        for (name, forward, both) in [("float32", float32.forward, float32.both), ("float16", float16.forward, float16.both),
-                                      ("bfloat16", bfloat16.forward, bfloat16.both)] {
-            let forwardSeconds = try time(runs: runs, forward), bothSeconds = try time(runs: runs, both)
-            let reference = base ?? (forwardSeconds, bothSeconds)
-            base = reference
-            print("| \(n) | \(name) | \(format1(forwardSeconds * 1e3)) | \(format1(forwardFlops / forwardSeconds / 1e9)) | \(format2(forwardSeconds / reference.0)) | \(format1(bothSeconds * 1e3)) | \(format1(bothFlops / bothSeconds / 1e9)) | \(format2(bothSeconds / reference.1)) |")
+        let rows = try timeAgainstFirst(runs: runs, [("float32", float32.forward, float32.both),
+                                                      ("float16", float16.forward, float16.both),
+                                                      ("bfloat16", bfloat16.forward, bfloat16.both)])
+        for row in rows {
+            print("| \(n) | \(row.name) | \(format1(row.forward * 1e3)) | \(format1(forwardFlops / row.forward / 1e9)) | \(format2(row.forwardRatio)) | \(format1(row.both * 1e3)) | \(format1(bothFlops / row.both / 1e9)) | \(format2(row.bothRatio)) |")
         }
     }
 }

@@ -30,57 +30,63 @@ private struct RecurrentRun<E: TensorElement> {
 
 private typealias Passes = (forward: () throws -> Void, both: () throws -> Void, release: () -> Void)
 
+// float32 and the half types reach different PerformerCore overloads (states in float32 for a
+// half call): each row names its overload, `linearPasses(_:forward:backward:)` makes the calls.
 private func linearPasses(_ r: RecurrentRun<Float>) -> Passes {
-    let options = LinearAttentionOptions(causal: true)
-    let forward = { () throws in
-        try LinearAttention.forward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), output: r.output(r.out), options: options)
-    }
-    return (forward, { () throws in
-        try forward()
-        try LinearAttention.backward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), outputGradient: r.view(r.dO),
-                                     queryGradient: r.output(r.dq), keyGradient: r.output(r.dk), valueGradient: r.output(r.dv),
-                                     options: options)
-    }, r.release)
+    linearPasses(r, forward: LinearAttention.forward, backward: LinearAttention.backward)
 }
 
 private func linearPasses<H: HalfPrecisionScalar>(_ r: RecurrentRun<H>) -> Passes {
-    let options = LinearAttentionOptions(causal: true)
-    let forward = { () throws in
-        try LinearAttention.forward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), output: r.output(r.out), options: options)
-    }
-    return (forward, { () throws in
-        try forward()
-        try LinearAttention.backward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), outputGradient: r.view(r.dO),
-                                     queryGradient: r.output(r.dq), keyGradient: r.output(r.dk), valueGradient: r.output(r.dv),
-                                     options: options)
-    }, r.release)
+    linearPasses(r, forward: LinearAttention.forward, backward: LinearAttention.backward)
 }
 
 private func favorPasses(_ r: RecurrentRun<Float>, _ w: FavorProjection) -> Passes {
-    let options = FavorAttentionOptions(causal: true)
-    let forward = { () throws in
-        try FavorAttention.forward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), projection: w,
-                                   output: r.output(r.out), options: options)
-    }
-    return (forward, { () throws in
-        try forward()
-        try FavorAttention.backward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), projection: w,
-                                    outputGradient: r.view(r.dO), queryGradient: r.output(r.dq), keyGradient: r.output(r.dk),
-                                    valueGradient: r.output(r.dv), options: options)
-    }, r.release)
+    favorPasses(r, w, forward: FavorAttention.forward, backward: FavorAttention.backward)
 }
 
 private func favorPasses<H: HalfPrecisionScalar>(_ r: RecurrentRun<H>, _ w: FavorProjection) -> Passes {
-    let options = FavorAttentionOptions(causal: true)
-    let forward = { () throws in
-        try FavorAttention.forward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), projection: w,
-                                   output: r.output(r.out), options: options)
+    favorPasses(r, w, forward: FavorAttention.forward, backward: FavorAttention.backward)
+}
+
+/// Causal linear attention's passes over `r`, through `forward` and `backward` (E's overloads;
+/// states, in S, not passed).
+private func linearPasses<E: TensorElement, S: AttentionScalar>(
+    _ r: RecurrentRun<E>,
+    forward: @escaping (TensorView<E>, TensorView<E>, TensorView<E>, MutableTensorView<E>, LinearStateView<S>?,
+                        MutableLinearStateView<S>?, MutableTensorView<S>?, LinearAttentionOptions) throws -> Void,
+    backward: @escaping (TensorView<E>, TensorView<E>, TensorView<E>, TensorView<E>, MutableTensorView<E>,
+                         MutableTensorView<E>, MutableTensorView<E>, LinearStateView<S>?, LinearStateView<S>?,
+                         MutableLinearStateView<S>?, LinearAttentionOptions) throws -> Void
+) -> Passes {
+    let options = LinearAttentionOptions(causal: true)
+    let forwardPass = { () throws in
+        try forward(r.view(r.q), r.view(r.k), r.view(r.v), r.output(r.out), nil, nil, nil, options)
     }
-    return (forward, { () throws in
-        try forward()
-        try FavorAttention.backward(query: r.view(r.q), key: r.view(r.k), value: r.view(r.v), projection: w,
-                                    outputGradient: r.view(r.dO), queryGradient: r.output(r.dq), keyGradient: r.output(r.dk),
-                                    valueGradient: r.output(r.dv), options: options)
+    return (forwardPass, { () throws in
+        try forwardPass()
+        try backward(r.view(r.q), r.view(r.k), r.view(r.v), r.view(r.dO), r.output(r.dq), r.output(r.dk), r.output(r.dv),
+                     nil, nil, nil, options)
+    }, r.release)
+}
+
+/// Causal FAVOR+'s passes over `r` with projection `w`, through `forward` and `backward` (as
+/// `linearPasses`).
+private func favorPasses<E: TensorElement, S: AttentionScalar>(
+    _ r: RecurrentRun<E>, _ w: FavorProjection,
+    forward: @escaping (TensorView<E>, TensorView<E>, TensorView<E>, FavorProjection, MutableTensorView<E>,
+                        FavorStateView<S>?, MutableFavorStateView<S>?, FavorAttentionOptions) throws -> Void,
+    backward: @escaping (TensorView<E>, TensorView<E>, TensorView<E>, FavorProjection, TensorView<E>,
+                         MutableTensorView<E>, MutableTensorView<E>, MutableTensorView<E>, FavorStateView<S>?,
+                         LinearStateView<S>?, MutableLinearStateView<S>?, FavorAttentionOptions) throws -> Void
+) -> Passes {
+    let options = FavorAttentionOptions(causal: true)
+    let forwardPass = { () throws in
+        try forward(r.view(r.q), r.view(r.k), r.view(r.v), w, r.output(r.out), nil, nil, options)
+    }
+    return (forwardPass, { () throws in
+        try forwardPass()
+        try backward(r.view(r.q), r.view(r.k), r.view(r.v), w, r.view(r.dO), r.output(r.dq), r.output(r.dk),
+                     r.output(r.dv), nil, nil, nil, options)
     }, r.release)
 }
 
@@ -103,12 +109,8 @@ func runHalfRecurrentBench(lengths: [Int], heads: Int, d: Int) throws {
                 ("bfloat16", isLinear ? linearPasses(bfloat16) : favorPasses(bfloat16, w)),
             ]
             defer { for (_, pass) in passes { pass.release() } }
-            var base: (Double, Double)?
-            for (name, pass) in passes {
-                let forwardSeconds = try time(runs: runs, pass.forward), bothSeconds = try time(runs: runs, pass.both)
-                let reference = base ?? (forwardSeconds, bothSeconds)
-                base = reference
-                print("| \(algorithm) | \(n) | \(name) | \(format1(forwardSeconds * 1e3)) | \(format2(forwardSeconds / reference.0)) | \(format1(bothSeconds * 1e3)) | \(format2(bothSeconds / reference.1)) |")
+            for row in try timeAgainstFirst(runs: runs, passes.map { ($0.0, $0.1.forward, $0.1.both) }) {
+                print("| \(algorithm) | \(n) | \(row.name) | \(format1(row.forward * 1e3)) | \(format2(row.forwardRatio)) | \(format1(row.both * 1e3)) | \(format2(row.bothRatio)) |")
             }
         }
     }

@@ -64,11 +64,9 @@ func runLinearBench(lengths: [Int], heads: Int, d: Int, m: Int) throws {
             defer { run.release() }
             let forwardFlops = 4.0 * Double(heads) * Double(n) * Double(d) * Double(m)
             let bothFlops = 3 * forwardFlops
-            let (forwardSeconds, forwardFraction, forwardCPU) = try timeAgainstPeak(runs: runs, flops: forwardFlops, run.forward)
-            let (bothSeconds, bothFraction, bothCPU) = try timeAgainstPeak(runs: runs, flops: bothFlops, run.both)
-            peak = max(peak, measurePeak().wall)
-            let fg = forwardFlops / forwardSeconds / 1e9, bg = bothFlops / bothSeconds / 1e9
-            print("| \(n) | \(causal) | \(format2(forwardSeconds * 1e3)) | \(format1(fg)) | \(format1(100 * forwardFraction))% | \(format1(100 * forwardCPU))% | \(format2(bothSeconds * 1e3)) | \(format1(bg)) | \(format1(100 * bothFraction))% | \(format1(100 * bothCPU))% |")
+            let cells = try peakTableCells(runs: runs, forwardFlops: forwardFlops, bothFlops: bothFlops, forward: run.forward,
+                                           both: run.both, milliseconds: format2, peak: &peak)
+            print("| \(n) | \(causal) | \(cells) |")
         }
     }
     print("micro-kernel peak (best in-process measurement): \(format1(peak)) GFLOP/s")

@@ -57,11 +57,9 @@ func runSoftmaxBench(lengths: [Int], heads: Int, d: Int) throws {
             defer { run.release() }
             let forwardFlops = 4.0 * Double(heads) * Double(n) * Double(n) * Double(d) * (causal ? 0.5 : 1)
             let bothFlops = 3.5 * forwardFlops
-            let (forwardSeconds, forwardFraction, forwardCPU) = try timeAgainstPeak(runs: runs, flops: forwardFlops, run.forward)
-            let (bothSeconds, bothFraction, bothCPU) = try timeAgainstPeak(runs: runs, flops: bothFlops, run.both)
-            peak = max(peak, measurePeak().wall)
-            let fg = forwardFlops / forwardSeconds / 1e9, bg = bothFlops / bothSeconds / 1e9
-            print("| \(n) | \(causal) | \(format1(forwardSeconds * 1e3)) | \(format1(fg)) | \(format1(100 * forwardFraction))% | \(format1(100 * forwardCPU))% | \(format1(bothSeconds * 1e3)) | \(format1(bg)) | \(format1(100 * bothFraction))% | \(format1(100 * bothCPU))% |")
+            let cells = try peakTableCells(runs: runs, forwardFlops: forwardFlops, bothFlops: bothFlops, forward: run.forward,
+                                           both: run.both, milliseconds: format1, peak: &peak)
+            print("| \(n) | \(causal) | \(cells) |")
         }
     }
     print("micro-kernel peak (best in-process measurement): \(format1(peak)) GFLOP/s")

@@ -92,6 +92,18 @@ func timeAgainstPeak(runs: Int, flops: Double, _ body: () throws -> Void) rethro
     return (median(samples), median(fractions), median(cpuFractions))
 }
 
+/// The cells of one row of the peak tables, "fwd ms | fwd GFLOP/s | fwd %peak | fwd cpu% |" then
+/// the same for fwd+bwd: `forward` and `both` timed against the peak (`timeAgainstPeak`), ms
+/// written by `milliseconds`. Raises `peak` to a new in-process best measured after them.
+func peakTableCells(runs: Int, forwardFlops: Double, bothFlops: Double, forward: () throws -> Void,
+                    both: () throws -> Void, milliseconds: (Double) -> String, peak: inout Double) throws -> String {
+    let (forwardSeconds, forwardFraction, forwardCPU) = try timeAgainstPeak(runs: runs, flops: forwardFlops, forward)
+    let (bothSeconds, bothFraction, bothCPU) = try timeAgainstPeak(runs: runs, flops: bothFlops, both)
+    peak = max(peak, measurePeak().wall)
+    let fg = forwardFlops / forwardSeconds / 1e9, bg = bothFlops / bothSeconds / 1e9
+    return "\(milliseconds(forwardSeconds * 1e3)) | \(format1(fg)) | \(format1(100 * forwardFraction))% | \(format1(100 * forwardCPU))% | \(milliseconds(bothSeconds * 1e3)) | \(format1(bg)) | \(format1(100 * bothFraction))% | \(format1(100 * bothCPU))%"
+}
+
 /// Median seconds of `runs` calls of `body` after one warm-up.
 func time(runs: Int, _ body: () throws -> Void) rethrows -> Double {
     try body()
@@ -102,6 +114,22 @@ func time(runs: Int, _ body: () throws -> Void) rethrows -> Double {
         samples.append(now() - start)
     }
     return median(samples)
+}
+
+/// One storage type's passes in a half-precision table: forward, and forward then backward.
+typealias DTypePasses = (name: String, forward: () throws -> Void, both: () throws -> Void)
+
+/// Median seconds of each entry's forward and forward+backward (`time`), with their ratios to
+/// the first entry's (float32 in the half-precision tables: the conversion overhead).
+func timeAgainstFirst(runs: Int, _ entries: [DTypePasses]) throws
+    -> [(name: String, forward: Double, both: Double, forwardRatio: Double, bothRatio: Double)] {
+    var rows: [(name: String, forward: Double, both: Double, forwardRatio: Double, bothRatio: Double)] = []
+    for entry in entries {
+        let forward = try time(runs: runs, entry.forward), both = try time(runs: runs, entry.both)
+        let reference = rows.first.map { ($0.forward, $0.both) } ?? (forward, both)
+        rows.append((entry.name, forward, both, forward / reference.0, both / reference.1))
+    }
+    return rows
 }
 
 /// `count` floats uniform in [−1, 1) from a fixed seed (allocated; the caller frees).

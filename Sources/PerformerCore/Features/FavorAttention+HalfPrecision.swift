@@ -11,9 +11,8 @@ extension FavorAttention {
         output: MutableTensorView<H>, initialState: FavorStateView<Float>? = nil,
         finalState: MutableFavorStateView<Float>? = nil, options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
-        try checkForward(problem, query: query, key: key, value: value, output: output, initialState: initialState,
-                         finalState: finalState)
+        try checkForward(query: query, key: key, value: value, projection: projection, output: output,
+                         initialState: initialState, finalState: finalState, options: options)
         try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output]) { x, y throws(PerformerError) in
             try forward(query: x[0], key: x[1], value: x[2], projection: projection, output: y[0],
                         initialState: initialState, finalState: finalState, options: options)
@@ -30,11 +29,11 @@ extension FavorAttention {
         initialStateGradient: MutableLinearStateView<Float>? = nil,
         options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
-        try checkBackward(problem, query: query, key: key, value: value, outputGradient: outputGradient,
-                          queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
-                          initialState: initialState, finalStateGradient: finalStateGradient,
-                          initialStateGradient: initialStateGradient)
+        try checkBackward(query: query, key: key, value: value, projection: projection,
+                          outputGradient: outputGradient, queryGradient: queryGradient,
+                          keyGradient: keyGradient, valueGradient: valueGradient, initialState: initialState,
+                          finalStateGradient: finalStateGradient,
+                          initialStateGradient: initialStateGradient, options: options)
         try HalfPrecisionStaging.run(inputs: [query, key, value, outputGradient],
                                      outputs: [queryGradient, keyGradient, valueGradient]) { x, y throws(PerformerError) in
             try backward(query: x[0], key: x[1], value: x[2], projection: projection, outputGradient: x[3],
@@ -53,9 +52,8 @@ extension FavorAttention {
         initialState: FavorStateView<Float>? = nil, finalState: MutableFavorStateView<Float>,
         options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try FavorProblem(key: key, value: value, projection: projection,
-                                       stateHeads: finalState.s.shape[1], stateName: "S_out", options: options)
-        try checkState(problem, key: key, value: value, initialState: initialState, finalState: finalState)
+        try checkState(key: key, value: value, projection: projection, initialState: initialState,
+                       finalState: finalState, options: options)
         try HalfPrecisionStaging.run(inputs: [key, value], outputs: []) { x, _ throws(PerformerError) in
             try state(key: x[0], value: x[1], projection: projection, initialState: initialState, finalState: finalState,
                       options: options)
@@ -71,11 +69,10 @@ extension FavorAttention {
         initialState: FavorStateView<Float>? = nil, initialStateGradient: MutableLinearStateView<Float>? = nil,
         options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try FavorProblem(key: key, value: value, projection: projection,
-                                       stateHeads: finalStateGradient.s.shape[1], stateName: "dS_out", options: options)
-        try checkStateBackward(problem, key: key, value: value, finalStateGradient: finalStateGradient,
-                               keyGradient: keyGradient, valueGradient: valueGradient, initialState: initialState,
-                               initialStateGradient: initialStateGradient)
+        try checkStateBackward(key: key, value: value, projection: projection,
+                               finalStateGradient: finalStateGradient, keyGradient: keyGradient,
+                               valueGradient: valueGradient, initialState: initialState,
+                               initialStateGradient: initialStateGradient, options: options)
         try HalfPrecisionStaging.run(inputs: [key, value], outputs: [keyGradient, valueGradient]) { x, y throws(PerformerError) in
             try stateBackward(key: x[0], value: x[1], projection: projection, finalStateGradient: finalStateGradient,
                               keyGradient: y[0], valueGradient: y[1], initialState: initialState,

@@ -21,32 +21,13 @@ extension FavorAttention {
         initialState: FavorStateView<T>? = nil, finalState: MutableFavorStateView<T>,
         options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try FavorProblem(key: key, value: value, projection: projection,
-                                       stateHeads: finalState.s.shape[1], stateName: "S_out", options: options)
-        try checkState(problem, key: key, value: value, initialState: initialState, finalState: finalState)
+        let problem = try checkState(key: key, value: value, projection: projection, initialState: initialState,
+                                     finalState: finalState, options: options)
 
-        let kernels = Runtime.kernels.favorAttention
-        guard let tasks = try HeadTasks(
-            batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .queryHeads,
-            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, false, false),
-            work: problem.work)
-        else { return }
-        let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
-        let w = projection.matrix(as: T.self)
-        w.withUnsafeBytes { wBytes in
-            tasks.run { head in
-                let (b, h) = (head.b, head.h)
-                // No query rows: the kernel never reads `query` (k stands in for it).
-                var task = problem.task(b: b, h: h, query: key, key: key, value: value,
-                                        projection: wBytes.baseAddress!, scratch: head.scratch)
-                task.initialS = initialState?.s.matrix(b, h)
-                task.initialZ = initialState?.z.matrix(b, h)
-                task.initialC = initialState?.c.matrix(b, h)
-                task.finalS = finalState.s.matrix(b, h)
-                task.finalZ = finalState.z.matrix(b, h)
-                task.finalC = finalState.c.matrix(b, h)
-                entry(&task)
-            }
+        // No query rows: the kernel never reads `query` (k stands in for it).
+        try problem.run(.forward, query: key, key: key, value: value, projection: projection) { task, head in
+            task.setInitialState(initialState, head.b, head.h)
+            task.setFinalState(finalState, head.b, head.h)
         }
     }
 
@@ -62,11 +43,10 @@ extension FavorAttention {
         initialState: FavorStateView<T>? = nil, initialStateGradient: MutableLinearStateView<T>? = nil,
         options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try FavorProblem(key: key, value: value, projection: projection,
-                                       stateHeads: finalStateGradient.s.shape[1], stateName: "dS_out", options: options)
-        try checkStateBackward(problem, key: key, value: value, finalStateGradient: finalStateGradient,
-                               keyGradient: keyGradient, valueGradient: valueGradient, initialState: initialState,
-                               initialStateGradient: initialStateGradient)
+        let problem = try checkStateBackward(key: key, value: value, projection: projection,
+                                             finalStateGradient: finalStateGradient, keyGradient: keyGradient,
+                                             valueGradient: valueGradient, initialState: initialState,
+                                             initialStateGradient: initialStateGradient, options: options)
 
         let kernels = Runtime.kernels.favorAttention
         guard let tasks = try HeadTasks(
@@ -97,12 +77,16 @@ extension FavorAttention {
         }
     }
 
-    /// The argument checks of `state` after the problem's, generic over the token type T and
-    /// the state type S (a half-precision call keeps its states in float32).
+    /// The problem of `state`, every argument checked: generic over the token type T and the
+    /// state type S (a half-precision call keeps its states in float32), so the float32 and half
+    /// entries check alike.
+    @discardableResult
     static func checkState<T, S: AttentionScalar>(
-        _ problem: FavorProblem, key: TensorView<T>, value: TensorView<T>, initialState: FavorStateView<S>?,
-        finalState: MutableFavorStateView<S>
-    ) throws(PerformerError) {
+        key: TensorView<T>, value: TensorView<T>, projection: FavorProjection, initialState: FavorStateView<S>?,
+        finalState: MutableFavorStateView<S>, options: FavorAttentionOptions
+    ) throws(PerformerError) -> FavorProblem {
+        let problem = try FavorProblem(key: key, value: value, projection: projection,
+                                       stateHeads: finalState.s.shape[1], stateName: "S_out", options: options)
         try problem.checkStateShapes(finalState.readOnly, names: ("S_out", "z_out", "c_out"))
         let inputs = [try TensorFootprint(key, name: "k"), try TensorFootprint(value, name: "v")]
         let finals = [try TensorFootprint(finalState.s, name: "S_out"), try TensorFootprint(finalState.z, name: "z_out"),
@@ -117,14 +101,18 @@ extension FavorAttention {
             // Values last: every footprint above is representable, so reading cannot stray.
             try problem.checkStateValues(initialState, names: ("S0", "z0", "c0"))
         }
+        return problem
     }
 
-    /// The argument checks of `stateBackward` after the problem's (T, S as in `checkState`).
+    /// The problem of `stateBackward`, every argument checked (T, S as in `checkState`).
+    @discardableResult
     static func checkStateBackward<T, S: AttentionScalar>(
-        _ problem: FavorProblem, key: TensorView<T>, value: TensorView<T>, finalStateGradient: LinearStateView<S>,
+        key: TensorView<T>, value: TensorView<T>, projection: FavorProjection, finalStateGradient: LinearStateView<S>,
         keyGradient: MutableTensorView<T>, valueGradient: MutableTensorView<T>, initialState: FavorStateView<S>?,
-        initialStateGradient: MutableLinearStateView<S>?
-    ) throws(PerformerError) {
+        initialStateGradient: MutableLinearStateView<S>?, options: FavorAttentionOptions
+    ) throws(PerformerError) -> FavorProblem {
+        let problem = try FavorProblem(key: key, value: value, projection: projection,
+                                       stateHeads: finalStateGradient.s.shape[1], stateName: "dS_out", options: options)
         try problem.checkGradientShapes(finalStateGradient.s, finalStateGradient.z, names: ("dS_out", "dz_out"))
         try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
         try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
@@ -152,6 +140,7 @@ extension FavorAttention {
         if let initialState { try problem.checkStateValues(initialState, names: ("S0", "z0", "c0")) }
         try FavorProblem.checkFinite(finalStateGradient.s, name: "dS_out")
         try FavorProblem.checkFinite(finalStateGradient.z, name: "dz_out")
+        return problem
     }
 }
 

@@ -31,32 +31,13 @@ public enum FavorAttention {
         output: MutableTensorView<T>, initialState: FavorStateView<T>? = nil,
         finalState: MutableFavorStateView<T>? = nil, options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
-        try checkForward(problem, query: query, key: key, value: value, output: output, initialState: initialState,
-                         finalState: finalState)
+        let problem = try checkForward(query: query, key: key, value: value, projection: projection, output: output,
+                                       initialState: initialState, finalState: finalState, options: options)
 
-        let kernels = Runtime.kernels.favorAttention
-        guard let tasks = try HeadTasks(
-            batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .queryHeads,
-            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, false),
-            work: problem.work)
-        else { return }
-        let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
-        let w = projection.matrix(as: T.self)
-        w.withUnsafeBytes { wBytes in
-            tasks.run { head in
-                let (b, h) = (head.b, head.h)
-                var task = problem.task(b: b, h: h, query: query, key: key, value: value,
-                                        projection: wBytes.baseAddress!, scratch: head.scratch)
-                task.output = output.matrix(b, h)
-                task.initialS = initialState?.s.matrix(b, h)
-                task.initialZ = initialState?.z.matrix(b, h)
-                task.initialC = initialState?.c.matrix(b, h)
-                task.finalS = finalState?.s.matrix(b, h)
-                task.finalZ = finalState?.z.matrix(b, h)
-                task.finalC = finalState?.c.matrix(b, h)
-                entry(&task)
-            }
+        try problem.run(.forward, query: query, key: key, value: value, projection: projection) { task, head in
+            task.output = output.matrix(head.b, head.h)
+            task.setInitialState(initialState, head.b, head.h)
+            task.setFinalState(finalState, head.b, head.h)
         }
     }
 
@@ -77,48 +58,37 @@ public enum FavorAttention {
         initialStateGradient: MutableLinearStateView<T>? = nil,
         options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
-        try checkBackward(problem, query: query, key: key, value: value, outputGradient: outputGradient,
-                          queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
-                          initialState: initialState, finalStateGradient: finalStateGradient,
-                          initialStateGradient: initialStateGradient)
+        let problem = try checkBackward(query: query, key: key, value: value, projection: projection,
+                                        outputGradient: outputGradient, queryGradient: queryGradient,
+                                        keyGradient: keyGradient, valueGradient: valueGradient, initialState: initialState,
+                                        finalStateGradient: finalStateGradient,
+                                        initialStateGradient: initialStateGradient, options: options)
 
-        let kernels = Runtime.kernels.favorAttention
-        guard let tasks = try HeadTasks(
-            batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .keyHeadGroups,
-            scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, options.causal, true),
-            work: Runtime.work(problem.work, 3))
-        else { return }
-        let entry = T.dtype == .float32 ? kernels.backwardFloat : kernels.backwardDouble
-        let w = projection.matrix(as: T.self)
-        w.withUnsafeBytes { wBytes in
-            tasks.run { head in
-                let (b, h, hk) = (head.b, head.h, head.hk)
-                var task = problem.task(b: b, h: h, query: query, key: key, value: value,
-                                        projection: wBytes.baseAddress!, scratch: head.scratch)
-                task.outputGradient = outputGradient.matrix(b, h)
-                task.queryGradient = queryGradient.matrix(b, h)
-                task.keyGradient = keyGradient.matrix(b, hk)
-                task.valueGradient = valueGradient.matrix(b, hk)
-                task.accumulateKeyGradients = head.addsToKeyGradients
-                task.initialS = initialState?.s.matrix(b, h)
-                task.initialZ = initialState?.z.matrix(b, h)
-                task.initialC = initialState?.c.matrix(b, h)
-                task.finalSGradient = finalStateGradient?.s.matrix(b, h)
-                task.finalZGradient = finalStateGradient?.z.matrix(b, h)
-                task.initialSGradient = initialStateGradient?.s.matrix(b, h)
-                task.initialZGradient = initialStateGradient?.z.matrix(b, h)
-                entry(&task)
-            }
+        try problem.run(.backward, query: query, key: key, value: value, projection: projection) { task, head in
+            let (b, h, hk) = (head.b, head.h, head.hk)
+            task.outputGradient = outputGradient.matrix(b, h)
+            task.queryGradient = queryGradient.matrix(b, h)
+            task.keyGradient = keyGradient.matrix(b, hk)
+            task.valueGradient = valueGradient.matrix(b, hk)
+            task.accumulateKeyGradients = head.addsToKeyGradients
+            task.setInitialState(initialState, b, h)
+            task.finalSGradient = finalStateGradient?.s.matrix(b, h)
+            task.finalZGradient = finalStateGradient?.z.matrix(b, h)
+            task.initialSGradient = initialStateGradient?.s.matrix(b, h)
+            task.initialZGradient = initialStateGradient?.z.matrix(b, h)
         }
     }
 
-    /// The argument checks of `forward` after the problem's, generic over the token type T and
-    /// the state type S (a half-precision call keeps its states in float32).
+    /// The problem of `forward`, every argument checked: generic over the token type T and the
+    /// state type S (a half-precision call keeps its states in float32), so the float32 and half
+    /// entries check alike.
+    @discardableResult
     static func checkForward<T, S: AttentionScalar>(
-        _ problem: FavorProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
-        output: MutableTensorView<T>, initialState: FavorStateView<S>?, finalState: MutableFavorStateView<S>?
-    ) throws(PerformerError) {
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, projection: FavorProjection,
+        output: MutableTensorView<T>, initialState: FavorStateView<S>?, finalState: MutableFavorStateView<S>?,
+        options: FavorAttentionOptions
+    ) throws(PerformerError) -> FavorProblem {
+        let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
         var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
                                                         outputShape: problem.outputShape)
         if let initialState {
@@ -139,15 +109,18 @@ public enum FavorAttention {
         try TensorFootprint.checkOutputsDisjoint(footprints)
         // Values last: every footprint above is representable, so reading cannot stray.
         if let initialState { try problem.checkStateValues(initialState, names: ("S0", "z0", "c0")) }
+        return problem
     }
 
-    /// The argument checks of `backward` after the problem's (T, S as in `checkForward`).
+    /// The problem of `backward`, every argument checked (T, S as in `checkForward`).
+    @discardableResult
     static func checkBackward<T, S: AttentionScalar>(
-        _ problem: FavorProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, projection: FavorProjection,
         outputGradient: TensorView<T>, queryGradient: MutableTensorView<T>, keyGradient: MutableTensorView<T>,
         valueGradient: MutableTensorView<T>, initialState: FavorStateView<S>?, finalStateGradient: LinearStateView<S>?,
-        initialStateGradient: MutableLinearStateView<S>?
-    ) throws(PerformerError) {
+        initialStateGradient: MutableLinearStateView<S>?, options: FavorAttentionOptions
+    ) throws(PerformerError) -> FavorProblem {
+        let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
         var footprints = try AttentionArguments.backward(
             query: query, key: key, value: value, outputGradient: outputGradient, queryGradient: queryGradient,
             keyGradient: keyGradient, valueGradient: valueGradient, outputShape: problem.outputShape)
@@ -177,6 +150,7 @@ public enum FavorAttention {
             try FavorProblem.checkFinite(finalStateGradient.s, name: "dS_N")
             try FavorProblem.checkFinite(finalStateGradient.z, name: "dz_N")
         }
+        return problem
     }
 }
 

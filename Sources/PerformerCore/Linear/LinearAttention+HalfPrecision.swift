@@ -12,9 +12,8 @@ extension LinearAttention {
         denominators: MutableTensorView<Float>? = nil,
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try LinearProblem(query: query, key: key, value: value, options: options)
-        try checkForward(problem, query: query, key: key, value: value, output: output, initialState: initialState,
-                         finalState: finalState, denominators: denominators)
+        try checkForward(query: query, key: key, value: value, output: output, initialState: initialState,
+                         finalState: finalState, denominators: denominators, options: options)
         try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output]) { x, y throws(PerformerError) in
             try forward(query: x[0], key: x[1], value: x[2], output: y[0], initialState: initialState,
                         finalState: finalState, denominators: denominators, options: options)
@@ -30,11 +29,10 @@ extension LinearAttention {
         initialStateGradient: MutableLinearStateView<Float>? = nil,
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try LinearProblem(query: query, key: key, value: value, options: options)
-        try checkBackward(problem, query: query, key: key, value: value, outputGradient: outputGradient,
+        try checkBackward(query: query, key: key, value: value, outputGradient: outputGradient,
                           queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
                           initialState: initialState, finalStateGradient: finalStateGradient,
-                          initialStateGradient: initialStateGradient)
+                          initialStateGradient: initialStateGradient, options: options)
         try HalfPrecisionStaging.run(inputs: [query, key, value, outputGradient],
                                      outputs: [queryGradient, keyGradient, valueGradient]) { x, y throws(PerformerError) in
             try backward(query: x[0], key: x[1], value: x[2], outputGradient: x[3], queryGradient: y[0],
@@ -51,9 +49,8 @@ extension LinearAttention {
         key: TensorView<H>, value: TensorView<H>, initialState: LinearStateView<Float>? = nil,
         finalState: MutableLinearStateView<Float>, options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try LinearProblem(key: key, value: value, stateHeads: finalState.s.shape[1], stateName: "S_out",
-                                        options: options)
-        try checkState(problem, key: key, value: value, initialState: initialState, finalState: finalState)
+        try checkState(key: key, value: value, initialState: initialState, finalState: finalState,
+                       options: options)
         try HalfPrecisionStaging.run(inputs: [key, value], outputs: []) { x, _ throws(PerformerError) in
             try state(key: x[0], value: x[1], initialState: initialState, finalState: finalState, options: options)
         }
@@ -67,11 +64,9 @@ extension LinearAttention {
         initialStateGradient: MutableLinearStateView<Float>? = nil,
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try LinearProblem(key: key, value: value, stateHeads: finalStateGradient.s.shape[1],
-                                        stateName: "dS_out", options: options)
-        try checkStateBackward(problem, key: key, value: value, finalStateGradient: finalStateGradient,
+        try checkStateBackward(key: key, value: value, finalStateGradient: finalStateGradient,
                                keyGradient: keyGradient, valueGradient: valueGradient,
-                               initialStateGradient: initialStateGradient)
+                               initialStateGradient: initialStateGradient, options: options)
         try HalfPrecisionStaging.run(inputs: [key, value], outputs: [keyGradient, valueGradient]) { x, y throws(PerformerError) in
             try stateBackward(key: x[0], value: x[1], finalStateGradient: finalStateGradient, keyGradient: y[0],
                               valueGradient: y[1], initialStateGradient: initialStateGradient, options: options)

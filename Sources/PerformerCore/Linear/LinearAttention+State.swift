@@ -18,9 +18,8 @@ extension LinearAttention {
         key: TensorView<T>, value: TensorView<T>, initialState: LinearStateView<T>? = nil,
         finalState: MutableLinearStateView<T>, options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try LinearProblem(key: key, value: value, stateHeads: finalState.s.shape[1], stateName: "S_out",
-                                        options: options)
-        try checkState(problem, key: key, value: value, initialState: initialState, finalState: finalState)
+        let problem = try checkState(key: key, value: value, initialState: initialState, finalState: finalState,
+                                     options: options)
 
         let kernels = Runtime.kernels.linear
         guard let tasks = try HeadTasks(
@@ -51,11 +50,9 @@ extension LinearAttention {
         initialStateGradient: MutableLinearStateView<T>? = nil,
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try LinearProblem(key: key, value: value, stateHeads: finalStateGradient.s.shape[1],
-                                        stateName: "dS_out", options: options)
-        try checkStateBackward(problem, key: key, value: value, finalStateGradient: finalStateGradient,
-                               keyGradient: keyGradient, valueGradient: valueGradient,
-                               initialStateGradient: initialStateGradient)
+        let problem = try checkStateBackward(key: key, value: value, finalStateGradient: finalStateGradient,
+                                             keyGradient: keyGradient, valueGradient: valueGradient,
+                                             initialStateGradient: initialStateGradient, options: options)
 
         let kernels = Runtime.kernels.linear
         guard let tasks = try HeadTasks(
@@ -79,12 +76,16 @@ extension LinearAttention {
         }
     }
 
-    /// The argument checks of `state` after the problem's, generic over the token type T and
-    /// the state type S (a half-precision call keeps its states in float32).
+    /// The problem of `state`, every argument checked: generic over the token type T and the
+    /// state type S (a half-precision call keeps its states in float32), so the float32 and half
+    /// entries check alike.
+    @discardableResult
     static func checkState<T, S: AttentionScalar>(
-        _ problem: LinearProblem, key: TensorView<T>, value: TensorView<T>, initialState: LinearStateView<S>?,
-        finalState: MutableLinearStateView<S>
-    ) throws(PerformerError) {
+        key: TensorView<T>, value: TensorView<T>, initialState: LinearStateView<S>?,
+        finalState: MutableLinearStateView<S>, options: LinearAttentionOptions
+    ) throws(PerformerError) -> LinearProblem {
+        let problem = try LinearProblem(key: key, value: value, stateHeads: finalState.s.shape[1], stateName: "S_out",
+                                        options: options)
         try problem.checkState(finalState.s.readOnly, finalState.z.readOnly, names: ("S_out", "z_out"))
         var footprints = [try TensorFootprint(key, name: "k"), try TensorFootprint(value, name: "v"),
                           try TensorFootprint(finalState.s, name: "S_out"), try TensorFootprint(finalState.z, name: "z_out")]
@@ -95,14 +96,18 @@ extension LinearAttention {
             if !sameLayout(initialState.z, finalState.z) { footprints.append(try TensorFootprint(initialState.z, name: "z0")) }
         }
         try TensorFootprint.checkOutputsDisjoint(footprints)
+        return problem
     }
 
-    /// The argument checks of `stateBackward` after the problem's (T, S as in `checkState`).
+    /// The problem of `stateBackward`, every argument checked (T, S as in `checkState`).
+    @discardableResult
     static func checkStateBackward<T, S: AttentionScalar>(
-        _ problem: LinearProblem, key: TensorView<T>, value: TensorView<T>, finalStateGradient: LinearStateView<S>,
+        key: TensorView<T>, value: TensorView<T>, finalStateGradient: LinearStateView<S>,
         keyGradient: MutableTensorView<T>, valueGradient: MutableTensorView<T>,
-        initialStateGradient: MutableLinearStateView<S>?
-    ) throws(PerformerError) {
+        initialStateGradient: MutableLinearStateView<S>?, options: LinearAttentionOptions
+    ) throws(PerformerError) -> LinearProblem {
+        let problem = try LinearProblem(key: key, value: value, stateHeads: finalStateGradient.s.shape[1],
+                                        stateName: "dS_out", options: options)
         try problem.checkState(finalStateGradient.s, finalStateGradient.z, names: ("dS_out", "dz_out"))
         try ShapeCheck.expectShape(keyGradient.readOnly, key.shape, name: "dk", meaning: "k.shape")
         try ShapeCheck.expectShape(valueGradient.readOnly, value.shape, name: "dv", meaning: "v.shape")
@@ -117,6 +122,7 @@ extension LinearAttention {
                            try TensorFootprint(initialStateGradient.z, name: "dz0")]
         }
         try TensorFootprint.checkOutputsDisjoint(footprints)
+        return problem
     }
 
     /// Whether two views are the same elements in the same order (an in-place update).

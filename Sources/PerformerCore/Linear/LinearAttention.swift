@@ -26,9 +26,8 @@ public enum LinearAttention {
         denominators: MutableTensorView<T>? = nil,
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try LinearProblem(query: query, key: key, value: value, options: options)
-        try checkForward(problem, query: query, key: key, value: value, output: output, initialState: initialState,
-                         finalState: finalState, denominators: denominators)
+        let problem = try checkForward(query: query, key: key, value: value, output: output, initialState: initialState,
+                                       finalState: finalState, denominators: denominators, options: options)
         try run(problem, query: query, key: key, value: value, output: output,
                 initialState: initialState, finalState: finalState, denominators: denominators)
     }
@@ -78,11 +77,10 @@ public enum LinearAttention {
         initialStateGradient: MutableLinearStateView<T>? = nil,
         options: LinearAttentionOptions = LinearAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try LinearProblem(query: query, key: key, value: value, options: options)
-        try checkBackward(problem, query: query, key: key, value: value, outputGradient: outputGradient,
-                          queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
-                          initialState: initialState, finalStateGradient: finalStateGradient,
-                          initialStateGradient: initialStateGradient)
+        let problem = try checkBackward(query: query, key: key, value: value, outputGradient: outputGradient,
+                                        queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
+                                        initialState: initialState, finalStateGradient: finalStateGradient,
+                                        initialStateGradient: initialStateGradient, options: options)
 
         let kernels = Runtime.kernels.linear
         guard let tasks = try HeadTasks(
@@ -109,13 +107,16 @@ public enum LinearAttention {
         }
     }
 
-    /// The argument checks of `forward` after the problem's, generic over the token type T and
-    /// the state type S (a half-precision call keeps its states and denominators in float32).
+    /// The problem of `forward`, every argument checked: generic over the token type T and the
+    /// state type S (a half-precision call keeps its states and denominators in float32), so the
+    /// float32 and half entries check alike.
+    @discardableResult
     static func checkForward<T, S: AttentionScalar>(
-        _ problem: LinearProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
-        output: MutableTensorView<T>, initialState: LinearStateView<S>?, finalState: MutableLinearStateView<S>?,
-        denominators: MutableTensorView<S>?
-    ) throws(PerformerError) {
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, output: MutableTensorView<T>,
+        initialState: LinearStateView<S>?, finalState: MutableLinearStateView<S>?, denominators: MutableTensorView<S>?,
+        options: LinearAttentionOptions
+    ) throws(PerformerError) -> LinearProblem {
+        let problem = try LinearProblem(query: query, key: key, value: value, options: options)
         var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
                                                         outputShape: problem.outputShape)
         if let denominators {
@@ -132,15 +133,18 @@ public enum LinearAttention {
             footprints += [try TensorFootprint(finalState.s, name: "S_N"), try TensorFootprint(finalState.z, name: "z_N")]
         }
         try TensorFootprint.checkOutputsDisjoint(footprints)
+        return problem
     }
 
-    /// The argument checks of `backward` after the problem's (T, S as in `checkForward`).
+    /// The problem of `backward`, every argument checked (T, S as in `checkForward`).
+    @discardableResult
     static func checkBackward<T, S: AttentionScalar>(
-        _ problem: LinearProblem, query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
-        outputGradient: TensorView<T>, queryGradient: MutableTensorView<T>, keyGradient: MutableTensorView<T>,
-        valueGradient: MutableTensorView<T>, initialState: LinearStateView<S>?, finalStateGradient: LinearStateView<S>?,
-        initialStateGradient: MutableLinearStateView<S>?
-    ) throws(PerformerError) {
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, outputGradient: TensorView<T>,
+        queryGradient: MutableTensorView<T>, keyGradient: MutableTensorView<T>, valueGradient: MutableTensorView<T>,
+        initialState: LinearStateView<S>?, finalStateGradient: LinearStateView<S>?,
+        initialStateGradient: MutableLinearStateView<S>?, options: LinearAttentionOptions
+    ) throws(PerformerError) -> LinearProblem {
+        let problem = try LinearProblem(query: query, key: key, value: value, options: options)
         var footprints = try AttentionArguments.backward(
             query: query, key: key, value: value, outputGradient: outputGradient, queryGradient: queryGradient,
             keyGradient: keyGradient, valueGradient: valueGradient, outputShape: problem.outputShape)
@@ -159,5 +163,6 @@ public enum LinearAttention {
                            try TensorFootprint(initialStateGradient.z, name: "dz0")]
         }
         try TensorFootprint.checkOutputsDisjoint(footprints)
+        return problem
     }
 }

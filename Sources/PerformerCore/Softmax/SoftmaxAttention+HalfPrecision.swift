@@ -10,14 +10,8 @@ extension SoftmaxAttention {
         output: MutableTensorView<H>, logSumExp: MutableTensorView<Float>? = nil,
         options: SoftmaxAttentionOptions = SoftmaxAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
-        var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
-                                                        outputShape: problem.outputShape)
-        if let logSumExp {
-            try ShapeCheck.expectShape(logSumExp.readOnly, problem.logSumExpShape, name: "lse", meaning: "B×H×N×1")
-            footprints.append(try TensorFootprint(logSumExp, name: "lse"))
-        }
-        try TensorFootprint.checkOutputsDisjoint(footprints)
+        try checkForward(query: query, key: key, value: value, output: output, logSumExp: logSumExp,
+                         options: options)
         try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output]) { x, y throws(PerformerError) in
             try forward(query: x[0], key: x[1], value: x[2], output: y[0], logSumExp: logSumExp, options: options)
         }
@@ -32,11 +26,9 @@ extension SoftmaxAttention {
         queryGradient: MutableTensorView<H>, keyGradient: MutableTensorView<H>, valueGradient: MutableTensorView<H>,
         options: SoftmaxAttentionOptions = SoftmaxAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
-        try TensorFootprint.checkOutputsDisjoint(try AttentionArguments.backward(
-            query: query, key: key, value: value, output: output, logSumExp: logSumExp, outputGradient: outputGradient,
-            queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
-            outputShape: problem.outputShape, logSumExpShape: problem.logSumExpShape))
+        try checkBackward(query: query, key: key, value: value, output: output, logSumExp: logSumExp,
+                          outputGradient: outputGradient, queryGradient: queryGradient, keyGradient: keyGradient,
+                          valueGradient: valueGradient, options: options)
         try HalfPrecisionStaging.run(inputs: [query, key, value, output, outputGradient],
                                      outputs: [queryGradient, keyGradient, valueGradient]) { x, y throws(PerformerError) in
             try backward(query: x[0], key: x[1], value: x[2], output: x[3], logSumExp: logSumExp, outputGradient: x[4],

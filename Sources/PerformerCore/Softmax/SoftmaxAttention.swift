@@ -18,14 +18,8 @@ public enum SoftmaxAttention {
         output: MutableTensorView<T>, logSumExp: MutableTensorView<T>? = nil,
         options: SoftmaxAttentionOptions = SoftmaxAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
-        var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
-                                                        outputShape: problem.outputShape)
-        if let logSumExp {
-            try ShapeCheck.expectShape(logSumExp.readOnly, problem.logSumExpShape, name: "lse", meaning: "B×H×N×1")
-            footprints.append(try TensorFootprint(logSumExp, name: "lse"))
-        }
-        try TensorFootprint.checkOutputsDisjoint(footprints)
+        let problem = try checkForward(query: query, key: key, value: value, output: output, logSumExp: logSumExp,
+                                       options: options)
 
         let kernels = Runtime.kernels.softmax
         let shape = problem.shape
@@ -73,11 +67,9 @@ public enum SoftmaxAttention {
         queryGradient: MutableTensorView<T>, keyGradient: MutableTensorView<T>, valueGradient: MutableTensorView<T>,
         options: SoftmaxAttentionOptions = SoftmaxAttentionOptions()
     ) throws(PerformerError) {
-        let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
-        try TensorFootprint.checkOutputsDisjoint(try AttentionArguments.backward(
-            query: query, key: key, value: value, output: output, logSumExp: logSumExp, outputGradient: outputGradient,
-            queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
-            outputShape: problem.outputShape, logSumExpShape: problem.logSumExpShape))
+        let problem = try checkBackward(query: query, key: key, value: value, output: output, logSumExp: logSumExp,
+                                        outputGradient: outputGradient, queryGradient: queryGradient, keyGradient: keyGradient,
+                                        valueGradient: valueGradient, options: options)
 
         let kernels = Runtime.kernels.softmaxBackward
         let shape = problem.shape
@@ -225,5 +217,41 @@ private func addRows<T: AttentionScalar>(_ source: StridedMatrix, into target: S
         } else {
             for c in 0..<columns { y[c * target.columnStride] += x[c] }
         }
+    }
+}
+
+extension SoftmaxAttention {
+    /// The problem of `forward`, every argument checked: generic over the token type T and the
+    /// lse type L (a half-precision call keeps its lse in float32), so the float32 and half
+    /// entries check alike.
+    @discardableResult
+    static func checkForward<T, L>(
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, output: MutableTensorView<T>,
+        logSumExp: MutableTensorView<L>?, options: SoftmaxAttentionOptions
+    ) throws(PerformerError) -> SoftmaxProblem {
+        let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
+        var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
+                                                        outputShape: problem.outputShape)
+        if let logSumExp {
+            try ShapeCheck.expectShape(logSumExp.readOnly, problem.logSumExpShape, name: "lse", meaning: "B×H×N×1")
+            footprints.append(try TensorFootprint(logSumExp, name: "lse"))
+        }
+        try TensorFootprint.checkOutputsDisjoint(footprints)
+        return problem
+    }
+
+    /// The problem of `backward`, every argument checked (T, L as in `checkForward`).
+    @discardableResult
+    static func checkBackward<T, L>(
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, output: TensorView<T>,
+        logSumExp: TensorView<L>, outputGradient: TensorView<T>, queryGradient: MutableTensorView<T>,
+        keyGradient: MutableTensorView<T>, valueGradient: MutableTensorView<T>, options: SoftmaxAttentionOptions
+    ) throws(PerformerError) -> SoftmaxProblem {
+        let problem = try SoftmaxProblem(query: query, key: key, value: value, options: options)
+        try TensorFootprint.checkOutputsDisjoint(try AttentionArguments.backward(
+            query: query, key: key, value: value, output: output, logSumExp: logSumExp, outputGradient: outputGradient,
+            queryGradient: queryGradient, keyGradient: keyGradient, valueGradient: valueGradient,
+            outputShape: problem.outputShape, logSumExpShape: problem.logSumExpShape))
+        return problem
     }
 }
