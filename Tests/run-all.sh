@@ -31,7 +31,7 @@ echo "== Swift API reference (DocC)"
 bash docs/api/build-swift.sh --check
 
 # By URL and version, the case SwiftPM guards against unsafe flags; debug, because the consumer
-# builds the library again and a release build of the kernels takes ~8 times as long
+# builds the library again and a release build takes about 4 times as long
 # (docs/INSTALL.md). The resolution, the flags check and the API are the same.
 echo "== Swift consumer package (by version, debug)"
 bash Tests/swift-consumer/run.sh --debug
