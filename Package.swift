@@ -9,6 +9,7 @@
 //
 // Module map (see docs/ARCHITECTURE.md):
 //   CPerformerSupport        tiny C: CPU feature detection, atomics, thread-local error text
+//   CPerformerGlibcCompat    C, libperformer.so only: old glibc symbol versions (docs/INSTALL.md)
 //   PerformerKernelInterface the kernel table type and the task descriptors the kernels read
 //   PerformerKernels         all dense compute (micro-kernels, exp, attention blocks), portable build
 //   PerformerKernelsAVX2     the same sources (a symlink), built for x86-64-v3 (AVX2 + FMA)
@@ -35,6 +36,18 @@ func kernelSettings(march: String?, define: String?) -> [SwiftSetting] {
     return settings
 }
 
+/// On x86-64 Linux the C library also lists libpthread.so.0 and libdl.so.2 as needed: on glibc
+/// older than 2.34 the old pthread_* and dl* versions that CPerformerGlibcCompat binds live
+/// there (on newer ones they are empty stubs). See Sources/CPerformerGlibcCompat/glibc_compat.c.
+var oldGlibcLinkerFlags: [String] {
+    #if os(Linux) && arch(x86_64)
+    return ["--push-state", "--no-as-needed", "-l:libpthread.so.0", "-l:libdl.so.2", "--pop-state"]
+        .flatMap { ["-Xlinker", $0] }
+    #else
+    return []
+    #endif
+}
+
 let package = Package(
     name: "libperformer",
     // Linux needs no entry. Apple platforms are untested (no such host in CI): minimums only.
@@ -47,6 +60,8 @@ let package = Package(
         .target(name: "CPerformerSupport"),
         // include/performer.h as a Clang module, so the C ABI is written against the header's types.
         .target(name: "CPerformerABI"),
+        // Old glibc/libstdc++ symbol versions for libperformer.so only (manylinux_2_31).
+        .target(name: "CPerformerGlibcCompat"),
         .target(name: "PerformerKernelInterface"),
         .target(
             name: "PerformerKernels",
@@ -68,7 +83,7 @@ let package = Package(
             ]),
         .target(
             name: "Performer",
-            dependencies: ["PerformerCore", "CPerformerSupport", "CPerformerABI"],
+            dependencies: ["PerformerCore", "CPerformerSupport", "CPerformerABI", "CPerformerGlibcCompat"],
             exclude: ["exports.map"],
             linkerSettings: [
                 .unsafeFlags([
@@ -85,7 +100,7 @@ let package = Package(
                     "-Xlinker", "-z", "-Xlinker", "defs",
                     // The thread pool's workers live for the process: dlclose must not unmap their code.
                     "-Xlinker", "-z", "-Xlinker", "nodelete",
-                ]),
+                ] + oldGlibcLinkerFlags),
             ]),
         .executableTarget(
             name: "SwiftExample",

@@ -1,6 +1,7 @@
 /// What went wrong, as a code shared with the C ABI (`performer_status` in performer.h).
 /// The raw values are part of the stable ABI: never renumber, only append.
 public enum PerformerStatus: Int32, Sendable, CaseIterable {
+    /// Success: the call wrote its outputs.
     case ok = 0
     /// A required pointer (tensor data, output, handle) was null.
     case nullPointer = 1
@@ -41,9 +42,12 @@ public enum PerformerStatus: Int32, Sendable, CaseIterable {
 /// The error every throwing PerformerCore function throws: a status code and a message that
 /// names the argument and what was wrong ("k.shape[3] = 48 but q.shape[3] = 64").
 public struct PerformerError: Error, Equatable, CustomStringConvertible, Sendable {
+    /// The code the C ABI returns for this error.
     public var status: PerformerStatus
+    /// What was wrong, naming the argument (as `performer_last_error` gives it).
     public var message: String
 
+    /// An error with `status` and `message`.
     public init(_ status: PerformerStatus, _ message: String) {
         self.status = status
         self.message = message

@@ -124,16 +124,23 @@ signatures_check() {
 }
 step "@_cdecl signatures match performer.h prototypes" signatures_check
 
-# ---- 4. Dependencies: no libswift, only the C/C++ runtime.
+# ---- 4. Dependencies: no libswift, only the C/C++ runtime (libpthread and libdl: where glibc
+# < 2.34 keeps the old symbol versions Sources/CPerformerGlibcCompat binds), and no symbol
+# version newer than glibc 2.31 / libstdc++ 3.4.28 (manylinux_2_31, docs/INSTALL.md).
 deps_check() {
     ldd "$lib"
     if ldd "$lib" | grep -qi swift; then echo "depends on a Swift library"; return 1; fi
     local needed
-    needed=$(readelf -d "$lib" | sed -nE 's/.*\(NEEDED\).*\[(.*)\]/\1/p' | grep -vE '^(libc|libm|libstdc\+\+|libgcc_s|ld-linux-x86-64|ld-linux-aarch64)\.so' || true)
+    needed=$(readelf -d "$lib" | sed -nE 's/.*\(NEEDED\).*\[(.*)\]/\1/p' | grep -vE '^(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|ld-linux-x86-64|ld-linux-aarch64)\.so' || true)
     [ -z "$needed" ] || { echo "unexpected NEEDED: $needed"; return 1; }
     readelf -d "$lib" | grep -q 'NODELETE' || { echo "not linked with -z nodelete"; return 1; }
+    if [ "$(uname -m)" = x86_64 ]; then
+        local newer
+        newer=$(objdump -T "$lib" | grep -E '\((GLIBC_2\.(3[2-9]|[4-9][0-9])|GLIBCXX_3\.4\.(29|[3-9][0-9]))\)' || true)
+        [ -z "$newer" ] || { echo "symbols newer than glibc 2.31 / GLIBCXX_3.4.28:"; echo "$newer"; return 1; }
+    fi
 }
-step "ldd: no libswift; NEEDED only libc/libm/libstdc++/libgcc_s; NODELETE set" deps_check
+step "ldd: no libswift; NEEDED only libc/libm/libstdc++/libgcc_s/libpthread/libdl; NODELETE set; glibc <= 2.31" deps_check
 
 # ---- 5. Examples build and check their own results.
 step "build examples/c/softmax_dlopen.c (gcc -std=c99 ${warn[*]})" \

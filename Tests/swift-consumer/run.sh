@@ -5,17 +5,20 @@
 #                                                git repository tagged with the header's version,
 #                                                taken as .package(url: "file://...", from:)
 #   bash Tests/swift-consumer/run.sh --by-path   by path: the working tree as it is
+#   --debug (with either)                        builds the consumer -c debug instead of release
 # Either way SwiftPM builds the library again inside the consumer (a few minutes). By version
 # is the case SwiftPM guards against unsafe flags; it passes because Package.swift declares
 # tools version 6.2 (docs/INSTALL.md).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
-mode=version
-case "${1:-}" in
-    "") ;;
-    --by-path) mode=path ;;
-    *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
-esac
+mode=version configuration=release
+for arg in "$@"; do
+    case "$arg" in
+        --by-path) mode=path ;;
+        --debug) configuration=debug ;;
+        *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    esac
+done
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 header="$repo/include/performer.h"
@@ -36,6 +39,6 @@ else
     echo "== consumer of libperformer by URL and version: $PERFORMER_PACKAGE_URL from: $version ($(git -C "$repo" rev-parse --short HEAD))"
 fi
 start=$(date +%s)
-swift build -c release --package-path "$work/consumer" --scratch-path "$work/build"
-echo "== consumer built in $(( $(date +%s) - start )) s"
-"$work/build/release/PerformerConsumer"
+swift build -c "$configuration" --package-path "$work/consumer" --scratch-path "$work/build"
+echo "== consumer built ($configuration) in $(( $(date +%s) - start )) s"
+"$work/build/$configuration/PerformerConsumer"

@@ -18,10 +18,12 @@ rm -f "$repo"/dist/libperformer-*.whl
 wheel="$(bash "$repo/bindings/python/build-wheel.sh" | tail -n 1)"
 name="${wheel##*/}"
 echo "== wheel: $name ($(du -k "$wheel" | cut -f1) KiB)"
-[[ "$name" =~ -cp39-abi3-manylinux_2_[0-9]+_x86_64(\.manylinux[a-z0-9_]+)*\.whl$ ]] || { echo "not tagged cp39-abi3 manylinux: $name"; exit 1; }
+[[ "$name" =~ -cp39-abi3-manylinux_2_([0-9]+)_x86_64(\.manylinux[a-z0-9_]+)*\.whl$ ]] || { echo "not tagged cp39-abi3 manylinux: $name"; exit 1; }
+# glibc 2.31 at most (Sources/CPerformerGlibcCompat binds the Swift runtime's 2.33/2.34 symbols).
+[ "${BASH_REMATCH[1]}" -le 31 ] || { echo "tagged manylinux_2_${BASH_REMATCH[1]}, newer than manylinux_2_31: $name"; exit 1; }
 # auditwheel wraps its sentences: join the lines before matching.
 "$repo/.build/wheel-venv/bin/auditwheel" show "$wheel" 2>/dev/null | tr -s ' \n' ' ' > "$work/show.txt"
-grep -q 'is consistent with the following platform tag: "manylinux_2_[0-9]*_x86_64"' "$work/show.txt" || { cat "$work/show.txt"; exit 1; }
+grep -qE 'is consistent with the following platform tag: "manylinux_2_([0-9]|[12][0-9]|3[01])_x86_64"' "$work/show.txt" || { cat "$work/show.txt"; exit 1; }
 
 "$repo/.build/wheel-venv/bin/python" -m zipfile -e "$wheel" "$work/unpacked"
 so="$work/unpacked/performer/libperformer.so"

@@ -6,7 +6,7 @@
 #       where the interpreter has it in the stable ABI, see performer/_arrays.h), with
 #       libperformer.so inside, stripped and carrying the Swift runtime, so it installs with
 #       pip where no Swift toolchain is; repaired and tagged by auditwheel (the lowest
-#       manylinux policy the library's glibc symbols allow);
+#       manylinux policy the library's glibc symbols allow: manylinux_2_31, docs/INSTALL.md);
 #   libperformer-X.Y.Z.tar.gz (with --sdist, or --sdist-only for it alone)
 #       the binding's sources plus the Swift package under libperformer-src/, which
 #       `pip install` builds with `swift build` where Swift 6.2+ is installed.

@@ -16,6 +16,8 @@ public struct FavorAttentionOptions: Sendable, Equatable {
     /// keys j < keyStarts[b] take no part either (left padding).
     public var keyStarts: [Int]?
 
+    /// Options with the defaults above: bidirectional, positive features with scale 1/√D, ε = 0,
+    /// every key taking part.
     public init(causal: Bool = false, features: FavorFeatureOptions = FavorFeatureOptions(), epsilon: Double = 0,
                 keyLengths: [Int]? = nil, keyStarts: [Int]? = nil) {
         self.causal = causal
@@ -36,10 +38,14 @@ public struct FavorAttentionOptions: Sendable, Equatable {
 /// c_f ∈ R ∪ {−inf} describes S, z. With grouped-query attention each query head keeps its own
 /// state (like `LinearStateView`).
 public struct FavorStateView<Element: AttentionScalar>: Sendable {
+    /// S̃, B×H×C×M.
     public var s: TensorView<Element>
+    /// z̃, B×H×C×1.
     public var z: TensorView<Element>
+    /// The shifts c, B×H×C×1.
     public var c: TensorView<Element>
 
+    /// A state of the three views; their shapes are checked by the call that reads them.
     public init(s: TensorView<Element>, z: TensorView<Element>, c: TensorView<Element>) {
         self.s = s
         self.z = z
@@ -50,10 +56,14 @@ public struct FavorStateView<Element: AttentionScalar>: Sendable {
 /// A writable scaled state (S̃: B×H×C×M, z̃: B×H×C×1, c: B×H×C×1): the final state of a
 /// forward. Its gradient (∂L/∂S̃, ∂L/∂z̃; c has none) is passed as a `LinearStateView` pair.
 public struct MutableFavorStateView<Element: AttentionScalar>: Sendable {
+    /// S̃, B×H×C×M.
     public var s: MutableTensorView<Element>
+    /// z̃, B×H×C×1.
     public var z: MutableTensorView<Element>
+    /// The shifts c, B×H×C×1.
     public var c: MutableTensorView<Element>
 
+    /// A state of the three views; their shapes are checked by the call that writes them.
     public init(s: MutableTensorView<Element>, z: MutableTensorView<Element>, c: MutableTensorView<Element>) {
         self.s = s
         self.z = z

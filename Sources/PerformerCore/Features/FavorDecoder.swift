@@ -16,17 +16,25 @@ import PerformerKernelInterface
 /// is S = diag(e^c)·S̃, z = e^c ∘ z̃. c_f = −inf means no key yet. For relu features c is 0;
 /// for trigonometric features every c_f of a head holds the same scalar shift.
 public final class FavorDecoder<T: AttentionScalar> {
+    /// The random features every step uses (D = projection.dim).
     public let projection: FavorProjection
+    /// B.
     public let batch: Int
+    /// H, the heads of every token (queries, keys and values alike).
     public let heads: Int
+    /// M, the value and output dimension.
     public let valueDim: Int
+    /// The feature map and its scale.
     public let options: FavorFeatureOptions
     /// ε in the units of the mathematical features (default 0).
     public let epsilon: Double
     /// C.
     public let featureCount: Int
+    /// S̃, B×H×C×M row-major.
     public private(set) var stateS: [T]
+    /// z̃, B×H×C row-major.
     public private(set) var stateZ: [T]
+    /// The shifts c, B×H×C row-major (−inf: no key yet).
     public private(set) var stateC: [T]
     private let inputScale: Double
     /// Wᵀ (D × m, row-major) in T, packed once: the step kernel's matrix-vector operand.
@@ -37,6 +45,8 @@ public final class FavorDecoder<T: AttentionScalar> {
     private var scratchSlots = 0
     private var scratchSlotBytes = 0
 
+    /// A decoder with the empty state (no key yet). Throws on negative sizes, a bad ε or scale, or
+    /// a state too large to allocate.
     public init(projection: FavorProjection, batch: Int, heads: Int, valueDim: Int,
                 options: FavorFeatureOptions = FavorFeatureOptions(), epsilon: Double = 0) throws(PerformerError) {
         guard batch >= 0 else { throw PerformerError(.invalidArgument, "batch = \(batch) is negative") }

@@ -11,6 +11,7 @@ public enum FavorFeatureKind: Int32, Sendable, CaseIterable {
     /// φ(x) = relu(u) + κ, C = m (generalized attention).
     case relu = 3
 
+    /// The kind's name ("positive", "hyperbolic", "trigonometric", "relu"), as messages spell it.
     public var name: String {
         switch self {
         case .positive: return "positive"
@@ -49,12 +50,14 @@ public enum FavorFeatureKind: Int32, Sendable, CaseIterable {
 
 /// Options of the feature map.
 public struct FavorFeatureOptions: Sendable, Equatable {
+    /// The feature map (default positive).
     public var kind: FavorFeatureKind
     /// s: x̂ = x · s^(1/2). nil means 1/√D. Must be finite and ≥ 0.
     public var scale: Double?
     /// κ of the relu map (default 1e-3). Must be finite and ≥ 0.
     public var reluOffset: Double
 
+    /// Options with the defaults above; checked by the call that uses them.
     public init(kind: FavorFeatureKind = .positive, scale: Double? = nil, reluOffset: Double = 1e-3) {
         self.kind = kind
         self.scale = scale

@@ -8,6 +8,7 @@ public enum FavorProjectionKind: Int32, Sendable, CaseIterable {
     /// Independent standard Gaussian rows.
     case iid = 1
 
+    /// The kind's name ("orthogonal", "iid"), as messages spell it.
     public var name: String { self == .orthogonal ? "orthogonal" : "iid" }
 
     /// The kind called `name` ("orthogonal", "iid"); throws naming `argument` otherwise.
@@ -36,8 +37,10 @@ public enum FavorNorms: Int32, Sendable, CaseIterable {
     /// Every row has norm √D exactly.
     case fixed = 1
 
+    /// The norms' name ("chi", "fixed").
     public var name: String { self == .chi ? "chi" : "fixed" }
 
+    /// The norms called `name` ("chi", "fixed"); throws naming `argument` otherwise.
     public init(name: String, argument: String = "norms") throws(PerformerError) {
         guard let norms = Self.allCases.first(where: { $0.name == name }) else {
             throw PerformerError(.invalidArgument, "\(argument) = \"\(name)\" is not a norm kind (chi, fixed)")
@@ -45,6 +48,7 @@ public enum FavorNorms: Int32, Sendable, CaseIterable {
         self = norms
     }
 
+    /// The norms with C code `code`; throws naming `argument` otherwise.
     public init(code: Int32, argument: String = "norms") throws(PerformerError) {
         guard let norms = Self(rawValue: code) else {
             throw PerformerError(.invalidArgument, "\(argument) = \(code) is not a norm kind (0 chi, 1 fixed)")
@@ -63,6 +67,7 @@ public struct FavorProjection: Sendable, Equatable {
     public let numFeatures: Int
     /// How W was drawn; nil when the caller supplied it.
     public let kind: FavorProjectionKind?
+    /// How the rows were scaled; nil when the caller supplied W.
     public let norms: FavorNorms?
     /// The generator seed; nil when the caller supplied W.
     public let seed: UInt64?

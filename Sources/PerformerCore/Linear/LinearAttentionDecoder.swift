@@ -21,14 +21,21 @@ import PerformerKernelInterface
 ///
 /// Not thread-safe: one thread at a time may use a decoder (different decoders are independent).
 public final class LinearAttentionDecoder<Element: AttentionScalar> {
+    /// B.
     public let batch: Int
+    /// H, the query heads: each keeps its own state.
     public let heads: Int
+    /// Hk, the key and value heads (Hk divides H).
     public let keyHeads: Int
+    /// D, the query and key dimension.
     public let headDim: Int
+    /// M, the value and output dimension.
     public let valueDim: Int
     /// C (= headDim for every built-in feature map).
     public let featureDim: Int
+    /// φ, applied to every query and key.
     public let featureMap: LinearAttentionOptions.FeatureMap
+    /// ε in o = φ(q)ᵀS / (φ(q)ᵀz + ε).
     public let epsilon: Double
 
     private let state: UnsafeMutablePointer<Element>       // B×H×C×M

@@ -16,6 +16,7 @@ public struct LinearAttentionOptions: Sendable, Equatable {
     /// Query i sees keys j ≤ i only (needs N = L). Causal or not, a call may start from a state
     /// and return one (non-causal: S_0 plus all keys; a "memory" to attend to).
     public var causal: Bool
+    /// φ (default elu + 1).
     public var featureMap: FeatureMap
     /// ε in o_i = φ(q_i)ᵀS / (φ(q_i)ᵀz + ε): finite and ≥ 0; 0 is allowed. A row whose denominator
     /// is exactly 0 outputs zeros and gets zero gradients. Ignored (still checked) when
@@ -32,6 +33,8 @@ public struct LinearAttentionOptions: Sendable, Equatable {
     /// keys j < keyStarts[b] are removed the same way (left padding).
     public var keyStarts: [Int]?
 
+    /// Options with the defaults above: bidirectional, elu + 1, ε = 1e-6, normalized, every key
+    /// taking part. Checked by the call that uses them.
     public init(causal: Bool = false, featureMap: FeatureMap = .eluPlusOne, epsilon: Double = 1e-6, keyLengths: [Int]? = nil,
                 keyStarts: [Int]? = nil, normalize: Bool = true) {
         self.causal = causal

@@ -6,9 +6,12 @@
 /// own state, built from the keys and values of key head h / (H/Hk): heads of one group start
 /// from their own S_0 and so may differ, even though the keys they add are the same.
 public struct LinearStateView<Element: AttentionScalar>: Sendable {
+    /// S, B×H×C×M.
     public var s: TensorView<Element>
+    /// z, B×H×C×1.
     public var z: TensorView<Element>
 
+    /// A state of the two views; their shapes are checked by the call that reads them.
     public init(s: TensorView<Element>, z: TensorView<Element>) {
         self.s = s
         self.z = z
@@ -18,9 +21,12 @@ public struct LinearStateView<Element: AttentionScalar>: Sendable {
 /// A writable state (S: B×H×C×M, z: B×H×C×1): the final state of a forward, or the gradient of
 /// the initial state from a backward.
 public struct MutableLinearStateView<Element: AttentionScalar>: Sendable {
+    /// S, B×H×C×M.
     public var s: MutableTensorView<Element>
+    /// z, B×H×C×1.
     public var z: MutableTensorView<Element>
 
+    /// A state of the two views; their shapes are checked by the call that writes them.
     public init(s: MutableTensorView<Element>, z: MutableTensorView<Element>) {
         self.s = s
         self.z = z

@@ -5,16 +5,21 @@ import CPerformerSupport
 /// between regions (PyTorch's OpenMP threads), a second pool fights them for the same cores;
 /// handing our tasks to the host's waiting threads avoids that.
 public struct HostExecutor: @unchecked Sendable {
+    /// One task of a parallel region: task(taskContext, i).
     public typealias Task = @convention(c) (UnsafeMutableRawPointer?, Int32) -> Void
+    /// The host's thread count now, given the executor's context.
     public typealias NumThreads = @convention(c) (UnsafeMutableRawPointer?) -> Int32
+    /// parallelFor(context, n, task, taskContext): runs the n tasks and returns when all have.
     public typealias ParallelFor = @convention(c) (UnsafeMutableRawPointer?, Int32, Task?, UnsafeMutableRawPointer?) -> Void
 
+    /// The host's pointer, passed back to `numThreads` and `parallelFor`.
     public let context: UnsafeMutableRawPointer?
     /// The threads the host would use now; nil: the library's default count.
     public let numThreads: NumThreads?
     /// Runs task(taskContext, i) for i in 0..<n, returning when all have returned.
     public let parallelFor: ParallelFor
 
+    /// An executor of the host's functions; install it with `Runtime.setExecutor(_:)`.
     public init(context: UnsafeMutableRawPointer?, numThreads: NumThreads?, parallelFor: @escaping ParallelFor) {
         self.context = context
         self.numThreads = numThreads

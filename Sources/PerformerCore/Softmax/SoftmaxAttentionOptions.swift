@@ -13,6 +13,7 @@ public struct SoftmaxAttentionOptions: Sendable, Equatable {
     /// key indices: query i sees key j iff keyStarts[b] ≤ j < keyLengths[b] and j ≤ i + (L − N).
     public var keyStarts: [Int]?
 
+    /// Options with the defaults above: no mask, scale 1/√D. Checked by the call that uses them.
     public init(causal: Bool = false, scale: Double? = nil, keyLengths: [Int]? = nil, keyStarts: [Int]? = nil) {
         self.causal = causal
         self.scale = scale

@@ -1,6 +1,8 @@
 /// The element types of the C ABI (performer_dtype codes; new codes are appended).
 public enum DType: Int32, Sendable, CaseIterable {
+    /// IEEE binary32, the fast path.
     case float32 = 0
+    /// IEEE binary64: references and gradient checks.
     case float64 = 1
     /// IEEE binary16 storage; computed in float32 (docs/HALF_PRECISION.md).
     case float16 = 2
@@ -16,6 +18,7 @@ public enum DType: Int32, Sendable, CaseIterable {
         }
     }
 
+    /// The dtype's name ("float32", "float64", "float16", "bfloat16"), as messages spell it.
     public var name: String {
         switch self {
         case .float32: "float32"
@@ -31,6 +34,7 @@ public enum DType: Int32, Sendable, CaseIterable {
 
 /// Any element a tensor view may hold: the computed scalars and the half-precision storage types.
 public protocol TensorElement: Sendable {
+    /// The C ABI's code for this element type.
     static var dtype: DType { get }
 }
 
@@ -39,9 +43,11 @@ public protocol TensorElement: Sendable {
 public protocol AttentionScalar: TensorElement, BinaryFloatingPoint {}
 
 extension Float: AttentionScalar {
+    /// `.float32`.
     public static var dtype: DType { .float32 }
 }
 
 extension Double: AttentionScalar {
+    /// `.float64`.
     public static var dtype: DType { .float64 }
 }

@@ -3,14 +3,17 @@
 public protocol HalfPrecisionScalar: TensorElement {}
 
 extension Float16: HalfPrecisionScalar {
+    /// `.float16`.
     public static var dtype: DType { .float16 }
 }
 
 /// A bfloat16 value as stored: the top 16 bits of a float32 (sign, 8 exponent bits, 7
 /// mantissa bits). A storage type only: convert to Float to compute.
 public struct BFloat16: HalfPrecisionScalar, Hashable {
+    /// The stored bits: those of the float32 value's upper half.
     public var bitPattern: UInt16
 
+    /// The bfloat16 with these bits, as stored.
     public init(bitPattern: UInt16) { self.bitPattern = bitPattern }
 
     /// `value` rounded to the nearest bfloat16, ties to even; a NaN stays a (quiet) NaN and
@@ -24,6 +27,7 @@ public struct BFloat16: HalfPrecisionScalar, Hashable {
         }
     }
 
+    /// `.bfloat16`.
     public static var dtype: DType { .bfloat16 }
 }
 

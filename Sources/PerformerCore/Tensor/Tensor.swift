@@ -1,6 +1,7 @@
 /// A contiguous rank-4 tensor that owns its storage: the convenient form for Swift callers.
 /// Kernels see it through `withView` / `withMutableView`.
 public struct Tensor<Element: AttentionScalar>: Equatable, Sendable {
+    /// The sizes of the four dimensions (B, H, N, D in the attention functions' terms).
     public private(set) var shape: SIMD4<Int>
     /// Row-major elements, `shape[0] · shape[1] · shape[2] · shape[3]` of them.
     public var elements: [Element]
@@ -22,6 +23,7 @@ public struct Tensor<Element: AttentionScalar>: Equatable, Sendable {
         self.elements = elements
     }
 
+    /// The element at (b, h, n, d); traps when an index is out of range.
     public subscript(b: Int, h: Int, n: Int, d: Int) -> Element {
         get { elements[offset(b, h, n, d)] }
         set { elements[offset(b, h, n, d)] = newValue }
@@ -33,6 +35,7 @@ public struct Tensor<Element: AttentionScalar>: Equatable, Sendable {
         return ((b * shape[1] + h) * shape[2] + n) * shape[3] + d
     }
 
+    /// Calls `body` with a contiguous view of the elements, valid only during the call.
     public func withView<R, E: Error>(_ body: (TensorView<Element>) throws(E) -> R) throws(E) -> R {
         let result: Result<R, E> = elements.withUnsafeBufferPointer { buffer in
             // An empty array may have no base address; no element is read through it then.
@@ -42,6 +45,8 @@ public struct Tensor<Element: AttentionScalar>: Equatable, Sendable {
         return try result.get()
     }
 
+    /// Calls `body` with a writable contiguous view of the elements (an output), valid only
+    /// during the call.
     public mutating func withMutableView<R, E: Error>(_ body: (MutableTensorView<Element>) throws(E) -> R) throws(E) -> R {
         let shape = self.shape
         let result: Result<R, E> = elements.withUnsafeMutableBufferPointer { buffer in

@@ -2,8 +2,11 @@
 /// Strides are in elements and may be negative or zero; a B × N × H × D buffer is seen as
 /// B × H × N × D by permuting its strides, without a copy.
 public struct TensorView<Element: TensorElement>: @unchecked Sendable {
+    /// The address of element (0, 0, 0, 0).
     public var base: UnsafePointer<Element>
+    /// The sizes of the four dimensions.
     public var shape: SIMD4<Int>
+    /// The distance, in elements, between neighbours along each dimension.
     public var strides: SIMD4<Int>
 
     /// A view; `strides` defaults to the contiguous row-major strides of `shape`.
@@ -16,10 +19,14 @@ public struct TensorView<Element: TensorElement>: @unchecked Sendable {
 
 /// A writable rank-4 strided view (outputs). Its elements must not overlap each other.
 public struct MutableTensorView<Element: TensorElement>: @unchecked Sendable {
+    /// The address of element (0, 0, 0, 0).
     public var base: UnsafeMutablePointer<Element>
+    /// The sizes of the four dimensions.
     public var shape: SIMD4<Int>
+    /// The distance, in elements, between neighbours along each dimension.
     public var strides: SIMD4<Int>
 
+    /// A view; `strides` defaults to the contiguous row-major strides of `shape`.
     public init(base: UnsafeMutablePointer<Element>, shape: SIMD4<Int>, strides: SIMD4<Int>? = nil) {
         self.base = base
         self.shape = shape
