@@ -40,39 +40,39 @@ def numeric_grad(f, x, step=1e-6):
 
 
 def assert_gil_released(make_call, sizes):
-    """make_call(n) returns a call of problem size n. Takes the first n of ``sizes`` whose call
-    lasts 0.3 s on one thread (else the last), runs it once more while a Python thread counts,
-    and asserts that the counter ran during the call."""
-    samples = []
-    stop = threading.Event()
-
-    def counter():
-        n = 0
-        while not stop.is_set():
-            n += 1
-            if n % 200 == 0:
-                samples.append(time.perf_counter())
-
+    """make_call(n) returns a call of problem size n. Runs the calls of ``sizes`` in turn, on one
+    library thread, while a Python thread counts, until one lasts at least 0.2 s (on a loaded host a
+    size's time varies from run to run, so the size is not chosen by an earlier run), and asserts that
+    the counter ran during that call."""
     performer.set_num_threads(1)
     try:
         for n in sizes:
             call = make_call(n)
-            start = time.perf_counter()
-            call()
-            if time.perf_counter() - start >= 0.3:
+            samples = []
+            stop = threading.Event()
+
+            def counter():
+                count = 0
+                while not stop.is_set():
+                    count += 1
+                    if count % 200 == 0:
+                        samples.append(time.perf_counter())
+
+            worker = threading.Thread(target=counter)
+            worker.start()
+            try:
+                time.sleep(0.05)
+                start = time.perf_counter()
+                call()
+                end = time.perf_counter()
+            finally:
+                stop.set()
+                worker.join()
+            if end - start >= 0.2:
                 break
-        worker = threading.Thread(target=counter)
-        worker.start()
-        time.sleep(0.05)
-        start = time.perf_counter()
-        call()
-        end = time.perf_counter()
-        stop.set()
-        worker.join()
     finally:
-        stop.set()
         performer.set_num_threads(0)
-    assert end - start >= 0.2
+    assert end - start >= 0.2, "no size of %s lasted 0.2 s" % (sizes,)
     # Samples strictly inside the call (away from the switch interval at its edges) exist
     # only if the call ran without the GIL.
     margin = 0.05
