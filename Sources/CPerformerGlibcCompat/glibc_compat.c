@@ -14,7 +14,15 @@
 #if defined(__linux__)
 #include <features.h> /* defines __GLIBC__ (not on musl) */
 #endif
-#if defined(__linux__) && defined(__x86_64__) && defined(__GLIBC__)
+/* Sanitizer builds (tests only, never shipped) keep the default bindings: ASan and TSan
+ * intercept pthread_create and dlopen by name, and a call bound to an old version would pass
+ * them by. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define PERFORMER_SANITIZED_BUILD 1
+#endif
+#endif
+#if defined(__linux__) && defined(__x86_64__) && defined(__GLIBC__) && !defined(PERFORMER_SANITIZED_BUILD)
 
 struct stat;
 typedef unsigned long pthread_t_compat;
