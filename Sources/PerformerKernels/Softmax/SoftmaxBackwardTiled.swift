@@ -130,17 +130,20 @@ func packKeyBlock<T: KernelScalar>(
     let d = t.shape.headDim, m = t.shape.valueDim
     let k = t.key.base.assumingMemoryBound(to: T.self) + keyStart * t.key.rowStride
     let v = t.value.base.assumingMemoryBound(to: T.self) + keyStart * t.value.rowStride
+    // backwardPair reads the lanes up to `keys` rounded to the micro-kernel width, no further:
+    // a block of a few keys (a tiny call) zeroes those, not all 64.
+    let lanes = roundUp(keys, microKernelColumns(T.self))
     for x in 0..<d {
         let row = buffers.kT + x * backwardKeyBlock
         let column = k + x * t.key.columnStride
         for j in 0..<keys { row[j] = column[j * t.key.rowStride] }
-        for j in keys..<backwardKeyBlock { row[j] = 0 }
+        for j in keys..<lanes { row[j] = 0 }
     }
     for y in 0..<m {
         let row = buffers.vT + y * backwardKeyBlock
         let column = v + y * t.value.columnStride
         for j in 0..<keys { row[j] = column[j * t.value.rowStride] }
-        for j in keys..<backwardKeyBlock { row[j] = 0 }
+        for j in keys..<lanes { row[j] = 0 }
     }
     if rows {
         for j in 0..<keys {
@@ -251,6 +254,30 @@ func firstVisibleQuery(_ t: SoftmaxBackwardTask, key: Int) -> Int {
     t.masking.causal ? Swift.max(0, key - t.masking.causalOffset) : 0
 }
 
+/// Zeroes the dK, dV accumulators of `keyCount` keys (blocks × D × 64, then blocks × M × 64)
+/// where the key pass accumulates and reads them: whole blocks, and in a last block of fewer
+/// keys the lanes up to its count rounded to the micro-kernel width (what backwardPair writes
+/// and the key pass reads). The same results; a tiny call no longer clears 64 lanes per row.
+@inline(__always)
+func zeroKeyAccumulators<T: KernelScalar>(_ dK: UnsafeMutablePointer<T>, keyCount: Int, d: Int, m: Int) {
+    let blocks = (keyCount + backwardKeyBlock - 1) / backwardKeyBlock
+    guard blocks > 0 else { return }
+    let lanes = roundUp(keyCount - (blocks - 1) * backwardKeyBlock, microKernelColumns(T.self))
+    zeroAccumulatorBlocks(dK, blocks: blocks, rows: d, lastLanes: lanes)
+    zeroAccumulatorBlocks(dK + blocks * d * backwardKeyBlock, blocks: blocks, rows: m, lastLanes: lanes)
+}
+
+/// `blocks` blocks of rows × 64 accumulators: all of the first blocks − 1, `lastLanes` per row of the last.
+@inline(__always)
+func zeroAccumulatorBlocks<T: KernelScalar>(_ part: UnsafeMutablePointer<T>, blocks: Int, rows: Int, lastLanes: Int) {
+    let full = (blocks - 1) * rows * backwardKeyBlock
+    for x in 0..<full { part[x] = 0 }
+    for r in 0..<rows {
+        let row = part + full + r * backwardKeyBlock
+        for j in 0..<lastLanes { row[j] = 0 }
+    }
+}
+
 /// Key pass: dK, dV for keys `rowStart ..< rowStart + rowCount` (and dQ when fused).
 func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardTask>, _: T.Type) {
     let t = task.pointee
@@ -258,7 +285,7 @@ func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardT
     let buffers = BackwardBuffers<T>(t.scratch, shape: t.shape, keyRows: t.rowCount, fused: t.fusedQueryGradient)
     let blocks = (t.rowCount + backwardKeyBlock - 1) / backwardKeyBlock
     let accumulatorCount = blocks * (d + m) * backwardKeyBlock
-    for x in 0..<accumulatorCount { buffers.dK[x] = 0 }
+    zeroKeyAccumulators(buffers.dK, keyCount: t.rowCount, d: d, m: m)
     let laneIndex = laneIndexVector(T.self)
     let fused = t.fusedQueryGradient
     for g in 0..<t.groupSize {
@@ -267,7 +294,7 @@ func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardT
         // the same additions, in the same order, as one task per query head whose dK, dV are
         // added up afterwards (SoftmaxAttention.backward picks either layout).
         let dK = g == 0 ? buffers.dK : buffers.headDK, dV = dK + blocks * d * backwardKeyBlock
-        if g > 0 { for x in 0..<accumulatorCount { dK[x] = 0 } }
+        if g > 0 { zeroKeyAccumulators(dK, keyCount: t.rowCount, d: d, m: m) }
         if fused { for x in 0..<(n * buffers.paddedD) { buffers.dQ[x] = 0 } }
         packScaledQuery(t, head, buffers, rowStart: 0, rows: n)
         var sweepStart = 0

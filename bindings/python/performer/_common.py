@@ -20,6 +20,7 @@ def _lse_dtype(dtype):
 def _state_reference(dtype):
     """What a state argument's dtype is compared with, in messages."""
     return "the state of a float16 call" if dtype == _FLOAT16 else "q"
+_ndarray = _np.ndarray
 _NATIVE_PREFIXES = "@=" + ("<" if _sys.byteorder == "little" else ">!")
 
 
@@ -85,6 +86,31 @@ def _check_qkv(q, k, v):
                          % (q[1], k[1]))
 
 
+def _qkv(q, k, v):
+    """(dtype, q's shape, k's shape, v's shape) of q, k, v: what allocating the results needs.
+
+    One validation: when q, k and v are NumPy arrays of one library dtype and rank 4 (a call's
+    usual case) nothing else is checked here -- the library checks the shapes against each other
+    and raises the same messages as _check_qkv. Anything else takes the full checks, whose
+    messages name the argument, before anything is allocated."""
+    if type(q) is _ndarray and type(k) is _ndarray and type(v) is _ndarray:
+        dtype = q.dtype
+        if ((dtype is _FLOAT32 or dtype is _FLOAT64 or dtype is _FLOAT16) and k.dtype is dtype and v.dtype is dtype
+                and q.ndim == 4 and k.ndim == 4 and v.ndim == 4):
+            return dtype, q.shape, k.shape, v.shape
+    return _checked_qkv(q, k, v)
+
+
+def _checked_qkv(q, k, v):
+    """_qkv's full checks (also the first checks of a call whose other arguments fail a fast test,
+    so that errors keep their argument order)."""
+    dtype, qs = _tensor("q", q, 4)
+    _, ks = _tensor("k", k, 4, dtype)
+    _, vs = _tensor("v", v, 4, dtype)
+    _check_qkv(qs, ks, vs)
+    return dtype, qs, ks, vs
+
+
 def _check_exact(name, shape, expected, described):
     if shape != expected:
         raise ValueError("%s has shape %s but must be %s = %s" % (name, shape, described, expected))
@@ -97,7 +123,7 @@ def _options(causal, scale, kv_lengths, batch):
             scale = float(scale)
         except (TypeError, ValueError):
             raise TypeError("scale must be None or a real number, not %s" % type(scale).__name__) from None
-    return causal, scale, _key_array("kv_lengths", kv_lengths, batch)
+    return causal, scale, None if kv_lengths is None else _key_array("kv_lengths", kv_lengths, batch)
 
 
 def _key_array(name, values, batch):

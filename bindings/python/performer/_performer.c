@@ -977,6 +977,52 @@ get_state_pair(PyObject *s_obj, PyObject *z_obj, tensor_arg *t, int writable, co
     return 0;
 }
 
+static int get_state_triple(PyObject *s_obj, PyObject *z_obj, PyObject *c_obj, tensor_arg *t, int writable,
+                            const tensor_arg *reference);
+
+/* A group of tensor arguments of a state-only call after k and v: one gradient (dk or dv, of k's
+ * dtype and rank 4), or a state pair (S, z) / triple (S, z, c) (float32 in a half call), written or
+ * read; a required state must not be None. */
+typedef struct {
+    int first, count, writable, required;
+} state_call_group;
+
+/*
+ * The tensors of linear_state, favor_state and their backward: k, v (read-only, one dtype) in
+ * obj[0], obj[1], then the groups in order. Every tensor is taken before a missing required state
+ * is reported. Returns 0, or -1 with an exception (as get_tensor: the caller releases t).
+ */
+static int
+get_state_call_tensors(PyObject *const *obj, tensor_arg *t, const state_call_group *groups, int group_count)
+{
+    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0) {
+        return -1;
+    }
+    for (int g = 0; g < group_count; g++) {
+        PyObject *const *o = obj + groups[g].first;
+        tensor_arg *arg = t + groups[g].first;
+        int writable = groups[g].writable;
+        int status = groups[g].count == 1 ? get_tensor(o[0], arg, 4, writable, &t[0])
+                     : groups[g].count == 2 ? get_state_pair(o[0], o[1], arg, writable, lse_reference(&t[0]))
+                                            : get_state_triple(o[0], o[1], o[2], arg, writable, lse_reference(&t[0]));
+        if (status < 0) {
+            return -1;
+        }
+    }
+    for (int g = 0; g < group_count; g++) {
+        const tensor_arg *arg = t + groups[g].first;
+        if (groups[g].required && obj[groups[g].first] == Py_None) {
+            if (groups[g].count == 2) {
+                PyErr_Format(PyExc_ValueError, "%s and %s are required", arg[0].name, arg[1].name);
+            } else {
+                PyErr_Format(PyExc_ValueError, "%s, %s and %s are required", arg[0].name, arg[1].name, arg[2].name);
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(linear_forward_doc,
 "linear_forward(q, k, v, out, S0, z0, S_N, z_N, den, causal, feature_map, eps, normalize, kv_lengths,\n"
 "               kv_starts)\n"
@@ -1089,9 +1135,8 @@ linear_state(PyObject *module, PyObject *args)
     tensor_arg t[6] = {{"k"}, {"v"}, {"S0"}, {"z0"}, {"S"}, {"z"}};
     linear_options o = {0};
     PyObject *result = NULL;
-    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_state_pair(obj[2], obj[3], &t[2], 0, lse_reference(&t[0])) < 0 ||
-        get_state_pair(obj[4], obj[5], &t[4], 1, lse_reference(&t[0])) < 0) {
+    static const state_call_group groups[] = {{2, 2, 0, 0}, {4, 2, 1, 1}};  /* S0, z0; S, z */
+    if (get_state_call_tensors(obj, t, groups, 2) < 0) {
         goto done;
     }
     if (get_linear_options(&o, 0, feature_map, 1e-6, 1, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
@@ -1127,14 +1172,8 @@ linear_state_backward(PyObject *module, PyObject *args)
     tensor_arg t[8] = {{"k"}, {"v"}, {"dS"}, {"dz"}, {"dk"}, {"dv"}, {"dS0"}, {"dz0"}};
     linear_options o = {0};
     PyObject *result = NULL;
-    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_state_pair(obj[2], obj[3], &t[2], 0, lse_reference(&t[0])) < 0 ||
-        get_tensor(obj[4], &t[4], 4, 1, &t[0]) < 0 || get_tensor(obj[5], &t[5], 4, 1, &t[0]) < 0 ||
-        get_state_pair(obj[6], obj[7], &t[6], 1, lse_reference(&t[0])) < 0) {
-        goto done;
-    }
-    if (obj[2] == Py_None) {
-        PyErr_SetString(PyExc_ValueError, "dS and dz are required");
+    static const state_call_group groups[] = {{2, 2, 0, 1}, {4, 1, 1, 0}, {5, 1, 1, 0}, {6, 2, 1, 0}};
+    if (get_state_call_tensors(obj, t, groups, 4) < 0) {  /* dS, dz; dk; dv; dS0, dz0 */
         goto done;
     }
     if (get_linear_options(&o, 0, feature_map, 1e-6, 1, kv_lengths, kv_starts, t[0].tensor.shape[0]) < 0) {
@@ -1966,13 +2005,8 @@ favor_state(PyObject *module, PyObject *args)
     performer_favor_options_t o;
     int64_t *lengths = NULL, *starts = NULL;
     PyObject *result = NULL;
-    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_state_triple(obj[2], obj[3], obj[4], &t[2], 0, lse_reference(&t[0])) < 0 ||
-        get_state_triple(obj[5], obj[6], obj[7], &t[5], 1, lse_reference(&t[0])) < 0) {
-        goto done;
-    }
-    if (obj[5] == Py_None) {
-        PyErr_SetString(PyExc_ValueError, "S, z and c are required");
+    static const state_call_group groups[] = {{2, 3, 0, 0}, {5, 3, 1, 1}};  /* S0, z0, c0; S, z, c */
+    if (get_state_call_tensors(obj, t, groups, 2) < 0) {
         goto done;
     }
     if (get_favor_attention_options(&o, &lengths, &starts, 0, features, scale, 0.0, relu_offset, kv_lengths,
@@ -2018,15 +2052,8 @@ favor_state_backward(PyObject *module, PyObject *args)
     performer_favor_options_t o;
     int64_t *lengths = NULL, *starts = NULL;
     PyObject *result = NULL;
-    if (get_tensor(obj[0], &t[0], 4, 0, NULL) < 0 || get_tensor(obj[1], &t[1], 4, 0, &t[0]) < 0 ||
-        get_state_pair(obj[2], obj[3], &t[2], 0, lse_reference(&t[0])) < 0 ||
-        get_tensor(obj[4], &t[4], 4, 1, &t[0]) < 0 || get_tensor(obj[5], &t[5], 4, 1, &t[0]) < 0 ||
-        get_state_pair(obj[6], obj[7], &t[6], 1, lse_reference(&t[0])) < 0 ||
-        get_state_triple(obj[8], obj[9], obj[10], &t[8], 0, lse_reference(&t[0])) < 0) {
-        goto done;
-    }
-    if (obj[2] == Py_None) {
-        PyErr_SetString(PyExc_ValueError, "dS and dz are required");
+    static const state_call_group groups[] = {{2, 2, 0, 1}, {4, 1, 1, 0}, {5, 1, 1, 0}, {6, 2, 1, 0}, {8, 3, 0, 0}};
+    if (get_state_call_tensors(obj, t, groups, 5) < 0) {  /* dS, dz; dk; dv; dS0, dz0; S0, z0, c0 */
         goto done;
     }
     if (get_favor_attention_options(&o, &lengths, &starts, 0, features, scale, 0.0, relu_offset, kv_lengths,

@@ -4,8 +4,8 @@ backward, and state-only calls."""
 import numpy as _np
 
 from . import _performer as _ext
-from ._common import (_PAIR, _TRIPLE, _check_exact, _check_qkv, _check_state_arity, _choice, _key_array,
-                      _lse_dtype, _options, _output, _outputs, _real, _scale, _size, _state_arrays,
+from ._common import (_PAIR, _TRIPLE, _check_exact, _check_state_arity, _checked_qkv, _choice, _key_array,
+                      _lse_dtype, _ndarray, _options, _output, _outputs, _qkv, _real, _scale, _size, _state_arrays,
                       _state_reference, _tensor)
 
 #: Names and C codes (performer.h section 7).
@@ -160,13 +160,11 @@ def favor_features(x, projection, *, features="positive", scale=None, is_query=T
 
 
 def _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset, kv_starts):
-    dtype, qs = _tensor("q", q, 4)
-    _, ks = _tensor("k", k, 4, dtype)
-    _, vs = _tensor("v", v, 4, dtype)
-    _check_qkv(qs, ks, vs)
+    dtype, qs, ks, vs = _qkv(q, k, v)
     projection = _projection_arg(projection)
     dim, num_features = projection._info()[:2]
     if qs[3] != dim:
+        _checked_qkv(q, k, v)
         raise ValueError("q.shape[3] = %d but projection.dim = %d (head dim)" % (qs[3], dim))
     code = _choice("features", features, _FAVOR_FEATURES)
     causal, _, kv_lengths = _options(causal, None, kv_lengths, qs[0])
@@ -270,8 +268,10 @@ def favor_attention_backward(q, k, v, dout, projection, *, causal=False, feature
     """
     (dtype, qs, ks, vs, projection, causal, code, scale, eps, keys, relu_offset,
      s_shape) = _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset, kv_starts)
-    _, ds = _tensor("dout", dout, 4, dtype)
-    _check_exact("dout", ds, (qs[0], qs[1], qs[2], vs[3]), "(B, H, N, M)")
+    if not (type(dout) is _ndarray and dout.dtype is dtype and dout.shape == qs[:3] + vs[3:]):
+        _checked_qkv(q, k, v)
+        _, ds = _tensor("dout", dout, 4, dtype)
+        _check_exact("dout", ds, (qs[0], qs[1], qs[2], vs[3]), "(B, H, N, M)")
     s0 = z0 = c0 = gs = gz = ds0 = dz0 = None
     if initial_state is not None:
         s0, z0, c0 = _state_arrays("initial_state", initial_state, _lse_dtype(dtype), s_shape, _TRIPLE,

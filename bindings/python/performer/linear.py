@@ -3,8 +3,8 @@
 import numpy as _np
 
 from . import _performer as _ext
-from ._common import (_PAIR, _check_exact, _check_qkv, _check_state_arity, _key_array, _lse_dtype, _options,
-                      _output, _outputs, _real, _size, _state_arrays, _state_reference, _tensor)
+from ._common import (_PAIR, _check_exact, _check_state_arity, _checked_qkv, _key_array, _lse_dtype, _ndarray,
+                      _options, _output, _outputs, _qkv, _real, _size, _state_arrays, _state_reference, _tensor)
 
 #: Feature-map names and their performer_feature_map codes.
 _FEATURE_MAPS = {"elu+1": 0, "relu": 1, "identity": 2}
@@ -21,12 +21,10 @@ def _feature_map(feature_map):
 
 
 def _linear_setup(q, k, v, causal, feature_map, eps, kv_lengths, kv_starts):
-    dtype, qs = _tensor("q", q, 4)
-    _, ks = _tensor("k", k, 4, dtype)
-    _, vs = _tensor("v", v, 4, dtype)
-    _check_qkv(qs, ks, vs)
+    dtype, qs, ks, vs = _qkv(q, k, v)
     causal, _, kv_lengths = _options(causal, None, kv_lengths, qs[0])
-    kv_starts = _key_array("kv_starts", kv_starts, qs[0])
+    if kv_starts is not None:
+        kv_starts = _key_array("kv_starts", kv_starts, qs[0])
     return dtype, qs, ks, vs, causal, _feature_map(feature_map), _real("eps", eps), kv_lengths, kv_starts
 
 
@@ -123,8 +121,10 @@ def linear_attention_backward(q, k, v, dout, *, causal=False, feature_map="elu+1
     B, H, N, D = qs
     M = vs[3]
     s_shape = (B, H, D, M)
-    _, ds = _tensor("dout", dout, 4, dtype)
-    _check_exact("dout", ds, (B, H, N, M), "(B, H, N, M)")
+    if not (type(dout) is _ndarray and dout.dtype is dtype and dout.shape == (B, H, N, M)):
+        _checked_qkv(q, k, v)
+        _, ds = _tensor("dout", dout, 4, dtype)
+        _check_exact("dout", ds, (B, H, N, M), "(B, H, N, M)")
     sd, ref = _lse_dtype(dtype), _state_reference(dtype)  # float32 states for float16
     s0 = z0 = gs = gz = ds0 = dz0 = None
     if initial_state is not None:

@@ -1,8 +1,8 @@
 """Exact softmax attention: forward, backward and the merge of partial results."""
 
 from . import _performer as _ext
-from ._common import (_FLOAT16, _check_exact, _check_qkv, _key_array, _lse_dtype, _options, _output,
-                      _tensor)
+from ._common import (_FLOAT16, _check_exact, _checked_qkv, _empty, _key_array, _lse_dtype, _ndarray, _options,
+                      _output, _qkv, _tensor)
 
 
 
@@ -45,15 +45,14 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, ret
     Raises TypeError for unsupported or mixed dtypes, ValueError for wrong ranks, shapes,
     strides or options; the message names the argument.
     """
-    dtype, qs = _tensor("q", q, 4)
-    _, ks = _tensor("k", k, 4, dtype)
-    _, vs = _tensor("v", v, 4, dtype)
-    _check_qkv(qs, ks, vs)
+    dtype, qs, _, vs = _qkv(q, k, v)
     causal, scale, kv_lengths = _options(causal, scale, kv_lengths, qs[0])
-    kv_starts = _key_array("kv_starts", kv_starts, qs[0])
+    if kv_starts is not None:
+        kv_starts = _key_array("kv_starts", kv_starts, qs[0])
     return_lse = return_lse or lse is not None
-    out = _output(out, (qs[0], qs[1], qs[2], vs[3]), dtype)
-    lse = _output(lse, (qs[0], qs[1], qs[2]), _lse_dtype(dtype)) if return_lse else None
+    if out is None:
+        out = _empty(qs[:3] + vs[3:], dtype)
+    lse = _output(lse, qs[:3], _lse_dtype(dtype)) if return_lse else None
     _ext.softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths, kv_starts)
     return (out, lse) if return_lse else out
 
@@ -74,10 +73,24 @@ def softmax_attention_backward(q, k, v, out, lse, dout, *, causal=False, scale=N
     Raises TypeError for unsupported or mixed dtypes, ValueError for wrong ranks, shapes,
     strides or options; the message names the argument.
     """
-    dtype, qs = _tensor("q", q, 4)
-    _, ks = _tensor("k", k, 4, dtype)
-    _, vs = _tensor("v", v, 4, dtype)
-    _check_qkv(qs, ks, vs)
+    dtype, qs, ks, vs = _qkv(q, k, v)
+    out_shape = qs[:3] + vs[3:]
+    if not (type(out) is _ndarray and type(lse) is _ndarray and type(dout) is _ndarray and out.dtype is dtype
+            and dout.dtype is dtype and lse.dtype is _lse_dtype(dtype) and out.shape == out_shape
+            and dout.shape == out_shape and lse.shape == out_shape[:3]):
+        _check_backward_arguments(q, k, v, out, lse, dout)
+    causal, scale, kv_lengths = _options(causal, scale, kv_lengths, qs[0])
+    if kv_starts is not None:
+        kv_starts = _key_array("kv_starts", kv_starts, qs[0])
+    dq, dk, dv = _output(dq, qs, dtype), _output(dk, ks, dtype), _output(dv, vs, dtype)
+    _ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths, kv_starts)
+    return dq, dk, dv
+
+
+def _check_backward_arguments(q, k, v, out, lse, dout):
+    """Every check of the backward's tensors, in argument order, raising the first failure's
+    message; the fast test in softmax_attention_backward covers the usual case."""
+    dtype, qs, _, vs = _checked_qkv(q, k, v)
     out_shape = (qs[0], qs[1], qs[2], vs[3])
     _, os_ = _tensor("out", out, 4, dtype)
     _check_exact("out", os_, out_shape, "(B, H, N, M)")
@@ -85,11 +98,6 @@ def softmax_attention_backward(q, k, v, out, lse, dout, *, causal=False, scale=N
     _check_exact("lse", ls, out_shape[:3], "(B, H, N)")
     _, ds = _tensor("dout", dout, 4, dtype)
     _check_exact("dout", ds, out_shape, "(B, H, N, M)")
-    causal, scale, kv_lengths = _options(causal, scale, kv_lengths, qs[0])
-    kv_starts = _key_array("kv_starts", kv_starts, qs[0])
-    dq, dk, dv = _output(dq, qs, dtype), _output(dk, ks, dtype), _output(dv, vs, dtype)
-    _ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, kv_lengths, kv_starts)
-    return dq, dk, dv
 
 
 def softmax_merge(out_a, lse_a, out_b, lse_b, *, out=None, lse=None):

@@ -1,7 +1,9 @@
 """Helpers more than one test file uses: the repository's path, running an example,
-central-difference gradients, and the check that a call releases the GIL.
+central-difference gradients, the check that a call releases the GIL, and a call in a forked
+child.
 (The softmax reference is reference.py.)"""
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 import performer
 
@@ -78,3 +81,26 @@ def assert_gil_released(make_call, sizes):
     margin = 0.05
     inside = [t for t in samples if start + margin < t < end - margin]
     assert len(inside) >= 10, "the counter thread did not run during the call"
+
+
+def _put_result(queue, function):
+    queue.put(function())
+
+
+def run_in_forked_child(function, hung, timeout):
+    """function() run in a fork()ed child of this (threaded) process, returning its result; fails
+    the test with the message `hung` when the child is still running after `timeout` seconds, and
+    skips it where fork is not available."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork start method")
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=_put_result, args=(queue, function))
+    process.start()
+    process.join(timeout=timeout)
+    if process.is_alive():
+        process.kill()
+        process.join()
+        pytest.fail(hung)
+    assert process.exitcode == 0
+    return queue.get(timeout=10)

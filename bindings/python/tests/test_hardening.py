@@ -1,7 +1,6 @@
 """The issue-13 probes that Python reaches (docs/RELIABILITY.md has the table): each once
 crashed, aborted or hung the interpreter; now each raises or works. The C side of every probe
 is Tests/c/test_hardening.c."""
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 import performer
+from helpers import run_in_forked_child
 
 
 def _broadcast(shape):
@@ -72,27 +72,12 @@ def _threaded_checksum():
     return float(performer.softmax_attention(x, x, x).astype(np.float64).sum())
 
 
-def _child(queue):
-    queue.put(_threaded_checksum())
-
-
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Python 3.12+: fork of a threaded process
 def test_fork_child_runs_threaded_calls():
     # The child of a parent that ran a multi-threaded call once hung in its first such call.
-    if "fork" not in multiprocessing.get_all_start_methods():
-        pytest.skip("no fork start method")
     parent = _threaded_checksum()
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(queue,))
-    process.start()
-    process.join(timeout=60)
-    if process.is_alive():
-        process.kill()
-        process.join()
-        pytest.fail("the forked child hung in a multi-threaded call")
-    assert process.exitcode == 0
-    assert queue.get(timeout=10) == parent
+    child = run_in_forked_child(_threaded_checksum, "the forked child hung in a multi-threaded call", 60)
+    assert child == parent
     assert _threaded_checksum() == parent
     performer.set_num_threads(0)
 

@@ -3,7 +3,6 @@ performer._openmp): same results bit for bit as the library's own pool, the thre
 torch.set_num_threads unless performer.set_num_threads chose one, and it can be switched off.
 (The speed is measured by benchmarks/hf_llama.py, not here.)"""
 
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ except ImportError:
 
 import performer
 import performer.torch as pt
+from helpers import run_in_forked_child
 
 openmp = "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
 needs_openmp = pytest.mark.skipif(not openmp, reason="this PyTorch does not run on OpenMP")
@@ -101,29 +101,17 @@ def _numpy_checksum():
     return float(performer.softmax_attention(x, x, x, causal=True).astype(np.float64).sum())
 
 
-def _child_attention(queue):
-    queue.put((pt.torch_threads_in_use(), _numpy_checksum(), _numpy_checksum(), pt.use_torch_threads(True)))
+def _child_attention():
+    return pt.torch_threads_in_use(), _numpy_checksum(), _numpy_checksum(), pt.use_torch_threads(True)
 
 
 @needs_openmp
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Python 3.12+: fork of a threaded process
 def test_forked_child_goes_back_to_the_own_pool():
     # OpenMP's pool does not survive fork(): a child on it would hang in its first parallel region.
-    if "fork" not in multiprocessing.get_all_start_methods():
-        pytest.skip("no fork start method")
     torch.set_num_threads(2)
     performer.set_num_threads(2)
     expected = _numpy_checksum()
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    process = context.Process(target=_child_attention, args=(queue,))
-    process.start()
-    process.join(timeout=120)
-    if process.is_alive():
-        process.kill()
-        process.join()
-        pytest.fail("the forked child hung")
-    assert process.exitcode == 0
-    in_use, first, second, reinstalled = queue.get(timeout=10)
+    in_use, first, second, reinstalled = run_in_forked_child(_child_attention, "the forked child hung", 120)
     assert not in_use and not reinstalled and first == second == expected
     assert pt.torch_threads_in_use()

@@ -235,25 +235,39 @@ torch.library.register_autograd("performer::softmax", _softmax_grad, setup_conte
 
 def linear_shapes(q, k, v):
     """(out shape, state S shape) of linear attention."""
-    rank("q", q, 4)
-    rank("k", k, 4)
-    rank("v", v, 4)
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        rank("q", q, 4)
+        rank("k", k, 4)
+        rank("v", v, 4)
     check_dtype("q", q)
     _half_gate("linear", "q", q)
     B, H, N, D = q.shape
     return (B, H, N, v.shape[3]), (B, H, D, v.shape[3])
 
 
-@torch.library.impl(LIB, "linear", "CPU")
 def linear_forward(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_lengths, kv_starts, return_state):
+    """(out, S, z) of linear attention; S, z are None without return_state (the direct eager path's
+    saving; the op returns empty tensors instead)."""
     out_shape, s_shape = linear_shapes(q, k, v)
     out = q.new_empty(out_shape)
-    S, z = (_wide_empty(q, s_shape), _wide_empty(q, s_shape[:3])) if return_state else (_empty(q), _empty(q))
-    state = _views(("initial_state[0] (S)", "initial_state[1] (z)"), (S0, z0))
-    final = _views(("final_state[0] (S)", "final_state[1] (z)"), (S, z) if return_state else (None, None))
-    _ext.linear_forward(q, k, v, out, *state, *final, None, causal, feature_map, eps, normalize,
-                        keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+    S = z = None
+    if return_state:
+        S, z = _wide_empty(q, s_shape), _wide_empty(q, s_shape[:3])
+    state = (None, None) if S0 is None and z0 is None else _views(("initial_state[0] (S)", "initial_state[1] (z)"),
+                                                                   (S0, z0))
+    final = (None, None) if S is None else _views(("final_state[0] (S)", "final_state[1] (z)"), (S, z))
+    if kv_lengths is not None or kv_starts is not None:
+        kv_lengths, kv_starts = keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts)
+    _ext.linear_forward(q, k, v, out, *state, *final, None, causal, feature_map, eps, normalize, kv_lengths,
+                        kv_starts)
     return out, S, z
+
+
+@torch.library.impl(LIB, "linear", "CPU")
+def _linear(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_lengths, kv_starts, return_state):
+    out, S, z = linear_forward(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_lengths, kv_starts,
+                               return_state)
+    return (out, S, z) if return_state else (out, _empty(q), _empty(q))
 
 
 @torch.library.register_fake("performer::linear", lib=LIB)
@@ -402,9 +416,10 @@ def _projection(W):
 
 def favor_shapes(q, k, v, W, features):
     """(out shape, state S shape) of FAVOR+ attention."""
-    rank("q", q, 4)
-    rank("k", k, 4)
-    rank("v", v, 4)
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        rank("q", q, 4)
+        rank("k", k, 4)
+        rank("v", v, 4)
     check_dtype("q", q)
     _half_gate("favor", "q", q)
     B, H, N, _ = q.shape
@@ -412,8 +427,9 @@ def favor_shapes(q, k, v, W, features):
     return (B, H, N, M), (B, H, favor_count(features, _rows(W)), M)
 
 
-@torch.library.impl(LIB, "favor", "CPU")
 def favor_forward(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_offset, kv_lengths, kv_starts, return_state):
+    """(out, S, z, c) of FAVOR+ attention; the state is None without return_state (the direct eager
+    path's saving; the op returns empty tensors instead)."""
     out_shape, s_shape = favor_shapes(q, k, v, W, features)
     projection = _projection(W)
     out = q.new_empty(out_shape)
@@ -421,10 +437,20 @@ def favor_forward(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_off
         final = (_wide_empty(q, s_shape), _wide_empty(q, s_shape[:3]), _wide_empty(q, s_shape[:3]))
         final_views = _views(("final_state[0] (S)", "final_state[1] (z)", "final_state[2] (c)"), final)
     else:
-        final, final_views = (_empty(q), _empty(q), _empty(q)), (None, None, None)
-    _ext.favor_forward(q, k, v, projection, out, *_views(_TRIPLE, (S0, z0, c0)), *final_views, causal,
-                       features, scale, eps, relu_offset, keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+        final = final_views = (None, None, None)
+    state = (None, None, None) if S0 is None and z0 is None and c0 is None else _views(_TRIPLE, (S0, z0, c0))
+    if kv_lengths is not None or kv_starts is not None:
+        kv_lengths, kv_starts = keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts)
+    _ext.favor_forward(q, k, v, projection, out, *state, *final_views, causal, features, scale, eps, relu_offset,
+                       kv_lengths, kv_starts)
     return (out,) + final
+
+
+@torch.library.impl(LIB, "favor", "CPU")
+def _favor(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_offset, kv_lengths, kv_starts, return_state):
+    result = favor_forward(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_offset, kv_lengths, kv_starts,
+                           return_state)
+    return result if return_state else (result[0], _empty(q), _empty(q), _empty(q))
 
 
 def _fake_dim(name, x, W):

@@ -48,6 +48,19 @@ class _TensorDecoder:
             return q, k, v, out  # the extension reads plain tensors itself (_tensors.py)
         return view("q", q), view("k", k), view("v", v), view("out", out)
 
+    def step(self, q, k, v, out=None, *, state=None):
+        """One token (see the class): out, a new tensor or ``out``; ``state``: the caller's state
+        tensors, read and updated in place, instead of the decoder's own."""
+        if out is None:
+            out = torch.empty(self._out_shape, dtype=self._torch_dtype)
+        views = self._tokens(q, k, v, out)
+        if state is None:
+            self._step(*views)
+        else:
+            _common._check_state_arity("state", state, self._STATE)
+            self._step_on(views, [view(n, t) for n, t in zip(_STATE_NAMES, state)])
+        return out
+
     def _state_tensors(self):
         return (torch.empty(self._s_shape, dtype=self._torch_dtype),) + tuple(
             torch.empty(self._s_shape[:3], dtype=self._torch_dtype) for _ in self._STATE[1:])
@@ -83,16 +96,8 @@ class LinearDecoder(_TensorDecoder, _performer.LinearDecoder):
                          dtype=_dtype_name(dtype))
         self._torch_dtype = torch.float32 if self._dtype.itemsize == 4 else torch.float64
 
-    def step(self, q, k, v, out=None, *, state=None):
-        if out is None:
-            out = torch.empty(self._out_shape, dtype=self._torch_dtype)
-        views = self._tokens(q, k, v, out)
-        if state is None:
-            self._step(*views)
-        else:
-            _common._check_state_arity("state", state, self._STATE)
-            self._step_state(*views, view(_STATE_NAMES[0], state[0]), view(_STATE_NAMES[1], state[1]))
-        return out
+    def _step_on(self, views, state_views):
+        self._step_state(*views, *state_views)
 
     def prefill(self, q, k, v):
         if not isinstance(q, torch.Tensor) or q.dim() != 4:
@@ -118,17 +123,8 @@ class FavorDecoder(_TensorDecoder, _performer.FavorDecoder):
                          relu_offset=relu_offset, dtype=_dtype_name(dtype))
         self._torch_dtype = torch.float32 if self._dtype.itemsize == 4 else torch.float64
 
-    def step(self, q, k, v, out=None, *, state=None):
-        if out is None:
-            out = torch.empty(self._out_shape, dtype=self._torch_dtype)
-        views = self._tokens(q, k, v, out)
-        if state is None:
-            self._step(*views)
-            return out
-        _common._check_state_arity("state", state, self._STATE)
-        state_views = [view(n, t) for n, t in zip(_STATE_NAMES, state)]
+    def _step_on(self, views, state_views):
         self._set_state(*state_views)
         self._step(*views)
         self._get_state(*state_views)
-        return out
 
