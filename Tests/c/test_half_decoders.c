@@ -198,7 +198,7 @@ static void test_favor_decoder(int dtype, int features, int threads) {
                   PERFORMER_ERROR_DTYPE_MISMATCH, "q.dtype = float32 but the decoder's dtype is ");
     CHECK(holds(&s16, 0x1234) && holds(&o1, 0x1234), "%s FAVOR+ decoder: nothing written on a dtype error", name);
     OK(performer_favor_decoder_get_state(half, &fs, &fz, &fc), "state after the errors");
-    OK(performer_favor_decoder_step(resumed, &hq, &hk, &hv, &o2), "resumed step");  /* the same history as half */
+    /* resumed had the same history as half, without the refused calls. */
     OK(performer_favor_decoder_get_state(resumed, &s, &z, &c), "resumed state");
     CHECK(same_floats(&s, &fs) && same_floats(&z, &fz) && same_floats(&c, &fc),
           "%s FAVOR+ decoder: state unchanged by the refused calls", name);

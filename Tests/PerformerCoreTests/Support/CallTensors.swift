@@ -4,7 +4,7 @@ import PerformerCore
 /// A test tensor of any element type (LinearTestTensor for float32/float64, HalfTestTensor for
 /// float16/bfloat16): what the linear and FAVOR+ runners set up, pass and read back.
 protocol TestTensorStorage: AnyObject {
-    associatedtype Element
+    associatedtype Element: TensorElement
     init(shape: SIMD4<Int>, strided: Bool, values: [Double]?)
     var count: Int { get }
     /// Logical elements in row-major order.
