@@ -12,7 +12,8 @@
  * float32 ('f') or float64 ('d') (float16 where the library takes it), rank 4 (rank 3 for lse,
  * seen by the C library as B x H x N x 1), any strides that are whole multiples of the item size,
  * negative included. The extension does not allocate results: the Python layer
- * (performer/__init__.py) passes output buffers it allocated, which are requested writable.
+ * (performer/softmax.py, linear.py, favor.py, decoders.py) passes output buffers it allocated,
+ * which are requested writable.
  *
  * The C call runs without the GIL. Every buffer or reference taken is released on every path.
  */

@@ -25,14 +25,14 @@ def c_names(table, prefix):
 
 
 def test_linear_feature_maps_match_the_header():
-    assert c_names(performer._FEATURE_MAPS, "PERFORMER_FEATURE_") == header_enums()["performer_feature_map"]
+    assert c_names(performer.linear._FEATURE_MAPS, "PERFORMER_FEATURE_") == header_enums()["performer_feature_map"]
 
 
 def test_favor_tables_match_the_header():
     enums = header_enums()
-    assert c_names(performer._FAVOR_FEATURES, "PERFORMER_FAVOR_") == enums["performer_favor_feature_kind"]
-    assert c_names(performer._PROJECTION_KINDS, "PERFORMER_PROJECTION_") == enums["performer_favor_projection_kind"]
-    assert c_names(performer._NORMS, "PERFORMER_NORMS_") == enums["performer_favor_norms"]
+    assert c_names(performer.favor._FAVOR_FEATURES, "PERFORMER_FAVOR_") == enums["performer_favor_feature_kind"]
+    assert c_names(performer.favor._PROJECTION_KINDS, "PERFORMER_PROJECTION_") == enums["performer_favor_projection_kind"]
+    assert c_names(performer.favor._NORMS, "PERFORMER_NORMS_") == enums["performer_favor_norms"]
 
 
 def test_status_and_dtype_enums_are_parsed():

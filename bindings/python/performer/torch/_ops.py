@@ -15,7 +15,7 @@ read from.
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-import performer as _performer
+from performer import _common
 from performer import FavorProjection
 from performer import _performer as _ext
 
@@ -93,7 +93,7 @@ def fake_checks(q, k, v, *others):
             raise TypeError("%s has dtype %s but must be float32 (the state of a %s call)"
                             % (name, got, _DTYPE_NAMES[dtype]))
     if q is not None:
-        _performer._check_qkv(tuple(q.shape), tuple(k.shape), tuple(v.shape))
+        _common._check_qkv(tuple(q.shape), tuple(k.shape), tuple(v.shape))
 
 
 # The algorithms whose library functions take float16/bfloat16 (docs/HALF_PRECISION.md). The

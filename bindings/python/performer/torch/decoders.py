@@ -5,6 +5,7 @@ differentiable (train with linear_attention / favor_attention and their states).
 import torch
 
 import performer as _performer
+from performer import _common
 
 from ._ops import projection_of
 from ._tensors import view
@@ -61,7 +62,7 @@ class _TensorDecoder:
 
     @state.setter
     def state(self, value):
-        _performer._check_state_arity("state", value, self._STATE)
+        _common._check_state_arity("state", value, self._STATE)
         self.set_state(*value)
 
     def set_state(self, *state):
@@ -89,7 +90,7 @@ class LinearDecoder(_TensorDecoder, _performer.LinearDecoder):
         if state is None:
             self._step(*views)
         else:
-            _performer._check_state_arity("state", state, self._STATE)
+            _common._check_state_arity("state", state, self._STATE)
             self._step_state(*views, view(_STATE_NAMES[0], state[0]), view(_STATE_NAMES[1], state[1]))
         return out
 
@@ -124,7 +125,7 @@ class FavorDecoder(_TensorDecoder, _performer.FavorDecoder):
         if state is None:
             self._step(*views)
             return out
-        _performer._check_state_arity("state", state, self._STATE)
+        _common._check_state_arity("state", state, self._STATE)
         state_views = [view(n, t) for n, t in zip(_STATE_NAMES, state)]
         self._set_state(*state_views)
         self._step(*views)

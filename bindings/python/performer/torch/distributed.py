@@ -29,6 +29,8 @@ import torch.distributed as _dist
 from torch.autograd.function import once_differentiable as _once_differentiable
 
 import performer as _performer
+from performer import _common
+from performer import favor as _favor
 from performer.torch import _tensors
 
 __all__ = ["linear_attention", "favor_attention", "softmax_attention", "layout_positions", "bytes_sent"]
@@ -344,8 +346,8 @@ class _FavorFunction(_torch.autograd.Function):
         feature_options = dict(features=features, scale=scale, relu_offset=relu_offset)
         if causal and g.rank == g.size - 1 and g.size > 1:
             # No rank reads the last rank's causal state: send an empty triple of its shape.
-            code = _performer._choice("features", features, _performer._FAVOR_FEATURES)
-            count = _performer._favor_count(code, pinned.num_features)
+            code = _common._choice("features", features, _favor._FAVOR_FEATURES)
+            count = _favor._favor_count(code, pinned.num_features)
             shape = (qn.shape[0], qn.shape[1], count, vn.shape[3])
             state = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype), _np.full(shape[:3], -_np.inf, qn.dtype))
         else:

@@ -5,6 +5,8 @@ tensor (what FavorAttention keeps as a buffer)."""
 import torch
 
 import performer as _performer
+from performer import _common
+from performer import favor as _favor
 
 from . import _autocast, _ops
 from ._direct import direct
@@ -37,8 +39,8 @@ def matrix_of(projection):
 
 
 def _favor_options(features, scale, eps, relu_offset):
-    code = _performer._choice("features", features, _performer._FAVOR_FEATURES)
-    return code, scale_arg(scale), _performer._real("eps", eps), _performer._real("relu_offset", relu_offset)
+    code = _common._choice("features", features, _favor._FAVOR_FEATURES)
+    return code, scale_arg(scale), _common._real("eps", eps), _common._real("relu_offset", relu_offset)
 
 
 def favor_attention(q, k, v, projection, *, causal=False, features="positive", scale=None, eps=0.0, kv_lengths=None,
@@ -57,7 +59,7 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     """
     causal, return_state = bool(causal), bool(return_state)
     code, scale, eps, relu_offset = _favor_options(features, scale, eps, relu_offset)
-    state = state_arg("initial_state", initial_state, _performer._TRIPLE)
+    state = state_arg("initial_state", initial_state, _common._TRIPLE)
     W, held = projection_args(projection)
     kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if _autocast.requested():
@@ -82,7 +84,7 @@ def favor_state(k, v, projection, *, features="positive", scale=None, kv_lengths
     state's S~, z~ (c held fixed). projection: FavorProjection or W tensor. The op is
     ``torch.ops.performer.favor_state``."""
     code, scale, _, relu_offset = _favor_options(features, scale, 0.0, relu_offset)
-    state = state_arg("initial_state", initial_state, _performer._TRIPLE)
+    state = state_arg("initial_state", initial_state, _common._TRIPLE)
     hs = heads_arg(heads, state, k)
     W, held = projection_args(projection)
     kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)

@@ -3,7 +3,8 @@ and performer::linear_state."""
 
 import torch
 
-import performer as _performer
+from performer import _common
+from performer import linear as _linear
 
 from . import _autocast, _ops
 from ._direct import direct
@@ -19,14 +20,14 @@ def state_arg(name, value, labels):
     """A state argument (None, or a tuple/list of len(labels) tensors) as a tuple, else TypeError."""
     if value is None:
         return (None,) * len(labels)
-    _performer._check_state_arity(name, value, labels)
+    _common._check_state_arity(name, value, labels)
     return tuple(value)
 
 
 def heads_arg(heads, initial_state, k):
     """Hs of a state-only call: heads, else the initial state's S.shape[1], else k.shape[1]."""
     if heads is not None:
-        return _performer._size("heads", heads)
+        return _common._size("heads", heads)
     if isinstance(initial_state[0], torch.Tensor) and initial_state[0].dim() == 4:
         return initial_state[0].shape[1]
     _ops.rank("k", k, 4)
@@ -48,9 +49,9 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, no
     differentiable). The op is ``torch.ops.performer.linear``; see performer.linear_attention.
     """
     causal, normalize, return_state = bool(causal), bool(normalize), bool(return_state)
-    fmap = _performer._feature_map(feature_map)
-    eps = _performer._real("eps", eps)
-    S0, z0 = state_arg("initial_state", initial_state, _performer._PAIR)
+    fmap = _linear._feature_map(feature_map)
+    eps = _common._real("eps", eps)
+    S0, z0 = state_arg("initial_state", initial_state, _common._PAIR)
     kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if _autocast.requested():
         q, k, v, S0, z0 = _autocast.widen((q, k, v, S0, z0))
@@ -70,8 +71,8 @@ def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, kv_starts=None, 
     (B x Hs x D) over the visible keys. heads = Hs, a multiple of Hk (default: the initial
     state's, else Hk); Hs = H gives a state usable as linear_attention's initial_state. The op
     is ``torch.ops.performer.linear_state``; see performer.linear_state."""
-    fmap = _performer._feature_map(feature_map)
-    S0, z0 = state_arg("initial_state", initial_state, _performer._PAIR)
+    fmap = _linear._feature_map(feature_map)
+    S0, z0 = state_arg("initial_state", initial_state, _common._PAIR)
     hs = heads_arg(heads, (S0, z0), k)
     kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if _autocast.requested():

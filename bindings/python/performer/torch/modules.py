@@ -3,6 +3,9 @@
 import torch
 
 import performer as _performer
+from performer import _common
+from performer import favor as _favor
+from performer import linear as _linear
 
 from .favor import favor_attention
 from .linear import linear_attention
@@ -37,10 +40,10 @@ class LinearAttention(torch.nn.Module):
 
     def __init__(self, causal=False, feature_map="elu+1", eps=1e-6, normalize=True):
         super().__init__()
-        _performer._feature_map(feature_map)
+        _linear._feature_map(feature_map)
         self.causal = bool(causal)
         self.feature_map = feature_map
-        self.eps = _performer._real("eps", eps)
+        self.eps = _common._real("eps", eps)
         self.normalize = bool(normalize)
 
     def forward(self, q, k, v, kv_lengths=None, kv_starts=None, initial_state=None, return_state=False):
@@ -78,11 +81,11 @@ class FavorAttention(torch.nn.Module):
         self.dim, self.num_features = generator.dim, generator.num_features
         self.kind, self.norms, self.seed, self.draw = kind, norms, generator.seed, 0
         self.causal = bool(causal)
-        _performer._choice("features", features, _performer._FAVOR_FEATURES)
+        _common._choice("features", features, _favor._FAVOR_FEATURES)
         self.features = features
         self.scale = scale_arg(scale)
-        self.eps = _performer._real("eps", eps)
-        self.relu_offset = _performer._real("relu_offset", relu_offset)
+        self.eps = _common._real("eps", eps)
+        self.relu_offset = _common._real("relu_offset", relu_offset)
 
     @property
     def projection(self):
