@@ -1,6 +1,6 @@
-"""float16 NumPy arrays through softmax, linear and FAVOR+ attention and their backwards
-(docs/HALF_PRECISION.md): computed in float32, each output rounded once; lse, states and
-denominators in float32.
+"""float16 NumPy arrays through softmax, linear and FAVOR+ attention and their backwards, the
+softmax merge and the decoders (docs/HALF_PRECISION.md): computed in float32, each output
+rounded once; lse, states (a decoder's too) and denominators in float32.
 
 Accuracy rule (FlashAttention's): against the float64 reference on the same float16 inputs,
 our output and every gradient has a max error <= 2x that of a straightforward float16
