@@ -173,13 +173,17 @@ typedef enum performer_dtype {
  *  the type's largest finite value becomes +-infinity). The row log-sum-exp of a half call is a
  *  float32 tensor, and so are the states (S, z; S~, z~, c), their gradients and the linear
  *  denominators. Scores and states are float32, so a large q.k or a state past the half
- *  type's range does not overflow even in float16.
- *  Half tensors are accepted by performer_softmax_forward/_backward, performer_linear_forward
+ *  type's range does not overflow even in float16. A decoder created with a half dtype takes
+ *  its tokens (q, k, v, out) in that type and keeps its state in float32: get_state,
+ *  set_state and step_with_state take float32 state tensors.
+ *  Half tensors are accepted by performer_softmax_forward/_backward, performer_softmax_merge
+ *  (out in the half type, lse float32), performer_linear_forward
  *  (_with_denominators)/_backward, performer_linear_state(_backward),
- *  performer_favor_forward/_backward, performer_favor_state(_backward) and
- *  performer_favor_features(_backward); every other function refuses them with
- *  PERFORMER_ERROR_DTYPE_MISMATCH ("... is not supported by <function> yet"), never reading
- *  2-byte data as 4-byte. See docs/HALF_PRECISION.md. */
+ *  performer_favor_forward/_backward, performer_favor_state(_backward),
+ *  performer_favor_features(_backward) and the linear and FAVOR+ decoders; the projection's
+ *  create_from_matrix and get_matrix refuse them with PERFORMER_ERROR_DTYPE_MISMATCH ("... is
+ *  not supported by <function> yet"), never reading 2-byte data as 4-byte. See
+ *  docs/HALF_PRECISION.md. */
 
 /** A rank-4 strided view of caller-owned memory. Element (i0, i1, i2, i3) is at
  *  ((T *)data)[i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3]],
@@ -360,7 +364,10 @@ performer_status performer_softmax_backward(
  *    lse = log(exp(lse_a) + exp(lse_b)),
  *    out = exp(lse_a - lse) * out_a + exp(lse_b - lse) * out_b      (row by row).
  *  Shapes: out_a, out_b, out: B x H x N x M; lse_a, lse_b, lse: B x H x N x 1; any strides,
- *  all of one dtype (float32 or float64; the weights are computed in double). The operation
+ *  all of one dtype (float32 or float64; the weights are computed in double), or out_a,
+ *  out_b, out all PERFORMER_FLOAT16 or all PERFORMER_BFLOAT16 with lse_a, lse_b, lse
+ *  PERFORMER_FLOAT32 (as the half forward writes its lse): each out element is then the
+ *  float32 merge of the widened rows, rounded once (no scratch either). The operation
  *  is associative and commutative up to rounding, so any number of partial results can be
  *  folded in any order. A side whose lse is -infinity saw no key: it adds nothing and its out
  *  row is not read; a row that is -infinity on both sides gets out 0 and lse -infinity, never
@@ -369,8 +376,8 @@ performer_status performer_softmax_backward(
  *
  *  Errors (nothing written in every case):
  *    PERFORMER_ERROR_NULL_POINTER        an argument is NULL, or a non-empty tensor's data is NULL
- *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, or differs from out_a's,
- *                                        or is float16/bfloat16 (not supported here yet)
+ *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, or differs from out_a's
+ *                                        (an lse: is not float32 when out_a is half)
  *    PERFORMER_ERROR_SIZE_OVERFLOW       a negative shape, or a tensor's extent overflows 64 bits
  *    PERFORMER_ERROR_SHAPE_MISMATCH      a shape differs from out_a's (B x H x N x 1 for the lse)
  *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, an lse_a or lse_b
@@ -558,7 +565,9 @@ performer_status performer_linear_state_backward(
  *   A decoder holds the state (S: B x H x C x M, z: B x H x C x 1) of B x H query heads and
  *   takes one token per step:  S <- S + phi(k) v^T,  z <- z + phi(k),
  *   out = phi(q)^T S / (phi(q)^T z + eps).  A step costs O(C * M) per head at any position
- *   and allocates nothing. Tokens are rank-4 tensors whose axis 2 (positions) has length 1:
+ *   and allocates nothing (a half decoder: nothing after its first step, which allocates the
+ *   float32 copies of the tokens it keeps). Tokens are rank-4 tensors whose axis 2
+ *   (positions) has length 1:
  *   q B x H x 1 x D, k B x Hk x 1 x D, v B x Hk x 1 x M, out B x H x 1 x M.
  *   "Prefill, then decode": performer_linear_decoder_prefill runs a prompt (the causal
  *   forward from the current state) and keeps its final state; or set_state loads the final
@@ -577,7 +586,11 @@ performer_status performer_linear_state_backward(
 typedef struct performer_linear_decoder_s *performer_linear_decoder_t;
 
 /** Creates a decoder with a zero state and stores its handle in *decoder (left unchanged on
- *  error). dtype: the dtype of every tensor passed to it. key_heads (Hk) must be >= 1 and
+ *  error). dtype: the dtype of every token tensor passed to it (q, k, v, out) and of its
+ *  state tensors (s, z), except that a PERFORMER_FLOAT16 or PERFORMER_BFLOAT16 decoder keeps
+ *  its state in float32: its get_state, set_state and step_with_state take float32 s and z
+ *  ("Half precision": each output is the float32 step's on the widened tokens, rounded once;
+ *  the state is the float32 decoder's, bit for bit). key_heads (Hk) must be >= 1 and
  *  divide heads (pass heads for no grouping); head_dim (D) >= 1; batch, heads, value_dim (M)
  *  >= 0; feature_map a performer_feature_map; eps finite and >= 0 (1e-6 is the usual choice).
  *  Errors: PERFORMER_ERROR_NULL_POINTER (decoder is NULL), PERFORMER_ERROR_DTYPE_MISMATCH
@@ -599,10 +612,12 @@ performer_status performer_linear_decoder_reset(performer_linear_decoder_t decod
 
 /** Takes one token per head (shapes above; any strides) and writes out (B x H x 1 x M).
  *  Errors (nothing written, state unchanged): PERFORMER_ERROR_NULL_POINTER (decoder or a
- *  tensor is NULL), PERFORMER_ERROR_DTYPE_MISMATCH (not the decoder's dtype),
+ *  tensor is NULL), PERFORMER_ERROR_DTYPE_MISMATCH (not the decoder's dtype; a state tensor:
+ *  not the decoder's state dtype, float32 for a half decoder),
  *  PERFORMER_ERROR_SHAPE_MISMATCH (a shape differs from the decoder's),
  *  PERFORMER_ERROR_INVALID_ARGUMENT (reserved != 0, misaligned data),
- *  PERFORMER_ERROR_SIZE_OVERFLOW, PERFORMER_ERROR_ALIASING (out overlaps an input or itself). */
+ *  PERFORMER_ERROR_SIZE_OVERFLOW, PERFORMER_ERROR_ALIASING (out overlaps an input or itself),
+ *  PERFORMER_ERROR_OUT_OF_MEMORY (only a half decoder's first step). */
 performer_status performer_linear_decoder_step(
     performer_linear_decoder_t decoder, const performer_tensor_t *q, const performer_tensor_t *k,
     const performer_tensor_t *v, performer_tensor_t *out);
@@ -633,7 +648,8 @@ performer_status performer_linear_decoder_prefill(
     const performer_tensor_t *v, performer_tensor_t *out);
 
 /** Copies the state into s (B x H x C x M) and z (B x H x C x 1), any strides (one block copy
- *  when s and z are contiguous). Errors: PERFORMER_ERROR_NULL_POINTER, _DTYPE_MISMATCH, _SHAPE_MISMATCH, _INVALID_ARGUMENT,
+ *  when s and z are contiguous), both of the decoder's state dtype (float32 for a half
+ *  decoder). Errors: PERFORMER_ERROR_NULL_POINTER, _DTYPE_MISMATCH, _SHAPE_MISMATCH, _INVALID_ARGUMENT,
  *  _SIZE_OVERFLOW, _ALIASING (s and z overlap, or one overlaps itself); nothing written. */
 performer_status performer_linear_decoder_get_state(
     performer_linear_decoder_t decoder, performer_tensor_t *s, performer_tensor_t *z);
@@ -989,7 +1005,10 @@ performer_status performer_favor_state_backward(
 typedef struct performer_favor_decoder_s *performer_favor_decoder_t;
 
 /** Creates a decoder with an empty state (S~ = 0, z~ = 0, c = -inf; c = 0 for relu) over a
- *  copy of the projection's current W. dtype: of every tensor passed to it; batch, heads,
+ *  copy of the projection's current W. dtype: of every tensor passed to it, except that a
+ *  PERFORMER_FLOAT16 or PERFORMER_BFLOAT16 decoder keeps its state in float32 (get_state and
+ *  set_state take a float32 triple; each step's out is the float32 step's on the widened
+ *  tokens, rounded once); batch, heads,
  *  value_dim (M) >= 0. Reads options->features, has_scale, scale, eps and relu_offset
  *  (options may be NULL: the defaults). Errors: PERFORMER_ERROR_NULL_POINTER (decoder or
  *  projection NULL), PERFORMER_ERROR_DTYPE_MISMATCH (unknown dtype),
@@ -1013,13 +1032,15 @@ performer_status performer_favor_decoder_reset(performer_favor_decoder_t decoder
  *  PERFORMER_ERROR_DTYPE_MISMATCH (not the decoder's dtype), PERFORMER_ERROR_SHAPE_MISMATCH,
  *  PERFORMER_ERROR_INVALID_ARGUMENT (reserved != 0, misaligned data),
  *  PERFORMER_ERROR_SIZE_OVERFLOW, PERFORMER_ERROR_ALIASING (out overlaps an input or itself),
- *  PERFORMER_ERROR_OUT_OF_MEMORY. */
+ *  PERFORMER_ERROR_OUT_OF_MEMORY (a half decoder's first step allocates its float32 copies
+ *  of the tokens, kept for later steps). */
 performer_status performer_favor_decoder_step(
     performer_favor_decoder_t decoder, const performer_tensor_t *q, const performer_tensor_t *k,
     const performer_tensor_t *v, performer_tensor_t *out);
 
 /** Copies the state into s (B x H x C x M), z (B x H x C x 1) and c (B x H x C x 1), any
- *  strides. Errors: PERFORMER_ERROR_NULL_POINTER, _DTYPE_MISMATCH, _SHAPE_MISMATCH,
+ *  strides; all three of the decoder's state dtype (its dtype; float32 for a half decoder).
+ *  Errors: PERFORMER_ERROR_NULL_POINTER, _DTYPE_MISMATCH, _SHAPE_MISMATCH,
  *  _INVALID_ARGUMENT, _SIZE_OVERFLOW, _ALIASING (two of s, z, c overlap, or one overlaps
  *  itself); nothing written. */
 performer_status performer_favor_decoder_get_state(

@@ -6,8 +6,10 @@ import PerformerCore
 
 /// A class whose instances a decoder's opaque C handle stands for (HandleRegistry.swift).
 protocol DecoderHandle: RegisteredHandle {
-    /// The dtype chosen at creation: every tensor passed to the decoder must have it.
+    /// The token dtype chosen at creation: every q, k, v, out passed to the decoder has it.
     var dtype: DType { get }
+    /// The dtype of the state tensors: the token dtype, or float32 for half tokens.
+    var stateDType: DType { get }
 }
 
 extension DecoderHandle {
@@ -20,6 +22,14 @@ extension DecoderHandle {
     func expectDType(_ tensors: TensorArgument...) throws(PerformerError) {
         for tensor in tensors where tensor.dtype != dtype {
             throw PerformerError(.dtypeMismatch, "\(tensor.name).dtype = \(tensor.dtype.name) but the decoder's dtype is \(dtype.name)")
+        }
+    }
+
+    /// Throws unless every state tensor has the decoder's state dtype.
+    func expectStateDType(_ tensors: TensorArgument...) throws(PerformerError) {
+        for tensor in tensors where tensor.dtype != stateDType {
+            let why = stateDType == dtype ? "" : " (a \(dtype.name) decoder keeps its state in float32)"
+            throw PerformerError(.dtypeMismatch, "\(tensor.name).dtype = \(tensor.dtype.name) but the decoder's state dtype is \(stateDType.name)\(why)")
         }
     }
 

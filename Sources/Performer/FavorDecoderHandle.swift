@@ -3,11 +3,13 @@
 import CPerformerABI
 import PerformerCore
 
-/// A FavorDecoder of either element type, called with untyped tensors and state arrays in
-/// Double: each entry point below makes one call, whatever the dtype. The tensors have the
-/// decoder's dtype (`DecoderHandle.expectDType`), so converting through Double is exact.
+/// A FavorDecoder of any token dtype, called with untyped tensors and state arrays in
+/// Double: each entry point below makes one call, whatever the dtype. The tokens have the
+/// decoder's dtype, the states its state dtype (`DecoderHandle.expectDType`,
+/// `expectStateDType`), so converting the state through Double is exact.
 protocol UntypedFavorDecoder: AnyObject {
     var dtype: DType { get }
+    var stateDType: DType { get }
     /// B, H, C, M: the state is B×H×C×M (S̃), B×H×C×1 (z̃, c).
     var batch: Int { get }
     var heads: Int { get }
@@ -21,6 +23,7 @@ protocol UntypedFavorDecoder: AnyObject {
 
 extension FavorDecoder: UntypedFavorDecoder {
     var dtype: DType { T.dtype }
+    var stateDType: DType { T.dtype }
 
     func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError) {
         try step(query: q.view(T.self), key: k.view(T.self), value: v.view(T.self), output: out.mutableView(T.self))
@@ -35,6 +38,33 @@ extension FavorDecoder: UntypedFavorDecoder {
     }
 }
 
+/// A float32 FavorDecoder taking tokens in H: float16 / bfloat16 tokens, float32 state
+/// (docs/HALF_PRECISION.md).
+final class HalfTokenFavorDecoder<H: HalfPrecisionScalar>: UntypedFavorDecoder {
+    let decoder: FavorDecoder<Float>
+
+    init(_ decoder: FavorDecoder<Float>) { self.decoder = decoder }
+
+    var dtype: DType { H.dtype }
+    var stateDType: DType { .float32 }
+    var batch: Int { decoder.batch }
+    var heads: Int { decoder.heads }
+    var featureCount: Int { decoder.featureCount }
+    var valueDim: Int { decoder.valueDim }
+
+    func reset() { decoder.reset() }
+
+    func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError) {
+        try decoder.step(query: q.view(H.self), key: k.view(H.self), value: v.view(H.self), output: out.mutableView(H.self))
+    }
+
+    func stateInDouble() -> (s: [Double], z: [Double], c: [Double]) { decoder.stateInDouble() }
+
+    func setStateInDouble(s: [Double], z: [Double], c: [Double]) throws(PerformerError) {
+        try decoder.setStateInDouble(s: s, z: z, c: c)
+    }
+}
+
 /// What a performer_favor_decoder_t stands for.
 final class FavorDecoderHandle: DecoderHandle {
     static let handleKind = HandleKind.favorDecoder
@@ -43,8 +73,9 @@ final class FavorDecoderHandle: DecoderHandle {
     init(_ decoder: any UntypedFavorDecoder) { self.decoder = decoder }
 
     var dtype: DType { decoder.dtype }
+    var stateDType: DType { decoder.stateDType }
 
-    /// The state tensors of get_state or set_state, of the decoder's dtype and the state's
+    /// The state tensors of get_state or set_state, of the decoder's state dtype and the state's
     /// shapes, with strides that stay in 64-bit range.
     func stateArguments(
         _ s: UnsafePointer<performer_tensor_t>?, _ z: UnsafePointer<performer_tensor_t>?,
@@ -52,7 +83,7 @@ final class FavorDecoderHandle: DecoderHandle {
     ) throws(PerformerError) -> StateTriple {
         let s = try TensorArgument(s, name: "S"), z = try TensorArgument(z, name: "z")
         let c = try TensorArgument(c, name: "c")
-        try expectDType(s, z, c)
+        try expectStateDType(s, z, c)
         let (batch, heads, featureCount, valueDim) = (decoder.batch, decoder.heads, decoder.featureCount, decoder.valueDim)
         let rows = SIMD4(batch, heads, featureCount, 1)
         for (t, want, meaning) in [(s, SIMD4(batch, heads, featureCount, valueDim), "B×H×C×M"),
@@ -78,15 +109,16 @@ public func performer_favor_decoder_create(
         let type = try decoderDType(dtype)
         let options = try FavorCallOptions(options)
         let (b, h, m) = (Int(truncatingIfNeeded: batch), Int(truncatingIfNeeded: heads), Int(truncatingIfNeeded: value_dim))
-        func make<T: AttentionScalar>(_: T.Type) throws(PerformerError) -> any UntypedFavorDecoder {
+        func make<T: AttentionScalar>(_: T.Type) throws(PerformerError) -> FavorDecoder<T> {
             try FavorDecoder<T>(projection: p, batch: b, heads: h, valueDim: m,
                                 options: options.features, epsilon: options.epsilon)
         }
-        let made = switch type {
+        // A half decoder is a float32 one: its state is float32 whatever its tokens.
+        let made: any UntypedFavorDecoder = switch type {
         case .float32: try make(Float.self)
         case .float64: try make(Double.self)
-        case .float16, .bfloat16:
-            throw PerformerError(.dtypeMismatch, "dtype = \(type.rawValue) (\(type.name)) is not supported by performer_favor_decoder_create yet (float32 and float64 only; docs/HALF_PRECISION.md)")
+        case .float16: HalfTokenFavorDecoder<Float16>(try make(Float.self))
+        case .bfloat16: HalfTokenFavorDecoder<BFloat16>(try make(Float.self))
         }
         let handle = FavorDecoderHandle(made)
         decoder.pointee = try FavorDecoderHandle.register(handle)

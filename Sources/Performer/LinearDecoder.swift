@@ -3,11 +3,12 @@
 import CPerformerABI
 import PerformerCore
 
-/// A LinearAttentionDecoder of either element type, called with untyped tensors: each entry
-/// point below makes one call, whatever the dtype. The tensors have the decoder's dtype
-/// (`DecoderHandle.expectDType`).
+/// A LinearAttentionDecoder of any token dtype, called with untyped tensors: each entry point
+/// below makes one call, whatever the dtype. The tokens have the decoder's dtype and the
+/// states its state dtype (`DecoderHandle.expectDType`, `expectStateDType`).
 protocol UntypedLinearDecoder: AnyObject {
     var dtype: DType { get }
+    var stateDType: DType { get }
     func reset()
     func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError)
     func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
@@ -19,6 +20,7 @@ protocol UntypedLinearDecoder: AnyObject {
 
 extension LinearAttentionDecoder: UntypedLinearDecoder {
     var dtype: DType { Element.dtype }
+    var stateDType: DType { Element.dtype }
 
     func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError) {
         try step(query: q.view(Element.self), key: k.view(Element.self), value: v.view(Element.self),
@@ -46,6 +48,37 @@ extension LinearAttentionDecoder: UntypedLinearDecoder {
     }
 }
 
+/// A float32 LinearAttentionDecoder taking tokens in H: float16 / bfloat16 tokens, float32
+/// state (docs/HALF_PRECISION.md).
+final class HalfTokenLinearDecoder<H: HalfPrecisionScalar>: UntypedLinearDecoder {
+    let decoder: LinearAttentionDecoder<Float>
+
+    init(_ decoder: LinearAttentionDecoder<Float>) { self.decoder = decoder }
+
+    var dtype: DType { H.dtype }
+    var stateDType: DType { .float32 }
+
+    func reset() { decoder.reset() }
+
+    func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError) {
+        try decoder.step(query: q.view(H.self), key: k.view(H.self), value: v.view(H.self), output: out.mutableView(H.self))
+    }
+
+    func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
+              s: TensorArgument, z: TensorArgument) throws(PerformerError) {
+        try decoder.step(query: q.view(H.self), key: k.view(H.self), value: v.view(H.self), output: out.mutableView(H.self),
+                         state: MutableLinearStateView(s: s.mutableView(Float.self), z: z.mutableView(Float.self)))
+    }
+
+    func prefill(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError) {
+        try decoder.prefill(query: q.view(H.self), key: k.view(H.self), value: v.view(H.self), output: out.mutableView(H.self))
+    }
+
+    func storeState(s: TensorArgument, z: TensorArgument) throws(PerformerError) { try decoder.storeState(s: s, z: z) }
+
+    func loadState(s: TensorArgument, z: TensorArgument) throws(PerformerError) { try decoder.loadState(s: s, z: z) }
+}
+
 /// What a performer_linear_decoder_t stands for.
 final class LinearDecoderHandle: DecoderHandle {
     static let handleKind = HandleKind.linearDecoder
@@ -54,6 +87,7 @@ final class LinearDecoderHandle: DecoderHandle {
     init(_ decoder: any UntypedLinearDecoder) { self.decoder = decoder }
 
     var dtype: DType { decoder.dtype }
+    var stateDType: DType { decoder.stateDType }
 }
 
 @_cdecl("performer_linear_decoder_create")
@@ -67,15 +101,16 @@ public func performer_linear_decoder_create(
         let type = try decoderDType(dtype)
         let map = try linearFeatureMap(Int64(Int32(truncatingIfNeeded: feature_map.rawValue)), name: "feature_map")
         let (b, h, hk, d, m) = (Int(batch), Int(heads), Int(key_heads), Int(head_dim), Int(value_dim))
-        func make<T: AttentionScalar>(_: T.Type) throws(PerformerError) -> any UntypedLinearDecoder {
+        func make<T: AttentionScalar>(_: T.Type) throws(PerformerError) -> LinearAttentionDecoder<T> {
             try LinearAttentionDecoder<T>(batch: b, heads: h, keyHeads: hk, headDim: d, valueDim: m,
                                           featureMap: map, epsilon: eps)
         }
-        let made = switch type {
+        // A half decoder is a float32 one: its state is float32 whatever its tokens.
+        let made: any UntypedLinearDecoder = switch type {
         case .float32: try make(Float.self)
         case .float64: try make(Double.self)
-        case .float16, .bfloat16:
-            throw PerformerError(.dtypeMismatch, "dtype = \(type.rawValue) (\(type.name)) is not supported by performer_linear_decoder_create yet (float32 and float64 only; docs/HALF_PRECISION.md)")
+        case .float16: HalfTokenLinearDecoder<Float16>(try make(Float.self))
+        case .bfloat16: HalfTokenLinearDecoder<BFloat16>(try make(Float.self))
         }
         decoder.pointee = try LinearDecoderHandle.register(LinearDecoderHandle(made))
     }
@@ -117,7 +152,7 @@ public func performer_linear_decoder_step_with_state(
         let handle = try LinearDecoderHandle.from(decoder)
         let (q, k, v, out) = try handle.tokens(q, k, v, out)
         let s = try TensorArgument(s, name: "S"), z = try TensorArgument(z, name: "z")
-        try handle.expectDType(s, z)
+        try handle.expectStateDType(s, z)
         try handle.decoder.step(q, k, v, out, s: s, z: z)
     }
 }
@@ -143,7 +178,7 @@ public func performer_linear_decoder_get_state(
     withStatus { () throws(PerformerError) in
         let handle = try LinearDecoderHandle.from(decoder)
         let s = try TensorArgument(s, name: "S"), z = try TensorArgument(z, name: "z")
-        try handle.expectDType(s, z)
+        try handle.expectStateDType(s, z)
         try handle.decoder.storeState(s: s, z: z)
     }
 }
@@ -156,7 +191,7 @@ public func performer_linear_decoder_set_state(
     withStatus { () throws(PerformerError) in
         let handle = try LinearDecoderHandle.from(decoder)
         let s = try TensorArgument(s, name: "S"), z = try TensorArgument(z, name: "z")
-        try handle.expectDType(s, z)
+        try handle.expectStateDType(s, z)
         try handle.decoder.loadState(s: s, z: z)
     }
 }

@@ -184,45 +184,20 @@ struct FavorLibraryResult {
 /// The library's forward (and, with `backward`, backward) in precision T.
 func runFavor<T: AttentionScalar>(_ fc: FavorCase, _ x: FavorInputs, _ w: FavorProjection, as _: T.Type, backward: Bool = true,
                                   file: StaticString = #filePath, line: UInt = #line) throws -> FavorLibraryResult {
-    let st = fc.strided
-    let q = LinearTestTensor<T>(shape: fc.qShape, strided: st, values: x.q)
-    let k = LinearTestTensor<T>(shape: fc.kShape, strided: st, values: x.k)
-    let v = LinearTestTensor<T>(shape: fc.vShape, strided: st, values: x.v)
-    let dout = LinearTestTensor<T>(shape: fc.oShape, strided: st, values: x.dout)
-    let out = LinearTestTensor<T>(shape: fc.oShape, strided: st)
-    let dq = LinearTestTensor<T>(shape: fc.qShape, strided: st)
-    let dk = LinearTestTensor<T>(shape: fc.kShape, strided: st)
-    let dv = LinearTestTensor<T>(shape: fc.vShape, strided: st)
-    let s0 = LinearTestTensor<T>(shape: fc.sShape, strided: st, values: x.s0)
-    let z0 = LinearTestTensor<T>(shape: fc.zShape, strided: st, values: x.z0)
-    let c0 = LinearTestTensor<T>(shape: fc.zShape, strided: st, values: x.c0)
-    let dsN = LinearTestTensor<T>(shape: fc.sShape, strided: st, values: x.dsN)
-    let dzN = LinearTestTensor<T>(shape: fc.zShape, strided: st, values: x.dzN)
-    let sN = LinearTestTensor<T>(shape: fc.sShape, strided: st)
-    let zN = LinearTestTensor<T>(shape: fc.zShape, strided: st)
-    let cN = LinearTestTensor<T>(shape: fc.zShape, strided: st)
-    let ds0 = LinearTestTensor<T>(shape: fc.sShape, strided: st)
-    let dz0 = LinearTestTensor<T>(shape: fc.zShape, strided: st)
-    defer { withExtendedLifetime([q, k, v, dout, out, dq, dk, dv, s0, z0, c0, dsN, dzN, sN, zN, cN, ds0, dz0]) {} }
+    let t = FavorCallTensors<LinearTestTensor<T>, LinearTestTensor<T>>(fc, x)
     let state = fc.hasState
     try FavorAttention.forward(
-        query: q.view, key: k.view, value: v.view, projection: w, output: out.mutableView,
-        initialState: state ? FavorStateView(s: s0.view, z: z0.view, c: c0.view) : nil,
-        finalState: state ? MutableFavorStateView(s: sN.mutableView, z: zN.mutableView, c: cN.mutableView) : nil,
-        options: fc.options)
+        query: t.q.view, key: t.k.view, value: t.v.view, projection: w, output: t.out.mutableView,
+        initialState: state ? t.initialState : nil, finalState: state ? t.finalState : nil, options: fc.options)
     if backward {
         try FavorAttention.backward(
-            query: q.view, key: k.view, value: v.view, projection: w, outputGradient: dout.view,
-            queryGradient: dq.mutableView, keyGradient: dk.mutableView, valueGradient: dv.mutableView,
-            initialState: state ? FavorStateView(s: s0.view, z: z0.view, c: c0.view) : nil,
-            finalStateGradient: state ? LinearStateView(s: dsN.view, z: dzN.view) : nil,
-            initialStateGradient: state ? MutableLinearStateView(s: ds0.mutableView, z: dz0.mutableView) : nil,
-            options: fc.options)
+            query: t.q.view, key: t.k.view, value: t.v.view, projection: w, outputGradient: t.dout.view,
+            queryGradient: t.dq.mutableView, keyGradient: t.dk.mutableView, valueGradient: t.dv.mutableView,
+            initialState: state ? t.initialState : nil, finalStateGradient: state ? t.finalStateGradient : nil,
+            initialStateGradient: state ? t.initialStateGradient : nil, options: fc.options)
     }
-    for (name, t) in [("out", out), ("dq", dq), ("dk", dk), ("dv", dv), ("S_N", sN), ("z_N", zN), ("c_N", cN),
-                      ("dS0", ds0), ("dz0", dz0)] {
-        XCTAssert(t.paddingUntouched, "\(name) written outside its view: \(fc)", file: file, line: line)
-    }
+    t.checkPadding(fc, file: file, line: line)
+    let (sN, zN, cN, out, dq, dk, dv, ds0, dz0) = (t.sN, t.zN, t.cN, t.out, t.dq, t.dk, t.dv, t.ds0, t.dz0)
     let shifts = cN.values
     let mathS = sN.values.enumerated().map { $0.element == 0 ? 0 : $0.element * exp(shifts[$0.offset / fc.mv]) }
     let mathZ = zip(zN.values, shifts).map { $0 == 0 ? 0 : $0 * exp($1) }

@@ -301,46 +301,19 @@ func linearReference<R: BinaryFloatingPoint>(_ c: LinearCase, _ x: LinearInputs,
 
 /// Runs the library's forward and backward in precision T on `x` (rounded to T).
 func runLinear<T: AttentionScalar>(_ c: LinearCase, _ x: LinearInputs, as _: T.Type, file: StaticString = #filePath, line: UInt = #line) throws -> LinearResults {
-    let q = LinearTestTensor<T>(shape: c.qShape, strided: c.strided, values: x.q)
-    let k = LinearTestTensor<T>(shape: c.kShape, strided: c.strided, values: x.k)
-    let v = LinearTestTensor<T>(shape: c.vShape, strided: c.strided, values: x.v)
-    let dout = LinearTestTensor<T>(shape: c.oShape, strided: c.strided, values: x.dout)
-    let out = LinearTestTensor<T>(shape: c.oShape, strided: c.strided)
-    let dq = LinearTestTensor<T>(shape: c.qShape, strided: c.strided)
-    let dk = LinearTestTensor<T>(shape: c.kShape, strided: c.strided)
-    let dv = LinearTestTensor<T>(shape: c.vShape, strided: c.strided)
-    let s0 = LinearTestTensor<T>(shape: c.sShape, strided: c.strided, values: x.s0)
-    let z0 = LinearTestTensor<T>(shape: c.zShape, strided: c.strided, values: x.z0)
-    let dsN = LinearTestTensor<T>(shape: c.sShape, strided: c.strided, values: x.dsN)
-    let dzN = LinearTestTensor<T>(shape: c.zShape, strided: c.strided, values: x.dzN)
-    let sN = LinearTestTensor<T>(shape: c.sShape, strided: c.strided)
-    let zN = LinearTestTensor<T>(shape: c.zShape, strided: c.strided)
-    let ds0 = LinearTestTensor<T>(shape: c.sShape, strided: c.strided)
-    let dz0 = LinearTestTensor<T>(shape: c.zShape, strided: c.strided)
-    let den = LinearTestTensor<T>(shape: c.denShape, strided: c.strided)
-    // Views hold raw pointers: keep every tensor alive until the end of the function.
-    defer { withExtendedLifetime([q, k, v, dout, out, dq, dk, dv, s0, z0, dsN, dzN, sN, zN, ds0, dz0, den]) {} }
+    let t = LinearCallTensors<LinearTestTensor<T>, LinearTestTensor<T>>(c, x)
     let state = c.withState
     try LinearAttention.forward(
-        query: q.view, key: k.view, value: v.view, output: out.mutableView,
-        initialState: state ? LinearStateView(s: s0.view, z: z0.view) : nil,
-        finalState: state ? MutableLinearStateView(s: sN.mutableView, z: zN.mutableView) : nil,
-        denominators: den.mutableView, options: c.options)
+        query: t.q.view, key: t.k.view, value: t.v.view, output: t.out.mutableView,
+        initialState: state ? t.initialState : nil, finalState: state ? t.finalState : nil,
+        denominators: t.den.mutableView, options: c.options)
     try LinearAttention.backward(
-        query: q.view, key: k.view, value: v.view, outputGradient: dout.view,
-        queryGradient: dq.mutableView, keyGradient: dk.mutableView, valueGradient: dv.mutableView,
-        initialState: state ? LinearStateView(s: s0.view, z: z0.view) : nil,
-        finalStateGradient: state ? LinearStateView(s: dsN.view, z: dzN.view) : nil,
-        initialStateGradient: state ? MutableLinearStateView(s: ds0.mutableView, z: dz0.mutableView) : nil,
-        options: c.options)
-    for (name, t) in [("out", out), ("dq", dq), ("dk", dk), ("dv", dv), ("S_N", sN), ("z_N", zN), ("dS0", ds0), ("dz0", dz0), ("denominators", den)] {
-        XCTAssert(t.paddingUntouched, "\(name) written outside its view: \(c)", file: file, line: line)
-    }
-    let zeros: (Int) -> [Double] = { [Double](repeating: 0, count: $0) }
-    return LinearResults(out: out.values, sN: state ? sN.values : zeros(sN.count), zN: state ? zN.values : zeros(zN.count),
-                         dq: dq.values, dk: dk.values, dv: dv.values,
-                         ds0: state ? ds0.values : zeros(ds0.count), dz0: state ? dz0.values : zeros(dz0.count),
-                         den: den.values)
+        query: t.q.view, key: t.k.view, value: t.v.view, outputGradient: t.dout.view,
+        queryGradient: t.dq.mutableView, keyGradient: t.dk.mutableView, valueGradient: t.dv.mutableView,
+        initialState: state ? t.initialState : nil, finalStateGradient: state ? t.finalStateGradient : nil,
+        initialStateGradient: state ? t.initialStateGradient : nil, options: c.options)
+    t.checkPadding(c, file: file, line: line)
+    return t.results(c)
 }
 
 /// ‖a − b‖ / ‖b‖ (absolute error when ‖b‖ = 0).

@@ -4,7 +4,8 @@
 # Swift toolchain, the examples build and check their own results, the ABI survives bad input
 # (Tests/c/test_abi.c and, for linear attention and FAVOR+, Tests/c/test_linear.c and
 # Tests/c/test_favor.c; the log-sum-exp merge in Tests/c/test_merge.c; the issue-13 probes in
-# Tests/c/test_hardening.c; float16/bfloat16 in Tests/c/test_half.c, under every kernel build),
+# Tests/c/test_hardening.c; float16/bfloat16 in Tests/c/test_half.c and, for the decoders and the merge,
+# Tests/c/test_half_decoders.c, under every kernel build),
 # threads, and dlopen/dlclose/dlopen.
 # Self-contained: builds the library if needed. The last line is "N passed, M failed";
 # the exit status is nonzero on any failure.
@@ -160,7 +161,7 @@ done
 
 # ---- 6. The ABI under attack, under each kernel build (portable: what a CPU without AVX runs).
 # Each test includes Tests/c/test_support.h (its CHECK, tensors and error checks).
-abi_tests=(test_abi test_linear test_favor test_hardening test_merge test_half test_stress_threads)
+abi_tests=(test_abi test_linear test_favor test_hardening test_merge test_half test_half_decoders test_stress_threads)
 run_abi() { LD_LIBRARY_PATH="$(dirname "$lib")" "$@"; }
 # PERFORMER_ISA names a build the CPU cannot run → the library runs the fastest it can, which
 # the default run already covers: only ISAs this CPU has are forced.

@@ -658,7 +658,7 @@ static void decoder_errors(void) {
     expect_status("create NULL decoder", performer_favor_decoder_create(NULL, p, f, 1, 1, 1, &o), PERFORMER_ERROR_NULL_POINTER, "decoder");
     expect_status("create NULL projection", performer_favor_decoder_create(&dec, NULL, f, 1, 1, 1, &o), PERFORMER_ERROR_NULL_POINTER,
                  "projection");
-    expect_status("create dtype", performer_favor_decoder_create(&dec, p, (performer_dtype)3, 1, 1, 1, &o),
+    expect_status("create dtype", performer_favor_decoder_create(&dec, p, (performer_dtype)4, 1, 1, 1, &o),
                  PERFORMER_ERROR_DTYPE_MISMATCH, "dtype");
     expect_status("create batch < 0", performer_favor_decoder_create(&dec, p, f, -1, 1, 1, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "batch");
     expect_status("create value_dim < 0", performer_favor_decoder_create(&dec, p, f, 1, 1, -2, &o), PERFORMER_ERROR_INVALID_ARGUMENT,

@@ -3,90 +3,12 @@
  * half call must equal, bit for bit, the float32 call on the widened inputs with its results
  * rounded here (to nearest, ties to even). Also: the forward against a float64 reference
  * within one rounding, strided half views, the dtype errors (nothing written), and the
- * functions that refuse half dtypes. Prints "N passed, M failed". */
+ * functions that refuse half dtypes. The decoders and the merge: test_half_decoders.c.
+ * Prints "N passed, M failed". */
 #define _GNU_SOURCE
 #include "test_support.h"
 
-#include <stdint.h>
-
-/* ---------------------------------------------------------------- half <-> float, in C */
-
-static float bits_to_float(uint32_t x) { float f; memcpy(&f, &x, sizeof f); return f; }
-static uint32_t float_to_bits(float f) { uint32_t x; memcpy(&x, &f, sizeof x); return x; }
-
-static float f16_to_float(uint16_t h) {
-    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    float r = e == 0 ? ldexpf((float)m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexpf((float)(m | 0x400), e - 25);
-    return (h & 0x8000) ? -r : r;
-}
-
-/* Round to nearest even. */
-static uint16_t f16_from_float(float f) {
-    uint32_t x = float_to_bits(f), ax = x & 0x7fffffffu;
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
-    if (ax > 0x7f800000u) return sign | 0x7e00;                     /* NaN */
-    if (ax >= 0x477ff000u) return sign | 0x7c00;                    /* >= 65520: infinity */
-    if (ax < 0x38800000u) {                                         /* below 2^-14: subnormal */
-        return sign | (uint16_t)nearbyintf(bits_to_float(ax) * 16777216.0f);  /* units of 2^-24 */
-    }
-    return sign | (uint16_t)((ax + 0xfffu + ((ax >> 13) & 1) - 0x38000000u) >> 13);
-}
-
-static float bf16_to_float(uint16_t h) { return bits_to_float((uint32_t)h << 16); }
-
-static uint16_t bf16_from_float(float f) {
-    uint32_t x = float_to_bits(f);
-    if (isnan(f)) return (uint16_t)((x >> 16) | 0x40);
-    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
-}
-
-static float half_to_float(int dtype, uint16_t h) { return dtype == PERFORMER_FLOAT16 ? f16_to_float(h) : bf16_to_float(h); }
-static uint16_t half_from_float(int dtype, float f) { return dtype == PERFORMER_FLOAT16 ? f16_from_float(f) : bf16_from_float(f); }
-
-/* ---------------------------------------------------------------- half tensors */
-
-static performer_tensor_t half_new(int dtype, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
-    performer_tensor_t t;
-    memset(&t, 0, sizeof t);
-    size_t bytes = 2 * (size_t)(s0 * s1 * s2 * s3);
-    t.data = calloc(1, bytes < 64 ? 64 : bytes);
-    t.dtype = dtype;
-    t.shape[0] = s0; t.shape[1] = s1; t.shape[2] = s2; t.shape[3] = s3;
-    t.strides[3] = 1; t.strides[2] = s3; t.strides[1] = s2 * s3; t.strides[0] = s1 * s2 * s3;
-    return t;
-}
-
-static uint16_t *half_at(const performer_tensor_t *t, int64_t a, int64_t b, int64_t c, int64_t d) {
-    return (uint16_t *)t->data + offset(t, a, b, c, d);
-}
-
-/* Random values rounded to the half type. */
-static void half_fill(performer_tensor_t *t, uint64_t seed) {
-    int64_t i = 0;
-    FOR4(t) *half_at(t, i0, i1, i2, i3) = half_from_float(t->dtype, (float)(2 * value_at(seed, i++)));
-}
-
-/* A float32 tensor holding the half tensor's values (exact). */
-static performer_tensor_t widened(const performer_tensor_t *h) {
-    performer_tensor_t t = tensor_new(PERFORMER_FLOAT32, h->shape[0], h->shape[1], h->shape[2], h->shape[3]);
-    FOR4(h) set_at(&t, i0, i1, i2, i3, half_to_float(h->dtype, *half_at(h, i0, i1, i2, i3)));
-    return t;
-}
-
-/* Whether half tensor h holds exactly float32 tensor f rounded to h's type. */
-static int equals_rounded(const performer_tensor_t *h, const performer_tensor_t *f) {
-    FOR4(h) {
-        if (*half_at(h, i0, i1, i2, i3) != half_from_float(h->dtype, (float)at(f, i0, i1, i2, i3))) return 0;
-    }
-    return 1;
-}
-
-static int same_bits(const performer_tensor_t *a, const performer_tensor_t *b) {
-    FOR4(a) if (*half_at(a, i0, i1, i2, i3) != *half_at(b, i0, i1, i2, i3)) return 0;
-    return 1;
-}
-
-static void all_free(performer_tensor_t *ts, int count) { for (int i = 0; i < count; i++) free(ts[i].data); }
+#include "half_support.h"
 
 /* ---------------------------------------------------------------- tests */
 
@@ -175,15 +97,6 @@ static void test_strided_half_views(int dtype) {
     CHECK(same_bits(&out, &out2), "strided half views give the contiguous bits");
     performer_tensor_t all[] = {q, k, v, out, out2, kk};
     all_free(all, 6);
-}
-
-static int same_floats(const performer_tensor_t *a, const performer_tensor_t *b) {
-    return memcmp(a->data, b->data, sizeof(float) * (size_t)count_of(a)) == 0;
-}
-
-static void float_fill(performer_tensor_t *t, uint64_t seed, double lo) {
-    int64_t i = 0;
-    FOR4(t) set_at(t, i0, i1, i2, i3, lo + fabs(value_at(seed, i++)));
 }
 
 /* Linear attention (forward with denominators, backward) in `dtype`, states float32: the
@@ -403,16 +316,10 @@ static void test_errors(int dtype) {
     expect_status("misaligned half data", performer_softmax_forward(&odd, &k, &v, &out, NULL, NULL),
                   PERFORMER_ERROR_INVALID_ARGUMENT, "is not aligned to 2 bytes");
     /* Functions without half support refuse it by name, before reading data. */
-    expect_status("softmax merge", performer_softmax_merge(&out, &lse16, &out, &lse16, &out, &lse16),
-                  PERFORMER_ERROR_DTYPE_MISMATCH, "is not supported by performer_softmax_merge");
     performer_tensor_t s16 = half_new(dtype, 1, 1, 8, 8), z16 = half_new(dtype, 1, 1, 8, 1);
     expect_status("half linear state", performer_linear_state(&k, &v, NULL, NULL, &s16, &z16, NULL),
                   PERFORMER_ERROR_DTYPE_MISMATCH, "S_out.dtype = ");
     free(s16.data); free(z16.data);
-    performer_linear_decoder_t decoder = 0;
-    expect_status("linear decoder", performer_linear_decoder_create(&decoder, (performer_dtype)dtype, 1, 1, 1, 8, 8,
-                                                                   PERFORMER_FEATURE_ELU_PLUS_ONE, 1e-6),
-                  PERFORMER_ERROR_DTYPE_MISMATCH, "is not supported by performer_linear_decoder_create yet");
     performer_favor_projection_t projection = 0;
     expect_status("projection from a half matrix", performer_favor_projection_create_from_matrix(&projection, &k),
                   PERFORMER_ERROR_DTYPE_MISMATCH, "is not supported by performer_favor_projection_create_from_matrix");

@@ -914,7 +914,7 @@ static void decoder_create_errors(void) {
     struct {
         int dtype; int64_t b, h, hk, d, m; int fmap; double eps; performer_status want; const char *needle;
     } cases[] = {
-        {2, 1, 4, 2, 8, 8, 0, 1e-6, PERFORMER_ERROR_DTYPE_MISMATCH, "dtype = 2"},
+        {4, 1, 4, 2, 8, 8, 0, 1e-6, PERFORMER_ERROR_DTYPE_MISMATCH, "dtype = 4"},
         {-1, 1, 4, 2, 8, 8, 0, 1e-6, PERFORMER_ERROR_DTYPE_MISMATCH, "dtype = -1"},
         {0, 1, 4, 2, 8, 8, 3, 1e-6, PERFORMER_ERROR_INVALID_ARGUMENT, "feature_map = 3"},
         {0, 1, 4, 2, 8, 8, -1, 1e-6, PERFORMER_ERROR_INVALID_ARGUMENT, "feature_map = -1"},

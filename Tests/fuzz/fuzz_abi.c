@@ -1,8 +1,8 @@
 /* fuzz_abi.c: a structure-aware libFuzzer target over every function of include/performer.h.
  *
  * The input bytes are a program: a dtype (float32 or float64; one program in four float16 or
- * bfloat16, which softmax, linear attention, FAVOR+ and their state calls take with float32
- * lse/states, and the decoders, projections and merge must refuse), then up
+ * bfloat16, which softmax, linear attention, FAVOR+, their state calls, the decoders and the
+ * merge take with float32 lse/states, and the projections must refuse), then up
  * to 8 calls. Each call picks
  * a function, its sizes (small, zero, negative or huge), and for every tensor argument its
  * presence, shape (sometimes off by one axis), dtype, reserved field, strides (contiguous,
@@ -101,7 +101,7 @@ typedef struct {
 static int64_t mulw(int64_t a, int64_t b) { return (int64_t)((uint64_t)a * (uint64_t)b); }
 
 /* Half types (2, 3) are taken by the calls that set takes_half (softmax, linear, FAVOR+, the
- * state calls, the feature maps); every other function must refuse them
+ * state calls, the feature maps, the decoders, the merge); every other function must refuse them
  * (PERFORMER_ERROR_DTYPE_MISMATCH). */
 static int valid_dtype(int dtype) { return dtype >= PERFORMER_FLOAT32 && dtype <= PERFORMER_BFLOAT16; }
 static int is_half(int dtype) { return dtype == PERFORMER_FLOAT16 || dtype == PERFORMER_BFLOAT16; }
@@ -686,13 +686,15 @@ static void call_softmax(Call *c, int backward) {
     }
 }
 
-/* performer_softmax_merge: float32 / float64 only; out and lse may be written over either
- * side with the same layout (the exact-copy placement), any other overlap is refused. */
+/* performer_softmax_merge: outs of one dtype, lses of it too or float32 for half outs; out
+ * and lse may be written over either side with the same layout (the exact-copy placement),
+ * any other overlap is refused. */
 static void call_softmax_merge(Call *c) {
     sizes(c);
-    performer_tensor_t *out_a = tensor(c, "BHNM", IN), *lse_a = tensor(c, "BHN1", IN);
-    performer_tensor_t *out_b = tensor(c, "BHNM", IN), *lse_b = tensor(c, "BHN1", IN);
-    performer_tensor_t *out = tensor(c, "BHNM", OUT), *lse = tensor(c, "BHN1", OUT | NEGINF);
+    c->takes_half = 1;
+    performer_tensor_t *out_a = tensor(c, "BHNM", IN), *lse_a = tensor(c, "BHN1", IN | WIDE);
+    performer_tensor_t *out_b = tensor(c, "BHNM", IN), *lse_b = tensor(c, "BHN1", IN | WIDE);
+    performer_tensor_t *out = tensor(c, "BHNM", OUT), *lse = tensor(c, "BHN1", OUT | NEGINF | WIDE);
     RUN(performer_softmax_merge, out_a, lse_a, out_b, lse_b, out, lse);
 }
 
@@ -743,11 +745,12 @@ static void call_linear(Call *c, int which) {
     }
 }
 
-/* A decoder's dtype: the program's, sometimes an unknown code or a half type (both refused). */
+/* A decoder's dtype: the program's, sometimes an unknown code (refused) or a half type (half
+ * tokens, float32 state). */
 static int decoder_dtype(Call *c) {
     uint8_t b = u8(c->src) % 16;
     int dtype = b == 0 ? 5 : b == 1 ? PERFORMER_FLOAT16 + u8(c->src) % 2 : c->dtype;
-    if (!valid_dtype(dtype) || is_half(dtype)) c->guaranteed_failure = 1;
+    if (!valid_dtype(dtype)) c->guaranteed_failure = 1;
     return dtype;
 }
 
@@ -786,6 +789,9 @@ static void call_linear_decoder(Call *c, int which) {
     if (r) { c->dtype = r->dtype; c->B = r->B; c->H = r->H; c->Hk = r->Hk; c->D = r->D; c->M = r->M; c->C = r->D; }
     else sizes(c);
     if (r && r->fmap_or_features == PERFORMER_FEATURE_IDENTITY) c->numerics_unknown = 1;
+    c->takes_half = 1; /* exactly the decoder's dtype for tokens, its state dtype (WIDE) for states */
+    /* A half decoder's outputs past the half type's range round to infinity: no finiteness promise. */
+    if (is_half(c->dtype)) c->numerics_unknown = 1;
     c->N = 1; c->L = 1;
     switch (which) {
     case 2: RUN(performer_linear_decoder_reset, h); break;
@@ -798,7 +804,7 @@ static void call_linear_decoder(Call *c, int which) {
     case 4: {
         performer_tensor_t *q = tensor(c, "BH1D", IN), *k = tensor(c, "BK1D", IN), *v = tensor(c, "BK1M", IN);
         performer_tensor_t *out = tensor(c, "BH1M", OUT);
-        performer_tensor_t *s = tensor(c, "BHCM", INOUT), *z = tensor(c, "BHC1", INOUT);
+        performer_tensor_t *s = tensor(c, "BHCM", INOUT | WIDE), *z = tensor(c, "BHC1", INOUT | WIDE);
         c->numerics_unknown = 1; /* s, z are arbitrary states (z may cancel the denominator) */
         RUN(performer_linear_decoder_step_with_state, h, q, k, v, out, s, z);
         break;
@@ -812,13 +818,13 @@ static void call_linear_decoder(Call *c, int which) {
         break;
     }
     case 6: {
-        performer_tensor_t *s = tensor(c, "BHCM", OUT), *z = tensor(c, "BHC1", OUT);
+        performer_tensor_t *s = tensor(c, "BHCM", OUT | WIDE), *z = tensor(c, "BHC1", OUT | WIDE);
         c->numerics_unknown = 1;
         RUN(performer_linear_decoder_get_state, h, s, z);
         break;
     }
     default: {
-        performer_tensor_t *s = tensor(c, "BHCM", IN), *z = tensor(c, "BHC1", IN);
+        performer_tensor_t *s = tensor(c, "BHCM", IN | WIDE), *z = tensor(c, "BHC1", IN | WIDE);
         RUN(performer_linear_decoder_set_state, h, s, z);
         break;
     }
@@ -1011,6 +1017,9 @@ static void call_favor_decoder(Call *c, int which) {
     sizes(c);
     if (r) { c->dtype = r->dtype; c->B = r->B; c->H = r->H; c->Hk = r->H; c->D = r->D; c->M = r->M; c->C = mulw(r->F, r->features_count_factor); }
     c->numerics_unknown = 1; /* the state may come from set_state, the options from create */
+    c->takes_half = 1; /* exactly the decoder's dtype for tokens, its state dtype (WIDE) for states */
+    /* A half decoder's outputs past the half type's range round to infinity: no finiteness promise. */
+    if (is_half(c->dtype)) c->numerics_unknown = 1;
     switch (which) {
     case 2: RUN(performer_favor_decoder_reset, h); break;
     case 3: {
@@ -1020,12 +1029,14 @@ static void call_favor_decoder(Call *c, int which) {
         break;
     }
     case 4: {
-        performer_tensor_t *s = tensor(c, "BHCM", OUT), *z = tensor(c, "BHC1", OUT), *cc = tensor(c, "BHC1", OUT | NEGINF);
+        performer_tensor_t *s = tensor(c, "BHCM", OUT | WIDE), *z = tensor(c, "BHC1", OUT | WIDE);
+        performer_tensor_t *cc = tensor(c, "BHC1", OUT | NEGINF | WIDE);
         RUN(performer_favor_decoder_get_state, h, s, z, cc);
         break;
     }
     default: {
-        performer_tensor_t *s = tensor(c, "BHCM", IN), *z = tensor(c, "BHC1", IN), *cc = tensor(c, "BHC1", IN);
+        performer_tensor_t *s = tensor(c, "BHCM", IN | WIDE), *z = tensor(c, "BHC1", IN | WIDE);
+        performer_tensor_t *cc = tensor(c, "BHC1", IN | WIDE);
         RUN(performer_favor_decoder_set_state, h, s, z, cc);
         break;
     }

@@ -2,6 +2,8 @@
 // float32: what the convert-to-float32 path (widen q, k, v, dout; float32 kernels; round out,
 // dq, dk, dv) costs. The conversion is O(N·D) against the O(N·C·M) recurrence, so the ratio
 // column (half time over float32 time, same process, same load) shows its whole overhead.
+// Then the decoders: one step (B = 1, H = 8) with half tokens and a float32 state beside a
+// float32 step, where widening three token rows and rounding one is the whole overhead.
 import PerformerCore
 
 /// Contiguous B = 1 tensors of one element type and the closures that run one algorithm on them.
@@ -112,6 +114,62 @@ func runHalfRecurrentBench(lengths: [Int], heads: Int, d: Int) throws {
             for row in try timeAgainstFirst(runs: runs, passes.map { ($0.0, $0.1.forward, $0.1.both) }) {
                 print("| \(algorithm) | \(n) | \(row.name) | \(format1(row.forward * 1e3)) | \(format2(row.forwardRatio)) | \(format1(row.both * 1e3)) | \(format2(row.bothRatio)) |")
             }
+        }
+    }
+}
+
+/// `tokens` steps of a linear decoder and of a FAVOR+ decoder (both float32 decoders) fed tokens
+/// of type E: the token rows of `run`, position by position.
+private func decoderSteps<E: TensorElement>(_ run: RecurrentRun<E>, tokens: Int,
+    step: @escaping (TensorView<E>, TensorView<E>, TensorView<E>, MutableTensorView<E>) throws -> Void)
+    -> () throws -> Void {
+    let shape = run.shape
+    let token = SIMD4(1, shape[1], 1, shape[3]), strides = SIMD4(shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1)
+    return {
+        for t in 0..<tokens {
+            func at(_ p: UnsafeMutablePointer<E>) -> UnsafeMutablePointer<E> { p + t * shape[3] }
+            try step(TensorView(base: UnsafePointer(at(run.q)), shape: token, strides: strides),
+                     TensorView(base: UnsafePointer(at(run.k)), shape: token, strides: strides),
+                     TensorView(base: UnsafePointer(at(run.v)), shape: token, strides: strides),
+                     MutableTensorView(base: at(run.out), shape: token, strides: strides))
+        }
+    }
+}
+
+func runHalfDecoderBench(heads: Int, d: Int) throws {
+    let tokens = 256
+    let w = try FavorProjection(dim: d, numFeatures: 256, seed: 1)
+    print("")
+    print("decoder steps (B = 1, H = \(heads), D = M = \(d); FAVOR+ positive, m = 256): half tokens, float32 state")
+    print("| decoder | dtype | us/token | ratio |")
+    print("|---|---|---|---|")
+    let float32 = RecurrentRun<Float>(n: tokens, heads: heads, d: d, convert: { $0 })
+    let float16 = RecurrentRun<Float16>(n: tokens, heads: heads, d: d, convert: { Float16($0) })
+    let bfloat16 = RecurrentRun<BFloat16>(n: tokens, heads: heads, d: d, convert: { BFloat16($0) })
+    defer { float32.release(); float16.release(); bfloat16.release() }
+    for kind in ["linear", "favor m=256"] {
+        func linear() throws -> LinearAttentionDecoder<Float> {
+            try LinearAttentionDecoder<Float>(batch: 1, heads: heads, headDim: d, valueDim: d)
+        }
+        func favor() throws -> FavorDecoder<Float> { try FavorDecoder<Float>(projection: w, batch: 1, heads: heads, valueDim: d) }
+        let runs: [(String, () throws -> Void)]
+        if kind == "linear" {
+            let (a, b, c) = (try linear(), try linear(), try linear())
+            runs = [("float32", decoderSteps(float32, tokens: tokens) { try a.step(query: $0, key: $1, value: $2, output: $3) }),
+                    ("float16", decoderSteps(float16, tokens: tokens) { try b.step(query: $0, key: $1, value: $2, output: $3) }),
+                    ("bfloat16", decoderSteps(bfloat16, tokens: tokens) { try c.step(query: $0, key: $1, value: $2, output: $3) })]
+        } else {
+            let (a, b, c) = (try favor(), try favor(), try favor())
+            runs = [("float32", decoderSteps(float32, tokens: tokens) { try a.step(query: $0, key: $1, value: $2, output: $3) }),
+                    ("float16", decoderSteps(float16, tokens: tokens) { try b.step(query: $0, key: $1, value: $2, output: $3) }),
+                    ("bfloat16", decoderSteps(bfloat16, tokens: tokens) { try c.step(query: $0, key: $1, value: $2, output: $3) })]
+        }
+        var base: Double?
+        for (name, body) in runs {
+            let seconds = try time(runs: 7, body) / Double(tokens)
+            let reference = base ?? seconds
+            base = reference
+            print("| \(kind) | \(name) | \(format1(seconds * 1e6)) | \(format2(seconds / reference)) |")
         }
     }
 }

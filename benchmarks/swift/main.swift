@@ -8,6 +8,7 @@
 //   swift run -c release PerformerBench kvcache [L ...]    softmax N = 1 over a KV cache: µs/token, GB/s vs bandwidth
 //   swift run -c release PerformerBench half [N ...]       softmax in float32, float16, bfloat16 storage (default 4096)
 //   swift run -c release PerformerBench half-rnn [N ...]   causal linear and FAVOR+ (m = 256) in the same (default 16384)
+//   swift run -c release PerformerBench half-decode        linear and FAVOR+ decoder steps on half tokens
 //
 // B = 1, H = 8, D = M = 64, float32, 2 threads (PERFORMER_NUM_THREADS overrides), medians of
 // repeated runs. Each table's header states its FLOP convention. The peak is the micro-kernel
@@ -37,8 +38,10 @@ case "half":
     try runHalfPrecisionBench(lengths: sizes.isEmpty ? [4096] : sizes, heads: heads, d: d)
 case "half-rnn":
     try runHalfRecurrentBench(lengths: sizes.isEmpty ? [16384] : sizes, heads: heads, d: d)
+case "half-decode":
+    try runHalfDecoderBench(heads: heads, d: d)
 case "crossover":
     try runCrossoverBench(lengths: sizes.isEmpty ? [256, 512, 1024, 2048, 4096, 8192] : sizes, heads: heads, d: d)
 default:
-    print("unknown mode \(mode): softmax, linear, favor, decode, kvcache, half, half-rnn or crossover")
+    print("unknown mode \(mode): softmax, linear, favor, decode, kvcache, half, half-rnn, half-decode or crossover")
 }

@@ -44,6 +44,8 @@ public final class FavorDecoder<T: AttentionScalar> {
     private var scratch: UnsafeMutableRawPointer?
     private var scratchSlots = 0
     private var scratchSlotBytes = 0
+    /// Float32 copies of half-precision tokens (FavorDecoder+HalfPrecision.swift).
+    let halfTokens = DecoderTokenStaging()
 
     /// A decoder with the empty state (no key yet). Throws on negative sizes, a bad ε or scale, or
     /// a state too large to allocate.
@@ -143,21 +145,30 @@ public final class FavorDecoder<T: AttentionScalar> {
         stateC = c
     }
 
-    /// One token: q, k B×H×1×D, v B×H×1×M; writes o (B×H×1×M). Checks everything first; on
-    /// error neither the state nor the output changes.
-    public func step(query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, output: MutableTensorView<T>)
-        throws(PerformerError) {
+    /// The checks of a step's tokens, for any element type; false when there is no head
+    /// (nothing to do).
+    func checkTokens<E>(query: TensorView<E>, key: TensorView<E>, value: TensorView<E>,
+                        output: MutableTensorView<E>) throws(PerformerError) -> Bool {
         let d = projection.dim
         try ShapeCheck.expectShape(query, SIMD4(batch, heads, 1, d), name: "q", meaning: "B×H×1×D")
         try ShapeCheck.expectShape(key, SIMD4(batch, heads, 1, d), name: "k", meaning: "B×H×1×D")
         try ShapeCheck.expectShape(value, SIMD4(batch, heads, 1, valueDim), name: "v", meaning: "B×H×1×M")
         try ShapeCheck.expectShape(output.readOnly, SIMD4(batch, heads, 1, valueDim), name: "out", meaning: "B×H×1×M")
-        let taskCount = batch * heads
-        guard taskCount > 0 else { return }
+        guard batch * heads > 0 else { return false }
         try TensorFootprint.checkOutputsDisjoint([
             try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
             try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
         ])
+        return true
+    }
+
+    /// One token: q, k B×H×1×D, v B×H×1×M; writes o (B×H×1×M). Checks everything first; on
+    /// error neither the state nor the output changes.
+    public func step(query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, output: MutableTensorView<T>)
+        throws(PerformerError) {
+        guard try checkTokens(query: query, key: key, value: value, output: output) else { return }
+        let d = projection.dim
+        let taskCount = batch * heads
         let kernels = Runtime.kernels.favorStep
         // Small per-token work (a head of C = 256, M = 64 takes about a microsecond on SIMD):
         // threads only when the states are large enough to amortize handing work over (the

@@ -43,6 +43,8 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
     private let scratch: UnsafeMutableRawPointer
     private let stateCount: Int
     private let normalizerCount: Int
+    /// Float32 copies of half-precision tokens (LinearAttentionDecoder+HalfPrecision.swift).
+    let halfTokens = DecoderTokenStaging()
 
     /// The shape of S: B×H×C×M.
     public var stateShape: SIMD4<Int> { SIMD4(batch, heads, featureDim, valueDim) }
@@ -160,8 +162,8 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
         (state.s.shape[3] <= 1 || state.s.strides[3] == 1) && (state.z.shape[2] <= 1 || state.z.strides[2] == 1)
     }
 
-    private func checkTokens(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
-                             output: MutableTensorView<Element>) throws(PerformerError) {
+    func checkTokens<E>(query: TensorView<E>, key: TensorView<E>, value: TensorView<E>,
+                        output: MutableTensorView<E>) throws(PerformerError) {
         try Self.expectToken(query, SIMD4(batch, heads, 1, headDim), name: "q", meaning: "B×H×1×D")
         try Self.expectToken(key, SIMD4(batch, keyHeads, 1, headDim), name: "k", meaning: "B×Hk×1×D")
         try Self.expectToken(value, SIMD4(batch, keyHeads, 1, valueDim), name: "v", meaning: "B×Hk×1×M")
@@ -230,7 +232,7 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
                                z: MutableTensorView(base: normalizer, shape: normalizerShape))
     }
 
-    private static func expectToken(_ view: TensorView<Element>, _ expected: SIMD4<Int>, name: StaticString, meaning: StaticString)
+    private static func expectToken<E>(_ view: TensorView<E>, _ expected: SIMD4<Int>, name: StaticString, meaning: StaticString)
         throws(PerformerError) {
         if view.shape != expected {
             try ShapeCheck.expectShape(view, expected, name: "\(name)", meaning: "\(meaning)")
@@ -239,9 +241,9 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
 
     /// The step's memory checks without allocating: every extent representable, and the output
     /// neither overlapping itself nor any input.
-    private func checkStepMemory(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
-                                 output: MutableTensorView<Element>) throws(PerformerError) {
-        let size = MemoryLayout<Element>.stride
+    func checkStepMemory<E>(query: TensorView<E>, key: TensorView<E>, value: TensorView<E>,
+                            output: MutableTensorView<E>) throws(PerformerError) {
+        let size = MemoryLayout<E>.stride
         let q = try TensorLayout.byteRange(base: query.base, shape: query.shape, strides: query.strides, elementSize: size, name: "q")
         let k = try TensorLayout.byteRange(base: key.base, shape: key.shape, strides: key.strides, elementSize: size, name: "k")
         let v = try TensorLayout.byteRange(base: value.base, shape: value.shape, strides: value.strides, elementSize: size, name: "v")

@@ -16,6 +16,30 @@ extension SoftmaxAttention {
         outputB: TensorView<T>, logSumExpB: TensorView<T>,
         output: MutableTensorView<T>, logSumExp: MutableTensorView<T>
     ) throws(PerformerError) {
+        try merge(outputA: outputA, logSumExpA: logSumExpA, outputB: outputB, logSumExpB: logSumExpB, output: output,
+                  logSumExp: logSumExp, read: { Double($0) }, write: { T($0) })
+    }
+
+    /// `merge` of half-precision partial outputs (float16 / bfloat16) with float32 log-sum-exps
+    /// (docs/HALF_PRECISION.md): each out row is the float32 merge of the widened rows, rounded
+    /// once to H; lse is float32 as in the float32 merge. No scratch.
+    public static func merge<H: HalfPrecisionScalar>(
+        outputA: TensorView<H>, logSumExpA: TensorView<Float>,
+        outputB: TensorView<H>, logSumExpB: TensorView<Float>,
+        output: MutableTensorView<H>, logSumExp: MutableTensorView<Float>
+    ) throws(PerformerError) {
+        try merge(outputA: outputA, logSumExpA: logSumExpA, outputB: outputB, logSumExpB: logSumExpB, output: output,
+                  logSumExp: logSumExp, read: { Double($0.widened) }, write: { H(rounding: Float($0)) })
+    }
+
+    /// The merge of outputs in O with log-sum-exps in L; `read` widens an out element, `write`
+    /// rounds a merged one (Double → O, through Float for a half O: the float32 merge, rounded).
+    private static func merge<O, L: AttentionScalar>(
+        outputA: TensorView<O>, logSumExpA: TensorView<L>,
+        outputB: TensorView<O>, logSumExpB: TensorView<L>,
+        output: MutableTensorView<O>, logSumExp: MutableTensorView<L>,
+        read: (O) -> Double, write: (Double) -> O
+    ) throws(PerformerError) {
         let shape = outputA.shape
         let rows = SIMD4(shape[0], shape[1], shape[2], 1)
         let meaning = "B×H×N×M of out_a"
@@ -36,7 +60,7 @@ extension SoftmaxAttention {
         for b in 0..<shape[0] {
             for h in 0..<shape[1] {
                 for i in 0..<shape[2] {
-                    mergeRow(b, h, i, shape[3], outputA, logSumExpA, outputB, logSumExpB, output, logSumExp)
+                    mergeRow(b, h, i, shape[3], outputA, logSumExpA, outputB, logSumExpB, output, logSumExp, read, write)
                 }
             }
         }
@@ -57,10 +81,10 @@ extension SoftmaxAttention {
 
     /// One row; weights in Double so that float32 rows lose nothing to the exponentials.
     @inline(__always)
-    private static func mergeRow<T: AttentionScalar>(
+    private static func mergeRow<O, T: AttentionScalar>(
         _ b: Int, _ h: Int, _ i: Int, _ width: Int,
-        _ outA: TensorView<T>, _ lseA: TensorView<T>, _ outB: TensorView<T>, _ lseB: TensorView<T>,
-        _ out: MutableTensorView<T>, _ lse: MutableTensorView<T>
+        _ outA: TensorView<O>, _ lseA: TensorView<T>, _ outB: TensorView<O>, _ lseB: TensorView<T>,
+        _ out: MutableTensorView<O>, _ lse: MutableTensorView<T>, _ read: (O) -> Double, _ write: (Double) -> O
     ) {
         func at<U>(_ view: TensorView<U>) -> UnsafePointer<U> {
             view.base + b * view.strides[0] + h * view.strides[1] + i * view.strides[2]
@@ -72,7 +96,7 @@ extension SoftmaxAttention {
         let high = max(la, lb)
         let lseOut = lse.base + b * lse.strides[0] + h * lse.strides[1] + i * lse.strides[2]
         guard high != -.infinity else {
-            for m in 0..<width { rowOut[m * so] = 0 }
+            for m in 0..<width { rowOut[m * so] = write(0) }
             lseOut.pointee = T(-Double.infinity)
             return
         }
@@ -82,9 +106,9 @@ extension SoftmaxAttention {
         let (fa, fb) = (wa / total, wb / total)
         for m in 0..<width {
             // A side with weight 0 is not read: its row may be anything (an unset buffer).
-            let a = fa == 0 ? 0 : fa * Double(rowA[m * sa])
-            let c = fb == 0 ? 0 : fb * Double(rowB[m * sb])
-            rowOut[m * so] = T(a + c)
+            let a = fa == 0 ? 0 : fa * read(rowA[m * sa])
+            let c = fb == 0 ? 0 : fb * read(rowB[m * sb])
+            rowOut[m * so] = write(a + c)
         }
         lseOut.pointee = T(high + log(total))
     }

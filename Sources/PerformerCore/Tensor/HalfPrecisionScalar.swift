@@ -35,3 +35,15 @@ extension Float {
     /// The exact float32 value of a bfloat16.
     public init(_ value: BFloat16) { self.init(bitPattern: UInt32(value.bitPattern) << 16) }
 }
+
+extension HalfPrecisionScalar {
+    /// The exact float32 value (element-wise code that is not a kernel: the softmax merge).
+    var widened: Float {
+        Self.dtype == .float16 ? Float(unsafeBitCast(self, to: Float16.self)) : Float(unsafeBitCast(self, to: BFloat16.self))
+    }
+
+    /// `value` rounded to the nearest H, ties to even (as the conversion kernels round).
+    init(rounding value: Float) {
+        self = Self.dtype == .float16 ? unsafeBitCast(Float16(value), to: Self.self) : unsafeBitCast(BFloat16(value), to: Self.self)
+    }
+}

@@ -110,44 +110,17 @@ extension FavorInputs {
 /// dv, S̃_N, z̃_N, c_N, dS̃0, dz̃0), as the float32 call's runner `runFavor` lists them.
 func runFavorHalf<H: HalfTestScalar>(_ fc: FavorCase, _ x: FavorInputs, _ w: FavorProjection, as _: H.Type,
                                      file: StaticString = #filePath, line: UInt = #line) throws -> [[Double]] {
-    let st = fc.strided
-    let q = HalfTestTensor<H>(shape: fc.qShape, strided: st, values: x.q)
-    let k = HalfTestTensor<H>(shape: fc.kShape, strided: st, values: x.k)
-    let v = HalfTestTensor<H>(shape: fc.vShape, strided: st, values: x.v)
-    let dout = HalfTestTensor<H>(shape: fc.oShape, strided: st, values: x.dout)
-    let out = HalfTestTensor<H>(shape: fc.oShape, strided: st)
-    let dq = HalfTestTensor<H>(shape: fc.qShape, strided: st)
-    let dk = HalfTestTensor<H>(shape: fc.kShape, strided: st)
-    let dv = HalfTestTensor<H>(shape: fc.vShape, strided: st)
-    let s0 = LinearTestTensor<Float>(shape: fc.sShape, strided: st, values: x.s0)
-    let z0 = LinearTestTensor<Float>(shape: fc.zShape, strided: st, values: x.z0)
-    let c0 = LinearTestTensor<Float>(shape: fc.zShape, strided: st, values: x.c0)
-    let dsN = LinearTestTensor<Float>(shape: fc.sShape, strided: st, values: x.dsN)
-    let dzN = LinearTestTensor<Float>(shape: fc.zShape, strided: st, values: x.dzN)
-    let sN = LinearTestTensor<Float>(shape: fc.sShape, strided: st)
-    let zN = LinearTestTensor<Float>(shape: fc.zShape, strided: st)
-    let cN = LinearTestTensor<Float>(shape: fc.zShape, strided: st)
-    let ds0 = LinearTestTensor<Float>(shape: fc.sShape, strided: st)
-    let dz0 = LinearTestTensor<Float>(shape: fc.zShape, strided: st)
-    defer { withExtendedLifetime(([q, k, v, dout, out, dq, dk, dv], [s0, z0, c0, dsN, dzN, sN, zN, cN, ds0, dz0])) {} }
+    let t = FavorCallTensors<HalfTestTensor<H>, LinearTestTensor<Float>>(fc, x)
     let state = fc.hasState
     try FavorAttention.forward(
-        query: q.view, key: k.view, value: v.view, projection: w, output: out.mutableView,
-        initialState: state ? FavorStateView(s: s0.view, z: z0.view, c: c0.view) : nil,
-        finalState: state ? MutableFavorStateView(s: sN.mutableView, z: zN.mutableView, c: cN.mutableView) : nil,
-        options: fc.options)
+        query: t.q.view, key: t.k.view, value: t.v.view, projection: w, output: t.out.mutableView,
+        initialState: state ? t.initialState : nil, finalState: state ? t.finalState : nil, options: fc.options)
     try FavorAttention.backward(
-        query: q.view, key: k.view, value: v.view, projection: w, outputGradient: dout.view,
-        queryGradient: dq.mutableView, keyGradient: dk.mutableView, valueGradient: dv.mutableView,
-        initialState: state ? FavorStateView(s: s0.view, z: z0.view, c: c0.view) : nil,
-        finalStateGradient: state ? LinearStateView(s: dsN.view, z: dzN.view) : nil,
-        initialStateGradient: state ? MutableLinearStateView(s: ds0.mutableView, z: dz0.mutableView) : nil,
-        options: fc.options)
-    for (name, t) in [("out", out), ("dq", dq), ("dk", dk), ("dv", dv)] {
-        XCTAssert(t.paddingUntouched, "\(name) written outside its view: \(fc)", file: file, line: line)
-    }
-    for (name, t) in [("S_N", sN), ("z_N", zN), ("c_N", cN), ("dS0", ds0), ("dz0", dz0)] {
-        XCTAssert(t.paddingUntouched, "\(name) written outside its view: \(fc)", file: file, line: line)
-    }
+        query: t.q.view, key: t.k.view, value: t.v.view, projection: w, outputGradient: t.dout.view,
+        queryGradient: t.dq.mutableView, keyGradient: t.dk.mutableView, valueGradient: t.dv.mutableView,
+        initialState: state ? t.initialState : nil, finalStateGradient: state ? t.finalStateGradient : nil,
+        initialStateGradient: state ? t.initialStateGradient : nil, options: fc.options)
+    t.checkPadding(fc, file: file, line: line)
+    let (out, dq, dk, dv, sN, zN, cN, ds0, dz0) = (t.out, t.dq, t.dk, t.dv, t.sN, t.zN, t.cN, t.ds0, t.dz0)
     return [out.values, dq.values, dk.values, dv.values, sN.values, zN.values, cN.values, ds0.values, dz0.values]
 }

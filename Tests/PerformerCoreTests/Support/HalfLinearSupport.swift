@@ -47,6 +47,21 @@ final class HalfTestTensor<H: HalfTestScalar> {
 
     var view: TensorView<H> { TensorView(base: storage, shape: shape, strides: strides) }
     var mutableView: MutableTensorView<H> { MutableTensorView(base: storage, shape: shape, strides: strides) }
+
+    /// Position `n` of axis 2 as a B×H×1×D view (one token).
+    func token(_ n: Int) -> TensorView<H> {
+        TensorView(base: storage + n * strides[2], shape: SIMD4(shape[0], shape[1], 1, shape[3]), strides: strides)
+    }
+    func mutableToken(_ n: Int) -> MutableTensorView<H> {
+        MutableTensorView(base: storage + n * strides[2], shape: SIMD4(shape[0], shape[1], 1, shape[3]), strides: strides)
+    }
+    /// Positions start ..< start + length of axis 2.
+    func slice(_ start: Int, _ length: Int) -> TensorView<H> {
+        TensorView(base: storage + start * strides[2], shape: SIMD4(shape[0], shape[1], length, shape[3]), strides: strides)
+    }
+    func mutableSlice(_ start: Int, _ length: Int) -> MutableTensorView<H> {
+        MutableTensorView(base: storage + start * strides[2], shape: SIMD4(shape[0], shape[1], length, shape[3]), strides: strides)
+    }
 }
 
 extension LinearInputs {
@@ -84,49 +99,19 @@ extension LinearResults {
 /// storage bits of out, dq, dk, dv.
 func runLinearHalf<H: HalfTestScalar>(_ c: LinearCase, _ x: LinearInputs, as _: H.Type,
                                       file: StaticString = #filePath, line: UInt = #line) throws -> (LinearResults, [[UInt16]]) {
-    let q = HalfTestTensor<H>(shape: c.qShape, strided: c.strided, values: x.q)
-    let k = HalfTestTensor<H>(shape: c.kShape, strided: c.strided, values: x.k)
-    let v = HalfTestTensor<H>(shape: c.vShape, strided: c.strided, values: x.v)
-    let dout = HalfTestTensor<H>(shape: c.oShape, strided: c.strided, values: x.dout)
-    let out = HalfTestTensor<H>(shape: c.oShape, strided: c.strided)
-    let dq = HalfTestTensor<H>(shape: c.qShape, strided: c.strided)
-    let dk = HalfTestTensor<H>(shape: c.kShape, strided: c.strided)
-    let dv = HalfTestTensor<H>(shape: c.vShape, strided: c.strided)
-    let s0 = LinearTestTensor<Float>(shape: c.sShape, strided: c.strided, values: x.s0)
-    let z0 = LinearTestTensor<Float>(shape: c.zShape, strided: c.strided, values: x.z0)
-    let dsN = LinearTestTensor<Float>(shape: c.sShape, strided: c.strided, values: x.dsN)
-    let dzN = LinearTestTensor<Float>(shape: c.zShape, strided: c.strided, values: x.dzN)
-    let sN = LinearTestTensor<Float>(shape: c.sShape, strided: c.strided)
-    let zN = LinearTestTensor<Float>(shape: c.zShape, strided: c.strided)
-    let ds0 = LinearTestTensor<Float>(shape: c.sShape, strided: c.strided)
-    let dz0 = LinearTestTensor<Float>(shape: c.zShape, strided: c.strided)
-    let den = LinearTestTensor<Float>(shape: c.denShape, strided: c.strided)
-    defer { withExtendedLifetime((q, k, v, dout, out, dq, dk, dv, [s0, z0, dsN, dzN, sN, zN, ds0, dz0, den])) {} }
+    let t = LinearCallTensors<HalfTestTensor<H>, LinearTestTensor<Float>>(c, x)
     let state = c.withState
     try LinearAttention.forward(
-        query: q.view, key: k.view, value: v.view, output: out.mutableView,
-        initialState: state ? LinearStateView(s: s0.view, z: z0.view) : nil,
-        finalState: state ? MutableLinearStateView(s: sN.mutableView, z: zN.mutableView) : nil,
-        denominators: den.mutableView, options: c.options)
+        query: t.q.view, key: t.k.view, value: t.v.view, output: t.out.mutableView,
+        initialState: state ? t.initialState : nil, finalState: state ? t.finalState : nil,
+        denominators: t.den.mutableView, options: c.options)
     try LinearAttention.backward(
-        query: q.view, key: k.view, value: v.view, outputGradient: dout.view,
-        queryGradient: dq.mutableView, keyGradient: dk.mutableView, valueGradient: dv.mutableView,
-        initialState: state ? LinearStateView(s: s0.view, z: z0.view) : nil,
-        finalStateGradient: state ? LinearStateView(s: dsN.view, z: dzN.view) : nil,
-        initialStateGradient: state ? MutableLinearStateView(s: ds0.mutableView, z: dz0.mutableView) : nil,
-        options: c.options)
-    for (name, t) in [("out", out), ("dq", dq), ("dk", dk), ("dv", dv)] {
-        XCTAssert(t.paddingUntouched, "\(name) written outside its view: \(c)", file: file, line: line)
-    }
-    for (name, t) in [("S_N", sN), ("z_N", zN), ("dS0", ds0), ("dz0", dz0), ("denominators", den)] {
-        XCTAssert(t.paddingUntouched, "\(name) written outside its view: \(c)", file: file, line: line)
-    }
-    let zeros: (Int) -> [Double] = { [Double](repeating: 0, count: $0) }
-    let results = LinearResults(out: out.values, sN: state ? sN.values : zeros(sN.count), zN: state ? zN.values : zeros(zN.count),
-                                dq: dq.values, dk: dk.values, dv: dv.values,
-                                ds0: state ? ds0.values : zeros(ds0.count), dz0: state ? dz0.values : zeros(dz0.count),
-                                den: den.values)
-    return (results, [out.bits, dq.bits, dk.bits, dv.bits])
+        query: t.q.view, key: t.k.view, value: t.v.view, outputGradient: t.dout.view,
+        queryGradient: t.dq.mutableView, keyGradient: t.dk.mutableView, valueGradient: t.dv.mutableView,
+        initialState: state ? t.initialState : nil, finalStateGradient: state ? t.finalStateGradient : nil,
+        initialStateGradient: state ? t.initialStateGradient : nil, options: c.options)
+    t.checkPadding(c, file: file, line: line)
+    return (t.results(c), [t.out.bits, t.dq.bits, t.dk.bits, t.dv.bits])
 }
 
 /// The accuracy rule for one named result: max |ours − exact| ≤ 2 · max |straightforward −

@@ -915,7 +915,9 @@ softmax_merge(PyObject *module, PyObject *args)
     tensor_arg t[6] = {{"out_a"}, {"lse_a"}, {"out_b"}, {"lse_b"}, {"out"}, {"lse"}};
     PyObject *result = NULL;
     for (int i = 0; i < 6; i++) {
-        if (get_tensor(obj[i], &t[i], i % 2 ? 3 : 4, i >= 4, i == 0 ? NULL : &t[0]) < 0) {
+        /* outs share out_a's dtype; the lses are float32 when out_a is half (lse_reference). */
+        const tensor_arg *reference = i == 0 ? NULL : i % 2 ? lse_reference(&t[0]) : &t[0];
+        if (get_tensor(obj[i], &t[i], i % 2 ? 3 : 4, i >= 4, reference) < 0) {
             goto done;
         }
     }
@@ -1308,6 +1310,18 @@ decoder_reference(DecoderObject *self, tensor_arg *reference)
     reference->tensor.dtype = self->dtype;
 }
 
+/* The reference for state tensors: the decoder's dtype, or float32 for a half decoder (whose
+ * state is float32 whatever its tokens; performer.h, "Half precision"). */
+static void
+decoder_state_reference(DecoderObject *self, tensor_arg *reference)
+{
+    decoder_reference(self, reference);
+    if (self->dtype == PERFORMER_FLOAT16 || self->dtype == PERFORMER_BFLOAT16) {
+        reference->name = "the decoder's state";
+        reference->tensor.dtype = PERFORMER_FLOAT32;
+    }
+}
+
 typedef performer_status (*decoder_tokens_fn)(void *handle, const performer_tensor_t *q,
                                               const performer_tensor_t *k, const performer_tensor_t *v,
                                               performer_tensor_t *out);
@@ -1333,12 +1347,13 @@ decoder_tokens_call(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs
     if (decoder_claim(self) < 0) {
         return NULL;
     }
-    tensor_arg reference, t[6] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S"}, {"z"}};
+    tensor_arg reference, state_reference, t[6] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S"}, {"z"}};
     decoder_reference(self, &reference);
+    decoder_state_reference(self, &state_reference);
     PyObject *result = NULL;
     for (int i = 0; i < count; i++) {
         int ndim = i < 4 ? (token ? 3 : 4) : i == 4 ? 4 : 3;
-        if (get_tensor_mode(args[i], &t[i], ndim, i >= 3, &reference, token && i < 4) < 0) {
+        if (get_tensor_mode(args[i], &t[i], ndim, i >= 3, i < 4 ? &reference : &state_reference, token && i < 4) < 0) {
             goto done;
         }
     }
@@ -1383,7 +1398,7 @@ decoder_state_call(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs,
     tensor_arg reference, t[DECODER_MAX_STATE];
     performer_tensor_t *state[DECODER_MAX_STATE];
     memset(t, 0, sizeof t);
-    decoder_reference(self, &reference);
+    decoder_state_reference(self, &reference);
     PyObject *result = NULL;
     for (int i = 0; i < ops->state_count; i++) {
         t[i].name = ops->state_names[i];

@@ -3,18 +3,24 @@
 import numpy as _np
 
 from . import _performer as _ext
-from ._common import (_PAIR, _TRIPLE, _check_state_arity, _choice, _empty, _real, _scale, _size, _tensor)
+from ._common import (_PAIR, _TRIPLE, _check_state_arity, _choice, _empty, _lse_dtype, _real, _scale, _size,
+                      _tensor)
 from .favor import _FAVOR_FEATURES, _favor_count, _projection_arg
 from .linear import _feature_map
 
+#: The decoders' token dtypes and their performer_dtype codes. A float16 decoder keeps its state
+#: in float32 (docs/HALF_PRECISION.md).
+_DECODER_CODES = {_np.dtype(_np.float32): 0, _np.dtype(_np.float64): 1, _np.dtype(_np.float16): 2}
+
+
 def _decoder_dtype(dtype):
-    """A decoder's dtype argument as a numpy dtype, float32 or float64."""
+    """A decoder's dtype argument as a numpy dtype: float32, float64 or float16."""
     try:
         np_dtype = _np.dtype(dtype)
     except TypeError:
-        raise TypeError("dtype must be 'float32' or 'float64', not %r" % (dtype,)) from None
-    if np_dtype not in (_np.dtype(_np.float32), _np.dtype(_np.float64)):
-        raise TypeError("dtype must be 'float32' or 'float64', not %s" % np_dtype)
+        raise TypeError("dtype must be 'float32', 'float64' or 'float16', not %r" % (dtype,)) from None
+    if np_dtype not in _DECODER_CODES:
+        raise TypeError("dtype must be 'float32', 'float64' or 'float16', not %s" % np_dtype)
     return np_dtype
 
 
@@ -34,12 +40,21 @@ class _Decoder:
     dim = property(lambda self: self._dim, doc="D, the head dim of q and k")
     value_dim = property(lambda self: self._value_dim, doc="M, the head dim of v and the output")
     eps = property(lambda self: self._eps, doc="eps")
-    dtype = property(lambda self: self._dtype, doc="numpy dtype of every array")
+    dtype = property(lambda self: self._dtype, doc="numpy dtype of the tokens (q, k, v, out)")
+    state_dtype = property(lambda self: self._state_dtype,
+                           doc="numpy dtype of the state: the token dtype, float32 for float16 tokens")
+
+    def _dtype_code(self, dtype):
+        """(performer_dtype code, numpy dtype) of a dtype argument, and the state's dtype set;
+        performer.torch's decoders take torch dtypes (bfloat16 too) instead."""
+        np_dtype = _decoder_dtype(dtype)
+        self._state_dtype = _lse_dtype(np_dtype)
+        return _DECODER_CODES[np_dtype], np_dtype
 
     def _state_copies(self):
         """New arrays (S B x H x C x M, then B x H x C ones) holding the state."""
-        arrays = (_empty(self._s_shape, self._dtype),) + tuple(
-            _empty(self._s_shape[:3], self._dtype) for _ in self._STATE[1:])
+        arrays = (_empty(self._s_shape, self._state_dtype),) + tuple(
+            _empty(self._s_shape[:3], self._state_dtype) for _ in self._STATE[1:])
         self._get_state(*arrays)
         return arrays
 
@@ -65,7 +80,10 @@ class LinearDecoder(_Decoder, _ext.LinearDecoder):
     key_heads : int or None
         Hk for grouped-query attention (must divide heads); None means heads. Each query
         head keeps its own state, built from the keys and values of key head h // (H // Hk).
-    dtype : "float32" (default) or "float64": the dtype of every array passed and returned.
+    dtype : "float32" (default), "float64" or "float16": the dtype of the tokens (q, k, v and the
+        output); the state (S, z) has it too, except that a float16 decoder keeps its state in
+        float32 (:attr:`state_dtype`; docs/HALF_PRECISION.md): each output is then the float32
+        step's on the widened tokens, rounded once.
 
     Prefill, then decode: :meth:`prefill` runs a prompt (B x H x N x D, ...) through the
     causal chunked kernel and keeps its final state; or assign the final state of
@@ -82,10 +100,9 @@ class LinearDecoder(_Decoder, _ext.LinearDecoder):
         dim = _size("dim", dim)
         value_dim = _size("value_dim", value_dim)
         key_heads = heads if key_heads is None else _size("key_heads", key_heads)
-        np_dtype = _decoder_dtype(dtype)
+        code, np_dtype = self._dtype_code(dtype)
         fmap = _feature_map(feature_map)
         eps = _real("eps", eps)
-        code = 0 if np_dtype == _np.float32 else 1
         _check_int64(batch=batch, heads=heads, key_heads=key_heads, dim=dim, value_dim=value_dim)
         super().__init__(code, batch, heads, key_heads, dim, value_dim, fmap, eps)
         self._batch, self._heads, self._key_heads = batch, heads, key_heads
@@ -108,7 +125,8 @@ class LinearDecoder(_Decoder, _ext.LinearDecoder):
 
         ``state=(S, z)``: step on a state the caller owns instead of the decoder's own --
         writable arrays S (B x H x C x M) and z (B x H x C) of the decoder's dtype, any
-        strides, read and updated in place (the decoder's own state is not touched). The
+        strides (float32 for a float16 decoder), read and updated in place (the decoder's own
+        state is not touched). The
         same arithmetic as the decoder's own state, so the same bits: one decoder can serve
         many sequences, or a recurrent layer can pass its state in and out."""
         out = _empty(self._out_shape, self._dtype) if out is None else out
@@ -147,7 +165,7 @@ class LinearDecoder(_Decoder, _ext.LinearDecoder):
         return ("LinearDecoder(batch=%d, heads=%d, dim=%d, value_dim=%d, feature_map=%r, eps=%r, "
                 "key_heads=%d, dtype=%r)" % (self._batch, self._heads, self._dim, self._value_dim,
                                              self._feature_map, self._eps, self._key_heads,
-                                             str(self._dtype)))
+                                             str(self.dtype)))
 
 
 class FavorDecoder(_Decoder, _ext.FavorDecoder):
@@ -170,7 +188,8 @@ class FavorDecoder(_Decoder, _ext.FavorDecoder):
     scale : float or None (1/sqrt(D))
     eps : float, finite and >= 0, in the units of the mathematical features (default 0)
     relu_offset : float, kappa of "relu"
-    dtype : "float32" (default) or "float64"
+    dtype : "float32" (default), "float64" or "float16" (tokens; a float16 decoder keeps its state
+        (S~, z~, c) in float32, :attr:`state_dtype`)
 
     One decoder may be used by one thread at a time (a concurrent call raises RuntimeError).
     """
@@ -182,13 +201,12 @@ class FavorDecoder(_Decoder, _ext.FavorDecoder):
         heads = _size("heads", heads)
         value_dim = _size("value_dim", value_dim)
         code = _choice("features", features, _FAVOR_FEATURES)
-        np_dtype = _decoder_dtype(dtype)
+        code_dtype, np_dtype = self._dtype_code(dtype)
         _check_int64(batch=batch, heads=heads, value_dim=value_dim)
         eps = _real("eps", eps)
         scale = _scale(scale)
         relu_offset = _real("relu_offset", relu_offset)
-        super().__init__(projection, 0 if np_dtype == _np.float32 else 1, batch, heads, value_dim, code, scale, eps,
-                         relu_offset)
+        super().__init__(projection, code_dtype, batch, heads, value_dim, code, scale, eps, relu_offset)
         dim, num_features = projection._info()[:2]
         count = _favor_count(code, num_features)
         self._projection = projection
@@ -236,4 +254,4 @@ class FavorDecoder(_Decoder, _ext.FavorDecoder):
     def __repr__(self):
         return ("FavorDecoder(%r, batch=%d, heads=%d, value_dim=%d, features=%r, scale=%r, eps=%r, dtype=%r)"
                 % (self._projection, self._batch, self._heads, self._value_dim, self._features, self._scale,
-                   self._eps, str(self._dtype)))
+                   self._eps, str(self.dtype)))

@@ -116,17 +116,21 @@ def softmax_merge(out_a, lse_a, out_b, lse_b, *, out=None, lse=None):
     ``lse=``: writable buffers for the results, which may be ``out_a``/``lse_a`` or
     ``out_b``/``lse_b`` themselves (in place); any other overlap is refused (ValueError).
 
-    Raises TypeError for unsupported or mixed dtypes, ValueError for shapes, an lse that is
+    float16 outs (computed in float32, each out element rounded once) take and give float32
+    lses. Raises TypeError for unsupported or mixed dtypes, ValueError for shapes, an lse that is
     NaN or +inf, or overlaps; the message names the argument. Nothing is written on error.
     """
     dtype, os_ = _tensor("out_a", out_a, 4)
-    _, ls = _tensor("lse_a", lse_a, 3, dtype, "out_a")
+    # float16 outs come with float32 lses (as softmax_attention returns them).
+    sd = _lse_dtype(dtype)
+    ref = "out_a" if sd == dtype else "the lse of a float16 call"
+    _, ls = _tensor("lse_a", lse_a, 3, sd, ref)
     _check_exact("lse_a", ls, os_[:3], "(B, H, N) of out_a")
     _, bs = _tensor("out_b", out_b, 4, dtype, "out_a")
     _check_exact("out_b", bs, os_, "(B, H, N, M) of out_a")
-    _, ls = _tensor("lse_b", lse_b, 3, dtype, "out_a")
+    _, ls = _tensor("lse_b", lse_b, 3, sd, ref)
     _check_exact("lse_b", ls, os_[:3], "(B, H, N) of out_a")
     out = _output(out, os_, dtype)
-    lse = _output(lse, os_[:3], dtype)
+    lse = _output(lse, os_[:3], sd)
     _ext.softmax_merge(out_a, lse_a, out_b, lse_b, out, lse)
     return out, lse

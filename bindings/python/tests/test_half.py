@@ -1,6 +1,6 @@
-"""float16 NumPy arrays through softmax, linear and FAVOR+ attention and their backwards
-(docs/HALF_PRECISION.md): computed in float32, each output rounded once; lse, states and
-denominators in float32.
+"""float16 NumPy arrays through softmax, linear and FAVOR+ attention and their backwards, the
+softmax merge and the decoders (docs/HALF_PRECISION.md): computed in float32, each output
+rounded once; lse, states (a decoder's too) and denominators in float32.
 
 Accuracy rule (FlashAttention's): against the float64 reference on the same float16 inputs,
 our output and every gradient has a max error <= 2x that of a straightforward float16
@@ -118,11 +118,25 @@ def test_float16_dtype_errors():
     assert np.all(out_buffer == 7)
 
 
-def test_functions_without_half_support_refuse_float16():
-    q, k, v, _ = _make(1, 1, 1, 4, 4, 8, 8)
-    out, lse = performer.softmax_attention(q, k, v, return_lse=True)
-    with pytest.raises(TypeError, match=r"is not supported by performer_softmax_merge"):
-        performer.softmax_merge(out, lse.astype(np.float16), out, lse.astype(np.float16))
+def test_float16_merge_is_the_float32_merge_rounded():
+    q, k, v, _ = _make(2, 2, 1, 9, 20, 8, 8)
+    out_a, lse_a = performer.softmax_attention(q, k[:, :, :12], v[:, :, :12], return_lse=True)
+    out_b, lse_b = performer.softmax_attention(q, k[:, :, 12:], v[:, :, 12:], return_lse=True)
+    assert lse_a.dtype == np.float32
+    out, lse = performer.softmax_merge(out_a, lse_a, out_b, lse_b)
+    out32, lse32 = performer.softmax_merge(out_a.astype(np.float32), lse_a, out_b.astype(np.float32), lse_b)
+    assert out.dtype == np.float16 and lse.dtype == np.float32
+    assert np.array_equal(out, out32.astype(np.float16)) and np.array_equal(lse, lse32)
+    # The merge of the halves is the whole call to one rounding of the output.
+    whole = performer.softmax_attention(q, k, v).astype(np.float64)
+    assert np.max(np.abs(out - whole)) <= 2 * 2.0 ** -10 * max(1.0, np.max(np.abs(whole)))
+    # In place over A.
+    performer.softmax_merge(out_a, lse_a, out_b, lse_b, out=out_a, lse=lse_a)
+    assert np.array_equal(out_a, out) and np.array_equal(lse_a, lse)
+    with pytest.raises(TypeError, match=r"lse_a has dtype float16 but the lse of a float16 call has float32"):
+        performer.softmax_merge(out_a, lse_a.astype(np.float16), out_b, lse_b)
+    with pytest.raises(TypeError, match=r"out_b has dtype float32 but out_a has float16"):
+        performer.softmax_merge(out_a, lse_a, out_b.astype(np.float32), lse_b)
 
 
 def test_float16_state_only_calls_are_the_float32_calls_rounded():
@@ -287,3 +301,89 @@ def test_float16_favor_state_dtype_errors():
     state = tuple(np.zeros(shape, np.float16) for shape in ((1, 1, 8, 8), (1, 1, 8), (1, 1, 8)))
     with pytest.raises(TypeError, match=r"has dtype float16 but the state of a float16 call has float32"):
         performer.favor_attention(q, k, v, w, causal=True, initial_state=state)
+
+
+# ------------------------------------------------------------------ decoders
+
+
+def _positions(x, t):
+    return x[:, :, t]
+
+
+@pytest.mark.parametrize("feature_map", ["elu+1", "relu", "identity"])
+def test_float16_linear_decoder_is_the_float32_decoder_rounded(feature_map):
+    # Prefill 5 tokens, then step; from a loaded float32 state; and on a caller's float32 state.
+    q, k, v, _ = _make(2, 4, 2, 12, 12, 8, 6)
+    if feature_map == "identity":
+        q, k = np.abs(q), np.abs(k)
+    s0 = RNG.standard_normal((2, 4, 8, 6)).astype(np.float32)
+    z0 = (np.abs(RNG.standard_normal((2, 4, 8))) + 0.5).astype(np.float32)
+    half = performer.LinearDecoder(2, 4, 8, 6, key_heads=2, feature_map=feature_map, dtype="float16")
+    single = performer.LinearDecoder(2, 4, 8, 6, key_heads=2, feature_map=feature_map, dtype="float32")
+    assert half.dtype == np.float16 and half.state_dtype == np.float32 and single.state_dtype == np.float32
+    for d in (half, single):
+        d.set_state(s0, z0)
+    wide = tuple(x.astype(np.float32) for x in (q, k, v))
+    outs = [half.prefill(q[:, :, :5], k[:, :, :5], v[:, :, :5])]
+    outs32 = [single.prefill(*(x[:, :, :5] for x in wide))]
+    for t in range(5, 12):
+        outs.append(half.step(q[:, :, t], k[:, :, t], v[:, :, t])[:, :, None])
+        outs32.append(single.step(*(x[:, :, t] for x in wide))[:, :, None])
+    out, out32 = np.concatenate(outs, axis=2), np.concatenate(outs32, axis=2)
+    assert out.dtype == np.float16 and np.array_equal(out, out32.astype(np.float16))
+    state, state32 = half.state, single.state
+    assert all(x.dtype == np.float32 for x in state)
+    assert all(np.array_equal(a, b) for a, b in zip(state, state32))
+    # The half causal forward from the same state: the same outputs to one rounding.
+    forward = performer.linear_attention(q, k, v, causal=True, feature_map=feature_map, initial_state=(s0, z0))
+    spacing = np.spacing(np.maximum(np.abs(out), np.abs(forward)).astype(np.float16)).astype(np.float64)
+    assert np.all(np.abs(out.astype(np.float64) - forward) <= spacing)
+    # A caller-owned float32 state gives the decoder's own bits.
+    caller = performer.LinearDecoder(2, 4, 8, 6, key_heads=2, feature_map=feature_map, dtype="float16")
+    S, z = s0.copy(), z0.copy()
+    half.set_state(s0, z0)
+    for t in range(12):
+        mine = caller.step(q[:, :, t], k[:, :, t], v[:, :, t], state=(S, z))
+        own = half.step(q[:, :, t], k[:, :, t], v[:, :, t])
+        assert np.array_equal(mine, own)
+    assert all(np.array_equal(a, b) for a, b in zip((S, z), half.state))
+
+
+def test_float16_linear_decoder_dtype_errors():
+    d = performer.LinearDecoder(1, 1, 8, 8, dtype=np.float16)
+    q = np.ones((1, 1, 8), np.float16)
+    out = np.full((1, 1, 8), 7, np.float16)
+    with pytest.raises(TypeError, match=r"q has dtype float32 but the decoder has float16"):
+        d.step(q.astype(np.float32), q, q, out=out)
+    with pytest.raises(TypeError, match=r"S has dtype float16 but the decoder's state"):
+        d.set_state(np.zeros((1, 1, 8, 8), np.float16), np.zeros((1, 1, 8), np.float16))
+    with pytest.raises(TypeError, match=r"z has dtype float16 but the decoder's state"):
+        d.step(q, q, q, out=out, state=(np.zeros((1, 1, 8, 8), np.float32), np.zeros((1, 1, 8), np.float16)))
+    assert np.all(out == 7)
+    with pytest.raises(TypeError, match=r"dtype must be"):
+        performer.LinearDecoder(1, 1, 8, 8, dtype="int8")
+
+
+@pytest.mark.parametrize("features", ["positive", "hyperbolic", "trigonometric", "relu"])
+def test_float16_favor_decoder_is_the_float32_decoder_rounded(features):
+    q, k, v, _ = _make(2, 2, 2, 10, 10, 8, 6)
+    q, k = (x * np.float16(0.5) for x in (q, k))
+    w = performer.FavorProjection(8, 16, seed=7)
+    eps = 1e-3 if features == "trigonometric" else 0.0
+    half = performer.FavorDecoder(w, 2, 2, 6, features=features, eps=eps, dtype="float16")
+    single = performer.FavorDecoder(w, 2, 2, 6, features=features, eps=eps, dtype="float32")
+    assert half.dtype == np.float16 and half.state_dtype == np.float32
+    wide = tuple(x.astype(np.float32) for x in (q, k, v))
+    out = np.stack([half.step(q[:, :, t], k[:, :, t], v[:, :, t]) for t in range(10)], axis=2)
+    out32 = np.stack([single.step(*(x[:, :, t] for x in wide)) for t in range(10)], axis=2)
+    assert out.dtype == np.float16 and np.array_equal(out, out32.astype(np.float16))
+    assert all(x.dtype == np.float32 and np.array_equal(x, y) for x, y in zip(half.state, single.state))
+    forward = performer.favor_attention(q, k, v, w, causal=True, features=features, eps=eps)
+    spacing = np.spacing(np.maximum(np.abs(out), np.abs(forward)).astype(np.float16)).astype(np.float64)
+    assert np.all(np.abs(out.astype(np.float64) - forward) <= 2 * spacing)
+    # set_state takes the float32 triple back; a float16 triple is refused.
+    resumed = performer.FavorDecoder(w, 2, 2, 6, features=features, eps=eps, dtype="float16")
+    resumed.state = half.state
+    assert np.array_equal(resumed.step(q[:, :, 0], k[:, :, 1], v[:, :, 2]), half.step(q[:, :, 0], k[:, :, 1], v[:, :, 2]))
+    with pytest.raises(TypeError, match=r"S has dtype float16 but the decoder's state"):
+        resumed.set_state(*(x.astype(np.float16) for x in half.state))

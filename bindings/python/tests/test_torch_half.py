@@ -531,3 +531,66 @@ def test_func_second_derivatives_and_forward_mode_raise_clearly():
         torch.func.grad(lambda q: inner(q).sum())(q[:, :2])
     with pytest.raises(NotImplementedError, match="jvp"):
         torch.func.jvp(lambda q: pt.softmax_attention(q, k, v), (q,), (q,))
+
+
+# ------------------------------------------------------------------ decoders (issue 10 item 2)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "f16"])
+def test_half_linear_decoder_is_the_float32_decoder_rounded(dtype):
+    """A half tensor decoder: tokens in the half dtype, state float32; each output the float32
+    decoder's on the widened tokens rounded once, the state the float32 decoder's bit for bit;
+    prefill + steps, and steps on a caller-owned float32 state."""
+    q, k, v = qkv(dtype, B=2, H=4, Hk=2, N=11, L=11, D=8, M=6, requires_grad=False)
+    half = pt.LinearDecoder(2, 4, 8, 6, key_heads=2, dtype=dtype)
+    single = pt.LinearDecoder(2, 4, 8, 6, key_heads=2, dtype=torch.float32)
+    assert half.dtype == dtype and half.state_dtype == torch.float32
+    wide = [t.float() for t in (q, k, v)]
+    outs = [half.prefill(q[:, :, :4], k[:, :, :4], v[:, :, :4])]
+    outs32 = [single.prefill(*(t[:, :, :4] for t in wide))]
+    for t in range(4, 11):
+        outs.append(half.step(q[:, :, t], k[:, :, t], v[:, :, t]).unsqueeze(2))
+        outs32.append(single.step(*(x[:, :, t] for x in wide)).unsqueeze(2))
+    out, out32 = torch.cat(outs, 2), torch.cat(outs32, 2)
+    assert out.dtype == dtype and torch.equal(out, out32.to(dtype))
+    state, state32 = half.state, single.state
+    assert all(s.dtype == torch.float32 for s in state)
+    assert all(torch.equal(a, b) for a, b in zip(state, state32))
+    # The half causal forward over the same tokens: within one rounding of the output.
+    forward = pt.linear_attention(q, k, v, causal=True)
+    # One spacing of the half type at the larger magnitude (at least its smallest normal's).
+    spacing = UNIT[dtype] * 2 * torch.maximum(out.float().abs(), forward.float().abs())
+    assert torch.all((out.float() - forward.float()).abs() <= spacing + torch.finfo(dtype).tiny)
+    caller = pt.LinearDecoder(2, 4, 8, 6, key_heads=2, dtype=dtype)
+    S, z = torch.zeros(2, 4, 8, 6), torch.zeros(2, 4, 8)
+    half.reset()
+    for t in range(11):
+        mine = caller.step(q[:, :, t], k[:, :, t], v[:, :, t], state=(S, z))
+        assert torch.equal(mine, half.step(q[:, :, t], k[:, :, t], v[:, :, t]))
+    assert all(torch.equal(a, b) for a, b in zip((S, z), half.state))
+    with pytest.raises(TypeError, match=r"has dtype b?float16 but the decoder's state"):
+        half.set_state(S.to(dtype), z.to(dtype))
+    with pytest.raises(TypeError, match=r"q has dtype float32 but the decoder has b?float16"):
+        half.step(wide[0][:, :, 0], k[:, :, 0], v[:, :, 0])
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["bf16", "f16"])
+@pytest.mark.parametrize("features", ["positive", "hyperbolic", "trigonometric", "relu"])
+def test_half_favor_decoder_is_the_float32_decoder_rounded(dtype, features):
+    q, k, v = qkv(dtype, B=1, H=2, Hk=2, N=9, L=9, D=8, M=6, requires_grad=False)
+    q, k = q * 0.5, k * 0.5
+    W = torch.randn(16, 8, generator=torch.Generator().manual_seed(5))
+    eps = 1e-3 if features == "trigonometric" else 0.0
+    half = pt.FavorDecoder(W, 1, 2, 6, features=features, eps=eps, dtype=dtype)
+    single = pt.FavorDecoder(W, 1, 2, 6, features=features, eps=eps, dtype=torch.float32)
+    wide = [t.float() for t in (q, k, v)]
+    out = torch.stack([half.step(q[:, :, t], k[:, :, t], v[:, :, t]) for t in range(9)], 2)
+    out32 = torch.stack([single.step(*(x[:, :, t] for x in wide)) for t in range(9)], 2)
+    assert out.dtype == dtype and torch.equal(out, out32.to(dtype))
+    assert all(a.dtype == torch.float32 and torch.equal(a, b) for a, b in zip(half.state, single.state))
+    # A caller-owned float32 state triple (loaded, stepped, written back).
+    state = tuple(s.clone() for s in single.state)
+    mine = half.step(q[:, :, 0], k[:, :, 0], v[:, :, 0], state=state)
+    theirs = single.step(wide[0][:, :, 0], wide[1][:, :, 0], wide[2][:, :, 0])
+    assert torch.equal(mine, theirs.to(dtype))
+    assert all(torch.equal(a, b) for a, b in zip(state, single.state))

@@ -113,6 +113,8 @@ class LinearDecoder(_LinearDecoder):
     ) -> None: ...
     @property
     def dtype(self) -> torch.dtype: ...  # type: ignore[override]
+    @property
+    def state_dtype(self) -> torch.dtype: ...  # type: ignore[override]
     def step(  # type: ignore[override]
         self, q: Tensor, k: Tensor, v: Tensor, out: Optional[Tensor] = ..., *, state: Optional[_Pair] = ...,
     ) -> Tensor: ...
@@ -130,6 +132,8 @@ class FavorDecoder(_FavorDecoder):
     ) -> None: ...
     @property
     def dtype(self) -> torch.dtype: ...  # type: ignore[override]
+    @property
+    def state_dtype(self) -> torch.dtype: ...  # type: ignore[override]
     def step(  # type: ignore[override]
         self, q: Tensor, k: Tensor, v: Tensor, out: Optional[Tensor] = ..., *, state: Optional[_Triple] = ...,
     ) -> Tensor: ...

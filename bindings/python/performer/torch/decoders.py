@@ -14,16 +14,18 @@ __all__ = ["LinearDecoder", "FavorDecoder"]
 
 _grad_enabled = torch.is_grad_enabled
 _Tensor = torch.Tensor
-_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+#: Token dtypes: performer_dtype code, NumPy dtype (none for bfloat16), state dtype.
+_DTYPES = {torch.float32: (0, "float32", torch.float32), torch.float64: (1, "float64", torch.float64),
+           torch.float16: (2, "float16", torch.float32), torch.bfloat16: (3, None, torch.float32)}
 _STATE_NAMES = ("state[0] (S)", "state[1] (z)", "state[2] (c)")
 
 
-def _dtype_name(dtype):
-    if dtype in _NAMES:
-        return _NAMES[dtype]
-    if isinstance(dtype, str) and dtype in ("float32", "float64"):
+def _torch_dtype(dtype):
+    if isinstance(dtype, str) and dtype in ("float32", "float64", "float16", "bfloat16"):
+        return getattr(torch, dtype)
+    if dtype in _DTYPES:
         return dtype
-    raise TypeError("dtype must be torch.float32 or torch.float64, not %r" % (dtype,))
+    raise TypeError("dtype must be torch.float32, torch.float64, torch.bfloat16 or torch.float16, not %r" % (dtype,))
 
 
 def _no_grad_needed(*tensors):
@@ -35,10 +37,23 @@ def _no_grad_needed(*tensors):
 class _TensorDecoder:
     """What both decoders share: tensors in and out; the state as tensors."""
 
+    def _dtype_code(self, dtype):
+        dtype = _torch_dtype(dtype)
+        code, name, state = _DTYPES[dtype]
+        self._torch_dtype, self._torch_state_dtype = dtype, state
+        self._state_dtype = None
+        return code, name  # the NumPy layer's dtype, which these decoders do not use
+
     @property
     def dtype(self):
-        """torch dtype of every tensor passed and returned."""
+        """torch dtype of the tokens (q, k, v and the outputs)."""
         return self._torch_dtype
+
+    @property
+    def state_dtype(self):
+        """torch dtype of the state: the token dtype, or torch.float32 for bfloat16 / float16
+        tokens (docs/HALF_PRECISION.md)."""
+        return self._torch_state_dtype
 
     def _tokens(self, q, k, v, out):
         if _grad_enabled() and (getattr(q, "requires_grad", False) or getattr(k, "requires_grad", False)
@@ -62,8 +77,8 @@ class _TensorDecoder:
         return out
 
     def _state_tensors(self):
-        return (torch.empty(self._s_shape, dtype=self._torch_dtype),) + tuple(
-            torch.empty(self._s_shape[:3], dtype=self._torch_dtype) for _ in self._STATE[1:])
+        return (torch.empty(self._s_shape, dtype=self._torch_state_dtype),) + tuple(
+            torch.empty(self._s_shape[:3], dtype=self._torch_state_dtype) for _ in self._STATE[1:])
 
     @property
     def state(self):
@@ -88,13 +103,14 @@ class LinearDecoder(_TensorDecoder, _performer.LinearDecoder):
     with q B x H x D, k B x Hk x D, v B x Hk x M returns out (B x H x M, a new tensor or ``out``);
     ``state=(S, z)``: tensors the caller owns (B x H x D x M, B x H x D), read and updated in place,
     instead of the decoder's own state. ``prefill(q, k, v)`` runs a prompt (rank 4). dtype:
-    torch.float32 (default) or torch.float64."""
+    torch.float32 (default), torch.float64, torch.bfloat16 or torch.float16: of the tokens; the
+    state is float32 for bfloat16 / float16 tokens (:attr:`state_dtype`), each output the float32
+    step's on the widened tokens rounded once."""
 
     def __init__(self, batch, heads, dim, value_dim, *, feature_map="elu+1", eps=1e-6, key_heads=None,
                  dtype=torch.float32):
         super().__init__(batch, heads, dim, value_dim, feature_map=feature_map, eps=eps, key_heads=key_heads,
-                         dtype=_dtype_name(dtype))
-        self._torch_dtype = torch.float32 if self._dtype.itemsize == 4 else torch.float64
+                         dtype=dtype)
 
     def _step_on(self, views, state_views):
         self._step_state(*views, *state_views)
@@ -113,15 +129,15 @@ class FavorDecoder(_TensorDecoder, _performer.FavorDecoder):
     m x D tensor; copied at creation). ``step(q, k, v, out=None, *, state=None)``: q, k B x H x D,
     v B x H x M -> out B x H x M; ``state=(S~, z~, c)``: tensors the caller owns, loaded before the
     step and written back after it (the C ABI has no FAVOR+ step on a caller's state, so this
-    copies the state twice, and leaves the decoder's own state equal to it). dtype: torch.float32 (default) or torch.float64."""
+    copies the state twice, and leaves the decoder's own state equal to it). dtype: torch.float32 (default),
+    torch.float64, torch.bfloat16 or torch.float16 (tokens; the state is float32 for the half dtypes)."""
 
     def __init__(self, projection, batch, heads, value_dim, *, features="positive", scale=None, eps=0.0,
                  relu_offset=1e-3, dtype=torch.float32):
         if isinstance(projection, torch.Tensor):
             projection = projection_of(projection)
         super().__init__(projection, batch, heads, value_dim, features=features, scale=scale, eps=eps,
-                         relu_offset=relu_offset, dtype=_dtype_name(dtype))
-        self._torch_dtype = torch.float32 if self._dtype.itemsize == 4 else torch.float64
+                         relu_offset=relu_offset, dtype=dtype)
 
     def _step_on(self, views, state_views):
         self._set_state(*state_views)
