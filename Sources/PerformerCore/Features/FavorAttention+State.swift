@@ -4,6 +4,8 @@ import PerformerKernelInterface
 /// queries, and its backward. They run the bidirectional kernels with no query rows, whose key
 /// pass is the same max-shifted accumulation as the causal forward's (docs/FAVOR.md §4), so the
 /// state equals a causal forward's final state over the same keys, to rounding, at any input norm.
+/// With no query rows the backward kernel takes its state-only path (FavorStateBackward.swift:
+/// a first key pass for the final shift c_out only, then the key gradients; no S̃ built).
 ///
 /// Head layout: k B×Hk×L×D, v B×Hk×L×M; the state has Hs heads, read from the final state's
 /// (forward) or its gradient's (backward) shape[1], a multiple of Hk: state head h takes the keys

@@ -2,7 +2,9 @@ import PerformerKernelInterface
 
 /// State-only calls: the state (S, z) of a set of keys and values, without queries, and its
 /// backward. They run the non-causal kernels with no query rows, so the state is the one a
-/// forward over the same keys carries (bit for bit for the non-causal forward's final state).
+/// forward over the same keys carries (bit for bit for the non-causal forward's final state);
+/// with no query rows the backward kernel takes its state-only path (LinearStateBackward.swift:
+/// one pass over the keys, dv = φ(K) dS and ∂L/∂φ(K) = V dSᵀ + dz, no state rebuilt).
 ///
 /// Head layout: k B×Hk×L×D, v B×Hk×L×M; the state has Hs heads, read from the final state's
 /// (forward) or its gradient's (backward) shape[1], a multiple of Hk: state head h takes the keys

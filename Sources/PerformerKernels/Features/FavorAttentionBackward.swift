@@ -302,6 +302,8 @@ func favorBackward<T: KernelScalar>(_ taskPointer: UnsafePointer<FavorAttentionT
     head.loadInitialState()
     if task.causal {
         favorCausalBackward(head)
+    } else if task.shape.queryCount == 0 {
+        favorStateBackward(head)
     } else {
         favorBidirectionalBackward(head)
     }

@@ -23,6 +23,8 @@ func linearBackward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttentio
     let s = LinearScratch<T>(base: task.scratch, shape: task.shape, causal: task.causal, backward: true, bytes: &bytes)
     if task.causal {
         causalBackward(task, s)
+    } else if task.shape.queryCount == 0 {
+        linearStateBackward(task, s)
     } else {
         nonCausalBackward(task, s)
     }
@@ -65,7 +67,7 @@ private func advanceStateGradient<T: KernelScalar>(_ s: LinearScratch<T>, _ t: I
 
 /// Adds g to ∂L/∂φ(K_c) rows (zeroing padded keys), then stores dk and dv.
 @inline(__always)
-private func storeKeyGradients<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
+func storeKeyGradients<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {
     let c = task.shape.featureDim, m = task.shape.valueDim
     let accumulate = task.accumulateKeyGradients
     for i in 0..<t {

@@ -178,6 +178,70 @@ def case_softmax(rank, world, group):
                              (want, grads), _positions(n, rank, world, unequal, layout), q, k, v, dout, dtype)
 
 
+def _within_half_rounding(name, got, want, slack):
+    """got equals want to within the half type's rounding: every element within one unit in
+    the last place of the half type (at the larger of the two magnitudes) plus `slack` unit
+    roundoffs u of the tensor's largest entry (u = 2^-11 float16, 2^-8 bfloat16): 0.5 for the
+    state passing (float32 sums in another order; measured 0), 4 for the ring (measured 1.3),
+    whose reference has its own half rounding where a gradient is the difference of larger
+    terms: the single-process softmax backward reads the output rounded to half (Δ_i = dO_i·O_i),
+    the ring's the float32 merged output."""
+    dtype = want.dtype
+    mantissa = {torch.float16: 10, torch.bfloat16: 7}[dtype]
+    tiny = {torch.float16: 2.0 ** -24, torch.bfloat16: float(torch.finfo(torch.bfloat16).tiny)}[dtype]
+    assert got.dtype == dtype and got.shape == want.shape, (name, got.dtype, got.shape, want.shape)
+    g, w = got.double(), want.double()
+    assert torch.isfinite(g).all(), name
+    magnitude = torch.maximum(g.abs(), w.abs())
+    ulp = torch.exp2(torch.floor(torch.log2(torch.clamp(magnitude, min=tiny))) - mantissa).clamp(min=tiny)
+    unit = 2.0 ** -(mantissa + 1) * max(float(w.abs().max()), tiny)
+    factor = float(((g - w).abs() - ulp).max()) / unit
+    if os.environ.get("PERFORMER_TEST_VERBOSE"):
+        print("%s %s: %.3g u max|want| beyond one ulp" % (name, dtype, factor), flush=True)
+    assert factor <= slack, "%s (%s): differs by %.3g u max|want| beyond one ulp" % (name, dtype, factor)
+
+
+def case_half(rank, world, group):
+    """float16 and bfloat16 q, k, v: the distributed result equals the single-process half call
+    (performer.torch) on the whole sequence to within the half type's rounding, outputs and
+    gradients (linear and FAVOR+ causal and not with GQA and key lengths; softmax contiguous
+    and zigzag)."""
+    import performer.torch as pt
+    from performer.torch import distributed as pd
+    n = 33
+    projection = performer.FavorProjection(8, 16, seed=3)
+    calls = []  # (label, Hk, positions of a rank, single-process call, distributed call, slack)
+    for causal in (True, False):
+        options = dict(causal=causal, kv_lengths=[30, 9])
+        unequal = lambda r: _positions(n, r, world, unequal=True)
+        calls.append(("linear causal=%s" % causal, 2, unequal,
+                      lambda a, b, c, o=options: pt.linear_attention(a, b, c, **o),
+                      lambda a, b, c, o=options: pd.linear_attention(a, b, c, group=group, **o), 0.5))
+        calls.append(("favor causal=%s" % causal, 2, unequal,
+                      lambda a, b, c, o=options: pt.favor_attention(a, b, c, projection, **o),
+                      lambda a, b, c, o=options: pd.favor_attention(a, b, c, projection, group=group, **o), 0.5))
+        masks = dict(causal=causal, kv_lengths=[31, 20], kv_starts=[0, 4])
+        for layout in ("contiguous", "zigzag"):
+            calls.append(("softmax %s causal=%s" % (layout, causal), 4,
+                          lambda r, lay=layout: _positions(n, r, world, layout=lay),
+                          lambda a, b, c, o=masks: pt.softmax_attention(a, b, c, **o),
+                          lambda a, b, c, o=masks, lay=layout: pd.softmax_attention(a, b, c, layout=lay, group=group,
+                                                                                      **o), 4))
+    for dtype in (torch.float16, torch.bfloat16):
+        for label, hk, positions, single, split, slack in calls:
+            q, k, v, dout = (torch.from_numpy(x).to(dtype) for x in _inputs(13, 2, 4, hk, n, 8, 6, np.float32))
+            whole = [x.clone().requires_grad_() for x in (q, k, v)]
+            want = single(*whole)
+            want.backward(dout)
+            index = positions(rank)
+            part = [x[:, :, index].clone().requires_grad_() for x in (q, k, v)]
+            out = split(*part)
+            out.backward(dout[:, :, index])
+            _within_half_rounding("out " + label, out.detach(), want.detach()[:, :, index], slack)
+            for name, leaf, full in zip(("dq", "dk", "dv"), part, whole):
+                _within_half_rounding(name + " " + label, leaf.grad, full.grad[:, :, index], slack)
+
+
 def case_training(rank, world, group):
     """A tiny attention model trained on a sequence split over the ranks gives the losses of
     the same model trained in one process, step by step."""
@@ -235,6 +299,11 @@ def test_four_ranks_and_two_rank_groups_match_one_process():
 
 
 @needs_torch
+def test_half_precision_two_ranks_match_one_process():
+    run_ranks(2, ("case_half",))
+
+
+@needs_torch
 def test_layout_positions():
     from performer.torch.distributed import layout_positions
     for n, world in ((16, 2), (41, 4), (5, 4)):
@@ -258,3 +327,13 @@ def test_needs_an_initialized_group():
     q = torch.zeros(1, 1, 2, 4)
     with pytest.raises(RuntimeError, match="init_process_group"):
         pd.softmax_attention(q, q, q)
+
+
+@needs_torch
+def test_half_inputs_need_one_dtype():
+    from performer.torch import distributed as pd
+    q = torch.zeros(1, 1, 2, 4, dtype=torch.float16)
+    with pytest.raises(TypeError, match="k has dtype torch.float32 but q has dtype torch.float16"):
+        pd.linear_attention(q, q.float(), q)
+    with pytest.raises(TypeError, match="v has dtype torch.bfloat16"):
+        pd.softmax_attention(q, q, q.bfloat16())

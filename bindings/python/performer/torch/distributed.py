@@ -18,6 +18,11 @@ to float rounding. Every rank of the group must make the same calls in the same 
   their dk, dv accumulators, which end at their owner. Causal blocks wholly in the future are
   skipped; ``layout="zigzag"`` balances the causal work (see :func:`layout_positions`).
 
+dtypes: float32, float64, and the half types float16 and bfloat16, which run the whole
+algorithm in float32 (states, their communication, ring blocks and merges) from the exactly
+widened inputs and round the output and the gradients once, at the end, like the
+single-process half call.
+
 Positions: ``kv_lengths`` and ``kv_starts`` are in GLOBAL positions of the whole sequence
 (as for the single-process call). Causal attention is over the whole sequence (N = L), so each
 rank's q and k slices cover the same positions. See docs/DISTRIBUTED.md.
@@ -68,6 +73,27 @@ def _input_grads(ctx, grads):
     """The tensors of ``grads`` for the inputs whose gradients autograd asked for, else None."""
     return tuple(_to_tensor(g) if g is not None and ctx.needs_input_grad[i] else None
                  for i, g in enumerate(grads))
+
+def _widen(q, k, v):
+    """Half inputs (float16, bfloat16) as float32 tensors, differentiably, and the dtype to
+    round the output back to (None for float32/float64 inputs, passed as they are). The
+    widening is exact; the whole algorithm -- local calls, states and their all_gather, ring
+    blocks, merges, gradient sums -- then runs in float32, and the output and (through
+    autograd) the gradients are rounded to the half type once, at the end, as the
+    single-process half call does."""
+    half = q.dtype if isinstance(q, _torch.Tensor) and q.dtype in _tensors.HALF else None
+    if half is None:
+        return None, q, k, v
+    for name, x in (("k", k), ("v", v)):
+        if isinstance(x, _torch.Tensor) and x.dtype != half:
+            raise TypeError("%s has dtype %s but q has dtype %s; q, k and v must have one dtype" % (name, x.dtype, half))
+    _tensors.check(("q", "k", "v"), (q, k, v))
+    return half, q.float(), k.float(), v.float()
+
+
+def _narrow(out, half):
+    return out if half is None else out.to(half)
+
 
 _LAYOUTS = ("contiguous", "zigzag")
 
@@ -302,7 +328,8 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
     the whole sequence, differentiable w.r.t. q, k, v. kv_lengths / kv_starts: B global
     positions. One all_gather of B x H x C x (M + 1) states in the forward, one in the backward.
     """
-    return _LinearFunction.apply(q, k, v, bool(causal), feature_map, eps, kv_lengths, kv_starts, group)
+    half, q, k, v = _widen(q, k, v)
+    return _narrow(_LinearFunction.apply(q, k, v, bool(causal), feature_map, eps, kv_lengths, kv_starts, group), half)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,8 +428,9 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     backward. Non-causal: each rank's queries read its own keys and, as a memory, the combined
     state of the other ranks.
     """
-    return _FavorFunction.apply(q, k, v, projection, bool(causal), features, scale, eps, kv_lengths, relu_offset,
-                                kv_starts, group)
+    half, q, k, v = _widen(q, k, v)
+    return _narrow(_FavorFunction.apply(q, k, v, projection, bool(causal), features, scale, eps, kv_lengths,
+                                        relu_offset, kv_starts, group), half)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,4 +590,5 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_
     order: balanced causal work; :func:`layout_positions` gives the positions). kv_lengths /
     kv_starts: B global positions. A row that sees no key is zero with zero gradients.
     """
-    return _SoftmaxFunction.apply(q, k, v, bool(causal), scale, kv_lengths, kv_starts, group, layout)
+    half, q, k, v = _widen(q, k, v)
+    return _narrow(_SoftmaxFunction.apply(q, k, v, bool(causal), scale, kv_lengths, kv_starts, group, layout), half)
