@@ -180,10 +180,9 @@ typedef enum performer_dtype {
  *  (out in the half type, lse float32), performer_linear_forward
  *  (_with_denominators)/_backward, performer_linear_state(_backward),
  *  performer_favor_forward/_backward, performer_favor_state(_backward),
- *  performer_favor_features(_backward) and the linear and FAVOR+ decoders; the projection's
- *  create_from_matrix and get_matrix refuse them with PERFORMER_ERROR_DTYPE_MISMATCH ("... is
- *  not supported by <function> yet"), never reading 2-byte data as 4-byte. See
- *  docs/HALF_PRECISION.md. */
+ *  performer_favor_features(_backward), the linear and FAVOR+ decoders, and the projection's
+ *  create_from_matrix (a half W, widened exactly) and get_matrix (the float32 W rounded once).
+ *  See docs/HALF_PRECISION.md. */
 
 /** A rank-4 strided view of caller-owned memory. Element (i0, i1, i2, i3) is at
  *  ((T *)data)[i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * strides[3]],
@@ -729,8 +728,9 @@ performer_status performer_favor_projection_create(
     performer_favor_projection_t *projection, int64_t dim, int64_t num_features,
     performer_favor_projection_kind kind, performer_favor_norms norms, uint64_t seed);
 
-/** A projection with the caller's W: w is a 1 x 1 x m x D tensor (float32 or float64, any
- *  strides), copied (float32 entries convert exactly to float64). Every entry must be finite.
+/** A projection with the caller's W: w is a 1 x 1 x m x D tensor (float32, float64, float16 or
+ *  bfloat16, any strides), copied (float32 and half entries convert exactly to float64). Every
+ *  entry must be finite.
  *  Such a projection has no generator: redraw and the seed, kind and norms getters fail with
  *  PERFORMER_ERROR_INVALID_ARGUMENT; its draw is 0.
  *  Errors: PERFORMER_ERROR_NULL_POINTER (projection, w or w->data NULL),
@@ -752,7 +752,8 @@ void performer_favor_projection_destroy(performer_favor_projection_t projection)
 performer_status performer_favor_projection_redraw(performer_favor_projection_t projection);
 
 /** Copies W into out, a 1 x 1 x m x D tensor of dtype float32 (W rounded once, as float32
- *  features use it) or float64 (exact), any strides. Errors: PERFORMER_ERROR_NULL_POINTER,
+ *  features use it), float64 (exact), or float16 / bfloat16 (that float32 W rounded once to
+ *  the half type: to nearest, ties to even), any strides. Errors: PERFORMER_ERROR_NULL_POINTER,
  *  _DTYPE_MISMATCH, _SHAPE_MISMATCH, _INVALID_ARGUMENT, _SIZE_OVERFLOW, _ALIASING (out
  *  overlaps itself); nothing written. */
 performer_status performer_favor_projection_get_matrix(

@@ -76,7 +76,6 @@ public func performer_favor_projection_create_from_matrix(
     withStatus { () throws(PerformerError) in
         guard let projection else { throw PerformerError(.nullPointer, "projection is NULL") }
         let w = try TensorArgument(w, name: "W")
-        if w.dtype.isHalf { throw w.unsupportedHalf(in: "performer_favor_projection_create_from_matrix") }
         try expectMatrixShape(w)
         let (m, d) = (w.shape[2], w.shape[3])
         guard d >= 1 else { throw PerformerError(.invalidArgument, "W.shape[3] = 0: dim must be at least 1") }
@@ -98,8 +97,8 @@ private func expectMatrixShape(_ w: TensorArgument) throws(PerformerError) {
     }
 }
 
-/// Every element of `t` in row-major order, as Double. Strides and extent already checked;
-/// half-precision tensors are refused before (no FAVOR+ function takes them yet).
+/// Every element of `t` in row-major order, as Double (exact for every dtype). Strides and
+/// extent already checked.
 func gather(_ t: TensorArgument) -> [Double] {
     var result = [Double]()
     result.reserveCapacity(t.shape[0] * t.shape[1] * t.shape[2] * t.shape[3])
@@ -107,20 +106,23 @@ func gather(_ t: TensorArgument) -> [Double] {
         switch t.dtype {
         case .float32: result.append(Double(t.data.assumingMemoryBound(to: Float.self)[offset]))
         case .float64: result.append(t.data.assumingMemoryBound(to: Double.self)[offset])
-        case .float16, .bfloat16: preconditionFailure("\(t.name): half-precision tensors are refused before gather")
+        case .float16: result.append(Double(Float(t.data.assumingMemoryBound(to: Float16.self)[offset])))
+        case .bfloat16: result.append(Double(Float(t.data.assumingMemoryBound(to: BFloat16.self)[offset])))
         }
     }
     return result
 }
 
-/// Writes `values` (row-major, count = t's element count) into `t`, rounding to its dtype.
+/// Writes `values` (row-major, count = t's element count) into `t`, rounding to its dtype (a
+/// half dtype through float32: pass float32 values for a single rounding).
 func scatter(_ values: [Double], into t: TensorArgument) {
     var index = 0
     forEachOffset(t) { offset in
         switch t.dtype {
         case .float32: t.data.assumingMemoryBound(to: Float.self)[offset] = Float(values[index])
         case .float64: t.data.assumingMemoryBound(to: Double.self)[offset] = values[index]
-        case .float16, .bfloat16: preconditionFailure("\(t.name): half-precision tensors are refused before scatter")
+        case .float16: t.data.assumingMemoryBound(to: Float16.self)[offset] = Float16(Float(values[index]))
+        case .bfloat16: t.data.assumingMemoryBound(to: BFloat16.self)[offset] = BFloat16(Float(values[index]))
         }
         index += 1
     }
@@ -163,8 +165,8 @@ public func performer_favor_projection_get_matrix(
         try TensorLayout.checkNoSelfOverlap(shape: out.shape, strides: out.strides, name: "out")
         switch out.dtype {
         case .float64: scatter(p.matrix, into: out)
-        case .float32: scatter(p.matrixFloat.map { Double($0) }, into: out)
-        case .float16, .bfloat16: throw out.unsupportedHalf(in: "performer_favor_projection_get_matrix")
+        // Half: the float32 W the kernels use, rounded once (docs/HALF_PRECISION.md).
+        case .float32, .float16, .bfloat16: scatter(p.matrixFloat.map { Double($0) }, into: out)
         }
     }
 }

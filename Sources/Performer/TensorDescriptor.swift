@@ -75,12 +75,6 @@ struct TensorArgument {
         }
     }
 
-    /// The error of a function that does not take this tensor's half-precision dtype yet:
-    /// DTYPE_MISMATCH, before any of its 2-byte data is read.
-    func unsupportedHalf(in function: String) -> PerformerError {
-        PerformerError(.dtypeMismatch, "\(name).dtype = \(dtype.name) is not supported by \(function) yet (float32 and float64 only; docs/HALF_PRECISION.md)")
-    }
-
     /// Throws unless this tensor is float32: the lse and states of a half-precision call.
     func expectFloat32(in call: TensorArgument) throws(PerformerError) {
         guard dtype == .float32 else {

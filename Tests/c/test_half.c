@@ -2,8 +2,8 @@
  * The half path is "widen to float32, run the float32 kernels, round each output once", so a
  * half call must equal, bit for bit, the float32 call on the widened inputs with its results
  * rounded here (to nearest, ties to even). Also: the forward against a float64 reference
- * within one rounding, strided half views, the dtype errors (nothing written), and the
- * functions that refuse half dtypes. The decoders and the merge: test_half_decoders.c.
+ * within one rounding, strided half views, the dtype errors (nothing written), and projections
+ * to and from half matrices. The decoders and the merge: test_half_decoders.c.
  * Prints "N passed, M failed". */
 #define _GNU_SOURCE
 #include "test_support.h"
@@ -315,20 +315,40 @@ static void test_errors(int dtype) {
     odd.data = (char *)q.data + 1;
     expect_status("misaligned half data", performer_softmax_forward(&odd, &k, &v, &out, NULL, NULL),
                   PERFORMER_ERROR_INVALID_ARGUMENT, "is not aligned to 2 bytes");
-    /* Functions without half support refuse it by name, before reading data. */
     performer_tensor_t s16 = half_new(dtype, 1, 1, 8, 8), z16 = half_new(dtype, 1, 1, 8, 1);
     expect_status("half linear state", performer_linear_state(&k, &v, NULL, NULL, &s16, &z16, NULL),
                   PERFORMER_ERROR_DTYPE_MISMATCH, "S_out.dtype = ");
     free(s16.data); free(z16.data);
-    performer_favor_projection_t projection = 0;
-    expect_status("projection from a half matrix", performer_favor_projection_create_from_matrix(&projection, &k),
-                  PERFORMER_ERROR_DTYPE_MISMATCH, "is not supported by performer_favor_projection_create_from_matrix");
     performer_tensor_t unknown = q;
     unknown.dtype = 4;
     expect_status("dtype 4", performer_softmax_forward(&unknown, &k, &v, &out, NULL, NULL), PERFORMER_ERROR_DTYPE_MISMATCH,
                   "2 = float16, 3 = bfloat16");
     performer_tensor_t all[] = {q, k, v, out, lse16, k32, badk};
     all_free(all, 7);
+}
+
+/* A projection to and from a half W: get_matrix rounds the float32 W (the one the kernels use)
+ * once; create_from_matrix widens a half W exactly. */
+static void test_projection_half(int dtype) {
+    const int64_t m = 6, D = 8;
+    const char *name = dtype == PERFORMER_FLOAT16 ? "f16" : "bf16";
+    performer_favor_projection_t p = 0, q = 0;
+    OK(performer_favor_projection_create(&p, D, m, PERFORMER_PROJECTION_ORTHOGONAL, PERFORMER_NORMS_CHI, 7), "projection");
+    performer_tensor_t f = tensor_new(PERFORMER_FLOAT32, 1, 1, m, D), h = half_new(dtype, 1, 1, m, D);
+    OK(performer_favor_projection_get_matrix(p, &f), "float32 W");
+    OK(performer_favor_projection_get_matrix(p, &h), "half W");
+    CHECK(equals_rounded(&h, &f), "%s get_matrix: the float32 W rounded once", name);
+    OK(performer_favor_projection_create_from_matrix(&q, &h), "projection from a half W");
+    performer_tensor_t back = tensor_new(PERFORMER_FLOAT32, 1, 1, m, D), wide = widened(&h);
+    OK(performer_favor_projection_get_matrix(q, &back), "its float32 W");
+    CHECK(same_floats(&back, &wide), "%s create_from_matrix: the half W widened exactly", name);
+    performer_tensor_t bad = half_new(dtype, 1, 1, m, D + 1);
+    expect_status("half out of another shape", performer_favor_projection_get_matrix(p, &bad), PERFORMER_ERROR_SHAPE_MISMATCH,
+                  "out.shape[3] = 9 but the projection's dim = 8");
+    performer_favor_projection_destroy(p);
+    performer_favor_projection_destroy(q);
+    performer_tensor_t all[] = {f, h, back, wide, bad};
+    all_free(all, 5);
 }
 
 int main(void) {
@@ -349,6 +369,7 @@ int main(void) {
         }
         test_state_dtype_errors(dtype);
         test_state_only_matches_rounded_float32(dtype);
+        test_projection_half(dtype);
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;

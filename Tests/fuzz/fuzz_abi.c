@@ -2,7 +2,7 @@
  *
  * The input bytes are a program: a dtype (float32 or float64; one program in four float16 or
  * bfloat16, which softmax, linear attention, FAVOR+, their state calls, the decoders and the
- * merge take with float32 lse/states, and the projections must refuse), then up
+ * merge take with float32 lse/states, and the projections' W may have), then up
  * to 8 calls. Each call picks
  * a function, its sizes (small, zero, negative or huge), and for every tensor argument its
  * presence, shape (sometimes off by one axis), dtype, reserved field, strides (contiguous,
@@ -92,6 +92,7 @@ typedef struct {
     int numerics_unknown;   /* no finiteness promise for this call's outputs */
     int skip;               /* a representable tensor too big to allocate: skip the call */
     int takes_half;         /* the function accepts float16 / bfloat16 tokens */
+    int any_dtype;          /* the tensors may have any of the four dtypes (a projection's W) */
     int ignores;            /* IGNORES_EPS, IGNORES_KV: option fields the function does not read */
     void *extra[8];         /* option structs and per-batch arrays, freed after the call */
     int nextra;
@@ -101,7 +102,8 @@ typedef struct {
 static int64_t mulw(int64_t a, int64_t b) { return (int64_t)((uint64_t)a * (uint64_t)b); }
 
 /* Half types (2, 3) are taken by the calls that set takes_half (softmax, linear, FAVOR+, the
- * state calls, the feature maps, the decoders, the merge); every other function must refuse them
+ * state calls, the feature maps, the decoders, the merge) or any_dtype (a projection's W);
+ * every other function must refuse them
  * (PERFORMER_ERROR_DTYPE_MISMATCH). */
 static int valid_dtype(int dtype) { return dtype >= PERFORMER_FLOAT32 && dtype <= PERFORMER_BFLOAT16; }
 static int is_half(int dtype) { return dtype == PERFORMER_FLOAT16 || dtype == PERFORMER_BFLOAT16; }
@@ -261,7 +263,7 @@ static performer_tensor_t *tensor(Call *c, const char *templ, int flags) {
         int odd[] = {4, -1, 7, (want + 1 + u8(s) % 3) % 4};
         t->dtype = odd[u8(s) % 4];
     }
-    if (!valid_dtype(t->dtype) || (is_half(t->dtype) && !c->takes_half)) x->guaranteed = 1;
+    if (!valid_dtype(t->dtype) || (is_half(t->dtype) && !c->takes_half && !c->any_dtype)) x->guaranteed = 1;
     if (c->takes_half && t->dtype != want) x->guaranteed = 1; /* a half call takes exactly these dtypes */
     if (chance(s, 64)) { t->reserved = 1; x->guaranteed = 1; }
     int es = (int)esize(t->dtype);
@@ -855,6 +857,7 @@ static void call_projection(Call *c, int which) {
         } else {
             sizes(c);
             c->F = dim(c->src);
+            c->any_dtype = 1;
             performer_tensor_t *w = tensor(c, "11FD", IN);
             if (!where) c->guaranteed_failure = 1;
             if (c->skip) return;
@@ -882,6 +885,7 @@ static void call_projection(Call *c, int which) {
     case 3: fn = "performer_favor_projection_redraw"; snapshot(c); st = performer_favor_projection_redraw(h); break;
     case 4: {
         c->dtype = c->dtype; c->D = r ? r->D : dim(c->src); c->F = r ? r->F : dim(c->src); c->B = c->H = 1;
+        c->any_dtype = 1;
         performer_tensor_t *out = tensor(c, "11FD", OUT);
         RUN(performer_favor_projection_get_matrix, h, out);
         return;

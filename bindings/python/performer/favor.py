@@ -58,8 +58,8 @@ class FavorProjection(_ext.FavorProjection):
 
     @classmethod
     def from_matrix(cls, W):
-        """A projection whose W is ``W``: an m x D array (float32 or float64, finite; any
-        buffer, any strides), copied. It has no generator: ``seed``, ``kind`` and ``norms``
+        """A projection whose W is ``W``: an m x D array (float32, float64 or float16, finite;
+        any buffer, any strides), copied (exactly: every such entry is a float64). It has no generator: ``seed``, ``kind`` and ``norms``
         are None and :meth:`redraw` raises ValueError."""
         if not _is_rank(W, 2):
             with memoryview(W) as view:

@@ -387,3 +387,12 @@ def test_float16_favor_decoder_is_the_float32_decoder_rounded(features):
     assert np.array_equal(resumed.step(q[:, :, 0], k[:, :, 1], v[:, :, 2]), half.step(q[:, :, 0], k[:, :, 1], v[:, :, 2]))
     with pytest.raises(TypeError, match=r"S has dtype float16 but the decoder's state"):
         resumed.set_state(*(x.astype(np.float16) for x in half.state))
+
+
+def test_float16_projection_from_a_half_matrix_is_exact():
+    w16 = performer.FavorProjection(8, 6, seed=2).matrix.astype(np.float32).astype(np.float16)
+    p = performer.FavorProjection.from_matrix(w16)
+    assert np.array_equal(p.matrix, w16.astype(np.float64))
+    q, k, v, _ = _make(1, 1, 1, 5, 5, 8, 4)
+    assert np.array_equal(performer.favor_attention(q, k, v, p),
+                          performer.favor_attention(q, k, v, performer.FavorProjection.from_matrix(w16.astype(np.float32))))
