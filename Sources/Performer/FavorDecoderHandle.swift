@@ -91,7 +91,7 @@ final class FavorDecoderHandle: DecoderHandle {
             for axis in 0..<4 where t.shape[axis] != want[axis] {
                 throw PerformerError(.shapeMismatch, "\(t.name).shape[\(axis)] = \(t.shape[axis]) but expected \(want[axis]) (\(t.name) is \(meaning) = \(TensorLayout.describe(want)))")
             }
-            _ = try TensorLayout.offsetRange(shape: t.shape, strides: t.strides, elementSize: t.dtype.size, name: t.name)
+            _ = try t.byteRange()
         }
         return (s, z, c)
     }
@@ -150,20 +150,6 @@ public func performer_favor_decoder_step(
     }
 }
 
-/// The bytes `t` touches, or nil when it is empty (extent already checked).
-private func byteSpan(_ t: TensorArgument) throws(PerformerError) -> ClosedRange<UInt>? {
-    guard let offsets = try TensorLayout.offsetRange(shape: t.shape, strides: t.strides, elementSize: t.dtype.size,
-                                                     name: t.name) else { return nil }
-    let base = UInt(bitPattern: Int(bitPattern: t.data))
-    let size = UInt(t.dtype.size)
-    let first = base.subtractingReportingOverflow(offsets.lowerBound.magnitude * size)
-    let last = base.addingReportingOverflow(UInt(offsets.upperBound + 1) * size - 1)
-    guard !first.overflow, !last.overflow else {
-        throw PerformerError(.sizeOverflow, "\(t.name) reaches outside the address space")
-    }
-    return first.partialValue...last.partialValue
-}
-
 @_cdecl("performer_favor_decoder_get_state")
 public func performer_favor_decoder_get_state(
     _ decoder: performer_favor_decoder_t?, _ s: UnsafeMutablePointer<performer_tensor_t>?,
@@ -176,7 +162,7 @@ public func performer_favor_decoder_get_state(
         var spans = [ClosedRange<UInt>?]()
         for t in outputs {
             try TensorLayout.checkNoSelfOverlap(shape: t.shape, strides: t.strides, name: t.name)
-            spans.append(try byteSpan(t))
+            spans.append(try t.byteRange())
         }
         for i in 0..<3 {
             for j in (i + 1)..<3 {

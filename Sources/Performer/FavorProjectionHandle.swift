@@ -80,7 +80,7 @@ public func performer_favor_projection_create_from_matrix(
         let (m, d) = (w.shape[2], w.shape[3])
         guard d >= 1 else { throw PerformerError(.invalidArgument, "W.shape[3] = 0: dim must be at least 1") }
         guard m >= 1 else { throw PerformerError(.invalidArgument, "W.shape[2] = 0: num_features must be at least 1") }
-        _ = try TensorLayout.offsetRange(shape: w.shape, strides: w.strides, elementSize: w.dtype.size, name: "W")
+        _ = try w.byteRange()
         // W in float64 (gathered here, kept by the projection) and in float32; a broadcast W
         // can describe far more entries than memory holds.
         try MemoryReservation.check(count: m * d, of: 8 + 4, for: "the projection W (\(m) × \(d))")
@@ -161,7 +161,7 @@ public func performer_favor_projection_get_matrix(
         for (axis, want, name) in [(2, p.numFeatures, "num_features"), (3, p.dim, "dim")] where out.shape[axis] != want {
             throw PerformerError(.shapeMismatch, "out.shape[\(axis)] = \(out.shape[axis]) but the projection's \(name) = \(want) (out is 1 × 1 × m × D = [1, 1, \(p.numFeatures), \(p.dim)])")
         }
-        _ = try TensorLayout.offsetRange(shape: out.shape, strides: out.strides, elementSize: out.dtype.size, name: "out")
+        _ = try out.byteRange()
         try TensorLayout.checkNoSelfOverlap(shape: out.shape, strides: out.strides, name: "out")
         switch out.dtype {
         case .float64: scatter(p.matrix, into: out)

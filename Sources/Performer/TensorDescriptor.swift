@@ -11,6 +11,13 @@ extension DType {
 
 /// A checked tensor descriptor, not yet typed by its dtype.
 struct TensorArgument {
+    /// The bytes the view touches, or nil when it is empty. Throws when its extent overflows or
+    /// it reaches outside the address space (a view with huge negative strides wraps below 0).
+    func byteRange() throws(PerformerError) -> ClosedRange<UInt>? {
+        try TensorLayout.byteRange(base: UnsafeRawPointer(data), shape: shape, strides: strides, elementSize: dtype.size,
+                                   name: name)
+    }
+
     let name: String
     let dtype: DType
     let data: UnsafeMutableRawPointer

@@ -1099,6 +1099,48 @@ static void decoder_messages(void) {
     performer_favor_projection_destroy(p);
 }
 
+/* ---- 17. Views whose negative strides reach below address 0. The projection calls and the
+ * FAVOR+ decoder's state calls once checked a view's extent in elements only, not its
+ * addresses, and wrote W through such a view (found by the fuzzer). data points into a
+ * PROT_NONE page, so any access would crash; each call must refuse the view instead. */
+static performer_tensor_t wrapping_view(void *page, int dtype, int64_t s2, int64_t s3) {
+    performer_tensor_t t;
+    memset(&t, 0, sizeof t);
+    t.data = page;
+    t.dtype = dtype;
+    t.shape[0] = 1; t.shape[1] = 1; t.shape[2] = s2; t.shape[3] = s3;
+    t.strides[0] = s2 * s3; t.strides[1] = s2 * s3; t.strides[2] = -((int64_t)1 << 50); t.strides[3] = 1;
+    return t;
+}
+
+static void wrapping_views(void) {
+    void *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(page != MAP_FAILED, "mmap");
+    static const int dtypes[] = {PERFORMER_FLOAT32, PERFORMER_FLOAT64, PERFORMER_FLOAT16, PERFORMER_BFLOAT16};
+    performer_favor_projection_t p = new_projection(); /* m = D = 4 */
+    for (int i = 0; i < 4; i++) {
+        performer_tensor_t w = wrapping_view(page, dtypes[i], 4, 4);
+        expect_status("get_matrix into a view below address 0", performer_favor_projection_get_matrix(p, &w),
+                      PERFORMER_ERROR_SIZE_OVERFLOW, "out reaches outside the address space");
+        performer_favor_projection_t q = (performer_favor_projection_t)(uintptr_t)0x5A5A;
+        expect_status("create_from_matrix of a W below address 0", performer_favor_projection_create_from_matrix(&q, &w),
+                      PERFORMER_ERROR_SIZE_OVERFLOW, "W reaches outside the address space");
+        CHECK(q == (performer_favor_projection_t)(uintptr_t)0x5A5A, "create_from_matrix wrote the handle on error");
+    }
+    performer_favor_decoder_t d = new_favor_decoder(p); /* C = 4 features, M = 2 */
+    float z[4] = {0}, c[4] = {0};
+    performer_tensor_t s = wrapping_view(page, PERFORMER_FLOAT32, 4, 2);
+    performer_tensor_t zt = wrapping_view(z, PERFORMER_FLOAT32, 4, 1), ct = wrapping_view(c, PERFORMER_FLOAT32, 4, 1);
+    zt.strides[2] = ct.strides[2] = 1;
+    expect_status("favor get_state into S below address 0", performer_favor_decoder_get_state(d, &s, &zt, &ct),
+                  PERFORMER_ERROR_SIZE_OVERFLOW, "S reaches outside the address space");
+    expect_status("favor set_state from S below address 0", performer_favor_decoder_set_state(d, &s, &zt, &ct),
+                  PERFORMER_ERROR_SIZE_OVERFLOW, "S reaches outside the address space");
+    performer_favor_decoder_destroy(d);
+    performer_favor_projection_destroy(p);
+    munmap(page, 4096);
+}
+
 int main(int argc, char **argv) {
     /* Optional argument: run only the probe of that name (to see each one fail alone). */
     static const struct { const char *name; void (*run)(void); } probes[] = {
@@ -1110,6 +1152,7 @@ int main(int argc, char **argv) {
         {"favor_extreme_norm", favor_extreme_norm}, {"tiny_denominators", tiny_denominators},
         {"softmax_huge_scores", softmax_huge_scores}, {"nonfinite_inputs", nonfinite_inputs},
         {"executor_inline", executor_inline}, {"decoder_messages", decoder_messages},
+        {"wrapping_views", wrapping_views},
     };
     for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++)
         if (argc < 2 || strcmp(argv[1], probes[i].name) == 0) probes[i].run();

@@ -491,6 +491,8 @@ typedef struct {
     int kind, live, dtype, fmap_or_features;
     int64_t B, H, Hk, D, M, F;
     int features_count_factor; /* C = F * factor for a FAVOR+ decoder */
+    int state_unknown; /* the decoder's state may hold anything: set_state was called (z may cancel a
+                          denominator) or a step took extreme or non-finite inputs into it */
 } Handle;
 static Handle handles[32];
 static int nhandles;
@@ -791,6 +793,7 @@ static void call_linear_decoder(Call *c, int which) {
     if (r) { c->dtype = r->dtype; c->B = r->B; c->H = r->H; c->Hk = r->Hk; c->D = r->D; c->M = r->M; c->C = r->D; }
     else sizes(c);
     if (r && r->fmap_or_features == PERFORMER_FEATURE_IDENTITY) c->numerics_unknown = 1;
+    if (r && r->state_unknown) c->numerics_unknown = 1;
     c->takes_half = 1; /* exactly the decoder's dtype for tokens, its state dtype (WIDE) for states */
     /* A half decoder's outputs past the half type's range round to infinity: no finiteness promise. */
     if (is_half(c->dtype)) c->numerics_unknown = 1;
@@ -800,6 +803,7 @@ static void call_linear_decoder(Call *c, int which) {
     case 3: {
         performer_tensor_t *q = tensor(c, "BH1D", IN), *k = tensor(c, "BK1D", IN), *v = tensor(c, "BK1M", IN);
         performer_tensor_t *out = tensor(c, "BH1M", OUT);
+        if (r && c->numerics_unknown) r->state_unknown = 1;
         RUN(performer_linear_decoder_step, h, q, k, v, out);
         break;
     }
@@ -815,6 +819,7 @@ static void call_linear_decoder(Call *c, int which) {
         c->N = dim(c->src);
         performer_tensor_t *q = tensor(c, "BHND", IN), *k = tensor(c, "BKND", IN), *v = tensor(c, "BKNM", IN);
         performer_tensor_t *out = tensor(c, "BHNM", OUT);
+        if (r && c->numerics_unknown) r->state_unknown = 1;
         c->numerics_unknown = 1; /* the state may come from set_state */
         RUN(performer_linear_decoder_prefill, h, q, k, v, out);
         break;
@@ -827,6 +832,7 @@ static void call_linear_decoder(Call *c, int which) {
     }
     default: {
         performer_tensor_t *s = tensor(c, "BHCM", IN | WIDE), *z = tensor(c, "BHC1", IN | WIDE);
+        if (r) r->state_unknown = 1;
         RUN(performer_linear_decoder_set_state, h, s, z);
         break;
     }

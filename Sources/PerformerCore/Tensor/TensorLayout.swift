@@ -62,7 +62,7 @@ public enum TensorLayout {
     }
 
     /// The byte range `[first, last]` a view touches, as addresses, or nil when empty.
-    static func byteRange(base: UnsafeRawPointer, shape: SIMD4<Int>, strides: SIMD4<Int>, elementSize: Int, name: String)
+    package static func byteRange(base: UnsafeRawPointer, shape: SIMD4<Int>, strides: SIMD4<Int>, elementSize: Int, name: String)
         throws(PerformerError) -> ClosedRange<UInt>? {
         guard let offsets = try offsetRange(shape: shape, strides: strides, elementSize: elementSize, name: name) else {
             return nil
