@@ -6,6 +6,9 @@
 /// the widened tokens, rounded, and its state bit for bit. On error nothing is written and
 /// the state is unchanged.
 extension FavorDecoder where T == Float {
+    /// `step` with half-precision tokens: q, k (B×H×D), v and out (B×H×M) in H, the state
+    /// float32. The float32 copies of the tokens are kept by the decoder: after the first half
+    /// step, a step allocates nothing.
     public func step<H: HalfPrecisionScalar>(query: TensorView<H>, key: TensorView<H>, value: TensorView<H>,
                                              output: MutableTensorView<H>) throws(PerformerError) {
         guard try checkTokens(query: query, key: key, value: value, output: output) else { return }
