@@ -39,16 +39,7 @@ extension LinearAttentionDecoder where Element == Float {
     /// prompt (copies allocated for the call), outputs rounded once, the final state float32.
     public func prefill<H: HalfPrecisionScalar>(query: TensorView<H>, key: TensorView<H>, value: TensorView<H>,
                                                 output: MutableTensorView<H>) throws(PerformerError) {
-        let options = LinearAttentionOptions(causal: true, featureMap: featureMap, epsilon: epsilon)
-        let problem = try LinearProblem(query: query, key: key, value: value, options: options)
-        try ShapeCheck.expect(problem.batch == batch && problem.heads == heads && problem.keyHeads == keyHeads
-            && problem.shape.headDim == headDim && problem.shape.valueDim == valueDim,
-            "q \(TensorLayout.describe(query.shape)), v \(TensorLayout.describe(value.shape)) do not match the decoder (B = \(batch), H = \(heads), Hk = \(keyHeads), D = \(headDim), M = \(valueDim))")
-        try ShapeCheck.expectShape(output.readOnly, problem.outputShape, name: "out", meaning: "B×H×N×M")
-        try TensorFootprint.checkOutputsDisjoint([
-            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
-            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
-        ])
+        _ = try prefillProblem(query: query, key: key, value: value, output: output)
         try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output]) { x, y throws(PerformerError) in
             try prefill(query: x[0], key: x[1], value: x[2], output: y[0])
         }

@@ -191,6 +191,16 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
     /// B×H×N×M) from the current state, and keeps the final state: the same as N steps.
     public func prefill(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
                         output: MutableTensorView<Element>) throws(PerformerError) {
+        let problem = try prefillProblem(query: query, key: key, value: value, output: output)
+        let own = ownState
+        try LinearAttention.run(problem, query: query, key: key, value: value, output: output,
+                                initialState: own.readOnly, finalState: own)
+    }
+
+    /// A prompt's causal problem, checked against the decoder (sizes, out's shape, no output
+    /// overlapping an input): the checks and messages of `prefill` for every token type.
+    func prefillProblem<T>(query: TensorView<T>, key: TensorView<T>, value: TensorView<T>,
+                           output: MutableTensorView<T>) throws(PerformerError) -> LinearProblem {
         let options = LinearAttentionOptions(causal: true, featureMap: featureMap, epsilon: epsilon)
         let problem = try LinearProblem(query: query, key: key, value: value, options: options)
         try ShapeCheck.expect(problem.batch == batch && problem.heads == heads && problem.keyHeads == keyHeads
@@ -201,9 +211,7 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
             try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
             try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
         ])
-        let own = ownState
-        try LinearAttention.run(problem, query: query, key: key, value: value, output: output,
-                                initialState: own.readOnly, finalState: own)
+        return problem
     }
 
     /// Replaces the state with a caller's (S: B×H×C×M, z: B×H×C×1), e.g. a causal forward's final
