@@ -216,8 +216,16 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
     }
     // Keys: every key sees the same G, g (stateGradientT held S until here: zero its padding).
     rowZero(s.stateGradientT, c * s.mp)
+    keyGradientsFromStateGradient(task, s)
+}
+
+/// The key pass of a non-causal backward, where every key sees the same G = s.stateGradient and
+/// g = s.normalizerGradient: per key chunk ∂L/∂φ(K_c) = V_c Gᵀ + 1 gᵀ and ∂L/∂V_c = φ(K_c) G;
+/// then G, g pass through to ∂L/∂S_0, ∂L/∂z_0. s.stateGradientT's padding must be zero.
+func keyGradientsFromStateGradient<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
+    let l = task.shape.keyCount, c = task.shape.featureDim, m = task.shape.valueDim
     transposeBlock(rows: c, columns: m, s.stateGradient, s.mp, s.stateGradientT, s.cp)
-    r0 = 0
+    var r0 = 0
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
         packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
