@@ -49,6 +49,7 @@ public enum LinearAttention {
         let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
         tasks.run { head in
             let (b, h) = (head.b, head.h)
+            output.prefaultHead(b, h)
             var task = problem.task(b: b, h: h, query: query, key: key, value: value, scratch: head.scratch)
             task.output = output.matrix(b, h)
             task.denominators = denominators?.matrix(b, h)

@@ -7,7 +7,7 @@ import PerformerKernelInterface
 // written from such panels stay zero).
 
 /// Rows per chunk of the causal form, and rows per block of the bidirectional sweeps.
-let favorChunkRows = linearChunkRows
+let favorChunkRows = 32
 
 struct FavorScratch<T: KernelScalar> {
     /// Leading dimensions: padded D, m, C, M, chunk rows.

@@ -4,7 +4,13 @@ import PerformerKernelInterface
 /// costs ~T·(C + M) per token on top of the 4·C·M of the state products, so T is as small as
 /// keeps the products whole micro-kernel tiles: 32 = one AVX-512 float tile width. Measured at
 /// N = 16384, D = M = 64, 1 thread: causal fwd 39 -> 44% of peak, fwd+bwd 31 -> 33% going 64 -> 32.
+/// With AVX2's 6-row tiles 32 rows leave a 2-row tile per chunk (a full tile's cost); 24 = 4
+/// tiles does fewer tile-steps per token (EXPERIMENT).
+#if PERFORMER_ISA_AVX512
 let linearChunkRows = 32
+#else
+let linearChunkRows = 24
+#endif
 
 /// Rows per chunk of the non-causal forward, which has no intra-chunk triangle: its chunks only
 /// set the depth of S += φ(K_c)ᵀ V_c (each chunk reloads and stores S's tiles) and the rows of
