@@ -22,20 +22,18 @@ private let pageBytes = max(Int(sysconf(Int32(_SC_PAGESIZE))), 4096)
 
 extension MutableTensorView {
     /// Faults in, writable, the pages holding head (b, h) (the rows × columns matrix over the last
-    /// two axes). Contents are unchanged; failures are ignored (the writes will fault instead).
+    /// two axes) when it is one dense block, as a freshly allocated result is. A strided head is
+    /// left alone: its extent may span memory the call never writes (a column of a larger
+    /// buffer), which populating would make resident. Contents are unchanged; failures are
+    /// ignored (the writes will fault instead).
     func prefaultHead(_ b: Int, _ h: Int) {
         #if os(Linux)
         let (rows, columns) = (shape[2], shape[3])
-        guard rows > 0, columns > 0 else { return }
-        let stride = MemoryLayout<Element>.stride
-        // The head's extent in elements from its first element, whatever the strides' signs.
-        let rowSpan = (rows - 1) * strides[2], columnSpan = (columns - 1) * strides[3]
-        let low = Swift.min(0, rowSpan) + Swift.min(0, columnSpan)
-        let high = Swift.max(0, rowSpan) + Swift.max(0, columnSpan)
-        let bytes = (high - low + 1) * stride
+        guard rows > 0, columns > 0, strides[3] == 1, rows == 1 || strides[2] == columns else { return }
+        let bytes = rows * columns * MemoryLayout<Element>.stride
         guard bytes >= prefaultMinimumBytes else { return }
-        let first = UnsafeMutableRawPointer(base + b * strides[0] + h * strides[1] + low)
-        // Whole pages around the extent: every page holding one of its bytes is mapped.
+        let first = UnsafeMutableRawPointer(base + b * strides[0] + h * strides[1])
+        // Whole pages around the block: every page holding one of its bytes is mapped.
         let start = Int(bitPattern: first) / pageBytes * pageBytes
         let end = (Int(bitPattern: first) + bytes + pageBytes - 1) / pageBytes * pageBytes
         _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, madvisePopulateWrite)

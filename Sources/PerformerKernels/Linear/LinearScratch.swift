@@ -4,8 +4,10 @@ import PerformerKernelInterface
 /// costs ~T·(C + M) per token on top of the 4·C·M of the state products, so T is as small as
 /// keeps the products whole micro-kernel tiles: 32 = one AVX-512 float tile width. Measured at
 /// N = 16384, D = M = 64, 1 thread: causal fwd 39 -> 44% of peak, fwd+bwd 31 -> 33% going 64 -> 32.
-/// With AVX2's 6-row tiles 32 rows leave a 2-row tile per chunk (a full tile's cost); 24 = 4
-/// tiles does fewer tile-steps per token (EXPERIMENT).
+/// With AVX2's 6-row tiles (and the portable build's) 32 rows leave a 2-row tile per chunk at a
+/// full tile's cost; 24 = 4 whole tiles does ~11% fewer tile-steps per token. Measured at N = 8192,
+/// causal elu+1, 2 threads, % of the paired micro-kernel peak (CPU time), 3 alternating runs:
+/// fwd 45 -> 48%, fwd+bwd 36 -> 38–39% (12 rows: 48% and 37%).
 #if PERFORMER_ISA_AVX512
 let linearChunkRows = 32
 #else
