@@ -49,3 +49,16 @@ def direct(*tensors):
             if t is not None and type(t) is not _Tensor:
                 return False
     return True
+
+
+def plain_cpu(args):
+    """True when an op's Autograd kernel may call its CPU kernel itself (no redispatch): no torch.func
+    transform, no dispatch or function mode, and every tensor among args a plain CPU tensor (a fake,
+    functional or meta tensor, a subclass, goes down the dispatcher). The caller checked that no
+    gradient is needed."""
+    if _functorch_active() or _dispatch_modes() or _function_mode():
+        return False
+    for a in args:
+        if isinstance(a, _Tensor) and (type(a) is not _Tensor or not a.is_cpu):
+            return False
+    return True

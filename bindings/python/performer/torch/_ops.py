@@ -20,6 +20,7 @@ from performer import FavorProjection
 from performer import _performer as _ext
 
 from . import _autocast
+from ._direct import plain_cpu
 from ._functorch import backward_call, function
 from ._tensors import HALF, check_dtype, keys, view, wide_dtype
 
@@ -121,7 +122,29 @@ def _views(names, tensors):
 
 
 def _empty(like):
-    return like.new_empty((0,))
+    return like.new_empty(0)
+
+
+_grad_enabled = torch.is_grad_enabled
+_any_requires_grad = torch._C._any_requires_grad
+
+
+def register_autograd(name, backward, setup_context, cpu_kernel):
+    """torch.library.register_autograd for op performer::name, plus a shortcut: a call that needs no
+    gradient on plain CPU tensors runs cpu_kernel from the Autograd kernel itself. Through the
+    dispatcher, register_autograd's kernel redispatches below autograd, a second Python kernel call
+    with every argument converted again (about half of a tiny call's cost). Anything else -- a
+    gradient, fake, functional or meta tensors, a mode -- takes register_autograd's own kernel,
+    made by the same function register_autograd uses."""
+    op = getattr(ops, name).default
+    generic = torch._library.autograd.make_autograd_impl(op, torch._library.autograd.Info(backward, setup_context))
+
+    def kernel(keyset, *args):
+        if not (_grad_enabled() and _any_requires_grad(*args)) and plain_cpu(args):
+            return cpu_kernel(*args)
+        return generic(keyset, *args)
+
+    LIB.impl(name, kernel, "Autograd", with_keyset=True)
 
 
 def favor_count(features, num_features):
@@ -176,8 +199,10 @@ def softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, with_lse):
         view("q", q), view("k", k), view("v", v)  # a dtype or device error first, as the extension
         softmax_shapes(q, k, v)  # raises
     B, H, N, _ = q.shape
-    out = q.new_empty((B, H, N, v.shape[3]))
-    lse = _wide_empty(q, (B, H, N)) if with_lse else None
+    # Sizes as separate ints: PyTorch parses them faster than a tuple (~1 us per allocation).
+    out = q.new_empty(B, H, N, v.shape[3])
+    lse = (q.new_empty(B, H, N) if q.dtype not in HALF else q.new_empty(B, H, N, dtype=torch.float32)) \
+        if with_lse else None
     if kv_lengths is not None or kv_starts is not None:
         kv_lengths, kv_starts = keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts)
     _ext.softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths, kv_starts)
@@ -226,7 +251,7 @@ def _softmax_grad(ctx, dout, _dlse):
     return dq, dk, dv, None, None, None, None
 
 
-torch.library.register_autograd("performer::softmax", _softmax_grad, setup_context=_softmax_setup, lib=LIB)
+register_autograd("softmax", _softmax_grad, _softmax_setup, _softmax)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +274,7 @@ def linear_forward(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_leng
     """(out, S, z) of linear attention; S, z are None without return_state (the direct eager path's
     saving; the op returns empty tensors instead)."""
     out_shape, s_shape = linear_shapes(q, k, v)
-    out = q.new_empty(out_shape)
+    out = q.new_empty(*out_shape)
     S = z = None
     if return_state:
         S, z = _wide_empty(q, s_shape), _wide_empty(q, s_shape[:3])
@@ -323,7 +348,7 @@ def _linear_grad(ctx, dout, dS, dz):
     return (dq, dk, dv, dS0, dz0) + (None,) * 7
 
 
-torch.library.register_autograd("performer::linear", _linear_grad, setup_context=_linear_setup, lib=LIB)
+register_autograd("linear", _linear_grad, _linear_setup, _linear)
 
 
 def _linear_state_shape(k, v, heads):
@@ -391,8 +416,7 @@ def _linear_state_grad(ctx, dS, dz):
     return dk, dv, dS0, dz0, None, None, None, None
 
 
-torch.library.register_autograd("performer::linear_state", _linear_state_grad, setup_context=_linear_state_setup,
-                                lib=LIB)
+register_autograd("linear_state", _linear_state_grad, _linear_state_setup, linear_state_forward)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,7 +456,7 @@ def favor_forward(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_off
     path's saving; the op returns empty tensors instead)."""
     out_shape, s_shape = favor_shapes(q, k, v, W, features)
     projection = _projection(W)
-    out = q.new_empty(out_shape)
+    out = q.new_empty(*out_shape)
     if return_state:
         final = (_wide_empty(q, s_shape), _wide_empty(q, s_shape[:3]), _wide_empty(q, s_shape[:3]))
         final_views = _views(("final_state[0] (S)", "final_state[1] (z)", "final_state[2] (c)"), final)
@@ -514,7 +538,7 @@ def _favor_grad(ctx, dout, dS, dz, _dc):
     return (dq, dk, dv, None, dS0, dz0) + (None,) * 9
 
 
-torch.library.register_autograd("performer::favor", _favor_grad, setup_context=_favor_setup, lib=LIB)
+register_autograd("favor", _favor_grad, _favor_setup, _favor)
 
 
 def _favor_state_shape(k, v, W, heads, features):
@@ -578,8 +602,7 @@ def _favor_state_grad(ctx, dS, dz, _dc):
     return (dk, dv, None, dS0, dz0) + (None,) * 7
 
 
-torch.library.register_autograd("performer::favor_state", _favor_state_grad, setup_context=_favor_state_setup,
-                                lib=LIB)
+register_autograd("favor_state", _favor_state_grad, _favor_state_setup, favor_state_forward)
 
 
 # ---------------------------------------------------------------------------------------------

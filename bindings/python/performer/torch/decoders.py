@@ -14,6 +14,7 @@ __all__ = ["LinearDecoder", "FavorDecoder"]
 
 _grad_enabled = torch.is_grad_enabled
 _Tensor = torch.Tensor
+_empty = torch.empty
 #: Token dtypes: performer_dtype code, NumPy dtype (none for bfloat16), state dtype.
 _DTYPES = {torch.float32: (0, "float32", torch.float32), torch.float64: (1, "float64", torch.float64),
            torch.float16: (2, "float16", torch.float32), torch.bfloat16: (3, None, torch.float32)}
@@ -67,7 +68,14 @@ class _TensorDecoder:
         """One token (see the class): out, a new tensor or ``out``; ``state``: the caller's state
         tensors, read and updated in place, instead of the decoder's own."""
         if out is None:
-            out = torch.empty(self._out_shape, dtype=self._torch_dtype)
+            # Sizes as separate ints: PyTorch parses them faster than a tuple (~1.5 us a step).
+            out = _empty(*self._out_shape, dtype=self._torch_dtype)
+        if (state is None and type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor
+                and type(out) is _Tensor and not (_grad_enabled() and (q.requires_grad or k.requires_grad
+                                                                       or v.requires_grad))):
+            # The common step, in this frame: the extension reads plain tensors itself.
+            self._step(q, k, v, out)
+            return out
         views = self._tokens(q, k, v, out)
         if state is None:
             self._step(*views)

@@ -61,7 +61,8 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     code, scale, eps, relu_offset = _favor_options(features, scale, eps, relu_offset)
     state = state_arg("initial_state", initial_state, _common._TRIPLE)
     W, held = projection_args(projection)
-    kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    if kv_lengths is not None or kv_starts is not None:
+        kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if _autocast.requested():
         q, k, v, *state = _autocast.widen((q, k, v) + state)
         state, W = tuple(state), W if W is None else _autocast.widen((W,))[0]
@@ -87,7 +88,8 @@ def favor_state(k, v, projection, *, features="positive", scale=None, kv_lengths
     state = state_arg("initial_state", initial_state, _common._TRIPLE)
     hs = heads_arg(heads, state, k)
     W, held = projection_args(projection)
-    kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    if kv_lengths is not None or kv_starts is not None:
+        kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if _autocast.requested():
         k, v, *state = _autocast.widen((k, v) + state)
         state, W = tuple(state), W if W is None else _autocast.widen((W,))[0]

@@ -52,7 +52,8 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, no
     fmap = _linear._feature_map(feature_map)
     eps = _common._real("eps", eps)
     S0, z0 = state_arg("initial_state", initial_state, _common._PAIR)
-    kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    if kv_lengths is not None or kv_starts is not None:
+        kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if _autocast.requested():
         q, k, v, S0, z0 = _autocast.widen((q, k, v, S0, z0))
     if direct(q, k, v, S0, z0):
@@ -74,7 +75,8 @@ def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, kv_starts=None, 
     fmap = _linear._feature_map(feature_map)
     S0, z0 = state_arg("initial_state", initial_state, _common._PAIR)
     hs = heads_arg(heads, (S0, z0), k)
-    kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    if kv_lengths is not None or kv_starts is not None:
+        kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
     if _autocast.requested():
         k, v, S0, z0 = _autocast.widen((k, v, S0, z0))
     if direct(k, v, S0, z0):

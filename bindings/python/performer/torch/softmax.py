@@ -43,6 +43,13 @@ class _SoftmaxFunction(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None
 
 
+# autograd.Function.apply without its Python wrapper, which binds no defaults here (no setup_context)
+# and, outside torch.func, unwraps dead functorch wrappers through pytree before calling this C
+# method: the eager path (no transform active, checked by eager()) unwraps q, k, v itself.
+_apply_softmax = torch._C._FunctionBase.__dict__["apply"].__get__(None, _SoftmaxFunction)
+_unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+
+
 def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_starts=None, return_lse=False):
     """Exact softmax attention of CPU tensors, differentiable with respect to q, k and v.
 
@@ -73,7 +80,8 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_
     if direct(q, k, v):
         out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, return_lse)
     elif eager(q, k, v):
-        out, lse = _SoftmaxFunction.apply(q, k, v, causal, scale, kv_lengths, kv_starts)
+        out, lse = _apply_softmax(_unwrap_if_dead(q), _unwrap_if_dead(k), _unwrap_if_dead(v), causal, scale,
+                                  kv_lengths, kv_starts)
     else:
         check(("q", "k", "v"), (q, k, v))
         if functorch_active():
