@@ -140,10 +140,11 @@ public struct FavorProjection: Sendable, Equatable {
     /// W[row][column] in float64.
     public subscript(row: Int, column: Int) -> Double { matrix[row * dim + column] }
 
-    /// W in float32 or float64. A bit cast, not `as! [T]`: in generic code that cast converts the
-    /// array element by element through the runtime (0.75M instructions for a 64 × 64 W, three
-    /// quarters of a tiny FAVOR+ call); T is exactly Float or Double, so the buffers are the same.
+    /// W in float32 or float64.
     public func matrix<T: AttentionScalar>(as _: T.Type) -> [T] {
+        // A bit cast, not `as! [T]`: in generic code that cast converts the array element by
+        // element through the runtime (0.75M instructions for a 64 × 64 W, three quarters of a
+        // tiny FAVOR+ call); T is exactly Float or Double here, so the arrays are the same.
         if T.self == Float.self { return unsafeBitCast(matrixFloat, to: [T].self) }
         precondition(T.self == Double.self, "AttentionScalar is Float or Double")
         return unsafeBitCast(matrix, to: [T].self)
