@@ -18,6 +18,15 @@ attention faster than free.
   torch  on PyTorch's OpenMP pool (the default of performer.torch; thread count follows torch), or
   own    on the library's own worker threads, with performer.set_num_threads(t) (the behaviour before).
 Ratios > 1 mean performer is faster than SDPA.
+
+--layer adds, per row, one layer's attention call timed alone in the same alternation (inputs captured
+from the performer model at that N: q B x H x N x D read in place from the projection's B x N x H x D
+layout, k/v B x Hk x L x D, GQA): transformers' sdpa_attention_forward, performer's attention_forward
+(the whole glue), and the bare kernels (performer's C extension on preallocated tensors, no autograd);
+glue = attention_forward - kernels ("glue before": the same for the glue before 2026-12-05 15:00,
+softmax_attention and a transposed copy of its output). From those, f = 1 - 1/bound (attention's share of SDPA's model
+time) and s = SDPA's attention time over ours give the whole-model speed-up this attention can reach,
+1 / (1 - f + f / s), printed beside the measured one.
 """
 import argparse
 import copy
@@ -30,7 +39,9 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 import performer
 import performer.torch as pt
+from performer import _performer as ext
 from performer.torch import _threads
+from performer.torch import transformers as glue
 
 pt.register_transformers_attention("performer")
 
@@ -109,6 +120,69 @@ def generate_rate(model, prompt, new_tokens):
     return out, new_tokens / seconds
 
 
+def capture_layer_inputs(model, ids):
+    """(module, q, k, v, mask, scaling) of the first attention call of the performer model on ids, as
+    the model hands them over (with grad: requires_grad leaves of the same layout)."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+
+    captured = []
+
+    def capture(module, query, key, value, attention_mask, **kwargs):
+        captured.append((module, query.detach(), key.detach(), value.detach(), attention_mask, kwargs["scaling"]))
+        return glue.attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("capture", capture)
+    AttentionMaskInterface.register("capture", glue.attention_mask)
+    layer = model.model.layers[0].self_attn
+    layer.config._attn_implementation = "capture"
+    try:
+        with torch.no_grad():
+            model(ids, use_cache=False)
+    finally:
+        layer.config._attn_implementation = "performer"
+    return captured[0]
+
+
+def layer_calls(inputs):
+    """The three ways of computing one layer's attention, each f(grad) -> None."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module, q, k, v, mask, scaling = inputs
+
+    def leaves(grad):
+        return [t.detach().requires_grad_(grad) for t in (q, k, v)]
+
+    def run(attention, grad):
+        qq, kk, vv = leaves(grad)
+        if not grad:
+            with torch.no_grad():
+                attention(qq, kk, vv)
+            return
+        out = attention(qq, kk, vv)
+        out.backward(torch.ones_like(out))
+
+    def sdpa(grad):
+        run(lambda a, b, c: sdpa_attention_forward(module, a, b, c, None, scaling=scaling, is_causal=True)[0], grad)
+
+    def ours(grad):
+        run(lambda a, b, c: glue.attention_forward(module, a, b, c, mask, scaling=scaling)[0], grad)
+
+    def before(grad):  # the glue before 2026-12-05 15:00: softmax_attention, then a transposed copy
+        run(lambda a, b, c: pt.softmax_attention(a, b, c, causal=True, scale=scaling).transpose(1, 2).contiguous(),
+            grad)
+
+    B, H, N, _ = q.shape
+    out, lse = q.new_empty(B, N, H, v.shape[3]).transpose(1, 2), q.new_empty(B, H, N)
+    dq, dk, dv, dout = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.ones_like(out)
+
+    def kernels(grad):
+        ext.softmax_forward(q, k, v, out, lse if grad else None, True, scaling, None, None)
+        if grad:
+            ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, True, scaling, None, None)
+
+    return {"sdpa": sdpa, "performer": ours, "kernels": kernels, "before": before}
+
+
 def set_executor(kind, threads):
     if kind == "torch":
         _threads.use_torch_threads(True)
@@ -125,6 +199,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--executor", default="torch,own")
     parser.add_argument("--generate", type=int, default=64, help="new tokens for generate(); 0 skips it")
+    parser.add_argument("--layer", action="store_true", help="also time one layer's attention call alone")
     options = parser.parse_args()
     sizes = [int(s) for s in options.sizes.split(",")]
     threads = [int(t) for t in options.threads.split(",")]
@@ -135,6 +210,7 @@ def main():
     print("| executor | threads | N | pass | sdpa ms | performer ms | speed vs sdpa | bound | sdpa CPU ms |"
           " performer CPU ms |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    layer_rows = []
     for t in threads:
         torch.set_num_threads(t)
         for kind in executors:
@@ -148,6 +224,17 @@ def main():
                     print("| %s | %d | %d | %s | %.1f | %.1f | %.2fx | %.2fx | %.0f | %.0f |" % (
                         kind, t, n, label, sdpa * 1e3, ours * 1e3, sdpa / ours, sdpa / free, sdpa_cpu * 1e3,
                         our_cpu * 1e3), flush=True)
+                    if options.layer:
+                        calls = layer_calls(capture_layer_inputs(models["performer"], ids))
+                        grad = fn is forward_backward
+                        layer = alternate(calls, lambda call: call(grad), (), 3 * options.rounds)
+                        attn, our_attn, bare, old = (layer[x][0] for x in ("sdpa", "performer", "kernels",
+                                                                          "before"))
+                        f, speed = 1 - free / sdpa, attn / our_attn
+                        layer_rows.append("| %s | %d | %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2f | %.2fx"
+                                          " | %.2fx |" % (kind, t, n, label, attn * 1e3, our_attn * 1e3, bare * 1e3,
+                                                          (our_attn - bare) * 1e3, (old - bare) * 1e3, speed, f,
+                                                          1 / (1 - f + f / speed), sdpa / ours))
             if options.generate:
                 prompt = torch.randint(3, 1024, (1, 32), generator=torch.Generator().manual_seed(7))
                 decoders = {name: models[name] for name in ("sdpa", "performer")}
@@ -162,6 +249,15 @@ def main():
                 print("| %s | %d | prompt 32 | generate tok/s | %.0f | %.0f | %.2fx%s | | | |" % (
                     kind, t, sdpa_rate, our_rate, our_rate / sdpa_rate, "" if same else " (tokens differ!)"),
                     flush=True)
+    if layer_rows:
+        print()
+        print("One layer's attention call alone (ms, medians); f = attention's share of SDPA's model time;")
+        print("reachable = 1 / (1 - f + f / s); measured = the whole model's speed vs SDPA above")
+        print("| executor | threads | N | pass | sdpa attention | performer attention | kernels | glue |"
+              " glue before | s | f | reachable | measured |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for row in layer_rows:
+            print(row)
 
 
 if __name__ == "__main__":
