@@ -18,6 +18,19 @@ attention faster than free.
   torch  on PyTorch's OpenMP pool (the default of performer.torch; thread count follows torch), or
   own    on the library's own worker threads, with performer.set_num_threads(t) (the behaviour before).
 Ratios > 1 mean performer is faster than SDPA.
+
+--layer adds, per row, one layer's attention call timed alone in the same alternation (inputs captured
+from the performer model at that N: q B x H x N x D read in place from the projection's B x N x H x D
+layout, k/v B x Hk x L x D, GQA): transformers' sdpa_attention_forward, performer's attention_forward
+(the whole glue), and the bare kernels (performer's C extension on preallocated tensors, no autograd);
+glue = attention_forward - kernels ("glue before": the same for the glue before 2026-12-05 15:00,
+softmax_attention and a transposed copy of its output). From those, f = 1 - 1/bound (attention's share
+of SDPA's model time) and s = SDPA's attention time over ours give the whole-model speed-up this
+attention can reach, 1 / (1 - f + f / s), printed beside the measured one: a "layer |" line after each
+model row, once from wall times and once from the process's CPU times (on a loaded host, CPU time is
+what the process computed; at 2 threads it also counts OpenMP workers spinning).
+Columns: executor, threads, N, pass, clock, sdpa attention ms, performer attention ms, kernels ms,
+glue ms, glue before ms, s, f, reachable, measured.
 """
 import argparse
 import copy
@@ -30,7 +43,9 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 import performer
 import performer.torch as pt
+from performer import _performer as ext
 from performer.torch import _threads
+from performer.torch import transformers as glue
 
 pt.register_transformers_attention("performer")
 
@@ -109,6 +124,69 @@ def generate_rate(model, prompt, new_tokens):
     return out, new_tokens / seconds
 
 
+def capture_layer_inputs(model, ids):
+    """(module, q, k, v, mask, scaling) of the first attention call of the performer model on ids, as
+    the model hands them over (with grad: requires_grad leaves of the same layout)."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+
+    captured = []
+
+    def capture(module, query, key, value, attention_mask, **kwargs):
+        captured.append((module, query.detach(), key.detach(), value.detach(), attention_mask, kwargs["scaling"]))
+        return glue.attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("capture", capture)
+    AttentionMaskInterface.register("capture", glue.attention_mask)
+    layer = model.model.layers[0].self_attn
+    layer.config._attn_implementation = "capture"
+    try:
+        with torch.no_grad():
+            model(ids, use_cache=False)
+    finally:
+        layer.config._attn_implementation = "performer"
+    return captured[0]
+
+
+def layer_calls(inputs):
+    """The three ways of computing one layer's attention, each f(grad) -> None."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module, q, k, v, mask, scaling = inputs
+
+    def leaves(grad):
+        return [t.detach().requires_grad_(grad) for t in (q, k, v)]
+
+    def run(attention, grad):
+        qq, kk, vv = leaves(grad)
+        if not grad:
+            with torch.no_grad():
+                attention(qq, kk, vv)
+            return
+        out = attention(qq, kk, vv)
+        out.backward(torch.ones_like(out))
+
+    def sdpa(grad):
+        run(lambda a, b, c: sdpa_attention_forward(module, a, b, c, None, scaling=scaling, is_causal=True)[0], grad)
+
+    def ours(grad):
+        run(lambda a, b, c: glue.attention_forward(module, a, b, c, mask, scaling=scaling)[0], grad)
+
+    def before(grad):  # the glue before 2026-12-05 15:00: softmax_attention, then a transposed copy
+        run(lambda a, b, c: pt.softmax_attention(a, b, c, causal=True, scale=scaling).transpose(1, 2).contiguous(),
+            grad)
+
+    B, H, N, _ = q.shape
+    out, lse = q.new_empty(B, N, H, v.shape[3]).transpose(1, 2), q.new_empty(B, H, N)
+    dq, dk, dv, dout = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.ones_like(out)
+
+    def kernels(grad):
+        ext.softmax_forward(q, k, v, out, lse if grad else None, True, scaling, None, None)
+        if grad:
+            ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, True, scaling, None, None)
+
+    return {"sdpa": sdpa, "performer": ours, "kernels": kernels, "before": before}
+
+
 def set_executor(kind, threads):
     if kind == "torch":
         _threads.use_torch_threads(True)
@@ -125,6 +203,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--executor", default="torch,own")
     parser.add_argument("--generate", type=int, default=64, help="new tokens for generate(); 0 skips it")
+    parser.add_argument("--layer", action="store_true", help="also time one layer's attention call alone")
     options = parser.parse_args()
     sizes = [int(s) for s in options.sizes.split(",")]
     threads = [int(t) for t in options.threads.split(",")]
@@ -148,6 +227,22 @@ def main():
                     print("| %s | %d | %d | %s | %.1f | %.1f | %.2fx | %.2fx | %.0f | %.0f |" % (
                         kind, t, n, label, sdpa * 1e3, ours * 1e3, sdpa / ours, sdpa / free, sdpa_cpu * 1e3,
                         our_cpu * 1e3), flush=True)
+                    if options.layer:
+                        calls = layer_calls(capture_layer_inputs(models["performer"], ids))
+                        grad = fn is forward_backward
+                        layer = alternate(calls, lambda call: call(grad), (), 3 * options.rounds)
+                        wall = [layer[x][0] for x in ("sdpa", "performer", "kernels", "before")]
+                        cpu = [layer[x][1] for x in ("sdpa", "performer", "kernels", "before")]
+                        # Wall and CPU seconds: on a loaded host the process's CPU time is what it computed.
+                        for clock, (attn, our_attn, bare, old), model_times in (
+                                ("wall", wall, (sdpa, ours, free)),
+                                ("CPU", cpu, (sdpa_cpu, our_cpu, medians["attention-free"][1]))):
+                            f, speed = 1 - model_times[2] / model_times[0], attn / our_attn
+                            print("layer | %s | %d | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2fx | %.2f"
+                                  " | %.2fx | %.2fx |" % (kind, t, n, label, clock, attn * 1e3, our_attn * 1e3,
+                                                        bare * 1e3, (our_attn - bare) * 1e3, (old - bare) * 1e3,
+                                                        speed, f, 1 / (1 - f + f / speed),
+                                                        model_times[0] / model_times[1]), flush=True)
             if options.generate:
                 prompt = torch.randint(3, 1024, (1, 32), generator=torch.Generator().manual_seed(7))
                 decoders = {name: models[name] for name in ("sdpa", "performer")}

@@ -179,3 +179,42 @@ def test_attention_dropout_in_training_raises():
         model(ids)
     model.eval()
     assert torch.isfinite(model(ids).logits).all()  # eval mode passes dropout=0
+
+
+def reference_attention(q, k, v, causal, starts, ends):
+    """float64 B x N x H x M softmax attention with GQA, bottom-right causal alignment and key ranges
+    [starts[b], ends[b]); a row without keys is zero."""
+    B, H, N, D = q.shape
+    L = k.shape[2]
+    k, v = k.repeat_interleave(H // k.shape[1], 1), v.repeat_interleave(H // v.shape[1], 1)
+    scores = q @ k.transpose(-1, -2) / D ** 0.5
+    j = torch.arange(L)
+    allowed = (j >= torch.tensor(starts)[:, None, None, None]) & (j < torch.tensor(ends)[:, None, None, None])
+    if causal:
+        allowed = allowed & (j <= torch.arange(N)[:, None] + (L - N))
+    weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1).nan_to_num(0.0)
+    return (weights @ v).transpose(1, 2)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_layer_call_writes_the_model_layout_and_matches_a_reference(causal):
+    # q laid out B x N x H x D as Llama's projections make it; N < L (a cache) and left/right padding.
+    B, H, Hk, N, L, D = 3, 4, 2, 5, 7, 8
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(B, N, H, D, generator=g, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    k = torch.randn(B, Hk, L, D, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(B, Hk, L, D, generator=g, dtype=torch.float64, requires_grad=True)
+    starts, ends = [0, 2, 7], [7, 5, 7]  # row 2 has no key: zero output and gradients
+    ranges = glue.KeyRanges(L, causal, torch.tensor(starts), torch.tensor(ends), shape=(B, 1, N, L))
+    out, weights = glue.attention_forward(None, q, k, v, ranges)
+    assert weights is None and out.shape == (B, N, H, D) and out.is_contiguous()
+    expected = reference_attention(q, k, v, causal, starts, ends)
+    assert rel_err(out, expected) <= 1e-12
+    with torch.no_grad():  # the path without the log-sum-exp
+        assert rel_err(glue.attention_forward(None, q, k, v, ranges)[0], expected) <= 1e-12
+    dout = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad(out, (q, k, v), dout)
+    wanted = torch.autograd.grad(expected, (q, k, v), dout)
+    for name, a, b in zip("qkv", got, wanted):
+        assert rel_err(a, b) <= 1e-12, name
+    assert got[0].stride() == q.stride()  # the gradient in q's layout: no copy on the way back
