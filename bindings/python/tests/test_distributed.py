@@ -138,9 +138,13 @@ def case_linear(rank, world, group):
     n = 37
     for dtype in (np.float32, np.float64):
         for causal in (True, False):
-            for unequal, hk, lengths in ((False, 4, None), (True, 2, [30, 9])):
+            # relu with eps = 0 and no visible key in batch row 1: zero denominators, zero rows.
+            for unequal, hk, fmap, eps, masks in ((False, 4, "elu+1", 1e-6, {}),
+                                                  (True, 2, "elu+1", 1e-6, dict(kv_lengths=[30, 9])),
+                                                  (True, 4, "elu+1", 1e-6, dict(kv_lengths=[33, 28], kv_starts=[5, 12])),
+                                                  (False, 2, "relu", 0.0, dict(kv_lengths=[25, 0]))):
                 q, k, v, dout = _inputs(11, 2, 4, hk, n, 8, 6, dtype)
-                options = dict(causal=causal, feature_map="elu+1", eps=1e-6, kv_lengths=lengths)
+                options = dict(causal=causal, feature_map=fmap, eps=eps, **masks)
                 want = performer.linear_attention(q, k, v, **options)
                 grads = performer.linear_attention_backward(q, k, v, dout, **options)
                 _check_slice(lambda a, b, c: pd.linear_attention(a, b, c, group=group, **options), (want, grads),
