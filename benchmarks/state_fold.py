@@ -20,24 +20,25 @@ import performer
 from performer.torch.distributed import _query_state_gradient
 
 
-def timed(call):
-    start = time.perf_counter()
+def timed(call, clock):
+    start = clock()
     call()
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def measure(name, calls, rounds):
+def measure(name, calls, rounds, clock):
     for call in calls.values():
         call()  # warm-up: scratch, thread pool
     samples = {label: [] for label in calls}
     for _ in range(rounds):
         for label, call in calls.items():
-            samples[label].append(timed(call))
+            samples[label].append(timed(call, clock))
     medians = {label: statistics.median(times) for label, times in samples.items()}
     share = medians["share"]
-    print("| %s | %.1f | %.1f (%.2f) | %.1f (%.2f) |" % (name, 1e3 * share, 1e3 * medians["former"],
-                                                        medians["former"] / share, 1e3 * medians["folded"],
-                                                        medians["folded"] / share))
+    print("| %s | %.1f | %.1f (%.2f) | %.1f (%.2f) | %.1f | %.1f | %.1f |"
+          % (name, 1e3 * share, 1e3 * medians["former"], medians["former"] / share, 1e3 * medians["folded"],
+             medians["folded"] / share, 1e3 * medians["state"], 1e3 * medians["state backward"],
+             1e3 * medians["query side"]))
 
 
 def linear_calls(q, k, v, dout, state):
@@ -57,7 +58,10 @@ def linear_calls(q, k, v, dout, state):
         _query_state_gradient(q, out, den, dout, 1e-6, "elu+1")
         performer.linear_attention_backward(q, k, v, dout, causal=True, initial_state=state, dstate=state)
 
-    return dict(share=share, former=former, folded=folded)
+    out, den = performer.linear_attention(q, k, v, causal=True, initial_state=state, return_denominators=True)
+    return {"share": share, "former": former, "folded": folded, "state": lambda: performer.linear_state(k, v),
+            "state backward": lambda: performer.linear_state_backward(k, v, *state),
+            "query side": lambda: _query_state_gradient(q, out, den, dout, 1e-6, "elu+1")}
 
 
 def main():
@@ -67,6 +71,9 @@ def main():
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2, help="library threads (0: the default)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="time the process's CPU time (all threads) instead of the wall clock: the work done, "
+                             "less sensitive to other processes on a loaded machine")
     options = parser.parse_args()
     if options.threads:
         performer.set_num_threads(options.threads)
@@ -74,11 +81,14 @@ def main():
     shape = (1, options.heads, options.n, options.dim)
     q, k, v, dout = ((0.5 * rng.standard_normal(shape)).astype(np.float32) for _ in range(4))
     state = performer.linear_state(k, v)
-    print("n = %d, B = 1, H = %d, D = M = %d, float32, threads %s, medians of %d rounds"
-          % (options.n, options.heads, options.dim, options.threads or "default", options.rounds))
-    print("| attention | share: causal fwd + bwd (ms) | former rank (ms, / share) | folded rank (ms, / share) |")
-    print("|---|---|---|---|")
-    measure("linear elu+1 causal", linear_calls(q, k, v, dout, state), options.rounds)
+    print("n = %d, B = 1, H = %d, D = M = %d, float32, threads %s, medians of %d rounds, %s"
+          % (options.n, options.heads, options.dim, options.threads or "default", options.rounds,
+             "CPU time" if options.cpu else "wall clock"))
+    print("| attention | share: causal fwd + bwd (ms) | former rank (ms, / share) | folded rank (ms, / share) "
+          "| state (ms) | state backward (ms) | query-side gradient (ms) |")
+    print("|---|---|---|---|---|---|---|")
+    measure("linear elu+1 causal", linear_calls(q, k, v, dout, state), options.rounds,
+            time.process_time if options.cpu else time.perf_counter)
 
 
 if __name__ == "__main__":
