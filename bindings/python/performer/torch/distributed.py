@@ -9,9 +9,12 @@ to float rounding. Every rank of the group must make the same calls in the same 
 - :func:`linear_attention` and :func:`favor_attention` pass states (LASP-2 style): each rank
   folds its own keys into a state (``performer.linear_state`` / ``favor_state``), one
   ``all_gather`` of the states, a prefix combination (FAVOR+: the scaled triples combined
-  with their max-shifts), then the local forward from that initial state. The backward
-  mirrors it: one all_gather of the initial-state gradients, a suffix combination, the state
-  backward. Communication per call O(P * B * H * C * M), independent of N.
+  with their max-shifts), then the local forward from that initial state. The backward: one
+  all_gather of the initial-state gradients and a suffix combination. Linear attention
+  computes those gradients from the query side first and hands the suffix sum to the local
+  backward as its final-state gradient (no state backward; non-causal: no pass repeated at
+  all); FAVOR+ runs its local backward first and a state backward after it.
+  Communication per call O(P * B * H * C * M), independent of N.
 - :func:`softmax_attention` is ring attention: key/value slices travel around the ring
   (isend/recv, overlapped with the computation), partial results are merged by log-sum-exp
   (``performer.softmax_merge``); the backward sends the blocks around again together with
