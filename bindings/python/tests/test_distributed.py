@@ -341,3 +341,26 @@ def test_half_inputs_need_one_dtype():
         pd.linear_attention(q, q.float(), q)
     with pytest.raises(TypeError, match="v has dtype torch.bfloat16"):
         pd.softmax_attention(q, q, q.bfloat16())
+
+
+@needs_torch
+def test_query_side_initial_state_gradient_equals_the_backward():
+    """The folded backward's query-side gradient of the initial state (from out, the
+    denominators and dout alone) equals the one the causal backward returns, with GQA, key
+    lengths, and rows of zero denominator (relu, eps = 0, no visible key: gradient 0)."""
+    from performer.torch.distributed import _query_state_gradient
+    for dtype in (np.float32, np.float64):
+        for fmap, eps, lengths in (("elu+1", 1e-6, [17, 5]), ("relu", 0.0, [13, 0])):
+            q, k, v, dout = _inputs(3, 2, 4, 2, 19, 8, 6, dtype)
+            s0 = np.abs(np.random.default_rng(4).standard_normal((2, 4, 8, 6))).astype(dtype)
+            z0 = np.abs(np.random.default_rng(5).standard_normal((2, 4, 8))).astype(dtype)
+            if fmap == "relu":
+                s0[1], z0[1] = 0, 0  # batch row 1 sees no key at all
+            options = dict(causal=True, feature_map=fmap, eps=eps, kv_lengths=lengths, initial_state=(s0, z0))
+            out, den = performer.linear_attention(q, k, v, return_denominators=True, **options)
+            want = performer.linear_attention_backward(q, k, v, dout, **options)[3]
+            got = _query_state_gradient(q, out, den, dout, eps, fmap)
+            for name, a, b in zip(("dS0", "dz0"), got, want):
+                _close(name, a, b, dtype)
+            if fmap == "relu":
+                assert not got[0][1].any() and not got[1][1].any()

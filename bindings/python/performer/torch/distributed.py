@@ -291,7 +291,8 @@ def _query_state_gradient(q, out, den, dout, eps, feature_map):
     d = den + _np.asarray(eps, den.dtype)
     weights = _np.empty((b, h, n, m + 1), dtype=out.dtype)
     g = weights[..., :m]
-    _np.divide(dout, d[..., None], out=g)
+    with _np.errstate(divide="ignore", invalid="ignore"):  # zero denominators: set to 0 below
+        _np.divide(dout, d[..., None], out=g)
     empty = d == 0
     if empty.any():
         g[empty] = 0
