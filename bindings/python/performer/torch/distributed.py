@@ -13,7 +13,8 @@ to float rounding. Every rank of the group must make the same calls in the same 
   all_gather of the initial-state gradients and a suffix combination. Linear attention
   computes those gradients from the query side first and hands the suffix sum to the local
   backward as its final-state gradient (no state backward; non-causal: no pass repeated at
-  all); FAVOR+ runs its local backward first and a state backward after it.
+  all); causal FAVOR+ runs its local backward first and a state backward after it, and
+  non-causal FAVOR+ computes nothing twice, as non-causal linear attention.
   Communication per call O(P * B * H * C * M), independent of N.
 - :func:`softmax_attention` is ring attention: key/value slices travel around the ring
   (isend/recv, overlapped with the computation), partial results are merged by log-sum-exp
@@ -436,9 +437,16 @@ class _FavorFunction(_torch.autograd.Function):
             state = _performer.favor_state(kn, vn, pinned, heads=qn.shape[1], **feature_options, **local)
         parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
         ctx.save_for_backward(q, k, v)
-        initial = _combine_favor(parts, _before(g, causal), qn.dtype)
-        out = _performer.favor_attention(qn, kn, vn, pinned, causal=causal, eps=eps, initial_state=initial,
-                                         **feature_options, **local)
+        if causal:
+            initial = _combine_favor(parts, _before(g, causal), qn.dtype)
+            out = _performer.favor_attention(qn, kn, vn, pinned, causal=True, eps=eps, initial_state=initial,
+                                             **feature_options, **local)
+        else:
+            # The queries against every rank's keys as one memory, no keys of their own: the own
+            # keys are not folded a second time.
+            initial = _combine_favor(parts, list(range(g.size)), qn.dtype)
+            out = _performer.favor_attention(qn, kn[:, :, :0], vn[:, :, :0], pinned, eps=eps, initial_state=initial,
+                                             **feature_options)
         ctx.setup = (g, causal, eps, pinned, feature_options, local, initial, [p[2] for p in parts])
         return _to_tensor(out)
 
@@ -449,6 +457,18 @@ class _FavorFunction(_torch.autograd.Function):
         q, k, v = ctx.saved_tensors
         qn, kn, vn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v)
         dn = _to_numpy("dout", dout)
+        if not causal:
+            dq, _, _, dmemory = _performer.favor_attention_backward(qn, kn[:, :, :0], vn[:, :, :0], dn, pinned, eps=eps,
+                                                                    initial_state=initial, **feature_options)
+            parts = [_unpack(flat, dmemory) for flat in g.all_gather(_pack(dmemory))]
+            # Every rank's memory combined all triples with one shift c': this rank's triple
+            # entered each with the factor exp(c_r - c').
+            weight = _shift_weights([c.astype(_np.float64) for c in cs], list(range(g.size)))[1][g.rank]
+            ds, dz = (sum(p[i].astype(_np.float64) for p in parts) for i in range(2))
+            dk, dv = _performer.favor_state_backward(kn, vn, pinned, (weight[..., None] * ds).astype(qn.dtype),
+                                                     (weight * dz).astype(qn.dtype), heads=qn.shape[1],
+                                                     **feature_options, **local)
+            return _input_grads(ctx, (dq, dk, dv)) + (None,) * 9
         grads = _performer.favor_attention_backward(qn, kn, vn, dn, pinned, causal=causal, eps=eps,
                                                     initial_state=initial, **feature_options, **local)
         dq, dk, dv = grads[:3]
@@ -480,8 +500,8 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     returns this rank's slice of the single-process result, differentiable w.r.t. q, k, v.
     Every rank must pass the same projection W. kv_lengths / kv_starts: B global positions.
     One all_gather of the scaled states (S~, z~, c) in the forward, one of (dS~, dz~) in the
-    backward. Non-causal: each rank's queries read its own keys and, as a memory, the combined
-    state of the other ranks.
+    backward. Non-causal: each rank's queries read the combined triple of all ranks as a
+    memory (no keys of their own), and one key pass gives dk, dv.
     """
     half, q, k, v = _widen(q, k, v)
     return _narrow(_FavorFunction.apply(q, k, v, projection, bool(causal), features, scale, eps, kv_lengths,
