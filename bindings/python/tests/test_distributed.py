@@ -138,9 +138,13 @@ def case_linear(rank, world, group):
     n = 37
     for dtype in (np.float32, np.float64):
         for causal in (True, False):
-            for unequal, hk, lengths in ((False, 4, None), (True, 2, [30, 9])):
+            # relu with eps = 0 and no visible key in batch row 1: zero denominators, zero rows.
+            for unequal, hk, fmap, eps, masks in ((False, 4, "elu+1", 1e-6, {}),
+                                                  (True, 2, "elu+1", 1e-6, dict(kv_lengths=[30, 9])),
+                                                  (True, 4, "elu+1", 1e-6, dict(kv_lengths=[33, 28], kv_starts=[5, 12])),
+                                                  (False, 2, "relu", 0.0, dict(kv_lengths=[25, 0]))):
                 q, k, v, dout = _inputs(11, 2, 4, hk, n, 8, 6, dtype)
-                options = dict(causal=causal, feature_map="elu+1", eps=1e-6, kv_lengths=lengths)
+                options = dict(causal=causal, feature_map=fmap, eps=eps, **masks)
                 want = performer.linear_attention(q, k, v, **options)
                 grads = performer.linear_attention_backward(q, k, v, dout, **options)
                 _check_slice(lambda a, b, c: pd.linear_attention(a, b, c, group=group, **options), (want, grads),
@@ -337,3 +341,26 @@ def test_half_inputs_need_one_dtype():
         pd.linear_attention(q, q.float(), q)
     with pytest.raises(TypeError, match="v has dtype torch.bfloat16"):
         pd.softmax_attention(q, q, q.bfloat16())
+
+
+@needs_torch
+def test_query_side_initial_state_gradient_equals_the_backward():
+    """The folded backward's query-side gradient of the initial state (from out, the
+    denominators and dout alone) equals the one the causal backward returns, with GQA, key
+    lengths, and rows of zero denominator (relu, eps = 0, no visible key: gradient 0)."""
+    from performer.torch.distributed import _query_state_gradient
+    for dtype in (np.float32, np.float64):
+        for fmap, eps, lengths in (("elu+1", 1e-6, [17, 5]), ("relu", 0.0, [13, 0])):
+            q, k, v, dout = _inputs(3, 2, 4, 2, 19, 8, 6, dtype)
+            s0 = np.abs(np.random.default_rng(4).standard_normal((2, 4, 8, 6))).astype(dtype)
+            z0 = np.abs(np.random.default_rng(5).standard_normal((2, 4, 8))).astype(dtype)
+            if fmap == "relu":
+                s0[1], z0[1] = 0, 0  # batch row 1 sees no key at all
+            options = dict(causal=True, feature_map=fmap, eps=eps, kv_lengths=lengths, initial_state=(s0, z0))
+            out, den = performer.linear_attention(q, k, v, return_denominators=True, **options)
+            want = performer.linear_attention_backward(q, k, v, dout, **options)[3]
+            got = _query_state_gradient(q, out, den, dout, eps, fmap)
+            for name, a, b in zip(("dS0", "dz0"), got, want):
+                _close(name, a, b, dtype)
+            if fmap == "relu":
+                assert not got[0][1].any() and not got[1][1].any()

@@ -9,9 +9,13 @@ to float rounding. Every rank of the group must make the same calls in the same 
 - :func:`linear_attention` and :func:`favor_attention` pass states (LASP-2 style): each rank
   folds its own keys into a state (``performer.linear_state`` / ``favor_state``), one
   ``all_gather`` of the states, a prefix combination (FAVOR+: the scaled triples combined
-  with their max-shifts), then the local forward from that initial state. The backward
-  mirrors it: one all_gather of the initial-state gradients, a suffix combination, the state
-  backward. Communication per call O(P * B * H * C * M), independent of N.
+  with their max-shifts), then the local forward from that initial state. The backward: one
+  all_gather of the initial-state gradients and a suffix combination. Linear attention
+  computes those gradients from the query side first and hands the suffix sum to the local
+  backward as its final-state gradient (no state backward; non-causal: no pass repeated at
+  all); causal FAVOR+ runs its local backward first and a state backward after it, and
+  non-causal FAVOR+ computes nothing twice, as non-causal linear attention.
+  Communication per call O(P * B * H * C * M), independent of N.
 - :func:`softmax_attention` is ring attention: key/value slices travel around the ring
   (isend/recv, overlapped with the computation), partial results are merged by log-sum-exp
   (``performer.softmax_merge``); the backward sends the blocks around again together with
@@ -278,7 +282,43 @@ def _after(g, causal):
     return list(range(g.rank + 1, g.size)) if causal else [j for j in range(g.size) if j != g.rank]
 
 
+def _query_state_gradient(q, out, den, dout, eps, feature_map):
+    """The gradient of this rank's loss w.r.t. its initial state (S0, z0), from the query side
+    alone (ALGORITHMS.md section 2): with d_i = den_i + eps and g_i = dout_i / d_i,
+    dS0 = sum_i phi(q_i) g_i^T and dz0 = -sum_i phi(q_i) (g_i . out_i). One state-only pass
+    over the queries with the values [g_i, -(g_i . out_i)] (width M + 1) computes both. A zero
+    denominator gave a zero output row and gives it zero gradients, as in the library."""
+    b, h, n, m = out.shape
+    d = den + _np.asarray(eps, den.dtype)
+    weights = _np.empty((b, h, n, m + 1), dtype=out.dtype)
+    g = weights[..., :m]
+    with _np.errstate(divide="ignore", invalid="ignore"):  # zero denominators: set to 0 below
+        _np.divide(dout, d[..., None], out=g)
+    empty = d == 0
+    if empty.any():
+        g[empty] = 0
+    w = weights[..., m]
+    _np.einsum("bhnm,bhnm->bhn", g, out, out=w)
+    _np.negative(w, out=w)
+    s, _ = _performer.linear_state(q, weights, feature_map=feature_map)
+    return s[..., :m], s[..., m]
+
+
 class _LinearFunction(_torch.autograd.Function):
+    """Causal: the state passing folded into the local calls. Forward: the state of the slice
+    (linear_state; the last rank sends zeros: nobody reads its state), one all_gather, the
+    local causal forward from the prefix of the earlier ranks' states, which also returns its
+    denominators. Backward: each rank but the first computes its initial state's gradient from
+    the query side (one pass, :func:`_query_state_gradient`); one all_gather; the sum of the
+    later ranks' is the gradient of this rank's final state, which the local causal backward
+    takes: it adds that gradient's key-side terms to dk, dv itself, so no state backward runs.
+
+    Non-causal: nothing is computed twice. Forward: the slice's state, one all_gather, the sum
+    of all states (the whole sequence's, summed in rank order on every rank), then the
+    queries against it as a memory with no keys of their own. Backward: that call's backward
+    gives dq and the memory's gradient (the query side), one all_gather, and their sum, the
+    gradient of every key's state, gives dk, dv by one key pass (linear_state_backward)."""
+
     @staticmethod
     def forward(ctx, q, k, v, causal, feature_map, eps, kv_lengths, kv_starts, group):
         g = _Group(group)
@@ -294,29 +334,45 @@ class _LinearFunction(_torch.autograd.Function):
         else:
             state = _performer.linear_state(kn, vn, heads=qn.shape[1], **options)
         parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
-        initial = _sum_states(parts, _before(g, causal), qn.dtype)
-        out = _performer.linear_attention(qn, kn, vn, causal=causal, eps=eps, initial_state=initial, **options)
-        ctx.save_for_backward(q, k, v)
+        if causal:
+            initial = _sum_states(parts, list(range(g.rank)), qn.dtype)
+            out, den = _performer.linear_attention(qn, kn, vn, causal=True, eps=eps, initial_state=initial,
+                                                   return_denominators=True, **options)
+            out = _to_tensor(out)
+            ctx.save_for_backward(q, k, v, out, _to_tensor(den))
+        else:
+            initial = _sum_states(parts, list(range(g.size)), qn.dtype)
+            out = _to_tensor(_performer.linear_attention(qn, kn[:, :, :0], vn[:, :, :0], eps=eps,
+                                                         initial_state=initial, feature_map=feature_map))
+            ctx.save_for_backward(q, k, v)
         ctx.setup = (g, causal, eps, options, initial, state)
-        return _to_tensor(out)
+        return out
 
     @staticmethod
     @_once_differentiable
     def backward(ctx, dout):
         g, causal, eps, options, initial, state = ctx.setup
-        q, k, v = ctx.saved_tensors
-        qn, kn, vn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v)
-        grads = _performer.linear_attention_backward(qn, kn, vn, _to_numpy("dout", dout), causal=causal, eps=eps,
-                                                     initial_state=initial, **options)
-        dq, dk, dv = grads[:3]
-        dinitial = grads[3] if initial is not None else tuple(_np.zeros_like(s) for s in state)
+        q, k, v = ctx.saved_tensors[:3]
+        qn, kn, vn, dn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v), _to_numpy("dout", dout)
+        feature_map = options["feature_map"]
+        if not causal:
+            dq, _, _, dmemory = _performer.linear_attention_backward(qn, kn[:, :, :0], vn[:, :, :0], dn, eps=eps,
+                                                                     initial_state=initial, feature_map=feature_map)
+            parts = [_unpack(flat, dmemory) for flat in g.all_gather(_pack(dmemory))]
+            dk, dv = _performer.linear_state_backward(kn, vn, *_sum_states(parts, list(range(g.size)), qn.dtype),
+                                                      heads=qn.shape[1], **options)
+            return _input_grads(ctx, (dq, dk, dv)) + (None,) * 6
+        if initial is None:
+            # The first rank's initial state is zero, not the sum of other states: nobody needs its gradient.
+            dinitial = tuple(_np.zeros_like(s) for s in state)
+        else:
+            out, den = (_to_numpy(name, x) for name, x in zip(("out", "den"), ctx.saved_tensors[3:]))
+            dinitial = _query_state_gradient(qn, out, den, dn, eps, feature_map)
         parts = [_unpack(flat, dinitial) for flat in g.all_gather(_pack(dinitial))]
-        dstate = _sum_states(parts, _after(g, causal), qn.dtype)
-        if dstate is not None:
-            dk2, dv2 = _performer.linear_state_backward(kn, vn, *dstate, heads=qn.shape[1], **options)
-            dk += dk2
-            dv += dv2
-        return _input_grads(ctx, (dq, dk, dv)) + (None,) * 6
+        dfinal = _sum_states(parts, list(range(g.rank + 1, g.size)), qn.dtype)
+        grads = _performer.linear_attention_backward(qn, kn, vn, dn, causal=True, eps=eps, initial_state=initial,
+                                                     dstate=dfinal, **options)
+        return _input_grads(ctx, grads[:3]) + (None,) * 6
 
 
 def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv_lengths=None, kv_starts=None,
@@ -381,9 +437,16 @@ class _FavorFunction(_torch.autograd.Function):
             state = _performer.favor_state(kn, vn, pinned, heads=qn.shape[1], **feature_options, **local)
         parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
         ctx.save_for_backward(q, k, v)
-        initial = _combine_favor(parts, _before(g, causal), qn.dtype)
-        out = _performer.favor_attention(qn, kn, vn, pinned, causal=causal, eps=eps, initial_state=initial,
-                                         **feature_options, **local)
+        if causal:
+            initial = _combine_favor(parts, _before(g, causal), qn.dtype)
+            out = _performer.favor_attention(qn, kn, vn, pinned, causal=True, eps=eps, initial_state=initial,
+                                             **feature_options, **local)
+        else:
+            # The queries against every rank's keys as one memory, no keys of their own: the own
+            # keys are not folded a second time.
+            initial = _combine_favor(parts, list(range(g.size)), qn.dtype)
+            out = _performer.favor_attention(qn, kn[:, :, :0], vn[:, :, :0], pinned, eps=eps, initial_state=initial,
+                                             **feature_options)
         ctx.setup = (g, causal, eps, pinned, feature_options, local, initial, [p[2] for p in parts])
         return _to_tensor(out)
 
@@ -394,6 +457,18 @@ class _FavorFunction(_torch.autograd.Function):
         q, k, v = ctx.saved_tensors
         qn, kn, vn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v)
         dn = _to_numpy("dout", dout)
+        if not causal:
+            dq, _, _, dmemory = _performer.favor_attention_backward(qn, kn[:, :, :0], vn[:, :, :0], dn, pinned, eps=eps,
+                                                                    initial_state=initial, **feature_options)
+            parts = [_unpack(flat, dmemory) for flat in g.all_gather(_pack(dmemory))]
+            # Every rank's memory combined all triples with one shift c': this rank's triple
+            # entered each with the factor exp(c_r - c').
+            weight = _shift_weights([c.astype(_np.float64) for c in cs], list(range(g.size)))[1][g.rank]
+            ds, dz = (sum(p[i].astype(_np.float64) for p in parts) for i in range(2))
+            dk, dv = _performer.favor_state_backward(kn, vn, pinned, (weight[..., None] * ds).astype(qn.dtype),
+                                                     (weight * dz).astype(qn.dtype), heads=qn.shape[1],
+                                                     **feature_options, **local)
+            return _input_grads(ctx, (dq, dk, dv)) + (None,) * 9
         grads = _performer.favor_attention_backward(qn, kn, vn, dn, pinned, causal=causal, eps=eps,
                                                     initial_state=initial, **feature_options, **local)
         dq, dk, dv = grads[:3]
@@ -425,8 +500,8 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     returns this rank's slice of the single-process result, differentiable w.r.t. q, k, v.
     Every rank must pass the same projection W. kv_lengths / kv_starts: B global positions.
     One all_gather of the scaled states (S~, z~, c) in the forward, one of (dS~, dz~) in the
-    backward. Non-causal: each rank's queries read its own keys and, as a memory, the combined
-    state of the other ranks.
+    backward. Non-causal: each rank's queries read the combined triple of all ranks as a
+    memory (no keys of their own), and one key pass gives dk, dv.
     """
     half, q, k, v = _widen(q, k, v)
     return _narrow(_FavorFunction.apply(q, k, v, projection, bool(causal), features, scale, eps, kv_lengths,
