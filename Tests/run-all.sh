@@ -6,8 +6,9 @@
 # valgrind (issue 13), the Python tests (pip-installed package; PyTorch and transformers are
 # installed into the test venv by bindings/python/tests/install-test-deps.sh, and
 # PERFORMER_REQUIRE_TORCH=1 makes a missing torch a failure, not a skip), the wheel installed
-# where no Swift is (Tests/wheel/run.sh), and last the rest of issue 13's probes (ASan/UBSan,
-# ThreadSanitizer, 60 s of fuzzing), whose sanitized builds run in the background meanwhile.
+# where no Swift is (Tests/wheel/run.sh), and the rest of issue 13's probes (ASan/UBSan,
+# ThreadSanitizer, 60 s of fuzzing: Tests/sanitizers/probes.sh), which run in the background
+# from the release build on and are reported last.
 # Every step prints its start and its seconds, and the end of the log a table of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,25 +39,24 @@ step "installing test dependencies" bash Tests/install-deps.sh
 
 step "swift build -c release" swift build -c release
 
-# The two sanitized builds of the library (Tests/sanitizers/build.sh: ASan + coverage, then TSan
-# with its Swift tests) take about as long as all the steps up to the probes together, and
-# neither side needs the other's output: they build in the background (their own scratch
-# directories, a process group of their own) while those steps run, so each side uses the
-# core the other leaves idle. Their output goes to a log, printed in one piece where the
-# probes need the builds.
-sanitizer_log=.build/sanitizer-builds.log
-setsid -w bash -c 'bash Tests/sanitizers/build.sh address >/dev/null && bash Tests/sanitizers/build.sh thread >/dev/null' \
-    > "$sanitizer_log" 2>&1 &
-sanitizer_pid=$!
-sanitizer_start=$(date +%s)
-stop_sanitizer_builds() { kill -- -"$sanitizer_pid" 2>/dev/null || true; }
-trap 'stop_sanitizer_builds; summary' EXIT
-echo "== sanitizer builds (ASan, then TSan) started in the background at $(date -u +%H:%M:%S); log: $sanitizer_log"
-wait_sanitizer_builds() {
+# Issue 13's sanitizer probes (Tests/sanitizers/probes.sh: the ASan + coverage and TSan builds
+# of the library, the C ABI tests under ASan/UBSan and TSan, 60 s of fuzzing) take about as long
+# as all the other steps together, and neither side needs the other's output: they run in the
+# background (their own scratch directories, a process group of their own) while the other
+# steps run, so each side uses the core the other leaves idle. Their output goes to a log,
+# printed in one piece after the other steps.
+probe_log=.build/sanitizer-probes.log
+setsid -w bash Tests/sanitizers/probes.sh > "$probe_log" 2>&1 &
+probe_pid=$!
+probe_start=$(date +%s)
+stop_probes() { kill -- -"$probe_pid" 2>/dev/null || true; }
+trap 'stop_probes; summary' EXIT
+echo "== sanitizer probes (ASan/UBSan, TSan, fuzzing) started in the background at $(date -u +%H:%M:%S); log: $probe_log"
+wait_probes() {
     local status=0
-    wait "$sanitizer_pid" || status=$?
-    sed 's/^/    /' "$sanitizer_log"
-    echo "== sanitizer builds: $(( $(date +%s) - sanitizer_start )) s since they started (exit $status)"
+    wait "$probe_pid" || status=$?
+    sed 's/^/    /' "$probe_log"
+    echo "== sanitizer probes: $(( $(date +%s) - probe_start )) s since they started in the background (exit $status)"
     return "$status"
 }
 
@@ -80,19 +80,11 @@ step "C and C++ tests" bash Tests/c/run.sh
 
 step "C/C++ install: prefix, SONAME, version node, pkg-config and CMake consumers" bash Tests/install/run.sh
 
-# Issue 13's probes (docs/RELIABILITY.md). valgrind runs on the release library, so it comes
-# before the sanitized builds are needed.
+# Issue 13's valgrind probe runs on the release library (docs/RELIABILITY.md).
 step "valgrind" bash Tests/sanitizers/run.sh valgrind
 
 step "Python tests" bash bindings/python/tests/run.sh
 
 step "Python wheel: manylinux, installed in a fresh venv without Swift, the tests against it" bash Tests/wheel/run.sh
 
-# The rest of issue 13's probes: the C ABI under ASan/UBSan and ThreadSanitizer, then the
-# fuzzer for 60 s (Tests/fuzz/run.sh SECONDS runs it longer). Their builds are current by now
-# (build.sh, called again by each, finds nothing to do).
-step "sanitizer builds (waiting for the background)" wait_sanitizer_builds
-
-step "ASan/UBSan and ThreadSanitizer" bash Tests/sanitizers/run.sh asan tsan
-
-step "fuzzing the C ABI (60 s)" bash Tests/fuzz/run.sh 60
+step "sanitizer probes: ASan/UBSan, ThreadSanitizer, 60 s of fuzzing (waiting for the background)" wait_probes
