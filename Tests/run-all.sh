@@ -2,56 +2,93 @@
 # Every test of libperformer, on a fresh machine: installs what it needs, builds, then runs
 # the Swift tests, the Swift API reference build (DocC, warnings are errors), a package that
 # depends on this one by version (built in debug), the C/C++ tests (header, exported symbols,
-# examples, loading without a Swift toolchain, bad input, threads), the C install (Tests/install/run.sh), the probes of
-# issue 13 (ASan/UBSan, ThreadSanitizer, valgrind, 60 s of fuzzing), the Python tests
-# (pip-installed package; PyTorch and transformers are installed into the test venv by
-# bindings/python/tests/install-test-deps.sh, and PERFORMER_REQUIRE_TORCH=1 makes a missing
-# torch a failure, not a skip) and the wheel installed where no Swift is (Tests/wheel/run.sh).
+# examples, loading without a Swift toolchain, bad input, threads), the C install (Tests/install/run.sh),
+# valgrind (issue 13), the Python tests (pip-installed package; PyTorch and transformers are
+# installed into the test venv by bindings/python/tests/install-test-deps.sh, and
+# PERFORMER_REQUIRE_TORCH=1 makes a missing torch a failure, not a skip), the wheel installed
+# where no Swift is (Tests/wheel/run.sh), the rest of issue 13's probes (ASan/UBSan and
+# ThreadSanitizer, which run in the background from the release build on and are reported
+# after the others) and last 60 s of fuzzing.
+# Every step prints its start and its seconds, and the end of the log a table of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== installing test dependencies"
-bash Tests/install-deps.sh
+# Each step prints its start and its seconds; the table of all of them is printed at the end,
+# also when a step fails (the failing step is the last row).
+timings=()
+run_start=$(date +%s)
+step() {  # step TITLE COMMAND...
+    local title=$1 start
+    shift
+    start=$(date +%s)
+    echo "== $title (started $(date -u +%H:%M:%S))"
+    timings+=("$title|running")
+    "$@"
+    timings[-1]="$title|$(( $(date +%s) - start ))"
+    echo "== $title: $(( $(date +%s) - start )) s"
+}
+summary() {
+    local row
+    echo "== step times (s)"
+    for row in "${timings[@]}"; do printf '%8s  %s\n' "${row##*|}" "${row%|*}"; done
+    printf '%8s  total\n' "$(( $(date +%s) - run_start ))"
+}
+trap summary EXIT
 
-echo "== swift build -c release"
-swift build -c release
+step "installing test dependencies" bash Tests/install-deps.sh
+
+step "swift build -c release" swift build -c release
+
+# Issue 13's sanitizer probes (Tests/sanitizers/run.sh asan tsan: the ASan + coverage and TSan
+# builds of the library, the C ABI tests under ASan/UBSan and TSan, the Swift concurrency tests
+# under TSan) take about as long as all the other steps together, and neither side needs the
+# other's output: they run in the background (their own scratch directories, a process group
+# of their own) while the other steps run, so each side uses the core the other leaves idle.
+# Their output goes to a log, printed in one piece after the other steps. The fuzzer is not
+# among them: it runs for a fixed time, so it runs last, alone, to try as many inputs as before.
+probe_log=.build/sanitizer-probes.log
+setsid -w bash Tests/sanitizers/run.sh asan tsan > "$probe_log" 2>&1 &
+probe_pid=$!
+probe_start=$(date +%s)
+stop_probes() { kill -- -"$probe_pid" 2>/dev/null || true; }
+trap 'stop_probes; summary' EXIT
+echo "== sanitizer probes (ASan/UBSan, TSan) started in the background at $(date -u +%H:%M:%S); log: $probe_log"
+wait_probes() {
+    local status=0
+    wait "$probe_pid" || status=$?
+    sed 's/^/    /' "$probe_log"
+    echo "== sanitizer probes: $(( $(date +%s) - probe_start )) s since they started in the background (exit $status)"
+    return "$status"
+}
 
 # The tests import PerformerCore without @testable (what they reach is `package`), so
 # swift test compiles with the flags of the release build above and reuses it: only the
 # test targets are compiled here.
-echo "== swift test"
-swift test -c release --disable-testable-imports
+step "swift test" swift test -c release --disable-testable-imports
 
-echo "== Swift example (checks its own result)"
-.build/release/SwiftExample
+step "Swift example (checks its own result)" .build/release/SwiftExample
 
 # Reuses the release build: symbol graph, a /// comment on every public symbol, docs/api/Swift.md
 # current, DocC without a warning (about 20 s).
-echo "== Swift API reference (DocC)"
-bash docs/api/build-swift.sh --check
+step "Swift API reference (DocC)" bash docs/api/build-swift.sh --check
 
 # By URL and version, the case SwiftPM guards against unsafe flags; debug, because the consumer
 # builds the library again and a release build takes about 4 times as long
 # (docs/INSTALL.md). The resolution, the flags check and the API are the same.
-echo "== Swift consumer package (by version, debug)"
-bash Tests/swift-consumer/run.sh --debug
+step "Swift consumer package (by version, debug)" bash Tests/swift-consumer/run.sh --debug
 
-echo "== C and C++ tests"
-bash Tests/c/run.sh
+step "C and C++ tests" bash Tests/c/run.sh
 
-echo "== C/C++ install: prefix, SONAME, version node, pkg-config and CMake consumers"
-bash Tests/install/run.sh
+step "C/C++ install: prefix, SONAME, version node, pkg-config and CMake consumers" bash Tests/install/run.sh
 
-# Issue 13's probes (docs/RELIABILITY.md): the C ABI under ASan/UBSan, ThreadSanitizer and
-# valgrind, then the fuzzer for 60 s (Tests/fuzz/run.sh SECONDS runs it longer).
-echo "== sanitizers and valgrind"
-bash Tests/sanitizers/run.sh
+# Issue 13's valgrind probe runs on the release library (docs/RELIABILITY.md).
+step "valgrind" bash Tests/sanitizers/run.sh valgrind
 
-echo "== fuzzing the C ABI (60 s)"
-bash Tests/fuzz/run.sh 60
+step "Python tests" bash bindings/python/tests/run.sh
 
-echo "== Python tests"
-bash bindings/python/tests/run.sh
+step "Python wheel: manylinux, installed in a fresh venv without Swift, the tests against it" bash Tests/wheel/run.sh
 
-echo "== Python wheel: manylinux, installed in a fresh venv without Swift, the tests against it"
-bash Tests/wheel/run.sh
+step "sanitizer probes: ASan/UBSan and ThreadSanitizer (waiting for the background)" wait_probes
+
+# The fuzzer for 60 s against the ASan build (Tests/fuzz/run.sh SECONDS runs it longer).
+step "fuzzing the C ABI (60 s)" bash Tests/fuzz/run.sh 60

@@ -4,7 +4,7 @@
 #   address: .build-asan, ASan plus SanitizerCoverage (inline 8-bit counters, comparisons) on
 #            every Swift module, so the fuzzer (Tests/fuzz/run.sh) is guided by the library's
 #            own branches; the same library runs the C ABI tests under ASan.
-#   thread:  .build-tsan, TSan, with the Swift tests (run.sh runs more of them there).
+#   thread:  .build-tsan, TSan, with the Swift tests that run.sh runs there.
 # The library is linked with "-z undefs": a sanitized shared library takes the sanitizer's
 # runtime from the executable that loads it (clang -fsanitize=... links it there), so the
 # "-z defs" of Package.swift is overridden for these builds only.
@@ -20,13 +20,13 @@ address)
         -Xlinker -z -Xlinker undefs >&2 ;;
 thread)
     scratch=.build-tsan
-    # Built by swift test (the Swift tests use @testable import; swift build and swift test
-    # compile with different flags, so one of them builds everything): the library is one of
-    # the package's products it links. --unresolved-symbols=ignore-all, not -z undefs: the
-    # package's executables link with gold, which knows only the former. The pool's own
-    # tests run as a first check.
-    swift test -c release --sanitize=thread --scratch-path "$scratch" -Xswiftc -enable-testing \
-        -Xlinker --unresolved-symbols=ignore-all --filter ThreadPoolTests >&2 ;;
+    # The library and the Swift tests run.sh runs under TSan, one build: PERFORMER_TSAN_TESTS=1
+    # makes Package.swift compile only those test classes and their support (run.sh sets it
+    # too, so that swift test --skip-build sees the same package). The package's executables
+    # are built as well (swift test's build): they link with gold, which knows
+    # --unresolved-symbols=ignore-all, not -z undefs.
+    PERFORMER_TSAN_TESTS=1 swift build -c release --sanitize=thread --scratch-path "$scratch" --build-tests \
+        -Xlinker --unresolved-symbols=ignore-all >&2 ;;
 *) echo "unknown sanitizer $kind" >&2; exit 2 ;;
 esac
 echo "== $kind build: $(( $(date +%s) - start )) s" >&2

@@ -30,32 +30,63 @@ run() {  # run NAME COMMAND...: passes when COMMAND exits 0
     else failed=$((failed + 1)); echo "FAIL  $name (exit $rc)"; printf '%s\n' "$out" | tail -60 | sed 's/^/      /'; fi
 }
 c_tests=(test_abi test_linear test_favor test_hardening test_stress_threads)
+# The sanitized compiles of the C tests take seconds each on one core: they all start at once
+# and each test runs when its compile is done, so the other core is not left idle.
+# (`run` calls finish_compile in a subshell, which cannot wait for the script's jobs: it waits
+# for the status file the job writes last.)
+start_compile() {  # start_compile NAME COMMAND...: runs COMMAND in the background, output in $work/NAME.log
+    local name=$1
+    shift
+    ( rc=0; "$@" > "$work/$name.log" 2>&1 || rc=$?; echo "$rc" > "$work/$name.rc.tmp"; mv "$work/$name.rc.tmp" "$work/$name.rc" ) &
+}
+finish_compile() {  # finish_compile NAME: waits for it; prints its output, returns its status
+    while [ ! -f "$work/$1.rc" ]; do sleep 0.2; done
+    cat "$work/$1.log"
+    return "$(cat "$work/$1.rc")"
+}
 
 asan() {
     local lib
     lib=$(bash Tests/sanitizers/build.sh address) || { failed=$((failed + 1)); echo "FAIL  ASan build"; return; }
     for test in "${c_tests[@]}"; do
-        run "ASan build of Tests/c/$test.c" clang -std=c11 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+        start_compile "asan-$test" clang -std=c11 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
             -fuse-ld=lld -I"$root/include" -I"$root/Tests/c" "$root/Tests/c/$test.c" "$lib" -Wl,-rpath,"$(dirname "$lib")" \
             -lpthread -lm -o "$work/asan-$test"
+    done
+    for test in "${c_tests[@]}"; do
+        run "ASan build of Tests/c/$test.c (waited for)" finish_compile "asan-$test"
         # allocator_may_return_null: the probes ask for impossible sizes on purpose.
         run "ASan: $test (PERFORMER_NUM_THREADS=3)" env ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1 \
             UBSAN_OPTIONS=halt_on_error=1 PERFORMER_NUM_THREADS=3 "$work/asan-$test"
     done
 }
 
+# The TSan build's test target holds these two classes only (Package.swift, PERFORMER_TSAN_TESTS):
+# all their tests must run, none may be left out by a build that dropped a file.
+swift_tsan_tests() {
+    local expected out executed
+    expected=$(cat Tests/PerformerCoreTests/SoftmaxConcurrencyTests.swift Tests/PerformerCoreTests/ThreadPoolTests.swift |
+               grep -cE '^[[:space:]]*func test[A-Za-z0-9_]*\(')
+    out=$(env PERFORMER_TSAN_TESTS=1 TSAN_OPTIONS="halt_on_error=1" swift test -c release --sanitize=thread \
+          --scratch-path .build-tsan --skip-build -Xlinker --unresolved-symbols=ignore-all 2>&1) || { printf '%s\n' "$out"; return 1; }
+    printf '%s\n' "$out"
+    executed=$(printf '%s\n' "$out" | sed -nE 's/.*Executed ([0-9]+) tests?, with 0 failures.*/\1/p' | tail -1)
+    [ "$executed" = "$expected" ] || { echo "executed ${executed:-no} tests, the two classes have $expected"; return 1; }
+}
+
 tsan() {
     local lib start dispatch
     lib=$(bash Tests/sanitizers/build.sh thread) || { failed=$((failed + 1)); echo "FAIL  TSan build"; return; }
-    run "TSan: swift test SoftmaxConcurrencyTests ThreadPoolTests" env TSAN_OPTIONS="halt_on_error=1" \
-        swift test -c release --sanitize=thread --scratch-path .build-tsan -Xswiftc -enable-testing \
-        -Xlinker --unresolved-symbols=ignore-all --filter 'SoftmaxConcurrencyTests|ThreadPoolTests'
     # The toolchain's TSan runtime intercepts libdispatch: link the toolchain's libdispatch.
     dispatch=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")")/lib/swift/linux
-    for test in test_stress_threads test_hardening; do
-        run "TSan build of Tests/c/$test.c" clang -std=c11 -O1 -g -fsanitize=thread -fuse-ld=lld -I"$root/include" \
+    for test in test_stress_threads test_hardening; do  # compiled while the Swift tests run
+        start_compile "tsan-$test" clang -std=c11 -O1 -g -fsanitize=thread -fuse-ld=lld -I"$root/include" \
             -I"$root/Tests/c" "$root/Tests/c/$test.c" "$lib" -Wl,-rpath,"$(dirname "$lib")" -L"$dispatch" \
             -Wl,-rpath,"$dispatch" -ldispatch -lBlocksRuntime -lpthread -lm -o "$work/tsan-$test"
+    done
+    run "TSan: swift test SoftmaxConcurrencyTests ThreadPoolTests (every test of both)" swift_tsan_tests
+    for test in test_stress_threads test_hardening; do
+        run "TSan build of Tests/c/$test.c (waited for)" finish_compile "tsan-$test"
     done
     export TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1"
     run "TSan: test_stress_threads" "$work/tsan-test_stress_threads"
