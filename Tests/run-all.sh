@@ -7,8 +7,7 @@
 # installed into the test venv by bindings/python/tests/install-test-deps.sh, and
 # PERFORMER_REQUIRE_TORCH=1 makes a missing torch a failure, not a skip), the wheel installed
 # where no Swift is (Tests/wheel/run.sh), the rest of issue 13's probes (ASan/UBSan and
-# ThreadSanitizer, which run in the background from the release build on and are reported
-# after the others) and last 60 s of fuzzing.
+# ThreadSanitizer) and last 60 s of fuzzing.
 # Every step prints its start and its seconds, and the end of the log a table of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,28 +38,6 @@ step "installing test dependencies" bash Tests/install-deps.sh
 
 step "swift build -c release" swift build -c release
 
-# Issue 13's sanitizer probes (Tests/sanitizers/run.sh asan tsan: the ASan + coverage and TSan
-# builds of the library, the C ABI tests under ASan/UBSan and TSan, the Swift concurrency tests
-# under TSan) take about as long as all the other steps together, and neither side needs the
-# other's output: they run in the background (their own scratch directories, a process group
-# of their own) while the other steps run, so each side uses the core the other leaves idle.
-# Their output goes to a log, printed in one piece after the other steps. The fuzzer is not
-# among them: it runs for a fixed time, so it runs last, alone, to try as many inputs as before.
-probe_log=.build/sanitizer-probes.log
-setsid -w bash Tests/sanitizers/run.sh asan tsan > "$probe_log" 2>&1 &
-probe_pid=$!
-probe_start=$(date +%s)
-stop_probes() { kill -- -"$probe_pid" 2>/dev/null || true; }
-trap 'stop_probes; summary' EXIT
-echo "== sanitizer probes (ASan/UBSan, TSan) started in the background at $(date -u +%H:%M:%S); log: $probe_log"
-wait_probes() {
-    local status=0
-    wait "$probe_pid" || status=$?
-    sed 's/^/    /' "$probe_log"
-    echo "== sanitizer probes: $(( $(date +%s) - probe_start )) s since they started in the background (exit $status)"
-    return "$status"
-}
-
 # The tests import PerformerCore without @testable (what they reach is `package`), so
 # swift test compiles with the flags of the release build above and reuses it: only the
 # test targets are compiled here.
@@ -88,7 +65,11 @@ step "Python tests" bash bindings/python/tests/run.sh
 
 step "Python wheel: manylinux, installed in a fresh venv without Swift, the tests against it" bash Tests/wheel/run.sh
 
-step "sanitizer probes: ASan/UBSan and ThreadSanitizer (waiting for the background)" wait_probes
+# Issue 13's sanitizer probes: the ASan + coverage and TSan builds of the library, the C ABI
+# tests under ASan/UBSan and TSan, the Swift concurrency tests under TSan. They run in the
+# foreground, after the others: beside them, the timing-sensitive tests (idle workers, the GIL
+# release, the distributed time bounds) would share the two cores with two compilers.
+step "sanitizer probes: ASan/UBSan and ThreadSanitizer" bash Tests/sanitizers/run.sh asan tsan
 
 # The fuzzer for 60 s against the ASan build (Tests/fuzz/run.sh SECONDS runs it longer).
 step "fuzzing the C ABI (60 s)" bash Tests/fuzz/run.sh 60
