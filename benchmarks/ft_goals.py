@@ -11,48 +11,98 @@ FT's causal_dot_product (--fb: forward+backward), linear attention causal and no
 CausalLinearAttention / LinearAttention modules. Needs torch and fast-transformers. The
 arithmetic these ratios are judged against: benchmarks/results/ft_goals.md.
 """
-import sys, time, statistics, numpy as np, torch, performer
-torch.set_num_threads(2); performer.set_num_threads(2)
-from fast_transformers.causal_product import causal_dot_product
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+import performer
 from fast_transformers.attention.causal_linear_attention import CausalLinearAttention
 from fast_transformers.attention.linear_attention import LinearAttention
+from fast_transformers.causal_product import causal_dot_product
 from fast_transformers.masking import FullMask, LengthMask, TriangularCausalMask
+
 B, H, D = 1, 8, 64
-args = [a for a in sys.argv[1:] if not a.startswith("--")]
-n = int(args[0]) if args else 16384
-rounds = int(args[1]) if len(args) > 1 else 5
-fb = "--fb" in sys.argv
-rng=np.random.default_rng(1)
-q,k,v,do=(rng.standard_normal((B,H,n,D),dtype=np.float32) for _ in range(4))
-tq,tk,tv=(torch.from_numpy(x) for x in (q,k,v))
-tqt,tkt,tvt=(torch.from_numpy(x).transpose(1,2).contiguous() for x in (q,k,v))
-lm=LengthMask(torch.full((B,),n,dtype=torch.int64),max_len=n); cm=TriangularCausalMask(n); fm=FullMask(n)
-cl,fl=CausalLinearAttention(D),LinearAttention(D)
-cp=dict(causal=True,feature_map="identity",normalize=False)
-a=np.ones((1024,1024),np.float32)
-def ftc():
-    with torch.no_grad(): return cl(tqt,tkt,tvt,cm,lm,lm)
-def ftf():
-    with torch.no_grad(): return fl(tqt,tkt,tvt,fm,lm,lm)
-def ftcp():
-    with torch.no_grad(): return causal_dot_product(tq,tk,tv)
-pairs={"cp fwd":(lambda: performer.linear_attention(q,k,v,**cp), ftcp),
-       "linear causal fwd":(lambda: performer.linear_attention(q,k,v,causal=True), ftc),
-       "linear full fwd":(lambda: performer.linear_attention(q,k,v), ftf)}
-if fb:
-    g=[x.clone().requires_grad_(True) for x in (tq,tk,tv)]; tdo=torch.from_numpy(do)
-    def ftfb():
-        for x in g: x.grad=None
-        causal_dot_product(*g).backward(tdo)
-    pairs={"cp fwd+bwd":(lambda: (performer.linear_attention(q,k,v,**cp), performer.linear_attention_backward(q,k,v,do,**cp)), ftfb)}
-def t(f):
-    t0=time.perf_counter(); f(); return time.perf_counter()-t0
-F=B*H*4.0*n*D*D*(3 if fb else 1)
-for name,(ours,ft) in pairs.items():
-    ours(); ft()
-    ratio=[];fo=[];ff=[]
-    for r in range(rounds):
-        g1=t(lambda: a@a); to=t(ours); tf=t(ft); g2=t(lambda: a@a)
-        peak=2*1024**3/min(g1,g2)/1e9
-        ratio.append(to/tf); fo.append(F/to/1e9/peak); ff.append(F/tf/1e9/peak)
-    print(f"N={n} {name:18s} ours/FT median {statistics.median(ratio):.3f} (min {min(ratio):.3f})  ours {statistics.median(fo):.0%} FT {statistics.median(ff):.0%} of paired peak", flush=True)
+CAUSAL_PRODUCT = dict(causal=True, feature_map="identity", normalize=False)
+
+
+def seconds(call):
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def cases(n, forward_backward):
+    """{name: (ours, FT's)}: zero-argument calls on the same random inputs."""
+    rng = np.random.default_rng(1)
+    q, k, v, dout = (rng.standard_normal((B, H, n, D), dtype=np.float32) for _ in range(4))
+    if forward_backward:
+        inputs = [torch.from_numpy(x).requires_grad_(True) for x in (q, k, v)]
+        grad = torch.from_numpy(dout)
+
+        def ft_product_fb():
+            for x in inputs:
+                x.grad = None
+            causal_dot_product(*inputs).backward(grad)
+
+        def ours_product_fb():
+            performer.linear_attention(q, k, v, **CAUSAL_PRODUCT)
+            performer.linear_attention_backward(q, k, v, dout, **CAUSAL_PRODUCT)
+
+        return {"cp fwd+bwd": (ours_product_fb, ft_product_fb)}
+
+    tq, tk, tv = (torch.from_numpy(x) for x in (q, k, v))
+    # FT's modules take B x N x H x D.
+    mq, mk, mv = (torch.from_numpy(x).transpose(1, 2).contiguous() for x in (q, k, v))
+    lengths = LengthMask(torch.full((B,), n, dtype=torch.int64), max_len=n)
+    causal_mask, full_mask = TriangularCausalMask(n), FullMask(n)
+    causal_module, full_module = CausalLinearAttention(D), LinearAttention(D)
+
+    def ft_causal():
+        with torch.no_grad():
+            return causal_module(mq, mk, mv, causal_mask, lengths, lengths)
+
+    def ft_full():
+        with torch.no_grad():
+            return full_module(mq, mk, mv, full_mask, lengths, lengths)
+
+    def ft_product():
+        with torch.no_grad():
+            return causal_dot_product(tq, tk, tv)
+
+    return {"cp fwd": (lambda: performer.linear_attention(q, k, v, **CAUSAL_PRODUCT), ft_product),
+            "linear causal fwd": (lambda: performer.linear_attention(q, k, v, causal=True), ft_causal),
+            "linear full fwd": (lambda: performer.linear_attention(q, k, v), ft_full)}
+
+
+def main():
+    torch.set_num_threads(2)
+    performer.set_num_threads(2)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    n = int(args[0]) if args else 16384
+    rounds = int(args[1]) if len(args) > 1 else 5
+    forward_backward = "--fb" in sys.argv
+    # Counted work: 4·N·D·M per head for a forward, three times that with the backward.
+    flops = B * H * 4.0 * n * D * D * (3 if forward_backward else 1)
+    gemm = np.ones((1024, 1024), np.float32)
+    for name, (ours, ft) in cases(n, forward_backward).items():
+        ours()
+        ft()
+        ratios, ours_share, ft_share = [], [], []
+        for _ in range(rounds):
+            before = seconds(lambda: gemm @ gemm)
+            ours_time, ft_time = seconds(ours), seconds(ft)
+            after = seconds(lambda: gemm @ gemm)
+            peak = 2 * 1024 ** 3 / min(before, after) / 1e9
+            ratios.append(ours_time / ft_time)
+            ours_share.append(flops / ours_time / 1e9 / peak)
+            ft_share.append(flops / ft_time / 1e9 / peak)
+        print(f"N={n} {name:18s} ours/FT median {statistics.median(ratios):.3f} (min {min(ratios):.3f})  "
+              f"ours {statistics.median(ours_share):.0%} FT {statistics.median(ft_share):.0%} of paired peak",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
