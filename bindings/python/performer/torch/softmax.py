@@ -46,8 +46,14 @@ class _SoftmaxFunction(torch.autograd.Function):
 # autograd.Function.apply without its Python wrapper, which binds no defaults here (no setup_context)
 # and, outside torch.func, unwraps dead functorch wrappers through pytree before calling this C
 # method: the eager path (no transform active, checked by eager()) unwraps q, k, v itself.
-_apply_softmax = torch._C._FunctionBase.__dict__["apply"].__get__(None, _SoftmaxFunction)
-_unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+try:
+    _apply_softmax = torch._C._FunctionBase.__dict__["apply"].__get__(None, _SoftmaxFunction)
+    _unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+except (AttributeError, KeyError, TypeError):  # a PyTorch without these internals: the public apply
+    _apply_softmax = _SoftmaxFunction.apply
+
+    def _unwrap_if_dead(tensor):
+        return tensor
 
 
 def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_starts=None, return_lse=False):
