@@ -16,14 +16,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* A broadcast input: every element at one float (all strides 0). */
-static performer_tensor_t broadcast(float *one, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
+/* A broadcast input: every element at one value (all strides 0). */
+static performer_tensor_t broadcast_of(int dtype, void *one, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
     performer_tensor_t t;
     memset(&t, 0, sizeof t);
     t.data = one;
-    t.dtype = PERFORMER_FLOAT32;
+    t.dtype = dtype;
     t.shape[0] = s0; t.shape[1] = s1; t.shape[2] = s2; t.shape[3] = s3;
     return t;
+}
+
+static performer_tensor_t broadcast(float *one, int64_t s0, int64_t s1, int64_t s2, int64_t s3) {
+    return broadcast_of(PERFORMER_FLOAT32, one, s0, s1, s2, s3);
 }
 
 /* status is OUT_OF_MEMORY or SIZE_OVERFLOW, with a message. */
@@ -206,6 +210,37 @@ static void empty_large_strides(void) {
 }
 
 /* ---- 4b. Requests that cannot be allocated: OUT_OF_MEMORY, never an abort. */
+/* A zero-stride (broadcast) view whose shape asks for more scratch than memory holds: the
+ * OUT_OF_MEMORY message names the arguments whose sizes set the scratch, and nothing is written.
+ * (The fuzzer found the unnamed message; an empty call must not allocate at all.) */
+static void scratch_failures_name_arguments(void) {
+    static float one[1] = {0.5f};
+    static uint16_t half_one[1] = {0x3f00};
+    const int64_t wide = (int64_t)1 << 20;
+    /* Linear attention, D = M = 2^20: a 4 TiB D×M state per head. */
+    performer_tensor_t q = broadcast(one, 1, 1, 1, wide), k = q, v = q;
+    performer_tensor_t out = tensor_new(PERFORMER_FLOAT32, 1, 1, 1, wide);
+    memset(out.data, 0x5a, (size_t)wide * sizeof(float));
+    expect_status("linear_forward, D = M = 2^20 broadcast", performer_linear_forward(&q, &k, &v, &out, NULL, NULL, NULL, NULL, NULL),
+                  PERFORMER_ERROR_OUT_OF_MEMORY, "k.shape = [1, 1, 1, 1048576]");
+    CHECK(((unsigned char *)out.data)[0] == 0x5a && ((unsigned char *)out.data)[(size_t)wide * sizeof(float) - 1] == 0x5a,
+          "a failed linear_forward wrote out");
+    /* The same sizes with no query and no state asked for: nothing to compute, OK. */
+    performer_tensor_t q0 = broadcast(one, 1, 1, 0, wide), k0 = q0, v0 = q0, out0 = q0;
+    CHECK(performer_linear_forward_with_denominators(&q0, &k0, &v0, &out0, NULL, NULL, NULL, NULL, NULL, NULL) == PERFORMER_OK,
+          "linear_forward_with_denominators, N = L = 0, D = M = 2^20: %s", performer_last_error());
+    /* Half-precision state call: its float32 copies of k, v (2^40 elements each) cannot exist. */
+    performer_tensor_t hk = broadcast_of(PERFORMER_BFLOAT16, half_one, 1, 1, (int64_t)1 << 30, 1024);
+    performer_tensor_t hv = broadcast_of(PERFORMER_BFLOAT16, half_one, 1, 1, (int64_t)1 << 30, 1);
+    performer_tensor_t s = tensor_new(PERFORMER_FLOAT32, 1, 1, 1024, 1), z = tensor_new(PERFORMER_FLOAT32, 1, 1, 1024, 1);
+    expect_status("linear_state, bfloat16 k of 2^40 elements broadcast",
+                  performer_linear_state(&hk, &hv, NULL, NULL, &s, &z, NULL), PERFORMER_ERROR_OUT_OF_MEMORY,
+                  "float32 copies of k, v");
+    free(out.data);
+    free(s.data);
+    free(z.data);
+}
+
 static void allocation_failures(void) {
     performer_favor_projection_t p = NULL, small = NULL;
     expect_status("favor_projection_create 2^20 x 2^20 iid",
@@ -233,6 +268,7 @@ static void allocation_failures(void) {
                   PERFORMER_ERROR_OUT_OF_MEMORY, "decoder state");
     CHECK(dec == NULL, "a failed decoder create wrote the handle");
     performer_favor_projection_destroy(small);
+    scratch_failures_name_arguments();
 }
 
 /* ---- 5. fork(): the child of a parent that ran a multi-threaded call runs one too. */

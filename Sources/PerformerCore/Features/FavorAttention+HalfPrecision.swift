@@ -13,7 +13,7 @@ extension FavorAttention {
     ) throws(PerformerError) {
         try checkForward(query: query, key: key, value: value, projection: projection, output: output,
                          initialState: initialState, finalState: finalState, options: options)
-        try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output]) { x, y throws(PerformerError) in
+        try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output], named: "q, k, v, out") { x, y throws(PerformerError) in
             try forward(query: x[0], key: x[1], value: x[2], projection: projection, output: y[0],
                         initialState: initialState, finalState: finalState, options: options)
         }
@@ -35,7 +35,7 @@ extension FavorAttention {
                           finalStateGradient: finalStateGradient,
                           initialStateGradient: initialStateGradient, options: options)
         try HalfPrecisionStaging.run(inputs: [query, key, value, outputGradient],
-                                     outputs: [queryGradient, keyGradient, valueGradient]) { x, y throws(PerformerError) in
+                                     outputs: [queryGradient, keyGradient, valueGradient], named: "q, k, v, dout, dq, dk, dv") { x, y throws(PerformerError) in
             try backward(query: x[0], key: x[1], value: x[2], projection: projection, outputGradient: x[3],
                          queryGradient: y[0], keyGradient: y[1], valueGradient: y[2], initialState: initialState,
                          finalStateGradient: finalStateGradient, initialStateGradient: initialStateGradient,
@@ -54,7 +54,7 @@ extension FavorAttention {
     ) throws(PerformerError) {
         try checkState(key: key, value: value, projection: projection, initialState: initialState,
                        finalState: finalState, options: options)
-        try HalfPrecisionStaging.run(inputs: [key, value], outputs: []) { x, _ throws(PerformerError) in
+        try HalfPrecisionStaging.run(inputs: [key, value], outputs: [], named: "k, v") { x, _ throws(PerformerError) in
             try state(key: x[0], value: x[1], projection: projection, initialState: initialState, finalState: finalState,
                       options: options)
         }
@@ -73,7 +73,7 @@ extension FavorAttention {
                                finalStateGradient: finalStateGradient, keyGradient: keyGradient,
                                valueGradient: valueGradient, initialState: initialState,
                                initialStateGradient: initialStateGradient, options: options)
-        try HalfPrecisionStaging.run(inputs: [key, value], outputs: [keyGradient, valueGradient]) { x, y throws(PerformerError) in
+        try HalfPrecisionStaging.run(inputs: [key, value], outputs: [keyGradient, valueGradient], named: "k, v, dk, dv") { x, y throws(PerformerError) in
             try stateBackward(key: x[0], value: x[1], projection: projection, finalStateGradient: finalStateGradient,
                               keyGradient: y[0], valueGradient: y[1], initialState: initialState,
                               initialStateGradient: initialStateGradient, options: options)
@@ -90,7 +90,7 @@ extension FavorFeatures {
     ) throws(PerformerError) {
         guard try checkForward(input: input, projection: projection, output: output, options: options) != nil
         else { return }
-        try HalfPrecisionStaging.run(inputs: [input], outputs: [output]) { x, y throws(PerformerError) in
+        try HalfPrecisionStaging.run(inputs: [input], outputs: [output], named: "x, out") { x, y throws(PerformerError) in
             try forward(input: x[0], projection: projection, output: y[0], options: options)
         }
     }
@@ -103,7 +103,7 @@ extension FavorFeatures {
         guard try checkBackward(input: input, featureGradient: featureGradient, projection: projection,
                                 inputGradient: inputGradient, options: options) != nil
         else { return }
-        try HalfPrecisionStaging.run(inputs: [input, featureGradient], outputs: [inputGradient]) { x, y throws(PerformerError) in
+        try HalfPrecisionStaging.run(inputs: [input, featureGradient], outputs: [inputGradient], named: "x, dfeatures, dx") { x, y throws(PerformerError) in
             try backward(input: x[0], featureGradient: x[1], projection: projection, inputGradient: y[0], options: options)
         }
     }

@@ -54,7 +54,8 @@ extension FavorAttention {
         guard let tasks = try HeadTasks(
             batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .keyHeadGroups,
             scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, false, true),
-            work: Runtime.work(problem.work, 3))
+            work: Runtime.work(problem.work, 3),
+            for: problem.argumentSizes)
         else { return }
         let entry = T.dtype == .float32 ? kernels.backwardFloat : kernels.backwardDouble
         let w = projection.matrix(as: T.self)

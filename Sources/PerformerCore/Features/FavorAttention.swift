@@ -184,6 +184,13 @@ struct FavorProblem {
     }
 
     var outputShape: SIMD4<Int> { SIMD4(batch, heads, shape.queryCount, shape.valueDim) }
+    /// k's and v's shapes and the projection's (what sizes the scratch), for out-of-memory messages.
+    var argumentSizes: String {
+        TensorLayout.describe([
+            "k": SIMD4(batch, keyHeads, shape.keyCount, shape.dim),
+            "v": SIMD4(batch, keyHeads, shape.keyCount, shape.valueDim),
+        ]) + ", projection \(shape.numFeatures) × \(shape.dim)"
+    }
     /// Operations of the forward, about 2·B·H·(N + L)·(m·D + 2·C·M): the thread-count estimate.
     var work: Int {
         let perRow = Runtime.work(shape.numFeatures, shape.dim) &+ Runtime.work(2, shape.featureCount, max(shape.valueDim, 1))

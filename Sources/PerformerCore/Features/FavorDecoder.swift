@@ -99,7 +99,7 @@ public final class FavorDecoder<T: AttentionScalar> {
             let total = bytes * max(slots, 1)
             var pointer: UnsafeMutableRawPointer?
             guard !total.isSaturated, posix_memalign(&pointer, 64, total.value) == 0, let pointer else {
-                throw PerformerError(.outOfMemory, "could not allocate \(max(slots, 1)) × \(bytes.value) bytes of scratch")
+                throw PerformerError(.outOfMemory, "could not allocate \(max(slots, 1)) × \(bytes.value) bytes of scratch for the decoder's projection \(projection.numFeatures) × \(projection.dim) and value_dim = \(valueDim)")
             }
             (scratch, scratchSlots, scratchSlotBytes) = (pointer, max(slots, 1), bytes.value)
         }

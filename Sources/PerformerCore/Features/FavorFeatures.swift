@@ -170,7 +170,8 @@ public enum FavorFeatures {
         guard taskCount > 0 else { return }
         let m = projection.numFeatures, d = projection.dim
         let threads = min(Runtime.threads(forWork: Runtime.work(2, batch, heads, rows, m, d + 1)), taskCount)
-        let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.scratchBytes(d, m, MemoryLayout<T>.stride))
+        let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.scratchBytes(d, m, MemoryLayout<T>.stride),
+                                        for: "projection \(m) × \(d)")
         let isFloat = T.dtype == .float32
         let entry = backward ? (isFloat ? kernels.backwardFloat : kernels.backwardDouble)
                              : (isFloat ? kernels.forwardFloat : kernels.forwardDouble)

@@ -17,7 +17,8 @@ extension FavorProblem {
         guard let tasks = try HeadTasks(
             batch: batch, heads: heads, keyHeads: keyHeads, split: backward ? .keyHeadGroups : .queryHeads,
             scratchBytes: kernels.scratchBytes(shape, MemoryLayout<T>.stride, options.causal, backward),
-            work: backward ? Runtime.work(work, 3) : work)
+            work: backward ? Runtime.work(work, 3) : work,
+            for: argumentSizes)
         else { return }
         let entry = switch (pass, T.dtype == .float32) {
         case (.forward, true): kernels.forwardFloat

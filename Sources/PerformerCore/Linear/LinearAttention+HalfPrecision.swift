@@ -14,7 +14,7 @@ extension LinearAttention {
     ) throws(PerformerError) {
         try checkForward(query: query, key: key, value: value, output: output, initialState: initialState,
                          finalState: finalState, denominators: denominators, options: options)
-        try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output]) { x, y throws(PerformerError) in
+        try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output], named: "q, k, v, out") { x, y throws(PerformerError) in
             try forward(query: x[0], key: x[1], value: x[2], output: y[0], initialState: initialState,
                         finalState: finalState, denominators: denominators, options: options)
         }
@@ -34,7 +34,7 @@ extension LinearAttention {
                           initialState: initialState, finalStateGradient: finalStateGradient,
                           initialStateGradient: initialStateGradient, options: options)
         try HalfPrecisionStaging.run(inputs: [query, key, value, outputGradient],
-                                     outputs: [queryGradient, keyGradient, valueGradient]) { x, y throws(PerformerError) in
+                                     outputs: [queryGradient, keyGradient, valueGradient], named: "q, k, v, dout, dq, dk, dv") { x, y throws(PerformerError) in
             try backward(query: x[0], key: x[1], value: x[2], outputGradient: x[3], queryGradient: y[0],
                          keyGradient: y[1], valueGradient: y[2], initialState: initialState,
                          finalStateGradient: finalStateGradient, initialStateGradient: initialStateGradient,
@@ -51,7 +51,7 @@ extension LinearAttention {
     ) throws(PerformerError) {
         try checkState(key: key, value: value, initialState: initialState, finalState: finalState,
                        options: options)
-        try HalfPrecisionStaging.run(inputs: [key, value], outputs: []) { x, _ throws(PerformerError) in
+        try HalfPrecisionStaging.run(inputs: [key, value], outputs: [], named: "k, v") { x, _ throws(PerformerError) in
             try state(key: x[0], value: x[1], initialState: initialState, finalState: finalState, options: options)
         }
     }
@@ -67,7 +67,7 @@ extension LinearAttention {
         try checkStateBackward(key: key, value: value, finalStateGradient: finalStateGradient,
                                keyGradient: keyGradient, valueGradient: valueGradient,
                                initialStateGradient: initialStateGradient, options: options)
-        try HalfPrecisionStaging.run(inputs: [key, value], outputs: [keyGradient, valueGradient]) { x, y throws(PerformerError) in
+        try HalfPrecisionStaging.run(inputs: [key, value], outputs: [keyGradient, valueGradient], named: "k, v, dk, dv") { x, y throws(PerformerError) in
             try stateBackward(key: x[0], value: x[1], finalStateGradient: finalStateGradient, keyGradient: y[0],
                               valueGradient: y[1], initialStateGradient: initialStateGradient, options: options)
         }

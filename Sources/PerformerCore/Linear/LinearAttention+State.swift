@@ -27,7 +27,8 @@ extension LinearAttention {
         guard let tasks = try HeadTasks(
             batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .queryHeads,
             scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, false, false),
-            work: problem.work)
+            work: problem.work,
+            for: problem.argumentSizes)
         else { return }
         let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
         tasks.run { head in
@@ -60,7 +61,8 @@ extension LinearAttention {
         guard let tasks = try HeadTasks(
             batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .keyHeadGroups,
             scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, false, true),
-            work: Runtime.work(problem.work, 3))
+            work: Runtime.work(problem.work, 3),
+            for: problem.argumentSizes)
         else { return }
         let entry = T.dtype == .float32 ? kernels.backwardFloat : kernels.backwardDouble
         tasks.run { head in

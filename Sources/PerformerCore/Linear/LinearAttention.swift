@@ -40,11 +40,14 @@ public enum LinearAttention {
         output: MutableTensorView<T>, initialState: LinearStateView<T>?, finalState: MutableLinearStateView<T>?,
         denominators: MutableTensorView<T>? = nil
     ) throws(PerformerError) {
+        // No query and no state asked for: nothing to write (and no scratch sized by D × M to find).
+        guard problem.shape.queryCount > 0 || finalState != nil else { return }
         let kernels = Runtime.kernels.linear
         guard let tasks = try HeadTasks(
             batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .queryHeads,
             scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, problem.options.causal, false),
-            work: problem.work)
+            work: problem.work,
+            for: problem.argumentSizes)
         else { return }
         let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
         tasks.run { head in
@@ -87,7 +90,8 @@ public enum LinearAttention {
         guard let tasks = try HeadTasks(
             batch: problem.batch, heads: problem.heads, keyHeads: problem.keyHeads, split: .keyHeadGroups,
             scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, problem.options.causal, true),
-            work: Runtime.work(problem.work, 3))
+            work: Runtime.work(problem.work, 3),
+            for: problem.argumentSizes)
         else { return }
         let entry = T.dtype == .float32 ? kernels.backwardFloat : kernels.backwardDouble
         tasks.run { head in

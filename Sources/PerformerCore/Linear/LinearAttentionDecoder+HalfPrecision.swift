@@ -40,7 +40,7 @@ extension LinearAttentionDecoder where Element == Float {
     public func prefill<H: HalfPrecisionScalar>(query: TensorView<H>, key: TensorView<H>, value: TensorView<H>,
                                                 output: MutableTensorView<H>) throws(PerformerError) {
         _ = try prefillProblem(query: query, key: key, value: value, output: output)
-        try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output]) { x, y throws(PerformerError) in
+        try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output], named: "q, k, v, out") { x, y throws(PerformerError) in
             try prefill(query: x[0], key: x[1], value: x[2], output: y[0])
         }
     }

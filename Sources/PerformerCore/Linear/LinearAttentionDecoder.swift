@@ -145,7 +145,8 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
         // The kernel walks rows of S and z with unit stride; other layouts go through a
         // contiguous copy (allocated here: the decoder's own buffers are not the caller's).
         let size = MemoryLayout<Element>.stride
-        let buffer = try ScratchBuffer(slots: 1, slotBytes: (stateCount + normalizerCount) * size)
+        let buffer = try ScratchBuffer(slots: 1, slotBytes: (stateCount + normalizerCount) * size,
+                                       for: "a contiguous copy of S, z")
         let sBase = buffer.base.bindMemory(to: Element.self, capacity: stateCount + normalizerCount)
         let staged = MutableLinearStateView(s: MutableTensorView(base: sBase, shape: stateShape),
                                             z: MutableTensorView(base: sBase + stateCount, shape: normalizerShape))

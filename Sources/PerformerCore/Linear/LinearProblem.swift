@@ -54,6 +54,14 @@ struct LinearProblem {
     }
 
     var group: Int { heads / keyHeads }
+    /// k's and v's shapes (what sizes the scratch: D, M and the chunk rows), for out-of-memory
+    /// messages; a state-only call has no q.
+    var argumentSizes: String {
+        TensorLayout.describe([
+            "k": SIMD4(batch, keyHeads, shape.keyCount, shape.headDim),
+            "v": SIMD4(batch, keyHeads, shape.keyCount, shape.valueDim),
+        ])
+    }
     var outputShape: SIMD4<Int> { SIMD4(batch, heads, shape.queryCount, shape.valueDim) }
     var stateShape: SIMD4<Int> { SIMD4(batch, heads, shape.featureDim, shape.valueDim) }
     var normalizerShape: SIMD4<Int> { SIMD4(batch, heads, shape.featureDim, 1) }

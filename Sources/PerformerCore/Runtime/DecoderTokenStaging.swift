@@ -33,7 +33,7 @@ final class DecoderTokenStaging {
         if bytes.isSaturated || bytes.value > capacity {
             var pointer: UnsafeMutableRawPointer?
             guard !bytes.isSaturated, posix_memalign(&pointer, 64, bytes.value) == 0, let pointer else {
-                throw PerformerError(.outOfMemory, "could not allocate the float32 copies of the step's tokens")
+                throw PerformerError(.outOfMemory, "could not allocate the float32 copies of the step's q, k, v, out (\(bytes.isSaturated ? "more than \(Int.max)" : "\(bytes.value)") bytes)")
             }
             free(memory)
             (memory, capacity) = (pointer, bytes.value)

@@ -9,7 +9,8 @@ struct HalfPrecisionStaging: ~Copyable {
     private let shapes: [SIMD4<Int>]
 
     /// Room for one float32 tensor of each shape (validated shapes: their counts fit in Int).
-    init(shapes: [SIMD4<Int>]) throws(PerformerError) {
+    /// `names`: the tensors' argument names, for the out-of-memory message.
+    init(shapes: [SIMD4<Int>], named names: String) throws(PerformerError) {
         var total: ScratchSize = 0
         var offsets: [Int] = []
         for shape in shapes {
@@ -17,7 +18,7 @@ struct HalfPrecisionStaging: ~Copyable {
             let bytes = ScratchSize(shape[0]) * shape[1] * shape[2] * shape[3] * MemoryLayout<Float>.stride
             total = total + bytes.roundedUp(to: 64)
         }
-        buffer = try ScratchBuffer(slots: 1, slotBytes: total)
+        buffer = try ScratchBuffer(slots: 1, slotBytes: total, for: "the float32 copies of \(names)")
         self.offsets = offsets
         self.shapes = shapes
     }
@@ -33,12 +34,13 @@ extension HalfPrecisionStaging {
     /// copies of `inputs` (widened) and of `outputs`, `body` run on them (a float32 call), then
     /// each output rounded once into its half tensor. Memory is allocated before anything is
     /// written, and outputs are written only when `body` succeeds, so an error leaves them
-    /// untouched. Float32 tensors of the call (states, lse) go to `body` directly.
+    /// untouched. Float32 tensors of the call (states, lse) go to `body` directly. `names`: the
+    /// inputs' and outputs' argument names, in order ("q, k, v, out").
     static func run<H: HalfPrecisionScalar>(
-        inputs: [TensorView<H>], outputs: [MutableTensorView<H>],
+        inputs: [TensorView<H>], outputs: [MutableTensorView<H>], named names: String,
         _ body: (_ inputs: [TensorView<Float>], _ outputs: [MutableTensorView<Float>]) throws(PerformerError) -> Void
     ) throws(PerformerError) {
-        let staging = try HalfPrecisionStaging(shapes: inputs.map(\.shape) + outputs.map(\.shape))
+        let staging = try HalfPrecisionStaging(shapes: inputs.map(\.shape) + outputs.map(\.shape), named: names)
         let wide = inputs.indices.map { staging.tensor($0) }
         let results = outputs.indices.map { staging.tensor(inputs.count + $0) }
         for (source, target) in zip(inputs, wide) { HalfConversion.widen(source, into: target) }

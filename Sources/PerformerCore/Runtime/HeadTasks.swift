@@ -23,13 +23,14 @@ struct HeadTasks: ~Copyable {
     /// nil when there is no task (B·H = 0, or B·Hk = 0 for `.keyHeadGroups`): nothing is allocated.
     /// `work`: the call's operations, estimated (`Runtime.threads(forWork:)`: tiny calls run inline
     /// and never read the thread count, which would consult an installed executor). No default:
-    /// every call site estimates.
-    init?(batch: Int, heads: Int, keyHeads: Int, split: Split, scratchBytes: Int, work: Int)
-        throws(PerformerError) {
+    /// every call site estimates. `sizes`: the arguments that set `scratchBytes`, for the
+    /// out-of-memory message (see `ScratchBuffer`).
+    init?(batch: Int, heads: Int, keyHeads: Int, split: Split, scratchBytes: Int, work: Int,
+          for sizes: @autoclosure () -> String) throws(PerformerError) {
         count = batch * (split == .queryHeads ? heads : keyHeads)
         guard count > 0 else { return nil }
         threads = min(Runtime.threads(forWork: work), count)
-        scratch = try ScratchBuffer(slots: threads, slotBytes: scratchBytes)
+        scratch = try ScratchBuffer(slots: threads, slotBytes: scratchBytes, for: sizes())
         (self.split, self.heads, self.keyHeads) = (split, heads, keyHeads)
     }
 

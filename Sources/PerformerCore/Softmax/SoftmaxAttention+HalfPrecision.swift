@@ -12,7 +12,7 @@ extension SoftmaxAttention {
     ) throws(PerformerError) {
         try checkForward(query: query, key: key, value: value, output: output, logSumExp: logSumExp,
                          options: options)
-        try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output]) { x, y throws(PerformerError) in
+        try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output], named: "q, k, v, out") { x, y throws(PerformerError) in
             try forward(query: x[0], key: x[1], value: x[2], output: y[0], logSumExp: logSumExp, options: options)
         }
     }
@@ -30,7 +30,7 @@ extension SoftmaxAttention {
                           outputGradient: outputGradient, queryGradient: queryGradient, keyGradient: keyGradient,
                           valueGradient: valueGradient, options: options)
         try HalfPrecisionStaging.run(inputs: [query, key, value, output, outputGradient],
-                                     outputs: [queryGradient, keyGradient, valueGradient]) { x, y throws(PerformerError) in
+                                     outputs: [queryGradient, keyGradient, valueGradient], named: "q, k, v, out, dout, dq, dk, dv") { x, y throws(PerformerError) in
             try backward(query: x[0], key: x[1], value: x[2], output: x[3], logSumExp: logSumExp, outputGradient: x[4],
                          queryGradient: y[0], keyGradient: y[1], valueGradient: y[2], options: options)
         }

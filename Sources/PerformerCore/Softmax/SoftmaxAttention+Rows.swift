@@ -43,11 +43,13 @@ extension SoftmaxAttention {
         let elementSize = MemoryLayout<T>.stride
         let records = ScratchSize(headsPerSet) * rowsPerSet * (ScratchSize(mDim) + 2)   // elements per chunk
         let taskCount = rowSets * chunks
-        let partials = try ScratchBuffer(slots: 1, slotBytes: ScratchSize(taskCount) * records * elementSize)
+        let partials = try ScratchBuffer(slots: 1, slotBytes: ScratchSize(taskCount) * records * elementSize,
+                                         for: problem.argumentSizes)
         let recordsPerChunk = records.value  // exact: the allocation above would have failed otherwise
         let partialBase = partials.base.assumingMemoryBound(to: T.self)
         let threads = min(Runtime.threads(forWork: problem.work), taskCount)
-        let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.scratchBytes(shape, elementSize))
+        let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.scratchBytes(shape, elementSize),
+                                        for: problem.argumentSizes)
         let isFloat = T.dtype == .float32
         let rowsEntry = isFloat ? kernels.rowsFloat : kernels.rowsDouble
         let combineEntry = isFloat ? kernels.combineFloat : kernels.combineDouble

@@ -32,7 +32,8 @@ public enum SoftmaxAttention {
             return
         }
         let threads = min(Runtime.threads(forWork: problem.work), taskCount)
-        let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.forwardScratchBytes(shape, MemoryLayout<T>.stride))
+        let scratch = try ScratchBuffer(slots: threads, slotBytes: kernels.forwardScratchBytes(shape, MemoryLayout<T>.stride),
+                                        for: problem.argumentSizes)
         let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
         let group = problem.heads / problem.keyHeads
 
@@ -100,18 +101,21 @@ public enum SoftmaxAttention {
         let elementSize = MemoryLayout<T>.stride
         let threads = max(1, min(threadsWanted, queryTasks + keyTasks))
         let scratch = try ScratchBuffer(
-            slots: threads, slotBytes: kernels.scratchBytes(shape, elementSize, min(keyRowBlock, l), fused))
+            slots: threads, slotBytes: kernels.scratchBytes(shape, elementSize, min(keyRowBlock, l), fused),
+            for: problem.argumentSizes)
         // dK, dV of query heads g = 1 ..< group of every key head (per-query-head layout only).
         let (d, m) = (shape.headDim, shape.valueDim)
         let partialHeads = perQueryHead ? (group - 1) * keyHeadCount : 0
-        let partials = try ScratchBuffer(slots: 1, slotBytes: ScratchSize(partialHeads) * l * (ScratchSize(d) + m) * elementSize)
+        let partials = try ScratchBuffer(slots: 1, slotBytes: ScratchSize(partialHeads) * l * (ScratchSize(d) + m) * elementSize,
+                                         for: problem.argumentSizes)
         func partialGradients(_ b: Int, _ hk: Int, _ g: Int) -> (key: StridedMatrix, value: StridedMatrix) {
             let base = partials.base + ((g - 1) * keyHeadCount + b * problem.keyHeads + hk) * l * (d + m) * elementSize
             return (StridedMatrix(base: base, rowStride: d, columnStride: 1),
                     StridedMatrix(base: base + l * d * elementSize, rowStride: m, columnStride: 1))
         }
         // δ_i = Σ_m dO_im O_im for every query row (O(N) per head), before the passes.
-        let deltas = try ScratchBuffer(slots: 1, slotBytes: ScratchSize(problem.batch) * problem.heads * n * elementSize)
+        let deltas = try ScratchBuffer(slots: 1, slotBytes: ScratchSize(problem.batch) * problem.heads * n * elementSize,
+                                       for: problem.argumentSizes)
         let delta = deltas.base.assumingMemoryBound(to: T.self)
         let deltaEntry = T.dtype == .float32 ? kernels.deltaFloat : kernels.deltaDouble
         Runtime.parallelFor(count: problem.batch * problem.heads, threads: min(threadsWanted, problem.batch * problem.heads)) { head, _ in

@@ -33,6 +33,14 @@ struct SoftmaxProblem {
         Runtime.work(2, batch, heads, shape.queryCount, shape.keyCount, shape.headDim + shape.valueDim)
     }
     var logSumExpShape: SIMD4<Int> { SIMD4(batch, heads, shape.queryCount, 1) }
+    /// q's, k's and v's shapes, for out-of-memory messages.
+    var argumentSizes: String {
+        TensorLayout.describe([
+            "q": SIMD4(batch, heads, shape.queryCount, shape.headDim),
+            "k": SIMD4(batch, keyHeads, shape.keyCount, shape.headDim),
+            "v": SIMD4(batch, keyHeads, shape.keyCount, shape.valueDim),
+        ])
+    }
 
     /// Batch row b's keys as the kernels see them (see `SoftmaxKeyWindow`).
     func keyWindow(batch b: Int) -> SoftmaxKeyWindow {

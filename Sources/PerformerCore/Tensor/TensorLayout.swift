@@ -4,6 +4,12 @@ public enum TensorLayout {
     /// "[2, 8, 128, 64]"
     public static func describe(_ v: SIMD4<Int>) -> String { "[\(v[0]), \(v[1]), \(v[2]), \(v[3])]" }
 
+    /// "q.shape = [1, 8, 1, 64], k.shape = [1, 8, 4096, 64]": the arguments whose sizes set a
+    /// call's scratch, for out-of-memory messages.
+    static func describe(_ tensors: KeyValuePairs<String, SIMD4<Int>>) -> String {
+        tensors.map { "\($0.key).shape = \(describe($0.value))" }.joined(separator: ", ")
+    }
+
     /// The product of non-negative sizes, nil when it overflows (for sizes that are arguments
     /// of their own, not a tensor's shape, so that a message can name them).
     static func product(_ factors: Int...) -> Int? {
