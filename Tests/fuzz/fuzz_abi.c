@@ -96,6 +96,9 @@ typedef struct {
     int ignores;            /* IGNORES_EPS, IGNORES_KV: option fields the function does not read */
     void *extra[8];         /* option structs and per-batch arrays, freed after the call */
     int nextra;
+    const int64_t *per_batch[2]; /* kv_lengths, kv_starts as passed, judged once the tensors exist */
+    int64_t per_batch_count[2];
+    int nper_batch;
 } Call;
 
 /* Products of fuzzed sizes wrap (two's complement) instead of being undefined. */
@@ -377,8 +380,9 @@ static performer_tensor_t *tensor(Call *c, const char *templ, int flags) {
 
 static void *keep(Call *c, void *p) { if (c->nextra < 8) c->extra[c->nextra++] = p; return p; }
 
-/* A per-batch array for kv_lengths / kv_starts, or NULL. Its length is the smallest shape[0]
- * of the call's tensors: all the library may read once it has checked that they agree. */
+/* A per-batch array for kv_lengths / kv_starts, or NULL, of c->B entries (the smallest shape[0]
+ * of the tensors made so far, if any). Options are made before the tensors, whose shapes may
+ * then be perturbed: whether an entry must fail is judged at the call (judge_per_batch). */
 static const int64_t *per_batch(Call *c, int64_t L) {
     Src *s = c->src;
     if (u8(s) % 3 != 0) return NULL;
@@ -392,9 +396,34 @@ static const int64_t *per_batch(Call *c, int64_t L) {
         int64_t past = L < INT64_MAX ? L + 1 : -1; /* the first length out of range */
         if (b >= 200) a[i] = (int64_t[]){-1, past, INT64_MAX, INT64_MIN}[b % 4];
         else a[i] = L >= 0 && L < 1000 ? b % (L + 1) : b % 8;
-        if ((a[i] < 0 || (L >= 0 && a[i] > L)) && !(c->ignores & IGNORES_KV)) c->guaranteed_failure = 1;
+    }
+    if (c->nper_batch < 2) {
+        c->per_batch[c->nper_batch] = a;
+        c->per_batch_count[c->nper_batch++] = n;
     }
     return a;
+}
+
+/* At the call: the library reads B = the tensors' shape[0] entries of each per-batch array and
+ * checks them against L = the keys' shape[2]. An entry out of 0...L among those must fail; a
+ * B beyond the array would read past it, so such a call is skipped. */
+static void judge_per_batch(Call *c) {
+    int64_t B = INT64_MAX, L = c->L;
+    int have_l = 0;
+    for (int i = 0; i < c->ntensors; i++) {
+        const performer_tensor_t *t = &c->tensors[i].t;
+        if (t->shape[0] >= 0 && t->shape[0] < B) B = t->shape[0];
+        if (!have_l && c->tensors[i].templ[2] == 'L') { L = t->shape[2]; have_l = 1; }
+    }
+    if (B == INT64_MAX) B = c->B;
+    for (int k = 0; k < c->nper_batch; k++) {
+        if (B > c->per_batch_count[k]) { c->skip = 1; return; }
+        if (c->ignores & IGNORES_KV) continue;
+        for (int64_t i = 0; i < B; i++) {
+            int64_t a = c->per_batch[k][i];
+            if (a < 0 || (L >= 0 && a > L)) c->guaranteed_failure = 1;
+        }
+    }
 }
 
 /* The options struct's size: current, an older one, or bad. Returns the bytes to allocate. */
@@ -633,6 +662,7 @@ static void release(Call *c) {
 
 #define RUN(fn, ...)                                          \
     do {                                                      \
+        judge_per_batch(c);                                   \
         if (c->skip || heavy(c)) return;                      \
         snapshot(c);                                          \
         performer_status status_ = fn(__VA_ARGS__);           \
