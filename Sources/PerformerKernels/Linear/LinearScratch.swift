@@ -56,12 +56,13 @@ struct LinearScratch<T: KernelScalar> {
 
     /// Carves (and zeroes) the layout from `base`, or only measures it when `base` is nil.
     init(base: UnsafeMutableRawPointer?, shape: LinearHeadShape, causal: Bool, backward: Bool, bytes: inout Int) {
-        // The non-causal forward's panels are no taller than its longest side (rounded up to
-        // the panel width): a tiny call would otherwise zero 128-row panels (most of its time).
-        // Below 128 rows every side fits in one chunk either way, so results are unchanged.
+        // Panels are no taller than the longest side: a sequence shorter than a chunk is one
+        // chunk either way (same results), and a tiny call would otherwise zero panels of 24-128
+        // rows (N = 1, D = M = 64: 50 KB, most of its time). Every chunk loop takes at most
+        // min(chunk rows, that side's length) rows, and the micro-kernel reads only `rows` rows
+        // of A, so no row past `t` is read; transposed panels keep their padded width `tp`.
         let longest = max(shape.queryCount, shape.keyCount, 1)
-        let t = causal || backward ? linearChunkRows
-            : min(linearNonCausalChunkRows, (longest + linearPanelWidth - 1) / linearPanelWidth * linearPanelWidth)
+        let t = min(causal || backward ? linearChunkRows : linearNonCausalChunkRows, longest)
         // Sizes saturate (ScratchSize): a shape too large to measure gives Int.max bytes, which
         // no allocation grants, so a kernel never runs on a wrapped-around size.
         let c = ScratchSize(max(shape.featureDim, 1)), m = ScratchSize(max(shape.valueDim, 1))

@@ -1,0 +1,96 @@
+import PerformerKernelInterface
+
+// The fused key pass of a head with a few queries × keys (a decode step's backward: 1 × 1)
+// without the tiled machinery: no packing, no lanes or tiles padded to the micro-kernel's
+// width, no 64-lane accumulators to zero. A fused task covering n × L ≤ `backwardSmallPairs`
+// runs one (query block) × (key block) pair per head in the tiled pass (SoftmaxBackwardTiled.swift);
+// this path performs each element's operations of that pair in the same order — every product
+// a `T.fma` chain from 0 over its depth, added once to a zeroed accumulator; P and dS by the
+// same vector functions on broadcast values; head g ≥ 1 added to the group's total after its
+// own sum — so its results are the tiled pass's bit for bit.
+
+/// Most queries × keys of a fused key task that take this path. Both paths cost about the same
+/// near 8 pairs of D = M = 64 (this one grows with the pairs, the tiled one pads to whole tiles).
+let backwardSmallPairs = 8
+
+/// The task is a fused key task this path covers.
+@inline(__always)
+func takesSmallBackward(_ t: SoftmaxBackwardTask) -> Bool {
+    t.fusedQueryGradient && t.rowStart == 0 && t.shape.queryCount * t.rowCount <= backwardSmallPairs
+}
+
+/// a · b + c as the micro-kernel computes one lane of it.
+@inline(__always)
+private func laneFMA<T: KernelScalar>(_ a: T, _ b: T, _ c: T) -> T { T.fma(T.splat(a), T.splat(b), T.splat(c))[0] }
+
+/// dK, dV of keys 0 ..< rowCount summed over the group's heads, and dQ of every head; see above.
+func softmaxBackwardSmall<T: KernelScalar>(_ t: SoftmaxBackwardTask, _: T.Type) {
+    let d = t.shape.headDim, m = t.shape.valueDim, n = t.shape.queryCount, keys = t.rowCount
+    // Scratch (far smaller than the tiled layout it replaces): P, dS (n × keys each), then the
+    // group's dK (keys × d) and dV (keys × m) totals.
+    let p = t.scratch.assumingMemoryBound(to: T.self)
+    let dS = p + n * keys
+    let totalK = dS + n * keys, totalV = totalK + keys * d
+    let k = UnsafePointer(t.key.base.assumingMemoryBound(to: T.self))
+    let v = UnsafePointer(t.value.base.assumingMemoryBound(to: T.self))
+    let (kRow, kColumn) = (t.key.rowStride, t.key.columnStride)
+    let (vRow, vColumn) = (t.value.rowStride, t.value.columnStride)
+    // The tiled pass runs its pair only when the block's first key is visible to some row.
+    let runs = 0 < t.masking.keyLimit && firstVisibleQuery(t, key: 0) < n
+    let scoreScale = T(t.scale) * T.log2e, scale = T(t.scale)
+    for g in 0..<t.groupSize {
+        let head = BackwardHead<T>(t, group: g)
+        if runs {
+            for i in 0..<n {
+                let lse2 = head.lse[i * head.lseStride] * T.log2e
+                let visible = t.masking.visibleKeys(row: i, keyCount: t.shape.keyCount)
+                let valid = lse2.isFinite ? Swift.min(Swift.max(visible, 0), keys) : 0
+                let shift = lse2.isFinite ? lse2 : 0
+                let delta = head.delta[i]
+                let clamp = !(Swift.abs(lse2) < T(0x1p16))
+                let q = head.q + i * head.qRow, dO = head.dO + i * head.dORow
+                for j in 0..<keys {
+                    var s: T = 0, dP: T = 0
+                    for x in 0..<d { s = laneFMA(q[x * head.qColumn] * scoreScale, k[j * kRow + x * kColumn], s) }
+                    for y in 0..<m { dP = laneFMA(dO[y * head.dOColumn], v[j * vRow + y * vColumn], dP) }
+                    var e: T = 0
+                    if j < valid {
+                        e = T.exp2(T.splat(s - shift))[0]
+                        if clamp && 1 < e { e = 1 }
+                    }
+                    p[i * keys + j] = e
+                    dS[i * keys + j] = e * (dP - delta) * scale
+                }
+            }
+        }
+        // dK_j = Σ_i q_i dS_ij, dV_j = Σ_i dO_i P_ij (zero when the pair does not run).
+        for j in 0..<keys {
+            for x in 0..<d {
+                var c: T = 0
+                if runs { for i in 0..<n { c = laneFMA(head.q[i * head.qRow + x * head.qColumn], dS[i * keys + j], c) } }
+                let own = 0 + c
+                totalK[j * d + x] = g == 0 ? own : own + totalK[j * d + x]
+            }
+            for y in 0..<m {
+                var c: T = 0
+                if runs { for i in 0..<n { c = laneFMA(head.dO[i * head.dORow + y * head.dOColumn], p[i * keys + j], c) } }
+                let own = 0 + c
+                totalV[j * m + y] = g == 0 ? own : own + totalV[j * m + y]
+            }
+        }
+        // dQ_i = Σ_j dS_ij k_j.
+        for i in 0..<n {
+            for x in 0..<d {
+                var c: T = 0
+                if runs { for j in 0..<keys { c = laneFMA(dS[i * keys + j], k[j * kRow + x * kColumn], c) } }
+                head.dQ[i * head.dQRow + x * head.dQColumn] = 0 + c
+            }
+        }
+    }
+    let dKOut = t.keyGradient.base.assumingMemoryBound(to: T.self)
+    let dVOut = t.valueGradient.base.assumingMemoryBound(to: T.self)
+    for j in 0..<keys {
+        for x in 0..<d { dKOut[j * t.keyGradient.rowStride + x * t.keyGradient.columnStride] = totalK[j * d + x] }
+        for y in 0..<m { dVOut[j * t.valueGradient.rowStride + y * t.valueGradient.columnStride] = totalV[j * m + y] }
+    }
+}
