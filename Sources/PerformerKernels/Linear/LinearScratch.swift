@@ -91,7 +91,9 @@ struct LinearScratch<T: KernelScalar> {
         queryShift = take(ScratchSize(t))
         featureGradient = take(backward ? t * cp : 1)
         valueGradient = take(backward ? t * mp : 1)
+        let stateStart = offset.value
         state = take(backward ? 1 : c * mp)
+        let stateEnd = offset.value
         stateT = take(backward ? m * cp : 1)
         normalizer = take(c)
         stateGradient = take(backward ? c * mp : 1)
@@ -100,8 +102,17 @@ struct LinearScratch<T: KernelScalar> {
         let chunkBytes = offset.value
         perPosition = take(backward && causal ? 2 * ScratchSize(max(shape.queryCount, 1)) : 1)
         bytes = offset.value
-        // Zero the panels (not the per-position scalars, which are written before being read).
-        if let base { base.initializeMemory(as: UInt8.self, repeating: 0, count: chunkBytes) }
+        // Zero the panels (not the per-position scalars, which are written before being read),
+        // except the forward's state: `loadState` writes all of it, padding included, first
+        // (C × M: 16 KB at C = M = 64, most of what a tiny call zeroed).
+        if let base {
+            if backward {
+                base.initializeMemory(as: UInt8.self, repeating: 0, count: chunkBytes)
+            } else {
+                base.initializeMemory(as: UInt8.self, repeating: 0, count: stateStart)
+                (base + stateEnd).initializeMemory(as: UInt8.self, repeating: 0, count: chunkBytes - stateEnd)
+            }
+        }
     }
 
     static func bytes(shape: LinearHeadShape, causal: Bool, backward: Bool) -> Int {
@@ -112,7 +123,7 @@ struct LinearScratch<T: KernelScalar> {
 }
 
 /// Copies a strided rows × columns state (C × M, or C × 1 for a normalizer) into a panel with
-/// row stride `ld`, or zeroes it when absent.
+/// row stride `ld`, or zeroes it when absent; each row's padding columns ..< ld are zeroed.
 @inline(__always)
 func loadState<T: KernelScalar>(_ source: StridedMatrix?, rows: Int, columns: Int, into target: UnsafeMutablePointer<T>, ld: Int) {
     for r in 0..<rows {
@@ -121,6 +132,7 @@ func loadState<T: KernelScalar>(_ source: StridedMatrix?, rows: Int, columns: In
         } else {
             for j in 0..<columns { target[r * ld + j] = 0 }
         }
+        for j in columns..<max(columns, ld) { target[r * ld + j] = 0 }
     }
 }
 

@@ -19,9 +19,16 @@ func takesSmallBackward(_ t: SoftmaxBackwardTask) -> Bool {
     t.fusedQueryGradient && t.rowStart == 0 && t.shape.queryCount * t.rowCount <= backwardSmallPairs
 }
 
-/// a · b + c as the micro-kernel computes one lane of it.
+/// a · b + c as `T.fma` computes one lane of it (fused where the ISA has FMA), on scalars:
+/// broadcasting into vectors and extracting lane 0 cost ~8x the arithmetic here.
 @inline(__always)
-private func laneFMA<T: KernelScalar>(_ a: T, _ b: T, _ c: T) -> T { T.fma(T.splat(a), T.splat(b), T.splat(c))[0] }
+private func laneFMA<T: KernelScalar>(_ a: T, _ b: T, _ c: T) -> T {
+    #if PERFORMER_ISA_AVX512 || PERFORMER_ISA_AVX2
+    c.addingProduct(a, b)
+    #else
+    a * b + c
+    #endif
+}
 
 /// dK, dV of keys 0 ..< rowCount summed over the group's heads, and dQ of every head; see above.
 func softmaxBackwardSmall<T: KernelScalar>(_ t: SoftmaxBackwardTask, _: T.Type) {
