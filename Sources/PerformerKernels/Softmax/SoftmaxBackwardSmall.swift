@@ -33,11 +33,12 @@ private func laneFMA<T: KernelScalar>(_ a: T, _ b: T, _ c: T) -> T {
 /// dK, dV of keys 0 ..< rowCount summed over the group's heads, and dQ of every head; see above.
 func softmaxBackwardSmall<T: KernelScalar>(_ t: SoftmaxBackwardTask, _: T.Type) {
     let d = t.shape.headDim, m = t.shape.valueDim, n = t.shape.queryCount, keys = t.rowCount
-    // Scratch (far smaller than the tiled layout it replaces): P, dS (n × keys each), then the
-    // group's dK (keys × d) and dV (keys × m) totals.
+    // Scratch (far smaller than the tiled layout it replaces): P, dS (n × keys each), the
+    // group's dK (keys × d) and dV (keys × m) totals, and one head's sums for one key or query (d + m).
     let p = t.scratch.assumingMemoryBound(to: T.self)
     let dS = p + n * keys
     let totalK = dS + n * keys, totalV = totalK + keys * d
+    let own = totalV + keys * m
     let k = UnsafePointer(t.key.base.assumingMemoryBound(to: T.self))
     let v = UnsafePointer(t.value.base.assumingMemoryBound(to: T.self))
     let (kRow, kColumn) = (t.key.rowStride, t.key.columnStride)
@@ -70,28 +71,40 @@ func softmaxBackwardSmall<T: KernelScalar>(_ t: SoftmaxBackwardTask, _: T.Type) 
                 }
             }
         }
-        // dK_j = Σ_i q_i dS_ij, dV_j = Σ_i dO_i P_ij (zero when the pair does not run).
+        // dK_j = Σ_i q_i dS_ij, dV_j = Σ_i dO_i P_ij: each element's chain runs over i in order
+        // (zero when the pair does not run), then the head's own sums join the group's total.
+        let ownK = own, ownV = own + d
         for j in 0..<keys {
-            for x in 0..<d {
-                var c: T = 0
-                if runs { for i in 0..<n { c = laneFMA(head.q[i * head.qRow + x * head.qColumn], dS[i * keys + j], c) } }
-                let own = 0 + c
-                totalK[j * d + x] = g == 0 ? own : own + totalK[j * d + x]
+            for x in 0..<d { ownK[x] = 0 }
+            for y in 0..<m { ownV[y] = 0 }
+            if runs {
+                for i in 0..<n {
+                    let a = dS[i * keys + j], b = p[i * keys + j]
+                    let q = head.q + i * head.qRow, dO = head.dO + i * head.dORow
+                    for x in 0..<d { ownK[x] = laneFMA(q[x * head.qColumn], a, ownK[x]) }
+                    for y in 0..<m { ownV[y] = laneFMA(dO[y * head.dOColumn], b, ownV[y]) }
+                }
             }
-            for y in 0..<m {
-                var c: T = 0
-                if runs { for i in 0..<n { c = laneFMA(head.dO[i * head.dORow + y * head.dOColumn], p[i * keys + j], c) } }
-                let own = 0 + c
-                totalV[j * m + y] = g == 0 ? own : own + totalV[j * m + y]
+            let tk = totalK + j * d, tv = totalV + j * m
+            if g == 0 {
+                for x in 0..<d { tk[x] = 0 + ownK[x] }
+                for y in 0..<m { tv[y] = 0 + ownV[y] }
+            } else {
+                for x in 0..<d { tk[x] = (0 + ownK[x]) + tk[x] }
+                for y in 0..<m { tv[y] = (0 + ownV[y]) + tv[y] }
             }
         }
-        // dQ_i = Σ_j dS_ij k_j.
+        // dQ_i = Σ_j dS_ij k_j, each element's chain over j in order.
         for i in 0..<n {
-            for x in 0..<d {
-                var c: T = 0
-                if runs { for j in 0..<keys { c = laneFMA(dS[i * keys + j], k[j * kRow + x * kColumn], c) } }
-                head.dQ[i * head.dQRow + x * head.dQColumn] = 0 + c
+            for x in 0..<d { ownK[x] = 0 }
+            if runs {
+                for j in 0..<keys {
+                    let a = dS[i * keys + j], kj = k + j * kRow
+                    for x in 0..<d { ownK[x] = laneFMA(a, kj[x * kColumn], ownK[x]) }
+                }
             }
+            let target = head.dQ + i * head.dQRow
+            for x in 0..<d { target[x * head.dQColumn] = 0 + ownK[x] }
         }
     }
     let dKOut = t.keyGradient.base.assumingMemoryBound(to: T.self)
