@@ -5,7 +5,8 @@
 /// not depend on the thread count, so this changes speed only.
 extension Runtime {
     /// Calls estimated below this many operations (about 5–20 µs of arithmetic here) run inline.
-    static let inlineWorkLimit = 1 << 19
+    /// Tests set it to 0 to give a tiny call the layout of a large one (which must give the same bits).
+    nonisolated(unsafe) package static var inlineWorkLimit = 1 << 19
 
     /// The threads a call of about `work` operations uses: 1 below `inlineWorkLimit`, else the
     /// library's count.

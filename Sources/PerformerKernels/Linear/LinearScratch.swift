@@ -56,12 +56,13 @@ struct LinearScratch<T: KernelScalar> {
 
     /// Carves (and zeroes) the layout from `base`, or only measures it when `base` is nil.
     init(base: UnsafeMutableRawPointer?, shape: LinearHeadShape, causal: Bool, backward: Bool, bytes: inout Int) {
-        // The non-causal forward's panels are no taller than its longest side (rounded up to
-        // the panel width): a tiny call would otherwise zero 128-row panels (most of its time).
-        // Below 128 rows every side fits in one chunk either way, so results are unchanged.
+        // Panels are no taller than the longest side: a sequence shorter than a chunk is one
+        // chunk either way (same results), and a tiny call would otherwise zero panels of 24-128
+        // rows (N = 1, D = M = 64: 50 KB, most of its time). Every chunk loop takes at most
+        // min(chunk rows, that side's length) rows, and the micro-kernel reads only `rows` rows
+        // of A, so no row past `t` is read; transposed panels keep their padded width `tp`.
         let longest = max(shape.queryCount, shape.keyCount, 1)
-        let t = causal || backward ? linearChunkRows
-            : min(linearNonCausalChunkRows, (longest + linearPanelWidth - 1) / linearPanelWidth * linearPanelWidth)
+        let t = min(causal || backward ? linearChunkRows : linearNonCausalChunkRows, longest)
         // Sizes saturate (ScratchSize): a shape too large to measure gives Int.max bytes, which
         // no allocation grants, so a kernel never runs on a wrapped-around size.
         let c = ScratchSize(max(shape.featureDim, 1)), m = ScratchSize(max(shape.valueDim, 1))
@@ -90,7 +91,9 @@ struct LinearScratch<T: KernelScalar> {
         queryShift = take(ScratchSize(t))
         featureGradient = take(backward ? t * cp : 1)
         valueGradient = take(backward ? t * mp : 1)
+        let stateStart = offset.value
         state = take(backward ? 1 : c * mp)
+        let stateEnd = offset.value
         stateT = take(backward ? m * cp : 1)
         normalizer = take(c)
         stateGradient = take(backward ? c * mp : 1)
@@ -99,8 +102,17 @@ struct LinearScratch<T: KernelScalar> {
         let chunkBytes = offset.value
         perPosition = take(backward && causal ? 2 * ScratchSize(max(shape.queryCount, 1)) : 1)
         bytes = offset.value
-        // Zero the panels (not the per-position scalars, which are written before being read).
-        if let base { base.initializeMemory(as: UInt8.self, repeating: 0, count: chunkBytes) }
+        // Zero the panels (not the per-position scalars, which are written before being read),
+        // except the forward's state: `loadState` writes all of it, padding included, first
+        // (C × M: 16 KB at C = M = 64, most of what a tiny call zeroed).
+        if let base {
+            if backward {
+                base.initializeMemory(as: UInt8.self, repeating: 0, count: chunkBytes)
+            } else {
+                base.initializeMemory(as: UInt8.self, repeating: 0, count: stateStart)
+                (base + stateEnd).initializeMemory(as: UInt8.self, repeating: 0, count: chunkBytes - stateEnd)
+            }
+        }
     }
 
     static func bytes(shape: LinearHeadShape, causal: Bool, backward: Bool) -> Int {
@@ -111,7 +123,7 @@ struct LinearScratch<T: KernelScalar> {
 }
 
 /// Copies a strided rows × columns state (C × M, or C × 1 for a normalizer) into a panel with
-/// row stride `ld`, or zeroes it when absent.
+/// row stride `ld`, or zeroes it when absent; each row's padding columns ..< ld are zeroed.
 @inline(__always)
 func loadState<T: KernelScalar>(_ source: StridedMatrix?, rows: Int, columns: Int, into target: UnsafeMutablePointer<T>, ld: Int) {
     for r in 0..<rows {
@@ -120,6 +132,7 @@ func loadState<T: KernelScalar>(_ source: StridedMatrix?, rows: Int, columns: In
         } else {
             for j in 0..<columns { target[r * ld + j] = 0 }
         }
+        for j in columns..<max(columns, ld) { target[r * ld + j] = 0 }
     }
 }
 

@@ -281,6 +281,8 @@ func zeroAccumulatorBlocks<T: KernelScalar>(_ part: UnsafeMutablePointer<T>, blo
 /// Key pass: dK, dV for keys `rowStart ..< rowStart + rowCount` (and dQ when fused).
 func softmaxBackwardKeys<T: KernelScalar>(_ task: UnsafePointer<SoftmaxBackwardTask>, _: T.Type) {
     let t = task.pointee
+    // A few queries × keys: the same bits without packing and padded tiles (SoftmaxBackwardSmall.swift).
+    if takesSmallBackward(t) { return softmaxBackwardSmall(t, T.self) }
     let d = t.shape.headDim, m = t.shape.valueDim, n = t.shape.queryCount
     let buffers = BackwardBuffers<T>(t.scratch, shape: t.shape, keyRows: t.rowCount, fused: t.fusedQueryGradient)
     let blocks = (t.rowCount + backwardKeyBlock - 1) / backwardKeyBlock
