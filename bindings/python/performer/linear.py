@@ -215,6 +215,8 @@ def linear_initial_state_gradient(q, out, dout, denominators, *, feature_map="el
     the backward. Float16 q, out, dout take float32 denominators and return float32 gradients.
     Returns ``(dS0, dz0)``; raises TypeError/ValueError naming the argument.
     """
+    if denominators is None and normalize:
+        raise ValueError("denominators is required when normalize=True (the forward's return_denominators)")
     dtype, qs = _tensor("q", q, 4)
     _, out_shape = _tensor("out", out, 4, dtype)
     B, H, N, D = qs

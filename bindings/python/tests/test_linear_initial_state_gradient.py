@@ -105,7 +105,7 @@ def test_float16_is_the_float32_call_on_the_widened_rows():
 def test_errors_name_the_argument():
     q, k, v = inputs(N=5, dtype=np.float32)
     out, den = performer.linear_attention(q, k, v, return_denominators=True)
-    with pytest.raises((TypeError, ValueError), match="denominators"):
+    with pytest.raises(ValueError, match="denominators"):
         performer.linear_initial_state_gradient(q, out, out, None)
     with pytest.raises(ValueError, match="denominators.shape"):
         performer.linear_initial_state_gradient(q, out, out, den[:, :, :4])
