@@ -10,6 +10,9 @@ The three compositions alternate round by round (so that slow phases of a shared
 all alike); the table gives medians and each one's ratio to the share: the extra-work factor
 that bounds the parallel efficiency at 1 / factor. No communication is timed (the states are
 fixed arrays here); the compositions call what distributed.py calls, in its order.
+"query side" is the library's one-pass kernel (performer.linear_initial_state_gradient, what
+distributed.py calls); "NumPy query side" is the composition it replaced (NumPy's g = dout/d and
+-g.out as width-(M + 1) values, then linear_state over the queries), kept here for the ratio.
 """
 import argparse
 import statistics
@@ -35,10 +38,30 @@ def measure(name, calls, rounds, clock):
             samples[label].append(timed(call, clock))
     medians = {label: statistics.median(times) for label, times in samples.items()}
     share = medians["share"]
-    print("| %s | %.1f | %.1f (%.2f) | %.1f (%.2f) | %.1f | %.1f | %.1f |"
+    print("| %s | %.1f | %.1f (%.2f) | %.1f (%.2f) | %.1f | %.1f | %.1f (%.2f) | %.1f (%.2f) |"
           % (name, 1e3 * share, 1e3 * medians["former"], medians["former"] / share, 1e3 * medians["folded"],
              medians["folded"] / share, 1e3 * medians["state"], 1e3 * medians["state backward"],
-             1e3 * medians["query side"]))
+             1e3 * medians["query side"], medians["query side"] / medians["state"],
+             1e3 * medians["NumPy query side"], medians["NumPy query side"] / medians["state"]))
+
+
+def numpy_query_side(q, out, den, dout, eps, feature_map):
+    """The former _query_state_gradient (before the library kernel): NumPy preparation of the
+    width-(M + 1) values [g_i, -(g_i . out_i)], then one state pass over the queries."""
+    b, h, n, m = out.shape
+    d = den + np.asarray(eps, den.dtype)
+    weights = np.empty((b, h, n, m + 1), dtype=out.dtype)
+    g = weights[..., :m]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(dout, d[..., None], out=g)
+    empty = d == 0
+    if empty.any():
+        g[empty] = 0
+    w = weights[..., m]
+    np.einsum("bhnm,bhnm->bhn", g, out, out=w)
+    np.negative(w, out=w)
+    s, _ = performer.linear_state(q, weights, feature_map=feature_map)
+    return s[..., :m], s[..., m]
 
 
 def linear_calls(q, k, v, dout, state):
@@ -61,7 +84,8 @@ def linear_calls(q, k, v, dout, state):
     out, den = performer.linear_attention(q, k, v, causal=True, initial_state=state, return_denominators=True)
     return {"share": share, "former": former, "folded": folded, "state": lambda: performer.linear_state(k, v),
             "state backward": lambda: performer.linear_state_backward(k, v, *state),
-            "query side": lambda: _query_state_gradient(q, out, den, dout, 1e-6, "elu+1")}
+            "query side": lambda: _query_state_gradient(q, out, den, dout, 1e-6, "elu+1"),
+            "NumPy query side": lambda: numpy_query_side(q, out, den, dout, 1e-6, "elu+1")}
 
 
 def main():
@@ -85,8 +109,9 @@ def main():
           % (options.n, options.heads, options.dim, options.threads or "default", options.rounds,
              "CPU time" if options.cpu else "wall clock"))
     print("| attention | share: causal fwd + bwd (ms) | former rank (ms, / share) | folded rank (ms, / share) "
-          "| state (ms) | state backward (ms) | query-side gradient (ms) |")
-    print("|---|---|---|---|---|---|---|")
+          "| state (ms) | state backward (ms) | query-side gradient (ms, / state) "
+          "| NumPy query side, former (ms, / state) |")
+    print("|---|---|---|---|---|---|---|---|")
     measure("linear elu+1 causal", linear_calls(q, k, v, dout, state), options.rounds,
             time.process_time if options.cpu else time.perf_counter)
 

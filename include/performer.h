@@ -179,6 +179,7 @@ typedef enum performer_dtype {
  *  Half tensors are accepted by performer_softmax_forward/_backward, performer_softmax_merge
  *  (out in the half type, lse float32), performer_linear_forward
  *  (_with_denominators)/_backward, performer_linear_state(_backward),
+ *  performer_linear_initial_state_gradient,
  *  performer_favor_forward/_backward, performer_favor_state(_backward),
  *  performer_favor_features(_backward), the linear and FAVOR+ decoders, and the projection's
  *  create_from_matrix (a half W, widened exactly) and get_matrix (the float32 W rounded once).
@@ -555,6 +556,44 @@ performer_status performer_linear_state_backward(
     const performer_tensor_t *k, const performer_tensor_t *v,
     const performer_tensor_t *dstate_s, const performer_tensor_t *dstate_z,
     performer_tensor_t *dk, performer_tensor_t *dv,
+    performer_tensor_t *dinitial_state_s, performer_tensor_t *dinitial_state_z,
+    const performer_linear_options_t *options);
+
+/** The initial state's gradient from the query side alone: given a forward's q (B x H x N x D),
+ *  its out and dout = dLoss/dout (B x H x N x M) and its denominators (B x H x N x 1, as
+ *  performer_linear_forward_with_denominators returns them: phi(q_i)^T z_i without eps), writes
+ *    dinitial_state_s = sum_i phi(q_i) g_i^T            (B x H x C x M),
+ *    dinitial_state_z = -sum_i phi(q_i) (g_i . out_i)   (B x H x C x 1),
+ *  with g_i = dout_i / (den_i + eps): the dLoss/dS_0, dLoss/dz_0 that performer_linear_backward
+ *  returns when no final-state gradient is given (the same function, to rounding), in one pass
+ *  over the rows of q, out, dout and denominators, without the keys. Distributed linear
+ *  attention uses it: a rank's loss reaches the earlier ranks' keys only through its S_0, z_0.
+ *  A row whose den_i + eps is 0 (eps = 0 and no feature mass: its output was zeros) adds
+ *  nothing, as in the backward. options (NULL: the defaults): feature_map, eps and normalize
+ *  apply, as in the forward; causal, kv_lengths and kv_starts do not (every query reads S_0
+ *  directly, whatever the mask) and are ignored. With normalize = 0, denominators may be NULL
+ *  (unread), g_i = dout_i and dinitial_state_z is zero.
+ *  Half precision: q, out and dout all PERFORMER_FLOAT16 or all PERFORMER_BFLOAT16; the
+ *  denominators and the state gradients PERFORMER_FLOAT32 (summed in float32).
+ *  Errors (nothing written in every case):
+ *    PERFORMER_ERROR_NULL_POINTER        q, out, dout, dinitial_state_s or _z is NULL, or
+ *                                        denominators is NULL with normalize on, or a non-empty
+ *                                        tensor's data is NULL
+ *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, or differs from q's
+ *                                        (denominators or a state gradient: is not float32 in a
+ *                                        half call)
+ *    PERFORMER_ERROR_SIZE_OVERFLOW       a negative shape, or a tensor's extent overflows 64 bits
+ *    PERFORMER_ERROR_SHAPE_MISMATCH      out is not B x H x N x M, dout not out's shape,
+ *                                        denominators not B x H x N x 1, the state gradients not
+ *                                        B x H x C x M / B x H x C x 1, D = 0
+ *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, eps negative or not
+ *                                        finite, feature_map not a performer_feature_map
+ *    PERFORMER_ERROR_ALIASING            an output overlaps an input, the other output or itself
+ *    PERFORMER_ERROR_UNSUPPORTED_VERSION options->size is not a size this library knows
+ *    PERFORMER_ERROR_OUT_OF_MEMORY       scratch memory could not be allocated */
+performer_status performer_linear_initial_state_gradient(
+    const performer_tensor_t *q, const performer_tensor_t *out, const performer_tensor_t *dout,
+    const performer_tensor_t *denominators,
     performer_tensor_t *dinitial_state_s, performer_tensor_t *dinitial_state_z,
     const performer_linear_options_t *options);
 

@@ -40,7 +40,9 @@ public struct LinearHeadShape: Sendable, Equatable {
 ///   keys; with N = 0 that is a state-only call);
 /// - backward reads query, key, value, outputGradient, the optional initial state and final
 ///   state gradient, writes queryGradient, keyGradient and valueGradient (or adds to the latter
-///   two when `accumulateKeyGradients`), and the initial-state gradient when given.
+///   two when `accumulateKeyGradients`), and the initial-state gradient when given;
+/// - queryStateGradient reads query, output, outputGradient and (normalized) denominators, and
+///   writes the initial-state gradient's query-side terms (never key or value).
 /// States are C × M matrices (S) and C × 1 matrices (z, only `rowStride` is read). A nil input
 /// state or state gradient means zeros.
 public struct LinearAttentionTask: @unchecked Sendable {
@@ -59,7 +61,7 @@ public struct LinearAttentionTask: @unchecked Sendable {
     public var key: StridedMatrix                    // L × D
     public var value: StridedMatrix                  // L × M
     public var output: StridedMatrix?                // N × M (forward)
-    public var denominators: StridedMatrix?          // N × 1 (forward, optional): φ(q_i)ᵀz_i, no ε
+    public var denominators: StridedMatrix?          // N × 1 (forward, optional; queryStateGradient's input): φ(q_i)ᵀz_i, no ε
     public var outputGradient: StridedMatrix?        // N × M (backward)
     public var queryGradient: StridedMatrix?         // N × D (backward)
     public var keyGradient: StridedMatrix?           // L × D (backward)
@@ -171,6 +173,10 @@ public struct LinearKernels: Sendable {
     public var stepScratchBytes: @Sendable (Int, Int, Int) -> Int
     public var stepFloat: @Sendable (UnsafePointer<LinearStepTask>) -> Void
     public var stepDouble: @Sendable (UnsafePointer<LinearStepTask>) -> Void
+    /// ∂L/∂(S_0, z_0) from the query rows alone; scratch as the non-causal forward's
+    /// (`scratchBytes(shape, size, false, false)` with L = 0).
+    public var queryStateGradientFloat: @Sendable (UnsafePointer<LinearAttentionTask>) -> Void
+    public var queryStateGradientDouble: @Sendable (UnsafePointer<LinearAttentionTask>) -> Void
 
     public init(
         scratchBytes: @escaping @Sendable (LinearHeadShape, Int, Bool, Bool) -> Int,
@@ -180,7 +186,9 @@ public struct LinearKernels: Sendable {
         backwardDouble: @escaping @Sendable (UnsafePointer<LinearAttentionTask>) -> Void,
         stepScratchBytes: @escaping @Sendable (Int, Int, Int) -> Int,
         stepFloat: @escaping @Sendable (UnsafePointer<LinearStepTask>) -> Void,
-        stepDouble: @escaping @Sendable (UnsafePointer<LinearStepTask>) -> Void
+        stepDouble: @escaping @Sendable (UnsafePointer<LinearStepTask>) -> Void,
+        queryStateGradientFloat: @escaping @Sendable (UnsafePointer<LinearAttentionTask>) -> Void,
+        queryStateGradientDouble: @escaping @Sendable (UnsafePointer<LinearAttentionTask>) -> Void
     ) {
         self.scratchBytes = scratchBytes
         self.forwardFloat = forwardFloat
@@ -190,5 +198,7 @@ public struct LinearKernels: Sendable {
         self.stepScratchBytes = stepScratchBytes
         self.stepFloat = stepFloat
         self.stepDouble = stepDouble
+        self.queryStateGradientFloat = queryStateGradientFloat
+        self.queryStateGradientDouble = queryStateGradientDouble
     }
 }

@@ -4,6 +4,7 @@
  *   - backward against central finite differences of that reference, including the gradient
  *     w.r.t. the initial state and through a gradient of the final state;
  *   - strided views; one call = two pieces with carried state;
+ *   - the query-side initial-state gradient vs a float64 formula and vs the backward's;
  *   - bad input: NULLs, half state pairs, state shapes, eps, feature map, options size, ...;
  *     outputs and decoder state untouched on error;
  *   - the decoder: create/step/prefill/get/set/reset/destroy, errors, prefill + steps = one
@@ -683,6 +684,119 @@ static void unnormalized_and_state(int dtype) {
     for (size_t i = 0; i < sizeof doubles / sizeof doubles[0]; i++) free(doubles[i]);
 }
 
+/* ---------------------------------------------------------------- the initial state's gradient, query side */
+
+/* performer_linear_initial_state_gradient: against the float64 formula on the forward's own
+ * out and denominators, and against performer_linear_backward's dS0, dz0 (GQA, causal and not,
+ * every feature map, key lengths that it ignores); normalize = 0 with NULL denominators; a zero
+ * denominator (relu, eps = 0, a query with no positive feature) adds nothing; strided dS0;
+ * errors write nothing. */
+static void initial_state_gradient(int dtype) {
+    enum { n = 7 };
+    const char *name = dtype ? "float64" : "float32";
+    double tol = dtype == PERFORMER_FLOAT32 ? 2e-5 : 1e-11;
+    performer_tensor_t q = tensor_new(dtype, B, H, n, D), k = tensor_new(dtype, B, HK, n, D), v = tensor_new(dtype, B, HK, n, M);
+    performer_tensor_t out = tensor_new(dtype, B, H, n, M), den = tensor_new(dtype, B, H, n, 1), dout = tensor_new(dtype, B, H, n, M);
+    performer_tensor_t s0 = tensor_new(dtype, B, H, D, M), z0 = tensor_new(dtype, B, H, D, 1);
+    performer_tensor_t dq = tensor_new(dtype, B, H, n, D), dk = tensor_new(dtype, B, HK, n, D), dv = tensor_new(dtype, B, HK, n, M);
+    performer_tensor_t bs = tensor_new(dtype, B, H, D, M), bz = tensor_new(dtype, B, H, D, 1);
+    performer_tensor_t gs = tensor_new(dtype, B, H, D, M), gz = tensor_new(dtype, B, H, D, 1);
+    /* dS0 transposed in memory (C x M seen through M x C storage): a strided output. */
+    performer_tensor_t gst = tensor_new(dtype, B, H, M, D);
+    gst.shape[2] = D; gst.shape[3] = M; gst.strides[2] = 1; gst.strides[3] = D;
+    fill(&q, 31, 0); fill(&k, 32, 0); fill(&v, 33, 0); fill(&dout, 34, 0); fill(&s0, 35, 1); fill(&z0, 36, 1);
+    const int64_t lengths[B] = {n, 4};
+    performer_linear_options_t o;
+    for (int fmap = 0; fmap < 3; fmap++)
+        for (int causal = 0; causal < 2; causal++) {
+            performer_linear_options_init(&o);
+            o.causal = causal; o.feature_map = fmap; o.kv_lengths = lengths; o.eps = 0.25;
+            if (fmap == PERFORMER_FEATURE_IDENTITY) { fill(&q, 31, 1); fill(&k, 32, 1); }
+            OK(performer_linear_forward_with_denominators(&q, &k, &v, &out, &s0, &z0, NULL, NULL, &den, &o), "forward");
+            OK(performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, &s0, &z0, NULL, NULL, &bs, &bz, &o), "backward");
+            OK(performer_linear_initial_state_gradient(&q, &out, &dout, &den, &gst, &gz, &o), "initial_state_gradient");
+            double ref_s[B * H * D * M] = {0}, ref_z[B * H * D] = {0};
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t h = 0; h < H; h++)
+                    for (int64_t i = 0; i < n; i++) {
+                        double d = at(&den, b, h, i, 0) + o.eps, w = 0;
+                        for (int64_t m = 0; m < M; m++) w += at(&dout, b, h, i, m) / d * at(&out, b, h, i, m);
+                        for (int64_t f = 0; f < D; f++) {
+                            double p = phi(fmap, at(&q, b, h, i, f));
+                            for (int64_t m = 0; m < M; m++) ref_s[((b * H + h) * D + f) * M + m] += p * at(&dout, b, h, i, m) / d;
+                            ref_z[(b * H + h) * D + f] -= p * w;
+                        }
+                    }
+            double *bsd = doubles_of(&bs), *bzd = doubles_of(&bz);
+            CHECK(rel_error(&gst, ref_s) <= tol && rel_error(&gz, ref_z) <= tol, "%s fmap=%d causal=%d: vs formula %g %g",
+                  name, fmap, causal, rel_error(&gst, ref_s), rel_error(&gz, ref_z));
+            CHECK(rel_error(&gst, bsd) <= tol && rel_error(&gz, bzd) <= tol, "%s fmap=%d causal=%d: vs backward %g %g",
+                  name, fmap, causal, rel_error(&gst, bsd), rel_error(&gz, bzd));
+            free(bsd); free(bzd);
+        }
+    fill(&q, 31, 0); fill(&k, 32, 0);
+
+    /* Un-normalized: denominators may be NULL; dS0 = sum phi(q) dout^T, dz0 = 0 (the backward's). */
+    performer_linear_options_init(&o);
+    o.causal = 1; o.normalize = 0; o.feature_map = PERFORMER_FEATURE_IDENTITY;
+    OK(performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, &s0, &z0, NULL, NULL, &bs, &bz, &o), "backward unnormalized");
+    OK(performer_linear_initial_state_gradient(&q, &out, &dout, NULL, &gs, &gz, &o), "unnormalized");
+    double *bsd = doubles_of(&bs);
+    CHECK(rel_error(&gs, bsd) <= tol && is_value(&gz, 0), "%s unnormalized: dS0 error %g, dz0 zero %d", name,
+          rel_error(&gs, bsd), is_value(&gz, 0));
+    free(bsd);
+
+    /* relu, eps = 0, a query row with no positive feature: den = 0, out = 0, and no gradient. */
+    performer_linear_options_init(&o);
+    o.causal = 1; o.feature_map = PERFORMER_FEATURE_RELU; o.eps = 0;
+    for (int64_t f = 0; f < D; f++) set_at(&q, 0, 0, 0, f, -1.0 - (double)f);
+    OK(performer_linear_forward_with_denominators(&q, &k, &v, &out, &s0, &z0, NULL, NULL, &den, &o), "relu forward");
+    OK(performer_linear_backward(&q, &k, &v, &dout, &dq, &dk, &dv, &s0, &z0, NULL, NULL, &bs, &bz, &o), "relu backward");
+    OK(performer_linear_initial_state_gradient(&q, &out, &dout, &den, &gs, &gz, &o), "relu zero denominator");
+    bsd = doubles_of(&bs);
+    double *bzd = doubles_of(&bz);
+    int finite = 1;
+    FOR4(&gs) finite &= isfinite(at(&gs, i0, i1, i2, i3));
+    FOR4(&gz) finite &= isfinite(at(&gz, i0, i1, i2, i3));
+    CHECK(finite && rel_error(&gs, bsd) <= tol && rel_error(&gz, bzd) <= tol, "%s zero denominator: finite %d, %g %g",
+          name, finite, rel_error(&gs, bsd), rel_error(&gz, bzd));
+    free(bsd); free(bzd);
+
+    /* Errors: nothing written. */
+    performer_tensor_t s3 = tensor_new(dtype, B, 3, D, M), den3 = tensor_new(dtype, B, H, n - 1, 1);
+    performer_tensor_t other = tensor_new(dtype == PERFORMER_FLOAT32 ? PERFORMER_FLOAT64 : PERFORMER_FLOAT32, B, H, D, 1);
+    performer_linear_options_init(&o);
+    fill_value(&gs, SENTINEL); fill_value(&gz, SENTINEL);
+    performer_tensor_t *outs[] = {&gs, &gz};
+    expect_error("isg den NULL", performer_linear_initial_state_gradient(&q, &out, &dout, NULL, &gs, &gz, &o),
+                 PERFORMER_ERROR_NULL_POINTER, "denominators", outs, 2);
+    expect_error("isg dS0 NULL", performer_linear_initial_state_gradient(&q, &out, &dout, &den, NULL, &gz, &o),
+                 PERFORMER_ERROR_NULL_POINTER, "dS0", outs, 2);
+    expect_error("isg dS0 heads", performer_linear_initial_state_gradient(&q, &out, &dout, &den, &s3, &gz, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "dS0.shape[1] = 3", outs, 2);
+    expect_error("isg den rows", performer_linear_initial_state_gradient(&q, &out, &dout, &den3, &gs, &gz, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "denominators.shape[2]", outs, 2);
+    expect_error("isg dout shape", performer_linear_initial_state_gradient(&q, &out, &den3, &den, &gs, &gz, &o),
+                 PERFORMER_ERROR_SHAPE_MISMATCH, "dout.shape", outs, 2);
+    expect_error("isg dz0 dtype", performer_linear_initial_state_gradient(&q, &out, &dout, &den, &gs, &other, &o),
+                 PERFORMER_ERROR_DTYPE_MISMATCH, "dz0", outs, 2);
+    performer_tensor_t over = gs;
+    over.data = q.data;
+    expect_error("isg dS0 over q", performer_linear_initial_state_gradient(&q, &out, &dout, &den, &over, &gz, &o),
+                 PERFORMER_ERROR_ALIASING, "dS0", outs, 2);
+    o.eps = -1;
+    expect_error("isg eps", performer_linear_initial_state_gradient(&q, &out, &dout, &den, &gs, &gz, &o),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "eps", outs, 2);
+    performer_linear_options_init(&o);
+    o.feature_map = 7;
+    expect_error("isg feature map", performer_linear_initial_state_gradient(&q, &out, &dout, &den, &gs, &gz, &o),
+                 PERFORMER_ERROR_INVALID_ARGUMENT, "feature_map", outs, 2);
+
+    performer_tensor_t *all[] = {&q, &k, &v, &out, &den, &dout, &s0, &z0, &dq, &dk, &dv, &bs, &bz, &gs, &gz, &gst, &s3,
+                                 &den3, &other};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->data);
+}
+
 /* ---------------------------------------------------------------- the decoder */
 
 /* S and z of the decoder as contiguous doubles (B*H*D*M then B*H*D). */
@@ -1056,6 +1170,7 @@ int main(void) {
     key_starts();
     forward_errors();
     for (int dtype = 0; dtype < 2; dtype++) unnormalized_and_state(dtype);
+    for (int dtype = 0; dtype < 2; dtype++) initial_state_gradient(dtype);
     for (int dtype = 0; dtype < 2; dtype++)
         for (int fmap = 0; fmap < 3; fmap++) decoder_lifecycle(dtype, fmap), decoder_caller_state(dtype, fmap);
     decoder_create_errors();

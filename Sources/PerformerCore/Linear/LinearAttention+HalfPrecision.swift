@@ -73,3 +73,20 @@ extension LinearAttention {
         }
     }
 }
+
+extension LinearAttention {
+    /// `initialStateGradient` for half-precision q, out and dout: the denominators and the state
+    /// gradient in float32 (summed from the widened rows).
+    public static func initialStateGradient<H: HalfPrecisionScalar>(
+        query: TensorView<H>, output: TensorView<H>, outputGradient: TensorView<H>, denominators: TensorView<Float>?,
+        initialStateGradient: MutableLinearStateView<Float>, options: LinearAttentionOptions = LinearAttentionOptions()
+    ) throws(PerformerError) {
+        try checkInitialStateGradient(query: query, output: output, outputGradient: outputGradient,
+                                      denominators: denominators, initialStateGradient: initialStateGradient,
+                                      options: options)
+        try HalfPrecisionStaging.run(inputs: [query, output, outputGradient], outputs: []) { x, _ throws(PerformerError) in
+            try self.initialStateGradient(query: x[0], output: x[1], outputGradient: x[2], denominators: denominators,
+                                          initialStateGradient: initialStateGradient, options: options)
+        }
+    }
+}

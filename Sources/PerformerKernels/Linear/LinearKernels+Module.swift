@@ -16,5 +16,7 @@ func makeLinearKernels() -> LinearKernels {
             (linearStepScratchCount(featureDim: featureDim, valueDim: valueDim) * elementSize).value
         },
         stepFloat: { linearStep($0, Float.self) },
-        stepDouble: { linearStep($0, Double.self) })
+        stepDouble: { linearStep($0, Double.self) },
+        queryStateGradientFloat: { linearQueryStateGradient($0, Float.self) },
+        queryStateGradientDouble: { linearQueryStateGradient($0, Double.self) })
 }

@@ -21,7 +21,8 @@ only when N == L.
 
 Linear attention (``linear_attention``, ``linear_attention_backward``, ``LinearDecoder``) uses
 the same q, k, v, out shapes; its state is S (B x H x C x M) and z (B x H x C), C = D.
-``linear_state`` / ``linear_state_backward`` give the state of keys without queries; causal or
+``linear_state`` / ``linear_state_backward`` give the state of keys without queries, and
+``linear_initial_state_gradient`` the initial state's gradient from the queries alone; causal or
 not, a call may start from a state (non-causal: a memory), and ``normalize=False`` gives the
 un-normalized product. See docs/LINEAR.md.
 
@@ -42,7 +43,8 @@ from . import _performer as _ext
 from .decoders import FavorDecoder, LinearDecoder
 from .favor import (FavorProjection, favor_attention, favor_attention_backward, favor_features, favor_state,
                     favor_state_backward)
-from .linear import linear_attention, linear_attention_backward, linear_state, linear_state_backward
+from .linear import (linear_attention, linear_attention_backward, linear_initial_state_gradient, linear_state,
+                     linear_state_backward)
 from .softmax import softmax_attention, softmax_attention_backward, softmax_merge
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "linear_attention_backward",
     "linear_state",
     "linear_state_backward",
+    "linear_initial_state_gradient",
     "favor_state",
     "favor_state_backward",
     "LinearDecoder",

@@ -131,6 +131,10 @@ def linear_state_backward(
     kv_lengths: Optional[Sequence[int]] = ..., initial_state: Tuple[_Buffer, _Buffer], heads: Optional[int] = ...,
     kv_starts: Optional[Sequence[int]] = ...,
 ) -> Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating], _State]: ...
+def linear_initial_state_gradient(
+    q: _Buffer, out: _Buffer, dout: _Buffer, denominators: Optional[_Buffer], *, feature_map: _FeatureMap = ...,
+    eps: float = ..., normalize: bool = ...,
+) -> _State: ...
 
 class LinearDecoder:
     def __init__(

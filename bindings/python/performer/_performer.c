@@ -1120,6 +1120,50 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(linear_initial_state_gradient_doc,
+"linear_initial_state_gradient(q, out, dout, den, dS0, dz0, feature_map, eps, normalize) -> None\n\n"
+"Low-level query-side gradient of a forward's initial state: writes dS0 (B x H x C x M) and dz0\n"
+"(B x H x C) from q, out, dout and the forward's denominators den (B x H x N, or None when not\n"
+"normalized). Use performer.linear_initial_state_gradient.");
+
+static PyObject *
+linear_initial_state_gradient(PyObject *module, PyObject *args)
+{
+    PyObject *obj[6];
+    int feature_map, normalize;
+    double eps;
+    if (!PyArg_ParseTuple(args, "OOOOOOidp:linear_initial_state_gradient", &obj[0], &obj[1], &obj[2], &obj[3],
+                          &obj[4], &obj[5], &feature_map, &eps, &normalize)) {
+        return NULL;
+    }
+    tensor_arg t[6] = {{"q"}, {"out"}, {"dout"}, {"denominators"}, {"dS0"}, {"dz0"}};
+    linear_options o = {0};
+    PyObject *result = NULL;
+    if (get_tensors(obj, t, 3, 3) < 0 ||
+        (obj[3] != Py_None && get_tensor(obj[3], &t[3], 3, 0, lse_reference(&t[0])) < 0) ||
+        get_state_pair(obj[4], obj[5], &t[4], 1, lse_reference(&t[0])) < 0) {
+        goto done;
+    }
+    if (obj[4] == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "dS0 and dz0 are required");
+        goto done;
+    }
+    if (get_linear_options(&o, 0, feature_map, eps, normalize, Py_None, Py_None, t[0].tensor.shape[0]) < 0) {
+        goto done;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_linear_initial_state_gradient(&t[0].tensor, &t[1].tensor, &t[2].tensor, optional_tensor(&t[3]),
+                                                     &t[4].tensor, &t[5].tensor, &o.options);
+    Py_END_ALLOW_THREADS
+    result = none_or_raise(status);
+done:
+    PyMem_Free(o.kv_lengths);
+    PyMem_Free(o.kv_starts);
+    release_all(t, 6);
+    return result;
+}
+
 PyDoc_STRVAR(linear_state_doc,
 "linear_state(k, v, S0, z0, S, z, feature_map, kv_lengths, kv_starts) -> None\n\n"
 "Low-level state-only call: writes the state of k, v (S: B x Hs x C x M, z: B x Hs x C) into\n"
@@ -2291,6 +2335,8 @@ static PyMethodDef module_methods[] = {
     {"softmax_backward", softmax_backward, METH_VARARGS, softmax_backward_doc},
     {"softmax_merge", softmax_merge, METH_VARARGS, softmax_merge_doc},
     {"linear_forward", linear_forward, METH_VARARGS, linear_forward_doc},
+    {"linear_initial_state_gradient", linear_initial_state_gradient, METH_VARARGS,
+     linear_initial_state_gradient_doc},
     {"linear_backward", linear_backward, METH_VARARGS, linear_backward_doc},
     {"linear_state", linear_state, METH_VARARGS, linear_state_doc},
     {"linear_state_backward", linear_state_backward, METH_VARARGS, linear_state_backward_doc},

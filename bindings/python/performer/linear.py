@@ -199,3 +199,30 @@ def linear_state_backward(k, v, dS, dz, *, feature_map="elu+1", kv_lengths=None,
     if initial_state is not None:
         return dk, dv, (ds0, dz0)
     return dk, dv
+
+
+def linear_initial_state_gradient(q, out, dout, denominators, *, feature_map="elu+1", eps=1e-6, normalize=True):
+    """The gradient of the loss w.r.t. a forward's initial state from the query side alone:
+    ``dS0 = sum_i phi(q_i) g_i^T`` (B x H x C x M) and ``dz0 = -sum_i phi(q_i) (g_i . out_i)``
+    (B x H x C), ``g_i = dout_i / (den_i + eps)``. Equal, to rounding, to the ``(dS0, dz0)`` of
+    :func:`linear_attention_backward` without ``dstate``, in one pass over the query rows
+    without the keys (distributed linear attention's initial-state gradient).
+
+    q: B x H x N x D; out, dout: B x H x N x M, the forward's output and dLoss/dout;
+    denominators: B x H x N, the forward's ``return_denominators`` (None allowed only with
+    normalize=False, where ``dz0`` is 0). feature_map, eps, normalize: the forward's (causal and
+    key masks do not change the formula). A row whose ``den_i + eps`` is 0 adds nothing, as in
+    the backward. Float16 q, out, dout take float32 denominators and return float32 gradients.
+    Returns ``(dS0, dz0)``; raises TypeError/ValueError naming the argument.
+    """
+    if denominators is None and normalize:
+        raise ValueError("denominators is required when normalize=True (the forward's return_denominators)")
+    dtype, qs = _tensor("q", q, 4)
+    _, out_shape = _tensor("out", out, 4, dtype)
+    B, H, N, D = qs
+    sd = _lse_dtype(dtype)  # float32 state gradients for float16
+    ds0 = _np.empty((B, H, D, out_shape[3]), dtype=sd)
+    dz0 = _np.empty((B, H, D), dtype=sd)
+    _ext.linear_initial_state_gradient(q, out, dout, denominators, ds0, dz0, _feature_map(feature_map),
+                                       _real("eps", eps), bool(normalize))
+    return ds0, dz0

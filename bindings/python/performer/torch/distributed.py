@@ -285,23 +285,10 @@ def _after(g, causal):
 def _query_state_gradient(q, out, den, dout, eps, feature_map):
     """The gradient of this rank's loss w.r.t. its initial state (S0, z0), from the query side
     alone (ALGORITHMS.md section 2): with d_i = den_i + eps and g_i = dout_i / d_i,
-    dS0 = sum_i phi(q_i) g_i^T and dz0 = -sum_i phi(q_i) (g_i . out_i). One state-only pass
-    over the queries with the values [g_i, -(g_i . out_i)] (width M + 1) computes both. A zero
-    denominator gave a zero output row and gives it zero gradients, as in the library."""
-    b, h, n, m = out.shape
-    d = den + _np.asarray(eps, den.dtype)
-    weights = _np.empty((b, h, n, m + 1), dtype=out.dtype)
-    g = weights[..., :m]
-    with _np.errstate(divide="ignore", invalid="ignore"):  # zero denominators: set to 0 below
-        _np.divide(dout, d[..., None], out=g)
-    empty = d == 0
-    if empty.any():
-        g[empty] = 0
-    w = weights[..., m]
-    _np.einsum("bhnm,bhnm->bhn", g, out, out=w)
-    _np.negative(w, out=w)
-    s, _ = _performer.linear_state(q, weights, feature_map=feature_map)
-    return s[..., :m], s[..., m]
+    dS0 = sum_i phi(q_i) g_i^T and dz0 = -sum_i phi(q_i) (g_i . out_i): one pass over the query
+    rows in the library (performer.linear_initial_state_gradient). A zero denominator gave a
+    zero output row and gives it zero gradients, as in the library's backward."""
+    return _performer.linear_initial_state_gradient(q, out, dout, den, feature_map=feature_map, eps=eps)
 
 
 class _LinearFunction(_torch.autograd.Function):
