@@ -84,7 +84,7 @@ extension LinearAttention {
         try checkInitialStateGradient(query: query, output: output, outputGradient: outputGradient,
                                       denominators: denominators, initialStateGradient: initialStateGradient,
                                       options: options)
-        try HalfPrecisionStaging.run(inputs: [query, output, outputGradient], outputs: []) { x, _ throws(PerformerError) in
+        try HalfPrecisionStaging.run(inputs: [query, output, outputGradient], outputs: [], named: "q, out, dout") { x, _ throws(PerformerError) in
             try self.initialStateGradient(query: x[0], output: x[1], outputGradient: x[2], denominators: denominators,
                                           initialStateGradient: initialStateGradient, options: options)
         }

@@ -26,7 +26,8 @@ extension LinearAttention {
             batch: problem.batch, heads: problem.heads, keyHeads: problem.heads, split: .queryHeads,
             scratchBytes: kernels.scratchBytes(problem.shape, MemoryLayout<T>.stride, false, false),
             work: Runtime.work(2, problem.batch, problem.heads, problem.shape.queryCount, problem.shape.featureDim,
-                               max(problem.shape.valueDim, 1)))
+                               max(problem.shape.valueDim, 1)),
+            for: TensorLayout.describe(["q": query.shape, "dout": outputGradient.shape]))
         else { return }
         let entry = T.dtype == .float32 ? kernels.queryStateGradientFloat : kernels.queryStateGradientDouble
         tasks.run { head in
