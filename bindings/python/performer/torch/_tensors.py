@@ -118,6 +118,20 @@ def keys(name, values):
     return values.tolist()
 
 
+def key_lists(kv_lengths, kv_starts):
+    """keys() of both key arguments of an op, at no cost when neither is given."""
+    if kv_lengths is None and kv_starts is None:
+        return None, None
+    return keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts)
+
+
+def key_tensors(kv_lengths, kv_starts):
+    """key_tensor() of both key arguments of a public function, at no cost when neither is given."""
+    if kv_lengths is None and kv_starts is None:
+        return None, None
+    return key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+
+
 def key_tensor(name, values):
     """kv_lengths / kv_starts as the public functions take them (None, a sequence of ints or an
     integer tensor) as the ops take them: None or an int64 tensor."""
