@@ -103,7 +103,9 @@ def _view_of_subclass(name, tensor, code):
 # The extension reads a plain CPU tensor of these dtypes itself -- dtype, data_ptr(), shape and
 # stride() with the limited C API, no raw-view tuple: the ops pass tensors straight to it -- and
 # calls view() for any other tensor (a subclass, a negated view resolved, the precise error).
-_ext._register_tensor_type(_Tensor, DTYPE_CODES, view)
+# With PyTorch's (private) to_dlpack it reads the tensor from one DLPack capsule instead of four
+# attribute calls; a PyTorch without it: the attribute calls.
+_ext._register_tensor_type(_Tensor, DTYPE_CODES, view, getattr(torch._C, "_to_dlpack", None))
 
 
 def keys(name, values):
