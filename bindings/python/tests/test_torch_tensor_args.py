@@ -182,3 +182,18 @@ def test_without_pytorchs_to_dlpack_the_attributes_are_read():
                             universal_newlines=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "attributes ok" in result.stdout
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_decoder_step_output_has_the_decoders_dtype_whatever_the_default(dtype):
+    """step() without out= leaves out PyTorch's dtype argument when the decoder's dtype is the default."""
+    q, k, v = (torch.rand(1, 2, 4, dtype=dtype) for _ in range(3))
+    expected = performer.torch.LinearDecoder(1, 2, 4, 4, dtype=dtype).step(q, k, v)
+    previous = torch.get_default_dtype()
+    try:
+        for default in (torch.float32, torch.float64):
+            torch.set_default_dtype(default)
+            out = performer.torch.LinearDecoder(1, 2, 4, 4, dtype=dtype).step(q, k, v)
+            assert out.dtype is dtype and torch.equal(out, expected)
+    finally:
+        torch.set_default_dtype(previous)
