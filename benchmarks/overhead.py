@@ -103,6 +103,8 @@ def torch_cases() -> list[tuple[str, Callable[[], object]]]:
     q1 = torch.randn(1, 1, 1, 64)
     q8 = torch.randn(1, 8, 1, 64)
     g1 = q1.clone().requires_grad_()
+    dout1 = torch.randn(1, 1, 1, 64)
+    grad = torch.autograd.grad
     W = torch.randn(64, 64)
     ops = torch.ops.performer
     B, H, D, M = 1, 8, 64, 64
@@ -128,6 +130,16 @@ def torch_cases() -> list[tuple[str, Callable[[], object]]]:
         ("performer.torch.softmax_attention 1x1x1x64, q requires grad (autograd op)",
          lambda: pt.softmax_attention(g1, q1, q1)),
         ("torch SDPA 1x1x1x64, q requires grad (reference)", lambda: F.scaled_dot_product_attention(g1, q1, q1)),
+        ("performer.torch.linear_attention 1x1x1x64, q requires grad", lambda: pt.linear_attention(g1, q1, q1)),
+        ("performer.torch.favor_attention 1x1x1x64 (W), q requires grad", lambda: pt.favor_attention(g1, q1, q1, W)),
+        ("torch SDPA 1x1x1x64 forward + backward to q (reference)",
+         lambda: grad(F.scaled_dot_product_attention(g1, q1, q1), g1, dout1)),
+        ("performer.torch.softmax_attention 1x1x1x64 forward + backward to q",
+         lambda: grad(pt.softmax_attention(g1, q1, q1), g1, dout1)),
+        ("performer.torch.linear_attention 1x1x1x64 forward + backward to q",
+         lambda: grad(pt.linear_attention(g1, q1, q1), g1, dout1)),
+        ("performer.torch.favor_attention 1x1x1x64 (W) forward + backward to q",
+         lambda: grad(pt.favor_attention(g1, q1, q1, W), g1, dout1)),
         ("torch SDPA 1x8x1x64 (reference)", lambda: F.scaled_dot_product_attention(q8, q8, q8)),
         ("performer.torch.softmax_attention 1x8x1x64", lambda: pt.softmax_attention(q8, q8, q8)),
         ("performer.torch.linear_attention 1x1x1x64", lambda: pt.linear_attention(q1, q1, q1)),

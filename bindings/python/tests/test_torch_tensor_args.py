@@ -131,3 +131,69 @@ def test_decoder_step_with_tensors_and_arrays():
     np.testing.assert_allclose(out.numpy(), twin.step(q.numpy(), k.numpy(), v.numpy()), rtol=0, atol=0)
     with pytest.raises(TypeError, match="^q must be a torch.Tensor"):
         decoder.step(q.numpy(), k, v)
+
+
+def _register(to_dlpack):
+    from performer.torch import _tensors
+    _performer._register_tensor_type(torch.Tensor, _tensors.DTYPE_CODES, view, to_dlpack)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_dlpack_and_attribute_reading_agree(dtype):
+    """A plain tensor is read through PyTorch's to_dlpack when performer.torch found it, else through
+    its attributes: the same shapes, strides (permuted, expanded, size-1 dims, offsets) and results."""
+    import torch.nn.functional as F
+    q, k, v = (t.to(dtype) for t in _qkv())
+    cases = [(q, k, v), (q[:, :, 1:4], k.transpose(2, 3).contiguous().transpose(2, 3), v[..., ::2]),
+             (q[:, :1].expand(2, 3, 5, 4), k[:1].expand(2, 3, 7, 4), torch._neg_view(-v)),
+             (q[:, :, :1], k[:, :, :1], v[:, :, :1])]
+    assert getattr(torch._C, "_to_dlpack", None) is not None  # this PyTorch has it: the fast path is tested
+    results = {}
+    try:
+        for to_dlpack in (None, torch._C._to_dlpack):
+            _register(to_dlpack)
+            outs = []
+            for a, b, c in cases:
+                out = torch.full((a.shape[0], a.shape[1], a.shape[2], c.shape[3]), 7.0, dtype=dtype)
+                outs.append(_forward(a, b, c, out))
+                outs.append(performer.torch.softmax_attention(a, b, c, kv_lengths=[1, 1]))
+            results[to_dlpack is None] = outs
+    finally:
+        _register(getattr(torch._C, "_to_dlpack", None))
+    assert all(torch.equal(x, y) for x, y in zip(results[True], results[False]))
+    for (a, b, c), out in zip(cases, results[False][::2]):
+        torch.testing.assert_close(out.double(), F.scaled_dot_product_attention(a.double(), b.double(), c.double()),
+                                   atol=1e-2, rtol=1e-2)
+
+
+def test_without_pytorchs_to_dlpack_the_attributes_are_read():
+    import subprocess
+    code = ("import torch; del torch._C._to_dlpack\n"
+            "import performer.torch as pt\n"
+            "q = torch.randn(1, 2, 3, 4, dtype=torch.float64).transpose(1, 2)\n"
+            "out = pt.softmax_attention(q, q, torch._neg_view(q))\n"
+            "ref = torch.nn.functional.scaled_dot_product_attention(q, q, -q)\n"
+            "assert torch.allclose(out, ref, atol=1e-12), (out - ref).abs().max()\n"
+            "d = pt.LinearDecoder(1, 2, 4, 3, dtype=torch.float64)\n"
+            "x = torch.rand(1, 2, 4, dtype=torch.float64)\n"
+            "assert d.step(x, x, x[..., :3]).shape == (1, 2, 3)\n"
+            "print('attributes ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "attributes ok" in result.stdout
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_decoder_step_output_has_the_decoders_dtype_whatever_the_default(dtype):
+    """step() without out= leaves out PyTorch's dtype argument when the decoder's dtype is the default."""
+    q, k, v = (torch.rand(1, 2, 4, dtype=dtype) for _ in range(3))
+    expected = performer.torch.LinearDecoder(1, 2, 4, 4, dtype=dtype).step(q, k, v)
+    previous = torch.get_default_dtype()
+    try:
+        for default in (torch.float32, torch.float64):
+            torch.set_default_dtype(default)
+            out = performer.torch.LinearDecoder(1, 2, 4, 4, dtype=dtype).step(q, k, v)
+            assert out.dtype is dtype and torch.equal(out, expected)
+    finally:
+        torch.set_default_dtype(previous)

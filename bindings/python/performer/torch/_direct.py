@@ -1,15 +1,15 @@
 """When an eager call may skip the dispatcher (item 7 of issue 9: a few microseconds per call).
 
-The direct path calls the ops' CPU kernels itself. It is taken only when nothing needs to see the
-op: not while torch.compile / torch.export trace (torch.compiler.is_compiling is checked first,
+The eager paths call the ops' CPU kernels themselves. They are taken only when nothing needs to see
+the op: not while torch.compile / torch.export trace (torch.compiler.is_compiling is checked first,
 so Dynamo folds the rest away), no torch.func transform, no dispatch or function mode (make_fx,
-FakeTensorMode, DeviceContext), plain tensors only (no subclass, no Parameter) and no input that
-needs a gradient. Everything else goes through torch.ops.performer.
+FakeTensorMode, DeviceContext), plain tensors only (no subclass, no Parameter). Everything else goes
+through torch.ops.performer.
 
-eager() is the same without the gradient condition: softmax_attention then runs its autograd
-through a torch.autograd.Function over the same kernels (about 3x cheaper per call than the
-op's registered Python autograd formula), since PyTorch's autograd never sees the difference
-outside tracing."""
+eager() says that much. A call that then needs no gradient (needs_grad()) runs the kernel directly;
+one that does runs its autograd through a torch.autograd.Function over the same kernels (several
+times cheaper per call than the op's registered Python autograd formula), since PyTorch's autograd
+never sees the difference outside tracing."""
 
 import torch
 
@@ -21,12 +21,15 @@ _function_mode = torch._C._is_torch_function_mode_enabled
 _Tensor = torch.Tensor
 
 
+def untraced():
+    """True when no torch.func transform, dispatch mode or function mode would see the call."""
+    return not (_functorch_active() or _dispatch_modes() or _function_mode())
+
+
 def eager(*tensors):
     """True when nothing traces or transforms the call and the tensors (None allowed) are plain:
-    an autograd.Function calling the kernels directly may then stand in for the op."""
-    if _is_compiling():
-        return False
-    if _functorch_active() or _dispatch_modes() or _function_mode():
+    the kernels, or an autograd.Function calling them, may then stand in for the op."""
+    if _is_compiling() or not untraced():
         return False
     for t in tensors:
         if t is not None and type(t) is not _Tensor:
@@ -34,29 +37,26 @@ def eager(*tensors):
     return True
 
 
-def direct(*tensors):
-    """True when the tensors (None allowed) may go to the kernels without the dispatcher."""
-    if _is_compiling():
-        return False
-    if _functorch_active() or _dispatch_modes() or _function_mode():
-        return False
+def needs_grad(*tensors):
+    """True when autograd records and one of the tensors (None allowed) requires a gradient."""
     if _grad_enabled():
         for t in tensors:
-            if t is not None and (type(t) is not _Tensor or t.requires_grad):
-                return False
-    else:
-        for t in tensors:
-            if t is not None and type(t) is not _Tensor:
-                return False
-    return True
+            if t is not None and t.requires_grad:
+                return True
+    return False
+
+
+def direct(*tensors):
+    """True when the tensors (None allowed) may go to the kernels without the dispatcher or autograd."""
+    return eager(*tensors) and not needs_grad(*tensors)
 
 
 def plain_cpu(args):
-    """True when an op's Autograd kernel may call its CPU kernel itself (no redispatch): no torch.func
-    transform, no dispatch or function mode, and every tensor among args a plain CPU tensor (a fake,
-    functional or meta tensor, a subclass, goes down the dispatcher). The caller checked that no
-    gradient is needed."""
-    if _functorch_active() or _dispatch_modes() or _function_mode():
+    """True when an op's Autograd kernel may call its CPU kernel itself (no redispatch): nothing
+    traces (untraced()) and every tensor among args is a plain CPU tensor (a fake, functional or
+    meta tensor, a subclass, goes down the dispatcher). The caller checked that no gradient is
+    needed."""
+    if not untraced():
         return False
     for a in args:
         if isinstance(a, _Tensor) and (type(a) is not _Tensor or not a.is_cpu):

@@ -22,7 +22,7 @@ from performer import _performer as _ext
 from . import _autocast
 from ._direct import plain_cpu
 from ._functorch import backward_call, function
-from ._tensors import HALF, check_dtype, keys, view, wide_dtype
+from ._tensors import HALF, check_dtype, key_lists, view, wide_dtype
 
 LIB = torch.library.Library("performer", "DEF")
 
@@ -209,8 +209,7 @@ def softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, with_lse):
     out = q.new_empty(B, H, N, v.shape[3])
     lse = (q.new_empty(B, H, N) if q.dtype not in HALF else q.new_empty(B, H, N, dtype=torch.float32)) \
         if with_lse else None
-    if kv_lengths is not None or kv_starts is not None:
-        kv_lengths, kv_starts = keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts)
+    kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
     _ext.softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths, kv_starts)
     return out, lse
 
@@ -231,8 +230,7 @@ def _softmax_fake(q, k, v, causal, scale, kv_lengths, kv_starts):
 def softmax_backward_kernel(q, k, v, out, lse, dout, causal, scale, kv_lengths, kv_starts):
     rank("q", q, 4), rank("k", k, 4), rank("v", v, 4)
     dq, dk, dv = q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
-    _ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, keys("kv_lengths", kv_lengths),
-                          keys("kv_starts", kv_starts))
+    _ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, *key_lists(kv_lengths, kv_starts))
     return dq, dk, dv
 
 
@@ -287,8 +285,7 @@ def linear_forward(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_leng
     state = (None, None) if S0 is None and z0 is None else _views(("initial_state[0] (S)", "initial_state[1] (z)"),
                                                                    (S0, z0))
     final = (None, None) if S is None else _views(("final_state[0] (S)", "final_state[1] (z)"), (S, z))
-    if kv_lengths is not None or kv_starts is not None:
-        kv_lengths, kv_starts = keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts)
+    kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
     _ext.linear_forward(q, k, v, out, *state, *final, None, causal, feature_map, eps, normalize, kv_lengths,
                         kv_starts)
     return out, S, z
@@ -327,7 +324,7 @@ def _linear_backward(q, k, v, dout, S0, z0, dS, dz, causal, feature_map, eps, no
     grads = _linear_grads_like(q, k, v, S0)
     outs = _views(("dq", "dk", "dv", "dS0", "dz0"), grads if S0 is not None else grads[:3] + [None, None])
     _ext.linear_backward(*views, *outs[:3], *state, *outs[3:], causal, feature_map, eps, normalize,
-                         keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+                         *key_lists(kv_lengths, kv_starts))
     return tuple(grads)
 
 
@@ -371,8 +368,7 @@ def linear_state_forward(k, v, S0, z0, heads, feature_map, kv_lengths, kv_starts
     s_shape = _linear_state_shape(k, v, heads)
     S, z = _wide_empty(k, s_shape), _wide_empty(k, s_shape[:3])
     state = _views(("initial_state[0] (S)", "initial_state[1] (z)"), (S0, z0))
-    _ext.linear_state(*views, *state, view("S", S), view("z", z), feature_map, keys("kv_lengths", kv_lengths),
-                      keys("kv_starts", kv_starts))
+    _ext.linear_state(*views, *state, view("S", S), view("z", z), feature_map, *key_lists(kv_lengths, kv_starts))
     return S, z
 
 
@@ -396,8 +392,7 @@ def _linear_state_backward(k, v, dS, dz, initial_state, feature_map, kv_lengths,
     views = [view("k", k), view("v", v), view("dS", dS), view("dz", dz)]
     grads = _state_grads_like(k, v, dS, initial_state)
     outs = _views(("dk", "dv", "dS0", "dz0"), grads if initial_state else grads[:2] + [None, None])
-    _ext.linear_state_backward(*views, *outs, feature_map, keys("kv_lengths", kv_lengths),
-                               keys("kv_starts", kv_starts))
+    _ext.linear_state_backward(*views, *outs, feature_map, *key_lists(kv_lengths, kv_starts))
     return tuple(grads)
 
 
@@ -469,8 +464,7 @@ def favor_forward(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_off
     else:
         final = final_views = (None, None, None)
     state = (None, None, None) if S0 is None and z0 is None and c0 is None else _views(_TRIPLE, (S0, z0, c0))
-    if kv_lengths is not None or kv_starts is not None:
-        kv_lengths, kv_starts = keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts)
+    kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
     _ext.favor_forward(q, k, v, projection, out, *state, *final_views, causal, features, scale, eps, relu_offset,
                        kv_lengths, kv_starts)
     return (out,) + final
@@ -513,7 +507,7 @@ def _favor_backward(q, k, v, dout, W, S0, z0, c0, dS, dz, causal, features, scal
     outs = _views(("dq", "dk", "dv", "dS0", "dz0"), grads if S0 is not None else grads[:3] + [None, None])
     _ext.favor_backward(*views, projection, *outs[:3], *_views(_TRIPLE, (S0, z0, c0)),
                         *_views(("dstate[0] (dS)", "dstate[1] (dz)"), (dS, dz)), *outs[3:], causal, features, scale,
-                        eps, relu_offset, keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+                        eps, relu_offset, *key_lists(kv_lengths, kv_starts))
     return tuple(grads)
 
 
@@ -562,7 +556,7 @@ def favor_state_forward(k, v, W, S0, z0, c0, heads, features, scale, relu_offset
     projection = _projection(W)
     S, z, c = _wide_empty(k, s_shape), _wide_empty(k, s_shape[:3]), _wide_empty(k, s_shape[:3])
     _ext.favor_state(*views, projection, *_views(_TRIPLE, (S0, z0, c0)), view("S", S), view("z", z), view("c", c),
-                     features, scale, relu_offset, keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+                     features, scale, relu_offset, *key_lists(kv_lengths, kv_starts))
     return S, z, c
 
 
@@ -582,7 +576,7 @@ def _favor_state_backward(k, v, W, dS, dz, S0, z0, c0, features, scale, relu_off
     outs = _views(("dk", "dv", "dS0", "dz0"), grads if S0 is not None else grads[:2] + [None, None])
     _ext.favor_state_backward(*views, projection, view("dS", dS), view("dz", dz), *outs,
                               *_views(_TRIPLE, (S0, z0, c0)), features, scale, relu_offset,
-                              keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts))
+                              *key_lists(kv_lengths, kv_starts))
     return tuple(grads)
 
 

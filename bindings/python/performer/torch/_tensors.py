@@ -103,7 +103,9 @@ def _view_of_subclass(name, tensor, code):
 # The extension reads a plain CPU tensor of these dtypes itself -- dtype, data_ptr(), shape and
 # stride() with the limited C API, no raw-view tuple: the ops pass tensors straight to it -- and
 # calls view() for any other tensor (a subclass, a negated view resolved, the precise error).
-_ext._register_tensor_type(_Tensor, DTYPE_CODES, view)
+# With PyTorch's (private) to_dlpack it reads the tensor from one DLPack capsule instead of four
+# attribute calls; a PyTorch without it: the attribute calls.
+_ext._register_tensor_type(_Tensor, DTYPE_CODES, view, getattr(torch._C, "_to_dlpack", None))
 
 
 def keys(name, values):
@@ -116,6 +118,20 @@ def keys(name, values):
     if values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool:
         raise TypeError("%s must hold ints, not %s" % (name, values.dtype))
     return values.tolist()
+
+
+def key_lists(kv_lengths, kv_starts):
+    """keys() of both key arguments of an op, at no cost when neither is given."""
+    if kv_lengths is None and kv_starts is None:
+        return None, None
+    return keys("kv_lengths", kv_lengths), keys("kv_starts", kv_starts)
+
+
+def key_tensors(kv_lengths, kv_starts):
+    """key_tensor() of both key arguments of a public function, at no cost when neither is given."""
+    if kv_lengths is None and kv_starts is None:
+        return None, None
+    return key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
 
 
 def key_tensor(name, values):

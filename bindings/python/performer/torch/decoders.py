@@ -15,6 +15,7 @@ __all__ = ["LinearDecoder", "FavorDecoder"]
 _grad_enabled = torch.is_grad_enabled
 _Tensor = torch.Tensor
 _empty = torch.empty
+_default_dtype = torch.get_default_dtype
 #: Token dtypes: performer_dtype code, NumPy dtype (none for bfloat16), state dtype.
 _DTYPES = {torch.float32: (0, "float32", torch.float32), torch.float64: (1, "float64", torch.float64),
            torch.float16: (2, "float16", torch.float32), torch.bfloat16: (3, None, torch.float32)}
@@ -68,8 +69,10 @@ class _TensorDecoder:
         """One token (see the class): out, a new tensor or ``out``; ``state``: the caller's state
         tensors, read and updated in place, instead of the decoder's own."""
         if out is None:
-            # Sizes as separate ints: PyTorch parses them faster than a tuple (~1.5 us a step).
-            out = _empty(*self._out_shape, dtype=self._torch_dtype)
+            # Sizes as separate ints, and no dtype argument when the dtype is PyTorch's default:
+            # PyTorch parses those faster (~1.5 us and ~0.7 us a step).
+            dtype = self._torch_dtype
+            out = _empty(*self._out_shape) if dtype is _default_dtype() else _empty(*self._out_shape, dtype=dtype)
         if (state is None and type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor
                 and type(out) is _Tensor and not (_grad_enabled() and (q.requires_grad or k.requires_grad
                                                                        or v.requires_grad))):

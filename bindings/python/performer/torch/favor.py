@@ -3,16 +3,19 @@ performer::favor_state. The projection is a performer.FavorProjection or its m x
 tensor (what FavorAttention keeps as a buffer)."""
 
 import torch
+from torch.autograd.function import once_differentiable
 
 import performer as _performer
 from performer import _common
+from performer import _performer as _ext
 from performer import favor as _favor
 
 from . import _autocast, _ops
-from ._direct import direct
+from ._apply import c_apply, unwrap
+from ._direct import direct, eager, needs_grad
 from ._functorch import functorch_active
-from ._tensors import check, key_tensor
-from .linear import _STATE_NAMES, heads_arg, state_arg
+from ._tensors import check, key_lists, key_tensors
+from .linear import _STATE_NAMES, heads_arg, state_arg, state_grads
 from .softmax import scale_arg
 
 __all__ = ["favor_attention", "favor_state"]
@@ -43,6 +46,41 @@ def _favor_options(features, scale, eps, relu_offset):
     return code, scale_arg(scale), _common._real("eps", eps), _common._real("relu_offset", relu_offset)
 
 
+class _FavorFunction(torch.autograd.Function):
+    """performer::favor's autograd (the same kernels and formula) for eager calls (see softmax.py's
+    _SoftmaxFunction): returns (out, S~, z~, c), the state None without return_state. W is an input
+    (saved, so that an in-place change before the backward is caught as for the op) and projection
+    the FavorProjection holding it, made once for both passes. kv_lengths / kv_starts: None or lists."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, W, S0, z0, c0, projection, causal, features, scale, eps, relu_offset, kv_lengths,
+                kv_starts, return_state):
+        out, S, z, c = _ops.favor_forward(q, k, v, projection, S0, z0, c0, causal, features, scale, eps, relu_offset,
+                                          kv_lengths, kv_starts, return_state)
+        ctx.save_for_backward(q, k, v, W, S0, z0, c0)
+        ctx.projection = projection
+        ctx.options = (causal, features, scale, eps, relu_offset, kv_lengths, kv_starts, return_state)
+        if c is not None:
+            ctx.mark_non_differentiable(c)
+        return out, S, z, c
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, dS, dz, _dc):
+        q, k, v, _, S0, z0, c0 = ctx.saved_tensors
+        causal, features, scale, eps, relu_offset, kv_lengths, kv_starts, return_state = ctx.options
+        if not return_state:
+            dS = dz = None
+        dq, dk, dv = q.new_empty(*q.shape), q.new_empty(*k.shape), q.new_empty(*v.shape)
+        dS0, dz0 = (None, None) if S0 is None else state_grads(q, S0)
+        _ext.favor_backward(q, k, v, dout, ctx.projection, dq, dk, dv, S0, z0, c0, dS, dz, dS0, dz0, causal,
+                            features, scale, eps, relu_offset, kv_lengths, kv_starts)
+        return (dq, dk, dv, None, dS0, dz0) + (None,) * 10
+
+
+apply_favor = c_apply(_FavorFunction)
+
+
 def favor_attention(q, k, v, projection, *, causal=False, features="positive", scale=None, eps=0.0, kv_lengths=None,
                     relu_offset=1e-3, kv_starts=None, initial_state=None, return_state=False):
     """FAVOR+ attention of CPU tensors, differentiable with respect to q, k, v and the initial
@@ -61,14 +99,21 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     code, scale, eps, relu_offset = _favor_options(features, scale, eps, relu_offset)
     state = state_arg("initial_state", initial_state, _common._TRIPLE)
     W, held = projection_args(projection)
-    if kv_lengths is not None or kv_starts is not None:
-        kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    kv_lengths, kv_starts = key_tensors(kv_lengths, kv_starts)
     if _autocast.requested():
         q, k, v, *state = _autocast.widen((q, k, v) + state)
         state, W = tuple(state), W if W is None else _autocast.widen((W,))[0]
-    if direct(q, k, v, *state, W):
-        out, S, z, c = _ops.favor_forward(q, k, v, W if held is None else held, *state, causal, code, scale, eps,
-                                          relu_offset, kv_lengths, kv_starts, return_state)
+    if eager(q, k, v, *state, W):
+        kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
+        if needs_grad(q, k, v, *state, W):
+            # As the op: W of the projection's current draw, saved with the inputs.
+            W = matrix_of(held) if W is None else W
+            S0, z0, c0 = (None if t is None else unwrap(t) for t in state)
+            out, S, z, c = apply_favor(unwrap(q), unwrap(k), unwrap(v), W, S0, z0, c0, _ops.projection_of(W), causal,
+                                       code, scale, eps, relu_offset, kv_lengths, kv_starts, return_state)
+        else:
+            out, S, z, c = _ops.favor_forward(q, k, v, W if held is None else held, *state, causal, code, scale, eps,
+                                              relu_offset, kv_lengths, kv_starts, return_state)
     else:
         W = matrix_of(held) if W is None else W
         check(("q", "k", "v") + _STATE_NAMES + ("W",), (q, k, v) + state + (W,))
@@ -88,8 +133,7 @@ def favor_state(k, v, projection, *, features="positive", scale=None, kv_lengths
     state = state_arg("initial_state", initial_state, _common._TRIPLE)
     hs = heads_arg(heads, state, k)
     W, held = projection_args(projection)
-    if kv_lengths is not None or kv_starts is not None:
-        kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    kv_lengths, kv_starts = key_tensors(kv_lengths, kv_starts)
     if _autocast.requested():
         k, v, *state = _autocast.widen((k, v) + state)
         state, W = tuple(state), W if W is None else _autocast.widen((W,))[0]

@@ -2,14 +2,17 @@
 and performer::linear_state."""
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from performer import _common
+from performer import _performer as _ext
 from performer import linear as _linear
 
 from . import _autocast, _ops
-from ._direct import direct
+from ._apply import c_apply, unwrap
+from ._direct import direct, eager, needs_grad
 from ._functorch import functorch_active
-from ._tensors import check, key_tensor
+from ._tensors import check, key_lists, key_tensors, wide_dtype
 
 __all__ = ["linear_attention", "linear_state"]
 
@@ -34,6 +37,44 @@ def heads_arg(heads, initial_state, k):
     return k.shape[1]
 
 
+def state_grads(q, S0):
+    """dS0, dz0 tensors for a backward with an initial state S0 (float32 for half tokens)."""
+    B, H, D, M = S0.shape
+    wide = wide_dtype(q.dtype)
+    return q.new_empty(B, H, D, M, dtype=wide), q.new_empty(B, H, D, dtype=wide)
+
+
+class _LinearFunction(torch.autograd.Function):
+    """performer::linear's autograd (the same kernels and formula) for eager calls (see
+    softmax.py's _SoftmaxFunction): returns (out, S, z), S and z None without return_state.
+    kv_lengths / kv_starts: None or lists. The backward passes its tensors to the extension as
+    they are (the forward's, checked there, and autograd's, shaped like the outputs)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_lengths, kv_starts, return_state):
+        out, S, z = _ops.linear_forward(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_lengths, kv_starts,
+                                        return_state)
+        ctx.save_for_backward(q, k, v, S0, z0)
+        ctx.options = (causal, feature_map, eps, normalize, kv_lengths, kv_starts, return_state)
+        return out, S, z
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, dS, dz):
+        q, k, v, S0, z0 = ctx.saved_tensors
+        causal, feature_map, eps, normalize, kv_lengths, kv_starts, return_state = ctx.options
+        if not return_state:
+            dS = dz = None
+        dq, dk, dv = q.new_empty(*q.shape), q.new_empty(*k.shape), q.new_empty(*v.shape)
+        dS0, dz0 = (None, None) if S0 is None else state_grads(q, S0)
+        _ext.linear_backward(q, k, v, dout, dq, dk, dv, S0, z0, dS, dz, dS0, dz0, causal, feature_map, eps, normalize,
+                             kv_lengths, kv_starts)
+        return dq, dk, dv, dS0, dz0, None, None, None, None, None, None, None
+
+
+apply_linear = c_apply(_LinearFunction)
+
+
 def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, normalize=True, kv_lengths=None,
                      kv_starts=None, initial_state=None, return_state=False):
     """Linear attention of CPU tensors: ``out_i = phi(q_i)^T S / (phi(q_i)^T z + eps)`` with
@@ -52,13 +93,19 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, no
     fmap = _linear._feature_map(feature_map)
     eps = _common._real("eps", eps)
     S0, z0 = state_arg("initial_state", initial_state, _common._PAIR)
-    if kv_lengths is not None or kv_starts is not None:
-        kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    kv_lengths, kv_starts = key_tensors(kv_lengths, kv_starts)
     if _autocast.requested():
         q, k, v, S0, z0 = _autocast.widen((q, k, v, S0, z0))
-    if direct(q, k, v, S0, z0):
-        out, S, z = _ops.linear_forward(q, k, v, S0, z0, causal, fmap, eps, normalize, kv_lengths, kv_starts,
-                                        return_state)
+    if eager(q, k, v, S0, z0):
+        kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
+        if needs_grad(q, k, v, S0, z0):
+            if S0 is not None or z0 is not None:
+                S0, z0 = (None if S0 is None else unwrap(S0)), (None if z0 is None else unwrap(z0))
+            out, S, z = apply_linear(unwrap(q), unwrap(k), unwrap(v), S0, z0, causal, fmap, eps, normalize,
+                                     kv_lengths, kv_starts, return_state)
+        else:
+            out, S, z = _ops.linear_forward(q, k, v, S0, z0, causal, fmap, eps, normalize, kv_lengths, kv_starts,
+                                            return_state)
     else:
         check(("q", "k", "v") + _STATE_NAMES, (q, k, v, S0, z0))
         op = _ops.LINEAR.apply if functorch_active() else _ops.ops.linear
@@ -75,8 +122,7 @@ def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, kv_starts=None, 
     fmap = _linear._feature_map(feature_map)
     S0, z0 = state_arg("initial_state", initial_state, _common._PAIR)
     hs = heads_arg(heads, (S0, z0), k)
-    if kv_lengths is not None or kv_starts is not None:
-        kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    kv_lengths, kv_starts = key_tensors(kv_lengths, kv_starts)
     if _autocast.requested():
         k, v, S0, z0 = _autocast.widen((k, v, S0, z0))
     if direct(k, v, S0, z0):

@@ -3,10 +3,13 @@
 import torch
 from torch.autograd.function import once_differentiable
 
+from performer import _performer as _ext
+
 from . import _autocast, _ops
-from ._direct import direct, eager
+from ._apply import c_apply, unwrap
+from ._direct import eager, needs_grad
 from ._functorch import functorch_active
-from ._tensors import check, key_tensor
+from ._tensors import check, key_lists, key_tensors, wide_dtype
 
 __all__ = ["softmax_attention"]
 
@@ -25,35 +28,43 @@ def scale_arg(scale):
 
 class _SoftmaxFunction(torch.autograd.Function):
     """performer::softmax's autograd (the same kernels and formula) for eager calls: a
-    torch.autograd.Function costs less per call than the op's registered Python formula."""
+    torch.autograd.Function costs less per call than the op's registered Python formula.
+
+    model_layout=False: q, k, v and out B x H x N x features, as the op; returns (out, lse).
+    model_layout=True (transformers.py): out is B x N x H x M, written through strides straight into
+    the tensor a model consumes (no transposed copy), the gradients are laid out like q, k, v
+    (empty_like, so that the rotary and projection backwards read them without copies), and lse
+    is made only when a gradient is needed (else None). kv_lengths / kv_starts: None or lists."""
 
     @staticmethod
-    def forward(ctx, q, k, v, causal, scale, kv_lengths, kv_starts):
-        out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, True)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.options = (causal, scale, kv_lengths, kv_starts)
-        ctx.mark_non_differentiable(lse)
+    def forward(ctx, q, k, v, causal, scale, kv_lengths, kv_starts, model_layout):
+        if model_layout:
+            out = q.new_empty(q.shape[0], q.shape[2], q.shape[1], v.shape[3])
+            lse = q.new_empty(q.shape[:3], dtype=wide_dtype(q.dtype)) if any(ctx.needs_input_grad[:3]) else None
+            _ext.softmax_forward(q, k, v, out.transpose(1, 2), lse, causal, scale, kv_lengths, kv_starts)
+        else:
+            out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, True)
+        if lse is not None:
+            ctx.save_for_backward(q, k, v, out, lse)
+            ctx.options = (causal, scale, kv_lengths, kv_starts, model_layout)
+            ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = _ops.softmax_backward_kernel(q, k, v, out, lse, dout, *ctx.options)
-        return dq, dk, dv, None, None, None, None
+        causal, scale, kv_lengths, kv_starts, model_layout = ctx.options
+        if model_layout:
+            dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+            _ext.softmax_backward(q, k, v, out.transpose(1, 2), lse, dout.transpose(1, 2), dq, dk, dv, causal,
+                                  scale, kv_lengths, kv_starts)
+        else:
+            dq, dk, dv = _ops.softmax_backward_kernel(q, k, v, out, lse, dout, causal, scale, kv_lengths, kv_starts)
+        return dq, dk, dv, None, None, None, None, None
 
 
-# autograd.Function.apply without its Python wrapper, which binds no defaults here (no setup_context)
-# and, outside torch.func, unwraps dead functorch wrappers through pytree before calling this C
-# method: the eager path (no transform active, checked by eager()) unwraps q, k, v itself.
-try:
-    _apply_softmax = torch._C._FunctionBase.__dict__["apply"].__get__(None, _SoftmaxFunction)
-    _unwrap_if_dead = torch._C._functorch.unwrap_if_dead
-except (AttributeError, KeyError, TypeError):  # a PyTorch without these internals: the public apply
-    _apply_softmax = _SoftmaxFunction.apply
-
-    def _unwrap_if_dead(tensor):
-        return tensor
+apply_softmax = c_apply(_SoftmaxFunction)
 
 
 def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_starts=None, return_lse=False):
@@ -79,15 +90,15 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_
     causal = bool(causal)
     if scale is not None:
         scale = scale_arg(scale)
-    if kv_lengths is not None or kv_starts is not None:
-        kv_lengths, kv_starts = key_tensor("kv_lengths", kv_lengths), key_tensor("kv_starts", kv_starts)
+    kv_lengths, kv_starts = key_tensors(kv_lengths, kv_starts)
     if _autocast.requested():
         q, k, v = _autocast.lower((q, k, v))
-    if direct(q, k, v):
-        out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, return_lse)
-    elif eager(q, k, v):
-        out, lse = _apply_softmax(_unwrap_if_dead(q), _unwrap_if_dead(k), _unwrap_if_dead(v), causal, scale,
-                                  kv_lengths, kv_starts)
+    if eager(q, k, v):
+        kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
+        if needs_grad(q, k, v):
+            out, lse = apply_softmax(unwrap(q), unwrap(k), unwrap(v), causal, scale, kv_lengths, kv_starts, False)
+        else:
+            out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, return_lse)
     else:
         check(("q", "k", "v"), (q, k, v))
         if functorch_active():

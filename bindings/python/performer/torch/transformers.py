@@ -15,7 +15,6 @@ the padding would be lost -- the attention function refuses to run then instead 
 """
 
 import torch as _torch
-from torch.autograd.function import once_differentiable as _once_differentiable
 
 __all__ = ["KeyRanges", "attention_forward", "attention_mask", "register_transformers_attention"]
 
@@ -207,50 +206,23 @@ def attention_forward(module, query, key, value, attention_mask, dropout=0.0, sc
                             ranges.kv_lengths, ranges.kv_starts), None
 
 
-class _LayerAttention(_torch.autograd.Function):
-    """performer::softmax for one layer call, laid out as the model reads and writes: the output is
-    written (through strides) straight into the B x N x H x M tensor the model consumes, with no
-    transposed copy, and the gradients into tensors laid out like q, k, v (empty_like), so that the
-    rotary and projection backwards read them without copies. The same kernels and formula as
-    softmax.py's autograd Function."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, causal, scale, kv_lengths, kv_starts):
-        from performer import _performer as ext
-        from ._tensors import wide_dtype
-
-        out = q.new_empty((q.shape[0], q.shape[2], q.shape[1], v.shape[3]))
-        lse = q.new_empty(q.shape[:3], dtype=wide_dtype(q.dtype)) if any(ctx.needs_input_grad[:3]) else None
-        ext.softmax_forward(q, k, v, out.transpose(1, 2), lse, causal, scale, kv_lengths, kv_starts)
-        if lse is not None:
-            ctx.save_for_backward(q, k, v, out, lse)
-            ctx.options = (causal, scale, kv_lengths, kv_starts)
-        return out
-
-    @staticmethod
-    @_once_differentiable
-    def backward(ctx, dout):
-        from performer import _performer as ext
-
-        q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = _torch.empty_like(q), _torch.empty_like(k), _torch.empty_like(v)
-        ext.softmax_backward(q, k, v, out.transpose(1, 2), lse, dout.transpose(1, 2), dq, dk, dv, *ctx.options)
-        return dq, dk, dv, None, None, None, None
-
-
 def _layer_attention(q, k, v, causal, scale, kv_lengths, kv_starts):
-    """B x N x H x M attention output of B x H x N x D q and B x Hk x L x D k, v: _LayerAttention in
-    plain eager calls; under torch.compile / torch.func / autocast or for other tensors (anything
-    softmax_attention handles specially, with its messages), softmax_attention and a copy."""
+    """B x N x H x M attention output of B x H x N x D q and B x Hk x L x D k, v: softmax.py's
+    autograd Function in its model layout (out written through strides into the B x N x H x M
+    tensor, no transposed copy) in plain eager calls; under torch.compile / torch.func / autocast or
+    for other tensors (anything softmax_attention handles specially, with its messages),
+    softmax_attention and a copy."""
     from . import _autocast, softmax_attention
+    from ._apply import unwrap
     from ._direct import eager
-    from ._tensors import DTYPE_CODES, keys
+    from ._tensors import DTYPE_CODES, key_lists
+    from .softmax import apply_softmax
 
     if (eager(q, k, v) and not _autocast.requested() and q.dim() == 4 and v.dim() == 4
             and q.dtype in DTYPE_CODES and q.is_cpu):
         scale = None if scale is None else float(scale)
-        return _LayerAttention.apply(q, k, v, bool(causal), scale, keys("kv_lengths", kv_lengths),
-                                     keys("kv_starts", kv_starts))
+        return apply_softmax(unwrap(q), unwrap(k), unwrap(v), bool(causal), scale,
+                             *key_lists(kv_lengths, kv_starts), True)[0]
     out = softmax_attention(q, k, v, causal=causal, scale=scale, kv_lengths=kv_lengths, kv_starts=kv_starts)
     return out.transpose(1, 2).contiguous()
 
