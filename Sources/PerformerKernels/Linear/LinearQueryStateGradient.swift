@@ -7,8 +7,9 @@ import PerformerKernelInterface
 // (the backward's G_0, g_0 less the key terms, which a caller adds elsewhere). One pass over the
 // query rows, chunked: G_c = dO_c / d into a panel, then ∂L/∂S_0 += φ(Q_c)ᵀ G_c on the
 // micro-kernel and ∂L/∂z_0 += φ(Q_c)ᵀ w_c with w_i = −g_i · o_i. It runs in the non-causal
-// forward's scratch layout with N query rows and no keys: `state` and `normalizer` (zeroed by
-// the carve) accumulate, `values` holds O_c, `denominator` holds w_c.
+// forward's scratch layout with N query rows and no keys: `state` (zeroed here: the forward's
+// carve leaves it to `loadState`) and `normalizer` (zeroed by the carve) accumulate, `values`
+// holds O_c, `denominator` holds w_c.
 // A row whose d_i is 0 (ε = 0, no feature mass) gave a zero output row and adds nothing, as in
 // the backward. Un-normalized, g_i = dO_i and ∂L/∂z_0 = 0. A row the forward kept in shifted
 // units (`shiftQueryFeatures`: every elu+1 feature tiny) uses φ′ = e^{−x_max}φ and d′ = e^{−x_max}d:
@@ -19,6 +20,7 @@ func linearQueryStateGradient<T: KernelScalar>(_ taskPointer: UnsafePointer<Line
     let n = task.shape.queryCount, c = task.shape.featureDim, m = task.shape.valueDim
     var bytes = 0
     let s = LinearScratch<T>(base: task.scratch, shape: task.shape, causal: false, backward: false, bytes: &bytes)
+    loadState(nil, rows: c, columns: m, into: s.state, ld: s.mp)
     var r0 = 0
     while r0 < n {
         let t = min(s.rows, n - r0)
