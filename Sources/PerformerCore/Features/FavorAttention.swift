@@ -35,13 +35,13 @@ public enum FavorAttention {
                     initialState: initialState, finalState: finalState, rowScales: nil, options: options)
     }
 
-    /// `forward`, and `rowScales` (optional, B×H×N×1 each) receives, per query row, the row unit U_i and the
-    /// scaled denominator den_i (ε·e^{−U_i} included) that row's output was divided by: the
+    /// As `forward`, and `rowScales` (nil: none; B×H×N×1 each) receives, per query row, the
+    /// row unit U_i and the scaled denominator den_i (ε·e^{−U_i} included) that row's output was divided by: the
     /// mathematical denominator Σ_j φ(q_i)ᵀφ(k_j) + ε is e^{U_i}·den_i, and U_i ≥ a_f(q_i) + c_f
     /// for the state (S̃, z̃, c) the row read (docs/FAVOR.md §4). A row that outputs zeros (it
     /// sees no key, or its denominator is not usable) gets den_i = 0. With these, the gradient
     /// of the initial triple can be formed from the query side (docs/DISTRIBUTED.md). The
-    /// output is the same, bit for bit, with or without them (nil: none, as `forward`).
+    /// output is the same, bit for bit, with or without them.
     public static func forward<T: AttentionScalar>(
         query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, projection: FavorProjection,
         output: MutableTensorView<T>, initialState: FavorStateView<T>? = nil,

@@ -430,34 +430,40 @@ def _favor_query_state_gradient(q, matrix, features, scale, relu_offset, c0, uni
     num_features, dim = matrix.shape
     s = 1 / _np.sqrt(dim) if scale is None else scale
     empty = dens == 0
-    unit = _np.where(empty, 0, units)[..., None].astype(dtype)
+    # Features transposed (C x n per head): both products and the exponentials run on
+    # contiguous rows. Per-row terms are added as a 1 x n row, per-feature ones as a C x 1 column;
+    # a row with den = 0 gets -inf there, so its features are exactly 0.
     xh = q * dtype.type(_np.sqrt(s))
-    u = xh @ matrix.T.astype(dtype)
-    half = (_np.einsum("bhnd,bhnd->bhn", xh, xh) / 2)[..., None]
-    with _np.errstate(over="ignore", invalid="ignore"):  # rows with den = 0: zeroed below
+    ut = _np.matmul(matrix.astype(dtype), xh.swapaxes(2, 3))
+    half = _np.einsum("bhnd,bhnd->bhn", xh, xh) / 2
+    row = _np.where(empty, -_np.inf, -units).astype(dtype)[:, :, None, :]  # -U_i
+    with _np.errstate(over="ignore", invalid="ignore"):
         if features in ("positive", "hyperbolic"):
-            a = u - half if features == "positive" else _np.concatenate([u - half, -u - half], -1)
-            a += c0[:, :, None, :].astype(dtype) - unit
+            row = row - half[:, :, None, :]
+            if features == "hyperbolic":
+                ut = _np.concatenate([ut, -ut], 2)
+            ut += row
+            ut += c0.astype(dtype)[..., None]
+            feats = _np.exp(ut, out=ut)  # nu goes into the values below
             nu = 1 / _np.sqrt(num_features * (2 if features == "hyperbolic" else 1))
-            feats = _np.exp(a, out=a)
-            feats *= dtype.type(nu)
         elif features == "trigonometric":  # one shift per head
-            weight = _np.exp(half + c0[:, :, None, :1].astype(dtype) - unit) / dtype.type(_np.sqrt(num_features))
-            feats = _np.concatenate([_np.sin(u), _np.cos(u)], -1) * weight
+            weight = _np.exp(row + half[:, :, None, :] + c0.astype(dtype)[:, :, :1, None])
+            feats = _np.concatenate([_np.sin(ut), _np.cos(ut)], 2) * weight
+            nu = 1 / _np.sqrt(num_features)
         else:  # relu: U_i = the row's power-of-two scale, c0 = 0; e^{-U_i} may pass float32's range
-            scaled = (_np.maximum(u, 0) + relu_offset).astype(_np.float64)
-            feats = (scaled * _np.exp(c0[:, :, None, :] - unit.astype(_np.float64))).astype(dtype)
+            scaled = (_np.maximum(ut, 0) + relu_offset).astype(_np.float64)
+            feats = (scaled * _np.exp(row.astype(_np.float64) + c0[..., None])).astype(dtype)
+            nu = 1.0
     weights = _np.empty((b, h, n, m + 1), dtype=dtype)
     g = weights[..., :m]
     with _np.errstate(divide="ignore", invalid="ignore"):
-        _np.divide(dout, _np.where(empty, 1, dens)[..., None].astype(dtype), out=g)
+        _np.divide(dout, (_np.where(empty, 1, dens) / nu)[..., None].astype(dtype), out=g)
     if empty.any():
         g[empty] = 0
-        feats[empty] = 0
     w = weights[..., m]
     _np.einsum("bhnm,bhnm->bhn", g, out, out=w)
     _np.negative(w, out=w)
-    grad = _np.matmul(feats.swapaxes(2, 3), weights)
+    grad = _np.matmul(feats, weights)
     return _np.ascontiguousarray(grad[..., :m]), _np.ascontiguousarray(grad[..., m])
 
 
