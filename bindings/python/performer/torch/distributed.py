@@ -10,11 +10,10 @@ to float rounding. Every rank of the group must make the same calls in the same 
   folds its own keys into a state (``performer.linear_state`` / ``favor_state``), one
   ``all_gather`` of the states, a prefix combination (FAVOR+: the scaled triples combined
   with their max-shifts), then the local forward from that initial state. The backward: one
-  all_gather of the initial-state gradients and a suffix combination. Linear attention
-  computes those gradients from the query side first and hands the suffix sum to the local
-  backward as its final-state gradient (no state backward; non-causal: no pass repeated at
-  all); causal FAVOR+ runs its local backward first and a state backward after it, and
-  non-causal FAVOR+ computes nothing twice, as non-causal linear attention.
+  all_gather of the initial-state gradients and a suffix combination. Both compute those
+  gradients from the query side first (FAVOR+: in scaled units, from the forward's row units
+  and scaled denominators) and hand the suffix combination to the local backward as its
+  final-state gradient (no state backward; non-causal: no pass repeated at all).
   Communication per call O(P * B * H * C * M), independent of N.
 - :func:`softmax_attention` is ring attention: key/value slices travel around the ring
   (isend/recv, overlapped with the computation), partial results are merged by log-sum-exp
