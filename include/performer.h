@@ -180,7 +180,7 @@ typedef enum performer_dtype {
  *  (out in the half type, lse float32), performer_linear_forward
  *  (_with_denominators)/_backward, performer_linear_state(_backward),
  *  performer_linear_initial_state_gradient,
- *  performer_favor_forward/_backward, performer_favor_state(_backward),
+ *  performer_favor_forward(_with_row_scales)/_backward, performer_favor_state(_backward),
  *  performer_favor_features(_backward), the linear and FAVOR+ decoders, and the projection's
  *  create_from_matrix (a half W, widened exactly) and get_matrix (the float32 W rounded once).
  *  See docs/HALF_PRECISION.md. */
@@ -944,6 +944,31 @@ performer_status performer_favor_forward(
     const performer_tensor_t *initial_state_s, const performer_tensor_t *initial_state_z,
     const performer_tensor_t *initial_state_c,
     performer_tensor_t *final_state_s, performer_tensor_t *final_state_z, performer_tensor_t *final_state_c,
+    const performer_favor_options_t *options);
+
+/** Forward plus the row scales: as performer_favor_forward, and per query row i (causal or
+ *  not) row_units (B x H x N x 1) receives the row unit U_i and row_denominators (B x H x N x 1)
+ *  the scaled denominator den_i that out_i = num_i / den_i was divided by, both in the units of
+ *  docs/FAVOR.md section 4: the mathematical denominator sum_j phi(q_i).phi(k_j) + eps (the
+ *  initial state's keys included) equals e^{U_i} * den_i, eps entering den_i as eps * e^{-U_i};
+ *  and U_i >= a_f(q_i) + c_f for every feature f of the state (S~, z~, c) row i read (a_f the
+ *  exponent of the exponential kinds; for trigonometric and relu U_i >= rho_i + c). A row that
+ *  outputs zeros (it sees no key, or its denominator is not finite and nonzero) gets
+ *  den_i = 0 (U_i = -inf when it sees no key). With them a caller forms the gradient of the
+ *  initial triple from the queries alone (dS~_0[f] = sum_i nu e^{a_f(q_i)+c0_f-U_i} dout_i /
+ *  den_i, docs/DISTRIBUTED.md). Both given or both NULL (NULL: as performer_favor_forward);
+ *  out is the same, bit for bit, either way. In a half call both are PERFORMER_FLOAT32, like
+ *  the states. Errors: as performer_favor_forward, plus one of the two NULL and not the
+ *  other (NULL_POINTER), a shape that is not B x H x N x 1 (SHAPE_MISMATCH), a dtype not the
+ *  state dtype (DTYPE_MISMATCH), an overlap with another argument (ALIASING); nothing is
+ *  written on error. */
+performer_status performer_favor_forward_with_row_scales(
+    const performer_tensor_t *q, const performer_tensor_t *k, const performer_tensor_t *v,
+    performer_favor_projection_t projection, performer_tensor_t *out,
+    const performer_tensor_t *initial_state_s, const performer_tensor_t *initial_state_z,
+    const performer_tensor_t *initial_state_c,
+    performer_tensor_t *final_state_s, performer_tensor_t *final_state_z, performer_tensor_t *final_state_c,
+    performer_tensor_t *row_units, performer_tensor_t *row_denominators,
     const performer_favor_options_t *options);
 
 /** Backward: given dout = dLoss/dout (B x H x N x M), writes dq (q's shape), dk (k's shape)

@@ -25,6 +25,22 @@ public func performer_favor_forward(
     _ final_state_c: UnsafeMutablePointer<performer_tensor_t>?,
     _ options: UnsafePointer<performer_favor_options_t>?
 ) -> performer_status {
+    performer_favor_forward_with_row_scales(q, k, v, projection, out, initial_state_s, initial_state_z, initial_state_c,
+                                            final_state_s, final_state_z, final_state_c, nil, nil, options)
+}
+
+@_cdecl("performer_favor_forward_with_row_scales")
+public func performer_favor_forward_with_row_scales(
+    _ q: UnsafePointer<performer_tensor_t>?, _ k: UnsafePointer<performer_tensor_t>?,
+    _ v: UnsafePointer<performer_tensor_t>?, _ projection: performer_favor_projection_t?,
+    _ out: UnsafeMutablePointer<performer_tensor_t>?,
+    _ initial_state_s: UnsafePointer<performer_tensor_t>?, _ initial_state_z: UnsafePointer<performer_tensor_t>?,
+    _ initial_state_c: UnsafePointer<performer_tensor_t>?,
+    _ final_state_s: UnsafeMutablePointer<performer_tensor_t>?, _ final_state_z: UnsafeMutablePointer<performer_tensor_t>?,
+    _ final_state_c: UnsafeMutablePointer<performer_tensor_t>?,
+    _ row_units: UnsafeMutablePointer<performer_tensor_t>?, _ row_denominators: UnsafeMutablePointer<performer_tensor_t>?,
+    _ options: UnsafePointer<performer_favor_options_t>?
+) -> performer_status {
     withStatus { () throws(PerformerError) in
         let q = try TensorArgument(q, name: "q"), k = try TensorArgument(k, name: "k")
         let v = try TensorArgument(v, name: "v")
@@ -33,9 +49,12 @@ public func performer_favor_forward(
         let initial = try stateTriple(initial_state_s, initial_state_z, initial_state_c, names: ("S0", "z0", "c0"))
         let final = try stateTriple(UnsafePointer(final_state_s), UnsafePointer(final_state_z),
                                     UnsafePointer(final_state_c), names: ("S_N", "z_N", "c_N"))
-        try TensorArgument.expectDTypes(tokens: [k, v, out], states: tensors(initial) + tensors(final), as: q)
-        let options = try favorAttentionOptions(options, tensors: [q, k, v, out] + tensors(initial) + tensors(final))
-        try ForwardCall(q: q, k: k, v: v, p: p, out: out, initial: initial, final: final, options: options)
+        let scales = try statePair(UnsafePointer(row_units), UnsafePointer(row_denominators),
+                                   names: ("row_units", "row_denominators"))
+        let extra = tensors(scales)
+        try TensorArgument.expectDTypes(tokens: [k, v, out], states: tensors(initial) + tensors(final) + extra, as: q)
+        let options = try favorAttentionOptions(options, tensors: [q, k, v, out] + tensors(initial) + tensors(final) + extra)
+        try ForwardCall(q: q, k: k, v: v, p: p, out: out, initial: initial, final: final, scales: scales, options: options)
             .run(as: q.dtype)
     }
 }
@@ -43,7 +62,7 @@ public func performer_favor_forward(
 /// performer_favor_forward's checked arguments.
 private struct ForwardCall: TypedAttentionCall {
     let q, k, v: TensorArgument, p: FavorProjection, out: TensorArgument
-    let initial, final: StateTriple?, options: FavorAttentionOptions
+    let initial, final: StateTriple?, scales: StatePair?, options: FavorAttentionOptions
 
     func run<T: AttentionScalar>(_: T.Type) throws(PerformerError) { try views(T.self, state: T.self, FavorAttention.forward) }
     func runHalf<H: HalfPrecisionScalar>(_: H.Type) throws(PerformerError) { try views(H.self, state: Float.self, FavorAttention.forward) }
@@ -53,10 +72,12 @@ private struct ForwardCall: TypedAttentionCall {
     private func views<T: TensorElement, S: AttentionScalar>(
         _: T.Type, state _: S.Type,
         _ call: (TensorView<T>, TensorView<T>, TensorView<T>, FavorProjection, MutableTensorView<T>, FavorStateView<S>?,
-                 MutableFavorStateView<S>?, FavorAttentionOptions) throws(PerformerError) -> Void
+                 MutableFavorStateView<S>?, FavorRowScalesView<S>?, FavorAttentionOptions) throws(PerformerError) -> Void
     ) throws(PerformerError) {
+        let rowScales = scales.map { FavorRowScalesView(units: $0.s.mutableView(S.self), denominators: $0.z.mutableView(S.self)) }
         try call(q.view(T.self), k.view(T.self), v.view(T.self), p, out.mutableView(T.self),
-                 initial.map { favorStateView($0, S.self) }, final.map { mutableFavorStateView($0, S.self) }, options)
+                 initial.map { favorStateView($0, S.self) }, final.map { mutableFavorStateView($0, S.self) }, rowScales,
+                 options)
     }
 }
 

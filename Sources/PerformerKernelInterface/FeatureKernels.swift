@@ -243,6 +243,11 @@ public struct FavorAttentionTask: @unchecked Sendable {
     public var finalZGradient: StridedMatrix?
     public var initialSGradient: StridedMatrix?      // C × M (backward output)
     public var initialZGradient: StridedMatrix?
+    /// Per query row (forward, optional): the row unit U_i and the scaled denominator den_i
+    /// (ε·e^{−U_i} included) the output was divided by, so φ-space den = e^{U_i}·den_i
+    /// (docs/FAVOR.md §4). A row that outputs zeros gets den_i = 0.
+    public var rowUnits: StridedMatrix?              // N × 1
+    public var rowDenominators: StridedMatrix?       // N × 1
     /// `FavorAttentionKernels.scratchBytes` bytes, 64-byte aligned, owned by this task.
     public var scratch: UnsafeMutableRawPointer
 

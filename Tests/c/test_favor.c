@@ -1084,6 +1084,95 @@ static void attention_large_norms(int dtype, int causal) {
     performer_favor_projection_destroy(p);
 }
 
+/* performer_favor_forward_with_row_scales, positive features, at norms 1 and 30: out is the
+ * same bits as performer_favor_forward's; log(den_i) + U_i is the log of the float64 log-space
+ * denominator sum_{j visible} sum_f e^{a_f(q_i) + a_f(k_j)} / m; U_i bounds every such
+ * exponent (so every scaled term is <= nu); errors write nothing. */
+static void attention_row_scales(int dtype, int causal, int large) {
+    enum { n = 40, d = 16, m = 32, mv = 4 };
+    char what[80];
+    snprintf(what, sizeof what, "row scales %s %s norm %d", dtype ? "float64" : "float32",
+             causal ? "causal" : "bidirectional", large ? 30 : 1);
+    performer_favor_projection_t p = make(d, m, 0, 0, 7);
+    if (!p) return;
+    double *w = matrix_of(p, m, d);
+    performer_favor_options_t o;
+    performer_favor_options_init(&o);
+    o.causal = causal;
+    performer_tensor_t q = tensor_new(dtype, 1, 1, n, d), k = tensor_new(dtype, 1, 1, n, d);
+    performer_tensor_t v = tensor_new(dtype, 1, 1, n, mv), out = tensor_new(dtype, 1, 1, n, mv);
+    performer_tensor_t plain = tensor_new(dtype, 1, 1, n, mv);
+    performer_tensor_t units = tensor_new(dtype, 1, 1, n, 1), dens = tensor_new(dtype, 1, 1, n, 1);
+    fill(&q, 191, 1.0); fill(&k, 192, 1.0); fill(&v, 193, 1.0);
+    for (int which = 0; which < 2; which++) {
+        performer_tensor_t *t = which ? &k : &q;
+        for (int i = 0; i < n; i++) {
+            double norm = 0;
+            for (int j = 0; j < d; j++) norm += at(t, 0, 0, i, j) * at(t, 0, 0, i, j);
+            for (int j = 0; j < d; j++) set_at(t, 0, 0, i, j, at(t, 0, 0, i, j) * (large ? 30 : 1) / sqrt(norm));
+        }
+    }
+    OK(performer_favor_forward(&q, &k, &v, p, &plain, NULL, NULL, NULL, NULL, NULL, NULL, &o), what);
+    OK(performer_favor_forward_with_row_scales(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &units, &dens, &o),
+       what);
+    CHECK(memcmp(out.data, plain.data, elem_size(dtype) * n * mv) == 0, "%s: out differs from performer_favor_forward", what);
+    double *qs = doubles_of(&q), *ks = doubles_of(&k), aq[n][m], ak[n][m];
+    const double sigma = sqrt(1 / sqrt((double)d));
+    for (int i = 0; i < n; i++) {
+        for (int which = 0; which < 2; which++) {
+            const double *x = (which ? ks : qs) + i * d;
+            double *a = which ? ak[i] : aq[i], nn = 0;
+            for (int j = 0; j < d; j++) nn += (x[j] * sigma) * (x[j] * sigma);
+            for (int f = 0; f < m; f++) {
+                double u = 0;
+                for (int j = 0; j < d; j++) u += w[f * d + j] * x[j] * sigma;
+                a[f] = u - nn / 2;
+            }
+        }
+    }
+    double worst_log = 0, worst_bound = 0;
+    int finite = 1;
+    for (int i = 0; i < n; i++) {
+        const int last = causal ? i : n - 1;
+        double top = -INFINITY, sum = 0;
+        for (int j = 0; j <= last; j++) for (int f = 0; f < m; f++) top = fmax(top, aq[i][f] + ak[j][f]);
+        for (int j = 0; j <= last; j++) for (int f = 0; f < m; f++) sum += exp(aq[i][f] + ak[j][f] - top);
+        const double want = log(sum / m) + top, u = at(&units, 0, 0, i, 0), den = at(&dens, 0, 0, i, 0);
+        finite &= isfinite(u) && isfinite(den) && den > 0;
+        worst_log = fmax(worst_log, fabs(log(den) + u - want));
+        worst_bound = fmax(worst_bound, (top - u) / (1 + fabs(top)));
+    }
+    CHECK(finite, "%s: a row unit or denominator is not finite and positive", what);
+    CHECK(worst_log <= (dtype ? 1e-11 : 2e-5), "%s: log(den) + U is off the reference by %g", what, worst_log);
+    CHECK(worst_bound <= (dtype ? 1e-14 : 1e-6), "%s: U is below a visible exponent by %g (relative)", what, worst_bound);
+    free(qs); free(ks); free(w);
+
+    if (!dtype && causal && !large) {
+        /* Errors: nothing written (the sentinel stays), the argument named. */
+        performer_tensor_t d64 = tensor_new(PERFORMER_FLOAT64, 1, 1, n, 1), bad = tensor_new(dtype, 1, 1, n + 1, 1);
+        FOR4(&dens) set_at(&dens, i0, i1, i2, i3, -7);
+        FOR4(&out) set_at(&out, i0, i1, i2, i3, -7);
+        performer_tensor_t alias = out;
+        alias.shape[3] = 1;
+        alias.strides[2] = mv;
+        expect_status("row_units alone", performer_favor_forward_with_row_scales(&q, &k, &v, p, &out, NULL, NULL, NULL,
+                      NULL, NULL, NULL, &units, NULL, &o), PERFORMER_ERROR_NULL_POINTER, "row_denominators");
+        expect_status("row_units shape", performer_favor_forward_with_row_scales(&q, &k, &v, p, &out, NULL, NULL, NULL,
+                      NULL, NULL, NULL, &bad, &dens, &o), PERFORMER_ERROR_SHAPE_MISMATCH, "row_units");
+        expect_status("row_denominators dtype", performer_favor_forward_with_row_scales(&q, &k, &v, p, &out, NULL, NULL,
+                      NULL, NULL, NULL, NULL, &units, &d64, &o), PERFORMER_ERROR_DTYPE_MISMATCH, "row_denominators");
+        expect_status("row_units over out", performer_favor_forward_with_row_scales(&q, &k, &v, p, &out, NULL, NULL, NULL,
+                      NULL, NULL, NULL, &alias, &dens, &o), PERFORMER_ERROR_ALIASING, "row_units");
+        int untouched = 1;
+        FOR4(&dens) untouched &= at(&dens, i0, i1, i2, i3) == -7;
+        FOR4(&out) untouched &= at(&out, i0, i1, i2, i3) == -7;
+        CHECK(untouched, "%s: an error call wrote an output", what);
+        free(d64.data); free(bad.data);
+    }
+    free(q.data); free(k.data); free(v.data); free(out.data); free(plain.data); free(units.data); free(dens.data);
+    performer_favor_projection_destroy(p);
+}
+
 static void attention_errors(void) {
     const int f = PERFORMER_FLOAT32;
     enum { n = 6, d = 4, m = 5, mv = 3 };
@@ -1543,7 +1632,10 @@ int main(void) {
                 for (int padded = 0; padded < 2; padded++) attention(dtype, kind, causal, padded);
     for (int dtype = 0; dtype < 2; dtype++) {
         attention_vs_decoder(dtype);
-        for (int causal = 0; causal < 2; causal++) attention_large_norms(dtype, causal);
+        for (int causal = 0; causal < 2; causal++) {
+            attention_large_norms(dtype, causal);
+            for (int large = 0; large < 2; large++) attention_row_scales(dtype, causal, large);
+        }
     }
     attention_errors();
     attention_key_starts();

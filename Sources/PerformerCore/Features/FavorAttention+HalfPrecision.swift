@@ -11,11 +11,22 @@ extension FavorAttention {
         output: MutableTensorView<H>, initialState: FavorStateView<Float>? = nil,
         finalState: MutableFavorStateView<Float>? = nil, options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
+        try forward(query: query, key: key, value: value, projection: projection, output: output,
+                    initialState: initialState, finalState: finalState, rowScales: nil, options: options)
+    }
+
+    /// `forward(rowScales:)` for half-precision storage: out in H, states and row scales in float32.
+    public static func forward<H: HalfPrecisionScalar>(
+        query: TensorView<H>, key: TensorView<H>, value: TensorView<H>, projection: FavorProjection,
+        output: MutableTensorView<H>, initialState: FavorStateView<Float>? = nil,
+        finalState: MutableFavorStateView<Float>? = nil, rowScales: FavorRowScalesView<Float>?,
+        options: FavorAttentionOptions = FavorAttentionOptions()
+    ) throws(PerformerError) {
         try checkForward(query: query, key: key, value: value, projection: projection, output: output,
-                         initialState: initialState, finalState: finalState, options: options)
+                         initialState: initialState, finalState: finalState, rowScales: rowScales, options: options)
         try HalfPrecisionStaging.run(inputs: [query, key, value], outputs: [output], named: "q, k, v, out") { x, y throws(PerformerError) in
             try forward(query: x[0], key: x[1], value: x[2], projection: projection, output: y[0],
-                        initialState: initialState, finalState: finalState, options: options)
+                        initialState: initialState, finalState: finalState, rowScales: rowScales, options: options)
         }
     }
 

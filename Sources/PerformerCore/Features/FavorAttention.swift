@@ -31,13 +31,33 @@ public enum FavorAttention {
         output: MutableTensorView<T>, initialState: FavorStateView<T>? = nil,
         finalState: MutableFavorStateView<T>? = nil, options: FavorAttentionOptions = FavorAttentionOptions()
     ) throws(PerformerError) {
+        try forward(query: query, key: key, value: value, projection: projection, output: output,
+                    initialState: initialState, finalState: finalState, rowScales: nil, options: options)
+    }
+
+    /// As `forward`, and `rowScales` (nil: none; B×H×N×1 each) receives, per query row, the
+    /// row unit U_i and the scaled denominator den_i (ε·e^{−U_i} included) that row's output was divided by: the
+    /// mathematical denominator Σ_j φ(q_i)ᵀφ(k_j) + ε is e^{U_i}·den_i, and U_i ≥ a_f(q_i) + c_f
+    /// for the state (S̃, z̃, c) the row read (docs/FAVOR.md §4). A row that outputs zeros (it
+    /// sees no key, or its denominator is not usable) gets den_i = 0. With these, the gradient
+    /// of the initial triple can be formed from the query side (docs/DISTRIBUTED.md). The
+    /// output is the same, bit for bit, with or without them.
+    public static func forward<T: AttentionScalar>(
+        query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, projection: FavorProjection,
+        output: MutableTensorView<T>, initialState: FavorStateView<T>? = nil,
+        finalState: MutableFavorStateView<T>? = nil, rowScales: FavorRowScalesView<T>?,
+        options: FavorAttentionOptions = FavorAttentionOptions()
+    ) throws(PerformerError) {
         let problem = try checkForward(query: query, key: key, value: value, projection: projection, output: output,
-                                       initialState: initialState, finalState: finalState, options: options)
+                                       initialState: initialState, finalState: finalState, rowScales: rowScales,
+                                       options: options)
 
         try problem.run(.forward, query: query, key: key, value: value, projection: projection) { task, head in
             task.output = output.matrix(head.b, head.h)
             task.setInitialState(initialState, head.b, head.h)
             task.setFinalState(finalState, head.b, head.h)
+            task.rowUnits = rowScales?.units.matrix(head.b, head.h)
+            task.rowDenominators = rowScales?.denominators.matrix(head.b, head.h)
         }
     }
 
@@ -86,11 +106,19 @@ public enum FavorAttention {
     static func checkForward<T, S: AttentionScalar>(
         query: TensorView<T>, key: TensorView<T>, value: TensorView<T>, projection: FavorProjection,
         output: MutableTensorView<T>, initialState: FavorStateView<S>?, finalState: MutableFavorStateView<S>?,
-        options: FavorAttentionOptions
+        rowScales: FavorRowScalesView<S>? = nil, options: FavorAttentionOptions
     ) throws(PerformerError) -> FavorProblem {
         let problem = try FavorProblem(query: query, key: key, value: value, projection: projection, options: options)
         var footprints = try AttentionArguments.forward(query: query, key: key, value: value, output: output,
                                                         outputShape: problem.outputShape)
+        var scaleFootprints: [TensorFootprint] = []
+        if let rowScales {
+            let rows = SIMD4(problem.batch, problem.heads, problem.shape.queryCount, 1)
+            try ShapeCheck.expectShape(rowScales.units.readOnly, rows, name: "row_units", meaning: "B×H×N×1")
+            try ShapeCheck.expectShape(rowScales.denominators.readOnly, rows, name: "row_denominators", meaning: "B×H×N×1")
+            scaleFootprints = [try TensorFootprint(rowScales.units, name: "row_units"),
+                               try TensorFootprint(rowScales.denominators, name: "row_denominators")]
+        }
         if let initialState {
             try problem.checkStateShapes(initialState, names: ("S0", "z0", "c0"))
             footprints += [try TensorFootprint(initialState.s, name: "S0"), try TensorFootprint(initialState.z, name: "z0"),
@@ -105,8 +133,10 @@ public enum FavorAttention {
             // overlap with the initial state is not.
             try TensorFootprint.checkOutputsDisjoint(Array(footprints.prefix(4)) + finals)
             try TensorFootprint.checkInPlace(finals, replacing: Array(footprints.dropFirst(4)))
+            // The row scales overlap nothing, the final state included.
+            if !scaleFootprints.isEmpty { try TensorFootprint.checkOutputsDisjoint(finals + scaleFootprints) }
         }
-        try TensorFootprint.checkOutputsDisjoint(footprints)
+        try TensorFootprint.checkOutputsDisjoint(footprints + scaleFootprints)
         // Values last: every footprint above is representable, so reading cannot stray.
         if let initialState { try problem.checkStateValues(initialState, names: ("S0", "z0", "c0")) }
         return problem

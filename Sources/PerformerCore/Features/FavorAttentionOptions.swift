@@ -73,3 +73,18 @@ public struct MutableFavorStateView<Element: AttentionScalar>: Sendable {
     /// The same memory, read-only (e.g. to start the next piece from this piece's final state).
     public var readOnly: FavorStateView<Element> { FavorStateView(s: s.readOnly, z: z.readOnly, c: c.readOnly) }
 }
+
+/// Per query row of a FAVOR+ forward (`FavorAttention.forward`'s `rowScales`): the row unit
+/// U_i and the scaled denominator den_i, each B×H×N×1, in the state type.
+public struct FavorRowScalesView<Element: AttentionScalar>: Sendable {
+    /// U_i, B×H×N×1 (−inf for a row that sees no key).
+    public var units: MutableTensorView<Element>
+    /// den_i, B×H×N×1 (ε·e^{−U_i} included; 0 for a row that outputs zeros).
+    public var denominators: MutableTensorView<Element>
+
+    /// Row scales into the two views; their shapes are checked by the call that writes them.
+    public init(units: MutableTensorView<Element>, denominators: MutableTensorView<Element>) {
+        self.units = units
+        self.denominators = denominators
+    }
+}

@@ -352,6 +352,21 @@ struct FavorHead<T: KernelScalar> {
             }
             storeRow(row, count: mv, into: task.output!, row: r0 + i, accumulate: false)
         }
+        if task.rowUnits != nil || task.rowDenominators != nil { storeRowScales(r0, t) }
+    }
+
+    /// U_i and den_i of rows r0 ..< r0 + t (the values `storeOutputs` divided by): what a
+    /// caller needs to form the initial triple's gradient from the query side (docs/DISTRIBUTED.md).
+    func storeRowScales(_ r0: Int, _ t: Int) {
+        let den = s.row(.denominator), unit = s.row(.unit)
+        for i in 0..<t {
+            if let units = task.rowUnits {
+                units.base.assumingMemoryBound(to: T.self)[(r0 + i) * units.rowStride] = unit[i]
+            }
+            if let dens = task.rowDenominators {
+                dens.base.assumingMemoryBound(to: T.self)[(r0 + i) * dens.rowStride] = usable(i) ? den[i] : 0
+            }
+        }
     }
 
     // MARK: Scaled states

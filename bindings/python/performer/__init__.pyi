@@ -209,6 +209,7 @@ def favor_attention(
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
     return_state: Literal[False] = ..., relu_offset: float = ...,
     out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
+    return_row_scales: Literal[False] = ..., row_scales: None = ...,
 ) -> NDArray[_TokenFloating]: ...
 @overload
 def favor_attention(
@@ -217,6 +218,7 @@ def favor_attention(
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
     return_state: Literal[True], relu_offset: float = ...,
     out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
+    return_row_scales: Literal[False] = ..., row_scales: None = ...,
 ) -> Tuple[NDArray[_TokenFloating], _FavorState]: ...
 @overload
 def favor_attention(
@@ -225,7 +227,20 @@ def favor_attention(
     kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
     return_state: bool = ..., relu_offset: float = ...,
     out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
-) -> Union[NDArray[_TokenFloating], Tuple[NDArray[_TokenFloating], _FavorState]]: ...
+    return_row_scales: Literal[True], row_scales: Optional[Tuple[_Buffer, _Buffer]] = ...,
+) -> Union[Tuple[NDArray[_TokenFloating], Tuple[NDArray[_Floating], NDArray[_Floating]]],
+           Tuple[NDArray[_TokenFloating], _FavorState, Tuple[NDArray[_Floating], NDArray[_Floating]]]]: ...
+@overload
+def favor_attention(
+    q: _Buffer, k: _Buffer, v: _Buffer, projection: FavorProjection, *, causal: bool = ...,
+    features: _FavorFeatures = ..., scale: Optional[float] = ..., eps: float = ...,
+    kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ..., initial_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
+    return_state: bool = ..., relu_offset: float = ...,
+    out: Optional[_Buffer] = ..., final_state: Optional[Tuple[_Buffer, _Buffer, _Buffer]] = ...,
+    return_row_scales: bool = ..., row_scales: Optional[Tuple[_Buffer, _Buffer]] = ...,
+) -> Union[NDArray[_TokenFloating], Tuple[NDArray[_TokenFloating], _FavorState],
+           Tuple[NDArray[_TokenFloating], Tuple[NDArray[_Floating], NDArray[_Floating]]],
+           Tuple[NDArray[_TokenFloating], _FavorState, Tuple[NDArray[_Floating], NDArray[_Floating]]]]: ...
 @overload
 def favor_attention_backward(
     q: _Buffer, k: _Buffer, v: _Buffer, dout: _Buffer, projection: FavorProjection, *, causal: bool = ...,

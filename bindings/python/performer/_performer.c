@@ -2025,33 +2025,38 @@ get_favor_attention_options(performer_favor_options_t *o, int64_t **lengths, int
 
 PyDoc_STRVAR(favor_forward_doc,
 "favor_forward(q, k, v, projection, out, S0, z0, c0, S_N, z_N, c_N, causal, features, scale, eps,\n"
-"              relu_offset, kv_lengths, kv_starts) -> None\n\n"
+"              relu_offset, kv_lengths, kv_starts, units, den) -> None\n\n"
 "Low-level: writes FAVOR+ attention into out (B x H x N x M); (S0, z0, c0) (or Nones) is the\n"
-"initial scaled state, (S_N, z_N, c_N) (or Nones) receive the final one (z, c as B x H x C).\n"
-"Use performer.favor_attention.");
+"initial scaled state, (S_N, z_N, c_N) (or Nones) receive the final one (z, c as B x H x C);\n"
+"units and den (both or neither, B x H x N) receive the row units U_i and scaled denominators\n"
+"den_i. Use performer.favor_attention.");
 
 static PyObject *
 favor_forward(PyObject *module, PyObject *args)
 {
-    PyObject *obj[10], *projection, *scale, *kv_lengths, *kv_starts = Py_None;  /* optional */
+    PyObject *obj[12], *projection, *scale, *kv_lengths, *kv_starts = Py_None;  /* optional */
+    obj[10] = obj[11] = Py_None;  /* optional row scales */
     int causal, features;
     double eps, relu_offset;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOpiOddO|O:favor_forward", &obj[0], &obj[1], &obj[2], &projection, &obj[3],
-                          &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &causal, &features, &scale, &eps,
-                          &relu_offset, &kv_lengths, &kv_starts)) {
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOpiOddO|OOO:favor_forward", &obj[0], &obj[1], &obj[2], &projection,
+                          &obj[3], &obj[4], &obj[5], &obj[6], &obj[7], &obj[8], &obj[9], &causal, &features, &scale,
+                          &eps, &relu_offset, &kv_lengths, &kv_starts, &obj[10], &obj[11])) {
         return NULL;
     }
     performer_favor_projection_t handle = projection_handle(projection, "projection");
     if (handle == NULL) {
         return NULL;
     }
-    tensor_arg t[10] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S0"}, {"z0"}, {"c0"}, {"S_N"}, {"z_N"}, {"c_N"}};
+    tensor_arg t[12] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S0"}, {"z0"}, {"c0"}, {"S_N"}, {"z_N"}, {"c_N"},
+                        {"row_units"}, {"row_denominators"}};
     performer_favor_options_t o;
     int64_t *lengths = NULL, *starts = NULL;
     PyObject *result = NULL;
     if (get_tensors(obj, t, 4, 3) < 0 ||
         get_state_triple(obj[4], obj[5], obj[6], &t[4], 0, lse_reference(&t[0])) < 0 ||
-        get_state_triple(obj[7], obj[8], obj[9], &t[7], 1, lse_reference(&t[0])) < 0) {
+        get_state_triple(obj[7], obj[8], obj[9], &t[7], 1, lse_reference(&t[0])) < 0 ||
+        (obj[10] != Py_None && get_tensor(obj[10], &t[10], 3, 1, lse_reference(&t[0])) < 0) ||
+        (obj[11] != Py_None && get_tensor(obj[11], &t[11], 3, 1, lse_reference(&t[0])) < 0)) {
         goto done;
     }
     if (get_favor_attention_options(&o, &lengths, &starts, causal, features, scale, eps, relu_offset, kv_lengths,
@@ -2064,14 +2069,15 @@ favor_forward(PyObject *module, PyObject *args)
     }
     performer_status status;
     Py_BEGIN_ALLOW_THREADS
-    status = performer_favor_forward(&t[0].tensor, &t[1].tensor, &t[2].tensor, handle, &t[3].tensor, state[0],
-                                     state[1], state[2], state[3], state[4], state[5], &o);
+    status = performer_favor_forward_with_row_scales(&t[0].tensor, &t[1].tensor, &t[2].tensor, handle, &t[3].tensor,
+                                                     state[0], state[1], state[2], state[3], state[4], state[5],
+                                                     optional_tensor(&t[10]), optional_tensor(&t[11]), &o);
     Py_END_ALLOW_THREADS
     result = none_or_raise(status);
 done:
     PyMem_Free(lengths);
     PyMem_Free(starts);
-    release_all(t, 10);
+    release_all(t, 12);
     return result;
 }
 

@@ -177,7 +177,7 @@ def _favor_setup(q, k, v, projection, causal, features, scale, eps, kv_lengths, 
 
 def favor_attention(q, k, v, projection, *, causal=False, features="positive", scale=None, eps=0.0,
                     kv_lengths=None, initial_state=None, return_state=False, relu_offset=1e-3, kv_starts=None,
-                    out=None, final_state=None):
+                    out=None, final_state=None, return_row_scales=False, row_scales=None):
     """FAVOR+ (Performer) attention: linear attention on the random features phi of
     :func:`favor_features` (docs/ALGORITHMS.md section 3)::
 
@@ -221,14 +221,23 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
         Also return the final scaled state (S~, z~, c) in that form (non-causal: the memory
         plus every visible key).
     relu_offset : float, kappa of "relu" (finite, >= 0)
-    out, final_state : writable buffers or None
-        Write the output (and the final state, a triple, implying return_state) there instead
-        of new arrays; any strides. Overlaps are refused.
+    return_row_scales : bool
+        Also return, per query row, its unit U_i and scaled denominator den_i (each B x H x N,
+        in the state dtype: float32 for float16 tokens): the mathematical denominator
+        ``sum_j phi(q_i).phi(k_j) + eps`` is ``exp(U_i) * den_i``, and ``U_i >= a_f(q_i) + c_f``
+        for the state the row read (docs/FAVOR.md section 4). A row that outputs zeros gets
+        den_i = 0. The output is the same, bit for bit. Used to form the initial state's
+        gradient from the queries (performer.torch.distributed).
+    out, final_state, row_scales : writable buffers or None
+        Write the output (and the final state, a triple, implying return_state; the row
+        scales, a pair (U, den), implying return_row_scales) there instead of new arrays; any
+        strides. Overlaps are refused.
 
     Returns
     -------
     out : numpy.ndarray, B x H x N x M, the inputs' dtype; ``(out, (S, z, c))`` when
-    return_state.
+    return_state; ``(out, (U, den))`` when return_row_scales; ``(out, (S, z, c), (U, den))``
+    with both.
 
     Raises TypeError for unsupported or mixed dtypes and wrong argument types, ValueError for
     wrong ranks, shapes (e.g. a projection whose dim is not D, a state whose C is not the
@@ -244,10 +253,15 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     if return_state:
         sn, zn, cn = _outputs("final_state", final_state, (s_shape, s_shape[:3], s_shape[:3]),
                               _lse_dtype(dtype), _TRIPLE)
+    units = dens = None
+    return_row_scales = return_row_scales or row_scales is not None
+    if return_row_scales:
+        units, dens = _outputs("row_scales", row_scales, (qs[:3], qs[:3]), _lse_dtype(dtype), ("U", "den"))
     out = _output(out, (qs[0], qs[1], qs[2], vs[3]), dtype)
     _ext.favor_forward(q, k, v, projection, out, s0, z0, c0, sn, zn, cn, causal, code, scale, eps, relu_offset,
-                       *keys)
-    return (out, (sn, zn, cn)) if return_state else out
+                       *keys, units, dens)
+    result = (out,) + (((sn, zn, cn),) if return_state else ()) + (((units, dens),) if return_row_scales else ())
+    return result if len(result) > 1 else out
 
 
 def favor_attention_backward(q, k, v, dout, projection, *, causal=False, features="positive", scale=None, eps=0.0,

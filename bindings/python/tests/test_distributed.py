@@ -364,3 +364,35 @@ def test_query_side_initial_state_gradient_equals_the_backward():
                 _close(name, a, b, dtype)
             if fmap == "relu":
                 assert not got[0][1].any() and not got[1][1].any()
+
+
+@needs_torch
+def test_favor_query_side_initial_triple_gradient_equals_the_backward():
+    """Causal FAVOR+ folded: the gradient of the scaled initial triple formed from the queries,
+    the forward's row units and scaled denominators, out and dout equals the one the causal
+    backward returns, for every feature kind, GQA, key lengths, a batch row with no key at all
+    (zero rows, zero gradient) and, for the exponential kinds, norms of 30."""
+    from performer.torch.distributed import _favor_query_state_gradient
+    projection = performer.FavorProjection(8, 16, seed=5)
+    for dtype in (np.float32, np.float64):
+        for features in ("positive", "hyperbolic", "trigonometric", "relu"):
+            for norm in ((1.0, 30.0) if features in ("positive", "hyperbolic") else (1.0,)):
+                q, k, v, dout = _inputs(9, 2, 4, 2, 23, 8, 6, dtype, norm=norm / np.sqrt(8))
+                kp, vp = (x[:, :2] for x in _inputs(10, 2, 2, 2, 11, 8, 6, dtype, norm=norm / np.sqrt(8))[1:3])
+                eps = 1e-3 if norm == 1.0 else 0.0
+                options = dict(causal=True, features=features, eps=eps)
+                lengths = [19, 0]
+                if features == "relu":
+                    lengths, options["eps"] = [19, 12], 1e-3  # relu sees its constant offset everywhere
+                initial = performer.favor_state(kp, vp, projection, features=features, heads=4,
+                                                kv_lengths=[11, 0 if features != "relu" else 11])
+                out, (units, dens) = performer.favor_attention(q, k, v, projection, kv_lengths=lengths,
+                                                               initial_state=initial, return_row_scales=True, **options)
+                want = performer.favor_attention_backward(q, k, v, dout, projection, kv_lengths=lengths,
+                                                          initial_state=initial, **options)[3]
+                got = _favor_query_state_gradient(q, projection.matrix, features, None, 1e-3, initial[2], units, dens,
+                                                  out, dout)
+                for name, a, b in zip(("dS0", "dz0"), got, want):
+                    _close("%s %s norm %g %s" % (features, np.dtype(dtype).name, norm, name), a, b, dtype)
+                if features != "relu":  # batch row 1 sees no key: zero rows, zero gradient
+                    assert (dens[1] == 0).all() and not got[0][1].any() and not got[1][1].any()

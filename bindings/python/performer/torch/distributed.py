@@ -10,11 +10,10 @@ to float rounding. Every rank of the group must make the same calls in the same 
   folds its own keys into a state (``performer.linear_state`` / ``favor_state``), one
   ``all_gather`` of the states, a prefix combination (FAVOR+: the scaled triples combined
   with their max-shifts), then the local forward from that initial state. The backward: one
-  all_gather of the initial-state gradients and a suffix combination. Linear attention
-  computes those gradients from the query side first and hands the suffix sum to the local
-  backward as its final-state gradient (no state backward; non-causal: no pass repeated at
-  all); causal FAVOR+ runs its local backward first and a state backward after it, and
-  non-causal FAVOR+ computes nothing twice, as non-causal linear attention.
+  all_gather of the initial-state gradients and a suffix combination. Both compute those
+  gradients from the query side first (FAVOR+: in scaled units, from the forward's row units
+  and scaled denominators) and hand the suffix combination to the local backward as its
+  final-state gradient (no state backward; non-causal: no pass repeated at all).
   Communication per call O(P * B * H * C * M), independent of N.
 - :func:`softmax_attention` is ring attention: key/value slices travel around the ring
   (isend/recv, overlapped with the computation), partial results are merged by log-sum-exp
@@ -404,7 +403,70 @@ def _combine_favor(parts, ranks, dtype):
     return s.astype(dtype), z.astype(dtype), shift.astype(dtype)
 
 
+def _favor_query_state_gradient(q, matrix, features, scale, relu_offset, c0, units, dens, out, dout):
+    """The gradient of this rank's loss w.r.t. its scaled initial triple (S~0, z~0), c0 held
+    fixed, from the query side alone (docs/DISTRIBUTED.md): with the forward's row units U_i and
+    scaled denominators den_i (``return_row_scales``), g_i = dout_i / den_i and the query
+    features scaled to c0 and U_i, Q_if = phi_f(q_i) e^{c0_f - U_i} (nu e^{a_f(q_i) + c0_f - U_i}
+    for the exponential kinds: at most nu, so finite at any norm), dS~0 = sum_i Q_i g_i^T and
+    dz~0 = -sum_i Q_i (g_i . out_i): one product with the values [g_i, -(g_i . out_i)]. A row
+    with den_i = 0 output zeros and gets zero gradients, as in the library."""
+    b, h, n, m = out.shape
+    dtype = out.dtype
+    num_features, dim = matrix.shape
+    s = 1 / _np.sqrt(dim) if scale is None else scale
+    empty = dens == 0
+    # Features transposed (C x n per head): both products and the exponentials run on
+    # contiguous rows. Per-row terms are added as a 1 x n row, per-feature ones as a C x 1 column;
+    # a row with den = 0 gets -inf there, so its features are exactly 0.
+    xh = q * dtype.type(_np.sqrt(s))
+    ut = _np.matmul(matrix.astype(dtype), xh.swapaxes(2, 3))
+    half = _np.einsum("bhnd,bhnd->bhn", xh, xh) / 2
+    row = _np.where(empty, -_np.inf, -units).astype(dtype)[:, :, None, :]  # -U_i
+    with _np.errstate(over="ignore", invalid="ignore"):
+        if features in ("positive", "hyperbolic"):
+            row = row - half[:, :, None, :]
+            if features == "hyperbolic":
+                ut = _np.concatenate([ut, -ut], 2)
+            ut += row
+            ut += c0.astype(dtype)[..., None]
+            feats = _np.exp(ut, out=ut)  # nu goes into the values below
+            nu = 1 / _np.sqrt(num_features * (2 if features == "hyperbolic" else 1))
+        elif features == "trigonometric":  # one shift per head
+            weight = _np.exp(row + half[:, :, None, :] + c0.astype(dtype)[:, :, :1, None])
+            feats = _np.concatenate([_np.sin(ut), _np.cos(ut)], 2) * weight
+            nu = 1 / _np.sqrt(num_features)
+        else:  # relu: U_i = the row's power-of-two scale, c0 = 0; e^{-U_i} may pass float32's range
+            scaled = (_np.maximum(ut, 0) + relu_offset).astype(_np.float64)
+            feats = (scaled * _np.exp(row.astype(_np.float64) + c0[..., None])).astype(dtype)
+            nu = 1.0
+    weights = _np.empty((b, h, n, m + 1), dtype=dtype)
+    g = weights[..., :m]
+    with _np.errstate(divide="ignore", invalid="ignore"):
+        _np.divide(dout, (_np.where(empty, 1, dens) / nu)[..., None].astype(dtype), out=g)
+    if empty.any():
+        g[empty] = 0
+    w = weights[..., m]
+    _np.einsum("bhnm,bhnm->bhn", g, out, out=w)
+    _np.negative(w, out=w)
+    grad = _np.matmul(feats, weights)
+    return _np.ascontiguousarray(grad[..., :m]), _np.ascontiguousarray(grad[..., m])
+
+
 class _FavorFunction(_torch.autograd.Function):
+    """Causal: folded as linear attention is (docs/DISTRIBUTED.md). Forward: the slice's scaled
+    triple (favor_state; the last rank sends an empty one), one all_gather, the local causal
+    forward from the combination of the earlier ranks' triples (shift c'_r), which also returns
+    its final shift c_F and per row its unit U_i and scaled denominator den_i. Backward: each
+    rank but the first forms its initial triple's gradient from the query side
+    (:func:`_favor_query_state_gradient`); one all_gather; the gradient of this rank's final
+    triple is sum_{t > r} e^{c_F - c'_t} dS~'_t (factors <= 1), which the local causal backward
+    takes as its dstate: no state backward runs.
+
+    Non-causal: each rank's queries read the combination of all ranks' triples as a memory; the
+    backward of that call gives dq and the memory's gradient, one all_gather, and one key pass
+    (favor_state_backward) gives dk, dv."""
+
     @staticmethod
     def forward(ctx, q, k, v, projection, causal, features, scale, eps, kv_lengths, relu_offset, kv_starts, group):
         g = _Group(group)
@@ -424,23 +486,29 @@ class _FavorFunction(_torch.autograd.Function):
             state = _performer.favor_state(kn, vn, pinned, heads=qn.shape[1], **feature_options, **local)
         parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
         ctx.save_for_backward(q, k, v)
+        folded = None
         if causal:
             initial = _combine_favor(parts, _before(g, causal), qn.dtype)
-            out = _performer.favor_attention(qn, kn, vn, pinned, causal=True, eps=eps, initial_state=initial,
-                                             **feature_options, **local)
+            result = _performer.favor_attention(qn, kn, vn, pinned, causal=True, eps=eps, initial_state=initial,
+                                                return_state=True, return_row_scales=initial is not None,
+                                                **feature_options, **local)
+            out, final = result[:2]
+            # What the backward needs: the final shift c_F and, to form the initial triple's
+            # gradient from the queries, out, U and den.
+            folded = (final[2], out) + (result[2] if initial is not None else (None, None))
         else:
             # The queries against every rank's keys as one memory, no keys of their own: the own
             # keys are not folded a second time.
             initial = _combine_favor(parts, list(range(g.size)), qn.dtype)
             out = _performer.favor_attention(qn, kn[:, :, :0], vn[:, :, :0], pinned, eps=eps, initial_state=initial,
                                              **feature_options)
-        ctx.setup = (g, causal, eps, pinned, feature_options, local, initial, [p[2] for p in parts])
+        ctx.setup = (g, causal, eps, pinned, feature_options, local, initial, [p[2] for p in parts], folded)
         return _to_tensor(out)
 
     @staticmethod
     @_once_differentiable
     def backward(ctx, dout):
-        g, causal, eps, pinned, feature_options, local, initial, cs = ctx.setup
+        g, causal, eps, pinned, feature_options, local, initial, cs, folded = ctx.setup
         q, k, v = ctx.saved_tensors
         qn, kn, vn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v)
         dn = _to_numpy("dout", dout)
@@ -456,26 +524,34 @@ class _FavorFunction(_torch.autograd.Function):
                                                      (weight * dz).astype(qn.dtype), heads=qn.shape[1],
                                                      **feature_options, **local)
             return _input_grads(ctx, (dq, dk, dv)) + (None,) * 9
-        grads = _performer.favor_attention_backward(qn, kn, vn, dn, pinned, causal=causal, eps=eps,
-                                                    initial_state=initial, **feature_options, **local)
-        dq, dk, dv = grads[:3]
         shape = (qn.shape[0], qn.shape[1], cs[0].shape[2], vn.shape[3])
-        dinitial = grads[3] if initial is not None else (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype))
+        final_c, out, units, dens = folded
+        if initial is None:
+            # The first rank's initial triple is empty, not a combination: nobody needs its gradient.
+            dinitial = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype))
+        else:
+            f = feature_options
+            dinitial = _favor_query_state_gradient(qn, pinned.matrix, f["features"], f["scale"], f["relu_offset"],
+                                                   initial[2], units, dens, out, dn)
         parts = [_unpack(flat, dinitial) for flat in g.all_gather(_pack(dinitial))]
-        # This rank's triple entered consumer t's initial state with factor exp(c_r - c'_t).
+        # Rank t's initial triple holds this rank's final one with the factor e^{c_F - c'_t}
+        # (c'_t = max_{j<t} c_j >= c_F: factors <= 1; 0 where c_F = -inf, no key yet).
         cs = [c.astype(_np.float64) for c in cs]
-        consumers = _after(g, causal)
-        ds, dz = _np.zeros(shape), _np.zeros(shape[:3])
-        for t in consumers:
-            combined = list(range(t)) if causal else [j for j in range(g.size) if j != t]
-            weight = _shift_weights(cs, combined)[1][g.rank]
-            ds += weight[..., None] * parts[t][0]
-            dz += weight * parts[t][1]
-        if len(consumers):
-            dk2, dv2 = _performer.favor_state_backward(kn, vn, pinned, ds.astype(qn.dtype), dz.astype(qn.dtype),
-                                                       heads=qn.shape[1], **feature_options, **local)
-            dk += dk2
-            dv += dv2
+        final_c = final_c.astype(_np.float64)
+        dfinal = None
+        for t in _after(g, causal):
+            with _np.errstate(invalid="ignore"):
+                weight = _np.exp(final_c - _np.maximum.reduce(cs[:t]))
+            weight = _np.where(final_c == -_np.inf, 0.0, weight)
+            if dfinal is None:
+                dfinal = (_np.zeros(shape), _np.zeros(shape[:3]))
+            dfinal[0][...] += weight[..., None] * parts[t][0]
+            dfinal[1][...] += weight * parts[t][1]
+        if dfinal is not None:
+            dfinal = tuple(x.astype(qn.dtype) for x in dfinal)
+        dq, dk, dv = _performer.favor_attention_backward(qn, kn, vn, dn, pinned, causal=True, eps=eps,
+                                                         initial_state=initial, dstate=dfinal, **feature_options,
+                                                         **local)[:3]
         return _input_grads(ctx, (dq, dk, dv)) + (None,) * 9
 
 
