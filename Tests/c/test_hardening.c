@@ -1174,6 +1174,18 @@ static void wrapping_views(void) {
                   PERFORMER_ERROR_SIZE_OVERFLOW, "S reaches outside the address space");
     performer_favor_decoder_destroy(d);
     performer_favor_projection_destroy(p);
+    /* Each end of the view fits in 64 bits but the distance between them does not: out's
+     * strides [2^40, 2^20, -1, 1] over [2^20, 2^20, 2^20, 1] reach 2^20 - 1 elements below data
+     * and 2^60 - 2^20 above, 2^63 bytes of float64 in all (a softmax call wrote through such an
+     * out; found by the fuzzer). */
+    static double one = 1;
+    const int64_t e = (int64_t)1 << 20;
+    performer_tensor_t q = broadcast_of(PERFORMER_FLOAT64, &one, e, e, e, 1);
+    performer_tensor_t k = broadcast_of(PERFORMER_FLOAT64, &one, e, 2, e, 1), v = k;
+    performer_tensor_t out = broadcast_of(PERFORMER_FLOAT64, (char *)page + 2048, e, e, e, 1);
+    out.strides[0] = (int64_t)1 << 40, out.strides[1] = e, out.strides[2] = -1, out.strides[3] = 1;
+    expect_status("softmax_forward into an out spanning 2^63 bytes", performer_softmax_forward(&q, &k, &v, &out, NULL, NULL),
+                  PERFORMER_ERROR_SIZE_OVERFLOW, "out spans more bytes than fit in 64 bits");
     munmap(page, 4096);
 }
 

@@ -572,7 +572,7 @@ static void destroy_handle(Handle *r) {
 
 static const char *const argument_names[] = {
     "q", "k", "v", "out", "lse", "out_a", "lse_a", "out_b", "lse_b", "dout", "dq", "dk", "dv", "S0", "z0", "c0", "S_N", "z_N", "c_N",
-    "dS_N", "dz_N", "dS0", "dz0", "S_out", "z_out", "c_out", "dS_out", "dz_out", "denominators",
+    "dS_N", "dz_N", "dS0", "dz0", "S_out", "z_out", "c_out", "dS_out", "dz_out", "denominators", "row_units", "row_denominators",
     "x", "dfeatures", "dx", "w", "W", "s", "z", "c", "S", "Z", "C", "options", "kv_lengths", "kv_starts", "decoder",
     "projection", "dtype", "batch", "heads", "key_heads", "head_dim", "value_dim", "feature_map",
     "eps", "dim", "num_features", "kind", "norms", "features", "scale", "relu_offset", "count",
@@ -759,6 +759,18 @@ static void call_linear(Call *c, int which) {
         performer_tensor_t *ds0 = tensor(c, "BHCM", OUT | OPT | WIDE), *dz0 = tensor(c, "BHC1", OUT | OPT | WIDE);
         const performer_linear_options_t *o = linear_options(c);
         RUN(performer_linear_backward, q, k, v, dout, dq, dk, dv, s0, z0, dsn, dzn, ds0, dz0, o);
+    } else if (which == 3 && u8(c->src) % 2) {
+        /* The query-side initial-state gradient: denominators of any value (not a forward's):
+         * no finiteness promise. Causal and the key ranges are ignored. */
+        performer_tensor_t *q = tensor(c, "BHND", IN), *out = tensor(c, "BHNM", IN), *dout = tensor(c, "BHNM", IN);
+        performer_tensor_t *den = tensor(c, "BHN1", IN | OPT | WIDE);
+        performer_tensor_t *ds0 = tensor(c, "BHCM", OUT | WIDE), *dz0 = tensor(c, "BHC1", OUT | WIDE);
+        c->ignores = IGNORES_KV;
+        c->numerics_unknown = 1;
+        const performer_linear_options_t *o = linear_options(c);
+        int normalize = o == NULL || o->size <= offsetof(performer_linear_options_t, normalize) || o->normalize;
+        if (den == NULL && normalize) c->guaranteed_failure = 1;
+        RUN(performer_linear_initial_state_gradient, q, out, dout, den, ds0, dz0, o);
     } else if (which == 3) {
         if (u8(c->src) % 2) c->Hs = mulw(c->Hk, 1 + u8(c->src) % 2);
         performer_tensor_t *k = tensor(c, "BKLD", IN), *v = tensor(c, "BKLM", IN);
@@ -994,7 +1006,15 @@ static void call_favor(Call *c, int which) {
         performer_tensor_t *s0 = tensor(c, "BHCM", IN | OPT | WIDE), *z0 = tensor(c, "BHC1", IN | OPT | WIDE), *c0 = tensor(c, "BHC1", IN | OPT | WIDE);
         performer_tensor_t *sn = tensor(c, "BHCM", OUT | OPT | WIDE), *zn = tensor(c, "BHC1", OUT | OPT | WIDE), *cn = tensor(c, "BHC1", OUT | OPT | NEGINF | WIDE);
         if (s0 || z0 || c0) c->numerics_unknown = 1; /* arbitrary initial states */
-        RUN(performer_favor_forward, q, k, v, h, out, s0, z0, c0, sn, zn, cn, o);
+        if (u8(c->src) % 2) {
+            /* The row scales: both or neither; U_i is -inf for a row that sees no key. */
+            performer_tensor_t *units = tensor(c, "BHN1", OUT | OPT | NEGINF | WIDE);
+            performer_tensor_t *dens = tensor(c, "BHN1", OUT | OPT | WIDE);
+            if ((units == NULL) != (dens == NULL)) c->guaranteed_failure = 1;
+            RUN(performer_favor_forward_with_row_scales, q, k, v, h, out, s0, z0, c0, sn, zn, cn, units, dens, o);
+        } else {
+            RUN(performer_favor_forward, q, k, v, h, out, s0, z0, c0, sn, zn, cn, o);
+        }
         break;
     }
     case 3: {

@@ -57,11 +57,14 @@ public enum TensorLayout {
             if reach < 0 { low = sum } else { high = sum }
         }
         // high + 1: the byte just past the last element must be representable too (and
-        // high == Int.max must not trap).
+        // high == Int.max must not trap). So must the whole span, high − low + 1 elements:
+        // each side may fit while their distance does not (strides of both signs).
         let (_, lowBytesOverflow) = low.multipliedReportingOverflow(by: elementSize)
         let (end, endOverflow) = high.addingReportingOverflow(1)
         let (_, highBytesOverflow) = end.multipliedReportingOverflow(by: elementSize)
-        guard !lowBytesOverflow, !endOverflow, !highBytesOverflow else {
+        let (span, spanOverflow) = end.subtractingReportingOverflow(low)
+        let (_, spanBytesOverflow) = span.multipliedReportingOverflow(by: elementSize)
+        guard !lowBytesOverflow, !endOverflow, !highBytesOverflow, !spanOverflow, !spanBytesOverflow else {
             throw PerformerError(.sizeOverflow, "\(name) spans more bytes than fit in 64 bits")
         }
         return low...high
