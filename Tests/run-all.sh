@@ -59,7 +59,7 @@ step "C and C++ tests" bash Tests/c/run.sh
 step "C/C++ install: prefix, SONAME, version node, pkg-config and CMake consumers" bash Tests/install/run.sh
 
 # Issue 13's valgrind probe runs on the release library (docs/RELIABILITY.md).
-step "valgrind" bash Tests/sanitizers/run.sh valgrind
+step "valgrind memcheck (C tests)" bash Tests/sanitizers/run.sh valgrind
 
 step "Python tests" bash bindings/python/tests/run.sh
 

@@ -1017,6 +1017,21 @@ static void attention_vs_decoder(int dtype) {
 
 /* Norm-30 queries and keys: finite, and equal to the float64 log-space evaluation of the
  * mathematical function (positive features, eps = 0, bidirectional and causal). */
+/* The positive features' exponents a_f(x_i) = w_f . x_i sigma - |x_i sigma|^2 / 2 of n rows of
+ * x (n x d) under W (m x d), sigma = D^(-1/4), into a (n x m), in float64. */
+static void positive_exponents(const double *w, const double *x, int n, int d, int m, double *a) {
+    const double sigma = sqrt(1 / sqrt((double)d));
+    for (int i = 0; i < n; i++) {
+        double nn = 0;
+        for (int j = 0; j < d; j++) nn += (x[i * d + j] * sigma) * (x[i * d + j] * sigma);
+        for (int f = 0; f < m; f++) {
+            double u = 0;
+            for (int j = 0; j < d; j++) u += w[f * d + j] * x[i * d + j] * sigma;
+            a[i * m + f] = u - nn / 2;
+        }
+    }
+}
+
 static void attention_large_norms(int dtype, int causal) {
     enum { n = 12, d = 16, m = 32, mv = 4 };
     char what[64];
@@ -1041,19 +1056,8 @@ static void attention_large_norms(int dtype, int causal) {
     OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), what);
     double *qs = doubles_of(&q), *ks = doubles_of(&k), *vs = doubles_of(&v), ref[n * mv];
     double aq[n][m], ak[n][m];
-    const double sigma = sqrt(1 / sqrt((double)d));
-    for (int i = 0; i < n; i++) {
-        for (int which = 0; which < 2; which++) {
-            const double *x = (which ? ks : qs) + i * d;
-            double *a = which ? ak[i] : aq[i], nn = 0;
-            for (int j = 0; j < d; j++) nn += (x[j] * sigma) * (x[j] * sigma);
-            for (int f = 0; f < m; f++) {
-                double u = 0;
-                for (int j = 0; j < d; j++) u += w[f * d + j] * x[j] * sigma;
-                a[f] = u - nn / 2;
-            }
-        }
-    }
+    positive_exponents(w, qs, n, d, m, &aq[0][0]);
+    positive_exponents(w, ks, n, d, m, &ak[0][0]);
     for (int i = 0; i < n; i++) {
         const int last = causal ? i : n - 1;
         double top = -INFINITY, den = 0, num[mv] = {0};
@@ -1117,19 +1121,8 @@ static void attention_row_scales(int dtype, int causal, int large) {
        what);
     CHECK(memcmp(out.data, plain.data, elem_size(dtype) * n * mv) == 0, "%s: out differs from performer_favor_forward", what);
     double *qs = doubles_of(&q), *ks = doubles_of(&k), aq[n][m], ak[n][m];
-    const double sigma = sqrt(1 / sqrt((double)d));
-    for (int i = 0; i < n; i++) {
-        for (int which = 0; which < 2; which++) {
-            const double *x = (which ? ks : qs) + i * d;
-            double *a = which ? ak[i] : aq[i], nn = 0;
-            for (int j = 0; j < d; j++) nn += (x[j] * sigma) * (x[j] * sigma);
-            for (int f = 0; f < m; f++) {
-                double u = 0;
-                for (int j = 0; j < d; j++) u += w[f * d + j] * x[j] * sigma;
-                a[f] = u - nn / 2;
-            }
-        }
-    }
+    positive_exponents(w, qs, n, d, m, &aq[0][0]);
+    positive_exponents(w, ks, n, d, m, &ak[0][0]);
     double worst_log = 0, worst_bound = 0;
     int finite = 1;
     for (int i = 0; i < n; i++) {
