@@ -589,6 +589,15 @@ static void decoder_lifecycle(int dtype, int kind) {
     performer_favor_projection_destroy(p);
 }
 
+/* Scales every row of a 1 x 1 x n x d tensor to Euclidean norm `norm`. */
+static void set_row_norms(performer_tensor_t *t, double norm) {
+    for (int64_t i = 0; i < t->shape[2]; i++) {
+        double sum = 0;
+        for (int64_t j = 0; j < t->shape[3]; j++) sum += at(t, 0, 0, i, j) * at(t, 0, 0, i, j);
+        for (int64_t j = 0; j < t->shape[3]; j++) set_at(t, 0, 0, i, j, at(t, 0, 0, i, j) * norm / sqrt(sum));
+    }
+}
+
 /* Inputs of norm 30: the decoder's outputs are finite and equal the mathematical function,
  * evaluated here in float64 in log space (positive features, eps = 0: the 1/m factors cancel). */
 static void decoder_large_norms(int dtype, int kind) {
@@ -606,14 +615,8 @@ static void decoder_large_norms(int dtype, int kind) {
     performer_tensor_t q = tensor_new(dtype, 1, 1, T, DD), k = tensor_new(dtype, 1, 1, T, DD);
     performer_tensor_t v = tensor_new(dtype, 1, 1, T, DM), out = tensor_new(dtype, 1, 1, T, DM);
     fill(&q, 61, 1.0); fill(&k, 62, 1.0); fill(&v, 63, 1.0);
-    for (int i = 0; i < T; i++) {
-        for (int which = 0; which < 2; which++) {
-            performer_tensor_t *t = which ? &k : &q;
-            double norm = 0;
-            for (int j = 0; j < DD; j++) norm += at(t, 0, 0, i, j) * at(t, 0, 0, i, j);
-            for (int j = 0; j < DD; j++) set_at(t, 0, 0, i, j, at(t, 0, 0, i, j) * 30 / sqrt(norm));
-        }
-    }
+    set_row_norms(&q, 30);
+    set_row_norms(&k, 30);
     CHECK(run_steps(dec, &q, &k, &v, &out, 0, T), "%s steps: %s", what, performer_last_error());
     double *qs = doubles_of(&q), *ks = doubles_of(&k), *vs = doubles_of(&v), ref[T * DM];
     const double sigma = sqrt(1 / sqrt((double)DD));
@@ -1045,14 +1048,8 @@ static void attention_large_norms(int dtype, int causal) {
     performer_tensor_t q = tensor_new(dtype, 1, 1, n, d), k = tensor_new(dtype, 1, 1, n, d);
     performer_tensor_t v = tensor_new(dtype, 1, 1, n, mv), out = tensor_new(dtype, 1, 1, n, mv);
     fill(&q, 91, 1.0); fill(&k, 92, 1.0); fill(&v, 93, 1.0);
-    for (int which = 0; which < 2; which++) {
-        performer_tensor_t *t = which ? &k : &q;
-        for (int i = 0; i < n; i++) {
-            double norm = 0;
-            for (int j = 0; j < d; j++) norm += at(t, 0, 0, i, j) * at(t, 0, 0, i, j);
-            for (int j = 0; j < d; j++) set_at(t, 0, 0, i, j, at(t, 0, 0, i, j) * 30 / sqrt(norm));
-        }
-    }
+    set_row_norms(&q, 30);
+    set_row_norms(&k, 30);
     OK(performer_favor_forward(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &o), what);
     double *qs = doubles_of(&q), *ks = doubles_of(&k), *vs = doubles_of(&v), ref[n * mv];
     double aq[n][m], ak[n][m];
@@ -1108,14 +1105,8 @@ static void attention_row_scales(int dtype, int causal, int large) {
     performer_tensor_t plain = tensor_new(dtype, 1, 1, n, mv);
     performer_tensor_t units = tensor_new(dtype, 1, 1, n, 1), dens = tensor_new(dtype, 1, 1, n, 1);
     fill(&q, 191, 1.0); fill(&k, 192, 1.0); fill(&v, 193, 1.0);
-    for (int which = 0; which < 2; which++) {
-        performer_tensor_t *t = which ? &k : &q;
-        for (int i = 0; i < n; i++) {
-            double norm = 0;
-            for (int j = 0; j < d; j++) norm += at(t, 0, 0, i, j) * at(t, 0, 0, i, j);
-            for (int j = 0; j < d; j++) set_at(t, 0, 0, i, j, at(t, 0, 0, i, j) * (large ? 30 : 1) / sqrt(norm));
-        }
-    }
+    set_row_norms(&q, large ? 30 : 1);
+    set_row_norms(&k, large ? 30 : 1);
     OK(performer_favor_forward(&q, &k, &v, p, &plain, NULL, NULL, NULL, NULL, NULL, NULL, &o), what);
     OK(performer_favor_forward_with_row_scales(&q, &k, &v, p, &out, NULL, NULL, NULL, NULL, NULL, NULL, &units, &dens, &o),
        what);
