@@ -82,13 +82,7 @@ final class LinearInitialStateGradientTests: XCTestCase {
         let z = LinearTestTensor<Float>(shape: SIMD4(2, 4, 3, 1), values: [Double](repeating: 42, count: 24))
         let gradient = MutableLinearStateView(s: s.mutableView, z: z.mutableView)
         func expect(_ status: PerformerStatus, _ naming: String, _ body: () throws(PerformerError) -> Void) {
-            do throws(PerformerError) {
-                try body()
-                XCTFail("\(naming): no error")
-            } catch {
-                XCTAssertEqual(error.status, status, "\(error)")
-                XCTAssert(error.message.contains(naming), "\(error.message) does not name \(naming)")
-            }
+            assertThrowsPerformerError(status, containing: naming, naming) { try body() }
             XCTAssert(s.values.allSatisfy { $0 == 42 } && z.values.allSatisfy { $0 == 42 }, "\(naming): wrote the gradient")
         }
         expect(.nullPointer, "denominators") { () throws(PerformerError) in

@@ -156,13 +156,7 @@ final class LinearStateOnlyTests: XCTestCase {
         let dk = LinearTestTensor<Float>(shape: k.shape, values: [Double](repeating: 42, count: 60))
         let dv = LinearTestTensor<Float>(shape: v.shape, values: [Double](repeating: 42, count: 80))
         func expect(_ status: PerformerStatus, _ naming: String, _ body: () throws(PerformerError) -> Void) {
-            do throws(PerformerError) {
-                try body()
-                XCTFail("\(naming): no error")
-            } catch {
-                XCTAssertEqual(error.status, status, "\(error)")
-                XCTAssert(error.message.contains(naming), "\(error.message) does not name \(naming)")
-            }
+            assertThrowsPerformerError(status, containing: naming, naming) { try body() }
             XCTAssert(s.values.allSatisfy { $0 == 42 } && z.values.allSatisfy { $0 == 42 }, "\(naming): wrote the state")
             XCTAssert(dk.values.allSatisfy { $0 == 42 } && dv.values.allSatisfy { $0 == 42 }, "\(naming): wrote a gradient")
         }

@@ -79,9 +79,7 @@ extension LinearProblem {
             _ = try TensorLayout.elementCount(view.shape, name: name)
         }
         let (b, h, n, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
-        try ShapeCheck.expect(output.shape[0] == b, "out.shape[0] = \(output.shape[0]) but q.shape[0] = \(b) (batch)")
-        try ShapeCheck.expect(output.shape[1] == h, "out.shape[1] = \(output.shape[1]) but q.shape[1] = \(h) (heads)")
-        try ShapeCheck.expect(output.shape[2] == n, "out.shape[2] = \(output.shape[2]) but q.shape[2] = \(n) (queries)")
+        try ShapeCheck.expectLeadingAxes(output.shape, name: "out", equal: q.shape, name: "q", meanings: ["batch", "heads", "queries"])
         try ShapeCheck.expect(d >= 1, "q.shape[3] = \(d): head dim must be at least 1")
         guard options.epsilon.isFinite, options.epsilon >= 0 else {
             throw PerformerError(.invalidArgument, "eps = \(options.epsilon) must be finite and >= 0")

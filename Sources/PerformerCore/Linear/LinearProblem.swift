@@ -38,9 +38,7 @@ struct LinearProblem {
             _ = try TensorLayout.elementCount(view.shape, name: name)
         }
         let (b, hk, l, d) = (k.shape[0], k.shape[1], k.shape[2], k.shape[3])
-        try ShapeCheck.expect(v.shape[0] == b, "v.shape[0] = \(v.shape[0]) but k.shape[0] = \(b) (batch)")
-        try ShapeCheck.expect(v.shape[1] == hk, "v.shape[1] = \(v.shape[1]) but k.shape[1] = \(hk) (key heads)")
-        try ShapeCheck.expect(v.shape[2] == l, "v.shape[2] = \(v.shape[2]) but k.shape[2] = \(l) (keys)")
+        try ShapeCheck.expectLeadingAxes(v.shape, name: "v", equal: k.shape, name: "k", meanings: ["batch", "key heads", "keys"])
         try ShapeCheck.expect(hk >= 1, "k.shape[1] = \(hk): need at least one key head")
         try ShapeCheck.expect(d >= 1, "k.shape[3] = \(d): head dim must be at least 1")
         try ShapeCheck.expect(stateHeads >= 1 && stateHeads % hk == 0,

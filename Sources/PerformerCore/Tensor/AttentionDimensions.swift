@@ -66,4 +66,13 @@ enum ShapeCheck {
             throw PerformerError(.shapeMismatch, "\(name).shape[\(axis)] = \(view.shape[axis]) but expected \(expected[axis]) (\(name) is \(meaning) = \(TensorLayout.describe(expected)))")
         }
     }
+
+    /// Throws unless axes 0-2 of `other` equal those of `reference` (two tensors of the same
+    /// rows): "v.shape[2] = 6 but k.shape[2] = 5 (keys)", each axis named by `meanings`.
+    static func expectLeadingAxes(_ other: SIMD4<Int>, name otherName: String, equal reference: SIMD4<Int>,
+                                  name referenceName: String, meanings: [String]) throws(PerformerError) {
+        for axis in 0..<3 where other[axis] != reference[axis] {
+            throw PerformerError(.shapeMismatch, "\(otherName).shape[\(axis)] = \(other[axis]) but \(referenceName).shape[\(axis)] = \(reference[axis]) (\(meanings[axis]))")
+        }
+    }
 }
