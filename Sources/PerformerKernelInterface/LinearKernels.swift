@@ -75,6 +75,11 @@ public struct LinearAttentionTask: @unchecked Sendable {
     public var finalNormalizerGradient: StridedMatrix?
     public var initialStateGradient: StridedMatrix?  // C × M (backward output)
     public var initialNormalizerGradient: StridedMatrix?
+    /// Forward only: compute o_i = Σ_j (φ(q_i)·φ(k_j)) v_j / (Σ_j φ(q_i)·φ(k_j) + ε) directly,
+    /// without the C × M state (same contract, another summation order). Set only for a task
+    /// with no initial or final state whose shape `linearDirectFormFits` (the scratch is sized
+    /// for it then). false by default.
+    public var direct: Bool
     /// `LinearKernels.scratchBytes` bytes, 64-byte aligned, owned by this task.
     public var scratch: UnsafeMutableRawPointer
 
@@ -91,6 +96,7 @@ public struct LinearAttentionTask: @unchecked Sendable {
         self.key = key
         self.value = value
         self.accumulateKeyGradients = false
+        self.direct = false
         self.scratch = scratch
     }
 }
@@ -163,7 +169,8 @@ public struct LinearStepTask: @unchecked Sendable {
 public struct LinearKernels: Sendable {
     /// Scratch bytes one task needs: (shape, element size, causal, backward). The causal backward
     /// keeps two scalars per position (the denominator and its gradient), so its scratch grows
-    /// as O(N); everything else is O(chunk · max(C, M) + C · M).
+    /// as O(N); everything else is O(chunk · max(C, M) + C · M). A forward whose shape
+    /// `linearDirectFormFits` gets enough for either form.
     public var scratchBytes: @Sendable (LinearHeadShape, Int, Bool, Bool) -> Int
     public var forwardFloat: @Sendable (UnsafePointer<LinearAttentionTask>) -> Void
     public var forwardDouble: @Sendable (UnsafePointer<LinearAttentionTask>) -> Void

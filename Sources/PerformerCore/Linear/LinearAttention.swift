@@ -50,10 +50,12 @@ public enum LinearAttention {
             for: problem.argumentSizes)
         else { return }
         let entry = T.dtype == .float32 ? kernels.forwardFloat : kernels.forwardDouble
+        let direct = runsDirectForm(problem, hasState: initialState != nil || finalState != nil)
         tasks.run { head in
             let (b, h) = (head.b, head.h)
             output.prefaultHead(b, h)
             var task = problem.task(b: b, h: h, query: query, key: key, value: value, scratch: head.scratch)
+            task.direct = direct
             task.output = output.matrix(b, h)
             task.denominators = denominators?.matrix(b, h)
             task.initialState = initialState?.s.matrix(b, h)

@@ -6,9 +6,11 @@ import PerformerKernelInterface
 // then S += φ(K_c)ᵀ V_c, z += colsum φ(K_c); the triangle is computed tile by tile (about half).
 // Un-normalized (`normalize` false), the output is num itself. Both forms start from the
 // initial state when given and can return the final state (non-causal: S_0 plus all keys).
+// Small problems without a state run the direct form instead (LinearForwardDirect.swift).
 
 func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttentionTask>, _: T.Type) {
     let task = taskPointer.pointee
+    if task.direct { return linearForwardDirect(task, T.self) }
     let n = task.shape.queryCount, l = task.shape.keyCount
     let c = task.shape.featureDim, m = task.shape.valueDim
     let causal = task.causal

@@ -4,9 +4,12 @@ import PerformerKernelInterface
 func makeLinearKernels() -> LinearKernels {
     LinearKernels(
         scratchBytes: { shape, elementSize, causal, backward in
-            elementSize == 4
-                ? LinearScratch<Float>.bytes(shape: shape, causal: causal, backward: backward)
-                : LinearScratch<Double>.bytes(shape: shape, causal: causal, backward: backward)
+            switch (elementSize == 4, backward) {
+            case (true, false): linearForwardScratchBytes(shape, causal: causal, Float.self)
+            case (false, false): linearForwardScratchBytes(shape, causal: causal, Double.self)
+            case (true, true): LinearScratch<Float>.bytes(shape: shape, causal: causal, backward: true)
+            case (false, true): LinearScratch<Double>.bytes(shape: shape, causal: causal, backward: true)
+            }
         },
         forwardFloat: { linearForward($0, Float.self) },
         forwardDouble: { linearForward($0, Double.self) },

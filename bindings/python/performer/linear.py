@@ -3,8 +3,9 @@
 import numpy as _np
 
 from . import _performer as _ext
-from ._common import (_PAIR, _check_exact, _check_state_arity, _checked_qkv, _key_array, _lse_dtype, _ndarray,
-                      _options, _output, _outputs, _qkv, _real, _size, _state_arrays, _state_reference, _tensor)
+from ._common import (_PAIR, _check_exact, _check_state_arity, _checked_qkv, _empty, _key_array, _lse_dtype,
+                      _ndarray, _options, _output, _outputs, _qkv, _real, _size, _state_arrays, _state_reference,
+                      _tensor)
 
 #: Feature-map names and their performer_feature_map codes.
 _FEATURE_MAPS = {"elu+1": 0, "relu": 1, "identity": 2}
@@ -80,6 +81,18 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
     Raises TypeError for unsupported or mixed dtypes and wrong argument types, ValueError for
     wrong ranks, shapes or option values; the message names the argument.
     """
+    if (initial_state is None and final_state is None and denominators is None and not return_state
+            and not return_denominators and kv_lengths is None and kv_starts is None and type(eps) is float):
+        # The common call (no state, no denominators, no key ranges): nothing to convert but the
+        # feature map's name; the extension reads causal and normalize as truth values, as
+        # bool() would, and the library checks the rest with the same messages.
+        fmap = _FEATURE_MAPS.get(feature_map) if type(feature_map) is str else None
+        if fmap is not None:
+            dtype, qs, _, vs = _qkv(q, k, v)
+            if out is None:
+                out = _empty(qs[:3] + vs[3:], dtype)
+            _ext.linear_forward(q, k, v, out, None, None, None, None, None, causal, fmap, eps, normalize, None)
+            return out
     dtype, qs, ks, vs, causal, fmap, eps, kv_lengths, kv_starts = _linear_setup(
         q, k, v, causal, feature_map, eps, kv_lengths, kv_starts)
     B, H, N, D = qs
