@@ -53,8 +53,8 @@ class _Decoder:
 
     def _state_copies(self):
         """New arrays (S B x H x C x M, then B x H x C ones) holding the state."""
-        arrays = (_empty(self._s_shape, self._state_dtype),) + tuple(
-            _empty(self._s_shape[:3], self._state_dtype) for _ in self._STATE[1:])
+        dtype, shape = self._state_dtype, self._s_shape
+        arrays = (_empty(shape, dtype),) + tuple([_empty(shape[:3], dtype) for _ in self._STATE[1:]])
         self._get_state(*arrays)
         return arrays
 
@@ -110,6 +110,7 @@ class LinearDecoder(_Decoder, _ext.LinearDecoder):
         self._feature_map, self._eps, self._dtype = feature_map, eps, np_dtype
         self._out_shape = (batch, heads, value_dim)
         self._s_shape = (batch, heads, dim, value_dim)
+        self._z_shape = (batch, heads, dim)
 
     _STATE = _PAIR
     # batch, value_dim, eps, dtype: _Decoder's; heads and dim documented for GQA and C = D.
@@ -150,7 +151,10 @@ class LinearDecoder(_Decoder, _ext.LinearDecoder):
     def state(self):
         """(S, z): copies of the state, S B x H x C x M and z B x H x C. Assign a pair to
         replace it (see :meth:`set_state`)."""
-        return self._state_copies()
+        # _state_copies inlined for two arrays: a get is mostly frames and allocation.
+        S, z = _empty(self._s_shape, self._state_dtype), _empty(self._z_shape, self._state_dtype)
+        self._get_state(S, z)
+        return S, z
 
     @state.setter
     def state(self, pair):
