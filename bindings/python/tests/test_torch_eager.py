@@ -290,7 +290,8 @@ for eager, op in cases:
     assert torch.equal(a, b)
     assert all(torch.equal(x, y) for x, y in zip(torch.autograd.grad(a.sum(), (q, k, v)),
                                                   torch.autograd.grad(b.sum(), (q, k, v))))
-    assert torch.autograd.gradcheck(eager, (q, k, v))
+    if eager is not cases[-1][0]:  # S~ alone, c held fixed, is not a function gradcheck can check
+        assert torch.autograd.gradcheck(eager, (q, k, v))
 print("fallback ok")
 """
 

@@ -10,7 +10,7 @@ from performer import linear as _linear
 
 from . import _autocast, _ops
 from ._apply import c_apply, unwrap
-from ._direct import eager, needs_grad
+from ._direct import eager, needs_grad, route
 from ._functorch import functorch_active
 from ._tensors import check, key_lists, key_tensors, wide_dtype
 
@@ -121,9 +121,10 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, no
     kv_lengths, kv_starts = key_tensors(kv_lengths, kv_starts)
     if _autocast.requested():
         q, k, v, S0, z0 = _autocast.widen((q, k, v, S0, z0))
-    if eager(q, k, v, S0, z0):
+    grad = route(q, k, v, S0, z0)
+    if grad is not None:
         kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
-        if needs_grad(q, k, v, S0, z0):
+        if grad:
             if S0 is not None or z0 is not None:
                 S0, z0 = (None if S0 is None else unwrap(S0)), (None if z0 is None else unwrap(z0))
             out, S, z = apply_linear(unwrap(q), unwrap(k), unwrap(v), S0, z0, causal, fmap, eps, normalize,
