@@ -132,6 +132,8 @@ def torch_cases() -> list[tuple[str, Callable[[], object]]]:
         ("torch SDPA 1x1x1x64, q requires grad (reference)", lambda: F.scaled_dot_product_attention(g1, q1, q1)),
         ("performer.torch.linear_attention 1x1x1x64, q requires grad", lambda: pt.linear_attention(g1, q1, q1)),
         ("performer.torch.favor_attention 1x1x1x64 (W), q requires grad", lambda: pt.favor_attention(g1, q1, q1, W)),
+        ("performer.torch.linear_state 1x1x1x64, k requires grad", lambda: pt.linear_state(g1, q1)),
+        ("performer.torch.favor_state 1x1x1x64 (W), k requires grad", lambda: pt.favor_state(g1, q1, W)),
         ("torch SDPA 1x1x1x64 forward + backward to q (reference)",
          lambda: grad(F.scaled_dot_product_attention(g1, q1, q1), g1, dout1)),
         ("performer.torch.softmax_attention 1x1x1x64 forward + backward to q",
@@ -152,6 +154,7 @@ def torch_cases() -> list[tuple[str, Callable[[], object]]]:
         ("performer.torch.LinearDecoder.step (out=)", lambda: decoder.step(*token, step_out)),
         ("performer.torch.LinearDecoder.step on a caller state", lambda: decoder.step(*token, step_out, state=(S, z))),
         ("performer.torch.FavorDecoder.step B=1 H=8 D=M=64 m=64", lambda: favor_decoder.step(*token)),
+        ("performer.torch.FavorDecoder.step (out=)", lambda: favor_decoder.step(*token, step_out)),
     ]
 
 

@@ -11,9 +11,10 @@
  *   - torch tensors themselves, once performer.torch registered their type (register_tensor_type).
  * float32 ('f') or float64 ('d') (float16 where the library takes it), rank 4 (rank 3 for lse,
  * seen by the C library as B x H x N x 1), any strides that are whole multiples of the item size,
- * negative included. The extension does not allocate results: the Python layer
+ * negative included. The extension does not allocate results -- the Python layer
  * (performer/softmax.py, linear.py, favor.py, decoders.py) passes output buffers it allocated,
- * which are requested writable.
+ * which are requested writable -- but for one: a performer.torch decoder step without out=
+ * (new_torch_tensor).
  *
  * The C call runs without the GIL. Every buffer or reference taken is released on every path.
  */
@@ -511,6 +512,7 @@ static PyTypeObject *tensor_type;  /* torch.Tensor, or NULL until registered */
 static PyObject *tensor_dtypes;    /* {torch dtype: performer dtype code} */
 static PyObject *tensor_view;      /* performer.torch._tensors.view */
 static PyObject *tensor_to_dlpack; /* torch._C._to_dlpack, or NULL (private to PyTorch: optional) */
+static PyObject *tensor_from_dlpack; /* torch._C._from_dlpack, or NULL: new_torch_tensor's way */
 static PyObject *name_dtype, *name_is_cpu, *name_is_neg, *name_resolve_neg, *name_data_ptr, *name_shape,
     *name_stride;
 
@@ -617,6 +619,92 @@ get_torch_tensor_dlpack(PyObject *obj, tensor_arg *arg, int ndim, const tensor_a
     return result;
 }
 
+/* A tensor the extension made: one DLPack header and the data (64-byte aligned, as PyTorch's CPU
+ * allocator), both freed by the deleter PyTorch calls when the tensor's storage dies (any thread,
+ * so plain free(), not the Python allocator). */
+typedef struct {
+    dl_managed managed;
+    int64_t shape[4];
+    int64_t strides[4];
+} made_tensor;
+
+static void
+made_tensor_delete(dl_managed *managed)
+{
+    free(managed->tensor.data);
+    free(managed);
+}
+
+/* The capsule's destructor: PyTorch renames a capsule it consumed ("used_dltensor") and owns the
+ * tensor from then on; one it did not consume still holds it. */
+static void
+made_capsule_destructor(PyObject *capsule)
+{
+    if (PyCapsule_IsValid(capsule, "dltensor")) {
+        dl_managed *managed = (dl_managed *)PyCapsule_GetPointer(capsule, "dltensor");
+        managed->deleter(managed);
+    }
+}
+
+/*
+ * A new contiguous CPU tensor of the given performer dtype and shape (uninitialized), made here
+ * and imported through PyTorch's from_dlpack: about half of what torch.empty costs from Python
+ * (the decoders' steps without out=). NULL with an exception.
+ */
+static PyObject *
+new_torch_tensor(int32_t dtype_code, int ndim, const int64_t *shape)
+{
+    if (tensor_from_dlpack == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "performer.torch registered no from_dlpack: pass out=");
+        return NULL;
+    }
+    const dtype_info *dtype = find_dtype(dtype_code);
+    dl_dtype dl = {dtype_code == PERFORMER_BFLOAT16 ? DL_BFLOAT : DL_FLOAT, 0, 1};
+    int64_t elements = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || (shape[i] > 0 && elements > INT64_MAX / 64 / shape[i])) {
+            PyErr_SetString(PyExc_OverflowError, "output too large");
+            return NULL;
+        }
+        elements *= shape[i];
+    }
+    if (dtype == NULL || ndim > 4) {
+        PyErr_SetString(PyExc_SystemError, "new_torch_tensor: bad dtype or rank");
+        return NULL;
+    }
+    dl.bits = (uint8_t)(dtype->itemsize * 8);
+    size_t bytes = (size_t)((elements * dtype->itemsize + 63) / 64 * 64);
+    made_tensor *made = (made_tensor *)calloc(1, sizeof *made);
+    void *data = aligned_alloc(64, bytes > 0 ? bytes : 64);
+    if (made == NULL || data == NULL) {
+        free(made);
+        free(data);
+        return PyErr_NoMemory();
+    }
+    int64_t stride = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        made->shape[i] = shape[i];
+        made->strides[i] = stride;
+        stride *= shape[i];
+    }
+    dl_tensor *t = &made->managed.tensor;
+    t->data = data;
+    t->device.device_type = DL_CPU;
+    t->ndim = ndim;
+    t->dtype = dl;
+    t->shape = made->shape;
+    t->strides = made->strides;
+    made->managed.deleter = made_tensor_delete;
+    PyObject *capsule = PyCapsule_New(&made->managed, "dltensor", made_capsule_destructor);
+    if (capsule == NULL) {
+        made_tensor_delete(&made->managed);
+        return NULL;
+    }
+    PyObject *tensor = PyObject_CallFunctionObjArgs(tensor_from_dlpack, capsule, NULL);
+    Py_DECREF(capsule);
+    return tensor;
+}
+
 static int
 get_torch_tensor(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
 {
@@ -694,18 +782,26 @@ get_torch_tensor(PyObject *obj, tensor_arg *arg, int ndim, int writable, const t
     return result;
 }
 
-/* _register_tensor_type(tensor_type, dtype_codes, view): see the section's comment. */
+/* _register_tensor_type(tensor_type, dtype_codes, view[, to_dlpack[, from_dlpack]]): see the
+ * section's comment; from_dlpack (or None) makes the tensors of new_torch_tensor. */
 static PyObject *
 register_tensor_type(PyObject *module, PyObject *args)
 {
-    PyObject *type, *dtypes, *view, *to_dlpack = Py_None;
-    if (!PyArg_ParseTuple(args, "O!O!O|O:_register_tensor_type", &PyType_Type, &type, &PyDict_Type, &dtypes, &view,
-                          &to_dlpack)) {
+    PyObject *type, *dtypes, *view, *to_dlpack = Py_None, *from_dlpack = Py_None;
+    if (!PyArg_ParseTuple(args, "O!O!O|OO:_register_tensor_type", &PyType_Type, &type, &PyDict_Type, &dtypes, &view,
+                          &to_dlpack, &from_dlpack)) {
         return NULL;
     }
-    if (!PyCallable_Check(view) || (to_dlpack != Py_None && !PyCallable_Check(to_dlpack))) {
-        PyErr_SetString(PyExc_TypeError, "_register_tensor_type: view and to_dlpack must be callable");
+    if (!PyCallable_Check(view) || (to_dlpack != Py_None && !PyCallable_Check(to_dlpack)) ||
+        (from_dlpack != Py_None && !PyCallable_Check(from_dlpack))) {
+        PyErr_SetString(PyExc_TypeError, "_register_tensor_type: view, to_dlpack and from_dlpack must be callable");
         return NULL;
+    }
+    if (from_dlpack == Py_None) {
+        Py_CLEAR(tensor_from_dlpack);
+    } else {
+        Py_INCREF(from_dlpack);
+        Py_XSETREF_COMPAT(tensor_from_dlpack, from_dlpack);
     }
     const char *names[] = {"dtype", "is_cpu", "is_neg", "resolve_neg", "data_ptr", "shape", "stride"};
     PyObject **slots[] = {&name_dtype, &name_is_cpu, &name_is_neg, &name_resolve_neg, &name_data_ptr, &name_shape,
@@ -1351,6 +1447,10 @@ typedef struct {
                              const performer_tensor_t *v, performer_tensor_t *out);
     performer_status (*get_state)(void *handle, performer_tensor_t *const *state);
     performer_status (*set_state)(void *handle, const performer_tensor_t *const *state);
+    /* A step on a caller's state (S, z), or NULL (the FAVOR+ decoder: the C ABI has none). */
+    performer_status (*state_step)(void *handle, const performer_tensor_t *q, const performer_tensor_t *k,
+                                   const performer_tensor_t *v, performer_tensor_t *out, performer_tensor_t *s,
+                                   performer_tensor_t *z);
 } decoder_ops;
 
 typedef struct {
@@ -1359,6 +1459,7 @@ typedef struct {
     void *handle;  /* the kind's decoder handle; NULL until __init__ succeeds */
     int busy;      /* a call is running (without the GIL) on this decoder */
     int dtype;
+    int64_t out_shape[3];  /* B x H x M of a step's output (_tensor_step allocates it) */
 } DecoderObject;
 
 static PyObject *
@@ -1387,11 +1488,14 @@ decoder_check_idle(DecoderObject *self)
 
 /* The end of a successful __init__: the new handle replaces the old one (__init__ called again). */
 static void
-decoder_adopt(DecoderObject *self, void *handle, int dtype)
+decoder_adopt(DecoderObject *self, void *handle, int dtype, int64_t batch, int64_t heads, int64_t value_dim)
 {
     self->ops->destroy(self->handle);
     self->handle = handle;
     self->dtype = dtype;
+    self->out_shape[0] = batch;
+    self->out_shape[1] = heads;
+    self->out_shape[2] = value_dim;
 }
 
 /* The end of a heap type's tp_dealloc: frees self and drops the instance's reference to its type. */
@@ -1471,9 +1575,11 @@ typedef performer_status (*decoder_state_step_fn)(void *handle, const performer_
 /* _step / _prefill(q, k, v, out) -> out, or with state_call _step_state(q, k, v, out, S, z) -> out.
  * token: rank-3 B x heads x features tensors (one position), else rank-4 B x heads x N x features;
  * S is B x H x C x M, z B x H x C. */
+static const char *const state_arg_names[2] = {"S", "z"};
+
 static PyObject *
 decoder_tokens_call(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs, const char *method, int token,
-                    decoder_tokens_fn call, decoder_state_step_fn state_call)
+                    decoder_tokens_fn call, decoder_state_step_fn state_call, const char *const *state_names)
 {
     int count = state_call != NULL ? 6 : 4;
     if (nargs != count) {
@@ -1484,7 +1590,7 @@ decoder_tokens_call(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs
     if (decoder_claim(self) < 0) {
         return NULL;
     }
-    tensor_arg reference, state_reference, t[6] = {{"q"}, {"k"}, {"v"}, {"out"}, {"S"}, {"z"}};
+    tensor_arg reference, state_reference, t[6] = {{"q"}, {"k"}, {"v"}, {"out"}, {state_names[0]}, {state_names[1]}};
     decoder_reference(self, &reference);
     decoder_state_reference(self, &state_reference);
     PyObject *result = NULL;
@@ -1516,7 +1622,38 @@ done:
 static PyObject *
 decoder_step(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return decoder_tokens_call(self, args, nargs, "_step", 1, self->ops->step, NULL);
+    return decoder_tokens_call(self, args, nargs, "_step", 1, self->ops->step, NULL, state_arg_names);
+}
+
+/*
+ * _tensor_step(q, k, v, out, S, z) -> out: performer.torch's step. out None: a new tensor made
+ * here (new_torch_tensor; freed again on error); S, z None: the decoder's own state, else the
+ * caller's state tensors (named as performer.torch names them), updated in place.
+ */
+static PyObject *
+decoder_tensor_step(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char *const names[2] = {"state[0] (S)", "state[1] (z)"};
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "_tensor_step expects 6 arguments (q, k, v, out, S, z), got %zd", nargs);
+        return NULL;
+    }
+    int on_state = args[4] != Py_None || args[5] != Py_None;
+    if (on_state && self->ops->state_step == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s has no step on a caller's state", self->ops->type_name);
+        return NULL;
+    }
+    PyObject *a[6] = {args[0], args[1], args[2], args[3], args[4], args[5]}, *made = NULL;
+    if (a[3] == Py_None) {
+        if ((made = new_torch_tensor(self->dtype, 3, self->out_shape)) == NULL) {
+            return NULL;
+        }
+        a[3] = made;
+    }
+    PyObject *result = on_state ? decoder_tokens_call(self, a, 6, "_tensor_step", 1, NULL, self->ops->state_step, names)
+                                : decoder_tokens_call(self, a, 4, "_tensor_step", 1, self->ops->step, NULL, names);
+    Py_XDECREF(made);
+    return result;
 }
 
 /* _get_state(S, z[, c]) / _set_state(S, z[, c]): S B x H x C x M, z (and c) B x H x C. */
@@ -1619,6 +1756,11 @@ linear_decoder_set_state(void *handle, const performer_tensor_t *const *state)
     return performer_linear_decoder_set_state(handle, state[0], state[1]);
 }
 
+static performer_status linear_decoder_step_with_state(void *handle, const performer_tensor_t *q,
+                                                       const performer_tensor_t *k, const performer_tensor_t *v,
+                                                       performer_tensor_t *out, performer_tensor_t *s,
+                                                       performer_tensor_t *z);
+
 static const decoder_ops linear_decoder_ops = {
     .type_name = "LinearDecoder",
     .state_count = 2,
@@ -1629,6 +1771,7 @@ static const decoder_ops linear_decoder_ops = {
     .step = linear_decoder_step,
     .get_state = linear_decoder_get_state,
     .set_state = linear_decoder_set_state,
+    .state_step = linear_decoder_step_with_state,
 };
 
 static PyObject *
@@ -1660,7 +1803,7 @@ linear_decoder_init(DecoderObject *self, PyObject *args, PyObject *kwargs)
         raise_status(status);
         return -1;
     }
-    decoder_adopt(self, handle, dtype);
+    decoder_adopt(self, handle, dtype, batch, heads, value_dim);
     return 0;
 }
 
@@ -1668,7 +1811,7 @@ linear_decoder_init(DecoderObject *self, PyObject *args, PyObject *kwargs)
 static PyObject *
 linear_decoder_prefill_method(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return decoder_tokens_call(self, args, nargs, "_prefill", 0, linear_decoder_prefill, NULL);
+    return decoder_tokens_call(self, args, nargs, "_prefill", 0, linear_decoder_prefill, NULL, state_arg_names);
 }
 
 /* _step_state(q, k, v, out, S, z) -> out: one token on the caller's state (updated in place);
@@ -1684,7 +1827,8 @@ linear_decoder_step_with_state(void *handle, const performer_tensor_t *q, const 
 static PyObject *
 linear_decoder_step_state_method(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return decoder_tokens_call(self, args, nargs, "_step_state", 1, NULL, linear_decoder_step_with_state);
+    return decoder_tokens_call(self, args, nargs, "_step_state", 1, NULL, linear_decoder_step_with_state,
+                               state_arg_names);
 }
 
 static PyMethodDef linear_decoder_methods[] = {
@@ -1692,6 +1836,9 @@ static PyMethodDef linear_decoder_methods[] = {
      "_step(q, k, v, out) -> out: one token (q B x H x D, k B x Hk x D, v B x Hk x M; out B x H x M)."},
     {"_step_state", (PyCFunction)(void (*)(void))linear_decoder_step_state_method, METH_FASTCALL,
      "_step_state(q, k, v, out, S, z) -> out: one token on a caller's state, updated in place."},
+    {"_tensor_step", (PyCFunction)(void (*)(void))decoder_tensor_step, METH_FASTCALL,
+     "_tensor_step(q, k, v, out, S, z) -> out: performer.torch's step (out None: a new tensor; S, z: a "
+     "caller's state, or None)."},
     {"_prefill", (PyCFunction)(void (*)(void))linear_decoder_prefill_method, METH_FASTCALL,
      "_prefill(q, k, v, out) -> out: a prompt (rank 4, B x heads x N x features)."},
     {"_get_state", (PyCFunction)(void (*)(void))decoder_get_state, METH_FASTCALL,
@@ -2312,13 +2459,15 @@ favor_decoder_init(DecoderObject *self, PyObject *args, PyObject *kwargs)
         raise_status(status);
         return -1;
     }
-    decoder_adopt(self, handle, dtype);
+    decoder_adopt(self, handle, dtype, batch, heads, value_dim);
     return 0;
 }
 
 static PyMethodDef favor_decoder_methods[] = {
     {"_step", (PyCFunction)(void (*)(void))decoder_step, METH_FASTCALL,
      "_step(q, k, v, out) -> out: one token (q, k B x H x D, v B x H x M; out B x H x M)."},
+    {"_tensor_step", (PyCFunction)(void (*)(void))decoder_tensor_step, METH_FASTCALL,
+     "_tensor_step(q, k, v, out, None, None) -> out: performer.torch's step (out None: a new tensor)."},
     {"_get_state", (PyCFunction)(void (*)(void))decoder_get_state, METH_FASTCALL,
      "_get_state(S, z, c) -> None: copies the scaled state into S (B x H x C x M), z and c (B x H x C)."},
     {"_set_state", (PyCFunction)(void (*)(void))decoder_set_state, METH_FASTCALL,

@@ -135,7 +135,57 @@ def test_decoder_step_with_tensors_and_arrays():
 
 def _register(to_dlpack):
     from performer.torch import _tensors
-    _performer._register_tensor_type(torch.Tensor, _tensors.DTYPE_CODES, view, to_dlpack)
+    _performer._register_tensor_type(torch.Tensor, _tensors.DTYPE_CODES, view, to_dlpack, _tensors._FROM_DLPACK)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_decoder_step_output_made_by_the_extension(dtype):
+    """step() without out= on plain tensors: the extension makes the output (PyTorch's from_dlpack),
+    a contiguous, aligned, writable CPU tensor of the decoder's dtype, owned by the caller alone,
+    equal to a step with out=; a step that fails leaves nothing behind."""
+    from performer.torch import _tensors
+    assert _tensors.MAKES_TENSORS  # this PyTorch has from_dlpack: the extension's path is tested
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 3, 4, generator=g).to(dtype) for _ in range(3))
+    made, given = (performer.torch.LinearDecoder(2, 3, 4, 4, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        out = made.step(q, k, v)
+        expected = given.step(q, k, v, torch.full((2, 3, 4), 7.0, dtype=dtype))
+        assert type(out) is torch.Tensor and out.dtype is dtype and out.shape == (2, 3, 4)
+        assert out.is_contiguous() and out.device.type == "cpu" and out.data_ptr() % 64 == 0
+        assert torch.equal(out, expected) and not out.requires_grad and sys.getrefcount(out) == 2
+    del made
+    gc.collect()
+    out.mul_(2)  # the tensor owns its memory: it outlives the decoder
+    assert torch.equal(out, expected * 2)
+    favor = performer.torch.FavorDecoder(torch.randn(5, 4, generator=g), 2, 3, 4, dtype=dtype)
+    assert favor.step(q, k, v).dtype is dtype
+    with pytest.raises(ValueError, match="v.shape"):
+        given.step(q, k, v[..., :3])
+
+
+def test_decoder_step_on_a_caller_state_in_one_extension_call():
+    """A step on the caller's plain state tensors: read by the extension itself, the same bits as
+    the decoder's own state, errors naming the state as performer.torch does."""
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, 2, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    own = performer.torch.LinearDecoder(1, 2, 4, 3, dtype=torch.float64)
+    caller = performer.torch.LinearDecoder(1, 2, 4, 3, dtype=torch.float64)
+    S = torch.zeros(1, 4, 2, 3, dtype=torch.float64).transpose(1, 2)  # any strides
+    z = torch.zeros(1, 2, 4, dtype=torch.float64)
+    for parameter in (False, True):  # plain tensors, then Parameters (the view() path)
+        state = (torch.nn.Parameter(S, requires_grad=False), torch.nn.Parameter(z, requires_grad=False)) \
+            if parameter else (S, z)
+        with torch.no_grad():
+            out = caller.step(q, k, v[..., :3], state=state)
+        assert torch.equal(out, own.step(q, k, v[..., :3]))
+        assert torch.equal(S, own.state[0]) and torch.equal(z, own.state[1])
+    assert torch.equal(caller.state[0], torch.zeros(1, 2, 4, 3, dtype=torch.float64))  # untouched
+    with pytest.raises(TypeError, match=r"^state\[0\] \(S\) has dtype float32"):
+        caller.step(q, k, v[..., :3], state=(S.float(), z))
+    with pytest.raises(ValueError, match=r"state\[1\] \(z\)|z"):
+        caller.step(q, k, v[..., :3], state=(S, z[..., :3]))
+    assert torch.equal(S, own.state[0])  # nothing written on error
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
@@ -168,7 +218,7 @@ def test_dlpack_and_attribute_reading_agree(dtype):
 
 def test_without_pytorchs_to_dlpack_the_attributes_are_read():
     import subprocess
-    code = ("import torch; del torch._C._to_dlpack\n"
+    code = ("import torch; del torch._C._to_dlpack; del torch._C._from_dlpack\n"
             "import performer.torch as pt\n"
             "q = torch.randn(1, 2, 3, 4, dtype=torch.float64).transpose(1, 2)\n"
             "out = pt.softmax_attention(q, q, torch._neg_view(q))\n"
@@ -176,7 +226,7 @@ def test_without_pytorchs_to_dlpack_the_attributes_are_read():
             "assert torch.allclose(out, ref, atol=1e-12), (out - ref).abs().max()\n"
             "d = pt.LinearDecoder(1, 2, 4, 3, dtype=torch.float64)\n"
             "x = torch.rand(1, 2, 4, dtype=torch.float64)\n"
-            "assert d.step(x, x, x[..., :3]).shape == (1, 2, 3)\n"
+            "assert d.step(x, x, x[..., :3]).shape == (1, 2, 3)  # torch.empty from Python\n"
             "print('attributes ok')\n")
     result = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             universal_newlines=True, timeout=600)

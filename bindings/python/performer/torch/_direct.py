@@ -6,7 +6,8 @@ so Dynamo folds the rest away), no torch.func transform, no dispatch or function
 FakeTensorMode, DeviceContext), plain tensors only (no subclass, no Parameter). Everything else goes
 through torch.ops.performer.
 
-eager() says that much. A call that then needs no gradient (needs_grad()) runs the kernel directly;
+eager() says that much (route() says it and needs_grad() in one pass). A call that then needs no
+gradient (needs_grad()) runs the kernel directly;
 one that does runs its autograd through a torch.autograd.Function over the same kernels (several
 times cheaper per call than the op's registered Python autograd formula), since PyTorch's autograd
 never sees the difference outside tracing."""
@@ -35,6 +36,22 @@ def eager(*tensors):
         if t is not None and type(t) is not _Tensor:
             return False
     return True
+
+
+def route(*tensors):
+    """eager() and needs_grad() in one pass (a tiny call's saving): None when the call must go
+    through the op, else whether a gradient is needed."""
+    if _is_compiling() or _functorch_active() or _dispatch_modes() or _function_mode():
+        return None
+    grad = _grad_enabled()
+    needed = False
+    for t in tensors:
+        if t is not None:
+            if type(t) is not _Tensor:
+                return None
+            if grad and not needed and t.requires_grad:
+                needed = True
+    return needed
 
 
 def needs_grad(*tensors):

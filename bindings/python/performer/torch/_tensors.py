@@ -104,8 +104,11 @@ def _view_of_subclass(name, tensor, code):
 # stride() with the limited C API, no raw-view tuple: the ops pass tensors straight to it -- and
 # calls view() for any other tensor (a subclass, a negated view resolved, the precise error).
 # With PyTorch's (private) to_dlpack it reads the tensor from one DLPack capsule instead of four
-# attribute calls; a PyTorch without it: the attribute calls.
-_ext._register_tensor_type(_Tensor, DTYPE_CODES, view, getattr(torch._C, "_to_dlpack", None))
+# attribute calls; a PyTorch without it: the attribute calls. With its from_dlpack (private too)
+# the extension makes a decoder step's output itself (MAKES_TENSORS), cheaper than torch.empty.
+_FROM_DLPACK = getattr(torch._C, "_from_dlpack", None)
+_ext._register_tensor_type(_Tensor, DTYPE_CODES, view, getattr(torch._C, "_to_dlpack", None), _FROM_DLPACK)
+MAKES_TENSORS = _FROM_DLPACK is not None
 
 
 def keys(name, values):

@@ -8,6 +8,7 @@ import performer as _performer
 from performer import _common
 
 from ._ops import projection_of
+from ._tensors import MAKES_TENSORS as _MAKES_TENSORS
 from ._tensors import view
 
 __all__ = ["LinearDecoder", "FavorDecoder"]
@@ -65,20 +66,27 @@ class _TensorDecoder:
             return q, k, v, out  # the extension reads plain tensors itself (_tensors.py)
         return view("q", q), view("k", k), view("v", v), view("out", out)
 
+    #: The extension steps on a caller's state itself (LinearDecoder; FAVOR+ has no such C call).
+    _C_STATE_STEP = False
+
     def step(self, q, k, v, out=None, *, state=None):
         """One token (see the class): out, a new tensor or ``out``; ``state``: the caller's state
         tensors, read and updated in place, instead of the decoder's own."""
+        if (type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor
+                and (type(out) is _Tensor or (out is None and _MAKES_TENSORS))
+                and not (_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))):
+            # The common step, one extension call: it reads plain tensors itself, makes out when
+            # None (cheaper than torch.empty from here), and reads a caller's plain state tensors.
+            if state is None:
+                return self._tensor_step(q, k, v, out, None, None)
+            if (self._C_STATE_STEP and type(state) in (tuple, list) and len(state) == 2
+                    and type(state[0]) is _Tensor and type(state[1]) is _Tensor):
+                return self._tensor_step(q, k, v, out, state[0], state[1])
         if out is None:
             # Sizes as separate ints, and no dtype argument when the dtype is PyTorch's default:
             # PyTorch parses those faster (~1.5 us and ~0.7 us a step).
             dtype = self._torch_dtype
             out = _empty(*self._out_shape) if dtype is _default_dtype() else _empty(*self._out_shape, dtype=dtype)
-        if (state is None and type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor
-                and type(out) is _Tensor and not (_grad_enabled() and (q.requires_grad or k.requires_grad
-                                                                       or v.requires_grad))):
-            # The common step, in this frame: the extension reads plain tensors itself.
-            self._step(q, k, v, out)
-            return out
         views = self._tokens(q, k, v, out)
         if state is None:
             self._step(*views)
@@ -122,6 +130,8 @@ class LinearDecoder(_TensorDecoder, _performer.LinearDecoder):
                  dtype=torch.float32):
         super().__init__(batch, heads, dim, value_dim, feature_map=feature_map, eps=eps, key_heads=key_heads,
                          dtype=dtype)
+
+    _C_STATE_STEP = True
 
     def _step_on(self, views, state_views):
         self._step_state(*views, *state_views)

@@ -12,7 +12,7 @@ from performer import favor as _favor
 
 from . import _autocast, _ops
 from ._apply import c_apply, unwrap
-from ._direct import direct, eager, needs_grad
+from ._direct import eager, needs_grad
 from ._functorch import functorch_active
 from ._tensors import check, key_lists, key_tensors
 from .linear import _STATE_NAMES, heads_arg, state_arg, state_grads
@@ -81,6 +81,36 @@ class _FavorFunction(torch.autograd.Function):
 apply_favor = c_apply(_FavorFunction)
 
 
+class _FavorStateFunction(torch.autograd.Function):
+    """performer::favor_state's autograd (the same kernels and formula) for eager calls, as
+    _FavorFunction for favor_attention: returns (S~, z~, c), c not differentiable. W is saved (an
+    in-place change before the backward is caught, as for the op), projection holds it."""
+
+    @staticmethod
+    def forward(ctx, k, v, W, S0, z0, c0, projection, heads, features, scale, relu_offset, kv_lengths, kv_starts):
+        S, z, c = _ops.favor_state_forward(k, v, projection, S0, z0, c0, heads, features, scale, relu_offset,
+                                           kv_lengths, kv_starts)
+        ctx.save_for_backward(k, v, W, S0, z0, c0)
+        ctx.projection = projection
+        ctx.options = (features, scale, relu_offset, kv_lengths, kv_starts)
+        ctx.mark_non_differentiable(c)
+        return S, z, c
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dS, dz, _dc):
+        k, v, _, S0, z0, c0 = ctx.saved_tensors
+        features, scale, relu_offset, kv_lengths, kv_starts = ctx.options
+        dk, dv, dS0, dz0 = _ops.favor_state_backward_kernel(k, v, ctx.projection, dS, dz, S0, z0, c0, features,
+                                                            scale, relu_offset, kv_lengths, kv_starts)
+        if S0 is None:
+            dS0 = dz0 = None
+        return (dk, dv, None, dS0, dz0) + (None,) * 8
+
+
+apply_favor_state = c_apply(_FavorStateFunction)
+
+
 def favor_attention(q, k, v, projection, *, causal=False, features="positive", scale=None, eps=0.0, kv_lengths=None,
                     relu_offset=1e-3, kv_starts=None, initial_state=None, return_state=False):
     """FAVOR+ attention of CPU tensors, differentiable with respect to q, k, v and the initial
@@ -137,7 +167,14 @@ def favor_state(k, v, projection, *, features="positive", scale=None, kv_lengths
     if _autocast.requested():
         k, v, *state = _autocast.widen((k, v) + state)
         state, W = tuple(state), W if W is None else _autocast.widen((W,))[0]
-    if direct(k, v, *state, W):
+    if eager(k, v, *state, W):
+        kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
+        if needs_grad(k, v, *state, W):
+            # As the op: W of the projection's current draw, saved with the inputs.
+            W = matrix_of(held) if W is None else W
+            S0, z0, c0 = (None if t is None else unwrap(t) for t in state)
+            return apply_favor_state(unwrap(k), unwrap(v), W, S0, z0, c0, _ops.projection_of(W), hs, code, scale,
+                                     relu_offset, kv_lengths, kv_starts)
         return _ops.favor_state_forward(k, v, W if held is None else held, *state, hs, code, scale, relu_offset,
                                         kv_lengths, kv_starts)
     W = matrix_of(held) if W is None else W

@@ -10,7 +10,7 @@ from performer import linear as _linear
 
 from . import _autocast, _ops
 from ._apply import c_apply, unwrap
-from ._direct import direct, eager, needs_grad
+from ._direct import eager, needs_grad, route
 from ._functorch import functorch_active
 from ._tensors import check, key_lists, key_tensors, wide_dtype
 
@@ -75,6 +75,30 @@ class _LinearFunction(torch.autograd.Function):
 apply_linear = c_apply(_LinearFunction)
 
 
+class _LinearStateFunction(torch.autograd.Function):
+    """performer::linear_state's autograd (the same kernels and formula) for eager calls, as
+    _LinearFunction for linear_attention: returns (S, z). kv_lengths / kv_starts: None or lists."""
+
+    @staticmethod
+    def forward(ctx, k, v, S0, z0, heads, feature_map, kv_lengths, kv_starts):
+        S, z = _ops.linear_state_forward(k, v, S0, z0, heads, feature_map, kv_lengths, kv_starts)
+        ctx.save_for_backward(k, v)
+        ctx.options = (S0 is not None, feature_map, kv_lengths, kv_starts)
+        return S, z
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dS, dz):
+        k, v = ctx.saved_tensors
+        initial, feature_map, kv_lengths, kv_starts = ctx.options
+        dk, dv, dS0, dz0 = _ops.linear_state_backward_kernel(k, v, dS, dz, initial, feature_map, kv_lengths,
+                                                             kv_starts)
+        return (dk, dv) + ((dS0, dz0) if initial else (None, None)) + (None,) * 4
+
+
+apply_linear_state = c_apply(_LinearStateFunction)
+
+
 def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, normalize=True, kv_lengths=None,
                      kv_starts=None, initial_state=None, return_state=False):
     """Linear attention of CPU tensors: ``out_i = phi(q_i)^T S / (phi(q_i)^T z + eps)`` with
@@ -91,14 +115,16 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, no
     """
     causal, normalize, return_state = bool(causal), bool(normalize), bool(return_state)
     fmap = _linear._feature_map(feature_map)
-    eps = _common._real("eps", eps)
-    S0, z0 = state_arg("initial_state", initial_state, _common._PAIR)
+    if type(eps) is not float:
+        eps = _common._real("eps", eps)
+    S0, z0 = (None, None) if initial_state is None else state_arg("initial_state", initial_state, _common._PAIR)
     kv_lengths, kv_starts = key_tensors(kv_lengths, kv_starts)
     if _autocast.requested():
         q, k, v, S0, z0 = _autocast.widen((q, k, v, S0, z0))
-    if eager(q, k, v, S0, z0):
+    grad = route(q, k, v, S0, z0)
+    if grad is not None:
         kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
-        if needs_grad(q, k, v, S0, z0):
+        if grad:
             if S0 is not None or z0 is not None:
                 S0, z0 = (None if S0 is None else unwrap(S0)), (None if z0 is None else unwrap(z0))
             out, S, z = apply_linear(unwrap(q), unwrap(k), unwrap(v), S0, z0, causal, fmap, eps, normalize,
@@ -125,7 +151,12 @@ def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, kv_starts=None, 
     kv_lengths, kv_starts = key_tensors(kv_lengths, kv_starts)
     if _autocast.requested():
         k, v, S0, z0 = _autocast.widen((k, v, S0, z0))
-    if direct(k, v, S0, z0):
+    if eager(k, v, S0, z0):
+        kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
+        if needs_grad(k, v, S0, z0):
+            if S0 is not None or z0 is not None:
+                S0, z0 = (None if S0 is None else unwrap(S0)), (None if z0 is None else unwrap(z0))
+            return apply_linear_state(unwrap(k), unwrap(v), S0, z0, hs, fmap, kv_lengths, kv_starts)
         return _ops.linear_state_forward(k, v, S0, z0, hs, fmap, kv_lengths, kv_starts)
     check(("k", "v") + _STATE_NAMES, (k, v, S0, z0))
     op = _ops.LINEAR_STATE.apply if functorch_active() else _ops.ops.linear_state

@@ -7,7 +7,7 @@ from performer import _performer as _ext
 
 from . import _autocast, _ops
 from ._apply import c_apply, unwrap
-from ._direct import eager, needs_grad
+from ._direct import route
 from ._functorch import functorch_active
 from ._tensors import check, key_lists, key_tensors, wide_dtype
 
@@ -93,9 +93,10 @@ def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_
     kv_lengths, kv_starts = key_tensors(kv_lengths, kv_starts)
     if _autocast.requested():
         q, k, v = _autocast.lower((q, k, v))
-    if eager(q, k, v):
+    grad = route(q, k, v)
+    if grad is not None:
         kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
-        if needs_grad(q, k, v):
+        if grad:
             out, lse = apply_softmax(unwrap(q), unwrap(k), unwrap(v), causal, scale, kv_lengths, kv_starts, False)
         else:
             out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, return_lse)
