@@ -55,6 +55,8 @@ def calls(n, d):
     scale = d ** -0.5
     out, lse = torch.empty_like(q), q.new_empty(1, HEADS, n)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    # The extension reads buffers: NumPy views of the same memory (no copy).
+    qa, ka, va, outa, lsea, douta, dqa, dka, dva = (t.numpy() for t in (q, k, v, out, lse, dout, dq, dk, dv))
 
     def sdpa_forward():
         with torch.no_grad():
@@ -65,11 +67,11 @@ def calls(n, d):
         F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, scale=scale, enable_gqa=True).backward(dout)
 
     def ours_forward():
-        ext.softmax_forward(q, k, v, out, None, True, scale, None, None)
+        ext.softmax_forward(qa, ka, va, outa, None, True, scale, None, None)
 
     def ours_both():
-        ext.softmax_forward(q, k, v, out, lse, True, scale, None, None)
-        ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, True, scale, None, None)
+        ext.softmax_forward(qa, ka, va, outa, lsea, True, scale, None, None)
+        ext.softmax_backward(qa, ka, va, outa, lsea, douta, dqa, dka, dva, True, scale, None, None)
 
     return {"sdpa fwd": sdpa_forward, "sdpa fwd+bwd": sdpa_both, "ours fwd": ours_forward, "ours fwd+bwd": ours_both}
 
@@ -81,7 +83,8 @@ def check(n, d):
     k, v = (torch.randn(1, KEY_HEADS, n, d, generator=generator, dtype=torch.float64) for _ in range(2))
     reference = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     out = torch.empty(1, HEADS, n, d)
-    ext.softmax_forward(q.float(), k.float(), v.float(), out, None, True, d ** -0.5, None, None)
+    ext.softmax_forward(q.float().numpy(), k.float().numpy(), v.float().numpy(), out.numpy(), None, True,
+                        d ** -0.5, None, None)
     error = (out.double() - reference).abs().max().item()
     assert error < 1e-4, "ours differs from SDPA by %g at N=%d D=%d" % (error, n, d)
 

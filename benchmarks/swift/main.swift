@@ -16,6 +16,13 @@
 // run as a plain product (96×64 · 64×64 blocks) on all threads, measured right after every
 // timed run; %peak is the median of those paired ratios, so a machine shared with other work
 // still gives a meaningful fraction.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerCore
 
 try Runtime.setNumThreads(threads)
@@ -42,7 +49,9 @@ case "half-rnn":
 case "half-decode":
     try runHalfDecoderBench(heads: heads, d: d)
 case "gqa":
-    try runGQABench(lengths: sizes.isEmpty ? [512, 2048] : sizes, dims: [32, 64])
+    // PERFORMER_BENCH_DIMS=32 times one head dim (e.g. under a profiler).
+    let dims = getenv("PERFORMER_BENCH_DIMS").map { String(cString: $0).split(separator: ",").compactMap { Int($0) } }
+    try runGQABench(lengths: sizes.isEmpty ? [512, 2048] : sizes, dims: dims ?? [32, 64])
 case "crossover":
     try runCrossoverBench(lengths: sizes.isEmpty ? [256, 512, 1024, 2048, 4096, 8192] : sizes, heads: heads, d: d)
 default:
