@@ -63,6 +63,23 @@ final class SoftmaxReferenceTests: XCTestCase {
         checkAllISAs(SoftmaxCase(batch: 2, heads: 2, keyHeads: 2, queries: 65, keys: 65, headDim: 16, valueDim: 16, causal: true), seed: 12)
     }
 
+    /// The Llama attention's shape: D = M = 32 (the V, dV and dK products end in 4-row tiles),
+    /// GQA 8 on 2, causal bottom-right with L ≠ N, N not a multiple of the query blocks, q, out
+    /// and dq in the model's B×N×H×D order, k reversed with gaps.
+    func testHeadDim32GroupedCausalBottomRightModelLayout() {
+        checkAllISAs(SoftmaxCase(batch: 1, heads: 8, keyHeads: 2, queries: 70, keys: 131, headDim: 32, valueDim: 32,
+                                 causal: true),
+                     seed: 91, layouts: SoftmaxLayouts(q: .sequenceMajor, k: .reversedWithGaps, out: .sequenceMajor,
+                                                       dq: .sequenceMajor))
+    }
+
+    /// Heights ending in every kind of short tile: D = 29 (a remainder of 5 in a partial full
+    /// tile), M = 26 (6·3 + 4·2), GQA, causal with key lengths.
+    func testOddHeadDimsEndingInShortTilesWithKeyLengths() {
+        checkAllISAs(SoftmaxCase(batch: 2, heads: 4, keyHeads: 2, queries: 100, keys: 100, headDim: 29, valueDim: 26,
+                                 causal: true, keyLengths: [77, 100]), seed: 92)
+    }
+
     func testCausalBottomRightAlignedWithFewerQueries() {
         // KV-cache shape: every query sees the whole prefix; the last sees every key.
         checkAllISAs(SoftmaxCase(queries: 15, keys: 97, headDim: 63, valueDim: 32, causal: true), seed: 13)

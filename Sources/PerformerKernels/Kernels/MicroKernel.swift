@@ -10,7 +10,10 @@
 // floats in 12 ymm; portable SIMD4), R = 8 with 32 (AVX-512: 8 × 32 floats in 16 zmm, which
 // also divides the common head sizes 64 and 128 exactly).
 // Rows past `rows` are computed from the last valid A row and never stored, so a partial tile
-// costs a full one but reads and writes nothing out of bounds.
+// costs a full one but reads and writes nothing out of bounds. blockProduct runs the last rows
+// of a product whose height is not a multiple of R in tiles of `microKernelTailRows` (e.g. 32
+// rows = 6+6+6+6+4+4 instead of 6 tiles of 6, a sixth of them wasted): every element of C gets
+// the same FMAs in the same order whatever the tile height, so the bits do not change.
 
 /// Height of a micro-kernel tile, in rows of C (every block size of the kernels is a
 /// multiple of 24, so of both 6 and 8).
@@ -20,14 +23,19 @@
 @usableFromInline let microKernelRows = 6
 #endif
 
+/// Height of the short tile blockProduct ends with when the last rows are few.
+@usableFromInline let microKernelTailRows = 4
+
 /// Width of a micro-kernel tile, in columns of C (two vectors).
 @inline(__always) @usableFromInline
 func microKernelColumns<T: KernelScalar>(_: T.Type) -> Int { 2 * T.lanes }
 
 /// One R × (2·lanes) tile of C (=|+=) A·B; see the file comment for the operand contract.
+/// `height` (a constant at every call: R or `microKernelTailRows`) is the tile's height; the
+/// FMAs of rows past it are dropped at compile time. `rows` ≤ height.
 @inline(__always) @usableFromInline
 func microKernel<T: KernelScalar>(
-    rows: Int, depth: Int,
+    rows: Int, height: Int = microKernelRows, depth: Int,
     a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
     b: UnsafePointer<T>, bRowStride: Int,
     c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool
@@ -62,16 +70,18 @@ func microKernel<T: KernelScalar>(
         c20 = T.fma(x, b0, c20); c21 = T.fma(x, b1, c21)
         x = T.splat(a3[offset])
         c30 = T.fma(x, b0, c30); c31 = T.fma(x, b1, c31)
-        x = T.splat(a4[offset])
-        c40 = T.fma(x, b0, c40); c41 = T.fma(x, b1, c41)
-        x = T.splat(a5[offset])
-        c50 = T.fma(x, b0, c50); c51 = T.fma(x, b1, c51)
-        #if PERFORMER_ISA_AVX512
-        x = T.splat(a6[offset])
-        c60 = T.fma(x, b0, c60); c61 = T.fma(x, b1, c61)
-        x = T.splat(a7[offset])
-        c70 = T.fma(x, b0, c70); c71 = T.fma(x, b1, c71)
-        #endif
+        if height > 4 {
+            x = T.splat(a4[offset])
+            c40 = T.fma(x, b0, c40); c41 = T.fma(x, b1, c41)
+            x = T.splat(a5[offset])
+            c50 = T.fma(x, b0, c50); c51 = T.fma(x, b1, c51)
+            #if PERFORMER_ISA_AVX512
+            x = T.splat(a6[offset])
+            c60 = T.fma(x, b0, c60); c61 = T.fma(x, b1, c61)
+            x = T.splat(a7[offset])
+            c70 = T.fma(x, b0, c70); c71 = T.fma(x, b1, c71)
+            #endif
+        }
         bp += bRowStride
         offset += aDepthStride
     }
@@ -108,16 +118,34 @@ func blockProduct<T: KernelScalar>(
     c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool
 ) {
     let tileColumns = microKernelColumns(T.self)
+    // Rows in full R-high tiles; the rest in short tiles when that computes fewer rows:
+    // a remainder of ≤ 4 rows takes one short tile, and R + remainder = 8 (R = 6, remainder 2)
+    // takes two instead of a full tile and a short one.
+    let remainder = rows % microKernelRows
+    var fullRows = rows - remainder
+    if remainder > 0 && remainder + microKernelRows == 2 * microKernelTailRows && fullRows > 0 {
+        fullRows -= microKernelRows
+    } else if remainder > microKernelTailRows {
+        fullRows = rows
+    }
     var column = 0
     while column < columns {
         var row = 0
-        while row < rows {
+        while row < fullRows {
             microKernel(
                 rows: Swift.min(microKernelRows, rows - row), depth: depth,
                 a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
                 b: b + column, bRowStride: bRowStride,
                 c: c + row * cRowStride + column, cRowStride: cRowStride, accumulate: accumulate)
             row += microKernelRows
+        }
+        while row < rows {
+            microKernel(
+                rows: Swift.min(microKernelTailRows, rows - row), height: microKernelTailRows, depth: depth,
+                a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
+                b: b + column, bRowStride: bRowStride,
+                c: c + row * cRowStride + column, cRowStride: cRowStride, accumulate: accumulate)
+            row += microKernelTailRows
         }
         column += tileColumns
     }
