@@ -22,15 +22,21 @@ import PerformerKernelInterface
 // Shifts are constants for differentiation; a shift of −inf means "nothing yet", and a factor
 // whose exponent would be −inf − (−inf) is 0.
 
-/// eˣ in the element type (exactly 0 at −inf).
+/// eˣ in the element type of an exponent that is ≤ 0 up to rounding (exactly 0 at −inf), with
+/// x > 0 taken as 0: every argument here is a difference against a running max, so the factor
+/// is at most 1 mathematically. The rounding of exponents near ±1e30 (a projection with such
+/// entries is finite, so accepted) can put such a difference at +1e14, whose eˣ = +inf would
+/// turn a 0 of another factor into NaN. NaN stays NaN.
 @inline(__always)
-func favorExp<T: KernelScalar>(_ x: T) -> T { linearExp(x) }
+func favorExp<T: KernelScalar>(_ x: T) -> T { linearExp(x > 0 ? 0 : x) }
 
-/// eˣ per lane through the shared vector exp2 (0 at −inf and below the normal range). Every
-/// argument here is a difference against a running max (≤ 0 up to rounding), so the terms that
-/// matter have small |x| and full accuracy.
+/// `favorExp` per lane through the shared vector exp2 (0 at −inf and below the normal range):
+/// the terms that matter have small |x| and full accuracy.
 @inline(__always)
-func favorExpVector<T: KernelScalar>(_: T.Type, _ x: T.Vector) -> T.Vector { T.exp2(T.mul(x, T.splat(T.log2e))) }
+func favorExpVector<T: KernelScalar>(_: T.Type, _ x: T.Vector) -> T.Vector {
+    let zero = T.splat(0)
+    return T.exp2(T.mul(T.selectLess(zero, x, zero, x), T.splat(T.log2e)))
+}
 
 /// The end of the whole vectors in a row of n elements: elementwise row work runs vectors on
 /// 0 ..< end and scalars on end ..< n, never touching padding. (Written as two plain loops at

@@ -673,6 +673,28 @@ def test_attention_large_norms_finite_and_exact(dtype, causal):
     assert all(np.isfinite(x).all() for x in grads)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("causal", [False, True])
+def test_projection_entry_of_1e30_gives_finite_gradients(dtype, causal):
+    """A finite W entry of 1e30 (accepted) makes exponents of ~1e30, whose rounding (~1e14)
+    can put a difference against its running max above 0: the backward's key factors were then
+    e^(1e14) = inf, and inf x 0 gave NaN in dk, dv (a fuzzer finding: non-causal, one real key
+    by kv_starts, GQA). The factors are at most 1 mathematically, and stay so."""
+    rng = np.random.default_rng(59)
+    W = rng.integers(-16, 17, size=(4, 4)) / 8.0
+    W[3, 1] = 1e30
+    p = performer.FavorProjection.from_matrix(W)
+    moderate = lambda *shape: (rng.integers(-16, 17, size=shape) / 8.0).astype(dtype)
+    q, k, v, dout = moderate(2, 4, 4, 4), moderate(2, 1, 4, 4), moderate(2, 1, 4, 4), moderate(2, 4, 4, 4)
+    k[:, :, 3, 1] = 1.0  # the real key's exponent of feature 3 is ~ +1e30
+    q[1, 1, 1, 1] = 2.0
+    starts = np.array([3, 3]) if not causal else None
+    out = performer.favor_attention(q, k, v, p, causal=causal, scale=1.0, eps=1.0, kv_starts=starts)
+    assert np.isfinite(out).all()
+    grads = performer.favor_attention_backward(q, k, v, dout, p, causal=causal, scale=1.0, eps=1.0, kv_starts=starts)
+    assert all(np.isfinite(x).all() for x in grads)
+
+
 def test_attention_errors_name_the_argument():
     B, H, N, D, M, m = 1, 2, 5, 4, 3, 6
     p = performer.FavorProjection(D, m)
