@@ -473,51 +473,40 @@ def _combine_favor(parts, ranks, dtype):
 def _favor_query_state_gradient(q, matrix, features, scale, relu_offset, c0, units, dens, out, dout):
     """The gradient of this rank's loss w.r.t. its scaled initial triple (S~0, z~0), c0 held
     fixed, from the query side alone (docs/DISTRIBUTED.md): with the forward's row units U_i and
-    scaled denominators den_i (``return_row_scales``), g_i = dout_i / den_i and the query
-    features scaled to c0 and U_i, Q_if = phi_f(q_i) e^{c0_f - U_i} (nu e^{a_f(q_i) + c0_f - U_i}
-    for the exponential kinds: at most nu, so finite at any norm), dS~0 = sum_i Q_i g_i^T and
-    dz~0 = -sum_i Q_i (g_i . out_i): one product with the values [g_i, -(g_i . out_i)]. A row
-    with den_i = 0 output zeros and gets zero gradients, as in the library."""
-    b, h, n, m = out.shape
-    dtype = out.dtype
+    scaled denominators den_i (``return_row_scales``), the query features scaled to c0 and U_i,
+    Q_if = phi_f(q_i) e^{c0_f - U_i} / nu (e^{a_f(q_i) + c0_f - U_i} for the exponential kinds:
+    at most 1, so finite at any norm), and g_i = dout_i / (den_i / nu): dS~0 = sum_i Q_i g_i^T and
+    dz~0 = -sum_i Q_i (g_i . out_i). The features are formed by torch (one matrix product and
+    one exponential per feature, n x C, row-major) and the sums are the linear query-side
+    kernel with the identity feature map (performer.linear_initial_state_gradient: g_i is
+    formed inside it, no n x (M + 1) temporary). A row with den_i = 0 output zeros and gets
+    zero gradients, as in the library (its features are 0 and the kernel skips a zero
+    denominator)."""
     num_features, dim = matrix.shape
+    dtype = out.dtype
     s = 1 / _np.sqrt(dim) if scale is None else scale
-    empty = dens == 0
-    # Features transposed (C x n per head): both products and the exponentials run on
-    # contiguous rows. Per-row terms are added as a 1 x n row, per-feature ones as a C x 1 column;
-    # a row with den = 0 gets -inf there, so its features are exactly 0.
-    xh = q * dtype.type(_np.sqrt(s))
-    ut = _np.matmul(matrix.astype(dtype), xh.swapaxes(2, 3))
-    half = _np.einsum("bhnd,bhnd->bhn", xh, xh) / 2
-    row = _np.where(empty, -_np.inf, -units).astype(dtype)[:, :, None, :]  # -U_i
-    with _np.errstate(over="ignore", invalid="ignore"):
+    x = _torch.from_numpy(q) * float(_np.sqrt(s))  # x^ = x scale^(1/2)
+    u = _torch.matmul(x, _torch.from_numpy(_np.ascontiguousarray(matrix, dtype=dtype)).T)  # n x m per head
+    row = _torch.from_numpy(_np.where(dens == 0, -_np.inf, -units).astype(dtype))  # -U_i; -inf: a zero row
+    c = _torch.from_numpy(_np.asarray(c0, dtype=dtype))
+    with _np.errstate(invalid="ignore"):
         if features in ("positive", "hyperbolic"):
-            row = row - half[:, :, None, :]
             if features == "hyperbolic":
-                ut = _np.concatenate([ut, -ut], 2)
-            ut += row
-            ut += c0.astype(dtype)[..., None]
-            feats = _np.exp(ut, out=ut)  # nu goes into the values below
+                u = _torch.cat([u, -u], -1)
+            u += (row - 0.5 * (x * x).sum(-1))[..., None]
+            u += c[:, :, None, :]
+            feats = u.exp_()
             nu = 1 / _np.sqrt(num_features * (2 if features == "hyperbolic" else 1))
         elif features == "trigonometric":  # one shift per head
-            weight = _np.exp(row + half[:, :, None, :] + c0.astype(dtype)[:, :, :1, None])
-            feats = _np.concatenate([_np.sin(ut), _np.cos(ut)], 2) * weight
+            weight = _torch.exp(row + 0.5 * (x * x).sum(-1) + c[:, :, :1])
+            feats = _torch.cat([_torch.sin(u), _torch.cos(u)], -1) * weight[..., None]
             nu = 1 / _np.sqrt(num_features)
         else:  # relu: U_i = the row's power-of-two scale, c0 = 0; e^{-U_i} may pass float32's range
-            scaled = (_np.maximum(ut, 0) + relu_offset).astype(_np.float64)
-            feats = (scaled * _np.exp(row.astype(_np.float64) + c0[..., None])).astype(dtype)
+            scaled = u.clamp(min=0).double() + relu_offset
+            feats = (scaled * _torch.exp(row.double()[..., None] + c.double()[:, :, None, :])).to(u.dtype)
             nu = 1.0
-    weights = _np.empty((b, h, n, m + 1), dtype=dtype)
-    g = weights[..., :m]
-    with _np.errstate(divide="ignore", invalid="ignore"):
-        _np.divide(dout, (_np.where(empty, 1, dens) / nu)[..., None].astype(dtype), out=g)
-    if empty.any():
-        g[empty] = 0
-    w = weights[..., m]
-    _np.einsum("bhnm,bhnm->bhn", g, out, out=w)
-    _np.negative(w, out=w)
-    grad = _np.matmul(feats, weights)
-    return _np.ascontiguousarray(grad[..., :m]), _np.ascontiguousarray(grad[..., m])
+        den = (dens / dtype.type(nu)).astype(dtype)
+    return _performer.linear_initial_state_gradient(feats.numpy(), out, dout, den, feature_map="identity", eps=0.0)
 
 
 class _FavorFunction(_torch.autograd.Function):
