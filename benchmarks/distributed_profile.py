@@ -2,14 +2,16 @@
 
 Spawns P processes x 1 thread (gloo on a file:// rendezvous, as benchmarks/distributed.py) and
 times one causal forward + backward of linear attention or FAVOR+ per round, split into phases:
-the library calls (state pass, local forward, query-side gradient, local backward), the
-all_gathers (split into WAITING for the slowest rank to arrive -- the dependency on another
-rank's work -- and the transfer after it), the NumPy glue (state sums and combinations,
+the library calls (state pass, local forward, query-side gradient, local backward), the time a
+rank is blocked in an all_gather (waiting for another rank to compute what it sends -- the
+dependency -- plus the transfer, about 1 ms here), the NumPy glue (state sums and combinations,
 packing, tensor views) and the rest (autograd, Python). Wall clock and process CPU time per
 phase; medians over the rounds. The timing wraps the module's functions from outside
 (nothing is added to the library's path); the wrappers cost microseconds per call.
+--groups 1 4 alternates round by round between the unpipelined state passing (one head
+group) and 4 head groups (distributed.py's _PIPELINE_GROUPS), in the same processes.
 
-    python benchmarks/distributed_profile.py linear [--n 65536] [--rounds 5] [--world 2]
+    python benchmarks/distributed_profile.py linear [--n 65536] [--rounds 5] [--world 2] [--groups 1 4]
     python benchmarks/distributed_profile.py favor  [--n 32768] [--features 256]
 
 n is the whole sequence; each rank holds n / P positions. B = 1, H = 8, D = M = 64, float32.
