@@ -13,7 +13,9 @@ to float rounding. Every rank of the group must make the same calls in the same 
   all_gather of the initial-state gradients and a suffix combination. Both compute those
   gradients from the query side first (FAVOR+: in scaled units, from the forward's row units
   and scaled denominators) and hand the suffix combination to the local backward as its
-  final-state gradient (no state backward; non-causal: no pass repeated at all).
+  final-state gradient (no state backward; non-causal: no pass repeated at all). Causal: the
+  state passing is pipelined over up to 4 groups of heads (one all_gather each), so that a
+  rank waiting for another's states starts on the first group while the rest are computed.
   Communication per call O(P * B * H * C * M), independent of N.
 - :func:`softmax_attention` is ring attention: key/value slices travel around the ring
   (isend/recv, overlapped with the computation), partial results are merged by log-sum-exp
@@ -318,11 +320,12 @@ def _query_state_gradient(q, out, den, dout, eps, feature_map):
 
 
 class _LinearFunction(_torch.autograd.Function):
-    """Causal: the state passing folded into the local calls. Forward: the state of the slice
-    (linear_state; the last rank sends zeros: nobody reads its state), one all_gather, the
+    """Causal: the state passing folded into the local calls, per head group
+    (:func:`_head_groups`, one all_gather each). Forward: the state of the slice
+    (linear_state; the last rank sends zeros: nobody reads its state), all_gather, the
     local causal forward from the prefix of the earlier ranks' states, which also returns its
     denominators. Backward: each rank but the first computes its initial state's gradient from
-    the query side (one pass, :func:`_query_state_gradient`); one all_gather; the sum of the
+    the query side (one pass, :func:`_query_state_gradient`); all_gather; the sum of the
     later ranks' is the gradient of this rank's final state, which the local causal backward
     takes: it adds that gradient's key-side terms to dk, dv itself, so no state backward runs.
 
@@ -435,7 +438,8 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
     n_r' x M, this rank's consecutive slice of positions (ranks in order; causal needs n_r' =
     n_r); returns this rank's B x H x n_r x M slice of :func:`performer.linear_attention` over
     the whole sequence, differentiable w.r.t. q, k, v. kv_lengths / kv_starts: B global
-    positions. One all_gather of B x H x C x (M + 1) states in the forward, one in the backward.
+    positions. One all_gather of B x H x C x (M + 1) states in the forward, one in the backward
+    (causal: one per head group, up to 4, with the same bytes in all, plus one of 8 bytes).
     """
     half, q, k, v = _widen(q, k, v)
     return _narrow(_LinearFunction.apply(q, k, v, bool(causal), feature_map, eps, kv_lengths, kv_starts, group), half)
@@ -510,12 +514,13 @@ def _favor_query_state_gradient(q, matrix, features, scale, relu_offset, c0, uni
 
 
 class _FavorFunction(_torch.autograd.Function):
-    """Causal: folded as linear attention is (docs/DISTRIBUTED.md). Forward: the slice's scaled
-    triple (favor_state; the last rank sends an empty one), one all_gather, the local causal
+    """Causal: folded and pipelined over head groups as linear attention is
+    (docs/DISTRIBUTED.md). Forward: the slice's scaled
+    triple (favor_state; the last rank sends an empty one), all_gather, the local causal
     forward from the combination of the earlier ranks' triples (shift c'_r), which also returns
     its final shift c_F and per row its unit U_i and scaled denominator den_i. Backward: each
     rank but the first forms its initial triple's gradient from the query side
-    (:func:`_favor_query_state_gradient`); one all_gather; the gradient of this rank's final
+    (:func:`_favor_query_state_gradient`); all_gather; the gradient of this rank's final
     triple is sum_{t > r} e^{c_F - c'_t} dS~'_t (factors <= 1), which the local causal backward
     takes as its dstate: no state backward runs.
 
@@ -657,7 +662,8 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     returns this rank's slice of the single-process result, differentiable w.r.t. q, k, v.
     Every rank must pass the same projection W. kv_lengths / kv_starts: B global positions.
     One all_gather of the scaled states (S~, z~, c) in the forward, one of (dS~, dz~) in the
-    backward. Non-causal: each rank's queries read the combined triple of all ranks as a
+    backward (causal: one per head group, up to 4, with the same bytes in all, plus one of 8
+    bytes). Non-causal: each rank's queries read the combined triple of all ranks as a
     memory (no keys of their own), and one key pass gives dk, dv.
     """
     half, q, k, v = _widen(q, k, v)
