@@ -490,22 +490,29 @@ def _favor_query_state_gradient(q, matrix, features, scale, relu_offset, c0, uni
     dtype = out.dtype
     s = 1 / _np.sqrt(dim) if scale is None else scale
     x = _torch.from_numpy(q) * float(_np.sqrt(s))  # x^ = x scale^(1/2)
-    u = _torch.matmul(x, _torch.from_numpy(_np.ascontiguousarray(matrix, dtype=dtype)).T)  # n x m per head
+    w = _torch.from_numpy(_np.ascontiguousarray(matrix, dtype=dtype)).T  # D x m
     row = _torch.from_numpy(_np.where(dens == 0, -_np.inf, -units).astype(dtype))  # -U_i; -inf: a zero row
     c = _torch.from_numpy(_np.asarray(c0, dtype=dtype))
     with _np.errstate(invalid="ignore"):
         if features in ("positive", "hyperbolic"):
+            # a_f(q_i) + c0_f - U_i = [x^_i, -U_i - |x^_i|^2/2] . [w_f; 1] + c0_f: one product
+            # with one more column, started from c0 (baddbmm), and the exponential in place --
+            # no pass over the n x C exponents besides the product and the exponential.
+            b, h, n, d = x.shape
+            xr = _torch.cat([x, (row - 0.5 * (x * x).sum(-1))[..., None]], -1).reshape(b * h, n, d + 1)
             if features == "hyperbolic":
-                u = _torch.cat([u, -u], -1)
-            u += (row - 0.5 * (x * x).sum(-1))[..., None]
-            u += c[:, :, None, :]
-            feats = u.exp_()
+                w = _torch.cat([w, -w], 1)
+            wr = _torch.cat([w, _torch.ones(1, w.shape[1], dtype=w.dtype)], 0)
+            u = _torch.baddbmm(c.reshape(b * h, 1, -1), xr, wr.expand(b * h, d + 1, w.shape[1]))
+            feats = u.exp_().reshape(b, h, n, -1)
             nu = 1 / _np.sqrt(num_features * (2 if features == "hyperbolic" else 1))
         elif features == "trigonometric":  # one shift per head
+            u = _torch.matmul(x, w)
             weight = _torch.exp(row + 0.5 * (x * x).sum(-1) + c[:, :, :1])
             feats = _torch.cat([_torch.sin(u), _torch.cos(u)], -1) * weight[..., None]
             nu = 1 / _np.sqrt(num_features)
         else:  # relu: U_i = the row's power-of-two scale, c0 = 0; e^{-U_i} may pass float32's range
+            u = _torch.matmul(x, w)
             scaled = u.clamp(min=0).double() + relu_offset
             feats = (scaled * _torch.exp(row.double()[..., None] + c.double()[:, :, None, :])).to(u.dtype)
             nu = 1.0
