@@ -290,9 +290,9 @@ def _unpack(flat, like):
 # The causal state passing runs in up to this many groups of heads, one all_gather each, so that a
 # rank that waits for another's states (forward) or state gradients (backward) starts on the
 # first group while the later ones are still being computed: at P = 2 the last rank then waits
-# for a quarter of the first rank's state pass instead of all of it, and the first rank for a
-# quarter of the last rank's query-side gradient (docs/DISTRIBUTED.md, "Pipelining"). 1 turns
-# it off (one group, as the benchmarks compare).
+# for a quarter of the first rank's state pass instead of all of it, and the first rank no
+# longer waits for the last rank's query-side gradient (docs/DISTRIBUTED.md, "Pipelining").
+# 1 turns it off (one group; benchmarks/distributed_profile.py --groups compares).
 _PIPELINE_GROUPS = 4
 
 
@@ -499,7 +499,10 @@ def _favor_query_state_gradient(q, matrix, features, scale, relu_offset, c0, uni
             # with one more column, started from c0 (baddbmm), and the exponential in place --
             # no pass over the n x C exponents besides the product and the exponential.
             b, h, n, d = x.shape
-            xr = _torch.cat([x, (row - 0.5 * (x * x).sum(-1))[..., None]], -1).reshape(b * h, n, d + 1)
+            # A zero row's -inf becomes a huge finite exponent (still exp -> 0): no infinities
+            # inside the matrix product.
+            term = (row - 0.5 * (x * x).sum(-1)).clamp_(min=float(_np.finfo(dtype).min) / 2)
+            xr = _torch.cat([x, term[..., None]], -1).reshape(b * h, n, d + 1)
             if features == "hyperbolic":
                 w = _torch.cat([w, -w], 1)
             wr = _torch.cat([w, _torch.ones(1, w.shape[1], dtype=w.dtype)], 0)
