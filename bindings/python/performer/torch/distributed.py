@@ -13,7 +13,9 @@ to float rounding. Every rank of the group must make the same calls in the same 
   all_gather of the initial-state gradients and a suffix combination. Both compute those
   gradients from the query side first (FAVOR+: in scaled units, from the forward's row units
   and scaled denominators) and hand the suffix combination to the local backward as its
-  final-state gradient (no state backward; non-causal: no pass repeated at all).
+  final-state gradient (no state backward; non-causal: no pass repeated at all). Causal: the
+  state passing is pipelined over up to 4 groups of heads (one all_gather each), so that a
+  rank waiting for another's states starts on the first group while the rest are computed.
   Communication per call O(P * B * H * C * M), independent of N.
 - :func:`softmax_attention` is ring attention: key/value slices travel around the ring
   (isend/recv, overlapped with the computation), partial results are merged by log-sum-exp
@@ -145,6 +147,20 @@ class _Group:
         _count(tensor.numel() * tensor.element_size() * (self.size - 1))
         return [part.numpy() for part in parts]
 
+    def start_all_gather(self, array):
+        """Posts the all_gather of a NumPy array (every rank posts its gathers in the same
+        order) and returns a function that waits for it and returns every rank's copy: the
+        caller computes while the collective runs."""
+        tensor = _torch.from_numpy(_np.ascontiguousarray(array))
+        parts = [_torch.empty_like(tensor) for _ in range(self.size)]
+        work = _dist.all_gather(parts, tensor, group=self.group, async_op=True)
+        _count(tensor.numel() * tensor.element_size() * (self.size - 1))
+
+        def wait(tensor=tensor):  # keeps the sent tensor alive until the collective is done
+            work.wait()
+            return [part.numpy() for part in parts]
+        return wait
+
     def lengths(self, n):
         """Every rank's slice length (one small all_gather)."""
         return [int(x[0]) for x in self.all_gather(_np.array([n], dtype=_np.int64))]
@@ -271,14 +287,27 @@ def _unpack(flat, like):
     return tuple(out)
 
 
-def _before(g, causal):
-    """The ranks whose keys this rank's queries see besides its own."""
-    return list(range(g.rank)) if causal else [j for j in range(g.size) if j != g.rank]
+# The causal state passing runs in up to this many groups of heads, one all_gather each, so that a
+# rank that waits for another's states (forward) or state gradients (backward) starts on the
+# first group while the later ones are still being computed: at P = 2 the last rank then waits
+# for a quarter of the first rank's state pass instead of all of it, and the first rank no
+# longer waits for the last rank's query-side gradient (docs/DISTRIBUTED.md, "Pipelining").
+# 1 turns it off (one group; benchmarks/distributed_profile.py --groups compares).
+_PIPELINE_GROUPS = 4
 
 
-def _after(g, causal):
-    """The ranks whose queries see this rank's keys besides itself."""
-    return list(range(g.rank + 1, g.size)) if causal else [j for j in range(g.size) if j != g.rank]
+def _head_groups(g, batch, heads, key_heads):
+    """(query-head slice, key-head slice) of each group: ranges of whole key heads (a GQA key
+    head and its query heads stay together), at most _PIPELINE_GROUPS of them, and no more than
+    leave every group B x heads >= the library's threads on every rank (the library runs one
+    task per head: smaller calls would idle threads). The ranks agree on the count with one
+    small all_gather (their thread counts may differ)."""
+    ratio = heads // key_heads
+    count = max(1, min(key_heads, _PIPELINE_GROUPS, (batch * heads) // max(1, _performer.get_num_threads())))
+    if g.size > 1:
+        count = min(int(x[0]) for x in g.all_gather(_np.array([count], dtype=_np.int64)))
+    bounds = _chunk_bounds(key_heads, count)
+    return [(slice(a * ratio, b * ratio), slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _query_state_gradient(q, out, den, dout, eps, feature_map):
@@ -291,11 +320,12 @@ def _query_state_gradient(q, out, den, dout, eps, feature_map):
 
 
 class _LinearFunction(_torch.autograd.Function):
-    """Causal: the state passing folded into the local calls. Forward: the state of the slice
-    (linear_state; the last rank sends zeros: nobody reads its state), one all_gather, the
+    """Causal: the state passing folded into the local calls, per head group
+    (:func:`_head_groups`, one all_gather each). Forward: the state of the slice
+    (linear_state; the last rank sends zeros: nobody reads its state), all_gather, the
     local causal forward from the prefix of the earlier ranks' states, which also returns its
     denominators. Backward: each rank but the first computes its initial state's gradient from
-    the query side (one pass, :func:`_query_state_gradient`); one all_gather; the sum of the
+    the query side (one pass, :func:`_query_state_gradient`); all_gather; the sum of the
     later ranks' is the gradient of this rank's final state, which the local causal backward
     takes: it adds that gradient's key-side terms to dk, dv itself, so no state backward runs.
 
@@ -313,31 +343,25 @@ class _LinearFunction(_torch.autograd.Function):
         masks = _Masks(kv_lengths, kv_starts, qn.shape[0])
         local = masks.local(_slice_offset(g, kn.shape[2], masks), kn.shape[2])
         options = dict(feature_map=feature_map, **local)
-        if causal and g.rank == g.size - 1 and g.size > 1:
-            # No rank reads the last rank's causal state: send zeros of its shape.
-            shape = (qn.shape[0], qn.shape[1], kn.shape[3], vn.shape[3])
-            state = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype))
-        else:
-            state = _performer.linear_state(kn, vn, heads=qn.shape[1], **options)
-        parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
         if causal:
-            initial = _sum_states(parts, list(range(g.rank)), qn.dtype)
-            out, den = _performer.linear_attention(qn, kn, vn, causal=True, eps=eps, initial_state=initial,
-                                                   return_denominators=True, **options)
+            out, den, groups, initial = _linear_causal_forward(g, qn, kn, vn, eps, options)
             out = _to_tensor(out)
             ctx.save_for_backward(q, k, v, out, _to_tensor(den))
-        else:
-            initial = _sum_states(parts, list(range(g.size)), qn.dtype)
-            out = _to_tensor(_performer.linear_attention(qn, kn[:, :, :0], vn[:, :, :0], eps=eps,
-                                                         initial_state=initial, feature_map=feature_map))
-            ctx.save_for_backward(q, k, v)
-        ctx.setup = (g, causal, eps, options, initial, state)
+            ctx.setup = (g, causal, eps, options, (groups, initial))
+            return out
+        state = _performer.linear_state(kn, vn, heads=qn.shape[1], **options)
+        parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
+        initial = _sum_states(parts, list(range(g.size)), qn.dtype)
+        out = _to_tensor(_performer.linear_attention(qn, kn[:, :, :0], vn[:, :, :0], eps=eps,
+                                                     initial_state=initial, feature_map=feature_map))
+        ctx.save_for_backward(q, k, v)
+        ctx.setup = (g, causal, eps, options, initial)
         return out
 
     @staticmethod
     @_once_differentiable
     def backward(ctx, dout):
-        g, causal, eps, options, initial, state = ctx.setup
+        g, causal, eps, options, initial = ctx.setup
         q, k, v = ctx.saved_tensors[:3]
         qn, kn, vn, dn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v), _to_numpy("dout", dout)
         feature_map = options["feature_map"]
@@ -348,17 +372,63 @@ class _LinearFunction(_torch.autograd.Function):
             dk, dv = _performer.linear_state_backward(kn, vn, *_sum_states(parts, list(range(g.size)), qn.dtype),
                                                       heads=qn.shape[1], **options)
             return _input_grads(ctx, (dq, dk, dv)) + (None,) * 6
-        if initial is None:
-            # The first rank's initial state is zero, not the sum of other states: nobody needs its gradient.
-            dinitial = tuple(_np.zeros_like(s) for s in state)
+        out, den = (_to_numpy(name, x) for name, x in zip(("out", "den"), ctx.saved_tensors[3:]))
+        grads = _linear_causal_backward(g, qn, kn, vn, dn, out, den, eps, options, *initial)
+        return _input_grads(ctx, grads) + (None,) * 6
+
+
+def _linear_causal_forward(g, qn, kn, vn, eps, options):
+    """The causal forward of one rank, pipelined over head groups: every group's slice state
+    (linear_state; the last rank sends zeros: nobody reads its state) is posted to its own
+    all_gather before the first is awaited; then per group, in order, the local causal forward
+    from the prefix of the earlier ranks' states, with its denominators. Returns out, den and
+    the head groups and the initial states per group (None on the first rank)."""
+    b, h, n, _ = qn.shape
+    m = vn.shape[3]
+    groups = _head_groups(g, b, h, kn.shape[1])
+    pending = []
+    for qh, kh in groups:
+        heads = qh.stop - qh.start
+        if g.rank == g.size - 1 and g.size > 1:
+            shape = (b, heads, kn.shape[3], m)
+            state = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype))
         else:
-            out, den = (_to_numpy(name, x) for name, x in zip(("out", "den"), ctx.saved_tensors[3:]))
-            dinitial = _query_state_gradient(qn, out, den, dn, eps, feature_map)
-        parts = [_unpack(flat, dinitial) for flat in g.all_gather(_pack(dinitial))]
+            state = _performer.linear_state(kn[:, kh], vn[:, kh], heads=heads, **options)
+        pending.append((state, g.start_all_gather(_pack(state))))
+    out = _np.empty((b, h, n, m), dtype=qn.dtype)
+    den = _np.empty((b, h, n), dtype=qn.dtype)
+    initial = []
+    for (qh, kh), (state, wait) in zip(groups, pending):
+        parts = [_unpack(flat, state) for flat in wait()]
+        start = _sum_states(parts, list(range(g.rank)), qn.dtype)
+        _performer.linear_attention(qn[:, qh], kn[:, kh], vn[:, kh], causal=True, eps=eps, initial_state=start,
+                                    out=out[:, qh], denominators=den[:, qh], **options)
+        initial.append(start)
+    return out, den, groups, initial
+
+
+def _linear_causal_backward(g, qn, kn, vn, dn, out, den, eps, options, groups, initial):
+    """The causal backward of one rank, pipelined over the forward's head groups: every
+    group's initial-state gradient from the query side (zeros on the first rank, whose initial
+    state is no sum of states) is posted to its own all_gather first; then per group the local
+    causal backward with the sum of the later ranks' gradients as its final-state gradient."""
+    pending = []
+    for (qh, _), start in zip(groups, initial):
+        if start is None:
+            shape = (qn.shape[0], qh.stop - qh.start, kn.shape[3], vn.shape[3])
+            dinitial = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype))
+        else:
+            dinitial = _query_state_gradient(qn[:, qh], out[:, qh], den[:, qh], dn[:, qh], eps,
+                                             options["feature_map"])
+        pending.append((dinitial, g.start_all_gather(_pack(dinitial))))
+    dq, dk, dv = _np.empty_like(qn), _np.empty_like(kn), _np.empty_like(vn)
+    for (qh, kh), start, (dinitial, wait) in zip(groups, initial, pending):
+        parts = [_unpack(flat, dinitial) for flat in wait()]
         dfinal = _sum_states(parts, list(range(g.rank + 1, g.size)), qn.dtype)
-        grads = _performer.linear_attention_backward(qn, kn, vn, dn, causal=True, eps=eps, initial_state=initial,
-                                                     dstate=dfinal, **options)
-        return _input_grads(ctx, grads[:3]) + (None,) * 6
+        _performer.linear_attention_backward(qn[:, qh], kn[:, kh], vn[:, kh], dn[:, qh], causal=True, eps=eps,
+                                             initial_state=start, dstate=dfinal, dq=dq[:, qh], dk=dk[:, kh],
+                                             dv=dv[:, kh], **options)
+    return dq, dk, dv
 
 
 def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv_lengths=None, kv_starts=None,
@@ -368,7 +438,8 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
     n_r' x M, this rank's consecutive slice of positions (ranks in order; causal needs n_r' =
     n_r); returns this rank's B x H x n_r x M slice of :func:`performer.linear_attention` over
     the whole sequence, differentiable w.r.t. q, k, v. kv_lengths / kv_starts: B global
-    positions. One all_gather of B x H x C x (M + 1) states in the forward, one in the backward.
+    positions. One all_gather of B x H x C x (M + 1) states in the forward, one in the backward
+    (causal: one per head group, up to 4, with the same bytes in all, plus one of 8 bytes).
     """
     half, q, k, v = _widen(q, k, v)
     return _narrow(_LinearFunction.apply(q, k, v, bool(causal), feature_map, eps, kv_lengths, kv_starts, group), half)
@@ -406,60 +477,60 @@ def _combine_favor(parts, ranks, dtype):
 def _favor_query_state_gradient(q, matrix, features, scale, relu_offset, c0, units, dens, out, dout):
     """The gradient of this rank's loss w.r.t. its scaled initial triple (S~0, z~0), c0 held
     fixed, from the query side alone (docs/DISTRIBUTED.md): with the forward's row units U_i and
-    scaled denominators den_i (``return_row_scales``), g_i = dout_i / den_i and the query
-    features scaled to c0 and U_i, Q_if = phi_f(q_i) e^{c0_f - U_i} (nu e^{a_f(q_i) + c0_f - U_i}
-    for the exponential kinds: at most nu, so finite at any norm), dS~0 = sum_i Q_i g_i^T and
-    dz~0 = -sum_i Q_i (g_i . out_i): one product with the values [g_i, -(g_i . out_i)]. A row
-    with den_i = 0 output zeros and gets zero gradients, as in the library."""
-    b, h, n, m = out.shape
-    dtype = out.dtype
+    scaled denominators den_i (``return_row_scales``), the query features scaled to c0 and U_i,
+    Q_if = phi_f(q_i) e^{c0_f - U_i} / nu (e^{a_f(q_i) + c0_f - U_i} for the exponential kinds:
+    at most 1, so finite at any norm), and g_i = dout_i / (den_i / nu): dS~0 = sum_i Q_i g_i^T and
+    dz~0 = -sum_i Q_i (g_i . out_i). The features are formed by torch (one matrix product and
+    one exponential per feature, n x C, row-major) and the sums are the linear query-side
+    kernel with the identity feature map (performer.linear_initial_state_gradient: g_i is
+    formed inside it, no n x (M + 1) temporary). A row with den_i = 0 output zeros and gets
+    zero gradients, as in the library (its features are 0 and the kernel skips a zero
+    denominator)."""
     num_features, dim = matrix.shape
+    dtype = out.dtype
     s = 1 / _np.sqrt(dim) if scale is None else scale
-    empty = dens == 0
-    # Features transposed (C x n per head): both products and the exponentials run on
-    # contiguous rows. Per-row terms are added as a 1 x n row, per-feature ones as a C x 1 column;
-    # a row with den = 0 gets -inf there, so its features are exactly 0.
-    xh = q * dtype.type(_np.sqrt(s))
-    ut = _np.matmul(matrix.astype(dtype), xh.swapaxes(2, 3))
-    half = _np.einsum("bhnd,bhnd->bhn", xh, xh) / 2
-    row = _np.where(empty, -_np.inf, -units).astype(dtype)[:, :, None, :]  # -U_i
-    with _np.errstate(over="ignore", invalid="ignore"):
+    x = _torch.from_numpy(q) * float(_np.sqrt(s))  # x^ = x scale^(1/2)
+    w = _torch.from_numpy(_np.ascontiguousarray(matrix, dtype=dtype)).T  # D x m
+    row = _torch.from_numpy(_np.where(dens == 0, -_np.inf, -units).astype(dtype))  # -U_i; -inf: a zero row
+    c = _torch.from_numpy(_np.asarray(c0, dtype=dtype))
+    with _np.errstate(invalid="ignore"):
         if features in ("positive", "hyperbolic"):
-            row = row - half[:, :, None, :]
+            # a_f(q_i) + c0_f - U_i = [x^_i, -U_i - |x^_i|^2/2] . [w_f; 1] + c0_f: one product
+            # with one more column, started from c0 (baddbmm), and the exponential in place --
+            # no pass over the n x C exponents besides the product and the exponential.
+            b, h, n, d = x.shape
+            # A zero row's -inf becomes a huge finite exponent (still exp -> 0): no infinities
+            # inside the matrix product.
+            term = (row - 0.5 * (x * x).sum(-1)).clamp_(min=float(_np.finfo(dtype).min) / 2)
+            xr = _torch.cat([x, term[..., None]], -1).reshape(b * h, n, d + 1)
             if features == "hyperbolic":
-                ut = _np.concatenate([ut, -ut], 2)
-            ut += row
-            ut += c0.astype(dtype)[..., None]
-            feats = _np.exp(ut, out=ut)  # nu goes into the values below
+                w = _torch.cat([w, -w], 1)
+            wr = _torch.cat([w, _torch.ones(1, w.shape[1], dtype=w.dtype)], 0)
+            u = _torch.baddbmm(c.reshape(b * h, 1, -1), xr, wr.expand(b * h, d + 1, w.shape[1]))
+            feats = u.exp_().reshape(b, h, n, -1)
             nu = 1 / _np.sqrt(num_features * (2 if features == "hyperbolic" else 1))
         elif features == "trigonometric":  # one shift per head
-            weight = _np.exp(row + half[:, :, None, :] + c0.astype(dtype)[:, :, :1, None])
-            feats = _np.concatenate([_np.sin(ut), _np.cos(ut)], 2) * weight
+            u = _torch.matmul(x, w)
+            weight = _torch.exp(row + 0.5 * (x * x).sum(-1) + c[:, :, :1])
+            feats = _torch.cat([_torch.sin(u), _torch.cos(u)], -1) * weight[..., None]
             nu = 1 / _np.sqrt(num_features)
         else:  # relu: U_i = the row's power-of-two scale, c0 = 0; e^{-U_i} may pass float32's range
-            scaled = (_np.maximum(ut, 0) + relu_offset).astype(_np.float64)
-            feats = (scaled * _np.exp(row.astype(_np.float64) + c0[..., None])).astype(dtype)
+            u = _torch.matmul(x, w)
+            scaled = u.clamp(min=0).double() + relu_offset
+            feats = (scaled * _torch.exp(row.double()[..., None] + c.double()[:, :, None, :])).to(u.dtype)
             nu = 1.0
-    weights = _np.empty((b, h, n, m + 1), dtype=dtype)
-    g = weights[..., :m]
-    with _np.errstate(divide="ignore", invalid="ignore"):
-        _np.divide(dout, (_np.where(empty, 1, dens) / nu)[..., None].astype(dtype), out=g)
-    if empty.any():
-        g[empty] = 0
-    w = weights[..., m]
-    _np.einsum("bhnm,bhnm->bhn", g, out, out=w)
-    _np.negative(w, out=w)
-    grad = _np.matmul(feats, weights)
-    return _np.ascontiguousarray(grad[..., :m]), _np.ascontiguousarray(grad[..., m])
+        den = (dens / dtype.type(nu)).astype(dtype)
+    return _performer.linear_initial_state_gradient(feats.numpy(), out, dout, den, feature_map="identity", eps=0.0)
 
 
 class _FavorFunction(_torch.autograd.Function):
-    """Causal: folded as linear attention is (docs/DISTRIBUTED.md). Forward: the slice's scaled
-    triple (favor_state; the last rank sends an empty one), one all_gather, the local causal
+    """Causal: folded and pipelined over head groups as linear attention is
+    (docs/DISTRIBUTED.md). Forward: the slice's scaled
+    triple (favor_state; the last rank sends an empty one), all_gather, the local causal
     forward from the combination of the earlier ranks' triples (shift c'_r), which also returns
     its final shift c_F and per row its unit U_i and scaled denominator den_i. Backward: each
     rank but the first forms its initial triple's gradient from the query side
-    (:func:`_favor_query_state_gradient`); one all_gather; the gradient of this rank's final
+    (:func:`_favor_query_state_gradient`); all_gather; the gradient of this rank's final
     triple is sum_{t > r} e^{c_F - c'_t} dS~'_t (factors <= 1), which the local causal backward
     takes as its dstate: no state backward runs.
 
@@ -476,83 +547,121 @@ class _FavorFunction(_torch.autograd.Function):
         masks = _Masks(kv_lengths, kv_starts, qn.shape[0])
         local = masks.local(_slice_offset(g, kn.shape[2], masks), kn.shape[2])
         feature_options = dict(features=features, scale=scale, relu_offset=relu_offset)
-        if causal and g.rank == g.size - 1 and g.size > 1:
-            # No rank reads the last rank's causal state: send an empty triple of its shape.
-            code = _common._choice("features", features, _favor._FAVOR_FEATURES)
-            count = _favor._favor_count(code, pinned.num_features)
-            shape = (qn.shape[0], qn.shape[1], count, vn.shape[3])
-            state = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype), _np.full(shape[:3], -_np.inf, qn.dtype))
-        else:
-            state = _performer.favor_state(kn, vn, pinned, heads=qn.shape[1], **feature_options, **local)
-        parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
         ctx.save_for_backward(q, k, v)
-        folded = None
         if causal:
-            initial = _combine_favor(parts, _before(g, causal), qn.dtype)
-            result = _performer.favor_attention(qn, kn, vn, pinned, causal=True, eps=eps, initial_state=initial,
-                                                return_state=True, return_row_scales=initial is not None,
-                                                **feature_options, **local)
-            out, final = result[:2]
-            # What the backward needs: the final shift c_F and, to form the initial triple's
-            # gradient from the queries, out, U and den.
-            folded = (final[2], out) + (result[2] if initial is not None else (None, None))
-        else:
-            # The queries against every rank's keys as one memory, no keys of their own: the own
-            # keys are not folded a second time.
-            initial = _combine_favor(parts, list(range(g.size)), qn.dtype)
-            out = _performer.favor_attention(qn, kn[:, :, :0], vn[:, :, :0], pinned, eps=eps, initial_state=initial,
-                                             **feature_options)
-        ctx.setup = (g, causal, eps, pinned, feature_options, local, initial, [p[2] for p in parts], folded)
+            out, folded = _favor_causal_forward(g, qn, kn, vn, pinned, eps, feature_options, local)
+            ctx.setup = (g, causal, eps, pinned, feature_options, local, folded)
+            return _to_tensor(out)
+        state = _performer.favor_state(kn, vn, pinned, heads=qn.shape[1], **feature_options, **local)
+        parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
+        # The queries against every rank's keys as one memory, no keys of their own: the own
+        # keys are not folded a second time.
+        initial = _combine_favor(parts, list(range(g.size)), qn.dtype)
+        out = _performer.favor_attention(qn, kn[:, :, :0], vn[:, :, :0], pinned, eps=eps, initial_state=initial,
+                                         **feature_options)
+        ctx.setup = (g, causal, eps, pinned, feature_options, local, (initial, [p[2] for p in parts]))
         return _to_tensor(out)
 
     @staticmethod
     @_once_differentiable
     def backward(ctx, dout):
-        g, causal, eps, pinned, feature_options, local, initial, cs, folded = ctx.setup
+        g, causal, eps, pinned, feature_options, local, folded = ctx.setup
         q, k, v = ctx.saved_tensors
         qn, kn, vn = _to_numpy("q", q), _to_numpy("k", k), _to_numpy("v", v)
         dn = _to_numpy("dout", dout)
-        if not causal:
-            dq, _, _, dmemory = _performer.favor_attention_backward(qn, kn[:, :, :0], vn[:, :, :0], dn, pinned, eps=eps,
-                                                                    initial_state=initial, **feature_options)
-            parts = [_unpack(flat, dmemory) for flat in g.all_gather(_pack(dmemory))]
-            # Every rank's memory combined all triples with one shift c': this rank's triple
-            # entered each with the factor exp(c_r - c').
-            weight = _shift_weights([c.astype(_np.float64) for c in cs], list(range(g.size)))[1][g.rank]
-            ds, dz = (sum(p[i].astype(_np.float64) for p in parts) for i in range(2))
-            dk, dv = _performer.favor_state_backward(kn, vn, pinned, (weight[..., None] * ds).astype(qn.dtype),
-                                                     (weight * dz).astype(qn.dtype), heads=qn.shape[1],
-                                                     **feature_options, **local)
-            return _input_grads(ctx, (dq, dk, dv)) + (None,) * 9
-        shape = (qn.shape[0], qn.shape[1], cs[0].shape[2], vn.shape[3])
-        final_c, out, units, dens = folded
+        if causal:
+            grads = _favor_causal_backward(g, qn, kn, vn, dn, pinned, eps, feature_options, local, folded)
+            return _input_grads(ctx, grads) + (None,) * 9
+        initial, cs = folded
+        dq, _, _, dmemory = _performer.favor_attention_backward(qn, kn[:, :, :0], vn[:, :, :0], dn, pinned, eps=eps,
+                                                                initial_state=initial, **feature_options)
+        parts = [_unpack(flat, dmemory) for flat in g.all_gather(_pack(dmemory))]
+        # Every rank's memory combined all triples with one shift c': this rank's triple
+        # entered each with the factor exp(c_r - c').
+        weight = _shift_weights([c.astype(_np.float64) for c in cs], list(range(g.size)))[1][g.rank]
+        ds, dz = (sum(p[i].astype(_np.float64) for p in parts) for i in range(2))
+        dk, dv = _performer.favor_state_backward(kn, vn, pinned, (weight[..., None] * ds).astype(qn.dtype),
+                                                 (weight * dz).astype(qn.dtype), heads=qn.shape[1],
+                                                 **feature_options, **local)
+        return _input_grads(ctx, (dq, dk, dv)) + (None,) * 9
+
+
+def _favor_causal_forward(g, qn, kn, vn, pinned, eps, feature_options, local):
+    """The causal FAVOR+ forward of one rank, pipelined over head groups as
+    :func:`_linear_causal_forward`: every group's scaled triple (favor_state; the last rank
+    sends an empty one) is posted to its own all_gather first; then per group the local causal
+    forward from the combination of the earlier ranks' triples, which also returns its final
+    shift c_F and, from a combination (not the first rank), per row the unit U_i and scaled
+    denominator den_i. Returns out and, per group, what the backward needs."""
+    b, h, n, _ = qn.shape
+    m = vn.shape[3]
+    groups = _head_groups(g, b, h, kn.shape[1])
+    count = _favor._favor_count(_common._choice("features", feature_options["features"], _favor._FAVOR_FEATURES),
+                                pinned.num_features)
+    pending = []
+    for qh, kh in groups:
+        heads = qh.stop - qh.start
+        if g.rank == g.size - 1 and g.size > 1:
+            # No rank reads the last rank's causal state: send an empty triple of its shape.
+            shape = (b, heads, count, m)
+            state = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype), _np.full(shape[:3], -_np.inf, qn.dtype))
+        else:
+            state = _performer.favor_state(kn[:, kh], vn[:, kh], pinned, heads=heads, **feature_options, **local)
+        pending.append((state, g.start_all_gather(_pack(state))))
+    out = _np.empty((b, h, n, m), dtype=qn.dtype)
+    scales = (_np.empty((b, h, n), dtype=qn.dtype), _np.empty((b, h, n), dtype=qn.dtype)) if g.rank > 0 else None
+    folded = []
+    for (qh, kh), (state, wait) in zip(groups, pending):
+        parts = [_unpack(flat, state) for flat in wait()]
+        initial = _combine_favor(parts, list(range(g.rank)), qn.dtype)
+        row_scales = None if initial is None else tuple(x[:, qh] for x in scales)
+        final = _performer.favor_attention(qn[:, qh], kn[:, kh], vn[:, kh], pinned, causal=True, eps=eps,
+                                           initial_state=initial, return_state=True, out=out[:, qh],
+                                           row_scales=row_scales, **feature_options, **local)[1]
+        # What the backward needs: every rank's shifts c_j, this group's final shift c_F and, to
+        # form the initial triple's gradient from the queries, out, U and den.
+        folded.append((qh, kh, initial, [p[2] for p in parts], final[2], out[:, qh], row_scales))
+    return out, folded
+
+
+def _favor_causal_backward(g, qn, kn, vn, dn, pinned, eps, feature_options, local, folded):
+    """The causal FAVOR+ backward of one rank, pipelined over the forward's head groups: every
+    group's initial-triple gradient from the query side (zeros on the first rank) is posted to
+    its own all_gather first; then per group the local causal backward with the gradient of
+    its final triple, sum_{t > r} e^{c_F - c'_t} dS~'_t, as its dstate."""
+    f = feature_options
+    pending = []
+    for qh, kh, initial, cs, final_c, out, row_scales in folded:
         if initial is None:
             # The first rank's initial triple is empty, not a combination: nobody needs its gradient.
+            shape = (qn.shape[0], qh.stop - qh.start, cs[0].shape[2], vn.shape[3])
             dinitial = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype))
         else:
-            f = feature_options
-            dinitial = _favor_query_state_gradient(qn, pinned.matrix, f["features"], f["scale"], f["relu_offset"],
-                                                   initial[2], units, dens, out, dn)
-        parts = [_unpack(flat, dinitial) for flat in g.all_gather(_pack(dinitial))]
+            dinitial = _favor_query_state_gradient(qn[:, qh], pinned.matrix, f["features"], f["scale"],
+                                                   f["relu_offset"], initial[2], *row_scales, out, dn[:, qh])
+        pending.append((dinitial, g.start_all_gather(_pack(dinitial))))
+    dq, dk, dv = _np.empty_like(qn), _np.empty_like(kn), _np.empty_like(vn)
+    for (qh, kh, initial, cs, final_c, out, row_scales), (dinitial, wait) in zip(folded, pending):
+        parts = [_unpack(flat, dinitial) for flat in wait()]
         # Rank t's initial triple holds this rank's final one with the factor e^{c_F - c'_t}
         # (c'_t = max_{j<t} c_j >= c_F: factors <= 1; 0 where c_F = -inf, no key yet).
         cs = [c.astype(_np.float64) for c in cs]
         final_c = final_c.astype(_np.float64)
         dfinal = None
-        for t in _after(g, causal):
+        for t in range(g.rank + 1, g.size):
             with _np.errstate(invalid="ignore"):
                 weight = _np.exp(final_c - _np.maximum.reduce(cs[:t]))
             weight = _np.where(final_c == -_np.inf, 0.0, weight)
             if dfinal is None:
-                dfinal = (_np.zeros(shape), _np.zeros(shape[:3]))
+                dfinal = (_np.zeros(dinitial[0].shape), _np.zeros(dinitial[1].shape))
             dfinal[0][...] += weight[..., None] * parts[t][0]
             dfinal[1][...] += weight * parts[t][1]
         if dfinal is not None:
             dfinal = tuple(x.astype(qn.dtype) for x in dfinal)
-        dq, dk, dv = _performer.favor_attention_backward(qn, kn, vn, dn, pinned, causal=True, eps=eps,
-                                                         initial_state=initial, dstate=dfinal, **feature_options,
-                                                         **local)[:3]
-        return _input_grads(ctx, (dq, dk, dv)) + (None,) * 9
+        _performer.favor_attention_backward(qn[:, qh], kn[:, kh], vn[:, kh], dn[:, qh], pinned, causal=True, eps=eps,
+                                            initial_state=initial, dstate=dfinal, dq=dq[:, qh], dk=dk[:, kh],
+                                            dv=dv[:, kh], **feature_options, **local)
+    return dq, dk, dv
 
 
 def favor_attention(q, k, v, projection, *, causal=False, features="positive", scale=None, eps=0.0, kv_lengths=None,
@@ -563,7 +672,8 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     returns this rank's slice of the single-process result, differentiable w.r.t. q, k, v.
     Every rank must pass the same projection W. kv_lengths / kv_starts: B global positions.
     One all_gather of the scaled states (S~, z~, c) in the forward, one of (dS~, dz~) in the
-    backward. Non-causal: each rank's queries read the combined triple of all ranks as a
+    backward (causal: one per head group, up to 4, with the same bytes in all, plus one of 8
+    bytes). Non-causal: each rank's queries read the combined triple of all ranks as a
     memory (no keys of their own), and one key pass gives dk, dv.
     """
     half, q, k, v = _widen(q, k, v)
