@@ -290,10 +290,12 @@ def _unpack(flat, like):
 # The causal state passing runs in up to this many groups of heads, one all_gather each, so that a
 # rank that waits for another's states (forward) or state gradients (backward) starts on the
 # first group while the later ones are still being computed: at P = 2 the last rank then waits
-# for a quarter of the first rank's state pass instead of all of it, and the first rank no
+# for an eighth of the first rank's state pass instead of all of it, and the first rank no
 # longer waits for the last rank's query-side gradient (docs/DISTRIBUTED.md, "Pipelining").
+# 8 rather than 4: FAVOR+ at N = 32768, 2 ranks, rank 1 blocked 47 ms instead of 83 and its
+# call 80 ms shorter (benchmarks/distributed_profile.py favor --groups 4 8, session 9).
 # 1 turns it off (one group; benchmarks/distributed_profile.py --groups compares).
-_PIPELINE_GROUPS = 4
+_PIPELINE_GROUPS = 8
 
 
 def _head_groups(g, batch, heads, key_heads):
