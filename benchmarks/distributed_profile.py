@@ -8,8 +8,8 @@ dependency -- plus the transfer, about 1 ms here), the NumPy glue (state sums an
 packing, tensor views) and the rest (autograd, Python). Wall clock and process CPU time per
 phase; medians over the rounds. The timing wraps the module's functions from outside
 (nothing is added to the library's path); the wrappers cost microseconds per call.
---groups 1 4 alternates round by round between the unpipelined state passing (one head
-group) and 4 head groups (distributed.py's _PIPELINE_GROUPS), in the same processes.
+--groups 1 8 alternates round by round between the given head-group counts (1: the state
+passing unpipelined; distributed.py's _PIPELINE_GROUPS, 8 by default), in the same processes.
 
     python benchmarks/distributed_profile.py linear [--n 65536] [--rounds 5] [--world 2] [--groups 1 4]
     python benchmarks/distributed_profile.py favor  [--n 32768] [--features 256]

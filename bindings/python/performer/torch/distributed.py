@@ -14,7 +14,7 @@ to float rounding. Every rank of the group must make the same calls in the same 
   gradients from the query side first (FAVOR+: in scaled units, from the forward's row units
   and scaled denominators) and hand the suffix combination to the local backward as its
   final-state gradient (no state backward; non-causal: no pass repeated at all). Causal: the
-  state passing is pipelined over up to 4 groups of heads (one all_gather each), so that a
+  state passing is pipelined over up to 8 groups of heads (one all_gather each), so that a
   rank waiting for another's states starts on the first group while the rest are computed.
   Communication per call O(P * B * H * C * M), independent of N.
 - :func:`softmax_attention` is ring attention: key/value slices travel around the ring
@@ -441,7 +441,7 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, kv
     n_r); returns this rank's B x H x n_r x M slice of :func:`performer.linear_attention` over
     the whole sequence, differentiable w.r.t. q, k, v. kv_lengths / kv_starts: B global
     positions. One all_gather of B x H x C x (M + 1) states in the forward, one in the backward
-    (causal: one per head group, up to 4, with the same bytes in all, plus one of 8 bytes).
+    (causal: one per head group, up to 8, with the same bytes in all, plus one of 8 bytes).
     """
     half, q, k, v = _widen(q, k, v)
     return _narrow(_LinearFunction.apply(q, k, v, bool(causal), feature_map, eps, kv_lengths, kv_starts, group), half)
@@ -674,7 +674,7 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     returns this rank's slice of the single-process result, differentiable w.r.t. q, k, v.
     Every rank must pass the same projection W. kv_lengths / kv_starts: B global positions.
     One all_gather of the scaled states (S~, z~, c) in the forward, one of (dS~, dz~) in the
-    backward (causal: one per head group, up to 4, with the same bytes in all, plus one of 8
+    backward (causal: one per head group, up to 8, with the same bytes in all, plus one of 8
     bytes). Non-causal: each rank's queries read the combined triple of all ranks as a
     memory (no keys of their own), and one key pass gives dk, dv.
     """
