@@ -36,3 +36,8 @@ def _identity(tensor):
 
 #: unwrap(tensor): a dead functorch wrapper's tensor (or the tensor); not None.
 unwrap = _UNWRAP if _UNWRAP is not None else _identity
+
+
+def unwrap_each(tensors):
+    """unwrap() of each tensor, None kept: the optional state arguments."""
+    return tuple(None if t is None else unwrap(t) for t in tensors)

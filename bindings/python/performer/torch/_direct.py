@@ -6,9 +6,8 @@ so Dynamo folds the rest away), no torch.func transform, no dispatch or function
 FakeTensorMode, DeviceContext), plain tensors only (no subclass, no Parameter). Everything else goes
 through torch.ops.performer.
 
-eager() says that much (route() says it and needs_grad() in one pass). A call that then needs no
-gradient (needs_grad()) runs the kernel directly;
-one that does runs its autograd through a torch.autograd.Function over the same kernels (several
+route() says that much and, for such a call, whether it needs a gradient: one that does not runs
+the kernel directly; one that does runs its autograd through a torch.autograd.Function over the same kernels (several
 times cheaper per call than the op's registered Python autograd formula), since PyTorch's autograd
 never sees the difference outside tracing."""
 
@@ -30,18 +29,15 @@ def untraced():
 def eager(*tensors):
     """True when nothing traces or transforms the call and the tensors (None allowed) are plain:
     the kernels, or an autograd.Function calling them, may then stand in for the op."""
-    if _is_compiling() or not untraced():
-        return False
-    for t in tensors:
-        if t is not None and type(t) is not _Tensor:
-            return False
-    return True
+    return route(*tensors) is not None
 
 
 def route(*tensors):
-    """eager() and needs_grad() in one pass (a tiny call's saving): None when the call must go
-    through the op, else whether a gradient is needed."""
-    if _is_compiling() or _functorch_active() or _dispatch_modes() or _function_mode():
+    """Where a call goes, in one pass (a tiny call's saving): None when the call must go through
+    the op (something traces or transforms it, or a tensor is not plain; None allowed), else
+    whether autograd records and a tensor requires a gradient (an autograd.Function over the
+    kernels) or not (the kernels directly)."""
+    if _is_compiling() or not untraced():
         return None
     grad = _grad_enabled()
     needed = False
@@ -52,20 +48,6 @@ def route(*tensors):
             if grad and not needed and t.requires_grad:
                 needed = True
     return needed
-
-
-def needs_grad(*tensors):
-    """True when autograd records and one of the tensors (None allowed) requires a gradient."""
-    if _grad_enabled():
-        for t in tensors:
-            if t is not None and t.requires_grad:
-                return True
-    return False
-
-
-def direct(*tensors):
-    """True when the tensors (None allowed) may go to the kernels without the dispatcher or autograd."""
-    return eager(*tensors) and not needs_grad(*tensors)
 
 
 def plain_cpu(args):

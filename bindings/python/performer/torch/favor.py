@@ -11,8 +11,8 @@ from performer import _performer as _ext
 from performer import favor as _favor
 
 from . import _autocast, _ops
-from ._apply import c_apply, unwrap
-from ._direct import eager, needs_grad
+from ._apply import c_apply, unwrap, unwrap_each
+from ._direct import route
 from ._functorch import functorch_active
 from ._tensors import check, key_lists, key_tensors
 from .linear import _STATE_NAMES, heads_arg, state_arg, state_grads
@@ -133,12 +133,13 @@ def favor_attention(q, k, v, projection, *, causal=False, features="positive", s
     if _autocast.requested():
         q, k, v, *state = _autocast.widen((q, k, v) + state)
         state, W = tuple(state), W if W is None else _autocast.widen((W,))[0]
-    if eager(q, k, v, *state, W):
+    grad = route(q, k, v, *state, W)
+    if grad is not None:
         kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
-        if needs_grad(q, k, v, *state, W):
+        if grad:
             # As the op: W of the projection's current draw, saved with the inputs.
             W = matrix_of(held) if W is None else W
-            S0, z0, c0 = (None if t is None else unwrap(t) for t in state)
+            S0, z0, c0 = unwrap_each(state)
             out, S, z, c = apply_favor(unwrap(q), unwrap(k), unwrap(v), W, S0, z0, c0, _ops.projection_of(W), causal,
                                        code, scale, eps, relu_offset, kv_lengths, kv_starts, return_state)
         else:
@@ -167,12 +168,13 @@ def favor_state(k, v, projection, *, features="positive", scale=None, kv_lengths
     if _autocast.requested():
         k, v, *state = _autocast.widen((k, v) + state)
         state, W = tuple(state), W if W is None else _autocast.widen((W,))[0]
-    if eager(k, v, *state, W):
+    grad = route(k, v, *state, W)
+    if grad is not None:
         kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
-        if needs_grad(k, v, *state, W):
+        if grad:
             # As the op: W of the projection's current draw, saved with the inputs.
             W = matrix_of(held) if W is None else W
-            S0, z0, c0 = (None if t is None else unwrap(t) for t in state)
+            S0, z0, c0 = unwrap_each(state)
             return apply_favor_state(unwrap(k), unwrap(v), W, S0, z0, c0, _ops.projection_of(W), hs, code, scale,
                                      relu_offset, kv_lengths, kv_starts)
         return _ops.favor_state_forward(k, v, W if held is None else held, *state, hs, code, scale, relu_offset,

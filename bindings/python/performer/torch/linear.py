@@ -9,8 +9,8 @@ from performer import _performer as _ext
 from performer import linear as _linear
 
 from . import _autocast, _ops
-from ._apply import c_apply, unwrap
-from ._direct import eager, needs_grad, route
+from ._apply import c_apply, unwrap, unwrap_each
+from ._direct import route
 from ._functorch import functorch_active
 from ._tensors import check, key_lists, key_tensors, wide_dtype
 
@@ -125,8 +125,7 @@ def linear_attention(q, k, v, *, causal=False, feature_map="elu+1", eps=1e-6, no
     if grad is not None:
         kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
         if grad:
-            if S0 is not None or z0 is not None:
-                S0, z0 = (None if S0 is None else unwrap(S0)), (None if z0 is None else unwrap(z0))
+            S0, z0 = unwrap_each((S0, z0))
             out, S, z = apply_linear(unwrap(q), unwrap(k), unwrap(v), S0, z0, causal, fmap, eps, normalize,
                                      kv_lengths, kv_starts, return_state)
         else:
@@ -151,11 +150,11 @@ def linear_state(k, v, *, feature_map="elu+1", kv_lengths=None, kv_starts=None, 
     kv_lengths, kv_starts = key_tensors(kv_lengths, kv_starts)
     if _autocast.requested():
         k, v, S0, z0 = _autocast.widen((k, v, S0, z0))
-    if eager(k, v, S0, z0):
+    grad = route(k, v, S0, z0)
+    if grad is not None:
         kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
-        if needs_grad(k, v, S0, z0):
-            if S0 is not None or z0 is not None:
-                S0, z0 = (None if S0 is None else unwrap(S0)), (None if z0 is None else unwrap(z0))
+        if grad:
+            S0, z0 = unwrap_each((S0, z0))
             return apply_linear_state(unwrap(k), unwrap(v), S0, z0, hs, fmap, kv_lengths, kv_starts)
         return _ops.linear_state_forward(k, v, S0, z0, hs, fmap, kv_lengths, kv_starts)
     check(("k", "v") + _STATE_NAMES, (k, v, S0, z0))
