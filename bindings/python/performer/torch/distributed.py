@@ -161,6 +161,16 @@ class _Group:
             return [part.numpy() for part in parts]
         return wait
 
+    def gather_payloads(self, payload):
+        """Every rank's payload (a tuple of arrays, sent packed in one all_gather), in rank order."""
+        return [_unpack(flat, payload) for flat in self.all_gather(_pack(payload))]
+
+    def start_gather_payloads(self, payload):
+        """Posts gather_payloads's all_gather and returns a function that waits for it and
+        returns every rank's payload."""
+        wait = self.start_all_gather(_pack(payload))
+        return lambda: [_unpack(flat, payload) for flat in wait()]
+
     def lengths(self, n):
         """Every rank's slice length (one small all_gather)."""
         return [int(x[0]) for x in self.all_gather(_np.array([n], dtype=_np.int64))]
@@ -352,7 +362,7 @@ class _LinearFunction(_torch.autograd.Function):
             ctx.setup = (g, causal, eps, options, (groups, initial))
             return out
         state = _performer.linear_state(kn, vn, heads=qn.shape[1], **options)
-        parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
+        parts = g.gather_payloads(state)
         initial = _sum_states(parts, list(range(g.size)), qn.dtype)
         out = _to_tensor(_performer.linear_attention(qn, kn[:, :, :0], vn[:, :, :0], eps=eps,
                                                      initial_state=initial, feature_map=feature_map))
@@ -370,7 +380,7 @@ class _LinearFunction(_torch.autograd.Function):
         if not causal:
             dq, _, _, dmemory = _performer.linear_attention_backward(qn, kn[:, :, :0], vn[:, :, :0], dn, eps=eps,
                                                                      initial_state=initial, feature_map=feature_map)
-            parts = [_unpack(flat, dmemory) for flat in g.all_gather(_pack(dmemory))]
+            parts = g.gather_payloads(dmemory)
             dk, dv = _performer.linear_state_backward(kn, vn, *_sum_states(parts, list(range(g.size)), qn.dtype),
                                                       heads=qn.shape[1], **options)
             return _input_grads(ctx, (dq, dk, dv)) + (None,) * 6
@@ -396,12 +406,12 @@ def _linear_causal_forward(g, qn, kn, vn, eps, options):
             state = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype))
         else:
             state = _performer.linear_state(kn[:, kh], vn[:, kh], heads=heads, **options)
-        pending.append((state, g.start_all_gather(_pack(state))))
+        pending.append(g.start_gather_payloads(state))
     out = _np.empty((b, h, n, m), dtype=qn.dtype)
     den = _np.empty((b, h, n), dtype=qn.dtype)
     initial = []
-    for (qh, kh), (state, wait) in zip(groups, pending):
-        parts = [_unpack(flat, state) for flat in wait()]
+    for (qh, kh), gathered in zip(groups, pending):
+        parts = gathered()
         start = _sum_states(parts, list(range(g.rank)), qn.dtype)
         _performer.linear_attention(qn[:, qh], kn[:, kh], vn[:, kh], causal=True, eps=eps, initial_state=start,
                                     out=out[:, qh], denominators=den[:, qh], **options)
@@ -422,10 +432,10 @@ def _linear_causal_backward(g, qn, kn, vn, dn, out, den, eps, options, groups, i
         else:
             dinitial = _query_state_gradient(qn[:, qh], out[:, qh], den[:, qh], dn[:, qh], eps,
                                              options["feature_map"])
-        pending.append((dinitial, g.start_all_gather(_pack(dinitial))))
+        pending.append(g.start_gather_payloads(dinitial))
     dq, dk, dv = _np.empty_like(qn), _np.empty_like(kn), _np.empty_like(vn)
-    for (qh, kh), start, (dinitial, wait) in zip(groups, initial, pending):
-        parts = [_unpack(flat, dinitial) for flat in wait()]
+    for (qh, kh), start, gathered in zip(groups, initial, pending):
+        parts = gathered()
         dfinal = _sum_states(parts, list(range(g.rank + 1, g.size)), qn.dtype)
         _performer.linear_attention_backward(qn[:, qh], kn[:, kh], vn[:, kh], dn[:, qh], causal=True, eps=eps,
                                              initial_state=start, dstate=dfinal, dq=dq[:, qh], dk=dk[:, kh],
@@ -555,7 +565,7 @@ class _FavorFunction(_torch.autograd.Function):
             ctx.setup = (g, causal, eps, pinned, feature_options, local, folded)
             return _to_tensor(out)
         state = _performer.favor_state(kn, vn, pinned, heads=qn.shape[1], **feature_options, **local)
-        parts = [_unpack(flat, state) for flat in g.all_gather(_pack(state))]
+        parts = g.gather_payloads(state)
         # The queries against every rank's keys as one memory, no keys of their own: the own
         # keys are not folded a second time.
         initial = _combine_favor(parts, list(range(g.size)), qn.dtype)
@@ -577,7 +587,7 @@ class _FavorFunction(_torch.autograd.Function):
         initial, cs = folded
         dq, _, _, dmemory = _performer.favor_attention_backward(qn, kn[:, :, :0], vn[:, :, :0], dn, pinned, eps=eps,
                                                                 initial_state=initial, **feature_options)
-        parts = [_unpack(flat, dmemory) for flat in g.all_gather(_pack(dmemory))]
+        parts = g.gather_payloads(dmemory)
         # Every rank's memory combined all triples with one shift c': this rank's triple
         # entered each with the factor exp(c_r - c').
         weight = _shift_weights([c.astype(_np.float64) for c in cs], list(range(g.size)))[1][g.rank]
@@ -609,12 +619,12 @@ def _favor_causal_forward(g, qn, kn, vn, pinned, eps, feature_options, local):
             state = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype), _np.full(shape[:3], -_np.inf, qn.dtype))
         else:
             state = _performer.favor_state(kn[:, kh], vn[:, kh], pinned, heads=heads, **feature_options, **local)
-        pending.append((state, g.start_all_gather(_pack(state))))
+        pending.append(g.start_gather_payloads(state))
     out = _np.empty((b, h, n, m), dtype=qn.dtype)
     scales = (_np.empty((b, h, n), dtype=qn.dtype), _np.empty((b, h, n), dtype=qn.dtype)) if g.rank > 0 else None
     folded = []
-    for (qh, kh), (state, wait) in zip(groups, pending):
-        parts = [_unpack(flat, state) for flat in wait()]
+    for (qh, kh), gathered in zip(groups, pending):
+        parts = gathered()
         initial = _combine_favor(parts, list(range(g.rank)), qn.dtype)
         row_scales = None if initial is None else tuple(x[:, qh] for x in scales)
         final = _performer.favor_attention(qn[:, qh], kn[:, kh], vn[:, kh], pinned, causal=True, eps=eps,
@@ -641,10 +651,10 @@ def _favor_causal_backward(g, qn, kn, vn, dn, pinned, eps, feature_options, loca
         else:
             dinitial = _favor_query_state_gradient(qn[:, qh], pinned.matrix, f["features"], f["scale"],
                                                    f["relu_offset"], initial[2], *row_scales, out, dn[:, qh])
-        pending.append((dinitial, g.start_all_gather(_pack(dinitial))))
+        pending.append(g.start_gather_payloads(dinitial))
     dq, dk, dv = _np.empty_like(qn), _np.empty_like(kn), _np.empty_like(vn)
-    for (qh, kh, initial, cs, final_c, out, row_scales), (dinitial, wait) in zip(folded, pending):
-        parts = [_unpack(flat, dinitial) for flat in wait()]
+    for (qh, kh, initial, cs, final_c, out, row_scales), gathered in zip(folded, pending):
+        parts = gathered()
         # Rank t's initial triple holds this rank's final one with the factor e^{c_F - c'_t}
         # (c'_t = max_{j<t} c_j >= c_F: factors <= 1; 0 where c_F = -inf, no key yet).
         cs = [c.astype(_np.float64) for c in cs]
@@ -655,7 +665,7 @@ def _favor_causal_backward(g, qn, kn, vn, dn, pinned, eps, feature_options, loca
                 weight = _np.exp(final_c - _np.maximum.reduce(cs[:t]))
             weight = _np.where(final_c == -_np.inf, 0.0, weight)
             if dfinal is None:
-                dfinal = (_np.zeros(dinitial[0].shape), _np.zeros(dinitial[1].shape))
+                dfinal = (_np.zeros(parts[t][0].shape), _np.zeros(parts[t][1].shape))
             dfinal[0][...] += weight[..., None] * parts[t][0]
             dfinal[1][...] += weight * parts[t][1]
         if dfinal is not None:
