@@ -12,53 +12,14 @@ func runGQABench(lengths: [Int], dims: [Int]) throws {
     print("|---|---|---|---|---|---|")
     for n in lengths {
         for d in dims {
-            let queryShape = SIMD4(1, heads, n, d), keyShape = SIMD4(1, keyHeads, n, d)
-            let queryCount = heads * n * d, keyCount = keyHeads * n * d
-            let q = randomFloats(queryCount, seed: 1), dO = randomFloats(queryCount, seed: 4)
-            let k = randomFloats(keyCount, seed: 2), v = randomFloats(keyCount, seed: 3)
-            let out = UnsafeMutablePointer<Float>.allocate(capacity: queryCount)
-            let dq = UnsafeMutablePointer<Float>.allocate(capacity: queryCount)
-            let dk = UnsafeMutablePointer<Float>.allocate(capacity: keyCount)
-            let dv = UnsafeMutablePointer<Float>.allocate(capacity: keyCount)
-            let lse = UnsafeMutablePointer<Float>.allocate(capacity: heads * n)
-            defer { for p in [q, k, v, dO, out, dq, dk, dv, lse] { p.deallocate() } }
-            let options = SoftmaxAttentionOptions(causal: true)
-            let qv = TensorView(base: UnsafePointer(q), shape: queryShape)
-            let kv = TensorView(base: UnsafePointer(k), shape: keyShape)
-            let vv = TensorView(base: UnsafePointer(v), shape: keyShape)
-            let lseShape = SIMD4(1, heads, n, 1)
-            let forward = { () throws in
-                try SoftmaxAttention.forward(
-                    query: qv, key: kv, value: vv, output: MutableTensorView(base: out, shape: queryShape),
-                    logSumExp: MutableTensorView(base: lse, shape: lseShape), options: options)
-            }
-            let backward = { () throws in
-                try SoftmaxAttention.backward(
-                    query: qv, key: kv, value: vv, output: TensorView(base: UnsafePointer(out), shape: queryShape),
-                    logSumExp: TensorView(base: UnsafePointer(lse), shape: lseShape),
-                    outputGradient: TensorView(base: UnsafePointer(dO), shape: queryShape),
-                    queryGradient: MutableTensorView(base: dq, shape: queryShape),
-                    keyGradient: MutableTensorView(base: dk, shape: keyShape),
-                    valueGradient: MutableTensorView(base: dv, shape: keyShape), options: options)
-            }
+            let run = SoftmaxRun(n: n, heads: heads, keyHeads: keyHeads, d: d, causal: true)
+            defer { run.release() }
             let runs = n >= 2048 ? 7 : 15
-            let forwardSeconds = try cpuTime(runs: runs, forward)
-            let backwardSeconds = try cpuTime(runs: runs, backward)
+            let forwardSeconds = try time(runs: runs, clock: cpuNow, run.forward)
+            let backwardSeconds = try time(runs: runs, clock: cpuNow, run.backward)
             let flops = 2.0 * Double(heads) * Double(n) * Double(n) * Double(d)
             print("| \(n) | \(d) | \(format2(forwardSeconds * 1e3)) | \(format1(flops / forwardSeconds / 1e9)) "
                   + "| \(format2(backwardSeconds * 1e3)) | \(format1(2.5 * flops / backwardSeconds / 1e9)) |")
         }
     }
-}
-
-/// Median process CPU seconds of `runs` calls of `body` after one warm-up.
-private func cpuTime(runs: Int, _ body: () throws -> Void) rethrows -> Double {
-    try body()
-    var samples: [Double] = []
-    for _ in 0..<runs {
-        let start = cpuNow()
-        try body()
-        samples.append(cpuNow() - start)
-    }
-    return median(samples)
 }

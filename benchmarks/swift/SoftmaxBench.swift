@@ -3,41 +3,48 @@
 // forward (five products), so fwd+bwd = 3.5× forward.
 import PerformerCore
 
-/// Median seconds of softmax fwd and fwd+bwd at B = 1, H = `heads`, D = M = `d`.
+/// Softmax fwd, bwd (after a forward filled out and lse) and fwd+bwd at B = 1, H = `heads` query
+/// heads on `keyHeads` key heads (default H: no GQA), D = M = `d`, float32.
 struct SoftmaxRun {
     let forward: () throws -> Void
+    let backward: () throws -> Void
     let both: () throws -> Void
     let release: () -> Void
 
-    init(n: Int, heads: Int, d: Int, causal: Bool) {
-        let shape = SIMD4(1, heads, n, d)
-        let count = heads * n * d
-        let q = randomFloats(count, seed: 1), k = randomFloats(count, seed: 2)
-        let v = randomFloats(count, seed: 3), dO = randomFloats(count, seed: 4)
+    init(n: Int, heads: Int, keyHeads: Int? = nil, d: Int, causal: Bool) {
+        let keyHeads = keyHeads ?? heads
+        let shape = SIMD4(1, heads, n, d), keyShape = SIMD4(1, keyHeads, n, d), lseShape = SIMD4(1, heads, n, 1)
+        let count = heads * n * d, keyCount = keyHeads * n * d
+        let q = randomFloats(count, seed: 1), k = randomFloats(keyCount, seed: 2)
+        let v = randomFloats(keyCount, seed: 3), dO = randomFloats(count, seed: 4)
         let out = UnsafeMutablePointer<Float>.allocate(capacity: count)
         let dq = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        let dk = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        let dv = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        let dk = UnsafeMutablePointer<Float>.allocate(capacity: keyCount)
+        let dv = UnsafeMutablePointer<Float>.allocate(capacity: keyCount)
         let lse = UnsafeMutablePointer<Float>.allocate(capacity: heads * n)
         let options = SoftmaxAttentionOptions(causal: causal)
         let qv = TensorView(base: UnsafePointer(q), shape: shape)
-        let kv = TensorView(base: UnsafePointer(k), shape: shape)
-        let vv = TensorView(base: UnsafePointer(v), shape: shape)
+        let kv = TensorView(base: UnsafePointer(k), shape: keyShape)
+        let vv = TensorView(base: UnsafePointer(v), shape: keyShape)
         let forward = { () throws in
             try SoftmaxAttention.forward(
                 query: qv, key: kv, value: vv, output: MutableTensorView(base: out, shape: shape),
-                logSumExp: MutableTensorView(base: lse, shape: SIMD4(1, heads, n, 1)), options: options)
+                logSumExp: MutableTensorView(base: lse, shape: lseShape), options: options)
         }
-        self.forward = forward
-        both = { () throws in
-            try forward()
+        let backward = { () throws in
             try SoftmaxAttention.backward(
                 query: qv, key: kv, value: vv, output: TensorView(base: UnsafePointer(out), shape: shape),
-                logSumExp: TensorView(base: UnsafePointer(lse), shape: SIMD4(1, heads, n, 1)),
+                logSumExp: TensorView(base: UnsafePointer(lse), shape: lseShape),
                 outputGradient: TensorView(base: UnsafePointer(dO), shape: shape),
                 queryGradient: MutableTensorView(base: dq, shape: shape),
-                keyGradient: MutableTensorView(base: dk, shape: shape),
-                valueGradient: MutableTensorView(base: dv, shape: shape), options: options)
+                keyGradient: MutableTensorView(base: dk, shape: keyShape),
+                valueGradient: MutableTensorView(base: dv, shape: keyShape), options: options)
+        }
+        self.forward = forward
+        self.backward = backward
+        both = { () throws in
+            try forward()
+            try backward()
         }
         release = { for p in [q, k, v, dO, out, dq, dk, dv, lse] { p.deallocate() } }
     }

@@ -104,14 +104,15 @@ func peakTableCells(runs: Int, forwardFlops: Double, bothFlops: Double, forward:
     return "\(milliseconds(forwardSeconds * 1e3)) | \(format1(fg)) | \(format1(100 * forwardFraction))% | \(format1(100 * forwardCPU))% | \(milliseconds(bothSeconds * 1e3)) | \(format1(bg)) | \(format1(100 * bothFraction))% | \(format1(100 * bothCPU))%"
 }
 
-/// Median seconds of `runs` calls of `body` after one warm-up.
-func time(runs: Int, _ body: () throws -> Void) rethrows -> Double {
+/// Median seconds of `runs` calls of `body` after one warm-up, on `clock` (wall by default;
+/// `cpuNow`: process CPU seconds).
+func time(runs: Int, clock: () -> Double = now, _ body: () throws -> Void) rethrows -> Double {
     try body()
     var samples: [Double] = []
     for _ in 0..<runs {
-        let start = now()
+        let start = clock()
         try body()
-        samples.append(now() - start)
+        samples.append(clock() - start)
     }
     return median(samples)
 }
