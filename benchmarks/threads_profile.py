@@ -19,8 +19,7 @@ autograd, no glue). Two parts:
      own pool        2 threads on the library's own workers (performer.set_num_threads(2))
      SDPA 1 / SDPA 2 torch's scaled_dot_product_attention (enable_gqa, is_causal) at 1 and 2 threads
    Columns: wall ms; CPU ms of the whole process; CPU ms of the calling thread; CPU ms of every other
-   thread (workers computing, or spinning after the call). Per-thread CPU comes from
-   /proc/self/task/*/schedstat (ns). --between runs a PyTorch matmul (the layer's q projection, 2
+   thread (workers computing, or spinning after the call: process minus caller). --between runs a PyTorch matmul (the layer's q projection, 2
    threads) before each timed call, untimed, as a model does: PyTorch's OpenMP workers then spin when
    our call starts, as they would between a model's ops.
 On a shared host read CPU time and the ratios; wall times include queueing.
@@ -43,33 +42,13 @@ from performer.torch import _threads
 B, H, HK, D = 1, 8, 2, 32
 
 
-def thread_times():
-    """{tid: CPU ns} of every thread of this process."""
-    times = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open("/proc/self/task/%s/schedstat" % tid) as f:
-                times[int(tid)] = int(f.read().split()[0])
-        except (OSError, ValueError):
-            pass
-    return times
-
-
 def timed(fn):
-    """(wall, process CPU, calling thread CPU, other threads CPU) seconds of fn()."""
-    me = threading_id()
-    before = thread_times()
-    start, cpu = time.perf_counter(), time.process_time()
+    """(wall, process CPU, calling thread CPU, other threads CPU) seconds of fn(). Both CPU clocks are
+    exact (clock_gettime), not sampled at scheduler ticks as /proc/.../schedstat of a running thread is."""
+    start, cpu, own = time.perf_counter(), time.process_time(), time.thread_time()
     fn()
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    after = thread_times()
-    deltas = {tid: ns - before.get(tid, 0) for tid, ns in after.items()}
-    own = deltas.pop(me, 0)
-    return wall, cpu, own * 1e-9, sum(deltas.values()) * 1e-9
-
-
-def threading_id():
-    return ctypes.CDLL(None).syscall(186)  # gettid on x86-64
+    own, cpu = time.thread_time() - own, time.process_time() - cpu
+    return time.perf_counter() - start, cpu, own, cpu - own
 
 
 class Problem:
