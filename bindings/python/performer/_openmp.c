@@ -13,14 +13,17 @@
 #include <Python.h>
 
 #include <limits.h>
-#include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
 
 #include "performer.h"
 
@@ -85,6 +88,29 @@ cpu_relax(void)
 #endif
 }
 
+/* Sleeps while *word == value (returns at once when it no longer is: no lost wake-up), or
+ * gives up the CPU once where there is no futex. */
+static void
+sleep_while(int *word, int value)
+{
+#ifdef __linux__
+    syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
+#else
+    (void)word, (void)value;
+    sched_yield();
+#endif
+}
+
+static void
+wake_caller(int *word)
+{
+#ifdef __linux__
+    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#else
+    (void)word;
+#endif
+}
+
 /* Why the calling thread does not just return to GOMP_parallel: GOMP's closing barrier makes
  * it spin for the late threads for GOMP_SPINCOUNT rounds (300 000 by default: milliseconds),
  * and on a host with more runnable threads than cores that spinning takes the very core time a
@@ -101,7 +127,7 @@ wait_for_team(region_t *region, int team, int thread)
         /* Sequentially consistent: either the caller sees done == team before it sleeps, or the
          * last thread sees it counted in `sleepers`. */
         if (done == team && __atomic_load_n(&region->sleepers, __ATOMIC_SEQ_CST) > 0) {
-            syscall(SYS_futex, &region->done, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+            wake_caller(&region->done);
         }
         return;
     }
@@ -112,8 +138,7 @@ wait_for_team(region_t *region, int team, int thread)
     }
     __atomic_add_fetch(&region->sleepers, 1, __ATOMIC_SEQ_CST);
     while ((done = __atomic_load_n(&region->done, __ATOMIC_SEQ_CST)) != team) {
-        /* Returns at once when `done` is no longer the value read (no lost wake-up). */
-        syscall(SYS_futex, &region->done, FUTEX_WAIT_PRIVATE, done, NULL, NULL, 0);
+        sleep_while(&region->done, done);
     }
 }
 
