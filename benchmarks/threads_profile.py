@@ -11,17 +11,17 @@ autograd, no glue). Two parts:
    at 2 threads. Each region is one GOMP_parallel (with its closing barrier) under performer.torch's
    executor, and one wake-up/wait of the library's own pool otherwise.
 2. Time per call, alternating in this one process (the modes take turns each round; medians):
-     1 thread        torch.set_num_threads(1), performer follows it
-     torch executor  2 threads on PyTorch's OpenMP pool (performer.torch's default): the threads of a
-                     region that are done poll 100 us, then sleep until the team is done (_openmp.c)
-     gomp 2          the same before session 10: they wait in GOMP's closing barrier (spinning for
-                     GOMP_SPINCOUNT rounds)
-     own pool        2 threads on the library's own workers (performer.set_num_threads(2))
-     SDPA 1 / SDPA 2 torch's scaled_dot_product_attention (enable_gqa, is_causal) at 1 and 2 threads
+     torch 1         1 thread (torch.set_num_threads(1); performer follows it)
+     torch 2         2 threads on PyTorch's OpenMP pool (performer.torch's default): the calling thread,
+                     done with its share, polls 100 us, then sleeps until the team is done (_openmp.c)
+     gomp 2          the same executor as before session 10: the caller waits in GOMP's closing
+                     barrier (spinning for GOMP_SPINCOUNT rounds)
+     own 2           2 threads on the library's own workers (performer.set_num_threads(2))
+     sdpa 1, sdpa 2  torch's scaled_dot_product_attention (enable_gqa, is_causal) at 1 and 2 threads
    Columns: wall ms; CPU ms of the whole process; CPU ms of the calling thread; CPU ms of every other
-   thread (workers computing, or spinning after the call: process minus caller). --between runs a PyTorch matmul (the layer's q projection, 2
-   threads) before each timed call, untimed, as a model does: PyTorch's OpenMP workers then spin when
-   our call starts, as they would between a model's ops.
+   thread (workers computing, or spinning: process minus caller). --between runs a PyTorch matmul
+   (n x 256 by 256 x 256, at the mode's thread count) before each timed call, untimed, as a model does:
+   PyTorch's OpenMP workers then spin when our call starts, as they would between a model's ops.
 On a shared host read CPU time and the ratios; wall times include queueing.
 """
 import argparse
