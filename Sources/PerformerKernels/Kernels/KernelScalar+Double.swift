@@ -29,6 +29,7 @@ extension Double: KernelScalar {
         b.replacing(with: a, where: x .< y)
     }
     @_transparent @usableFromInline static func exp2(_ x: DoubleVector) -> DoubleVector { vectorExp2(x) }
+    @_transparent @usableFromInline static func exp2NonPositive(_ x: DoubleVector) -> DoubleVector { vectorExp2(x) }
     // Halving like sumHalving (the stdlib's max() is a compare-and-branch loop over the lanes).
     @inline(__always) @usableFromInline static func maxAcross(_ v: DoubleVector) -> Double {
         #if PERFORMER_ISA_AVX512

@@ -29,6 +29,9 @@ extension Float: KernelScalar {
         b.replacing(with: a, where: x .< y)
     }
     @_transparent @usableFromInline static func exp2(_ x: FloatVector) -> FloatVector { vectorExp2(x) }
+    @_transparent @usableFromInline static func exp2NonPositive(_ x: FloatVector) -> FloatVector {
+        vectorExp2NonPositive(x)
+    }
     // Halving like sumHalving (the stdlib's max() is a compare-and-branch loop over the lanes).
     @inline(__always) @usableFromInline static func maxAcross(_ v: FloatVector) -> Float {
         #if PERFORMER_ISA_AVX512

@@ -29,6 +29,9 @@ protocol KernelScalar: BinaryFloatingPoint, SIMDScalar, Codable {
     /// 2^x per lane, relative error ≤ a few ulp over the normal range; exactly 0 for x = −inf
     /// and for x < −(exponent bias); +inf above the largest finite power. See VectorExp.swift.
     static func exp2(_ x: Vector) -> Vector
+    /// exp2 for x ≤ 127 (softmax probabilities, x ≤ 0): Float drops the upper clamp and uses a
+    /// shorter polynomial of no worse accuracy (VectorExp2NonPositive.swift); Double is exp2.
+    static func exp2NonPositive(_ x: Vector) -> Vector
     /// Largest lane.
     static func maxAcross(_ v: Vector) -> Self
     /// Sum of the lanes.

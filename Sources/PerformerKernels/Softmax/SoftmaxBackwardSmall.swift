@@ -63,8 +63,8 @@ func softmaxBackwardSmall<T: KernelScalar>(_ t: SoftmaxBackwardTask, _: T.Type) 
                     for y in 0..<m { dP = laneFMA(dO[y * head.dOColumn], v[j * vRow + y * vColumn], dP) }
                     var e: T = 0
                     if j < valid {
-                        e = T.exp2(T.splat(s - shift))[0]
-                        if clamp && 1 < e { e = 1 }
+                        // As the tiled pair: exp2 (clamped to 1) for extreme rows, else exp2NonPositive.
+                        e = clamp ? Swift.min(T.exp2(T.splat(s - shift))[0], 1) : T.exp2NonPositive(T.splat(s - shift))[0]
                     }
                     p[i * keys + j] = e
                     dS[i * keys + j] = e * (dP - delta) * scale

@@ -204,8 +204,9 @@ func backwardPair<T: KernelScalar>(
                 lane += w
             }
         } else {
+            // S − lse₂ ≤ 0 up to lse's rounding (< 2⁻⁷ here): the non-positive exp2.
             while lane < lanes {
-                var p = T.exp2(T.sub(T.load(pRow + lane), shift))
+                var p = T.exp2NonPositive(T.sub(T.load(pRow + lane), shift))
                 if lane + w > valid {
                     p = T.selectLess(laneIndex, T.splat(T(valid - lane)), p, zero)
                 }

@@ -12,7 +12,7 @@ import PerformerKernelInterface
 // One task = one block of ≤ 64 query rows of one head. Scores are computed transposed,
 // Sᵀ = K·Qᵀ (keys × queries), so each query is a vector lane and the running max, sum and
 // rescale are vertical vector operations. Scores are kept in log2 units (Q is pre-scaled by
-// scale · log2 e) so probabilities are exp2. Per key block of 144 keys:
+// scale · log2 e) so probabilities are exp2 (of arguments ≤ 0: exp2NonPositive). Per key block of 144 keys:
 //   Sᵀ = K·Qᵀ                (A = K read through its strides, B = packed Qᵀ)
 //   m' = max(m, colmax Sᵀ), α = 2^(m − m'), Pᵀ = 2^(Sᵀ − m'), l = α·l + colsum Pᵀ
 //   Oᵀ = α ∘ Oᵀ + Vᵀ·Pᵀ      (A(m, j) = V[j][m] through V's strides, B = Pᵀ)
@@ -77,11 +77,15 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
             a: k + keyStart * t.key.rowStride, aRowStride: t.key.rowStride, aDepthStride: t.key.columnStride,
             b: qT, bRowStride: br, c: sT, cRowStride: br, accumulate: false)
         if keyStart + bc > minVisible {
+            // Keys below minVisible are visible to every lane: mask only the rows from there on
+            // (on a causal diagonal block, ≤ 64 of its 144 rows).
+            let first = Swift.max(0, minVisible - keyStart)
             if exactKeyIndices {
-                maskScoresTransposedVector(sT, stride: br, keyStart: keyStart, keyRows: bc,
+                maskScoresTransposedVector(sT + first * br, stride: br, keyStart: keyStart + first, keyRows: bc - first,
                                            visible: UnsafePointer(visibleAsScalar), lanes: br)
             } else {
-                maskScoresTransposed(sT, stride: br, keyStart: keyStart, keyRows: bc, visible: visible, lanes: rowCount)
+                maskScoresTransposed(sT + first * br, stride: br, keyStart: keyStart + first, keyRows: bc - first,
+                                     visible: visible, lanes: rowCount)
             }
         }
         // Online softmax, one vector of query lanes at a time.
@@ -92,11 +96,11 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
             for j in 0..<bc { blockMax = T.max(blockMax, T.load(sT + j * br + lane)) }
             // A lane that has seen only masked keys keeps max −inf; subtract 0 there instead.
             let safeMax = T.selectLess(blockMax, negativeLargest, T.splat(0), blockMax)
-            let a = T.exp2(T.sub(oldMax, safeMax))
+            let a = T.exp2NonPositive(T.sub(oldMax, safeMax))
             var sum = T.splat(0)
             for j in 0..<bc {
                 let p = sT + j * br + lane
-                let e = T.exp2(T.sub(T.load(p), safeMax))
+                let e = T.exp2NonPositive(T.sub(T.load(p), safeMax))
                 T.store(e, p)
                 sum = T.add(sum, e)
             }
