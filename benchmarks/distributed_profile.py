@@ -34,7 +34,7 @@ LIBRARY = {
     "linear_state": "state pass", "favor_state": "state pass",
     "linear_attention": "local forward", "favor_attention": "local forward",
     "linear_attention_backward": "local backward", "favor_attention_backward": "local backward",
-    "linear_initial_state_gradient": "query-side gradient",
+    "linear_initial_state_gradient": "query-side gradient", "favor_initial_state_gradient": "query-side gradient",
 }
 # distributed.py's own helpers.
 HELPERS = {

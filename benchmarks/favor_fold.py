@@ -36,14 +36,14 @@ def favor_calls(q, k, v, dout, p, state):
         performer.favor_state(k, v, p)
         out, final, (units, dens) = performer.favor_attention(q, k, v, p, causal=True, initial_state=state,
                                                               return_state=True, return_row_scales=True)
-        _favor_query_state_gradient(q, p.matrix, "positive", None, 1e-3, state[2], units, dens, out, dout)
+        _favor_query_state_gradient(q, p, "positive", None, 1e-3, state[2], units, dens, out, dout)
         performer.favor_attention_backward(q, k, v, dout, p, causal=True, initial_state=state, dstate=state[:2])
 
     out, (units, dens) = performer.favor_attention(q, k, v, p, causal=True, initial_state=state,
                                                    return_row_scales=True)
     return {"share": share, "former": former, "folded": folded, "state": lambda: performer.favor_state(k, v, p),
             "state backward": lambda: performer.favor_state_backward(k, v, p, *state[:2]),
-            "query side": lambda: _favor_query_state_gradient(q, p.matrix, "positive", None, 1e-3, state[2], units,
+            "query side": lambda: _favor_query_state_gradient(q, p, "positive", None, 1e-3, state[2], units,
                                                               dens, out, dout)}
 
 

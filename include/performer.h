@@ -1045,6 +1045,51 @@ performer_status performer_favor_state_backward(
     const performer_tensor_t *initial_state_c,
     const performer_favor_options_t *options);
 
+/** The initial triple's gradient from the query side alone (the FAVOR+ twin of
+ *  performer_linear_initial_state_gradient; distributed FAVOR+ uses it, docs/DISTRIBUTED.md):
+ *  given a forward's q (B x H x N x D), its initial shifts c0 (B x H x C x 1), the row units U_i
+ *  and scaled denominators den_i it returned (B x H x N x 1 each, from
+ *  performer_favor_forward_with_row_scales), its out and dout = dLoss/dout (B x H x N x M),
+ *  writes, with c0 held fixed,
+ *    dinitial_state_s = sum_i Q_i g_i^T            (B x H x C x M),
+ *    dinitial_state_z = -sum_i Q_i (g_i . out_i)   (B x H x C x 1),
+ *  with g_i = dout_i / den_i and Q_if = phi_f(q_i) e^{c0_f - U_i} (= nu e^{a_f(q_i) + c0_f - U_i}
+ *  for the exponential kinds: at most nu, finite at any norm): the dLoss/dS~_0, dLoss/dz~_0
+ *  that performer_favor_backward returns when no final-state gradient is given (the same
+ *  function, to rounding), in one pass over the rows of q, out and dout, without the keys and
+ *  with no N x C buffer (the features of a chunk of rows at a time). A row with den_i = 0 or
+ *  U_i = -inf (it output zeros) adds nothing. U_i must bound the row's exponents as the
+ *  forward's does (U_i >= a_f(q_i) + c0_f; trigonometric and relu: rho_i + c0); an exponent
+ *  above U_i counts as U_i. options (NULL: the defaults): features, has_scale, scale and
+ *  relu_offset apply, as in the forward; causal, eps (inside den_i already), kv_lengths and
+ *  kv_starts do not and are ignored. float32 and float64 only; every tensor of q's dtype.
+ *  Grouped-query attention needs nothing more: the state is per query head.
+ *  Errors (nothing written in every case):
+ *    PERFORMER_ERROR_NULL_POINTER        a tensor or the projection is NULL, or a non-empty
+ *                                        tensor's data is NULL
+ *    PERFORMER_ERROR_DTYPE_MISMATCH      a dtype is not a performer_dtype, differs from q's,
+ *                                        or is a half type
+ *    PERFORMER_ERROR_SIZE_OVERFLOW       a negative shape, or a tensor's extent overflows 64 bits
+ *    PERFORMER_ERROR_SHAPE_MISMATCH      q.shape[3] != the projection's dim, out is not
+ *                                        B x H x N x M, dout not out's shape, row_units or
+ *                                        row_denominators not B x H x N x 1, c0 not B x H x C x 1,
+ *                                        the gradients not B x H x C x M / B x H x C x 1
+ *    PERFORMER_ERROR_INVALID_ARGUMENT    reserved != 0, misaligned data, features not a
+ *                                        performer_favor_feature_kind, scale or relu_offset out of
+ *                                        its domain, c0 NaN or +inf (relu: not 0; trigonometric:
+ *                                        not constant per head), a row unit NaN or +inf, a row
+ *                                        denominator not finite
+ *    PERFORMER_ERROR_ALIASING            an output overlaps an input, the other output or itself
+ *    PERFORMER_ERROR_UNSUPPORTED_VERSION options->size is not a size this library knows
+ *    PERFORMER_ERROR_OUT_OF_MEMORY       scratch memory could not be allocated */
+performer_status performer_favor_initial_state_gradient(
+    const performer_tensor_t *q, performer_favor_projection_t projection,
+    const performer_tensor_t *initial_state_c,
+    const performer_tensor_t *row_units, const performer_tensor_t *row_denominators,
+    const performer_tensor_t *out, const performer_tensor_t *dout,
+    performer_tensor_t *dinitial_state_s, performer_tensor_t *dinitial_state_z,
+    const performer_favor_options_t *options);
+
 /* --------------------------------------------------------------------------------------
  * 7c. The FAVOR+ decoder: causal FAVOR+ attention one token at a time.
  *

@@ -206,6 +206,9 @@ public struct FavorHeadShape: Sendable, Equatable {
 /// - backward reads query, key, value, outputGradient, the initial state and the final state
 ///   gradient (dS̃, dz̃) (causal); writes queryGradient, keyGradient, valueGradient (adding to
 ///   the latter two when `accumulateKeyGradients`) and, when given, the initial state gradient.
+/// - queryStateGradient reads query, output, outputGradient, initialC (c₀) and the row scales
+///   (rowUnits, rowDenominators: the forward's U_i, den_i, inputs here); writes the initial
+///   state gradient's query-side terms (initialSGradient, initialZGradient; never keys).
 /// States are C × M (S̃) and C × 1 (z̃, c) strided matrices. A nil initial state means the empty
 /// one (S̃ = 0, z̃ = 0, c = −inf; c = 0 for relu); a nil final-state gradient means zeros.
 public struct FavorAttentionTask: @unchecked Sendable {
@@ -280,18 +283,25 @@ public struct FavorAttentionKernels: Sendable {
     public var forwardDouble: @Sendable (UnsafePointer<FavorAttentionTask>) -> Void
     public var backwardFloat: @Sendable (UnsafePointer<FavorAttentionTask>) -> Void
     public var backwardDouble: @Sendable (UnsafePointer<FavorAttentionTask>) -> Void
+    /// Runs in the bidirectional forward's scratch (`scratchBytes(shape, size, false, false)`).
+    public var queryStateGradientFloat: @Sendable (UnsafePointer<FavorAttentionTask>) -> Void
+    public var queryStateGradientDouble: @Sendable (UnsafePointer<FavorAttentionTask>) -> Void
 
     public init(
         scratchBytes: @escaping @Sendable (FavorHeadShape, Int, Bool, Bool) -> Int,
         forwardFloat: @escaping @Sendable (UnsafePointer<FavorAttentionTask>) -> Void,
         forwardDouble: @escaping @Sendable (UnsafePointer<FavorAttentionTask>) -> Void,
         backwardFloat: @escaping @Sendable (UnsafePointer<FavorAttentionTask>) -> Void,
-        backwardDouble: @escaping @Sendable (UnsafePointer<FavorAttentionTask>) -> Void
+        backwardDouble: @escaping @Sendable (UnsafePointer<FavorAttentionTask>) -> Void,
+        queryStateGradientFloat: @escaping @Sendable (UnsafePointer<FavorAttentionTask>) -> Void,
+        queryStateGradientDouble: @escaping @Sendable (UnsafePointer<FavorAttentionTask>) -> Void
     ) {
         self.scratchBytes = scratchBytes
         self.forwardFloat = forwardFloat
         self.forwardDouble = forwardDouble
         self.backwardFloat = backwardFloat
         self.backwardDouble = backwardDouble
+        self.queryStateGradientFloat = queryStateGradientFloat
+        self.queryStateGradientDouble = queryStateGradientDouble
     }
 }

@@ -1596,6 +1596,78 @@ static void step_speed(void) {
     free(q.data); free(k.data); free(v.data); free(o.data);
 }
 
+/* performer_favor_initial_state_gradient: the initial triple's gradient from q, c0, the forward's
+ * row scales, out and dout equals the backward's dS0, dz0 (no final-state gradient), GQA (H = 2,
+ * Hk = 1), causal and not, every kind; a strided dS0 (transposed layout); errors write nothing. */
+static void initial_state_gradient(int dtype, int kind, int causal) {
+    enum { n = 37, d = 8, m = 6, mv = 3, h = 2 };
+    char what[80];
+    snprintf(what, sizeof what, "initial state gradient %s kind %d %s", dtype ? "float64" : "float32", kind,
+             causal ? "causal" : "bidirectional");
+    performer_favor_projection_t p = make(d, m, 0, 0, 13);
+    if (!p) return;
+    const int64_t cf = count_for(kind, m);
+    performer_favor_options_t o;
+    performer_favor_options_init(&o);
+    o.causal = causal;
+    o.features = kind;
+    o.eps = 1e-3;
+    performer_tensor_t q = tensor_new(dtype, 1, h, n, d), k = tensor_new(dtype, 1, 1, n, d), v = tensor_new(dtype, 1, 1, n, mv);
+    performer_tensor_t kp = tensor_new(dtype, 1, 1, 9, d), vp = tensor_new(dtype, 1, 1, 9, mv);
+    performer_tensor_t out = tensor_new(dtype, 1, h, n, mv), dout = tensor_new(dtype, 1, h, n, mv);
+    performer_tensor_t units = tensor_new(dtype, 1, h, n, 1), dens = tensor_new(dtype, 1, h, n, 1);
+    performer_tensor_t s0 = tensor_new(dtype, 1, h, cf, mv), z0 = tensor_new(dtype, 1, h, cf, 1), c0 = tensor_new(dtype, 1, h, cf, 1);
+    performer_tensor_t dq = tensor_new(dtype, 1, h, n, d), dk = tensor_new(dtype, 1, 1, n, d), dv = tensor_new(dtype, 1, 1, n, mv);
+    performer_tensor_t bs = tensor_new(dtype, 1, h, cf, mv), bz = tensor_new(dtype, 1, h, cf, 1);
+    performer_tensor_t gs = tensor_transposed(dtype, 1, h, cf, mv), gz = tensor_new(dtype, 1, h, cf, 1);
+    fill(&q, 301, 0.8); fill(&k, 302, 0.8); fill(&v, 303, 1.0); fill(&kp, 304, 0.8); fill(&vp, 305, 1.0);
+    fill(&dout, 306, 1.0);
+    /* The initial triple: the state of 9 earlier keys, one per query head. */
+    OK(performer_favor_state(&kp, &vp, p, NULL, NULL, NULL, &s0, &z0, &c0, &o), what);
+    OK(performer_favor_forward_with_row_scales(&q, &k, &v, p, &out, &s0, &z0, &c0, NULL, NULL, NULL, &units, &dens, &o),
+       what);
+    OK(performer_favor_backward(&q, &k, &v, &dout, p, &dq, &dk, &dv, &s0, &z0, &c0, NULL, NULL, &bs, &bz, &o), what);
+    OK(performer_favor_initial_state_gradient(&q, p, &c0, &units, &dens, &out, &dout, &gs, &gz, &o), what);
+    double *ws = doubles_of(&bs), *wz = doubles_of(&bz);
+    const double tol = dtype ? 1e-10 : 2e-4;
+    CHECK(max_relative_error(&gs, ws, 1e-6) <= tol && max_relative_error(&gz, wz, 1e-6) <= tol,
+          "%s: vs the backward: dS0 %g dz0 %g", what, max_relative_error(&gs, ws, 1e-6), max_relative_error(&gz, wz, 1e-6));
+    if (!dtype && !causal && kind == 0) {
+        /* Errors: the argument named, nothing written. */
+        performer_tensor_t c_bad = tensor_new(dtype, 1, h, cf + 1, 1), u_bad = tensor_new(dtype, 1, h, n - 1, 1);
+        performer_tensor_t h16 = tensor_new(PERFORMER_FLOAT16, 1, h, n, d), alias = out;
+        alias.shape[2] = cf;
+        fill_value(&gs, SENTINEL); fill_value(&gz, SENTINEL);
+        expect_status("isg NULL projection", performer_favor_initial_state_gradient(&q, NULL, &c0, &units, &dens, &out,
+                      &dout, &gs, &gz, &o), PERFORMER_ERROR_NULL_POINTER, "projection");
+        expect_status("isg NULL c0", performer_favor_initial_state_gradient(&q, p, NULL, &units, &dens, &out, &dout, &gs,
+                      &gz, &o), PERFORMER_ERROR_NULL_POINTER, "c0");
+        expect_status("isg c0 shape", performer_favor_initial_state_gradient(&q, p, &c_bad, &units, &dens, &out, &dout,
+                      &gs, &gz, &o), PERFORMER_ERROR_SHAPE_MISMATCH, "c0");
+        expect_status("isg row_units shape", performer_favor_initial_state_gradient(&q, p, &c0, &u_bad, &dens, &out,
+                      &dout, &gs, &gz, &o), PERFORMER_ERROR_SHAPE_MISMATCH, "row_units");
+        expect_status("isg half q", performer_favor_initial_state_gradient(&h16, p, &c0, &units, &dens, &out, &dout,
+                      &gs, &gz, &o), PERFORMER_ERROR_DTYPE_MISMATCH, "dtype");
+        expect_status("isg dz0 over out", performer_favor_initial_state_gradient(&q, p, &c0, &units, &dens, &out, &dout,
+                      &gs, &alias, &o), PERFORMER_ERROR_SHAPE_MISMATCH, "dz0");
+        alias.shape[3] = 1;
+        expect_status("isg dz0 overlaps out", performer_favor_initial_state_gradient(&q, p, &c0, &units, &dens, &out,
+                      &dout, &gs, &alias, &o), PERFORMER_ERROR_ALIASING, "dz0");
+        set_at(&dens, 0, 1, 3, 0, NAN);
+        expect_status("isg NaN denominator", performer_favor_initial_state_gradient(&q, p, &c0, &units, &dens, &out,
+                      &dout, &gs, &gz, &o), PERFORMER_ERROR_INVALID_ARGUMENT, "row_denominators[0, 1, 3, 0]");
+        o.size = 8;
+        expect_status("isg options size", performer_favor_initial_state_gradient(&q, p, &c0, &units, &dens, &out,
+                      &dout, &gs, &gz, &o), PERFORMER_ERROR_UNSUPPORTED_VERSION, "options->size");
+        CHECK(is_value(&gs, SENTINEL) && is_value(&gz, SENTINEL), "%s: a failed call wrote", what);
+        free(c_bad.data); free(u_bad.data); free(h16.data);
+    }
+    free(ws); free(wz);
+    performer_tensor_t all[] = {q, k, v, kp, vp, out, dout, units, dens, s0, z0, c0, dq, dk, dv, bs, bz, gs, gz};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i].data);
+    performer_favor_projection_destroy(p);
+}
+
 int main(void) {
     projections();
     from_matrix();
@@ -1628,6 +1700,9 @@ int main(void) {
     for (int dtype = 0; dtype < 2; dtype++)
         for (int kind = 0; kind < 4; kind++)
             for (int padded = 0; padded < 2; padded++) attention_memory(dtype, kind, padded);
+    for (int dtype = 0; dtype < 2; dtype++)
+        for (int kind = 0; kind < 4; kind++)
+            for (int causal = 0; causal < 2; causal++) initial_state_gradient(dtype, kind, causal);
     step_speed();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;

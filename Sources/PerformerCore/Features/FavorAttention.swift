@@ -246,22 +246,13 @@ struct FavorProblem {
     func checkStateValues<T>(_ state: FavorStateView<T>, names: (String, String, String)) throws(PerformerError) {
         try Self.checkFinite(state.s, name: names.0)
         try Self.checkFinite(state.z, name: names.1)
-        let kind = options.features.kind
         for b in 0..<batch {
             for h in 0..<heads {
                 let first = state.c.base[b * state.c.strides[0] + h * state.c.strides[1]]
                 for f in 0..<shape.featureCount {
                     let value = state.c.base[b * state.c.strides[0] + h * state.c.strides[1] + f * state.c.strides[2]]
                     let at = "\(names.2)[\(b), \(h), \(f)]"
-                    if value.isNaN || value == .infinity {
-                        throw PerformerError(.invalidArgument, "\(at) = \(value): must be finite or -inf")
-                    }
-                    if kind == .relu, value != 0 {
-                        throw PerformerError(.invalidArgument, "\(at) = \(value): relu features need c = 0")
-                    }
-                    if kind == .trigonometric, value != first {
-                        throw PerformerError(.invalidArgument, "\(at) = \(value): trigonometric features need one c per head (\(names.2)[\(b), \(h), 0] = \(first))")
-                    }
+                    try checkShift(value, at: at, first: first, firstAt: "\(names.2)[\(b), \(h), 0]")
                     if value == -.infinity {
                         let zValue = state.z.base[b * state.z.strides[0] + h * state.z.strides[1] + f * state.z.strides[2]]
                         var rowZero = zValue == 0
@@ -275,6 +266,33 @@ struct FavorProblem {
                     }
                 }
             }
+        }
+    }
+
+    /// Shifts alone (c, B×H×C×1, shape and footprint already checked): each as `checkShift`.
+    func checkShiftValues<T: AttentionScalar>(_ c: TensorView<T>, name: String) throws(PerformerError) {
+        for b in 0..<batch {
+            for h in 0..<heads {
+                let first = c.base[b * c.strides[0] + h * c.strides[1]]
+                for f in 0..<shape.featureCount {
+                    let value = c.base[b * c.strides[0] + h * c.strides[1] + f * c.strides[2]]
+                    try checkShift(value, at: "\(name)[\(b), \(h), \(f)]", first: first, firstAt: "\(name)[\(b), \(h), 0]")
+                }
+            }
+        }
+    }
+
+    /// One shift c_f (named `at`) of a head whose first shift is `first`: finite or −inf; relu
+    /// needs c = 0, trigonometric one c per head.
+    private func checkShift<T: AttentionScalar>(_ value: T, at: String, first: T, firstAt: String) throws(PerformerError) {
+        if value.isNaN || value == .infinity {
+            throw PerformerError(.invalidArgument, "\(at) = \(value): must be finite or -inf")
+        }
+        if options.features.kind == .relu, value != 0 {
+            throw PerformerError(.invalidArgument, "\(at) = \(value): relu features need c = 0")
+        }
+        if options.features.kind == .trigonometric, value != first {
+            throw PerformerError(.invalidArgument, "\(at) = \(value): trigonometric features need one c per head (\(firstAt) = \(first))")
         }
     }
 

@@ -217,7 +217,7 @@ struct FavorHead<T: KernelScalar> {
         let rho = s.row(.queryShift), kappa = s.row(.keyShift), unit = s.row(.unit), factor = s.row(.rowFactor)
         var prefix = -T.infinity
         for i in 0..<t {
-            let a = s.queryExponents + i * s.cp, q = s.queryTilde + i * s.cp, hat = s.queryHat + i * s.cp
+            let a = s.queryExponents + i * s.cp, q = s.queryTilde + i * s.cp
             var gamma: T
             if exponential {
                 gamma = -.infinity
@@ -240,17 +240,28 @@ struct FavorHead<T: KernelScalar> {
                 for f in 0..<c { q[f] = 0 }
                 continue
             }
-            if exponential {
-                let uv = T.splat(u), nuv = T.splat(nu), end = favorVectorEnd(T.self, c)
-                for f in stride(from: 0, to: end, by: T.lanes) {
-                    T.store(T.mul(nuv, favorExpVector(T.self, T.sub(T.add(T.load(a + f), T.load(s.shift + f)), uv))), q + f)
-                }
-                for f in end..<c { q[f] = nu * favorExp(a[f] + s.shift[f] - u) }
-            } else {
-                let weight = nu * favorExp(gamma - u)
-                factor[i] = weight
-                for f in 0..<c { q[f] = weight * hat[f] }
+            scaleQuery(i, unit: u)
+        }
+    }
+
+    /// Q̃_i of prepared query row i against the state's shifts c (`s.shift`) at row unit u
+    /// (finite): ν·exp(a_f + c_f − u), or ν·exp(ρ_i + c − u)·Q̂_if (its factor into `rowFactor`).
+    /// Exponents above u count as u (`favorExp`): u bounds them when it is the row's unit.
+    @inline(__always)
+    func scaleQuery(_ i: Int, unit u: T) {
+        let q = s.queryTilde + i * s.cp
+        if exponential {
+            let a = s.queryExponents + i * s.cp
+            let uv = T.splat(u), nuv = T.splat(nu), end = favorVectorEnd(T.self, c)
+            for f in stride(from: 0, to: end, by: T.lanes) {
+                T.store(T.mul(nuv, favorExpVector(T.self, T.sub(T.add(T.load(a + f), T.load(s.shift + f)), uv))), q + f)
             }
+            for f in end..<c { q[f] = nu * favorExp(a[f] + s.shift[f] - u) }
+        } else {
+            let hat = s.queryHat + i * s.cp
+            let weight = nu * favorExp(s.row(.queryShift)[i] + s.shift[0] - u)
+            s.row(.rowFactor)[i] = weight
+            for f in 0..<c { q[f] = weight * hat[f] }
         }
     }
 

@@ -65,5 +65,7 @@ func makeFavorAttentionKernels() -> FavorAttentionKernels {
         forwardFloat: { favorForward($0, Float.self) },
         forwardDouble: { favorForward($0, Double.self) },
         backwardFloat: { favorBackward($0, Float.self) },
-        backwardDouble: { favorBackward($0, Double.self) })
+        backwardDouble: { favorBackward($0, Double.self) },
+        queryStateGradientFloat: { favorQueryStateGradient($0, Float.self) },
+        queryStateGradientDouble: { favorQueryStateGradient($0, Double.self) })
 }

@@ -30,7 +30,8 @@ FAVOR+ (Performer): ``FavorProjection`` (seeded random projections W, m x D),
 ``favor_features`` (the feature maps phi), ``favor_attention`` / ``favor_attention_backward``
 (bidirectional or causal, with a carried state) and ``FavorDecoder`` (causal FAVOR+ attention
 token by token), the state being the stabilized triple (S~, z~, c); ``favor_state`` /
-``favor_state_backward`` give that triple for keys without queries. See docs/FAVOR.md.
+``favor_state_backward`` give that triple for keys without queries, and
+``favor_initial_state_gradient`` its gradient from the queries alone. See docs/FAVOR.md.
 
 ``softmax_merge`` merges partial softmax results over disjoint key sets by their log-sum-exp.
 With PyTorch, ``performer.torch`` wraps the kernels as autograd Functions, and
@@ -43,6 +44,7 @@ from . import _performer as _ext
 from .decoders import FavorDecoder, LinearDecoder
 from .favor import (FavorProjection, favor_attention, favor_attention_backward, favor_features, favor_state,
                     favor_state_backward)
+from .favor import favor_initial_state_gradient
 from .linear import (linear_attention, linear_attention_backward, linear_initial_state_gradient, linear_state,
                      linear_state_backward)
 from .softmax import softmax_attention, softmax_attention_backward, softmax_merge
@@ -58,6 +60,7 @@ __all__ = [
     "linear_initial_state_gradient",
     "favor_state",
     "favor_state_backward",
+    "favor_initial_state_gradient",
     "LinearDecoder",
     "FavorProjection",
     "favor_features",

@@ -275,6 +275,10 @@ def favor_state_backward(
     scale: Optional[float] = ..., kv_lengths: Optional[Sequence[int]] = ..., kv_starts: Optional[Sequence[int]] = ...,
     initial_state: Tuple[_Buffer, _Buffer, _Buffer], heads: Optional[int] = ..., relu_offset: float = ...,
 ) -> Tuple[NDArray[_TokenFloating], NDArray[_TokenFloating], _State]: ...
+def favor_initial_state_gradient(
+    q: _Buffer, projection: FavorProjection, c0: _Buffer, row_scales: Tuple[_Buffer, _Buffer], out: _Buffer,
+    dout: _Buffer, *, features: _FavorFeatures = ..., scale: Optional[float] = ..., relu_offset: float = ...,
+) -> Tuple[NDArray[_Floating], NDArray[_Floating]]: ...
 
 class FavorDecoder:
     def __init__(

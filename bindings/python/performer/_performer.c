@@ -2380,6 +2380,57 @@ done:
     return result;
 }
 
+/* favor_initial_state_gradient (the FAVOR+ query-side initial-state gradient) */
+
+PyDoc_STRVAR(favor_initial_state_gradient_doc,
+"favor_initial_state_gradient(q, projection, c0, U, den, out, dout, dS0, dz0, features, scale,\n"
+"                             relu_offset) -> None\n\n"
+"Low-level query-side gradient of a FAVOR+ forward's initial triple: writes dS0 (B x H x C x M)\n"
+"and dz0 (B x H x C) from q, c0 (B x H x C), the forward's row units U and denominators den\n"
+"(B x H x N), out and dout. Use performer.favor_initial_state_gradient.");
+
+static PyObject *
+favor_initial_state_gradient(PyObject *module, PyObject *args)
+{
+    PyObject *obj[8], *projection, *scale;
+    int features;
+    double relu_offset;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOiOd:favor_initial_state_gradient", &obj[0], &projection, &obj[1],
+                          &obj[2], &obj[3], &obj[4], &obj[5], &obj[6], &obj[7], &features, &scale, &relu_offset)) {
+        return NULL;
+    }
+    performer_favor_projection_t handle = projection_handle(projection, "projection");
+    if (handle == NULL) {
+        return NULL;
+    }
+    tensor_arg t[8] = {{"q"}, {"c0"}, {"row_units"}, {"row_denominators"}, {"out"}, {"dout"}, {"dS0"}, {"dz0"}};
+    performer_favor_options_t o;
+    int64_t *lengths = NULL, *starts = NULL;
+    PyObject *result = NULL;
+    /* q, out, dout rank 4; c0, U, den, dz0 rank 3 (seen as ... x 1); dS0 rank 4. */
+    static const int ranks[8] = {4, 3, 3, 3, 4, 4, 4, 3};
+    for (int i = 0; i < 8; i++) {
+        if (get_tensor(obj[i], &t[i], ranks[i], i >= 6, i == 0 ? NULL : &t[0]) < 0) {
+            goto done;
+        }
+    }
+    if (get_favor_attention_options(&o, &lengths, &starts, 0, features, scale, 0.0, relu_offset, Py_None, Py_None,
+                                    t[0].tensor.shape[0]) < 0) {
+        goto done;
+    }
+    performer_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = performer_favor_initial_state_gradient(&t[0].tensor, handle, &t[1].tensor, &t[2].tensor, &t[3].tensor,
+                                                    &t[4].tensor, &t[5].tensor, &t[6].tensor, &t[7].tensor, &o);
+    Py_END_ALLOW_THREADS
+    result = none_or_raise(status);
+done:
+    PyMem_Free(lengths);
+    PyMem_Free(starts);
+    release_all(t, 8);
+    return result;
+}
+
 /* FavorDecoder */
 
 static void
@@ -2590,6 +2641,8 @@ static PyMethodDef module_methods[] = {
     {"linear_state_backward", linear_state_backward, METH_VARARGS, linear_state_backward_doc},
     {"favor_state", favor_state, METH_VARARGS, favor_state_doc},
     {"favor_state_backward", favor_state_backward, METH_VARARGS, favor_state_backward_doc},
+    {"favor_initial_state_gradient", favor_initial_state_gradient, METH_VARARGS,
+     favor_initial_state_gradient_doc},
     {"favor_features", favor_features, METH_VARARGS, favor_features_doc},
     {"favor_forward", favor_forward, METH_VARARGS, favor_forward_doc},
     {"favor_backward", favor_backward, METH_VARARGS, favor_backward_doc},

@@ -376,3 +376,37 @@ def favor_state_backward(k, v, projection, dS, dz, *, features="positive", scale
     if initial_state is not None:
         return dk, dv, (ds0, dz0)
     return dk, dv
+
+
+def favor_initial_state_gradient(q, projection, c0, row_scales, out, dout, *, features="positive", scale=None,
+                                 relu_offset=1e-3):
+    """The gradient of the loss w.r.t. a forward's initial scaled triple (S~0, z~0), c0 held
+    fixed, from the query side alone: with the forward's row scales ``(U, den)``
+    (``return_row_scales``), ``Q_if = phi_f(q_i) exp(c0_f - U_i)`` (``nu exp(a_f(q_i) + c0_f -
+    U_i)`` for the exponential kinds: finite at any norm) and ``g_i = dout_i / den_i``,
+    ``dS0 = sum_i Q_i g_i^T`` (B x H x C x M) and ``dz0 = -sum_i Q_i (g_i . out_i)`` (B x H x C).
+    Equal, to rounding, to the ``(dS0, dz0)`` of :func:`favor_attention_backward` without
+    ``dstate``, in one pass over the query rows without the keys and without an N x C array
+    (distributed FAVOR+'s initial-state gradient).
+
+    q: B x H x N x D; c0: B x H x C, the initial state's shifts; row_scales: ``(U, den)``, each
+    B x H x N; out, dout: B x H x N x M, the forward's output and dLoss/dout. features, scale,
+    relu_offset: the forward's (causal, eps and key masks do not change the formula). A row with
+    den_i = 0 or U_i = -inf (it output zeros) adds nothing. float32 or float64, every array of
+    q's dtype. Returns ``(dS0, dz0)``; raises TypeError/ValueError naming the argument.
+    """
+    dtype, qs = _tensor("q", q, 4)
+    if dtype not in (_np.dtype(_np.float32), _np.dtype(_np.float64)):
+        raise TypeError("q.dtype = %s: favor_initial_state_gradient takes float32 or float64" % dtype)
+    _, out_shape = _tensor("out", out, 4, dtype)
+    projection = _projection_arg(projection)
+    code = _choice("features", features, _FAVOR_FEATURES)
+    _check_state_arity("row_scales", row_scales, ("U", "den"))
+    units, dens = row_scales
+    B, H = qs[:2]
+    count = _favor_count(code, projection._info()[1])
+    ds0 = _np.empty((B, H, count, out_shape[3]), dtype=dtype)
+    dz0 = _np.empty((B, H, count), dtype=dtype)
+    _ext.favor_initial_state_gradient(q, projection, c0, units, dens, out, dout, ds0, dz0, code, _scale(scale),
+                                      _real("relu_offset", relu_offset))
+    return ds0, dz0

@@ -390,7 +390,7 @@ def test_favor_query_side_initial_triple_gradient_equals_the_backward():
                                                                initial_state=initial, return_row_scales=True, **options)
                 want = performer.favor_attention_backward(q, k, v, dout, projection, kv_lengths=lengths,
                                                           initial_state=initial, **options)[3]
-                got = _favor_query_state_gradient(q, projection.matrix, features, None, 1e-3, initial[2], units, dens,
+                got = _favor_query_state_gradient(q, projection, features, None, 1e-3, initial[2], units, dens,
                                                   out, dout)
                 for name, a, b in zip(("dS0", "dz0"), got, want):
                     _close("%s %s norm %g %s" % (features, np.dtype(dtype).name, norm, name), a, b, dtype)

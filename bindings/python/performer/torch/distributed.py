@@ -486,53 +486,17 @@ def _combine_favor(parts, ranks, dtype):
     return s.astype(dtype), z.astype(dtype), shift.astype(dtype)
 
 
-def _favor_query_state_gradient(q, matrix, features, scale, relu_offset, c0, units, dens, out, dout):
+def _favor_query_state_gradient(q, projection, features, scale, relu_offset, c0, units, dens, out, dout):
     """The gradient of this rank's loss w.r.t. its scaled initial triple (S~0, z~0), c0 held
     fixed, from the query side alone (docs/DISTRIBUTED.md): with the forward's row units U_i and
     scaled denominators den_i (``return_row_scales``), the query features scaled to c0 and U_i,
-    Q_if = phi_f(q_i) e^{c0_f - U_i} / nu (e^{a_f(q_i) + c0_f - U_i} for the exponential kinds:
-    at most 1, so finite at any norm), and g_i = dout_i / (den_i / nu): dS~0 = sum_i Q_i g_i^T and
-    dz~0 = -sum_i Q_i (g_i . out_i). The features are formed by torch (one matrix product and
-    one exponential per feature, n x C, row-major) and the sums are the linear query-side
-    kernel with the identity feature map (performer.linear_initial_state_gradient: g_i is
-    formed inside it, no n x (M + 1) temporary). A row with den_i = 0 output zeros and gets
-    zero gradients, as in the library (its features are 0 and the kernel skips a zero
-    denominator)."""
-    num_features, dim = matrix.shape
-    dtype = out.dtype
-    s = 1 / _np.sqrt(dim) if scale is None else scale
-    x = _torch.from_numpy(q) * float(_np.sqrt(s))  # x^ = x scale^(1/2)
-    w = _torch.from_numpy(_np.ascontiguousarray(matrix, dtype=dtype)).T  # D x m
-    row = _torch.from_numpy(_np.where(dens == 0, -_np.inf, -units).astype(dtype))  # -U_i; -inf: a zero row
-    c = _torch.from_numpy(_np.asarray(c0, dtype=dtype))
-    with _np.errstate(invalid="ignore"):
-        if features in ("positive", "hyperbolic"):
-            # a_f(q_i) + c0_f - U_i = [x^_i, -U_i - |x^_i|^2/2] . [w_f; 1] + c0_f: one product
-            # with one more column, started from c0 (baddbmm), and the exponential in place --
-            # no pass over the n x C exponents besides the product and the exponential.
-            b, h, n, d = x.shape
-            # A zero row's -inf becomes a huge finite exponent (still exp -> 0): no infinities
-            # inside the matrix product.
-            term = (row - 0.5 * (x * x).sum(-1)).clamp_(min=float(_np.finfo(dtype).min) / 2)
-            xr = _torch.cat([x, term[..., None]], -1).reshape(b * h, n, d + 1)
-            if features == "hyperbolic":
-                w = _torch.cat([w, -w], 1)
-            wr = _torch.cat([w, _torch.ones(1, w.shape[1], dtype=w.dtype)], 0)
-            u = _torch.baddbmm(c.reshape(b * h, 1, -1), xr, wr.expand(b * h, d + 1, w.shape[1]))
-            feats = u.exp_().reshape(b, h, n, -1)
-            nu = 1 / _np.sqrt(num_features * (2 if features == "hyperbolic" else 1))
-        elif features == "trigonometric":  # one shift per head
-            u = _torch.matmul(x, w)
-            weight = _torch.exp(row + 0.5 * (x * x).sum(-1) + c[:, :, :1])
-            feats = _torch.cat([_torch.sin(u), _torch.cos(u)], -1) * weight[..., None]
-            nu = 1 / _np.sqrt(num_features)
-        else:  # relu: U_i = the row's power-of-two scale, c0 = 0; e^{-U_i} may pass float32's range
-            u = _torch.matmul(x, w)
-            scaled = u.clamp(min=0).double() + relu_offset
-            feats = (scaled * _torch.exp(row.double()[..., None] + c.double()[:, :, None, :])).to(u.dtype)
-            nu = 1.0
-        den = (dens / dtype.type(nu)).astype(dtype)
-    return _performer.linear_initial_state_gradient(feats.numpy(), out, dout, den, feature_map="identity", eps=0.0)
+    Q_if = phi_f(q_i) e^{c0_f - U_i} (nu e^{a_f(q_i) + c0_f - U_i} for the exponential kinds: at
+    most nu, so finite at any norm), and g_i = dout_i / den_i: dS~0 = sum_i Q_i g_i^T and
+    dz~0 = -sum_i Q_i (g_i . out_i). One library pass over the queries
+    (performer.favor_initial_state_gradient: the features of a chunk of rows at a time, no
+    n x C array). A row with den_i = 0 output zeros and gets zero gradients, as in the library."""
+    return _performer.favor_initial_state_gradient(q, projection, c0, (units, dens), out, dout, features=features,
+                                                   scale=scale, relu_offset=relu_offset)
 
 
 class _FavorFunction(_torch.autograd.Function):
@@ -649,7 +613,7 @@ def _favor_causal_backward(g, qn, kn, vn, dn, pinned, eps, feature_options, loca
             shape = (qn.shape[0], qh.stop - qh.start, cs[0].shape[2], vn.shape[3])
             dinitial = (_np.zeros(shape, qn.dtype), _np.zeros(shape[:3], qn.dtype))
         else:
-            dinitial = _favor_query_state_gradient(qn[:, qh], pinned.matrix, f["features"], f["scale"],
+            dinitial = _favor_query_state_gradient(qn[:, qh], pinned, f["features"], f["scale"],
                                                    f["relu_offset"], initial[2], *row_scales, out, dn[:, qh])
         pending.append(g.start_gather_payloads(dinitial))
     dq, dk, dv = _np.empty_like(qn), _np.empty_like(kn), _np.empty_like(vn)
