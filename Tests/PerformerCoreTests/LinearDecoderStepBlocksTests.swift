@@ -1,9 +1,9 @@
 import XCTest
 import PerformerCore
 
-/// The decoder step's state pass walks S in blocks of eight, then four vectors of columns, then
-/// single vectors, then scalars: value dims that reach every block kind on every ISA (vectors of
-/// 2 to 16 elements), float32 and float64, against the float64 causal reference.
+/// The decoder step's state pass walks S in blocks of four vectors of columns, then single
+/// vectors, then scalars: value dims that reach every block kind (and several blocks) on every
+/// ISA (vectors of 2 to 16 elements), float32 and float64, against the float64 causal reference.
 final class LinearDecoderStepBlocksTests: XCTestCase {
     private func check<T: AttentionScalar>(_: T.Type, m: Int, map: LinearAttentionOptions.FeatureMap) throws {
         let c = LinearCase(b: 1, h: 2, hk: 1, n: 6, l: 6, d: 7, m: m, causal: true, featureMap: map,

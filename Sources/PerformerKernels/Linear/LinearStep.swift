@@ -37,11 +37,8 @@ func linearStep<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearStepTask>, _
 }
 
 /// S += φ(k) vᵀ fused with num = Sᵀ φ(q) (the updated S), in one pass over S (C × M, rows
-/// `rowStride` apart, unit-stride within a row). A block of up to eight vectors of columns keeps
-/// its numerator in registers while it walks the C rows, so each vector of S costs a load, an
-/// FMA, a store and an FMA (v is read from L1 by the FMA), and where a block spans the whole
-/// row (M = 64 in float32 on AVX2 and AVX-512) S is walked front to back, as the prefetcher
-/// likes. Every element sees the same operations in the same order whatever the blocking.
+/// `rowStride` apart, unit-stride within a row): each block of up to four vectors of columns
+/// keeps v and the numerator in registers while it walks the C rows, so S is loaded and stored once and nothing else touches memory.
 @inline(__always)
 private func stepStateColumns<T: KernelScalar>(
     _ state: UnsafeMutablePointer<T>, _ c: Int, _ m: Int, _ rowStride: Int, _ k: UnsafePointer<T>, _ q: UnsafePointer<T>,
@@ -49,12 +46,20 @@ private func stepStateColumns<T: KernelScalar>(
 ) {
     let w = T.lanes
     var j = 0
-    while j + 8 * w <= m {
-        stepStateBlock8(state + j, c, rowStride, k, q, v + j, numerator + j)
-        j += 8 * w
-    }
     while j + 4 * w <= m {
-        stepStateBlock4(state + j, c, rowStride, k, q, v + j, numerator + j)
+        let v0 = T.load(v + j), v1 = T.load(v + j + w), v2 = T.load(v + j + 2 * w), v3 = T.load(v + j + 3 * w)
+        var n0 = T.splat(0), n1 = n0, n2 = n0, n3 = n0
+        var row = state + j
+        for f in 0..<c {
+            let kf = T.splat(k[f]), qf = T.splat(q[f])
+            let s0 = T.fma(kf, v0, T.load(row)), s1 = T.fma(kf, v1, T.load(row + w))
+            let s2 = T.fma(kf, v2, T.load(row + 2 * w)), s3 = T.fma(kf, v3, T.load(row + 3 * w))
+            T.store(s0, row); T.store(s1, row + w); T.store(s2, row + 2 * w); T.store(s3, row + 3 * w)
+            n0 = T.fma(qf, s0, n0); n1 = T.fma(qf, s1, n1); n2 = T.fma(qf, s2, n2); n3 = T.fma(qf, s3, n3)
+            row += rowStride
+        }
+        T.store(n0, numerator + j); T.store(n1, numerator + j + w)
+        T.store(n2, numerator + j + 2 * w); T.store(n3, numerator + j + 3 * w)
         j += 4 * w
     }
     while j + w <= m {
@@ -80,54 +85,6 @@ private func stepStateColumns<T: KernelScalar>(
         numerator[j] = n
         j += 1
     }
-}
-
-/// Eight vectors of columns: eight numerators, φ(k)_f and φ(q)_f and one S vector in flight
-/// (11 of AVX2's 16 registers; v stays in memory).
-@inline(__always)
-private func stepStateBlock8<T: KernelScalar>(
-    _ state: UnsafeMutablePointer<T>, _ c: Int, _ rowStride: Int, _ k: UnsafePointer<T>, _ q: UnsafePointer<T>,
-    _ v: UnsafePointer<T>, _ numerator: UnsafeMutablePointer<T>
-) {
-    let w = T.lanes
-    var n0 = T.splat(0), n1 = n0, n2 = n0, n3 = n0, n4 = n0, n5 = n0, n6 = n0, n7 = n0
-    var row = state
-    for f in 0..<c {
-        let kf = T.splat(k[f]), qf = T.splat(q[f])
-        @inline(__always) func update(_ i: Int, _ n: inout T.Vector) {
-            let s = T.fma(kf, T.load(v + i * w), T.load(row + i * w))
-            T.store(s, row + i * w)
-            n = T.fma(qf, s, n)
-        }
-        update(0, &n0); update(1, &n1); update(2, &n2); update(3, &n3)
-        update(4, &n4); update(5, &n5); update(6, &n6); update(7, &n7)
-        row += rowStride
-    }
-    T.store(n0, numerator); T.store(n1, numerator + w); T.store(n2, numerator + 2 * w); T.store(n3, numerator + 3 * w)
-    T.store(n4, numerator + 4 * w); T.store(n5, numerator + 5 * w)
-    T.store(n6, numerator + 6 * w); T.store(n7, numerator + 7 * w)
-}
-
-/// Four vectors of columns (the rest of a row after the eight-vector blocks).
-@inline(__always)
-private func stepStateBlock4<T: KernelScalar>(
-    _ state: UnsafeMutablePointer<T>, _ c: Int, _ rowStride: Int, _ k: UnsafePointer<T>, _ q: UnsafePointer<T>,
-    _ v: UnsafePointer<T>, _ numerator: UnsafeMutablePointer<T>
-) {
-    let w = T.lanes
-    var n0 = T.splat(0), n1 = n0, n2 = n0, n3 = n0
-    var row = state
-    for f in 0..<c {
-        let kf = T.splat(k[f]), qf = T.splat(q[f])
-        @inline(__always) func update(_ i: Int, _ n: inout T.Vector) {
-            let s = T.fma(kf, T.load(v + i * w), T.load(row + i * w))
-            T.store(s, row + i * w)
-            n = T.fma(qf, s, n)
-        }
-        update(0, &n0); update(1, &n1); update(2, &n2); update(3, &n3)
-        row += rowStride
-    }
-    T.store(n0, numerator); T.store(n1, numerator + w); T.store(n2, numerator + 2 * w); T.store(n3, numerator + 3 * w)
 }
 
 /// Elements of step scratch: φ(q), φ(k) (C each), v and the numerator (M each).
