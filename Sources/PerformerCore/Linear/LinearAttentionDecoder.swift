@@ -131,13 +131,9 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
     public func step(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
                      output: MutableTensorView<Element>, state: MutableLinearStateView<Element>) throws(PerformerError) {
         try checkTokens(query: query, key: key, value: value, output: output)
-        try ShapeCheck.expectShape(state.s.readOnly, stateShape, name: "S", meaning: "B×H×C×M")
-        try ShapeCheck.expectShape(state.z.readOnly, normalizerShape, name: "z", meaning: "B×H×C×1")
-        try TensorFootprint.checkOutputsDisjoint([
-            try TensorFootprint(query, name: "q"), try TensorFootprint(key, name: "k"),
-            try TensorFootprint(value, name: "v"), try TensorFootprint(output, name: "out"),
-            try TensorFootprint(state.s, name: "S"), try TensorFootprint(state.z, name: "z"),
-        ])
+        try Self.expectToken(state.s.readOnly, stateShape, name: "S", meaning: "B×H×C×M")
+        try Self.expectToken(state.z.readOnly, normalizerShape, name: "z", meaning: "B×H×C×1")
+        try checkStateStepMemory(query: query, key: key, value: value, output: output, state: state)
         if Self.kernelReadable(state) {
             runStep(query: query, key: key, value: value, output: output, state: state)
             return
@@ -228,9 +224,17 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
 
     /// Copies the state into caller views (S: B×H×C×M, z: B×H×C×1).
     public func storeState(into target: MutableLinearStateView<Element>) throws(PerformerError) {
-        try ShapeCheck.expectShape(target.s.readOnly, stateShape, name: "S", meaning: "B×H×C×M")
-        try ShapeCheck.expectShape(target.z.readOnly, normalizerShape, name: "z", meaning: "B×H×C×1")
-        try TensorFootprint.checkOutputsDisjoint([try TensorFootprint(target.s, name: "S"), try TensorFootprint(target.z, name: "z")])
+        try Self.expectToken(target.s.readOnly, stateShape, name: "S", meaning: "B×H×C×M")
+        try Self.expectToken(target.z.readOnly, normalizerShape, name: "z", meaning: "B×H×C×1")
+        // TensorFootprint.checkOutputsDisjoint's checks and messages, without its arrays.
+        let size = MemoryLayout<Element>.stride
+        let s = try TensorLayout.byteRange(base: target.s.base, shape: target.s.shape, strides: target.s.strides,
+                                           elementSize: size, name: "S")
+        try TensorLayout.checkNoSelfOverlap(shape: target.s.shape, strides: target.s.strides, name: "S")
+        let z = try TensorLayout.byteRange(base: target.z.base, shape: target.z.shape, strides: target.z.strides,
+                                           elementSize: size, name: "z")
+        try TensorLayout.checkNoSelfOverlap(shape: target.z.shape, strides: target.z.strides, name: "z")
+        if let s, let z, s.overlaps(z) { throw PerformerError(.aliasing, "output S overlaps output z") }
         TensorCopy.copy(from: ownState.s.readOnly, to: target.s)
         TensorCopy.copy(from: ownState.z.readOnly, to: target.z)
     }
@@ -261,22 +265,41 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
         if let q, q.overlaps(o) { throw PerformerError(.aliasing, "output out overlaps input q") }
         if let k, k.overlaps(o) { throw PerformerError(.aliasing, "output out overlaps input k") }
         if let v, v.overlaps(o) { throw PerformerError(.aliasing, "output out overlaps input v") }
-        // out is B×H×1×M: axes 0, 1, 3 sorted by |stride| must each step past what the smaller reach.
-        var axes = SIMD3(0, 1, 3)
-        for i in 1..<3 {
-            var j = i
-            while j > 0, output.strides[axes[j]].magnitude < output.strides[axes[j - 1]].magnitude {
-                (axes[j], axes[j - 1]) = (axes[j - 1], axes[j])
-                j -= 1
-            }
+        try TensorLayout.checkNoSelfOverlap(shape: output.shape, strides: output.strides, name: "out")
+    }
+
+    /// The caller-state step's memory checks without allocating, in the order and with the
+    /// messages of TensorFootprint's (each view's extent, then each writable view's self-overlap;
+    /// then out, S and z each against every other view): what a step pays is a few compares.
+    func checkStateStepMemory(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
+                              output: MutableTensorView<Element>, state: MutableLinearStateView<Element>) throws(PerformerError) {
+        let size = MemoryLayout<Element>.stride
+        func range<V>(_ base: UnsafePointer<V>, _ shape: SIMD4<Int>, _ strides: SIMD4<Int>, _ name: String,
+                      writable: Bool) throws(PerformerError) -> ClosedRange<UInt>? {
+            let bytes = try TensorLayout.byteRange(base: base, shape: shape, strides: strides, elementSize: size, name: name)
+            if writable { try TensorLayout.checkNoSelfOverlap(shape: shape, strides: strides, name: name) }
+            return bytes
         }
-        var reach: UInt = 0
-        for i in 0..<3 where output.shape[axes[i]] > 1 {
-            let step = output.strides[axes[i]].magnitude
-            guard step > reach else {
-                throw PerformerError(.aliasing, "out.strides \(TensorLayout.describe(output.strides)) make distinct elements of shape \(TensorLayout.describe(output.shape)) overlap")
-            }
-            reach += step * UInt(output.shape[axes[i]] - 1)
+        let q = try range(query.base, query.shape, query.strides, "q", writable: false)
+        let k = try range(key.base, key.shape, key.strides, "k", writable: false)
+        let v = try range(value.base, value.shape, value.strides, "v", writable: false)
+        let o = try range(UnsafePointer(output.base), output.shape, output.strides, "out", writable: true)
+        let s = try range(UnsafePointer(state.s.base), state.s.shape, state.s.strides, "S", writable: true)
+        let z = try range(UnsafePointer(state.z.base), state.z.shape, state.z.strides, "z", writable: true)
+        func apart(_ output: ClosedRange<UInt>?, _ other: ClosedRange<UInt>?, _ message: StaticString) throws(PerformerError) {
+            if let output, let other, output.overlaps(other) { throw PerformerError(.aliasing, "\(message)") }
         }
+        try apart(o, q, "output out overlaps input q")
+        try apart(o, k, "output out overlaps input k")
+        try apart(o, v, "output out overlaps input v")
+        try apart(o, s, "output out overlaps output S")
+        try apart(o, z, "output out overlaps output z")
+        try apart(s, q, "output S overlaps input q")
+        try apart(s, k, "output S overlaps input k")
+        try apart(s, v, "output S overlaps input v")
+        try apart(s, z, "output S overlaps output z")
+        try apart(z, q, "output z overlaps input q")
+        try apart(z, k, "output z overlaps input k")
+        try apart(z, v, "output z overlaps input v")
     }
 }

@@ -93,11 +93,25 @@ public enum TensorLayout {
     /// An empty view has no elements to overlap, whatever its strides (NumPy gives empty
     /// arrays zero strides).
     public static func checkNoSelfOverlap(shape: SIMD4<Int>, strides: SIMD4<Int>, name: String) throws(PerformerError) {
-        if (0..<4).contains(where: { shape[$0] == 0 }) { return }
-        var axes = (0..<4).filter { shape[$0] > 1 }
-        axes.sort { strides[$0].magnitude < strides[$1].magnitude }
+        if shape[0] == 0 || shape[1] == 0 || shape[2] == 0 || shape[3] == 0 { return }
+        // The axes longer than 1, insertion-sorted in place: no array on a decoder step's path.
+        var axes = SIMD4<Int>(repeating: 0), count = 0
+        for axis in 0..<4 where shape[axis] > 1 {
+            axes[count] = axis
+            count += 1
+        }
+        var i = 1
+        while i < count {
+            var j = i
+            while j > 0, strides[axes[j]].magnitude < strides[axes[j - 1]].magnitude {
+                (axes[j], axes[j - 1]) = (axes[j - 1], axes[j])
+                j -= 1
+            }
+            i += 1
+        }
         var reach: UInt = 0
-        for axis in axes {
+        for index in 0..<count {
+            let axis = axes[index]
             let step = strides[axis].magnitude
             guard step > reach else {
                 throw PerformerError(.aliasing, "\(name).strides \(describe(strides)) make distinct elements of shape \(describe(shape)) overlap")

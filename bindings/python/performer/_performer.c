@@ -1705,6 +1705,51 @@ decoder_set_state(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
     return decoder_state_call(self, args, nargs, 0);
 }
 
+static PyObject *numpy_empty;  /* numpy.empty, imported on first need */
+
+/*
+ * _state_copy(S_shape, z_shape[, c_shape], dtype) -> (S, z[, c]): new NumPy arrays (numpy.empty,
+ * called from here: no Python frame per array) holding a copy of the state -- the `state`
+ * properties in one call. The arrays own their memory.
+ */
+static PyObject *
+decoder_state_copy(DecoderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int count = self->ops->state_count;
+    if (nargs != count + 1) {
+        PyErr_Format(PyExc_TypeError, "_state_copy expects %d arguments (the state's shapes, dtype), got %zd",
+                     count + 1, nargs);
+        return NULL;
+    }
+    if (numpy_empty == NULL) {
+        PyObject *numpy = PyImport_ImportModule("numpy");
+        if (numpy == NULL) {
+            return NULL;
+        }
+        numpy_empty = PyObject_GetAttrString(numpy, "empty");
+        Py_DECREF(numpy);
+        if (numpy_empty == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *arrays[DECODER_MAX_STATE] = {NULL, NULL, NULL}, *result = NULL, *filled;
+    for (int i = 0; i < count; i++) {
+        if ((arrays[i] = PyObject_CallFunctionObjArgs(numpy_empty, args[i], args[count], NULL)) == NULL) {
+            goto done;
+        }
+    }
+    filled = decoder_state_call(self, arrays, count, 1);
+    if (filled != NULL) {
+        Py_DECREF(filled);
+        result = count == 2 ? PyTuple_Pack(2, arrays[0], arrays[1]) : PyTuple_Pack(3, arrays[0], arrays[1], arrays[2]);
+    }
+done:
+    for (int i = 0; i < count; i++) {
+        Py_XDECREF(arrays[i]);
+    }
+    return result;
+}
+
 static PyObject *
 decoder_reset(DecoderObject *self, PyObject *unused)
 {
@@ -1843,6 +1888,8 @@ static PyMethodDef linear_decoder_methods[] = {
      "_prefill(q, k, v, out) -> out: a prompt (rank 4, B x heads x N x features)."},
     {"_get_state", (PyCFunction)(void (*)(void))decoder_get_state, METH_FASTCALL,
      "_get_state(S, z) -> None: copies the state into S (B x H x C x M) and z (B x H x C)."},
+    {"_state_copy", (PyCFunction)(void (*)(void))decoder_state_copy, METH_FASTCALL,
+     "_state_copy(S_shape, z_shape, dtype) -> (S, z): new NumPy arrays holding the state."},
     {"_set_state", (PyCFunction)(void (*)(void))decoder_set_state, METH_FASTCALL,
      "_set_state(S, z) -> None: replaces the state."},
     {"_reset", (PyCFunction)decoder_reset, METH_NOARGS, "_reset() -> None: a zero state."},
@@ -2521,6 +2568,8 @@ static PyMethodDef favor_decoder_methods[] = {
      "_tensor_step(q, k, v, out, None, None) -> out: performer.torch's step (out None: a new tensor)."},
     {"_get_state", (PyCFunction)(void (*)(void))decoder_get_state, METH_FASTCALL,
      "_get_state(S, z, c) -> None: copies the scaled state into S (B x H x C x M), z and c (B x H x C)."},
+    {"_state_copy", (PyCFunction)(void (*)(void))decoder_state_copy, METH_FASTCALL,
+     "_state_copy(S_shape, z_shape, c_shape, dtype) -> (S, z, c): new NumPy arrays holding the state."},
     {"_set_state", (PyCFunction)(void (*)(void))decoder_set_state, METH_FASTCALL,
      "_set_state(S, z, c) -> None: replaces the state."},
     {"_reset", (PyCFunction)decoder_reset, METH_NOARGS, "_reset() -> None: an empty state."},

@@ -51,12 +51,6 @@ class _Decoder:
         self._state_dtype = _lse_dtype(np_dtype)
         return _DECODER_CODES[np_dtype], np_dtype
 
-    def _state_copies(self):
-        """New arrays (S B x H x C x M, then B x H x C ones) holding the state."""
-        dtype, shape = self._state_dtype, self._s_shape
-        arrays = (_empty(shape, dtype),) + tuple([_empty(shape[:3], dtype) for _ in self._STATE[1:]])
-        self._get_state(*arrays)
-        return arrays
 
     def _assign_state(self, value):
         _check_state_arity("state", value, self._STATE)
@@ -151,10 +145,8 @@ class LinearDecoder(_Decoder, _ext.LinearDecoder):
     def state(self):
         """(S, z): copies of the state, S B x H x C x M and z B x H x C. Assign a pair to
         replace it (see :meth:`set_state`)."""
-        # _state_copies inlined for two arrays: a get is mostly frames and allocation.
-        S, z = _empty(self._s_shape, self._state_dtype), _empty(self._z_shape, self._state_dtype)
-        self._get_state(S, z)
-        return S, z
+        # One extension call allocates both arrays and copies into them: a get is the copy.
+        return self._state_copy(self._s_shape, self._z_shape, self._state_dtype)
 
     @state.setter
     def state(self, pair):
@@ -243,7 +235,8 @@ class FavorDecoder(_Decoder, _ext.FavorDecoder):
         the mathematical state S = exp(c)[..., None] * S~, z = exp(c) * z~. c = -inf marks a
         feature no key has reached yet (relu: c = 0; trigonometric: one c per head). Assign a
         triple to replace it (see :meth:`set_state`)."""
-        return self._state_copies()
+        z_shape = self._s_shape[:3]
+        return self._state_copy(self._s_shape, z_shape, z_shape, self._state_dtype)
 
     @state.setter
     def state(self, triple):

@@ -325,6 +325,60 @@ def test_decoder_step_on_caller_state(dtype):
     assert not shared.state[0].any() and not shared.state[1].any()
 
 
+def test_decoder_step_on_gapped_caller_state_full_rows():
+    """D = M = 64 (the step's whole-row column blocks) on a caller state with gaps between rows,
+    heads and z entries: the decoder's own bits, the gaps untouched."""
+    B, H, D, M, n = 1, 8, 64, 64, 5
+    rng = np.random.default_rng(43)
+    q, k = rng.standard_normal((2, B, H, n, D)).astype(np.float32) * 0.5
+    v = rng.standard_normal((B, H, n, M)).astype(np.float32)
+    own, shared = performer.LinearDecoder(B, H, D, M), performer.LinearDecoder(B, H, D, M)
+    s_buffer = np.full((B, H + 1, D + 3, M + 16), 7.0, np.float32)
+    z_buffer = np.full((B, H, 3 * D), 7.0, np.float32)
+    S, z = s_buffer[:, :H, :D, 8:8 + M], z_buffer[:, :, ::3]
+    S[...], z[...] = 0, 0
+    out = np.empty((B, H, M), np.float32)
+    for t in range(n):
+        expected = own.step(q[:, :, t], k[:, :, t], v[:, :, t])
+        shared.step(q[:, :, t], k[:, :, t], v[:, :, t], out, state=(S, z))
+        assert np.array_equal(out, expected)
+    own_S, own_z = own.state
+    assert np.array_equal(S, own_S) and np.array_equal(z, own_z)
+    s_gaps = np.ones(s_buffer.shape, bool)
+    s_gaps[:, :H, :D, 8:8 + M] = False
+    z_gaps = np.ones(z_buffer.shape, bool)
+    z_gaps[:, :, ::3] = False
+    assert (s_buffer[s_gaps] == 7).all() and (z_buffer[z_gaps] == 7).all()
+
+
+def test_decoder_caller_state_overlapping_output():
+    """out inside S, or z inside S: refused naming both, nothing written."""
+    dec = performer.LinearDecoder(1, 2, 3, 4)
+    q, v = np.ones((1, 2, 3), np.float32), np.ones((1, 2, 4), np.float32)
+    S, z = np.zeros((1, 2, 3, 4), np.float32), np.zeros((1, 2, 3), np.float32)
+    with pytest.raises(ValueError, match="output out overlaps output S"):
+        dec.step(q, q, v, S[:, :, 0, :], state=(S, z))
+    with pytest.raises(ValueError, match="output S overlaps output z"):
+        dec.step(q, q, v, state=(S, S[:, :, :, 0]))
+    assert not S.any() and not z.any()
+
+
+def test_decoder_state_arrays_own_their_memory():
+    dec = performer.LinearDecoder(2, 3, 4, 5, dtype="float64")
+    s0, z0 = state(2, 3, 4, 5)
+    dec.set_state(s0, z0)
+    S, z = dec.state
+    for array, expected in ((S, s0), (z, z0)):
+        assert array.flags.owndata and array.flags.c_contiguous and array.flags.writeable
+        assert array.dtype == np.float64 and np.array_equal(array, expected)
+    half = performer.LinearDecoder(1, 2, 3, 4, dtype="float16")
+    assert [a.dtype for a in half.state] == [np.float32, np.float32]
+    fd = performer.FavorDecoder(performer.FavorProjection(4, 6, seed=1), 1, 2, 5)
+    S, z, c = fd.state
+    assert S.shape == (1, 2, 6, 5) and z.shape == c.shape == (1, 2, 6)
+    assert all(a.flags.owndata and a.dtype == np.float32 for a in (S, z, c))
+
+
 def test_decoder_caller_state_errors():
     dec = performer.LinearDecoder(1, 2, 3, 4)
     q = np.ones((1, 2, 3), np.float32)
