@@ -16,9 +16,7 @@ attention faster than free.
 
 --executor: how performer.torch runs the library's parallel work --
   torch  on PyTorch's OpenMP pool (the default of performer.torch; thread count follows torch), or
-  own    on the library's own worker threads, with performer.set_num_threads(t) (the behaviour before);
-  gomp   as torch, but the calling thread waits for its team in GOMP's closing barrier, spinning (the
-         torch executor before session 10; torch now polls 100 us, then sleeps: performer/_openmp.c).
+  own    on the library's own worker threads, with performer.set_num_threads(t) (the behaviour before).
 Ratios > 1 mean performer is faster than SDPA.
 
 --layer adds, per row, one layer's attention call timed alone in the same alternation (inputs captured
@@ -190,12 +188,9 @@ def layer_calls(inputs):
 
 
 def set_executor(kind, threads):
-    if kind in ("torch", "gomp"):
+    if kind == "torch":
         _threads.use_torch_threads(True)
         performer.set_num_threads(0)  # follow torch.set_num_threads
-        if kind == "gomp":  # the caller waits in GOMP's closing barrier (before session 10)
-            from performer import _openmp
-            _openmp.install(*_threads._openmp_entry_points(), False)
     else:
         _threads.use_torch_threads(False)
         performer.set_num_threads(threads)

@@ -12,10 +12,7 @@ autograd, no glue). Two parts:
    executor, and one wake-up/wait of the library's own pool otherwise.
 2. Time per call, alternating in this one process (the modes take turns each round; medians):
      torch 1         1 thread (torch.set_num_threads(1); performer follows it)
-     torch 2         2 threads on PyTorch's OpenMP pool (performer.torch's default): the calling thread,
-                     done with its share, polls 100 us, then sleeps until the team is done (_openmp.c)
-     gomp 2          the same executor as before session 10: the caller waits in GOMP's closing
-                     barrier (spinning for GOMP_SPINCOUNT rounds)
+     torch 2         2 threads on PyTorch's OpenMP pool (performer.torch's default)
      own 2           2 threads on the library's own workers (performer.set_num_threads(2))
      sdpa 1, sdpa 2  torch's scaled_dot_product_attention (enable_gqa, is_causal) at 1 and 2 threads
    Columns: wall ms; CPU ms of the whole process; CPU ms of the calling thread; CPU ms of every other
@@ -137,9 +134,6 @@ def set_mode(mode):
         return
     _threads.use_torch_threads(True)
     performer.set_num_threads(0)
-    if mode.startswith("gomp"):  # the executor before session 10: regions end in GOMP's barrier alone
-        from performer import _openmp
-        _openmp.install(*_threads._openmp_entry_points(), False)
 
 
 def profile(problem, modes, rounds, between):
@@ -165,7 +159,7 @@ def main():
     parser.add_argument("--sizes", default="512,2048")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--between", action="store_true", help="a PyTorch matmul before each timed call")
-    parser.add_argument("--modes", default="torch 1,torch 2,gomp 2,own 2,sdpa 1,sdpa 2")
+    parser.add_argument("--modes", default="torch 1,torch 2,own 2,sdpa 1,sdpa 2")
     options = parser.parse_args()
     modes = options.modes.split(",")
     print("torch %s, performer %s (%s), %d CPUs, load average %.1f, OMP_WAIT_POLICY=%s GOMP_SPINCOUNT=%s" % (

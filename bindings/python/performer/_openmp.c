@@ -12,18 +12,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <limits.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <time.h>
-#include <unistd.h>
-#ifdef __linux__
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#endif
 
 #include "performer.h"
 
@@ -50,8 +41,6 @@ leave_openmp(void)
 }
 
 static gomp_parallel_fn gomp_parallel;
-/* Whether regions end in wait_for_team (install's own_wait; only benchmarks turn it off). */
-static int own_wait = 1;
 static omp_query_fn omp_get_thread_num_ptr;
 static omp_query_fn omp_get_num_threads_ptr;
 static omp_query_fn omp_get_max_threads_ptr;
@@ -60,101 +49,18 @@ typedef struct {
     int n;
     performer_task_fn task;
     void *task_context;
-    int own_wait;  /* 1: the caller waits for the team in wait_for_team, not in GOMP's barrier */
-    int done;      /* threads of the team done with their tasks */
-    int sleepers;  /* 1 when the caller sleeps on `done` (futex) */
 } region_t;
 
-/* How long a thread that finished its tasks polls for the rest of the team before it sleeps:
- * PERFORMER_SPIN_US microseconds when set to an integer 0 ... 1000000, else 100 (the library's
- * own pool waits the same way; ThreadPool.swift). */
-static int64_t spin_ns = 100000;
-
-static int64_t
-monotonic_ns(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-}
-
-static void
-cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield");
-#endif
-}
-
-/* Sleeps while *word == value (returns at once when it no longer is: no lost wake-up), or
- * gives up the CPU once where there is no futex. */
-static void
-sleep_while(int *word, int value)
-{
-#ifdef __linux__
-    syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
-#else
-    (void)word, (void)value;
-    sched_yield();
-#endif
-}
-
-static void
-wake_caller(int *word)
-{
-#ifdef __linux__
-    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-#else
-    (void)word;
-#endif
-}
-
-/* Why the calling thread does not just return to GOMP_parallel: GOMP's closing barrier makes
- * it spin for the late threads for GOMP_SPINCOUNT rounds (300 000 by default: milliseconds),
- * and on a host with more runnable threads than cores that spinning takes the very core time a
- * late thread (descheduled, or still computing) needs: 2 threads then ran slower than 1.
- * Here the caller (thread 0), once done with its tasks, polls for 100 us (as the library's own
- * pool waits), then sleeps until the last thread is done; so it reaches GOMP's barrier last and
- * does not spin there. The other threads go straight to the barrier: the caller is either
- * about to arrive or asleep and woken by the last of them. */
-static void
-wait_for_team(region_t *region, int team, int thread)
-{
-    int done = __atomic_add_fetch(&region->done, 1, __ATOMIC_SEQ_CST);
-    if (thread != 0 || done == team) {
-        /* Sequentially consistent: either the caller sees done == team before it sleeps, or the
-         * last thread sees it counted in `sleepers`. */
-        if (done == team && __atomic_load_n(&region->sleepers, __ATOMIC_SEQ_CST) > 0) {
-            wake_caller(&region->done);
-        }
-        return;
-    }
-    int64_t deadline = monotonic_ns() + spin_ns;
-    while (__atomic_load_n(&region->done, __ATOMIC_ACQUIRE) != team) {
-        for (int i = 0; i < 64; i++) cpu_relax();
-        if (monotonic_ns() > deadline) break;
-    }
-    __atomic_add_fetch(&region->sleepers, 1, __ATOMIC_SEQ_CST);
-    while ((done = __atomic_load_n(&region->done, __ATOMIC_SEQ_CST)) != team) {
-        sleep_while(&region->done, done);
-    }
-}
-
 /* Every thread of the team runs the tasks i = its number, + team size, ...: all n run even when
- * OpenMP gives a smaller team than asked for. (Each task drains the call's shared item counter,
- * so a thread that starts late finds the items already taken, not a share waiting for it.) */
+ * OpenMP gives a smaller team than asked for. */
 static void
 region_body(void *data)
 {
-    region_t *region = data;
-    int team = omp_get_num_threads_ptr(), thread = omp_get_thread_num_ptr();
-    if (team < 1) team = 1;
-    for (int i = thread; i < region->n; i += team) {
+    const region_t *region = data;
+    int step = omp_get_num_threads_ptr();
+    for (int i = omp_get_thread_num_ptr(); i < region->n; i += step > 0 ? step : 1) {
         region->task(region->task_context, i);
     }
-    if (region->own_wait && team > 1) wait_for_team(region, team, thread);
 }
 
 static void
@@ -165,7 +71,7 @@ openmp_parallel_for(void *context, int n, performer_task_fn task, void *task_con
         for (int i = 0; i < n; i++) task(task_context, i);
         return;
     }
-    region_t region = {n, task, task_context, own_wait, 0, 0};
+    region_t region = {n, task, task_context};
     gomp_parallel(region_body, &region, (unsigned)n, 0);
 }
 
@@ -190,22 +96,17 @@ raise_status(performer_status status)
 }
 
 PyDoc_STRVAR(install_doc,
-"install(gomp_parallel, omp_get_thread_num, omp_get_num_threads, omp_get_max_threads[, own_wait])\n"
-"    -> bool\n\n"
+"install(gomp_parallel, omp_get_thread_num, omp_get_num_threads, omp_get_max_threads) -> bool\n\n"
 "Makes libperformer run its parallel work with GOMP_parallel of the OpenMP runtime whose entry\n"
 "points are given as addresses (ints, non-zero), and its thread count follow omp_get_max_threads()\n"
 "unless performer.set_num_threads chose one. False (nothing installed) in a forked child of a\n"
-"process that loaded this module: OpenMP's pool does not survive fork().\n"
-"own_wait (default True): the calling thread, done with its share of a region, waits for the others by\n"
-"polling for 100 us (PERFORMER_SPIN_US), then sleeping, instead of spinning in GOMP's closing barrier.\n"
-"False: the behaviour before (benchmarks/threads_profile.py compares the two).");
+"process that loaded this module: OpenMP's pool does not survive fork().");
 
 static PyObject *
 install(PyObject *module, PyObject *args)
 {
     unsigned long long parallel, thread_num, num_threads, max_threads;
-    int wait = 1;
-    if (!PyArg_ParseTuple(args, "KKKK|p", &parallel, &thread_num, &num_threads, &max_threads, &wait)) {
+    if (!PyArg_ParseTuple(args, "KKKK", &parallel, &thread_num, &num_threads, &max_threads)) {
         return NULL;
     }
     if (!parallel || !thread_num || !num_threads || !max_threads) {
@@ -224,11 +125,6 @@ install(PyObject *module, PyObject *args)
     omp_get_thread_num_ptr = (omp_query_fn)(uintptr_t)thread_num;
     omp_get_num_threads_ptr = (omp_query_fn)(uintptr_t)num_threads;
     omp_get_max_threads_ptr = (omp_query_fn)(uintptr_t)max_threads;
-    own_wait = wait;
-    const char *spin = getenv("PERFORMER_SPIN_US");
-    char *end;
-    long us = spin ? strtol(spin, &end, 10) : -1;
-    spin_ns = spin && *spin && !*end && us >= 0 && us <= 1000000 ? (int64_t)us * 1000 : 100000;
     performer_executor_t executor = {sizeof(performer_executor_t), NULL, openmp_num_threads, openmp_parallel_for};
     status = performer_set_executor(&executor);
     if (status != PERFORMER_OK) {

@@ -117,27 +117,18 @@ def test_forked_child_goes_back_to_the_own_pool():
     assert pt.torch_threads_in_use()
 
 
-def _install_openmp(own_wait):
-    """performer.torch's executor, with the caller waiting for its team in _openmp.c (own_wait, the
-    default) or in GOMP's closing barrier (the behaviour before)."""
-    from performer import _openmp
-    from performer.torch import _threads
-
-    assert _openmp.install(*_threads._openmp_entry_points(), own_wait)
-
-
 @needs_openmp
 def test_results_bit_identical_on_every_executor_and_thread_count():
     torch.set_num_threads(1)
     expected = attention_and_grads()
     for threads in (1, 2, 3):
         torch.set_num_threads(threads)
-        for executor in ("torch", "torch, GOMP's barrier", "own"):
+        for executor in ("torch", "own"):
             if executor == "own":
                 pt.use_torch_threads(False)
                 performer.set_num_threads(threads)
             else:
-                _install_openmp(own_wait=executor == "torch")
+                assert pt.use_torch_threads(True)
                 performer.set_num_threads(0)
             assert performer.get_num_threads() == threads
             for a, b in zip(attention_and_grads(), expected):
@@ -159,16 +150,3 @@ def test_calls_from_inside_an_openmp_region():
     body = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda data: results.append(_numpy_checksum()))
     gomp_parallel(body, None, 2, 0)
     assert results == [expected, expected]
-
-
-def test_sleeping_wait_gives_the_same_results():
-    # PERFORMER_SPIN_US=0: a caller done before its team sleeps at once (futex) instead of polling.
-    code = ("import torch, performer.torch as pt; from test_torch_threads import _numpy_checksum as f; "
-            "torch.set_num_threads(2); print(pt.torch_threads_in_use(), repr(f()), repr(f()))")
-    env = dict(os.environ, PERFORMER_SPIN_US="0", PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    in_use, first, second = result.stdout.split()
-    expected = repr(_numpy_checksum())
-    assert in_use == str(openmp) and first == second == expected
