@@ -12,10 +12,7 @@
 func vectorExp2(_ input: FloatVector) -> FloatVector {
     var x = input.replacing(with: -127, where: input .< -127)
     x = x.replacing(with: 128, where: x .> 128)
-    // Adding 1.5·2^23 rounds to an integer and leaves n in the low mantissa bits.
-    let magic = FloatVector(repeating: 12_582_912)
-    let t = x + magic
-    let f = x - (t - magic)
+    let (f, power) = exp2Split(x)
     var p = FloatVector(repeating: 0.00015403530393381606)
     p = Float.fma(p, f, FloatVector(repeating: 0.0013333558146428441))
     p = Float.fma(p, f, FloatVector(repeating: 0.009618129107628477))
@@ -23,8 +20,18 @@ func vectorExp2(_ input: FloatVector) -> FloatVector {
     p = Float.fma(p, f, FloatVector(repeating: 0.2402265069591007))
     p = Float.fma(p, f, FloatVector(repeating: 0.6931471805599453))
     p = Float.fma(p, f, FloatVector(repeating: 1))
+    return p * power
+}
+
+/// x = n + f with n = round(x), |f| ≤ 1/2, for x in [−127, 128]: (f, 2^n built in the exponent bits).
+/// Shared by vectorExp2 and vectorExp2NonPositive, which differ in clamping and polynomial.
+@_transparent @usableFromInline
+func exp2Split(_ x: FloatVector) -> (fraction: FloatVector, power: FloatVector) {
+    // Adding 1.5·2^23 rounds to an integer and leaves n in the low mantissa bits.
+    let magic = FloatVector(repeating: 12_582_912)
+    let t = x + magic
     let exponent = (unsafeBitCast(t, to: FloatBits.self) &<< 23) &+ FloatBits(repeating: 127 << 23)
-    return p * unsafeBitCast(exponent, to: FloatVector.self)
+    return (x - (t - magic), unsafeBitCast(exponent, to: FloatVector.self))
 }
 
 /// 2^x for each lane of a Double vector (see the contract above).

@@ -12,10 +12,7 @@
 @_transparent @usableFromInline
 func vectorExp2NonPositive(_ input: FloatVector) -> FloatVector {
     let x = input.replacing(with: -127, where: input .< -127)
-    // Adding 1.5·2^23 rounds to an integer and leaves n in the low mantissa bits.
-    let magic = FloatVector(repeating: 12_582_912)
-    let t = x + magic
-    let f = x - (t - magic)
+    let (f, power) = exp2Split(x)
     // Relative-error fit of 2^f on [−1/2, 1/2] with p(0) = 1 (Lawson-reweighted least squares).
     var p = FloatVector(repeating: 0.0013276708814555262)
     p = Float.fma(p, f, FloatVector(repeating: 0.00967150902472904))
@@ -23,6 +20,5 @@ func vectorExp2NonPositive(_ input: FloatVector) -> FloatVector {
     p = Float.fma(p, f, FloatVector(repeating: 0.24022242172694827))
     p = Float.fma(p, f, FloatVector(repeating: 0.6931470088685641))
     p = Float.fma(p, f, FloatVector(repeating: 1))
-    let exponent = (unsafeBitCast(t, to: FloatBits.self) &<< 23) &+ FloatBits(repeating: 127 << 23)
-    return p * unsafeBitCast(exponent, to: FloatVector.self)
+    return p * power
 }
