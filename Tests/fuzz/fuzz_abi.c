@@ -981,13 +981,16 @@ static void *favor_projection(Call *c, int *features_out, const performer_favor_
 static void call_favor(Call *c, int which) {
     int features;
     const performer_favor_options_t *o;
-    c->ignores = which < 2 ? IGNORES_EPS | IGNORES_KV : which >= 4 ? IGNORES_EPS : 0;
+    /* which 4 draws, one time in three, the query-side initial-state gradient instead of the
+     * state-only call: float32/float64 only; eps, causal and the key ranges unread. */
+    int query_side = which == 4 && u8(c->src) % 3 == 0;
+    c->ignores = which < 2 || query_side ? IGNORES_EPS | IGNORES_KV : which >= 4 ? IGNORES_EPS : 0;
     void *h = favor_projection(c, &features, &o);
-    c->takes_half = 1; /* half tokens, float32 states (and denominators) */
+    c->takes_half = !query_side; /* half tokens, float32 states (and denominators) */
     /* Sums past the half type's range round to infinity (performer.h): no finiteness promise. */
     if (is_half(c->dtype)) c->numerics_unknown = 1;
     if (too_much_work(c)) { c->skip = 1; return; }
-    switch (which) {
+    switch (query_side ? 6 : which) {
     case 0: {
         performer_tensor_t *x = tensor(c, "BHND", IN), *out = tensor(c, "BHNC", OUT | NEGINF);
         c->numerics_unknown = 1; /* features are the mathematical values: they may overflow */
@@ -1035,6 +1038,16 @@ static void call_favor(Call *c, int which) {
         performer_tensor_t *s = tensor(c, "BSCM", OUT | WIDE), *z = tensor(c, "BSC1", OUT | WIDE), *cc = tensor(c, "BSC1", OUT | NEGINF | WIDE);
         if (s0 || z0 || c0) c->numerics_unknown = 1;
         RUN(performer_favor_state, k, v, h, s0, z0, c0, s, z, cc, o);
+        break;
+    }
+    case 6: {
+        /* Shifts, row units and denominators of any value (not a forward's): no finiteness promise. */
+        performer_tensor_t *q = tensor(c, "BHND", IN), *c0 = tensor(c, "BHC1", IN);
+        performer_tensor_t *units = tensor(c, "BHN1", IN), *dens = tensor(c, "BHN1", IN);
+        performer_tensor_t *out = tensor(c, "BHNM", IN), *dout = tensor(c, "BHNM", IN);
+        performer_tensor_t *ds0 = tensor(c, "BHCM", OUT), *dz0 = tensor(c, "BHC1", OUT);
+        c->numerics_unknown = 1;
+        RUN(performer_favor_initial_state_gradient, q, h, c0, units, dens, out, dout, ds0, dz0, o);
         break;
     }
     default: {
