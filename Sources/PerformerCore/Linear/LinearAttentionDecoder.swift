@@ -227,13 +227,8 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
         try Self.expectToken(target.s.readOnly, stateShape, name: "S", meaning: "B×H×C×M")
         try Self.expectToken(target.z.readOnly, normalizerShape, name: "z", meaning: "B×H×C×1")
         // TensorFootprint.checkOutputsDisjoint's checks and messages, without its arrays.
-        let size = MemoryLayout<Element>.stride
-        let s = try TensorLayout.byteRange(base: target.s.base, shape: target.s.shape, strides: target.s.strides,
-                                           elementSize: size, name: "S")
-        try TensorLayout.checkNoSelfOverlap(shape: target.s.shape, strides: target.s.strides, name: "S")
-        let z = try TensorLayout.byteRange(base: target.z.base, shape: target.z.shape, strides: target.z.strides,
-                                           elementSize: size, name: "z")
-        try TensorLayout.checkNoSelfOverlap(shape: target.z.shape, strides: target.z.strides, name: "z")
+        let s = try Self.span(UnsafePointer(target.s.base), target.s.shape, target.s.strides, name: "S", writable: true)
+        let z = try Self.span(UnsafePointer(target.z.base), target.z.shape, target.z.strides, name: "z", writable: true)
         if let s, let z, s.overlaps(z) { throw PerformerError(.aliasing, "output S overlaps output z") }
         TensorCopy.copy(from: ownState.s.readOnly, to: target.s)
         TensorCopy.copy(from: ownState.z.readOnly, to: target.z)
@@ -250,6 +245,18 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
         if view.shape != expected {
             try ShapeCheck.expectShape(view, expected, name: "\(name)", meaning: "\(meaning)")
         }
+    }
+
+    /// The bytes a view spans (nil when empty; throws when not representable), as TensorFootprint
+    /// computes them, and for a writable view the check that it does not overlap itself: the
+    /// caller-state checks, without TensorFootprint's arrays.
+    @inline(__always)
+    private static func span<V>(_ base: UnsafePointer<V>, _ shape: SIMD4<Int>, _ strides: SIMD4<Int>, name: String,
+                                writable: Bool) throws(PerformerError) -> ClosedRange<UInt>? {
+        let bytes = try TensorLayout.byteRange(base: base, shape: shape, strides: strides,
+                                               elementSize: MemoryLayout<V>.stride, name: name)
+        if writable { try TensorLayout.checkNoSelfOverlap(shape: shape, strides: strides, name: name) }
+        return bytes
     }
 
     /// The step's memory checks without allocating: every extent representable, and the output
@@ -273,19 +280,12 @@ public final class LinearAttentionDecoder<Element: AttentionScalar> {
     /// then out, S and z each against every other view): what a step pays is a few compares.
     func checkStateStepMemory(query: TensorView<Element>, key: TensorView<Element>, value: TensorView<Element>,
                               output: MutableTensorView<Element>, state: MutableLinearStateView<Element>) throws(PerformerError) {
-        let size = MemoryLayout<Element>.stride
-        func range<V>(_ base: UnsafePointer<V>, _ shape: SIMD4<Int>, _ strides: SIMD4<Int>, _ name: String,
-                      writable: Bool) throws(PerformerError) -> ClosedRange<UInt>? {
-            let bytes = try TensorLayout.byteRange(base: base, shape: shape, strides: strides, elementSize: size, name: name)
-            if writable { try TensorLayout.checkNoSelfOverlap(shape: shape, strides: strides, name: name) }
-            return bytes
-        }
-        let q = try range(query.base, query.shape, query.strides, "q", writable: false)
-        let k = try range(key.base, key.shape, key.strides, "k", writable: false)
-        let v = try range(value.base, value.shape, value.strides, "v", writable: false)
-        let o = try range(UnsafePointer(output.base), output.shape, output.strides, "out", writable: true)
-        let s = try range(UnsafePointer(state.s.base), state.s.shape, state.s.strides, "S", writable: true)
-        let z = try range(UnsafePointer(state.z.base), state.z.shape, state.z.strides, "z", writable: true)
+        let q = try Self.span(query.base, query.shape, query.strides, name: "q", writable: false)
+        let k = try Self.span(key.base, key.shape, key.strides, name: "k", writable: false)
+        let v = try Self.span(value.base, value.shape, value.strides, name: "v", writable: false)
+        let o = try Self.span(UnsafePointer(output.base), output.shape, output.strides, name: "out", writable: true)
+        let s = try Self.span(UnsafePointer(state.s.base), state.s.shape, state.s.strides, name: "S", writable: true)
+        let z = try Self.span(UnsafePointer(state.z.base), state.z.shape, state.z.strides, name: "z", writable: true)
         func apart(_ output: ClosedRange<UInt>?, _ other: ClosedRange<UInt>?, _ message: StaticString) throws(PerformerError) {
             if let output, let other, output.overlaps(other) { throw PerformerError(.aliasing, "\(message)") }
         }
