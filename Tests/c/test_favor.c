@@ -1114,7 +1114,7 @@ static void attention_row_scales(int dtype, int causal, int large) {
     double *qs = doubles_of(&q), *ks = doubles_of(&k), aq[n][m], ak[n][m];
     positive_exponents(w, qs, n, d, m, &aq[0][0]);
     positive_exponents(w, ks, n, d, m, &ak[0][0]);
-    double worst_log = 0, worst_bound = 0;
+    double worst_log = 0, worst_bound = 0, scale = 0;
     int finite = 1;
     for (int i = 0; i < n; i++) {
         const int last = causal ? i : n - 1;
@@ -1124,10 +1124,14 @@ static void attention_row_scales(int dtype, int causal, int large) {
         const double want = log(sum / m) + top, u = at(&units, 0, 0, i, 0), den = at(&dens, 0, 0, i, 0);
         finite &= isfinite(u) && isfinite(den) && den > 0;
         worst_log = fmax(worst_log, fabs(log(den) + u - want));
+        scale = fmax(scale, fabs(want));
         worst_bound = fmax(worst_bound, (top - u) / (1 + fabs(top)));
     }
     CHECK(finite, "%s: a row unit or denominator is not finite and positive", what);
-    CHECK(worst_log <= (dtype ? 1e-11 : 2e-5), "%s: log(den) + U is off the reference by %g", what, worst_log);
+    /* Relative to the largest log (175-185 at norm 30, where a float32 spacing is 1.5e-5; under 4 at
+     * norm 1): on AVX-512 the float32 sum lands 1.3 spacings off (2.0e-5). */
+    CHECK(worst_log <= (dtype ? 1e-11 : 2e-5) * fmax(1, scale / 64), "%s: log(den) + U is off the reference by %g (largest |log| %g)",
+          what, worst_log, scale);
     CHECK(worst_bound <= (dtype ? 1e-14 : 1e-6), "%s: U is below a visible exponent by %g (relative)", what, worst_bound);
     free(qs); free(ks); free(w);
 
