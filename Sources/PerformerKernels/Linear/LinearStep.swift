@@ -38,52 +38,109 @@ func linearStep<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearStepTask>, _
 
 /// S += φ(k) vᵀ fused with num = Sᵀ φ(q) (the updated S), in one pass over S (C × M, rows
 /// `rowStride` apart, unit-stride within a row): each block of up to four vectors of columns
-/// keeps v and the numerator in registers while it walks the C rows, so S is loaded and stored once and nothing else touches memory.
+/// keeps v and the numerator in registers while it walks the C rows, so S is loaded and stored
+/// once and nothing else touches memory. Every element gets the same arithmetic whatever its
+/// block (s ← fma(k, v, s), n ← fma(q, s, n) in row order; unfused on the portable build), so
+/// the layout below never changes a bit.
+///
+/// Rows aligned to the sweep vector (the decoder's own state, 64-byte aligned) go in sweep
+/// vectors: on AVX-512 (Zen 4) the zmm sweep was ~1.35x slower than the ymm one. Other rows
+/// (a NumPy state is 16-byte aligned) keep native vectors: there the ymm sweep, half of whose
+/// stores split a cache line, was slower than the zmm one.
 @inline(__always)
 private func stepStateColumns<T: KernelScalar>(
     _ state: UnsafeMutablePointer<T>, _ c: Int, _ m: Int, _ rowStride: Int, _ k: UnsafePointer<T>, _ q: UnsafePointer<T>,
     _ v: UnsafePointer<T>, _ numerator: UnsafeMutablePointer<T>
 ) {
-    let w = T.lanes
+    let sweepBytes = MemoryLayout<T.SweepVector>.size
+    if Int(bitPattern: state) % sweepBytes == 0 && rowStride * MemoryLayout<T>.stride % sweepBytes == 0 {
+        stepStateColumns(SweepLanes<T>.self, state, c, m, rowStride, k, q, v, numerator)
+    } else {
+        stepStateColumns(NativeLanes<T>.self, state, c, m, rowStride, k, q, v, numerator)
+    }
+}
+
+@inline(__always)
+private func stepStateColumns<L: StateLanes>(
+    _: L.Type, _ state: UnsafeMutablePointer<L.T>, _ c: Int, _ m: Int, _ rowStride: Int, _ k: UnsafePointer<L.T>,
+    _ q: UnsafePointer<L.T>, _ v: UnsafePointer<L.T>, _ numerator: UnsafeMutablePointer<L.T>
+) {
+    typealias T = L.T
+    let w = L.lanes
     var j = 0
     while j + 4 * w <= m {
-        let v0 = T.load(v + j), v1 = T.load(v + j + w), v2 = T.load(v + j + 2 * w), v3 = T.load(v + j + 3 * w)
-        var n0 = T.splat(0), n1 = n0, n2 = n0, n3 = n0
+        let v0 = L.load(v + j), v1 = L.load(v + j + w), v2 = L.load(v + j + 2 * w), v3 = L.load(v + j + 3 * w)
+        var n0 = L.splat(0), n1 = n0, n2 = n0, n3 = n0
         var row = state + j
         for f in 0..<c {
-            let kf = T.splat(k[f]), qf = T.splat(q[f])
-            let s0 = T.fma(kf, v0, T.load(row)), s1 = T.fma(kf, v1, T.load(row + w))
-            let s2 = T.fma(kf, v2, T.load(row + 2 * w)), s3 = T.fma(kf, v3, T.load(row + 3 * w))
-            T.store(s0, row); T.store(s1, row + w); T.store(s2, row + 2 * w); T.store(s3, row + 3 * w)
-            n0 = T.fma(qf, s0, n0); n1 = T.fma(qf, s1, n1); n2 = T.fma(qf, s2, n2); n3 = T.fma(qf, s3, n3)
+            let kf = L.splat(k[f]), qf = L.splat(q[f])
+            let s0 = L.fma(kf, v0, L.load(row)), s1 = L.fma(kf, v1, L.load(row + w))
+            let s2 = L.fma(kf, v2, L.load(row + 2 * w)), s3 = L.fma(kf, v3, L.load(row + 3 * w))
+            L.store(s0, row); L.store(s1, row + w); L.store(s2, row + 2 * w); L.store(s3, row + 3 * w)
+            n0 = L.fma(qf, s0, n0); n1 = L.fma(qf, s1, n1); n2 = L.fma(qf, s2, n2); n3 = L.fma(qf, s3, n3)
             row += rowStride
         }
-        T.store(n0, numerator + j); T.store(n1, numerator + j + w)
-        T.store(n2, numerator + j + 2 * w); T.store(n3, numerator + j + 3 * w)
+        L.store(n0, numerator + j); L.store(n1, numerator + j + w)
+        L.store(n2, numerator + j + 2 * w); L.store(n3, numerator + j + 3 * w)
         j += 4 * w
     }
     while j + w <= m {
-        let v0 = T.load(v + j)
-        var n0 = T.splat(0)
+        let v0 = L.load(v + j)
+        var n0 = L.splat(0)
         var row = state + j
         for f in 0..<c {
-            let s0 = T.fma(T.splat(k[f]), v0, T.load(row))
-            T.store(s0, row)
-            n0 = T.fma(T.splat(q[f]), s0, n0)
+            let s0 = L.fma(L.splat(k[f]), v0, L.load(row))
+            L.store(s0, row)
+            n0 = L.fma(L.splat(q[f]), s0, n0)
             row += rowStride
         }
-        T.store(n0, numerator + j)
+        L.store(n0, numerator + j)
         j += w
     }
     while j < m {
         var n: T = 0
         for f in 0..<c {
-            let updated = state[f * rowStride + j] + k[f] * v[j]
+            let updated = scalarFMA(k[f], v[j], state[f * rowStride + j])
             state[f * rowStride + j] = updated
-            n += q[f] * updated
+            n = scalarFMA(q[f], updated, n)
         }
         numerator[j] = n
         j += 1
+    }
+}
+
+/// a · b + c rounded as the vector `fma` rounds it: once where the ISA fuses, else twice.
+@inline(__always)
+private func scalarFMA<T: KernelScalar>(_ a: T, _ b: T, _ c: T) -> T {
+    hasFusedMultiplyAdd ? c.addingProduct(a, b) : a * b + c
+}
+
+/// The vector operations of one state sweep: the native vector or the (narrower) sweep vector.
+private protocol StateLanes {
+    associatedtype T: KernelScalar
+    associatedtype V
+    static var lanes: Int { get }
+    static func load(_ p: UnsafePointer<T>) -> V
+    static func store(_ v: V, _ p: UnsafeMutablePointer<T>)
+    static func splat(_ x: T) -> V
+    static func fma(_ a: V, _ b: V, _ c: V) -> V
+}
+
+private enum NativeLanes<T: KernelScalar>: StateLanes {
+    @inline(__always) static var lanes: Int { T.lanes }
+    @inline(__always) static func load(_ p: UnsafePointer<T>) -> T.Vector { T.load(p) }
+    @inline(__always) static func store(_ v: T.Vector, _ p: UnsafeMutablePointer<T>) { T.store(v, p) }
+    @inline(__always) static func splat(_ x: T) -> T.Vector { T.splat(x) }
+    @inline(__always) static func fma(_ a: T.Vector, _ b: T.Vector, _ c: T.Vector) -> T.Vector { T.fma(a, b, c) }
+}
+
+private enum SweepLanes<T: KernelScalar>: StateLanes {
+    @inline(__always) static var lanes: Int { T.sweepLanes }
+    @inline(__always) static func load(_ p: UnsafePointer<T>) -> T.SweepVector { T.sweepLoad(p) }
+    @inline(__always) static func store(_ v: T.SweepVector, _ p: UnsafeMutablePointer<T>) { T.sweepStore(v, p) }
+    @inline(__always) static func splat(_ x: T) -> T.SweepVector { T.sweepSplat(x) }
+    @inline(__always) static func fma(_ a: T.SweepVector, _ b: T.SweepVector, _ c: T.SweepVector) -> T.SweepVector {
+        T.sweepFMA(a, b, c)
     }
 }
 
