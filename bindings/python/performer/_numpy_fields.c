@@ -51,7 +51,12 @@ typedef struct {
 #define NATIVE_ORDER '>'
 #endif
 
-enum { NPY_FLOAT16 = 23, NPY_FLOAT32 = 11, NPY_FLOAT64 = 12, NPY_WRITEABLE = 0x0400 };
+/* NumPy's type numbers and flags; an output must be writeable without a pending write-back copy
+ * or a warn-on-write mark (those go through the buffer protocol, which acts on them). */
+enum { NPY_FLOAT16 = 23, NPY_FLOAT32 = 11, NPY_FLOAT64 = 12 };
+#define NPY_WRITEABLE 0x0400u
+#define NPY_WRITEBACKIFCOPY 0x2000u
+#define NPY_WARN_ON_WRITE 0x80000000u
 
 static PyObject *ndarray_type;  /* numpy.ndarray once the fields are verified, else NULL */
 
@@ -67,7 +72,7 @@ numpy_fields_read(PyObject *obj, int ndim, int writable, foreign_array *array)
               : d->type_num == NPY_FLOAT64 ? PERFORMER_FLOAT64
               : d->type_num == NPY_FLOAT16 ? PERFORMER_FLOAT16 : -1;
     if (a->nd != ndim || ndim > FOREIGN_MAX_NDIM || dtype < 0 || (d->byteorder != '=' && d->byteorder != NATIVE_ORDER) ||
-        (writable && !(a->flags & NPY_WRITEABLE))) {
+        (writable && ((unsigned)a->flags & (NPY_WRITEABLE | NPY_WRITEBACKIFCOPY | NPY_WARN_ON_WRITE)) != NPY_WRITEABLE)) {
         return 0;
     }
     array->data = a->data;
@@ -96,7 +101,7 @@ agrees_with_buffer(PyObject *obj, int writable)
     const ndarray_fields *a = (const ndarray_fields *)obj;
     if (a->nd != expected.ndim || a->nd > FOREIGN_MAX_NDIM || numpy_fields_read(obj, a->nd, 0, &found) != 1 ||
         found.data != expected.data || found.dtype != expected.dtype || found.itemsize != expected.itemsize ||
-        (writable != 0) != ((a->flags & NPY_WRITEABLE) != 0)) {
+        (writable != 0) != (((unsigned)a->flags & NPY_WRITEABLE) != 0)) {
         return 0;
     }
     for (int i = 0; i < a->nd; i++) {
