@@ -18,9 +18,10 @@ extension DecoderHandle {
         try lookup(handle, name: "decoder")
     }
 
-    /// Throws unless every tensor has the decoder's dtype.
-    func expectDType(_ tensors: TensorArgument...) throws(PerformerError) {
-        for tensor in tensors where tensor.dtype != dtype {
+    /// Throws unless the tensor has the decoder's dtype. (One tensor a call: a variadic list
+    /// allocated an array on every step.)
+    func expectDType(_ tensor: TensorArgument) throws(PerformerError) {
+        if tensor.dtype != dtype {
             throw PerformerError(.dtypeMismatch, "\(tensor.name).dtype = \(tensor.dtype.name) but the decoder's dtype is \(dtype.name)")
         }
     }
@@ -40,7 +41,7 @@ extension DecoderHandle {
     ) throws(PerformerError) -> (TensorArgument, TensorArgument, TensorArgument, TensorArgument) {
         let q = try TensorArgument(q, name: "q"), k = try TensorArgument(k, name: "k")
         let v = try TensorArgument(v, name: "v"), out = try TensorArgument(out, name: "out")
-        try expectDType(q, k, v, out)
+        try expectDType(q); try expectDType(k); try expectDType(v); try expectDType(out)
         return (q, k, v, out)
     }
 }

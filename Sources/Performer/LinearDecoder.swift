@@ -22,11 +22,17 @@ extension LinearAttentionDecoder: UntypedLinearDecoder {
     var dtype: DType { Element.dtype }
     var stateDType: DType { Element.dtype }
 
+    // Specialized for Float and Double: the generic witness looked up TensorView<Element>'s metadata on
+    // every step.
+    @_specialize(where Element == Float)
+    @_specialize(where Element == Double)
     func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument) throws(PerformerError) {
         try step(query: q.view(Element.self), key: k.view(Element.self), value: v.view(Element.self),
                  output: out.mutableView(Element.self))
     }
 
+    @_specialize(where Element == Float)
+    @_specialize(where Element == Double)
     func step(_ q: TensorArgument, _ k: TensorArgument, _ v: TensorArgument, _ out: TensorArgument,
               s: TensorArgument, z: TensorArgument) throws(PerformerError) {
         try step(query: q.view(Element.self), key: k.view(Element.self), value: v.view(Element.self),

@@ -31,6 +31,55 @@ final class LinearDecoderStepBlocksTests: XCTestCase {
         XCTAssertLessThan(linearRelativeError(z.values, expected.zN), tolerance, "\(T.self) M = \(m) \(map): z")
     }
 
+    /// The state pass goes in 256-bit sweep vectors over rows aligned to them (the decoder's own
+    /// state), in a peeled layout over float32 rows 16 bytes off (xmm head and tail; AVX-512), and
+    /// in native vectors over others (one element off): every element gets the same arithmetic in
+    /// each, so they give the same bits, on every ISA (value dims whose blocks, tails and peeled
+    /// sweeps differ).
+    private func checkAlignmentsAgree<T: AttentionScalar>(_: T.Type, m: Int, offset: Int) throws {
+        let c = LinearCase(b: 1, h: 2, hk: 1, n: 5, l: 5, d: 8, m: m, causal: true, withState: true)
+        let x = LinearInputs(c, seed: 60 + UInt64(m))
+        let q = LinearTestTensor<T>(shape: c.qShape, values: x.q), k = LinearTestTensor<T>(shape: c.kShape, values: x.k)
+        let v = LinearTestTensor<T>(shape: c.vShape, values: x.v)
+        let own = try LinearAttentionDecoder<T>(batch: c.b, heads: c.h, keyHeads: c.hk, headDim: c.d, valueDim: m)
+        let caller = try LinearAttentionDecoder<T>(batch: c.b, heads: c.h, keyHeads: c.hk, headDim: c.d, valueDim: m)
+        // `offset` elements past a 64-byte boundary: never aligned to a sweep vector.
+        let sCount = c.b * c.h * c.d * m, zCount = c.b * c.h * c.d
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: (sCount + zCount + offset + 1) * MemoryLayout<T>.stride,
+                                                      alignment: 64)
+        defer { memory.deallocate() }
+        let s = memory.bindMemory(to: T.self, capacity: sCount + zCount + offset + 1) + offset, z = s + sCount + 1
+        s.initialize(repeating: 0, count: sCount)
+        z.initialize(repeating: 0, count: zCount)
+        let state = MutableLinearStateView(s: MutableTensorView(base: s, shape: c.sShape),
+                                           z: MutableTensorView(base: z, shape: c.zShape))
+        let expected = LinearTestTensor<T>(shape: c.oShape), out = LinearTestTensor<T>(shape: c.oShape)
+        for t in 0..<c.n {
+            try own.step(query: q.token(t), key: k.token(t), value: v.token(t), output: expected.mutableToken(t))
+            try caller.step(query: q.token(t), key: k.token(t), value: v.token(t), output: out.mutableToken(t), state: state)
+        }
+        // XCTAssertTrue, not XCTAssertEqual: a failure names the case without printing every value.
+        XCTAssertTrue(out.rawValues == expected.rawValues, "\(T.self) M = \(m) offset \(offset) \(Runtime.kernelISA): outputs differ")
+        let ownS = LinearTestTensor<T>(shape: c.sShape), ownZ = LinearTestTensor<T>(shape: c.zShape)
+        try own.storeState(into: MutableLinearStateView(s: ownS.mutableView, z: ownZ.mutableView))
+        XCTAssertTrue(Array(UnsafeBufferPointer(start: s, count: sCount)) == ownS.rawValues,
+                      "\(T.self) M = \(m) offset \(offset) \(Runtime.kernelISA): S differs")
+        XCTAssertTrue(Array(UnsafeBufferPointer(start: z, count: zCount)) == ownZ.rawValues,
+                      "\(T.self) M = \(m) offset \(offset) \(Runtime.kernelISA): z differs")
+    }
+
+    func testSweepAndNativeVectorsGiveTheSameBits() throws {
+        let original = Runtime.kernelISA
+        defer { try? Runtime.selectKernels(original) }
+        for isa in Runtime.supportedISAs {
+            try Runtime.selectKernels(isa)
+            for m in [8, 24, 36, 40, 44, 48, 56, 64, 72, 99] {
+                for offset in [1, 4] { try checkAlignmentsAgree(Float.self, m: m, offset: offset) }
+                for offset in [1, 2] { try checkAlignmentsAgree(Double.self, m: m, offset: offset) }
+            }
+        }
+    }
+
     func testEveryColumnBlockAgainstFloat64Reference() throws {
         for m in [1, 5, 19, 64, 96, 115, 243] {
             for map in LinearAttentionOptions.FeatureMap.allCases {

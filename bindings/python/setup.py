@@ -171,7 +171,7 @@ COMPILE_ARGS = ["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers
 
 extension = Extension(
     "performer._performer",
-    sources=["performer/_performer.c", "performer/_buffer.c"],
+    sources=["performer/_performer.c", "performer/_buffer.c", "performer/_numpy_fields.c"],
     depends=["performer/_arrays.h"],
     libraries=["performer"],
     define_macros=[LIMITED_API],

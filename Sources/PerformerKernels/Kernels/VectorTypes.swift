@@ -17,6 +17,17 @@
 @usableFromInline typealias DoubleBits = SIMD2<Int64>
 #endif
 
+// The vector of a read-modify-write sweep over memory (load, FMA, store the same addresses,
+// as the decoder step's pass over its state): at most 256 bits. On AVX-512 (Zen 4) such a sweep
+// in zmm ran ~1.35x slower than the same sweep in ymm (benchmarks/results/overhead.md, session 11).
+#if PERFORMER_ISA_AVX512 || PERFORMER_ISA_AVX2
+@usableFromInline typealias FloatSweepVector = SIMD8<Float>
+@usableFromInline typealias DoubleSweepVector = SIMD4<Double>
+#else
+@usableFromInline typealias FloatSweepVector = SIMD4<Float>
+@usableFromInline typealias DoubleSweepVector = SIMD2<Double>
+#endif
+
 #if PERFORMER_ISA_AVX512 || PERFORMER_ISA_AVX2
 /// The ISA has a fused multiply-add instruction.
 @usableFromInline let hasFusedMultiplyAdd = true

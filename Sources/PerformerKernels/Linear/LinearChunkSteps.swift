@@ -30,9 +30,9 @@ func shiftQueryFeatures<T: KernelScalar>(_ source: StridedMatrix, row: Int, coun
                                          normalize: Bool, epsilon: Double, features: UnsafeMutablePointer<T>)
     -> (epsilon: T, shift: T) {
     guard normalize, map == .eluPlusOne, count > 0 else { return (T(epsilon), 0) }
-    var largest: T = 0
-    for f in 0..<count { largest = max(largest, features[f]) }
-    guard largest < T(0x1p-32) else { return (T(epsilon), 0) }
+    // Any feature ≥ 2⁻³² (NaN never counts) leaves the row as it is: usually the first one, so
+    // the common row costs one compare instead of a max over every feature.
+    for f in 0..<count where features[f] >= T(0x1p-32) { return (T(epsilon), 0) }
     packRow(source, row: row, count: count, into: features)
     var top = -T.infinity
     for f in 0..<count { top = max(top, features[f]) }

@@ -47,4 +47,13 @@ extern const int buffer_protocol_compiled;
 int buffer_get(PyObject *obj, const char *name, int writable, buffer_storage *storage, foreign_array *array);
 void buffer_release(buffer_storage *storage);
 
+/* _numpy_fields.c: a plain numpy.ndarray read from its fields. numpy_fields_init checks the
+ * fields against the buffer protocol on probe arrays (once; the reader stays off when they
+ * disagree or NumPy is missing). numpy_fields_read returns 1 with *array filled when obj is an
+ * exact ndarray of rank ndim, float32/float64/float16 in native order and writable if asked;
+ * else 0 (nothing read: use the buffer protocol, which also words every error). */
+void numpy_fields_init(void);
+int numpy_fields_read(PyObject *obj, int ndim, int writable, foreign_array *array);
+int numpy_fields_active(void);
+
 #endif

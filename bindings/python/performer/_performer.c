@@ -456,17 +456,22 @@ static int
 get_array(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
 {
     foreign_array array;
-    int found = has_stable_buffer_protocol ? buffer_get(obj, arg->name, writable, &arg->buffer, &array)
-                                           : get_struct_array(obj, arg, writable, &array);
-    if (found < 0) {
-        return -1;
+    if (has_stable_buffer_protocol && numpy_fields_read(obj, ndim, writable, &array)) {
+        Py_INCREF(obj);  /* held for the call, as a buffer would hold it */
+        arg->owner = obj;
+    } else {
+        int found = has_stable_buffer_protocol ? buffer_get(obj, arg->name, writable, &arg->buffer, &array)
+                                               : get_struct_array(obj, arg, writable, &array);
+        if (found < 0) {
+            return -1;
+        }
+        if (found == 0) {
+            return raise_with_type_name(PyExc_TypeError,
+                                        "%s must be a float32 or float64 array with the buffer protocol "
+                                        "(a NumPy array or memoryview), not %S", arg->name, obj);
+        }
+        arg->held = has_stable_buffer_protocol;
     }
-    if (found == 0) {
-        return raise_with_type_name(PyExc_TypeError,
-                                    "%s must be a float32 or float64 array with the buffer protocol "
-                                    "(a NumPy array or memoryview), not %S", arg->name, obj);
-    }
-    arg->held = has_stable_buffer_protocol;
     const dtype_info *dtype = find_dtype(array.dtype);
     if (dtype == NULL) {
         PyErr_Format(PyExc_TypeError,
@@ -2678,6 +2683,13 @@ array_reader(PyObject *module, PyObject *unused)
     return PyUnicode_FromString(has_stable_buffer_protocol ? "buffer" : "__array_struct__");
 }
 
+/* True when plain NumPy arrays are read from their fields (_numpy_fields.c) in the buffer mode. */
+static PyObject *
+numpy_fields_reader(PyObject *module, PyObject *unused)
+{
+    return PyBool_FromLong(has_stable_buffer_protocol && numpy_fields_active());
+}
+
 static PyMethodDef module_methods[] = {
     {"softmax_forward", softmax_forward, METH_VARARGS, softmax_forward_doc},
     {"softmax_backward", softmax_backward, METH_VARARGS, softmax_backward_doc},
@@ -2709,6 +2721,8 @@ static PyMethodDef module_methods[] = {
      "_set_array_struct(flag) -> bool: read arrays through __array_struct__ (tests); the previous flag"},
     {"_array_reader", array_reader, METH_NOARGS,
      "_array_reader() -> str: 'buffer' (CPython >= 3.11) or '__array_struct__' (3.9, 3.10)"},
+    {"_numpy_fields_reader", numpy_fields_reader, METH_NOARGS,
+     "_numpy_fields_reader() -> bool: plain NumPy arrays are read from their fields, not their buffer"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2747,6 +2761,9 @@ PyInit__performer(void)
         return NULL;
     }
     has_stable_buffer_protocol = running_hexversion >= 0x030b0000 && buffer_protocol_compiled;
+    if (has_stable_buffer_protocol) {
+        numpy_fields_init();
+    }
     if (struct_attribute == NULL) {
         struct_attribute = PyUnicode_InternFromString("__array_struct__");
         if (struct_attribute == NULL) {
