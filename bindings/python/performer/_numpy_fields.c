@@ -21,10 +21,11 @@
 #include "performer.h"
 #include "_arrays.h"
 
-/* PyArrayObject_fields and PyArray_Descr up to the fields read (numpy/ndarraytypes.h). */
+/* PyArrayObject_fields and PyArray_Descr up to the fields read (numpy/ndarraytypes.h). Both
+ * begin with PyObject_HEAD, as NumPy's do, so the offsets follow this interpreter's object header
+ * (larger in debug and free-threaded builds). */
 typedef struct {
-    Py_ssize_t ob_refcnt;
-    PyObject *ob_type;
+    PyObject_HEAD
     char *data;
     int nd;
     Py_ssize_t *dimensions;
@@ -35,8 +36,7 @@ typedef struct {
 } ndarray_fields;
 
 typedef struct {
-    Py_ssize_t ob_refcnt;
-    PyObject *ob_type;
+    PyObject_HEAD
     PyObject *typeobj;
     char kind;
     char type;
