@@ -32,12 +32,10 @@ func microKernelColumns<T: KernelScalar>(_: T.Type) -> Int { 2 * T.lanes }
 
 /// One R × (2·lanes) tile of C (=|+=) A·B; see the file comment for the operand contract.
 /// `height` (a constant at every call: R or `microKernelTailRows`) is the tile's height; the
-/// FMAs of rows past it are dropped at compile time. `rows` ≤ height. `vectors` (a constant:
-/// 2, or 1 for an R × lanes tile that reads and writes only the first vector of B and C)
-/// is the tile's width in vectors; each element of C gets the same FMAs either way.
+/// FMAs of rows past it are dropped at compile time. `rows` ≤ height.
 @inline(__always) @usableFromInline
 func microKernel<T: KernelScalar>(
-    rows: Int, height: Int = microKernelRows, vectors: Int = 2, depth: Int,
+    rows: Int, height: Int = microKernelRows, depth: Int,
     a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
     b: UnsafePointer<T>, bRowStride: Int,
     c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool
@@ -63,25 +61,25 @@ func microKernel<T: KernelScalar>(
     var bp = b
     var offset = 0
     for _ in 0..<depth {
-        let b0 = T.load(bp), b1 = vectors > 1 ? T.load(bp + w) : zero
+        let b0 = T.load(bp), b1 = T.load(bp + w)
         var x = T.splat(a0[offset])
-        c00 = T.fma(x, b0, c00); if vectors > 1 { c01 = T.fma(x, b1, c01) }
+        c00 = T.fma(x, b0, c00); c01 = T.fma(x, b1, c01)
         x = T.splat(a1[offset])
-        c10 = T.fma(x, b0, c10); if vectors > 1 { c11 = T.fma(x, b1, c11) }
+        c10 = T.fma(x, b0, c10); c11 = T.fma(x, b1, c11)
         x = T.splat(a2[offset])
-        c20 = T.fma(x, b0, c20); if vectors > 1 { c21 = T.fma(x, b1, c21) }
+        c20 = T.fma(x, b0, c20); c21 = T.fma(x, b1, c21)
         x = T.splat(a3[offset])
-        c30 = T.fma(x, b0, c30); if vectors > 1 { c31 = T.fma(x, b1, c31) }
+        c30 = T.fma(x, b0, c30); c31 = T.fma(x, b1, c31)
         if height > 4 {
             x = T.splat(a4[offset])
-            c40 = T.fma(x, b0, c40); if vectors > 1 { c41 = T.fma(x, b1, c41) }
+            c40 = T.fma(x, b0, c40); c41 = T.fma(x, b1, c41)
             x = T.splat(a5[offset])
-            c50 = T.fma(x, b0, c50); if vectors > 1 { c51 = T.fma(x, b1, c51) }
+            c50 = T.fma(x, b0, c50); c51 = T.fma(x, b1, c51)
             #if PERFORMER_ISA_AVX512
             x = T.splat(a6[offset])
-            c60 = T.fma(x, b0, c60); if vectors > 1 { c61 = T.fma(x, b1, c61) }
+            c60 = T.fma(x, b0, c60); c61 = T.fma(x, b1, c61)
             x = T.splat(a7[offset])
-            c70 = T.fma(x, b0, c70); if vectors > 1 { c71 = T.fma(x, b1, c71) }
+            c70 = T.fma(x, b0, c70); c71 = T.fma(x, b1, c71)
             #endif
         }
         bp += bRowStride
@@ -91,10 +89,10 @@ func microKernel<T: KernelScalar>(
         let p = c + row * cRowStride
         if accumulate {
             T.store(T.add(T.load(p), v0), p)
-            if vectors > 1 { T.store(T.add(T.load(p + w), v1), p + w) }
+            T.store(T.add(T.load(p + w), v1), p + w)
         } else {
             T.store(v0, p)
-            if vectors > 1 { T.store(v1, p + w) }
+            T.store(v1, p + w)
         }
     }
     put(0, c00, c01)
@@ -119,35 +117,7 @@ func blockProduct<T: KernelScalar>(
     b: UnsafePointer<T>, bRowStride: Int,
     c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool
 ) {
-    tiledProduct(rows: rows, columns: columns, depth: depth, vectors: 2,
-                 a: a, aRowStride: aRowStride, aDepthStride: aDepthStride, b: b, bRowStride: bRowStride,
-                 c: c, cRowStride: cRowStride, accumulate: accumulate)
-}
-
-/// blockProduct for C of one vector's width (`lanes` columns): R × lanes micro-kernel tiles,
-/// for the columns a two-vector tile would half waste; every element gets the same FMAs.
-@usableFromInline
-func singleVectorProduct<T: KernelScalar>(
-    rows: Int, depth: Int,
-    a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
-    b: UnsafePointer<T>, bRowStride: Int,
-    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool
-) {
-    tiledProduct(rows: rows, columns: T.lanes, depth: depth, vectors: 1,
-                 a: a, aRowStride: aRowStride, aDepthStride: aDepthStride, b: b, bRowStride: bRowStride,
-                 c: c, cRowStride: cRowStride, accumulate: accumulate)
-}
-
-/// The tiling shared by blockProduct and singleVectorProduct; `vectors` (a constant, 2 or 1)
-/// is the tile width in vectors and `columns` a multiple of it.
-@inline(__always)
-func tiledProduct<T: KernelScalar>(
-    rows: Int, columns: Int, depth: Int, vectors: Int,
-    a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
-    b: UnsafePointer<T>, bRowStride: Int,
-    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool
-) {
-    let tileColumns = vectors * T.lanes
+    let tileColumns = microKernelColumns(T.self)
     // Rows in full R-high tiles; the rest in short tiles when that computes fewer rows:
     // a remainder of ≤ 4 rows takes one short tile, and R + remainder = 8 (R = 6, remainder 2)
     // takes two instead of a full tile and a short one.
@@ -163,7 +133,7 @@ func tiledProduct<T: KernelScalar>(
         var row = 0
         while row < fullRows {
             microKernel(
-                rows: Swift.min(microKernelRows, rows - row), vectors: vectors, depth: depth,
+                rows: Swift.min(microKernelRows, rows - row), depth: depth,
                 a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
                 b: b + column, bRowStride: bRowStride,
                 c: c + row * cRowStride + column, cRowStride: cRowStride, accumulate: accumulate)
@@ -171,8 +141,7 @@ func tiledProduct<T: KernelScalar>(
         }
         while row < rows {
             microKernel(
-                rows: Swift.min(microKernelTailRows, rows - row), height: microKernelTailRows, vectors: vectors,
-                depth: depth,
+                rows: Swift.min(microKernelTailRows, rows - row), height: microKernelTailRows, depth: depth,
                 a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
                 b: b + column, bRowStride: bRowStride,
                 c: c + row * cRowStride + column, cRowStride: cRowStride, accumulate: accumulate)

@@ -113,7 +113,7 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
                     rows: Swift.max(rows0, rows1) - shared, depth: d,
                     a: k + (keyStart + shared) * t.key.rowStride, aRowStride: t.key.rowStride,
                     aDepthStride: t.key.columnStride,
-                    b: qT + lane, bRowStride: br, c: sT + shared * br + lane, cRowStride: br, accumulate: false)
+                    b: qT + lane, bRowStride: br, c: sT + shared * br + lane, cRowStride: br)
             }
             tile += tileWidth
         }
