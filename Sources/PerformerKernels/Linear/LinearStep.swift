@@ -100,16 +100,7 @@ private func stepFloatStatePeeled(
     default: break
     }
     j += (m - j) / 8 * 8 + (tail ? 4 : 0)
-    while j < m {
-        var n: Float = 0
-        for f in 0..<c {
-            let updated = scalarFMA(k[f], v[j], state[f * rowStride + j])
-            state[f * rowStride + j] = updated
-            n = scalarFMA(q[f], updated, n)
-        }
-        numerator[j] = n
-        j += 1
-    }
+    stepStateScalarColumns(state, c, m, rowStride, k, q, v, numerator, from: j)
 }
 
 /// One sweep over the rows: an optional xmm (4 columns), then `vectors` ymm, then an optional
@@ -204,7 +195,16 @@ private func stepStateColumns<L: StateLanes>(
         L.store(n0, numerator + j)
         j += w
     }
-    while j < m {
+    stepStateScalarColumns(state, c, m, rowStride, k, q, v, numerator, from: j)
+}
+
+/// Columns `from ..< m` one at a time, with the vectors' arithmetic (the tail of every layout).
+@inline(__always)
+private func stepStateScalarColumns<T: KernelScalar>(
+    _ state: UnsafeMutablePointer<T>, _ c: Int, _ m: Int, _ rowStride: Int, _ k: UnsafePointer<T>, _ q: UnsafePointer<T>,
+    _ v: UnsafePointer<T>, _ numerator: UnsafeMutablePointer<T>, from first: Int
+) {
+    for j in first..<Swift.max(first, m) {
         var n: T = 0
         for f in 0..<c {
             let updated = scalarFMA(k[f], v[j], state[f * rowStride + j])
@@ -212,7 +212,6 @@ private func stepStateColumns<L: StateLanes>(
             n = scalarFMA(q[f], updated, n)
         }
         numerator[j] = n
-        j += 1
     }
 }
 
