@@ -20,7 +20,7 @@ struct LinearRun {
     let both: () throws -> Void
     let release: () -> Void
 
-    init(n: Int, heads: Int, d: Int, m: Int, causal: Bool) {
+    init(n: Int, heads: Int, d: Int, m: Int, causal: Bool, product: Bool = false) {
         let shape = SIMD4(1, heads, n, d), valueShape = SIMD4(1, heads, n, m)
         let q = randomFloats(heads * n * d, seed: 1), k = randomFloats(heads * n * d, seed: 2)
         let v = randomFloats(heads * n * m, seed: 3), dO = randomFloats(heads * n * m, seed: 4)
@@ -28,7 +28,9 @@ struct LinearRun {
         let dq = UnsafeMutablePointer<Float>.allocate(capacity: heads * n * d)
         let dk = UnsafeMutablePointer<Float>.allocate(capacity: heads * n * d)
         let dv = UnsafeMutablePointer<Float>.allocate(capacity: heads * n * m)
-        let options = LinearAttentionOptions(causal: causal)
+        let options = product
+            ? LinearAttentionOptions(causal: causal, featureMap: .identity, normalize: false)
+            : LinearAttentionOptions(causal: causal)
         let qv = TensorView(base: UnsafePointer(q), shape: shape)
         let kv = TensorView(base: UnsafePointer(k), shape: shape)
         let vv = TensorView(base: UnsafePointer(v), shape: valueShape)
@@ -51,7 +53,10 @@ struct LinearRun {
 
 func runLinearBench(lengths: [Int], heads: Int, d: Int, m: Int) throws {
     var peak = measurePeak().wall
-    print("linear attention, elu+1. FLOP convention: fwd 4·N·C·M per head, fwd+bwd 3× fwd (intra-chunk triangle not counted)")
+    // PERFORMER_BENCH_PRODUCT=1 times the un-normalized product (identity features, no denominator:
+    // fast-transformers' causal_dot_product) instead of elu+1 attention.
+    let product = getenv("PERFORMER_BENCH_PRODUCT").map { String(cString: $0) == "1" } ?? false
+    print("linear attention, \(product ? "identity, normalize=false" : "elu+1"). FLOP convention: fwd 4·N·C·M per head, fwd+bwd 3× fwd (intra-chunk triangle not counted)")
     print("micro-kernel plain product peak: \(format1(peak)) GFLOP/s (wall clock, all threads)")
     print("| N | causal | fwd ms | fwd GFLOP/s | fwd %peak | fwd cpu% | fwd+bwd ms | fwd+bwd GFLOP/s | fwd+bwd %peak | fwd+bwd cpu% |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -60,7 +65,7 @@ func runLinearBench(lengths: [Int], heads: Int, d: Int, m: Int) throws {
     for n in lengths {
         let runs = n >= 16384 ? 7 : 11
         for causal in [false, true] where only == nil || only == causal {
-            let run = LinearRun(n: n, heads: heads, d: d, m: m, causal: causal)
+            let run = LinearRun(n: n, heads: heads, d: d, m: m, causal: causal, product: product)
             defer { run.release() }
             let forwardFlops = 4.0 * Double(heads) * Double(n) * Double(d) * Double(m)
             let bothFlops = 3 * forwardFlops

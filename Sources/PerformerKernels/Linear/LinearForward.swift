@@ -22,6 +22,11 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
     loadState(task.initialState, rows: c, columns: m, into: s.state, ld: s.mp)
     loadState(task.initialNormalizer, rows: c, columns: 1, into: s.normalizer, ld: 1)
 
+    if linearCausalProductRunsInPlace(task, T.self) {
+        linearCausalProductInPlace(task, s)
+        storeState(s.state, rows: c, columns: m, ld: s.mp, into: task.finalState)
+        return
+    }
     if !causal {
         var r0 = 0
         while r0 < l {
