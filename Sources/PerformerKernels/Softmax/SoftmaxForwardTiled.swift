@@ -27,8 +27,14 @@ import PerformerKernelInterface
 
 @inline(__always)
 func softmaxForwardScratchElements(_ shape: SoftmaxHeadShape) -> ScratchSize {
-    (ScratchSize(shape.headDim) + softmaxKeyBlock + shape.valueDim + 4) * softmaxQueryBlock
+    let paddedValueDim = ScratchSize(roundUp(shape.valueDim, softmaxValueColumns))
+    return (ScratchSize(shape.headDim) + softmaxKeyBlock + paddedValueDim + 4) * softmaxQueryBlock
+        + paddedValueDim * softmaxKeyBlock
 }
+
+/// O's and the packed V block's columns are padded to a multiple of every micro-kernel tile
+/// width (2·lanes ≤ 32).
+let softmaxValueColumns = 32
 
 func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTask>, _: T.Type) {
     let t = task.pointee
@@ -42,8 +48,13 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     let base = t.scratch.assumingMemoryBound(to: T.self)
     let qT = base
     let sT = qT + d * softmaxQueryBlock
-    let oT = sT + softmaxKeyBlock * softmaxQueryBlock
-    let rowMax = oT + mDim * softmaxQueryBlock
+    // O row-major (query rows × padded value columns): P·V is A = Pᵀ read transposed (8
+    // query rows' probabilities per key are contiguous), B = the packed V block, so its depth
+    // can stop at each R-row group's last visible key and O needs no transposition out.
+    let mPad = roundUp(mDim, softmaxValueColumns)
+    let o = sT + softmaxKeyBlock * softmaxQueryBlock
+    let vPanel = o + mPad * softmaxQueryBlock
+    let rowMax = vPanel + mPad * softmaxKeyBlock
     let rowSum = rowMax + softmaxQueryBlock
     let alpha = rowSum + softmaxQueryBlock
     let visibleAsScalar = alpha + softmaxQueryBlock
@@ -51,6 +62,9 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     // Per vector of query lanes (index lane / w): the most and fewest keys one of its real lanes sees.
     let vectorMostVisible = visible + softmaxQueryBlock
     let vectorFewestVisible = vectorMostVisible + softmaxQueryBlock
+    // Per R-row group of query lanes (P·V's rows): the most keys one of its real lanes sees.
+    let groupMostVisible = vectorFewestVisible + softmaxQueryBlock
+    let groupRows = microKernelRows
 
     // Visible keys per query lane; padded lanes see none (their Qᵀ is 0, results unused).
     var maxVisible = 0
@@ -59,6 +73,13 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
         visible[i] = v
         visibleAsScalar[i] = T(v)
         if i < rowCount { maxVisible = Swift.max(maxVisible, v) }
+    }
+    var group = 0
+    while group < br {
+        var most = 0
+        for i in group..<Swift.max(group, Swift.min(group + groupRows, rowCount)) { most = Swift.max(most, visible[i]) }
+        groupMostVisible[group / groupRows] = most
+        group += groupRows
     }
     var lane = 0
     while lane < br {
@@ -81,7 +102,7 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
         for i in rowCount..<br { row[i] = 0 }
     }
     for i in 0..<br { rowMax[i] = -T.infinity; rowSum[i] = 0 }
-    for i in 0..<(mDim * br) { oT[i] = 0 }
+    for i in 0..<(mPad * br) { o[i] = 0 }
 
     let k = UnsafePointer(t.key.base.assumingMemoryBound(to: T.self))
     let v = UnsafePointer(t.value.base.assumingMemoryBound(to: T.self))
@@ -89,6 +110,11 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     // Key indices are exact in T (Float: below 2^24): masks may compare them as T vectors.
     let exactKeyIndices = keyCount < (1 << (T.significandBitCount + 1))
     let tileWidth = microKernelColumns(T.self)
+    #if PERFORMER_ISA_AVX512
+    let vInPlace = t.value.columnStride == 1 && mDim == mPad
+    #else
+    let vInPlace = false
+    #endif
     var keyStart = 0
     while keyStart < maxVisible {
         let bc = Swift.min(softmaxKeyBlock, maxVisible - keyStart)
@@ -140,7 +166,6 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
         lane = 0
         while lane < br {
             let rows = neededRows(lane / w)
-            let tileRows = Swift.max(rows, neededRows((lane / w) ^ 1))
             let oldMax = T.load(rowMax + lane)
             var blockMax = oldMax
             for j in 0..<rows { blockMax = T.max(blockMax, T.load(sT + j * br + lane)) }
@@ -154,35 +179,64 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
                 T.store(e, p)
                 sum = T.add(sum, e)
             }
-            // Rows the other vector of the P·V tile needs: probability 0 here.
-            for j in rows..<tileRows { T.store(T.splat(0), sT + j * br + lane) }
+            // Rows other lanes need (a P·V group may span two vectors): probability 0 here.
+            for j in rows..<bc { T.store(T.splat(0), sT + j * br + lane) }
             T.store(T.fma(T.load(rowSum + lane), a, sum), rowSum + lane)
             T.store(blockMax, rowMax + lane)
             T.store(a, alpha + lane)
             lane += w
         }
         if keyStart > 0 {
-            for m in 0..<mDim {
-                let row = oT + m * br
-                var lane = 0
-                while lane < br {
-                    T.store(T.mul(T.load(row + lane), T.load(alpha + lane)), row + lane)
-                    lane += w
-                }
+            for i in 0..<br {
+                let scale = T.splat(alpha[i])
+                let row = o + i * mPad
+                var m = 0
+                while m < mPad { T.store(T.mul(T.load(row + m), scale), row + m); m += w }
             }
         }
-        // Oᵀ += Vᵀ·Pᵀ per tile, to the tile's last visible key.
-        tile = 0
-        while tile < br {
-            let depth = Swift.max(neededRows(tile / w), neededRows(tile / w + 1))
-            if depth > 0 {
-                blockProduct(
-                    rows: mDim, columns: tileWidth, depth: depth,
-                    a: v + keyStart * t.value.rowStride, aRowStride: t.value.columnStride,
-                    aDepthStride: t.value.rowStride,
-                    b: UnsafePointer(sT + tile), bRowStride: br, c: oT + tile, cRowStride: br, accumulate: true)
+        // B = V's rows of the block: read in place on AVX-512 when they are mPad contiguous
+        // columns; else packed per column tile (its 144 rows of one tile width contiguous, so
+        // a tile's panel stays in L1 across the groups; in place, AVX2 at M = 64 ran 6-9%
+        // slower than main), zero padded.
+        var panel = v + keyStart * t.value.rowStride, panelStride = t.value.rowStride, panelTileStride = 0
+        if !vInPlace {
+            let tileCount = mPad / tileWidth
+            for j in 0..<bc {
+                let source = v + (keyStart + j) * t.value.rowStride
+                if t.value.columnStride == 1 && mDim == mPad {
+                    for c in 0..<tileCount {
+                        let to = vPanel + c * softmaxKeyBlock * tileWidth + j * tileWidth
+                        T.store(T.load(source + c * tileWidth), to)
+                        T.store(T.load(source + c * tileWidth + w), to + w)
+                    }
+                } else {
+                    for m in 0..<mPad {
+                        vPanel[(m / tileWidth) * softmaxKeyBlock * tileWidth + j * tileWidth + m % tileWidth] =
+                            m < mDim ? source[m * t.value.columnStride] : 0
+                    }
+                }
             }
-            tile += tileWidth
+            panel = UnsafePointer(vPanel)
+            panelStride = tileWidth
+            panelTileStride = softmaxKeyBlock * tileWidth - tileWidth
+        }
+        // O += P·V per group of query lanes, to the group's last visible key; column tiles
+        // outer, so one tile's V columns stay in L1 across the groups.
+        var column = 0
+        while column < mPad {
+            group = 0
+            while group < br {
+                let depth = Swift.min(Swift.max(0, groupMostVisible[group / groupRows] - keyStart), bc)
+                if depth > 0 {
+                    blockProduct(
+                        rows: Swift.min(groupRows, br - group), columns: tileWidth, depth: depth,
+                        a: UnsafePointer(sT + group), aRowStride: 1, aDepthStride: br,
+                        b: panel + column + (column / tileWidth) * panelTileStride, bRowStride: panelStride, c: o + group * mPad + column, cRowStride: mPad,
+                        accumulate: true)
+                }
+                group += groupRows
+            }
+            column += tileWidth
         }
         keyStart += bc
     }
@@ -193,7 +247,8 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
         let l = rowSum[i]
         let inverse: T = l > 0 ? 1 / l : 0
         let row = out + (rowStart + i) * t.output.rowStride
-        for m in 0..<mDim { row[m * t.output.columnStride] = oT[m * br + i] * inverse }
+        let source = o + i * mPad
+        for m in 0..<mDim { row[m * t.output.columnStride] = source[m] * inverse }
     }
     if let lseBase = t.logSumExp?.assumingMemoryBound(to: T.self) {
         for i in 0..<rowCount {
@@ -208,7 +263,7 @@ func makeSoftmaxKernels() -> SoftmaxKernels {
     SoftmaxKernels(
         forwardRowBlock: softmaxQueryBlock,
         forwardScratchBytes: { shape, elementSize in
-            (softmaxForwardScratchElements(shape) * elementSize + 3 * softmaxQueryBlock * MemoryLayout<Int>.stride).value
+            (softmaxForwardScratchElements(shape) * elementSize + 4 * softmaxQueryBlock * MemoryLayout<Int>.stride).value
         },
         forwardFloat: { softmaxForwardTiled($0, Float.self) },
         forwardDouble: { softmaxForwardTiled($0, Double.self) },
