@@ -15,15 +15,17 @@ import PerformerKernelInterface
 // scale · log2 e) so probabilities are exp2 (of arguments ≤ 0: exp2NonPositive). Per key block of 144 keys:
 //   Sᵀ = K·Qᵀ                (A = K read through its strides, B = packed Qᵀ)
 //   m' = max(m, colmax Sᵀ), α = 2^(m − m'), Pᵀ = 2^(Sᵀ − m'), l = α·l + colsum Pᵀ
-//   Oᵀ = α ∘ Oᵀ + Vᵀ·Pᵀ      (A(m, j) = V[j][m] through V's strides, B = Pᵀ)
+//   O = α ∘ O + P·V          (O row-major; A(i, j) = Pᵀ[j][i], B = V's block rows, in place
+//                             or packed per column tile)
 // Key blocks no query of the task sees are skipped; only blocks cut by the causal diagonal
 // or the key limit are masked. Within a key block each vector of query lanes gets only the
 // key rows one of its lanes sees (on a causal diagonal the upper triangle is mostly skipped):
 // Sᵀ rows past a vector's last visible key are neither computed, masked nor exponentiated
-// (their Pᵀ is written 0 up to the last row its two-vector P·V tile reads), and P·V's depth per
-// tile stops at the tile's last visible key. The skipped terms were exact zeros (masked
+// (their Pᵀ is written 0 up to the block's last needed key), and P·V's depth per R-row query
+// group stops at the group's last visible key. The skipped terms are exact zeros (masked
 // scores), so every computed value keeps its bits.
-// Scratch per task: (D + 144 + M + 4) × 64 elements + 3 × 64 Ints.
+// Scratch per task: (D + 144 + M' + 4) × 64 + 144 × M' elements + 4 × 64 Ints, M' = M rounded
+// up to 32.
 
 @inline(__always)
 func softmaxForwardScratchElements(_ shape: SoftmaxHeadShape) -> ScratchSize {
