@@ -15,28 +15,22 @@ import PerformerKernelInterface
 // scale · log2 e) so probabilities are exp2 (of arguments ≤ 0: exp2NonPositive). Per key block of 144 keys:
 //   Sᵀ = K·Qᵀ                (A = K read through its strides, B = packed Qᵀ)
 //   m' = max(m, colmax Sᵀ), α = 2^(m − m'), Pᵀ = 2^(Sᵀ − m'), l = α·l + colsum Pᵀ
-//   O = α ∘ O + P·V          (O row-major; A(i, j) = Pᵀ[j][i], B = V's block rows, in place
-//                             or packed per column tile)
+//   O = α ∘ O + P·V          (AVX-512 with contiguous V rows: O row-major, A(i, j) = Pᵀ[j][i],
+//                             B = V's block rows; depth per R-row query group)
+//   or Oᵀ = α ∘ Oᵀ + Vᵀ·Pᵀ   (A(m, j) = V[j][m] through V's strides, B = Pᵀ; depth per tile)
 // Key blocks no query of the task sees are skipped; only blocks cut by the causal diagonal
 // or the key limit are masked. Within a key block each vector of query lanes gets only the
 // key rows one of its lanes sees (on a causal diagonal the upper triangle is mostly skipped):
 // Sᵀ rows past a vector's last visible key are neither computed, masked nor exponentiated
-// (their Pᵀ is written 0 up to the block's last needed key), and P·V's depth per R-row query
-// group stops at the group's last visible key. The skipped terms are exact zeros (masked
+// (their Pᵀ is written 0 up to the block's last needed key), and P·V's depth per query group
+// (or tile) stops at its last visible key. The skipped terms are exact zeros (masked
 // scores), so every computed value keeps its bits.
-// Scratch per task: (D + 144 + M' + 4) × 64 + 144 × M' elements + 4 × 64 Ints, M' = M rounded
-// up to 32.
+// Scratch per task: (D + 144 + M + 4) × 64 elements + 4 × 64 Ints.
 
 @inline(__always)
 func softmaxForwardScratchElements(_ shape: SoftmaxHeadShape) -> ScratchSize {
-    let paddedValueDim = ScratchSize(roundUp(shape.valueDim, softmaxValueColumns))
-    return (ScratchSize(shape.headDim) + softmaxKeyBlock + paddedValueDim + 4) * softmaxQueryBlock
-        + paddedValueDim * softmaxKeyBlock
+    (ScratchSize(shape.headDim) + softmaxKeyBlock + shape.valueDim + 4) * softmaxQueryBlock
 }
-
-/// O's and the packed V block's columns are padded to a multiple of every micro-kernel tile
-/// width (2·lanes ≤ 32).
-let softmaxValueColumns = 32
 
 func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTask>, _: T.Type) {
     let t = task.pointee
@@ -45,18 +39,24 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     let w = T.lanes
     let br = roundUp(rowCount, microKernelColumns(T.self))   // padded query lanes
 
-    // Scratch layout (elements of T): Qᵀ D×br | Sᵀ 144×br | Oᵀ M×br | m | l | α | visible counts
-    // as T, then as Int.
+    // Scratch layout (elements of T): Qᵀ D×br | Sᵀ 144×br | O br×M or Oᵀ M×br | m | l | α |
+    // visible counts as T, then as Int.
     let base = t.scratch.assumingMemoryBound(to: T.self)
     let qT = base
     let sT = qT + d * softmaxQueryBlock
-    // O row-major (query rows × padded value columns): P·V is A = Pᵀ read transposed (8
-    // query rows' probabilities per key are contiguous), B = the packed V block, so its depth
-    // can stop at each R-row group's last visible key and O needs no transposition out.
-    let mPad = roundUp(mDim, softmaxValueColumns)
+    // AVX-512, V rows of contiguous columns, M a multiple of the tile width: O row-major
+    // (query rows × M), P·V with A = Pᵀ read transposed (R query rows' probabilities per key
+    // are contiguous) and B = V's rows in place, so its depth stops at each R-row group's last
+    // visible key and O leaves by rows. Else Oᵀ (M × query lanes), B = Pᵀ, depth per two-vector
+    // tile (on AVX2 the row-major form ran 2-9% slower: V in place thrashes L1 at M = 64,
+    // packing it costs more than the shorter depths save).
+    #if PERFORMER_ISA_AVX512
+    let rowMajor = t.value.columnStride == 1 && mDim % microKernelColumns(T.self) == 0
+    #else
+    let rowMajor = false
+    #endif
     let o = sT + softmaxKeyBlock * softmaxQueryBlock
-    let vPanel = o + mPad * softmaxQueryBlock
-    let rowMax = vPanel + mPad * softmaxKeyBlock
+    let rowMax = o + mDim * softmaxQueryBlock
     let rowSum = rowMax + softmaxQueryBlock
     let alpha = rowSum + softmaxQueryBlock
     let visibleAsScalar = alpha + softmaxQueryBlock
@@ -66,7 +66,7 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     let vectorFewestVisible = vectorMostVisible + softmaxQueryBlock
     // Per R-row group of query lanes (P·V's rows): the most keys one of its real lanes sees.
     let groupMostVisible = vectorFewestVisible + softmaxQueryBlock
-    let groupRows = microKernelRows
+    let groupRows = microKernelRows   // (on AVX-512 a group lies within one lane vector)
 
     // Visible keys per query lane; padded lanes see none (their Qᵀ is 0, results unused).
     var maxVisible = 0
@@ -104,7 +104,7 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
         for i in rowCount..<br { row[i] = 0 }
     }
     for i in 0..<br { rowMax[i] = -T.infinity; rowSum[i] = 0 }
-    for i in 0..<(mPad * br) { o[i] = 0 }
+    for i in 0..<(mDim * br) { o[i] = 0 }
 
     let k = UnsafePointer(t.key.base.assumingMemoryBound(to: T.self))
     let v = UnsafePointer(t.value.base.assumingMemoryBound(to: T.self))
@@ -112,11 +112,6 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     // Key indices are exact in T (Float: below 2^24): masks may compare them as T vectors.
     let exactKeyIndices = keyCount < (1 << (T.significandBitCount + 1))
     let tileWidth = microKernelColumns(T.self)
-    #if PERFORMER_ISA_AVX512
-    let vInPlace = t.value.columnStride == 1 && mDim == mPad
-    #else
-    let vInPlace = false
-    #endif
     var keyStart = 0
     while keyStart < maxVisible {
         let bc = Swift.min(softmaxKeyBlock, maxVisible - keyStart)
@@ -188,57 +183,58 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
             T.store(a, alpha + lane)
             lane += w
         }
-        if keyStart > 0 {
-            for i in 0..<br {
-                let scale = T.splat(alpha[i])
-                let row = o + i * mPad
-                var m = 0
-                while m < mPad { T.store(T.mul(T.load(row + m), scale), row + m); m += w }
+        if rowMajor {
+            if keyStart > 0 {
+                for i in 0..<br {
+                    let scale = T.splat(alpha[i])
+                    let row = o + i * mDim
+                    var m = 0
+                    while m < mDim { T.store(T.mul(T.load(row + m), scale), row + m); m += w }
+                }
             }
-        }
-        // B = V's rows of the block: read in place on AVX-512 when they are mPad contiguous
-        // columns; else packed per column tile (its 144 rows of one tile width contiguous, so
-        // a tile's panel stays in L1 across the groups; in place, AVX2 at M = 64 ran 6-9%
-        // slower than main), zero padded.
-        var panel = v + keyStart * t.value.rowStride, panelStride = t.value.rowStride, panelTileStride = 0
-        if !vInPlace {
-            let tileCount = mPad / tileWidth
-            for j in 0..<bc {
-                let source = v + (keyStart + j) * t.value.rowStride
-                if t.value.columnStride == 1 && mDim == mPad {
-                    for c in 0..<tileCount {
-                        let to = vPanel + c * softmaxKeyBlock * tileWidth + j * tileWidth
-                        T.store(T.load(source + c * tileWidth), to)
-                        T.store(T.load(source + c * tileWidth + w), to + w)
+            // O += P·V per R-row group of query lanes, to the group's last visible key; column
+            // tiles outer, so one tile's V columns stay in cache across the groups.
+            let panel = v + keyStart * t.value.rowStride
+            var column = 0
+            while column < mDim {
+                group = 0
+                while group < br {
+                    let depth = Swift.min(Swift.max(0, groupMostVisible[group / groupRows] - keyStart), bc)
+                    if depth > 0 {
+                        blockProduct(
+                            rows: Swift.min(groupRows, br - group), columns: tileWidth, depth: depth,
+                            a: UnsafePointer(sT + group), aRowStride: 1, aDepthStride: br,
+                            b: panel + column, bRowStride: t.value.rowStride, c: o + group * mDim + column,
+                            cRowStride: mDim, accumulate: true)
                     }
-                } else {
-                    for m in 0..<mPad {
-                        vPanel[(m / tileWidth) * softmaxKeyBlock * tileWidth + j * tileWidth + m % tileWidth] =
-                            m < mDim ? source[m * t.value.columnStride] : 0
+                    group += groupRows
+                }
+                column += tileWidth
+            }
+        } else {
+            if keyStart > 0 {
+                for m in 0..<mDim {
+                    let row = o + m * br
+                    var lane = 0
+                    while lane < br {
+                        T.store(T.mul(T.load(row + lane), T.load(alpha + lane)), row + lane)
+                        lane += w
                     }
                 }
             }
-            panel = UnsafePointer(vPanel)
-            panelStride = tileWidth
-            panelTileStride = softmaxKeyBlock * tileWidth - tileWidth
-        }
-        // O += P·V per group of query lanes, to the group's last visible key; column tiles
-        // outer, so one tile's V columns stay in L1 across the groups.
-        var column = 0
-        while column < mPad {
-            group = 0
-            while group < br {
-                let depth = Swift.min(Swift.max(0, groupMostVisible[group / groupRows] - keyStart), bc)
+            // Oᵀ += Vᵀ·Pᵀ per tile, to the tile's last visible key.
+            tile = 0
+            while tile < br {
+                let depth = Swift.max(neededRows(tile / w), neededRows(tile / w + 1))
                 if depth > 0 {
                     blockProduct(
-                        rows: Swift.min(groupRows, br - group), columns: tileWidth, depth: depth,
-                        a: UnsafePointer(sT + group), aRowStride: 1, aDepthStride: br,
-                        b: panel + column + (column / tileWidth) * panelTileStride, bRowStride: panelStride, c: o + group * mPad + column, cRowStride: mPad,
-                        accumulate: true)
+                        rows: mDim, columns: tileWidth, depth: depth,
+                        a: v + keyStart * t.value.rowStride, aRowStride: t.value.columnStride,
+                        aDepthStride: t.value.rowStride,
+                        b: UnsafePointer(sT + tile), bRowStride: br, c: o + tile, cRowStride: br, accumulate: true)
                 }
-                group += groupRows
+                tile += tileWidth
             }
-            column += tileWidth
         }
         keyStart += bc
     }
@@ -249,8 +245,12 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
         let l = rowSum[i]
         let inverse: T = l > 0 ? 1 / l : 0
         let row = out + (rowStart + i) * t.output.rowStride
-        let source = o + i * mPad
-        for m in 0..<mDim { row[m * t.output.columnStride] = source[m] * inverse }
+        if rowMajor {
+            let source = o + i * mDim
+            for m in 0..<mDim { row[m * t.output.columnStride] = source[m] * inverse }
+        } else {
+            for m in 0..<mDim { row[m * t.output.columnStride] = o[m * br + i] * inverse }
+        }
     }
     if let lseBase = t.logSumExp?.assumingMemoryBound(to: T.self) {
         for i in 0..<rowCount {
