@@ -15,15 +15,17 @@ import PerformerKernelInterface
 // scale · log2 e) so probabilities are exp2 (of arguments ≤ 0: exp2NonPositive). Per key block of 144 keys:
 //   Sᵀ = K·Qᵀ                (A = K read through its strides, B = packed Qᵀ)
 //   m' = max(m, colmax Sᵀ), α = 2^(m − m'), Pᵀ = 2^(Sᵀ − m'), l = α·l + colsum Pᵀ
-//   Oᵀ = α ∘ Oᵀ + Vᵀ·Pᵀ      (A(m, j) = V[j][m] through V's strides, B = Pᵀ)
+//   O = α ∘ O + P·V          (AVX-512 with contiguous V rows: O row-major, A(i, j) = Pᵀ[j][i],
+//                             B = V's block rows; depth per R-row query group)
+//   or Oᵀ = α ∘ Oᵀ + Vᵀ·Pᵀ   (A(m, j) = V[j][m] through V's strides, B = Pᵀ; depth per tile)
 // Key blocks no query of the task sees are skipped; only blocks cut by the causal diagonal
 // or the key limit are masked. Within a key block each vector of query lanes gets only the
 // key rows one of its lanes sees (on a causal diagonal the upper triangle is mostly skipped):
 // Sᵀ rows past a vector's last visible key are neither computed, masked nor exponentiated
-// (their Pᵀ is written 0 up to the last row its two-vector P·V tile reads), and P·V's depth per
-// tile stops at the tile's last visible key. The skipped terms were exact zeros (masked
+// (their Pᵀ is written 0 up to the block's last needed key), and P·V's depth per query group
+// (or tile) stops at its last visible key. The skipped terms are exact zeros (masked
 // scores), so every computed value keeps its bits.
-// Scratch per task: (D + 144 + M + 4) × 64 elements + 3 × 64 Ints.
+// Scratch per task: (D + 144 + M + 4) × 64 elements + 4 × 64 Ints.
 
 @inline(__always)
 func softmaxForwardScratchElements(_ shape: SoftmaxHeadShape) -> ScratchSize {
@@ -37,13 +39,24 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     let w = T.lanes
     let br = roundUp(rowCount, microKernelColumns(T.self))   // padded query lanes
 
-    // Scratch layout (elements of T): Qᵀ D×br | Sᵀ 144×br | Oᵀ M×br | m | l | α | visible counts
-    // as T, then as Int.
+    // Scratch layout (elements of T): Qᵀ D×br | Sᵀ 144×br | O br×M or Oᵀ M×br | m | l | α |
+    // visible counts as T, then as Int.
     let base = t.scratch.assumingMemoryBound(to: T.self)
     let qT = base
     let sT = qT + d * softmaxQueryBlock
-    let oT = sT + softmaxKeyBlock * softmaxQueryBlock
-    let rowMax = oT + mDim * softmaxQueryBlock
+    // AVX-512, V rows of contiguous columns, M a multiple of the tile width: O row-major
+    // (query rows × M), P·V with A = Pᵀ read transposed (R query rows' probabilities per key
+    // are contiguous) and B = V's rows in place, so its depth stops at each R-row group's last
+    // visible key and O leaves by rows. Else Oᵀ (M × query lanes), B = Pᵀ, depth per two-vector
+    // tile (on AVX2 the row-major form ran 2-9% slower: V in place thrashes L1 at M = 64,
+    // packing it costs more than the shorter depths save).
+    #if PERFORMER_ISA_AVX512
+    let rowMajor = t.value.columnStride == 1 && mDim % microKernelColumns(T.self) == 0
+    #else
+    let rowMajor = false
+    #endif
+    let o = sT + softmaxKeyBlock * softmaxQueryBlock
+    let rowMax = o + mDim * softmaxQueryBlock
     let rowSum = rowMax + softmaxQueryBlock
     let alpha = rowSum + softmaxQueryBlock
     let visibleAsScalar = alpha + softmaxQueryBlock
@@ -51,6 +64,9 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     // Per vector of query lanes (index lane / w): the most and fewest keys one of its real lanes sees.
     let vectorMostVisible = visible + softmaxQueryBlock
     let vectorFewestVisible = vectorMostVisible + softmaxQueryBlock
+    // Per R-row group of query lanes (P·V's rows): the most keys one of its real lanes sees.
+    let groupMostVisible = vectorFewestVisible + softmaxQueryBlock
+    let groupRows = microKernelRows   // (on AVX-512 a group lies within one lane vector)
 
     // Visible keys per query lane; padded lanes see none (their Qᵀ is 0, results unused).
     var maxVisible = 0
@@ -59,6 +75,13 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
         visible[i] = v
         visibleAsScalar[i] = T(v)
         if i < rowCount { maxVisible = Swift.max(maxVisible, v) }
+    }
+    var group = 0
+    while group < br {
+        var most = 0
+        for i in group..<Swift.max(group, Swift.min(group + groupRows, rowCount)) { most = Swift.max(most, visible[i]) }
+        groupMostVisible[group / groupRows] = most
+        group += groupRows
     }
     var lane = 0
     while lane < br {
@@ -81,7 +104,7 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
         for i in rowCount..<br { row[i] = 0 }
     }
     for i in 0..<br { rowMax[i] = -T.infinity; rowSum[i] = 0 }
-    for i in 0..<(mDim * br) { oT[i] = 0 }
+    for i in 0..<(mDim * br) { o[i] = 0 }
 
     let k = UnsafePointer(t.key.base.assumingMemoryBound(to: T.self))
     let v = UnsafePointer(t.value.base.assumingMemoryBound(to: T.self))
@@ -140,7 +163,6 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
         lane = 0
         while lane < br {
             let rows = neededRows(lane / w)
-            let tileRows = Swift.max(rows, neededRows((lane / w) ^ 1))
             let oldMax = T.load(rowMax + lane)
             var blockMax = oldMax
             for j in 0..<rows { blockMax = T.max(blockMax, T.load(sT + j * br + lane)) }
@@ -154,35 +176,65 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
                 T.store(e, p)
                 sum = T.add(sum, e)
             }
-            // Rows the other vector of the P·V tile needs: probability 0 here.
-            for j in rows..<tileRows { T.store(T.splat(0), sT + j * br + lane) }
+            // Rows other lanes need (a P·V group may span two vectors): probability 0 here.
+            for j in rows..<bc { T.store(T.splat(0), sT + j * br + lane) }
             T.store(T.fma(T.load(rowSum + lane), a, sum), rowSum + lane)
             T.store(blockMax, rowMax + lane)
             T.store(a, alpha + lane)
             lane += w
         }
-        if keyStart > 0 {
-            for m in 0..<mDim {
-                let row = oT + m * br
-                var lane = 0
-                while lane < br {
-                    T.store(T.mul(T.load(row + lane), T.load(alpha + lane)), row + lane)
-                    lane += w
+        if rowMajor {
+            if keyStart > 0 {
+                for i in 0..<br {
+                    let scale = T.splat(alpha[i])
+                    let row = o + i * mDim
+                    var m = 0
+                    while m < mDim { T.store(T.mul(T.load(row + m), scale), row + m); m += w }
                 }
             }
-        }
-        // Oᵀ += Vᵀ·Pᵀ per tile, to the tile's last visible key.
-        tile = 0
-        while tile < br {
-            let depth = Swift.max(neededRows(tile / w), neededRows(tile / w + 1))
-            if depth > 0 {
-                blockProduct(
-                    rows: mDim, columns: tileWidth, depth: depth,
-                    a: v + keyStart * t.value.rowStride, aRowStride: t.value.columnStride,
-                    aDepthStride: t.value.rowStride,
-                    b: UnsafePointer(sT + tile), bRowStride: br, c: oT + tile, cRowStride: br, accumulate: true)
+            // O += P·V per R-row group of query lanes, to the group's last visible key; column
+            // tiles outer, so one tile's V columns stay in cache across the groups.
+            let panel = v + keyStart * t.value.rowStride
+            var column = 0
+            while column < mDim {
+                group = 0
+                while group < br {
+                    let depth = Swift.min(Swift.max(0, groupMostVisible[group / groupRows] - keyStart), bc)
+                    if depth > 0 {
+                        blockProduct(
+                            rows: Swift.min(groupRows, br - group), columns: tileWidth, depth: depth,
+                            a: UnsafePointer(sT + group), aRowStride: 1, aDepthStride: br,
+                            b: panel + column, bRowStride: t.value.rowStride, c: o + group * mDim + column,
+                            cRowStride: mDim, accumulate: true)
+                    }
+                    group += groupRows
+                }
+                column += tileWidth
             }
-            tile += tileWidth
+        } else {
+            if keyStart > 0 {
+                for m in 0..<mDim {
+                    let row = o + m * br
+                    var lane = 0
+                    while lane < br {
+                        T.store(T.mul(T.load(row + lane), T.load(alpha + lane)), row + lane)
+                        lane += w
+                    }
+                }
+            }
+            // Oᵀ += Vᵀ·Pᵀ per tile, to the tile's last visible key.
+            tile = 0
+            while tile < br {
+                let depth = Swift.max(neededRows(tile / w), neededRows(tile / w + 1))
+                if depth > 0 {
+                    blockProduct(
+                        rows: mDim, columns: tileWidth, depth: depth,
+                        a: v + keyStart * t.value.rowStride, aRowStride: t.value.columnStride,
+                        aDepthStride: t.value.rowStride,
+                        b: UnsafePointer(sT + tile), bRowStride: br, c: o + tile, cRowStride: br, accumulate: true)
+                }
+                tile += tileWidth
+            }
         }
         keyStart += bc
     }
@@ -193,7 +245,12 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
         let l = rowSum[i]
         let inverse: T = l > 0 ? 1 / l : 0
         let row = out + (rowStart + i) * t.output.rowStride
-        for m in 0..<mDim { row[m * t.output.columnStride] = oT[m * br + i] * inverse }
+        if rowMajor {
+            let source = o + i * mDim
+            for m in 0..<mDim { row[m * t.output.columnStride] = source[m] * inverse }
+        } else {
+            for m in 0..<mDim { row[m * t.output.columnStride] = o[m * br + i] * inverse }
+        }
     }
     if let lseBase = t.logSumExp?.assumingMemoryBound(to: T.self) {
         for i in 0..<rowCount {
@@ -208,7 +265,7 @@ func makeSoftmaxKernels() -> SoftmaxKernels {
     SoftmaxKernels(
         forwardRowBlock: softmaxQueryBlock,
         forwardScratchBytes: { shape, elementSize in
-            (softmaxForwardScratchElements(shape) * elementSize + 3 * softmaxQueryBlock * MemoryLayout<Int>.stride).value
+            (softmaxForwardScratchElements(shape) * elementSize + 4 * softmaxQueryBlock * MemoryLayout<Int>.stride).value
         },
         forwardFloat: { softmaxForwardTiled($0, Float.self) },
         forwardDouble: { softmaxForwardTiled($0, Double.self) },
