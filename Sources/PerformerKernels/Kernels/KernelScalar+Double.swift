@@ -55,21 +55,6 @@ extension Double: KernelScalar {
         return two[0] + two[1]
     }
     @usableFromInline typealias SweepVector = DoubleSweepVector
-    @inline(__always) @usableFromInline static var sweepLanes: Int { DoubleSweepVector.scalarCount }
-    @inline(__always) @usableFromInline static func sweepLoad(_ p: UnsafePointer<Double>) -> DoubleSweepVector {
-        UnsafeRawPointer(p).loadUnaligned(as: DoubleSweepVector.self)
-    }
-    @inline(__always) @usableFromInline static func sweepStore(_ v: DoubleSweepVector, _ p: UnsafeMutablePointer<Double>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: DoubleSweepVector.self)
-    }
-    @inline(__always) @usableFromInline static func sweepSplat(_ x: Double) -> DoubleSweepVector { DoubleSweepVector(repeating: x) }
-    @inline(__always) @usableFromInline static func sweepFMA(_ a: DoubleSweepVector, _ b: DoubleSweepVector, _ c: DoubleSweepVector) -> DoubleSweepVector {
-        #if PERFORMER_ISA_AVX512 || PERFORMER_ISA_AVX2
-        c.addingProduct(a, b)
-        #else
-        a * b + c
-        #endif
-    }
     @inline(__always) @usableFromInline static var log2e: Double { 1.4426950408889634 }
     @inline(__always) @usableFromInline static var ln2: Double { 0.6931471805599453 }
 }

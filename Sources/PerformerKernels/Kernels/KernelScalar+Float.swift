@@ -59,21 +59,6 @@ extension Float: KernelScalar {
         return two[0] + two[1]
     }
     @usableFromInline typealias SweepVector = FloatSweepVector
-    @inline(__always) @usableFromInline static var sweepLanes: Int { FloatSweepVector.scalarCount }
-    @inline(__always) @usableFromInline static func sweepLoad(_ p: UnsafePointer<Float>) -> FloatSweepVector {
-        UnsafeRawPointer(p).loadUnaligned(as: FloatSweepVector.self)
-    }
-    @inline(__always) @usableFromInline static func sweepStore(_ v: FloatSweepVector, _ p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: FloatSweepVector.self)
-    }
-    @inline(__always) @usableFromInline static func sweepSplat(_ x: Float) -> FloatSweepVector { FloatSweepVector(repeating: x) }
-    @inline(__always) @usableFromInline static func sweepFMA(_ a: FloatSweepVector, _ b: FloatSweepVector, _ c: FloatSweepVector) -> FloatSweepVector {
-        #if PERFORMER_ISA_AVX512 || PERFORMER_ISA_AVX2
-        c.addingProduct(a, b)
-        #else
-        a * b + c
-        #endif
-    }
     @inline(__always) @usableFromInline static var log2e: Float { 1.442695040888963 }
     @inline(__always) @usableFromInline static var ln2: Float { 0.6931471805599453 }
 }

@@ -42,13 +42,6 @@ protocol KernelScalar: BinaryFloatingPoint, SIMDScalar, Codable {
     /// The vector of read-modify-write sweeps over memory (VectorTypes.swift): `Vector`, or
     /// its 256-bit half on AVX-512.
     associatedtype SweepVector: SIMD where SweepVector.Scalar == Self
-    /// Lanes in `SweepVector`.
-    static var sweepLanes: Int { get }
-    static func sweepLoad(_ p: UnsafePointer<Self>) -> SweepVector
-    static func sweepStore(_ v: SweepVector, _ p: UnsafeMutablePointer<Self>)
-    static func sweepSplat(_ x: Self) -> SweepVector
-    /// a · b + c, as `fma`.
-    static func sweepFMA(_ a: SweepVector, _ b: SweepVector, _ c: SweepVector) -> SweepVector
     /// log2(e), ln 2 in this type.
     static var log2e: Self { get }
     static var ln2: Self { get }

@@ -241,12 +241,17 @@ private enum NativeLanes<T: KernelScalar>: StateLanes {
 }
 
 private enum SweepLanes<T: KernelScalar>: StateLanes {
-    @inline(__always) static var lanes: Int { T.sweepLanes }
-    @inline(__always) static func load(_ p: UnsafePointer<T>) -> T.SweepVector { T.sweepLoad(p) }
-    @inline(__always) static func store(_ v: T.SweepVector, _ p: UnsafeMutablePointer<T>) { T.sweepStore(v, p) }
-    @inline(__always) static func splat(_ x: T) -> T.SweepVector { T.sweepSplat(x) }
+    @inline(__always) static var lanes: Int { T.SweepVector.scalarCount }
+    @inline(__always) static func load(_ p: UnsafePointer<T>) -> T.SweepVector {
+        UnsafeRawPointer(p).loadUnaligned(as: T.SweepVector.self)
+    }
+    @inline(__always) static func store(_ v: T.SweepVector, _ p: UnsafeMutablePointer<T>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: T.SweepVector.self)
+    }
+    @inline(__always) static func splat(_ x: T) -> T.SweepVector { T.SweepVector(repeating: x) }
+    /// Rounded as `T.fma` rounds: once where the ISA fuses, else twice.
     @inline(__always) static func fma(_ a: T.SweepVector, _ b: T.SweepVector, _ c: T.SweepVector) -> T.SweepVector {
-        T.sweepFMA(a, b, c)
+        hasFusedMultiplyAdd ? c.addingProduct(a, b) : a * b + c
     }
 }
 
