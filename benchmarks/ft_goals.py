@@ -3,14 +3,13 @@
 
     python benchmarks/ft_goals.py [N] [ROUNDS] [--fb]
 
-Per round: a 1024³ numpy GEMM, our call, FT's call (the two in alternating order), the GEMM
-again; prints the median over rounds of ours/FT (the goal's ratio) and of each side's fraction of
-that round's GEMM peak, so load that comes and goes hits both sides of a ratio alike. Every timed
-call starts after a pause of SETTLE_S: numpy's OpenBLAS threads and PyTorch's OpenMP workers
-keep spinning on the two cores for tens of milliseconds after their call returns (our causal
-linear call at N = 16384 took 1.3x as long right after the GEMM as 0.1 s later), and whichever
-call came first after them would pay for it. Cases (B=1, H=8, D=M=64, float32,
-2 threads, new outputs each call as a user gets them): the un-normalized causal product vs
+Per round: a 1024³ numpy GEMM, PAIRS pairs of our call and FT's (in alternating order), the
+GEMM again; prints the median over rounds of ours/FT (the goal's ratio) and of each side's fraction of
+that round's GEMM peak, so load that comes and goes hits both sides of a ratio alike. The calls
+start SETTLE_S after the GEMM: numpy's OpenBLAS threads keep spinning on the two cores for tens
+of milliseconds after a GEMM returns (our causal linear call at N = 16384 took 1.3x as long right
+after it as 0.1 s later), and whichever call came first would pay for it. Cases (B=1, H=8,
+D=M=64, float32, 2 threads, new outputs each call as a user gets them): the un-normalized causal product vs
 FT's causal_dot_product (--fb: forward+backward), linear attention causal and not vs FT's
 CausalLinearAttention / LinearAttention modules. Needs torch and fast-transformers. The
 arithmetic these ratios are judged against: benchmarks/results/ft_goals.md.
@@ -31,10 +30,10 @@ from fast_transformers.masking import FullMask, LengthMask, TriangularCausalMask
 B, H, D = 1, 8, 64
 CAUSAL_PRODUCT = dict(causal=True, feature_map="identity", normalize=False)
 SETTLE_S = 0.15
+PAIRS = 3
 
 
 def seconds(call):
-    time.sleep(SETTLE_S)
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
@@ -99,10 +98,18 @@ def main():
         ratios, ours_share, ft_share = [], [], []
         for round_index in range(rounds):
             before = seconds(lambda: gemm @ gemm)
-            if round_index % 2:
-                ft_time, ours_time = seconds(ft), seconds(ours)
-            else:
-                ours_time, ft_time = seconds(ours), seconds(ft)
+            time.sleep(SETTLE_S)
+            # Pairs in alternating order; the first call after the pause wakes sleeping workers and
+            # a short call pays that visibly, so each side's time is its median over the pairs.
+            ours_times, ft_times = [], []
+            for pair in range(PAIRS):
+                if (round_index + pair) % 2:
+                    ft_times.append(seconds(ft))
+                    ours_times.append(seconds(ours))
+                else:
+                    ours_times.append(seconds(ours))
+                    ft_times.append(seconds(ft))
+            ours_time, ft_time = statistics.median(ours_times), statistics.median(ft_times)
             after = seconds(lambda: gemm @ gemm)
             peak = 2 * 1024 ** 3 / min(before, after) / 1e9
             ratios.append(ours_time / ft_time)
