@@ -80,6 +80,15 @@ func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ 
     for i in 0..<t { rowAdd(s.keyFeatures + i * s.cp, s.normalizer, c) }
 }
 
+/// `advanceState` with the next chunk's rows prefetched between the product's row tiles.
+@inline(__always)
+func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int, prefetch: inout RowPrefetch) {
+    chunkProductPrefetching(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1, aDepthStride: s.cp,
+                            b: s.values, bRowStride: s.mp, c: s.state, cRowStride: s.mp, accumulate: true,
+                            prefetch: &prefetch)
+    for i in 0..<t { rowAdd(s.keyFeatures + i * s.cp, s.normalizer, c) }
+}
+
 /// Sᵀ += V_cᵀ φ(K_c), z += colsum φ(K_c) (the backward keeps Sᵀ: it multiplies ∂L/∂num by Sᵀ).
 @inline(__always)
 func advanceStateTransposed<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {

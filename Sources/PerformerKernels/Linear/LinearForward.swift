@@ -27,12 +27,15 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         storeState(s.state, rows: c, columns: m, ld: s.mp, into: task.finalState)
         return
     }
+    let size = MemoryLayout<T>.stride
     if !causal {
         var r0 = 0
         while r0 < l {
             let t = min(s.rows, l - r0)
             packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
-            advanceState(s, t, c, m)
+            var prefetch = RowPrefetch(task.key, task.shape.headDim, task.value, m,
+                                       rows: r0 + t ..< min(l, r0 + t + s.rows), elementSize: size)
+            advanceState(s, t, c, m, prefetch: &prefetch)
             r0 += t
         }
     }
@@ -41,8 +44,16 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
     while r0 < n {
         let t = min(s.rows, n - r0)
         packQueryChunk(task, s, r0, t)
-        chunkProduct(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
-                     b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false)
+        if causal {
+            chunkProduct(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
+                         b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false)
+        } else {
+            var prefetch = RowPrefetch(task.query, task.shape.headDim,
+                                       rows: r0 + t ..< min(n, r0 + t + s.rows), elementSize: size)
+            chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
+                                    b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false,
+                                    prefetch: &prefetch)
+        }
         if causal {
             packKeyChunk(task, s, r0, t, transposedFeatures: true, transposedValues: false)
             lowerTriangleProduct(t: t, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
