@@ -77,7 +77,7 @@ func packOutputGradientChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: 
 func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
     chunkProduct(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1, aDepthStride: s.cp,
                  b: s.values, bRowStride: s.mp, c: s.state, cRowStride: s.mp, accumulate: true)
-    for i in 0..<t { rowAdd(s.keyFeatures + i * s.cp, s.normalizer, c) }
+    addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
 }
 
 /// `advanceState` with the next chunk's rows prefetched between the product's row tiles.
@@ -86,7 +86,7 @@ func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ 
     chunkProductPrefetching(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1, aDepthStride: s.cp,
                             b: s.values, bRowStride: s.mp, c: s.state, cRowStride: s.mp, accumulate: true,
                             prefetch: &prefetch)
-    for i in 0..<t { rowAdd(s.keyFeatures + i * s.cp, s.normalizer, c) }
+    addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
 }
 
 /// Sᵀ += V_cᵀ φ(K_c), z += colsum φ(K_c) (the backward keeps Sᵀ: it multiplies ∂L/∂num by Sᵀ).
@@ -94,7 +94,29 @@ func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ 
 func advanceStateTransposed<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
     chunkProduct(rows: m, columns: c, depth: t, a: s.values, aRowStride: 1, aDepthStride: s.mp,
                  b: s.keyFeatures, bRowStride: s.cp, c: s.stateT, cRowStride: s.cp, accumulate: true)
-    for i in 0..<t { rowAdd(s.keyFeatures + i * s.cp, s.normalizer, c) }
+    addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
+}
+
+/// y[k] += Σ_{i < rows} x[i·rowStride + k] over k < count, adding the rows in order (the bits of
+/// `rows` rowAdd calls) with each vector of y held in a register across the rows instead of
+/// stored and reloaded per row.
+@inline(__always)
+func addColumnSums<T: KernelScalar>(_ x: UnsafePointer<T>, rowStride: Int, rows: Int,
+                                    into y: UnsafeMutablePointer<T>, _ count: Int) {
+    let w = T.lanes
+    var k = 0
+    while k + w <= count {
+        var sum = T.load(y + k)
+        for i in 0..<rows { sum = T.add(sum, T.load(x + i * rowStride + k)) }
+        T.store(sum, y + k)
+        k += w
+    }
+    while k < count {
+        var sum = y[k]
+        for i in 0..<rows { sum += x[i * rowStride + k] }
+        y[k] = sum
+        k += 1
+    }
 }
 
 extension LinearAttentionTask {
