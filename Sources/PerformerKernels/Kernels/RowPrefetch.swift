@@ -1,4 +1,4 @@
-import CPerformerPrefetch
+import CPerformerMemoryHints
 import PerformerKernelInterface
 
 // Software prefetch of the rows a kernel streams next. A chunked kernel packs a chunk's rows

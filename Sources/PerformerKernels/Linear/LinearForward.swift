@@ -1,3 +1,4 @@
+import CPerformerMemoryHints
 import PerformerKernelInterface
 
 // Forward of one query head, causal (chunked, state carried across chunks) or not
@@ -40,6 +41,8 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         }
     }
     let w = T.lanes
+    let streaming = linearStreamsOutput(task, s)
+    defer { if streaming { pkernel_streaming_fence() } }
     var r0 = 0
     while r0 < n {
         let t = min(s.rows, n - r0)
@@ -61,6 +64,7 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
             lowerDepthProduct(t: t, columns: m, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
                               b: s.values, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: true)
         }
+        // Streaming: each row's den into `denominator` first, then the chunk in one pass.
         for i in 0..<t {
             let row = s.rowsM + i * s.mp
             if needsDenominator {
@@ -75,11 +79,16 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
                 }
                 if normalize {
                     den += s.queryEpsilon[i]
+                    if streaming {
+                        s.denominator[i] = den
+                        continue
+                    }
                     divideRow(row, by: den, m)
                 }
             }
             storeRow(row, count: m, into: task.output!, row: r0 + i, accumulate: false)
         }
+        if streaming { storeNormalizedChunk(s, t: t, task, firstRow: r0) }
         if causal { advanceState(s, t, c, m) }
         r0 += t
     }
