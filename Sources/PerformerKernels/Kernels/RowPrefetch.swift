@@ -6,7 +6,8 @@ import PerformerKernelInterface
 // 4 KiB page) and then computes on the packed copy from L1/L2; prefetching the next chunk's rows
 // a few at a time between the compute's micro-kernel tiles overlaps the two.
 
-/// Rows first ..< first + count of up to three strided matrices, prefetched a few rows per `step`.
+/// Rows `rows` of up to three strided matrices, prefetched an even share per `step()` over the
+/// `steps` calls the kernel makes (one per micro-kernel tile of the products it overlaps with).
 struct RowPrefetch {
     var matrices: (StridedMatrix?, StridedMatrix?, StridedMatrix?)
     /// Bytes of each matrix's row to fetch (columns × element size).
@@ -14,9 +15,10 @@ struct RowPrefetch {
     var elementSize: Int
     var next: Int
     var end: Int
+    var rowsPerStep: Int
 
     init(_ a: StridedMatrix?, _ aColumns: Int, _ b: StridedMatrix? = nil, _ bColumns: Int = 0,
-         _ c: StridedMatrix? = nil, _ cColumns: Int = 0, rows: Range<Int>, elementSize: Int) {
+         _ c: StridedMatrix? = nil, _ cColumns: Int = 0, rows: Range<Int>, steps: Int, elementSize: Int) {
         // Only rows with contiguous columns: a strided row spans a line per element.
         func contiguous(_ m: StridedMatrix?) -> StridedMatrix? { m.flatMap { $0.columnStride == 1 ? $0 : nil } }
         matrices = (contiguous(a), contiguous(b), contiguous(c))
@@ -24,12 +26,13 @@ struct RowPrefetch {
         self.elementSize = elementSize
         next = rows.lowerBound
         end = rows.upperBound
+        rowsPerStep = (rows.count + steps - 1) / Swift.max(steps, 1)
     }
 
-    /// Prefetches the next `count` rows (fewer at the end).
+    /// Prefetches the next share of rows (fewer at the end, none after it).
     @inline(__always)
-    mutating func step(_ count: Int) {
-        let stop = Swift.min(end, next + count)
+    mutating func step() {
+        let stop = Swift.min(end, next + rowsPerStep)
         while next < stop {
             fetch(matrices.0, rowBytes.0)
             fetch(matrices.1, rowBytes.1)
@@ -50,4 +53,11 @@ struct RowPrefetch {
             line += 64
         }
     }
+}
+
+/// Micro-kernel tiles of a rows × columns product: the `step()`s `chunkProductPrefetching` makes.
+@inline(__always)
+func productTiles<T: KernelScalar>(rows: Int, columns: Int, _: T.Type) -> Int {
+    let tile = microKernelColumns(T.self)
+    return (rows + microKernelRows - 1) / microKernelRows * ((columns + tile - 1) / tile)
 }

@@ -30,9 +30,10 @@ func chunkProduct<T: KernelScalar>(
                  c: c, cRowStride: cRowStride, accumulate: accumulate)
 }
 
-/// `chunkProduct` one micro-kernel tile (row tile × column tile) at a time, prefetching an even
-/// share of `prefetch`'s rows after each: a few lines at a time, so the prefetches never wait for
-/// miss buffers. Every element gets the same FMAs in the same order as in `chunkProduct`.
+/// `chunkProduct` one micro-kernel tile (row tile × column tile) at a time, with a
+/// `prefetch.step()` after each (`productTiles` of them): a few lines at a time, so the
+/// prefetches seldom wait for miss buffers. Every element gets the same FMAs in the same order
+/// as in `chunkProduct`.
 @inline(__always)
 func chunkProductPrefetching<T: KernelScalar>(
     rows: Int, columns: Int, depth: Int,
@@ -42,7 +43,6 @@ func chunkProductPrefetching<T: KernelScalar>(
 ) {
     guard rows > 0, columns > 0 else { return }
     let r = microKernelRows, tile = microKernelColumns(T.self)
-    var calls = (rows + r - 1) / r * ((columns + tile - 1) / tile)
     var column = 0
     while column < columns {
         var row = 0
@@ -51,8 +51,7 @@ func chunkProductPrefetching<T: KernelScalar>(
                          a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
                          b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
                          cRowStride: cRowStride, accumulate: accumulate)
-            prefetch.step((prefetch.end - prefetch.next + calls - 1) / calls)
-            calls -= 1
+            prefetch.step()
             row += r
         }
         column += tile

@@ -28,14 +28,14 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         storeState(s.state, rows: c, columns: m, ld: s.mp, into: task.finalState)
         return
     }
-    let size = MemoryLayout<T>.stride
+    let size = MemoryLayout<T>.stride, d = task.shape.headDim
     if !causal {
         var r0 = 0
         while r0 < l {
             let t = min(s.rows, l - r0)
             packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
-            var prefetch = RowPrefetch(task.key, task.shape.headDim, task.value, m,
-                                       rows: r0 + t ..< min(l, r0 + t + s.rows), elementSize: size)
+            var prefetch = RowPrefetch(task.key, d, task.value, m, rows: r0 + t ..< min(l, r0 + t + s.rows),
+                                       steps: productTiles(rows: c, columns: m, T.self), elementSize: size)
             advanceState(s, t, c, m, prefetch: &prefetch)
             r0 += t
         }
@@ -47,16 +47,13 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
     while r0 < n {
         let t = min(s.rows, n - r0)
         packQueryChunk(task, s, r0, t)
-        if causal {
-            chunkProduct(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
-                         b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false)
-        } else {
-            var prefetch = RowPrefetch(task.query, task.shape.headDim,
-                                       rows: r0 + t ..< min(n, r0 + t + s.rows), elementSize: size)
-            chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
-                                    b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false,
-                                    prefetch: &prefetch)
-        }
+        // The next chunk's rows (causal: its keys and values too), over this chunk's state products.
+        let steps = productTiles(rows: t, columns: m, T.self) + (causal ? productTiles(rows: c, columns: m, T.self) : 0)
+        var prefetch = RowPrefetch(task.query, d, causal ? task.key : nil, d, causal ? task.value : nil, m,
+                                   rows: r0 + t ..< min(n, r0 + t + s.rows), steps: steps, elementSize: size)
+        chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
+                                b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false,
+                                prefetch: &prefetch)
         if causal {
             packKeyChunk(task, s, r0, t, transposedFeatures: true, transposedValues: false)
             lowerTriangleProduct(t: t, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
@@ -89,7 +86,7 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
             storeRow(row, count: m, into: task.output!, row: r0 + i, accumulate: false)
         }
         if streaming { storeNormalizedChunk(s, t: t, task, firstRow: r0) }
-        if causal { advanceState(s, t, c, m) }
+        if causal { advanceState(s, t, c, m, prefetch: &prefetch) }
         r0 += t
     }
     storeState(s.state, rows: c, columns: m, ld: s.mp, into: task.finalState)
