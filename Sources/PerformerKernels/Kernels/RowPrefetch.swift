@@ -1,4 +1,4 @@
-import CPerformerMemoryHints
+import CPerformerKernelIntrinsics
 import PerformerKernelInterface
 
 // Software prefetch of the rows a kernel streams next. A chunked kernel packs a chunk's rows

@@ -1,4 +1,4 @@
-import CPerformerMemoryHints
+import CPerformerKernelIntrinsics
 import PerformerKernelInterface
 
 // Forward of one query head, causal (chunked, state carried across chunks) or not

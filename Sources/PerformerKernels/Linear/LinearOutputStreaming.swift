@@ -1,4 +1,4 @@
-import CPerformerMemoryHints
+import CPerformerKernelIntrinsics
 import PerformerKernelInterface
 
 /// Output bytes per head from which the forward writes its normalized rows with streaming
