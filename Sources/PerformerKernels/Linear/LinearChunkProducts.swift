@@ -43,6 +43,11 @@ func chunkProductPrefetching<T: KernelScalar>(
     b: UnsafePointer<T>, bRowStride: Int,
     c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool, prefetch: inout RowPrefetch
 ) {
+    guard prefetch.next < prefetch.end else {  // nothing to prefetch: the product in one call
+        return chunkProduct(rows: rows, columns: columns, depth: depth, a: a, aRowStride: aRowStride,
+                            aDepthStride: aDepthStride, b: b, bRowStride: bRowStride, c: c, cRowStride: cRowStride,
+                            accumulate: accumulate)
+    }
     guard rows > 0, columns > 0 else { return }
     let r = microKernelRows, tile = microKernelColumns(T.self)
     var column = 0
