@@ -44,13 +44,13 @@ func shiftQueryFeatures<T: KernelScalar>(_ source: StridedMatrix, row: Int, coun
     return (epsilon > 0 ? T(LibM.exp(LibM.log(epsilon) - Double(top))) : 0, top)
 }
 
-/// φ(K_c) and V_c for key rows r0 ..< r0 + t, plus φ(K_c)ᵀ and V_cᵀ when asked (the B panels of
+/// φ(K_c) and V_c (unless `values` is false) for key rows r0 ..< r0 + t, plus φ(K_c)ᵀ and V_cᵀ when asked (the B panels of
 /// the chunk's A·Bᵀ products; their columns t ..< T keep older values, which only ever land in
 /// masked entries of a triangular product). A padded key (row ≥ keyLimit or < keyStart) gets φ(k) = 0 — never
 /// v = 0, which would leave elu+1's φ(0) = 1 in the denominator — so it adds nothing to S or z.
 @inline(__always)
 func packKeyChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int,
-                                   transposedFeatures: Bool, transposedValues: Bool) {
+                                   transposedFeatures: Bool, transposedValues: Bool, values: Bool = true) {
     let d = task.shape.headDim, c = task.shape.featureDim, m = task.shape.valueDim
     for i in 0..<t {
         let features = s.keyFeatures + i * s.cp
@@ -59,7 +59,7 @@ func packKeyChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScrat
         } else {
             rowZero(features, c)
         }
-        packRow(task.value, row: r0 + i, count: m, into: s.values + i * s.mp)
+        if values { packRow(task.value, row: r0 + i, count: m, into: s.values + i * s.mp) }
     }
     if transposedFeatures { transposeBlock(rows: t, columns: c, s.keyFeatures, s.cp, s.keyFeaturesT, s.tp) }
     if transposedValues { transposeBlock(rows: t, columns: m, s.values, s.mp, s.valuesT, s.tp) }
@@ -80,11 +80,13 @@ func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ 
     addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
 }
 
-/// `advanceState` with the next chunk's rows prefetched between the product's row tiles.
+/// `advanceState` with the next chunk's rows prefetched between the product's tiles, and V_c
+/// read from `values` (row stride `valueRowStride`: the packed panel, or the caller's rows).
 @inline(__always)
-func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int, prefetch: inout RowPrefetch) {
+func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int,
+                                   values: UnsafePointer<T>, valueRowStride: Int, prefetch: inout RowPrefetch) {
     chunkProductPrefetching(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1, aDepthStride: s.cp,
-                            b: s.values, bRowStride: s.mp, c: s.state, cRowStride: s.mp, accumulate: true,
+                            b: values, bRowStride: valueRowStride, c: s.state, cRowStride: s.mp, accumulate: true,
                             prefetch: &prefetch)
     addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
 }

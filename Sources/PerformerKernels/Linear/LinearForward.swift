@@ -36,13 +36,21 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         prefetching ? r0 + t ..< min(limit, r0 + t + s.rows) : r0 + t ..< r0 + t
     }
     if !causal {
+        // The product's B panel is V_c itself when its rows are whole micro-kernel tiles of
+        // contiguous values (no padding column to read): no copy of V.
+        let v = task.value, directValues = v.columnStride == 1 && m % microKernelColumns(T.self) == 0
         var r0 = 0
         while r0 < l {
             let t = min(s.rows, l - r0)
-            packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
+            packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false, values: !directValues)
             var prefetch = RowPrefetch(task.key, d, task.value, m, rows: ahead(r0, t, l),
                                        steps: productTiles(rows: c, columns: m, T.self), elementSize: size)
-            advanceState(s, t, c, m, prefetch: &prefetch)
+            if directValues {
+                advanceState(s, t, c, m, values: v.base.assumingMemoryBound(to: T.self) + r0 * v.rowStride,
+                             valueRowStride: v.rowStride, prefetch: &prefetch)
+            } else {
+                advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &prefetch)
+            }
             r0 += t
         }
     }
@@ -92,7 +100,7 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
             storeRow(row, count: m, into: task.output!, row: r0 + i, accumulate: false)
         }
         if streaming { storeNormalizedChunk(s, t: t, task, firstRow: r0) }
-        if causal { advanceState(s, t, c, m, prefetch: &prefetch) }
+        if causal { advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &prefetch) }
         r0 += t
     }
     storeState(s.state, rows: c, columns: m, ld: s.mp, into: task.finalState)
