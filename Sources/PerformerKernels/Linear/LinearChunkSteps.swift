@@ -65,6 +65,23 @@ func packKeyChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScrat
     if transposedValues { transposeBlock(rows: t, columns: m, s.values, s.mp, s.valuesT, s.tp) }
 }
 
+/// φ(K_c) alone for key rows r0 ..< r0 + t (as `packKeyChunk`; the caller reads V_c in place),
+/// with a `prefetch.step()` after each row.
+@inline(__always)
+func packKeyFeatures<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int,
+                                      prefetch: inout RowPrefetch) {
+    let d = task.shape.headDim, c = task.shape.featureDim
+    for i in 0..<t {
+        let features = s.keyFeatures + i * s.cp
+        if task.isRealKey(r0 + i) {
+            packFeatures(task.key, row: r0 + i, count: d, map: task.featureMap, into: features)
+        } else {
+            rowZero(features, c)
+        }
+        prefetch.step()
+    }
+}
+
 /// dO_c for rows r0 ..< r0 + t, into `rowsM` (scaled there into ∂L/∂num by the caller).
 @inline(__always)
 func packOutputGradientChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int) {

@@ -42,13 +42,19 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         var r0 = 0
         while r0 < l {
             let t = min(s.rows, l - r0)
-            packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false, values: !directValues)
-            var prefetch = RowPrefetch(task.key, d, task.value, m, rows: ahead(r0, t, l),
-                                       steps: productTiles(rows: c, columns: m, T.self), elementSize: size)
             if directValues {
+                // The next chunk's V rows while packing this one's φ(K) (a row each), its K rows
+                // over the product: half the lines per micro-kernel tile of both over the product.
+                var valuePrefetch = RowPrefetch(v, m, rows: ahead(r0, t, l), steps: t, elementSize: size)
+                packKeyFeatures(task, s, r0, t, prefetch: &valuePrefetch)
+                var prefetch = RowPrefetch(task.key, d, rows: ahead(r0, t, l),
+                                           steps: productTiles(rows: c, columns: m, T.self), elementSize: size)
                 advanceState(s, t, c, m, values: v.base.assumingMemoryBound(to: T.self) + r0 * v.rowStride,
                              valueRowStride: v.rowStride, prefetch: &prefetch)
             } else {
+                packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
+                var prefetch = RowPrefetch(task.key, d, task.value, m, rows: ahead(r0, t, l),
+                                           steps: productTiles(rows: c, columns: m, T.self), elementSize: size)
                 advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &prefetch)
             }
             r0 += t
