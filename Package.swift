@@ -11,6 +11,7 @@
 //   CPerformerSupport        tiny C: CPU feature detection, atomics, thread-local error text
 //   CPerformerGlibcCompat    C, libperformer.so only: old glibc symbol versions (docs/INSTALL.md)
 //   PerformerKernelInterface the kernel table type and the task descriptors the kernels read
+//   CPerformerKernelIntrinsics tiny C, inline only: prefetch, streaming stores, shuffles
 //   PerformerKernels         all dense compute (micro-kernels, exp, attention blocks), portable build
 //   PerformerKernelsAVX2     the same sources (a symlink), built for x86-64-v3 (AVX2 + FMA)
 //   PerformerKernelsAVX512   the same sources (a symlink), built for x86-64-v4 (AVX-512)
@@ -75,17 +76,19 @@ let package = Package(
         // Old glibc/libstdc++ symbol versions for libperformer.so only (manylinux_2_31).
         .target(name: "CPerformerGlibcCompat"),
         .target(name: "PerformerKernelInterface"),
+        // Prefetch, streaming stores and shuffles for the kernels (inline C: Swift has none of them).
+        .target(name: "CPerformerKernelIntrinsics"),
         .target(
             name: "PerformerKernels",
-            dependencies: ["PerformerKernelInterface"],
+            dependencies: ["PerformerKernelInterface", "CPerformerKernelIntrinsics"],
             swiftSettings: kernelSettings(march: nil, define: "PERFORMER_ISA_PORTABLE")),
         .target(
             name: "PerformerKernelsAVX2",
-            dependencies: ["PerformerKernelInterface"],
+            dependencies: ["PerformerKernelInterface", "CPerformerKernelIntrinsics"],
             swiftSettings: kernelSettings(march: "x86-64-v3", define: "PERFORMER_ISA_AVX2")),
         .target(
             name: "PerformerKernelsAVX512",
-            dependencies: ["PerformerKernelInterface"],
+            dependencies: ["PerformerKernelInterface", "CPerformerKernelIntrinsics"],
             swiftSettings: kernelSettings(march: "x86-64-v4", define: "PERFORMER_ISA_AVX512")),
         .target(
             name: "PerformerCore",

@@ -1,3 +1,5 @@
+import CPerformerKernelIntrinsics
+
 // The dense products of the chunked linear attention, all on the shared micro-kernel
 // (Kernels/MicroKernel.swift), with its operand contract:
 //
@@ -28,6 +30,39 @@ func chunkProduct<T: KernelScalar>(
     blockProduct(rows: rows, columns: (columns + tile - 1) / tile * tile, depth: depth,
                  a: a, aRowStride: aRowStride, aDepthStride: aDepthStride, b: b, bRowStride: bRowStride,
                  c: c, cRowStride: cRowStride, accumulate: accumulate)
+}
+
+/// `chunkProduct` one micro-kernel tile (row tile × column tile) at a time, with a
+/// `prefetch.step()` after each (`productTiles` of them): a few lines at a time, so the
+/// prefetches seldom wait for miss buffers. Every element gets the same FMAs in the same order
+/// as in `chunkProduct`.
+@inline(__always)
+func chunkProductPrefetching<T: KernelScalar>(
+    rows: Int, columns: Int, depth: Int,
+    a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
+    b: UnsafePointer<T>, bRowStride: Int,
+    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool, prefetch: inout RowPrefetch
+) {
+    guard prefetch.next < prefetch.end else {  // nothing to prefetch: the product in one call
+        return chunkProduct(rows: rows, columns: columns, depth: depth, a: a, aRowStride: aRowStride,
+                            aDepthStride: aDepthStride, b: b, bRowStride: bRowStride, c: c, cRowStride: cRowStride,
+                            accumulate: accumulate)
+    }
+    guard rows > 0, columns > 0 else { return }
+    let r = microKernelRows, tile = microKernelColumns(T.self)
+    var column = 0
+    while column < columns {
+        var row = 0
+        while row < rows {
+            chunkProduct(rows: Swift.min(r, rows - row), columns: tile, depth: depth,
+                         a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
+                         b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
+                         cRowStride: cRowStride, accumulate: accumulate)
+            prefetch.step()
+            row += r
+        }
+        column += tile
+    }
 }
 
 /// C = tril(A·B [+ rowAdd 1ᵀ]) for a t × t block: entry (i, j) is computed for j ≤ i and is 0 for
@@ -136,6 +171,21 @@ func transposeBlock<T: KernelScalar>(
     rows: Int, columns: Int, _ source: UnsafePointer<T>, _ sourceRowStride: Int,
     _ target: UnsafeMutablePointer<T>, _ targetRowStride: Int
 ) {
+    #if PERFORMER_ISA_AVX512
+    // Float blocks of 16 × 16 by vector shuffles (the strided loop below compiles to scalar
+    // loads and stores: the causal forward's φ(K_c)ᵀ was a third of its packing time).
+    if T.self == Float.self && rows % 16 == 0 && columns % 16 == 0 {
+        let from = UnsafeRawPointer(source).assumingMemoryBound(to: Float.self)
+        let to = UnsafeMutableRawPointer(target).assumingMemoryBound(to: Float.self)
+        for r in stride(from: 0, to: rows, by: 16) {
+            for c in stride(from: 0, to: columns, by: 16) {
+                pkernel_transpose_16x16(from + r * sourceRowStride + c, sourceRowStride,
+                                        to + c * targetRowStride + r, targetRowStride)
+            }
+        }
+        return
+    }
+    #endif
     for c in 0..<columns {
         let row = target + c * targetRowStride, column = source + c
         for r in 0..<rows { row[r] = column[r * sourceRowStride] }

@@ -44,13 +44,13 @@ func shiftQueryFeatures<T: KernelScalar>(_ source: StridedMatrix, row: Int, coun
     return (epsilon > 0 ? T(LibM.exp(LibM.log(epsilon) - Double(top))) : 0, top)
 }
 
-/// φ(K_c) and V_c for key rows r0 ..< r0 + t, plus φ(K_c)ᵀ and V_cᵀ when asked (the B panels of
+/// φ(K_c) and V_c (unless `values` is false) for key rows r0 ..< r0 + t, plus φ(K_c)ᵀ and V_cᵀ when asked (the B panels of
 /// the chunk's A·Bᵀ products; their columns t ..< T keep older values, which only ever land in
 /// masked entries of a triangular product). A padded key (row ≥ keyLimit or < keyStart) gets φ(k) = 0 — never
 /// v = 0, which would leave elu+1's φ(0) = 1 in the denominator — so it adds nothing to S or z.
 @inline(__always)
 func packKeyChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int,
-                                   transposedFeatures: Bool, transposedValues: Bool) {
+                                   transposedFeatures: Bool, transposedValues: Bool, values: Bool = true) {
     let d = task.shape.headDim, c = task.shape.featureDim, m = task.shape.valueDim
     for i in 0..<t {
         let features = s.keyFeatures + i * s.cp
@@ -59,10 +59,27 @@ func packKeyChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScrat
         } else {
             rowZero(features, c)
         }
-        packRow(task.value, row: r0 + i, count: m, into: s.values + i * s.mp)
+        if values { packRow(task.value, row: r0 + i, count: m, into: s.values + i * s.mp) }
     }
     if transposedFeatures { transposeBlock(rows: t, columns: c, s.keyFeatures, s.cp, s.keyFeaturesT, s.tp) }
     if transposedValues { transposeBlock(rows: t, columns: m, s.values, s.mp, s.valuesT, s.tp) }
+}
+
+/// φ(K_c) alone for key rows r0 ..< r0 + t (as `packKeyChunk`; the caller reads V_c in place),
+/// with a `prefetch.step()` after each row.
+@inline(__always)
+func packKeyFeatures<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int,
+                                      prefetch: inout RowPrefetch) {
+    let d = task.shape.headDim, c = task.shape.featureDim
+    for i in 0..<t {
+        let features = s.keyFeatures + i * s.cp
+        if task.isRealKey(r0 + i) {
+            packFeatures(task.key, row: r0 + i, count: d, map: task.featureMap, into: features)
+        } else {
+            rowZero(features, c)
+        }
+        prefetch.step()
+    }
 }
 
 /// dO_c for rows r0 ..< r0 + t, into `rowsM` (scaled there into ∂L/∂num by the caller).
@@ -77,7 +94,18 @@ func packOutputGradientChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: 
 func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
     chunkProduct(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1, aDepthStride: s.cp,
                  b: s.values, bRowStride: s.mp, c: s.state, cRowStride: s.mp, accumulate: true)
-    for i in 0..<t { rowAdd(s.keyFeatures + i * s.cp, s.normalizer, c) }
+    addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
+}
+
+/// `advanceState` with the next chunk's rows prefetched between the product's tiles, and V_c
+/// read from `values` (row stride `valueRowStride`: the packed panel, or the caller's rows).
+@inline(__always)
+func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int,
+                                   values: UnsafePointer<T>, valueRowStride: Int, prefetch: inout RowPrefetch) {
+    chunkProductPrefetching(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1, aDepthStride: s.cp,
+                            b: values, bRowStride: valueRowStride, c: s.state, cRowStride: s.mp, accumulate: true,
+                            prefetch: &prefetch)
+    addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
 }
 
 /// Sᵀ += V_cᵀ φ(K_c), z += colsum φ(K_c) (the backward keeps Sᵀ: it multiplies ∂L/∂num by Sᵀ).
@@ -85,7 +113,29 @@ func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ 
 func advanceStateTransposed<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
     chunkProduct(rows: m, columns: c, depth: t, a: s.values, aRowStride: 1, aDepthStride: s.mp,
                  b: s.keyFeatures, bRowStride: s.cp, c: s.stateT, cRowStride: s.cp, accumulate: true)
-    for i in 0..<t { rowAdd(s.keyFeatures + i * s.cp, s.normalizer, c) }
+    addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
+}
+
+/// y[k] += Σ_{i < rows} x[i·rowStride + k] over k < count, adding the rows in order (the bits of
+/// `rows` rowAdd calls) with each vector of y held in a register across the rows instead of
+/// stored and reloaded per row.
+@inline(__always)
+func addColumnSums<T: KernelScalar>(_ x: UnsafePointer<T>, rowStride: Int, rows: Int,
+                                    into y: UnsafeMutablePointer<T>, _ count: Int) {
+    let w = T.lanes
+    var k = 0
+    while k + w <= count {
+        var sum = T.load(y + k)
+        for i in 0..<rows { sum = T.add(sum, T.load(x + i * rowStride + k)) }
+        T.store(sum, y + k)
+        k += w
+    }
+    while k < count {
+        var sum = y[k]
+        for i in 0..<rows { sum += x[i * rowStride + k] }
+        y[k] = sum
+        k += 1
+    }
 }
 
 extension LinearAttentionTask {

@@ -19,7 +19,7 @@ func linearExp<T: KernelScalar>(_ x: T) -> T {
 }
 
 /// Writes φ(row) (D values, C = D) into `features`: a strided copy, then φ in place on whole
-/// vectors (elu+1 through the shared vector exp2), the last D mod lanes values by scalar code.
+/// vectors (elu+1 through the shared vector exp2 for x ≤ 0), the last D mod lanes values by scalar code.
 @inline(__always)
 func packFeatures<T: KernelScalar>(
     _ source: StridedMatrix, row: Int, count: Int, map: LinearFeatureKind, into features: UnsafeMutablePointer<T>
@@ -33,7 +33,10 @@ func packFeatures<T: KernelScalar>(
         let one = T.splat(1), log2e = T.splat(T.log2e)
         while c + w <= count {
             let x = T.load(features + c)
-            let e = T.exp2(T.mul(x, log2e))
+            // x ≤ 0 is the only case that uses the exponential, so the x ≤ 0 exp2 (no upper
+            // clamp, degree 5: 1.57e-7 relative at worst against vectorExp2's 2.25e-7) serves;
+            // a positive lane's value (2^x, or inf) is not selected.
+            let e = T.exp2NonPositive(T.mul(x, log2e))
             T.store(T.selectLess(zero, x, T.add(x, one), e), features + c)
             c += w
         }
