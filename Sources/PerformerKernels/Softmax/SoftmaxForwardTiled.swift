@@ -97,11 +97,15 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     // Qᵀ, pre-scaled into log2 units.
     let q = t.query.base.assumingMemoryBound(to: T.self)
     let qScale = T(t.scale) * T.log2e
+    // Query row by query row: each row's D elements are read once, in order (a column-by-column
+    // gather walks 64 rows per column; rows H·D apart, as a model's projection leaves them, then
+    // fall in few cache sets and miss L1 on every column), and scattered into Qᵀ, which stays in L1.
+    for i in 0..<rowCount {
+        let source = q + (rowStart + i) * t.query.rowStride
+        for k in 0..<d { qT[k * br + i] = source[k * t.query.columnStride] * qScale }
+    }
     for k in 0..<d {
-        let row = qT + k * br
-        let column = q + rowStart * t.query.rowStride + k * t.query.columnStride
-        for i in 0..<rowCount { row[i] = column[i * t.query.rowStride] * qScale }
-        for i in rowCount..<br { row[i] = 0 }
+        for i in rowCount..<br { qT[k * br + i] = 0 }
     }
     for i in 0..<br { rowMax[i] = -T.infinity; rowSum[i] = 0 }
     for i in 0..<(mDim * br) { o[i] = 0 }
