@@ -168,8 +168,18 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
         while lane < br {
             let rows = neededRows(lane / w)
             let oldMax = T.load(rowMax + lane)
-            var blockMax = oldMax
-            for j in 0..<rows { blockMax = T.max(blockMax, T.load(sT + j * br + lane)) }
+            // Four running maxima: one chain waited a max latency per row. Max is exact, so the
+            // split changes no bit.
+            var max0 = oldMax, max1 = oldMax, max2 = oldMax, max3 = oldMax
+            var j = 0
+            while j + 4 <= rows {
+                let p = sT + j * br + lane
+                max0 = T.max(max0, T.load(p)); max1 = T.max(max1, T.load(p + br))
+                max2 = T.max(max2, T.load(p + 2 * br)); max3 = T.max(max3, T.load(p + 3 * br))
+                j += 4
+            }
+            while j < rows { max0 = T.max(max0, T.load(sT + j * br + lane)); j += 1 }
+            let blockMax = T.max(T.max(max0, max1), T.max(max2, max3))
             // A lane that has seen only masked keys keeps max −inf; subtract 0 there instead.
             let safeMax = T.selectLess(blockMax, negativeLargest, T.splat(0), blockMax)
             let a = T.exp2NonPositive(T.sub(oldMax, safeMax))
