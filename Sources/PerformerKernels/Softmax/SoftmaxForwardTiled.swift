@@ -97,12 +97,21 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     // Qᵀ, pre-scaled into log2 units.
     let q = t.query.base.assumingMemoryBound(to: T.self)
     let qScale = T(t.scale) * T.log2e
-    // Query row by query row: each row's D elements are read once, in order (a column-by-column
-    // gather walks 64 rows per column; rows H·D apart, as a model's projection leaves them, then
-    // fall in few cache sets and miss L1 on every column), and scattered into Qᵀ, which stays in L1.
-    for i in 0..<rowCount {
-        let source = q + (rowStart + i) * t.query.rowStride
-        for k in 0..<d { qT[k * br + i] = source[k * t.query.columnStride] * qScale }
+    // Rows of one span (a B × H × N × D query): column by column, a gather over the block's rows.
+    // Rows further apart (H·D apart, as a model's projection leaves them): row by row, each row's
+    // D elements read once and scattered into Qᵀ (which stays in L1); gathered column by column,
+    // such rows fall in few cache sets and missed L1 on every column (N = 512, D = 32: 4% of the
+    // forward), while on packed rows the scatter measured 1% slower than the gather.
+    if t.query.rowStride == d * t.query.columnStride {
+        for k in 0..<d {
+            let column = q + rowStart * t.query.rowStride + k * t.query.columnStride
+            for i in 0..<rowCount { qT[k * br + i] = column[i * t.query.rowStride] * qScale }
+        }
+    } else {
+        for i in 0..<rowCount {
+            let source = q + (rowStart + i) * t.query.rowStride
+            for k in 0..<d { qT[k * br + i] = source[k * t.query.columnStride] * qScale }
+        }
     }
     for k in 0..<d {
         for i in rowCount..<br { qT[k * br + i] = 0 }
