@@ -97,21 +97,19 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     // Qᵀ, pre-scaled into log2 units.
     let q = t.query.base.assumingMemoryBound(to: T.self)
     let qScale = T(t.scale) * T.log2e
-    // Rows of one span (a B × H × N × D query): column by column, a gather over the block's rows.
-    // Rows further apart (H·D apart, as a model's projection leaves them): row by row, each row's
-    // D elements read once and scattered into Qᵀ (which stays in L1); gathered column by column,
-    // such rows fall in few cache sets and missed L1 on every column (N = 512, D = 32: 4% of the
-    // forward), while on packed rows the scatter measured 1% slower than the gather.
-    if t.query.rowStride == d * t.query.columnStride {
+    // Gathered column by column, 16 query rows at a time: a column of all 64 rows H·D apart (the
+    // token-major q of a Hugging Face layer) falls in 2-4 L1 sets and missed L1 on every column;
+    // 16 rows' lines stay in L1 across the columns, and each column still asks for 16 rows'
+    // lines at once (the row-by-row order, vectorized as scatters, fetched one row at a time:
+    // slower once q comes from memory, N = 2048).
+    var rowGroup = 0
+    while rowGroup < rowCount {
+        let groupEnd = Swift.min(rowGroup + 16, rowCount)
         for k in 0..<d {
             let column = q + rowStart * t.query.rowStride + k * t.query.columnStride
-            for i in 0..<rowCount { qT[k * br + i] = column[i * t.query.rowStride] * qScale }
+            for i in rowGroup..<groupEnd { qT[k * br + i] = column[i * t.query.rowStride] * qScale }
         }
-    } else {
-        for i in 0..<rowCount {
-            let source = q + (rowStart + i) * t.query.rowStride
-            for k in 0..<d { qT[k * br + i] = source[k * t.query.columnStride] * qScale }
-        }
+        rowGroup = groupEnd
     }
     for k in 0..<d {
         for i in rowCount..<br { qT[k * br + i] = 0 }
