@@ -1,6 +1,13 @@
 // Softmax attention: ms, GFLOP/s and fraction of the micro-kernel peak over sequence lengths.
 // FLOP convention: forward 4·N·L·D (two products; half of it when causal), backward 2.5× the
 // forward (five products), so fwd+bwd = 3.5× forward.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import PerformerCore
 
 /// Softmax fwd, bwd (after a forward filled out and lse) and fwd+bwd at B = 1, H = `heads` query
@@ -23,22 +30,27 @@ struct SoftmaxRun {
         let dv = UnsafeMutablePointer<Float>.allocate(capacity: keyCount)
         let lse = UnsafeMutablePointer<Float>.allocate(capacity: heads * n)
         let options = SoftmaxAttentionOptions(causal: causal)
-        let qv = TensorView(base: UnsafePointer(q), shape: shape)
-        let kv = TensorView(base: UnsafePointer(k), shape: keyShape)
-        let vv = TensorView(base: UnsafePointer(v), shape: keyShape)
+        // PERFORMER_BENCH_LAYOUT=bnhd: q, k, v and the output token-major (B × N × H × D memory
+        // read as B × H × N × D through strides), as a Hugging Face model's projections leave them.
+        let tokenMajor = getenv("PERFORMER_BENCH_LAYOUT").map { String(cString: $0) == "bnhd" } ?? false
+        func strides(_ heads: Int) -> SIMD4<Int>? { tokenMajor ? SIMD4(n * heads * d, d, heads * d, 1) : nil }
+        let qv = TensorView(base: UnsafePointer(q), shape: shape, strides: strides(heads))
+        let kv = TensorView(base: UnsafePointer(k), shape: keyShape, strides: strides(keyHeads))
+        let vv = TensorView(base: UnsafePointer(v), shape: keyShape, strides: strides(keyHeads))
+        let outView = MutableTensorView(base: out, shape: shape, strides: strides(heads))
         let forward = { () throws in
             try SoftmaxAttention.forward(
-                query: qv, key: kv, value: vv, output: MutableTensorView(base: out, shape: shape),
+                query: qv, key: kv, value: vv, output: outView,
                 logSumExp: MutableTensorView(base: lse, shape: lseShape), options: options)
         }
         let backward = { () throws in
             try SoftmaxAttention.backward(
-                query: qv, key: kv, value: vv, output: TensorView(base: UnsafePointer(out), shape: shape),
+                query: qv, key: kv, value: vv, output: TensorView(base: UnsafePointer(out), shape: shape, strides: strides(heads)),
                 logSumExp: TensorView(base: UnsafePointer(lse), shape: lseShape),
-                outputGradient: TensorView(base: UnsafePointer(dO), shape: shape),
-                queryGradient: MutableTensorView(base: dq, shape: shape),
-                keyGradient: MutableTensorView(base: dk, shape: keyShape),
-                valueGradient: MutableTensorView(base: dv, shape: keyShape), options: options)
+                outputGradient: TensorView(base: UnsafePointer(dO), shape: shape, strides: strides(heads)),
+                queryGradient: MutableTensorView(base: dq, shape: shape, strides: strides(heads)),
+                keyGradient: MutableTensorView(base: dk, shape: keyShape, strides: strides(keyHeads)),
+                valueGradient: MutableTensorView(base: dv, shape: keyShape, strides: strides(keyHeads)), options: options)
         }
         self.forward = forward
         self.backward = backward
