@@ -3,12 +3,12 @@
 
     python benchmarks/ft_goals.py [N] [ROUNDS] [--fb]
 
-Per round: a 1024³ numpy GEMM, PAIRS pairs of our call and FT's (in alternating order), the
-GEMM again; prints the median over rounds of ours/FT (the goal's ratio) and of each side's fraction of
-that round's GEMM peak, so load that comes and goes hits both sides of a ratio alike. The calls
-start SETTLE_S after the GEMM: numpy's OpenBLAS threads keep spinning on the two cores for tens
-of milliseconds after a GEMM returns (our causal linear call at N = 16384 took 1.3x as long right
-after it as 0.1 s later), and whichever call came first would pay for it. Cases (B=1, H=8,
+Per round: a 1024³ numpy GEMM, REPEATS of our calls back to back and REPEATS of FT's (which
+side goes first alternates), the GEMM again; prints the median over rounds of ours/FT (the goal's
+ratio) and of each side's fraction of that round's GEMM peak, so load that comes and goes hits
+both sides of a ratio alike. The calls start SETTLE_S after the GEMM: numpy's OpenBLAS threads
+keep spinning on the two cores for tens of milliseconds after a GEMM returns (our causal linear
+call at N = 16384 took 1.3x as long right after it as 0.1 s later). Cases (B=1, H=8,
 D=M=64, float32, 2 threads, new outputs each call as a user gets them): the un-normalized causal product vs
 FT's causal_dot_product (--fb: forward+backward), linear attention causal and not vs FT's
 CausalLinearAttention / LinearAttention modules. Needs torch and fast-transformers. The
@@ -30,7 +30,7 @@ from fast_transformers.masking import FullMask, LengthMask, TriangularCausalMask
 B, H, D = 1, 8, 64
 CAUSAL_PRODUCT = dict(causal=True, feature_map="identity", normalize=False)
 SETTLE_S = 0.15
-PAIRS = 3
+REPEATS = 3
 
 
 def seconds(call):
@@ -99,16 +99,14 @@ def main():
         for round_index in range(rounds):
             before = seconds(lambda: gemm @ gemm)
             time.sleep(SETTLE_S)
-            # Pairs in alternating order; the first call after the pause wakes sleeping workers and
-            # a short call pays that visibly, so each side's time is its median over the pairs.
-            ours_times, ft_times = [], []
-            for pair in range(PAIRS):
-                if (round_index + pair) % 2:
-                    ft_times.append(seconds(ft))
-                    ours_times.append(seconds(ours))
-                else:
-                    ours_times.append(seconds(ours))
-                    ft_times.append(seconds(ft))
+            # Each side runs REPEATS calls back to back and keeps their median: the first call
+            # after the other side's may share the cores with its still-spinning workers
+            # (PyTorch's OpenMP pool after FT) or wake its own sleeping ones; which side goes
+            # first alternates between rounds.
+            first, second = (ft, ours) if round_index % 2 else (ours, ft)
+            first_times = [seconds(first) for _ in range(REPEATS)]
+            second_times = [seconds(second) for _ in range(REPEATS)]
+            ours_times, ft_times = (second_times, first_times) if round_index % 2 else (first_times, second_times)
             ours_time, ft_time = statistics.median(ours_times), statistics.median(ft_times)
             after = seconds(lambda: gemm @ gemm)
             peak = 2 * 1024 ** 3 / min(before, after) / 1e9
