@@ -43,7 +43,8 @@ func linearCausalProductInPlace<T: KernelScalar>(_ task: LinearAttentionTask, _ 
         let qc = qBase + r0 * q.rowStride, kc = kBase + r0 * k.rowStride
         let vc = vBase + r0 * v.rowStride, oc = outBase + r0 * out.rowStride
         let ahead = prefetching ? r0 + t ..< min(n, r0 + t + s.rows) : r0 + t ..< r0 + t
-        var prefetch = RowPrefetch(q, c, k, c, v, m, rows: ahead, steps: steps, elementSize: size)
+        var prefetch = RowPrefetch(q, c, k, c, v, m, written: out, writtenColumns: m, rows: ahead, steps: steps,
+                                   elementSize: size)
         chunkProductPrefetching(rows: t, columns: m, depth: c, a: qc, aRowStride: q.rowStride,
                                 aDepthStride: q.columnStride, b: s.state, bRowStride: s.mp, c: oc,
                                 cRowStride: out.rowStride, accumulate: false, prefetch: &prefetch)
