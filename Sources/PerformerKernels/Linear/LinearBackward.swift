@@ -199,11 +199,18 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
     loadState(task.initialNormalizer, rows: c, columns: 1, into: s.normalizer, ld: 1)
     loadState(task.finalStateGradient, rows: c, columns: m, into: s.stateGradient, ld: s.mp)
     loadState(task.finalNormalizerGradient, rows: c, columns: 1, into: s.normalizerGradient, ld: 1)
+    // Each pass prefetches its next chunk's rows over the chunk's products (the rows of a long
+    // sequence come from memory), the gradients' rows owned.
+    let size = MemoryLayout<T>.stride, d = task.shape.headDim
+    let prefetching = max(n, l) * (2 * d + 2 * m) * size >= linearPrefetchMinimumBytes
     var r0 = 0
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
         packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
-        advanceStateTransposed(s, t, c, m)
+        var prefetch = RowPrefetch(task.key, d, task.value, m,
+                                   rows: prefetching ? r0 + t ..< min(l, r0 + t + linearChunkRows) : 0 ..< 0,
+                                   steps: productTiles(rows: m, columns: c, T.self), elementSize: size)
+        advanceStateTransposed(s, t, c, m, prefetch: &prefetch)
         r0 += t
     }
     // Queries: num = φ(Q_c) S, ∂L/∂den_i = −(dO_i·num_i) / den_i² (from the numerator itself: with
@@ -214,8 +221,14 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
     while r0 < n {
         let t = min(linearChunkRows, n - r0)
         packQueryChunk(task, s, r0, t)
-        chunkProduct(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
-                     b: s.stateGradientT, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: false)
+        let ahead = prefetching ? r0 + t ..< min(n, r0 + t + linearChunkRows) : 0 ..< 0
+        var inputs = RowPrefetch(task.query, d, task.outputGradient, m, rows: ahead,
+                                 steps: productTiles(rows: t, columns: m, T.self), elementSize: size)
+        var gradients = RowPrefetch(nil, 0, written: task.queryGradient, writtenColumns: d, rows: ahead,
+                                    steps: productTiles(rows: t, columns: c, T.self), elementSize: size)
+        chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
+                                b: s.stateGradientT, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp,
+                                accumulate: false, prefetch: &inputs)
         packOutputGradientChunk(task, s, r0, t)
         for i in 0..<t {
             if task.normalize {
@@ -230,8 +243,9 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
             }
         }
         if task.normalize { scaleOutputGradients(s, t, m) }
-        chunkProduct(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
-                     b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
+        chunkProductPrefetching(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
+                                b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp,
+                                accumulate: false, prefetch: &gradients)
         storeQueryGradients(task, s, r0, t, runningZ: s.normalizer, causal: false)
         var noPrefetch = RowPrefetch(nil, 0, rows: 0 ..< 0, steps: 1, elementSize: 0)
         advanceStateGradient(s, t, c, m, prefetch: &noPrefetch)
@@ -248,14 +262,25 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
 func keyGradientsFromStateGradient<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
     let l = task.shape.keyCount, c = task.shape.featureDim, m = task.shape.valueDim
     transposeBlock(rows: c, columns: m, s.stateGradient, s.mp, s.stateGradientT, s.cp)
+    // The next chunk's K and V rows (and dv's, owned) over the first product, its dk rows (owned)
+    // over the second, for keys that come from memory.
+    let size = MemoryLayout<T>.stride, d = task.shape.headDim
+    let prefetching = l * (2 * d + 2 * m) * size >= linearPrefetchMinimumBytes
     var r0 = 0
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
+        let ahead = prefetching ? r0 + t ..< min(l, r0 + t + linearChunkRows) : 0 ..< 0
+        var inputs = RowPrefetch(task.key, d, task.value, m, written: task.valueGradient, writtenColumns: m,
+                                 rows: ahead, steps: productTiles(rows: t, columns: c, T.self), elementSize: size)
+        var keyGradients = RowPrefetch(nil, 0, written: task.keyGradient, writtenColumns: d, rows: ahead,
+                                       steps: productTiles(rows: t, columns: m, T.self), elementSize: size)
         packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
-        chunkProduct(rows: t, columns: c, depth: m, a: s.values, aRowStride: s.mp, aDepthStride: 1,
-                     b: s.stateGradientT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
-        chunkProduct(rows: t, columns: m, depth: c, a: s.keyFeatures, aRowStride: s.cp, aDepthStride: 1,
-                     b: s.stateGradient, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: false)
+        chunkProductPrefetching(rows: t, columns: c, depth: m, a: s.values, aRowStride: s.mp, aDepthStride: 1,
+                                b: s.stateGradientT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp,
+                                accumulate: false, prefetch: &inputs)
+        chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.keyFeatures, aRowStride: s.cp, aDepthStride: 1,
+                                b: s.stateGradient, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp,
+                                accumulate: false, prefetch: &keyGradients)
         storeKeyGradients(task, s, r0, t)
         r0 += t
     }
