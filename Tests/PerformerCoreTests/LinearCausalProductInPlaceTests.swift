@@ -9,13 +9,15 @@ final class LinearCausalProductInPlaceTests: XCTestCase {
     func testInPlaceProductMatchesPackedKernelBitForBit() throws {
         let original = Runtime.kernelISA
         defer { try? Runtime.selectKernels(original) }
-        let h = 2, d = 5
+        let h = 2
         for isa in Runtime.supportedISAs {
             try Runtime.selectKernels(isa)
-            // N past the direct form's 64 keys, not a multiple of any chunk; M whole tiles.
-            for (n, m) in [(70, 32), (100, 64)] {
+            // N past the direct form's 64 keys, not a multiple of any chunk; M whole tiles. The
+            // last shape is large enough to prefetch rows (linearPrefetchMinimumBytes) and has
+            // K_cᵀ in whole 16 × 16 blocks (the vector transpose).
+            for (n, d, m) in [(70, 5, 32), (100, 5, 64), (700, 64, 64)] {
                 for withState in [false, true] {
-                    var seed: UInt64 = UInt64(n * 131 + m + (withState ? 7 : 0))
+                    var seed: UInt64 = UInt64(n * 131 + d * 17 + m + (withState ? 7 : 0))
                     func random(_ count: Int) -> [Float] {
                         (0..<count).map { _ in
                             seed = seed &* 6364136223846793005 &+ 1442695040888963407
@@ -57,19 +59,20 @@ final class LinearCausalProductInPlaceTests: XCTestCase {
                         return out
                     }
                     let inPlace = try run(withDenominators: false), packed = try run(withDenominators: true)
-                    let context = "\(isa) N=\(n) M=\(m) state=\(withState)"
+                    let context = "\(isa) N=\(n) D=\(d) M=\(m) state=\(withState)"
                     XCTAssertEqual(inPlace.map(\.bitPattern), packed.map(\.bitPattern), context)
                     // o_i = Σ_{j ≤ i} (q_i·k_j) v_j + q_iᵀS_0 in float64.
                     var diff = 0.0, norm = 0.0
                     for head in 0..<h {
                         for i in 0..<n {
+                            var sums = [Double](repeating: 0, count: m)
+                            for j in 0...i {
+                                var a = 0.0
+                                for f in 0..<d { a += Double(q[(head * n + i) * d + f]) * Double(k[(head * n + j) * d + f]) }
+                                for col in 0..<m { sums[col] += a * Double(v[(head * n + j) * m + col]) }
+                            }
                             for col in 0..<m {
-                                var sum = 0.0
-                                for j in 0...i {
-                                    var a = 0.0
-                                    for f in 0..<d { a += Double(q[(head * n + i) * d + f]) * Double(k[(head * n + j) * d + f]) }
-                                    sum += a * Double(v[(head * n + j) * m + col])
-                                }
+                                var sum = sums[col]
                                 if withState {
                                     for f in 0..<d { sum += Double(q[(head * n + i) * d + f]) * Double(s0[(head * d + f) * m + col]) }
                                 }

@@ -12,6 +12,17 @@ static inline __attribute__((always_inline)) void pkernel_prefetch(const void *a
     __builtin_prefetch(address, 0, 1);
 }
 
+/// Asks for the cache line holding `address` in L1, owned for writing (prefetchw on x86-64; a
+/// NOP-like hint on CPUs without it): a store to it is coming soon, and would otherwise wait for
+/// the line's read-for-ownership from memory. A hint, never a fault, whatever the address.
+static inline __attribute__((always_inline)) void pkernel_prefetch_write(const void *address) {
+#if defined(__x86_64__)
+    __asm__ volatile("prefetchw (%0)" : : "r"(address));
+#else
+    __builtin_prefetch(address, 1, 3);
+#endif
+}
+
 typedef float pkernel_float16 __attribute__((ext_vector_type(16)));
 
 /// Stores 16 floats at `target` (64-byte aligned) around the caches: a line nobody reads soon.

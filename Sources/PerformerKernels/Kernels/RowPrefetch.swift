@@ -15,6 +15,9 @@ let linearPrefetchMinimumBytes = 512 << 10
 /// `steps` calls the kernel makes (one per micro-kernel tile of the products it overlaps with).
 struct RowPrefetch {
     var matrices: (StridedMatrix?, StridedMatrix?, StridedMatrix?)
+    /// A matrix whose rows the kernel writes next (fetched owned, into L1), and its row bytes.
+    var written: StridedMatrix?
+    var writtenBytes: Int
     /// Bytes of each matrix's row to fetch (columns × element size).
     var rowBytes: (Int, Int, Int)
     var elementSize: Int
@@ -23,11 +26,14 @@ struct RowPrefetch {
     var rowsPerStep: Int
 
     init(_ a: StridedMatrix?, _ aColumns: Int, _ b: StridedMatrix? = nil, _ bColumns: Int = 0,
-         _ c: StridedMatrix? = nil, _ cColumns: Int = 0, rows: Range<Int>, steps: Int, elementSize: Int) {
+         _ c: StridedMatrix? = nil, _ cColumns: Int = 0, written: StridedMatrix? = nil, writtenColumns: Int = 0,
+         rows: Range<Int>, steps: Int, elementSize: Int) {
         // Only rows with contiguous columns: a strided row spans a line per element.
         func contiguous(_ m: StridedMatrix?) -> StridedMatrix? { m.flatMap { $0.columnStride == 1 ? $0 : nil } }
         matrices = (contiguous(a), contiguous(b), contiguous(c))
         rowBytes = (aColumns * elementSize, bColumns * elementSize, cColumns * elementSize)
+        self.written = contiguous(written)
+        writtenBytes = writtenColumns * elementSize
         self.elementSize = elementSize
         next = rows.lowerBound
         end = rows.upperBound
@@ -42,19 +48,24 @@ struct RowPrefetch {
             fetch(matrices.0, rowBytes.0)
             fetch(matrices.1, rowBytes.1)
             fetch(matrices.2, rowBytes.2)
+            fetch(written, writtenBytes, forWriting: true)
             next += 1
         }
     }
 
     @inline(__always)
-    private func fetch(_ matrix: StridedMatrix?, _ bytes: Int) {
+    private func fetch(_ matrix: StridedMatrix?, _ bytes: Int, forWriting: Bool = false) {
         guard let matrix, bytes > 0 else { return }
         let row = UnsafeRawPointer(matrix.base) + next * matrix.rowStride * elementSize
         // Every 64-byte line the row's bytes touch, once each.
         let first = Int(bitPattern: row) & ~63, last = (Int(bitPattern: row) + bytes - 1) & ~63
         var line = first
         while line <= last {
-            pkernel_prefetch(UnsafeRawPointer(bitPattern: line))
+            if forWriting {
+                pkernel_prefetch_write(UnsafeRawPointer(bitPattern: line))
+            } else {
+                pkernel_prefetch(UnsafeRawPointer(bitPattern: line))
+            }
             line += 64
         }
     }

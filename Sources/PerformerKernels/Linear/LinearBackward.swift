@@ -59,9 +59,11 @@ private func storeQueryGradients<T: KernelScalar>(_ task: LinearAttentionTask, _
 
 /// G += φ(Q_c)ᵀ ∂L/∂num, g += φ(Q_c)ᵀ ∂L/∂den.
 @inline(__always)
-private func advanceStateGradient<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
-    chunkProduct(rows: c, columns: m, depth: t, a: s.queryFeatures, aRowStride: 1, aDepthStride: s.cp,
-                 b: s.rowsM, bRowStride: s.mp, c: s.stateGradient, cRowStride: s.mp, accumulate: true)
+private func advanceStateGradient<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int,
+                                                   prefetch: inout RowPrefetch) {
+    chunkProductPrefetching(rows: c, columns: m, depth: t, a: s.queryFeatures, aRowStride: 1, aDepthStride: s.cp,
+                            b: s.rowsM, bRowStride: s.mp, c: s.stateGradient, cRowStride: s.mp, accumulate: true,
+                            prefetch: &prefetch)
     for i in 0..<t { rowAxpy(s.denominatorGradient[i], s.queryFeatures + i * s.cp, s.normalizerGradient, c) }
 }
 
@@ -86,6 +88,10 @@ func storeKeyGradients<T: KernelScalar>(_ task: LinearAttentionTask, _ s: Linear
 private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
     let n = task.shape.queryCount, c = task.shape.featureDim, m = task.shape.valueDim
     let perPosition = s.perPosition
+    // Prefetch the next chunk's rows (the reverse sweep: the previous chunk's) over the chunk's
+    // state products: the rows of a long sequence come from memory; the gradients' rows owned.
+    let size = MemoryLayout<T>.stride, d = task.shape.headDim
+    let prefetching = n * (2 * d + 2 * m) * size >= linearPrefetchMinimumBytes
 
     // Forward sweep: Sᵀ, z rebuilt chunk by chunk; den, ∂L/∂den and dq per position.
     loadStateTransposed(task.initialState, rows: c, columns: m, into: s.stateT, ld: s.cp)
@@ -107,9 +113,15 @@ private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: L
         } else {
             for i in 0..<t { s.denominator[i] = 1 }
         }
+        let ahead = prefetching ? r0 + t ..< min(n, r0 + t + linearChunkRows) : r0 + t ..< r0 + t
+        var inputs = RowPrefetch(task.query, d, task.key, d, task.value, m, rows: ahead,
+                                 steps: productTiles(rows: t, columns: c, T.self), elementSize: size)
+        var gradients = RowPrefetch(task.outputGradient, m, written: task.queryGradient, writtenColumns: d,
+                                    rows: ahead, steps: productTiles(rows: m, columns: c, T.self), elementSize: size)
         // u = ∂L/∂num Sᵀ + tril(∂L/∂num V_cᵀ) φ(K_c).
-        chunkProduct(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
-                     b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
+        chunkProductPrefetching(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
+                                b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp,
+                                accumulate: false, prefetch: &inputs)
         lowerTriangleProduct(t: t, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
                              b: s.valuesT, bRowStride: s.tp, c: s.scoreGradient, cRowStride: s.tp, rowAdd: nil)
         lowerDepthProduct(t: t, columns: c, a: s.scoreGradient, aRowStride: s.tp, aDepthStride: 1,
@@ -125,8 +137,9 @@ private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: L
             perPosition[2 * (r0 + i) + 1] = s.denominatorGradient[i]
         }
         // Sᵀ += V_cᵀ φ(K_c); z was advanced row by row above.
-        chunkProduct(rows: m, columns: c, depth: t, a: s.values, aRowStride: 1, aDepthStride: s.mp,
-                     b: s.keyFeatures, bRowStride: s.cp, c: s.stateT, cRowStride: s.cp, accumulate: true)
+        chunkProductPrefetching(rows: m, columns: c, depth: t, a: s.values, aRowStride: 1, aDepthStride: s.mp,
+                                b: s.keyFeatures, bRowStride: s.cp, c: s.stateT, cRowStride: s.cp, accumulate: true,
+                                prefetch: &gradients)
         r0 += t
     }
 
@@ -137,6 +150,13 @@ private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: L
     for chunk in stride(from: chunks - 1, through: 0, by: -1) {
         let r0 = chunk * linearChunkRows
         let t = min(linearChunkRows, n - r0)
+        let ahead = prefetching && chunk > 0 ? r0 - linearChunkRows ..< r0 : r0 ..< r0
+        var inputs = RowPrefetch(task.query, d, task.key, d, task.value, m, rows: ahead,
+                                 steps: productTiles(rows: t, columns: c, T.self), elementSize: size)
+        var gradients = RowPrefetch(task.outputGradient, m, written: task.keyGradient, writtenColumns: d,
+                                    rows: ahead, steps: productTiles(rows: t, columns: m, T.self), elementSize: size)
+        var valueGradients = RowPrefetch(nil, 0, written: task.valueGradient, writtenColumns: m, rows: ahead,
+                                         steps: productTiles(rows: c, columns: m, T.self), elementSize: size)
         packQueryChunk(task, s, r0, t)
         packKeyChunk(task, s, r0, t, transposedFeatures: true, transposedValues: true)
         packOutputGradientChunk(task, s, r0, t)
@@ -153,16 +173,18 @@ private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: L
         lowerTriangleProduct(t: t, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
                              b: s.keyFeaturesT, bRowStride: s.tp, c: s.scores, cRowStride: s.tp, rowAdd: nil)
         // ∂L/∂φ(K_c) = V_c Gᵀ + scoreGradientᵀ φ(Q_c) (+ g below); ∂L/∂V_c = φ(K_c) G + scoresᵀ ∂L/∂num.
-        chunkProduct(rows: t, columns: c, depth: m, a: s.values, aRowStride: s.mp, aDepthStride: 1,
-                     b: s.stateGradientT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
+        chunkProductPrefetching(rows: t, columns: c, depth: m, a: s.values, aRowStride: s.mp, aDepthStride: 1,
+                                b: s.stateGradientT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp,
+                                accumulate: false, prefetch: &inputs)
         upperDepthProduct(t: t, columns: c, a: s.scoreGradient, aRowStride: 1, aDepthStride: s.tp,
                           b: s.queryFeatures, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: true)
-        chunkProduct(rows: t, columns: m, depth: c, a: s.keyFeatures, aRowStride: s.cp, aDepthStride: 1,
-                     b: s.stateGradient, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: false)
+        chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.keyFeatures, aRowStride: s.cp, aDepthStride: 1,
+                                b: s.stateGradient, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp,
+                                accumulate: false, prefetch: &gradients)
         upperDepthProduct(t: t, columns: m, a: s.scores, aRowStride: 1, aDepthStride: s.tp,
                           b: s.rowsM, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: true)
         storeKeyGradients(task, s, r0, t)
-        advanceStateGradient(s, t, c, m)
+        advanceStateGradient(s, t, c, m, prefetch: &valueGradients)
     }
     storeState(s.stateGradient, rows: c, columns: m, ld: s.mp, into: task.initialStateGradient)
     storeState(s.normalizerGradient, rows: c, columns: 1, ld: 1, into: task.initialNormalizerGradient)
@@ -177,11 +199,18 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
     loadState(task.initialNormalizer, rows: c, columns: 1, into: s.normalizer, ld: 1)
     loadState(task.finalStateGradient, rows: c, columns: m, into: s.stateGradient, ld: s.mp)
     loadState(task.finalNormalizerGradient, rows: c, columns: 1, into: s.normalizerGradient, ld: 1)
+    // Each pass prefetches its next chunk's rows over the chunk's products (the rows of a long
+    // sequence come from memory), the gradients' rows owned.
+    let size = MemoryLayout<T>.stride, d = task.shape.headDim
+    let prefetching = max(n, l) * (2 * d + 2 * m) * size >= linearPrefetchMinimumBytes
     var r0 = 0
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
         packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
-        advanceStateTransposed(s, t, c, m)
+        var prefetch = RowPrefetch(task.key, d, task.value, m,
+                                   rows: prefetching ? r0 + t ..< min(l, r0 + t + linearChunkRows) : 0 ..< 0,
+                                   steps: productTiles(rows: m, columns: c, T.self), elementSize: size)
+        advanceStateTransposed(s, t, c, m, prefetch: &prefetch)
         r0 += t
     }
     // Queries: num = φ(Q_c) S, ∂L/∂den_i = −(dO_i·num_i) / den_i² (from the numerator itself: with
@@ -192,8 +221,14 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
     while r0 < n {
         let t = min(linearChunkRows, n - r0)
         packQueryChunk(task, s, r0, t)
-        chunkProduct(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
-                     b: s.stateGradientT, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: false)
+        let ahead = prefetching ? r0 + t ..< min(n, r0 + t + linearChunkRows) : 0 ..< 0
+        var inputs = RowPrefetch(task.query, d, task.outputGradient, m, rows: ahead,
+                                 steps: productTiles(rows: t, columns: m, T.self), elementSize: size)
+        var gradients = RowPrefetch(nil, 0, written: task.queryGradient, writtenColumns: d, rows: ahead,
+                                    steps: productTiles(rows: t, columns: c, T.self), elementSize: size)
+        chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
+                                b: s.stateGradientT, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp,
+                                accumulate: false, prefetch: &inputs)
         packOutputGradientChunk(task, s, r0, t)
         for i in 0..<t {
             if task.normalize {
@@ -208,10 +243,12 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
             }
         }
         if task.normalize { scaleOutputGradients(s, t, m) }
-        chunkProduct(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
-                     b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
+        chunkProductPrefetching(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
+                                b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp,
+                                accumulate: false, prefetch: &gradients)
         storeQueryGradients(task, s, r0, t, runningZ: s.normalizer, causal: false)
-        advanceStateGradient(s, t, c, m)
+        var noPrefetch = RowPrefetch(nil, 0, rows: 0 ..< 0, steps: 1, elementSize: 0)
+        advanceStateGradient(s, t, c, m, prefetch: &noPrefetch)
         r0 += t
     }
     // Keys: every key sees the same G, g (stateGradientT held S until here: zero its padding).
@@ -225,14 +262,25 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
 func keyGradientsFromStateGradient<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>) {
     let l = task.shape.keyCount, c = task.shape.featureDim, m = task.shape.valueDim
     transposeBlock(rows: c, columns: m, s.stateGradient, s.mp, s.stateGradientT, s.cp)
+    // The next chunk's K and V rows (and dv's, owned) over the first product, its dk rows (owned)
+    // over the second, for keys that come from memory.
+    let size = MemoryLayout<T>.stride, d = task.shape.headDim
+    let prefetching = l * (2 * d + 2 * m) * size >= linearPrefetchMinimumBytes
     var r0 = 0
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
+        let ahead = prefetching ? r0 + t ..< min(l, r0 + t + linearChunkRows) : 0 ..< 0
+        var inputs = RowPrefetch(task.key, d, task.value, m, written: task.valueGradient, writtenColumns: m,
+                                 rows: ahead, steps: productTiles(rows: t, columns: c, T.self), elementSize: size)
+        var keyGradients = RowPrefetch(nil, 0, written: task.keyGradient, writtenColumns: d, rows: ahead,
+                                       steps: productTiles(rows: t, columns: m, T.self), elementSize: size)
         packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
-        chunkProduct(rows: t, columns: c, depth: m, a: s.values, aRowStride: s.mp, aDepthStride: 1,
-                     b: s.stateGradientT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp, accumulate: false)
-        chunkProduct(rows: t, columns: m, depth: c, a: s.keyFeatures, aRowStride: s.cp, aDepthStride: 1,
-                     b: s.stateGradient, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp, accumulate: false)
+        chunkProductPrefetching(rows: t, columns: c, depth: m, a: s.values, aRowStride: s.mp, aDepthStride: 1,
+                                b: s.stateGradientT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp,
+                                accumulate: false, prefetch: &inputs)
+        chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.keyFeatures, aRowStride: s.cp, aDepthStride: 1,
+                                b: s.stateGradient, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp,
+                                accumulate: false, prefetch: &keyGradients)
         storeKeyGradients(task, s, r0, t)
         r0 += t
     }

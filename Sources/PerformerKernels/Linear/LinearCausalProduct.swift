@@ -32,25 +32,39 @@ func linearCausalProductInPlace<T: KernelScalar>(_ task: LinearAttentionTask, _ 
     let q = task.query, k = task.key, v = task.value, out = task.output!
     let qBase = q.base.assumingMemoryBound(to: T.self), kBase = k.base.assumingMemoryBound(to: T.self)
     let vBase = v.base.assumingMemoryBound(to: T.self), outBase = out.base.assumingMemoryBound(to: T.self)
+    // Prefetch the next chunk's Q, K and V rows over this chunk's two state products (the
+    // rows come from memory at large N), for heads that do not stay cached between calls.
+    let size = MemoryLayout<T>.stride
+    let prefetching = n * (2 * c + m) * size >= linearPrefetchMinimumBytes
+    let steps = productTiles(rows: s.rows, columns: m, T.self) + productTiles(rows: c, columns: m, T.self)
     var r0 = 0
     while r0 < n {
         let t = min(s.rows, n - r0)
         let qc = qBase + r0 * q.rowStride, kc = kBase + r0 * k.rowStride
         let vc = vBase + r0 * v.rowStride, oc = outBase + r0 * out.rowStride
-        chunkProduct(rows: t, columns: m, depth: c, a: qc, aRowStride: q.rowStride, aDepthStride: q.columnStride,
-                     b: s.state, bRowStride: s.mp, c: oc, cRowStride: out.rowStride, accumulate: false)
+        let ahead = prefetching ? r0 + t ..< min(n, r0 + t + s.rows) : r0 + t ..< r0 + t
+        var prefetch = RowPrefetch(q, c, k, c, v, m, written: out, writtenColumns: m, rows: ahead, steps: steps,
+                                   elementSize: size)
+        chunkProductPrefetching(rows: t, columns: m, depth: c, a: qc, aRowStride: q.rowStride,
+                                aDepthStride: q.columnStride, b: s.state, bRowStride: s.mp, c: oc,
+                                cRowStride: out.rowStride, accumulate: false, prefetch: &prefetch)
         // K_cᵀ: its columns t ..< T keep older values, which only land in masked scores.
-        for f in 0..<c {
-            let row = s.keyFeaturesT + f * s.tp, column = kc + f * k.columnStride
-            for j in 0..<t { row[j] = column[j * k.rowStride] }
+        if k.columnStride == 1 {
+            transposeBlock(rows: t, columns: c, kc, k.rowStride, s.keyFeaturesT, s.tp)
+        } else {
+            for f in 0..<c {
+                let row = s.keyFeaturesT + f * s.tp, column = kc + f * k.columnStride
+                for j in 0..<t { row[j] = column[j * k.rowStride] }
+            }
         }
         lowerTriangleProduct(t: t, depth: c, a: qc, aRowStride: q.rowStride, aDepthStride: q.columnStride,
                              b: s.keyFeaturesT, bRowStride: s.tp, c: s.scores, cRowStride: s.tp, rowAdd: nil)
         lowerDepthProduct(t: t, columns: m, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
                           b: vc, bRowStride: v.rowStride, c: oc, cRowStride: out.rowStride, accumulate: true)
         // S += K_cᵀ V_c.
-        chunkProduct(rows: c, columns: m, depth: t, a: kc, aRowStride: k.columnStride, aDepthStride: k.rowStride,
-                     b: vc, bRowStride: v.rowStride, c: s.state, cRowStride: s.mp, accumulate: true)
+        chunkProductPrefetching(rows: c, columns: m, depth: t, a: kc, aRowStride: k.columnStride,
+                                aDepthStride: k.rowStride, b: vc, bRowStride: v.rowStride, c: s.state,
+                                cRowStride: s.mp, accumulate: true, prefetch: &prefetch)
         r0 += t
     }
 }

@@ -110,9 +110,11 @@ func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ 
 
 /// Sᵀ += V_cᵀ φ(K_c), z += colsum φ(K_c) (the backward keeps Sᵀ: it multiplies ∂L/∂num by Sᵀ).
 @inline(__always)
-func advanceStateTransposed<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int) {
-    chunkProduct(rows: m, columns: c, depth: t, a: s.values, aRowStride: 1, aDepthStride: s.mp,
-                 b: s.keyFeatures, bRowStride: s.cp, c: s.stateT, cRowStride: s.cp, accumulate: true)
+func advanceStateTransposed<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int,
+                                             prefetch: inout RowPrefetch) {
+    chunkProductPrefetching(rows: m, columns: c, depth: t, a: s.values, aRowStride: 1, aDepthStride: s.mp,
+                            b: s.keyFeatures, bRowStride: s.cp, c: s.stateT, cRowStride: s.cp, accumulate: true,
+                            prefetch: &prefetch)
     addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
 }
 
