@@ -51,14 +51,9 @@ func shiftQueryFeatures<T: KernelScalar>(_ source: StridedMatrix, row: Int, coun
 @inline(__always)
 func packKeyChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int,
                                    transposedFeatures: Bool, transposedValues: Bool, values: Bool = true) {
-    let d = task.shape.headDim, c = task.shape.featureDim, m = task.shape.valueDim
+    let c = task.shape.featureDim, m = task.shape.valueDim
     for i in 0..<t {
-        let features = s.keyFeatures + i * s.cp
-        if task.isRealKey(r0 + i) {
-            packFeatures(task.key, row: r0 + i, count: d, map: task.featureMap, into: features)
-        } else {
-            rowZero(features, c)
-        }
+        packKeyFeatureRow(task, s, r0, i)
         if values { packRow(task.value, row: r0 + i, count: m, into: s.values + i * s.mp) }
     }
     if transposedFeatures { transposeBlock(rows: t, columns: c, s.keyFeatures, s.cp, s.keyFeaturesT, s.tp) }
@@ -70,15 +65,20 @@ func packKeyChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScrat
 @inline(__always)
 func packKeyFeatures<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int,
                                       prefetch: inout RowPrefetch) {
-    let d = task.shape.headDim, c = task.shape.featureDim
     for i in 0..<t {
-        let features = s.keyFeatures + i * s.cp
-        if task.isRealKey(r0 + i) {
-            packFeatures(task.key, row: r0 + i, count: d, map: task.featureMap, into: features)
-        } else {
-            rowZero(features, c)
-        }
+        packKeyFeatureRow(task, s, r0, i)
         prefetch.step()
+    }
+}
+
+/// Row i of φ(K_c) (key r0 + i): its features, or zeros for a padded key.
+@inline(__always)
+func packKeyFeatureRow<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ i: Int) {
+    let features = s.keyFeatures + i * s.cp
+    if task.isRealKey(r0 + i) {
+        packFeatures(task.key, row: r0 + i, count: task.shape.headDim, map: task.featureMap, into: features)
+    } else {
+        rowZero(features, task.shape.featureDim)
     }
 }
 
