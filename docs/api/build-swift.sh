@@ -27,10 +27,13 @@ graphs="$repo/.build/docs/symbol-graphs"
 site="$repo/.build/docs/PerformerCore"
 rm -rf "$graphs" "$site"
 mkdir -p "$graphs"
-# PerformerCore imports the C module CPerformerSupport: SwiftPM's generated module map names it.
+# PerformerCore imports the C module CPerformerSupport, and the kernel modules it imports import
+# CPerformerKernelIntrinsics: SwiftPM's generated module maps name them.
 swift-symbolgraph-extract -module-name PerformerCore -target "$triple" -I "$bin/Modules" \
     -Xcc -fmodule-map-file="$bin/CPerformerSupport.build/module.modulemap" \
     -Xcc -I -Xcc "$repo/Sources/CPerformerSupport/include" \
+    -Xcc -fmodule-map-file="$bin/CPerformerKernelIntrinsics.build/module.modulemap" \
+    -Xcc -I -Xcc "$repo/Sources/CPerformerKernelIntrinsics/include" \
     -minimum-access-level public -output-dir "$graphs"
 
 python3 "$repo/docs/api/swift_reference.py" "$graphs" "${check[@]}"
