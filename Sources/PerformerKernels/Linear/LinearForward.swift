@@ -81,11 +81,18 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
             lowerDepthProduct(t: t, columns: m, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
                               b: s.values, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: true)
         }
-        // Streaming: each row's den into `denominator` first, then the chunk in one pass.
-        for i in 0..<t {
+        // φ(q_i)·z for the chunk's rows into `denominator`; then (streaming) each row's den there,
+        // and the chunk divided and stored in one pass.
+        if needsDenominator {
+            chunkRowDots(s.queryFeatures, rowStride: s.cp, s.normalizer, c, rows: t, into: s.denominator)
+        }
+        // Non-causal and nothing else to write per row: den = φ(q_i)·z + ε on whole vectors.
+        let rowLoop = !streaming || causal || task.denominators != nil
+        if !rowLoop { rowAdd(s.queryEpsilon, s.denominator, t) }
+        for i in 0..<t where rowLoop {
             let row = s.rowsM + i * s.mp
             if needsDenominator {
-                var den = rowDot(s.queryFeatures + i * s.cp, s.normalizer, c)
+                var den = s.denominator[i]
                 // Row i of the masked scores is written up to the vector holding column i.
                 if causal { den += rowSum(s.scores + i * s.tp, (i / w + 1) * w) }
                 if let denominators = task.denominators {
