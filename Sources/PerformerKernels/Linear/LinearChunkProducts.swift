@@ -191,3 +191,32 @@ func transposeBlock<T: KernelScalar>(
         for r in 0..<rows { row[r] = column[r * sourceRowStride] }
     }
 }
+
+/// `chunkProduct` one micro-kernel tile at a time, each tile issuing an even share of
+/// `prefetch`'s lines from inside its depth loop (`microKernelPrefetching`). Every element
+/// gets the same FMAs in the same order as in `chunkProduct`.
+@inline(__always)
+func chunkProductPrefetchingLines<T: KernelScalar>(
+    rows: Int, columns: Int, depth: Int,
+    a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
+    b: UnsafePointer<T>, bRowStride: Int,
+    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool, prefetch: inout LinePrefetch
+) {
+    guard rows > 0, columns > 0 else { return }
+    let r = microKernelRows, tile = microKernelColumns(T.self)
+    var tilesLeft = (rows + r - 1) / r * ((columns + tile - 1) / tile)
+    var column = 0
+    while column < columns {
+        var row = 0
+        while row < rows {
+            let lines = (prefetch.remaining + tilesLeft - 1) / tilesLeft
+            microKernelPrefetching(rows: Swift.min(r, rows - row), depth: depth,
+                                   a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
+                                   b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
+                                   cRowStride: cRowStride, accumulate: accumulate, lines: lines, prefetch: &prefetch)
+            tilesLeft -= 1
+            row += r
+        }
+        column += tile
+    }
+}

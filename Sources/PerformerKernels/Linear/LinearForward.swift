@@ -42,7 +42,20 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         var r0 = 0
         while r0 < l {
             let t = min(s.rows, l - r0)
-            if directValues {
+            let next = ahead(r0, t, l)
+            if directValues, !next.isEmpty,
+               let keyLines = LinePrefetch.rows(task.key, columns: d, next, elementSize: size),
+               let valueLines = LinePrefetch.rows(v, columns: m, next, elementSize: size) {
+                // The next chunk's K and V rows a line at a time from inside the product's tiles.
+                var none = RowPrefetch(nil, 0, rows: next.lowerBound ..< next.lowerBound, steps: 1, elementSize: size)
+                packKeyFeatures(task, s, r0, t, prefetch: &none)
+                var lines = LinePrefetch(keyLines, valueLines)
+                chunkProductPrefetchingLines(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1,
+                                             aDepthStride: s.cp, b: v.base.assumingMemoryBound(to: T.self) + r0 * v.rowStride,
+                                             bRowStride: v.rowStride, c: s.state, cRowStride: s.mp, accumulate: true,
+                                             prefetch: &lines)
+                addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
+            } else if directValues {
                 // The next chunk's V rows while packing this one's φ(K) (a row each), its K rows
                 // over the product: half the lines per micro-kernel tile of both over the product.
                 var valuePrefetch = RowPrefetch(v, m, rows: ahead(r0, t, l), steps: t, elementSize: size)
@@ -71,9 +84,18 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         let steps = productTiles(rows: t, columns: m, T.self) + (causal ? productTiles(rows: c, columns: m, T.self) : 0)
         var prefetch = RowPrefetch(task.query, d, causal ? task.key : nil, d, causal ? task.value : nil, m,
                                    rows: ahead(r0, t, n), steps: steps, elementSize: size)
-        chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
-                                b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false,
-                                prefetch: &prefetch)
+        if !causal, !ahead(r0, t, n).isEmpty,
+           let queryLines = LinePrefetch.rows(task.query, columns: d, ahead(r0, t, n), elementSize: size) {
+            // The next chunk's Q rows a line at a time from inside the product's tiles.
+            var lines = LinePrefetch(queryLines)
+            chunkProductPrefetchingLines(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp,
+                                         aDepthStride: 1, b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp,
+                                         accumulate: false, prefetch: &lines)
+        } else {
+            chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
+                                    b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false,
+                                    prefetch: &prefetch)
+        }
         if causal {
             packKeyChunk(task, s, r0, t, transposedFeatures: true, transposedValues: false)
             lowerTriangleProduct(t: t, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
