@@ -7,28 +7,41 @@ import PerformerKernelInterface
 // memory; spread out, the lines are requested at a pace the buffers sustain. The FMAs are the
 // micro-kernel's, in the same order, so every element keeps its bits.
 
-/// Up to two contiguous byte ranges (rows of a matrix whose rows are adjacent), fetched a
-/// 64-byte line at a time, the first range before the second.
+/// Up to three contiguous byte ranges (rows of matrices whose rows are adjacent), fetched a
+/// 64-byte line at a time, one range after the other.
 struct LinePrefetch {
+    /// The range being fetched (its next line and its end), then the ones after it.
     var next: Int, end: Int
-    var secondNext: Int, secondEnd: Int
+    var later: (Range<Int>, Range<Int>)
 
-    init(_ first: Range<Int>, _ second: Range<Int> = 0 ..< 0) {
+    init(_ first: Range<Int>, _ second: Range<Int> = 0 ..< 0, _ third: Range<Int> = 0 ..< 0) {
         (next, end) = (first.lowerBound & ~63, first.upperBound)
-        (secondNext, secondEnd) = (second.lowerBound & ~63, second.upperBound)
-        if next >= end { (next, end, secondNext, secondEnd) = (secondNext, secondEnd, 0, 0) }
+        later = (second, third)
+        advancePastEmpty()
     }
 
     /// Lines not yet fetched.
-    var remaining: Int { Swift.max(0, (end - next + 63) / 64) + Swift.max(0, (secondEnd - secondNext + 63) / 64) }
+    var remaining: Int {
+        func lines(_ r: Range<Int>) -> Int { r.isEmpty ? 0 : (r.upperBound - (r.lowerBound & ~63) + 63) / 64 }
+        return Swift.max(0, (end - next + 63) / 64) + lines(later.0) + lines(later.1)
+    }
 
-    /// Fetches the next line (nothing once both ranges are done).
+    /// Fetches the next line (nothing once every range is done).
     @inline(__always)
     mutating func fetch() {
         guard next < end else { return }
         pkernel_prefetch(UnsafeRawPointer(bitPattern: next))
         next += 64
-        if next >= end { (next, end, secondNext, secondEnd) = (secondNext, secondEnd, 0, 0) }
+        if next >= end { advancePastEmpty() }
+    }
+
+    /// Moves to the next range with lines left, if the current one has none.
+    @inline(__always)
+    private mutating func advancePastEmpty() {
+        while next >= end && !(later.0.isEmpty && later.1.isEmpty) {
+            (next, end) = (later.0.lowerBound & ~63, later.0.upperBound)
+            later = (later.1, 0 ..< 0)
+        }
     }
 
     /// The byte range of rows `rows` of `matrix` (row bytes `columns` × elementSize) when they are

@@ -193,18 +193,19 @@ func transposeBlock<T: KernelScalar>(
 }
 
 /// `chunkProduct` one micro-kernel tile at a time, each tile issuing an even share of
-/// `prefetch`'s lines from inside its depth loop (`microKernelPrefetching`). Every element
-/// gets the same FMAs in the same order as in `chunkProduct`.
+/// `prefetch`'s lines from inside its depth loop (`microKernelPrefetching`), shared with
+/// `laterTiles` tiles of products that follow with the same prefetch. Every element gets the
+/// same FMAs in the same order as in `chunkProduct`.
 @inline(__always)
 func chunkProductPrefetchingLines<T: KernelScalar>(
     rows: Int, columns: Int, depth: Int,
     a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
     b: UnsafePointer<T>, bRowStride: Int,
-    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool, prefetch: inout LinePrefetch
+    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool, prefetch: inout LinePrefetch, laterTiles: Int = 0
 ) {
     guard rows > 0, columns > 0 else { return }
     let r = microKernelRows, tile = microKernelColumns(T.self)
-    var tilesLeft = (rows + r - 1) / r * ((columns + tile - 1) / tile)
+    var tilesLeft = (rows + r - 1) / r * ((columns + tile - 1) / tile) + laterTiles
     var column = 0
     while column < columns {
         var row = 0

@@ -84,13 +84,18 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         let steps = productTiles(rows: t, columns: m, T.self) + (causal ? productTiles(rows: c, columns: m, T.self) : 0)
         var prefetch = RowPrefetch(task.query, d, causal ? task.key : nil, d, causal ? task.value : nil, m,
                                    rows: ahead(r0, t, n), steps: steps, elementSize: size)
-        if !causal, !ahead(r0, t, n).isEmpty,
-           let queryLines = LinePrefetch.rows(task.query, columns: d, ahead(r0, t, n), elementSize: size) {
-            // The next chunk's Q rows a line at a time from inside the product's tiles.
-            var lines = LinePrefetch(queryLines)
+        // When those rows are adjacent: a line at a time from inside the products' tiles.
+        let next = ahead(r0, t, n)
+        let queryLines = LinePrefetch.rows(task.query, columns: d, next, elementSize: size)
+        let keyLines = causal ? LinePrefetch.rows(task.key, columns: d, next, elementSize: size) : 0 ..< 0
+        let valueLines = causal ? LinePrefetch.rows(task.value, columns: m, next, elementSize: size) : 0 ..< 0
+        var lines = LinePrefetch(queryLines ?? 0 ..< 0, keyLines ?? 0 ..< 0, valueLines ?? 0 ..< 0)
+        let byLines = !next.isEmpty && queryLines != nil && keyLines != nil && valueLines != nil
+        if byLines {
             chunkProductPrefetchingLines(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp,
                                          aDepthStride: 1, b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp,
-                                         accumulate: false, prefetch: &lines)
+                                         accumulate: false, prefetch: &lines,
+                                         laterTiles: causal ? productTiles(rows: c, columns: m, T.self) : 0)
         } else {
             chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
                                     b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false,
@@ -135,7 +140,14 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
             storeRow(row, count: m, into: task.output!, row: r0 + i, accumulate: false)
         }
         if streaming { storeNormalizedChunk(s, t: t, task, firstRow: r0) }
-        if causal { advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &prefetch) }
+        if causal && byLines {
+            chunkProductPrefetchingLines(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1,
+                                         aDepthStride: s.cp, b: s.values, bRowStride: s.mp, c: s.state,
+                                         cRowStride: s.mp, accumulate: true, prefetch: &lines)
+            addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
+        } else if causal {
+            advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &prefetch)
+        }
         r0 += t
     }
     storeState(s.state, rows: c, columns: m, ld: s.mp, into: task.finalState)
