@@ -7,9 +7,15 @@ import PerformerKernelInterface
 // memory; spread out, the lines are requested at a pace the buffers sustain. The FMAs are the
 // micro-kernel's, in the same order, so every element keeps its bits.
 
+/// Lines a kernel fetches one at a time (`fetch`), `remaining` of them left.
+protocol LineFetching {
+    var remaining: Int { get }
+    mutating func fetch()
+}
+
 /// Up to three contiguous byte ranges (rows of matrices whose rows are adjacent), fetched a
 /// 64-byte line at a time, one range after the other.
-struct LinePrefetch {
+struct LinePrefetch: LineFetching {
     /// The range being fetched (its next line and its end), then the ones after it.
     var next: Int, end: Int
     var later: (Range<Int>, Range<Int>)
@@ -53,15 +59,39 @@ struct LinePrefetch {
     }
 }
 
+/// A LinePrefetch's ranges, then a range the kernel writes next, fetched owned (into L1, as
+/// RowPrefetch's `written`). A type of its own so the read-only kernels carry no check for it.
+struct LinePrefetchThenWritten: LineFetching {
+    var reads: LinePrefetch
+    var next: Int, end: Int
+
+    init(_ reads: LinePrefetch, written: Range<Int>) {
+        self.reads = reads
+        (next, end) = (written.lowerBound & ~63, written.upperBound)
+    }
+
+    var remaining: Int { reads.remaining + Swift.max(0, (end - next + 63) / 64) }
+
+    @inline(__always)
+    mutating func fetch() {
+        if reads.next < reads.end {
+            reads.fetch()
+        } else if next < end {
+            pkernel_prefetch_write(UnsafeRawPointer(bitPattern: next))
+            next += 64
+        }
+    }
+}
+
 /// `microKernel` (R rows, any `rows` ≤ R) issuing `lines` of `prefetch` evenly over its depth
 /// loop (those the loop has no step left for, after it).
 @inline(__always)
-func microKernelPrefetching<T: KernelScalar>(
+func microKernelPrefetching<T: KernelScalar, Lines: LineFetching>(
     rows: Int, depth: Int,
     a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
     b: UnsafePointer<T>, bRowStride: Int,
     c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool,
-    lines: Int, prefetch: inout LinePrefetch
+    lines: Int, prefetch: inout Lines
 ) {
     let w = T.lanes
     let last = rows - 1

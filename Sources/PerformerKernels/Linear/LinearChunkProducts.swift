@@ -197,11 +197,11 @@ func transposeBlock<T: KernelScalar>(
 /// `laterTiles` tiles of products that follow with the same prefetch. Every element gets the
 /// same FMAs in the same order as in `chunkProduct`.
 @inline(__always)
-func chunkProductPrefetchingLines<T: KernelScalar>(
+func chunkProductPrefetchingLines<T: KernelScalar, Lines: LineFetching>(
     rows: Int, columns: Int, depth: Int,
     a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
     b: UnsafePointer<T>, bRowStride: Int,
-    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool, prefetch: inout LinePrefetch, laterTiles: Int = 0
+    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool, prefetch: inout Lines, laterTiles: Int = 0
 ) {
     guard rows > 0, columns > 0 else { return }
     let r = microKernelRows, tile = microKernelColumns(T.self)
