@@ -32,10 +32,10 @@ func chunkProduct<T: KernelScalar>(
                  c: c, cRowStride: cRowStride, accumulate: accumulate)
 }
 
-/// `chunkProduct` one micro-kernel tile (row tile × column tile) at a time, with a
-/// `prefetch.step()` after each (`productTiles` of them): a few lines at a time, so the
-/// prefetches seldom wait for miss buffers. Every element gets the same FMAs in the same order
-/// as in `chunkProduct`.
+/// `chunkProduct` one micro-kernel tile (row tile × column tile) at a time, each tile fetching
+/// a `prefetch.step()`'s share of rows (`productTiles` of them) a row at a time from inside its
+/// depth loop (`microKernelPrefetching`): a few lines at a time, so the prefetches seldom wait
+/// for miss buffers. Every element gets the same FMAs in the same order as in `chunkProduct`.
 @inline(__always)
 func chunkProductPrefetching<T: KernelScalar>(
     rows: Int, columns: Int, depth: Int,
@@ -54,11 +54,11 @@ func chunkProductPrefetching<T: KernelScalar>(
     while column < columns {
         var row = 0
         while row < rows {
-            chunkProduct(rows: Swift.min(r, rows - row), columns: tile, depth: depth,
-                         a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
-                         b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
-                         cRowStride: cRowStride, accumulate: accumulate)
-            prefetch.step()
+            microKernelPrefetching(rows: Swift.min(r, rows - row), depth: depth,
+                                   a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
+                                   b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
+                                   cRowStride: cRowStride, accumulate: accumulate,
+                                   lines: Swift.min(prefetch.rowsPerStep, prefetch.remaining), prefetch: &prefetch)
             row += r
         }
         column += tile
