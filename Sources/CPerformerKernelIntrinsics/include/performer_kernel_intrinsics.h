@@ -12,6 +12,12 @@ static inline __attribute__((always_inline)) void pkernel_prefetch(const void *a
     __builtin_prefetch(address, 0, 1);
 }
 
+/// Asks for the cache line holding `address` in L1 (and the outer caches): a read is coming
+/// very soon. A hint, never a fault, whatever the address.
+static inline __attribute__((always_inline)) void pkernel_prefetch_near(const void *address) {
+    __builtin_prefetch(address, 0, 3);
+}
+
 /// Asks for the cache line holding `address` in L1, owned for writing (prefetchw on x86-64; a
 /// NOP-like hint on CPUs without it): a store to it is coming soon, and would otherwise wait for
 /// the line's read-for-ownership from memory. A hint, never a fault, whatever the address.

@@ -13,7 +13,7 @@ let linearPrefetchMinimumBytes = 512 << 10
 
 /// Rows `rows` of up to three strided matrices, prefetched an even share per `step()` over the
 /// `steps` calls the kernel makes (one per micro-kernel tile of the products it overlaps with).
-struct RowPrefetch {
+struct RowPrefetch: LineFetching {
     var matrices: (StridedMatrix?, StridedMatrix?, StridedMatrix?)
     /// A matrix whose rows the kernel writes next (fetched owned, into L1), and its row bytes.
     var written: StridedMatrix?
@@ -44,13 +44,21 @@ struct RowPrefetch {
     @inline(__always)
     mutating func step() {
         let stop = Swift.min(end, next + rowsPerStep)
-        while next < stop {
-            fetch(matrices.0, rowBytes.0)
-            fetch(matrices.1, rowBytes.1)
-            fetch(matrices.2, rowBytes.2)
-            fetch(written, writtenBytes, forWriting: true)
-            next += 1
-        }
+        while next < stop { fetch() }
+    }
+
+    /// Rows not yet fetched.
+    var remaining: Int { Swift.max(0, end - next) }
+
+    /// Prefetches the next row (of every matrix; nothing after the last).
+    @inline(__always)
+    mutating func fetch() {
+        guard next < end else { return }
+        fetch(matrices.0, rowBytes.0)
+        fetch(matrices.1, rowBytes.1)
+        fetch(matrices.2, rowBytes.2)
+        fetch(written, writtenBytes, forWriting: true)
+        next += 1
     }
 
     @inline(__always)

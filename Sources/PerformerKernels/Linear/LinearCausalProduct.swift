@@ -45,9 +45,24 @@ func linearCausalProductInPlace<T: KernelScalar>(_ task: LinearAttentionTask, _ 
         let ahead = prefetching ? r0 + t ..< min(n, r0 + t + s.rows) : r0 + t ..< r0 + t
         var prefetch = RowPrefetch(q, c, k, c, v, m, written: out, writtenColumns: m, rows: ahead, steps: steps,
                                    elementSize: size)
-        chunkProductPrefetching(rows: t, columns: m, depth: c, a: qc, aRowStride: q.rowStride,
-                                aDepthStride: q.columnStride, b: s.state, bRowStride: s.mp, c: oc,
-                                cRowStride: out.rowStride, accumulate: false, prefetch: &prefetch)
+        // When every matrix's rows are adjacent: a line at a time from inside the products' tiles.
+        let queryLines = LinePrefetch.rows(q, columns: c, ahead, elementSize: size)
+        let keyLines = LinePrefetch.rows(k, columns: c, ahead, elementSize: size)
+        let valueLines = LinePrefetch.rows(v, columns: m, ahead, elementSize: size)
+        let outputLines = LinePrefetch.rows(out, columns: m, ahead, elementSize: size)
+        var lines = LinePrefetchThenWritten(LinePrefetch(queryLines ?? 0 ..< 0, keyLines ?? 0 ..< 0, valueLines ?? 0 ..< 0),
+                                            written: outputLines ?? 0 ..< 0)
+        let byLines = !ahead.isEmpty && queryLines != nil && keyLines != nil && valueLines != nil && outputLines != nil
+        if byLines {
+            chunkProductPrefetchingLines(rows: t, columns: m, depth: c, a: qc, aRowStride: q.rowStride,
+                                         aDepthStride: q.columnStride, b: s.state, bRowStride: s.mp, c: oc,
+                                         cRowStride: out.rowStride, accumulate: false, prefetch: &lines,
+                                         laterTiles: productTiles(rows: c, columns: m, T.self))
+        } else {
+            chunkProductPrefetching(rows: t, columns: m, depth: c, a: qc, aRowStride: q.rowStride,
+                                    aDepthStride: q.columnStride, b: s.state, bRowStride: s.mp, c: oc,
+                                    cRowStride: out.rowStride, accumulate: false, prefetch: &prefetch)
+        }
         // K_cᵀ: its columns t ..< T keep older values, which only land in masked scores.
         if k.columnStride == 1 {
             transposeBlock(rows: t, columns: c, kc, k.rowStride, s.keyFeaturesT, s.tp)
@@ -62,9 +77,15 @@ func linearCausalProductInPlace<T: KernelScalar>(_ task: LinearAttentionTask, _ 
         lowerDepthProduct(t: t, columns: m, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
                           b: vc, bRowStride: v.rowStride, c: oc, cRowStride: out.rowStride, accumulate: true)
         // S += K_cᵀ V_c.
-        chunkProductPrefetching(rows: c, columns: m, depth: t, a: kc, aRowStride: k.columnStride,
-                                aDepthStride: k.rowStride, b: vc, bRowStride: v.rowStride, c: s.state,
-                                cRowStride: s.mp, accumulate: true, prefetch: &prefetch)
+        if byLines {
+            chunkProductPrefetchingLines(rows: c, columns: m, depth: t, a: kc, aRowStride: k.columnStride,
+                                         aDepthStride: k.rowStride, b: vc, bRowStride: v.rowStride, c: s.state,
+                                         cRowStride: s.mp, accumulate: true, prefetch: &lines)
+        } else {
+            chunkProductPrefetching(rows: c, columns: m, depth: t, a: kc, aRowStride: k.columnStride,
+                                    aDepthStride: k.rowStride, b: vc, bRowStride: v.rowStride, c: s.state,
+                                    cRowStride: s.mp, accumulate: true, prefetch: &prefetch)
+        }
         r0 += t
     }
 }

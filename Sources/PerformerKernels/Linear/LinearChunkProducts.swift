@@ -32,10 +32,10 @@ func chunkProduct<T: KernelScalar>(
                  c: c, cRowStride: cRowStride, accumulate: accumulate)
 }
 
-/// `chunkProduct` one micro-kernel tile (row tile × column tile) at a time, with a
-/// `prefetch.step()` after each (`productTiles` of them): a few lines at a time, so the
-/// prefetches seldom wait for miss buffers. Every element gets the same FMAs in the same order
-/// as in `chunkProduct`.
+/// `chunkProduct` one micro-kernel tile (row tile × column tile) at a time, each tile fetching
+/// a `prefetch.step()`'s share of rows (`productTiles` of them) a row at a time from inside its
+/// depth loop (`microKernelPrefetching`): a few lines at a time, so the prefetches seldom wait
+/// for miss buffers. Every element gets the same FMAs in the same order as in `chunkProduct`.
 @inline(__always)
 func chunkProductPrefetching<T: KernelScalar>(
     rows: Int, columns: Int, depth: Int,
@@ -54,11 +54,11 @@ func chunkProductPrefetching<T: KernelScalar>(
     while column < columns {
         var row = 0
         while row < rows {
-            chunkProduct(rows: Swift.min(r, rows - row), columns: tile, depth: depth,
-                         a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
-                         b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
-                         cRowStride: cRowStride, accumulate: accumulate)
-            prefetch.step()
+            microKernelPrefetching(rows: Swift.min(r, rows - row), depth: depth,
+                                   a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
+                                   b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
+                                   cRowStride: cRowStride, accumulate: accumulate,
+                                   lines: Swift.min(prefetch.rowsPerStep, prefetch.remaining), prefetch: &prefetch)
             row += r
         }
         column += tile
@@ -189,5 +189,35 @@ func transposeBlock<T: KernelScalar>(
     for c in 0..<columns {
         let row = target + c * targetRowStride, column = source + c
         for r in 0..<rows { row[r] = column[r * sourceRowStride] }
+    }
+}
+
+/// `chunkProduct` one micro-kernel tile at a time, each tile issuing an even share of
+/// `prefetch`'s lines from inside its depth loop (`microKernelPrefetching`), shared with
+/// `laterTiles` tiles of products that follow with the same prefetch. Every element gets the
+/// same FMAs in the same order as in `chunkProduct`.
+@inline(__always)
+func chunkProductPrefetchingLines<T: KernelScalar, Lines: LineFetching>(
+    rows: Int, columns: Int, depth: Int,
+    a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
+    b: UnsafePointer<T>, bRowStride: Int,
+    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool, prefetch: inout Lines, laterTiles: Int = 0
+) {
+    guard rows > 0, columns > 0 else { return }
+    let r = microKernelRows, tile = microKernelColumns(T.self)
+    var tilesLeft = (rows + r - 1) / r * ((columns + tile - 1) / tile) + laterTiles
+    var column = 0
+    while column < columns {
+        var row = 0
+        while row < rows {
+            let lines = (prefetch.remaining + tilesLeft - 1) / tilesLeft
+            microKernelPrefetching(rows: Swift.min(r, rows - row), depth: depth,
+                                   a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
+                                   b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
+                                   cRowStride: cRowStride, accumulate: accumulate, lines: lines, prefetch: &prefetch)
+            tilesLeft -= 1
+            row += r
+        }
+        column += tile
     }
 }

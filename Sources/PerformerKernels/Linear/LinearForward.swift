@@ -42,7 +42,20 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         var r0 = 0
         while r0 < l {
             let t = min(s.rows, l - r0)
-            if directValues {
+            let next = ahead(r0, t, l)
+            if directValues, !next.isEmpty,
+               let keyLines = LinePrefetch.rows(task.key, columns: d, next, elementSize: size),
+               let valueLines = LinePrefetch.rows(v, columns: m, next, elementSize: size) {
+                // The next chunk's K and V rows a line at a time from inside the product's tiles.
+                var none = RowPrefetch(nil, 0, rows: next.lowerBound ..< next.lowerBound, steps: 1, elementSize: size)
+                packKeyFeatures(task, s, r0, t, prefetch: &none)
+                var lines = LinePrefetch(keyLines, valueLines)
+                chunkProductPrefetchingLines(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1,
+                                             aDepthStride: s.cp, b: v.base.assumingMemoryBound(to: T.self) + r0 * v.rowStride,
+                                             bRowStride: v.rowStride, c: s.state, cRowStride: s.mp, accumulate: true,
+                                             prefetch: &lines)
+                addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
+            } else if directValues {
                 // The next chunk's V rows while packing this one's φ(K) (a row each), its K rows
                 // over the product: half the lines per micro-kernel tile of both over the product.
                 var valuePrefetch = RowPrefetch(v, m, rows: ahead(r0, t, l), steps: t, elementSize: size)
@@ -71,9 +84,23 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         let steps = productTiles(rows: t, columns: m, T.self) + (causal ? productTiles(rows: c, columns: m, T.self) : 0)
         var prefetch = RowPrefetch(task.query, d, causal ? task.key : nil, d, causal ? task.value : nil, m,
                                    rows: ahead(r0, t, n), steps: steps, elementSize: size)
-        chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
-                                b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false,
-                                prefetch: &prefetch)
+        // When those rows are adjacent: a line at a time from inside the products' tiles.
+        let next = ahead(r0, t, n)
+        let queryLines = LinePrefetch.rows(task.query, columns: d, next, elementSize: size)
+        let keyLines = causal ? LinePrefetch.rows(task.key, columns: d, next, elementSize: size) : 0 ..< 0
+        let valueLines = causal ? LinePrefetch.rows(task.value, columns: m, next, elementSize: size) : 0 ..< 0
+        var lines = LinePrefetch(queryLines ?? 0 ..< 0, keyLines ?? 0 ..< 0, valueLines ?? 0 ..< 0)
+        let byLines = !next.isEmpty && queryLines != nil && keyLines != nil && valueLines != nil
+        if byLines {
+            chunkProductPrefetchingLines(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp,
+                                         aDepthStride: 1, b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp,
+                                         accumulate: false, prefetch: &lines,
+                                         laterTiles: causal ? productTiles(rows: c, columns: m, T.self) : 0)
+        } else {
+            chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
+                                    b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false,
+                                    prefetch: &prefetch)
+        }
         if causal {
             packKeyChunk(task, s, r0, t, transposedFeatures: true, transposedValues: false)
             lowerTriangleProduct(t: t, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
@@ -81,11 +108,18 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
             lowerDepthProduct(t: t, columns: m, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
                               b: s.values, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: true)
         }
-        // Streaming: each row's den into `denominator` first, then the chunk in one pass.
-        for i in 0..<t {
+        // φ(q_i)·z for the chunk's rows into `denominator`; then (streaming) each row's den there,
+        // and the chunk divided and stored in one pass.
+        if needsDenominator {
+            chunkRowDots(s.queryFeatures, rowStride: s.cp, s.normalizer, c, rows: t, into: s.denominator)
+        }
+        // Non-causal and nothing else to write per row: den = φ(q_i)·z + ε on whole vectors.
+        let rowLoop = !streaming || causal || task.denominators != nil
+        if !rowLoop { rowAdd(s.queryEpsilon, s.denominator, t) }
+        for i in 0..<t where rowLoop {
             let row = s.rowsM + i * s.mp
             if needsDenominator {
-                var den = rowDot(s.queryFeatures + i * s.cp, s.normalizer, c)
+                var den = s.denominator[i]
                 // Row i of the masked scores is written up to the vector holding column i.
                 if causal { den += rowSum(s.scores + i * s.tp, (i / w + 1) * w) }
                 if let denominators = task.denominators {
@@ -106,7 +140,14 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
             storeRow(row, count: m, into: task.output!, row: r0 + i, accumulate: false)
         }
         if streaming { storeNormalizedChunk(s, t: t, task, firstRow: r0) }
-        if causal { advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &prefetch) }
+        if causal && byLines {
+            chunkProductPrefetchingLines(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1,
+                                         aDepthStride: s.cp, b: s.values, bRowStride: s.mp, c: s.state,
+                                         cRowStride: s.mp, accumulate: true, prefetch: &lines)
+            addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
+        } else if causal {
+            advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &prefetch)
+        }
         r0 += t
     }
     storeState(s.state, rows: c, columns: m, ld: s.mp, into: task.finalState)

@@ -27,22 +27,53 @@ func linearStreamsOutput<T: KernelScalar>(_ task: LinearAttentionTask, _ s: Line
 /// (streamed), else row by row.
 @inline(__always)
 func storeNormalizedChunk<T: KernelScalar>(_ s: LinearScratch<T>, t: Int, _ task: LinearAttentionTask, firstRow r0: Int) {
-    for i in 0..<t {
-        let den = s.denominator[i]
-        let inverse: T = den != 0 ? 1 / den : 0
-        guard inverse.isFinite else {
-            for i in 0..<t {
-                divideRow(s.rowsM + i * s.mp, by: s.denominator[i], task.shape.valueDim)
-                storeRow(s.rowsM + i * s.mp, count: task.shape.valueDim, into: task.output!, row: r0 + i, accumulate: false)
-            }
-            return
+    // Float only (`linearStreamsOutput`): the reciprocals on whole vectors, the same IEEE
+    // divisions as divideRow's.
+    let dens = UnsafeMutableRawPointer(s.denominator).assumingMemoryBound(to: Float.self)
+    guard reciprocalsAreFinite(dens, t) else {
+        for i in 0..<t {
+            divideRow(s.rowsM + i * s.mp, by: s.denominator[i], task.shape.valueDim)
+            storeRow(s.rowsM + i * s.mp, count: task.shape.valueDim, into: task.output!, row: r0 + i, accumulate: false)
         }
+        return
     }
-    for i in 0..<t {
-        let den = s.denominator[i]
-        s.denominator[i] = den != 0 ? 1 / den : 0
-    }
+    storeReciprocals(dens, t)
     streamScaledChunk(s.rowsM, scales: s.denominator, t: t, task, firstRow: r0)
+}
+
+/// Whether every x[i] != 0 ? 1 / x[i] : 0 (i < count) is finite.
+@inline(__always)
+private func reciprocalsAreFinite(_ x: UnsafePointer<Float>, _ count: Int) -> Bool {
+    let w = FloatVector.scalarCount
+    var i = 0, finite = SIMDMask<FloatVector.MaskStorage>(repeating: true)
+    while i + w <= count {
+        let den = UnsafeRawPointer(x + i).loadUnaligned(as: FloatVector.self)
+        let inverse = (1 / den).replacing(with: 0, where: den .== 0)
+        finite .&= (inverse .< .infinity) .& (inverse .> -.infinity)
+        i += w
+    }
+    while i < count {
+        let inverse: Float = x[i] != 0 ? 1 / x[i] : 0
+        if !inverse.isFinite { return false }
+        i += 1
+    }
+    return all(finite)
+}
+
+/// x[i] = x[i] != 0 ? 1 / x[i] : 0 for i < count.
+@inline(__always)
+private func storeReciprocals(_ x: UnsafeMutablePointer<Float>, _ count: Int) {
+    let w = FloatVector.scalarCount
+    var i = 0
+    while i + w <= count {
+        let den = UnsafeRawPointer(x + i).loadUnaligned(as: FloatVector.self)
+        UnsafeMutableRawPointer(x + i).storeBytes(of: (1 / den).replacing(with: 0, where: den .== 0), as: FloatVector.self)
+        i += w
+    }
+    while i < count {
+        x[i] = x[i] != 0 ? 1 / x[i] : 0
+        i += 1
+    }
 }
 
 /// Output rows r0 ..< r0 + t = scales[i] · numerator row i (`rows`, row stride M = the
