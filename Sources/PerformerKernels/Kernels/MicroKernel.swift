@@ -30,6 +30,27 @@
 @inline(__always) @usableFromInline
 func microKernelColumns<T: KernelScalar>(_: T.Type) -> Int { 2 * T.lanes }
 
+/// Cache lines a micro-kernel tile fetches one at a time from inside its depth loop
+/// (LinePrefetch.swift: spread out, they do not fill the miss buffers as a burst between tiles does).
+protocol LineFetching {
+    /// False for a type that never fetches: the tile then has no prefetch code at all.
+    static var fetchesLines: Bool { get }
+    /// Lines not yet fetched.
+    var remaining: Int { get }
+    mutating func fetch()
+}
+
+extension LineFetching {
+    static var fetchesLines: Bool { true }
+}
+
+/// The prefetch of a tile that fetches nothing.
+struct NoLineFetching: LineFetching {
+    static var fetchesLines: Bool { false }
+    var remaining: Int { 0 }
+    @inline(__always) mutating func fetch() {}
+}
+
 /// One R × (2·lanes) tile of C (=|+=) A·B; see the file comment for the operand contract.
 /// `height` (a constant at every call: R or `microKernelTailRows`) is the tile's height; the
 /// FMAs of rows past it are dropped at compile time. `rows` ≤ height.
@@ -39,6 +60,22 @@ func microKernel<T: KernelScalar>(
     a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
     b: UnsafePointer<T>, bRowStride: Int,
     c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool
+) {
+    var none = NoLineFetching()
+    microKernel(rows: rows, height: height, depth: depth, a: a, aRowStride: aRowStride, aDepthStride: aDepthStride,
+                b: b, bRowStride: bRowStride, c: c, cRowStride: cRowStride, accumulate: accumulate,
+                lines: 0, prefetch: &none)
+}
+
+/// The same tile issuing `lines` of `prefetch` evenly over its depth loop (those the loop has no
+/// step left for, after it). The FMAs are the same, in the same order: C keeps its bits.
+@inline(__always)
+func microKernel<T: KernelScalar, Lines: LineFetching>(
+    rows: Int, height: Int = microKernelRows, depth: Int,
+    a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
+    b: UnsafePointer<T>, bRowStride: Int,
+    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool,
+    lines: Int, prefetch: inout Lines
 ) {
     let w = T.lanes
     let last = rows - 1
@@ -58,9 +95,22 @@ func microKernel<T: KernelScalar>(
     #if PERFORMER_ISA_AVX512
     var c60 = zero, c61 = zero, c70 = zero, c71 = zero
     #endif
+    // A line every `spacing` steps, the first at step 0.
+    let spacing = lines > 0 ? Swift.max(1, depth / lines) : depth + 1
+    var issued = 0, countdown = 1
     var bp = b
     var offset = 0
     for _ in 0..<depth {
+        if Lines.fetchesLines {
+            countdown -= 1
+            if countdown == 0 {
+                countdown = spacing
+                if issued < lines {
+                    prefetch.fetch()
+                    issued += 1
+                }
+            }
+        }
         let b0 = T.load(bp), b1 = T.load(bp + w)
         var x = T.splat(a0[offset])
         c00 = T.fma(x, b0, c00); c01 = T.fma(x, b1, c01)
@@ -84,6 +134,12 @@ func microKernel<T: KernelScalar>(
         }
         bp += bRowStride
         offset += aDepthStride
+    }
+    if Lines.fetchesLines {
+        while issued < lines {
+            prefetch.fetch()
+            issued += 1
+        }
     }
     @inline(__always) func put(_ row: Int, _ v0: T.Vector, _ v1: T.Vector) {
         let p = c + row * cRowStride

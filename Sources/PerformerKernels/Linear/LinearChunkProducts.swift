@@ -34,7 +34,7 @@ func chunkProduct<T: KernelScalar>(
 
 /// `chunkProduct` one micro-kernel tile (row tile × column tile) at a time, each tile fetching
 /// a `prefetch.step()`'s share of rows (`productTiles` of them) a row at a time from inside its
-/// depth loop (`microKernelPrefetching`): a few lines at a time, so the prefetches seldom wait
+/// depth loop (`microKernel`'s `lines`): a few lines at a time, so the prefetches seldom wait
 /// for miss buffers. Every element gets the same FMAs in the same order as in `chunkProduct`.
 @inline(__always)
 func chunkProductPrefetching<T: KernelScalar>(
@@ -54,7 +54,7 @@ func chunkProductPrefetching<T: KernelScalar>(
     while column < columns {
         var row = 0
         while row < rows {
-            microKernelPrefetching(rows: Swift.min(r, rows - row), depth: depth,
+            microKernel(rows: Swift.min(r, rows - row), depth: depth,
                                    a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
                                    b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
                                    cRowStride: cRowStride, accumulate: accumulate,
@@ -193,7 +193,7 @@ func transposeBlock<T: KernelScalar>(
 }
 
 /// `chunkProduct` one micro-kernel tile at a time, each tile issuing an even share of
-/// `prefetch`'s lines from inside its depth loop (`microKernelPrefetching`), shared with
+/// `prefetch`'s lines from inside its depth loop (`microKernel`'s `lines`), shared with
 /// `laterTiles` tiles of products that follow with the same prefetch. Every element gets the
 /// same FMAs in the same order as in `chunkProduct`.
 @inline(__always)
@@ -211,7 +211,7 @@ func chunkProductPrefetchingLines<T: KernelScalar, Lines: LineFetching>(
         var row = 0
         while row < rows {
             let lines = (prefetch.remaining + tilesLeft - 1) / tilesLeft
-            microKernelPrefetching(rows: Swift.min(r, rows - row), depth: depth,
+            microKernel(rows: Swift.min(r, rows - row), depth: depth,
                                    a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
                                    b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
                                    cRowStride: cRowStride, accumulate: accumulate, lines: lines, prefetch: &prefetch)
