@@ -11,6 +11,13 @@ import PerformerKernelInterface
 /// with all of this branch's changes, N = 256 (192 KiB) 1-1.6% slower with the prefetch.
 let linearPrefetchMinimumBytes = 512 << 10
 
+/// The rows a chunked kernel prefetches while it works on the chunk ending at row `end`: the
+/// next chunk's (at most `chunkRows`, none from `limit` on), or none when it does not prefetch.
+@inline(__always)
+func rowsAfterChunk(ending end: Int, chunkRows: Int, limit: Int, prefetching: Bool) -> Range<Int> {
+    prefetching ? end ..< Swift.min(limit, end + chunkRows) : end ..< end
+}
+
 /// Rows `rows` of up to three strided matrices, prefetched an even share per `step()` over the
 /// `steps` calls the kernel makes (one per micro-kernel tile of the products it overlaps with).
 struct RowPrefetch: LineFetching {
@@ -39,6 +46,9 @@ struct RowPrefetch: LineFetching {
         end = rows.upperBound
         rowsPerStep = (rows.count + steps - 1) / Swift.max(steps, 1)
     }
+
+    /// A prefetch of nothing (for a kernel that takes one where there is nothing to fetch).
+    static var none: RowPrefetch { RowPrefetch(nil, 0, rows: 0 ..< 0, steps: 1, elementSize: 0) }
 
     /// Prefetches the next share of rows (fewer at the end, none after it).
     @inline(__always)

@@ -6,6 +6,22 @@
 /// Σ a[k]·b[k] over k < count.
 @inline(__always)
 func rowDot<T: KernelScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ count: Int) -> T {
+    let (partial, covered) = rowDotPartialSums(a, b, count)
+    var k = covered
+    // Halving: a few shuffles instead of adding the lanes one after another.
+    var sum = T.sumHalving(partial)
+    while k < count {
+        sum += a[k] * b[k]
+        k += 1
+    }
+    return sum
+}
+
+/// rowDot's vector of partial sums over the whole vectors of a and b, and how many elements
+/// it covers (the rest is rowDot's scalar tail).
+@inline(__always)
+func rowDotPartialSums<T: KernelScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ count: Int)
+    -> (T.Vector, covered: Int) {
     let w = T.lanes
     var acc0 = T.splat(0), acc1 = T.splat(0)
     var k = 0
@@ -18,13 +34,7 @@ func rowDot<T: KernelScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ cou
         acc0 = T.fma(T.load(a + k), T.load(b + k), acc0)
         k += w
     }
-    // Halving: a few shuffles instead of adding the lanes one after another.
-    var sum = T.sumHalving(T.add(acc0, acc1))
-    while k < count {
-        sum += a[k] * b[k]
-        k += 1
-    }
-    return sum
+    return (T.add(acc0, acc1), k)
 }
 
 /// Σ a[k] over k < count.

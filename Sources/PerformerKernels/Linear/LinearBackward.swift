@@ -113,7 +113,7 @@ private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: L
         } else {
             for i in 0..<t { s.denominator[i] = 1 }
         }
-        let ahead = prefetching ? r0 + t ..< min(n, r0 + t + linearChunkRows) : r0 + t ..< r0 + t
+        let ahead = rowsAfterChunk(ending: r0 + t, chunkRows: linearChunkRows, limit: n, prefetching: prefetching)
         var inputs = RowPrefetch(task.query, d, task.key, d, task.value, m, rows: ahead,
                                  steps: productTiles(rows: t, columns: c, T.self), elementSize: size)
         var gradients = RowPrefetch(task.outputGradient, m, written: task.queryGradient, writtenColumns: d,
@@ -208,7 +208,7 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
         let t = min(linearChunkRows, l - r0)
         packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
         var prefetch = RowPrefetch(task.key, d, task.value, m,
-                                   rows: prefetching ? r0 + t ..< min(l, r0 + t + linearChunkRows) : 0 ..< 0,
+                                   rows: rowsAfterChunk(ending: r0 + t, chunkRows: linearChunkRows, limit: l, prefetching: prefetching),
                                    steps: productTiles(rows: m, columns: c, T.self), elementSize: size)
         advanceStateTransposed(s, t, c, m, prefetch: &prefetch)
         r0 += t
@@ -221,7 +221,7 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
     while r0 < n {
         let t = min(linearChunkRows, n - r0)
         packQueryChunk(task, s, r0, t)
-        let ahead = prefetching ? r0 + t ..< min(n, r0 + t + linearChunkRows) : 0 ..< 0
+        let ahead = rowsAfterChunk(ending: r0 + t, chunkRows: linearChunkRows, limit: n, prefetching: prefetching)
         var inputs = RowPrefetch(task.query, d, task.outputGradient, m, rows: ahead,
                                  steps: productTiles(rows: t, columns: m, T.self), elementSize: size)
         var gradients = RowPrefetch(nil, 0, written: task.queryGradient, writtenColumns: d, rows: ahead,
@@ -247,8 +247,8 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
                                 b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp,
                                 accumulate: false, prefetch: &gradients)
         storeQueryGradients(task, s, r0, t, runningZ: s.normalizer, causal: false)
-        var noPrefetch = RowPrefetch(nil, 0, rows: 0 ..< 0, steps: 1, elementSize: 0)
-        advanceStateGradient(s, t, c, m, prefetch: &noPrefetch)
+        var nothing = RowPrefetch.none
+        advanceStateGradient(s, t, c, m, prefetch: &nothing)
         r0 += t
     }
     // Keys: every key sees the same G, g (stateGradientT held S until here: zero its padding).
@@ -269,7 +269,7 @@ func keyGradientsFromStateGradient<T: KernelScalar>(_ task: LinearAttentionTask,
     var r0 = 0
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
-        let ahead = prefetching ? r0 + t ..< min(l, r0 + t + linearChunkRows) : 0 ..< 0
+        let ahead = rowsAfterChunk(ending: r0 + t, chunkRows: linearChunkRows, limit: l, prefetching: prefetching)
         var inputs = RowPrefetch(task.key, d, task.value, m, written: task.valueGradient, writtenColumns: m,
                                  rows: ahead, steps: productTiles(rows: t, columns: c, T.self), elementSize: size)
         var keyGradients = RowPrefetch(nil, 0, written: task.keyGradient, writtenColumns: d, rows: ahead,

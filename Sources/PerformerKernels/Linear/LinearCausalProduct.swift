@@ -42,7 +42,7 @@ func linearCausalProductInPlace<T: KernelScalar>(_ task: LinearAttentionTask, _ 
         let t = min(s.rows, n - r0)
         let qc = qBase + r0 * q.rowStride, kc = kBase + r0 * k.rowStride
         let vc = vBase + r0 * v.rowStride, oc = outBase + r0 * out.rowStride
-        let ahead = prefetching ? r0 + t ..< min(n, r0 + t + s.rows) : r0 + t ..< r0 + t
+        let ahead = rowsAfterChunk(ending: r0 + t, chunkRows: s.rows, limit: n, prefetching: prefetching)
         var prefetch = RowPrefetch(q, c, k, c, v, m, written: out, writtenColumns: m, rows: ahead, steps: steps,
                                    elementSize: size)
         // When every matrix's rows are adjacent: a line at a time from inside the products' tiles.

@@ -23,16 +23,7 @@ func chunkRowDots<T: KernelScalar>(_ a: UnsafePointer<T>, rowStride: Int, _ z: U
             let rowsByLane = (partial + 16 * 64).assumingMemoryBound(to: Float.self)
             while i + 16 <= rows {
                 for r in 0..<16 {
-                    let row = a + (i + r) * rowStride
-                    var acc0 = T.splat(0), acc1 = T.splat(0)
-                    var k = 0
-                    while k + 2 * w <= count {
-                        acc0 = T.fma(T.load(row + k), T.load(z + k), acc0)
-                        acc1 = T.fma(T.load(row + k + w), T.load(z + k + w), acc1)
-                        k += 2 * w
-                    }
-                    if k + w <= count { acc0 = T.fma(T.load(row + k), T.load(z + k), acc0) }
-                    T.store(T.add(acc0, acc1), lanesByRow + r * w)
+                    T.store(rowDotPartialSums(a + (i + r) * rowStride, z, count).0, lanesByRow + r * w)
                 }
                 pkernel_transpose_16x16(partial.assumingMemoryBound(to: Float.self), 16, rowsByLane, 16)
                 @inline(__always) func lane(_ j: Int) -> SIMD16<Float> {

@@ -33,7 +33,7 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
     // by-tile products cost more than they hide: N = 256, D = M = 64 measured 1-1.6% slower).
     let prefetching = max(n, l) * (2 * d + m) * size >= linearPrefetchMinimumBytes
     func ahead(_ r0: Int, _ t: Int, _ limit: Int) -> Range<Int> {
-        prefetching ? r0 + t ..< min(limit, r0 + t + s.rows) : r0 + t ..< r0 + t
+        rowsAfterChunk(ending: r0 + t, chunkRows: s.rows, limit: limit, prefetching: prefetching)
     }
     if !causal {
         // The product's B panel is V_c itself when its rows are whole micro-kernel tiles of
@@ -47,7 +47,7 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
                let keyLines = LinePrefetch.rows(task.key, columns: d, next, elementSize: size),
                let valueLines = LinePrefetch.rows(v, columns: m, next, elementSize: size) {
                 // The next chunk's K and V rows a line at a time from inside the product's tiles.
-                var none = RowPrefetch(nil, 0, rows: next.lowerBound ..< next.lowerBound, steps: 1, elementSize: size)
+                var none = RowPrefetch.none
                 packKeyFeatures(task, s, r0, t, prefetch: &none)
                 var lines = LinePrefetch(keyLines, valueLines)
                 chunkProductPrefetchingLines(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1,

@@ -50,11 +50,7 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
     // visible key and O leaves by rows. Else Oᵀ (M × query lanes), B = Pᵀ, depth per two-vector
     // tile (on AVX2 the row-major form ran 2-9% slower: V in place thrashes L1 at M = 64,
     // packing it costs more than the shorter depths save).
-    #if PERFORMER_ISA_AVX512
-    let rowMajor = t.value.columnStride == 1 && mDim % microKernelColumns(T.self) == 0
-    #else
-    let rowMajor = false
-    #endif
+    let rowMajor = softmaxOutputRowMajor(t, T.self)
     let o = sT + softmaxKeyBlock * softmaxQueryBlock
     let rowMax = o + mDim * softmaxQueryBlock
     let rowSum = rowMax + softmaxQueryBlock
@@ -280,6 +276,18 @@ func softmaxForwardTiled<T: KernelScalar>(_ task: UnsafePointer<SoftmaxForwardTa
                 l > 0 ? (rowMax[i] + T(LibM.log2(Double(l)))) * T.ln2 : -T.infinity
         }
     }
+}
+
+/// The forward keeps O row-major (see softmaxForwardTiled): AVX-512 only, V rows of contiguous
+/// columns, M a multiple of the tile width. (A function rather than a constant `false` in the
+/// other builds, where the compiler would warn that the row-major code is never executed.)
+@inline(__always)
+func softmaxOutputRowMajor<T: KernelScalar>(_ t: SoftmaxForwardTask, _: T.Type) -> Bool {
+    #if PERFORMER_ISA_AVX512
+    t.value.columnStride == 1 && t.shape.valueDim % microKernelColumns(T.self) == 0
+    #else
+    false
+    #endif
 }
 
 func makeSoftmaxKernels() -> SoftmaxKernels {
