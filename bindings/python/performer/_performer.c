@@ -25,6 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "performer.h"
 #include "_arrays.h"
@@ -831,11 +834,53 @@ register_tensor_type(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Tensors of at least this many bytes that performer.torch writes get huge-page advice. */
+#define HUGE_PAGE_ADVICE_BYTES ((int64_t)4 << 20)
+
+/* An output tensor of performer.torch (made just before the call: torch.empty and friends): PyTorch's
+ * CPU allocator gives a large one fresh 4 KiB pages, and the kernel's first write then pays a page
+ * fault per 4 KiB (a new 32 MiB output: 15 ms of a 1-thread call at N = 16384, against 3.7 ms in
+ * 2 MiB pages). Advise huge pages before the kernel writes, as NumPy does for its own arrays of
+ * >= 4 MiB. Advice only: whatever madvise answers (THP off, not anonymous memory) changes nothing
+ * else, and memory already touched keeps its contents. */
+static void
+advise_huge_pages(const performer_tensor_t *t)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const dtype_info *dtype = find_dtype(t->dtype);
+    if (dtype == NULL || t->data == NULL) {
+        return;
+    }
+    int64_t last = 0;  /* offset of the last element, in elements (outputs have strides >= 0) */
+    for (int i = 0; i < 4; i++) {
+        if (t->shape[i] == 0 || t->strides[i] < 0) {
+            return;
+        }
+        last += (t->shape[i] - 1) * t->strides[i];
+    }
+    int64_t bytes = (last + 1) * dtype->itemsize;
+    if (bytes < HUGE_PAGE_ADVICE_BYTES) {
+        return;
+    }
+    const uintptr_t page = 4096, begin = (uintptr_t)t->data;
+    uintptr_t start = (begin + page - 1) & ~(page - 1), end = (begin + (uintptr_t)bytes) & ~(page - 1);
+    if (end > start) {
+        (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
+    }
+#else
+    (void)t;
+#endif
+}
+
 static int
 get_tensor_mode(PyObject *obj, tensor_arg *arg, int ndim, int writable, const tensor_arg *reference, int token)
 {
     if (is_tensor(obj)) {
-        return get_torch_tensor(obj, arg, ndim, writable, reference, token);
+        int result = get_torch_tensor(obj, arg, ndim, writable, reference, token);
+        if (result == 0 && writable) {
+            advise_huge_pages(&arg->tensor);
+        }
+        return result;
     }
     if (PyTuple_Check(obj)) {
         return get_raw_view(obj, arg, ndim, writable, reference, token);
