@@ -269,22 +269,37 @@ def _vm_flags_of(address):
 def test_large_outputs_are_advised_huge_pages_small_ones_not():
     # performer.torch's outputs come from PyTorch's allocator in 4 KiB pages; from 4 MiB on the
     # extension advises huge pages before the kernel writes them (first-touch faults: ~15 ms of a
-    # new 32 MiB output at 1 thread, ~3.7 ms in 2 MiB pages). Outputs of 40 MiB: glibc maps each
-    # freshly (above its largest mmap threshold), so no earlier advice is on their memory.
+    # new 32 MiB output at 1 thread, ~3.7 ms in 2 MiB pages). The outputs here live in anonymous
+    # mappings of their own, so no earlier advice (NumPy's, on the heap) is on their memory.
+    import mmap
+
+    from performer.linear import _FEATURE_MAPS
+
+    def linear_into(out, q, k, v):
+        _performer.linear_forward(q, k, v, out, None, None, None, None, None, False, _FEATURE_MAPS["elu+1"], 1e-6,
+                                  True, None, None)
+
+    def mapped(shape):
+        memory = mmap.mmap(-1, int(np.prod(shape)) * 4)
+        return memory, torch.frombuffer(memory, dtype=torch.float32).view(*shape)
+
     g = torch.Generator().manual_seed(0)
-    n = 40 << 20 >> 10   # 40 MiB of B=1, H=4, D=64 float32 rows
-    q, k, v = (torch.randn(1, 4, n // 4, 64, generator=g) for _ in range(3))
-    out = torch.empty_like(q)
+    shape = (1, 4, 10240, 64)   # 10 MiB
+    q, k, v = (torch.randn(*shape, generator=g) for _ in range(3))
+    memory, out = mapped(shape)
     middle = out.data_ptr() + out.numel() * 2   # inside the output's page-aligned range
     assert "hg" not in _vm_flags_of(middle)
     performer.linear_attention(q.numpy(), k.numpy(), v.numpy(), out=out.numpy())
     assert "hg" not in _vm_flags_of(middle), "a NumPy-level out= is the caller's memory: no advice"
-    result = performer.torch.linear_attention(q, k, v)
-    assert "hg" in _vm_flags_of(result.data_ptr() + result.numel() * 2)
-    assert torch.equal(result, out)
-    # Under 4 MiB: no system call, the flags stay as they were.
-    small = torch.empty(1, 1, n // 4, 64)   # 2.5 MiB
-    small_middle = small.data_ptr() + small.numel() * 2
-    before = "hg" in _vm_flags_of(small_middle)
-    _forward(q[:, :1], k[:, :1], v[:, :1], small)
-    assert ("hg" in _vm_flags_of(small_middle)) == before
+    expected = out.clone()
+    linear_into(out, q, k, v)
+    assert "hg" in _vm_flags_of(middle)
+    assert torch.equal(out, expected)
+    # Under 4 MiB: no advice.
+    small_memory, small = mapped((1, 1, 10240, 64))   # 2.5 MiB
+    linear_into(small, q[:, :1], k[:, :1], v[:, :1])
+    assert "hg" not in _vm_flags_of(small.data_ptr() + small.numel() * 2)
+    assert torch.equal(small, expected[:, :1])
+    del out, small
+    memory.close()
+    small_memory.close()
