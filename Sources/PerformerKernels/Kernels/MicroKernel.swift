@@ -37,11 +37,15 @@ protocol LineFetching {
     static var fetchesLines: Bool { get }
     /// Lines not yet fetched.
     var remaining: Int { get }
+    /// How many lines the next tile fetches, `tilesLeft` tiles (it included) sharing the rest.
+    func lines(forTile tilesLeft: Int) -> Int
     mutating func fetch()
 }
 
 extension LineFetching {
     static var fetchesLines: Bool { true }
+    /// An even share.
+    func lines(forTile tilesLeft: Int) -> Int { (remaining + tilesLeft - 1) / tilesLeft }
 }
 
 /// The prefetch of a tile that fetches nothing.

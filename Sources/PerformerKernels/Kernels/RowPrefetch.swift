@@ -60,6 +60,9 @@ struct RowPrefetch: LineFetching {
     /// Rows not yet fetched.
     var remaining: Int { Swift.max(0, end - next) }
 
+    /// A `step()`'s share of rows per tile (the `steps` it was made for), fetched a row at a time.
+    func lines(forTile _: Int) -> Int { Swift.min(rowsPerStep, remaining) }
+
     /// Prefetches the next row (of every matrix; nothing after the last).
     @inline(__always)
     mutating func fetch() {

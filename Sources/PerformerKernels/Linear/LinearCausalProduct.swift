@@ -53,39 +53,31 @@ func linearCausalProductInPlace<T: KernelScalar>(_ task: LinearAttentionTask, _ 
         var lines = LinePrefetchThenWritten(LinePrefetch(queryLines ?? 0 ..< 0, keyLines ?? 0 ..< 0, valueLines ?? 0 ..< 0),
                                             written: outputLines ?? 0 ..< 0)
         let byLines = !ahead.isEmpty && queryLines != nil && keyLines != nil && valueLines != nil && outputLines != nil
-        if byLines {
-            chunkProductPrefetchingLines(rows: t, columns: m, depth: c, a: qc, aRowStride: q.rowStride,
-                                         aDepthStride: q.columnStride, b: s.state, bRowStride: s.mp, c: oc,
-                                         cRowStride: out.rowStride, accumulate: false, prefetch: &lines,
-                                         laterTiles: productTiles(rows: c, columns: m, T.self))
-        } else {
+        // Q_c S into the output rows, the triangle, then S += K_cᵀ V_c; the prefetch shared by the
+        // two state products.
+        @inline(__always) func chunk<Lines: LineFetching>(_ fetching: inout Lines) {
             chunkProductPrefetching(rows: t, columns: m, depth: c, a: qc, aRowStride: q.rowStride,
                                     aDepthStride: q.columnStride, b: s.state, bRowStride: s.mp, c: oc,
-                                    cRowStride: out.rowStride, accumulate: false, prefetch: &prefetch)
-        }
-        // K_cᵀ: its columns t ..< T keep older values, which only land in masked scores.
-        if k.columnStride == 1 {
-            transposeBlock(rows: t, columns: c, kc, k.rowStride, s.keyFeaturesT, s.tp)
-        } else {
-            for f in 0..<c {
-                let row = s.keyFeaturesT + f * s.tp, column = kc + f * k.columnStride
-                for j in 0..<t { row[j] = column[j * k.rowStride] }
+                                    cRowStride: out.rowStride, accumulate: false, prefetch: &fetching,
+                                    laterTiles: productTiles(rows: c, columns: m, T.self))
+            // K_cᵀ: its columns t ..< T keep older values, which only land in masked scores.
+            if k.columnStride == 1 {
+                transposeBlock(rows: t, columns: c, kc, k.rowStride, s.keyFeaturesT, s.tp)
+            } else {
+                for f in 0..<c {
+                    let row = s.keyFeaturesT + f * s.tp, column = kc + f * k.columnStride
+                    for j in 0..<t { row[j] = column[j * k.rowStride] }
+                }
             }
-        }
-        lowerTriangleProduct(t: t, depth: c, a: qc, aRowStride: q.rowStride, aDepthStride: q.columnStride,
-                             b: s.keyFeaturesT, bRowStride: s.tp, c: s.scores, cRowStride: s.tp, rowAdd: nil)
-        lowerDepthProduct(t: t, columns: m, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
-                          b: vc, bRowStride: v.rowStride, c: oc, cRowStride: out.rowStride, accumulate: true)
-        // S += K_cᵀ V_c.
-        if byLines {
-            chunkProductPrefetchingLines(rows: c, columns: m, depth: t, a: kc, aRowStride: k.columnStride,
-                                         aDepthStride: k.rowStride, b: vc, bRowStride: v.rowStride, c: s.state,
-                                         cRowStride: s.mp, accumulate: true, prefetch: &lines)
-        } else {
+            lowerTriangleProduct(t: t, depth: c, a: qc, aRowStride: q.rowStride, aDepthStride: q.columnStride,
+                                 b: s.keyFeaturesT, bRowStride: s.tp, c: s.scores, cRowStride: s.tp, rowAdd: nil)
+            lowerDepthProduct(t: t, columns: m, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
+                              b: vc, bRowStride: v.rowStride, c: oc, cRowStride: out.rowStride, accumulate: true)
             chunkProductPrefetching(rows: c, columns: m, depth: t, a: kc, aRowStride: k.columnStride,
                                     aDepthStride: k.rowStride, b: vc, bRowStride: v.rowStride, c: s.state,
-                                    cRowStride: s.mp, accumulate: true, prefetch: &prefetch)
+                                    cRowStride: s.mp, accumulate: true, prefetch: &fetching)
         }
+        if byLines { chunk(&lines) } else { chunk(&prefetch) }
         r0 += t
     }
 }

@@ -32,39 +32,6 @@ func chunkProduct<T: KernelScalar>(
                  c: c, cRowStride: cRowStride, accumulate: accumulate)
 }
 
-/// `chunkProduct` one micro-kernel tile (row tile × column tile) at a time, each tile fetching
-/// a `prefetch.step()`'s share of rows (`productTiles` of them) a row at a time from inside its
-/// depth loop (`microKernel`'s `lines`): a few lines at a time, so the prefetches seldom wait
-/// for miss buffers. Every element gets the same FMAs in the same order as in `chunkProduct`.
-@inline(__always)
-func chunkProductPrefetching<T: KernelScalar>(
-    rows: Int, columns: Int, depth: Int,
-    a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
-    b: UnsafePointer<T>, bRowStride: Int,
-    c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool, prefetch: inout RowPrefetch
-) {
-    guard prefetch.next < prefetch.end else {  // nothing to prefetch: the product in one call
-        return chunkProduct(rows: rows, columns: columns, depth: depth, a: a, aRowStride: aRowStride,
-                            aDepthStride: aDepthStride, b: b, bRowStride: bRowStride, c: c, cRowStride: cRowStride,
-                            accumulate: accumulate)
-    }
-    guard rows > 0, columns > 0 else { return }
-    let r = microKernelRows, tile = microKernelColumns(T.self)
-    var column = 0
-    while column < columns {
-        var row = 0
-        while row < rows {
-            microKernel(rows: Swift.min(r, rows - row), depth: depth,
-                                   a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
-                                   b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
-                                   cRowStride: cRowStride, accumulate: accumulate,
-                                   lines: Swift.min(prefetch.rowsPerStep, prefetch.remaining), prefetch: &prefetch)
-            row += r
-        }
-        column += tile
-    }
-}
-
 /// C = tril(A·B [+ rowAdd 1ᵀ]) for a t × t block: entry (i, j) is computed for j ≤ i and is 0 for
 /// j > i. Only the tiles meeting the lower triangle are computed (row tiles start at multiples
 /// of `microKernelRows`); every computed entry right of the diagonal is zeroed. Readers may use
@@ -192,17 +159,24 @@ func transposeBlock<T: KernelScalar>(
     }
 }
 
-/// `chunkProduct` one micro-kernel tile at a time, each tile issuing an even share of
-/// `prefetch`'s lines from inside its depth loop (`microKernel`'s `lines`), shared with
-/// `laterTiles` tiles of products that follow with the same prefetch. Every element gets the
+/// `chunkProduct` one micro-kernel tile (row tile × column tile) at a time, each tile fetching
+/// its share of `prefetch`'s lines (`LineFetching.lines(forTile:)`) from inside its depth loop
+/// (`microKernel`'s `lines`): a few at a time, so the prefetches seldom wait for miss buffers.
+/// `laterTiles`: tiles of products that follow with the same prefetch (they keep a share).
+/// With nothing to prefetch, the product in one `chunkProduct` call. Every element gets the
 /// same FMAs in the same order as in `chunkProduct`.
 @inline(__always)
-func chunkProductPrefetchingLines<T: KernelScalar, Lines: LineFetching>(
+func chunkProductPrefetching<T: KernelScalar, Lines: LineFetching>(
     rows: Int, columns: Int, depth: Int,
     a: UnsafePointer<T>, aRowStride: Int, aDepthStride: Int,
     b: UnsafePointer<T>, bRowStride: Int,
     c: UnsafeMutablePointer<T>, cRowStride: Int, accumulate: Bool, prefetch: inout Lines, laterTiles: Int = 0
 ) {
+    guard prefetch.remaining > 0 else {
+        return chunkProduct(rows: rows, columns: columns, depth: depth, a: a, aRowStride: aRowStride,
+                            aDepthStride: aDepthStride, b: b, bRowStride: bRowStride, c: c, cRowStride: cRowStride,
+                            accumulate: accumulate)
+    }
     guard rows > 0, columns > 0 else { return }
     let r = microKernelRows, tile = microKernelColumns(T.self)
     var tilesLeft = (rows + r - 1) / r * ((columns + tile - 1) / tile) + laterTiles
@@ -210,11 +184,11 @@ func chunkProductPrefetchingLines<T: KernelScalar, Lines: LineFetching>(
     while column < columns {
         var row = 0
         while row < rows {
-            let lines = (prefetch.remaining + tilesLeft - 1) / tilesLeft
             microKernel(rows: Swift.min(r, rows - row), depth: depth,
-                                   a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
-                                   b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
-                                   cRowStride: cRowStride, accumulate: accumulate, lines: lines, prefetch: &prefetch)
+                        a: a + row * aRowStride, aRowStride: aRowStride, aDepthStride: aDepthStride,
+                        b: b + column, bRowStride: bRowStride, c: c + row * cRowStride + column,
+                        cRowStride: cRowStride, accumulate: accumulate,
+                        lines: prefetch.lines(forTile: tilesLeft), prefetch: &prefetch)
             tilesLeft -= 1
             row += r
         }

@@ -100,8 +100,9 @@ func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ 
 /// `advanceState` with the next chunk's rows prefetched between the product's tiles, and V_c
 /// read from `values` (row stride `valueRowStride`: the packed panel, or the caller's rows).
 @inline(__always)
-func advanceState<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int,
-                                   values: UnsafePointer<T>, valueRowStride: Int, prefetch: inout RowPrefetch) {
+func advanceState<T: KernelScalar, Lines: LineFetching>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int,
+                                                        values: UnsafePointer<T>, valueRowStride: Int,
+                                                        prefetch: inout Lines) {
     chunkProductPrefetching(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1, aDepthStride: s.cp,
                             b: values, bRowStride: valueRowStride, c: s.state, cRowStride: s.mp, accumulate: true,
                             prefetch: &prefetch)

@@ -50,11 +50,8 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
                 var none = RowPrefetch.none
                 packKeyFeatures(task, s, r0, t, prefetch: &none)
                 var lines = LinePrefetch(keyLines, valueLines)
-                chunkProductPrefetchingLines(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1,
-                                             aDepthStride: s.cp, b: v.base.assumingMemoryBound(to: T.self) + r0 * v.rowStride,
-                                             bRowStride: v.rowStride, c: s.state, cRowStride: s.mp, accumulate: true,
-                                             prefetch: &lines)
-                addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
+                advanceState(s, t, c, m, values: v.base.assumingMemoryBound(to: T.self) + r0 * v.rowStride,
+                             valueRowStride: v.rowStride, prefetch: &lines)
             } else if directValues {
                 // The next chunk's V rows while packing this one's φ(K) (a row each), its K rows
                 // over the product: half the lines per micro-kernel tile of both over the product.
@@ -82,25 +79,23 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         packQueryChunk(task, s, r0, t)
         // The next chunk's rows (causal: its keys and values too), over this chunk's state products.
         let steps = productTiles(rows: t, columns: m, T.self) + (causal ? productTiles(rows: c, columns: m, T.self) : 0)
-        var prefetch = RowPrefetch(task.query, d, causal ? task.key : nil, d, causal ? task.value : nil, m,
-                                   rows: ahead(r0, t, n), steps: steps, elementSize: size)
-        // When those rows are adjacent: a line at a time from inside the products' tiles.
         let next = ahead(r0, t, n)
+        var prefetch = RowPrefetch(task.query, d, causal ? task.key : nil, d, causal ? task.value : nil, m,
+                                   rows: next, steps: steps, elementSize: size)
+        // When those rows are adjacent: a line at a time from inside the products' tiles.
         let queryLines = LinePrefetch.rows(task.query, columns: d, next, elementSize: size)
         let keyLines = causal ? LinePrefetch.rows(task.key, columns: d, next, elementSize: size) : 0 ..< 0
         let valueLines = causal ? LinePrefetch.rows(task.value, columns: m, next, elementSize: size) : 0 ..< 0
         var lines = LinePrefetch(queryLines ?? 0 ..< 0, keyLines ?? 0 ..< 0, valueLines ?? 0 ..< 0)
         let byLines = !next.isEmpty && queryLines != nil && keyLines != nil && valueLines != nil
-        if byLines {
-            chunkProductPrefetchingLines(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp,
-                                         aDepthStride: 1, b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp,
-                                         accumulate: false, prefetch: &lines,
-                                         laterTiles: causal ? productTiles(rows: c, columns: m, T.self) : 0)
-        } else {
-            chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
-                                    b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp, accumulate: false,
-                                    prefetch: &prefetch)
+        // φ(Q_c) S, leaving a share of the lines to the causal S += φ(K_c)ᵀ V_c at the end.
+        @inline(__always) func queryProduct<Lines: LineFetching>(_ fetching: inout Lines) {
+            chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp,
+                                    aDepthStride: 1, b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp,
+                                    accumulate: false, prefetch: &fetching,
+                                    laterTiles: causal ? productTiles(rows: c, columns: m, T.self) : 0)
         }
+        if byLines { queryProduct(&lines) } else { queryProduct(&prefetch) }
         if causal {
             packKeyChunk(task, s, r0, t, transposedFeatures: true, transposedValues: false)
             lowerTriangleProduct(t: t, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
@@ -141,10 +136,7 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         }
         if streaming { storeNormalizedChunk(s, t: t, task, firstRow: r0) }
         if causal && byLines {
-            chunkProductPrefetchingLines(rows: c, columns: m, depth: t, a: s.keyFeatures, aRowStride: 1,
-                                         aDepthStride: s.cp, b: s.values, bRowStride: s.mp, c: s.state,
-                                         cRowStride: s.mp, accumulate: true, prefetch: &lines)
-            addColumnSums(s.keyFeatures, rowStride: s.cp, rows: t, into: s.normalizer, c)
+            advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &lines)
         } else if causal {
             advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &prefetch)
         }
