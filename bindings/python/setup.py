@@ -171,8 +171,9 @@ COMPILE_ARGS = ["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers
 
 extension = Extension(
     "performer._performer",
-    sources=["performer/_performer.c", "performer/_buffer.c", "performer/_numpy_fields.c"],
-    depends=["performer/_arrays.h"],
+    sources=["performer/_performer.c", "performer/_buffer.c", "performer/_numpy_fields.c",
+             "performer/_output_pool.c"],
+    depends=["performer/_arrays.h", "performer/_output_pool.h"],
     libraries=["performer"],
     define_macros=[LIMITED_API],
     py_limited_api=True,

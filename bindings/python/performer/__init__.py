@@ -4,7 +4,8 @@ and backward, plus a recurrent (RNN) decoder for causal linear attention.
 Tensors are any objects with the buffer protocol -- NumPy arrays, memoryviews, PyTorch CPU
 tensors through ``tensor.detach().numpy()`` -- of dtype float32 or float64, with any strides
 (transposed, sliced and negatively strided views are read in place, without a copy).
-Results are new C-contiguous NumPy arrays of the inputs' dtype.
+Results are new C-contiguous NumPy arrays of the inputs' dtype (those of 4 MiB or more over
+memory a dead result left: see set_output_cache_limit).
 
 Shapes::
 
@@ -69,6 +70,8 @@ __all__ = [
     "FavorDecoder",
     "set_num_threads",
     "get_num_threads",
+    "set_output_cache_limit",
+    "get_output_cache_limit",
     "__version__",
 ]
 
@@ -88,6 +91,29 @@ def set_num_threads(n):
 def get_num_threads():
     """The number of threads calls use now."""
     return _ext.get_num_threads()
+
+
+def set_output_cache_limit(nbytes):
+    """Bounds the memory kept from dead outputs to ``nbytes`` bytes (default 256 MiB) and returns
+    the previous bound; 0 keeps none and frees what is kept.
+
+    A result of 4 MiB or more lives in memory that, when the last array over it dies, is kept
+    for a later result of about its size instead of being returned to the system: a fresh mapping
+    costs the operating system's zeroing of every page on first write (2-3 ms of a 15 ms call at
+    32 MiB), a kept one is already mapped. The oldest kept memory is freed first when a new block
+    would exceed the bound. Such results are ordinary C-contiguous arrays whose ``base`` is the
+    block (``flags.owndata`` is False). Raises TypeError for a non-int, ValueError below 0."""
+    if isinstance(nbytes, bool) or not hasattr(nbytes, "__index__"):
+        raise TypeError("nbytes must be an int, not %s" % type(nbytes).__name__)
+    nbytes = nbytes.__index__()
+    if not 0 <= nbytes <= 2 ** 62:
+        raise ValueError("nbytes must be in 0 .. 2**62, not %d" % nbytes)
+    return _ext._output_cache_limit(nbytes)
+
+
+def get_output_cache_limit():
+    """The bound on memory kept from dead outputs (set_output_cache_limit), in bytes."""
+    return _ext._output_cache_limit()
 
 
 if hasattr(_ext, "kernel_isa"):

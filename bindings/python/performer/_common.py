@@ -2,8 +2,11 @@
 made before results are allocated, key arrays, options, outputs and state tuples."""
 
 import sys as _sys
+from math import prod as _prod
 
 import numpy as _np
+
+from . import _performer as _ext
 
 _FLOAT32, _FLOAT64, _FLOAT16 = _np.dtype(_np.float32), _np.dtype(_np.float64), _np.dtype(_np.float16)
 # float16 is storage only: softmax attention computes it in float32 (docs/HALF_PRECISION.md);
@@ -146,17 +149,32 @@ def _key_array(name, values, batch):
     return _np.ascontiguousarray(array, dtype=_np.int64)
 
 
+# Outputs of at least this many bytes take recycled memory (_output_pool.c): the operating system
+# zeroes a fresh mapping page by page on the kernel's first write, 2-3 ms of a 15 ms call for a
+# 32 MiB output; smaller ones come from the C library's heap, which recycles them itself.
+_RECYCLED_OUTPUT_BYTES = 4 << 20
+
+
+def _empty(shape, dtype):
+    """A new C-contiguous array of `shape` (a tuple) and `dtype` (a numpy.dtype), uninitialized:
+    a large one over memory a dead output left (performer.set_output_cache_limit)."""
+    nbytes = _prod(shape) * dtype.itemsize
+    if nbytes < _RECYCLED_OUTPUT_BYTES:
+        return _np.empty(shape, dtype)
+    return _np.asarray(_ext._output_block(tuple(shape), dtype.str, nbytes))
+
+
 def _output(given, shape, dtype):
     """A new array of `shape` and `dtype` when `given` is None, else `given` itself: a caller's
     buffer (any strides, e.g. a B x N x H x M array seen as B x H x N x M), which the library
     checks (shape, dtype, writability, overlaps) before it writes anything."""
-    return _np.empty(shape, dtype=dtype) if given is None else given
+    return _empty(shape, dtype) if given is None else given
 
 
 def _outputs(name, given, shapes, dtype, labels):
     """`_output` for a tuple of outputs (a state): new arrays, or the caller's tuple."""
     if given is None:
-        return tuple(_np.empty(shape, dtype=dtype) for shape in shapes)
+        return tuple(_empty(shape, dtype) for shape in shapes)
     _check_state_arity(name, given, labels)
     return tuple(given)
 
@@ -213,5 +231,3 @@ def _choice(name, value, table):
 def _scale(scale):
     return None if scale is None else _real("scale", scale)
 
-
-_empty = _np.empty

@@ -31,6 +31,7 @@
 
 #include "performer.h"
 #include "_arrays.h"
+#include "_output_pool.h"
 
 /* METH_FASTCALL is declared for the limited API from 3.10 on, but CPython has called such
  * methods with this flag value the same way since 3.7: the decoders' per-token methods keep it
@@ -2768,6 +2769,13 @@ static PyMethodDef module_methods[] = {
      "_array_reader() -> str: 'buffer' (CPython >= 3.11) or '__array_struct__' (3.9, 3.10)"},
     {"_numpy_fields_reader", numpy_fields_reader, METH_NOARGS,
      "_numpy_fields_reader() -> bool: plain NumPy arrays are read from their fields, not their buffer"},
+    {"_output_block", output_block, METH_VARARGS,
+     "_output_block(shape, typestr, nbytes) -> OutputBlock: recycled memory of a large output; "
+     "numpy.asarray(block) is the array"},
+    {"_output_cache_limit", output_cache_limit, METH_VARARGS,
+     "_output_cache_limit([nbytes]) -> int: the previous limit of the output cache; sets it when nbytes >= 0"},
+    {"_output_cache_contents", output_cache_contents, METH_NOARGS,
+     "_output_cache_contents() -> (bytes, blocks) the output cache holds"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2837,6 +2845,10 @@ PyInit__performer(void)
             Py_DECREF(module);
             return NULL;
         }
+    }
+    if (output_pool_init(module) < 0) {
+        Py_DECREF(module);
+        return NULL;
     }
     if ((performer_kernel_isa != NULL && PyModule_AddFunctions(module, isa_methods) < 0) ||
         (performer_live_handle_count != NULL && PyModule_AddFunctions(module, handle_count_methods) < 0) ||

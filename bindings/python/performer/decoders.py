@@ -124,7 +124,7 @@ class LinearDecoder(_Decoder, _ext.LinearDecoder):
         state is not touched). The
         same arithmetic as the decoder's own state, so the same bits: one decoder can serve
         many sequences, or a recurrent layer can pass its state in and out."""
-        out = _empty(self._out_shape, self._dtype) if out is None else out
+        out = _np.empty(self._out_shape, self._dtype) if out is None else out
         if state is None:
             return self._step(q, k, v, out)
         _check_state_arity("state", state, self._STATE)
@@ -223,7 +223,7 @@ class FavorDecoder(_Decoder, _ext.FavorDecoder):
         """One token: q, k (B x H x D), v (B x H x M) -> out (B x H x M), a new array, or
         ``out`` (a writable B x H x M array of the decoder's dtype) when given. Any strides.
         On error (TypeError/ValueError naming the argument) nothing changes."""
-        return self._step(q, k, v, _empty(self._out_shape, self._dtype) if out is None else out)
+        return self._step(q, k, v, _np.empty(self._out_shape, self._dtype) if out is None else out)
 
     def reset(self):
         """Empties the state (a new sequence)."""

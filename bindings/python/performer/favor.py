@@ -4,7 +4,7 @@ backward, and state-only calls."""
 import numpy as _np
 
 from . import _performer as _ext
-from ._common import (_PAIR, _TRIPLE, _check_exact, _check_state_arity, _checked_qkv, _choice, _key_array,
+from ._common import (_PAIR, _TRIPLE, _check_exact, _check_state_arity, _checked_qkv, _choice, _empty, _key_array,
                       _lse_dtype, _ndarray, _options, _output, _outputs, _qkv, _real, _scale, _size, _state_arrays,
                       _state_reference, _tensor)
 
@@ -369,8 +369,7 @@ def favor_state_backward(k, v, projection, dS, dz, *, features="positive", scale
         s0, z0, c0 = _state_arrays("initial_state", initial_state, sd, s_shape, _TRIPLE, ref)
         ds0 = _np.empty(s_shape, dtype=sd)
         dz0 = _np.empty(s_shape[:3], dtype=sd)
-    dk = _np.empty(ks, dtype=dtype)
-    dv = _np.empty(vs, dtype=dtype)
+    dk, dv = _empty(ks, dtype), _empty(vs, dtype)
     _ext.favor_state_backward(k, v, projection, gs, gz, dk, dv, ds0, dz0, s0, z0, c0, code, scale, relu_offset,
                               *keys)
     if initial_state is not None:

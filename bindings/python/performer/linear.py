@@ -206,8 +206,7 @@ def linear_state_backward(k, v, dS, dz, *, feature_map="elu+1", kv_lengths=None,
         _state_arrays("initial_state", initial_state, sd, s_shape, _PAIR, ref)
         ds0 = _np.empty(s_shape, dtype=sd)
         dz0 = _np.empty(s_shape[:3], dtype=sd)
-    dk = _np.empty(ks, dtype=dtype)
-    dv = _np.empty(vs, dtype=dtype)
+    dk, dv = _empty(ks, dtype), _empty(vs, dtype)
     _ext.linear_state_backward(k, v, gs, gz, dk, dv, ds0, dz0, fmap, kv_lengths, kv_starts)
     if initial_state is not None:
         return dk, dv, (ds0, dz0)
