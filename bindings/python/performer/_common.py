@@ -159,7 +159,7 @@ def _empty(shape, dtype):
     """A new C-contiguous array of `shape` (a tuple) and `dtype` (a numpy.dtype), uninitialized:
     a large one over memory a dead output left (performer.set_output_cache_limit)."""
     nbytes = _prod(shape) * dtype.itemsize
-    if nbytes < _RECYCLED_OUTPUT_BYTES:
+    if not _RECYCLED_OUTPUT_BYTES <= nbytes < _sys.maxsize:  # beyond: NumPy's own error
         return _np.empty(shape, dtype)
     return _np.asarray(_ext._output_block(tuple(shape), dtype.str, nbytes))
 

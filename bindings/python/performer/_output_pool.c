@@ -182,7 +182,7 @@ output_block(PyObject *module, PyObject *args)
     self->data = take_memory(capacity, &self->capacity);
     if (self->data == NULL) {
         Py_DECREF(self);
-        return PyErr_NoMemory();
+        return PyErr_Format(PyExc_MemoryError, "cannot allocate %zd bytes for a result of shape %R", nbytes, shape);
     }
     PyObject *address = PyLong_FromVoidPtr(self->data);
     PyObject *data = address != NULL ? Py_BuildValue("(NO)", address, Py_False) : NULL;

@@ -166,6 +166,14 @@ def test_recycled_results_pickle_and_copy_like_arrays():
     np.testing.assert_array_equal(out.copy(), out)
 
 
+def test_a_result_too_large_for_memory_raises_memory_error_naming_its_size():
+    q = np.broadcast_to(np.zeros((1, 1, 1, 64), np.float32), (8192, 8192, 8192, 64))  # 2**47-byte output
+    with pytest.raises(MemoryError, match=r"cannot allocate 140737488355328 bytes for a result of shape "
+                                          r"\(8192, 8192, 8192, 64\)"):
+        performer.linear_attention(q, q, q)
+    assert contents() == (0, 0)
+
+
 @pytest.mark.parametrize("bad, error, message", [
     ("1", TypeError, "nbytes must be an int, not str"),
     (1.5, TypeError, "nbytes must be an int, not float"),
