@@ -59,7 +59,7 @@ selected=("${versions[0]}")
 [ "${#versions[@]}" -gt 1 ] && selected+=("${versions[-1]}")
 
 numpy_tests=(test_api.py test_outputs.py test_hardening.py test_array_struct.py test_linear.py test_favor.py
-             test_merge.py test_kv_starts.py test_enums.py)
+             test_merge.py test_kv_starts.py test_enums.py test_output_cache.py)
 if [ "$#" -eq 0 ]; then
     set -- "${numpy_tests[@]/#/$repo/bindings/python/tests/}"
 fi
