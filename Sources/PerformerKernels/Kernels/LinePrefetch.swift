@@ -53,19 +53,27 @@ struct PrefetchRows {
 
 /// The rows of up to three matrices read next and one written next, fetched a 64-byte line at
 /// a time: a matrix's rows one after another, then the next matrix's, the written one last.
-/// Reads go into L1 (`pkernel_prefetch_near`): spread out, the lines arrive in time without a
-/// burst, and the chunk's packing or product that reads them next finds them there (into L2
-/// only, the non-causal forward at N = 16384 measured 1.04-1.05x as long; when they came in
-/// bursts, L1 had measured 1.06x slower than L2). Written rows are fetched owned
-/// (`pkernel_prefetch_write`): the stores then do not wait for the lines' read-for-ownership.
 /// Rows that are adjacent (a B×H×N×D head) are one range; strided ones (a B×N×H×D head, read
 /// as B×H×N×D) a range per row, the cursor stepping to the next row when one is done.
+/// Adjacent rows are read into L1 (`pkernel_prefetch_near`): spread out, the lines arrive in
+/// time without a burst, and the chunk's packing or product that reads them next finds them
+/// there (into L2 only, the non-causal forward at N = 16384 measured 1.04-1.05x as long; when
+/// they came in bursts, L1 had measured 1.06x slower than L2); written ones are fetched owned
+/// (`pkernel_prefetch_write`), so the stores do not wait for their read-for-ownership.
+/// Strided rows, read or written, go into L2 (`pkernel_prefetch`): a line of them stays in
+/// flight longer (a new page every row or two), and in L1 they held its miss buffers; into L1,
+/// the strided forward at N = 16384 (1 thread) measured 1.11-1.15x as long as the bursts into
+/// L2 it replaced, into L2 0.91-1.00x (and the causal backward 1.10x with owned written rows,
+/// 1.00x with them read into L2).
 struct LinePrefetch: LineFetching {
     /// The current row's next line and its end.
     var next: Int, end: Int
     /// The current matrix (an index into `matrices`), its current row, and whether it is written.
     var matrix: Int, row: Int
     var writing: Bool
+    /// Whether the current matrix's lines go into L1 (its rows adjacent) or L2 (strided); only
+    /// adjacent written rows are fetched owned (`writing`).
+    var near: Bool
     /// Lines of the rows after the current one (this matrix's and the later ones'), kept as the
     /// rows go by: `remaining`, asked once per tile, is then a subtraction (summed over the
     /// matrices per tile, out of line, the forward at N = 16384 measured 1.03-1.05x as long).
@@ -97,7 +105,7 @@ struct LinePrefetch: LineFetching {
         enqueue(third)
         enqueue(writtenRows)
         (matrices, count) = (queue, queued)
-        (matrix, row, writing) = (0, 0, queue.0.written)
+        (matrix, row, writing, near) = (0, 0, queue.0.written && queue.0.count == 1, queue.0.count == 1)
         (next, end) = queued > 0 ? (queue.0.start & ~63, queue.0.start + queue.0.bytes) : (0, 0)
         linesAfterRow = queue.0.lines + queue.1.lines + queue.2.lines + queue.3.lines
             - (queued > 0 ? queue.0.lines(ofRow: 0) : 0)
@@ -122,8 +130,10 @@ struct LinePrefetch: LineFetching {
         guard next < end else { return }
         if writing {
             pkernel_prefetch_write(UnsafeRawPointer(bitPattern: next))
-        } else {
+        } else if near {
             pkernel_prefetch_near(UnsafeRawPointer(bitPattern: next))
+        } else {
+            pkernel_prefetch(UnsafeRawPointer(bitPattern: next))
         }
         next += 64
         if next >= end { nextRow() }
@@ -141,7 +151,8 @@ struct LinePrefetch: LineFetching {
             row = 0
             guard matrix < count else { return }
             current = rows(matrix)
-            writing = current.written
+            writing = current.written && current.count == 1
+            near = current.count == 1
         }
         let start = current.start + row * current.stride
         (next, end) = (start & ~63, start + current.bytes)
