@@ -83,8 +83,6 @@ struct LinePrefetch: LineFetching {
     /// made every field a loop variable, moved around at every line: 1.11-1.23x as long).
     let matrices: (PrefetchRows, PrefetchRows, PrefetchRows, PrefetchRows)
     let count: Int
-    /// Every matrix strided, with as many rows: row r of each, then row r + 1 of each.
-    let interleaved: Bool
 
     init(_ first: PrefetchRows = .none, _ second: PrefetchRows = .none, _ third: PrefetchRows = .none,
          written: PrefetchRows = .none) {
@@ -107,9 +105,6 @@ struct LinePrefetch: LineFetching {
         enqueue(third)
         enqueue(writtenRows)
         (matrices, count) = (queue, queued)
-        let rows0 = queue.0.count
-        interleaved = rows0 > 1 && (queued < 2 || queue.1.count == rows0) && (queued < 3 || queue.2.count == rows0)
-            && (queued < 4 || queue.3.count == rows0)
         (matrix, row, writing, near) = (0, 0, queue.0.written && queue.0.count == 1, queue.0.count == 1)
         (next, end) = queued > 0 ? (queue.0.start & ~63, queue.0.start + queue.0.bytes) : (0, 0)
         linesAfterRow = queue.0.lines + queue.1.lines + queue.2.lines + queue.3.lines
@@ -148,19 +143,6 @@ struct LinePrefetch: LineFetching {
     /// left (past the end after the last).
     @inline(__always)
     private mutating func nextRow() {
-        if interleaved {
-            matrix += 1
-            if matrix == count {
-                matrix = 0
-                row += 1
-                guard row < matrices.0.count else { return }
-            }
-            let current = rows(matrix)
-            let start = current.start + row * current.stride
-            (next, end) = (start & ~63, start + current.bytes)
-            linesAfterRow -= ((end + 63) >> 6) - (next >> 6)
-            return
-        }
         var current = rows(matrix)
         if row + 1 < current.count {
             row += 1
