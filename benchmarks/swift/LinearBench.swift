@@ -31,21 +31,25 @@ struct LinearRun {
         let options = product
             ? LinearAttentionOptions(causal: causal, featureMap: .identity, normalize: false)
             : LinearAttentionOptions(causal: causal)
-        let qv = TensorView(base: UnsafePointer(q), shape: shape)
-        let kv = TensorView(base: UnsafePointer(k), shape: shape)
-        let vv = TensorView(base: UnsafePointer(v), shape: valueShape)
+        // PERFORMER_BENCH_LAYOUT=bnhd: every tensor token-major, read and written through strides (BenchLayout.swift).
+        let features = benchStrides(heads: heads, n: n, columns: d), values = benchStrides(heads: heads, n: n, columns: m)
+        let qv = TensorView(base: UnsafePointer(q), shape: shape, strides: features)
+        let kv = TensorView(base: UnsafePointer(k), shape: shape, strides: features)
+        let vv = TensorView(base: UnsafePointer(v), shape: valueShape, strides: values)
         let forward = { () throws in
             try LinearAttention.forward(query: qv, key: kv, value: vv,
-                                        output: MutableTensorView(base: out, shape: valueShape), options: options)
+                                        output: MutableTensorView(base: out, shape: valueShape, strides: values),
+                                        options: options)
         }
         self.forward = forward
         both = { () throws in
             try forward()
             try LinearAttention.backward(
-                query: qv, key: kv, value: vv, outputGradient: TensorView(base: UnsafePointer(dO), shape: valueShape),
-                queryGradient: MutableTensorView(base: dq, shape: shape),
-                keyGradient: MutableTensorView(base: dk, shape: shape),
-                valueGradient: MutableTensorView(base: dv, shape: valueShape), options: options)
+                query: qv, key: kv, value: vv,
+                outputGradient: TensorView(base: UnsafePointer(dO), shape: valueShape, strides: values),
+                queryGradient: MutableTensorView(base: dq, shape: shape, strides: features),
+                keyGradient: MutableTensorView(base: dk, shape: shape, strides: features),
+                valueGradient: MutableTensorView(base: dv, shape: valueShape, strides: values), options: options)
         }
         release = { for p in [q, k, v, dO, out, dq, dk, dv] { p.deallocate() } }
     }
@@ -56,7 +60,7 @@ func runLinearBench(lengths: [Int], heads: Int, d: Int, m: Int) throws {
     // PERFORMER_BENCH_PRODUCT=1 times the un-normalized product (identity features, no denominator:
     // fast-transformers' causal_dot_product) instead of elu+1 attention.
     let product = getenv("PERFORMER_BENCH_PRODUCT").map { String(cString: $0) == "1" } ?? false
-    print("linear attention, \(product ? "identity, normalize=false" : "elu+1"). FLOP convention: fwd 4·N·C·M per head, fwd+bwd 3× fwd (intra-chunk triangle not counted)")
+    print("linear attention, \(product ? "identity, normalize=false" : "elu+1")\(benchTokenMajor ? ", token-major B × N × H × X tensors" : ""). FLOP convention: fwd 4·N·C·M per head, fwd+bwd 3× fwd (intra-chunk triangle not counted)")
     print("micro-kernel plain product peak: \(format1(peak)) GFLOP/s (wall clock, all threads)")
     print("| N | causal | fwd ms | fwd GFLOP/s | fwd %peak | fwd cpu% | fwd+bwd ms | fwd+bwd GFLOP/s | fwd+bwd %peak | fwd+bwd cpu% |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -30,10 +30,7 @@ struct SoftmaxRun {
         let dv = UnsafeMutablePointer<Float>.allocate(capacity: keyCount)
         let lse = UnsafeMutablePointer<Float>.allocate(capacity: heads * n)
         let options = SoftmaxAttentionOptions(causal: causal)
-        // PERFORMER_BENCH_LAYOUT=bnhd: q, k, v and the output token-major (B × N × H × D memory
-        // read as B × H × N × D through strides), as a Hugging Face model's projections leave them.
-        let tokenMajor = getenv("PERFORMER_BENCH_LAYOUT").map { String(cString: $0) == "bnhd" } ?? false
-        func strides(_ heads: Int) -> SIMD4<Int>? { tokenMajor ? SIMD4(n * heads * d, d, heads * d, 1) : nil }
+        func strides(_ heads: Int) -> SIMD4<Int>? { benchStrides(heads: heads, n: n, columns: d) }  // BenchLayout.swift
         let qv = TensorView(base: UnsafePointer(q), shape: shape, strides: strides(heads))
         let kv = TensorView(base: UnsafePointer(k), shape: keyShape, strides: strides(keyHeads))
         let vv = TensorView(base: UnsafePointer(v), shape: keyShape, strides: strides(keyHeads))

@@ -42,15 +42,9 @@ static size_t cache_bytes;
 static size_t cache_limit = OUTPUT_CACHE_DEFAULT_LIMIT;
 
 static void
-release_memory(void *data)
-{
-    free(data);
-}
-
-static void
 drop_oldest(void)
 {
-    release_memory(cache[0].data);
+    free(cache[0].data);
     cache_bytes -= cache[0].capacity;
     cache_count--;
     memmove(&cache[0], &cache[1], (size_t)cache_count * sizeof cache[0]);
@@ -102,7 +96,7 @@ static void
 give_back_memory(void *data, size_t capacity)
 {
     if (capacity > cache_limit) {
-        release_memory(data);
+        free(data);
         return;
     }
     shrink_cache(cache_limit - capacity, CACHE_SLOTS - 1);
