@@ -58,21 +58,24 @@ struct PrefetchRows {
 /// Adjacent rows are read into L1 (`pkernel_prefetch_near`): spread out, the lines arrive in
 /// time without a burst, and the chunk's packing or product that reads them next finds them
 /// there (into L2 only, the non-causal forward at N = 16384 measured 1.04-1.05x as long; when
-/// they came in bursts, L1 had measured 1.06x slower than L2); written ones are fetched owned
-/// (`pkernel_prefetch_write`), so the stores do not wait for their read-for-ownership.
-/// Strided rows, read or written, go into L2 (`pkernel_prefetch`): a line of them stays in
-/// flight longer (a new page every row or two), and in L1 they held its miss buffers; into L1,
-/// the strided forward at N = 16384 (1 thread) measured 1.11-1.15x as long as the bursts into
-/// L2 it replaced, into L2 0.91-1.00x (and the causal backward 1.10x with owned written rows,
-/// 1.00x with them read into L2).
+/// they came in bursts, L1 had measured 1.06x slower than L2); written ones, adjacent or
+/// strided, are fetched owned (`pkernel_prefetch_write`), so the stores do not wait for their
+/// read-for-ownership.
+/// Strided rows read go into L2 (`pkernel_prefetch`): a line of them stays in flight longer (a
+/// new page every row or two), and in L1 they held its miss buffers; into L1, the strided
+/// forward at N = 16384 (1 thread) measured 1.11-1.15x as long as the bursts into L2 it
+/// replaced, into L2 0.91-1.00x. Strided rows of matrices with as many rows each are walked
+/// row by row (row r of every matrix, then row r + 1, as RowPrefetch did): with that and the
+/// written rows owned, the strided causal backward at 2 threads measured 1.02-1.045x main's
+/// time where matrix after matrix with written rows read into L2 measured 1.04-1.07x.
 struct LinePrefetch: LineFetching {
     /// The current row's next line and its end.
     var next: Int, end: Int
     /// The current matrix (an index into `matrices`), its current row, and whether it is written.
     var matrix: Int, row: Int
     var writing: Bool
-    /// Whether the current matrix's lines go into L1 (its rows adjacent) or L2 (strided); only
-    /// adjacent written rows are fetched owned (`writing`).
+    /// Whether the current matrix's lines go into L1 (its rows adjacent) or L2 (strided, read);
+    /// written rows are fetched owned (`writing`) either way.
     var near: Bool
     /// Lines of the rows after the current one (this matrix's and the later ones'), kept as the
     /// rows go by: `remaining`, asked once per tile, is then a subtraction (summed over the
@@ -83,6 +86,8 @@ struct LinePrefetch: LineFetching {
     /// made every field a loop variable, moved around at every line: 1.11-1.23x as long).
     let matrices: (PrefetchRows, PrefetchRows, PrefetchRows, PrefetchRows)
     let count: Int
+    /// Every matrix strided, with as many rows: row r of each, then row r + 1 of each.
+    let interleaved: Bool
 
     init(_ first: PrefetchRows = .none, _ second: PrefetchRows = .none, _ third: PrefetchRows = .none,
          written: PrefetchRows = .none) {
@@ -105,7 +110,10 @@ struct LinePrefetch: LineFetching {
         enqueue(third)
         enqueue(writtenRows)
         (matrices, count) = (queue, queued)
-        (matrix, row, writing, near) = (0, 0, queue.0.written && queue.0.count == 1, queue.0.count == 1)
+        let rows0 = queue.0.count
+        interleaved = rows0 > 1 && (queued < 2 || queue.1.count == rows0) && (queued < 3 || queue.2.count == rows0)
+            && (queued < 4 || queue.3.count == rows0)
+        (matrix, row, writing, near) = (0, 0, queue.0.written, queue.0.count == 1)
         (next, end) = queued > 0 ? (queue.0.start & ~63, queue.0.start + queue.0.bytes) : (0, 0)
         linesAfterRow = queue.0.lines + queue.1.lines + queue.2.lines + queue.3.lines
             - (queued > 0 ? queue.0.lines(ofRow: 0) : 0)
@@ -143,6 +151,20 @@ struct LinePrefetch: LineFetching {
     /// left (past the end after the last).
     @inline(__always)
     private mutating func nextRow() {
+        if interleaved {
+            matrix += 1
+            if matrix == count {
+                matrix = 0
+                row += 1
+                guard row < matrices.0.count else { return }
+            }
+            let current = rows(matrix)
+            writing = current.written
+            let start = current.start + row * current.stride
+            (next, end) = (start & ~63, start + current.bytes)
+            linesAfterRow -= ((end + 63) >> 6) - (next >> 6)
+            return
+        }
         var current = rows(matrix)
         if row + 1 < current.count {
             row += 1
@@ -151,7 +173,7 @@ struct LinePrefetch: LineFetching {
             row = 0
             guard matrix < count else { return }
             current = rows(matrix)
-            writing = current.written && current.count == 1
+            writing = current.written
             near = current.count == 1
         }
         let start = current.start + row * current.stride
