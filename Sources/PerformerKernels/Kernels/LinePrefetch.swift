@@ -65,9 +65,10 @@ struct PrefetchRows {
 /// new page every row or two), and in L1 they held its miss buffers; into L1, the strided
 /// forward at N = 16384 (1 thread) measured 1.11-1.15x as long as the bursts into L2 it
 /// replaced, into L2 0.91-1.00x. Strided rows of matrices with as many rows each are walked
-/// row by row (row r of every matrix, then row r + 1, as RowPrefetch did): with that and the
-/// written rows owned, the strided causal backward at 2 threads measured 1.02-1.045x main's
-/// time where matrix after matrix with written rows read into L2 measured 1.04-1.07x.
+/// row by row (row r of every matrix, then row r + 1, as RowPrefetch did), a whole row per
+/// `fetch()` (`remaining` then counts rows): the strided causal backward at 2 threads measured
+/// 0.97-1.00x main's time this way, 1.02-1.045x a line per `fetch()`, 1.04-1.07x matrix after
+/// matrix with the written rows read into L2.
 struct LinePrefetch: LineFetching {
     /// The current row's next line and its end.
     var next: Int, end: Int
@@ -86,7 +87,8 @@ struct LinePrefetch: LineFetching {
     /// made every field a loop variable, moved around at every line: 1.11-1.23x as long).
     let matrices: (PrefetchRows, PrefetchRows, PrefetchRows, PrefetchRows)
     let count: Int
-    /// Every matrix strided, with as many rows: row r of each, then row r + 1 of each.
+    /// Every matrix strided, with as many rows: row r of each, then row r + 1 of each, a row
+    /// per `fetch()`; `linesAfterRow` then counts rows.
     let interleaved: Bool
 
     init(_ first: PrefetchRows = .none, _ second: PrefetchRows = .none, _ third: PrefetchRows = .none,
@@ -115,8 +117,9 @@ struct LinePrefetch: LineFetching {
             && (queued < 4 || queue.3.count == rows0)
         (matrix, row, writing, near) = (0, 0, queue.0.written, queue.0.count == 1)
         (next, end) = queued > 0 ? (queue.0.start & ~63, queue.0.start + queue.0.bytes) : (0, 0)
-        linesAfterRow = queue.0.lines + queue.1.lines + queue.2.lines + queue.3.lines
-            - (queued > 0 ? queue.0.lines(ofRow: 0) : 0)
+        linesAfterRow = interleaved
+            ? queued * rows0 - 1
+            : queue.0.lines + queue.1.lines + queue.2.lines + queue.3.lines - (queued > 0 ? queue.0.lines(ofRow: 0) : 0)
     }
 
     @inline(__always)
@@ -129,13 +132,27 @@ struct LinePrefetch: LineFetching {
         }
     }
 
-    /// Lines not yet fetched.
-    var remaining: Int { Swift.max(0, (end - next + 63) / 64) + linesAfterRow }
+    /// Lines (rows when `interleaved`) not yet fetched.
+    var remaining: Int {
+        interleaved ? (next < end ? 1 : 0) + linesAfterRow : Swift.max(0, (end - next + 63) / 64) + linesAfterRow
+    }
 
-    /// Fetches the next line (nothing once every row is done).
+    /// Fetches the next line, or the next row when `interleaved` (nothing once every row is done).
     @inline(__always)
     mutating func fetch() {
         guard next < end else { return }
+        if interleaved {
+            repeat {
+                if writing {
+                    pkernel_prefetch_write(UnsafeRawPointer(bitPattern: next))
+                } else {
+                    pkernel_prefetch(UnsafeRawPointer(bitPattern: next))
+                }
+                next += 64
+            } while next < end
+            nextRow()
+            return
+        }
         if writing {
             pkernel_prefetch_write(UnsafeRawPointer(bitPattern: next))
         } else if near {
@@ -162,7 +179,7 @@ struct LinePrefetch: LineFetching {
             writing = current.written
             let start = current.start + row * current.stride
             (next, end) = (start & ~63, start + current.bytes)
-            linesAfterRow -= ((end + 63) >> 6) - (next >> 6)
+            linesAfterRow -= 1
             return
         }
         var current = rows(matrix)
