@@ -141,18 +141,6 @@ struct LinePrefetch: LineFetching {
     @inline(__always)
     mutating func fetch() {
         guard next < end else { return }
-        if interleaved {
-            repeat {
-                if writing {
-                    pkernel_prefetch_write(UnsafeRawPointer(bitPattern: next))
-                } else {
-                    pkernel_prefetch(UnsafeRawPointer(bitPattern: next))
-                }
-                next += 64
-            } while next < end
-            nextRow()
-            return
-        }
         if writing {
             pkernel_prefetch_write(UnsafeRawPointer(bitPattern: next))
         } else if near {
@@ -161,7 +149,26 @@ struct LinePrefetch: LineFetching {
             pkernel_prefetch(UnsafeRawPointer(bitPattern: next))
         }
         next += 64
-        if next >= end { nextRow() }
+        if next >= end {
+            nextRow()
+        } else if interleaved {
+            restOfRow()
+        }
+    }
+
+    /// The current row's other lines, then the next row (`interleaved`: a row per `fetch()`;
+    /// here, out of the adjacent rows' path, their fetch keeps the same few instructions).
+    @inline(__always)
+    private mutating func restOfRow() {
+        repeat {
+            if writing {
+                pkernel_prefetch_write(UnsafeRawPointer(bitPattern: next))
+            } else {
+                pkernel_prefetch(UnsafeRawPointer(bitPattern: next))
+            }
+            next += 64
+        } while next < end
+        nextRow()
     }
 
     /// Moves to the current matrix's next row, or to the next matrix's first when it has none
