@@ -37,14 +37,13 @@ protocol LineFetching {
     static var fetchesLines: Bool { get }
     /// Lines not yet fetched.
     var remaining: Int { get }
-    /// How many lines the next tile fetches, `tilesLeft` tiles (it included) sharing the rest.
-    func lines(forTile tilesLeft: Int) -> Int
     mutating func fetch()
 }
 
 extension LineFetching {
     static var fetchesLines: Bool { true }
-    /// An even share.
+    /// How many lines the next tile fetches, `tilesLeft` tiles (it included) sharing the rest
+    /// evenly.
     func lines(forTile tilesLeft: Int) -> Int { (remaining + tilesLeft - 1) / tilesLeft }
 }
 

@@ -59,8 +59,9 @@ private func storeQueryGradients<T: KernelScalar>(_ task: LinearAttentionTask, _
 
 /// G += φ(Q_c)ᵀ ∂L/∂num, g += φ(Q_c)ᵀ ∂L/∂den.
 @inline(__always)
-private func advanceStateGradient<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int,
-                                                   prefetch: inout RowPrefetch) {
+private func advanceStateGradient<T: KernelScalar, Lines: LineFetching>(
+    _ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int, prefetch: inout Lines
+) {
     chunkProductPrefetching(rows: c, columns: m, depth: t, a: s.queryFeatures, aRowStride: 1, aDepthStride: s.cp,
                             b: s.rowsM, bRowStride: s.mp, c: s.stateGradient, cRowStride: s.mp, accumulate: true,
                             prefetch: &prefetch)
@@ -114,10 +115,11 @@ private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: L
             for i in 0..<t { s.denominator[i] = 1 }
         }
         let ahead = rowsAfterChunk(ending: r0 + t, chunkRows: linearChunkRows, limit: n, prefetching: prefetching)
-        var inputs = RowPrefetch(task.query, d, task.key, d, task.value, m, rows: ahead,
-                                 steps: productTiles(rows: t, columns: c, T.self), elementSize: size)
-        var gradients = RowPrefetch(task.outputGradient, m, written: task.queryGradient, writtenColumns: d,
-                                    rows: ahead, steps: productTiles(rows: m, columns: c, T.self), elementSize: size)
+        var inputs = LinePrefetch(PrefetchRows(task.query, columns: d, ahead, elementSize: size),
+                                  PrefetchRows(task.key, columns: d, ahead, elementSize: size),
+                                  PrefetchRows(task.value, columns: m, ahead, elementSize: size))
+        var gradients = LinePrefetch(PrefetchRows(task.outputGradient, columns: m, ahead, elementSize: size),
+                                     written: PrefetchRows(task.queryGradient, columns: d, ahead, elementSize: size))
         // u = ∂L/∂num Sᵀ + tril(∂L/∂num V_cᵀ) φ(K_c).
         chunkProductPrefetching(rows: t, columns: c, depth: m, a: s.rowsM, aRowStride: s.mp, aDepthStride: 1,
                                 b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp,
@@ -151,12 +153,12 @@ private func causalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s: L
         let r0 = chunk * linearChunkRows
         let t = min(linearChunkRows, n - r0)
         let ahead = prefetching && chunk > 0 ? r0 - linearChunkRows ..< r0 : r0 ..< r0
-        var inputs = RowPrefetch(task.query, d, task.key, d, task.value, m, rows: ahead,
-                                 steps: productTiles(rows: t, columns: c, T.self), elementSize: size)
-        var gradients = RowPrefetch(task.outputGradient, m, written: task.keyGradient, writtenColumns: d,
-                                    rows: ahead, steps: productTiles(rows: t, columns: m, T.self), elementSize: size)
-        var valueGradients = RowPrefetch(nil, 0, written: task.valueGradient, writtenColumns: m, rows: ahead,
-                                         steps: productTiles(rows: c, columns: m, T.self), elementSize: size)
+        var inputs = LinePrefetch(PrefetchRows(task.query, columns: d, ahead, elementSize: size),
+                                  PrefetchRows(task.key, columns: d, ahead, elementSize: size),
+                                  PrefetchRows(task.value, columns: m, ahead, elementSize: size))
+        var gradients = LinePrefetch(PrefetchRows(task.outputGradient, columns: m, ahead, elementSize: size),
+                                     written: PrefetchRows(task.keyGradient, columns: d, ahead, elementSize: size))
+        var valueGradients = LinePrefetch(written: PrefetchRows(task.valueGradient, columns: m, ahead, elementSize: size))
         packQueryChunk(task, s, r0, t)
         packKeyChunk(task, s, r0, t, transposedFeatures: true, transposedValues: true)
         packOutputGradientChunk(task, s, r0, t)
@@ -207,9 +209,9 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
         packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
-        var prefetch = RowPrefetch(task.key, d, task.value, m,
-                                   rows: rowsAfterChunk(ending: r0 + t, chunkRows: linearChunkRows, limit: l, prefetching: prefetching),
-                                   steps: productTiles(rows: m, columns: c, T.self), elementSize: size)
+        let ahead = rowsAfterChunk(ending: r0 + t, chunkRows: linearChunkRows, limit: l, prefetching: prefetching)
+        var prefetch = LinePrefetch(PrefetchRows(task.key, columns: d, ahead, elementSize: size),
+                                    PrefetchRows(task.value, columns: m, ahead, elementSize: size))
         advanceStateTransposed(s, t, c, m, prefetch: &prefetch)
         r0 += t
     }
@@ -222,10 +224,9 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
         let t = min(linearChunkRows, n - r0)
         packQueryChunk(task, s, r0, t)
         let ahead = rowsAfterChunk(ending: r0 + t, chunkRows: linearChunkRows, limit: n, prefetching: prefetching)
-        var inputs = RowPrefetch(task.query, d, task.outputGradient, m, rows: ahead,
-                                 steps: productTiles(rows: t, columns: m, T.self), elementSize: size)
-        var gradients = RowPrefetch(nil, 0, written: task.queryGradient, writtenColumns: d, rows: ahead,
-                                    steps: productTiles(rows: t, columns: c, T.self), elementSize: size)
+        var inputs = LinePrefetch(PrefetchRows(task.query, columns: d, ahead, elementSize: size),
+                                  PrefetchRows(task.outputGradient, columns: m, ahead, elementSize: size))
+        var gradients = LinePrefetch(written: PrefetchRows(task.queryGradient, columns: d, ahead, elementSize: size))
         chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
                                 b: s.stateGradientT, bRowStride: s.mp, c: s.valueGradient, cRowStride: s.mp,
                                 accumulate: false, prefetch: &inputs)
@@ -247,7 +248,7 @@ private func nonCausalBackward<T: KernelScalar>(_ task: LinearAttentionTask, _ s
                                 b: s.stateT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp,
                                 accumulate: false, prefetch: &gradients)
         storeQueryGradients(task, s, r0, t, runningZ: s.normalizer, causal: false)
-        var nothing = RowPrefetch.none
+        var nothing = NoLineFetching()
         advanceStateGradient(s, t, c, m, prefetch: &nothing)
         r0 += t
     }
@@ -270,10 +271,10 @@ func keyGradientsFromStateGradient<T: KernelScalar>(_ task: LinearAttentionTask,
     while r0 < l {
         let t = min(linearChunkRows, l - r0)
         let ahead = rowsAfterChunk(ending: r0 + t, chunkRows: linearChunkRows, limit: l, prefetching: prefetching)
-        var inputs = RowPrefetch(task.key, d, task.value, m, written: task.valueGradient, writtenColumns: m,
-                                 rows: ahead, steps: productTiles(rows: t, columns: c, T.self), elementSize: size)
-        var keyGradients = RowPrefetch(nil, 0, written: task.keyGradient, writtenColumns: d, rows: ahead,
-                                       steps: productTiles(rows: t, columns: m, T.self), elementSize: size)
+        var inputs = LinePrefetch(PrefetchRows(task.key, columns: d, ahead, elementSize: size),
+                                  PrefetchRows(task.value, columns: m, ahead, elementSize: size),
+                                  written: PrefetchRows(task.valueGradient, columns: m, ahead, elementSize: size))
+        var keyGradients = LinePrefetch(written: PrefetchRows(task.keyGradient, columns: d, ahead, elementSize: size))
         packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
         chunkProductPrefetching(rows: t, columns: c, depth: m, a: s.values, aRowStride: s.mp, aDepthStride: 1,
                                 b: s.stateGradientT, bRowStride: s.cp, c: s.featureGradient, cRowStride: s.cp,

@@ -36,48 +36,38 @@ func linearCausalProductInPlace<T: KernelScalar>(_ task: LinearAttentionTask, _ 
     // rows come from memory at large N), for heads that do not stay cached between calls.
     let size = MemoryLayout<T>.stride
     let prefetching = n * (2 * c + m) * size >= linearPrefetchMinimumBytes
-    let steps = productTiles(rows: s.rows, columns: m, T.self) + productTiles(rows: c, columns: m, T.self)
     var r0 = 0
     while r0 < n {
         let t = min(s.rows, n - r0)
         let qc = qBase + r0 * q.rowStride, kc = kBase + r0 * k.rowStride
         let vc = vBase + r0 * v.rowStride, oc = outBase + r0 * out.rowStride
         let ahead = rowsAfterChunk(ending: r0 + t, chunkRows: s.rows, limit: n, prefetching: prefetching)
-        var prefetch = RowPrefetch(q, c, k, c, v, m, written: out, writtenColumns: m, rows: ahead, steps: steps,
-                                   elementSize: size)
-        // When every matrix's rows are adjacent: a line at a time from inside the products' tiles.
-        let queryLines = LinePrefetch.rows(q, columns: c, ahead, elementSize: size)
-        let keyLines = LinePrefetch.rows(k, columns: c, ahead, elementSize: size)
-        let valueLines = LinePrefetch.rows(v, columns: m, ahead, elementSize: size)
-        let outputLines = LinePrefetch.rows(out, columns: m, ahead, elementSize: size)
-        var lines = LinePrefetchThenWritten(LinePrefetch(queryLines ?? 0 ..< 0, keyLines ?? 0 ..< 0, valueLines ?? 0 ..< 0),
-                                            written: outputLines ?? 0 ..< 0)
-        let byLines = !ahead.isEmpty && queryLines != nil && keyLines != nil && valueLines != nil && outputLines != nil
+        var lines = LinePrefetch(PrefetchRows(q, columns: c, ahead, elementSize: size),
+                                 PrefetchRows(k, columns: c, ahead, elementSize: size),
+                                 PrefetchRows(v, columns: m, ahead, elementSize: size),
+                                 written: PrefetchRows(out, columns: m, ahead, elementSize: size))
         // Q_c S into the output rows, the triangle, then S += K_cᵀ V_c; the prefetch shared by the
         // two state products.
-        @inline(__always) func chunk<Lines: LineFetching>(_ fetching: inout Lines) {
-            chunkProductPrefetching(rows: t, columns: m, depth: c, a: qc, aRowStride: q.rowStride,
-                                    aDepthStride: q.columnStride, b: s.state, bRowStride: s.mp, c: oc,
-                                    cRowStride: out.rowStride, accumulate: false, prefetch: &fetching,
-                                    laterTiles: productTiles(rows: c, columns: m, T.self))
-            // K_cᵀ: its columns t ..< T keep older values, which only land in masked scores.
-            if k.columnStride == 1 {
-                transposeBlock(rows: t, columns: c, kc, k.rowStride, s.keyFeaturesT, s.tp)
-            } else {
-                for f in 0..<c {
-                    let row = s.keyFeaturesT + f * s.tp, column = kc + f * k.columnStride
-                    for j in 0..<t { row[j] = column[j * k.rowStride] }
-                }
+        chunkProductPrefetching(rows: t, columns: m, depth: c, a: qc, aRowStride: q.rowStride,
+                                aDepthStride: q.columnStride, b: s.state, bRowStride: s.mp, c: oc,
+                                cRowStride: out.rowStride, accumulate: false, prefetch: &lines,
+                                laterTiles: productTiles(rows: c, columns: m, T.self))
+        // K_cᵀ: its columns t ..< T keep older values, which only land in masked scores.
+        if k.columnStride == 1 {
+            transposeBlock(rows: t, columns: c, kc, k.rowStride, s.keyFeaturesT, s.tp)
+        } else {
+            for f in 0..<c {
+                let row = s.keyFeaturesT + f * s.tp, column = kc + f * k.columnStride
+                for j in 0..<t { row[j] = column[j * k.rowStride] }
             }
-            lowerTriangleProduct(t: t, depth: c, a: qc, aRowStride: q.rowStride, aDepthStride: q.columnStride,
-                                 b: s.keyFeaturesT, bRowStride: s.tp, c: s.scores, cRowStride: s.tp, rowAdd: nil)
-            lowerDepthProduct(t: t, columns: m, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
-                              b: vc, bRowStride: v.rowStride, c: oc, cRowStride: out.rowStride, accumulate: true)
-            chunkProductPrefetching(rows: c, columns: m, depth: t, a: kc, aRowStride: k.columnStride,
-                                    aDepthStride: k.rowStride, b: vc, bRowStride: v.rowStride, c: s.state,
-                                    cRowStride: s.mp, accumulate: true, prefetch: &fetching)
         }
-        if byLines { chunk(&lines) } else { chunk(&prefetch) }
+        lowerTriangleProduct(t: t, depth: c, a: qc, aRowStride: q.rowStride, aDepthStride: q.columnStride,
+                             b: s.keyFeaturesT, bRowStride: s.tp, c: s.scores, cRowStride: s.tp, rowAdd: nil)
+        lowerDepthProduct(t: t, columns: m, a: s.scores, aRowStride: s.tp, aDepthStride: 1,
+                          b: vc, bRowStride: v.rowStride, c: oc, cRowStride: out.rowStride, accumulate: true)
+        chunkProductPrefetching(rows: c, columns: m, depth: t, a: kc, aRowStride: k.columnStride,
+                                aDepthStride: k.rowStride, b: vc, bRowStride: v.rowStride, c: s.state,
+                                cRowStride: s.mp, accumulate: true, prefetch: &lines)
         r0 += t
     }
 }

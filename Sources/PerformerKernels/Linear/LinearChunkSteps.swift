@@ -60,17 +60,6 @@ func packKeyChunk<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScrat
     if transposedValues { transposeBlock(rows: t, columns: m, s.values, s.mp, s.valuesT, s.tp) }
 }
 
-/// φ(K_c) alone for key rows r0 ..< r0 + t (as `packKeyChunk`; the caller reads V_c in place),
-/// with a `prefetch.step()` after each row.
-@inline(__always)
-func packKeyFeatures<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ t: Int,
-                                      prefetch: inout RowPrefetch) {
-    for i in 0..<t {
-        packKeyFeatureRow(task, s, r0, i)
-        prefetch.step()
-    }
-}
-
 /// Row i of φ(K_c) (key r0 + i): its features, or zeros for a padded key.
 @inline(__always)
 func packKeyFeatureRow<T: KernelScalar>(_ task: LinearAttentionTask, _ s: LinearScratch<T>, _ r0: Int, _ i: Int) {
@@ -111,8 +100,8 @@ func advanceState<T: KernelScalar, Lines: LineFetching>(_ s: LinearScratch<T>, _
 
 /// Sᵀ += V_cᵀ φ(K_c), z += colsum φ(K_c) (the backward keeps Sᵀ: it multiplies ∂L/∂num by Sᵀ).
 @inline(__always)
-func advanceStateTransposed<T: KernelScalar>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int,
-                                             prefetch: inout RowPrefetch) {
+func advanceStateTransposed<T: KernelScalar, Lines: LineFetching>(_ s: LinearScratch<T>, _ t: Int, _ c: Int, _ m: Int,
+                                                                  prefetch: inout Lines) {
     chunkProductPrefetching(rows: m, columns: c, depth: t, a: s.values, aRowStride: 1, aDepthStride: s.mp,
                             b: s.keyFeatures, bRowStride: s.cp, c: s.stateT, cRowStride: s.cp, accumulate: true,
                             prefetch: &prefetch)

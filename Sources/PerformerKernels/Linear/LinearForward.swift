@@ -43,29 +43,16 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
         while r0 < l {
             let t = min(s.rows, l - r0)
             let next = ahead(r0, t, l)
-            if directValues, !next.isEmpty,
-               let keyLines = LinePrefetch.rows(task.key, columns: d, next, elementSize: size),
-               let valueLines = LinePrefetch.rows(v, columns: m, next, elementSize: size) {
-                // The next chunk's K and V rows a line at a time from inside the product's tiles.
-                var none = RowPrefetch.none
-                packKeyFeatures(task, s, r0, t, prefetch: &none)
-                var lines = LinePrefetch(keyLines, valueLines)
+            // The next chunk's K and V rows a line at a time from inside the product's tiles.
+            var lines = LinePrefetch(PrefetchRows(task.key, columns: d, next, elementSize: size),
+                                     PrefetchRows(v, columns: m, next, elementSize: size))
+            if directValues {
+                packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false, values: false)
                 advanceState(s, t, c, m, values: v.base.assumingMemoryBound(to: T.self) + r0 * v.rowStride,
                              valueRowStride: v.rowStride, prefetch: &lines)
-            } else if directValues {
-                // The next chunk's V rows while packing this one's φ(K) (a row each), its K rows
-                // over the product: half the lines per micro-kernel tile of both over the product.
-                var valuePrefetch = RowPrefetch(v, m, rows: ahead(r0, t, l), steps: t, elementSize: size)
-                packKeyFeatures(task, s, r0, t, prefetch: &valuePrefetch)
-                var prefetch = RowPrefetch(task.key, d, rows: ahead(r0, t, l),
-                                           steps: productTiles(rows: c, columns: m, T.self), elementSize: size)
-                advanceState(s, t, c, m, values: v.base.assumingMemoryBound(to: T.self) + r0 * v.rowStride,
-                             valueRowStride: v.rowStride, prefetch: &prefetch)
             } else {
                 packKeyChunk(task, s, r0, t, transposedFeatures: false, transposedValues: false)
-                var prefetch = RowPrefetch(task.key, d, task.value, m, rows: ahead(r0, t, l),
-                                           steps: productTiles(rows: c, columns: m, T.self), elementSize: size)
-                advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &prefetch)
+                advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &lines)
             }
             r0 += t
         }
@@ -77,25 +64,17 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
     while r0 < n {
         let t = min(s.rows, n - r0)
         packQueryChunk(task, s, r0, t)
-        // The next chunk's rows (causal: its keys and values too), over this chunk's state products.
-        let steps = productTiles(rows: t, columns: m, T.self) + (causal ? productTiles(rows: c, columns: m, T.self) : 0)
+        // The next chunk's rows (causal: its keys and values too), a line at a time from inside
+        // this chunk's state products.
         let next = ahead(r0, t, n)
-        var prefetch = RowPrefetch(task.query, d, causal ? task.key : nil, d, causal ? task.value : nil, m,
-                                   rows: next, steps: steps, elementSize: size)
-        // When those rows are adjacent: a line at a time from inside the products' tiles.
-        let queryLines = LinePrefetch.rows(task.query, columns: d, next, elementSize: size)
-        let keyLines = causal ? LinePrefetch.rows(task.key, columns: d, next, elementSize: size) : 0 ..< 0
-        let valueLines = causal ? LinePrefetch.rows(task.value, columns: m, next, elementSize: size) : 0 ..< 0
-        var lines = LinePrefetch(queryLines ?? 0 ..< 0, keyLines ?? 0 ..< 0, valueLines ?? 0 ..< 0)
-        let byLines = !next.isEmpty && queryLines != nil && keyLines != nil && valueLines != nil
+        var lines = LinePrefetch(PrefetchRows(task.query, columns: d, next, elementSize: size),
+                                 PrefetchRows(causal ? task.key : nil, columns: d, next, elementSize: size),
+                                 PrefetchRows(causal ? task.value : nil, columns: m, next, elementSize: size))
         // φ(Q_c) S, leaving a share of the lines to the causal S += φ(K_c)ᵀ V_c at the end.
-        @inline(__always) func queryProduct<Lines: LineFetching>(_ fetching: inout Lines) {
-            chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp,
-                                    aDepthStride: 1, b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp,
-                                    accumulate: false, prefetch: &fetching,
-                                    laterTiles: causal ? productTiles(rows: c, columns: m, T.self) : 0)
-        }
-        if byLines { queryProduct(&lines) } else { queryProduct(&prefetch) }
+        chunkProductPrefetching(rows: t, columns: m, depth: c, a: s.queryFeatures, aRowStride: s.cp,
+                                aDepthStride: 1, b: s.state, bRowStride: s.mp, c: s.rowsM, cRowStride: s.mp,
+                                accumulate: false, prefetch: &lines,
+                                laterTiles: causal ? productTiles(rows: c, columns: m, T.self) : 0)
         if causal {
             packKeyChunk(task, s, r0, t, transposedFeatures: true, transposedValues: false)
             lowerTriangleProduct(t: t, depth: c, a: s.queryFeatures, aRowStride: s.cp, aDepthStride: 1,
@@ -135,11 +114,7 @@ func linearForward<T: KernelScalar>(_ taskPointer: UnsafePointer<LinearAttention
             storeRow(row, count: m, into: task.output!, row: r0 + i, accumulate: false)
         }
         if streaming { storeNormalizedChunk(s, t: t, task, firstRow: r0) }
-        if causal && byLines {
-            advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &lines)
-        } else if causal {
-            advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &prefetch)
-        }
+        if causal { advanceState(s, t, c, m, values: s.values, valueRowStride: s.mp, prefetch: &lines) }
         r0 += t
     }
     storeState(s.state, rows: c, columns: m, ld: s.mp, into: task.finalState)
