@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Issue 8's goals against fast-transformers (FT), as paired ratios on a shared machine.
 
-    python benchmarks/ft_goals.py [N] [ROUNDS] [--fb]
+    python benchmarks/ft_goals.py [N] [ROUNDS] [--fb] [--torch]
 
 Per round: a 1024³ numpy GEMM, REPEATS of our calls back to back and REPEATS of FT's (which
 side goes first alternates), the GEMM again; prints the median over rounds of ours/FT (the goal's
@@ -11,7 +11,9 @@ keep spinning on the two cores for tens of milliseconds after a GEMM returns (ou
 call at N = 16384 took 1.3x as long right after it as 0.1 s later). Cases (B=1, H=8,
 D=M=64, float32, 2 threads, new outputs each call as a user gets them): the un-normalized causal product vs
 FT's causal_dot_product (--fb: forward+backward), linear attention causal and not vs FT's
-CausalLinearAttention / LinearAttention modules. Needs torch and fast-transformers. The
+CausalLinearAttention / LinearAttention modules. --torch: ours through performer.torch on the
+tensors FT gets (what a user switching from FT runs; with --fb, autograd), not through NumPy.
+Needs torch and fast-transformers. The
 arithmetic these ratios are judged against: benchmarks/results/ft_goals.md.
 """
 import statistics
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 
 import performer
+import performer.torch as pt
 from fast_transformers.attention.causal_linear_attention import CausalLinearAttention
 from fast_transformers.attention.linear_attention import LinearAttention
 from fast_transformers.causal_product import causal_dot_product
@@ -39,7 +42,7 @@ def seconds(call):
     return time.perf_counter() - start
 
 
-def cases(n, forward_backward):
+def cases(n, forward_backward, through_torch):
     """{name: (ours, FT's)}: zero-argument calls on the same random inputs."""
     rng = np.random.default_rng(1)
     q, k, v, dout = (rng.standard_normal((B, H, n, D), dtype=np.float32) for _ in range(4))
@@ -53,6 +56,11 @@ def cases(n, forward_backward):
             causal_dot_product(*inputs).backward(grad)
 
         def ours_product_fb():
+            if through_torch:
+                for x in inputs:
+                    x.grad = None
+                pt.linear_attention(*inputs, **CAUSAL_PRODUCT).backward(grad)
+                return
             performer.linear_attention(q, k, v, **CAUSAL_PRODUCT)
             performer.linear_attention_backward(q, k, v, dout, **CAUSAL_PRODUCT)
 
@@ -77,9 +85,12 @@ def cases(n, forward_backward):
         with torch.no_grad():
             return causal_dot_product(tq, tk, tv)
 
-    return {"cp fwd": (lambda: performer.linear_attention(q, k, v, **CAUSAL_PRODUCT), ft_product),
-            "linear causal fwd": (lambda: performer.linear_attention(q, k, v, causal=True), ft_causal),
-            "linear full fwd": (lambda: performer.linear_attention(q, k, v), ft_full)}
+    ours = pt.linear_attention if through_torch else performer.linear_attention
+    if through_torch:
+        q, k, v = tq, tk, tv
+    return {"cp fwd": (lambda: ours(q, k, v, **CAUSAL_PRODUCT), ft_product),
+            "linear causal fwd": (lambda: ours(q, k, v, causal=True), ft_causal),
+            "linear full fwd": (lambda: ours(q, k, v), ft_full)}
 
 
 def main():
@@ -89,10 +100,11 @@ def main():
     n = int(args[0]) if args else 16384
     rounds = int(args[1]) if len(args) > 1 else 5
     forward_backward = "--fb" in sys.argv
+    through_torch = "--torch" in sys.argv
     # Counted work: 4·N·D·M per head for a forward, three times that with the backward.
     flops = B * H * 4.0 * n * D * D * (3 if forward_backward else 1)
     gemm = np.ones((1024, 1024), np.float32)
-    for name, (ours, ft) in cases(n, forward_backward).items():
+    for name, (ours, ft) in cases(n, forward_backward, through_torch).items():
         ours()
         ft()
         ratios, ours_share, ft_share = [], [], []

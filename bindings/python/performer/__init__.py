@@ -102,7 +102,9 @@ def set_output_cache_limit(nbytes):
     costs the operating system's zeroing of every page on first write (2-3 ms of a 15 ms call at
     32 MiB), a kept one is already mapped. The oldest kept memory is freed first when a new block
     would exceed the bound. Such results are ordinary C-contiguous arrays whose ``base`` is the
-    block (``flags.owndata`` is False). Raises TypeError for a non-int, ValueError below 0."""
+    block (``flags.owndata`` is False); ``performer.torch`` results of that size are tensors over
+    such blocks (``torch.from_numpy``), whose storage cannot grow (``resize_``); with a bound of 0
+    they are PyTorch's own tensors. Raises TypeError for a non-int, ValueError below 0."""
     if isinstance(nbytes, bool) or not hasattr(nbytes, "__index__"):
         raise TypeError("nbytes must be an int, not %s" % type(nbytes).__name__)
     nbytes = nbytes.__index__()

@@ -22,6 +22,7 @@ from performer import _performer as _ext
 from . import _autocast
 from ._direct import plain_cpu
 from ._functorch import backward_call, function
+from ._outputs import new_output
 from ._tensors import HALF, check_dtype, key_lists, view, wide_dtype
 
 LIB = torch.library.Library("performer", "DEF")
@@ -113,7 +114,7 @@ def _half_gate(algorithm, name, tensor):
 
 def _wide_empty(like, shape):
     """A float32 companion (lse, state) of a half tensor, else one of like's dtype."""
-    return like.new_empty(shape, dtype=wide_dtype(like.dtype))
+    return new_output(like, shape, torch.float32 if like.dtype in HALF else None)
 
 
 def _views(names, tensors):
@@ -205,10 +206,8 @@ def softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, with_lse):
         view("q", q), view("k", k), view("v", v)  # a dtype or device error first, as the extension
         softmax_shapes(q, k, v)  # raises
     B, H, N, _ = q.shape
-    # Sizes as separate ints: PyTorch parses them faster than a tuple (~1 us per allocation).
-    out = q.new_empty(B, H, N, v.shape[3])
-    lse = (q.new_empty(B, H, N) if q.dtype not in HALF else q.new_empty(B, H, N, dtype=torch.float32)) \
-        if with_lse else None
+    out = new_output(q, (B, H, N, v.shape[3]))
+    lse = _wide_empty(q, (B, H, N)) if with_lse else None
     kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
     _ext.softmax_forward(q, k, v, out, lse, causal, scale, kv_lengths, kv_starts)
     return out, lse
@@ -229,7 +228,7 @@ def _softmax_fake(q, k, v, causal, scale, kv_lengths, kv_starts):
 @torch.library.impl(LIB, "softmax_backward", "CPU")
 def softmax_backward_kernel(q, k, v, out, lse, dout, causal, scale, kv_lengths, kv_starts):
     rank("q", q, 4), rank("k", k, 4), rank("v", v, 4)
-    dq, dk, dv = q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)
+    dq, dk, dv = new_output(q, q.shape), new_output(q, k.shape), new_output(q, v.shape)
     _ext.softmax_backward(q, k, v, out, lse, dout, dq, dk, dv, causal, scale, *key_lists(kv_lengths, kv_starts))
     return dq, dk, dv
 
@@ -283,7 +282,7 @@ def linear_forward(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_leng
         linear_shapes(q, k, v)  # raises
     B, H, N, D = q.shape
     M = v.shape[3]
-    out = q.new_empty(B, H, N, M)
+    out = new_output(q, (B, H, N, M))
     S = z = None
     if return_state:
         S, z = _wide_empty(q, (B, H, D, M)), _wide_empty(q, (B, H, D))
@@ -314,7 +313,7 @@ def _linear_fake(q, k, v, S0, z0, causal, feature_map, eps, normalize, kv_length
 
 def _linear_grads_like(q, k, v, S0):
     rank("q", q, 4), rank("k", k, 4), rank("v", v, 4)
-    grads = [q.new_empty(q.shape), q.new_empty(k.shape), q.new_empty(v.shape)]
+    grads = [new_output(q, q.shape), new_output(q, k.shape), new_output(q, v.shape)]
     if S0 is None:
         return grads + [_empty(q), _empty(q)]
     rank("initial_state[0] (S)", S0, 4)
@@ -386,7 +385,7 @@ def _linear_state_fake(k, v, S0, z0, heads, feature_map, kv_lengths, kv_starts):
 
 def _state_grads_like(k, v, dS, initial_state):
     rank("k", k, 4), rank("v", v, 4), rank("dS", dS, 4)
-    grads = [k.new_empty(k.shape), k.new_empty(v.shape)]
+    grads = [new_output(k, k.shape), new_output(k, v.shape)]
     if initial_state:
         return grads + [_wide_empty(k, dS.shape), _wide_empty(k, dS.shape[:3])]
     return grads + [_empty(k), _empty(k)]
@@ -462,7 +461,7 @@ def favor_forward(q, k, v, W, S0, z0, c0, causal, features, scale, eps, relu_off
     path's saving; the op returns empty tensors instead)."""
     out_shape, s_shape = favor_shapes(q, k, v, W, features)
     projection = _projection(W)
-    out = q.new_empty(*out_shape)
+    out = new_output(q, out_shape)
     if return_state:
         final = (_wide_empty(q, s_shape), _wide_empty(q, s_shape[:3]), _wide_empty(q, s_shape[:3]))
         final_views = _views(("final_state[0] (S)", "final_state[1] (z)", "final_state[2] (c)"), final)

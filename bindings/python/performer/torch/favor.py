@@ -14,6 +14,7 @@ from . import _autocast, _ops
 from ._apply import c_apply, unwrap, unwrap_each
 from ._direct import route
 from ._functorch import functorch_active
+from ._outputs import new_output
 from ._tensors import check, key_lists, key_tensors
 from .linear import _STATE_NAMES, heads_arg, state_arg, state_grads
 from .softmax import scale_arg
@@ -71,7 +72,7 @@ class _FavorFunction(torch.autograd.Function):
         causal, features, scale, eps, relu_offset, kv_lengths, kv_starts, return_state = ctx.options
         if not return_state:
             dS = dz = None
-        dq, dk, dv = q.new_empty(*q.shape), q.new_empty(*k.shape), q.new_empty(*v.shape)
+        dq, dk, dv = new_output(q, q.shape), new_output(q, k.shape), new_output(q, v.shape)
         dS0, dz0 = (None, None) if S0 is None else state_grads(q, S0)
         _ext.favor_backward(q, k, v, dout, ctx.projection, dq, dk, dv, S0, z0, c0, dS, dz, dS0, dz0, causal,
                             features, scale, eps, relu_offset, kv_lengths, kv_starts)

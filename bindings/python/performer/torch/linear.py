@@ -12,7 +12,8 @@ from . import _autocast, _ops
 from ._apply import c_apply, unwrap, unwrap_each
 from ._direct import route
 from ._functorch import functorch_active
-from ._tensors import check, key_lists, key_tensors, wide_dtype
+from ._outputs import new_output
+from ._tensors import check, key_lists, key_tensors
 
 __all__ = ["linear_attention", "linear_state"]
 
@@ -40,8 +41,7 @@ def heads_arg(heads, initial_state, k):
 def state_grads(q, S0):
     """dS0, dz0 tensors for a backward with an initial state S0 (float32 for half tokens)."""
     B, H, D, M = S0.shape
-    wide = wide_dtype(q.dtype)
-    return q.new_empty(B, H, D, M, dtype=wide), q.new_empty(B, H, D, dtype=wide)
+    return _ops._wide_empty(q, (B, H, D, M)), _ops._wide_empty(q, (B, H, D))
 
 
 class _LinearFunction(torch.autograd.Function):
@@ -65,7 +65,7 @@ class _LinearFunction(torch.autograd.Function):
         causal, feature_map, eps, normalize, kv_lengths, kv_starts, return_state = ctx.options
         if not return_state:
             dS = dz = None
-        dq, dk, dv = q.new_empty(*q.shape), q.new_empty(*k.shape), q.new_empty(*v.shape)
+        dq, dk, dv = new_output(q, q.shape), new_output(q, k.shape), new_output(q, v.shape)
         dS0, dz0 = (None, None) if S0 is None else state_grads(q, S0)
         _ext.linear_backward(q, k, v, dout, dq, dk, dv, S0, z0, dS, dz, dS0, dz0, causal, feature_map, eps, normalize,
                              kv_lengths, kv_starts)

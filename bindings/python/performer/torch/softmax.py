@@ -9,7 +9,8 @@ from . import _autocast, _ops
 from ._apply import c_apply, unwrap
 from ._direct import route
 from ._functorch import functorch_active
-from ._tensors import check, key_lists, key_tensors, wide_dtype
+from ._outputs import new_output, output_like
+from ._tensors import check, key_lists, key_tensors
 
 __all__ = ["softmax_attention"]
 
@@ -39,8 +40,8 @@ class _SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, causal, scale, kv_lengths, kv_starts, model_layout):
         if model_layout:
-            out = q.new_empty(q.shape[0], q.shape[2], q.shape[1], v.shape[3])
-            lse = q.new_empty(q.shape[:3], dtype=wide_dtype(q.dtype)) if any(ctx.needs_input_grad[:3]) else None
+            out = new_output(q, (q.shape[0], q.shape[2], q.shape[1], v.shape[3]))
+            lse = _ops._wide_empty(q, q.shape[:3]) if any(ctx.needs_input_grad[:3]) else None
             _ext.softmax_forward(q, k, v, out.transpose(1, 2), lse, causal, scale, kv_lengths, kv_starts)
         else:
             out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, True)
@@ -56,7 +57,7 @@ class _SoftmaxFunction(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         causal, scale, kv_lengths, kv_starts, model_layout = ctx.options
         if model_layout:
-            dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+            dq, dk, dv = output_like(q), output_like(k), output_like(v)
             _ext.softmax_backward(q, k, v, out.transpose(1, 2), lse, dout.transpose(1, 2), dq, dk, dv, causal,
                                   scale, kv_lengths, kv_starts)
         else:
