@@ -407,8 +407,8 @@ def _linear_causal_forward(g, qn, kn, vn, eps, options):
         else:
             state = _performer.linear_state(kn[:, kh], vn[:, kh], heads=heads, **options)
         pending.append(g.start_gather_payloads(state))
-    out = _np.empty((b, h, n, m), dtype=qn.dtype)
-    den = _np.empty((b, h, n), dtype=qn.dtype)
+    out = _common._empty((b, h, n, m), qn.dtype)
+    den = _common._empty((b, h, n), qn.dtype)
     initial = []
     for (qh, kh), gathered in zip(groups, pending):
         parts = gathered()
@@ -433,7 +433,8 @@ def _linear_causal_backward(g, qn, kn, vn, dn, out, den, eps, options, groups, i
             dinitial = _query_state_gradient(qn[:, qh], out[:, qh], den[:, qh], dn[:, qh], eps,
                                              options["feature_map"])
         pending.append(g.start_gather_payloads(dinitial))
-    dq, dk, dv = _np.empty_like(qn), _np.empty_like(kn), _np.empty_like(vn)
+    # Results of the output cache (large ones: memory a dead result left, already mapped).
+    dq, dk, dv = (_common._empty(x.shape, x.dtype) for x in (qn, kn, vn))
     for (qh, kh), start, gathered in zip(groups, initial, pending):
         parts = gathered()
         dfinal = _sum_states(parts, list(range(g.rank + 1, g.size)), qn.dtype)
@@ -584,8 +585,8 @@ def _favor_causal_forward(g, qn, kn, vn, pinned, eps, feature_options, local):
         else:
             state = _performer.favor_state(kn[:, kh], vn[:, kh], pinned, heads=heads, **feature_options, **local)
         pending.append(g.start_gather_payloads(state))
-    out = _np.empty((b, h, n, m), dtype=qn.dtype)
-    scales = (_np.empty((b, h, n), dtype=qn.dtype), _np.empty((b, h, n), dtype=qn.dtype)) if g.rank > 0 else None
+    out = _common._empty((b, h, n, m), qn.dtype)
+    scales = (_common._empty((b, h, n), qn.dtype), _common._empty((b, h, n), qn.dtype)) if g.rank > 0 else None
     folded = []
     for (qh, kh), gathered in zip(groups, pending):
         parts = gathered()
@@ -616,7 +617,8 @@ def _favor_causal_backward(g, qn, kn, vn, dn, pinned, eps, feature_options, loca
             dinitial = _favor_query_state_gradient(qn[:, qh], pinned, f["features"], f["scale"],
                                                    f["relu_offset"], initial[2], *row_scales, out, dn[:, qh])
         pending.append(g.start_gather_payloads(dinitial))
-    dq, dk, dv = _np.empty_like(qn), _np.empty_like(kn), _np.empty_like(vn)
+    # Results of the output cache (large ones: memory a dead result left, already mapped).
+    dq, dk, dv = (_common._empty(x.shape, x.dtype) for x in (qn, kn, vn))
     for (qh, kh, initial, cs, final_c, out, row_scales), gathered in zip(folded, pending):
         parts = gathered()
         # Rank t's initial triple holds this rank's final one with the factor e^{c_F - c'_t}
