@@ -206,3 +206,19 @@ def test_compiled_calls_return_cached_results_equal_to_eager():
     assert torch.equal(compiled(q, k, v), got * 2)
     with torch.inference_mode():
         assert torch.equal(pt.linear_attention(q, k, v), got)
+
+
+def test_export_with_a_dynamic_length_puts_no_guard_on_the_result_size():
+    # The fake kernels' result sizes are symbolic: testing them against the cache's 4 MiB would
+    # restrict the exported length (n <= 524287 here) or recompile at that size.
+    class Attention(torch.nn.Module):
+        def forward(self, q, k, v):
+            return pt.linear_attention(q, k, v) + pt.softmax_attention(q, k, v)
+
+    q, k, v = inputs(l=8192)
+    n = torch.export.Dim("n", min=2, max=1 << 20)
+    exported = torch.export.export(Attention(), (q, k, v), dynamic_shapes=({2: n}, {2: n}, {2: n}))
+    assert str(exported.range_constraints).endswith("VR[2, 1048576]}")
+    small = inputs(n=16, l=16)
+    assert torch.allclose(exported.module()(*small), Attention()(*small))
+    assert torch.equal(exported.module()(q, k, v), Attention()(q, k, v))

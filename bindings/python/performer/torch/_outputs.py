@@ -2,7 +2,8 @@
 
 PyTorch's CPU allocator gives a large tensor fresh pages from the system each time (glibc maps a
 block of this size anew on every call), and the kernel's first write into each page then waits
-for the system to zero it: at N = 16384 that cost the linear-attention forward ~50% of its time.
+for the system to zero it: at N = 16384, 10-17% of a linear-attention forward's time
+(benchmarks/torch_output_cache.py).
 A result of _CACHED_BYTES or more therefore lives in a block of the package's output cache
 (performer.set_output_cache_limit; _output_pool.c), wrapped by torch.from_numpy: when the last
 tensor over it dies, the block goes back to the cache, already mapped, for the next result of
@@ -30,15 +31,21 @@ _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 def new_output(like, shape, dtype=None, _prod=math.prod, _cached=_CACHED_BYTES):
     """An uninitialized C-contiguous CPU tensor of ``shape`` and ``dtype`` (default: like's), as
-    ``like.new_empty(shape, dtype=dtype)``. (A tiny call's results cost ~0.1 us more than that:
-    the size test comes first, and sizes go as separate ints, which PyTorch parses faster.)"""
-    if _prod(shape) * (like.dtype if dtype is None else dtype).itemsize < _cached:
-        return like.new_empty(*shape) if dtype is None else like.new_empty(shape, dtype=dtype)
-    if dtype is None:
-        dtype = like.dtype
+    ``like.new_empty(shape, dtype=dtype)``. The type test comes first: a fake tensor's sizes may
+    be symbolic, and comparing them would add a shape guard to a compiled or exported graph. (A
+    tiny call's result costs ~0.3 us more than ``new_empty``.)"""
+    if type(like) in _PLAIN and _prod(shape) * (like.dtype if dtype is None else dtype).itemsize >= _cached:
+        tensor = _cached_output(like, shape, like.dtype if dtype is None else dtype)
+        if tensor is not None:
+            return tensor
+    return like.new_empty(*shape) if dtype is None else like.new_empty(shape, dtype=dtype)
+
+
+def _cached_output(like, shape, dtype):
+    """A tensor over a block of the cache, or None (another dtype or device, or the cache off)."""
     block = _BLOCK_DTYPES.get(dtype)
-    if block is None or type(like) not in _PLAIN or not like.is_cpu or _ext._output_cache_limit() == 0:
-        return like.new_empty(shape, dtype=dtype)
+    if block is None or not like.is_cpu or _ext._output_cache_limit() == 0:
+        return None
     tensor = torch.from_numpy(_common._empty(tuple(shape), block))
     return tensor if tensor.dtype == dtype else tensor.view(dtype)
 
