@@ -92,6 +92,46 @@ def reference_cases() -> list[tuple[str, Callable[[], object]]]:
     return [("torch SDPA 1x1x1x64 (reference)", lambda: F.scaled_dot_product_attention(q1, q1, q1))]
 
 
+def transformers_cases() -> list[tuple[str, Callable[[], object]]]:
+    """One decoding step of a Hugging Face layer (1 query against a 64-token cache, GQA 8 on 2,
+    D = 32, as transformers hands them over) under no_grad: transformers' sdpa_attention_forward
+    against performer's attention_forward, and each side's mask function for the step (called
+    once per forward, not per layer)."""
+    try:
+        import torch
+        from transformers import masking_utils
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        from performer.torch import transformers as glue
+    except ImportError:
+        return []
+    L = 64
+    q = torch.randn(1, 1, 8, 32).transpose(1, 2)
+    k, v = torch.randn(1, 2, L, 32), torch.randn(1, 2, L, 32)
+    module = torch.nn.Module()
+    module.is_causal, module.num_key_value_groups = True, 4
+    padding = torch.ones(1, L, dtype=torch.long)
+    step = dict(batch_size=1, q_length=1, kv_length=L, q_offset=L - 1, kv_offset=0,
+                mask_function=masking_utils.causal_mask_function, attention_mask=padding)
+    ranges = glue.attention_mask(**step)
+    sdpa_mask = masking_utils.sdpa_mask(**step)
+
+    def no_grad(fn):
+        def call():
+            with torch.no_grad():
+                return fn()
+        return call
+
+    return [
+        ("transformers sdpa_attention_forward, decode step (reference)",
+         no_grad(lambda: sdpa_attention_forward(module, q, k, v, sdpa_mask, scaling=0.17))),
+        ("performer.torch.transformers.attention_forward, decode step",
+         no_grad(lambda: glue.attention_forward(module, q, k, v, ranges, scaling=0.17))),
+        ("transformers sdpa_mask, decode step (reference)", lambda: masking_utils.sdpa_mask(**step)),
+        ("performer.torch.transformers.attention_mask, decode step", lambda: glue.attention_mask(**step)),
+    ]
+
+
 def torch_cases() -> list[tuple[str, Callable[[], object]]]:
     try:
         import torch
@@ -179,7 +219,7 @@ def main() -> None:
         "| call | µs per call |",
         "|---|---:|",
     ]
-    for name, fn in numpy_cases() + (reference_cases() if args.numpy_only else torch_cases()):
+    for name, fn in numpy_cases() + (reference_cases() if args.numpy_only else torch_cases() + transformers_cases()):
         lines.append(f"| {name} | {per_call_us(fn):.2f} |")
         print(lines[-1], flush=True)
     if args.write:

@@ -118,6 +118,31 @@ def test_mask_descriptor_is_small_and_right_for_a_static_cache():
     assert ranges.kv_starts.tolist() == [0, 3] and ranges.kv_lengths is None
 
 
+@pytest.mark.parametrize("dtype", [torch.long, torch.bool, torch.float32])
+def test_mask_of_unpadded_rows_takes_the_short_path_to_the_same_ranges(dtype):
+    # All-ones windows (every step of an unpadded batch) skip the per-row range search; a window
+    # shorter than the keys (transformers pads it with False), a zero anywhere, or padding only
+    # outside the window read by this call still give what the general path gives.
+    def ranges(mask, kv_length=8, q_length=1, q_offset=7, kv_offset=0):
+        r = glue.attention_mask(batch_size=mask.shape[0], q_length=q_length, kv_length=kv_length,
+                                q_offset=q_offset, kv_offset=kv_offset,
+                                mask_function=masking_utils.causal_mask_function, attention_mask=mask.to(dtype))
+        return (r.keys, r.causal, None if r.kv_starts is None else r.kv_starts.tolist(),
+                None if r.kv_lengths is None else r.kv_lengths.tolist())
+
+    ones = torch.ones(2, 8)
+    assert ranges(ones) == (8, True, None, None)
+    assert ranges(ones[:, :6]) == (8, True, None, [6, 6])
+    right = ones.clone()
+    right[1, 6:] = 0
+    assert ranges(right) == (8, True, None, [8, 6])
+    left = ones.clone()
+    left[0, :2] = 0
+    assert ranges(left) == (8, True, [2, 0], None)
+    assert ranges(left, q_offset=7, kv_offset=2, kv_length=6) == (6, True, None, None)
+    assert ranges(torch.ones(2, 12), q_length=4, q_offset=4) == (8, True, None, None)
+
+
 def test_four_d_tensor_mask_is_read_and_checked():
     # A 4D mask built by transformers' sdpa_mask (left and right padding) gives the KeyRanges' result.
     g = torch.Generator().manual_seed(2)

@@ -16,6 +16,15 @@ the padding would be lost -- the attention function refuses to run then instead 
 
 import torch as _torch
 
+from performer import _performer as _ext
+
+from . import _autocast
+from ._apply import unwrap
+from ._direct import route
+from ._outputs import new_output
+from ._tensors import DTYPE_CODES, key_lists
+from .softmax import apply_softmax, softmax_attention
+
 __all__ = ["KeyRanges", "attention_forward", "attention_mask", "register_transformers_attention"]
 
 
@@ -119,10 +128,13 @@ def attention_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mas
         if attention_mask.ndim != 2:
             raise ValueError("attention_mask has shape %s; expected the 2D padding mask (batch x keys)"
                              % (tuple(attention_mask.shape),))
-        padding = attention_mask[:, kv_offset:kv_offset + keys].to(device="cpu", dtype=_torch.bool)
-        if padding.shape[-1] < keys:  # transformers pads a short 2D mask with False
-            padding = _torch.nn.functional.pad(padding, (0, keys - padding.shape[-1]))
-        starts, ends = _compact(*_row_ranges(padding, "attention_mask (padding)"), keys)
+        window = attention_mask[:, kv_offset:kv_offset + keys]
+        # No padding (every decoding step of an unpadded batch): one reduction, ~10 us instead of ~90.
+        if window.shape[-1] < keys or not bool(window.all()):
+            padding = window.to(device="cpu", dtype=_torch.bool)
+            if padding.shape[-1] < keys:  # transformers pads a short 2D mask with False
+                padding = _torch.nn.functional.pad(padding, (0, keys - padding.shape[-1]))
+            starts, ends = _compact(*_row_ranges(padding, "attention_mask (padding)"), keys)
     return KeyRanges(keys, causal, starts, ends, shape)
 
 
@@ -202,27 +214,30 @@ def attention_forward(module, query, key, value, attention_mask, dropout=0.0, sc
         raise TypeError("attention_mask is a %s; expected None, a tensor or performer's KeyRanges (register the "
                         "mask function with register_transformers_attention)" % type(attention_mask).__name__)
     keys = ranges.keys
-    return _layer_attention(query, key[:, :, :keys], value[:, :, :keys], ranges.causal, scaling,
-                            ranges.kv_lengths, ranges.kv_starts), None
+    if keys != length:  # a static cache's unused slots (slicing costs ~2 us per tensor otherwise)
+        key, value = key[:, :, :keys], value[:, :, :keys]
+    return _layer_attention(query, key, value, ranges.causal, scaling, ranges.kv_lengths, ranges.kv_starts), None
 
 
 def _layer_attention(q, k, v, causal, scale, kv_lengths, kv_starts):
     """B x N x H x M attention output of B x H x N x D q and B x Hk x L x D k, v: softmax.py's
-    autograd Function in its model layout (out written through strides into the B x N x H x M
-    tensor, no transposed copy) in plain eager calls; under torch.compile / torch.func / autocast or
+    autograd Function (without gradients, its kernel) in its model layout (out written through
+    strides into the B x N x H x M tensor, no transposed copy) in plain eager calls; under
+    torch.compile / torch.func / autocast or
     for other tensors (anything softmax_attention handles specially, with its messages),
     softmax_attention and a copy."""
-    from . import _autocast, softmax_attention
-    from ._apply import unwrap
-    from ._direct import eager
-    from ._tensors import DTYPE_CODES, key_lists
-    from .softmax import apply_softmax
-
-    if (eager(q, k, v) and not _autocast.requested() and q.dim() == 4 and v.dim() == 4
+    grad = route(q, k, v)
+    if (grad is not None and not _autocast.requested() and q.dim() == 4 and v.dim() == 4
             and q.dtype in DTYPE_CODES and q.is_cpu):
         scale = None if scale is None else float(scale)
-        return apply_softmax(unwrap(q), unwrap(k), unwrap(v), bool(causal), scale,
-                             *key_lists(kv_lengths, kv_starts), True)[0]
+        kv_lengths, kv_starts = key_lists(kv_lengths, kv_starts)
+        if grad:
+            return apply_softmax(unwrap(q), unwrap(k), unwrap(v), bool(causal), scale, kv_lengths, kv_starts,
+                                 True)[0]
+        # No gradient (generate(), evaluation): the kernel alone, ~5 us less per layer and token.
+        out = new_output(q, (q.shape[0], q.shape[2], q.shape[1], v.shape[3]))
+        _ext.softmax_forward(q, k, v, out.transpose(1, 2), None, bool(causal), scale, kv_lengths, kv_starts)
+        return out
     out = softmax_attention(q, k, v, causal=causal, scale=scale, kv_lengths=kv_lengths, kv_starts=kv_starts)
     return out.transpose(1, 2).contiguous()
 
