@@ -7,7 +7,8 @@ float32, batch 1. For each thread count (torch.set_num_threads; PyTorch's other 
 defaults, so its OpenMP workers spin between ops as they do in any PyTorch program) and each N: forward
 (no_grad) and forward+backward of the whole model, attn_implementation="performer" vs "sdpa", timed
 alternately in this one process (sdpa, performer, sdpa, ...) so a noisy machine hits both alike; medians.
-Then greedy generate() tokens/s at a 32-token prompt (64 new tokens, dynamic cache).
+Then greedy generate() tokens/s at a 32-token prompt (64 new tokens, dynamic cache; medians of 10
+alternated runs).
 
 The "bound" column is what no attention implementation can beat: SDPA's time over the time of the same
 model whose attention costs nothing (it returns its queries as the output, a view; the masks are
@@ -248,9 +249,9 @@ def main():
                 decoders = {name: models[name] for name in ("sdpa", "performer")}
                 rates = {name: [] for name in decoders}
                 tokens = {}
-                for _ in range(3):
-                    for name, model in decoders.items():
-                        tokens[name], rate = generate_rate(model, prompt, options.generate)
+                for round_ in range(10):  # alternated, neither always first: a step is ~1 ms, noise is large
+                    for name in (("sdpa", "performer") if round_ % 2 == 0 else ("performer", "sdpa")):
+                        tokens[name], rate = generate_rate(decoders[name], prompt, options.generate)
                         rates[name].append(rate)
                 same = torch.equal(tokens["sdpa"], tokens["performer"])
                 sdpa_rate, our_rate = statistics.median(rates["sdpa"]), statistics.median(rates["performer"])
