@@ -1,6 +1,6 @@
 """Helpers more than one test file uses: the repository's path, running an example,
-central-difference gradients, the check that a call releases the GIL, and a call in a forked
-child.
+central-difference gradients, the check that a call releases the GIL, a call in a forked
+child, and an empty output cache around a test.
 (The softmax reference is reference.py.)"""
 
 import multiprocessing
@@ -104,3 +104,17 @@ def run_in_forked_child(function, hung, timeout):
         pytest.fail(hung)
     assert process.exitcode == 0
     return queue.get(timeout=10)
+
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def empty_output_cache():
+    """The test starts and ends with an empty output cache (performer.set_output_cache_limit) and
+    the limit it found. Output-cache test modules use it autouse."""
+    previous = performer.set_output_cache_limit(0)
+    performer.set_output_cache_limit(previous)
+    yield
+    performer.set_output_cache_limit(0)
+    performer.set_output_cache_limit(previous)

@@ -9,20 +9,11 @@ import numpy as np
 import pytest
 
 import performer
+from helpers import MIB, empty_output_cache  # noqa: F401  (the fixture, used by pytestmark)
 
-MIB = 1 << 20
 BLOCK = 4 * MIB  # 1 x 2 x 8192 x 64 float32
 contents = performer._ext._output_cache_contents
-
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    """Each test starts and ends with an empty cache and the default limit."""
-    previous = performer.set_output_cache_limit(0)
-    performer.set_output_cache_limit(previous)
-    yield
-    performer.set_output_cache_limit(0)
-    performer.set_output_cache_limit(previous)
+pytestmark = pytest.mark.usefixtures("empty_output_cache")  # each test starts and ends with it empty
 
 
 def inputs(n=8192, l=16, dtype=np.float32, seed=0):
