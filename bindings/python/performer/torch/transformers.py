@@ -223,9 +223,8 @@ def _layer_attention(q, k, v, causal, scale, kv_lengths, kv_starts):
     """B x N x H x M attention output of B x H x N x D q and B x Hk x L x D k, v: softmax.py's
     autograd Function (without gradients, its kernel) in its model layout (out written through
     strides into the B x N x H x M tensor, no transposed copy) in plain eager calls; under
-    torch.compile / torch.func / autocast or
-    for other tensors (anything softmax_attention handles specially, with its messages),
-    softmax_attention and a copy."""
+    torch.compile / torch.func / autocast or for other tensors (anything softmax_attention handles
+    specially, with its messages), softmax_attention and a copy."""
     grad = route(q, k, v)
     if (grad is not None and not _autocast.requested() and q.dim() == 4 and v.dim() == 4
             and q.dtype in DTYPE_CODES and q.is_cpu):
