@@ -107,6 +107,61 @@ def test_greedy_generate_equals_sdpa_left_padded(arch, cache):
     assert torch.equal(got, expected)
 
 
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+@pytest.mark.parametrize("padding", ["none", "left"])
+def test_compiled_model_is_one_graph_and_trains_like_sdpa(arch, padding):
+    # While tracing, transformers hands the mask function a composed one (its packed-sequence check)
+    # even without packing, and the padding ranges cannot be branched on: both stay in the graph.
+    reference, model = model_pair(CONFIGS[arch]())
+    ids, mask = batch(padding)
+    labels = ids.masked_fill(mask == 0, -100)
+    kwargs = {} if padding == "none" else {"attention_mask": mask}
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(ids, labels=labels, use_cache=False, **kwargs)
+    on_sdpa = torch._dynamo.explain(reference)(ids, labels=labels, use_cache=False, **kwargs)
+    # As many graphs as on SDPA (GPT-2's loss breaks the graph in transformers itself), so fullgraph
+    # compiles wherever it does on SDPA (Llama).
+    assert explained.graph_break_count == on_sdpa.graph_break_count, explained.break_reasons
+    assert arch == "gpt2" or explained.graph_count == 1
+    compiled = torch.compile(model, fullgraph=on_sdpa.graph_break_count == 0)
+    got = compiled(ids, labels=labels, use_cache=False, **kwargs)
+    expected = reference(ids, labels=labels, use_cache=False, **kwargs)
+    real = mask.bool()
+    assert rel_err(got.logits[real], expected.logits[real]) <= 1e-5
+    got.loss.backward()
+    expected.loss.backward()
+    reference_grads = dict(reference.named_parameters())
+    for name, parameter in model.named_parameters():
+        assert rel_err(parameter.grad, reference_grads[name].grad) <= 1e-4, name
+
+
+def test_compiled_model_refuses_packed_sequences_and_holes_when_it_runs():
+    _, model = model_pair(llama_config())
+    ids = torch.randint(3, 97, (1, 8))
+    compiled = torch.compile(model, fullgraph=True)
+    single = compiled(ids, position_ids=torch.arange(8)[None], use_cache=False).logits
+    assert torch.isfinite(single).all()
+    with pytest.raises(RuntimeError, match="not causal within one key range per batch row"):
+        compiled(ids, position_ids=torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]]), use_cache=False)
+    holed = torch.ones(1, 8, dtype=torch.long)
+    holed[0, 3] = 0
+    with pytest.raises(RuntimeError, match=r"attention_mask \(padding\): a row attends to keys with a hole"):
+        compiled(ids, attention_mask=holed, use_cache=False)
+
+
+def test_compiled_generate_with_a_static_cache_equals_sdpa():
+    # transformers' recipe for compiled decoding: a static cache and a compiled forward.
+    reference, model = model_pair(llama_config())
+    ids, mask = batch("left", B=2, N=9)
+    options = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0,
+                   cache_implementation="static")
+    with torch.no_grad():
+        expected = reference.generate(ids, **options)
+        model.forward = torch.compile(model.forward)
+        got = model.generate(ids, **options)
+    assert torch.equal(got, expected)
+
+
 def test_mask_descriptor_is_small_and_right_for_a_static_cache():
     # The key ranges for a static cache of 32 slots with 9 tokens written and 1 new query: keys [0, 10),
     # rows from their first real token.

@@ -56,6 +56,13 @@ class KeyRanges:
             self.keys, self.causal, self.kv_starts, self.kv_lengths, self.shape)
 
 
+def _is_plain_mask_function(mask_function):
+    from transformers import masking_utils
+
+    return mask_function is masking_utils.causal_mask_function or \
+        mask_function is masking_utils.bidirectional_mask_function
+
+
 def _mask_kind(mask_function):
     """True for transformers' causal mask function, False for its bidirectional one; else ValueError."""
     from transformers import masking_utils
@@ -72,16 +79,41 @@ def _mask_kind(mask_function):
         "this model" % name)
 
 
-def _row_ranges(allowed, what):
+def _check_traced_pattern(mask_function, causal, batch_size, q_length, keys, q_offset, kv_offset):
+    """Under torch.compile / torch.export: an assertion in the graph that ``mask_function`` (a composed
+    function transformers builds only while tracing, e.g. its packed-sequence check, which it skips in
+    eager calls when each row holds one sequence) allows exactly the causal (or full) pattern over the
+    keys read. Evaluated as transformers' sdpa_mask does while tracing: B x 1 x N x keys booleans, once
+    per forward. A mask it does not match raises RuntimeError when the compiled code runs. (No double
+    quotes in the message: Inductor writes it into C++ source unescaped.)"""
+    b = _torch.arange(batch_size).view(-1, 1, 1, 1)
+    h = _torch.arange(1).view(1, -1, 1, 1)
+    q = _torch.arange(q_length).view(1, 1, -1, 1) + q_offset
+    kv = _torch.arange(keys).view(1, 1, 1, -1) + kv_offset
+    allowed = mask_function(b, h, q, kv)
+    expected = kv <= q if causal else _torch.ones((), dtype=_torch.bool)
+    _torch._assert_async((allowed == expected).all(),
+                         "attention_mask: the traced mask_function is not %s within one key range per batch row "
+                         "(packed sequences, a sliding window, an overlay?); performer attention cannot compute "
+                         "it exactly -- use attn_implementation='sdpa' for this model"
+                         % ("causal" if causal else "full"))
+
+
+def _row_ranges(allowed, what, traced=False):
     """Per row of the B x W boolean ``allowed``: (first, end) of its True entries as int64 tensors, after
-    checking they are contiguous (ValueError naming ``what`` and the row otherwise). Empty rows: (0, 0)."""
+    checking they are contiguous (ValueError naming ``what`` and the row otherwise; traced: an
+    assertion in the graph, RuntimeError when it runs). Empty rows: (0, 0)."""
     width = allowed.shape[-1]
     index = _torch.arange(width)
     count = allowed.sum(-1)
     first = _torch.where(allowed, index, width).amin(-1)
     last = _torch.where(allowed, index, -1).amax(-1)
     holes = (count > 0) & (last - first + 1 != count)
-    if bool(holes.any()):
+    if traced:
+        _torch._assert_async(~holes.any(), "%s: a row attends to keys with a hole in its range; performer "
+                                           "attention needs one contiguous key range per batch row (left or "
+                                           "right padding only)" % what)
+    elif bool(holes.any()):
         row = int(holes.nonzero()[0, 0])
         raise ValueError(
             "%s: row %d attends to %d keys spread over [%d, %d] (a hole in the row); performer attention "
@@ -105,7 +137,16 @@ def attention_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mas
     length and offset, the key length and offset (from the cache) and the 2D padding mask (B x S, True =
     a real token; positions past S are padding). Cost: O(B * S), no N x L tensor.
     """
-    causal = True if mask_function is None else _mask_kind(mask_function)
+    traced = _torch.compiler.is_compiling()
+    composed = None
+    if mask_function is None:
+        causal = True
+    elif traced and not _is_plain_mask_function(mask_function):
+        # Only transformers' bidirectional call sites pass allow_is_bidirectional_skip; the pattern
+        # this implies is checked in the graph (_check_traced_pattern).
+        causal, composed = "allow_is_bidirectional_skip" not in kwargs, mask_function
+    else:
+        causal = _mask_kind(mask_function)
     shape = (batch_size, 1, q_length, kv_length)
     if isinstance(attention_mask, KeyRanges):
         # Made by this function ahead of the forward (generate() with a static cache).
@@ -123,6 +164,8 @@ def attention_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mas
                 "causal mask with q_offset=%d, q_length=%d, kv_offset=%d, kv_length=%d: the last query would "
                 "see %d of %d keys; performer attention cannot align that" % (
                     q_offset, q_length, kv_offset, kv_length, keys, kv_length))
+    if composed is not None:
+        _check_traced_pattern(composed, causal, batch_size, q_length, keys, q_offset, kv_offset)
     starts = ends = None
     if attention_mask is not None:
         if attention_mask.ndim != 2:
@@ -130,11 +173,14 @@ def attention_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mas
                              % (tuple(attention_mask.shape),))
         window = attention_mask[:, kv_offset:kv_offset + keys]
         # No padding (every decoding step of an unpadded batch): one reduction, ~10 us instead of ~90.
-        if window.shape[-1] < keys or not bool(window.all()):
+        # Traced, the ranges stay tensors (no branch on their values).
+        if traced or window.shape[-1] < keys or not bool(window.all()):
             padding = window.to(device="cpu", dtype=_torch.bool)
             if padding.shape[-1] < keys:  # transformers pads a short 2D mask with False
                 padding = _torch.nn.functional.pad(padding, (0, keys - padding.shape[-1]))
-            starts, ends = _compact(*_row_ranges(padding, "attention_mask (padding)"), keys)
+            starts, ends = _row_ranges(padding, "attention_mask (padding)", traced)
+            if not traced:
+                starts, ends = _compact(starts, ends, keys)
     return KeyRanges(keys, causal, starts, ends, shape)
 
 
