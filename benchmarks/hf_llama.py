@@ -20,6 +20,9 @@ attention faster than free.
   own    on the library's own worker threads, with performer.set_num_threads(t) (the behaviour before).
 Ratios > 1 mean performer is faster than SDPA.
 
+--compile times the three models under torch.compile (compiled during the warm-up calls; the
+--layer and generate rows stay eager).
+
 --layer adds, per row, one layer's attention call timed alone in the same alternation (inputs captured
 from the performer model at that N: q B x H x N x D read in place from the projection's B x N x H x D
 layout, k/v B x Hk x L x D, GQA): transformers' sdpa_attention_forward, performer's attention_forward
@@ -205,13 +208,18 @@ def main():
     parser.add_argument("--executor", default="torch,own")
     parser.add_argument("--generate", type=int, default=64, help="new tokens for generate(); 0 skips it")
     parser.add_argument("--layer", action="store_true", help="also time one layer's attention call alone")
+    parser.add_argument("--compile", action="store_true",
+                        help="time the models under torch.compile (default mode; compiled in the warm-up calls)")
     options = parser.parse_args()
     sizes = [int(s) for s in options.sizes.split(",")]
     threads = [int(t) for t in options.threads.split(",")]
     executors = options.executor.split(",")
     models = make_models()
-    print("torch %s (default thread settings); performer %s (%s); %d CPUs, load average %.1f" % (
-        torch.__version__, performer.__version__, performer.kernel_isa(), os.cpu_count(), os.getloadavg()[0]))
+    # The timed models; the eager ones stay for --layer's inputs and generate().
+    runs = {name: torch.compile(model) for name, model in models.items()} if options.compile else models
+    print("torch %s (default thread settings%s); performer %s (%s); %d CPUs, load average %.1f" % (
+        torch.__version__, ", models under torch.compile" if options.compile else "", performer.__version__,
+        performer.kernel_isa(), os.cpu_count(), os.getloadavg()[0]))
     print("| executor | threads | N | pass | sdpa ms | performer ms | speed vs sdpa | bound | sdpa CPU ms |"
           " performer CPU ms |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -222,7 +230,7 @@ def main():
             for n in sizes:
                 ids = torch.randint(0, 1024, (1, n), generator=torch.Generator().manual_seed(n))
                 for label, fn in (("forward", forward), ("fwd+bwd", forward_backward)):
-                    medians = alternate(models, fn, (ids,), options.rounds)
+                    medians = alternate(runs, fn, (ids,), options.rounds)
                     (sdpa, sdpa_cpu), (ours, our_cpu) = medians["sdpa"], medians["performer"]
                     free = medians["attention-free"][0]
                     print("| %s | %d | %d | %s | %.1f | %.1f | %.2fx | %.2fx | %.0f | %.0f |" % (
