@@ -72,17 +72,11 @@ def batch(padding, B=3, N=13, vocab=97):
     return ids, mask
 
 
-@pytest.mark.parametrize("arch", sorted(CONFIGS))
-@pytest.mark.parametrize("padding", ["none", "right", "left"])
-def test_logits_and_gradients_equal_sdpa(arch, padding):
-    reference, model = model_pair(CONFIGS[arch]())
-    ids, mask = batch(padding)
-    labels = ids.masked_fill(mask == 0, -100)
-    kwargs = {} if padding == "none" else {"attention_mask": mask}
-    expected = reference(ids, labels=labels, **kwargs)
-    got = model(ids, labels=labels, **kwargs)
+def assert_trains_like_sdpa(reference, model, got, expected, mask):
+    """got (model's output with labels) has expected's logits on the real tokens (padded query
+    positions see no key, left, or are ignored by the loss) and, after both losses' backward, every
+    parameter's gradient."""
     real = mask.bool()
-    # Padded query positions see no key (left) or are ignored by the loss: compare the real tokens.
     assert rel_err(got.logits[real], expected.logits[real]) <= 1e-5
     expected.loss.backward()
     got.loss.backward()
@@ -90,6 +84,17 @@ def test_logits_and_gradients_equal_sdpa(arch, padding):
     for name, parameter in model.named_parameters():
         assert torch.isfinite(parameter.grad).all(), name
         assert rel_err(parameter.grad, reference_grads[name].grad) <= 1e-4, name
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+@pytest.mark.parametrize("padding", ["none", "right", "left"])
+def test_logits_and_gradients_equal_sdpa(arch, padding):
+    reference, model = model_pair(CONFIGS[arch]())
+    ids, mask = batch(padding)
+    labels = ids.masked_fill(mask == 0, -100)
+    kwargs = {} if padding == "none" else {"attention_mask": mask}
+    assert_trains_like_sdpa(reference, model, model(ids, labels=labels, **kwargs),
+                            reference(ids, labels=labels, **kwargs), mask)
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
@@ -124,15 +129,8 @@ def test_compiled_model_is_one_graph_and_trains_like_sdpa(arch, padding):
     assert explained.graph_break_count == on_sdpa.graph_break_count, explained.break_reasons
     assert arch == "gpt2" or explained.graph_count == 1
     compiled = torch.compile(model, fullgraph=on_sdpa.graph_break_count == 0)
-    got = compiled(ids, labels=labels, use_cache=False, **kwargs)
-    expected = reference(ids, labels=labels, use_cache=False, **kwargs)
-    real = mask.bool()
-    assert rel_err(got.logits[real], expected.logits[real]) <= 1e-5
-    got.loss.backward()
-    expected.loss.backward()
-    reference_grads = dict(reference.named_parameters())
-    for name, parameter in model.named_parameters():
-        assert rel_err(parameter.grad, reference_grads[name].grad) <= 1e-4, name
+    assert_trains_like_sdpa(reference, model, compiled(ids, labels=labels, use_cache=False, **kwargs),
+                            reference(ids, labels=labels, use_cache=False, **kwargs), mask)
 
 
 def test_compiled_model_refuses_packed_sequences_and_holes_when_it_runs():
