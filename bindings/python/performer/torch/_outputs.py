@@ -34,8 +34,9 @@ def new_output(like, shape, dtype=None, _prod=math.prod, _cached=_CACHED_BYTES):
     ``like.new_empty(shape, dtype=dtype)``. The type test comes first: a fake tensor's sizes may
     be symbolic, and comparing them would add a shape guard to a compiled or exported graph. (A
     tiny call's result costs ~0.3 us more than ``new_empty``.)"""
-    if type(like) in _PLAIN and _prod(shape) * (like.dtype if dtype is None else dtype).itemsize >= _cached:
-        tensor = _cached_output(like, shape, like.dtype if dtype is None else dtype)
+    wanted = like.dtype if dtype is None else dtype
+    if type(like) in _PLAIN and _prod(shape) * wanted.itemsize >= _cached:
+        tensor = _cached_output(like, shape, wanted)
         if tensor is not None:
             return tensor
     return like.new_empty(*shape) if dtype is None else like.new_empty(shape, dtype=dtype)

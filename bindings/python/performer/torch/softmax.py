@@ -40,9 +40,8 @@ class _SoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, causal, scale, kv_lengths, kv_starts, model_layout):
         if model_layout:
-            out = new_output(q, (q.shape[0], q.shape[2], q.shape[1], v.shape[3]))
-            lse = _ops._wide_empty(q, q.shape[:3]) if any(ctx.needs_input_grad[:3]) else None
-            _ext.softmax_forward(q, k, v, out.transpose(1, 2), lse, causal, scale, kv_lengths, kv_starts)
+            out, lse = model_layout_forward(q, k, v, causal, scale, kv_lengths, kv_starts,
+                                            any(ctx.needs_input_grad[:3]))
         else:
             out, lse = _ops.softmax_forward(q, k, v, causal, scale, kv_lengths, kv_starts, True)
         if lse is not None:
@@ -66,6 +65,15 @@ class _SoftmaxFunction(torch.autograd.Function):
 
 
 apply_softmax = c_apply(_SoftmaxFunction)
+
+
+def model_layout_forward(q, k, v, causal, scale, kv_lengths, kv_starts, with_lse):
+    """(out, lse) of the kernel with out B x N x H x M, the layout a model consumes, written through
+    strides (no transposed copy); lse only with_lse, else None. kv_lengths / kv_starts: None or lists."""
+    out = new_output(q, (q.shape[0], q.shape[2], q.shape[1], v.shape[3]))
+    lse = _ops._wide_empty(q, q.shape[:3]) if with_lse else None
+    _ext.softmax_forward(q, k, v, out.transpose(1, 2), lse, causal, scale, kv_lengths, kv_starts)
+    return out, lse
 
 
 def softmax_attention(q, k, v, *, causal=False, scale=None, kv_lengths=None, kv_starts=None, return_lse=False):

@@ -16,14 +16,11 @@ the padding would be lost -- the attention function refuses to run then instead 
 
 import torch as _torch
 
-from performer import _performer as _ext
-
 from . import _autocast
 from ._apply import unwrap
 from ._direct import route
-from ._outputs import new_output
 from ._tensors import DTYPE_CODES, key_lists
-from .softmax import apply_softmax, softmax_attention
+from .softmax import apply_softmax, model_layout_forward, softmax_attention
 
 __all__ = ["KeyRanges", "attention_forward", "attention_mask", "register_transformers_attention"]
 
@@ -56,21 +53,19 @@ class KeyRanges:
             self.keys, self.causal, self.kv_starts, self.kv_lengths, self.shape)
 
 
-def _is_plain_mask_function(mask_function):
-    from transformers import masking_utils
-
-    return mask_function is masking_utils.causal_mask_function or \
-        mask_function is masking_utils.bidirectional_mask_function
-
-
-def _mask_kind(mask_function):
-    """True for transformers' causal mask function, False for its bidirectional one; else ValueError."""
+def _mask_kind(mask_function, traced, kwargs):
+    """(causal, composed): True for transformers' causal mask function, False for its bidirectional
+    one (composed None). Any other function: while tracing, the kind transformers' call site implies
+    (only its bidirectional ones pass allow_is_bidirectional_skip) and the function itself, whose
+    pattern the graph then checks (_check_traced_pattern); in eager calls, ValueError."""
     from transformers import masking_utils
 
     if mask_function is masking_utils.causal_mask_function:
-        return True
+        return True, None
     if mask_function is masking_utils.bidirectional_mask_function:
-        return False
+        return False, None
+    if traced:
+        return "allow_is_bidirectional_skip" not in kwargs, mask_function
     name = getattr(mask_function, "__qualname__", None) or type(mask_function).__name__
     raise ValueError(
         "mask_function=%s: performer attention expresses only a causal or bidirectional mask within one "
@@ -138,15 +133,7 @@ def attention_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mas
     a real token; positions past S are padding). Cost: O(B * S), no N x L tensor.
     """
     traced = _torch.compiler.is_compiling()
-    composed = None
-    if mask_function is None:
-        causal = True
-    elif traced and not _is_plain_mask_function(mask_function):
-        # Only transformers' bidirectional call sites pass allow_is_bidirectional_skip; the pattern
-        # this implies is checked in the graph (_check_traced_pattern).
-        causal, composed = "allow_is_bidirectional_skip" not in kwargs, mask_function
-    else:
-        causal = _mask_kind(mask_function)
+    causal, composed = (True, None) if mask_function is None else _mask_kind(mask_function, traced, kwargs)
     shape = (batch_size, 1, q_length, kv_length)
     if isinstance(attention_mask, KeyRanges):
         # Made by this function ahead of the forward (generate() with a static cache).
@@ -280,9 +267,7 @@ def _layer_attention(q, k, v, causal, scale, kv_lengths, kv_starts):
             return apply_softmax(unwrap(q), unwrap(k), unwrap(v), bool(causal), scale, kv_lengths, kv_starts,
                                  True)[0]
         # No gradient (generate(), evaluation): the kernel alone, ~5 us less per layer and token.
-        out = new_output(q, (q.shape[0], q.shape[2], q.shape[1], v.shape[3]))
-        _ext.softmax_forward(q, k, v, out.transpose(1, 2), None, bool(causal), scale, kv_lengths, kv_starts)
-        return out
+        return model_layout_forward(q, k, v, bool(causal), scale, kv_lengths, kv_starts, False)[0]
     out = softmax_attention(q, k, v, causal=causal, scale=scale, kv_lengths=kv_lengths, kv_starts=kv_starts)
     return out.transpose(1, 2).contiguous()
 
